@@ -1,0 +1,216 @@
+"""Aegis settings: one module, driven by the environment.
+
+With nothing set, Aegis runs on the *embedded default*: SQLite, tasks executed in-process and a
+local-memory cache, so a first run needs only Python. Production (AEGIS_ENV=production) refuses to
+start without a secret key, a PostgreSQL DATABASE_URL and a REDIS_URL.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+AEGIS_ENV = env.str("AEGIS_ENV", default="development")
+if AEGIS_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured("AEGIS_ENV must be 'development' or 'production'.")
+PRODUCTION = AEGIS_ENV == "production"
+
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+
+if PRODUCTION:
+    SECRET_KEY = env.str("SECRET_KEY", default="")
+    if len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "Set SECRET_KEY to a random string of at least 50 characters in production."
+        )
+else:
+    SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-never-use-in-production")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "execution",
+    "trading",
+    "picks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "aegis.urls"
+WSGI_APPLICATION = "aegis.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+# DATABASE_URL points at PostgreSQL (directly or through PgBouncer); DATABASE_DIRECT_URL is the
+# session-capable connection that LISTEN needs, never through a transaction pooler.
+EMBEDDED_DB_PATH = BASE_DIR / "var" / "aegis.sqlite3"
+if PRODUCTION and "DATABASE_URL" not in env:
+    raise ImproperlyConfigured("Set DATABASE_URL to a PostgreSQL URL in production.")
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{EMBEDDED_DB_PATH}")}
+DATABASE_DIRECT_URL = env.str("DATABASE_DIRECT_URL", default=env.str("DATABASE_URL", default=""))
+
+_default_db = DATABASES["default"]
+if _default_db["ENGINE"] == "django.db.backends.sqlite3":
+    if _default_db["NAME"] not in ("", ":memory:"):
+        Path(_default_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # SQLite ignores SELECT ... FOR UPDATE: IMMEDIATE transactions make writers queue up, so the
+    # ledger's invariant still holds on the embedded default.
+    _default_db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    _default_db.setdefault("OPTIONS", {})
+    _default_db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    _default_db["CONN_HEALTH_CHECKS"] = True
+    if env.str("DATABASE_POOLING", default="") == "pgbouncer":
+        # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
+        _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
+        _default_db["OPTIONS"]["prepare_threshold"] = None
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and cache -----------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if PRODUCTION and not REDIS_URL:
+    raise ImproperlyConfigured("Set REDIS_URL in production.")
+EMBEDDED = not REDIS_URL
+
+if EMBEDDED:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "aegis",
+            "TIMEOUT": 300,
+        }
+    }
+
+# --- Celery (read by aegis.celery with namespace CELERY) --------------------------------------
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+# The embedded default runs every task in the calling process, after the commit that made it.
+CELERY_TASK_ALWAYS_EAGER = EMBEDDED
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Short, latency-sensitive tasks: one message at a time per process, so a slow task never holds
+# back a queued exit.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "execution.*": {"queue": "execution"},
+    "trading.*": {"queue": "trading"},
+    "picks.*": {"queue": "picks"},
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "Asia/Seoul"
+
+# --- KIS (the broker). Secrets only from the environment. --------------------------------------
+KIS = {
+    # "real", "paper" or "simulator"
+    "ENV": env.str("KIS_ENV", default="simulator"),
+    "BASE_URL": env.str("KIS_BASE_URL", default=""),
+    "WS_URL": env.str("KIS_WS_URL", default=""),
+    "ACCOUNT": env.str("KIS_ACCOUNT", default=""),
+    "QUERY_APP_KEY": env.str("KIS_QUERY_APP_KEY", default=""),
+    "QUERY_APP_SECRET": env.str("KIS_QUERY_APP_SECRET", default=""),
+    "ORDER_APP_KEY": env.str("KIS_ORDER_APP_KEY", default=""),
+    "ORDER_APP_SECRET": env.str("KIS_ORDER_APP_SECRET", default=""),
+    "HTS_ID": env.str("KIS_HTS_ID", default=""),
+}
+
+# --- Auth, i18n, static -----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "Asia/Seoul"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Security (production) --------------------------------------------------------------------
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^health/?$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    X_FRAME_OPTIONS = "DENY"
+
+# --- Logging ----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,173 @@
+"""The ledger in the admin. Every change a person makes here goes through a service, so the admin
+can never write around the row locks: positions show their available and locked qty, intents and
+orders are read-mostly, and the trading state is the kill switch.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import F
+
+from .exceptions import LedgerError
+from .models import Fill, Order, OrderIntent, Position, TradingState
+from .services import intent_cancel, position_flatten, trading_state_set
+
+
+class ReadOnlyAdminMixin:
+    """Rows that only the ledger writes."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class OpenOrderInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Order
+    verbose_name_plural = "Open orders"
+    fields = ("id", "side", "qty", "filled_qty", "limit_price", "status", "broker_order_no",
+              "created_at")
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status__in=Order.OPEN_STATUSES)
+
+
+class NewIntentInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = OrderIntent
+    verbose_name_plural = "Intents waiting for an order"
+    fields = ("id", "intent_type", "side", "qty", "limit_price", "reason", "created_at")
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=OrderIntent.Status.NEW)
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("symbol", "status", "qty", "locked", "available", "avg_price",
+                    "realized_pnl", "opened_at")
+    list_filter = ("status",)
+    search_fields = ("symbol",)
+    ordering = ("status", "symbol")
+    fields = ("symbol", "status", "qty", "locked", "available", "avg_price", "realized_pnl",
+              "opened_at", "closed_at", "updated_at")
+    readonly_fields = fields
+    inlines = [NewIntentInline, OpenOrderInline]
+    actions = ["flatten"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(available_qty_db=F("qty") - F("reserved_qty"))
+
+    @admin.display(description="locked qty", ordering="reserved_qty")
+    def locked(self, obj):
+        return obj.reserved_qty
+
+    @admin.display(description="available qty", ordering="available_qty_db")
+    def available(self, obj):
+        return obj.available_qty
+
+    @admin.action(description="Flatten: sell all available shares through the ledger",
+                  permissions=["flatten"])
+    def flatten(self, request, queryset):
+        opened, refused = 0, []
+        for position in queryset.filter(status=Position.Status.OPEN):
+            try:
+                position_flatten(position_id=position.pk, requested_by=request.user.get_username())
+                opened += 1
+            except LedgerError as exc:
+                refused.append(f"{position.symbol}: {exc}")
+        if opened:
+            self.message_user(request, f"{opened} flatten intent(s) opened.", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+
+    def has_flatten_permission(self, request):
+        return request.user.has_perm("execution.add_orderintent")
+
+
+@admin.register(OrderIntent)
+class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "intent_type", "side", "symbol", "qty", "limit_price", "status",
+                    "reason")
+    list_filter = ("status", "intent_type", "side")
+    search_fields = ("symbol", "idempotency_key", "id")
+    date_hierarchy = "created_at"
+    list_select_related = ("position",)
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel: withdraw intents not yet ordered, releasing their shares",
+                  permissions=["cancel"])
+    def cancel(self, request, queryset):
+        done = 0
+        for intent in queryset:
+            try:
+                intent_cancel(intent_id=intent.pk,
+                              reason=f"cancelled by {request.user.get_username()}")
+                done += 1
+            except LedgerError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if done:
+            self.message_user(request, f"{done} intent(s) cancelled.", messages.SUCCESS)
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm("execution.add_orderintent")
+
+
+class FillInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Fill
+    fields = ("broker_fill_key", "qty", "price", "filled_at", "recorded_at")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "side", "symbol", "qty", "filled_qty", "limit_price", "status",
+                    "broker_order_no")
+    list_filter = ("status", "side")
+    search_fields = ("symbol", "broker_order_no", "id")
+    date_hierarchy = "created_at"
+    inlines = [FillInline]
+
+
+@admin.register(Fill)
+class FillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("filled_at", "order", "qty", "price", "broker_fill_key")
+    search_fields = ("broker_fill_key",)
+    list_select_related = ("order",)
+
+
+class TradingStateForm(forms.ModelForm):
+    reason = forms.CharField(max_length=255, help_text="Why the state changes; kept with it.")
+
+    class Meta:
+        model = TradingState
+        fields = ("state", "reason")
+
+
+@admin.register(TradingState)
+class TradingStateAdmin(admin.ModelAdmin):
+    form = TradingStateForm
+    list_display = ("state", "reason", "changed_by", "changed_at")
+    readonly_fields = ("changed_by", "changed_at")
+
+    def has_add_permission(self, request):
+        return not TradingState.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        trading_state_set(
+            state=form.cleaned_data["state"],
+            reason=form.cleaned_data["reason"],
+            changed_by=request.user.get_username(),
+        )

@@ -1,0 +1,300 @@
+"""The position ledger: positions, the intents that want to change them, the broker orders that do,
+and the fills that did.
+
+Invariant I1 lives in `Position.reserved_qty`: the qty held back by open SELL orders (their
+unfilled remainder) and by SELL intents not yet turned into orders. Every change to it happens
+under the position's row lock (execution.services.ledger), and the database refuses any row where
+it would exceed the position's qty, so even a bug elsewhere cannot oversell.
+"""
+
+import uuid
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F, Q
+
+SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
+symbol_validator = RegexValidator(
+    SYMBOL_PATTERN, "A KRX short code is 6 characters, digits or upper-case letters (e.g. 005930)."
+)
+
+
+class Side(models.TextChoices):
+    BUY = "BUY", "Buy"
+    SELL = "SELL", "Sell"
+
+
+class TradingState(models.Model):
+    """The global kill switch: a single row (pk=1)."""
+
+    class State(models.TextChoices):
+        ACTIVE = "ACTIVE", "Active: entries and exits"
+        REDUCING = "REDUCING", "Reducing: exits only"
+        HALTED = "HALTED", "Halted: nothing new goes out"
+
+    SINGLETON_PK = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_PK, editable=False)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
+    reason = models.CharField(max_length=255, blank=True)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="trading_state_singleton"),
+            models.CheckConstraint(
+                condition=Q(state__in=["ACTIVE", "REDUCING", "HALTED"]),
+                name="trading_state_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Trading {self.state}"
+
+
+class Position(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "OPEN", "Open"
+        CLOSED = "CLOSED", "Closed"
+
+    symbol = models.CharField(max_length=6, validators=[symbol_validator], db_index=True)
+    status = models.CharField(max_length=6, choices=Status.choices, default=Status.OPEN)
+    qty = models.BigIntegerField(default=0, help_text="Shares held.")
+    reserved_qty = models.BigIntegerField(
+        default=0,
+        help_text="Shares held back by open SELL orders and SELL intents not yet ordered.",
+    )
+    avg_price = models.DecimalField(
+        max_digits=20, decimal_places=4, default=0, help_text="Average purchase price, KRW."
+    )
+    realized_pnl = models.DecimalField(
+        max_digits=24, decimal_places=4, default=0, help_text="Realised profit and loss, KRW."
+    )
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(qty__gte=0), name="position_qty_non_negative"),
+            models.CheckConstraint(
+                condition=Q(reserved_qty__gte=0) & Q(reserved_qty__lte=F("qty")),
+                name="position_reserved_within_qty",
+            ),
+            models.CheckConstraint(
+                condition=Q(avg_price__gte=0), name="position_avg_price_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(symbol__regex=SYMBOL_PATTERN), name="position_symbol_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["OPEN", "CLOSED"]), name="position_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="OPEN") | Q(qty=0, reserved_qty=0),
+                name="position_closed_is_flat",
+            ),
+            models.UniqueConstraint(
+                fields=["symbol"],
+                condition=Q(status="OPEN"),
+                name="position_one_open_per_symbol",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} ×{self.qty} ({self.status})"
+
+    @property
+    def available_qty(self) -> int:
+        return self.qty - self.reserved_qty
+
+
+class IntentType(models.TextChoices):
+    ENTRY = "ENTRY", "Entry"
+    EXIT_STOP_LOSS = "EXIT_STOP_LOSS", "Exit: stop loss"
+    EXIT_TAKE_PROFIT = "EXIT_TAKE_PROFIT", "Exit: take profit"
+    EXIT_TRAILING = "EXIT_TRAILING", "Exit: trailing stop"
+    EXIT_TIME = "EXIT_TIME", "Exit: time"
+    EXIT_MAX_HOLD = "EXIT_MAX_HOLD", "Exit: maximum holding days"
+    GAP_DOWN = "GAP_DOWN", "Exit: gap down"
+    FLATTEN = "FLATTEN", "Flatten"
+    MANUAL = "MANUAL", "Manual"
+
+
+# Intent types that reduce a position. MANUAL may go either way: its side says which.
+EXIT_INTENT_TYPES = frozenset(
+    {
+        IntentType.EXIT_STOP_LOSS,
+        IntentType.EXIT_TAKE_PROFIT,
+        IntentType.EXIT_TRAILING,
+        IntentType.EXIT_TIME,
+        IntentType.EXIT_MAX_HOLD,
+        IntentType.GAP_DOWN,
+        IntentType.FLATTEN,
+        IntentType.MANUAL,
+    }
+)
+
+
+class OrderIntent(models.Model):
+    """A decision to trade, before it is a broker order. A NEW SELL intent reserves its qty."""
+
+    class Status(models.TextChoices):
+        NEW = "NEW", "New"
+        ORDERED = "ORDERED", "Ordered"
+        CANCELLED = "CANCELLED", "Cancelled"
+        REJECTED = "REJECTED", "Rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    intent_type = models.CharField(max_length=16, choices=IntentType.choices)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="intents")
+    # Denormalised from the position so outside writers and the NOTIFY payload need no join.
+    symbol = models.CharField(max_length=6, validators=[symbol_validator])
+    qty = models.BigIntegerField()
+    limit_price = models.BigIntegerField(
+        null=True, blank=True, help_text="KRW; empty for a market order."
+    )
+    status = models.CharField(max_length=9, choices=Status.choices, default=Status.NEW)
+    reason = models.CharField(max_length=255, blank=True)
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    event_at = models.DateTimeField(help_text="When the triggering event happened.")
+    created_at = models.DateTimeField(help_text="When the intent was written.")
+    ordered_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its order went out to the broker."
+    )
+    closed_reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="intent_status_created")]
+        constraints = [
+            models.CheckConstraint(condition=Q(qty__gt=0), name="intent_qty_positive"),
+            models.CheckConstraint(
+                condition=Q(limit_price__isnull=True) | Q(limit_price__gt=0),
+                name="intent_limit_price_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(side__in=["BUY", "SELL"]), name="intent_side_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["NEW", "ORDERED", "CANCELLED", "REJECTED"]),
+                name="intent_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(intent_type="ENTRY") | Q(side="BUY"), name="intent_entry_is_buy"
+            ),
+            models.CheckConstraint(
+                condition=Q(intent_type__in=["ENTRY", "MANUAL"]) | Q(side="SELL"),
+                name="intent_exit_is_sell",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.intent_type} {self.side} {self.symbol} ×{self.qty} ({self.status})"
+
+
+class Order(models.Model):
+    """A broker order. Recorded before the broker is called (I4); `id` is our own order id."""
+
+    class Status(models.TextChoices):
+        NEW = "NEW", "New"
+        SUBMITTED = "SUBMITTED", "Submitted"
+        PARTIAL_FILLED = "PARTIAL_FILLED", "Partially filled"
+        FILLED = "FILLED", "Filled"
+        CANCELLED = "CANCELLED", "Cancelled"
+        REJECTED = "REJECTED", "Rejected"
+
+    OPEN_STATUSES = (Status.NEW, Status.SUBMITTED, Status.PARTIAL_FILLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    intent = models.ForeignKey(
+        OrderIntent, on_delete=models.PROTECT, related_name="orders", null=True, blank=True
+    )
+    position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="orders")
+    symbol = models.CharField(max_length=6, validators=[symbol_validator])
+    side = models.CharField(max_length=4, choices=Side.choices)
+    qty = models.BigIntegerField()
+    filled_qty = models.BigIntegerField(default=0)
+    limit_price = models.BigIntegerField(
+        null=True, blank=True, help_text="KRW; empty for a market order."
+    )
+    status = models.CharField(max_length=14, choices=Status.choices, default=Status.NEW)
+    broker_order_no = models.CharField(max_length=32, null=True, blank=True)
+    broker_org_no = models.CharField(max_length=16, blank=True)
+    # KIS order numbers (ODNO) are unique within an account and a trading day.
+    trade_date = models.DateField(null=True, blank=True)
+    reject_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="order_status_created")]
+        constraints = [
+            models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_positive"),
+            models.CheckConstraint(
+                condition=Q(filled_qty__gte=0) & Q(filled_qty__lte=F("qty")),
+                name="order_filled_within_qty",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="FILLED") | Q(filled_qty=F("qty")),
+                name="order_filled_is_complete",
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_price__isnull=True) | Q(limit_price__gt=0),
+                name="order_limit_price_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(side__in=["BUY", "SELL"]), name="order_side_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "NEW",
+                        "SUBMITTED",
+                        "PARTIAL_FILLED",
+                        "FILLED",
+                        "CANCELLED",
+                        "REJECTED",
+                    ]
+                ),
+                name="order_status_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["trade_date", "broker_order_no"],
+                name="order_broker_order_no_unique",
+                condition=Q(broker_order_no__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.symbol} {self.filled_qty}/{self.qty} ({self.status})"
+
+    @property
+    def remaining_qty(self) -> int:
+        return self.qty - self.filled_qty
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+
+class Fill(models.Model):
+    """One execution reported by the broker. `broker_fill_key` makes a repeated notice a no-op."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    broker_fill_key = models.CharField(max_length=128, unique=True)
+    qty = models.BigIntegerField()
+    price = models.BigIntegerField()
+    filled_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(qty__gt=0), name="fill_qty_positive"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="fill_price_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.qty} @ {self.price}"

@@ -1,0 +1,81 @@
+"""Helpers every ledger service shares. Callers hold a transaction."""
+
+import logging
+
+from aegis import clock
+
+from ..exceptions import IntentNotFound, OrderNotFound, PositionNotFound
+from ..locks import intent_qs_for_update, order_qs_for_update, position_qs_for_update
+from ..models import Order, OrderIntent, Position
+
+logger = logging.getLogger("aegis.ledger")
+
+
+def lock_position(position_id: object) -> Position:
+    try:
+        return position_qs_for_update().get(pk=position_id)
+    except (Position.DoesNotExist, ValueError, TypeError):
+        raise PositionNotFound(position_id) from None
+
+
+def position_id_of_intent(intent_id: object) -> int:
+    try:
+        position_id = (
+            OrderIntent.objects.filter(pk=intent_id).values_list("position_id", flat=True).first()
+        )
+    except (ValueError, TypeError):
+        position_id = None
+    if position_id is None:
+        raise IntentNotFound(intent_id)
+    return position_id
+
+
+def position_id_of_order(order_id: object) -> int:
+    try:
+        position_id = Order.objects.filter(pk=order_id).values_list("position_id", flat=True).first()
+    except (ValueError, TypeError):
+        position_id = None
+    if position_id is None:
+        raise OrderNotFound(order_id)
+    return position_id
+
+
+def lock_intent(intent_id: object) -> OrderIntent:
+    return intent_qs_for_update().get(pk=intent_id)
+
+
+def lock_order(order_id: object) -> Order:
+    return order_qs_for_update().get(pk=order_id)
+
+
+def release(position: Position, qty: int) -> None:
+    """Give reserved shares back to the position's available qty."""
+    position.reserved_qty -= qty
+
+
+def close_if_flat(position: Position) -> None:
+    """Close a position that holds nothing and has nothing on the way in or out."""
+    if position.qty != 0 or position.reserved_qty != 0 or position.status != Position.Status.OPEN:
+        return
+    busy = (
+        OrderIntent.objects.filter(position=position, status=OrderIntent.Status.NEW).exists()
+        or Order.objects.filter(position=position, status__in=Order.OPEN_STATUSES).exists()
+    )
+    if busy:
+        return
+    position.status = Position.Status.CLOSED
+    position.closed_at = clock.now()
+    logger.info(
+        "ledger.position_closed position_id=%s symbol=%s realized_pnl=%s",
+        position.pk,
+        position.symbol,
+        position.realized_pnl,
+        extra={"position_id": position.pk, "symbol": position.symbol},
+    )
+
+
+def save_position(position: Position) -> None:
+    position.save(
+        update_fields=["qty", "reserved_qty", "avg_price", "realized_pnl", "status", "closed_at",
+                       "updated_at"]
+    )

@@ -1,0 +1,189 @@
+"""Opening and cancelling intents. An exit intent reserves the shares it will sell, under the
+position's row lock, clamped to what is available (I1, I2).
+"""
+
+import datetime as dt
+import logging
+
+from django.db import IntegrityError, transaction
+
+from aegis import clock
+
+from ..exceptions import (
+    InsufficientAvailableQty,
+    InvalidInput,
+    InvalidIntentState,
+    PositionClosed,
+)
+from ..locks import position_qs_for_update
+from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
+from ..validation import check_key, check_price, check_qty, check_symbol
+from . import _ledger
+from .trading_state import require_state_allows
+
+logger = logging.getLogger("aegis.ledger")
+
+
+def _existing_intent(idempotency_key: str, *, position_id: int | None = None) -> OrderIntent | None:
+    intent = OrderIntent.objects.filter(idempotency_key=idempotency_key).first()
+    if intent is not None and position_id is not None and intent.position_id != position_id:
+        raise InvalidInput(
+            "idempotency_key",
+            f"{idempotency_key!r} already belongs to an intent of position {intent.position_id}.",
+        )
+    return intent
+
+
+def exit_intent_open(
+    *,
+    position_id: int,
+    qty: int,
+    intent_type: str,
+    idempotency_key: str,
+    reason: str = "",
+    limit_price: int | None = None,
+    event_at: dt.datetime | None = None,
+) -> OrderIntent:
+    """Reserve up to `qty` shares of the position for a SELL and record the intent.
+
+    The qty is clamped to what is available; when nothing is, no intent is written and
+    InsufficientAvailableQty is raised. A repeated idempotency key returns the first intent.
+    """
+    if intent_type not in EXIT_INTENT_TYPES:
+        raise InvalidInput("intent_type", f"{intent_type!r} is not an exit intent type.")
+    check_qty(qty)
+    check_price(limit_price)
+    check_key(idempotency_key)
+    now = clock.now()
+
+    with transaction.atomic():
+        require_state_allows(side=Side.SELL, operation="opening an exit")
+        position = _ledger.lock_position(position_id)
+        existing = _existing_intent(idempotency_key, position_id=position.pk)
+        if existing is not None:
+            return existing
+        if position.status != Position.Status.OPEN:
+            raise PositionClosed(position.pk)
+
+        available = position.qty - position.reserved_qty
+        if available <= 0:
+            logger.warning(
+                "ledger.refused position_id=%s symbol=%s requested=%s qty=%s locked_qty=%s",
+                position.pk,
+                position.symbol,
+                qty,
+                position.qty,
+                position.reserved_qty,
+                extra={
+                    "event": "ledger.refused",
+                    "position_id": position.pk,
+                    "symbol": position.symbol,
+                    "requested_qty": qty,
+                    "qty": position.qty,
+                    "locked_qty": position.reserved_qty,
+                },
+            )
+            raise InsufficientAvailableQty(
+                position_id=position.pk,
+                requested=qty,
+                qty=position.qty,
+                locked=position.reserved_qty,
+            )
+
+        granted = min(qty, available)
+        position.reserved_qty += granted
+        _ledger.save_position(position)
+        intent = OrderIntent.objects.create(
+            intent_type=intent_type,
+            side=Side.SELL,
+            position=position,
+            symbol=position.symbol,
+            qty=granted,
+            limit_price=limit_price,
+            reason=(reason or "")[:255],
+            idempotency_key=idempotency_key,
+            event_at=event_at or now,
+            created_at=now,
+        )
+    if granted < qty:
+        logger.info(
+            "ledger.clamped position_id=%s intent_id=%s requested=%s granted=%s",
+            position.pk,
+            intent.pk,
+            qty,
+            granted,
+            extra={"position_id": position.pk, "intent_id": str(intent.pk)},
+        )
+    return intent
+
+
+def _lock_or_open_position(symbol: str) -> Position:
+    """The symbol's open position, locked; a new empty one if there is none."""
+    position = position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
+    if position is not None:
+        return position
+    try:
+        with transaction.atomic():
+            return Position.objects.create(symbol=symbol, opened_at=clock.now())
+    except IntegrityError:
+        # Another transaction opened it first (one open position per symbol); take its lock.
+        return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN)
+
+
+def entry_intent_open(
+    *,
+    symbol: str,
+    qty: int,
+    idempotency_key: str,
+    reason: str = "",
+    limit_price: int | None = None,
+    event_at: dt.datetime | None = None,
+) -> OrderIntent:
+    """Record a BUY intent for `symbol`, opening an empty position to hold what it buys."""
+    check_symbol(symbol)
+    check_qty(qty)
+    check_price(limit_price)
+    check_key(idempotency_key)
+    now = clock.now()
+
+    with transaction.atomic():
+        require_state_allows(side=Side.BUY, operation="opening an entry")
+        existing = _existing_intent(idempotency_key)
+        if existing is not None:
+            if existing.symbol != symbol or existing.intent_type != IntentType.ENTRY:
+                raise InvalidInput(
+                    "idempotency_key",
+                    f"{idempotency_key!r} already belongs to another intent ({existing.pk}).",
+                )
+            return existing
+        position = _lock_or_open_position(symbol)
+        return OrderIntent.objects.create(
+            intent_type=IntentType.ENTRY,
+            side=Side.BUY,
+            position=position,
+            symbol=symbol,
+            qty=qty,
+            limit_price=limit_price,
+            reason=(reason or "")[:255],
+            idempotency_key=idempotency_key,
+            event_at=event_at or now,
+            created_at=now,
+        )
+
+
+def intent_cancel(*, intent_id: object, reason: str) -> OrderIntent:
+    """Withdraw an intent that has not become an order; its reserved shares are released."""
+    position_id = _ledger.position_id_of_intent(intent_id)
+    with transaction.atomic():
+        position = _ledger.lock_position(position_id)
+        intent = _ledger.lock_intent(intent_id)
+        if intent.status != OrderIntent.Status.NEW:
+            raise InvalidIntentState(intent.pk, intent.status, "cancel")
+        intent.status = OrderIntent.Status.CANCELLED
+        intent.closed_reason = (reason or "cancelled")[:255]
+        intent.save(update_fields=["status", "closed_reason"])
+        if intent.side == Side.SELL:
+            _ledger.release(position, intent.qty)
+        _ledger.close_if_flat(position)
+        _ledger.save_position(position)
+    return intent

@@ -1,0 +1,165 @@
+"""Turning an intent into a broker order and following the order's life, under the position lock.
+
+The Order row is written before the broker is called (I4): a retried or crashed task finds it and
+learns what was already attempted. A SELL order carries its intent's reservation for its unfilled
+remainder; rejection and cancellation give that remainder back.
+"""
+
+import datetime as dt
+import logging
+
+from django.db import transaction
+
+from aegis import clock
+
+from ..exceptions import InvalidInput, InvalidIntentState, InvalidOrderState
+from ..models import Order, OrderIntent, Side
+from . import _ledger
+from .trading_state import require_state_allows
+
+logger = logging.getLogger("aegis.ledger")
+
+
+def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> Order | None:
+    """Record the Order for a NEW intent, re-checking the ledger under the position lock.
+
+    Returns the intent's order (the existing one when the intent was already ordered, so a retried
+    task never makes a second), or None when the ledger refused it: the intent is then REJECTED
+    and its reservation released. `broker_sellable_qty` is the broker's orderable qty when known
+    (I4b). Raises TradingNotAllowed, leaving the intent NEW to wait, when the state forbids it.
+    """
+    if broker_sellable_qty is not None and (
+        type(broker_sellable_qty) is not int or broker_sellable_qty < 0
+    ):
+        raise InvalidInput("broker_sellable_qty", "must be a whole number ≥ 0 or None.")
+    position_id = _ledger.position_id_of_intent(intent_id)
+    now = clock.now()
+
+    with transaction.atomic():
+        position = _ledger.lock_position(position_id)
+        intent = _ledger.lock_intent(intent_id)
+        if intent.status == OrderIntent.Status.ORDERED:
+            return intent.orders.order_by("-created_at").first()
+        if intent.status != OrderIntent.Status.NEW:
+            raise InvalidIntentState(intent.pk, intent.status, "order")
+        require_state_allows(side=intent.side, operation=f"sending {intent.intent_type}")
+
+        order_qty = intent.qty
+        if intent.side == Side.SELL:
+            # This intent's own shares are already inside reserved_qty.
+            sellable = position.qty - (position.reserved_qty - intent.qty)
+            if broker_sellable_qty is not None:
+                sellable = min(sellable, broker_sellable_qty)
+            order_qty = min(intent.qty, sellable)
+            if order_qty <= 0:
+                intent.status = OrderIntent.Status.REJECTED
+                intent.closed_reason = (
+                    f"nothing sellable at order time (qty {position.qty}, "
+                    f"locked {position.reserved_qty - intent.qty} by others, "
+                    f"broker orderable {broker_sellable_qty})"
+                )
+                intent.save(update_fields=["status", "closed_reason"])
+                _ledger.release(position, intent.qty)
+                _ledger.close_if_flat(position)
+                _ledger.save_position(position)
+                logger.warning(
+                    "ledger.refused_at_order intent_id=%s position_id=%s",
+                    intent.pk,
+                    position.pk,
+                    extra={"intent_id": str(intent.pk), "position_id": position.pk},
+                )
+                return None
+            if order_qty < intent.qty:
+                _ledger.release(position, intent.qty - order_qty)
+                _ledger.save_position(position)
+
+        order = Order.objects.create(
+            intent=intent,
+            position=position,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=order_qty,
+            limit_price=intent.limit_price,
+            created_at=now,
+        )
+        intent.status = OrderIntent.Status.ORDERED
+        intent.save(update_fields=["status"])
+    return order
+
+
+def order_mark_submitted(
+    *,
+    order_id: object,
+    broker_order_no: str,
+    broker_org_no: str = "",
+    submitted_at: dt.datetime | None = None,
+) -> Order:
+    """The broker accepted the order and gave it a number."""
+    if not isinstance(broker_order_no, str) or not broker_order_no.strip():
+        raise InvalidInput("broker_order_no", "the broker's order number is required.")
+    position_id = _ledger.position_id_of_order(order_id)
+    submitted_at = submitted_at or clock.now()
+
+    with transaction.atomic():
+        _ledger.lock_position(position_id)
+        order = _ledger.lock_order(order_id)
+        if order.broker_order_no == broker_order_no:
+            return order
+        if order.status != Order.Status.NEW or order.broker_order_no:
+            raise InvalidOrderState(order.pk, order.status, "mark submitted")
+        order.status = Order.Status.SUBMITTED
+        order.broker_order_no = broker_order_no
+        order.broker_org_no = broker_org_no
+        order.submitted_at = submitted_at
+        order.trade_date = submitted_at.astimezone(clock.SEOUL).date()
+        order.save(
+            update_fields=[
+                "status", "broker_order_no", "broker_org_no", "submitted_at", "trade_date",
+                "updated_at",
+            ]
+        )
+        if order.intent_id is not None:
+            OrderIntent.objects.filter(pk=order.intent_id, ordered_at__isnull=True).update(
+                ordered_at=submitted_at
+            )
+    return order
+
+
+def _close_order(*, order_id: object, status: str, reason: str, allowed: tuple) -> Order:
+    position_id = _ledger.position_id_of_order(order_id)
+    with transaction.atomic():
+        position = _ledger.lock_position(position_id)
+        order = _ledger.lock_order(order_id)
+        if order.status == status:
+            return order
+        if order.status not in allowed:
+            raise InvalidOrderState(order.pk, order.status, f"mark {status.lower()}")
+        remaining = order.remaining_qty
+        order.status = status
+        order.reject_reason = (reason or "")[:255]
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        if order.side == Side.SELL:
+            _ledger.release(position, remaining)
+        _ledger.close_if_flat(position)
+        _ledger.save_position(position)
+    return order
+
+
+def order_reject(*, order_id: object, reason: str) -> Order:
+    """The broker refused the order (or it never reached the broker): release its shares."""
+    return _close_order(
+        order_id=order_id,
+        status=Order.Status.REJECTED,
+        reason=reason,
+        allowed=(Order.Status.NEW, Order.Status.SUBMITTED),
+    )
+
+
+def order_mark_cancelled(*, order_id: object, reason: str = "") -> Order:
+    """The broker confirmed the unfilled remainder cancelled: release it."""
+    return _close_order(
+        order_id=order_id,
+        status=Order.Status.CANCELLED,
+        reason=reason,
+        allowed=Order.OPEN_STATUSES,
+    )

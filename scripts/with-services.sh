@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Run a command beside throw-away PostgreSQL and Redis servers on 127.0.0.1, then stop them.
+#
+#   scripts/with-services.sh pytest -q
+#
+# The servers live in a temporary directory and listen on free ports; the command sees
+# DATABASE_URL, DATABASE_DIRECT_URL, REDIS_URL and AEGIS_SERVICES_DIR (where redis.conf and the
+# PostgreSQL data live, for tests that stop and restart a server). Missing Debian packages are
+# installed when running as root; otherwise the script says what to install and stops.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+find_pg_bin() {
+  local dir
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$dir/initdb" ] && { echo "$dir"; return 0; }
+  done
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+  return 1
+}
+
+ensure_packages() {
+  local missing=()
+  find_pg_bin >/dev/null || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing: ${missing[*]}. Install them (sudo apt-get install -y ${missing[*]}) and run again."
+    exit 2
+  fi
+  log "installing ${missing[*]} from the Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+ensure_packages
+PG_BIN=$(find_pg_bin)
+SERVICES_DIR=$(mktemp -d /tmp/aegis-services.XXXXXX)
+chmod 755 "$SERVICES_DIR"
+PG_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+PG_DATA="$SERVICES_DIR/pg"
+
+# initdb refuses to run as root: use the postgres account the Debian package creates.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cleanup() {
+  local rc=$?
+  log "stopping"
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  if [ -f "$SERVICES_DIR/redis.pid" ]; then
+    kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null || true
+  fi
+  rm -rf "$SERVICES_DIR"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+mkdir -p "$PG_DATA"
+[ "$(id -u)" -eq 0 ] && chown postgres "$PG_DATA"
+as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U aegis --auth=trust -E UTF8 --no-locale >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 start -o \
+  "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DATA \
+   -c max_connections=300 -c fsync=off -c full_page_writes=off -c shared_buffers=128MB" >/dev/null
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U aegis aegis
+
+cat >"$SERVICES_DIR/redis.conf" <<EOF
+bind 127.0.0.1
+port $REDIS_PORT
+save ""
+appendonly no
+daemonize yes
+pidfile $SERVICES_DIR/redis.pid
+dir $SERVICES_DIR
+logfile $SERVICES_DIR/redis.log
+EOF
+redis-server "$SERVICES_DIR/redis.conf"
+for _ in $(seq 1 100); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+export DATABASE_URL="postgres://aegis@127.0.0.1:$PG_PORT/aegis"
+export DATABASE_DIRECT_URL="$DATABASE_URL"
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export AEGIS_SERVICES_DIR="$SERVICES_DIR"
+log "PostgreSQL on 127.0.0.1:$PG_PORT, Redis on 127.0.0.1:$REDIS_PORT"
+
+set +e
+"$@"
+rc=$?
+set -e
+exit $rc

@@ -1,0 +1,63 @@
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin
+
+from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
+
+
+class TierFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        total = Decimal(0)
+        for form in self.forms:
+            if not getattr(form, "cleaned_data", None) or form.cleaned_data.get("DELETE"):
+                continue
+            total += form.cleaned_data.get("sell_pct") or 0
+        if total > 100:
+            raise forms.ValidationError(
+                f"The tiers sell {total}% of the position in all; at most 100% can be sold."
+            )
+
+
+class TakeProfitTierInline(admin.TabularInline):
+    model = TakeProfitTier
+    formset = TierFormSet
+    extra = 1
+
+
+@admin.register(ExitProfile)
+class ExitProfileAdmin(admin.ModelAdmin):
+    list_display = ("name", "stop_loss_pct", "trailing_activation_pct", "trailing_pct",
+                    "gap_down_pct", "day_trade", "time_exit_at", "max_holding_days", "updated_at")
+    search_fields = ("name",)
+    inlines = [TakeProfitTierInline]
+    fieldsets = (
+        (None, {"fields": ("name", "description")}),
+        ("Loss", {"fields": ("stop_loss_pct", "gap_down_pct")}),
+        ("Trailing stop", {"fields": ("trailing_activation_pct", "trailing_pct")}),
+        ("Time", {"fields": ("day_trade", "time_exit_at", "max_holding_days")}),
+    )
+
+
+@admin.register(PositionExitState)
+class PositionExitStateAdmin(admin.ModelAdmin):
+    list_display = ("position", "profile", "high_water_mark", "peak_qty", "tiers_done",
+                    "updated_at")
+    list_select_related = ("position", "profile")
+    readonly_fields = ("position", "high_water_mark", "peak_qty", "tiers_done", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(BestPrice)
+class BestPriceAdmin(admin.ModelAdmin):
+    list_display = ("symbol", "price", "prev_close", "source", "event_at", "updated_at")
+    search_fields = ("symbol",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,191 @@
+"""Exit profiles, per-position exit state and best prices (the review's prices_best).
+
+Percentages are Decimals of percent (5.00 means 5 %); prices are whole KRW.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from execution.models import Position, symbol_validator
+
+MARKET_OPEN = dt.time(9, 0)
+MARKET_CLOSE = dt.time(15, 30)
+
+
+def _pct(max_value: str, **kwargs) -> models.DecimalField:
+    return models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(Decimal(max_value))],
+        **kwargs,
+    )
+
+
+class ExitProfile(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    description = models.CharField(max_length=255, blank=True)
+    stop_loss_pct = _pct(
+        "30", null=True, blank=True, help_text="Sell all when the price falls this % below cost."
+    )
+    trailing_activation_pct = _pct(
+        "300", null=True, blank=True, help_text="The trailing stop arms once the gain reaches this %."
+    )
+    trailing_pct = _pct(
+        "30", null=True, blank=True, help_text="Once armed, sell all this % below the high-water mark."
+    )
+    gap_down_pct = _pct(
+        "30",
+        null=True,
+        blank=True,
+        default=Decimal("5.00"),
+        help_text="Sell all at the open when it is this % or more below the previous close.",
+    )
+    day_trade = models.BooleanField(default=False, help_text="Close every position before the close.")
+    time_exit_at = models.TimeField(
+        null=True, blank=True, help_text="Asia/Seoul time of day to sell all (day-trade profiles)."
+    )
+    max_holding_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(365)],
+        help_text="Sell all after this many trading days.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(stop_loss_pct__isnull=True)
+                | Q(stop_loss_pct__gt=0, stop_loss_pct__lte=30),
+                name="profile_stop_loss_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(trailing_pct__isnull=True, trailing_activation_pct__isnull=True)
+                | Q(
+                    trailing_pct__gt=0,
+                    trailing_pct__lte=30,
+                    trailing_activation_pct__gt=0,
+                    trailing_activation_pct__lte=300,
+                ),
+                name="profile_trailing_both_or_neither",
+            ),
+            models.CheckConstraint(
+                condition=Q(gap_down_pct__isnull=True) | Q(gap_down_pct__gt=0, gap_down_pct__lte=30),
+                name="profile_gap_down_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(day_trade=False) | Q(time_exit_at__isnull=False),
+                name="profile_day_trade_has_time_exit",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_holding_days__isnull=True)
+                | Q(max_holding_days__gte=1, max_holding_days__lte=365),
+                name="profile_max_holding_days_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if (self.trailing_pct is None) != (self.trailing_activation_pct is None):
+            message = "Set both the trailing activation % and the trail %, or neither."
+            errors["trailing_pct" if self.trailing_pct is None else "trailing_activation_pct"] = (
+                message
+            )
+        if self.day_trade and self.time_exit_at is None:
+            errors["time_exit_at"] = "A day-trade profile needs the time of day to sell all."
+        if self.time_exit_at is not None and not (
+            MARKET_OPEN < self.time_exit_at < MARKET_CLOSE
+        ):
+            errors["time_exit_at"] = "The time exit must fall inside the session (09:00–15:30)."
+        if errors:
+            raise ValidationError(errors)
+
+
+class TakeProfitTier(models.Model):
+    """Sell `sell_pct` % of the position's peak qty once the gain reaches `gain_pct` %."""
+
+    profile = models.ForeignKey(ExitProfile, on_delete=models.CASCADE, related_name="tiers")
+    gain_pct = _pct("300")
+    sell_pct = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(Decimal("100"))],
+    )
+
+    class Meta:
+        ordering = ["gain_pct"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "gain_pct"], name="tier_unique_gain"),
+            models.CheckConstraint(
+                condition=Q(gain_pct__gt=0, gain_pct__lte=300), name="tier_gain_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(sell_pct__gt=0, sell_pct__lte=100), name="tier_sell_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"+{self.gain_pct}% → sell {self.sell_pct}%"
+
+
+class PositionExitState(models.Model):
+    """What the exit engine remembers about one position."""
+
+    position = models.OneToOneField(
+        Position, on_delete=models.CASCADE, primary_key=True, related_name="exit_state"
+    )
+    profile = models.ForeignKey(ExitProfile, on_delete=models.PROTECT, related_name="positions")
+    high_water_mark = models.BigIntegerField(null=True, blank=True)
+    peak_qty = models.BigIntegerField(default=0, help_text="Most shares held; tiers sell shares of it.")
+    tiers_done = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(high_water_mark__isnull=True) | Q(high_water_mark__gt=0),
+                name="exit_state_hwm_positive",
+            ),
+            models.CheckConstraint(condition=Q(peak_qty__gte=0), name="exit_state_peak_qty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"exit state of position {self.position_id}"
+
+
+class BestPrice(models.Model):
+    """The freshest known price of a symbol, whichever source gave it."""
+
+    class Source(models.TextChoices):
+        WEBSOCKET = "WS", "KIS WebSocket"
+        REST = "REST", "KIS REST"
+
+    symbol = models.CharField(max_length=6, primary_key=True, validators=[symbol_validator])
+    price = models.BigIntegerField()
+    prev_close = models.BigIntegerField(null=True, blank=True)
+    upper_limit = models.BigIntegerField(null=True, blank=True)
+    lower_limit = models.BigIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=4, choices=Source.choices)
+    event_at = models.DateTimeField(help_text="When the trade happened at the exchange.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "prices_best"
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gt=0), name="best_price_positive"),
+            models.CheckConstraint(
+                condition=Q(prev_close__isnull=True) | Q(prev_close__gt=0),
+                name="best_price_prev_close_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.price}"
