@@ -2,6 +2,8 @@
 
 import logging
 
+from django.core.exceptions import ValidationError
+
 from aegis import clock
 
 from ..exceptions import IntentNotFound, OrderNotFound, PositionNotFound
@@ -14,7 +16,7 @@ logger = logging.getLogger("aegis.ledger")
 def lock_position(position_id: object) -> Position:
     try:
         return position_qs_for_update().get(pk=position_id)
-    except (Position.DoesNotExist, ValueError, TypeError):
+    except (Position.DoesNotExist, ValueError, TypeError, ValidationError):
         raise PositionNotFound(position_id) from None
 
 
@@ -23,7 +25,7 @@ def position_id_of_intent(intent_id: object) -> int:
         position_id = (
             OrderIntent.objects.filter(pk=intent_id).values_list("position_id", flat=True).first()
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ValidationError):
         position_id = None
     if position_id is None:
         raise IntentNotFound(intent_id)
@@ -33,7 +35,7 @@ def position_id_of_intent(intent_id: object) -> int:
 def position_id_of_order(order_id: object) -> int:
     try:
         position_id = Order.objects.filter(pk=order_id).values_list("position_id", flat=True).first()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ValidationError):
         position_id = None
     if position_id is None:
         raise OrderNotFound(order_id)
