@@ -14,7 +14,7 @@ app.autodiscover_tasks()
 from . import task_timing  # noqa: E402,F401
 
 
-@app.task(name="aegis.ping", queue="default")
+@app.task(name="aegis.ping")
 def ping() -> str:
     """Liveness probe for worker health checks."""
     return "pong"

@@ -1,0 +1,63 @@
+"""Settings come from the environment: an embedded default for a first run, and a production mode
+that refuses to start without its secrets and passes Django's deployment checks.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import json, django; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'engine': s.DATABASES['default']['ENGINE'], "
+    "'mode': s.DATABASES['default'].get('OPTIONS', {}).get('transaction_mode'), "
+    "'eager': s.CELERY_TASK_ALWAYS_EAGER, 'cache': s.CACHES['default']['BACKEND'], "
+    "'tz': s.TIME_ZONE, 'use_tz': s.USE_TZ, 'debug': s.DEBUG}))"
+)
+
+
+def run(args, **env):
+    base = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "aegis.settings"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=base | env,
+                          capture_output=True, text=True, timeout=120)
+
+
+PRODUCTION = {
+    "AEGIS_ENV": "production",
+    "SECRET_KEY": "k" * 20 + "-a-long-random-test-secret-that-is-not-real-0123456789",
+    "DATABASE_URL": "postgres://aegis:pw@db.example:5432/aegis",
+    "REDIS_URL": "redis://cache.example:6379/0",
+    "ALLOWED_HOSTS": "aegis.example",
+}
+
+
+def test_embedded_default_needs_no_server(tmp_path):
+    result = run(["-c", PROBE], DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3")
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(result.stdout)
+    assert probe["engine"] == "django.db.backends.sqlite3"
+    assert probe["mode"] == "IMMEDIATE"  # writers serialise, so I1 holds on SQLite too
+    assert probe["eager"] is True
+    assert probe["cache"].endswith("LocMemCache")
+    assert (probe["tz"], probe["use_tz"]) == ("Asia/Seoul", True)
+
+
+def test_production_passes_the_deployment_checks():
+    result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    probe = json.loads(run(["-c", PROBE], **PRODUCTION).stdout)
+    assert probe["debug"] is False and probe["eager"] is False
+
+
+def test_production_refuses_to_start_without_its_settings():
+    for missing, word in (("SECRET_KEY", "SECRET_KEY"), ("DATABASE_URL", "DATABASE_URL"),
+                          ("REDIS_URL", "REDIS_URL")):
+        env = {k: v for k, v in PRODUCTION.items() if k != missing}
+        result = run(["-c", PROBE], **env)
+        assert result.returncode != 0 and word in result.stderr, missing
+    short = run(["-c", PROBE], **PRODUCTION | {"SECRET_KEY": "short"})
+    assert short.returncode != 0 and "50 characters" in short.stderr
+    # The secret itself never shows in the error.
+    assert "short" not in short.stderr.split("ImproperlyConfigured")[-1]
