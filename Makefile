@@ -3,12 +3,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv test demo run clean
+.PHONY: help venv test demo run bench clean
 
 help:
 	@echo "make demo   - the ledger refusing an oversell, on the embedded default (SQLite)"
 	@echo "make test   - the test suite on throw-away PostgreSQL and Redis"
 	@echo "make run    - the admin on http://127.0.0.1:8000/admin/ (embedded default)"
+	@echo "make bench  - benchmarks on throw-away PostgreSQL and Redis"
 
 venv: $(VENV)/.installed
 
@@ -31,3 +32,7 @@ run: venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis staticfiles
+
+# Benchmarks print figures beside a baseline from the same run; they never fail on a time.
+bench: venv
+	scripts/with-services.sh sh -c '$(BIN)/python manage.py migrate -v0 && $(BIN)/python -m bench.ledger'

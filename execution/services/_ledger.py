@@ -20,26 +20,22 @@ def lock_position(position_id: object) -> Position:
         raise PositionNotFound(position_id) from None
 
 
-def position_id_of_intent(intent_id: object) -> int:
+def _position_id_of(model, pk: object, not_found: type[Exception]) -> int:
     try:
-        position_id = (
-            OrderIntent.objects.filter(pk=intent_id).values_list("position_id", flat=True).first()
-        )
+        position_id = model.objects.filter(pk=pk).values_list("position_id", flat=True).first()
     except (ValueError, TypeError, ValidationError):
         position_id = None
     if position_id is None:
-        raise IntentNotFound(intent_id)
+        raise not_found(pk)
     return position_id
+
+
+def position_id_of_intent(intent_id: object) -> int:
+    return _position_id_of(OrderIntent, intent_id, IntentNotFound)
 
 
 def position_id_of_order(order_id: object) -> int:
-    try:
-        position_id = Order.objects.filter(pk=order_id).values_list("position_id", flat=True).first()
-    except (ValueError, TypeError, ValidationError):
-        position_id = None
-    if position_id is None:
-        raise OrderNotFound(order_id)
-    return position_id
+    return _position_id_of(Order, order_id, OrderNotFound)
 
 
 def lock_intent(intent_id: object) -> OrderIntent:

@@ -34,6 +34,24 @@ def _existing_intent(idempotency_key: str, *, position_id: int | None = None) ->
     return intent
 
 
+def _create_intent(
+    *, intent_type: str, side: str, position: Position, qty: int, limit_price: int | None,
+    reason: str, idempotency_key: str, event_at: dt.datetime | None, now: dt.datetime,
+) -> OrderIntent:
+    return OrderIntent.objects.create(
+        intent_type=intent_type,
+        side=side,
+        position=position,
+        symbol=position.symbol,
+        qty=qty,
+        limit_price=limit_price,
+        reason=(reason or "")[:255],
+        idempotency_key=idempotency_key,
+        event_at=event_at or now,
+        created_at=now,
+    )
+
+
 def exit_intent_open(
     *,
     position_id: int,
@@ -93,17 +111,10 @@ def exit_intent_open(
         granted = min(qty, available)
         position.reserved_qty += granted
         _ledger.save_position(position)
-        intent = OrderIntent.objects.create(
-            intent_type=intent_type,
-            side=Side.SELL,
-            position=position,
-            symbol=position.symbol,
-            qty=granted,
-            limit_price=limit_price,
-            reason=(reason or "")[:255],
-            idempotency_key=idempotency_key,
-            event_at=event_at or now,
-            created_at=now,
+        intent = _create_intent(
+            intent_type=intent_type, side=Side.SELL, position=position, qty=granted,
+            limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
+            event_at=event_at, now=now,
         )
     if granted < qty:
         logger.info(
@@ -157,17 +168,10 @@ def entry_intent_open(
                 )
             return existing
         position = _lock_or_open_position(symbol)
-        return OrderIntent.objects.create(
-            intent_type=IntentType.ENTRY,
-            side=Side.BUY,
-            position=position,
-            symbol=symbol,
-            qty=qty,
-            limit_price=limit_price,
-            reason=(reason or "")[:255],
-            idempotency_key=idempotency_key,
-            event_at=event_at or now,
-            created_at=now,
+        return _create_intent(
+            intent_type=IntentType.ENTRY, side=Side.BUY, position=position, qty=qty,
+            limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
+            event_at=event_at, now=now,
         )
 
 

@@ -77,6 +77,14 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
         )
         return Order.objects.get(pk=rng.choice(ids)) if ids else None
 
+    def pick_new_intent(pid: int) -> str | None:
+        ids = list(
+            OrderIntent.objects.filter(position_id=pid, status="NEW").values_list("pk", flat=True)[
+                :20
+            ]
+        )
+        return rng.choice(ids) if ids else None
+
     def op_exit(pid: int) -> None:
         services.exit_intent_open(
             position_id=pid,
@@ -86,15 +94,11 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
         )
 
     def op_order(pid: int) -> None:
-        ids = list(
-            OrderIntent.objects.filter(position_id=pid, status="NEW").values_list("pk", flat=True)[
-                :20
-            ]
-        )
-        if not ids:
+        intent_id = pick_new_intent(pid)
+        if intent_id is None:
             return note("order:none")
         sellable = rng.choice([None, None, None, rng.randint(0, 500)])
-        services.order_open(intent_id=rng.choice(ids), broker_sellable_qty=sellable)
+        services.order_open(intent_id=intent_id, broker_sellable_qty=sellable)
 
     def op_submit(pid: int) -> None:
         order = pick_order(pid, [Order.Status.NEW])
@@ -129,14 +133,10 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
         services.order_reject(order_id=order.pk, reason="race")
 
     def op_cancel_intent(pid: int) -> None:
-        ids = list(
-            OrderIntent.objects.filter(position_id=pid, status="NEW").values_list("pk", flat=True)[
-                :20
-            ]
-        )
-        if not ids:
+        intent_id = pick_new_intent(pid)
+        if intent_id is None:
             return note("intent_cancel:none")
-        services.intent_cancel(intent_id=rng.choice(ids), reason="race")
+        services.intent_cancel(intent_id=intent_id, reason="race")
 
     def op_buy_more(pid: int) -> None:
         symbol = Position.objects.get(pk=pid).symbol
