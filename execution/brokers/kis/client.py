@@ -1,0 +1,423 @@
+"""The KIS REST client.
+
+Every request takes a slot from the shared per-app-key rate limit, carries the shared token, and
+reads the answer case-insensitively. EGW00201 (over the per-second limit) is retried a bounded
+number of times with backoff; an expired or invalid token is replaced once. An order whose
+outcome is unknown (timeout or dropped connection after sending) raises KisAmbiguousOutcome and
+is never resent: KIS has no client order id, so only the daily orders inquiry can settle it.
+"""
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import urllib3
+
+from . import protocol
+from .config import AppCredentials, KisConfig
+from .errors import (
+    KisAmbiguousOutcome,
+    KisError,
+    KisProtocolError,
+    KisRateLimited,
+    KisTokenExpired,
+    KisTokenInvalid,
+    KisTokenRateLimited,
+    KisUnavailable,
+    error_for,
+)
+from .ratelimit import SharedRateLimiter
+from .tokens import Credential, CredentialStore
+
+logger = logging.getLogger("aegis.kis")
+
+MAX_PAGES = 500
+SEOUL = dt.timezone(dt.timedelta(hours=9))
+
+
+def lower_keys(value):
+    """The same JSON with every object key lower-cased: KIS's key case is not to be relied on."""
+    if isinstance(value, dict):
+        return {str(k).lower(): lower_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [lower_keys(v) for v in value]
+    return value
+
+
+def _int(record: dict, name: str, default: int | None = 0) -> int:
+    raw = record.get(name, "")
+    if raw in ("", None):
+        if default is None:
+            raise KisProtocolError(f"KIS answer lacks {name}")
+        return default
+    try:
+        return int(Decimal(str(raw).strip()))
+    except (InvalidOperation, ValueError):
+        raise KisProtocolError(f"KIS answer has a non-numeric {name}: {raw!r}") from None
+
+
+def _dec(record: dict, name: str) -> Decimal:
+    raw = record.get(name, "") or "0"
+    try:
+        return Decimal(str(raw).strip())
+    except InvalidOperation:
+        raise KisProtocolError(f"KIS answer has a non-numeric {name}: {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class OrderAck:
+    odno: str
+    org_no: str
+    ord_tmd: str
+
+
+@dataclass(frozen=True)
+class DailyOrder:
+    ord_dt: str
+    odno: str
+    orgn_odno: str
+    side: str  # "BUY" or "SELL"
+    symbol: str
+    ord_qty: int
+    ord_unpr: int
+    ord_tmd: str
+    tot_ccld_qty: int
+    avg_prvs: Decimal
+    tot_ccld_amt: int
+    rmn_qty: int
+    cncl_yn: str
+    rjct_qty: int
+    ord_dvsn_cd: str
+
+
+@dataclass(frozen=True)
+class Holding:
+    symbol: str
+    name: str
+    hldg_qty: int
+    ord_psbl_qty: int
+    pchs_avg_pric: Decimal
+    prpr: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    holdings: list[Holding]
+    dnca_tot_amt: int
+    nxdy_excc_amt: int
+    tot_evlu_amt: int
+
+
+@dataclass(frozen=True)
+class Quote:
+    symbol: str
+    price: int
+    prev_close: int
+    open: int
+    high: int
+    low: int
+    upper_limit: int
+    lower_limit: int
+    volume: int
+    tick: int
+    sign: str
+    halted: bool
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    symbol: str
+    asks: list[tuple[int, int]]
+    bids: list[tuple[int, int]]
+    expected_price: int
+
+
+class KisClient:
+    def __init__(self, config: KisConfig, *, tokens: CredentialStore | None = None,
+                 approvals: CredentialStore | None = None,
+                 limiter: SharedRateLimiter | None = None,
+                 http: urllib3.PoolManager | None = None) -> None:
+        self.config = config
+        self.tokens = tokens or CredentialStore(kind="token",
+                                                renew_before_s=config.token_renew_before_s)
+        self.approvals = approvals or CredentialStore(kind="approval", renew_before_s=3600)
+        self.limiter = limiter or SharedRateLimiter(per_second=config.rate_per_second)
+        self.http = http or urllib3.PoolManager(
+            num_pools=4, maxsize=8, retries=False,
+            timeout=urllib3.Timeout(connect=config.connect_timeout_s,
+                                    read=config.read_timeout_s),
+        )
+
+    def __repr__(self) -> str:
+        return (f"KisClient(flavour={self.config.flavour.value}, base_url={self.config.base_url}, "
+                f"query_app={self.config.query_app}, order_app={self.config.order_app})")
+
+    # --- credentials ----------------------------------------------------------------------------
+    def access_token(self, app: AppCredentials) -> str:
+        return self.tokens.get(app, lambda: self._issue_token(app))
+
+    def _issue_token(self, app: AppCredentials) -> Credential:
+        data = self._post_oauth(protocol.PATH_TOKEN, {
+            "grant_type": "client_credentials", "appkey": app.appkey,
+            "appsecret": app.appsecret})
+        token = data.get("access_token")
+        if not token:
+            raise KisProtocolError("token answer without access_token")
+        expires_in = _int(data, "expires_in", default=86_400)
+        return Credential(value=token, expires_at=time.time() + expires_in)
+
+    def approval_key(self) -> str:
+        """The WebSocket approval key (query app), shared like the token."""
+        app = self.config.query_app
+
+        def issue() -> Credential:
+            data = self._post_oauth(protocol.PATH_APPROVAL, {
+                "grant_type": "client_credentials", "appkey": app.appkey,
+                "secretkey": app.appsecret})
+            if not data.get("approval_key"):
+                raise KisProtocolError("approval answer without approval_key")
+            return Credential(value=data["approval_key"], expires_at=time.time() + 86_400)
+
+        return self.approvals.get(app, issue)
+
+    def _post_oauth(self, path: str, payload: dict) -> dict:
+        try:
+            response = self.http.request(
+                "POST", self.config.base_url + path, body=json.dumps(payload),
+                headers={"content-type": "application/json; charset=utf-8"})
+        except urllib3.exceptions.HTTPError as exc:
+            raise KisUnavailable(f"KIS {path} unreachable: {type(exc).__name__}") from None
+        data = self._json(response, path)
+        if response.status == 403 and data.get("error_code") == protocol.EGW_TOKEN_RATE:
+            raise KisTokenRateLimited(data.get("error_description") or "one token a minute",
+                                      msg_cd=protocol.EGW_TOKEN_RATE, http_status=403)
+        if response.status >= 400 or data.get("error_code"):
+            raise error_for(msg_cd=data.get("error_code") or data.get("msg_cd") or "",
+                            msg1=data.get("error_description") or data.get("msg1") or "",
+                            http_status=response.status, tr_id="", order=False)
+        return data
+
+    @staticmethod
+    def _json(response, what: str) -> dict:
+        try:
+            return lower_keys(json.loads(response.data.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if response.status >= 500:
+                raise KisUnavailable(f"KIS {what} answered HTTP {response.status}",
+                                     http_status=response.status) from None
+            raise KisProtocolError(f"KIS {what} answered non-JSON (HTTP {response.status})",
+                                   http_status=response.status) from None
+
+    # --- the request loop ---------------------------------------------------------------------
+    def _call(self, *, method: str, path: str, real_tr_id: str, use: str,
+              params: dict | None = None, body: dict | None = None,
+              tr_cont: str = "") -> tuple[dict, dict]:
+        config = self.config
+        tr = protocol.tr_id(real_tr_id, config.flavour)
+        app = config.app(use)
+        is_order = use == "order" and method == "POST"
+        replaced_token = False
+        for attempt in range(config.rate_limit_retries + 1):
+            self.limiter.acquire(app.fingerprint)
+            token = self.access_token(app)
+            headers = {
+                "content-type": "application/json; charset=utf-8",
+                "authorization": f"Bearer {token}",
+                "appkey": app.appkey,
+                "appsecret": app.appsecret,
+                "tr_id": tr,
+                "custtype": config.custtype,
+                "tr_cont": tr_cont,
+            }
+            try:
+                if method == "GET":
+                    response = self.http.request("GET", config.base_url + path, fields=params,
+                                                 headers=headers)
+                else:
+                    response = self.http.request("POST", config.base_url + path,
+                                                 body=json.dumps(body), headers=headers)
+            except (urllib3.exceptions.NewConnectionError,
+                    urllib3.exceptions.ConnectTimeoutError) as exc:
+                raise KisUnavailable(f"KIS unreachable: {type(exc).__name__}", tr_id=tr) from None
+            except urllib3.exceptions.HTTPError as exc:
+                if is_order:
+                    raise KisAmbiguousOutcome(
+                        f"order outcome unknown after {type(exc).__name__}: settle it against "
+                        f"the daily orders inquiry, do not resend", tr_id=tr) from None
+                raise KisUnavailable(f"KIS did not answer: {type(exc).__name__}",
+                                     tr_id=tr) from None
+
+            try:
+                data = self._json(response, tr)
+            except KisUnavailable:
+                if is_order:
+                    raise KisAmbiguousOutcome(
+                        f"order outcome unknown: HTTP {response.status} without a KIS answer",
+                        http_status=response.status, tr_id=tr) from None
+                raise
+            msg_cd = data.get("msg_cd", "")
+            if data.get("rt_cd") == protocol.RT_CD_OK and response.status < 400:
+                return data, {k.lower(): v for k, v in response.headers.items()}
+            error = error_for(msg_cd=msg_cd, msg1=data.get("msg1", ""),
+                              http_status=response.status, tr_id=tr, order=is_order)
+            if isinstance(error, KisRateLimited) and attempt < config.rate_limit_retries:
+                backoff = 0.05 * (2 ** attempt) * (1 + random.random())
+                logger.info("kis.rate_limited tr_id=%s attempt=%s backoff_s=%.3f", tr, attempt,
+                            backoff)
+                time.sleep(backoff)
+                continue
+            if isinstance(error, (KisTokenExpired, KisTokenInvalid)) and not replaced_token:
+                self.tokens.invalidate(app, token)
+                replaced_token = True
+                continue
+            raise error
+        raise KisRateLimited("KIS per-second limit still exceeded after retries", tr_id=tr)
+
+    def _pages(self, *, path: str, real_tr_id: str, params: dict) -> Iterator[dict]:
+        tr_cont, fk, nk = protocol.TR_CONT_FIRST, "", ""
+        for _ in range(MAX_PAGES):
+            data, headers = self._call(
+                method="GET", path=path, real_tr_id=real_tr_id, use="query",
+                params=params | {"CTX_AREA_FK100": fk, "CTX_AREA_NK100": nk}, tr_cont=tr_cont)
+            yield data
+            if headers.get("tr_cont", "") not in protocol.TR_CONT_MORE:
+                return
+            tr_cont = protocol.TR_CONT_NEXT
+            fk, nk = data.get("ctx_area_fk100", ""), data.get("ctx_area_nk100", "")
+        raise KisProtocolError(f"more than {MAX_PAGES} pages from {path}")
+
+    def _account(self) -> dict:
+        return {"CANO": self.config.cano, "ACNT_PRDT_CD": self.config.acnt_prdt_cd}
+
+    # --- orders -------------------------------------------------------------------------------
+    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None) -> OrderAck:
+        """A cash order: limit at `price`, or market when `price` is None."""
+        if side not in ("BUY", "SELL"):
+            raise ValueError(f"side is BUY or SELL, got {side!r}")
+        body = self._account() | {
+            "PDNO": symbol,
+            "ORD_DVSN": protocol.ORD_DVSN_MARKET if price is None else protocol.ORD_DVSN_LIMIT,
+            "ORD_QTY": str(qty),
+            "ORD_UNPR": "0" if price is None else str(price),
+        }
+        data, _ = self._call(method="POST", path=protocol.PATH_ORDER_CASH,
+                             real_tr_id=protocol.TR_BUY if side == "BUY" else protocol.TR_SELL,
+                             use="order", body=body)
+        out = data.get("output") or {}
+        if not out.get("odno"):
+            raise KisAmbiguousOutcome("KIS accepted the order but sent no ODNO: settle it "
+                                      "against the daily orders inquiry")
+        return OrderAck(odno=out["odno"], org_no=out.get("krx_fwdg_ord_orgno", ""),
+                        ord_tmd=out.get("ord_tmd", ""))
+
+    def order_cancel(self, *, org_no: str, odno: str, qty: int | None = None) -> OrderAck:
+        """Cancel all that remains of an order (qty None) or `qty` of it."""
+        body = self._account() | {
+            "KRX_FWDG_ORD_ORGNO": org_no, "ORGN_ODNO": odno,
+            "ORD_DVSN": protocol.ORD_DVSN_LIMIT, "RVSE_CNCL_DVSN_CD": protocol.RVSE_CNCL_CANCEL,
+            "ORD_QTY": "0" if qty is None else str(qty), "ORD_UNPR": "0",
+            "QTY_ALL_ORD_YN": "Y" if qty is None else "N",
+        }
+        return self._rvsecncl(body)
+
+    def order_modify(self, *, org_no: str, odno: str, price: int, qty: int | None = None
+                     ) -> OrderAck:
+        """Re-price all that remains of an order (qty None) or `qty` of it."""
+        body = self._account() | {
+            "KRX_FWDG_ORD_ORGNO": org_no, "ORGN_ODNO": odno,
+            "ORD_DVSN": protocol.ORD_DVSN_LIMIT, "RVSE_CNCL_DVSN_CD": protocol.RVSE_CNCL_MODIFY,
+            "ORD_QTY": "0" if qty is None else str(qty), "ORD_UNPR": str(price),
+            "QTY_ALL_ORD_YN": "Y" if qty is None else "N",
+        }
+        return self._rvsecncl(body)
+
+    def _rvsecncl(self, body: dict) -> OrderAck:
+        data, _ = self._call(method="POST", path=protocol.PATH_ORDER_RVSECNCL,
+                             real_tr_id=protocol.TR_RVSECNCL, use="order", body=body)
+        out = data.get("output") or {}
+        return OrderAck(odno=out.get("odno", ""), org_no=out.get("krx_fwdg_ord_orgno", ""),
+                        ord_tmd=out.get("ord_tmd", ""))
+
+    # --- inquiries ----------------------------------------------------------------------------
+    def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
+                     filled: str = "ALL", symbol: str = "", odno: str = "") -> list[DailyOrder]:
+        """Orders and their fills between two dates (at most three months), every page."""
+        sides = {"ALL": protocol.SLL_BUY_ALL, "SELL": protocol.SLL_BUY_SELL,
+                 "BUY": protocol.SLL_BUY_BUY}
+        ccld = {"ALL": protocol.CCLD_ALL, "FILLED": protocol.CCLD_FILLED,
+                "UNFILLED": protocol.CCLD_UNFILLED}
+        params = self._account() | {
+            "INQR_STRT_DT": start.strftime("%Y%m%d"), "INQR_END_DT": end.strftime("%Y%m%d"),
+            "SLL_BUY_DVSN_CD": sides[side], "INQR_DVSN": "00", "PDNO": symbol,
+            "CCLD_DVSN": ccld[filled], "ORD_GNO_BRNO": "", "ODNO": odno, "INQR_DVSN_3": "00",
+            "INQR_DVSN_1": "", "EXCG_ID_DVSN_CD": "KRX",
+        }
+        orders = []
+        for page in self._pages(path=protocol.PATH_DAILY_CCLD,
+                                real_tr_id=protocol.TR_DAILY_CCLD, params=params):
+            for r in page.get("output1") or []:
+                orders.append(DailyOrder(
+                    ord_dt=r.get("ord_dt", ""), odno=r.get("odno", ""),
+                    orgn_odno=r.get("orgn_odno", ""),
+                    side="SELL" if r.get("sll_buy_dvsn_cd") == protocol.SLL_BUY_SELL else "BUY",
+                    symbol=r.get("pdno", ""), ord_qty=_int(r, "ord_qty"),
+                    ord_unpr=_int(r, "ord_unpr"), ord_tmd=r.get("ord_tmd", ""),
+                    tot_ccld_qty=_int(r, "tot_ccld_qty"), avg_prvs=_dec(r, "avg_prvs"),
+                    tot_ccld_amt=_int(r, "tot_ccld_amt"), rmn_qty=_int(r, "rmn_qty"),
+                    cncl_yn=r.get("cncl_yn", ""), rjct_qty=_int(r, "rjct_qty"),
+                    ord_dvsn_cd=r.get("ord_dvsn_cd", "")))
+        return orders
+
+    def balance(self) -> Balance:
+        """Holdings (every page) and the cash summary."""
+        params = self._account() | {
+            "AFHR_FLPR_YN": "N", "OFL_YN": "", "INQR_DVSN": "02", "UNPR_DVSN": "01",
+            "FUND_STTL_ICLD_YN": "N", "FNCG_AMT_AUTO_RDPT_YN": "N", "PRCS_DVSN": "00",
+        }
+        holdings, summary = [], {}
+        for page in self._pages(path=protocol.PATH_BALANCE, real_tr_id=protocol.TR_BALANCE,
+                                params=params):
+            for r in page.get("output1") or []:
+                holdings.append(Holding(
+                    symbol=r.get("pdno", ""), name=r.get("prdt_name", ""),
+                    hldg_qty=_int(r, "hldg_qty"), ord_psbl_qty=_int(r, "ord_psbl_qty"),
+                    pchs_avg_pric=_dec(r, "pchs_avg_pric"), prpr=_int(r, "prpr")))
+            output2 = page.get("output2") or []
+            if isinstance(output2, dict):
+                output2 = [output2]
+            if output2:
+                summary = output2[0]
+        return Balance(holdings=holdings, dnca_tot_amt=_int(summary, "dnca_tot_amt"),
+                       nxdy_excc_amt=_int(summary, "nxdy_excc_amt"),
+                       tot_evlu_amt=_int(summary, "tot_evlu_amt"))
+
+    def price(self, symbol: str) -> Quote:
+        data, _ = self._call(method="GET", path=protocol.PATH_PRICE,
+                             real_tr_id=protocol.TR_PRICE, use="query",
+                             params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol})
+        o = data.get("output") or {}
+        return Quote(symbol=symbol, price=_int(o, "stck_prpr", None),
+                     prev_close=_int(o, "stck_sdpr"), open=_int(o, "stck_oprc"),
+                     high=_int(o, "stck_hgpr"), low=_int(o, "stck_lwpr"),
+                     upper_limit=_int(o, "stck_mxpr"), lower_limit=_int(o, "stck_llam"),
+                     volume=_int(o, "acml_vol"), tick=_int(o, "aspr_unit"),
+                     sign=o.get("prdy_vrss_sign", ""), halted=o.get("temp_stop_yn") == "Y")
+
+    def order_book(self, symbol: str) -> OrderBook:
+        data, _ = self._call(method="GET", path=protocol.PATH_ASKING_PRICE,
+                             real_tr_id=protocol.TR_ASKING_PRICE, use="query",
+                             params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol})
+        o1, o2 = data.get("output1") or {}, data.get("output2") or {}
+        asks = [(_int(o1, f"askp{i}"), _int(o1, f"askp_rsqn{i}")) for i in range(1, 11)]
+        bids = [(_int(o1, f"bidp{i}"), _int(o1, f"bidp_rsqn{i}")) for i in range(1, 11)]
+        return OrderBook(symbol=symbol, asks=[a for a in asks if a[0]],
+                         bids=[b for b in bids if b[0]], expected_price=_int(o2, "antc_cnpr"))
+
+
+__all__ = ["KisClient", "KisError", "OrderAck", "DailyOrder", "Holding", "Balance", "Quote",
+           "OrderBook", "lower_keys"]

@@ -1,0 +1,89 @@
+"""KIS answers mapped to typed errors. Messages carry the broker's codes and texts, never a
+token, app key or secret.
+"""
+
+from execution.exceptions import AegisError
+
+from . import protocol
+
+
+class KisError(AegisError):
+    """KIS refused or failed a request."""
+
+    def __init__(self, message: str, *, msg_cd: str = "", http_status: int | None = None,
+                 tr_id: str = "") -> None:
+        self.msg_cd = msg_cd
+        self.http_status = http_status
+        self.tr_id = tr_id
+        detail = ", ".join(p for p in (
+            f"msg_cd {msg_cd}" if msg_cd else "",
+            f"HTTP {http_status}" if http_status else "",
+            f"tr_id {tr_id}" if tr_id else "",
+        ) if p)
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class KisRateLimited(KisError):
+    """Still over KIS's per-second limit after the bounded retries: slow down and try later."""
+
+
+class KisTokenRateLimited(KisError):
+    """KIS issues one token a minute per app key: wait a minute, or use the cached token."""
+
+
+class KisTokenExpired(KisError):
+    pass
+
+
+class KisTokenInvalid(KisError):
+    pass
+
+
+class KisMarketClosed(KisError):
+    """The market is not open for this order: retry in session."""
+
+
+class KisProductNotFound(KisError):
+    """KIS does not know the symbol: check the 6-character code."""
+
+
+class KisOrderRefused(KisError):
+    """KIS refused the order (rt_cd != 0): the order did not go out."""
+
+
+class KisUnavailable(KisError):
+    """KIS did not answer usefully (5xx, refused connection): nothing was done."""
+
+
+class KisAmbiguousOutcome(KisError):
+    """The request may or may not have reached KIS (timeout, dropped connection after sending).
+    For an order this must never be resubmitted blindly: settle it against the daily orders
+    inquiry.
+    """
+
+
+class KisProtocolError(KisError):
+    """KIS answered in a shape this client does not understand."""
+
+
+_BY_CODE = {
+    protocol.EGW_RATE_LIMIT: KisRateLimited,
+    protocol.EGW_LEDGER_RATE_LIMIT: KisRateLimited,
+    protocol.EGW_TOKEN_RATE: KisTokenRateLimited,
+    protocol.EGW_TOKEN_EXPIRED: KisTokenExpired,
+    protocol.EGW_TOKEN_INVALID: KisTokenInvalid,
+    protocol.MSG_MARKET_CLOSED: KisMarketClosed,
+    protocol.MSG_PRODUCT_NOT_FOUND: KisProductNotFound,
+}
+
+
+def error_for(*, msg_cd: str, msg1: str, http_status: int, tr_id: str,
+              order: bool) -> KisError:
+    cls = _BY_CODE.get(msg_cd)
+    if cls is None:
+        if http_status >= 500 and not msg_cd:
+            cls = KisUnavailable
+        else:
+            cls = KisOrderRefused if order else KisError
+    return cls(msg1 or "KIS refused the request", msg_cd=msg_cd, http_status=http_status,
+               tr_id=tr_id)
