@@ -97,6 +97,8 @@ if _default_db["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     _default_db.setdefault("OPTIONS", {})
+    # The new-intent trigger skips connections named "aegis": their intents are enqueued on commit.
+    _default_db["OPTIONS"].setdefault("application_name", "aegis")
     _default_db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     _default_db["CONN_HEALTH_CHECKS"] = True
     if env.str("DATABASE_POOLING", default="") == "pgbouncer":

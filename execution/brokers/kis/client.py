@@ -265,6 +265,11 @@ class KisClient:
                 return data, {k.lower(): v for k, v in response.headers.items()}
             error = error_for(msg_cd=msg_cd, msg1=data.get("msg1", ""),
                               http_status=response.status, tr_id=tr, order=is_order)
+            if is_order and isinstance(error, KisUnavailable):
+                # A 5xx without a KIS code: the gateway may have failed after the order went in.
+                raise KisAmbiguousOutcome(
+                    f"order outcome unknown: HTTP {response.status} without a KIS code",
+                    http_status=response.status, tr_id=tr)
             if isinstance(error, KisRateLimited) and attempt < config.rate_limit_retries:
                 backoff = 0.05 * (2 ** attempt) * (1 + random.random())
                 logger.info("kis.rate_limited tr_id=%s attempt=%s backoff_s=%.3f", tr, attempt,
