@@ -23,7 +23,7 @@ test: venv
 # The embedded default: no server, a fresh SQLite file, tasks run in-process.
 demo: venv
 	@mkdir -p var && rm -f var/demo.sqlite3*
-	env -u REDIS_URL DATABASE_URL=sqlite:///$(CURDIR)/var/demo.sqlite3 \
+	env -u REDIS_URL AEGIS_AUTO_SUBMIT=0 DATABASE_URL=sqlite:///$(CURDIR)/var/demo.sqlite3 \
 		$(BIN)/python manage.py demo
 
 run: venv

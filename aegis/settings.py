@@ -153,6 +153,10 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "Asia/Seoul"
 
+# Send every new intent to the broker when its transaction commits. Off only for runs with no
+# broker at all (the ledger-only demo).
+EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
+
 # --- KIS (the broker). Secrets only from the environment. --------------------------------------
 KIS = {
     # "real", "paper" or "simulator"

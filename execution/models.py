@@ -226,6 +226,9 @@ class Order(models.Model):
     trade_date = models.DateField(null=True, blank=True)
     reject_reason = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField()
+    # Set, and committed, just before the broker is called: a NEW order with this set may have
+    # reached KIS, so it is settled against the daily orders inquiry, never resent blindly (I4).
+    send_started_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

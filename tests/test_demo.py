@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_runs_without_any_server_and_never_oversells(tmp_path):
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3"}
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3",
+           "AEGIS_AUTO_SUBMIT": "0"}
     result = subprocess.run([sys.executable, "manage.py", "demo", "--json"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -5,6 +5,7 @@ position's row lock, clamped to what is available (I1, I2).
 import datetime as dt
 import logging
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from aegis import clock
@@ -34,11 +35,24 @@ def _existing_intent(idempotency_key: str, *, position_id: int | None = None) ->
     return intent
 
 
+def _execute_on_commit(intent: OrderIntent) -> None:
+    """Enqueue the intent's execution once its transaction commits (I5). `robust`: a broker
+    outage at commit time is logged, not raised; the intent is safe in the database and the
+    sweep of NEW intents sends it later.
+    """
+    if not settings.EXECUTION_AUTO_SUBMIT:
+        return
+    from ..tasks import intent_execute  # tasks import the services: import when needed
+
+    intent_id = str(intent.pk)
+    transaction.on_commit(lambda: intent_execute.delay(intent_id), robust=True)
+
+
 def _create_intent(
     *, intent_type: str, side: str, position: Position, qty: int, limit_price: int | None,
     reason: str, idempotency_key: str, event_at: dt.datetime | None, now: dt.datetime,
 ) -> OrderIntent:
-    return OrderIntent.objects.create(
+    intent = OrderIntent.objects.create(
         intent_type=intent_type,
         side=side,
         position=position,
@@ -50,6 +64,8 @@ def _create_intent(
         event_at=event_at or now,
         created_at=now,
     )
+    _execute_on_commit(intent)
+    return intent
 
 
 def exit_intent_open(

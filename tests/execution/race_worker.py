@@ -13,6 +13,7 @@ import uuid
 
 def _setup(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
+    os.environ["AEGIS_AUTO_SUBMIT"] = "0"  # the ledger alone: no broker behind these races
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
 

@@ -35,7 +35,8 @@ def test_db_url():
 
 
 @pytest.fixture
-def broker():
+def broker(settings):
+    settings.EXECUTION_AUTO_SUBMIT = False  # only the listener may enqueue here
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.delete(QUEUE)
     yield client

@@ -1,0 +1,139 @@
+"""Sending an intent's order to the broker exactly once (ARCHITECTURE.md, I4).
+
+1. order_open records the Order under the position lock and commits it: a crash from here on
+   leaves a row that says what was about to happen.
+2. The sender claims the order by setting send_started_at in one UPDATE; only one caller wins.
+3. The broker call. Its answer is recorded; a definite refusal releases the shares; a request
+   that never left (KIS unreachable, still rate-limited) is released for a later retry; an
+   unknown outcome leaves the order in flight.
+4. An order in flight (send_started_at set, no broker number) is settled against KIS's daily
+   orders inquiry: the matching order is adopted, or after a grace period with none to match,
+   the claim is dropped so the order can be sent.
+"""
+
+import datetime as dt
+import enum
+import logging
+from typing import Protocol
+
+from aegis import clock
+
+from ..brokers.kis.client import DailyOrder, OrderAck
+from ..brokers.kis.errors import (
+    KisAmbiguousOutcome,
+    KisError,
+    KisRateLimited,
+    KisTokenRateLimited,
+    KisUnavailable,
+)
+from ..models import Order
+from .orders import order_mark_submitted, order_open, order_reject
+
+logger = logging.getLogger("aegis.execution")
+
+# How long after the send started an order may still be travelling to KIS. Beyond it, an order
+# that the daily inquiry does not show never arrived.
+IN_FLIGHT_GRACE = dt.timedelta(seconds=10)
+# Errors that prove the request never reached KIS: safe to send again later.
+NOT_SENT = (KisUnavailable, KisRateLimited, KisTokenRateLimited)
+
+
+class Broker(Protocol):
+    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None) -> OrderAck: ...
+
+    def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
+                     filled: str = "ALL", symbol: str = "", odno: str = "") -> list[DailyOrder]:
+        ...
+
+
+class Outcome(str, enum.Enum):
+    SUBMITTED = "submitted"
+    REJECTED = "rejected"  # by the broker: the order's shares are released
+    REFUSED = "refused"  # by the ledger at order time: no order was made
+    IN_FLIGHT = "in_flight"  # outcome unknown: settled by the daily inquiry
+    ALREADY = "already"  # an earlier delivery of the same intent got here first
+
+
+def _claim(order_id) -> bool:
+    return Order.objects.filter(
+        pk=order_id, status=Order.Status.NEW, send_started_at__isnull=True
+    ).update(send_started_at=clock.now()) == 1
+
+
+def _unclaim(order_id) -> None:
+    Order.objects.filter(pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True
+                         ).update(send_started_at=None)
+
+
+def intent_submit(*, intent_id, broker: Broker) -> Outcome:
+    """Send the intent's order unless it went out already. Raises a NOT_SENT error (after
+    releasing the claim) when KIS could not be reached, so the caller retries later.
+    """
+    order = order_open(intent_id=intent_id)
+    if order is None:
+        return Outcome.REFUSED
+    if order.status != Order.Status.NEW:
+        return Outcome.ALREADY
+    if order.send_started_at is not None:
+        return order_settle(order_id=order.pk, broker=broker)
+    if not _claim(order.pk):
+        return Outcome.ALREADY
+    return _send(order, broker)
+
+
+def _send(order: Order, broker: Broker) -> Outcome:
+    log = {"order_id": str(order.pk), "intent_id": str(order.intent_id)}
+    try:
+        ack = broker.order_cash(side=order.side, symbol=order.symbol, qty=order.qty,
+                                price=order.limit_price)
+    except KisAmbiguousOutcome as exc:
+        logger.warning("execution.in_flight order_id=%s reason=%s", order.pk, exc, extra=log)
+        return Outcome.IN_FLIGHT
+    except NOT_SENT:
+        _unclaim(order.pk)
+        raise
+    except KisError as exc:
+        order_reject(order_id=order.pk, reason=str(exc))
+        logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
+        return Outcome.REJECTED
+    order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno, broker_org_no=ack.org_no)
+    logger.info("execution.submitted order_id=%s odno=%s", order.pk, ack.odno,
+                extra=log | {"odno": ack.odno})
+    return Outcome.SUBMITTED
+
+
+def order_settle(*, order_id, broker: Broker) -> Outcome:
+    """Settle an order whose send may or may not have reached KIS."""
+    order = Order.objects.get(pk=order_id)
+    if order.status != Order.Status.NEW or order.broker_order_no:
+        return Outcome.ALREADY
+    started = order.send_started_at
+    if started is None:
+        return Outcome.ALREADY
+    started_kst = started.astimezone(clock.SEOUL)
+    candidates = [
+        o for o in broker.daily_orders(start=started_kst.date(), end=clock.now_seoul().date(),
+                                       side=order.side, symbol=order.symbol)
+        if o.ord_qty == order.qty
+        and (order.limit_price is None or o.ord_unpr == order.limit_price)
+        and o.ord_tmd >= (started_kst - dt.timedelta(seconds=1)).strftime("%H%M%S")
+    ]
+    claimed = set(Order.objects.filter(
+        symbol=order.symbol, trade_date=started_kst.date(), broker_order_no__isnull=False
+    ).values_list("broker_order_no", flat=True))
+    unclaimed = sorted((o for o in candidates if o.odno not in claimed), key=lambda o: o.ord_tmd)
+    if unclaimed:
+        match = unclaimed[0]
+        order_mark_submitted(order_id=order.pk, broker_order_no=match.odno,
+                             submitted_at=started)
+        logger.warning("execution.settled order_id=%s odno=%s (adopted from the daily inquiry)",
+                       order.pk, match.odno, extra={"order_id": str(order.pk)})
+        return Outcome.SUBMITTED
+    if clock.now() - started < IN_FLIGHT_GRACE:
+        return Outcome.IN_FLIGHT
+    logger.warning("execution.never_arrived order_id=%s: sending it", order.pk,
+                   extra={"order_id": str(order.pk)})
+    _unclaim(order.pk)
+    if not _claim(order.pk):
+        return Outcome.ALREADY
+    return _send(Order.objects.get(pk=order.pk), broker)
