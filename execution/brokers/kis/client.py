@@ -146,7 +146,8 @@ class KisClient:
         self.tokens = tokens or CredentialStore(kind="token",
                                                 renew_before_s=config.token_renew_before_s)
         self.approvals = approvals or CredentialStore(kind="approval", renew_before_s=3600)
-        self.limiter = limiter or SharedRateLimiter(per_second=config.rate_per_second)
+        self.limiter = limiter or SharedRateLimiter(per_second=config.rate_per_second,
+                                                    guard_ms=config.rate_guard_ms)
         self.http = http or urllib3.PoolManager(
             num_pools=4, maxsize=8, retries=False,
             timeout=urllib3.Timeout(connect=config.connect_timeout_s,
@@ -223,8 +224,10 @@ class KisClient:
         is_order = use == "order" and method == "POST"
         replaced_token = False
         for attempt in range(config.rate_limit_retries + 1):
-            self.limiter.acquire(app.fingerprint)
+            # The token first: a slot taken and then held while waiting for a token would reach
+            # KIS late and crowd the next second.
             token = self.access_token(app)
+            self.limiter.acquire(app.fingerprint)
             headers = {
                 "content-type": "application/json; charset=utf-8",
                 "authorization": f"Bearer {token}",

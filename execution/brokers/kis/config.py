@@ -43,6 +43,9 @@ class KisConfig:
     hts_id: str = ""
     custtype: str = "P"
     rate_per_second: int = 20
+    # The rate window is this much longer than a second: the spread between taking a slot and
+    # the request reaching KIS must not put two slots into one of KIS's seconds.
+    rate_guard_ms: int = 50
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 5.0
     rate_limit_retries: int = 3
