@@ -161,6 +161,8 @@ EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
 KIS = {
     # "real", "paper" or "simulator"
     "ENV": env.str("KIS_ENV", default="simulator"),
+    # TR IDs and limits of "real" or "paper"; by default real for KIS_ENV=real, else paper.
+    "FLAVOUR": env.str("KIS_FLAVOUR", default=""),
     "BASE_URL": env.str("KIS_BASE_URL", default=""),
     "WS_URL": env.str("KIS_WS_URL", default=""),
     "ACCOUNT": env.str("KIS_ACCOUNT", default=""),

@@ -1,11 +1,12 @@
 """Reads of the ledger that take more than one line."""
 
+import datetime as dt
 from dataclasses import dataclass
 
 from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 
-from .models import Order, OrderIntent, Position, Side
+from .models import Order, OrderIntent, Position, Side, TradingState
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,20 @@ def position_ledger_breakdown(*, position: Position) -> LedgerBreakdown:
         locked_by_orders=by_orders,
         locked_by_intents=by_intents,
     )
+
+
+def intents_waiting(*, older_than: dt.datetime, state: str, limit: int = 500) -> list[str]:
+    """NEW intents written before `older_than` that the trading state lets out, oldest first."""
+    if state == TradingState.State.HALTED:
+        return []
+    qs = OrderIntent.objects.filter(status=OrderIntent.Status.NEW, created_at__lt=older_than)
+    if state == TradingState.State.REDUCING:
+        qs = qs.filter(side=Side.SELL)
+    return [str(pk) for pk in qs.order_by("created_at").values_list("pk", flat=True)[:limit]]
+
+
+def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
+    """Orders whose send started before `older_than` and that have no broker number yet."""
+    return [str(pk) for pk in Order.objects.filter(
+        status=Order.Status.NEW, send_started_at__lt=older_than, broker_order_no__isnull=True,
+    ).order_by("send_started_at").values_list("pk", flat=True)[:limit]]

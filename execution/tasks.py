@@ -1,9 +1,21 @@
 """Execution tasks: thin; each loads what it needs by id and calls one service."""
 
+import datetime as dt
+import logging
+
 from celery import shared_task
 
+from aegis import clock
+
 from .brokers import get_broker
-from .services.submission import NOT_SENT, intent_submit
+from .selectors import intents_waiting, orders_in_flight
+from .services.submission import NOT_SENT, intent_submit, order_settle
+from .services.trading_state import trading_state_get
+
+logger = logging.getLogger("aegis.execution")
+
+# Younger than this, an intent or an order is still on its normal path.
+SWEEP_AGE = dt.timedelta(seconds=3)
 
 
 @shared_task(
@@ -21,3 +33,28 @@ from .services.submission import NOT_SENT, intent_submit
 def intent_execute(intent_id: str) -> str:
     """Turn a NEW intent into a broker order, exactly once, however often it is delivered."""
     return intent_submit(intent_id=intent_id, broker=get_broker()).value
+
+
+@shared_task(name="execution.order_settle", acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=NOT_SENT, retry_backoff=1, max_retries=5, time_limit=60)
+def order_settle_task(order_id: str) -> str:
+    """Settle an order whose send may or may not have reached KIS."""
+    return order_settle(order_id=order_id, broker=get_broker()).value
+
+
+@shared_task(name="execution.sweep", expires=10, time_limit=30)
+def sweep() -> dict:
+    """The safety net, never the main path: re-enqueue NEW intents that missed their enqueue
+    (broker or Redis down at commit) and settle orders left in flight by a crash or a timeout.
+    """
+    cutoff = clock.now() - SWEEP_AGE
+    intents = intents_waiting(older_than=cutoff, state=trading_state_get())
+    orders = orders_in_flight(older_than=cutoff)
+    for intent_id in intents:
+        intent_execute.delay(intent_id)
+    for order_id in orders:
+        order_settle_task.delay(order_id)
+    if intents or orders:
+        logger.warning("execution.sweep intents=%d orders_in_flight=%d", len(intents), len(orders),
+                       extra={"intents": len(intents), "orders_in_flight": len(orders)})
+    return {"intents": len(intents), "orders_in_flight": len(orders)}
