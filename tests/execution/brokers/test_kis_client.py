@@ -1,0 +1,247 @@
+"""The KIS client against the KIS simulator on loopback: no HTTP mocking anywhere.
+
+Tokens and the rate limit are shared through the real Redis of the test run, across real OS
+processes; faults are injected by the simulator's control endpoint.
+"""
+
+import asyncio
+import datetime as dt
+import multiprocessing
+import time
+
+import pytest
+from django.core.cache import cache
+
+from execution.brokers.kis import errors
+from execution.brokers.kis.protocol import Flavour, notice_tr_id
+from execution.brokers.kis.ws import KisStream
+from tests.execution.brokers import kis_worker
+
+TODAY = dt.date.today()
+
+
+def sim_dict(sim) -> dict:
+    return {k: getattr(sim, k) for k in ("appkey", "appsecret", "flavour", "base_url", "ws_url",
+                                         "cano", "acnt_prdt_cd", "hts_id")}
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    cache.clear()  # tokens and rate windows of earlier tests belong to a reset simulator
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def client(kis_sim):
+    return kis_worker.client_for(sim_dict(kis_sim), rate=50)
+
+
+def issued(sim) -> int:
+    return sum(sim.book()["token_issuance"].values())
+
+
+def test_orders_fill_and_show_in_the_inquiries(kis_sim, client):
+    ack = client.order_cash(side="BUY", symbol="005930", qty=10, price=None)
+    assert ack.odno.isdigit() and len(ack.odno) == 10
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})
+    orders = client.daily_orders(start=TODAY, end=TODAY)
+    mine = next(o for o in orders if o.odno == ack.odno)
+    assert (mine.side, mine.symbol, mine.ord_qty, mine.tot_ccld_qty, mine.rmn_qty) == \
+        ("BUY", "005930", 10, 10, 0)
+    balance = client.balance()
+    holding = next(h for h in balance.holdings if h.symbol == "005930")
+    assert (holding.hldg_qty, holding.ord_psbl_qty) == (10, 10)
+
+    sell = client.order_cash(side="SELL", symbol="005930", qty=4, price=90_000)  # far above
+    balance = client.balance()
+    assert next(h for h in balance.holdings if h.symbol == "005930").ord_psbl_qty == 6
+    client.order_cancel(org_no=sell.org_no, odno=sell.odno)
+    balance = client.balance()
+    assert next(h for h in balance.holdings if h.symbol == "005930").ord_psbl_qty == 10
+
+
+def test_quote_and_order_book(client):
+    quote = client.price("005930")
+    assert quote.price == 71_000 and quote.prev_close == 71_000
+    assert (quote.lower_limit, quote.upper_limit) == (49_700, 92_300)
+    assert quote.tick == 100
+    book = client.order_book("005930")
+    assert book.asks and book.bids and book.asks[0][0] > book.bids[0][0]
+
+
+def test_one_token_for_four_processes(kis_sim):
+    ctx = multiprocessing.get_context("spawn")
+    start = time.time() + 3
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(kis_worker.price_calls,
+                               [(sim_dict(kis_sim), 50, 3, start)] * 4)
+    assert all(r["prices"] == [71_000] * 3 for r in results)
+    assert issued(kis_sim) == 1
+
+
+def test_rate_limit_holds_across_four_processes(kis_sim):
+    limit, calls = 10, 12
+    kis_sim.control("/_sim/limits", {"rps": limit})
+    ctx = multiprocessing.get_context("spawn")
+    start = time.time() + 3
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(kis_worker.price_calls,
+                               [(sim_dict(kis_sim), limit, calls, start)] * 4)
+    assert sum(len(r["prices"]) for r in results) == 4 * calls  # none lost
+    arrivals = sorted(entry["t"] for entry in kis_sim.book()["requests"]
+                      if entry["path"].endswith("inquire-price"))
+    assert len(arrivals) >= 4 * calls
+    busiest = max(sum(1 for t in arrivals[i:] if t - start_t < 1.0)
+                  for i, start_t in enumerate(arrivals))
+    log = [(round(e["t"] - arrivals[0], 3), e["status"]) for e in kis_sim.book()["requests"]
+           if e["path"].endswith("inquire-price")]
+    assert busiest <= limit, f"{busiest} requests reached KIS within one second: {log}"
+
+
+def test_paging_reads_every_page(kis_sim_paper):
+    sim = kis_sim_paper
+    sim.control("/_sim/limits", {"rps": 1000})
+    client = kis_worker.client_for(sim_dict(sim), rate=1000)
+    holdings = [{"pdno": f"{100000 + i:06d}", "qty": 1, "avg_price": 1_000} for i in range(25)]
+    for h in holdings:
+        sim.control("/_sim/prices", {"pdno": h["pdno"], "price": 1_000})
+    sim.control("/_sim/accounts", {"cano": sim.cano, "acnt_prdt_cd": sim.acnt_prdt_cd,
+                                   "cash": 100_000_000, "hts_id": sim.hts_id,
+                                   "holdings": holdings})
+    for _ in range(17):  # paper pages hold 15 orders
+        client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000)
+    assert len(client.daily_orders(start=TODAY, end=TODAY)) == 17
+    assert len(client.balance().holdings) == 25  # paper pages hold 20 holdings
+
+
+class TestErrorPaths:
+    def test_over_the_rate_limit_is_retried_then_succeeds(self, kis_sim):
+        kis_sim.control("/_sim/limits", {"rps": 2})
+        client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+        assert [client.price("005930").price for _ in range(4)] == [71_000] * 4
+        refused = [e for e in kis_sim.book()["requests"] if e["status"] == 500]
+        assert refused, "the simulator should have answered EGW00201 at least once"
+
+    def test_rate_limit_retries_are_bounded(self, kis_sim):
+        kis_sim.control("/_sim/limits", {"rps": 1})
+        client = kis_worker.client_for(sim_dict(kis_sim), rate=50, retries=0)
+        with pytest.raises(errors.KisRateLimited):
+            for _ in range(5):
+                client.price("005930")
+
+    def test_second_token_within_a_minute_is_refused(self, client):
+        app = client.config.query_app
+        client._issue_token(app)
+        with pytest.raises(errors.KisTokenRateLimited, match="EGW00133"):
+            client._issue_token(app)
+
+    def test_a_forgotten_token_is_replaced_once(self, kis_sim, client):
+        client.price("005930")
+        kis_sim.control("/_sim/limits", {"token_interval_s": 0})
+        kis_sim.control("/_sim/reset", {})  # the simulator forgets every token it issued
+        kis_sim.reinstall()
+        kis_sim.control("/_sim/limits", {"token_interval_s": 0})
+        assert client.price("005930").price == 71_000
+        assert issued(kis_sim) == 1
+
+    def test_market_closed_and_unknown_symbol(self, kis_sim, client):
+        with pytest.raises(errors.KisProductNotFound):
+            client.order_cash(side="BUY", symbol="999999", qty=1, price=None)
+        kis_sim.control("/_sim/session", {"open": False})
+        with pytest.raises(errors.KisMarketClosed):
+            client.order_cash(side="BUY", symbol="005930", qty=1, price=None)
+
+    def test_sell_beyond_holdings_is_refused(self, client):
+        with pytest.raises(errors.KisOrderRefused):
+            client.order_cash(side="SELL", symbol="005930", qty=1, price=None)
+
+    def test_server_error_on_a_query_is_unavailable(self, kis_sim, client):
+        client.price("005930")
+        kis_sim.control("/_sim/faults", {"error_5xx_next": 1})
+        with pytest.raises(errors.KisUnavailable):
+            client.price("005930")
+        assert client.price("005930").price == 71_000
+
+    @pytest.mark.parametrize("fault", [{"error_5xx_next": 1}, {"drop_next": 1},
+                                       {"timeout_next": 1, "timeout_s": 3}])
+    def test_an_order_with_an_unknown_outcome_is_ambiguous_and_not_resent(self, kis_sim, fault):
+        client = kis_worker.client_for(sim_dict(kis_sim), rate=50, read_timeout_s=1.0)
+        client.price("005930")  # token in hand
+        before = len([e for e in kis_sim.book()["requests"] if "order-cash" in e["path"]])
+        kis_sim.control("/_sim/faults", fault)
+        with pytest.raises(errors.KisAmbiguousOutcome, match="do not resend|unknown"):
+            client.order_cash(side="BUY", symbol="005930", qty=1, price=None)
+        after = len([e for e in kis_sim.book()["requests"] if "order-cash" in e["path"]])
+        assert after - before <= 1  # sent at most once, never retried
+
+    def test_outage_makes_queries_unavailable(self, kis_sim, client):
+        client.price("005930")
+        kis_sim.control("/_sim/faults", {"outage_s": 2})
+        with pytest.raises(errors.KisUnavailable):
+            client.price("005930")
+
+
+def run_stream(sim, client, body):
+    """Run a KisStream against the simulator for the duration of `body(stream, got)`."""
+    got = {"trades": [], "notices": []}
+
+    async def main():
+        stream = KisStream(url=sim.ws_url, approval_key=client.approval_key,
+                           on_trade=got["trades"].append, on_notice=got["notices"].append,
+                           reconnect_min_s=0.1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(stream.run(stop))
+        try:
+            await asyncio.wait_for(stream.connected.wait(), 10)
+            await body(stream, got)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    return got
+
+
+async def until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def test_trades_stream_and_resubscribe_after_a_dropped_connection(kis_sim, client):
+    async def body(stream, got):
+        await stream.subscribe("H0STCNT0", "005930")
+        await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
+        await asyncio.to_thread(kis_sim.control, "/_sim/prices", {"pdno": "005930",
+                                                                   "price": 71_500})
+        await until(lambda: any(t.price == 71_500 for t in got["trades"]))
+        await asyncio.to_thread(kis_sim.control, "/_sim/faults", {"ws_drop": True})
+        await until(lambda: stream.connections >= 2 and stream.connected.is_set())
+        await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
+        await asyncio.to_thread(kis_sim.control, "/_sim/prices", {"pdno": "005930",
+                                                                   "price": 71_600})
+        await until(lambda: any(t.price == 71_600 for t in got["trades"]))
+
+    got = run_stream(kis_sim, client, body)
+    tick = next(t for t in got["trades"] if t.price == 71_600)
+    assert tick.symbol == "005930" and len(tick.time) == 6
+
+
+def test_fill_notices_arrive_decrypted(kis_sim, client):
+    async def body(stream, got):
+        tr = notice_tr_id(Flavour(kis_sim.flavour))
+        await stream.subscribe(tr, kis_sim.hts_id)
+        await until(lambda: stream.acks.get((tr, kis_sim.hts_id)) == "OPSP0000")
+        ack = await asyncio.to_thread(client.order_cash, side="BUY", symbol="005930", qty=7,
+                                      price=None)
+        await asyncio.to_thread(kis_sim.control, "/_sim/step", {"pdno": "005930", "steps": 1})
+        await until(lambda: any(n.is_fill and n.odno == ack.odno for n in got["notices"]))
+        got["odno"] = ack.odno
+
+    got = run_stream(kis_sim, client, body)
+    fills = [n for n in got["notices"] if n.is_fill and n.odno == got["odno"]]
+    assert sum(n.qty for n in fills) == 7
+    assert all(n.side == "BUY" and n.symbol == "005930" and n.price > 0 for n in fills)
