@@ -133,6 +133,9 @@ class Limits:
     max_fill_per_step: int = 0  # per order per matching step; 0: no cap
     ping_s: float = 10.0
     reject_notices: bool = True
+    # KIS's key case is not pinned down for every path (KIS.md): answer /uapi with upper-case
+    # keys so a client can be shown to read them either way.
+    upper_keys: bool = False
 
 
 @dataclass
@@ -617,6 +620,14 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _upper_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k).upper(): _upper_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_upper_keys(v) for v in value]
+    return value
+
+
 def _json(body: object, *, status: int = 200) -> web.Response:
     return web.json_response(body, status=status, dumps=_dumps)
 
@@ -695,6 +706,13 @@ class RestApi:
             logger.exception("kis_sim internal error on %s %s", request.method, request.path)
             response = _json({"rt_cd": ERROR_RT_CD, "msg_cd": "",
                               "msg1": "simulator internal error: see its log"}, status=500)
+        if (self.sim.limits.upper_keys and request.path.startswith("/uapi/")
+                and isinstance(response, web.Response)
+                and response.content_type == "application/json"):
+            upper = _json(_upper_keys(json.loads(response.body)), status=response.status)
+            if "tr_cont" in response.headers:
+                upper.headers["tr_cont"] = response.headers["tr_cont"]
+            response = upper
         if request.path.startswith("/uapi/"):
             _uapi_headers(response, request.headers.get("tr_id", ""))
         return response
@@ -1428,8 +1446,9 @@ class ControlApi:
         for name in ("token_interval_s", "token_ttl_s", "token_reuse_s", "ping_s"):
             if name in payload:
                 updates[name] = _c_num(payload, name)
-        if "reject_notices" in payload:
-            updates["reject_notices"] = _c_bool(payload, "reject_notices")
+        for name in ("reject_notices", "upper_keys"):
+            if name in payload:
+                updates[name] = _c_bool(payload, name)
         for name, value in updates.items():
             setattr(limits, name, value)
         self.sim.apply_limits()

@@ -245,3 +245,69 @@ def test_fill_notices_arrive_decrypted(kis_sim, client):
     fills = [n for n in got["notices"] if n.is_fill and n.odno == got["odno"]]
     assert sum(n.qty for n in fills) == 7
     assert all(n.side == "BUY" and n.symbol == "005930" and n.price > 0 for n in fills)
+
+
+def test_upper_case_keys_are_read_the_same(kis_sim, client):
+    kis_sim.control("/_sim/limits", {"upper_keys": True})
+    ack = client.order_cash(side="BUY", symbol="005930", qty=3, price=None)
+    assert ack.odno and ack.org_no
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})
+    assert [o.tot_ccld_qty for o in client.daily_orders(start=TODAY, end=TODAY)] == [3]
+    assert [(h.symbol, h.hldg_qty) for h in client.balance().holdings] == [("005930", 3)]
+    assert client.price("005930").price == 71_000
+    raw = kis_sim.book()["requests"]
+    assert any(e["path"].endswith("inquire-price") and e["status"] == 200 for e in raw)
+
+
+def test_an_expired_token_is_replaced_once(kis_sim):
+    from execution.brokers.kis.tokens import CredentialStore
+
+    kis_sim.control("/_sim/limits", {"token_ttl_s": 2, "token_interval_s": 0})
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    # This process's clock runs 100 s behind KIS's: it still believes the token fresh.
+    client.tokens = CredentialStore(kind="token", renew_before_s=0,
+                                    clock=lambda: time.time() - 100)
+    assert client.price("005930").price == 71_000
+    time.sleep(2.5)
+    assert client.price("005930").price == 71_000  # EGW00123, a new token, the same call
+    assert issued(kis_sim) == 2
+    assert any(e["status"] == 500 and e["path"].endswith("inquire-price")
+               for e in kis_sim.book()["requests"])
+
+
+def test_stream_answers_pingpong(kis_sim, client):
+    kis_sim.control("/_sim/limits", {"ping_s": 0.2})
+
+    async def body(stream, got):
+        await stream.subscribe("H0STCNT0", "005930")
+        await until(lambda: kis_sim.book()["ws"]["pings_echoed"] >= 2)
+
+    run_stream(kis_sim, client, body)
+    ws = kis_sim.book()["ws"]
+    assert ws["pings_sent"] >= ws["pings_echoed"] >= 2
+
+
+def test_secrets_never_reach_logs_or_errors(kis_sim, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50, retries=0, read_timeout_s=1.0)
+    texts = [repr(client), str(client.config)]
+    client.price("005930")
+    token = client.access_token(client.config.query_app)
+    failures = [
+        lambda: client.order_cash(side="SELL", symbol="005930", qty=1, price=None),
+        lambda: client._issue_token(client.config.query_app),
+        lambda: (kis_sim.control("/_sim/faults", {"drop_next": 1}),
+                 client.order_cash(side="BUY", symbol="005930", qty=1, price=None)),
+        lambda: (kis_sim.control("/_sim/session", {"open": False}),
+                 client.order_cash(side="BUY", symbol="005930", qty=1, price=None)),
+    ]
+    for fail in failures:
+        with pytest.raises(errors.KisError) as err:
+            fail()
+        texts += [str(err.value), repr(err.value)]
+    texts += [record.getMessage() for record in caplog.records]
+    for secret in (kis_sim.appsecret, kis_sim.appkey, token):
+        assert not any(secret in text for text in texts)
+    assert len(texts) > 10
