@@ -69,6 +69,7 @@ def test_credentials_never_print_their_secret():
 
 @pytest.mark.parametrize("msg_cd, status, order, cls", [
     ("EGW00201", 500, False, errors.KisRateLimited),
+    ("EGW00215", 500, False, errors.KisRateLimited),
     ("EGW00133", 403, False, errors.KisTokenRateLimited),
     ("EGW00123", 500, False, errors.KisTokenExpired),
     ("EGW00121", 500, False, errors.KisTokenInvalid),
