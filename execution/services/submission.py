@@ -60,6 +60,13 @@ def _claim(order_id) -> bool:
     ).update(send_started_at=clock.now()) == 1
 
 
+def _reclaim(order_id, *, expected: dt.datetime) -> bool:
+    return Order.objects.filter(
+        pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True,
+        send_started_at=expected,
+    ).update(send_started_at=clock.now()) == 1
+
+
 def _unclaim(order_id) -> None:
     Order.objects.filter(pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True
                          ).update(send_started_at=None)
@@ -131,9 +138,10 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         return Outcome.SUBMITTED
     if clock.now() - started < IN_FLIGHT_GRACE:
         return Outcome.IN_FLIGHT
+    # Take over exactly the claim judged above, in one statement: of several settles racing
+    # over the same order (the sweep may queue more than one), only one may send it.
+    if not _reclaim(order.pk, expected=started):
+        return Outcome.ALREADY
     logger.warning("execution.never_arrived order_id=%s: sending it", order.pk,
                    extra={"order_id": str(order.pk)})
-    _unclaim(order.pk)
-    if not _claim(order.pk):
-        return Outcome.ALREADY
     return _send(Order.objects.get(pk=order.pk), broker)

@@ -19,6 +19,7 @@ from aegis import clock
 from execution import services
 from execution.models import Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
+from tests.execution.brokers import kis_worker
 from tests.ledger_helpers import key
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -26,31 +27,50 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(scope="module")
-def worker(kis_sim_process, django_db_setup, tmp_path_factory):
-    sim = kis_sim_process
+def worker_env(sim) -> dict:
     parts = urlsplit(os.environ["DATABASE_URL"])
     test_db = urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
-    env = os.environ | {
+    return os.environ | {
         "DATABASE_URL": test_db, "KIS_ENV": "simulator", "KIS_FLAVOUR": sim.flavour,
         "KIS_BASE_URL": sim.base_url, "KIS_WS_URL": sim.ws_url,
         "KIS_ACCOUNT": f"{sim.cano}-{sim.acnt_prdt_cd}", "KIS_HTS_ID": sim.hts_id,
         "KIS_QUERY_APP_KEY": sim.appkey, "KIS_QUERY_APP_SECRET": sim.appsecret,
     }
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log.open("w") as out:
+
+
+def start_worker(sim, log: Path) -> subprocess.Popen:
+    """A real Celery worker on the execution queue, in its own process group."""
+    with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
              "-c", "4", "--pool", "prefork", "-l", "info", "--without-gossip",
-             "--without-mingle", "-n", f"exec-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--without-mingle", "-n", f"exec-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            cwd=ROOT, env=worker_env(sim), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
     deadline = time.monotonic() + 90
-    while "ready." not in log.read_text():
+    while log.read_text().count("ready.") < log.read_text().count("celery@") or \
+            "ready." not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def worker(kis_sim_process, django_db_setup, tmp_path_factory):
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    proc = start_worker(kis_sim_process, log)
     yield log
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    stop_worker(proc)
 
 
 def wait_for(predicate, what, timeout=30):
@@ -116,3 +136,43 @@ def test_sweep_leaves_intents_alone_while_halted(kis_sim, worker, settings):
     services.trading_state_set(state="HALTED", reason="test", changed_by="pytest")
     with clock.installed(clock.FixedClock(clock.now() + dt.timedelta(seconds=5))):
         assert sweep()["intents"] == 0
+
+
+def _recorded_and_claimed(settings):
+    """An entry whose order was recorded and claimed for sending, as a worker leaves it when it
+    dies around the broker call.
+    """
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=4, limit_price=71_000,
+                                        idempotency_key=key())
+    order = services.order_open(intent_id=intent.pk)
+    Order.objects.filter(pk=order.pk).update(send_started_at=clock.now())
+    return Order.objects.get(pk=order.pk)
+
+
+def test_an_order_that_reached_kis_is_adopted_not_resent(kis_sim, settings):
+    from execution.services.submission import Outcome, order_settle
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    order = _recorded_and_claimed(settings)
+    sent = client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)  # it got out
+    assert order_settle(order_id=order.pk, broker=client) is Outcome.SUBMITTED
+    order.refresh_from_db()
+    assert order.broker_order_no == sent.odno and order.status == "SUBMITTED"
+    assert len(broker_orders(kis_sim)) == 1
+
+
+def test_an_order_that_never_reached_kis_is_sent_after_the_grace(kis_sim, settings):
+    from execution.services.submission import IN_FLIGHT_GRACE, Outcome, order_settle
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    order = _recorded_and_claimed(settings)
+    assert order_settle(order_id=order.pk, broker=client) is Outcome.IN_FLIGHT
+    assert broker_orders(kis_sim) == []  # not yet: it may still be on its way
+    later = clock.now() + IN_FLIGHT_GRACE + dt.timedelta(seconds=1)
+    with clock.installed(clock.FixedClock(later)):
+        assert order_settle(order_id=order.pk, broker=client) is Outcome.SUBMITTED
+        assert order_settle(order_id=order.pk, broker=client) is Outcome.ALREADY
+    assert len(broker_orders(kis_sim)) == 1
