@@ -171,6 +171,8 @@ KIS = {
     "ORDER_APP_KEY": env.str("KIS_ORDER_APP_KEY", default=""),
     "ORDER_APP_SECRET": env.str("KIS_ORDER_APP_SECRET", default=""),
     "HTS_ID": env.str("KIS_HTS_ID", default=""),
+    # Requests per second per app key; 0: KIS's documented rate for the flavour.
+    "RATE_PER_SECOND": env.int("KIS_RATE_PER_SECOND", default=0),
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------

@@ -8,11 +8,13 @@ remainder; rejection and cancellation give that remainder back.
 import datetime as dt
 import logging
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Subquery
 
 from aegis import clock
 
-from ..exceptions import InvalidInput, InvalidIntentState, InvalidOrderState
+from ..exceptions import InvalidInput, InvalidIntentState, InvalidOrderState, OrderNotFound
 from ..models import Order, OrderIntent, Side
 from . import _ledger
 from .trading_state import require_state_allows
@@ -94,34 +96,32 @@ def order_mark_submitted(
     broker_org_no: str = "",
     submitted_at: dt.datetime | None = None,
 ) -> Order:
-    """The broker accepted the order and gave it a number."""
+    """The broker accepted the order and gave it a number.
+
+    This changes neither qty nor reservations, so it needs no position lock (I2): two
+    conditional UPDATEs, intent then order (the ledger's lock order), do it in one transaction.
+    """
     if not isinstance(broker_order_no, str) or not broker_order_no.strip():
         raise InvalidInput("broker_order_no", "the broker's order number is required.")
-    position_id = _ledger.position_id_of_order(order_id)
     submitted_at = submitted_at or clock.now()
-
-    with transaction.atomic():
-        _ledger.lock_position(position_id)
-        order = _ledger.lock_order(order_id)
-        if order.broker_order_no == broker_order_no:
-            return order
-        if order.status != Order.Status.NEW or order.broker_order_no:
-            raise InvalidOrderState(order.pk, order.status, "mark submitted")
-        order.status = Order.Status.SUBMITTED
-        order.broker_order_no = broker_order_no
-        order.broker_org_no = broker_org_no
-        order.submitted_at = submitted_at
-        order.trade_date = submitted_at.astimezone(clock.SEOUL).date()
-        order.save(
-            update_fields=[
-                "status", "broker_order_no", "broker_org_no", "submitted_at", "trade_date",
-                "updated_at",
-            ]
-        )
-        if order.intent_id is not None:
-            OrderIntent.objects.filter(pk=order.intent_id, ordered_at__isnull=True).update(
-                ordered_at=submitted_at
-            )
+    try:
+        with transaction.atomic():
+            pending = Order.objects.filter(pk=order_id, status=Order.Status.NEW,
+                                           broker_order_no__isnull=True)
+            OrderIntent.objects.filter(
+                pk=Subquery(pending.values("intent_id")[:1]), ordered_at__isnull=True
+            ).update(ordered_at=submitted_at)
+            updated = pending.update(
+                status=Order.Status.SUBMITTED, broker_order_no=broker_order_no,
+                broker_org_no=broker_org_no, submitted_at=submitted_at,
+                trade_date=submitted_at.astimezone(clock.SEOUL).date(), updated_at=clock.now())
+    except (ValueError, TypeError, ValidationError):
+        raise OrderNotFound(order_id) from None
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        raise OrderNotFound(order_id)
+    if not updated and order.broker_order_no != broker_order_no:
+        raise InvalidOrderState(order.pk, order.status, "mark submitted")
     return order
 
 

@@ -1,0 +1,159 @@
+"""Benchmark: intent commit → order accepted by the broker, event-driven against the review's
+poller, in the same run, on PostgreSQL, Redis, a real Celery worker and the KIS simulator.
+
+  event   Aegis: the intent's transaction commits, the execute task is enqueued on commit, a
+          worker process records the order, calls the simulator and stores its order number.
+  poller  the review's baseline: a loop that reads NEW intents every second and submits them
+          (the same submission code, in the poller's process).
+
+Latency is the order's submitted_at (after the broker's answer) minus the intent's created_at
+(in the committing transaction). Arrivals are paced with random gaps (BENCH_GAP_MS mean). Prints a table
+and a JSON line; never fails on a time. Run it with `make bench`.
+"""
+
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N = int(os.environ.get("BENCH_INTENTS", "1000"))
+# Mean gap between intents. Each execution costs this 2-core machine ~16 ms of ORM work, so
+# arrivals every 10 ms or less queue up behind each other and measure the queue, not the path.
+GAP_MS = float(os.environ.get("BENCH_GAP_MS", "50"))
+SYMBOL = "005930"
+
+
+def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0",
+         "--flavour", "real", "--rps", "0", "--tick-ms", "0", "--app", f"{appkey}:{appsecret}",
+         "--account", f"50000001-01:{10**13}:bench-hts", "--symbol", f"{SYMBOL}:71000"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.startswith("KIS simulator ready: "):
+        proc.kill()
+        raise SystemExit(f"the simulator did not start: {line!r}")
+    base_url, ws_url = line.split()[-2:]
+    return proc, base_url, ws_url
+
+
+def start_worker(env: dict, log: Path) -> subprocess.Popen:
+    out = log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
+         *os.environ.get("BENCH_POOL", "-c 2 --pool prefork").split(), "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-n", f"bench-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main() -> int:
+    appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)
+    sim, base_url, ws_url = start_simulator(appkey, appsecret)
+    kis_env = {"KIS_ENV": "simulator", "KIS_FLAVOUR": "real", "KIS_BASE_URL": base_url,
+               "KIS_WS_URL": ws_url, "KIS_ACCOUNT": "50000001-01", "KIS_HTS_ID": "bench-hts",
+               "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
+               "KIS_RATE_PER_SECOND": "1000"}
+    os.environ.update(kis_env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+
+    from execution import services
+    from execution.brokers import get_broker
+    from execution.models import Order, OrderIntent
+    from execution.services.submission import intent_submit
+
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        print("bench/execution.py measures PostgreSQL and Redis: run it with `make bench`.",
+              file=sys.stderr)
+        return 2
+    services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
+    get_broker().price(SYMBOL)  # a token in the shared cache before the clock starts
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-worker-{os.getpid()}.log"
+    worker = start_worker(os.environ.copy(), log)
+    rng = random.Random(11)
+    results = {}
+    try:
+        time.sleep(8)  # the worker's start
+        # warm both paths before measuring
+        for _ in range(20):
+            services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))
+            time.sleep(0.02)
+
+        def run(mode: str) -> list[float]:
+            ids = []
+            for _ in range(N):
+                time.sleep(rng.uniform(0, 2 * GAP_MS / 1000))
+                ids.append(services.entry_intent_open(
+                    symbol=SYMBOL, qty=1, idempotency_key=f"bench-{mode}:{uuid.uuid4()}").pk)
+            deadline = time.monotonic() + 120
+            while Order.objects.filter(intent_id__in=ids, status="SUBMITTED").count() < N:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            rows = Order.objects.filter(intent_id__in=ids, status="SUBMITTED").values_list(
+                "intent__created_at", "submitted_at")
+            return [(done - made).total_seconds() * 1000 for made, done in rows]
+
+        results["event"] = run("event")
+
+        settings.EXECUTION_AUTO_SUBMIT = False  # the poller alone sends these
+        stop = threading.Event()
+
+        def poller() -> None:
+            broker = get_broker()
+            while not stop.is_set():
+                started = time.monotonic()
+                for intent_id in OrderIntent.objects.filter(status="NEW").order_by(
+                        "created_at").values_list("pk", flat=True):
+                    intent_submit(intent_id=intent_id, broker=broker)
+                stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+            connection.close()
+
+        thread = threading.Thread(target=poller, daemon=True)
+        thread.start()
+        results["poller"] = run("poller")
+        stop.set()
+        thread.join(timeout=30)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(timeout=30)
+
+    print(f"intent commit → order accepted by the KIS simulator, paced arrivals "
+          f"(0-{2 * GAP_MS:.0f} ms gaps), n={N} each")
+    print(f"{'path':<8} {'sent':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    figures = {}
+    for name, values in results.items():
+        figures[name] = {"p50": round(pct(values, 50), 2), "p99": round(pct(values, 99), 2),
+                         "mean": round(statistics.fmean(values), 2), "n": len(values)}
+        f = figures[name]
+        print(f"{name:<8} {f['n']:>5} {f['p50']:>8.2f} {f['p99']:>8.2f} {f['mean']:>8.2f}")
+    ratio = figures["poller"]["mean"] / figures["event"]["mean"]
+    print(f"poller mean / event mean: {ratio:.0f}x")
+    print(json.dumps({"intent_to_order_ms": figures["event"],
+                      "intent_to_order_polling_ms": figures["poller"],
+                      "poller_over_event_mean": round(ratio, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
