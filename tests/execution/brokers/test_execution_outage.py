@@ -1,0 +1,80 @@
+"""Redis stops for a few seconds while intents commit: the intents are safe in PostgreSQL, and
+once Redis is back every one of them is executed exactly once (the sweep re-enqueues them).
+"""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from execution import services
+from execution.models import Order, OrderIntent
+from execution.tasks import sweep
+from tests.execution.brokers.test_execution_submit import (
+    broker_orders,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
+from tests.ledger_helpers import key
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SERVICES = Path(os.environ.get("AEGIS_SERVICES_DIR", "/nonexistent"))
+
+
+def redis_up() -> bool:
+    try:
+        return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_control():
+    if not (SERVICES / "redis.conf").exists():
+        pytest.fail("needs the throw-away Redis of scripts/with-services.sh (run `make test`)")
+
+    def stop():
+        os.kill(int((SERVICES / "redis.pid").read_text()), signal.SIGTERM)
+        wait_for(lambda: not redis_up(), "Redis to stop")
+
+    def start():
+        subprocess.run(["redis-server", str(SERVICES / "redis.conf")], check=True)
+        wait_for(redis_up, "Redis to start")
+
+    yield stop, start
+    if not redis_up():
+        start()
+
+
+def test_intents_committed_while_redis_is_down_are_executed_once(kis_sim, tmp_path,
+                                                                  redis_control):
+    stop_redis, start_redis = redis_control
+    worker = start_worker(kis_sim, tmp_path / "worker.log")
+    try:
+        before = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
+        wait_for(lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
+                 "the first order")
+        stop_redis()
+        during = [services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
+                  for _ in range(3)]  # each commits; publishing its task fails and is logged
+        assert all(OrderIntent.objects.get(pk=i.pk).status == "NEW" for i in during)
+        start_redis()
+        deadline = time.monotonic() + 90
+        while OrderIntent.objects.filter(pk__in=[i.pk for i in during], status="NEW").exists():
+            assert time.monotonic() < deadline, "intents from the outage were never executed"
+            sweep()  # what beat does every few seconds
+            time.sleep(1)
+        wait_for(lambda: Order.objects.filter(intent__in=during, status="SUBMITTED").count() == 3,
+                 "the outage's orders to be submitted", timeout=60)
+        for intent in [before, *during]:
+            assert Order.objects.filter(intent=intent).count() == 1
+        assert len(broker_orders(kis_sim)) == 4  # one broker order per intent
+    finally:
+        stop_worker(worker)
