@@ -289,7 +289,10 @@ class Fill(models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
     broker_fill_key = models.CharField(max_length=128, unique=True)
     qty = models.BigIntegerField()
-    price = models.BigIntegerField()
+    price = models.BigIntegerField(help_text="KRW per share (the average when several trades).")
+    # Exact KRW of the fill: one catch-up to the broker's cumulative figures may cover several
+    # trades at different prices, which a per-share integer price cannot carry exactly.
+    amount = models.BigIntegerField(default=0)
     filled_at = models.DateTimeField()
     recorded_at = models.DateTimeField()
 
@@ -297,6 +300,7 @@ class Fill(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(qty__gt=0), name="fill_qty_positive"),
             models.CheckConstraint(condition=Q(price__gt=0), name="fill_price_positive"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="fill_amount_positive"),
         ]
 
     def __str__(self) -> str:

@@ -10,6 +10,7 @@ from aegis import clock
 from .brokers import get_broker
 from .selectors import intents_waiting, orders_in_flight
 from .services.submission import NOT_SENT, intent_submit, order_settle
+from .services.sync import orders_sync
 from .services.trading_state import trading_state_get
 
 logger = logging.getLogger("aegis.execution")
@@ -58,3 +59,9 @@ def sweep() -> dict:
         logger.warning("execution.sweep intents=%d orders_in_flight=%d", len(intents), len(orders),
                        extra={"intents": len(intents), "orders_in_flight": len(orders)})
     return {"intents": len(intents), "orders_in_flight": len(orders)}
+
+
+@shared_task(name="execution.orders_sync", expires=10, time_limit=60)
+def orders_sync_task() -> dict:
+    """Fills and ended remainders of open orders, from KIS's daily orders inquiry."""
+    return orders_sync(broker=get_broker())

@@ -1,0 +1,116 @@
+"""Fills come back into the ledger from KIS's daily orders inquiry (the simulator on loopback):
+entry and exit to a closed position, partial fills, repeated and overlapping syncs that count
+nothing twice, exact amounts across several prices, and remainders that end at KIS.
+"""
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from execution import services
+from execution.models import Fill, Order, Position
+from execution.services.submission import Outcome, intent_submit
+from execution.services.sync import orders_sync
+from tests.execution.brokers.kis_worker import client_for
+from tests.execution.brokers.test_kis_client import sim_dict
+from tests.ledger_helpers import key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def broker(kis_sim, settings):
+    settings.EXECUTION_AUTO_SUBMIT = False  # these tests send in-process, step by step
+    return client_for(sim_dict(kis_sim), rate=200)
+
+
+def send(intent, broker):
+    assert intent_submit(intent_id=intent.pk, broker=broker) is Outcome.SUBMITTED
+    return Order.objects.get(intent=intent)
+
+
+def test_entry_and_exit_to_a_closed_position(kis_sim, broker):
+    entry = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
+    send(entry, broker)
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+    assert orders_sync(broker=broker)["filled"] == 1
+    position = Position.objects.get(pk=entry.position_id)
+    assert (position.qty, position.avg_price) == (10, Decimal("71000"))
+
+    exit_ = services.exit_intent_open(position_id=position.pk, qty=10,
+                                      intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    order = send(exit_, broker)
+    kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 72_000})
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+    orders_sync(broker=broker)
+    position.refresh_from_db()
+    assert position.status == "CLOSED" and position.qty == 0
+    assert position.realized_pnl == Decimal(10 * 1_000)
+    assert Order.objects.get(pk=order.pk).status == "FILLED"
+
+
+def test_partial_fills_and_repeated_syncs(kis_sim, broker):
+    kis_sim.control("/_sim/limits", {"max_fill_per_step": 3})
+    entry = services.entry_intent_open(symbol="005930", qty=8, idempotency_key=key())
+    order = send(entry, broker)
+    seen = []
+    for _ in range(3):
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+        orders_sync(broker=broker)
+        orders_sync(broker=broker)  # the same figures again: nothing more
+        seen.append(Order.objects.get(pk=order.pk).filled_qty)
+    assert seen == [3, 6, 8]
+    assert Order.objects.get(pk=order.pk).status == "FILLED"
+    assert list(Fill.objects.filter(order=order).order_by("qty").values_list("qty", flat=True)) \
+        == [2, 3, 3]
+
+
+def test_overlapping_syncs_count_nothing_twice(kis_sim, broker):
+    entry = services.entry_intent_open(symbol="005930", qty=9, idempotency_key=key())
+    order = send(entry, broker)
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+
+    def sync():
+        try:
+            orders_sync(broker=client_for(sim_dict(kis_sim), rate=200))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Order.objects.get(pk=order.pk).filled_qty == 9
+    assert Position.objects.get(pk=entry.position_id).qty == 9
+    assert Fill.objects.filter(order=order).count() == 1
+
+
+def test_a_catch_up_over_several_prices_keeps_the_exact_amount(kis_sim, broker):
+    kis_sim.control("/_sim/limits", {"max_fill_per_step": 2})
+    entry = services.entry_intent_open(symbol="005930", qty=4, idempotency_key=key())
+    send(entry, broker)
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})  # 2 at 71,000
+    kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 71_100})
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})  # 2 at 71,100
+    orders_sync(broker=broker)  # one catch-up over both trades
+    position = Position.objects.get(pk=entry.position_id)
+    assert position.qty == 4 and position.avg_price == Decimal("71050")
+
+
+def test_a_remainder_cancelled_at_kis_is_released(kis_sim, broker):
+    position_entry = services.entry_intent_open(symbol="005930", qty=5, idempotency_key=key())
+    send(position_entry, broker)
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+    orders_sync(broker=broker)
+    exit_ = services.exit_intent_open(position_id=position_entry.position_id, qty=5,
+                                      limit_price=90_000, intent_type="EXIT_TRAILING",
+                                      idempotency_key=key())
+    order = send(exit_, broker)
+    broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)  # e.g. by MTS
+    assert orders_sync(broker=broker)["closed"] == 1
+    assert Order.objects.get(pk=order.pk).status == "CANCELLED"
+    position = Position.objects.get(pk=position_entry.position_id)
+    assert (position.qty, position.reserved_qty) == (5, 0)
