@@ -4,11 +4,13 @@ import datetime as dt
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from aegis import clock
 
 from .brokers import get_broker
 from .selectors import intents_waiting, orders_in_flight
+from .services.expiry import orders_expire
 from .services.submission import NOT_SENT, intent_submit, order_settle
 from .services.sync import orders_sync
 from .services.trading_state import trading_state_get
@@ -65,3 +67,10 @@ def sweep() -> dict:
 def orders_sync_task() -> dict:
     """Fills and ended remainders of open orders, from KIS's daily orders inquiry."""
     return orders_sync(broker=get_broker())
+
+
+@shared_task(name="execution.orders_expire", expires=10, time_limit=60)
+def orders_expire_task() -> dict:
+    """Cancel limit orders left unfilled past EXECUTION_LIMIT_ORDER_TIMEOUT_S."""
+    return orders_expire(broker=get_broker(),
+                         timeout=dt.timedelta(seconds=settings.EXECUTION_LIMIT_ORDER_TIMEOUT_S))

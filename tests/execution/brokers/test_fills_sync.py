@@ -114,3 +114,36 @@ def test_a_remainder_cancelled_at_kis_is_released(kis_sim, broker):
     assert Order.objects.get(pk=order.pk).status == "CANCELLED"
     position = Position.objects.get(pk=position_entry.position_id)
     assert (position.qty, position.reserved_qty) == (5, 0)
+
+
+def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
+    import datetime as dt
+
+    from aegis import clock
+    from execution.services.expiry import orders_expire
+
+    kis_sim.control("/_sim/limits", {"max_fill_per_step": 2})
+    entry = services.entry_intent_open(symbol="005930", qty=6, idempotency_key=key())
+    send(entry, broker)
+    for _ in range(3):
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+    orders_sync(broker=broker)
+    position = Position.objects.get(pk=entry.position_id)
+    exit_ = services.exit_intent_open(position_id=position.pk, qty=6, limit_price=71_500,
+                                      intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    order = send(exit_, broker)
+    kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 71_500})  # part fills
+
+    timeout = dt.timedelta(seconds=60)
+    assert orders_expire(broker=broker, timeout=timeout)["expired"] == 0  # not yet
+    with clock.installed(clock.FixedClock(clock.now() + timeout + dt.timedelta(seconds=1))):
+        assert orders_expire(broker=broker, timeout=timeout) == {"expired": 1, "closed": 1}
+    order.refresh_from_db()
+    position.refresh_from_db()
+    at_kis = next(o for o in kis_sim.book()["orders"] if o["odno"] == order.broker_order_no)
+    sold = order.filled_qty
+    assert 0 < sold < 6 and sold == at_kis["filled_qty"]  # what filled before the cancel counts
+    assert order.status == "CANCELLED"
+    assert (position.qty, position.reserved_qty, position.available_qty) == (6 - sold, 0, 6 - sold)
+    cancelled_at_kis = [o for o in kis_sim.book()["orders"] if o["orgn_odno"] == order.broker_order_no]
+    assert cancelled_at_kis, "the cancel must have gone to KIS"

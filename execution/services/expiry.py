@@ -1,0 +1,36 @@
+"""Unfilled limit orders are cancelled after a timeout, so their shares become available again.
+
+The cancel is confirmed the way fills are, through KIS's daily orders inquiry (orders_sync): what
+filled before the cancel is applied, the rest is released. Nothing is released on the strength of
+the cancel request alone.
+"""
+
+import datetime as dt
+import logging
+
+from aegis import clock
+
+from ..brokers.kis.errors import KisError
+from ..models import Order
+from .sync import orders_sync
+
+logger = logging.getLogger("aegis.execution")
+
+
+def orders_expire(*, broker, timeout: dt.timedelta) -> dict[str, int]:
+    cutoff = clock.now() - timeout
+    stale = list(Order.objects.filter(
+        status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
+        limit_price__isnull=False, broker_order_no__isnull=False, submitted_at__lt=cutoff,
+    ))
+    for order in stale:
+        try:
+            broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)
+        except KisError as exc:  # filled meanwhile, or KIS refused: the sync below tells
+            logger.warning("execution.cancel_refused order_id=%s odno=%s: %s", order.pk,
+                           order.broker_order_no, exc, extra={"order_id": str(order.pk)})
+    counts = {"expired": len(stale), "closed": 0}
+    if stale:
+        counts["closed"] = orders_sync(broker=broker, order_ids=[o.pk for o in stale])["closed"]
+        logger.info("execution.orders_expire %s", counts, extra=counts)
+    return counts
