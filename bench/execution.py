@@ -16,6 +16,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -46,12 +47,12 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
     return proc, base_url, ws_url
 
 
-def start_worker(env: dict, log: Path) -> subprocess.Popen:
+def start_worker(env: dict, log: Path, name: str) -> subprocess.Popen:
     out = log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
          *os.environ.get("BENCH_POOL", "-c 2 --pool prefork").split(), "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-n", f"bench-{os.getpid()}@%h"],
+         "--without-heartbeat", "-n", name],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc
 
@@ -87,11 +88,17 @@ def main() -> int:
     services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
     get_broker().price(SYMBOL)  # a token in the shared cache before the clock starts
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-worker-{os.getpid()}.log"
-    worker = start_worker(os.environ.copy(), log)
+    worker_name = f"bench-{os.getpid()}@{socket.gethostname()}"
+    worker = start_worker(os.environ.copy(), log, worker_name)
     rng = random.Random(11)
     results = {}
     try:
-        time.sleep(8)  # the worker's start
+        from aegis.celery import app
+
+        deadline = time.monotonic() + 120
+        while not app.control.ping(destination=[worker_name], timeout=1.0):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not start: see {log}")
         # warm both paths before measuring
         for _ in range(20):
             services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))

@@ -11,7 +11,7 @@ def amounts_from_prices(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('execution', '0005_sweep_schedule'),
+        ('execution', '0005_periodic_tasks'),
     ]
 
     operations = [

@@ -54,16 +54,14 @@ class Outcome(str, enum.Enum):
     ALREADY = "already"  # an earlier delivery of the same intent got here first
 
 
-def _claim(order_id) -> bool:
+def _claim(order_id, *, expected: dt.datetime | None = None) -> bool:
+    """Take the right to send, in one statement: the free claim, or exactly the claim `expected`
+    (a settle taking over a send that never arrived). Of several racing callers, one wins.
+    """
+    match = {"send_started_at__isnull": True} if expected is None else {
+        "send_started_at": expected}
     return Order.objects.filter(
-        pk=order_id, status=Order.Status.NEW, send_started_at__isnull=True
-    ).update(send_started_at=clock.now()) == 1
-
-
-def _reclaim(order_id, *, expected: dt.datetime) -> bool:
-    return Order.objects.filter(
-        pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True,
-        send_started_at=expected,
+        pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True, **match,
     ).update(send_started_at=clock.now()) == 1
 
 
@@ -138,10 +136,10 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         return Outcome.SUBMITTED
     if clock.now() - started < IN_FLIGHT_GRACE:
         return Outcome.IN_FLIGHT
-    # Take over exactly the claim judged above, in one statement: of several settles racing
-    # over the same order (the sweep may queue more than one), only one may send it.
-    if not _reclaim(order.pk, expected=started):
+    # Take over exactly the claim judged above: of several settles racing over the same order
+    # (the sweep may queue more than one), only one may send it.
+    if not _claim(order.pk, expected=started):
         return Outcome.ALREADY
     logger.warning("execution.never_arrived order_id=%s: sending it", order.pk,
                    extra={"order_id": str(order.pk)})
-    return _send(Order.objects.get(pk=order.pk), broker)
+    return _send(order, broker)

@@ -29,8 +29,10 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
             row = rows.get(order.broker_order_no)
             if row is None:
                 continue
-            if order_catch_up(order_id=order.pk, filled_qty=row.tot_ccld_qty,
-                              filled_amount=row.tot_ccld_amt):
+            # The unlocked row screens (most syncs find nothing new); the locked catch-up decides.
+            if row.tot_ccld_qty > order.filled_qty and order_catch_up(
+                    order_id=order.pk, filled_qty=row.tot_ccld_qty,
+                    filled_amount=row.tot_ccld_amt):
                 counts["filled"] += 1
             if row.rmn_qty == 0 and row.tot_ccld_qty < row.ord_qty:
                 # Nothing left working at KIS: the rest was cancelled or refused there.

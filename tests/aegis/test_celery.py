@@ -9,14 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from aegis.celery import app, ping
+from tests.support import child_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,10 +66,7 @@ def _wait_for(pattern: str, log: Path, deadline: float) -> re.Match | None:
 
 
 def test_real_worker_runs_the_task_and_logs_its_queue_wait(broker, tmp_path):
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    env = os.environ | {
-        "DATABASE_URL": urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
-    }
+    env = os.environ | {"DATABASE_URL": child_database_url()}
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen(

@@ -3,15 +3,14 @@ connection, race every ledger operation on a handful of positions.
 """
 
 import multiprocessing
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 
 from execution.models import Fill, Order, OrderIntent, Position
 from execution.selectors import position_ledger_breakdown
 from tests.execution import race_worker
+from tests import support
 from tests.ledger_helpers import open_position
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -23,11 +22,7 @@ RACE_ROUNDS = 25
 
 @pytest.fixture
 def test_database_url():
-    """DATABASE_URL pointing at the test database pytest-django created."""
-    import os
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+    return support.child_database_url()
 
 
 @pytest.fixture

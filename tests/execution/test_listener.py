@@ -11,16 +11,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import redis
-from django.conf import settings
-from django.db import connection
 
 from execution import services
 from tests.ledger_helpers import key, open_position
+from tests.support import child_database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -30,8 +28,7 @@ QUEUE = "execution"
 
 @pytest.fixture
 def test_db_url():
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+    return child_database_url()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ the key and iv of their subscription's ack. PINGPONG frames are echoed as KIS ex
 """
 
 import asyncio
-import base64
 import inspect
 import json
 import logging
@@ -14,28 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import websockets
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import protocol
+from .crypto import aes_decrypt
 
 logger = logging.getLogger("aegis.kis.ws")
-
-
-def aes_decrypt(payload_b64: str, *, key: str, iv: str) -> str:
-    """Decrypt a notice payload: base64 of AES-256-CBC with PKCS7 padding."""
-    decryptor = Cipher(algorithms.AES(key.encode()), modes.CBC(iv.encode())).decryptor()
-    padded = decryptor.update(base64.b64decode(payload_b64)) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    return (unpadder.update(padded) + unpadder.finalize()).decode("utf-8")
-
-
-def aes_encrypt(text: str, *, key: str, iv: str) -> str:
-    """The inverse of aes_decrypt (the simulator's side of the protocol)."""
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(text.encode("utf-8")) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key.encode()), modes.CBC(iv.encode())).encryptor()
-    return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 
 from aiohttp import WSMsgType, web
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from execution import krx
 from execution.brokers.kis import protocol
+from execution.brokers.kis.crypto import aes_encrypt
 from execution.brokers.kis.protocol import Flavour
 
 from . import engine as eng
@@ -332,15 +331,6 @@ def notice_record(n: eng.Notice) -> dict[str, str]:
         "ORD_EXG_GB": "1", "POPUP_YN": "Y", "FILLER": "", "CRDT_CLS": "10",
         "CRDT_LOAN_DATE": "", "CNTG_ISNM40": _clean(n.name), "ODER_PRC": str(n.order_price),
     }
-
-
-def aes_encrypt(text: str, *, key: str, iv: str) -> str:
-    """base64 of AES-256-CBC with PKCS7 padding: how KIS sends H0STCNI0 payloads."""
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(text.encode("utf-8")) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key.encode("ascii")), modes.CBC(iv.encode("ascii"))
-                       ).encryptor()
-    return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
 
 
 ORD_DVSN_NAMES = {"00": "지정가", "01": "시장가", "02": "조건부지정가", "03": "최유리지정가",

@@ -10,10 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from django.db import connection
 
 from aegis import clock
 from execution import services
@@ -21,6 +19,7 @@ from execution.models import Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
 from tests.execution.brokers import kis_worker
 from tests.ledger_helpers import key
+from tests.support import child_database_url
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -28,10 +27,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def worker_env(sim) -> dict:
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    test_db = urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
     return os.environ | {
-        "DATABASE_URL": test_db, "KIS_ENV": "simulator", "KIS_FLAVOUR": sim.flavour,
+        "DATABASE_URL": child_database_url(), "KIS_ENV": "simulator", "KIS_FLAVOUR": sim.flavour,
         "KIS_BASE_URL": sim.base_url, "KIS_WS_URL": sim.ws_url,
         "KIS_ACCOUNT": f"{sim.cano}-{sim.acnt_prdt_cd}", "KIS_HTS_ID": sim.hts_id,
         "KIS_QUERY_APP_KEY": sim.appkey, "KIS_QUERY_APP_SECRET": sim.appsecret,
@@ -40,6 +37,7 @@ def worker_env(sim) -> dict:
 
 def start_worker(sim, log: Path) -> subprocess.Popen:
     """A real Celery worker on the execution queue, in its own process group."""
+    already = len(log.read_text()) if log.exists() else 0  # a restart appends to the same log
     with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
@@ -48,8 +46,7 @@ def start_worker(sim, log: Path) -> subprocess.Popen:
             cwd=ROOT, env=worker_env(sim), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     deadline = time.monotonic() + 90
-    while log.read_text().count("ready.") < log.read_text().count("celery@") or \
-            "ready." not in log.read_text():
+    while "ready." not in log.read_text()[already:]:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     return proc

@@ -2,7 +2,6 @@
 `stream_fills` process, with no periodic sync involved.
 """
 
-import os
 import signal
 import subprocess
 import sys

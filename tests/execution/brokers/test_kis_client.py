@@ -138,7 +138,6 @@ class TestErrorPaths:
 
     def test_a_forgotten_token_is_replaced_once(self, kis_sim, client):
         client.price("005930")
-        kis_sim.control("/_sim/limits", {"token_interval_s": 0})
         kis_sim.control("/_sim/reset", {})  # the simulator forgets every token it issued
         kis_sim.reinstall()
         kis_sim.control("/_sim/limits", {"token_interval_s": 0})

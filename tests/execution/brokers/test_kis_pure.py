@@ -10,7 +10,8 @@ from execution.brokers.kis import errors, protocol
 from execution.brokers.kis.client import lower_keys
 from execution.brokers.kis.config import AppCredentials, KisConfig
 from execution.brokers.kis.protocol import Flavour
-from execution.brokers.kis.ws import aes_decrypt, aes_encrypt, notice_from, trade_from
+from execution.brokers.kis.crypto import aes_decrypt, aes_encrypt
+from execution.brokers.kis.ws import notice_from, trade_from
 
 KEY = "k" * 32
 IV = "i" * 16
