@@ -8,7 +8,16 @@ from django.contrib import admin, messages
 from django.db.models import F
 
 from .exceptions import LedgerError
-from .models import Fill, Order, OrderIntent, Position, TradingState
+from .models import (
+    BrokerCredential,
+    Fill,
+    Order,
+    OrderIntent,
+    Position,
+    Reconciliation,
+    ReconciliationMismatch,
+    TradingState,
+)
 from .services import intent_cancel, position_flatten, trading_state_set
 
 
@@ -52,13 +61,13 @@ class NewIntentInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Position)
 class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("symbol", "status", "qty", "locked", "available", "avg_price",
+    list_display = ("symbol", "status", "qty", "locked", "available", "broker_qty", "avg_price",
                     "realized_pnl", "opened_at")
-    list_filter = ("status",)
+    list_filter = ("status", ("broker_qty", admin.EmptyFieldListFilter))
     search_fields = ("symbol",)
     ordering = ("status", "symbol")
-    fields = ("symbol", "status", "qty", "locked", "available", "avg_price", "realized_pnl",
-              "opened_at", "closed_at", "updated_at")
+    fields = ("symbol", "status", "qty", "locked", "available", "broker_qty", "avg_price",
+              "realized_pnl", "opened_at", "closed_at", "updated_at")
     readonly_fields = fields
     inlines = [NewIntentInline, OpenOrderInline]
     actions = ["flatten"]
@@ -153,11 +162,48 @@ class TradingStateForm(forms.ModelForm):
         fields = ("state", "reason")
 
 
+@admin.register(BrokerCredential)
+class BrokerCredentialAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Which KIS credentials are kept and until when, never their values."""
+
+    list_display = ("kind", "app_fingerprint", "expires_at", "updated_at")
+    fields = ("kind", "app_fingerprint", "expires_at", "updated_at")
+
+
+class MismatchInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = ReconciliationMismatch
+    fields = ("symbol", "position", "ledger_qty", "broker_qty", "broker_orderable_qty",
+              "ledger_avg_price", "broker_avg_price")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Reconciliation)
+class ReconciliationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every comparison of the ledger with KIS's holdings, and what did not match."""
+
+    list_display = ("started_at", "trigger", "result", "symbols_checked", "mismatch_count")
+    list_filter = ("result", "trigger")
+    fields = ("trigger", "result", "started_at", "finished_at", "symbols_checked",
+              "symbols_skipped", "error")
+    readonly_fields = fields
+    inlines = [MismatchInline]
+
+    @admin.display(description="mismatches")
+    def mismatch_count(self, obj):
+        return obj.mismatches.count()
+
+
 @admin.register(TradingState)
 class TradingStateAdmin(admin.ModelAdmin):
     form = TradingStateForm
-    list_display = ("state", "reason", "changed_by", "changed_at")
-    readonly_fields = ("changed_by", "changed_at")
+    list_display = ("state", "in_force", "reason", "changed_by", "changed_at", "reconciled_at")
+    readonly_fields = ("changed_by", "changed_at", "reconcile_required_since", "reconciled_at")
+
+    @admin.display(description="in force")
+    def in_force(self, obj):
+        return "HALTED (awaiting the startup reconciliation)" if obj.awaiting_reconciliation \
+            else obj.state
 
     def has_add_permission(self, request):
         return not TradingState.objects.exists()

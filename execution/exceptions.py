@@ -19,6 +19,18 @@ class InvalidInput(LedgerError):
         super().__init__(f"{field}: {message}")
 
 
+class BrokerQtyRequired(LedgerError):
+    """The last reconciliation found KIS holding a different qty of this position's symbol: a
+    sell must know what KIS would let it sell before it is ordered. Raised before anything is
+    written; the caller asks KIS (outside the row lock) and tries again with the figure."""
+
+    def __init__(self, *, position_id: object, symbol: str) -> None:
+        self.position_id = position_id
+        self.symbol = symbol
+        super().__init__(f"Position {position_id} ({symbol}) disagrees with KIS's holding; "
+                         f"pass KIS's orderable qty to order it.")
+
+
 class PositionNotFound(LedgerError):
     def __init__(self, position_id: object) -> None:
         self.position_id = position_id
@@ -55,7 +67,8 @@ class TradingNotAllowed(LedgerError):
         self.state = state
         self.operation = operation
         hint = {
-            "HALTED": "nothing new goes out until a person sets trading back to ACTIVE or REDUCING",
+            "HALTED": "nothing new goes out until a person sets trading back to ACTIVE or "
+                      "REDUCING (or, at startup, until reconciliation with KIS has succeeded)",
             "REDUCING": "only exits go out until a person sets trading back to ACTIVE",
         }.get(state, "")
         super().__init__(f"Trading is {state}: {operation} refused; {hint}.")

@@ -39,6 +39,11 @@ class TradingState(models.Model):
     reason = models.CharField(max_length=255, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     changed_at = models.DateTimeField(null=True, blank=True)
+    # The startup gate (I4b): set when the system starts (`manage.py reconcile --startup`);
+    # until a reconciliation with KIS succeeds after it, nothing goes out, whatever `state` says.
+    reconcile_required_since = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a reconciliation with KIS last succeeded.")
 
     class Meta:
         constraints = [
@@ -51,6 +56,11 @@ class TradingState(models.Model):
 
     def __str__(self) -> str:
         return f"Trading {self.state}"
+
+    @property
+    def awaiting_reconciliation(self) -> bool:
+        since = self.reconcile_required_since
+        return since is not None and (self.reconciled_at is None or self.reconciled_at < since)
 
 
 class Position(models.Model):
@@ -74,6 +84,11 @@ class Position(models.Model):
     opened_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    broker_qty = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="KIS's holding when the last reconciliation found it different from qty; "
+                  "empty when they agreed. While set, every sell first asks KIS what is "
+                  "orderable.")
 
     class Meta:
         constraints = [
@@ -305,3 +320,72 @@ class Fill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.qty} @ {self.price}"
+
+
+class BrokerCredential(models.Model):
+    """A KIS access token or WebSocket approval key, kept so that losing Redis does not mean
+    asking KIS for a new one (KIS issues one a minute per app). The value is encrypted with a key
+    derived from the app's secret, which lives only in the environment: a database dump alone
+    does not yield a usable token.
+    """
+
+    kind = models.CharField(max_length=16)
+    app_fingerprint = models.CharField(max_length=12)
+    sealed_value = models.TextField()
+    expires_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "app_fingerprint"],
+                                    name="broker_credential_one_per_app"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} for app {self.app_fingerprint} (until {self.expires_at:%Y-%m-%d %H:%M})"
+
+
+class Reconciliation(models.Model):
+    """One comparison of the ledger's open positions with KIS's holdings."""
+
+    class Trigger(models.TextChoices):
+        STARTUP = "STARTUP", "Startup"
+        PERIODIC = "PERIODIC", "Periodic"
+        MANUAL = "MANUAL", "Manual"
+
+    class Result(models.TextChoices):
+        MATCHED = "MATCHED", "Matched"
+        MISMATCH = "MISMATCH", "Mismatch"
+        FAILED = "FAILED", "Failed (KIS could not be read)"
+
+    trigger = models.CharField(max_length=8, choices=Trigger.choices)
+    result = models.CharField(max_length=8, choices=Result.choices)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    symbols_checked = models.PositiveIntegerField(default=0)
+    symbols_skipped = models.JSONField(
+        default=list, blank=True,
+        help_text="Symbols with orders still on their way at KIS: compared next time.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-started_at"], name="reconciliation_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.trigger} reconciliation {self.started_at:%Y-%m-%d %H:%M:%S}: {self.result}"
+
+
+class ReconciliationMismatch(models.Model):
+    reconciliation = models.ForeignKey(Reconciliation, on_delete=models.CASCADE,
+                                       related_name="mismatches")
+    symbol = models.CharField(max_length=6)
+    position = models.ForeignKey(Position, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="mismatches")
+    ledger_qty = models.BigIntegerField()
+    broker_qty = models.BigIntegerField()
+    broker_orderable_qty = models.BigIntegerField()
+    ledger_avg_price = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+    broker_avg_price = models.DecimalField(max_digits=20, decimal_places=4, null=True)
+
+    def __str__(self) -> str:
+        return f"{self.symbol}: ledger {self.ledger_qty}, KIS {self.broker_qty}"

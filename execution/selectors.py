@@ -61,6 +61,18 @@ def intents_waiting(*, older_than: dt.datetime, state: str, limit: int = 500) ->
     return [str(pk) for pk in qs.order_by("created_at").values_list("pk", flat=True)[:limit]]
 
 
+def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> list[str]:
+    """Intents of orders recorded before `older_than` whose send was never started or was given
+    back (KIS unreachable until the task ran out of retries), that the trading state lets out."""
+    if state == TradingState.State.HALTED:
+        return []
+    qs = Order.objects.filter(status=Order.Status.NEW, send_started_at__isnull=True,
+                              broker_order_no__isnull=True, created_at__lt=older_than)
+    if state == TradingState.State.REDUCING:
+        qs = qs.filter(side=Side.SELL)
+    return [str(pk) for pk in qs.order_by("created_at").values_list("intent_id", flat=True)[:limit]]
+
+
 def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
     """Orders whose send started before `older_than` and that have no broker number yet."""
     return [str(pk) for pk in Order.objects.filter(

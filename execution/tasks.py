@@ -9,8 +9,9 @@ from django.conf import settings
 from aegis import clock
 
 from .brokers import get_broker
-from .selectors import intents_waiting, orders_in_flight
+from .selectors import intents_waiting, orders_in_flight, orders_unsent
 from .services.expiry import orders_expire
+from .services.reconciliation import reconciliation_run
 from .services.submission import NOT_SENT, intent_submit, order_settle
 from .services.sync import orders_sync
 from .services.trading_state import trading_state_get
@@ -48,10 +49,13 @@ def order_settle_task(order_id: str) -> str:
 @shared_task(name="execution.sweep", expires=10, time_limit=30)
 def sweep() -> dict:
     """The safety net, never the main path: re-enqueue NEW intents that missed their enqueue
-    (broker or Redis down at commit) and settle orders left in flight by a crash or a timeout.
+    (broker or Redis down at commit) and orders recorded but never sent (their task ran out of
+    retries while KIS was unreachable), and settle orders left in flight by a crash or a timeout.
     """
     cutoff = clock.now() - SWEEP_AGE
-    intents = intents_waiting(older_than=cutoff, state=trading_state_get())
+    state = trading_state_get()
+    intents = intents_waiting(older_than=cutoff, state=state)
+    intents += orders_unsent(older_than=cutoff, state=state)
     orders = orders_in_flight(older_than=cutoff)
     for intent_id in intents:
         intent_execute.delay(intent_id)
@@ -74,3 +78,10 @@ def orders_expire_task() -> dict:
     """Cancel limit orders left unfilled past EXECUTION_LIMIT_ORDER_TIMEOUT_S."""
     return orders_expire(broker=get_broker(),
                          timeout=dt.timedelta(seconds=settings.EXECUTION_LIMIT_ORDER_TIMEOUT_S))
+
+
+@shared_task(name="execution.reconcile", expires=60, time_limit=120)
+def reconcile_task(trigger: str = "PERIODIC") -> dict:
+    """Compare the ledger with KIS's holdings; a success opens the startup gate."""
+    run = reconciliation_run(broker=get_broker(), trigger=trigger)
+    return {"id": run.pk, "result": run.result, "mismatches": run.mismatches.count()}

@@ -7,5 +7,6 @@ import functools
 def get_broker():
     from .kis.client import KisClient
     from .kis.config import KisConfig
+    from .kis.vault import DatabaseVault
 
-    return KisClient(KisConfig.from_settings())
+    return KisClient(KisConfig.from_settings(), vault=DatabaseVault())

@@ -14,7 +14,7 @@ from django.db.models import Subquery
 
 from aegis import clock
 
-from ..exceptions import InvalidInput, InvalidIntentState, InvalidOrderState, OrderNotFound
+from ..exceptions import BrokerQtyRequired, InvalidInput, InvalidIntentState, InvalidOrderState, OrderNotFound
 from ..models import Order, OrderIntent, Side
 from . import _ledger
 from .trading_state import require_state_allows
@@ -28,7 +28,9 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
     Returns the intent's order (the existing one when the intent was already ordered, so a retried
     task never makes a second), or None when the ledger refused it: the intent is then REJECTED
     and its reservation released. `broker_sellable_qty` is the broker's orderable qty when known
-    (I4b). Raises TradingNotAllowed, leaving the intent NEW to wait, when the state forbids it.
+    (I4b). Raises TradingNotAllowed, leaving the intent NEW to wait, when the state forbids it,
+    and BrokerQtyRequired for a sell of a position the last reconciliation found KIS disagreeing
+    with, when `broker_sellable_qty` is not given.
     """
     if broker_sellable_qty is not None and (
         type(broker_sellable_qty) is not int or broker_sellable_qty < 0
@@ -41,13 +43,20 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
         position = _ledger.lock_position(position_id)
         intent = _ledger.lock_intent(intent_id)
         if intent.status == OrderIntent.Status.ORDERED:
-            return intent.orders.order_by("-created_at").first()
+            order = intent.orders.order_by("-created_at").first()
+            if (order is not None and order.status == Order.Status.NEW
+                    and order.send_started_at is None):
+                # Recorded but never sent (its task gave up): it goes out only if it still may.
+                require_state_allows(side=order.side, operation=f"sending {intent.intent_type}")
+            return order
         if intent.status != OrderIntent.Status.NEW:
             raise InvalidIntentState(intent.pk, intent.status, "order")
         require_state_allows(side=intent.side, operation=f"sending {intent.intent_type}")
 
         order_qty = intent.qty
         if intent.side == Side.SELL:
+            if position.broker_qty is not None and broker_sellable_qty is None:
+                raise BrokerQtyRequired(position_id=position.pk, symbol=position.symbol)
             # This intent's own shares are already inside reserved_qty.
             sellable = position.qty - (position.reserved_qty - intent.qty)
             if broker_sellable_qty is not None:

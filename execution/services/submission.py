@@ -18,7 +18,7 @@ from typing import Protocol
 
 from aegis import clock
 
-from ..brokers.kis.client import DailyOrder, OrderAck
+from ..brokers.kis.client import Balance, DailyOrder, OrderAck
 from ..brokers.kis.errors import (
     KisAmbiguousOutcome,
     KisError,
@@ -26,8 +26,10 @@ from ..brokers.kis.errors import (
     KisTokenRateLimited,
     KisUnavailable,
 )
+from ..exceptions import BrokerQtyRequired
 from ..models import Order
 from .orders import order_mark_submitted, order_open, order_reject
+from .reconciliation import broker_orderable_qty
 
 logger = logging.getLogger("aegis.execution")
 
@@ -44,6 +46,8 @@ class Broker(Protocol):
     def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
                      filled: str = "ALL", symbol: str = "", odno: str = "") -> list[DailyOrder]:
         ...
+
+    def balance(self) -> Balance: ...
 
 
 class Outcome(str, enum.Enum):
@@ -74,7 +78,13 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     """Send the intent's order unless it went out already. Raises a NOT_SENT error (after
     releasing the claim) when KIS could not be reached, so the caller retries later.
     """
-    order = order_open(intent_id=intent_id)
+    try:
+        order = order_open(intent_id=intent_id)
+    except BrokerQtyRequired as exc:
+        # KIS disagreed with the ledger at the last reconciliation: sell no more than KIS
+        # would let us (I4b). Asked here, outside the row lock.
+        order = order_open(intent_id=intent_id, broker_sellable_qty=broker_orderable_qty(
+            broker=broker, symbol=exc.symbol))
     if order is None:
         return Outcome.REFUSED
     if order.status != Order.Status.NEW:
@@ -130,7 +140,7 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
     if unclaimed:
         match = unclaimed[0]
         order_mark_submitted(order_id=order.pk, broker_order_no=match.odno,
-                             submitted_at=started)
+                             broker_org_no=match.org_no, submitted_at=started)
         logger.warning("execution.settled order_id=%s odno=%s (adopted from the daily inquiry)",
                        order.pk, match.odno, extra={"order_id": str(order.pk)})
         return Outcome.SUBMITTED

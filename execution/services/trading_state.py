@@ -7,13 +7,20 @@ State = TradingState.State
 
 
 def trading_state_get() -> str:
-    """The current global trading state (ACTIVE, REDUCING or HALTED)."""
-    state = TradingState.objects.filter(pk=TradingState.SINGLETON_PK).values_list(
-        "state", flat=True
-    ).first()
-    if state is None:
-        state = TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)[0].state
-    return state
+    """The state in force (ACTIVE, REDUCING or HALTED): the one set, or HALTED while the startup
+    gate waits for a successful reconciliation with KIS."""
+    row = TradingState.objects.filter(pk=TradingState.SINGLETON_PK).only(
+        "state", "reconcile_required_since", "reconciled_at").first()
+    if row is None:
+        row = TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)[0]
+    return State.HALTED if row.awaiting_reconciliation else row.state
+
+
+def reconciliation_require() -> None:
+    """Close the startup gate: nothing goes out until a reconciliation succeeds from now on."""
+    TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)
+    TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(
+        reconcile_required_since=clock.now())
 
 
 def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingState:

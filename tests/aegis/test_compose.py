@@ -20,10 +20,11 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 PGBOUNCER_INI = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"
 
 IMAGE = "aegis:latest"
-APP_SERVICES = ("migrate", "web", "worker", "beat", "flower", "listener", "pricesync")
+APP_SERVICES = ("migrate", "reconcile", "web", "worker", "beat", "flower", "listener",
+                "pricesync")
 # Session features (LISTEN, DDL in migrations) need a real PostgreSQL session.
 DIRECT_SERVICES = ("migrate", "listener")
-POOLED_SERVICES = ("web", "worker", "beat", "flower", "pricesync")
+POOLED_SERVICES = ("reconcile", "web", "worker", "beat", "flower", "pricesync")
 KIS_VARIABLES = (
     "KIS_ENV",
     "KIS_ACCOUNT",

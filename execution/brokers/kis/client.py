@@ -93,6 +93,7 @@ class DailyOrder:
     cncl_yn: str
     rjct_qty: int
     ord_dvsn_cd: str
+    org_no: str = ""  # ord_gno_brno: the KRX_FWDG_ORD_ORGNO a cancel or a modify needs
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,14 @@ class OrderBook:
 
 class KisClient:
     def __init__(self, config: KisConfig, *, tokens: CredentialStore | None = None,
-                 approvals: CredentialStore | None = None,
+                 approvals: CredentialStore | None = None, vault=None,
                  limiter: SharedRateLimiter | None = None,
                  http: urllib3.PoolManager | None = None) -> None:
         self.config = config
-        self.tokens = tokens or CredentialStore(kind="token",
-                                                renew_before_s=config.token_renew_before_s)
-        self.approvals = approvals or CredentialStore(kind="approval", renew_before_s=3600)
+        self.tokens = tokens or CredentialStore(
+            kind="token", renew_before_s=config.token_renew_before_s, vault=vault)
+        self.approvals = approvals or CredentialStore(kind="approval", renew_before_s=3600,
+                                                      vault=vault)
         self.limiter = limiter or SharedRateLimiter(per_second=config.rate_per_second,
                                                     guard_ms=config.rate_guard_ms)
         self.http = http or urllib3.PoolManager(
@@ -378,7 +380,8 @@ class KisClient:
                     tot_ccld_qty=_int(r, "tot_ccld_qty"), avg_prvs=_dec(r, "avg_prvs"),
                     tot_ccld_amt=_int(r, "tot_ccld_amt"), rmn_qty=_int(r, "rmn_qty"),
                     cncl_yn=r.get("cncl_yn", ""), rjct_qty=_int(r, "rjct_qty"),
-                    ord_dvsn_cd=r.get("ord_dvsn_cd", "")))
+                    ord_dvsn_cd=r.get("ord_dvsn_cd", ""),
+                    org_no=r.get("ord_gno_brno", "")))
         return orders
 
     def balance(self) -> Balance:

@@ -2,8 +2,9 @@
 
 KIS issues one token a minute per app key and returns the same token within six hours, so a
 token is issued by one process and read by all: from a per-process memo, then the shared cache
-(Redis in production), and only when both miss or near expiry, issued under a cache lock that
-one process holds at a time. The cache key names the app by fingerprint, never by key.
+(Redis in production), then the durable vault (PostgreSQL, when given: Redis may lose its data),
+and only when all miss or near expiry, issued under a cache lock that one process holds at a
+time. The cache key names the app by fingerprint, never by key.
 """
 
 import logging
@@ -34,9 +35,10 @@ class Credential:
 class CredentialStore:
     """One kind of shared credential (access token or approval key) per app."""
 
-    def __init__(self, *, kind: str, renew_before_s: float, cache=None,
+    def __init__(self, *, kind: str, renew_before_s: float, cache=None, vault=None,
                  clock: Callable[[], float] = time.time) -> None:
         self.kind = kind
+        self.vault = vault
         self.renew_before_s = renew_before_s
         self.cache = cache or default_cache
         self.clock = clock
@@ -52,13 +54,20 @@ class CredentialStore:
     def _usable(self, cred: Credential | None) -> bool:
         return cred is not None and cred.expires_at - self.clock() > 5
 
-    def _read_shared(self, key: str) -> Credential | None:
+    def _read_shared(self, key: str, app: AppCredentials) -> Credential | None:
         try:
             raw = self.cache.get(key)
         except Exception:  # noqa: BLE001 - a cache outage slows us down, never stops us
             logger.warning("kis.%s cache unreachable; using what this process holds", self.kind)
+            raw = None
+        if raw:
+            return Credential(**raw)
+        if self.vault is None or (kept := self.vault.get(self.kind, app)) is None:
             return None
-        return Credential(**raw) if raw else None
+        cred = Credential(*kept)
+        if self._usable(cred):
+            self._write_cache(key, cred)
+        return cred
 
     def get(self, app: AppCredentials, issue: Callable[[], Credential]) -> str:
         key = self._key(app)
@@ -66,7 +75,7 @@ class CredentialStore:
         if self._fresh(memo):
             return memo.value
         with self._local:
-            shared = self._read_shared(key)
+            shared = self._read_shared(key, app)
             if self._fresh(shared):
                 self._memo[key] = shared
                 return shared.value
@@ -85,7 +94,7 @@ class CredentialStore:
                 got_lock = True
             if got_lock:
                 try:
-                    shared = self._read_shared(key)
+                    shared = self._read_shared(key, app)
                     if self._fresh(shared):
                         return shared
                     try:
@@ -94,21 +103,23 @@ class CredentialStore:
                         if self._usable(fallback):
                             return fallback  # renew later; the current one still works
                         raise
-                    self._write_shared(key, cred)
+                    self._write_cache(key, cred)
+                    if self.vault is not None:
+                        self.vault.put(self.kind, app, cred.value, cred.expires_at)
                     logger.info("kis.%s issued app=%s expires_at=%s", self.kind,
                                 app.fingerprint, int(cred.expires_at))
                     return cred
                 finally:
                     self._release(f"{key}:lock", owner)
             time.sleep(0.05)
-            shared = self._read_shared(key)
+            shared = self._read_shared(key, app)
             if self._fresh(shared):
                 return shared
             if time.monotonic() > deadline:
                 raise KisUnavailable(f"no {self.kind} for app {app.fingerprint}: another process "
                                      f"held the issuance lock for {WAIT_FOR_OTHER_ISSUER_S} s")
 
-    def _write_shared(self, key: str, cred: Credential) -> None:
+    def _write_cache(self, key: str, cred: Credential) -> None:
         try:
             self.cache.set(key, {"value": cred.value, "expires_at": cred.expires_at},
                            timeout=max(1, int(cred.expires_at - self.clock())))
@@ -127,9 +138,11 @@ class CredentialStore:
         key = self._key(app)
         if (memo := self._memo.get(key)) is not None and memo.value == value:
             del self._memo[key]
-        shared = self._read_shared(key)
+        shared = self._read_shared(key, app)
         if shared is not None and shared.value == value:
             try:
                 self.cache.delete(key)
             except Exception:  # noqa: BLE001
                 pass
+        if self.vault is not None:
+            self.vault.discard(self.kind, app, value)

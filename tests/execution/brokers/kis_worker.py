@@ -4,7 +4,8 @@ import os
 import time
 
 
-def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0):
+def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0,
+               vault=None):
     from execution.brokers.kis.client import KisClient
     from execution.brokers.kis.config import AppCredentials, KisConfig
     from execution.brokers.kis.protocol import Flavour
@@ -14,7 +15,7 @@ def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float 
         flavour=Flavour(sim["flavour"]), base_url=sim["base_url"], ws_url=sim["ws_url"],
         cano=sim["cano"], acnt_prdt_cd=sim["acnt_prdt_cd"], query_app=app, order_app=app,
         hts_id=sim["hts_id"], rate_per_second=rate, rate_limit_retries=retries,
-        read_timeout_s=read_timeout_s))
+        read_timeout_s=read_timeout_s), vault=vault)
 
 
 def price_calls(sim: dict, rate: int, calls: int, start_at: float) -> dict:

@@ -135,6 +135,40 @@ def test_sweep_leaves_intents_alone_while_halted(kis_sim, worker, settings):
         assert sweep()["intents"] == 0
 
 
+def test_sweep_sends_orders_whose_task_gave_up(kis_sim, worker, settings):
+    # KIS was unreachable until the task ran out of retries: the order is recorded, unclaimed.
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
+    order = services.order_open(intent_id=intent.pk)
+    later = clock.FixedClock(clock.now() + dt.timedelta(seconds=5))
+    services.trading_state_set(state="REDUCING", reason="test", changed_by="pytest")
+    with clock.installed(later):
+        assert sweep()["intents"] == 0  # an entry waits while only exits may go out
+    services.trading_state_set(state="ACTIVE", reason="test", changed_by="pytest")
+    with clock.installed(later):
+        assert sweep()["intents"] == 1
+    wait_for(lambda: Order.objects.filter(pk=order.pk, status="SUBMITTED").exists(),
+             "the abandoned order to be sent")
+    assert Order.objects.filter(intent=intent).count() == 1
+    assert len(broker_orders(kis_sim)) == 1
+
+
+def test_a_recorded_order_is_not_sent_while_halted(kis_sim, settings):
+    from execution.exceptions import TradingNotAllowed
+    from execution.services.submission import intent_submit
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
+    services.order_open(intent_id=intent.pk)
+    services.trading_state_set(state="HALTED", reason="test", changed_by="pytest")
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with pytest.raises(TradingNotAllowed):
+        intent_submit(intent_id=intent.pk, broker=client)
+    assert broker_orders(kis_sim) == []
+    assert Order.objects.get(intent=intent).send_started_at is None
+
+
 def _recorded_and_claimed(settings):
     """An entry whose order was recorded and claimed for sending, as a worker leaves it when it
     dies around the broker call.
@@ -157,6 +191,7 @@ def test_an_order_that_reached_kis_is_adopted_not_resent(kis_sim, settings):
     assert order_settle(order_id=order.pk, broker=client) is Outcome.SUBMITTED
     order.refresh_from_db()
     assert order.broker_order_no == sent.odno and order.status == "SUBMITTED"
+    assert order.broker_org_no == sent.org_no != ""  # what a cancel of it needs
     assert len(broker_orders(kis_sim)) == 1
 
 

@@ -274,6 +274,41 @@ def test_an_expired_token_is_replaced_once(kis_sim):
                for e in kis_sim.book()["requests"])
 
 
+@pytest.mark.django_db
+def test_a_token_outlives_the_loss_of_redis(kis_sim):
+    from execution.brokers.kis.vault import DatabaseVault
+    from execution.models import BrokerCredential
+
+    first = kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault())
+    token = first.access_token(first.config.query_app)
+    row = BrokerCredential.objects.get(kind="token")
+    assert token not in row.sealed_value and kis_sim.appsecret not in row.sealed_value
+    cache.clear()  # Redis restarted without its data
+    # Another process (no memo of its own) must not ask KIS again: KIS refuses for a minute.
+    second = kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault())
+    assert second.price("005930").price == 71_000
+    assert second.access_token(second.config.query_app) == token
+    assert issued(kis_sim) == 1
+    assert cache.get(f"kis:token:{second.config.query_app.fingerprint}")["value"] == token
+
+
+@pytest.mark.django_db
+def test_a_vault_entry_sealed_with_another_secret_is_ignored(kis_sim):
+    from execution.brokers.kis.config import AppCredentials
+    from execution.brokers.kis.vault import DatabaseVault
+
+    vault = DatabaseVault()
+    app = AppCredentials(kis_sim.appkey, kis_sim.appsecret)
+    vault.put("token", AppCredentials(kis_sim.appkey, "an-old-secret"), "stale", time.time() + 600)
+    assert vault.get("token", app) is None
+    vault.put("token", app, "current", time.time() + 600)
+    assert vault.get("token", app)[0] == "current"
+    vault.discard("token", app, "something else")
+    assert vault.get("token", app)[0] == "current"
+    vault.discard("token", app, "current")
+    assert vault.get("token", app) is None
+
+
 def test_stream_answers_pingpong(kis_sim, client):
     kis_sim.control("/_sim/limits", {"ping_s": 0.2})
 

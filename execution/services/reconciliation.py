@@ -1,0 +1,108 @@
+"""Comparing the ledger with what KIS says the account holds (ARCHITECTURE.md, I4b).
+
+PostgreSQL is the truth for what Aegis did; KIS is the truth for what the account holds. They
+part when something outside Aegis trades the account (a person in the MTS app), when a fill is
+lost, or after a bug. A reconciliation:
+
+1. brings open orders up to date from the daily orders inquiry, so fills KIS already has are in
+   the ledger;
+2. reads the balance (every page) and compares each symbol's holding with the open position;
+   symbols with an order still on its way (sent, no broker number yet) are left for next time,
+   since KIS may hold shares the ledger cannot know of yet;
+3. records the run and every mismatch in one transaction, marks each mismatched position with
+   KIS's figure (its sells then ask KIS what is orderable first) and clears the mark where they
+   agree again, and opens the startup gate.
+
+It never edits the ledger's quantities: which side is wrong is a person's call.
+"""
+
+import logging
+from collections import defaultdict
+
+from django.db import transaction
+
+from aegis import clock
+
+from ..brokers.kis.errors import KisError
+from ..models import Order, Position, Reconciliation, ReconciliationMismatch, TradingState
+from .sync import orders_sync
+
+logger = logging.getLogger("aegis.execution")
+alerts = logging.getLogger("aegis.alerts")
+
+
+def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
+                       ) -> Reconciliation:
+    """Reconcile once. Returns the recorded run; a run that could not read KIS is recorded as
+    FAILED (and leaves the startup gate as it was)."""
+    if trigger not in Reconciliation.Trigger.values:
+        raise ValueError(f"unknown trigger {trigger!r}")
+    started = clock.now()
+    try:
+        orders_sync(broker=broker)
+        balance = broker.balance()
+    except KisError as exc:
+        run = Reconciliation.objects.create(
+            trigger=trigger, result=Reconciliation.Result.FAILED, started_at=started,
+            finished_at=clock.now(), error=str(exc)[:2000])
+        logger.error("reconcile.failed trigger=%s error=%s", trigger, exc,
+                     extra={"reconciliation_id": run.pk, "trigger": trigger})
+        return run
+
+    held = {h.symbol: h for h in balance.holdings if h.hldg_qty > 0}
+    in_flight = set(Order.objects.filter(
+        status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
+    ).values_list("symbol", flat=True))
+    with transaction.atomic():
+        positions = {p.symbol: p for p in Position.objects.select_for_update().filter(
+            status=Position.Status.OPEN)}
+        symbols = sorted((set(held) | {s for s, p in positions.items() if p.qty > 0}) - in_flight)
+        mismatches = []
+        agreed = []
+        for symbol in symbols:
+            position, holding = positions.get(symbol), held.get(symbol)
+            ledger_qty = position.qty if position else 0
+            broker_qty = holding.hldg_qty if holding else 0
+            if ledger_qty == broker_qty:
+                if position is not None and position.broker_qty is not None:
+                    agreed.append(position.pk)
+                continue
+            mismatches.append(ReconciliationMismatch(
+                symbol=symbol, position=position, ledger_qty=ledger_qty, broker_qty=broker_qty,
+                broker_orderable_qty=holding.ord_psbl_qty if holding else 0,
+                ledger_avg_price=position.avg_price if position else None,
+                broker_avg_price=holding.pchs_avg_pric if holding else None))
+        result = (Reconciliation.Result.MISMATCH if mismatches
+                  else Reconciliation.Result.MATCHED)
+        finished = clock.now()
+        run = Reconciliation.objects.create(
+            trigger=trigger, result=result, started_at=started, finished_at=finished,
+            symbols_checked=len(symbols), symbols_skipped=sorted(in_flight))
+        for mismatch in mismatches:
+            mismatch.reconciliation = run
+        ReconciliationMismatch.objects.bulk_create(mismatches)
+        by_qty = defaultdict(list)
+        for m in mismatches:
+            if m.position is not None:
+                by_qty[m.broker_qty].append(m.position.pk)
+        for qty, ids in by_qty.items():
+            Position.objects.filter(pk__in=ids).update(broker_qty=qty)
+        if agreed:
+            Position.objects.filter(pk__in=agreed).update(broker_qty=None)
+        TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)
+        TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(reconciled_at=finished)
+
+    extra = {"reconciliation_id": run.pk, "trigger": trigger, "mismatches": len(mismatches)}
+    if mismatches:
+        alerts.critical(
+            "reconcile.mismatch %s", "; ".join(
+                f"{m.symbol} ledger {m.ledger_qty} KIS {m.broker_qty}" for m in mismatches),
+            extra=extra)
+    else:
+        logger.info("reconcile.matched trigger=%s symbols=%d", trigger, len(symbols), extra=extra)
+    return run
+
+
+def broker_orderable_qty(*, broker, symbol: str) -> int:
+    """What KIS would let this account sell of `symbol` now (0 when it holds none)."""
+    return next((h.ord_psbl_qty for h in broker.balance().holdings if h.symbol == symbol), 0)
