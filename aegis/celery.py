@@ -3,12 +3,27 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
 app = Celery("aegis", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _recycle_database_connections(task=None, **_):
+    """Django's request-cycle rule for worker tasks: drop connections that are broken or older
+    than CONN_MAX_AGE, and health-check the rest on first use (CONN_HEALTH_CHECKS). Celery's own
+    close-everything is switched off by DB_REUSE_MAX (settings). Never inside an eager task: it
+    runs in its caller's transaction."""
+    if task is not None and not getattr(task.request, "is_eager", False):
+        from django.db import close_old_connections
+
+        close_old_connections()
+
 
 # Imported for its signal handlers: every task's queue wait and run time.
 from . import task_timing  # noqa: E402,F401

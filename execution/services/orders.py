@@ -7,15 +7,16 @@ remainder; rejection and cancellation give that remainder back.
 
 import datetime as dt
 import logging
+import uuid
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Subquery
 
 from aegis import clock
 
 from ..exceptions import BrokerQtyRequired, InvalidInput, InvalidIntentState, InvalidOrderState, OrderNotFound
-from ..models import Order, OrderIntent, Side
+from ..models import Order, OrderIntent, Position, Side, TradingState
 from . import _ledger
 from .trading_state import require_state_allows
 
@@ -96,6 +97,106 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
         intent.status = OrderIntent.Status.ORDERED
         intent.save(update_fields=["status"])
     return order
+
+
+# The hot path's common case in one statement (PERFORMANCE.md: round trips dominate): a NEW
+# intent that the trading state lets out becomes a NEW order, already claimed for sending
+# (send_started_at), and the intent ORDERED. The intent's conditional UPDATE is the
+# compare-and-set: of two deliveries of one intent, one inserts an order. Neither the position's
+# qty nor its reservations change (a SELL intent's shares were reserved when it opened, and the
+# order's remainder now holds them; the CHECK reserved_qty <= qty means the re-check at order
+# time cannot come out short). The position row is still locked first, as everywhere (I2): the
+# order's foreign key takes a share lock on it, and taking that after the intent's lock
+# deadlocked against intent_cancel in the race tests. A sell of a position that the last
+# reconciliation found KIS disagreeing with is left to order_open, which caps it.
+_OPEN_CLAIMED = """
+WITH pos AS (
+    SELECT p.id, p.broker_qty FROM {position} p
+    WHERE p.id = (SELECT position_id FROM {intent} WHERE id = %(intent_id)s)
+    FOR UPDATE
+), gate AS (
+    SELECT t.state FROM {state} t
+    WHERE t.id = 1 AND (t.reconcile_required_since IS NULL
+                        OR t.reconciled_at >= t.reconcile_required_since)
+), intent AS (
+    UPDATE {intent} i SET status = 'ORDERED'
+    FROM pos p, gate
+    WHERE i.id = %(intent_id)s AND i.status = 'NEW' AND p.id = i.position_id
+      AND (gate.state = 'ACTIVE' OR (gate.state = 'REDUCING' AND i.side = 'SELL'))
+      AND (i.side = 'BUY' OR p.broker_qty IS NULL)
+    RETURNING i.id, i.position_id, i.symbol, i.side, i.qty, i.limit_price
+)
+INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
+                     status, broker_org_no, reject_reason, created_at, send_started_at,
+                     updated_at)
+SELECT %(order_id)s, id, position_id, symbol, side, qty, 0, limit_price, 'NEW', '', '',
+       %(now)s, %(now)s, %(now)s
+FROM intent
+RETURNING intent_id, position_id, symbol, side, qty, limit_price
+"""
+
+
+def order_open_claimed(*, intent_id: object) -> Order | None:
+    """The order of a NEW intent, recorded and claimed for sending in one statement; None when
+    anything is out of the ordinary (not NEW, the state forbids it, a capped sell, a malformed
+    id): then order_open and the claim take their own steps and explain themselves.
+    """
+    try:
+        intent_uuid = uuid.UUID(str(intent_id))
+    except ValueError:
+        return None
+    now = clock.now()
+    order_id = uuid.uuid4()
+    sql = _OPEN_CLAIMED.format(state=TradingState._meta.db_table,
+                               intent=OrderIntent._meta.db_table,
+                               position=Position._meta.db_table, order=Order._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"intent_id": intent_uuid, "order_id": order_id, "now": now})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    intent_pk, position_id, symbol, side, qty, limit_price = row
+    order = Order(id=order_id, intent_id=intent_pk, position_id=position_id, symbol=symbol,
+                  side=side, qty=qty, limit_price=limit_price, status=Order.Status.NEW,
+                  created_at=now, send_started_at=now, updated_at=now)
+    order._state.adding = False
+    order._state.db = connection.alias
+    return order
+
+
+# The broker's answer in one statement: the intent's ordered_at, then the order's number. The
+# order's UPDATE joins the intent's, so the intent row is locked before the order row (I2's
+# order; the race tests deadlocked when the two could come in either order).
+_MARK_SUBMITTED = """
+WITH pending AS (
+    SELECT intent_id FROM {order}
+    WHERE id = %(order_id)s AND status = 'NEW' AND broker_order_no IS NULL
+), intent AS (
+    UPDATE {intent} i SET ordered_at = COALESCE(i.ordered_at, %(at)s) FROM pending
+    WHERE i.id = pending.intent_id
+    RETURNING i.id
+)
+UPDATE {order} o SET status = 'SUBMITTED', broker_order_no = %(odno)s,
+                     broker_org_no = %(org)s, submitted_at = %(at)s, trade_date = %(date)s,
+                     updated_at = %(now)s
+FROM intent
+WHERE o.id = %(order_id)s AND o.intent_id = intent.id AND o.status = 'NEW'
+  AND o.broker_order_no IS NULL
+"""
+
+
+def order_mark_submitted_fast(*, order_id: uuid.UUID, broker_order_no: str,
+                              broker_org_no: str = "") -> bool:
+    """order_mark_submitted's common case in one statement; False when it did not apply (the
+    caller then goes through order_mark_submitted, which says why)."""
+    if not isinstance(broker_order_no, str) or not broker_order_no.strip():
+        return False
+    now = clock.now()
+    sql = _MARK_SUBMITTED.format(order=Order._meta.db_table, intent=OrderIntent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"order_id": order_id, "odno": broker_order_no, "org": broker_org_no,
+                             "at": now, "date": now.astimezone(clock.SEOUL).date(), "now": now})
+        return cursor.rowcount == 1
 
 
 def order_mark_submitted(

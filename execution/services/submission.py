@@ -1,8 +1,11 @@
 """Sending an intent's order to the broker exactly once (ARCHITECTURE.md, I4).
 
-1. order_open records the Order under the position lock and commits it: a crash from here on
-   leaves a row that says what was about to happen.
-2. The sender claims the order by setting send_started_at in one UPDATE; only one caller wins.
+1. The Order is recorded and committed before the call: a crash from here on leaves a row that
+   says what was about to happen. The common case records it already claimed for sending
+   (send_started_at) in one statement (order_open_claimed); anything else goes through
+   order_open under the position lock.
+2. Otherwise the sender claims the order by setting send_started_at in one UPDATE; only one
+   caller wins.
 3. The broker call. Its answer is recorded; a definite refusal releases the shares; a request
    that never left (KIS unreachable, still rate-limited) is released for a later retry; an
    unknown outcome leaves the order in flight.
@@ -28,7 +31,13 @@ from ..brokers.kis.errors import (
 )
 from ..exceptions import BrokerQtyRequired
 from ..models import Order
-from .orders import order_mark_submitted, order_open, order_reject
+from .orders import (
+    order_mark_submitted,
+    order_mark_submitted_fast,
+    order_open,
+    order_open_claimed,
+    order_reject,
+)
 from .reconciliation import broker_orderable_qty
 
 logger = logging.getLogger("aegis.execution")
@@ -78,6 +87,9 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     """Send the intent's order unless it went out already. Raises a NOT_SENT error (after
     releasing the claim) when KIS could not be reached, so the caller retries later.
     """
+    order = order_open_claimed(intent_id=intent_id)
+    if order is not None:  # the common case: recorded and claimed in one statement
+        return _send(order, broker)
     try:
         order = order_open(intent_id=intent_id)
     except BrokerQtyRequired as exc:
@@ -111,7 +123,10 @@ def _send(order: Order, broker: Broker) -> Outcome:
         order_reject(order_id=order.pk, reason=str(exc))
         logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
         return Outcome.REJECTED
-    order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno, broker_org_no=ack.org_no)
+    if not order_mark_submitted_fast(order_id=order.pk, broker_order_no=ack.odno,
+                                     broker_org_no=ack.org_no):
+        order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,
+                             broker_org_no=ack.org_no)
     logger.info("execution.submitted order_id=%s odno=%s", order.pk, ack.odno,
                 extra=log | {"odno": ack.odno})
     return Outcome.SUBMITTED

@@ -42,13 +42,18 @@ def exit_race(database_url: str, position_ids: list[int], qty: int, barrier) -> 
     return results
 
 
-def order_race(database_url: str, intent_id: str, barrier) -> dict:
-    """Everyone tries to turn the same intent into an order at the same instant."""
+def order_race(database_url: str, intent_id: str, barrier, fast: bool = False) -> dict:
+    """Everyone tries to turn the same intent into an order at the same instant, through the
+    one-statement path (`fast`, which yields None when it lost) or under the position lock."""
     _setup(database_url)
     from execution import services
+    from execution.services.orders import order_open_claimed
 
     barrier.wait(timeout=60)
-    order = services.order_open(intent_id=intent_id)
+    if fast:
+        order = order_open_claimed(intent_id=intent_id)
+    else:
+        order = services.order_open(intent_id=intent_id)
     return {"order_id": str(order.pk) if order else None}
 
 
@@ -59,6 +64,7 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
     from execution import services
     from execution.exceptions import LedgerError
     from execution.models import Order, OrderIntent, Position
+    from execution.services.orders import order_mark_submitted_fast, order_open_claimed
 
     rng = random.Random(seed)
     outcomes: dict[str, int] = {}
@@ -99,13 +105,20 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
         if intent_id is None:
             return note("order:none")
         sellable = rng.choice([None, None, None, rng.randint(0, 500)])
+        if sellable is None and rng.random() < 0.5:  # the execute task's one-statement path
+            return note("order:fast" if order_open_claimed(intent_id=intent_id) else
+                        "order:fast_declined")
         services.order_open(intent_id=intent_id, broker_sellable_qty=sellable)
 
     def op_submit(pid: int) -> None:
         order = pick_order(pid, [Order.Status.NEW])
         if order is None:
             return note("submit:none")
-        services.order_mark_submitted(order_id=order.pk, broker_order_no=uuid.uuid4().hex[:10])
+        odno = uuid.uuid4().hex[:10]
+        if rng.random() < 0.5 and order_mark_submitted_fast(order_id=order.pk,
+                                                             broker_order_no=odno):
+            return note("submit:fast")
+        services.order_mark_submitted(order_id=order.pk, broker_order_no=odno)
 
     def op_fill(pid: int) -> None:
         if used_fill_keys and rng.random() < 0.1:

@@ -220,3 +220,50 @@ def test_submitted_order_records_when_it_went_out(new_symbol):
     assert order.status == Order.Status.SUBMITTED
     assert intent.ordered_at == order.submitted_at
     assert intent.created_at <= intent.ordered_at
+
+
+def test_the_one_statement_path_records_and_claims_the_order(new_symbol):
+    from execution.services.orders import order_mark_submitted_fast, order_open_claimed
+
+    position = open_position(new_symbol(), 10)
+    intent = exit_(position, 4)
+    order = order_open_claimed(intent_id=intent.pk)
+    stored = Order.objects.get(intent=intent)
+    assert (stored.pk, stored.qty, stored.side, stored.status) == (order.pk, 4, "SELL", "NEW")
+    assert stored.send_started_at is not None and stored.created_at == order.created_at
+    assert OrderIntent.objects.get(pk=intent.pk).status == OrderIntent.Status.ORDERED
+    assert order_open_claimed(intent_id=intent.pk) is None  # a second delivery
+    assert services.order_open(intent_id=intent.pk).pk == order.pk
+    assert order_mark_submitted_fast(order_id=order.pk, broker_order_no="0000000042")
+    assert not order_mark_submitted_fast(order_id=order.pk, broker_order_no="0000000043")
+    stored.refresh_from_db()
+    intent.refresh_from_db()
+    assert (stored.status, stored.broker_order_no) == ("SUBMITTED", "0000000042")
+    assert stored.trade_date and intent.ordered_at == stored.submitted_at
+    assert reload(position).reserved_qty == 4
+    assert_consistent(position)
+
+
+@pytest.mark.parametrize("case", ["halted", "reducing_entry", "startup_gate", "broker_disagrees",
+                                  "cancelled", "malformed"])
+def test_the_one_statement_path_declines_what_is_not_ordinary(new_symbol, case):
+    from execution.services.orders import order_open_claimed
+    from execution.services.trading_state import reconciliation_require
+
+    position = open_position(new_symbol(), 10)
+    intent = exit_(position, 4)
+    if case == "halted":
+        services.trading_state_set(state="HALTED", reason="test", changed_by="pytest")
+    elif case == "reducing_entry":
+        intent = services.entry_intent_open(symbol=new_symbol(), qty=1, idempotency_key=key())
+        services.trading_state_set(state="REDUCING", reason="test", changed_by="pytest")
+    elif case == "startup_gate":
+        reconciliation_require()
+    elif case == "broker_disagrees":
+        Position.objects.filter(pk=position.pk).update(broker_qty=6)
+    elif case == "cancelled":
+        services.intent_cancel(intent_id=intent.pk, reason="test")
+    intent_id = "not-a-uuid" if case == "malformed" else intent.pk
+    assert order_open_claimed(intent_id=intent_id) is None
+    assert not Order.objects.filter(intent=intent).exists()
+    assert OrderIntent.objects.get(pk=intent.pk).status in ("NEW", "CANCELLED")

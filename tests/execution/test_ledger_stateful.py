@@ -134,14 +134,20 @@ class LedgerMachine(RuleBasedStateMachine):
         i = self.intent[intent_id]
         call = lambda: services.order_open(  # noqa: E731
             intent_id=intent_id, broker_sellable_qty=broker_qty)
+        forbidden = self.state == "HALTED" or (self.state == "REDUCING" and i["side"] == "BUY")
         if i["status"] == "ORDERED":
+            mine = self.order[i["order"]]
+            if forbidden and mine["status"] == "NEW" and not mine["numbered"]:
+                # Recorded but never sent: it may go out only when the state allows it.
+                self.expect_error(TradingNotAllowed, call)
+                return multiple()
             existing = call()
-            assert str(existing.pk) in self.order
+            assert str(existing.pk) == i["order"]
             return multiple()
         if i["status"] != "NEW":
             self.expect_error(InvalidIntentState, call)
             return multiple()
-        if self.state == "HALTED" or (self.state == "REDUCING" and i["side"] == "BUY"):
+        if forbidden:
             self.expect_error(TradingNotAllowed, call)
             return multiple()
         qty = i["qty"]
@@ -158,6 +164,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return multiple()
         assert order.qty == qty
         i["status"] = "ORDERED"
+        i["order"] = str(order.pk)
         self.order[str(order.pk)] = {"pid": i["pid"], "side": i["side"], "qty": qty, "filled": 0,
                                      "status": "NEW", "numbered": False}
         return str(order.pk)

@@ -96,6 +96,34 @@ def test_entry_intent_becomes_exactly_one_broker_order(kis_sim, worker):
     assert intent.status == OrderIntent.Status.ORDERED and intent.ordered_at
 
 
+def test_worker_processes_keep_their_database_connections(kis_sim, worker):
+    """Celery's Django fixup would open a new PostgreSQL connection for every task (~6 ms)."""
+    from django.db import connection
+
+    def worker_backends() -> list:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT backend_start FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                           "AND backend_type = 'client backend'")
+            return [row[0] for row in cursor.fetchall()]
+
+    def execute_one() -> None:
+        intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
+        wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+                 "the order to be submitted")
+
+    for _ in range(8):  # every pool process has run a task and holds a connection
+        execute_one()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        batch_start = cursor.fetchone()[0]
+    for _ in range(12):
+        execute_one()
+    backends = worker_backends()
+    assert any(started < batch_start for started in backends), backends
+    assert sum(started >= batch_start for started in backends) <= 4  # at most one per process
+
+
 def test_broker_refusal_rejects_the_order_and_releases_the_shares(kis_sim, worker):
     # The ledger holds shares the broker does not: KIS refuses the sell (no short selling).
     entry = services.entry_intent_open(symbol="005930", qty=5, idempotency_key=key())
