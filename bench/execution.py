@@ -3,13 +3,17 @@ poller, in the same run, on PostgreSQL, Redis, a real Celery worker and the KIS 
 
   event   Aegis: the intent's transaction commits, the execute task is enqueued on commit, a
           worker process records the order, calls the simulator and stores its order number.
+          Measured once per worker pool (BENCH_POOLS, default solo,threads,prefork; the first
+          is the headline figure), each with its own worker process.
   poller  the review's baseline: a loop that reads NEW intents every second and submits them
           (the same submission code, in the poller's process).
 
 Latency is the order's submitted_at (taken when the broker's answer is in) minus the moment the
 intent's transaction committed (an on_commit callback that runs before the service's enqueue),
-and, stricter, minus the intent's created_at (taken early inside the writer's transaction). Arrivals are paced with random gaps (BENCH_GAP_MS mean). Prints a table
-and a JSON line; never fails on a time. Run it with `make bench`.
+and, stricter, minus the intent's created_at (taken early inside the writer's transaction).
+Arrivals are paced with random gaps (BENCH_GAP_MS mean). The simulator steps its prices every
+20 ms, so orders fill and its books stay small. Prints a table and a JSON line; never fails on
+a time. Run it with `make bench`.
 """
 
 import json
@@ -37,7 +41,7 @@ SYMBOL = "005930"
 def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str, str]:
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0",
-         "--flavour", "real", "--rps", "0", "--tick-ms", "0", "--app", f"{appkey}:{appsecret}",
+         "--flavour", "real", "--rps", "0", "--tick-ms", "20", "--app", f"{appkey}:{appsecret}",
          "--account", f"50000001-01:{10**13}:bench-hts", "--symbol", f"{SYMBOL}:71000"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
@@ -48,14 +52,27 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
     return proc, base_url, ws_url
 
 
-def start_worker(env: dict, log: Path, name: str) -> subprocess.Popen:
+# Worker pools measured for the event path, each in its own worker process, one after another.
+POOLS = {
+    "solo": ["--pool", "solo"],
+    "threads": ["--pool", "threads", "-c", "4"],
+    "prefork": ["--pool", "prefork", "-c", "2"],
+}
+
+
+def start_worker(env: dict, log: Path, name: str, pool: list[str]) -> subprocess.Popen:
     out = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
-         *os.environ.get("BENCH_POOL", "-c 2 --pool prefork").split(), "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-n", name],
+        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution", *pool,
+         "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip",
+         "--without-mingle", "--without-heartbeat", "-n", name],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return proc
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
 
 
 def pct(values: list[float], q: int) -> float:
@@ -90,22 +107,25 @@ def main() -> int:
         return 2
     services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
     get_broker().price(SYMBOL)  # a token in the shared cache before the clock starts
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-worker-{os.getpid()}.log"
-    worker_name = f"bench-{os.getpid()}@{socket.gethostname()}"
-    worker = start_worker(os.environ.copy(), log, worker_name)
     rng = random.Random(11)
     results = {}
+    pools = [p for p in os.environ.get("BENCH_POOLS", ",".join(POOLS)).split(",") if p]
+    worker = None
     try:
         from aegis.celery import app
 
-        deadline = time.monotonic() + 120
-        while not app.control.ping(destination=[worker_name], timeout=1.0):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not start: see {log}")
-        # warm both paths before measuring
-        for _ in range(20):
-            services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))
-            time.sleep(0.02)
+        def worker_for(pool: str) -> subprocess.Popen:
+            log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-{pool}-{os.getpid()}.log"
+            name = f"bench-{pool}-{os.getpid()}@{socket.gethostname()}"
+            proc = start_worker(os.environ.copy(), log, name, POOLS[pool])
+            deadline = time.monotonic() + 120
+            while not app.control.ping(destination=[name], timeout=1.0):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the worker did not start: see {log}")
+            for _ in range(20):  # warm the path before measuring
+                services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))
+                time.sleep(0.02)
+            return proc
 
         def open_intent(mode: str, committed: dict) -> None:
             # The commit's moment: an on_commit callback registered before the service's own
@@ -134,7 +154,11 @@ def main() -> int:
                 "created": [(done - made).total_seconds() * 1000 for _, made, done in rows],
             }
 
-        results["event"] = run("event")
+        for pool in pools:
+            worker = worker_for(pool)
+            results[f"event/{pool}"] = run(f"event-{pool}")
+            stop_worker(worker)
+            worker = None
 
         settings.EXECUTION_AUTO_SUBMIT = False  # the poller alone sends these
         stop = threading.Event()
@@ -155,30 +179,38 @@ def main() -> int:
         stop.set()
         thread.join(timeout=30)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        if worker is not None:
+            stop_worker(worker)
         sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=30)
 
     print(f"intent → order accepted by the KIS simulator, paced arrivals "
           f"(0-{2 * GAP_MS:.0f} ms gaps), n={N} each; from the intent's commit, and from its "
           f"created_at (inside the writer's transaction)")
-    print(f"{'path':<8} {'from':<8} {'sent':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    print(f"{'path':<15} {'from':<8} {'sent':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     figures = {}
     for name, series in results.items():
         for start, values in series.items():
             f = figures[(name, start)] = {
                 "p50": round(pct(values, 50), 2), "p99": round(pct(values, 99), 2),
                 "mean": round(statistics.fmean(values), 2), "n": len(values)}
-            print(f"{name:<8} {start:<8} {f['n']:>5} {f['p50']:>8.2f} {f['p99']:>8.2f} "
+            print(f"{name:<15} {start:<8} {f['n']:>5} {f['p50']:>8.2f} {f['p99']:>8.2f} "
                   f"{f['mean']:>8.2f}")
-    ratio = figures[("poller", "commit")]["mean"] / figures[("event", "commit")]["mean"]
-    print(f"poller mean / event mean (from commit): {ratio:.0f}x")
-    print(json.dumps({"intent_to_order_ms": figures[("event", "commit")],
-                      "intent_to_order_polling_ms": figures[("poller", "commit")],
-                      "intent_created_to_order_ms": figures[("event", "created")],
-                      "intent_created_to_order_polling_ms": figures[("poller", "created")],
-                      "poller_over_event_mean": round(ratio, 1)}))
+    poller = figures[("poller", "commit")]
+    for pool in pools:
+        event = figures[(f"event/{pool}", "commit")]
+        print(f"poller mean / event mean ({pool} pool, from commit): "
+              f"{poller['mean'] / event['mean']:.0f}x")
+    main_pool = pools[0]
+    event = figures[(f"event/{main_pool}", "commit")]
+    print(json.dumps({
+        "intent_to_order_ms": event,
+        "intent_to_order_polling_ms": poller,
+        "intent_created_to_order_ms": figures[(f"event/{main_pool}", "created")],
+        "intent_created_to_order_polling_ms": figures[("poller", "created")],
+        "intent_to_order_by_pool_ms": {p: figures[(f"event/{p}", "commit")] for p in pools},
+        "execution_pool": main_pool,
+        "poller_over_event_mean": round(poller["mean"] / event["mean"], 1)}))
     return 0
 
 

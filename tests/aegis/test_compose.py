@@ -20,11 +20,12 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 PGBOUNCER_INI = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"
 
 IMAGE = "aegis:latest"
-APP_SERVICES = ("migrate", "reconcile", "web", "worker", "beat", "flower", "listener",
-                "pricesync")
+APP_SERVICES = ("migrate", "reconcile", "web", "worker", "worker-execution", "beat", "flower",
+                "listener", "pricesync")
 # Session features (LISTEN, DDL in migrations) need a real PostgreSQL session.
 DIRECT_SERVICES = ("migrate", "listener")
-POOLED_SERVICES = ("reconcile", "web", "worker", "beat", "flower", "pricesync")
+POOLED_SERVICES = ("reconcile", "web", "worker", "worker-execution", "beat", "flower",
+                   "pricesync")
 KIS_VARIABLES = (
     "KIS_ENV",
     "KIS_ACCOUNT",
@@ -284,9 +285,11 @@ def test_published_ports_bind_loopback_only(services):
 # --- processes ----------------------------------------------------------------------------------
 
 
-def test_worker_consumes_every_routed_queue(services):
-    args = command_args(services["worker"])
-    assert args[:4] == ["celery", "-A", "aegis", "worker"]
-    queues = set(args[args.index("-Q") + 1].split(","))
+def test_the_workers_consume_every_routed_queue_once(services):
+    consumed = []
+    for name in ("worker", "worker-execution"):
+        args = command_args(services[name])
+        assert args[:4] == ["celery", "-A", "aegis", "worker"]
+        consumed += args[args.index("-Q") + 1].split(",")
     routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
-    assert queues == routed | {settings.CELERY_TASK_DEFAULT_QUEUE}
+    assert sorted(consumed) == sorted(routed | {settings.CELERY_TASK_DEFAULT_QUEUE})

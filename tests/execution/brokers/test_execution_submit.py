@@ -41,7 +41,7 @@ def start_worker(sim, log: Path) -> subprocess.Popen:
     with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
-             "-c", "4", "--pool", "prefork", "-l", "info", "--without-gossip",
+             "-c", "4", "--pool", "threads", "-l", "info", "--without-gossip",
              "--without-mingle", "-n", f"exec-{os.getpid()}-{time.monotonic_ns()}@%h"],
             cwd=ROOT, env=worker_env(sim), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
