@@ -5,6 +5,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from aegis import clock
 
@@ -22,11 +23,17 @@ logger = logging.getLogger("aegis.execution")
 SWEEP_AGE = dt.timedelta(seconds=3)
 
 
+# A database connection that broke while idle (PostgreSQL restarted, the network dropped it)
+# fails the task's first statement; the failed connection is closed after the task
+# (aegis/celery.py) and the retry runs on a new one. Every execution task is safe to run twice.
+DB_CONNECTION_LOST = (InterfaceError, OperationalError)
+
+
 @shared_task(
     name="execution.intent_execute",
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=NOT_SENT,
+    autoretry_for=NOT_SENT + DB_CONNECTION_LOST,
     retry_backoff=0.5,
     retry_backoff_max=10,
     retry_jitter=True,
@@ -40,7 +47,8 @@ def intent_execute(intent_id: str) -> str:
 
 
 @shared_task(name="execution.order_settle", acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=NOT_SENT, retry_backoff=1, max_retries=5, time_limit=60)
+             autoretry_for=NOT_SENT + DB_CONNECTION_LOST, retry_backoff=1, max_retries=5,
+             time_limit=60)
 def order_settle_task(order_id: str) -> str:
     """Settle an order whose send may or may not have reached KIS."""
     return order_settle(order_id=order_id, broker=get_broker()).value

@@ -32,6 +32,7 @@ def worker_env(sim) -> dict:
         "KIS_BASE_URL": sim.base_url, "KIS_WS_URL": sim.ws_url,
         "KIS_ACCOUNT": f"{sim.cano}-{sim.acnt_prdt_cd}", "KIS_HTS_ID": sim.hts_id,
         "KIS_QUERY_APP_KEY": sim.appkey, "KIS_QUERY_APP_SECRET": sim.appsecret,
+        "DATABASE_HEALTH_CHECKS": "false",  # as the execution worker is deployed
     }
 
 
@@ -122,6 +123,26 @@ def test_worker_processes_keep_their_database_connections(kis_sim, worker):
     backends = worker_backends()
     assert any(started < batch_start for started in backends), backends
     assert sum(started >= batch_start for started in backends) <= 4  # at most one per process
+
+
+def test_a_worker_whose_database_connections_were_cut_recovers(kis_sim, worker):
+    """PostgreSQL drops every worker connection (a restart, a failover): the next intent's
+    task fails on its dead connection, is retried on a new one, and its order goes out once."""
+    from django.db import connection
+
+    intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
+    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                       "AND backend_type = 'client backend'")
+        assert cursor.fetchone()[0] >= 1
+    intents = [services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
+               for _ in range(4)]
+    wait_for(lambda: Order.objects.filter(intent__in=intents, status="SUBMITTED").count() == 4,
+             "the orders after the cut", timeout=60)
+    assert all(Order.objects.filter(intent=i).count() == 1 for i in intents)
+    assert len(broker_orders(kis_sim)) == 5
 
 
 def test_broker_refusal_rejects_the_order_and_releases_the_shares(kis_sim, worker):
