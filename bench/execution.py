@@ -115,6 +115,9 @@ def main() -> int:
     try:
         from aegis.celery import app
 
+        with app.connection_for_write() as conn:  # nothing queued by anything before us
+            conn.default_channel.queue_purge("execution")
+
         def worker_for(pool: str) -> subprocess.Popen:
             log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-{pool}-{os.getpid()}.log"
             name = f"bench-{pool}-{os.getpid()}@{socket.gethostname()}"
@@ -170,7 +173,8 @@ def main() -> int:
             broker = get_broker()
             while not stop.is_set():
                 started = time.monotonic()
-                for intent_id in OrderIntent.objects.filter(status="NEW").order_by(
+                for intent_id in OrderIntent.objects.filter(
+                        status="NEW", idempotency_key__startswith="bench-poller:").order_by(
                         "created_at").values_list("pk", flat=True):
                     intent_submit(intent_id=intent_id, broker=broker)
                 stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))

@@ -21,6 +21,9 @@ import time
 import uuid
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
+# The ledger alone: no execute task is enqueued on commit, so neither variant pays a publish
+# and no task is left queued for a later benchmark's worker.
+os.environ["AEGIS_AUTO_SUBMIT"] = "0"
 
 import django  # noqa: E402
 
@@ -34,7 +37,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from aegis import clock  # noqa: E402
 from execution import services  # noqa: E402
 from execution.locks import position_qs_for_update  # noqa: E402
-from execution.models import Order, OrderIntent, Position  # noqa: E402
+from execution.models import Fill, Order, OrderIntent, Position  # noqa: E402
 from execution.services.trading_state import require_state_allows  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1500"))
@@ -129,7 +132,19 @@ def main() -> int:
                                          "n": len(values), "queries": queries[name]}
             print(f"{mode:<15} {name:<7} {queries[name]:>7} {p50:>8.0f} {p99:>8.0f}")
     print(json.dumps(figures))
+    _remove(list(positions.values()))
     return 0
+
+
+def _remove(positions: list[Position]) -> None:
+    """Delete what the benchmark wrote. The review's formula writes intents without reserving
+    their shares, so its rows would otherwise leave an inconsistent ledger to later runs."""
+    with transaction.atomic():
+        orders = Order.objects.filter(position__in=positions)
+        Fill.objects.filter(order__in=orders).delete()
+        orders.delete()
+        OrderIntent.objects.filter(position__in=positions).delete()
+        Position.objects.filter(pk__in=[p.pk for p in positions]).delete()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""KRX trading days, late opens and the exit engine's cadence, as pure logic."""
+
+import datetime as dt
+
+import pytest
+
+from aegis.clock import SEOUL
+from trading.market_calendar import (
+    CSAT_DAYS,
+    DEFAULT_WINDOWS,
+    Window,
+    cadence_at,
+    is_trading_day,
+    session,
+    trading_days_between,
+)
+
+D = dt.date
+
+
+@pytest.mark.parametrize("day", [
+    D(2026, 1, 1), D(2026, 2, 16), D(2026, 2, 17), D(2026, 2, 18), D(2026, 3, 2), D(2026, 5, 1),
+    D(2026, 5, 5), D(2026, 5, 25), D(2026, 6, 3), D(2026, 8, 17), D(2026, 9, 24), D(2026, 9, 25),
+    D(2026, 10, 5), D(2026, 10, 9), D(2026, 12, 25), D(2026, 12, 31),
+    D(2027, 1, 1), D(2027, 2, 8), D(2027, 2, 9), D(2027, 3, 1), D(2027, 5, 5), D(2027, 5, 13),
+    D(2027, 8, 16), D(2027, 9, 14), D(2027, 9, 15), D(2027, 9, 16), D(2027, 10, 4),
+    D(2027, 10, 11), D(2027, 12, 31),
+])
+def test_krx_is_closed_on_its_2026_and_2027_holidays(day):
+    assert not is_trading_day(day) and session(day) is None
+
+
+@pytest.mark.parametrize("day", [D(2026, 11, 21), D(2026, 11, 22), D(2027, 1, 2)])
+def test_krx_is_closed_at_weekends(day):
+    assert not is_trading_day(day)
+
+
+@pytest.mark.parametrize("day", [D(2026, 11, 23), D(2026, 4, 6), D(2027, 6, 4),
+                                 D(2026, 12, 30)])
+def test_ordinary_days_open_at_nine_and_close_at_half_past_three(day):
+    s = session(day)
+    assert (s.open.time(), s.close.time(), s.late_open) == (dt.time(9), dt.time(15, 30), False)
+    assert s.open.tzinfo == SEOUL
+
+
+@pytest.mark.parametrize("day", [D(2026, 1, 2), D(2027, 1, 4)])
+def test_the_first_trading_day_of_the_year_opens_at_ten(day):
+    s = session(day)
+    assert (s.open.time(), s.close.time(), s.late_open) == (dt.time(10), dt.time(15, 30), True)
+
+
+@pytest.mark.parametrize("day", sorted(CSAT_DAYS))
+def test_csat_day_opens_and_closes_an_hour_late(day):
+    assert day.weekday() == 3  # a Thursday
+    s = session(day)
+    assert (s.open.time(), s.close.time()) == (dt.time(10), dt.time(16, 30))
+
+
+def test_trading_days_between_skips_weekends_and_holidays():
+    assert trading_days_between(D(2026, 9, 22), D(2026, 9, 29)) == 3  # Chuseok week
+    assert trading_days_between(D(2026, 11, 20), D(2026, 11, 23)) == 1
+    assert trading_days_between(D(2026, 11, 23), D(2026, 11, 23)) == 0
+
+
+def at(day, hh, mm, ss=0, us=0):
+    return dt.datetime(day.year, day.month, day.day, hh, mm, ss, us, tzinfo=SEOUL)
+
+
+MONDAY = D(2026, 11, 23)
+
+
+@pytest.mark.parametrize("moment, interval", [
+    (at(MONDAY, 8, 54, 59), None),
+    (at(MONDAY, 8, 55), 200), (at(MONDAY, 9, 0), 200), (at(MONDAY, 9, 9, 59, 999_999), 200),
+    (at(MONDAY, 9, 10), 2000), (at(MONDAY, 12, 0), 2000), (at(MONDAY, 15, 14, 59), 2000),
+    (at(MONDAY, 15, 15), 500), (at(MONDAY, 15, 29, 59), 500), (at(MONDAY, 15, 30), None),
+    (at(D(2026, 11, 22), 9, 0), None),  # Sunday
+    (at(D(2026, 12, 25), 9, 0), None),  # Christmas
+])
+def test_the_cadence_of_an_ordinary_day(moment, interval):
+    assert cadence_at(moment) == interval
+
+
+def test_the_morning_rush_follows_a_late_open():
+    csat = D(2026, 11, 19)
+    assert cadence_at(at(csat, 8, 58)) is None
+    assert cadence_at(at(csat, 9, 55)) == 200 and cadence_at(at(csat, 10, 9)) == 200
+    assert cadence_at(at(csat, 10, 10)) == 2000
+    assert cadence_at(at(csat, 16, 15)) == 500 and cadence_at(at(csat, 16, 30)) is None
+    new_year = D(2027, 1, 4)
+    assert cadence_at(at(new_year, 9, 0)) is None and cadence_at(at(new_year, 9, 56)) == 200
+
+
+def test_windows_are_data():
+    custom = (Window("open", -60, 60, 100),)
+    assert cadence_at(at(MONDAY, 8, 59), custom) == 100
+    assert cadence_at(at(MONDAY, 8, 58), custom) is None
+    assert cadence_at(at(MONDAY, 9, 1), custom, default_ms=1000) == 1000
+    assert DEFAULT_WINDOWS[0].interval_ms == 200
+    with pytest.raises(ValueError):
+        Window("noon", 0, 10, 200)
+    with pytest.raises(ValueError):
+        Window("open", 10, 10, 200)
+    with pytest.raises(ValueError):
+        Window("open", 0, 10, 10)
