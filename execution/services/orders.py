@@ -141,6 +141,8 @@ def order_open_claimed(*, intent_id: object) -> Order | None:
     anything is out of the ordinary (not NEW, the state forbids it, a capped sell, a malformed
     id): then order_open and the claim take their own steps and explain themselves.
     """
+    if connection.vendor != "postgresql":  # the embedded default (SQLite) takes the ORM path
+        return None
     try:
         intent_uuid = uuid.UUID(str(intent_id))
     except ValueError:
@@ -189,7 +191,8 @@ def order_mark_submitted_fast(*, order_id: uuid.UUID, broker_order_no: str,
                               broker_org_no: str = "") -> bool:
     """order_mark_submitted's common case in one statement; False when it did not apply (the
     caller then goes through order_mark_submitted, which says why)."""
-    if not isinstance(broker_order_no, str) or not broker_order_no.strip():
+    if connection.vendor != "postgresql" or not isinstance(broker_order_no, str) \
+            or not broker_order_no.strip():
         return False
     now = clock.now()
     sql = _MARK_SUBMITTED.format(order=Order._meta.db_table, intent=OrderIntent._meta.db_table)
