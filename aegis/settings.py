@@ -155,7 +155,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # the workers while it runs (its enable_events option), so they are off by default.
 CELERY_WORKER_SEND_TASK_EVENTS = env.bool("AEGIS_TASK_EVENTS", default=False)
 CELERY_TASK_SEND_SENT_EVENT = env.bool("AEGIS_TASK_EVENTS", default=False)
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database schedule plus the exit engine's sub-second market cadence.
+CELERY_BEAT_SCHEDULER = "trading.beat:ExitCadenceScheduler"
+# Milliseconds between exit passes outside the cadence windows (edited in the admin).
+TRADING_EXIT_DEFAULT_INTERVAL_MS = env.int("AEGIS_EXIT_DEFAULT_INTERVAL_MS", default=2000)
 # Celery's Django fixup closes every database connection before and after each task unless
 # DB_REUSE_MAX is set: a new PostgreSQL connection per task, about 6 ms here, measured. Workers
 # keep their connections instead (CONN_MAX_AGE) and check them before each task the way Django

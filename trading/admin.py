@@ -3,7 +3,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 
-from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
+from .models import BestPrice, CadenceWindow, ExitProfile, PositionExitState, TakeProfitTier
 
 
 class TierFormSet(forms.BaseInlineFormSet):
@@ -61,3 +61,12 @@ class BestPriceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(CadenceWindow)
+class CadenceWindowAdmin(admin.ModelAdmin):
+    """The exit engine's cadence around the open and the close. Beat reads these every few
+    seconds: a change applies without a restart."""
+
+    list_display = ("name", "anchor", "start_offset_s", "end_offset_s", "interval_ms", "enabled")
+    list_editable = ("interval_ms", "enabled")

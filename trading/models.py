@@ -189,3 +189,43 @@ class BestPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.price}"
+
+
+class CadenceWindow(models.Model):
+    """A stretch of the trading day around the open or the close with its own exit-evaluation
+    interval (the morning rush). Read by the beat scheduler every few seconds: a change applies
+    without a restart. Outside every window the default interval applies."""
+
+    class Anchor(models.TextChoices):
+        OPEN = "open", "the day's open"
+        CLOSE = "close", "the day's close"
+
+    name = models.CharField(max_length=64, unique=True)
+    anchor = models.CharField(max_length=5, choices=Anchor.choices)
+    start_offset_s = models.IntegerField(
+        help_text="Seconds from the anchor at which the window starts (negative: before it).")
+    end_offset_s = models.IntegerField(help_text="Seconds from the anchor at which it ends.")
+    interval_ms = models.PositiveIntegerField(
+        validators=[MinValueValidator(50), MaxValueValidator(60_000)],
+        help_text="Milliseconds between exit evaluations inside the window.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["anchor", "start_offset_s"]
+        constraints = [
+            models.CheckConstraint(condition=Q(end_offset_s__gt=models.F("start_offset_s")),
+                                   name="cadence_window_ends_after_start"),
+            models.CheckConstraint(condition=Q(interval_ms__gte=50, interval_ms__lte=60_000),
+                                   name="cadence_window_interval_range"),
+            models.CheckConstraint(condition=Q(anchor__in=["open", "close"]),
+                                   name="cadence_window_anchor_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.name}: every {self.interval_ms} ms, {self.anchor} "
+                f"{self.start_offset_s:+d} s to {self.end_offset_s:+d} s")
+
+    def clean(self) -> None:
+        if self.start_offset_s is not None and self.end_offset_s is not None \
+                and self.end_offset_s <= self.start_offset_s:
+            raise ValidationError({"end_offset_s": "The window must end after it starts."})

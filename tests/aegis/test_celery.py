@@ -52,7 +52,7 @@ def test_broker_safety_settings():
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
-    assert conf.beat_scheduler == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert conf.beat_scheduler == "trading.beat:ExitCadenceScheduler"
     assert not conf.task_always_eager  # the suite runs a real broker
 
 

@@ -1,0 +1,44 @@
+"""celery beat with the market cadence: django-celery-beat's database schedule, plus an exit
+pass every 200 ms / 500 ms / 2 s as the day's windows say (trading/cadence.py).
+
+django-celery-beat's interval schedules cannot go below a second, and beat sleeps until the
+next due entry, so the cadence lives in the scheduler's tick. The database schedule is still
+read at its own pace, not on every sub-second tick. Run exactly one beat.
+"""
+
+import time
+
+from django.conf import settings
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from aegis import clock
+
+from .cadence import CadenceDriver
+from .market_calendar import Window
+
+
+def windows_from_db() -> tuple[Window, ...]:
+    from .models import CadenceWindow
+
+    return tuple(Window(w.anchor, w.start_offset_s, w.end_offset_s, w.interval_ms)
+                 for w in CadenceWindow.objects.filter(enabled=True))
+
+
+def send_exit_pass(expires_s: float) -> None:
+    from .tasks import exit_pass_task
+
+    exit_pass_task.apply_async(expires=expires_s)
+
+
+class ExitCadenceScheduler(DatabaseScheduler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cadence = CadenceDriver(send=send_exit_pass, windows=windows_from_db,
+                                     default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS)
+        self._database_due = 0.0
+
+    def tick(self, *args, **kwargs) -> float:
+        if time.monotonic() >= self._database_due:
+            self._database_due = time.monotonic() + super().tick(*args, **kwargs)
+        wait = self.cadence.tick(clock.now())
+        return max(0.0, min(wait, self._database_due - time.monotonic()))

@@ -1,0 +1,38 @@
+"""Exit-engine tasks: thin; each calls one service."""
+
+import logging
+import uuid
+
+from celery import shared_task
+from django.core.cache import cache
+
+from .services import exit_pass
+
+logger = logging.getLogger("aegis.trading")
+
+PASS_LOCK = "trading:exit_pass:running"
+PASS_LOCK_TTL_S = 30
+
+
+@shared_task(name="trading.exit_pass", acks_late=False, ignore_result=True)
+def exit_pass_task() -> dict:
+    """One evaluation pass over every managed position. Passes never overlap: a pass that
+    finds another running is skipped (the next one is at most one interval away)."""
+    token = uuid.uuid4().hex
+    try:
+        mine = cache.add(PASS_LOCK, token, timeout=PASS_LOCK_TTL_S)
+    except Exception:  # noqa: BLE001 - no shared cache: this process alone decides
+        logger.warning("trading.exit_pass lock unavailable; running without it")
+        mine = True
+    if not mine:
+        return {"skipped": "another pass is running"}
+    try:
+        result = exit_pass()
+        return {"evaluated": result.evaluated, "exits": result.exits,
+                "no_price": result.skipped_no_price}
+    finally:
+        try:
+            if cache.get(PASS_LOCK) == token:
+                cache.delete(PASS_LOCK)
+        except Exception:  # noqa: BLE001 - the lock expires by itself
+            pass
