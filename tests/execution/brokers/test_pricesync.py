@@ -1,0 +1,97 @@
+"""pricesync against the simulator's WebSocket and REST: a scripted price path becomes best
+prices and, at the stop, an exit intent, with nothing between the trade and the ledger but this
+process; REST polling covers what the WebSocket does not."""
+
+import asyncio
+import threading
+from decimal import Decimal
+
+import pytest
+
+from execution.models import OrderIntent
+from tests.execution.brokers import kis_worker
+from tests.execution.brokers.test_execution_submit import wait_for
+from tests.execution.brokers.test_kis_client import sim_dict
+from tests.ledger_helpers import open_position
+from trading.models import BestPrice, ExitProfile, PositionExitState
+from trading.pricesync import PriceSync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Running:
+    """PriceSync.run in a thread with its own event loop, stopped on exit."""
+
+    def __init__(self, sync: PriceSync) -> None:
+        self.sync = sync
+        self.ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.stop = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main():
+            self.stop = asyncio.Event()
+            await self.sync.run(self.stop, on_ready=self.ready.set)
+
+        self.loop.run_until_complete(main())
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ready.wait(30), "pricesync did not start"
+        return self.sync
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+
+
+@pytest.fixture
+def managed(settings):
+    settings.EXECUTION_AUTO_SUBMIT = False  # the ledger's side only; the broker path has its own
+    profile = ExitProfile.objects.create(name="stop", stop_loss_pct=Decimal(3), gap_down_pct=None)
+    position = open_position("005930", 10, 71_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    return position
+
+
+def test_trades_on_the_websocket_reach_the_ledger_at_the_stop(kis_sim, managed):
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with Running(PriceSync(broker=broker, poll_s=60, stale_s=60)) as sync:
+        assert sync.subscribed == {"005930"}
+        best = BestPrice.objects.get(symbol="005930")  # the first price and today's limits
+        assert (best.price, best.prev_close, best.source) == (71_000, 71_000, "REST")
+        kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [70_500, 69_500, 68_800]})
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 3})
+        wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
+                 "the stop loss", timeout=30)
+    [intent] = OrderIntent.objects.filter(position=managed, side="SELL")
+    assert (intent.intent_type, intent.qty) == ("EXIT_STOP_LOSS", 10)
+    assert "68,800" in intent.reason
+    best = BestPrice.objects.get(symbol="005930")
+    assert (best.price, best.source, best.lower_limit) == (68_800, "WS", 49_700)
+
+
+def test_symbols_beyond_the_subscription_cap_are_polled(kis_sim, managed):
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with Running(PriceSync(broker=broker, cap=0, poll_s=0.2, follow_s=0.2)) as sync:
+        assert sync.subscribed == set() and sync.stale() == ["005930"]
+        kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 68_000})
+        wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
+                 "the stop loss from a REST price", timeout=30)
+    assert BestPrice.objects.get(symbol="005930").source == "REST"
+
+
+def test_subscriptions_follow_positions_as_they_open_and_close(kis_sim, managed):
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    kis_sim.control("/_sim/prices", {"pdno": "000660", "price": 120_000, "prev_close": 120_000})
+    with Running(PriceSync(broker=broker, follow_s=0.2, poll_s=60, stale_s=60)) as sync:
+        other = open_position("000660", 5, 120_000)
+        PositionExitState.objects.create(position=other, profile=ExitProfile.objects.get(),
+                                         peak_qty=5)
+        wait_for(lambda: sync.subscribed == {"005930", "000660"}, "the new subscription")
+        PositionExitState.objects.filter(position=managed).delete()
+        wait_for(lambda: sync.subscribed == {"000660"}, "the unsubscription")
+        assert ("H0STCNT0", "005930") not in sync.stream.subscriptions

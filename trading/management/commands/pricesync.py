@@ -1,0 +1,38 @@
+import asyncio
+import signal
+
+from django.core.management.base import BaseCommand, CommandError
+
+from execution.brokers import get_broker
+from execution.validation import check_symbol
+from execution.exceptions import InvalidInput
+from trading.pricesync import PriceSync
+
+
+class Command(BaseCommand):
+    help = ("Stream KIS trades for every managed open position (and --watch symbols), keep "
+            "prices_best current, and evaluate each trade's positions at once.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--watch", default="", metavar="SYMBOLS",
+                            help="Comma-separated KRX codes to follow as well, e.g. 005930,000660")
+
+    def handle(self, *args, watch, **options):
+        watchlist = tuple(s.strip() for s in watch.split(",") if s.strip())
+        try:
+            for symbol in watchlist:
+                check_symbol(symbol)
+        except InvalidInput as exc:
+            raise CommandError(str(exc)) from None
+
+        async def main():
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            sync = PriceSync(broker=get_broker(), watchlist=watchlist)
+            await sync.run(stop, on_ready=lambda: (
+                self.stdout.write(f"pricesync following {len(sync.symbols)} symbols"),
+                self.stdout.flush()))
+
+        asyncio.run(main())

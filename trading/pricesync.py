@@ -1,0 +1,190 @@
+"""Price sync: KIS WebSocket trades for every symbol with a managed open position (plus a
+watchlist), REST polling as the fallback, prices_best upserted, and each trade evaluated at once.
+
+A trade is written and its symbol's positions are evaluated in this process: an exit that fires
+is opened through the ledger, whose commit enqueues the execute task, so there is one queue hop
+between the trade and the task that sends the order. Subscriptions follow positions as they open
+and close, up to KIS's cap; symbols beyond it, and symbols whose WebSocket feed has gone quiet,
+are polled over REST. Each source's freshness is kept per symbol and logged.
+"""
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.db import close_old_connections, connection, connections
+
+from aegis import clock
+from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
+from execution.brokers.kis.ws import KisStream, TradeTick
+from execution.models import Position
+
+from .models import BestPrice, PositionExitState
+from .services import exit_pass
+
+logger = logging.getLogger("aegis.pricesync")
+
+# KIS allows about 41 subscriptions per app key (KIS.md); one goes to fill notices elsewhere.
+SUBSCRIPTION_CAP = 40
+
+_UPSERT = """
+INSERT INTO {table} (symbol, price, prev_close, upper_limit, lower_limit, source, event_at,
+                     updated_at)
+VALUES (%(symbol)s, %(price)s, %(prev_close)s, %(upper)s, %(lower)s, %(source)s, %(at)s, now())
+ON CONFLICT (symbol) DO UPDATE SET
+    price = EXCLUDED.price, source = EXCLUDED.source, event_at = EXCLUDED.event_at,
+    prev_close = COALESCE(EXCLUDED.prev_close, {table}.prev_close),
+    upper_limit = COALESCE(EXCLUDED.upper_limit, {table}.upper_limit),
+    lower_limit = COALESCE(EXCLUDED.lower_limit, {table}.lower_limit),
+    updated_at = now()
+WHERE {table}.event_at <= EXCLUDED.event_at
+"""
+
+
+def best_price_write(*, symbol: str, price: int, at: dt.datetime, source: str,
+                     prev_close: int | None = None, upper_limit: int | None = None,
+                     lower_limit: int | None = None) -> bool:
+    """Upsert the symbol's best price unless a newer one is stored (a late REST answer never
+    overwrites a fresher trade). True when written."""
+    if connection.vendor != "postgresql":
+        current = BestPrice.objects.filter(symbol=symbol).first()
+        if current is not None and current.event_at > at:
+            return False
+        BestPrice.objects.update_or_create(symbol=symbol, defaults={
+            "price": price, "source": source, "event_at": at,
+            **{k: v for k, v in (("prev_close", prev_close), ("upper_limit", upper_limit),
+                                 ("lower_limit", lower_limit)) if v is not None}})
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT.format(table=BestPrice._meta.db_table), {
+            "symbol": symbol, "price": price, "prev_close": prev_close, "upper": upper_limit,
+            "lower": lower_limit, "source": source, "at": at})
+        return cursor.rowcount == 1
+
+
+def tick_time(tick: TradeTick) -> dt.datetime:
+    day = dt.datetime.strptime(tick.business_date, "%Y%m%d").date() if tick.business_date \
+        else clock.now_seoul().date()
+    hms = dt.datetime.strptime(tick.time, "%H%M%S").time()
+    return dt.datetime.combine(day, hms, clock.SEOUL)
+
+
+def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
+    """Write the price and evaluate the symbol's positions at once. Returns exits opened."""
+    close_old_connections()
+    if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
+        return 0
+    return exit_pass(symbols=[symbol]).exits
+
+
+def wanted_symbols(watchlist: tuple[str, ...] = ()) -> list[str]:
+    close_old_connections()
+    managed = PositionExitState.objects.filter(
+        position__status=Position.Status.OPEN).values_list("position__symbol", flat=True)
+    return sorted(set(managed) | set(watchlist))
+
+
+@dataclass
+class Freshness:
+    last_ws: dict[str, float] = field(default_factory=dict)
+    last_rest: dict[str, float] = field(default_factory=dict)
+
+    def ws_age(self, symbol: str) -> float | None:
+        seen = self.last_ws.get(symbol)
+        return None if seen is None else time.monotonic() - seen
+
+
+class PriceSync:
+    def __init__(self, *, broker, watchlist: tuple[str, ...] = (), cap: int = SUBSCRIPTION_CAP,
+                 follow_s: float = 2.0, stale_s: float = 5.0, poll_s: float = 1.0) -> None:
+        self.broker = broker
+        self.watchlist = watchlist
+        self.cap = cap
+        self.follow_s, self.stale_s, self.poll_s = follow_s, stale_s, poll_s
+        self.fresh = Freshness()
+        self.symbols: list[str] = []
+        self.subscribed: set[str] = set()
+        config = broker.config
+        self.stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
+                                custtype=config.custtype, on_trade=self._on_trade)
+        # One thread for the database: trades are written and evaluated in arrival order, and
+        # its connection is closed when the sync stops.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricesync-db")
+
+    async def _in_db(self, fn, /, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(
+            self._db, functools.partial(fn, **kwargs))
+
+    async def _on_trade(self, tick: TradeTick) -> None:
+        if tick.price <= 0:
+            return
+        self.fresh.last_ws[tick.symbol] = time.monotonic()
+        exits = await self._in_db(on_price, symbol=tick.symbol, price=tick.price,
+                                  at=tick_time(tick), source=BestPrice.Source.WEBSOCKET)
+        if exits:
+            logger.info("pricesync.exits symbol=%s price=%s exits=%s", tick.symbol, tick.price,
+                        exits)
+
+    async def follow(self) -> None:
+        """Subscribe to what is wanted now, within the cap; unsubscribe from the rest."""
+        self.symbols = await self._in_db(wanted_symbols, watchlist=self.watchlist)
+        keep = set(self.symbols[:self.cap])
+        if len(self.symbols) > self.cap:
+            logger.warning("pricesync over KIS's subscription cap (%d): %d symbols polled",
+                           self.cap, len(self.symbols) - self.cap)
+        for symbol in sorted(keep - self.subscribed):
+            await self.stream.subscribe(TR_TRADE, symbol)
+            await self._poll_one(symbol)  # today's previous close and limits, and a first price
+        for symbol in sorted(self.subscribed - keep):
+            await self.stream.unsubscribe(TR_TRADE, symbol)
+        self.subscribed = keep
+
+    async def _poll_one(self, symbol: str) -> None:
+        try:
+            quote = await asyncio.to_thread(self.broker.price, symbol)
+        except Exception as exc:  # noqa: BLE001 - one symbol's failure never stops the sync
+            logger.warning("pricesync.rest_failed symbol=%s: %s", symbol, exc)
+            return
+        self.fresh.last_rest[symbol] = time.monotonic()
+        # A REST quote has no trade time: stamped to the second, like the trades, so a trade of
+        # the same second still counts as at least as fresh.
+        await self._in_db(
+            on_price, symbol=symbol, price=quote.price, at=clock.now().replace(microsecond=0),
+            source=BestPrice.Source.REST, prev_close=quote.prev_close,
+            upper_limit=quote.upper_limit, lower_limit=quote.lower_limit)
+
+    def stale(self) -> list[str]:
+        """Symbols the WebSocket does not cover, or has not covered for `stale_s`."""
+        out = []
+        for symbol in self.symbols:
+            age = self.fresh.ws_age(symbol)
+            if symbol not in self.subscribed or not self.stream.connected.is_set() \
+                    or age is None or age > self.stale_s:
+                out.append(symbol)
+        return out
+
+    async def run(self, stop: asyncio.Event, on_ready=lambda: None) -> None:
+        stream_task = asyncio.create_task(self.stream.run(stop))
+        await self.follow()  # reads each new subscription's quote over REST as well
+        on_ready()
+        next_follow, next_poll = time.monotonic(), time.monotonic() + self.poll_s
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_follow:
+                await self.follow()
+                next_follow = now + self.follow_s
+            if now >= next_poll:
+                for symbol in self.stale():
+                    await self._poll_one(symbol)
+                next_poll = now + self.poll_s
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=min(self.follow_s, self.poll_s))
+            except TimeoutError:
+                pass
+        await stream_task
+        await self._in_db(connections.close_all)
+        self._db.shutdown(wait=True)
