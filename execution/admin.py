@@ -5,7 +5,7 @@ orders are read-mostly, and the trading state is the kill switch.
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import F
+from django.db.models import Count, F
 
 from .exceptions import LedgerError
 from .models import (
@@ -189,9 +189,12 @@ class ReconciliationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = fields
     inlines = [MismatchInline]
 
-    @admin.display(description="mismatches")
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(mismatch_total=Count("mismatches"))
+
+    @admin.display(description="mismatches", ordering="mismatch_total")
     def mismatch_count(self, obj):
-        return obj.mismatches.count()
+        return obj.mismatch_total
 
 
 @admin.register(TradingState)

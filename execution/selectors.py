@@ -51,25 +51,28 @@ def position_ledger_breakdown(*, position: Position) -> LedgerBreakdown:
     )
 
 
+def _let_out(qs, state: str):
+    """The rows of `qs` (intents or orders) that the trading state lets go to the broker."""
+    if state == TradingState.State.HALTED:
+        return qs.none()
+    if state == TradingState.State.REDUCING:
+        return qs.filter(side=Side.SELL)
+    return qs
+
+
 def intents_waiting(*, older_than: dt.datetime, state: str, limit: int = 500) -> list[str]:
     """NEW intents written before `older_than` that the trading state lets out, oldest first."""
-    if state == TradingState.State.HALTED:
-        return []
-    qs = OrderIntent.objects.filter(status=OrderIntent.Status.NEW, created_at__lt=older_than)
-    if state == TradingState.State.REDUCING:
-        qs = qs.filter(side=Side.SELL)
+    qs = _let_out(OrderIntent.objects.filter(status=OrderIntent.Status.NEW,
+                                             created_at__lt=older_than), state)
     return [str(pk) for pk in qs.order_by("created_at").values_list("pk", flat=True)[:limit]]
 
 
 def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> list[str]:
     """Intents of orders recorded before `older_than` whose send was never started or was given
     back (KIS unreachable until the task ran out of retries), that the trading state lets out."""
-    if state == TradingState.State.HALTED:
-        return []
-    qs = Order.objects.filter(status=Order.Status.NEW, send_started_at__isnull=True,
-                              broker_order_no__isnull=True, created_at__lt=older_than)
-    if state == TradingState.State.REDUCING:
-        qs = qs.filter(side=Side.SELL)
+    qs = _let_out(Order.objects.filter(status=Order.Status.NEW, send_started_at__isnull=True,
+                                       broker_order_no__isnull=True, created_at__lt=older_than),
+                  state)
     return [str(pk) for pk in qs.order_by("created_at").values_list("intent_id", flat=True)[:limit]]
 
 

@@ -53,6 +53,7 @@ class Session:
         return self.open.timetz().replace(tzinfo=None) != REGULAR_OPEN
 
 
+@functools.lru_cache(maxsize=64)
 def session(day: dt.date) -> Session | None:
     """The day's regular session, or None when KRX is closed."""
     if not is_trading_day(day):
@@ -69,6 +70,7 @@ def session(day: dt.date) -> Session | None:
                    close=dt.datetime.combine(day, close, SEOUL), note=note)
 
 
+@functools.lru_cache(maxsize=4096)
 def trading_days_between(start: dt.date, end: dt.date) -> int:
     """Trading days after `start` up to and including `end` (0 when end ≤ start)."""
     days, day = 0, start

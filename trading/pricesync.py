@@ -74,8 +74,9 @@ def tick_time(tick: TradeTick) -> dt.datetime:
 
 
 def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
-    """Write the price and evaluate the symbol's positions at once. Returns exits opened."""
-    close_old_connections()
+    """Write the price and evaluate the symbol's positions at once. Returns exits opened. The
+    connection is checked by wanted_symbols, on the same thread every few seconds, not here on
+    every trade."""
     if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
         return 0
     return exit_pass(symbols=[symbol]).exits

@@ -70,24 +70,23 @@ def exit_pass(*, symbols: list[str] | None = None) -> PassResult:
     """Evaluate every open position with an exit profile (or those of `symbols`) at its best
     price, and open the exits that fire."""
     today = clock.now_seoul().date()
-    states = PositionExitState.objects.select_related("position", "profile").filter(
+    states = PositionExitState.objects.select_related("position").filter(
         position__status=Position.Status.OPEN, position__qty__gt=0)
     if symbols is not None:
         states = states.filter(position__symbol__in=symbols)
     states = list(states)
-    prices = {b.symbol: b for b in BestPrice.objects.filter(
+    prices = {b.symbol: (b, _trade(b)) for b in BestPrice.objects.filter(
         symbol__in={s.position.symbol for s in states})}
     rules = {p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.filter(
         pk__in={s.profile_id for s in states}).prefetch_related("tiers")}
     result = PassResult()
     for state in states:
-        best = prices.get(state.position.symbol)
-        if best is None:
+        if state.position.symbol not in prices:
             result.skipped_no_price += 1
             continue
+        best, trade = prices[state.position.symbol]
         result.evaluated += 1
-        ev = evaluate(rules[state.profile_id], _holding(state.position, state, today),
-                      _trade(best))
+        ev = evaluate(rules[state.profile_id], _holding(state.position, state, today), trade)
         if ev.decision is not None:
             result.exits += exit_decide(position_id=state.position_id, rules=rules[state.profile_id],
                                         best=best) is not None

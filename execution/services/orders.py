@@ -6,6 +6,7 @@ remainder; rejection and cancellation give that remainder back.
 """
 
 import datetime as dt
+import functools
 import logging
 import uuid
 
@@ -15,7 +16,13 @@ from django.db.models import Subquery
 
 from aegis import clock
 
-from ..exceptions import BrokerQtyRequired, InvalidInput, InvalidIntentState, InvalidOrderState, OrderNotFound
+from ..exceptions import (
+    BrokerQtyRequired,
+    InvalidInput,
+    InvalidIntentState,
+    InvalidOrderState,
+    OrderNotFound,
+)
 from ..models import Order, OrderIntent, Position, Side, TradingState
 from . import _ledger
 from .trading_state import require_state_allows
@@ -99,6 +106,13 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
     return order
 
 
+@functools.cache
+def _sql(template: str) -> str:
+    """A hot-path statement with the ledger's table names filled in, once per process."""
+    return template.format(state=TradingState._meta.db_table, intent=OrderIntent._meta.db_table,
+                           position=Position._meta.db_table, order=Order._meta.db_table)
+
+
 # The hot path's common case in one statement (PERFORMANCE.md: round trips dominate): a NEW
 # intent that the trading state lets out becomes a NEW order, already claimed for sending
 # (send_started_at), and the intent ORDERED. The intent's conditional UPDATE is the
@@ -149,11 +163,9 @@ def order_open_claimed(*, intent_id: object) -> Order | None:
         return None
     now = clock.now()
     order_id = uuid.uuid4()
-    sql = _OPEN_CLAIMED.format(state=TradingState._meta.db_table,
-                               intent=OrderIntent._meta.db_table,
-                               position=Position._meta.db_table, order=Order._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"intent_id": intent_uuid, "order_id": order_id, "now": now})
+        cursor.execute(_sql(_OPEN_CLAIMED),
+                       {"intent_id": intent_uuid, "order_id": order_id, "now": now})
         row = cursor.fetchone()
     if row is None:
         return None
@@ -184,22 +196,27 @@ UPDATE {order} o SET status = 'SUBMITTED', broker_order_no = %(odno)s,
 FROM intent
 WHERE o.id = %(order_id)s AND o.intent_id = intent.id AND o.status = 'NEW'
   AND o.broker_order_no IS NULL
+RETURNING o.*
 """
 
 
 def order_mark_submitted_fast(*, order_id: uuid.UUID, broker_order_no: str,
-                              broker_org_no: str = "") -> bool:
-    """order_mark_submitted's common case in one statement; False when it did not apply (the
-    caller then goes through order_mark_submitted, which says why)."""
+                              broker_org_no: str = "",
+                              submitted_at: dt.datetime | None = None) -> Order | None:
+    """order_mark_submitted's common case in one statement on PostgreSQL: the updated order, or
+    None when it did not apply (order_mark_submitted then takes its own steps and says why)."""
     if connection.vendor != "postgresql" or not isinstance(broker_order_no, str) \
             or not broker_order_no.strip():
-        return False
+        return None
+    try:
+        order_uuid = uuid.UUID(str(order_id))
+    except ValueError:
+        return None
     now = clock.now()
-    sql = _MARK_SUBMITTED.format(order=Order._meta.db_table, intent=OrderIntent._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {"order_id": order_id, "odno": broker_order_no, "org": broker_org_no,
-                             "at": now, "date": now.astimezone(clock.SEOUL).date(), "now": now})
-        return cursor.rowcount == 1
+    at = submitted_at or now
+    params = {"order_id": order_uuid, "odno": broker_order_no, "org": broker_org_no, "at": at,
+              "date": at.astimezone(clock.SEOUL).date(), "now": now}
+    return next(iter(Order.objects.raw(_sql(_MARK_SUBMITTED), params)), None)
 
 
 def order_mark_submitted(
@@ -211,11 +228,17 @@ def order_mark_submitted(
 ) -> Order:
     """The broker accepted the order and gave it a number.
 
-    This changes neither qty nor reservations, so it needs no position lock (I2): two
-    conditional UPDATEs, intent then order (the ledger's lock order), do it in one transaction.
+    This changes neither qty nor reservations, so it needs no position lock (I2). On PostgreSQL
+    one statement does it (order_mark_submitted_fast); otherwise, or when that did not apply,
+    two conditional UPDATEs, intent then order (the ledger's lock order), in one transaction,
+    and a repeat of the same answer returns the order as it is.
     """
     if not isinstance(broker_order_no, str) or not broker_order_no.strip():
         raise InvalidInput("broker_order_no", "the broker's order number is required.")
+    order = order_mark_submitted_fast(order_id=order_id, broker_order_no=broker_order_no,
+                                      broker_org_no=broker_org_no, submitted_at=submitted_at)
+    if order is not None:
+        return order
     submitted_at = submitted_at or clock.now()
     try:
         with transaction.atomic():

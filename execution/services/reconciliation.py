@@ -17,15 +17,15 @@ It never edits the ledger's quantities: which side is wrong is a person's call.
 """
 
 import logging
-from collections import defaultdict
 
 from django.db import transaction
 
 from aegis import clock
 
 from ..brokers.kis.errors import KisError
-from ..models import Order, Position, Reconciliation, ReconciliationMismatch, TradingState
+from ..models import Order, Position, Reconciliation, ReconciliationMismatch
 from .sync import orders_sync
+from .trading_state import reconciliation_succeeded
 
 logger = logging.getLogger("aegis.execution")
 alerts = logging.getLogger("aegis.alerts")
@@ -81,16 +81,12 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
         for mismatch in mismatches:
             mismatch.reconciliation = run
         ReconciliationMismatch.objects.bulk_create(mismatches)
-        by_qty = defaultdict(list)
-        for m in mismatches:
+        for m in mismatches:  # a few rows at most: a person will look at each
             if m.position is not None:
-                by_qty[m.broker_qty].append(m.position.pk)
-        for qty, ids in by_qty.items():
-            Position.objects.filter(pk__in=ids).update(broker_qty=qty)
+                Position.objects.filter(pk=m.position.pk).update(broker_qty=m.broker_qty)
         if agreed:
             Position.objects.filter(pk__in=agreed).update(broker_qty=None)
-        TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)
-        TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(reconciled_at=finished)
+        reconciliation_succeeded(at=finished)
 
     extra = {"reconciliation_id": run.pk, "trigger": trigger, "mismatches": len(mismatches)}
     if mismatches:

@@ -31,13 +31,7 @@ from ..brokers.kis.errors import (
 )
 from ..exceptions import BrokerQtyRequired
 from ..models import Order
-from .orders import (
-    order_mark_submitted,
-    order_mark_submitted_fast,
-    order_open,
-    order_open_claimed,
-    order_reject,
-)
+from .orders import order_mark_submitted, order_open, order_open_claimed, order_reject
 from .reconciliation import broker_orderable_qty
 
 logger = logging.getLogger("aegis.execution")
@@ -123,10 +117,7 @@ def _send(order: Order, broker: Broker) -> Outcome:
         order_reject(order_id=order.pk, reason=str(exc))
         logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
         return Outcome.REJECTED
-    if not order_mark_submitted_fast(order_id=order.pk, broker_order_no=ack.odno,
-                                     broker_org_no=ack.org_no):
-        order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,
-                             broker_org_no=ack.org_no)
+    order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno, broker_org_no=ack.org_no)
     logger.info("execution.submitted order_id=%s odno=%s", order.pk, ack.odno,
                 extra=log | {"odno": ack.odno})
     return Outcome.SUBMITTED

@@ -16,11 +16,19 @@ def trading_state_get() -> str:
     return State.HALTED if row.awaiting_reconciliation else row.state
 
 
+def _state_update(**fields) -> None:
+    TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)
+    TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(**fields)
+
+
 def reconciliation_require() -> None:
     """Close the startup gate: nothing goes out until a reconciliation succeeds from now on."""
-    TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)
-    TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(
-        reconcile_required_since=clock.now())
+    _state_update(reconcile_required_since=clock.now())
+
+
+def reconciliation_succeeded(*, at) -> None:
+    """A reconciliation with KIS succeeded `at`: it opens the startup gate if it is closed."""
+    _state_update(reconciled_at=at)
 
 
 def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingState:

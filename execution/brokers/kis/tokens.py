@@ -54,14 +54,18 @@ class CredentialStore:
     def _usable(self, cred: Credential | None) -> bool:
         return cred is not None and cred.expires_at - self.clock() > 5
 
-    def _read_shared(self, key: str, app: AppCredentials) -> Credential | None:
+    def _read_cache(self, key: str) -> Credential | None:
         try:
             raw = self.cache.get(key)
         except Exception:  # noqa: BLE001 - a cache outage slows us down, never stops us
             logger.warning("kis.%s cache unreachable; using what this process holds", self.kind)
-            raw = None
-        if raw:
-            return Credential(**raw)
+            return None
+        return Credential(**raw) if raw else None
+
+    def _read_shared(self, key: str, app: AppCredentials) -> Credential | None:
+        """From the cache, else from the vault (and put back into the cache)."""
+        if (cached := self._read_cache(key)) is not None:
+            return cached
         if self.vault is None or (kept := self.vault.get(self.kind, app)) is None:
             return None
         cred = Credential(*kept)
@@ -138,7 +142,7 @@ class CredentialStore:
         key = self._key(app)
         if (memo := self._memo.get(key)) is not None and memo.value == value:
             del self._memo[key]
-        shared = self._read_shared(key, app)
+        shared = self._read_cache(key)
         if shared is not None and shared.value == value:
             try:
                 self.cache.delete(key)
