@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import close_old_connections, connection, connections
+from django.db import Error as DatabaseError, close_old_connections, connection, connections
 
 from aegis import clock
 from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
@@ -76,10 +76,16 @@ def tick_time(tick: TradeTick) -> dt.datetime:
 def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
     """Write the price and evaluate the symbol's positions at once. Returns exits opened. The
     connection is checked by wanted_symbols, on the same thread every few seconds, not here on
-    every trade."""
-    if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
+    every trade; a price that meets a broken connection is logged and dropped (the next one, or
+    the cadence pass, evaluates again), and the connection is replaced at once."""
+    try:
+        if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
+            return 0
+        return exit_pass(symbols=[symbol]).exits
+    except DatabaseError as exc:
+        logger.error("pricesync.db_error symbol=%s price=%s: %s", symbol, price, exc)
+        close_old_connections()
         return 0
-    return exit_pass(symbols=[symbol]).exits
 
 
 def wanted_symbols(watchlist: tuple[str, ...] = ()) -> list[str]:

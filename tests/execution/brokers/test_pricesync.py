@@ -7,6 +7,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 
 from execution.models import OrderIntent
 from tests.execution.brokers import kis_worker
@@ -17,6 +18,13 @@ from trading.models import BestPrice, ExitProfile, PositionExitState
 from trading.pricesync import PriceSync
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    cache.clear()  # tokens and approval keys of earlier tests belong to a reset simulator
+    yield
+    cache.clear()
 
 
 class Running:
@@ -95,3 +103,20 @@ def test_subscriptions_follow_positions_as_they_open_and_close(kis_sim, managed)
         PositionExitState.objects.filter(position=managed).delete()
         wait_for(lambda: sync.subscribed == {"000660"}, "the unsubscription")
         assert ("H0STCNT0", "005930") not in sync.stream.subscriptions
+
+
+def test_a_lost_database_connection_costs_one_price_not_the_stream(kis_sim, managed):
+    from django.db import connection
+
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=60)):
+        with connection.cursor() as cursor:  # PostgreSQL drops pricesync's connection
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                           "AND backend_type = 'client backend'")
+            assert cursor.fetchone()[0] >= 1
+        kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [70_000, 68_000, 67_900]})
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})  # meets the dead connection
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 2})
+        wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
+                 "the stop loss after the cut", timeout=30)
