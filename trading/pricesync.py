@@ -16,7 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import Error as DatabaseError, close_old_connections, connection, connections
+from django.db import (Error as DatabaseError, InterfaceError, OperationalError,
+                       close_old_connections, connection, connections)
 
 from aegis import clock
 from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
@@ -73,21 +74,43 @@ def tick_time(tick: TradeTick) -> dt.datetime:
     return dt.datetime.combine(day, hms, clock.SEOUL)
 
 
+def on_fresh_connection(fn):
+    """Run `fn`; when the connection turns out to be dead (PostgreSQL restarted, the backend
+    terminated), replace it and run `fn` once more. Only for idempotent work outside any
+    transaction: the upsert is newest-wins and the exit is decided again under its locks."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InterfaceError, OperationalError) as exc:
+            if connection.in_atomic_block:
+                raise
+            logger.warning("pricesync.reconnect after %s: %s", fn.__name__, exc)
+            connection.close()
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
-    """Write the price and evaluate the symbol's positions at once. Returns exits opened. The
-    connection is checked by wanted_symbols, on the same thread every few seconds, not here on
-    every trade; a price that meets a broken connection is logged and dropped (the next one, or
-    the cadence pass, evaluates again), and the connection is replaced at once."""
+    """Write the price and evaluate the symbol's positions at once. Returns exits opened. A dead
+    connection is replaced and the price tried again; a price that still fails is logged and
+    dropped (the next one, or the cadence pass, evaluates again), never ending the stream."""
     try:
-        if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
-            return 0
-        return exit_pass(symbols=[symbol]).exits
+        return _price_and_exits(symbol=symbol, price=price, at=at, source=source, **limits)
     except DatabaseError as exc:
         logger.error("pricesync.db_error symbol=%s price=%s: %s", symbol, price, exc)
         close_old_connections()
         return 0
 
 
+@on_fresh_connection
+def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
+    if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
+        return 0
+    return exit_pass(symbols=[symbol]).exits
+
+
+@on_fresh_connection
 def wanted_symbols(watchlist: tuple[str, ...] = ()) -> list[str]:
     close_old_connections()
     managed = PositionExitState.objects.filter(
@@ -138,7 +161,11 @@ class PriceSync:
 
     async def follow(self) -> None:
         """Subscribe to what is wanted now, within the cap; unsubscribe from the rest."""
-        self.symbols = await self._in_db(wanted_symbols, watchlist=self.watchlist)
+        try:
+            self.symbols = await self._in_db(wanted_symbols, watchlist=self.watchlist)
+        except DatabaseError as exc:  # keep what is subscribed; the next round asks again
+            logger.error("pricesync.follow_failed: %s", exc)
+            return
         keep = set(self.symbols[:self.cap])
         if len(self.symbols) > self.cap:
             logger.warning("pricesync over KIS's subscription cap (%d): %d symbols polled",
@@ -178,7 +205,8 @@ class PriceSync:
         stream_task = asyncio.create_task(self.stream.run(stop))
         await self.follow()  # reads each new subscription's quote over REST as well
         on_ready()
-        next_follow, next_poll = time.monotonic(), time.monotonic() + self.poll_s
+        next_follow = time.monotonic() + self.follow_s
+        next_poll = time.monotonic() + self.poll_s
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_follow:

@@ -4,6 +4,7 @@ process; REST polling covers what the WebSocket does not."""
 
 import asyncio
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -105,18 +106,24 @@ def test_subscriptions_follow_positions_as_they_open_and_close(kis_sim, managed)
         assert ("H0STCNT0", "005930") not in sync.stream.subscriptions
 
 
-def test_a_lost_database_connection_costs_one_price_not_the_stream(kis_sim, managed):
+@pytest.mark.parametrize("follow_s", [60, 0.1], ids=["price-first", "follow-first"])
+def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(kis_sim, managed,
+                                                                         follow_s):
     from django.db import connection
 
     broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
-    with Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=60)):
+    running = Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=follow_s))
+    with running:
         with connection.cursor() as cursor:  # PostgreSQL drops pricesync's connection
             cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                            "AND backend_type = 'client backend'")
             assert cursor.fetchone()[0] >= 1
-        kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [70_000, 68_000, 67_900]})
-        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})  # meets the dead connection
-        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 2})
+        if follow_s < 1:  # a follow round meets the dead connection before any price does
+            time.sleep(0.5)
+        kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [68_000]})
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})  # the first price after
         wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
                  "the stop loss after the cut", timeout=30)
+        assert running.thread.is_alive()
+    assert BestPrice.objects.get(symbol="005930").price == 68_000
