@@ -91,12 +91,14 @@ def on_fresh_connection(fn):
     return wrapper
 
 
-def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
+def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool = True,
+             **limits) -> int:
     """Write the price and evaluate the symbol's positions at once. Returns exits opened. A dead
     connection is replaced and the price tried again; a price that still fails is logged and
     dropped (the next one, or the cadence pass, evaluates again), never ending the stream."""
     try:
-        return _price_and_exits(symbol=symbol, price=price, at=at, source=source, **limits)
+        return _price_and_exits(symbol=symbol, price=price, at=at, source=source,
+                                evaluate=evaluate, **limits)
     except DatabaseError as exc:
         logger.error("pricesync.db_error symbol=%s price=%s: %s", symbol, price, exc)
         close_old_connections()
@@ -104,8 +106,10 @@ def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits)
 
 
 @on_fresh_connection
-def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, **limits) -> int:
-    if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits):
+def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool,
+                     **limits) -> int:
+    if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits) \
+            or not evaluate:
         return 0
     return exit_pass(symbols=[symbol]).exits
 
@@ -130,8 +134,11 @@ class Freshness:
 
 class PriceSync:
     def __init__(self, *, broker, watchlist: tuple[str, ...] = (), cap: int = SUBSCRIPTION_CAP,
-                 follow_s: float = 2.0, stale_s: float = 5.0, poll_s: float = 1.0) -> None:
+                 follow_s: float = 2.0, stale_s: float = 5.0, poll_s: float = 1.0,
+                 evaluate: bool = True) -> None:
+        """`evaluate` False only writes prices (a polling evaluator elsewhere reads them)."""
         self.broker = broker
+        self.evaluate = evaluate
         self.watchlist = watchlist
         self.cap = cap
         self.follow_s, self.stale_s, self.poll_s = follow_s, stale_s, poll_s
@@ -154,7 +161,8 @@ class PriceSync:
             return
         self.fresh.last_ws[tick.symbol] = time.monotonic()
         exits = await self._in_db(on_price, symbol=tick.symbol, price=tick.price,
-                                  at=tick_time(tick), source=BestPrice.Source.WEBSOCKET)
+                                  at=tick_time(tick), source=BestPrice.Source.WEBSOCKET,
+                                  evaluate=self.evaluate)
         if exits:
             logger.info("pricesync.exits symbol=%s price=%s exits=%s", tick.symbol, tick.price,
                         exits)
@@ -188,7 +196,7 @@ class PriceSync:
         # the same second still counts as at least as fresh.
         await self._in_db(
             on_price, symbol=symbol, price=quote.price, at=clock.now().replace(microsecond=0),
-            source=BestPrice.Source.REST, prev_close=quote.prev_close,
+            source=BestPrice.Source.REST, evaluate=self.evaluate, prev_close=quote.prev_close,
             upper_limit=quote.upper_limit, lower_limit=quote.lower_limit)
 
     def stale(self) -> list[str]:
