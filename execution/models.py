@@ -175,6 +175,9 @@ class OrderIntent(models.Model):
     reason = models.CharField(max_length=255, blank=True)
     idempotency_key = models.CharField(max_length=128, unique=True)
     event_at = models.DateTimeField(help_text="When the triggering event happened.")
+    trigger_price = models.BigIntegerField(
+        null=True, blank=True, help_text="KRW; the price that fired the rule (exits)."
+    )
     created_at = models.DateTimeField(help_text="When the intent was written.")
     ordered_at = models.DateTimeField(
         null=True, blank=True, help_text="When its order went out to the broker."

@@ -186,3 +186,43 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
                       f"gain {gain_pct:.2f}% reached tier {tiers} (cost {cost:,.0f})")
         return replace(result, tiers_done=reached)
     return keep
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """The prices at which a holding is quiet: `low < price < high` means `evaluate` can neither
+    decide an exit nor change the exit state, for any trade that is not the opening trade and
+    not due a time rule (the pass checks those apart). A screen only: it is widened by one KRW
+    on each side, so float rounding never hides a firing, and prices that near a threshold get
+    the exact evaluation."""
+
+    low: float
+    high: float
+
+    def quiet(self, price: int) -> bool:
+        return self.low < price < self.high
+
+
+def screen_band(rules: Rules, holding: Holding) -> Band:
+    """The quiet band of `holding` under `rules` (see Band). The high-water mark counts only
+    where a trailing stop uses it: any higher price moves it."""
+    inf = math.inf
+    high = inf
+    if holding.qty > holding.peak_qty:
+        return Band(inf, -inf)  # the peak qty moves with any price: never quiet
+    if rules.trailing_pct is not None:
+        high = -inf if holding.high_water_mark is None else holding.high_water_mark + 1
+    if holding.available <= 0 or holding.avg_price <= 0:
+        return Band(-inf, high)  # nothing to sell: only the state can move
+    cost = float(holding.avg_price)
+    low = -inf
+    if rules.stop_loss_pct is not None:
+        low = cost * (100 - float(rules.stop_loss_pct)) / 100 + 1
+    if rules.trailing_pct is not None and holding.high_water_mark is not None:
+        armed_at = cost * (100 + float(rules.trailing_activation_pct)) / 100
+        if holding.high_water_mark >= armed_at - 1:
+            low = max(low, holding.high_water_mark * (100 - float(rules.trailing_pct)) / 100 + 1)
+    if holding.tiers_done < len(rules.tiers):
+        tier_at = cost * (100 + float(rules.tiers[holding.tiers_done].gain_pct)) / 100
+        high = min(high, tier_at - 1)
+    return Band(low, high)

@@ -51,6 +51,7 @@ def _execute_on_commit(intent: OrderIntent) -> None:
 def _create_intent(
     *, intent_type: str, side: str, position: Position, qty: int, limit_price: int | None,
     reason: str, idempotency_key: str, event_at: dt.datetime | None, now: dt.datetime,
+    trigger_price: int | None = None,
 ) -> OrderIntent:
     intent = OrderIntent.objects.create(
         intent_type=intent_type,
@@ -62,6 +63,7 @@ def _create_intent(
         reason=(reason or "")[:255],
         idempotency_key=idempotency_key,
         event_at=event_at or now,
+        trigger_price=trigger_price,
         created_at=now,
     )
     _execute_on_commit(intent)
@@ -77,8 +79,10 @@ def exit_intent_open(
     reason: str = "",
     limit_price: int | None = None,
     event_at: dt.datetime | None = None,
+    trigger_price: int | None = None,
 ) -> OrderIntent:
     """Reserve up to `qty` shares of the position for a SELL and record the intent.
+    `event_at` and `trigger_price` record the moment and the price that fired it.
 
     The qty is clamped to what is available; when nothing is, no intent is written and
     InsufficientAvailableQty is raised. A repeated idempotency key returns the first intent.
@@ -87,6 +91,7 @@ def exit_intent_open(
         raise InvalidInput("intent_type", f"{intent_type!r} is not an exit intent type.")
     check_qty(qty)
     check_price(limit_price)
+    check_price(trigger_price, "trigger_price")
     check_key(idempotency_key)
     now = clock.now()
 
@@ -130,7 +135,7 @@ def exit_intent_open(
         intent = _create_intent(
             intent_type=intent_type, side=Side.SELL, position=position, qty=granted,
             limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
-            event_at=event_at, now=now,
+            event_at=event_at, now=now, trigger_price=trigger_price,
         )
     if granted < qty:
         logger.info(

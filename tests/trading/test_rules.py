@@ -5,7 +5,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aegis.clock import SEOUL
@@ -18,6 +18,7 @@ from trading.rules import (
     evaluate,
     exit_limit_price,
     gap_threshold,
+    screen_band,
     tier_qty,
 )
 
@@ -188,6 +189,69 @@ def test_no_decision_ever_sells_more_than_is_available(rules, holding, price, op
 def test_stop_loss_fires_exactly_at_or_below_its_threshold(cost, pct, price):
     decision = evaluate(Rules(stop_loss_pct=pct), hold(avg_price=D(cost)), at(price)).decision
     assert (decision is not None) == (D(price) <= D(cost) * (100 - pct) / 100)
+
+
+band_rules = st.builds(
+    lambda stop, tiers, trail: Rules(stop_loss_pct=stop, tiers=tiers,
+                                     trailing_activation_pct=trail and trail[0],
+                                     trailing_pct=trail and trail[1]),
+    st.none() | st.decimals("0.5", "30", places=2),
+    st.sampled_from([(), (Tier(D(3), D(30)), Tier(D(6), D(30)), Tier(D(10), D(40))),
+                     (Tier(D("0.5"), D(50)),)]),
+    st.none() | st.tuples(st.decimals("0.5", "20", places=2), st.decimals("0.5", "15", places=2)))
+
+
+def _edges(rules: Rules, holding: Holding) -> list[int]:
+    """Every price where some rule changes its mind, for the search to probe around."""
+    cost, edges = holding.avg_price, []
+    if rules.stop_loss_pct is not None:
+        edges.append(cost * (100 - rules.stop_loss_pct) / 100)
+    if rules.trailing_pct is not None and holding.high_water_mark is not None:
+        edges += [D(holding.high_water_mark) * (100 - rules.trailing_pct) / 100,
+                  cost * (100 + rules.trailing_activation_pct) / 100, holding.high_water_mark]
+    edges += [cost * (100 + t.gain_pct) / 100 for t in rules.tiers]
+    return [int(e) for e in edges]
+
+
+@settings(max_examples=1000)
+@given(rules=band_rules, holding=holdings, cost=st.decimals("1000", "500000", places=4),
+       data=st.data())
+def test_a_quiet_price_never_decides_nor_moves_the_state_that_matters(rules, holding, cost,
+                                                                       data):
+    """The screen's promise: inside the band, the exact evaluation has nothing to do."""
+    marks = st.floats(1.0, 1.5).map(lambda up: int(cost * D(up)))
+    if rules.trailing_pct is not None:  # and marks right at the trailing stop's activation
+        armed_at = int(cost * (100 + rules.trailing_activation_pct) / 100)
+        marks |= st.integers(armed_at - 1, armed_at + 1)
+    mark = data.draw(st.none() | marks)
+    holding = Holding(**{**holding.__dict__, "available": min(holding.available, holding.qty),
+                         "avg_price": cost, "high_water_mark": mark,
+                         "peak_qty": max(holding.peak_qty, holding.qty)})  # else never quiet
+    edges = _edges(rules, holding)
+    near = st.sampled_from(edges).flatmap(lambda e: st.integers(e - 1, e + 2)) if edges \
+        else st.nothing()
+    price = max(1, data.draw(near | st.integers(int(cost * D("0.6")), int(cost * D("1.4")))))
+    if not screen_band(rules, holding).quiet(price):
+        return
+    ev = evaluate(rules, holding, at(price))
+    assert ev.decision is None
+    assert ev.peak_qty == holding.peak_qty and ev.tiers_done == holding.tiers_done
+    if rules.trailing_pct is not None:
+        assert ev.high_water_mark == holding.high_water_mark
+
+
+def test_the_band_sits_one_krw_inside_each_threshold():
+    rules = Rules(stop_loss_pct=D(3), tiers=(Tier(D(10), D(50)),))
+    band = screen_band(rules, hold(peak_qty=100))  # stop 67,900, tier 77,000
+    assert not band.quiet(67_900) and not band.quiet(67_901)
+    assert band.quiet(67_902) and band.quiet(76_998)
+    assert not band.quiet(76_999) and not band.quiet(77_000)
+    trailing = Rules(trailing_activation_pct=D(5), trailing_pct=D(3))
+    armed = screen_band(trailing, hold(peak_qty=100, high_water_mark=80_000))  # 80,000 × 0.97 = 77,600
+    assert not armed.quiet(77_601) and armed.quiet(77_602) and armed.quiet(80_000)
+    assert not armed.quiet(80_001)  # a new high moves the mark the trail follows
+    assert not screen_band(trailing, hold(peak_qty=100)).quiet(70_000)  # no mark yet: evaluate, keep one
+    assert not screen_band(rules, hold(qty=100, peak_qty=50)).quiet(70_000)
 
 
 def test_rules_refuse_inconsistent_settings():
