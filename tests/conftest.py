@@ -21,3 +21,15 @@ _symbols = itertools.count(1)
 def new_symbol():
     """A fresh KRX-shaped code per call, so tests never share a position."""
     return lambda: f"{next(_symbols) % 1_000_000:06d}"
+
+
+@pytest.fixture(autouse=True)
+def no_hot_data_from_earlier_tests():
+    """The exit engine's cached copies (trading/hot.py) are forgotten after a commit; a test that
+    rolls back never commits, so its copies must not reach the next test. Broker tokens stay."""
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    for key in client.scan_iter(match=cache.make_key("trading:*")):
+        client.delete(key)
+    yield

@@ -24,6 +24,7 @@ from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
 from execution.brokers.kis.ws import KisStream, TradeTick
 from execution.models import Position
 
+from . import hot
 from .models import BestPrice, PositionExitState
 from .services import exit_pass
 
@@ -43,28 +44,36 @@ ON CONFLICT (symbol) DO UPDATE SET
     lower_limit = COALESCE(EXCLUDED.lower_limit, {table}.lower_limit),
     updated_at = now()
 WHERE {table}.event_at <= EXCLUDED.event_at
+RETURNING price, prev_close, upper_limit, lower_limit, EXTRACT(EPOCH FROM event_at)::float8
 """
 
 
 def best_price_write(*, symbol: str, price: int, at: dt.datetime, source: str,
                      prev_close: int | None = None, upper_limit: int | None = None,
-                     lower_limit: int | None = None) -> bool:
+                     lower_limit: int | None = None) -> hot.Px | None:
     """Upsert the symbol's best price unless a newer one is stored (a late REST answer never
-    overwrites a fresher trade). True when written."""
+    overwrites a fresher trade), and write it through to the cache once committed. Returns the
+    stored row, limits included, or None when a newer price was kept."""
     if connection.vendor != "postgresql":
         current = BestPrice.objects.filter(symbol=symbol).first()
         if current is not None and current.event_at > at:
-            return False
-        BestPrice.objects.update_or_create(symbol=symbol, defaults={
+            return None
+        row, _ = BestPrice.objects.update_or_create(symbol=symbol, defaults={
             "price": price, "source": source, "event_at": at,
             **{k: v for k, v in (("prev_close", prev_close), ("upper_limit", upper_limit),
                                  ("lower_limit", lower_limit)) if v is not None}})
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute(_UPSERT.format(table=BestPrice._meta.db_table), {
-            "symbol": symbol, "price": price, "prev_close": prev_close, "upper": upper_limit,
-            "lower": lower_limit, "source": source, "at": at})
-        return cursor.rowcount == 1
+        px = hot.Px(row.price, row.prev_close, row.upper_limit, row.lower_limit, at.timestamp())
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_UPSERT.format(table=BestPrice._meta.db_table), {
+                "symbol": symbol, "price": price, "prev_close": prev_close,
+                "upper": upper_limit, "lower": lower_limit, "source": source, "at": at})
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        px = hot.Px(*row)
+    hot.after_commit(lambda: hot.price_keep(symbol, px))
+    return px
 
 
 def tick_time(tick: TradeTick) -> dt.datetime:
@@ -108,10 +117,10 @@ def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate:
 @on_fresh_connection
 def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool,
                      **limits) -> int:
-    if not best_price_write(symbol=symbol, price=price, at=at, source=source, **limits) \
-            or not evaluate:
+    px = best_price_write(symbol=symbol, price=price, at=at, source=source, **limits)
+    if px is None or not evaluate:
         return 0
-    return exit_pass(symbols=[symbol]).exits
+    return exit_pass(symbols=[symbol], prices={symbol: px}).exits
 
 
 @on_fresh_connection

@@ -48,6 +48,11 @@ class Rules:
             raise ValueError("tiers must be in strictly rising order of gain")
         if (self.trailing_pct is None) != (self.trailing_activation_pct is None):
             raise ValueError("the trailing stop needs both its activation and its trail")
+        # The percentages as float factors, for the screen (screen_band), computed once.
+        pct = lambda v: None if v is None else float(v) / 100  # noqa: E731
+        object.__setattr__(self, "factors", (
+            pct(self.stop_loss_pct), pct(self.trailing_activation_pct), pct(self.trailing_pct),
+            tuple(float(t.gain_pct) / 100 for t in self.tiers)))
 
 
 @dataclass(frozen=True)
@@ -207,22 +212,21 @@ def screen_band(rules: Rules, holding: Holding) -> Band:
     """The quiet band of `holding` under `rules` (see Band). The high-water mark counts only
     where a trailing stop uses it: any higher price moves it."""
     inf = math.inf
+    stop_loss, activation, trail, tiers = rules.factors
     high = inf
     if holding.qty > holding.peak_qty:
         return Band(inf, -inf)  # the peak qty moves with any price: never quiet
-    if rules.trailing_pct is not None:
-        high = -inf if holding.high_water_mark is None else holding.high_water_mark + 1
+    mark = holding.high_water_mark
+    if trail is not None:
+        high = -inf if mark is None else mark + 1
     if holding.available <= 0 or holding.avg_price <= 0:
         return Band(-inf, high)  # nothing to sell: only the state can move
     cost = float(holding.avg_price)
     low = -inf
-    if rules.stop_loss_pct is not None:
-        low = cost * (100 - float(rules.stop_loss_pct)) / 100 + 1
-    if rules.trailing_pct is not None and holding.high_water_mark is not None:
-        armed_at = cost * (100 + float(rules.trailing_activation_pct)) / 100
-        if holding.high_water_mark >= armed_at - 1:
-            low = max(low, holding.high_water_mark * (100 - float(rules.trailing_pct)) / 100 + 1)
-    if holding.tiers_done < len(rules.tiers):
-        tier_at = cost * (100 + float(rules.tiers[holding.tiers_done].gain_pct)) / 100
-        high = min(high, tier_at - 1)
+    if stop_loss is not None:
+        low = cost * (1 - stop_loss) + 1
+    if trail is not None and mark is not None and mark >= cost * (1 + activation) - 1:
+        low = max(low, mark * (1 - trail) + 1)
+    if holding.tiers_done < len(tiers):
+        high = min(high, cost * (1 + tiers[holding.tiers_done]) - 1)
     return Band(low, high)

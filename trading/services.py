@@ -10,36 +10,30 @@ decides, the locked rows do (I3).
 
 import datetime as dt
 import logging
+import math
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
-from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
+from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
 from execution.models import OrderIntent, Position
 from execution.services import exit_intent_open
 
-from . import market_calendar
-from .models import BestPrice, ExitProfile, PositionExitState
-from .rules import Decision, Holding, Rules, Tier, Trade, evaluate
+from . import hot, market_calendar
+from .models import PositionExitState
+from .rules import Decision, Holding, Rules, Trade, evaluate, gap_threshold
 
 logger = logging.getLogger("aegis.trading")
 
 # A trade this soon after the open counts as the opening trade for GAP_DOWN.
 OPENING_SPAN = dt.timedelta(seconds=60)
-
-
-def profile_rules(profile: ExitProfile, tiers) -> Rules:
-    return Rules(
-        stop_loss_pct=profile.stop_loss_pct,
-        tiers=tuple(Tier(t.gain_pct, t.sell_pct) for t in sorted(tiers, key=lambda t: t.gain_pct)),
-        trailing_activation_pct=profile.trailing_activation_pct,
-        trailing_pct=profile.trailing_pct,
-        gap_down_pct=profile.gap_down_pct,
-        time_exit_at=profile.time_exit_at,
-        max_holding_days=profile.max_holding_days,
-    )
+# The GAP_DOWN thresholds are computed this long before the open (08:59:50 on a regular day).
+PREQUEUE_LEAD = dt.timedelta(seconds=10)
 
 
 def _holding(position: Position, state: PositionExitState, today: dt.date) -> Holding:
@@ -51,52 +45,115 @@ def _holding(position: Position, state: PositionExitState, today: dt.date) -> Ho
                    tiers_done=state.tiers_done)
 
 
-def _trade(best: BestPrice) -> Trade:
-    at = best.event_at.astimezone(clock.SEOUL)
-    session = market_calendar.session(at.date())
+def _trade(px: hot.Px, session: market_calendar.Session | None) -> Trade:
+    at = dt.datetime.fromtimestamp(px.at, clock.SEOUL)
     opening = session is not None and session.open <= at < session.open + OPENING_SPAN
-    return Trade(price=best.price, at=at, lower_limit=best.lower_limit,
-                 prev_close=best.prev_close, opening=opening)
+    return Trade(price=px.price, at=at, lower_limit=px.lower_limit, prev_close=px.prev_close,
+                 opening=opening)
 
 
 @dataclass
 class PassResult:
-    evaluated: int = 0
+    evaluated: int = 0  # positions with a price, screened
+    examined: int = 0  # of those, evaluated exactly (outside their quiet band, or due)
     exits: int = 0
     skipped_no_price: int = 0
 
 
-def exit_pass(*, symbols: list[str] | None = None) -> PassResult:
-    """Evaluate every open position with an exit profile (or those of `symbols`) at its best
-    price, and open the exits that fire."""
-    today = clock.now_seoul().date()
-    states = PositionExitState.objects.select_related("position").filter(
-        position__status=Position.Status.OPEN, position__qty__gt=0)
-    if symbols is not None:
-        states = states.filter(position__symbol__in=symbols)
-    states = list(states)
-    prices = {b.symbol: (b, _trade(b)) for b in BestPrice.objects.filter(
-        symbol__in={s.position.symbol for s in states})}
-    rules = {p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.filter(
-        pk__in={s.profile_id for s in states}).prefetch_related("tiers")}
+def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | None = None,
+              use_cache: bool = True) -> PassResult:
+    """Evaluate every managed open position (or those of `symbols`) at its best price and open
+    the exits that fire. `prices` hands in prices already known (a tick's, just written).
+
+    Each position is screened by its quiet band (rules.screen_band); only those outside it, in
+    the opening minute, or due a time rule are evaluated exactly. A steady pass reads the cache
+    only: no database query at all."""
+    now = clock.now_seoul()
+    today = now.date()
+    session = market_calendar.session(today)
+    rules = hot.profiles(use_cache=use_cache)
+    book = hot.book(rules, symbols, use_cache=use_cache)
+    if prices is None:
+        prices = hot.prices(None if symbols is None else sorted({w.symbol for w in book}),
+                            use_cache=use_cache)
+    opening_from = opening_to = math.inf
+    gaps: dict[int, Decimal] = {}
+    if session is not None:
+        opening_from = session.open.timestamp()
+        opening_to = opening_from + OPENING_SPAN.total_seconds()
+        if opening_from - PREQUEUE_LEAD.total_seconds() <= now.timestamp() < opening_to + 5:
+            gaps = hot.gap_thresholds(today)
+    seconds = now.hour * 3600 + now.minute * 60 + now.second
     result = PassResult()
-    for state in states:
-        if state.position.symbol not in prices:
+    moved: list[tuple[hot.Watch, int | None, int]] = []
+    for watch in book:
+        px = prices.get(watch.symbol)
+        if px is None:
             result.skipped_no_price += 1
             continue
-        best, trade = prices[state.position.symbol]
         result.evaluated += 1
-        ev = evaluate(rules[state.profile_id], _holding(state.position, state, today), trade)
+        profile = rules.rules[watch.profile_id]
+        price = px.price
+        opening = opening_from <= px.at < opening_to and profile.gap_down_pct is not None
+        if not opening and watch.low < price < watch.high \
+                and (profile.time_exit_at is None or seconds < _seconds(profile.time_exit_at)) \
+                and (profile.max_holding_days is None
+                     or _held(watch.opened, today) < profile.max_holding_days):
+            continue
+        result.examined += 1
+        held = _held(watch.opened, today)
+        ev = evaluate(profile, watch.holding(held), _trade(px, session),
+                      gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
-            result.exits += exit_decide(position_id=state.position_id, rules=rules[state.profile_id],
-                                        best=best) is not None
-        elif (ev.high_water_mark, ev.peak_qty) != (state.high_water_mark, state.peak_qty):
-            PositionExitState.objects.filter(pk=state.pk).update(
-                high_water_mark=ev.high_water_mark, peak_qty=ev.peak_qty)
+            if ev.decision.rule == "GAP_DOWN":
+                result.exits += gap_down_open(watch.position_id, ev.decision) is not None
+            else:
+                result.exits += exit_decide(position_id=watch.position_id, rules=profile,
+                                            trade=_trade(px, session)) is not None
+        elif (ev.high_water_mark, ev.peak_qty) != (watch.high_water_mark, watch.peak_qty) \
+                and (profile.trailing_pct is not None or ev.peak_qty != watch.peak_qty):
+            moved.append((watch, ev.high_water_mark, ev.peak_qty))
+    if moved:
+        _marks_raise(moved)
     return result
 
 
-def exit_decide(*, position_id: int, rules: Rules, best: BestPrice) -> OrderIntent | None:
+def _seconds(t: dt.time) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def _held(opened: dt.date, today: dt.date) -> int:
+    return market_calendar.trading_days_between(opened, today)
+
+
+_MARKS_RAISE = """
+UPDATE {table} AS s SET
+    high_water_mark = GREATEST(COALESCE(s.high_water_mark, 0), v.mark),
+    peak_qty = GREATEST(s.peak_qty, v.peak), updated_at = now()
+FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak)
+WHERE s.position_id = v.id
+"""
+
+
+def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
+    """Raise the high-water marks and peak qtys the pass saw move, in one statement on
+    PostgreSQL. Never lowers either (another evaluator may have seen a higher price)."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(_MARKS_RAISE.format(table=PositionExitState._meta.db_table), [
+                    [w.position_id for w, _, _ in moved], [m or 0 for _, m, _ in moved],
+                    [p for _, _, p in moved]])
+        else:
+            for watch, mark, peak in moved:
+                PositionExitState.objects.filter(pk=watch.position_id).update(
+                    high_water_mark=Greatest(Coalesce("high_water_mark", Value(0)),
+                                             Value(mark or 0)),
+                    peak_qty=Greatest("peak_qty", Value(peak)))
+        hot.positions_changed(w.symbol for w, _, _ in moved)
+
+
+def exit_decide(*, position_id: int, rules: Rules, trade: Trade) -> OrderIntent | None:
     """Decide again under the exit-state lock and open the exit through the ledger, or None
     when, seen from the locked rows, nothing fires any more."""
     today = clock.now_seoul().date()
@@ -106,26 +163,66 @@ def exit_decide(*, position_id: int, rules: Rules, best: BestPrice) -> OrderInte
         position = state.position
         if position.status != Position.Status.OPEN:
             return None
-        ev = evaluate(rules, _holding(position, state, today), _trade(best))
+        ev = evaluate(rules, _holding(position, state, today), trade)
         state.high_water_mark, state.peak_qty = ev.high_water_mark, ev.peak_qty
         decision: Decision | None = ev.decision
         intent = None
         if decision is not None:
-            try:
-                intent = exit_intent_open(
-                    position_id=position_id, qty=decision.qty, intent_type=decision.rule,
-                    idempotency_key=f"exit:{position_id}:{decision.rule}:{uuid.uuid4()}",
-                    reason=decision.reason[:255], limit_price=decision.limit_price,
-                    event_at=decision.at)
-            except (InsufficientAvailableQty, TradingNotAllowed) as exc:
-                logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id,
-                            decision.rule, exc)
-            else:
+            intent = _open(position_id, decision,
+                           f"exit:{position_id}:{decision.rule}:{uuid.uuid4()}")
+            if intent is not None:
                 state.tiers_done = ev.tiers_done
-                logger.info("exit.opened position_id=%s rule=%s qty=%s price=%s reason=%s",
-                            position_id, decision.rule, intent.qty, decision.price,
-                            decision.reason, extra={"position_id": position_id,
-                                                    "rule": decision.rule,
-                                                    "intent_id": str(intent.pk)})
         state.save(update_fields=["high_water_mark", "peak_qty", "tiers_done", "updated_at"])
     return intent
+
+
+def gap_down_open(position_id: int, decision: Decision) -> OrderIntent | None:
+    """GAP_DOWN sells everything available, once a day: straight to the ledger, whose position
+    lock is the only database read on the way; the day's idempotency key makes a second
+    evaluator's attempt return the first intent."""
+    day = decision.at.astimezone(clock.SEOUL).date()
+    return _open(position_id, decision, f"gapdown:{position_id}:{day:%Y%m%d}")
+
+
+def _open(position_id: int, decision: Decision, key: str) -> OrderIntent | None:
+    try:
+        intent = exit_intent_open(
+            position_id=position_id, qty=decision.qty, intent_type=decision.rule,
+            idempotency_key=key, reason=decision.reason[:255], limit_price=decision.limit_price,
+            event_at=decision.at, trigger_price=decision.price)
+    except (InsufficientAvailableQty, TradingNotAllowed, PositionClosed) as exc:
+        logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id, decision.rule,
+                    exc)
+        return None
+    logger.info("exit.opened position_id=%s rule=%s qty=%s price=%s reason=%s", position_id,
+                decision.rule, intent.qty, decision.price, decision.reason,
+                extra={"position_id": position_id, "rule": decision.rule,
+                       "intent_id": str(intent.pk)})
+    return intent
+
+
+def gap_prequeue(*, day: dt.date | None = None) -> int:
+    """Before the bell: every managed open position's GAP_DOWN threshold, previous close ×
+    (1 − gap %), kept hot until a few minutes after the open. The previous close is the last
+    trade of an earlier day, or today's quote's previous close. Returns how many were kept."""
+    day = day or clock.now_seoul().date()
+    session = market_calendar.session(day)
+    if session is None:
+        return 0
+    rules = hot.profiles()
+    book = hot.book_from_db(rules)
+    prices = dict(hot._price_rows(sorted({w.symbol for w in book})))
+    thresholds: dict[int, Decimal] = {}
+    for watch in book:
+        pct, px = rules.rules[watch.profile_id].gap_down_pct, prices.get(watch.symbol)
+        if pct is None or px is None:
+            continue
+        traded_today = dt.datetime.fromtimestamp(px.at, clock.SEOUL).date() >= day
+        base = px.prev_close if traded_today else px.price
+        if base:
+            thresholds[watch.position_id] = gap_threshold(base, pct)
+    ttl = (session.open - clock.now()).total_seconds() + hot.GAP_AFTER_OPEN_S
+    if ttl > 0:
+        hot.gap_thresholds_keep(day, thresholds, ttl)
+    logger.info("exit.gap_prequeue day=%s thresholds=%s", day, len(thresholds))
+    return len(thresholds)

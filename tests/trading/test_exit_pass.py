@@ -12,7 +12,7 @@ from tests.ledger_helpers import open_position
 from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
 from trading.services import exit_pass
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # commits invalidate the cache
 
 D = Decimal
 NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=clock.SEOUL)  # a Tuesday, mid-session

@@ -1,0 +1,296 @@
+"""Hot data in Redis, through Django's cache framework (the review's P1 #4). PostgreSQL stays the
+truth: every entry has a TTL, is written or deleted only after the database commit that changed
+it, and only screens; the locked rows decide (I3).
+
+  key                      holds                                          TTL    kept fresh by
+  trading:px:<symbol>      the best price, its limits and trade time      5 s    pricesync writes it with each upsert;
+                                                                                 the tick path reads it
+  trading:book             every managed open position, screened          3 s    deleted when a position or its exit
+  trading:book:<symbol>    the same for one symbol (the tick path)        3 s      state changes (signals, after commit)
+  trading:profiles         every exit profile's rules                     1 h    deleted when a profile or tier changes
+  trading:gap:<day>        GAP_DOWN thresholds from the pre-queue         to 5 min after the open
+
+A book entry (Watch) carries its quiet band (rules.screen_band), computed when the book is read
+from the database, so a steady pass compares two numbers per position and reads nothing else.
+
+A Redis outage slows the engine, never stops it: a failed read is a miss (the database answers),
+a failed write or delete is logged, and the TTLs bound how long anything stale can screen.
+"""
+
+import datetime as dt
+import logging
+import time
+from decimal import Decimal
+from typing import NamedTuple
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models.functions import TruncDate
+
+from aegis import clock
+from execution.models import Position
+
+from .models import BestPrice, ExitProfile, PositionExitState
+from .rules import Holding, Rules, Tier, screen_band
+
+logger = logging.getLogger("aegis.trading")
+
+PRICE_TTL_S = 5
+BOOK_TTL_S = 3
+PROFILES_TTL_S = 3600
+GAP_AFTER_OPEN_S = 300
+
+BOOK = "trading:book"
+PROFILES = "trading:profiles"
+_WARN_EVERY_S = 10.0
+_warned_at = 0.0
+
+
+def price_key(symbol: str) -> str:
+    return f"trading:px:{symbol}"
+
+
+def book_key(symbol: str) -> str:
+    return f"{BOOK}:{symbol}"
+
+
+def gap_key(day: dt.date) -> str:
+    return f"trading:gap:{day:%Y%m%d}"
+
+
+class Px(NamedTuple):
+    """A best price as the screen needs it. `at` is the trade time in epoch seconds."""
+
+    price: int
+    prev_close: int | None
+    upper_limit: int | None
+    lower_limit: int | None
+    at: float
+
+
+class Watch(NamedTuple):
+    """One managed open position as the screen sees it, with its quiet band."""
+
+    position_id: int
+    symbol: str
+    profile_id: int
+    low: float
+    high: float
+    opened: dt.date  # Asia/Seoul
+    qty: int
+    available: int
+    avg_price: Decimal
+    high_water_mark: int | None
+    peak_qty: int
+    tiers_done: int
+
+    def holding(self, held_days: int) -> Holding:
+        return Holding(qty=self.qty, available=self.available, avg_price=self.avg_price,
+                       held_days=held_days, high_water_mark=self.high_water_mark,
+                       peak_qty=self.peak_qty, tiers_done=self.tiers_done)
+
+
+class Profiles(NamedTuple):
+    version: int
+    rules: dict[int, Rules]
+
+
+# --- cache calls that survive an outage --------------------------------------------------------
+
+def _unavailable(op: str, exc: Exception) -> None:
+    global _warned_at
+    if time.monotonic() - _warned_at >= _WARN_EVERY_S:
+        _warned_at = time.monotonic()
+        logger.warning("trading.cache_unavailable op=%s: %s (the database answers instead)",
+                       op, exc)
+
+
+def _get(key: str):
+    try:
+        return cache.get(key)
+    except Exception as exc:  # noqa: BLE001 - any cache failure is a miss
+        _unavailable("get", exc)
+        return None
+
+
+def _get_many(keys: list[str]) -> dict:
+    try:
+        return cache.get_many(keys)
+    except Exception as exc:  # noqa: BLE001
+        _unavailable("get_many", exc)
+        return {}
+
+
+def _set(key: str, value, ttl: float) -> None:
+    try:
+        cache.set(key, value, timeout=ttl)
+    except Exception as exc:  # noqa: BLE001
+        _unavailable("set", exc)
+
+
+def _delete_many(keys: list[str]) -> None:
+    try:
+        cache.delete_many(keys)
+    except Exception as exc:  # noqa: BLE001
+        _unavailable("delete", exc)
+
+
+def after_commit(fn) -> None:
+    """Run `fn` once the surrounding transaction commits (at once outside one)."""
+    transaction.on_commit(fn, robust=True)
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+def profile_rules(profile: ExitProfile, tiers) -> Rules:
+    return Rules(
+        stop_loss_pct=profile.stop_loss_pct,
+        tiers=tuple(Tier(t.gain_pct, t.sell_pct) for t in sorted(tiers, key=lambda t: t.gain_pct)),
+        trailing_activation_pct=profile.trailing_activation_pct,
+        trailing_pct=profile.trailing_pct,
+        gap_down_pct=profile.gap_down_pct,
+        time_exit_at=profile.time_exit_at,
+        max_holding_days=profile.max_holding_days,
+    )
+
+
+def profiles(*, use_cache: bool = True) -> Profiles:
+    """Every exit profile's rules (two queries on a miss), versioned: a book built with other
+    rules is read again."""
+    cached = _get(PROFILES) if use_cache else None
+    if cached is not None:
+        return cached
+    fresh = Profiles(version=time.time_ns(), rules={
+        p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.prefetch_related("tiers")})
+    if use_cache:
+        _set(PROFILES, fresh, PROFILES_TTL_S)
+    return fresh
+
+
+def profiles_changed() -> None:
+    after_commit(lambda: _delete_many([PROFILES]))
+
+
+# --- prices ------------------------------------------------------------------------------------
+
+def price_keep(symbol: str, px: Px) -> None:
+    """Write through a price whose row has just been committed."""
+    _set(price_key(symbol), px, PRICE_TTL_S)
+
+
+def prices_changed(symbols) -> None:
+    keys = [price_key(s) for s in set(symbols)]
+    after_commit(lambda: _delete_many(keys))
+
+
+_PRICE_ROWS = """
+SELECT symbol, price, prev_close, upper_limit, lower_limit, EXTRACT(EPOCH FROM event_at)::float8
+FROM prices_best {where}
+"""
+
+
+def _price_rows(symbols: list[str] | None) -> list[tuple[str, Px]]:
+    """Best prices as (symbol, Px); every symbol's when `symbols` is None. On PostgreSQL one
+    plain statement: 10,000 rows through the ORM's converters cost several times more."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            if symbols is None:
+                cursor.execute(_PRICE_ROWS.format(where=""))
+            else:
+                cursor.execute(_PRICE_ROWS.format(where="WHERE symbol = ANY(%s)"), [symbols])
+            return [(row[0], Px(*row[1:])) for row in cursor.fetchall()]
+    rows = BestPrice.objects.all() if symbols is None else BestPrice.objects.filter(
+        symbol__in=symbols)
+    return [(s, Px(p, c, u, lo, at.timestamp())) for s, p, c, u, lo, at in rows.values_list(
+        "symbol", "price", "prev_close", "upper_limit", "lower_limit", "event_at")]
+
+
+def prices(symbols: list[str] | None, *, use_cache: bool = True) -> dict[str, Px]:
+    """Best prices of `symbols` (the tick path): the cache first, one query for the rest, which
+    are written back. Every symbol's (None, the full pass): one query, which on 10,000 symbols
+    costs a fraction of what as many cache keys cost through Django's cache framework."""
+    if symbols is None:
+        return dict(_price_rows(None))
+    found: dict[str, Px] = {}
+    if use_cache and symbols:
+        hits = _get_many([price_key(s) for s in symbols])
+        found = {key[len("trading:px:"):]: px for key, px in hits.items()}
+    missing = [s for s in symbols if s not in found]
+    if missing:
+        fetched = dict(_price_rows(missing))
+        found.update(fetched)
+        if use_cache:
+            for symbol, px in fetched.items():
+                _set(price_key(symbol), px, PRICE_TTL_S)
+    return found
+
+
+# --- the book of managed positions -------------------------------------------------------------
+
+_BOOK_ROWS = """
+SELECT p.id, p.symbol, s.profile_id, (p.opened_at AT TIME ZONE 'Asia/Seoul')::date, p.qty,
+       p.reserved_qty, p.avg_price, s.high_water_mark, s.peak_qty, s.tiers_done
+FROM {states} s JOIN {positions} p ON p.id = s.position_id
+WHERE p.status = 'OPEN' AND p.qty > 0 {and_symbols}
+"""
+
+
+def _book_rows(symbols: list[str] | None):
+    if connection.vendor == "postgresql":  # one plain statement, as for the prices
+        sql = _BOOK_ROWS.format(states=PositionExitState._meta.db_table,
+                                positions=Position._meta.db_table,
+                                and_symbols="" if symbols is None else "AND p.symbol = ANY(%s)")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [] if symbols is None else [symbols])
+            return cursor.fetchall()
+    rows = PositionExitState.objects.filter(position__status=Position.Status.OPEN,
+                                            position__qty__gt=0)
+    if symbols is not None:
+        rows = rows.filter(position__symbol__in=symbols)
+    return rows.annotate(opened=TruncDate("position__opened_at", tzinfo=clock.SEOUL)).values_list(
+        "position_id", "position__symbol", "profile_id", "opened", "position__qty",
+        "position__reserved_qty", "position__avg_price", "high_water_mark", "peak_qty",
+        "tiers_done")
+
+
+def book_from_db(rules: Profiles, symbols: list[str] | None = None) -> list[Watch]:
+    """Read the managed open positions (one query) and compute their quiet bands."""
+    book = []
+    for pid, symbol, profile_id, opened, qty, reserved, avg, hwm, peak, done in _book_rows(symbols):
+        holding = Holding(qty=qty, available=qty - reserved, avg_price=avg, high_water_mark=hwm,
+                          peak_qty=peak, tiers_done=done)
+        band = screen_band(rules.rules[profile_id], holding)
+        book.append(Watch(pid, symbol, profile_id, band.low, band.high, opened, qty,
+                          qty - reserved, avg, hwm, peak, done))
+    return book
+
+
+def book(rules: Profiles, symbols: list[str] | None = None, *,
+         use_cache: bool = True) -> list[Watch]:
+    """The book for every symbol (None) or for one symbol's ticks ([symbol]). Several symbols
+    at once are read from the database, never cached."""
+    key = BOOK if symbols is None else book_key(symbols[0]) if len(symbols) == 1 else None
+    if use_cache and key is not None:
+        cached = _get(key)
+        if cached is not None and cached[0] == rules.version:
+            return cached[1]
+    fresh = book_from_db(rules, symbols)
+    if use_cache and key is not None:
+        _set(key, (rules.version, fresh), BOOK_TTL_S)
+    return fresh
+
+
+def positions_changed(symbols) -> None:
+    """After the commit, forget the books these symbols' positions are in."""
+    keys = [BOOK, *(book_key(s) for s in set(symbols))]
+    after_commit(lambda: _delete_many(keys))
+
+
+# --- GAP_DOWN thresholds from the pre-queue ----------------------------------------------------
+
+def gap_thresholds_keep(day: dt.date, thresholds: dict[int, Decimal], ttl: float) -> None:
+    _set(gap_key(day), thresholds, ttl)
+
+
+def gap_thresholds(day: dt.date) -> dict[int, Decimal]:
+    return _get(gap_key(day)) or {}

@@ -1,0 +1,39 @@
+"""Cache invalidation: whatever changes a position, its exit state or a profile (services, the
+admin, fills) or a best price outside pricesync forgets the cached copies once its transaction commits (trading/hot.py)."""
+
+from django.db.models.signals import post_delete, post_save
+
+from execution.models import Position
+
+from . import hot
+from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
+
+
+def _position_changed(sender, instance: Position, **kwargs) -> None:
+    hot.positions_changed([instance.symbol])
+
+
+def _exit_state_changed(sender, instance: PositionExitState, **kwargs) -> None:
+    position = instance._state.fields_cache.get("position")
+    if position is None:
+        position = Position.objects.filter(pk=instance.position_id).only("symbol").first()
+    hot.positions_changed([position.symbol] if position is not None else [])
+
+
+def _price_changed(sender, instance: BestPrice, **kwargs) -> None:
+    hot.prices_changed([instance.symbol])  # pricesync's own upsert writes through instead
+
+
+def _profile_changed(sender, **kwargs) -> None:
+    hot.profiles_changed()
+
+
+def connect() -> None:
+    for signal in (post_save, post_delete):
+        signal.connect(_position_changed, sender=Position, dispatch_uid=f"hot-position-{signal}")
+        signal.connect(_exit_state_changed, sender=PositionExitState,
+                       dispatch_uid=f"hot-exit-state-{signal}")
+        signal.connect(_price_changed, sender=BestPrice, dispatch_uid=f"hot-price-{signal}")
+        for model in (ExitProfile, TakeProfitTier):
+            signal.connect(_profile_changed, sender=model,
+                           dispatch_uid=f"hot-{model.__name__}-{signal}")
