@@ -13,7 +13,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 from aegis import clock
 
-from .cadence import CadenceDriver
+from .cadence import CadenceDriver, PrequeueDriver
 from .market_calendar import Window
 
 
@@ -30,15 +30,23 @@ def send_exit_pass(expires_s: float) -> None:
     exit_pass_task.apply_async(expires=expires_s)
 
 
+def send_gap_prequeue() -> None:
+    from .tasks import gap_prequeue_task
+
+    gap_prequeue_task.apply_async(expires=60)
+
+
 class ExitCadenceScheduler(DatabaseScheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.cadence = CadenceDriver(send=send_exit_pass, windows=windows_from_db,
                                      default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS)
+        self.prequeue = PrequeueDriver(send=lambda: send_gap_prequeue())
         self._database_due = 0.0
 
     def tick(self, *args, **kwargs) -> float:
         if time.monotonic() >= self._database_due:
             self._database_due = time.monotonic() + super().tick(*args, **kwargs)
-        wait = self.cadence.tick(clock.now())
+        now = clock.now()
+        wait = min(self.cadence.tick(now), self.prequeue.tick(now))
         return max(0.0, min(wait, self._database_due - time.monotonic()))

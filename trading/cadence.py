@@ -10,6 +10,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
+from . import market_calendar
 from .market_calendar import DEFAULT_INTERVAL_MS, Window, cadence_at
 
 # How often, outside trading hours, the driver looks again.
@@ -51,3 +52,27 @@ class CadenceDriver:
             behind = now - self._next
             self._next = self._next + step if behind < step else now + step
         return max(0.0, (self._next - now).total_seconds())
+
+
+class PrequeueDriver:
+    """Sends the GAP_DOWN pre-queue once per trading day, `lead` before the open (08:59:50 on a
+    regular day, 09:59:50 on a late open). A beat started later, but before the opening minute
+    is over, still sends it: the thresholds are worth having late rather than never."""
+
+    def __init__(self, *, send: Callable[[], None], lead: dt.timedelta = dt.timedelta(seconds=10),
+                 span: dt.timedelta = dt.timedelta(seconds=60)) -> None:
+        self.send, self.lead, self.span = send, lead, span
+        self.sent_for: dt.date | None = None
+
+    def tick(self, now: dt.datetime) -> float:
+        """Send it if due at `now`; return the seconds until it is worth calling again."""
+        session = market_calendar.session(now.date())
+        if session is None or self.sent_for == now.date():
+            return IDLE_RECHECK_S
+        at = session.open - self.lead
+        if now < at:
+            return min(IDLE_RECHECK_S, (at - now).total_seconds())
+        if now < session.open + self.span:
+            self.send()
+        self.sent_for = now.date()
+        return IDLE_RECHECK_S

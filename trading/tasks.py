@@ -6,7 +6,7 @@ import uuid
 from celery import shared_task
 from django.core.cache import cache
 
-from .services import exit_pass
+from .services import exit_pass, gap_prequeue
 
 logger = logging.getLogger("aegis.trading")
 
@@ -36,3 +36,9 @@ def exit_pass_task() -> dict:
                 cache.delete(PASS_LOCK)
         except Exception:  # noqa: BLE001 - the lock expires by itself
             pass
+
+
+@shared_task(name="trading.gap_prequeue", ignore_result=True)
+def gap_prequeue_task() -> int:
+    """Before the bell: every managed position's GAP_DOWN threshold, kept hot."""
+    return gap_prequeue()

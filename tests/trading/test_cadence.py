@@ -11,7 +11,7 @@ from django.core.cache import cache
 from aegis.clock import SEOUL
 from trading import cadence as cadence_module
 from trading.beat import ExitCadenceScheduler, windows_from_db
-from trading.cadence import CadenceDriver
+from trading.cadence import CadenceDriver, PrequeueDriver
 from trading.market_calendar import DEFAULT_WINDOWS
 from trading.models import CadenceWindow
 from trading.tasks import PASS_LOCK, exit_pass_task
@@ -108,8 +108,9 @@ def test_windows_edited_in_the_admin_apply_without_a_restart(monkeypatch):
 
 
 def test_the_scheduler_sends_passes_between_its_database_reads(monkeypatch):
-    sent = []
+    sent, prequeued = [], []
     monkeypatch.setattr("trading.beat.send_exit_pass", lambda expires: sent.append(expires))
+    monkeypatch.setattr("trading.beat.send_gap_prequeue", lambda: prequeued.append(1))
     database_ticks = []
     monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.tick",
                         lambda self, *a, **k: database_ticks.append(1) or 5.0)
@@ -123,6 +124,7 @@ def test_the_scheduler_sends_passes_between_its_database_reads(monkeypatch):
     with clock.installed(clock.FixedClock(at(9, 0))):
         waits = [scheduler.tick() for _ in range(3)]
     assert sent == [0.2] and database_ticks == [1]  # the database is read at its own pace
+    assert prequeued == [1]  # late, within the opening minute, but once
     assert all(0 < w <= 0.2 for w in waits[1:])
 
 
@@ -135,3 +137,28 @@ def test_passes_never_overlap():
         cache.delete(PASS_LOCK)
     assert exit_pass_task.apply().get() == {"evaluated": 0, "exits": 0, "no_price": 0}
     assert cache.get(PASS_LOCK) is None
+
+
+@pytest.mark.parametrize("day, open_at", [
+    (MONDAY, (9, 0)),
+    (dt.date(2026, 11, 19), (10, 0)),  # CSAT day: the open moves to 10:00
+    (dt.date(2027, 1, 4), (10, 0)),  # the first trading day of the year
+])
+def test_the_gap_prequeue_is_sent_once_ten_seconds_before_each_open(day, open_at):
+    sent = []
+    driver = PrequeueDriver(send=lambda: sent.append(now))
+    now = at(8, 30, day=day)
+    while now < at(11, 0, day=day):
+        now += dt.timedelta(seconds=driver.tick(now)) + dt.timedelta(milliseconds=3)
+    bell = at(*open_at, day=day)
+    assert len(sent) == 1
+    assert bell - dt.timedelta(seconds=10) <= sent[0] < bell - dt.timedelta(seconds=9.9)
+
+
+def test_no_gap_prequeue_on_a_holiday_nor_after_the_opening_minute():
+    sent = []
+    driver = PrequeueDriver(send=lambda: sent.append(1))
+    driver.tick(at(8, 59, 55, day=dt.date(2026, 12, 25)))  # Christmas: KRX is closed
+    driver.tick(at(9, 1, 1))  # a beat started after the opening minute
+    driver.tick(at(9, 5))
+    assert sent == []

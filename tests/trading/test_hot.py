@@ -1,0 +1,159 @@
+"""The exit engine's hot data on real Redis and PostgreSQL: far fewer queries in the steady state,
+every change seen by the next evaluation, a Redis outage that slows the engine without stopping
+it, and GAP_DOWN thresholds computed before the bell so the opening trade reads nothing but the
+ledger's lock."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from aegis import clock
+from execution import services
+from execution.models import OrderIntent, Position
+from tests.ledger_helpers import key, open_position
+from trading import hot
+from trading.models import BestPrice, ExitProfile, PositionExitState
+from trading.services import exit_pass, gap_prequeue
+
+pytestmark = pytest.mark.django_db(transaction=True)  # commits are what invalidate
+
+D = Decimal
+NOW = dt.datetime(2026, 11, 24, 10, 30, tzinfo=clock.SEOUL)  # a Tuesday, mid-session
+
+
+@pytest.fixture
+def at_now():
+    with clock.installed(clock.FixedClock(NOW)):
+        yield
+
+
+def _bulk_book(n: int, profile: ExitProfile) -> list[str]:
+    symbols = [f"9{i:05d}" for i in range(n)]
+    positions = Position.objects.bulk_create(
+        Position(symbol=s, qty=100, avg_price=D(50_000), opened_at=NOW - dt.timedelta(days=1))
+        for s in symbols)
+    PositionExitState.objects.bulk_create(
+        PositionExitState(position=p, profile=profile, peak_qty=100) for p in positions)
+    BestPrice.objects.bulk_create(
+        BestPrice(symbol=s, price=50_500, prev_close=50_000, upper_limit=65_000,
+                  lower_limit=35_000, source="WS", event_at=NOW) for s in symbols)
+    return symbols
+
+
+def _queries(fn) -> int:
+    count = [0]
+
+    def counting(execute, sql, params, many, context):
+        count[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(counting):
+        fn()
+    return count[0]
+
+
+def test_the_steady_evaluation_loop_makes_90_percent_fewer_queries_with_the_cache(
+        at_now, monkeypatch):
+    """1,000 positions: each symbol's trade is evaluated as pricesync does (its price handed in)
+    and a full cadence pass runs after every round, with the cache and without it."""
+    monkeypatch.setattr(hot, "BOOK_TTL_S", 60)  # steady state: no expiry inside the measurement
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
+    symbols = _bulk_book(1_000, profile)
+    px = {s: hot.Px(50_400, 50_000, 65_000, 35_000, NOW.timestamp()) for s in symbols}
+
+    def loop(use_cache: bool, rounds: int = 3) -> None:
+        for _ in range(rounds):
+            for symbol in symbols:
+                exit_pass(symbols=[symbol], prices={symbol: px[symbol]}, use_cache=use_cache)
+            assert exit_pass(use_cache=use_cache).evaluated == 1_000
+
+    without = _queries(lambda: loop(use_cache=False))
+    loop(use_cache=True, rounds=1)  # warm up
+    with_cache = _queries(lambda: loop(use_cache=True))
+    assert without >= 9_000  # profiles (2) and positions (1) for every evaluation
+    print(f"queries over 3 rounds: {without} without the cache, {with_cache} with it")
+    assert with_cache <= without * 0.10, (with_cache, without)
+
+
+def test_every_change_reaches_the_next_evaluation(at_now, new_symbol):
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
+    position = open_position(new_symbol(), 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    BestPrice.objects.create(symbol=position.symbol, price=68_000, prev_close=70_000,
+                             lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    assert exit_pass().exits == 0  # 68,000 > 67,900: the book and profiles are now cached
+    profile.stop_loss_pct = D(2)  # as the admin saves it: 70,000 × 0.98 = 68,600
+    profile.save()
+    assert exit_pass().exits == 1
+    [intent] = OrderIntent.objects.filter(position=position, side="SELL")
+    assert (intent.intent_type, intent.trigger_price) == ("EXIT_STOP_LOSS", 68_000)
+    # Everything is reserved now: the book knows, so the next pass does not even look closer.
+    assert exit_pass().examined == 0
+    services.intent_cancel(intent_id=intent.pk, reason="a person changed their mind")
+    result = exit_pass()
+    assert (result.examined, result.exits) == (1, 1)
+
+
+def test_a_redis_outage_slows_the_engine_and_never_stops_it(at_now, new_symbol):
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
+    position = open_position(new_symbol(), 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    BestPrice.objects.create(symbol=position.symbol, price=67_000, prev_close=70_000,
+                             lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    dead = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                        "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens on port 9
+                        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
+    with override_settings(CACHES=dead):
+        assert exit_pass(symbols=[position.symbol]).exits == 1
+    assert OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS").count() == 1
+
+
+def test_gap_down_is_ready_before_the_bell_and_reads_only_the_ledger_at_the_open(new_symbol):
+    """The previous session's last trade is the previous close; at 08:59:50 the threshold is
+    kept hot, and the first trade at 09:00:00 below it opens the exit through the ledger alone."""
+    profile = ExitProfile.objects.create(name="gap", gap_down_pct=D(5))
+    position = open_position(new_symbol(), 10, 72_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    last_trade = dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL)  # Monday's close
+    BestPrice.objects.create(symbol=position.symbol, price=70_000, prev_close=69_000,
+                             lower_limit=48_300, upper_limit=89_700, source="WS",
+                             event_at=last_trade)
+    with clock.installed(clock.FixedClock(dt.datetime(2026, 11, 24, 8, 59, 50,
+                                                      tzinfo=clock.SEOUL))):
+        assert gap_prequeue() == 1
+    assert hot.gap_thresholds(dt.date(2026, 11, 24)) == {position.pk: D(66_500)}  # 70,000 × 0.95
+
+    bell = dt.datetime(2026, 11, 24, 9, 0, 0, tzinfo=clock.SEOUL)
+    with clock.installed(clock.FixedClock(bell)):
+        exit_pass(symbols=[position.symbol],  # warm, as pricesync keeps it: nothing fires
+                  prices={position.symbol: hot.Px(70_000, 70_000, 91_000, 49_000,
+                                                  last_trade.timestamp())})
+        opening = hot.Px(66_500, 70_000, 91_000, 49_000, bell.timestamp())
+        with CaptureQueriesContext(connection) as captured:
+            assert exit_pass(symbols=[position.symbol], prices={position.symbol: opening}
+                             ).exits == 1
+    tables = " ".join(q["sql"] for q in captured)
+    for table in ("prices_best", PositionExitState._meta.db_table,
+                  ExitProfile._meta.db_table):
+        assert table not in tables, captured.captured_queries
+    [intent] = OrderIntent.objects.filter(position=position, side="SELL")
+    assert (intent.intent_type, intent.qty, intent.trigger_price) == ("GAP_DOWN", 10, 66_500)
+    assert intent.idempotency_key == f"gapdown:{position.pk}:20261124"
+    with clock.installed(clock.FixedClock(bell)):  # a second evaluator gets the same intent
+        exit_pass(symbols=[position.symbol], prices={position.symbol: opening})
+    assert OrderIntent.objects.filter(position=position, side="SELL").count() == 1
+
+
+def test_no_threshold_without_a_gap_rule_or_on_a_holiday(new_symbol):
+    profile = ExitProfile.objects.create(name="none", gap_down_pct=None, stop_loss_pct=D(3))
+    position = open_position(new_symbol(), 10, 72_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    BestPrice.objects.create(symbol=position.symbol, price=70_000, source="WS",
+                             event_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL))
+    with clock.installed(clock.FixedClock(dt.datetime(2026, 11, 24, 8, 59, 50,
+                                                      tzinfo=clock.SEOUL))):
+        assert gap_prequeue() == 0
+    assert gap_prequeue(day=dt.date(2026, 12, 25)) == 0
