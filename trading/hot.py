@@ -5,9 +5,11 @@ it, and only screens; the locked rows decide (I3).
   key                      holds                                          TTL    kept fresh by
   trading:px:<symbol>      the best price, its limits and trade time      5 s    pricesync writes it with each upsert;
                                                                                  the tick path reads it
-  trading:book             every managed open position, screened          3 s    deleted when a position or its exit
-  trading:book:<symbol>    the same for one symbol (the tick path)        3 s      state changes (signals, after commit)
-  trading:profiles         every exit profile's rules                     1 h    deleted when a profile or tier changes
+  trading:book             every managed open position, screened          3 s    a new generation when a position or
+  trading:book:<symbol>    the same for one symbol (the tick path)        3 s      its exit state changes (after commit)
+  trading:profiles         every exit profile's rules                     1 h    a new generation when a profile or
+                                                                                   tier changes (after commit)
+  trading:gen:*            those generations                              1 d    counters (INCR)
   trading:gap:<day>        GAP_DOWN thresholds from the pre-queue         to 5 min after the open
 
 A book entry (Watch) carries its quiet band (rules.screen_band), computed when the book is read
@@ -40,8 +42,11 @@ BOOK_TTL_S = 3
 PROFILES_TTL_S = 3600
 GAP_AFTER_OPEN_S = 300
 
+GEN_TTL_S = 86_400
 BOOK = "trading:book"
 PROFILES = "trading:profiles"
+PROFILES_GEN = "trading:gen:profiles"
+BOOK_GEN = "trading:gen:book"
 _WARN_EVERY_S = 10.0
 _warned_at = 0.0
 
@@ -52,6 +57,10 @@ def price_key(symbol: str) -> str:
 
 def book_key(symbol: str) -> str:
     return f"{BOOK}:{symbol}"
+
+
+def book_gen_key(symbol: str) -> str:
+    return f"{BOOK_GEN}:{symbol}"
 
 
 def gap_key(day: dt.date) -> str:
@@ -69,23 +78,25 @@ class Px(NamedTuple):
 
 
 class Watch(NamedTuple):
-    """One managed open position as the screen sees it, with its quiet band."""
+    """One managed open position as the screen sees it, with its quiet band. Every field is a
+    plain int, float or str: 10,000 of them pickle in milliseconds (Decimals and dates, several
+    times slower, are made only for the positions evaluated exactly)."""
 
     position_id: int
     symbol: str
     profile_id: int
     low: float
     high: float
-    opened: dt.date  # Asia/Seoul
+    opened: int  # the Asia/Seoul date it opened, as an ordinal
     qty: int
     available: int
-    avg_price: Decimal
+    avg_price: str  # exact, as Decimal's text
     high_water_mark: int | None
     peak_qty: int
     tiers_done: int
 
     def holding(self, held_days: int) -> Holding:
-        return Holding(qty=self.qty, available=self.available, avg_price=self.avg_price,
+        return Holding(qty=self.qty, available=self.available, avg_price=Decimal(self.avg_price),
                        held_days=held_days, high_water_mark=self.high_water_mark,
                        peak_qty=self.peak_qty, tiers_done=self.tiers_done)
 
@@ -135,6 +146,35 @@ def _delete_many(keys: list[str]) -> None:
         _unavailable("delete", exc)
 
 
+def _bump(gen_keys: list[str]) -> None:
+    """Move the generations on: entries stored under an older one are misses from now on."""
+    for key in gen_keys:
+        try:
+            try:
+                cache.incr(key)
+            except ValueError:  # no generation yet (or it expired)
+                if not cache.add(key, 1, timeout=GEN_TTL_S):
+                    cache.incr(key)
+        except Exception as exc:  # noqa: BLE001
+            _unavailable("incr", exc)
+
+
+def _cached(key: str, gen_keys: list[str]):
+    """(value, generations): the value only if it was stored under the current generations.
+    A reader that met the database before a writer's commit stores under the generation it
+    saw first, so its stale copy is never read (one round trip for all the keys)."""
+    found = _get_many([key, *gen_keys])
+    gens = tuple(found.get(g, 0) for g in gen_keys)
+    entry = found.get(key)
+    if entry is not None and entry[0] == gens:
+        return entry[1], gens
+    return None, gens
+
+
+def _store(key: str, gens: tuple, value, ttl: float) -> None:
+    _set(key, (gens, value), ttl)
+
+
 def after_commit(fn) -> None:
     """Run `fn` once the surrounding transaction commits (at once outside one)."""
     transaction.on_commit(fn, robust=True)
@@ -157,18 +197,18 @@ def profile_rules(profile: ExitProfile, tiers) -> Rules:
 def profiles(*, use_cache: bool = True) -> Profiles:
     """Every exit profile's rules (two queries on a miss), versioned: a book built with other
     rules is read again."""
-    cached = _get(PROFILES) if use_cache else None
+    cached, gens = _cached(PROFILES, [PROFILES_GEN]) if use_cache else (None, ())
     if cached is not None:
         return cached
     fresh = Profiles(version=time.time_ns(), rules={
         p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.prefetch_related("tiers")})
     if use_cache:
-        _set(PROFILES, fresh, PROFILES_TTL_S)
+        _store(PROFILES, gens, fresh, PROFILES_TTL_S)
     return fresh
 
 
 def profiles_changed() -> None:
-    after_commit(lambda: _delete_many([PROFILES]))
+    after_commit(lambda: _bump([PROFILES_GEN]))
 
 
 # --- prices ------------------------------------------------------------------------------------
@@ -260,8 +300,8 @@ def book_from_db(rules: Profiles, symbols: list[str] | None = None) -> list[Watc
         holding = Holding(qty=qty, available=qty - reserved, avg_price=avg, high_water_mark=hwm,
                           peak_qty=peak, tiers_done=done)
         band = screen_band(rules.rules[profile_id], holding)
-        book.append(Watch(pid, symbol, profile_id, band.low, band.high, opened, qty,
-                          qty - reserved, avg, hwm, peak, done))
+        book.append(Watch(pid, symbol, profile_id, band.low, band.high, opened.toordinal(), qty,
+                          qty - reserved, str(avg), hwm, peak, done))
     return book
 
 
@@ -269,21 +309,26 @@ def book(rules: Profiles, symbols: list[str] | None = None, *,
          use_cache: bool = True) -> list[Watch]:
     """The book for every symbol (None) or for one symbol's ticks ([symbol]). Several symbols
     at once are read from the database, never cached."""
-    key = BOOK if symbols is None else book_key(symbols[0]) if len(symbols) == 1 else None
-    if use_cache and key is not None:
-        cached = _get(key)
+    key = gen = None
+    if use_cache and symbols is None:
+        key, gen = BOOK, BOOK_GEN
+    elif use_cache and len(symbols) == 1:
+        key, gen = book_key(symbols[0]), book_gen_key(symbols[0])
+    if key is not None:
+        cached, gens = _cached(key, [gen])
         if cached is not None and cached[0] == rules.version:
-            return cached[1]
+            return list(map(Watch._make, cached[1]))
     fresh = book_from_db(rules, symbols)
-    if use_cache and key is not None:
-        _set(key, (rules.version, fresh), BOOK_TTL_S)
+    if key is not None:
+        _store(key, gens, (rules.version, [tuple(w) for w in fresh]), BOOK_TTL_S)
     return fresh
 
 
 def positions_changed(symbols) -> None:
-    """After the commit, forget the books these symbols' positions are in."""
-    keys = [BOOK, *(book_key(s) for s in set(symbols))]
-    after_commit(lambda: _delete_many(keys))
+    """After the commit, move on the generations of the books these symbols' positions are in,
+    so no copy read before the commit is used again."""
+    gens = [BOOK_GEN, *(book_gen_key(s) for s in set(symbols))]
+    after_commit(lambda: _bump(gens))
 
 
 # --- GAP_DOWN thresholds from the pre-queue ----------------------------------------------------

@@ -157,3 +157,19 @@ def test_no_threshold_without_a_gap_rule_or_on_a_holiday(new_symbol):
                                                       tzinfo=clock.SEOUL))):
         assert gap_prequeue() == 0
     assert gap_prequeue(day=dt.date(2026, 12, 25)) == 0
+
+
+def test_a_copy_read_before_a_commit_is_never_used_after_it(at_now, new_symbol):
+    """A reader meets the database, a writer commits a change, then the reader stores what it
+    read: that copy is a miss, because it carries the generation from before the commit."""
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
+    position = open_position(new_symbol(), 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    symbol, rules = position.symbol, hot.profiles()
+    _, gens = hot._cached(hot.book_key(symbol), [hot.book_gen_key(symbol)])  # the reader first
+    stale = hot.book_from_db(rules, [symbol])
+    services.exit_intent_open(position_id=position.pk, qty=10, intent_type="MANUAL",
+                              idempotency_key=key("manual"))  # the writer commits
+    hot._store(hot.book_key(symbol), gens, (rules.version, [tuple(w) for w in stale]), 3)
+    [watch] = hot.book(rules, [symbol])
+    assert (stale[0].available, watch.available) == (10, 0)
