@@ -9,6 +9,7 @@ decides, the locked rows do (I3).
 """
 
 import datetime as dt
+import functools
 import logging
 import math
 import uuid
@@ -122,8 +123,10 @@ def _seconds(t: dt.time) -> int:
     return t.hour * 3600 + t.minute * 60 + t.second
 
 
-def _held(opened: dt.date, today: dt.date) -> int:
-    return market_calendar.trading_days_between(opened, today)
+@functools.lru_cache(maxsize=1024)
+def _held(opened: int, today: dt.date) -> int:
+    """Trading days held since the day with ordinal `opened`."""
+    return market_calendar.trading_days_between(dt.date.fromordinal(opened), today)
 
 
 _MARKS_RAISE = """
