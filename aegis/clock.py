@@ -4,7 +4,9 @@ and the demo can run at any moment of any day by installing another clock.
 
 import contextlib
 import datetime as dt
+import os
 import threading
+import time
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
@@ -40,7 +42,49 @@ class FixedClock:
             self._at = at
 
 
-_clock: SystemClock | FixedClock = SystemClock()
+class ShiftedClock:
+    """The wall clock moved to another moment and optionally run faster: `start` at the Unix time
+    `origin`, then `speed` seconds per real second. Processes given the same three values read
+    the same now, so a worker, pricesync and the simulator can all live in one simulated day."""
+
+    def __init__(self, start: dt.datetime, *, origin: float | None = None,
+                 speed: float = 1.0) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ShiftedClock needs a timezone-aware start.")
+        if not speed > 0:
+            raise ValueError("ShiftedClock's speed must be positive.")
+        self.start = start
+        self.origin = time.time() if origin is None else origin
+        self.speed = speed
+
+    def now(self) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=(time.time() - self.origin) * self.speed)
+
+    def environ(self) -> dict[str, str]:
+        """The variables that give another process this clock."""
+        return {"AEGIS_CLOCK_START": self.start.isoformat(),
+                "AEGIS_CLOCK_ORIGIN": repr(self.origin), "AEGIS_CLOCK_SPEED": repr(self.speed)}
+
+
+Clock = SystemClock | FixedClock | ShiftedClock
+
+
+def from_environ(environ=os.environ) -> Clock:
+    """The system clock, or a ShiftedClock when AEGIS_CLOCK_START is set (ISO 8601 with an
+    offset; AEGIS_CLOCK_ORIGIN, Unix seconds, defaults to now; AEGIS_CLOCK_SPEED to 1)."""
+    start = environ.get("AEGIS_CLOCK_START", "").strip()
+    if not start:
+        return SystemClock()
+    try:
+        at = dt.datetime.fromisoformat(start)
+        origin = environ.get("AEGIS_CLOCK_ORIGIN", "").strip()
+        return ShiftedClock(at, origin=float(origin) if origin else None,
+                            speed=float(environ.get("AEGIS_CLOCK_SPEED", "").strip() or 1))
+    except ValueError as exc:
+        raise ValueError(f"AEGIS_CLOCK_START/ORIGIN/SPEED: {exc}") from None
+
+
+_clock: Clock = from_environ()
 
 
 def now() -> dt.datetime:
@@ -53,7 +97,7 @@ def now_seoul() -> dt.datetime:
 
 
 @contextlib.contextmanager
-def installed(clock: SystemClock | FixedClock) -> Iterator[SystemClock | FixedClock]:
+def installed(clock: Clock) -> Iterator[Clock]:
     """Use `clock` for every read of now() inside the block."""
     global _clock
     previous, _clock = _clock, clock

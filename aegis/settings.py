@@ -190,6 +190,13 @@ KIS = {
     "RATE_PER_SECOND": env.int("KIS_RATE_PER_SECOND", default=0),
 }
 
+# A simulated day (aegis/clock.py, ShiftedClock) is for the simulator alone: a broker that trades
+# real or paper money must never see orders stamped with another day's time.
+if env.str("AEGIS_CLOCK_START", default="") and (PRODUCTION or KIS["ENV"] != "simulator"):
+    raise ImproperlyConfigured(
+        "AEGIS_CLOCK_START runs a simulated day: it needs KIS_ENV=simulator and AEGIS_ENV "
+        "development.")
+
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -61,3 +61,14 @@ def test_production_refuses_to_start_without_its_settings():
     assert short.returncode != 0 and "50 characters" in short.stderr
     # The secret itself never shows in the error.
     assert "short" not in short.stderr.split("ImproperlyConfigured")[-1]
+
+
+def test_a_simulated_day_is_refused_with_a_real_broker_or_in_production(tmp_path):
+    day = {"AEGIS_CLOCK_START": "2026-11-24T08:58:30+09:00",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}
+    for env in ({"KIS_ENV": "real"}, {"KIS_ENV": "paper"}, PRODUCTION):
+        result = run(["-c", PROBE], **day | env)
+        assert result.returncode != 0 and "AEGIS_CLOCK_START" in result.stderr, env
+    shown = run(["-c", "import django; django.setup(); from aegis import clock; "
+                       "print(clock.now_seoul().date())"], **day, KIS_ENV="simulator")
+    assert shown.returncode == 0 and shown.stdout.strip() == "2026-11-24", shown.stderr

@@ -33,6 +33,7 @@ from fractions import Fraction
 
 from aiohttp import WSMsgType, web
 
+from aegis import clock as aegis_clock
 from execution import krx
 from execution.brokers.kis import protocol
 from execution.brokers.kis.crypto import aes_encrypt
@@ -468,11 +469,13 @@ class Simulator:
     """The state behind both servers: engine, gateway, limits, faults, WebSocket connections."""
 
     def __init__(self, config: SimulatorConfig, *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(SEOUL),
+                 clock: Callable[[], datetime] = aegis_clock.now_seoul,
                  mono: Callable[[], float] = time.monotonic) -> None:
+        """`clock` is the day's time (aegis's own clock by default, so AEGIS_CLOCK_START moves
+        the simulator with every other process); /_sim/clock moves it until the next reset."""
         self.config = config
         self.flavour = config.flavour
-        self.clock = clock
+        self._base_clock = self._clock = clock
         self.mono = mono
         self.connections: set[Connection] = set()
         self.stats = StreamStats()
@@ -483,6 +486,7 @@ class Simulator:
         """Back to the command line's state: a new day, no tokens, no faults, default limits."""
         config = self.config
         self.seed = seed
+        self._clock = self._base_clock
         self.limits = Limits(rps=DEFAULT_RPS[self.flavour] if config.rps is None else config.rps,
                              ping_s=config.ping_s)
         self.faults = Faults()
@@ -498,6 +502,14 @@ class Simulator:
         self.apply_limits()
         self.drop_connections()
         self.stats = StreamStats()
+
+    def clock(self) -> datetime:
+        """Now, Asia/Seoul: what trades, orders and fills are stamped with."""
+        return self._clock().astimezone(SEOUL)
+
+    def clock_set(self, shifted: aegis_clock.ShiftedClock | None) -> None:
+        """Run the day from another moment (None: back to the base clock)."""
+        self._clock = self._base_clock if shifted is None else shifted.now
 
     def apply_limits(self) -> None:
         self.engine.max_fill_per_step = self.limits.max_fill_per_step
@@ -1309,6 +1321,7 @@ class ControlApi:
             web.post("/_sim/session", self.session), web.post("/_sim/limits", self.limits),
             web.post("/_sim/faults", self.faults), web.delete("/_sim/faults", self.clear_faults),
             web.get("/_sim/book", self.book),
+            web.post("/_sim/clock", self.clock), web.delete("/_sim/clock", self.clock_clear),
         ]
 
     @staticmethod
@@ -1476,6 +1489,24 @@ class ControlApi:
         if payload.get("ws_drop") is True:
             self.sim.drop_connections()
         return _json({"ok": True} | self.sim.faults_view())
+
+    async def clock(self, request: web.Request) -> web.Response:
+        """{"start": ISO 8601 with an offset, "origin": Unix seconds (default now), "speed": 1}:
+        the simulator's day runs from `start` (aegis.clock.ShiftedClock), as AEGIS_CLOCK_START
+        makes Aegis's processes do, until DELETE /_sim/clock or a reset."""
+        payload = await self._payload(request)
+        try:
+            start = datetime.fromisoformat(_c_text(payload, "start"))
+            origin = _c_num(payload, "origin") if payload.get("origin") is not None else None
+            speed = _c_num(payload, "speed") if payload.get("speed") is not None else 1.0
+            self.sim.clock_set(aegis_clock.ShiftedClock(start, origin=origin, speed=speed))
+        except ValueError as exc:
+            raise ControlError(f"clock: {exc}") from None
+        return _json({"ok": True, "now": self.sim.clock().isoformat()})
+
+    async def clock_clear(self, request: web.Request) -> web.Response:
+        self.sim.clock_set(None)
+        return _json({"ok": True, "now": self.sim.clock().isoformat()})
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         self.sim.faults = Faults()

@@ -317,6 +317,20 @@ def test_control_errors_are_json_too(kis_sim):
     assert reply.status == 400 and "tick" in reply.json["error"]
 
 
+def test_the_simulated_day_runs_from_the_clock_it_is_given(kis_sim):
+    tok = token(kis_sim)
+    moved = kis_sim.control("/_sim/clock", {"start": "2026-11-24T09:00:05+09:00", "speed": 1})
+    assert moved["now"].startswith("2026-11-24T09:00:0")
+    assert order(kis_sim, tok, side="BUY", qty=1).status == 200
+    bad = send(kis_sim, "POST", "/_sim/clock", body={"start": "2026-11-24T09:00:05"})
+    assert bad.status == 400 and "clock" in bad.json["error"]  # no offset: refused, unchanged
+    kis_sim.control("/_sim/clock", method="DELETE")
+    assert order(kis_sim, tok, side="BUY", qty=1).status == 200
+    first, second = kis_sim.book()["orders"]
+    assert first["ord_dt"] == "20261124" and "090005" <= first["ord_tmd"] < "090100"
+    assert second["ord_dt"] == time.strftime("%Y%m%d", time.gmtime(time.time() + 9 * 3600))
+
+
 # --- tokens and the rate limit -----------------------------------------------------------------
 def test_one_token_a_minute_and_the_same_token_within_six_hours(kis_sim):
     first = token(kis_sim)
