@@ -2,6 +2,7 @@
 `stream_fills` process, with no periodic sync involved.
 """
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -23,19 +24,28 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def stream(kis_sim, tmp_path):
-    log = tmp_path / "stream.log"
+@contextlib.contextmanager
+def fill_stream_running(sim, log: Path, env: dict | None = None):
+    """`manage.py stream_fills` against `sim` (`env` on top of worker_env), until the block ends."""
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "manage.py", "stream_fills"], cwd=ROOT,
-                                env=worker_env(kis_sim), stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while "streaming fill notices" not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.1)
-    yield log
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+                                env=worker_env(sim) | (env or {}), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "streaming fill notices" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        yield log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def stream(kis_sim, tmp_path):
+    with fill_stream_running(kis_sim, tmp_path / "stream.log") as log:
+        yield log
 
 
 def test_a_fill_notice_syncs_its_order_at_once(kis_sim, stream, settings):

@@ -1,0 +1,234 @@
+"""The exit engine end to end, one test per rule: a scripted price path in the KIS simulator
+reaches pricesync over the WebSocket, the exit it fires goes out through a real Celery worker,
+the simulator fills it, the fill notice comes back through `stream_fills`, and the ledger ends
+where the rule says, as does the broker's balance.
+
+Every process lives in one simulated trading day (aegis.clock.ShiftedClock): this process and
+the simulator move to the moment each test needs (the bell, the time exit), and the worker and
+the fill stream, which only date their orders, sit at noon of the same day.
+"""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.cache import cache
+
+from aegis import clock
+from execution import services
+from execution.models import Fill, Order, OrderIntent, Position
+from tests.execution.brokers import kis_worker
+from tests.execution.brokers.test_execution_submit import start_worker, stop_worker, wait_for
+from tests.execution.brokers.test_fills_stream import fill_stream_running
+from tests.execution.brokers.test_kis_client import sim_dict
+from tests.execution.brokers.test_pricesync import Running
+from tests.ledger_helpers import key
+from trading.models import ExitProfile, PositionExitState, TakeProfitTier
+from trading.pricesync import PriceSync
+from trading.services import gap_prequeue
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+DAY = dt.date(2026, 11, 24)  # a Tuesday: a KRX trading day, opening at 09:00
+SYMBOL, QTY, COST = "005930", 10, 71_000
+
+
+def at(hms: str) -> dt.datetime:
+    return dt.datetime.combine(DAY, dt.time.fromisoformat(hms), clock.SEOUL)
+
+
+NOON = clock.ShiftedClock(at("12:00:00"))  # the worker's and the fill stream's day
+
+
+class Day:
+    """This process's clock and the simulator's, moved together to a moment of DAY."""
+
+    def __init__(self, sim) -> None:
+        self.sim = sim
+        self.current = clock.ShiftedClock(at("10:00:00"))
+        self.sim.control("/_sim/clock", self._payload())
+
+    def _payload(self) -> dict:
+        return {"start": self.current.start.isoformat(), "origin": self.current.origin}
+
+    def now(self) -> dt.datetime:
+        return self.current.now()
+
+    def move_to(self, hms: str) -> None:
+        self.current = clock.ShiftedClock(at(hms))
+        self.sim.control("/_sim/clock", self._payload())
+
+
+@pytest.fixture(scope="module")
+def worker(kis_sim_process, django_db_setup, tmp_path_factory):
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    proc = start_worker(kis_sim_process, log, env=NOON.environ())
+    yield log
+    stop_worker(proc)
+
+
+def _forget_broker_credentials() -> None:
+    """Tokens and approval keys cached for the simulator before its reset are void now."""
+    client = cache._cache.get_client(write=True)
+    for name in client.scan_iter(match=cache.make_key("kis:*")):
+        client.delete(name)
+
+
+@pytest.fixture
+def day(kis_sim, worker):
+    _forget_broker_credentials()
+    moment = Day(kis_sim)
+    with clock.installed(moment):
+        yield moment
+
+
+@pytest.fixture
+def fill_stream(kis_sim, day, tmp_path):
+    with fill_stream_running(kis_sim, tmp_path / "stream.log", env=NOON.environ()) as log:
+        yield log
+
+
+def held(kis_sim, profile: ExitProfile) -> Position:
+    """QTY shares bought at COST through the broker, managed by `profile`."""
+    entry = services.entry_intent_open(symbol=SYMBOL, qty=QTY, limit_price=COST,
+                                       idempotency_key=key("entry"))
+    wait_for(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(),
+             "the entry at the broker")
+    kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
+    wait_for(lambda: Order.objects.filter(intent=entry, status="FILLED").exists(), "the entry")
+    position = Position.objects.get(pk=entry.position_id)
+    assert (position.qty, position.avg_price, broker_qty(kis_sim)) == (QTY, COST, QTY)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=QTY)
+    return position
+
+
+def pricesync(kis_sim) -> Running:
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    return Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=60))
+
+
+def trade(kis_sim, *path: int) -> None:
+    kis_sim.control("/_sim/prices", {"pdno": SYMBOL, "path": list(path)})
+    kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": len(path)})
+
+
+def filled_exit(kis_sim, position: Position, rule: str) -> OrderIntent:
+    """The exit `rule` opened for `position`: wait for it, for its order at the broker, match
+    the book, and wait for the fill notice to bring the fill into the ledger."""
+    wait_for(lambda: OrderIntent.objects.filter(position=position, intent_type=rule).exists(),
+             f"the {rule} intent")
+    intent = OrderIntent.objects.get(position=position, intent_type=rule)
+    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+             f"the {rule} order at the broker")
+    kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})  # the book matches it
+    wait_for(lambda: Order.objects.filter(intent=intent, status="FILLED").exists(),
+             f"the {rule} fill through the notice")
+    order = Order.objects.get(intent=intent)
+    assert Order.objects.filter(intent=intent).count() == 1
+    assert sum(f.qty for f in Fill.objects.filter(order=order)) == order.qty == intent.qty
+    sells = [o for o in kis_sim.book()["orders"] if o["side"] == "SELL"]
+    assert [o["qty"] for o in sells if o["odno"] == order.broker_order_no] == [intent.qty]
+    return intent
+
+
+def broker_qty(kis_sim) -> int:
+    [account] = kis_sim.book()["accounts"]
+    return sum(h["qty"] for h in account["holdings"] if h["pdno"] == SYMBOL)
+
+
+def closed(position: Position) -> bool:
+    position.refresh_from_db()
+    return position.status == Position.Status.CLOSED and position.qty == 0
+
+
+def test_stop_loss_sells_everything_at_the_stop(kis_sim, day, fill_stream):
+    profile = ExitProfile.objects.create(name="stop", stop_loss_pct=Decimal(3), gap_down_pct=None)
+    position = held(kis_sim, profile)
+    with pricesync(kis_sim):
+        trade(kis_sim, 70_500, 69_500, 68_800)  # the stop is 68,870
+        intent = filled_exit(kis_sim, position, "EXIT_STOP_LOSS")
+    assert (intent.qty, intent.trigger_price, intent.limit_price) == (10, 68_800, 68_600)
+    assert "68,800 ≤ 68,870" in intent.reason
+    assert closed(position) and broker_qty(kis_sim) == 0
+
+
+def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, fill_stream):
+    profile = ExitProfile.objects.create(name="tiers", gap_down_pct=None)
+    TakeProfitTier.objects.create(profile=profile, gain_pct=Decimal(3), sell_pct=Decimal(40))
+    TakeProfitTier.objects.create(profile=profile, gain_pct=Decimal(6), sell_pct=Decimal(60))
+    position = held(kis_sim, profile)
+    with pricesync(kis_sim):
+        trade(kis_sim, 72_000, 73_200)  # +3.1%: the first tier, 40% of 10
+        first = filled_exit(kis_sim, position, "EXIT_TAKE_PROFIT")
+        position.refresh_from_db()
+        assert (first.qty, position.qty, broker_qty(kis_sim)) == (4, 6, 6)
+        assert PositionExitState.objects.get(position=position).tiers_done == 1
+        trade(kis_sim, 74_000, 75_300)  # +6.1%: the second tier, the other 60%
+        wait_for(lambda: OrderIntent.objects.filter(position=position,
+                                                    intent_type="EXIT_TAKE_PROFIT").count() == 2,
+                 "the second tier")
+        second = OrderIntent.objects.filter(position=position).latest("created_at")
+        wait_for(lambda: Order.objects.filter(intent=second, status="SUBMITTED").exists(),
+                 "the second tier's order")
+        kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
+        wait_for(lambda: closed(position), "the position to close")
+    assert (second.qty, second.trigger_price) == (6, 75_300)
+    assert PositionExitState.objects.get(position=position).tiers_done == 2
+    assert broker_qty(kis_sim) == 0
+
+
+def test_trailing_stop_sells_below_the_high_once_armed(kis_sim, day, fill_stream):
+    profile = ExitProfile.objects.create(
+        name="trail", gap_down_pct=None, trailing_activation_pct=Decimal(2),
+        trailing_pct=Decimal(1))
+    position = held(kis_sim, profile)
+    with pricesync(kis_sim):
+        trade(kis_sim, 72_000, 72_600, 73_000, 72_400, 72_200)  # armed at 72,420, stop 72,270
+        intent = filled_exit(kis_sim, position, "EXIT_TRAILING")
+    assert (intent.qty, intent.trigger_price) == (10, 72_200)
+    assert PositionExitState.objects.get(position=position).high_water_mark == 73_000
+    assert closed(position) and broker_qty(kis_sim) == 0
+
+
+def test_gap_down_sells_at_the_opening_trade_from_the_prequeued_threshold(kis_sim, day,
+                                                                          fill_stream):
+    profile = ExitProfile.objects.create(name="gap", gap_down_pct=Decimal(5))
+    position = held(kis_sim, profile)
+    day.move_to("08:59:49")
+    with pricesync(kis_sim):  # its first quote: yesterday's close 71,000
+        assert gap_prequeue(day=DAY) == 1  # what beat sends at 08:59:50
+        day.move_to("09:00:01")
+        kis_sim.control("/_sim/gap", {"pdno": SYMBOL, "pct": -6})  # opens at 66,800 ≤ 67,450
+        intent = filled_exit(kis_sim, position, "GAP_DOWN")
+    assert (intent.qty, intent.trigger_price) == (10, 66_800)
+    assert intent.idempotency_key == f"gapdown:{position.pk}:20261124"
+    assert intent.event_at == at("09:00:01")
+    assert "67,450" in intent.reason
+    assert closed(position) and broker_qty(kis_sim) == 0
+
+
+def test_time_exit_sells_everything_at_its_time_and_not_before(kis_sim, day, fill_stream):
+    profile = ExitProfile.objects.create(name="day trade", gap_down_pct=None, day_trade=True,
+                                         time_exit_at=dt.time(15, 20))
+    position = held(kis_sim, profile)
+    day.move_to("15:19:58")
+    with pricesync(kis_sim):
+        trade(kis_sim, 71_100)  # 15:19:5x: quiet
+        wait_for(lambda: kis_sim.book()["prices"][SYMBOL]["path_left"] == 0, "the first trade")
+        day.move_to("15:20:00")
+        trade(kis_sim, 71_200)
+        intent = filled_exit(kis_sim, position, "EXIT_TIME")
+    assert (intent.qty, intent.trigger_price) == (10, 71_200)  # not the trade before the time
+    assert "15:20:0" in intent.reason
+    assert closed(position) and broker_qty(kis_sim) == 0
+
+
+def test_max_holding_days_sells_a_position_held_too_long(kis_sim, day, fill_stream):
+    profile = ExitProfile.objects.create(name="swing", gap_down_pct=None, max_holding_days=3)
+    position = held(kis_sim, profile)
+    Position.objects.filter(pk=position.pk).update(opened_at=at("10:00:00") - dt.timedelta(days=7))
+    with pricesync(kis_sim):  # the first price it reads, the REST quote, is enough
+        intent = filled_exit(kis_sim, position, "EXIT_MAX_HOLD")
+    assert (intent.qty, intent.trigger_price) == (10, 71_000)
+    assert "held 5 trading days ≥ 3" in intent.reason
+    assert closed(position) and broker_qty(kis_sim) == 0
