@@ -4,8 +4,10 @@ real Celery worker and the KIS simulator.
 
   event   Aegis: PriceSync runs in this process on the simulator's WebSocket; each trade is
           upserted and that symbol's positions evaluated at once; the stop fires, the exit is
-          opened through the ledger and its commit enqueues the execute task, which a worker
-          process (thread pool, as deployed, per-task health checks off) sends to the simulator.
+          opened through the ledger and, once committed, sent to the simulator from
+          pricesync's own sender threads (execution/sender.py): no queue hop.
+  event, worker hop   the same, but the commit enqueues the execute task, which a worker
+          process (thread pool, as deployed, per-task health checks off) sends: one hop.
   polling the review's baseline: PriceSync only writes prices (evaluate=False) and a loop in this
           process calls exit_pass() every second (the review polled every 1-3 s: 1 s is the
           baseline's most favourable case). Its exits go to the same worker.
@@ -48,6 +50,7 @@ from bench.execution import POOLS, start_worker, stop_worker
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_TICKS", "300"))
 N_POLL = int(os.environ.get("BENCH_TICKS_POLL", "60"))
+N_HOP = int(os.environ.get("BENCH_TICKS_HOP", "150"))
 GAP_MS = float(os.environ.get("BENCH_GAP_MS", "100"))
 SYMBOLS = int(os.environ.get("BENCH_SYMBOLS", "40"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "20"))
@@ -265,6 +268,7 @@ class Bench:
         self.lost: dict[str, int] = {}
         self.lost_event: dict[str, int] = {}
         self.lost_polling: dict[str, int] = {}
+        self.lost_hop: dict[str, int] = {}
         self.lost_reasons: list[str] = []
         # Shared with pricesync's event loop thread.
         self.expect: dict[str, int] = {}  # symbol -> position whose trigger is on its way
@@ -299,6 +303,10 @@ class Bench:
             results["event"] = self.run(N)
             self.lost_event = dict(self.lost)
         self.lost.clear()
+        with self.pricesync(evaluate=True, send=False):
+            results["hop"] = self.run(N_HOP)
+            self.lost_hop = dict(self.lost)
+        self.lost.clear()
         with self.pricesync(evaluate=False):
             self.poller = threading.Thread(target=self._poll, name="poller", daemon=True)
             self.poller.start()
@@ -308,7 +316,8 @@ class Bench:
             self.poll_stop.set()
             self.poller.join(30)
         results["pass_ms"] = self.pass_ms
-        results["lost"] = {"event": self.lost_event, "polling": self.lost_polling}
+        results["lost"] = {"event": self.lost_event, "hop": self.lost_hop,
+                           "polling": self.lost_polling}
         results["lost_reasons"] = self.lost_reasons[:5]
         results["symbols"] = len(self.all_symbols)
         return results
@@ -352,12 +361,12 @@ class Bench:
             if self.profile is not None:
                 ExitProfile.objects.filter(pk=self.profile.pk).delete()
 
-    def pricesync(self, *, evaluate: bool):
+    def pricesync(self, *, evaluate: bool, send: bool = True):
         from execution.brokers import get_broker
         from execution.brokers.kis.protocol import WS_SUBSCRIBED, WS_TR_TRADE
 
         bench = self
-        sync = stamped_sync_class()(bench, broker=get_broker(), evaluate=evaluate,
+        sync = stamped_sync_class()(bench, broker=get_broker(), evaluate=evaluate, send=send,
                                     watchlist=tuple(self.all_symbols), poll_s=3600,
                                     stale_s=3600)
         running = Running(sync)
@@ -521,25 +530,26 @@ def stamped_sync_class():
 
 
 def report(results: dict) -> None:
-    event, polling = results["event"], results["polling"]
+    event, hop, polling = results["event"], results["hop"], results["polling"]
+    paths = (("event", event), ("event, worker hop", hop), (f"polling {POLL_S:g} s", polling))
     print(f"tick → exit order accepted by the KIS simulator: {results['symbols']} managed "
           f"positions (3% stop loss), paced triggers (0-{2 * GAP_MS:.0f} ms gaps), "
           f"{POOL} worker; from the trade's arrival at pricesync, and from the bench's request "
           f"for the trade (simulator and WebSocket included)")
-    print(f"{'path':<17} {'from':<6} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
+    print(f"{'path':<19} {'from':<6} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     table = {}
-    for name, series in (("event", event), (f"polling {POLL_S:g} s", polling)):
+    for name, series in paths:
         for start in ("trade", "post"):
             f = table[(name, start)] = figures(series[start])
             cells = [f"{f[k]:>9.2f}" if f[k] is not None else f"{'-':>9}"
                      for k in ("p50", "p99", "mean")]
-            print(f"{name:<17} {start:<6} {f['n']:>5} {' '.join(cells)}")
+            print(f"{name:<19} {start:<6} {f['n']:>5} {' '.join(cells)}")
     print("where the time goes, p50 / p99 ms: the trade → the exit intent's created_at (in "
-          "pricesync, inside the ledger's transaction) → the Order row (commit, enqueue, queue, "
-          "worker) → accepted (the order-cash call)")
-    for name, series in (("event", event), (f"polling {POLL_S:g} s", polling)):
+          "pricesync, inside the ledger's transaction) → the Order row (commit, then the "
+          "sender thread, or the enqueue, queue and worker) → accepted (the order-cash call)")
+    for name, series in paths:
         stages = [figures(series[k]) for k in ("to_intent", "to_order", "to_accepted")]
-        print(f"{name:<17} " + "  ".join(
+        print(f"{name:<19} " + "  ".join(
             f"{label} {f['p50']:.2f} / {f['p99']:.2f}" for label, f in zip(
                 ("→ intent", "→ order", "→ accepted"), stages) if f["n"]))
     ev, po = figures(event["trade"]), figures(polling["trade"])
@@ -556,6 +566,7 @@ def report(results: dict) -> None:
     print(json.dumps({
         "tick_to_order_ms": ev,
         "tick_to_order_polling_ms": po,
+        "tick_to_order_worker_hop_ms": figures(hop["trade"]),
         "tick_post_to_order_ms": figures(event["post"]),
         "tick_post_to_order_polling_ms": figures(polling["post"]),
         "polling_interval_s": POLL_S,

@@ -2,8 +2,9 @@
 watchlist), REST polling as the fallback, prices_best upserted, and each trade evaluated at once.
 
 A trade is written and its symbol's positions are evaluated in this process: an exit that fires
-is opened through the ledger, whose commit enqueues the execute task, so there is one queue hop
-between the trade and the task that sends the order. Subscriptions follow positions as they open
+is opened through the ledger, and once committed its order is sent from this process too
+(execution/sender.py), with no queue hop between the trade and the broker call; what the sender
+cannot take goes to the execute task. Subscriptions follow positions as they open
 and close, up to KIS's cap; symbols beyond it, and symbols whose WebSocket feed has gone quiet,
 are polled over REST. Each source's freshness is kept per symbol and logged.
 """
@@ -23,6 +24,8 @@ from aegis import clock
 from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
 from execution.brokers.kis.ws import KisStream, TradeTick
 from execution.models import Position
+from execution.sender import InProcessSender
+from execution.services.intents import execute_here
 
 from . import hot
 from .models import BestPrice, PositionExitState
@@ -144,10 +147,13 @@ class Freshness:
 class PriceSync:
     def __init__(self, *, broker, watchlist: tuple[str, ...] = (), cap: int = SUBSCRIPTION_CAP,
                  follow_s: float = 2.0, stale_s: float = 5.0, poll_s: float = 1.0,
-                 evaluate: bool = True) -> None:
-        """`evaluate` False only writes prices (a polling evaluator elsewhere reads them)."""
+                 evaluate: bool = True, send: bool = True) -> None:
+        """`evaluate` False only writes prices (a polling evaluator elsewhere reads them).
+        `send` False leaves the exits it opens to the execute task (one queue hop more)."""
         self.broker = broker
         self.evaluate = evaluate
+        # The exits opened here are sent from here (execution/sender.py).
+        self.sender = InProcessSender(broker=broker) if evaluate and send else None
         self.watchlist = watchlist
         self.cap = cap
         self.follow_s, self.stale_s, self.poll_s = follow_s, stale_s, poll_s
@@ -159,7 +165,8 @@ class PriceSync:
                                 custtype=config.custtype, on_trade=self._on_trade)
         # One thread for the database: trades are written and evaluated in arrival order, and
         # its connection is closed when the sync stops.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricesync-db")
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricesync-db",
+                                      initializer=execute_here, initargs=(self.sender,))
 
     async def _in_db(self, fn, /, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(
@@ -240,3 +247,5 @@ class PriceSync:
         await stream_task
         await self._in_db(connections.close_all)
         self._db.shutdown(wait=True)
+        if self.sender is not None:
+            await asyncio.to_thread(self.sender.close)

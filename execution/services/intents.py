@@ -4,6 +4,8 @@ position's row lock, clamped to what is available (I1, I2).
 
 import datetime as dt
 import logging
+import threading
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -35,17 +37,33 @@ def _existing_intent(idempotency_key: str, *, position_id: int | None = None) ->
     return intent
 
 
+_local = threading.local()
+
+
+def execute_here(executor: Callable[[str], bool] | None) -> None:
+    """Hand the intents this thread opens, once committed, to `executor` (an intent id in, True
+    when taken) instead of the execute task's queue: a process that opens exits on the hot path
+    (pricesync) sends them itself, one queue hop fewer. None restores the queue."""
+    _local.executor = executor
+
+
 def _execute_on_commit(intent: OrderIntent) -> None:
-    """Enqueue the intent's execution once its transaction commits (I5). `robust`: a broker
-    outage at commit time is logged, not raised; the intent is safe in the database and the
-    sweep of NEW intents sends it later.
+    """Execute the intent once its transaction commits (I5): through this thread's executor
+    when it takes it, else the execute task. `robust`: a broker outage at commit time is
+    logged, not raised; the intent is safe in the database and the sweep of NEW intents sends
+    it later.
     """
     if not settings.EXECUTION_AUTO_SUBMIT:
         return
     from ..tasks import intent_execute  # tasks import the services: import when needed
 
     intent_id = str(intent.pk)
-    transaction.on_commit(lambda: intent_execute.delay(intent_id), robust=True)
+    executor = getattr(_local, "executor", None)
+    if executor is None:
+        transaction.on_commit(lambda: intent_execute.delay(intent_id), robust=True)
+    else:
+        transaction.on_commit(lambda: executor(intent_id) or intent_execute.delay(intent_id),
+                              robust=True)
 
 
 def _create_intent(
@@ -130,13 +148,15 @@ def exit_intent_open(
             )
 
         granted = min(qty, available)
-        position.reserved_qty += granted
-        _ledger.save_position(position)
+        # The intent first: its execution is then the first thing done after the commit,
+        # ahead of the cache invalidation that saving the position registers.
         intent = _create_intent(
             intent_type=intent_type, side=Side.SELL, position=position, qty=granted,
             limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
             event_at=event_at, now=now, trigger_price=trigger_price,
         )
+        position.reserved_qty += granted
+        _ledger.save_position(position)
     if granted < qty:
         logger.info(
             "ledger.clamped position_id=%s intent_id=%s requested=%s granted=%s",

@@ -102,9 +102,9 @@ def held(kis_sim, profile: ExitProfile) -> Position:
     return position
 
 
-def pricesync(kis_sim) -> Running:
+def pricesync(kis_sim, *, send: bool = True) -> Running:
     broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
-    return Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=60))
+    return Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=60, send=send))
 
 
 def trade(kis_sim, *path: int) -> None:
@@ -141,15 +141,20 @@ def closed(position: Position) -> bool:
     return position.status == Position.Status.CLOSED and position.qty == 0
 
 
-def test_stop_loss_sells_everything_at_the_stop(kis_sim, day, fill_stream):
+@pytest.mark.parametrize("send", [True, False], ids=["sent-by-pricesync", "sent-by-the-worker"])
+def test_stop_loss_sells_everything_at_the_stop(kis_sim, day, fill_stream, worker, caplog, send):
     profile = ExitProfile.objects.create(name="stop", stop_loss_pct=Decimal(3), gap_down_pct=None)
     position = held(kis_sim, profile)
-    with pricesync(kis_sim):
+    with pricesync(kis_sim, send=send):
         trade(kis_sim, 70_500, 69_500, 68_800)  # the stop is 68,870
         intent = filled_exit(kis_sim, position, "EXIT_STOP_LOSS")
     assert (intent.qty, intent.trigger_price, intent.limit_price) == (10, 68_800, 68_600)
     assert "68,800 ≤ 68,870" in intent.reason
     assert closed(position) and broker_qty(kis_sim) == 0
+    sent_here = f"execution.sent_in_process intent_id={intent.pk} outcome=submitted"
+    assert (sent_here in caplog.text) is send
+    order = Order.objects.get(intent=intent)
+    assert (f"execution.submitted order_id={order.pk}" in worker.read_text()) is not send
 
 
 def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, fill_stream):
