@@ -311,6 +311,9 @@ class Fill(models.Model):
     # Exact KRW of the fill: one catch-up to the broker's cumulative figures may cover several
     # trades at different prices, which a per-share integer price cannot carry exactly.
     amount = models.BigIntegerField(default=0)
+    realized_pnl = models.DecimalField(
+        max_digits=20, decimal_places=4, null=True, blank=True,
+        help_text="A sell's KRW gain (loss below zero) against the average cost; empty on buys.")
     filled_at = models.DateTimeField()
     recorded_at = models.DateTimeField()
 
@@ -366,6 +369,8 @@ class Reconciliation(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
     symbols_checked = models.PositiveIntegerField(default=0)
+    cash_krw = models.BigIntegerField(
+        null=True, blank=True, help_text="KIS's deposit total (dnca_tot_amt) at this run.")
     symbols_skipped = models.JSONField(
         default=list, blank=True,
         help_text="Symbols with orders still on their way at KIS: compared next time.")

@@ -1,9 +1,129 @@
-"""Picks: what strategies want bought or sold, before the router's gates decide."""
+"""Picks: what strategies want bought or sold, the sources that send them, and the router's gate
+settings."""
 
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
 from execution.models import OrderIntent, Side, symbol_validator
+
+
+def _rate_validator(value: str) -> None:
+    """A rate in the `limits` package's notation, e.g. "100/second" or "20 per minute"."""
+    from limits import parse_many
+
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if len(items) != 1:
+        raise ValidationError(
+            "Write one rate such as 100/second, 20/minute or 1000 per hour.", code="invalid_rate"
+        )
+
+
+class PickSource(models.Model):
+    """A strategy allowed to send picks: its token (only its SHA-256 is kept), its rate, and the
+    exit profile its entries are watched with."""
+
+    code = models.CharField(
+        max_length=32, unique=True, validators=[RegexValidator(r"^[A-Za-z0-9_.-]{1,32}$")],
+        help_text="Strategy id as sent in each pick, e.g. 3001.",
+    )
+    name = models.CharField(max_length=64, blank=True)
+    active = models.BooleanField(default=True, help_text="An inactive source is refused (403).")
+    token_sha256 = models.CharField(
+        max_length=64, blank=True, editable=False,
+        help_text="SHA-256 of the source's API token; the token itself is never stored.",
+    )
+    require_hmac = models.BooleanField(
+        default=False,
+        help_text="Also require an HMAC-SHA256 of the body, keyed by the secret in the "
+                  "environment (AEGIS_PICKS_HMAC_<CODE>).",
+    )
+    rate_limit = models.CharField(
+        max_length=32, default="100/second", validators=[_rate_validator],
+        help_text="Most picks this source may send, e.g. 100/second (429 beyond it).",
+    )
+    exit_profile = models.ForeignKey(
+        "trading.ExitProfile", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="pick_sources", help_text="The exit profile its entries are watched with.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}".strip()
+
+
+def _krw(**kwargs):
+    return models.BigIntegerField(validators=[MinValueValidator(0)], **kwargs)
+
+
+def _pct(maximum: str, **kwargs):
+    return models.DecimalField(
+        max_digits=6, decimal_places=2,
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal(maximum))], **kwargs,
+    )
+
+
+class GateSettings(models.Model):
+    """The router's three gates, one row (pk 1), editable in the admin; read fresh per route."""
+
+    # Gate 1: validity
+    max_pick_age_s = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1)],
+        help_text="A pick generated longer ago than this is stale.")
+    entry_cutoff = models.TimeField(
+        default="15:15",
+        help_text="No new entries after this time of day (Asia/Seoul); the session opens 09:00.")
+    # Gate 2: risk
+    max_open_positions = models.PositiveIntegerField(default=20)
+    max_symbol_exposure_krw = _krw(default=20_000_000,
+                                   help_text="Most KRW held and being bought in one symbol.")
+    max_total_exposure_krw = _krw(default=200_000_000,
+                                  help_text="Most KRW held and being bought in all symbols.")
+    daily_loss_limit_krw = _krw(default=5_000_000,
+                                help_text="No new entries once today's realised loss reaches it.")
+    min_cash_krw = _krw(default=0, help_text="Cash kept aside, never spent on entries.")
+    # Gate 3: price
+    max_price_age_s = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1)],
+        help_text="The symbol's last trade must be at most this old.")
+    max_spread_pct = _pct("30", default=Decimal("1.00"),
+                          help_text="Widest ask−bid spread, as a % of the bid.")
+    limit_up_guard_pct = _pct("30", default=Decimal("2.00"),
+                              help_text="Refuse when the price is within this % of the upper "
+                                        "limit.")
+    max_deviation_pct = _pct("30", default=Decimal("2.00"),
+                             help_text="Refuse when the price has moved more than this % from "
+                                       "the pick's limit price.")
+    entry_slippage_pct = _pct("10", default=Decimal("0.50"),
+                              help_text="Without a limit price, bid this % above the last trade "
+                                        "(on the tick grid, at most the upper limit).")
+    # Fallback
+    sweep_after_s = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1)],
+        help_text="The sweep routes picks still NEW this long after they arrived.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "gate settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="gate_settings_single_row"),
+        ]
+
+    def __str__(self) -> str:
+        return "Gate settings"
+
+    @classmethod
+    def current(cls) -> "GateSettings":
+        return cls.objects.get_or_create(pk=1)[0]
 
 
 class Pick(models.Model):
@@ -12,7 +132,18 @@ class Pick(models.Model):
         ROUTED = "ROUTED", "Routed"
         REJECTED = "REJECTED", "Rejected"
 
-    source = models.CharField(max_length=32, help_text="Strategy id, e.g. 3001.")
+    class Gate(models.IntegerChoices):
+        VALIDITY = 1, "1 validity"
+        RISK = 2, "2 risk"
+        PRICE = 3, "3 price"
+
+    class RoutedBy(models.TextChoices):
+        EVENT = "EVENT", "On ingest"
+        SWEEP = "SWEEP", "Orphan sweep"
+
+    source = models.ForeignKey(
+        PickSource, to_field="code", db_column="source", on_delete=models.PROTECT,
+        related_name="picks", help_text="Strategy id, e.g. 3001.")
     external_id = models.CharField(max_length=128)
     symbol = models.CharField(max_length=6, validators=[symbol_validator])
     side = models.CharField(max_length=4, choices=Side.choices, default=Side.BUY)
@@ -23,9 +154,10 @@ class Pick(models.Model):
     generated_at = models.DateTimeField()
     received_at = models.DateTimeField()
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.NEW)
-    rejected_gate = models.PositiveSmallIntegerField(null=True, blank=True)
+    rejected_gate = models.PositiveSmallIntegerField(choices=Gate.choices, null=True, blank=True)
     reject_reason = models.CharField(max_length=255, blank=True)
     routed_at = models.DateTimeField(null=True, blank=True)
+    routed_by = models.CharField(max_length=5, choices=RoutedBy.choices, blank=True)
     intent = models.ForeignKey(
         OrderIntent, on_delete=models.PROTECT, null=True, blank=True, related_name="picks"
     )
@@ -48,7 +180,16 @@ class Pick(models.Model):
                 condition=Q(rejected_gate__isnull=True) | Q(rejected_gate__in=[1, 2, 3]),
                 name="pick_rejected_gate_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(status="NEW", routed_at__isnull=True, intent__isnull=True,
+                            rejected_gate__isnull=True)
+                | Q(status="ROUTED", routed_at__isnull=False, intent__isnull=False,
+                    rejected_gate__isnull=True)
+                | Q(status="REJECTED", routed_at__isnull=False, intent__isnull=True,
+                    rejected_gate__isnull=False),
+                name="pick_status_consistent",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.source}/{self.external_id} {self.side} {self.symbol}"
+        return f"{self.source_id}/{self.external_id} {self.side} {self.symbol}"

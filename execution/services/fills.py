@@ -39,6 +39,7 @@ def _apply_locked(*, position: Position, order: Order, broker_fill_key: str, qty
     )
     order.save(update_fields=["filled_qty", "status", "updated_at"])
 
+    realized = None
     if order.side == Side.BUY:
         held = position.qty + qty
         position.avg_price = ((position.avg_price * position.qty + Decimal(amount)) / held
@@ -47,11 +48,13 @@ def _apply_locked(*, position: Position, order: Order, broker_fill_key: str, qty
     else:
         position.qty -= qty
         _ledger.release(position, qty)
-        position.realized_pnl += Decimal(amount) - position.avg_price * qty
+        realized = Decimal(amount) - position.avg_price * qty
+        position.realized_pnl += realized
     _ledger.close_if_flat(position)
     _ledger.save_position(position)
     return Fill.objects.create(order=order, broker_fill_key=broker_fill_key, qty=qty,
-                               price=max(1, amount // qty), amount=amount, filled_at=filled_at,
+                               price=max(1, amount // qty), amount=amount, realized_pnl=realized,
+                               filled_at=filled_at,
                                recorded_at=now)
 
 

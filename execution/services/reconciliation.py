@@ -77,7 +77,8 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
         finished = clock.now()
         run = Reconciliation.objects.create(
             trigger=trigger, result=result, started_at=started, finished_at=finished,
-            symbols_checked=len(symbols), symbols_skipped=sorted(in_flight))
+            symbols_checked=len(symbols), symbols_skipped=sorted(in_flight),
+            cash_krw=balance.dnca_tot_amt)
         for mismatch in mismatches:
             mismatch.reconciliation = run
         ReconciliationMismatch.objects.bulk_create(mismatches)
