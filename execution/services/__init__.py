@@ -1,14 +1,15 @@
 """Every write to the ledger goes through these functions (HackSoft styleguide: services)."""
 
 from .fills import fill_apply
-from .intents import entry_intent_open, exit_intent_open, intent_cancel
+from .intents import entry_intent_open, exit_intent_open, exit_intent_open_locked, intent_cancel
 from .orders import order_mark_cancelled, order_mark_submitted, order_open, order_reject
 from .positions import position_flatten
-from .trading_state import trading_state_get, trading_state_set
+from .trading_state import trading_state_get, trading_state_in_force, trading_state_set
 
 __all__ = [
     "entry_intent_open",
     "exit_intent_open",
+    "exit_intent_open_locked",
     "fill_apply",
     "intent_cancel",
     "order_mark_cancelled",
@@ -17,5 +18,6 @@ __all__ = [
     "order_reject",
     "position_flatten",
     "trading_state_get",
+    "trading_state_in_force",
     "trading_state_set",
 ]

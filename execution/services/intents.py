@@ -22,7 +22,7 @@ from ..locks import position_qs_for_update
 from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
-from .trading_state import require_state_allows
+from .trading_state import require_allowed, require_state_allows
 
 logger = logging.getLogger("aegis.ledger")
 
@@ -105,58 +105,104 @@ def exit_intent_open(
     The qty is clamped to what is available; when nothing is, no intent is written and
     InsufficientAvailableQty is raised. A repeated idempotency key returns the first intent.
     """
+    _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
+                limit_price=limit_price, trigger_price=trigger_price)
+    now = clock.now()
+    with transaction.atomic():
+        require_allowed(None, side=Side.SELL, operation="opening an exit")
+        position = _ledger.lock_position(position_id)
+        return _exit_open(position, qty=qty, intent_type=intent_type,
+                          idempotency_key=idempotency_key, reason=reason,
+                          limit_price=limit_price, event_at=event_at,
+                          trigger_price=trigger_price, now=now)
+
+
+def exit_intent_open_locked(
+    position: Position,
+    *,
+    trading_state: str | None,
+    qty: int,
+    intent_type: str,
+    idempotency_key: str,
+    new_key: bool = False,
+    reason: str = "",
+    limit_price: int | None = None,
+    event_at: dt.datetime | None = None,
+    trigger_price: int | None = None,
+) -> OrderIntent:
+    """exit_intent_open for a caller on the hot path that already holds `position`'s row lock
+    in its own transaction, read in the statement that took it, with the trading state
+    (trading_state_in_force). No savepoint and no second read: the typed exceptions are raised
+    before anything is written, so the caller's transaction stays usable. `new_key` says the
+    key was just made (a UUID), so no earlier intent can hold it.
+    """
+    _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
+                limit_price=limit_price, trigger_price=trigger_price)
+    if not transaction.get_connection().in_atomic_block:
+        raise InvalidInput("position", "exit_intent_open_locked needs the caller's transaction.")
+    require_allowed(trading_state, side=Side.SELL, operation="opening an exit")
+    return _exit_open(position, qty=qty, intent_type=intent_type,
+                      idempotency_key=idempotency_key, reason=reason, limit_price=limit_price,
+                      event_at=event_at, trigger_price=trigger_price, now=clock.now(),
+                      key_checked=new_key)
+
+
+def _check_exit(*, qty, intent_type, idempotency_key, limit_price, trigger_price) -> None:
     if intent_type not in EXIT_INTENT_TYPES:
         raise InvalidInput("intent_type", f"{intent_type!r} is not an exit intent type.")
     check_qty(qty)
     check_price(limit_price)
     check_price(trigger_price, "trigger_price")
     check_key(idempotency_key)
-    now = clock.now()
 
-    with transaction.atomic():
-        require_state_allows(side=Side.SELL, operation="opening an exit")
-        position = _ledger.lock_position(position_id)
+
+def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_key: str,
+               reason: str, limit_price: int | None, event_at: dt.datetime | None,
+               trigger_price: int | None, now: dt.datetime,
+               key_checked: bool = False) -> OrderIntent:
+    """The ledger's exit, under the position's lock (I1, I2)."""
+    if not key_checked:
         existing = _existing_intent(idempotency_key, position_id=position.pk)
         if existing is not None:
             return existing
-        if position.status != Position.Status.OPEN:
-            raise PositionClosed(position.pk)
+    if position.status != Position.Status.OPEN:
+        raise PositionClosed(position.pk)
 
-        available = position.qty - position.reserved_qty
-        if available <= 0:
-            logger.warning(
-                "ledger.refused position_id=%s symbol=%s requested=%s qty=%s locked_qty=%s",
-                position.pk,
-                position.symbol,
-                qty,
-                position.qty,
-                position.reserved_qty,
-                extra={
-                    "event": "ledger.refused",
-                    "position_id": position.pk,
-                    "symbol": position.symbol,
-                    "requested_qty": qty,
-                    "qty": position.qty,
-                    "locked_qty": position.reserved_qty,
-                },
-            )
-            raise InsufficientAvailableQty(
-                position_id=position.pk,
-                requested=qty,
-                qty=position.qty,
-                locked=position.reserved_qty,
-            )
-
-        granted = min(qty, available)
-        # The intent first: its execution is then the first thing done after the commit,
-        # ahead of the cache invalidation that saving the position registers.
-        intent = _create_intent(
-            intent_type=intent_type, side=Side.SELL, position=position, qty=granted,
-            limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
-            event_at=event_at, now=now, trigger_price=trigger_price,
+    available = position.qty - position.reserved_qty
+    if available <= 0:
+        logger.warning(
+            "ledger.refused position_id=%s symbol=%s requested=%s qty=%s locked_qty=%s",
+            position.pk,
+            position.symbol,
+            qty,
+            position.qty,
+            position.reserved_qty,
+            extra={
+                "event": "ledger.refused",
+                "position_id": position.pk,
+                "symbol": position.symbol,
+                "requested_qty": qty,
+                "qty": position.qty,
+                "locked_qty": position.reserved_qty,
+            },
         )
-        position.reserved_qty += granted
-        _ledger.save_position(position)
+        raise InsufficientAvailableQty(
+            position_id=position.pk,
+            requested=qty,
+            qty=position.qty,
+            locked=position.reserved_qty,
+        )
+
+    granted = min(qty, available)
+    # The intent first: its execution is then the first thing done after the commit,
+    # ahead of the cache invalidation that saving the position registers.
+    intent = _create_intent(
+        intent_type=intent_type, side=Side.SELL, position=position, qty=granted,
+        limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
+        event_at=event_at, now=now, trigger_price=trigger_price,
+    )
+    position.reserved_qty += granted
+    _ledger.save_position(position)
     if granted < qty:
         logger.info(
             "ledger.clamped position_id=%s intent_id=%s requested=%s granted=%s",

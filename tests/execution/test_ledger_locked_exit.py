@@ -1,0 +1,110 @@
+"""exit_intent_open_locked: the hot path's exit, for a caller holding the position's lock with
+the trading state read in the same statement. Same ledger, fewer round trips."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from aegis import clock
+from execution import services
+from execution.exceptions import InsufficientAvailableQty, InvalidInput, TradingNotAllowed
+from execution.locks import position_qs_for_update
+from execution.models import OrderIntent, Position, TradingState
+from tests.ledger_helpers import key, open_position
+
+pytestmark = pytest.mark.django_db
+
+
+def locked(position_id):
+    """The caller's statement: the position locked and the state in force beside it."""
+    return position_qs_for_update().annotate(
+        trading_state=services.trading_state_in_force()).get(pk=position_id)
+
+
+def open_locked(position, qty=5, **kw):
+    return services.exit_intent_open_locked(
+        position, trading_state=position.trading_state, qty=qty, intent_type="EXIT_STOP_LOSS",
+        idempotency_key=kw.pop("idempotency_key", key()), **kw)
+
+
+def test_it_reserves_and_clamps_like_exit_intent_open(new_symbol):
+    position = open_position(new_symbol(), 10)
+    with transaction.atomic():
+        first = open_locked(locked(position.pk), qty=6)
+        second = open_locked(locked(position.pk), qty=6, new_key=True)
+    assert (first.qty, second.qty) == (6, 4)  # the second is clamped to what was left
+    position.refresh_from_db()
+    assert position.reserved_qty == 10
+
+
+def test_a_refusal_leaves_the_callers_transaction_usable(new_symbol):
+    position = open_position(new_symbol(), 10)
+    with transaction.atomic():
+        open_locked(locked(position.pk), qty=10)
+        with pytest.raises(InsufficientAvailableQty):
+            open_locked(locked(position.pk), qty=1)
+        # No savepoint was needed: the transaction goes on and commits.
+        Position.objects.filter(pk=position.pk).update(updated_at=clock.now())
+    assert OrderIntent.objects.filter(position_id=position.pk, side="SELL").count() == 1
+
+
+def test_a_repeated_key_returns_the_first_intent_unless_the_key_is_new(new_symbol):
+    position = open_position(new_symbol(), 10)
+    k = key()
+    with transaction.atomic():
+        first = open_locked(locked(position.pk), qty=3, idempotency_key=k)
+        again = open_locked(locked(position.pk), qty=3, idempotency_key=k)
+    assert again.pk == first.pk
+    position.refresh_from_db()
+    assert position.reserved_qty == 3
+
+
+@pytest.mark.parametrize("state, allowed", [("ACTIVE", True), ("REDUCING", True),
+                                            ("HALTED", False)])
+def test_the_state_read_in_the_locking_statement_decides(new_symbol, state, allowed):
+    position = open_position(new_symbol(), 10)
+    services.trading_state_set(state=state, reason="test", changed_by="test")
+    with transaction.atomic():
+        row = locked(position.pk)
+        assert row.trading_state == state
+        if allowed:
+            assert open_locked(row).qty == 5
+        else:
+            with pytest.raises(TradingNotAllowed):
+                open_locked(row)
+
+
+def test_awaiting_the_startup_reconciliation_reads_as_halted(new_symbol):
+    position = open_position(new_symbol(), 10)
+    now = clock.now()
+    TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(
+        reconcile_required_since=now, reconciled_at=now - dt.timedelta(seconds=1))
+    assert services.trading_state_get() == "HALTED"
+    with transaction.atomic():
+        row = locked(position.pk)
+        assert row.trading_state == "HALTED"
+        with pytest.raises(TradingNotAllowed):
+            open_locked(row)
+    TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(reconciled_at=now)
+    with transaction.atomic():
+        assert locked(position.pk).trading_state == services.trading_state_get() == "ACTIVE"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_it_refuses(new_symbol):
+    position = open_position(new_symbol(), 10)
+    position.trading_state = "ACTIVE"
+    with pytest.raises(InvalidInput):
+        open_locked(position)
+    assert not OrderIntent.objects.filter(position_id=position.pk, side="SELL").exists()
+
+
+def test_with_a_new_key_it_writes_in_two_statements(new_symbol):
+    position = open_position(new_symbol(), 10)
+    with transaction.atomic():
+        row = locked(position.pk)
+        with CaptureQueriesContext(connection) as queries:
+            open_locked(row, new_key=True)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT", "UPDATE"]
