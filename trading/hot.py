@@ -159,11 +159,13 @@ def _bump(gen_keys: list[str]) -> None:
             _unavailable("incr", exc)
 
 
-def _cached(key: str, gen_keys: list[str]):
+def _cached(key: str, gen_keys: list[str], found: dict | None = None):
     """(value, generations): the value only if it was stored under the current generations.
     A reader that met the database before a writer's commit stores under the generation it
-    saw first, so its stale copy is never read (one round trip for all the keys)."""
-    found = _get_many([key, *gen_keys])
+    saw first, so its stale copy is never read (one round trip for all the keys, or none when
+    `found` holds what read_ahead fetched)."""
+    if found is None:
+        found = _get_many([key, *gen_keys])
     gens = tuple(found.get(g, 0) for g in gen_keys)
     entry = found.get(key)
     if entry is not None and entry[0] == gens:
@@ -194,10 +196,16 @@ def profile_rules(profile: ExitProfile, tiers) -> Rules:
     )
 
 
-def profiles(*, use_cache: bool = True) -> Profiles:
+def read_ahead(symbol: str) -> dict:
+    """What a tick of `symbol` reads from the cache, profiles and its book with their
+    generations, in one round trip; hand it to profiles() and book()."""
+    return _get_many([PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol)])
+
+
+def profiles(*, use_cache: bool = True, found: dict | None = None) -> Profiles:
     """Every exit profile's rules (two queries on a miss), versioned: a book built with other
     rules is read again."""
-    cached, gens = _cached(PROFILES, [PROFILES_GEN]) if use_cache else (None, ())
+    cached, gens = _cached(PROFILES, [PROFILES_GEN], found) if use_cache else (None, ())
     if cached is not None:
         return cached
     fresh = Profiles(version=time.time_ns(), rules={
@@ -306,7 +314,7 @@ def book_from_db(rules: Profiles, symbols: list[str] | None = None) -> list[Watc
 
 
 def book(rules: Profiles, symbols: list[str] | None = None, *,
-         use_cache: bool = True) -> list[Watch]:
+         use_cache: bool = True, found: dict | None = None) -> list[Watch]:
     """The book for every symbol (None) or for one symbol's ticks ([symbol]). Several symbols
     at once are read from the database, never cached."""
     key = gen = None
@@ -315,7 +323,7 @@ def book(rules: Profiles, symbols: list[str] | None = None, *,
     elif use_cache and len(symbols) == 1:
         key, gen = book_key(symbols[0]), book_gen_key(symbols[0])
     if key is not None:
-        cached, gens = _cached(key, [gen])
+        cached, gens = _cached(key, [gen], found if symbols is not None else None)
         if cached is not None and cached[0] == rules.version:
             return list(map(Watch._make, cached[1]))
     fresh = book_from_db(rules, symbols)

@@ -72,8 +72,10 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     now = clock.now_seoul()
     today = now.date()
     session = market_calendar.session(today)
-    rules = hot.profiles(use_cache=use_cache)
-    book = hot.book(rules, symbols, use_cache=use_cache)
+    # A tick's symbol: profiles and its book in one cache round trip.
+    found = hot.read_ahead(symbols[0]) if use_cache and symbols and len(symbols) == 1 else None
+    rules = hot.profiles(use_cache=use_cache, found=found)
+    book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     if prices is None:
         prices = hot.prices(None if symbols is None else sorted({w.symbol for w in book}),
                             use_cache=use_cache)
