@@ -77,8 +77,8 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     rules = hot.profiles(use_cache=use_cache, found=found)
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     if prices is None:
-        prices = hot.prices(None if symbols is None else sorted({w.symbol for w in book}),
-                            use_cache=use_cache)
+        prices = hot.price_table() if symbols is None else hot.prices(
+            sorted(set(book.symbols)), use_cache=use_cache)
     opening_from = opening_to = math.inf
     gaps: dict[int, Decimal] = {}
     if session is not None:
@@ -87,32 +87,41 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         if opening_from - PREQUEUE_LEAD.total_seconds() <= now.timestamp() < opening_to + 5:
             gaps = hot.gap_thresholds(today)
     seconds = now.hour * 3600 + now.minute * 60 + now.second
+    # Per profile: whether it has a GAP_DOWN rule, whether its time exit is due, and how many
+    # days held make its maximum due.
+    due = {pid: (r.gap_down_pct is not None,
+                 r.time_exit_at is not None and seconds >= _seconds(r.time_exit_at),
+                 r.max_holding_days if r.max_holding_days is not None else math.inf)
+           for pid, r in rules.rules.items()}
     result = PassResult()
     moved: list[tuple[hot.Watch, int | None, int]] = []
-    for watch in book:
-        px = prices.get(watch.symbol)
+    # The screen reads the book's columns and each price row's price (0) and time (4); a
+    # position is decoded (a Watch) only when it is evaluated exactly.
+    for i, (symbol, profile_id, low, high, opened) in enumerate(zip(
+            book.symbols, book.profile_ids, book.lows, book.highs, book.opened)):
+        px = prices.get(symbol)
         if px is None:
             result.skipped_no_price += 1
             continue
         result.evaluated += 1
-        profile = rules.rules[watch.profile_id]
-        price = px.price
-        opening = opening_from <= px.at < opening_to and profile.gap_down_pct is not None
-        if not opening and watch.low < price < watch.high \
-                and (profile.time_exit_at is None or seconds < _seconds(profile.time_exit_at)) \
-                and (profile.max_holding_days is None
-                     or _held(watch.opened, today) < profile.max_holding_days):
+        has_gap, time_due, max_days = due[profile_id]
+        price = px[0]
+        opening = has_gap and opening_from <= px[4] < opening_to
+        if not opening and low < price < high and not time_due \
+                and _held(opened, today) < max_days:
             continue
         result.examined += 1
-        held = _held(watch.opened, today)
-        ev = evaluate(profile, watch.holding(held), _trade(px, session),
+        watch = book[i]
+        profile = rules.rules[profile_id]
+        trade = _trade(hot.Px._make(px[:5]), session)
+        ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
             if ev.decision.rule == "GAP_DOWN":
                 result.exits += gap_down_open(watch.position_id, ev.decision) is not None
             else:
                 result.exits += exit_decide(position_id=watch.position_id, rules=profile,
-                                            trade=_trade(px, session)) is not None
+                                            trade=trade) is not None
         elif (ev.high_water_mark, ev.peak_qty) != (watch.high_water_mark, watch.peak_qty) \
                 and (profile.trailing_pct is not None or ev.peak_qty != watch.peak_qty):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))

@@ -170,6 +170,6 @@ def test_a_copy_read_before_a_commit_is_never_used_after_it(at_now, new_symbol):
     stale = hot.book_from_db(rules, [symbol])
     services.exit_intent_open(position_id=position.pk, qty=10, intent_type="MANUAL",
                               idempotency_key=key("manual"))  # the writer commits
-    hot._store(hot.book_key(symbol), gens, (rules.version, [tuple(w) for w in stale]), 3)
+    hot._store(hot.book_key(symbol), gens, (rules.version, hot.Book.of(stale)), 3)
     [watch] = hot.book(rules, [symbol])
     assert (stale[0].available, watch.available) == (10, 0)
