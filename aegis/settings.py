@@ -228,6 +228,29 @@ STORAGES = {
     },
 }
 
+# --- Picks ingest API ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Aegis picks API",
+    "DESCRIPTION": "Strategies send picks; Aegis stores them and routes each through three gates.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# Bounds of one batch, and of a pick's budget (KRW).
+PICKS_MAX_BODY_BYTES = env.int("AEGIS_PICKS_MAX_BODY_BYTES", default=1024 * 1024)
+PICKS_MAX_BATCH = env.int("AEGIS_PICKS_MAX_BATCH", default=1000)
+PICKS_BUDGET_MIN_KRW = env.int("AEGIS_PICKS_BUDGET_MIN_KRW", default=10_000)
+PICKS_BUDGET_MAX_KRW = env.int("AEGIS_PICKS_BUDGET_MAX_KRW", default=100_000_000)
+# How far in the future a pick's generated_at may be (clock skew between machines).
+PICKS_MAX_CLOCK_SKEW_S = env.int("AEGIS_PICKS_MAX_CLOCK_SKEW_S", default=5)
+
 # --- Security (production) --------------------------------------------------------------------
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

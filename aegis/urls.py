@@ -1,5 +1,8 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+from picks.api import PicksIngestView
 
 from .health import health
 
@@ -10,4 +13,7 @@ admin.site.index_title = "Positions, exits and orders"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
+    path("api/picks/ingest", PicksIngestView.as_view(), name="picks-ingest"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
 ]
