@@ -229,8 +229,11 @@ STORAGES = {
 }
 
 # --- Picks ingest API ---------------------------------------------------------------------------
+# (POST /api/picks/ingest, its OpenAPI schema and docs; see picks/api.py)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The ingest view names its own authentication (a source's bearer token); nothing else in
+    # Aegis is served by DRF, so nothing is allowed by default.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -239,17 +242,32 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Aegis picks API",
-    "DESCRIPTION": "Strategies send picks; Aegis stores them and routes each through three gates.",
+    "DESCRIPTION": "Strategies send picks; Aegis stores them and routes each through three "
+                   "gates (validity, risk, price) into entry orders.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
 }
-# Bounds of one batch, and of a pick's budget (KRW).
+# The docs page (Redoc, read-only: no "try it out" against a live trading API) loads its
+# JavaScript from a CDN unless drf-spectacular-sidecar is installed, then serves it locally.
+import importlib.util as _importlib_util  # noqa: E402
+
+if _importlib_util.find_spec("drf_spectacular_sidecar") is not None:
+    INSTALLED_APPS.append("drf_spectacular_sidecar")
+    SPECTACULAR_SETTINGS["REDOC_DIST"] = "SIDECAR"
+# Bounds of one request and of a pick's budget (KRW). Bodies above Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) are refused by Django first.
 PICKS_MAX_BODY_BYTES = env.int("AEGIS_PICKS_MAX_BODY_BYTES", default=1024 * 1024)
 PICKS_MAX_BATCH = env.int("AEGIS_PICKS_MAX_BATCH", default=1000)
 PICKS_BUDGET_MIN_KRW = env.int("AEGIS_PICKS_BUDGET_MIN_KRW", default=10_000)
 PICKS_BUDGET_MAX_KRW = env.int("AEGIS_PICKS_BUDGET_MAX_KRW", default=100_000_000)
 # How far in the future a pick's generated_at may be (clock skew between machines).
 PICKS_MAX_CLOCK_SKEW_S = env.int("AEGIS_PICKS_MAX_CLOCK_SKEW_S", default=5)
+# Where the per-source rate is counted: Redis, shared by every web process (in-process memory
+# in the embedded default), and how long a count may take before the batch is let in anyway.
+PICKS_RATE_STORAGE_URL = env.str("AEGIS_PICKS_RATE_STORAGE_URL", default=REDIS_URL or "memory://")
+PICKS_RATE_STORAGE_TIMEOUT_S = env.float("AEGIS_PICKS_RATE_STORAGE_TIMEOUT_S", default=0.1)
+# HMAC secrets of sources that must sign: AEGIS_PICKS_HMAC_<CODE>, read per request (picks/auth.py).
+# --- End of picks ingest API -------------------------------------------------------------------
 
 # --- Security (production) --------------------------------------------------------------------
 if PRODUCTION:

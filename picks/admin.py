@@ -1,16 +1,24 @@
 from django.contrib import admin, messages
 
-from .auth import token_issue
 from .models import GateSettings, Pick, PickSource
+from .services import source_token_issue
 
 
 @admin.register(PickSource)
 class PickSourceAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "active", "rate_limit", "require_hmac", "exit_profile",
-                    "has_token")
+                    "has_token", "created_at")
     list_filter = ("active", "require_hmac")
+    list_select_related = ("exit_profile",)
     search_fields = ("code", "name")
+    fields = ("code", "name", "active", "rate_limit", "require_hmac", "exit_profile",
+              "has_token")
+    readonly_fields = ("has_token",)
     actions = ["issue_token"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Picks refer to the code (their `source` column): it never changes once saved.
+        return ("code", "has_token") if obj is not None else ("has_token",)
 
     @admin.display(boolean=True, description="token")
     def has_token(self, obj: PickSource) -> bool:
@@ -19,13 +27,16 @@ class PickSourceAdmin(admin.ModelAdmin):
     @admin.action(description="Issue a new token (shown once; the old one stops working)")
     def issue_token(self, request, queryset):
         for source in queryset:
-            token = token_issue(source)
-            self.message_user(request, f"Token for {source.code} (shown once): {token}",
-                              messages.WARNING)
+            token = source_token_issue(source=source)
+            # Shown once, here; only its SHA-256 is kept.
+            self.message_user(request, f"New token for source {source.code}, shown only "
+                                       f"this once: {token}", messages.WARNING)
 
 
 @admin.register(GateSettings)
 class GateSettingsAdmin(admin.ModelAdmin):
+    """One row (pk 1): no second one, never deleted. Its form runs the model's validators."""
+
     fieldsets = (
         ("Gate 1: validity", {"fields": ("max_pick_age_s", "entry_cutoff")}),
         ("Gate 2: risk", {"fields": ("max_open_positions", "max_symbol_exposure_krw",
@@ -35,6 +46,8 @@ class GateSettingsAdmin(admin.ModelAdmin):
                                       "max_deviation_pct", "entry_slippage_pct")}),
         ("Orphan sweep", {"fields": ("sweep_after_s",)}),
     )
+    list_display = ("__str__", "max_pick_age_s", "entry_cutoff", "max_open_positions",
+                    "daily_loss_limit_krw", "updated_at")
 
     def has_add_permission(self, request):
         return not GateSettings.objects.exists()
@@ -45,9 +58,12 @@ class GateSettingsAdmin(admin.ModelAdmin):
 
 @admin.register(Pick)
 class PickAdmin(admin.ModelAdmin):
+    """Read only: picks are written by the ingest API and the router alone."""
+
     list_display = ("received_at", "source", "external_id", "side", "symbol", "qty", "budget_krw",
                     "status", "rejected_gate", "reject_reason", "routed_by", "intent")
     list_filter = ("status", "rejected_gate", "routed_by", "source")
+    list_select_related = ("source", "intent")
     search_fields = ("external_id", "symbol")
     date_hierarchy = "received_at"
 
@@ -55,4 +71,7 @@ class PickAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

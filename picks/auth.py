@@ -6,38 +6,40 @@ import hmac
 import logging
 import os
 import re
-import secrets
 import time
 
 from django.conf import settings
-from rest_framework import exceptions
+from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from .models import PickSource
+from .services import token_digest
 
 logger = logging.getLogger("aegis.picks")
 
 SIGNATURE_HEADER = "X-Aegis-Signature"
+_SIGNATURE_PREFIX = "sha256="
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request is too large."
+    default_code = "too_large"
 
 
-def token_issue(source: PickSource) -> str:
-    """A new token for `source`; only its SHA-256 is kept. Shown to the caller once."""
-    token = secrets.token_urlsafe(32)
-    source.token_sha256 = token_digest(token)
-    source.save(update_fields=["token_sha256"])
-    return token
+class RateExceeded(exceptions.Throttled):
+    default_detail = "This source sends more picks than its rate allows."
 
 
 def hmac_env_name(code: str) -> str:
+    """AEGIS_PICKS_HMAC_<CODE>: upper case, anything but letters and digits as _."""
     return "AEGIS_PICKS_HMAC_" + re.sub(r"[^A-Z0-9]", "_", code.upper())
 
 
 class SourceTokenAuthentication(BaseAuthentication):
-    """`Authorization: Bearer <token>`: request.auth is the PickSource it belongs to."""
+    """`Authorization: Bearer <token>`: request.auth is the PickSource the token belongs to.
+    The lookup is by the token's SHA-256, so no stored value can be replayed as a token, and
+    timing reveals nothing about tokens (only about hashes of what the caller sent)."""
 
     keyword = b"bearer"
 
@@ -52,7 +54,7 @@ class SourceTokenAuthentication(BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         source = PickSource.objects.filter(token_sha256=token_digest(token)).first()
-        if source is None or not source.token_sha256:
+        if source is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
         if not source.active:
             raise exceptions.PermissionDenied(f"Source {source.code} is not active.")
@@ -63,8 +65,8 @@ class SourceTokenAuthentication(BaseAuthentication):
 
 
 def require_signature(request, source: PickSource) -> None:
-    """The body's HMAC-SHA256, keyed by the source's secret from the environment, when the
-    source requires one."""
+    """When the source requires it: `X-Aegis-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body>`, keyed by the secret in the environment variable hmac_env_name(code)."""
     if not source.require_hmac:
         return
     secret = os.environ.get(hmac_env_name(source.code), "")
@@ -72,50 +74,72 @@ def require_signature(request, source: PickSource) -> None:
         logger.error("picks.hmac_unconfigured source=%s env=%s", source.code,
                      hmac_env_name(source.code))
         raise exceptions.PermissionDenied(
-            f"Source {source.code} requires a signature but none is configured on this server.")
+            f"Source {source.code} must sign its picks, but this server has no secret for it "
+            f"({hmac_env_name(source.code)} is not set): ask the operator.")
     sent = request.headers.get(SIGNATURE_HEADER, "")
-    if not sent.startswith("sha256="):
+    if not sent.startswith(_SIGNATURE_PREFIX):
         raise exceptions.AuthenticationFailed(f"Send {SIGNATURE_HEADER}: sha256=<hex HMAC>.")
-    expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(sent[len("sha256="):].lower(), expected):
+    expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest().encode()
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header may carry any byte.
+    given = sent[len(_SIGNATURE_PREFIX):].strip().lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(given, expected):
         raise exceptions.AuthenticationFailed("The body's signature does not match.")
 
 
-class Throttled(exceptions.Throttled):
-    default_detail = "This source sends more picks than its rate allows."
-
-
-_limiter = None
+_limiters: dict[str, object] = {}
 
 
 def _rate_limiter():
-    global _limiter
-    if _limiter is None:
+    """One limiter per process and storage URL. Redis (settings.PICKS_RATE_STORAGE_URL, the
+    same server as Celery by default) is shared by every web process; short socket timeouts
+    keep a sick Redis from holding requests on this 20 ms path."""
+    url = settings.PICKS_RATE_STORAGE_URL
+    limiter = _limiters.get(url)
+    if limiter is None:
         from limits.storage import storage_from_string
         from limits.strategies import MovingWindowRateLimiter
 
-        url = settings.REDIS_URL or "memory://"
-        _limiter = MovingWindowRateLimiter(storage_from_string(url))
-    return _limiter
+        options = {}
+        if url.startswith(("redis://", "rediss://")):
+            timeout = settings.PICKS_RATE_STORAGE_TIMEOUT_S
+            options = {"wrap_exceptions": True, "socket_timeout": timeout,
+                       "socket_connect_timeout": timeout, "key_prefix": "aegis:picks:rate"}
+        limiter = _limiters[url] = MovingWindowRateLimiter(storage_from_string(url, **options))
+    return limiter
 
 
 def require_rate(source: PickSource, picks: int) -> None:
-    """Count `picks` against the source's rate (every web process shares the count through
-    Redis). Over it: 429 with Retry-After. Redis unreachable: let the batch in and log it; the
-    router's risk gate, not the rate, is what protects the account."""
-    from limits import parse
+    """Count `picks` (the batch size) against the source's rate in a moving window: exact, with
+    no burst of twice the rate at a window's edge. Over it: 429 with Retry-After, and the batch
+    counts for nothing. A batch larger than the whole rate could never pass: 413.
 
-    item = parse(source.rate_limit)
+    Redis unreachable: fail open. The batch is let in and the failure logged
+    (picks.rate_unavailable). The rate protects this server from a runaway strategy; what
+    protects the account is the router's risk gate, which does not depend on Redis, and
+    refusing every pick during a Redis blip would silently drop entries."""
+    from limits import parse
+    from limits.errors import StorageError
+
+    try:
+        item = parse(source.rate_limit)
+    except ValueError:
+        logger.error("picks.rate_invalid source=%s: batch let in", source.code)
+        return
+    if picks > item.amount:
+        raise PayloadTooLarge(f"Source {source.code} may send {source.rate_limit}: a batch "
+                              f"holds at most {item.amount} of its picks.")
     limiter = _rate_limiter()
     try:
-        if limiter.hit(item, "picks", source.code, cost=max(1, picks)):
+        if limiter.hit(item, "picks", source.code, cost=picks):
             return
         reset_at = limiter.get_window_stats(item, "picks", source.code).reset_time
-    except Exception as exc:  # noqa: BLE001 - fail open, loudly
-        logger.warning("picks.rate_unavailable source=%s: %s: batch let in",
-                       source.code, type(exc).__name__)
+    except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
+        logger.warning("picks.rate_unavailable source=%s error=%s: batch let in", source.code,
+                       type(getattr(exc, "storage_error", exc)).__name__)
         return
-    raise Throttled(wait=max(1, int(reset_at - time.time() + 0.999)))
+    logger.info("picks.rate_exceeded source=%s count=%s rate=%s", source.code, picks,
+                source.rate_limit)
+    raise RateExceeded(wait=max(1, int(reset_at - time.time() + 0.999)))
 
 
 try:  # the OpenAPI schema's description of the token (drf-spectacular)
@@ -127,6 +151,9 @@ try:  # the OpenAPI schema's description of the token (drf-spectacular)
 
         def get_security_definition(self, auto_schema):
             return {"type": "http", "scheme": "bearer",
-                    "description": "The source's API token (manage.py picks_source)."}
+                    "description": "The source's API token (manage.py picks_source, or the "
+                                   "admin's issue-token action). Sources that require it "
+                                   f"also sign the body: {SIGNATURE_HEADER}: sha256=<hex "
+                                   "HMAC-SHA256 of the raw body>."}
 except ImportError:  # pragma: no cover - drf-spectacular is pinned in requirements.txt
     pass

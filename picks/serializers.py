@@ -1,61 +1,101 @@
-"""What one pick may look like on the wire."""
+"""What one pick may look like on the wire, and what the ingest API answers."""
 
 import datetime as dt
+from collections.abc import Mapping
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from aegis import clock
-from execution.models import SYMBOL_PATTERN, Side
+from execution.models import Side, symbol_validator
 from execution.validation import MAX_QTY
 
 MAX_PRICE_KRW = 10_000_000  # above any KRX share price
 
 
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO 8601 with its UTC offset: a time without one is ambiguous between machines."""
+
+    def enforce_timezone(self, value: dt.datetime) -> dt.datetime:
+        if timezone.is_naive(value):
+            raise serializers.ValidationError(
+                "Give the UTC offset, e.g. 2026-11-24T09:00:01+09:00 or …Z.", code="naive")
+        return super().enforce_timezone(value)
+
+
 class PickInSerializer(serializers.Serializer):
     # Ids are kept exactly as sent (no trimming): they are idempotency keys.
-    source = serializers.CharField(max_length=32, trim_whitespace=False, help_text="Strategy id, e.g. 3001: the "
-                                   "authenticated source's code.")
-    external_id = serializers.CharField(max_length=128, trim_whitespace=False, help_text="The strategy's own id for "
-                                        "the pick; (source, external_id) is idempotent.")
-    symbol = serializers.RegexField(SYMBOL_PATTERN, max_length=6, min_length=6,
-                                    help_text="KRX short code, e.g. 005930.")
+    source = serializers.CharField(
+        max_length=32, trim_whitespace=False,
+        help_text="Strategy id, e.g. 3001: must be the authenticated source's code.")
+    external_id = serializers.CharField(
+        max_length=128, trim_whitespace=False,
+        help_text="The strategy's own id for the pick; (source, external_id) is idempotent.")
+    symbol = serializers.CharField(min_length=6, max_length=6, trim_whitespace=False,
+                                   validators=[symbol_validator],
+                                   help_text="KRX short code, e.g. 005930.")
     side = serializers.ChoiceField(choices=Side.choices, default=Side.BUY)
     qty = serializers.IntegerField(min_value=1, max_value=MAX_QTY, required=False,
                                    allow_null=True, help_text="Shares; or give budget_krw.")
     budget_krw = serializers.IntegerField(required=False, allow_null=True,
                                           help_text="KRW to spend; or give qty.")
-    limit_price = serializers.IntegerField(min_value=1, max_value=MAX_PRICE_KRW, required=False,
-                                           allow_null=True)
+    limit_price = serializers.IntegerField(
+        min_value=1, max_value=MAX_PRICE_KRW, required=False, allow_null=True,
+        help_text="KRW; without it the router prices the entry from the last trade.")
     score = serializers.DecimalField(max_digits=12, decimal_places=6, required=False,
-                                     allow_null=True)
-    generated_at = serializers.DateTimeField(help_text="ISO 8601 with its UTC offset.")
+                                     allow_null=True, help_text="The strategy's own score.")
+    generated_at = AwareDateTimeField(
+        help_text="When the strategy made the pick: ISO 8601 with its UTC offset, at most "
+                  "PICKS_MAX_CLOCK_SKEW_S (default 5 s) ahead of the server's clock.")
 
-    def validate_budget_krw(self, value):
-        low, high = settings.PICKS_BUDGET_MIN_KRW, settings.PICKS_BUDGET_MAX_KRW
-        if value is not None and not low <= value <= high:
-            raise serializers.ValidationError(f"Must be between {low:,} and {high:,} KRW.")
-        return value
+    def get_fields(self):
+        # The budget's bounds are settings: read them per use, so the schema shows them too.
+        fields = super().get_fields()
+        fields["budget_krw"] = serializers.IntegerField(
+            required=False, allow_null=True, min_value=settings.PICKS_BUDGET_MIN_KRW,
+            max_value=settings.PICKS_BUDGET_MAX_KRW, help_text="KRW to spend; or give qty.")
+        return fields
+
+    def to_internal_value(self, data):
+        # A misspelt optional field (limit_prce) silently dropped would send a different
+        # order than the strategy meant: refuse unknown fields.
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: ["Unknown field."] for key in unknown[:10]}, code="unknown")
+        return super().to_internal_value(data)
 
     def validate_generated_at(self, value: dt.datetime) -> dt.datetime:
         skew = dt.timedelta(seconds=settings.PICKS_MAX_CLOCK_SKEW_S)
         if value > clock.now() + skew:
-            raise serializers.ValidationError("Lies in the future.")
+            raise serializers.ValidationError(
+                "Lies in the future (more than the allowed clock skew): check the sender's "
+                "clock.")
         return value
 
     def validate(self, attrs):
         if (attrs.get("qty") is None) == (attrs.get("budget_krw") is None):
-            raise serializers.ValidationError({"qty": ["Give exactly one of qty and budget_krw."]})
+            raise serializers.ValidationError(
+                {"qty": ["Give exactly one of qty and budget_krw."]}, code="qty_xor_budget")
         return attrs
 
 
 class IngestAnswerSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["queued"])
-    ids = serializers.ListField(child=serializers.IntegerField(),
-                                help_text="One per pick sent, in order (a repeat's first id).")
-    duplicates = serializers.IntegerField(help_text="Picks already known, stored nothing new.")
+    ids = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="One pick id per pick sent, in order; a pick already known answers the id "
+                  "it was first stored with.")
+    duplicates = serializers.IntegerField(
+        help_text="Picks of the batch already known (sent before, or twice in this batch): "
+                  "nothing new stored for them.")
 
 
 class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(required=False)
-    errors = serializers.DictField(required=False, help_text="Field errors by pick index.")
+    detail = serializers.CharField(required=False, help_text="What is wrong, for 401 to 429.")
+    errors = serializers.DictField(
+        required=False,
+        help_text='400: field errors by pick index, e.g. {"1": {"symbol": ["…"]}}, or '
+                  '{"non_field_errors": [...]} when the body is not a list of picks.')

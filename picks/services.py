@@ -1,9 +1,13 @@
-"""Storing picks: a whole batch or nothing, idempotent on (source, external_id), routed once
-committed."""
+"""Writes of the picks app: storing a batch of picks (whole or nothing, idempotent on
+(source, external_id), routed once committed) and managing pick sources and their tokens."""
 
+import hashlib
 import logging
+import secrets
+from collections.abc import Sequence
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 
 from aegis import clock
 
@@ -11,34 +15,132 @@ from .models import Pick, PickSource
 
 logger = logging.getLogger("aegis.picks")
 
+# Rows per INSERT statement: 1000 picks x 16 columns stays far below PostgreSQL's 65,535 and
+# SQLite's 32,766 bound parameters either way; smaller statements just plan faster.
+_INSERT_CHUNK = 500
 
-def picks_ingest(*, source: PickSource, items: list[dict]) -> tuple[list[int], int]:
-    """Store the validated picks of one batch. Returns each pick's id, in order (a repeat's is
-    its first's), and how many were already known. The new ones are sent to the router when
-    the batch commits; a broker outage then is logged, and the sweep routes them later."""
-    keys = list(dict.fromkeys(item["external_id"] for item in items))
+
+class PickSourceInvalid(Exception):
+    """A source's fields do not pass the model's validators; the message says which."""
+
+
+class PickStoreRace(Exception):
+    """A pick neither inserted nor found afterwards (deleted by a concurrent writer)."""
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _insert_new(rows: list[Pick]) -> dict[str, int]:
+    """INSERT … ON CONFLICT (source, external_id) DO NOTHING RETURNING: the ids of the rows this
+    statement stored, by external_id. Rows stored by anyone else (earlier, or by a concurrent
+    ingest that commits first: PostgreSQL makes this statement wait for it) are left out, so
+    exactly one ingest of a pick counts it as new. bulk_create(ignore_conflicts=True) cannot
+    say which rows were inserted, hence the SQL."""
+    fields = [f for f in Pick._meta.concrete_fields if not f.primary_key]
+    table = connection.ops.quote_name(Pick._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    conflict = ", ".join(connection.ops.quote_name(Pick._meta.get_field(name).column)
+                         for name in ("source", "external_id"))
+    stored: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start:start + _INSERT_CHUNK]
+            params = [f.get_db_prep_save(getattr(row, f.attname), connection)
+                      for row in chunk for f in fields]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([one_row] * len(chunk))} "
+                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING id, external_id", params)
+            stored.update((external_id, pk) for pk, external_id in cursor.fetchall())
+    return stored
+
+
+def _route_enqueue(*, source_code: str, pick_ids: list[int]) -> None:
+    """Runs after the commit. The picks are stored either way: if the broker is down, say so
+    and leave them NEW for the orphan sweep."""
+    from .tasks import picks_route_task
+
+    try:
+        picks_route_task.delay(pick_ids)
+    except Exception as exc:  # noqa: BLE001 - any broker failure; the sweep is the fallback
+        logger.error("picks.route_enqueue_failed source=%s count=%s error=%s", source_code,
+                     len(pick_ids), type(exc).__name__)
+
+
+def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int], int]:
+    """Store the validated picks of one batch of `source`. Returns one id per item, in order (a
+    pick already known, from this batch or an earlier one, answers the id it was first stored
+    with, and its first version stands), and how many items were not newly stored. Two
+    statements whatever the batch size. The new picks are sent to the router when the batch
+    commits."""
     now = clock.now()
+    first: dict[str, dict] = {}
+    for item in items:
+        first.setdefault(item["external_id"], item)
+    rows = [Pick(source=source, external_id=key, symbol=item["symbol"], side=item["side"],
+                 qty=item.get("qty"), budget_krw=item.get("budget_krw"),
+                 limit_price=item.get("limit_price"), score=item.get("score"),
+                 generated_at=item["generated_at"], received_at=now)
+            for key, item in first.items()]
     with transaction.atomic():
-        known = set(Pick.objects.filter(source=source, external_id__in=keys)
-                    .values_list("external_id", flat=True))
-        first = {}
-        for item in items:
-            first.setdefault(item["external_id"], item)
-        Pick.objects.bulk_create(
-            [Pick(source=source, external_id=key, symbol=item["symbol"], side=item["side"],
-                  qty=item.get("qty"), budget_krw=item.get("budget_krw"),
-                  limit_price=item.get("limit_price"), score=item.get("score"),
-                  generated_at=item["generated_at"], received_at=now)
-             for key, item in first.items() if key not in known],
-            ignore_conflicts=True)  # a concurrent batch with the same pick stored it first
-        ids = dict(Pick.objects.filter(source=source, external_id__in=keys)
-                   .values_list("external_id", "id"))
-        new = [ids[key] for key in keys if key not in known]
+        new = _insert_new(rows)
+        ids = new.copy()
+        if len(new) < len(first):
+            ids.update(Pick.objects.filter(source=source, external_id__in=[
+                key for key in first if key not in new]).values_list("external_id", "id"))
+        missing = [key for key in first if key not in ids]
+        if missing:
+            raise PickStoreRace(f"{len(missing)} picks of source {source.code} were neither "
+                                "stored nor found; send the batch again.")
         if new:
-            from .tasks import picks_route_task
-
-            transaction.on_commit(lambda: picks_route_task.delay(new), robust=True)
+            new_ids = list(new.values())
+            transaction.on_commit(
+                lambda: _route_enqueue(source_code=source.code, pick_ids=new_ids), robust=True)
     duplicates = len(items) - len(new)
     logger.info("picks.ingested source=%s count=%s new=%s duplicates=%s", source.code,
-                len(items), len(new), duplicates, extra={"source": source.code})
+                len(items), len(new), duplicates)
     return [ids[item["external_id"]] for item in items], duplicates
+
+
+def source_token_issue(*, source: PickSource) -> str:
+    """A new token for `source`, replacing the old one; only its SHA-256 is kept. The caller
+    shows it once."""
+    token = secrets.token_urlsafe(32)
+    source.token_sha256 = token_digest(token)
+    source.save(update_fields=["token_sha256"])
+    logger.info("picks.token_issued source=%s", source.code)
+    return token
+
+
+def source_upsert(*, code: str, name: str | None = None, exit_profile=None,
+                  rate_limit: str | None = None, require_hmac: bool | None = None,
+                  rotate: bool = False) -> tuple[PickSource, bool, str | None]:
+    """Create the source `code` or change the fields given (None: leave as is). Returns the
+    source, whether it was created, and its new token when one was issued (on creation or
+    `rotate`). Raises PickSourceInvalid, changing nothing, when a field is refused."""
+    with transaction.atomic():
+        source = PickSource.objects.select_for_update().filter(code=code).first()
+        created = source is None
+        if created:
+            source = PickSource(code=code)
+        if name is not None:
+            source.name = name
+        if rate_limit is not None:
+            source.rate_limit = rate_limit
+        if require_hmac is not None:
+            source.require_hmac = require_hmac
+        if exit_profile is not None:
+            source.exit_profile = exit_profile
+        try:
+            source.full_clean()
+        except ValidationError as exc:
+            raise PickSourceInvalid("; ".join(
+                f"{field}: {' '.join(messages)}"
+                for field, messages in exc.message_dict.items())) from None
+        source.save()
+        token = source_token_issue(source=source) if created or rotate else None
+    logger.info("picks.source_saved source=%s created=%s rotated=%s", code, created,
+                token is not None)
+    return source, created, token

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from aegis import clock
-from picks.auth import token_issue
+from picks.services import source_token_issue
 from picks.models import PickSource
 
 _codes = itertools.count(1)
@@ -18,12 +18,12 @@ def make_source(db):
         fields.setdefault("rate_limit", "100000/second")
         source = PickSource.objects.create(code=f"t{next(_codes)}-{id(fields) % 10_000}",
                                            **fields)
-        return source, token_issue(source)
+        return source, source_token_issue(source=source)
 
     return make
 
 
-def a_pick(source: PickSource, n: int = 1, **overrides) -> dict:
+def a_pick(source: PickSource, n: int = 1, /, **overrides) -> dict:
     pick = {"source": source.code, "external_id": f"ext-{n}", "symbol": "005930",
             "side": "BUY", "budget_krw": 1_000_000, "limit_price": 71_000, "score": "0.5",
             "generated_at": clock.now().isoformat()}

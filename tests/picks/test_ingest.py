@@ -4,19 +4,17 @@ authenticated per source, bounded in size and rate."""
 import datetime as dt
 import hashlib
 import hmac
-import io
 import json
 import threading
 
 import pytest
 import redis
 from django.conf import settings
-from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import Client
 
 from aegis import clock
-from picks.models import GateSettings, Pick, PickSource
+from picks.models import Pick, PickSource
 from tests.picks.conftest import a_pick, post
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +60,18 @@ def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
     ({"external_id": ...}, "external_id"),
     ({"external_id": "x" * 129}, "external_id"),
     ({"qty": True, "budget_krw": None}, "qty"),
+    ({"generated_at": "2026-11-24T09:00:00"}, "generated_at"),  # no UTC offset
+    ({"generated_at": "9999-12-31T23:59:59-14:00"}, "generated_at"),
+    ({"symbol": " 05930"}, "symbol"),
+    ({"symbol": "005930\n"}, "symbol"),
+    ({"limit_price": 10_000_001}, "limit_price"),
+    ({"score": "NaN"}, "score"),
+    ({"score": "1e999999999"}, "score"),
+    ({"limit_prce": 70_000}, "limit_prce"),  # unknown fields are refused, not dropped
+    ({"source": None}, "source"),
+    ({"external_id": "a\x00b"}, "external_id"),  # PostgreSQL text cannot hold NUL
+    ({"external_id": "\ud800"}, "external_id"),  # a lone surrogate is not UTF-8
+    ({"external_id": ""}, "external_id"),
 ])
 def test_one_bad_pick_refuses_the_whole_batch_with_its_field_errors(client, make_source,
                                                                      overrides, field):
@@ -162,6 +172,7 @@ def test_concurrent_ingests_of_one_pick_store_it_once(make_source):
     source, token = make_source()
     body = json.dumps([a_pick(source, 1)])
     answers, barrier = [], threading.Barrier(8)
+    queued = picks_queue_length()
 
     def send():
         barrier.wait()
@@ -178,6 +189,8 @@ def test_concurrent_ingests_of_one_pick_store_it_once(make_source):
     assert [a.status_code for a in answers] == [202] * 8
     assert len({a.json()["ids"][0] for a in answers}) == 1
     assert Pick.objects.filter(source=source).count() == 1
+    assert sorted(a.json()["duplicates"] for a in answers) == [0] + [1] * 7
+    assert picks_queue_length() == queued + 1  # routed once, by the ingest that stored it
 
 
 def test_the_schema_and_its_docs_page_are_served(client):
@@ -188,40 +201,98 @@ def test_the_schema_and_its_docs_page_are_served(client):
     assert client.get("/api/docs/").status_code == 200
 
 
-def test_the_command_creates_a_source_and_rotates_its_token(client, db):
-    from trading.models import ExitProfile
-
-    ExitProfile.objects.create(name="cmd-profile", stop_loss_pct=3)
-    out = io.StringIO()
-    call_command("picks_source", "cmd1", "--name", "News", "--profile", "cmd-profile",
-                 "--rate", "50/second", stdout=out)
-    token = out.getvalue().split("keep it secret): ")[1].strip()
-    source = PickSource.objects.get(code="cmd1")
-    assert (source.name, source.rate_limit, source.exit_profile.name) == (
-        "News", "50/second", "cmd-profile")
-    assert token not in source.token_sha256
-    assert post(client, token, [a_pick(source)]).status_code == 202
-    out = io.StringIO()
-    call_command("picks_source", "cmd1", "--rotate", stdout=out)
-    assert post(client, token, [a_pick(source, 2)]).status_code == 401
-    with pytest.raises(CommandError, match="rate_limit"):
-        call_command("picks_source", "cmd1", "--rate", "lots")
-    with pytest.raises(CommandError, match="exit profile"):
-        call_command("picks_source", "cmd1", "--profile", "nope")
+def test_what_is_not_json_or_nested_too_deep_is_a_400(client, make_source):
+    source, token = make_source()
+    for body in (b"[" * 200_000, b"\xff\xfe", b'[{"a": NaN}]'):
+        answer = post(client, token, body)
+        assert answer.status_code == 400, answer.content
+        assert "non_field_errors" in answer.json()["errors"]
+    assert not Pick.objects.filter(source=source).exists()
 
 
-def test_the_admin_issues_tokens_and_refuses_bad_gate_settings(admin_client, make_source):
-    source, old = make_source()
-    answer = admin_client.post("/admin/picks/picksource/", {
-        "action": "issue_token", "_selected_action": [source.pk]}, follow=True)
-    assert answer.status_code == 200
-    assert post(Client(), old, [a_pick(source)]).status_code == 401
-    GateSettings.current()
-    form = {f.name: getattr(GateSettings.current(), f.name)
-            for f in GateSettings._meta.fields if f.editable and f.name != "id"}
-    form["max_spread_pct"] = "31"
-    form["entry_cutoff"] = "15:15"
-    answer = admin_client.post("/admin/picks/gatesettings/1/change/", form)
-    assert answer.status_code == 200  # the form again, with its error
-    assert "max_spread_pct" in answer.context["adminform"].form.errors
-    assert GateSettings.current().max_spread_pct != 31
+def test_the_declared_size_is_refused_before_anything_is_read(client, make_source, settings):
+    source, token = make_source()
+    settings.PICKS_MAX_BODY_BYTES = 100
+    body = json.dumps([a_pick(source)])
+    assert post(client, None, body).status_code == 413  # not even authenticated
+    settings.PICKS_MAX_BODY_BYTES = 1024 * 1024
+    assert post(client, token, body, CONTENT_LENGTH="12x").status_code == 400
+
+
+def test_a_signature_header_of_any_bytes_is_a_401(client, make_source, monkeypatch):
+    source, token = make_source(require_hmac=True)
+    monkeypatch.setenv(f"AEGIS_PICKS_HMAC_{source.code.upper().replace('-', '_')}", "k")
+    answer = post(client, token, [a_pick(source)], HTTP_X_AEGIS_SIGNATURE="sha256=\xe9\xff")
+    assert answer.status_code == 401
+
+
+def test_a_batch_larger_than_the_whole_rate_is_413_not_429(client, make_source):
+    source, token = make_source(rate_limit="2/hour")
+    answer = post(client, token, [a_pick(source, n) for n in range(3)])
+    assert answer.status_code == 413
+    assert "2/hour" in answer.json()["detail"]
+
+
+def test_with_the_rate_store_unreachable_batches_are_let_in_and_it_is_logged(
+        client, make_source, settings, caplog):
+    # A real client against a closed port: the fail-open policy of picks.auth.require_rate.
+    source, token = make_source(rate_limit="1/hour")
+    settings.PICKS_RATE_STORAGE_URL = "redis://127.0.0.1:1/0"
+    with caplog.at_level("WARNING", logger="aegis.picks"):
+        assert post(client, token, [a_pick(source, 1)]).status_code == 202
+        assert post(client, token, [a_pick(source, 2)]).status_code == 202
+    assert "picks.rate_unavailable" in caplog.text
+    assert token not in caplog.text
+
+
+def test_queries_per_batch_do_not_grow_with_its_size(client, make_source):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    source, token = make_source()
+    counts = []
+    for first, size in ((0, 1), (100, 200)):
+        with CaptureQueriesContext(connection) as queries:
+            answer = post(client, token, [a_pick(source, first + n) for n in range(size)])
+        assert answer.status_code == 202
+        counts.append(len(queries))
+    with CaptureQueriesContext(connection) as queries:  # all known: read back, nothing new
+        post(client, token, [a_pick(source, 100 + n) for n in range(200)])
+    counts.append(len(queries))
+    assert counts[0] == counts[1] <= 6, counts  # token lookup, insert, (savepoint) ...
+    assert counts[2] <= counts[1] + 1, counts
+
+
+def test_the_schema_describes_the_body_the_answers_and_the_token(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    operation = schema["paths"]["/api/picks/ingest"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["type"] == "array" and body["items"]["$ref"].endswith("/PickIn")
+    assert {"202", "400", "401", "403", "413", "429"} <= set(operation["responses"])
+    assert operation["security"] == [{"sourceToken": []}]
+    assert schema["components"]["securitySchemes"]["sourceToken"]["scheme"] == "bearer"
+    pick = schema["components"]["schemas"]["PickIn"]
+    assert pick["properties"]["budget_krw"]["minimum"] == settings.PICKS_BUDGET_MIN_KRW
+    assert pick["properties"]["symbol"]["pattern"]
+
+
+def test_a_broker_outage_at_commit_is_logged_and_the_batch_stays_stored(
+        client, make_source, settings, caplog, django_capture_on_commit_callbacks):
+    # The real Celery client against a closed port (no mock): the picks are committed, the
+    # answer is still 202, and the failure is logged for the sweep to make up for.
+    from aegis.celery import app
+
+    source, token = make_source()
+    saved = app.conf.broker_url, app._pool, app.amqp._producer_pool
+    app.conf.broker_url, app._pool, app.amqp._producer_pool = "redis://127.0.0.1:1/0", None, None
+    try:
+        with caplog.at_level("ERROR", logger="aegis.picks"), \
+                django_capture_on_commit_callbacks(execute=True):
+            answer = post(client, token, [a_pick(source, 1)])
+    finally:
+        app.conf.broker_url, app._pool, app.amqp._producer_pool = saved
+    assert answer.status_code == 202, answer.content
+    assert Pick.objects.filter(source=source, status="NEW").count() == 1
+    assert "picks.route_enqueue_failed" in caplog.text

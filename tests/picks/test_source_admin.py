@@ -1,0 +1,114 @@
+"""Pick sources and gate settings as operators manage them: the admin (token issue, forms run
+the model's validators, one gate-settings row) and `manage.py picks_source`."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from picks.models import GateSettings, Pick, PickSource
+from picks.services import token_digest
+from tests.picks.conftest import a_pick, post
+
+pytestmark = pytest.mark.django_db
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_the_admin_issues_a_new_token_shown_once_and_stores_only_its_hash(admin_client,
+                                                                          make_source):
+    source, old = make_source()
+    answer = admin_client.post("/admin/picks/picksource/", {
+        "action": "issue_token", "_selected_action": [source.pk]}, follow=True)
+    assert answer.status_code == 200
+    [message] = [m for m in messages_of(answer) if source.code in m]
+    token = message.rsplit(": ", 1)[1]
+    source.refresh_from_db()
+    assert source.token_sha256 == token_digest(token) and token not in source.token_sha256
+    assert post(Client(), old, [a_pick(source)]).status_code == 401
+    assert post(Client(), token, [a_pick(source)]).status_code == 202
+    page = admin_client.get(f"/admin/picks/picksource/{source.pk}/change/").content.decode()
+    assert token not in page and source.token_sha256 not in page
+
+
+def test_the_source_form_validates_its_rate_and_keeps_its_code(admin_client, make_source):
+    source, _ = make_source()
+    url = f"/admin/picks/picksource/{source.pk}/change/"
+    form = {"name": "x", "active": "on", "rate_limit": "very fast", "exit_profile": ""}
+    answer = admin_client.post(url, form)
+    assert answer.status_code == 200
+    assert "rate_limit" in answer.context["adminform"].form.errors
+    assert PickSource.objects.get(pk=source.pk).rate_limit == "100000/second"
+    answer = admin_client.post(url, form | {"rate_limit": "20 per minute", "code": "renamed"})
+    assert answer.status_code == 302
+    source.refresh_from_db()
+    assert (source.rate_limit, source.code) == ("20 per minute", source.code)
+
+
+def test_gate_settings_are_one_row_never_deleted_and_validated(admin_client):
+    GateSettings.current()
+    assert admin_client.get("/admin/picks/gatesettings/add/").status_code == 403
+    assert admin_client.get("/admin/picks/gatesettings/1/delete/").status_code == 403
+    form = {f.name: getattr(GateSettings.current(), f.name)
+            for f in GateSettings._meta.fields if f.editable and f.name != "id"}
+    form["entry_cutoff"] = "15:15"
+    bad = form | {"max_spread_pct": "31", "max_pick_age_s": "0", "daily_loss_limit_krw": "-1"}
+    answer = admin_client.post("/admin/picks/gatesettings/1/change/", bad)
+    assert answer.status_code == 200  # the form again, with its errors
+    errors = answer.context["adminform"].form.errors
+    assert {"max_spread_pct", "max_pick_age_s", "daily_loss_limit_krw"} <= set(errors)
+    assert GateSettings.current().max_spread_pct != 31
+    answer = admin_client.post("/admin/picks/gatesettings/1/change/",
+                               form | {"max_spread_pct": "1.5"})
+    assert answer.status_code == 302
+    assert str(GateSettings.current().max_spread_pct) == "1.50"
+
+
+def test_picks_are_read_only_in_the_admin(admin_client, client, make_source):
+    source, token = make_source()
+    [pick_id] = post(client, token, [a_pick(source)]).json()["ids"]
+    listing = admin_client.get("/admin/picks/pick/")
+    assert listing.status_code == 200 and "ext-1" in listing.content.decode()
+    assert admin_client.get("/admin/picks/pick/add/").status_code == 403
+    assert admin_client.get(f"/admin/picks/pick/{pick_id}/delete/").status_code == 403
+    admin_client.post(f"/admin/picks/pick/{pick_id}/change/", {"symbol": "000660"})
+    assert Pick.objects.get(pk=pick_id).symbol == "005930"
+
+
+def test_the_command_creates_a_source_and_rotates_its_token(client):
+    from trading.models import ExitProfile
+
+    ExitProfile.objects.create(name="cmd-profile", stop_loss_pct=3)
+    out = io.StringIO()
+    call_command("picks_source", "cmd1", "--name", "News", "--profile", "cmd-profile",
+                 "--rate", "50/second", "--hmac", stdout=out)
+    assert "source cmd1 created" in out.getvalue()
+    token = out.getvalue().split("keep it secret): ")[1].strip()
+    source = PickSource.objects.get(code="cmd1")
+    assert (source.name, source.rate_limit, source.exit_profile.name, source.require_hmac) == (
+        "News", "50/second", "cmd-profile", True)
+    assert source.token_sha256 == token_digest(token)
+    out = io.StringIO()
+    call_command("picks_source", "cmd1", "--no-hmac", stdout=out)  # updated, same token
+    assert "updated" in out.getvalue() and "token" not in out.getvalue()
+    assert post(client, token, [a_pick(source)]).status_code == 202
+    out = io.StringIO()
+    call_command("picks_source", "cmd1", "--rotate", stdout=out)
+    new = out.getvalue().split("keep it secret): ")[1].strip()
+    assert new != token
+    assert post(client, token, [a_pick(source, 2)]).status_code == 401
+    assert post(client, new, [a_pick(source, 2)]).status_code == 202
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cmd2", "--rate", "lots"], "rate_limit"),
+    (["cmd2", "--profile", "nope"], "exit profile"),
+    (["bad code!"], "code"),
+])
+def test_the_command_refuses_bad_input_and_saves_nothing(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("picks_source", *args, stdout=io.StringIO())
+    assert not PickSource.objects.filter(code=args[0]).exists()
