@@ -266,6 +266,8 @@ PICKS_MAX_CLOCK_SKEW_S = env.int("AEGIS_PICKS_MAX_CLOCK_SKEW_S", default=5)
 # in the embedded default), and how long a count may take before the batch is let in anyway.
 PICKS_RATE_STORAGE_URL = env.str("AEGIS_PICKS_RATE_STORAGE_URL", default=REDIS_URL or "memory://")
 PICKS_RATE_STORAGE_TIMEOUT_S = env.float("AEGIS_PICKS_RATE_STORAGE_TIMEOUT_S", default=0.1)
+# The router asks the broker for a symbol's order book at most once per this many seconds.
+PICKS_BOOK_CACHE_S = env.float("AEGIS_PICKS_BOOK_CACHE_S", default=1.0)
 # HMAC secrets of sources that must sign: AEGIS_PICKS_HMAC_<CODE>, read per request (picks/auth.py).
 # --- End of picks ingest API -------------------------------------------------------------------
 

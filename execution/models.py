@@ -370,7 +370,8 @@ class Reconciliation(models.Model):
     finished_at = models.DateTimeField()
     symbols_checked = models.PositiveIntegerField(default=0)
     cash_krw = models.BigIntegerField(
-        null=True, blank=True, help_text="KIS's deposit total (dnca_tot_amt) at this run.")
+        null=True, blank=True, help_text="KIS's D+2 deposit (prvs_rcdl_excc_amt) at this run: the start-of-day "
+                  "deposit with the day's trades settled.")
     symbols_skipped = models.JSONField(
         default=list, blank=True,
         help_text="Symbols with orders still on their way at KIS: compared next time.")

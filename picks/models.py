@@ -1,6 +1,7 @@
 """Picks: what strategies want bought or sold, the sources that send them, and the router's gate
 settings."""
 
+import datetime as dt
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -80,7 +81,7 @@ class GateSettings(models.Model):
         default=30, validators=[MinValueValidator(1)],
         help_text="A pick generated longer ago than this is stale.")
     entry_cutoff = models.TimeField(
-        default="15:15",
+        default=dt.time(15, 15),
         help_text="No new entries after this time of day (Asia/Seoul); the session opens 09:00.")
     # Gate 2: risk
     max_open_positions = models.PositiveIntegerField(default=20)

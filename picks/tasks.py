@@ -1,11 +1,63 @@
-"""Picks tasks: thin; each calls one service in picks/routing.py."""
+"""Picks tasks: thin; each calls services in picks/routing.py."""
+
+import datetime as dt
+import logging
 
 from celery import shared_task
 
+logger = logging.getLogger("aegis.picks")
 
-@shared_task(name="picks.route", ignore_result=True)
-def picks_route_task(pick_ids: list[int]) -> dict:
-    """Route picks just ingested (enqueued when their batch commits)."""
+
+def _send_here(broker):
+    """An executor for execution.services.intents.execute_here: the intent a pick became is
+    sent from this task as soon as it commits, with no second queue hop; whatever fails here
+    goes to the execute task, which retries (and a NEW intent left by a crash, to its sweep)."""
+    from execution.services.submission import intent_submit
+    from execution.tasks import intent_execute
+
+    def send(intent_id: str) -> bool:
+        try:
+            intent_submit(intent_id=intent_id, broker=broker)
+        except Exception as exc:  # noqa: BLE001 - handed over, never lost
+            logger.warning("picks.send_failed intent_id=%s: %s: handed to the execute task",
+                           intent_id, type(exc).__name__, extra={"intent_id": intent_id})
+            intent_execute.delay(intent_id)
+        return True
+
+    return send
+
+
+def _route(pick_ids: list[int], routed_by: str) -> dict:
+    from execution.brokers import get_broker
+    from execution.services.intents import execute_here
+
     from .routing import picks_route
 
-    return picks_route(pick_ids=pick_ids, routed_by="EVENT")
+    broker = get_broker()
+    execute_here(_send_here(broker))
+    try:
+        return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker)
+    finally:
+        execute_here(None)
+
+
+@shared_task(name="picks.route", ignore_result=True, time_limit=120)
+def picks_route_task(pick_ids: list[int]) -> dict:
+    """Route picks just ingested (enqueued when their batch commits)."""
+    return _route(pick_ids, "EVENT")
+
+
+@shared_task(name="picks.sweep", expires=50, time_limit=120)
+def picks_sweep_task() -> dict:
+    """The safety net, every minute: route picks still NEW some seconds after they arrived
+    (their route task was never enqueued, or was lost). A warning says how many."""
+    from .models import GateSettings
+    from .routing import orphans
+
+    after = dt.timedelta(seconds=GateSettings.current().sweep_after_s)
+    pick_ids = orphans(older_than=after)
+    if not pick_ids:
+        return {"orphans": 0}
+    logger.warning("picks.sweep orphans=%d: routing picks still NEW after %s s", len(pick_ids),
+                   int(after.total_seconds()), extra={"orphans": len(pick_ids)})
+    return {"orphans": len(pick_ids), **_route(pick_ids, "SWEEP")}

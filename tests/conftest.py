@@ -30,6 +30,7 @@ def no_hot_data_from_earlier_tests():
     from django.core.cache import cache
 
     client = cache._cache.get_client(write=True)
-    for key in client.scan_iter(match=cache.make_key("trading:*")):
-        client.delete(key)
+    for pattern in ("trading:*", "picks:*"):
+        for key in client.scan_iter(match=cache.make_key(pattern)):
+            client.delete(key)
     yield

@@ -78,7 +78,7 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
         run = Reconciliation.objects.create(
             trigger=trigger, result=result, started_at=started, finished_at=finished,
             symbols_checked=len(symbols), symbols_skipped=sorted(in_flight),
-            cash_krw=balance.dnca_tot_amt)
+            cash_krw=balance.prvs_rcdl_excc_amt)
         for mismatch in mismatches:
             mismatch.reconciliation = run
         ReconciliationMismatch.objects.bulk_create(mismatches)

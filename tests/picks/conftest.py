@@ -37,3 +37,7 @@ def post(client, token: str | None, body, **headers):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
     return client.post("/api/picks/ingest", data=data, content_type="application/json",
                        **headers)
+
+
+# The KIS simulator fixtures, for the router's tests.
+from tests.execution.brokers.conftest import kis_sim, kis_sim_process  # noqa: E402, F401

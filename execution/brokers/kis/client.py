@@ -112,6 +112,8 @@ class Balance:
     dnca_tot_amt: int
     nxdy_excc_amt: int
     tot_evlu_amt: int
+    # The D+2 deposit: the start-of-day deposit with today's trades settled, what can be spent.
+    prvs_rcdl_excc_amt: int = 0
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,8 @@ class KisClient:
                 summary = output2[0]
         return Balance(holdings=holdings, dnca_tot_amt=_int(summary, "dnca_tot_amt"),
                        nxdy_excc_amt=_int(summary, "nxdy_excc_amt"),
-                       tot_evlu_amt=_int(summary, "tot_evlu_amt"))
+                       tot_evlu_amt=_int(summary, "tot_evlu_amt"),
+                       prvs_rcdl_excc_amt=_int(summary, "prvs_rcdl_excc_amt"))
 
     def price(self, symbol: str) -> Quote:
         data, _ = self._call(method="GET", path=protocol.PATH_PRICE,

@@ -36,13 +36,14 @@ def worker_env(sim) -> dict:
     }
 
 
-def start_worker(sim, log: Path, env: dict | None = None) -> subprocess.Popen:
-    """A real Celery worker on the execution queue, in its own process group (`env` on top of
-    worker_env)."""
+def start_worker(sim, log: Path, env: dict | None = None,
+                 queues: str = "execution") -> subprocess.Popen:
+    """A real Celery worker on `queues` (the execution queue), in its own process group (`env`
+    on top of worker_env)."""
     already = len(log.read_text()) if log.exists() else 0  # a restart appends to the same log
     with log.open("a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution",
+            [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues,
              "-c", "4", "--pool", "threads", "-l", "info", "--without-gossip",
              "--without-mingle", "-n", f"exec-{os.getpid()}-{time.monotonic_ns()}@%h"],
             cwd=ROOT, env=worker_env(sim) | (env or {}), stdout=out, stderr=subprocess.STDOUT,

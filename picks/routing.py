@@ -1,0 +1,270 @@
+"""The router: each NEW pick through the three gates (picks/gates.py) into an ENTRY intent with
+its source's exit profile, or a rejection with its gate and reason. A pick is routed at most
+once, whichever path reaches it first (the event on ingest, or the orphan sweep): it is taken
+with FOR UPDATE SKIP LOCKED among NEW picks, and everything it becomes is written in the same
+transaction as its new status.
+
+The order of the work keeps the locks short: the checks that need nothing but the pick and the
+clock first; then the market, read from the hot cache or asked of the broker, outside any
+transaction; then, in one transaction, the pick's row and the gate settings' row locked (the
+latter makes risk decisions one at a time, so two picks cannot both take the last open slot or
+the last of the cash), the account read, the gates decided, and the outcome written.
+"""
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q, Sum
+
+from aegis import clock
+from execution.brokers.kis.errors import KisError, KisProductNotFound
+from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
+from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
+                              Side)
+from execution.services import entry_intent_open, exit_intent_open
+from execution.services.trading_state import trading_state_get
+from trading import hot, market_calendar
+from trading.models import BestPrice, PositionExitState
+
+from . import gates
+from .models import GateSettings, Pick
+
+logger = logging.getLogger("aegis.picks")
+
+ROUTED, REJECTED, SKIPPED, DEFERRED = "routed", "rejected", "skipped", "deferred"
+
+
+def _ask(pick: Pick) -> gates.Ask:
+    source = pick.source
+    return gates.Ask(side=pick.side, symbol=pick.symbol, qty=pick.qty,
+                     budget_krw=pick.budget_krw, limit_price=pick.limit_price,
+                     generated_at=pick.generated_at, source_active=source.active,
+                     has_profile=source.exit_profile_id is not None)
+
+
+# --- the market, read before any lock ------------------------------------------------------------
+
+def _cache_get(key: str):
+    try:
+        return cache.get(key)
+    except Exception as exc:  # noqa: BLE001 - a Redis outage slows the router, never stops it
+        logger.warning("picks.cache_unavailable op=get error=%s", type(exc).__name__)
+        return None
+
+
+def _cache_set(key: str, value, ttl: float) -> None:
+    try:
+        cache.set(key, value, ttl)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("picks.cache_unavailable op=set error=%s", type(exc).__name__)
+
+
+def _quote_write(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px | None, bool]:
+    """Ask the broker for the symbol's price and keep it as the best price (a newer trade, if
+    pricesync stored one meanwhile, stays). Returns the stored price and whether it is halted."""
+    from trading.pricesync import best_price_write
+
+    quote = broker.price(symbol)
+    with transaction.atomic():
+        px = best_price_write(symbol=symbol, price=quote.price, at=now,
+                              source=BestPrice.Source.REST,
+                              prev_close=quote.prev_close or None,
+                              upper_limit=quote.upper_limit or None,
+                              lower_limit=quote.lower_limit or None)
+    if px is None:
+        px = hot.prices([symbol], use_cache=False).get(symbol)
+    return px, quote.halted
+
+
+def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
+    """(best bid, best ask), asked of the broker at most once per PICKS_BOOK_CACHE_S a
+    symbol: a burst of picks in one name costs one order-book call."""
+    key = f"picks:book:{symbol}"
+    top = _cache_get(key)
+    if top is None:
+        book = broker.order_book(symbol)
+        top = (book.bids[0][0] if book.bids else None, book.asks[0][0] if book.asks else None)
+        _cache_set(key, top, settings.PICKS_BOOK_CACHE_S)
+    return top
+
+
+def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:
+    """The symbol's price (the hot cache's when fresh, else the broker's, kept as the best
+    price) and the top of its order book. KisError other than an unknown symbol propagates."""
+    px = hot.prices([symbol]).get(symbol)
+    halted = False
+    if px is None or now.timestamp() - px.at > limits.max_price_age_s:
+        try:
+            px, halted = _quote_write(symbol, broker=broker, now=now)
+        except KisProductNotFound:
+            return gates.Market(known=False)
+    bid, ask = _top_of_book(symbol, broker=broker)
+    if px is None:
+        return gates.Market(best_bid=bid, best_ask=ask, halted=halted)
+    return gates.Market(price=px.price, price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
+                        upper_limit=px.upper_limit, lower_limit=px.lower_limit, best_bid=bid,
+                        best_ask=ask, halted=halted)
+
+
+# --- the account, read under the router's lock ---------------------------------------------------
+
+def _value(qty: int, price) -> int:
+    return int(qty * (price or 0))
+
+
+def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.Account:
+    """Positions, pending entries, today's realised P&L and the cash left to spend."""
+    best = dict(BestPrice.objects.values_list("symbol", "price"))
+    positions = list(Position.objects.filter(status=Position.Status.OPEN).values_list(
+        "symbol", "qty", "reserved_qty", "avg_price"))
+    intents = list(OrderIntent.objects.filter(status=OrderIntent.Status.NEW, side=Side.BUY)
+                   .values_list("symbol", "qty", "limit_price"))
+    orders = list(Order.objects.filter(status__in=Order.OPEN_STATUSES, side=Side.BUY)
+                  .values_list("symbol", "qty", "filled_qty", "limit_price"))
+    pending = [(s, _value(q, p or best.get(s))) for s, q, p in intents]
+    pending += [(s, _value(q - f, p or best.get(s))) for s, q, f, p in orders]
+    held = [(s, q, r, _value(q, a)) for s, q, r, a in positions]
+
+    mine = [h for h in held if h[0] == symbol]
+    day_start = dt.datetime.combine(now.astimezone(clock.SEOUL).date(), dt.time(), clock.SEOUL)
+    realized = Fill.objects.filter(filled_at__gte=day_start, realized_pnl__isnull=False) \
+        .aggregate(total=Sum("realized_pnl"))["total"] or Decimal(0)
+    return gates.Account(
+        trading_state=trading_state,
+        open_positions=len(held),
+        symbol_held_qty=sum(q for _, q, _, _ in mine),
+        symbol_available_qty=sum(q - r for _, q, r, _ in mine),
+        symbol_entry_pending=any(s == symbol for s, _ in pending),
+        symbol_exposure_krw=sum(v for _, _, _, v in mine) + sum(
+            v for s, v in pending if s == symbol),
+        total_exposure_krw=sum(v for *_, v in held) + sum(v for _, v in pending),
+        realized_today_krw=realized,
+        cash_krw=_cash(pending_krw=sum(v for _, v in pending)),
+    )
+
+
+def _cash(*, pending_krw: int) -> int | None:
+    """The last D+2 deposit KIS reported (reconciliation), less buys filled since it started,
+    plus sells filled since it finished (a fill in between counts against the cash, never for
+    it), less what pending entries may still spend. None before any reconciliation read it."""
+    run = (Reconciliation.objects.filter(cash_krw__isnull=False).order_by("-started_at")
+           .only("cash_krw", "started_at", "finished_at").first())
+    if run is None:
+        return None
+    flows = Fill.objects.aggregate(
+        bought=Sum("amount", filter=Q(order__side=Side.BUY, filled_at__gte=run.started_at)),
+        sold=Sum("amount", filter=Q(order__side=Side.SELL, filled_at__gt=run.finished_at)))
+    return run.cash_krw - (flows["bought"] or 0) + (flows["sold"] or 0) - pending_krw
+
+
+# --- one pick ----------------------------------------------------------------------------------
+
+def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.datetime) -> str:
+    pick.status, pick.rejected_gate = Pick.Status.REJECTED, rejection.gate
+    pick.reject_reason, pick.routed_at, pick.routed_by = rejection.reason[:255], now, routed_by
+    pick.save(update_fields=["status", "rejected_gate", "reject_reason", "routed_at",
+                             "routed_by"])
+    logger.info("picks.rejected pick_id=%s source=%s symbol=%s gate=%s reason=%s", pick.pk,
+                pick.source_id, pick.symbol, rejection.gate, rejection.reason,
+                extra={"pick_id": pick.pk, "gate": rejection.gate})
+    return REJECTED
+
+
+def _open(pick: Pick, route: gates.Route) -> OrderIntent:
+    """The intent the pick becomes; an entry's position gets the source's exit profile."""
+    reason = f"pick {pick.source_id}/{pick.external_id}"
+    key = f"pick:{pick.pk}"
+    if route.side == Side.BUY:
+        intent = entry_intent_open(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
+                                   reason=reason, limit_price=route.limit_price,
+                                   event_at=pick.received_at)
+        PositionExitState.objects.get_or_create(
+            position_id=intent.position_id,
+            defaults={"profile_id": pick.source.exit_profile_id})
+        return intent
+    position = Position.objects.get(symbol=pick.symbol, status=Position.Status.OPEN)
+    return exit_intent_open(position_id=position.pk, qty=route.qty,
+                            intent_type=IntentType.MANUAL, idempotency_key=key, reason=reason,
+                            limit_price=route.limit_price, event_at=pick.received_at)
+
+
+def _locked_new(pick_id: int) -> Pick | None:
+    return (Pick.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("source").filter(pk=pick_id, status=Pick.Status.NEW).first())
+
+
+def pick_route(pick_id: int, *, routed_by: str, broker) -> str:
+    """Route one pick; returns routed, rejected, skipped (not NEW, or taken by another
+    router) or deferred (the broker could not be asked: it stays NEW for the sweep)."""
+    pick = Pick.objects.select_related("source").filter(
+        pk=pick_id, status=Pick.Status.NEW).first()
+    if pick is None:
+        return SKIPPED
+    now = clock.now()
+    limits = gates.Limits.of(GateSettings.current())
+    session = market_calendar.session(now.astimezone(clock.SEOUL).date())
+    opens, closes = (session.open, session.close) if session else (None, None)
+    ask = _ask(pick)
+    state = trading_state_get()
+    reason = gates.screen(ask, limits, trading_state=state, now=now, session_open=opens,
+                          session_close=closes)
+    market = None
+    if reason is None:
+        try:
+            market = market_read(pick.symbol, broker=broker, limits=limits, now=now)
+        except KisError as exc:
+            logger.warning("picks.deferred pick_id=%s symbol=%s: the broker could not be "
+                           "asked (%s): left NEW for the sweep", pick.pk, pick.symbol,
+                           type(exc).__name__, extra={"pick_id": pick.pk})
+            return DEFERRED
+    with transaction.atomic():
+        pick = _locked_new(pick_id)
+        if pick is None:
+            return SKIPPED
+        if reason is not None:
+            return _reject(pick, gates.Rejection(1, reason), routed_by=routed_by, now=now)
+        # One risk decision at a time, on the settings in force.
+        limits = gates.Limits.of(GateSettings.objects.select_for_update().get(pk=1))
+        state = trading_state_get()
+        account = account_read(pick.symbol, trading_state=state, now=now)
+        decision = gates.route(ask, market, account, limits, now=now, session_open=opens,
+                               session_close=closes)
+        if isinstance(decision, gates.Rejection):
+            return _reject(pick, decision, routed_by=routed_by, now=now)
+        try:
+            with transaction.atomic():
+                intent = _open(pick, decision)
+        except (TradingNotAllowed, InsufficientAvailableQty) as exc:
+            return _reject(pick, gates.Rejection(1, str(exc)), routed_by=routed_by, now=now)
+        pick.status, pick.intent, pick.routed_at, pick.routed_by = (
+            Pick.Status.ROUTED, intent, now, routed_by)
+        pick.save(update_fields=["status", "intent", "routed_at", "routed_by"])
+    logger.info("picks.routed pick_id=%s source=%s symbol=%s side=%s qty=%s limit=%s "
+                "intent_id=%s by=%s", pick.pk, pick.source_id, pick.symbol, decision.side,
+                decision.qty, decision.limit_price, intent.pk, routed_by,
+                extra={"pick_id": pick.pk, "intent_id": str(intent.pk)})
+    return ROUTED
+
+
+def picks_route(*, pick_ids: Iterable[int], routed_by: str, broker=None) -> dict[str, int]:
+    """Route each pick in turn; counts of each outcome."""
+    if broker is None:
+        from execution.brokers import get_broker
+
+        broker = get_broker()
+    counts = {ROUTED: 0, REJECTED: 0, SKIPPED: 0, DEFERRED: 0}
+    for pick_id in pick_ids:
+        counts[pick_route(pick_id, routed_by=routed_by, broker=broker)] += 1
+    return counts
+
+
+def orphans(*, older_than: dt.timedelta, limit: int = 1000) -> list[int]:
+    """NEW picks that arrived before now − `older_than`, oldest first."""
+    cutoff = clock.now() - older_than
+    return list(Pick.objects.filter(status=Pick.Status.NEW, received_at__lt=cutoff)
+                .order_by("received_at").values_list("pk", flat=True)[:limit])

@@ -1,0 +1,233 @@
+"""The router on the real stack: PostgreSQL, Redis and the KIS simulator on loopback, the router
+in this process (tests/picks/test_routing_worker.py runs it in a real worker). A pick becomes an
+ENTRY order at the broker with its source's exit profile, or a rejection stored with its gate
+and reason and nothing else written; a pick is routed once whoever reaches it; risk decisions
+are taken one at a time."""
+
+import datetime as dt
+import threading
+
+import pytest
+from django.test import Client
+
+from aegis import clock
+from execution.brokers.kis.vault import DatabaseVault
+from execution.models import Order, OrderIntent, Position, Reconciliation
+from execution.services.intents import execute_here
+from execution.services.reconciliation import reconciliation_run
+from picks import routing
+from picks.models import GateSettings, Pick
+from picks.tasks import _send_here
+from tests.execution.brokers import kis_worker
+from tests.execution.brokers.test_execution_submit import broker_orders
+from tests.execution.brokers.test_kis_client import sim_dict
+from tests.picks.conftest import a_pick, post
+from trading.models import ExitProfile, PositionExitState
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+DAY = dt.date(2026, 11, 24)  # a Tuesday, a KRX trading day
+CLOCK = clock.ShiftedClock(dt.datetime.combine(DAY, dt.time(10), clock.SEOUL))
+PRICE = 71_000  # the simulator's 005930; its book: bid 71,000, ask 71,100
+
+
+def forget_broker_credentials() -> None:
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    for name in client.scan_iter(match=cache.make_key("kis:*")):
+        client.delete(name)
+
+
+@pytest.fixture
+def broker(kis_sim):
+    """The simulator and this process at 10:00 on DAY, a client for it, the deposit read (a
+    reconciliation), and intents sent from this process as the route task sends them."""
+    forget_broker_credentials()
+    kis_sim.control("/_sim/clock", {"start": CLOCK.start.isoformat(), "origin": CLOCK.origin})
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault())
+    with clock.installed(CLOCK):
+        run = reconciliation_run(broker=client, trigger=Reconciliation.Trigger.MANUAL)
+        assert run.cash_krw == kis_sim.cash
+        execute_here(_send_here(client))
+        try:
+            yield client
+        finally:
+            execute_here(None)
+
+
+@pytest.fixture
+def profile(db):
+    return ExitProfile.objects.create(name="news", stop_loss_pct=3)
+
+
+@pytest.fixture
+def source(make_source, profile):
+    return make_source(exit_profile=profile)
+
+
+def ingest(source_and_token, *picks: dict) -> list[int]:
+    source, token = source_and_token
+    answer = post(Client(), token, list(picks))
+    assert answer.status_code == 202, answer.content
+    return answer.json()["ids"]
+
+
+def route(broker, ids, by="EVENT") -> dict:
+    return routing.picks_route(pick_ids=ids, routed_by=by, broker=broker)
+
+
+def gates_set(**fields) -> None:
+    GateSettings.current()
+    GateSettings.objects.filter(pk=1).update(**fields)
+
+
+def test_a_pick_becomes_an_entry_order_with_its_sources_exit_profile(broker, source, kis_sim,
+                                                                     profile):
+    [pick_id] = ingest(source, a_pick(source[0], limit_price=None, budget_krw=1_000_000))
+    assert route(broker, [pick_id]) == {"routed": 1, "rejected": 0, "skipped": 0,
+                                        "deferred": 0}
+    pick = Pick.objects.get(pk=pick_id)
+    intent = pick.intent
+    assert (pick.status, pick.routed_by, pick.rejected_gate) == ("ROUTED", "EVENT", None)
+    # 71,000 + 0.5 % = 71,355, down to the 100-KRW tick; 1,000,000 // 71,300 = 14 shares
+    assert (intent.intent_type, intent.side, intent.qty, intent.limit_price) == (
+        "ENTRY", "BUY", 14, 71_300)
+    assert intent.idempotency_key == f"pick:{pick_id}"
+    assert PositionExitState.objects.get(position_id=intent.position_id).profile == profile
+    order = Order.objects.get(intent=intent)  # sent from the routing process itself
+    assert order.status == "SUBMITTED"
+    [at_broker] = broker_orders(kis_sim)
+    assert (at_broker["odno"], at_broker["qty"], at_broker["price"]) == (
+        order.broker_order_no, 14, 71_300)
+    assert route(broker, [pick_id]) == {"routed": 0, "rejected": 0, "skipped": 1,
+                                        "deferred": 0}
+    assert len(broker_orders(kis_sim)) == 1
+
+
+@pytest.mark.parametrize("pick, settings, sim, gate, words", [
+    ({"generated_at": (CLOCK.now() - dt.timedelta(minutes=2)).isoformat()}, {}, None, 1,
+     "stale"),
+    ({"symbol": "999990"}, {}, None, 1, "not a listed symbol"),
+    ({}, {}, {"halted": True}, 1, "is halted"),
+    ({}, {"max_open_positions": 0}, None, 2, "positions open"),
+    ({}, {"max_symbol_exposure_krw": 500_000}, None, 2, "005930 exposure"),
+    ({}, {"daily_loss_limit_krw": 0, "min_cash_krw": 99_500_000}, None, 2, "of cash"),
+    ({}, {"max_spread_pct": "0.10"}, None, 3, "the spread 71,000–71,100"),
+    ({"limit_price": None}, {}, {"price": 91_000}, 3, "of the upper limit 92,300"),
+    ({"limit_price": 60_000}, {}, None, 3, "from the pick's 60,000"),
+])
+def test_each_gate_refuses_with_its_reason_and_writes_nothing_else(
+        broker, source, kis_sim, pick, settings, sim, gate, words):
+    gates_set(**settings)
+    if sim:
+        kis_sim.control("/_sim/prices", {"pdno": "005930", **sim})
+    [pick_id] = ingest(source, a_pick(source[0], **pick))
+    assert route(broker, [pick_id])["rejected"] == 1
+    rejected = Pick.objects.get(pk=pick_id)
+    assert (rejected.status, rejected.rejected_gate, rejected.intent) == ("REJECTED", gate, None)
+    assert words in rejected.reject_reason, rejected.reject_reason
+    assert not OrderIntent.objects.exists() and not Position.objects.exists()
+    assert broker_orders(kis_sim) == []
+
+
+def test_a_second_pick_in_a_symbol_being_bought_is_a_duplicate(broker, source, kis_sim,
+                                                               make_source, profile):
+    other = make_source(exit_profile=profile)
+    first = ingest(source, a_pick(source[0], 1))
+    second = ingest(other, a_pick(other[0], 1))
+    route(broker, first + second)
+    assert Pick.objects.get(pk=first[0]).status == "ROUTED"
+    duplicate = Pick.objects.get(pk=second[0])
+    assert (duplicate.rejected_gate, duplicate.reject_reason) == (
+        1, "duplicate: an entry in 005930 is already pending")
+    assert len(broker_orders(kis_sim)) == 1
+
+
+def test_a_source_without_an_exit_profile_is_refused(broker, make_source):
+    bare = make_source()
+    [pick_id] = ingest(bare, a_pick(bare[0]))
+    route(broker, [pick_id])
+    assert "no exit profile" in Pick.objects.get(pk=pick_id).reject_reason
+
+
+def test_one_pick_reached_by_every_path_at_once_becomes_one_order(broker, source, kis_sim):
+    [pick_id] = ingest(source, a_pick(source[0]))
+    outcomes, start = [], threading.Barrier(6)
+
+    def reach(by: str) -> None:
+        start.wait()
+        execute_here(_send_here(broker))  # per thread, as in each worker thread
+        try:
+            outcomes.append(routing.pick_route(pick_id, routed_by=by, broker=broker))
+        finally:
+            execute_here(None)
+
+    threads = [threading.Thread(target=reach, args=(by,)) for by in ["EVENT", "SWEEP"] * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["routed"] + ["skipped"] * 5
+    assert OrderIntent.objects.count() == 1
+    assert Order.objects.filter(intent__picks=pick_id, status="SUBMITTED").count() == 1
+    assert len(broker_orders(kis_sim)) == 1
+
+
+def test_risk_decisions_are_taken_one_at_a_time(broker, source, kis_sim):
+    symbols = [f"00{n}000" for n in range(1, 7)]
+    for symbol in symbols:
+        kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000, "prev_close": 10_000})
+    gates_set(max_open_positions=3)
+    ids = ingest(source, *[a_pick(source[0], n, symbol=s, limit_price=10_000)
+                           for n, s in enumerate(symbols)])
+    outcomes, start = [], threading.Barrier(len(ids))
+
+    def reach(pick_id: int) -> None:
+        start.wait()
+        outcomes.append(routing.pick_route(pick_id, routed_by="EVENT", broker=broker))
+
+    threads = [threading.Thread(target=reach, args=(pick_id,)) for pick_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["rejected"] * 3 + ["routed"] * 3
+    assert Position.objects.filter(status="OPEN").count() == 3
+    assert {p.rejected_gate for p in Pick.objects.filter(status="REJECTED")} == {2}
+
+
+def test_cash_counts_what_pending_entries_may_spend(broker, source, kis_sim):
+    # 100,000,000 KRW of deposit; each pick would spend about 9.98 M
+    for n in range(1, 13):
+        kis_sim.control("/_sim/prices", {"pdno": f"1{n:05d}", "price": 10_000,
+                                         "prev_close": 10_000})
+    gates_set(max_symbol_exposure_krw=10**9, max_total_exposure_krw=10**10)
+    ids = ingest(source, *[a_pick(source[0], n, symbol=f"1{n:05d}", limit_price=10_000,
+                                  budget_krw=9_990_000) for n in range(1, 13)])
+    counts = route(broker, ids)
+    assert (counts["routed"], counts["rejected"]) == (10, 2)
+    spent = sum(i.qty * i.limit_price for i in OrderIntent.objects.all())
+    assert spent <= kis_sim.cash
+    assert all("of cash it may use" in p.reject_reason
+               for p in Pick.objects.filter(status="REJECTED"))
+
+
+def test_the_broker_unreachable_leaves_the_pick_new_for_the_sweep(kis_sim, source):
+    dead = sim_dict(kis_sim) | {"base_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"}
+    unreachable = kis_worker.client_for(dead, rate=50, retries=0, read_timeout_s=1.0)
+    with clock.installed(CLOCK):
+        [pick_id] = ingest(source, a_pick(source[0]))
+        assert route(unreachable, [pick_id])["deferred"] == 1
+    assert Pick.objects.get(pk=pick_id).status == "NEW"
+
+
+def test_rejections_are_listed_in_the_admin_with_their_gate_and_reason(broker, source,
+                                                                      admin_client):
+    gates_set(max_open_positions=0)
+    [pick_id] = ingest(source, a_pick(source[0]))
+    route(broker, [pick_id])
+    page = admin_client.get("/admin/picks/pick/?rejected_gate__exact=2").content.decode()
+    assert "0 positions open or being bought (at most 0)" in page
+    assert admin_client.get("/admin/picks/pick/?rejected_gate__exact=3").content.decode() \
+        .count("positions open or being bought") == 0
