@@ -61,10 +61,11 @@ POOLS = {
 }
 
 
-def start_worker(env: dict, log: Path, name: str, pool: list[str]) -> subprocess.Popen:
+def start_worker(env: dict, log: Path, name: str, pool: list[str],
+                 queues: str = "execution") -> subprocess.Popen:
     out = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", "execution", *pool,
+        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues, *pool,
          "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip",
          "--without-mingle", "--without-heartbeat", "-n", name],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -96,6 +96,15 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
     return proc, base_url, ws_url
 
 
+def stop_simulator(sim: subprocess.Popen) -> None:
+    sim.send_signal(signal.SIGTERM)
+    try:
+        sim.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sim.kill()
+        sim.wait()
+
+
 class Control:
     """The simulator's /_sim/ API over one keep-alive connection."""
 
@@ -213,12 +222,7 @@ def main() -> int:
             bench.close()
         if control is not None:
             control.close()
-        sim.send_signal(signal.SIGTERM)
-        try:
-            sim.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+        stop_simulator(sim)
     report(results)
     return 0
 

@@ -119,10 +119,11 @@ def _krw(value: int) -> str:
     return f"{value:,} KRW"
 
 
-def screen(ask: Ask, limits: Limits, *, trading_state: str, now: dt.datetime,
+def screen(ask: Ask, limits: Limits, *, trading_state: str | None, now: dt.datetime,
            session_open: dt.datetime | None, session_close: dt.datetime | None) -> str | None:
     """Gate 1's checks that need neither the market nor the account: the router refuses on
-    them before it asks the broker anything."""
+    them before it asks the broker anything. `trading_state` None: not known yet, not
+    checked."""
     buy = ask.side == "BUY"
     if trading_state == "HALTED" or (trading_state == "REDUCING" and buy):
         return f"trading is {trading_state}: no new {'entries' if buy else 'orders'}"

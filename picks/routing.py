@@ -14,12 +14,12 @@ the last of the cash), the account read, the gates decided, and the outcome writ
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import Q, Sum
+from django.db import connection, transaction
 
 from aegis import clock
 from execution.brokers.kis.errors import KisError, KisProductNotFound
@@ -70,12 +70,11 @@ def _quote_write(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px | Non
     from trading.pricesync import best_price_write
 
     quote = broker.price(symbol)
-    with transaction.atomic():
-        px = best_price_write(symbol=symbol, price=quote.price, at=now,
-                              source=BestPrice.Source.REST,
-                              prev_close=quote.prev_close or None,
-                              upper_limit=quote.upper_limit or None,
-                              lower_limit=quote.lower_limit or None)
+    # One statement in autocommit: the cache is written through at once.
+    px = best_price_write(symbol=symbol, price=quote.price, at=now,
+                          source=BestPrice.Source.REST, prev_close=quote.prev_close or None,
+                          upper_limit=quote.upper_limit or None,
+                          lower_limit=quote.lower_limit or None)
     if px is None:
         px = hot.prices([symbol], use_cache=False).get(symbol)
     return px, quote.halted
@@ -93,17 +92,26 @@ def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
     return top
 
 
+_market_lanes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="picks-market")
+
+
 def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:
     """The symbol's price (the hot cache's when fresh, else the broker's, kept as the best
-    price) and the top of its order book. KisError other than an unknown symbol propagates."""
+    price) and the top of its order book, both broker calls at once. KisError other than an
+    unknown symbol propagates."""
     px = hot.prices([symbol]).get(symbol)
+    top = _market_lanes.submit(_top_of_book, symbol, broker=broker)
     halted = False
-    if px is None or now.timestamp() - px.at > limits.max_price_age_s:
-        try:
-            px, halted = _quote_write(symbol, broker=broker, now=now)
-        except KisProductNotFound:
-            return gates.Market(known=False)
-    bid, ask = _top_of_book(symbol, broker=broker)
+    try:
+        if px is None or now.timestamp() - px.at > limits.max_price_age_s:
+            try:
+                px, halted = _quote_write(symbol, broker=broker, now=now)
+            except KisProductNotFound:
+                return gates.Market(known=False)
+        bid, ask = top.result()
+    finally:
+        if not top.cancel():
+            top.exception()  # a call under way is waited for, never left running
     if px is None:
         return gates.Market(best_bid=bid, best_ask=ask, halted=halted)
     return gates.Market(price=px.price, price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
@@ -113,53 +121,71 @@ def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) 
 
 # --- the account, read under the router's lock ---------------------------------------------------
 
-def _value(qty: int, price) -> int:
-    return int(qty * (price or 0))
+_ACCOUNT = """
+WITH held AS (
+    SELECT symbol, qty, reserved_qty, qty * avg_price AS cost FROM {position}
+    WHERE status = 'OPEN'),
+pending AS (
+    SELECT i.symbol, i.qty * COALESCE(i.limit_price, b.price, 0) AS value
+    FROM {intent} i LEFT JOIN {price} b ON b.symbol = i.symbol
+    WHERE i.status = 'NEW' AND i.side = 'BUY'
+    UNION ALL
+    SELECT o.symbol, (o.qty - o.filled_qty) * COALESCE(o.limit_price, b.price, 0)
+    FROM {order} o LEFT JOIN {price} b ON b.symbol = o.symbol
+    WHERE o.status IN ('NEW', 'SUBMITTED', 'PARTIAL_FILLED') AND o.side = 'BUY'),
+run AS (
+    SELECT cash_krw, started_at, finished_at FROM {reconciliation}
+    WHERE cash_krw IS NOT NULL ORDER BY started_at DESC LIMIT 1)
+SELECT
+    (SELECT COUNT(*) FROM held),
+    (SELECT COALESCE(SUM(qty), 0) FROM held WHERE symbol = %(symbol)s),
+    (SELECT COALESCE(SUM(qty - reserved_qty), 0) FROM held WHERE symbol = %(symbol)s),
+    (SELECT COUNT(*) FROM pending WHERE symbol = %(symbol)s),
+    (SELECT COALESCE(SUM(cost), 0) FROM held WHERE symbol = %(symbol)s),
+    (SELECT COALESCE(SUM(value), 0) FROM pending WHERE symbol = %(symbol)s),
+    (SELECT COALESCE(SUM(cost), 0) FROM held),
+    (SELECT COALESCE(SUM(value), 0) FROM pending),
+    (SELECT COALESCE(SUM(realized_pnl), 0) FROM {fill}
+     WHERE filled_at >= %(day_start)s AND realized_pnl IS NOT NULL),
+    (SELECT cash_krw FROM run),
+    (SELECT COALESCE(SUM(f.amount), 0) FROM {fill} f JOIN {order} o ON o.id = f.order_id
+     JOIN run ON f.filled_at >= run.started_at WHERE o.side = 'BUY'),
+    (SELECT COALESCE(SUM(f.amount), 0) FROM {fill} f JOIN {order} o ON o.id = f.order_id
+     JOIN run ON f.filled_at > run.finished_at WHERE o.side = 'SELL')
+"""
 
 
 def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.Account:
-    """Positions, pending entries, today's realised P&L and the cash left to spend."""
-    best = dict(BestPrice.objects.values_list("symbol", "price"))
-    positions = list(Position.objects.filter(status=Position.Status.OPEN).values_list(
-        "symbol", "qty", "reserved_qty", "avg_price"))
-    intents = list(OrderIntent.objects.filter(status=OrderIntent.Status.NEW, side=Side.BUY)
-                   .values_list("symbol", "qty", "limit_price"))
-    orders = list(Order.objects.filter(status__in=Order.OPEN_STATUSES, side=Side.BUY)
-                  .values_list("symbol", "qty", "filled_qty", "limit_price"))
-    pending = [(s, _value(q, p or best.get(s))) for s, q, p in intents]
-    pending += [(s, _value(q - f, p or best.get(s))) for s, q, f, p in orders]
-    held = [(s, q, r, _value(q, a)) for s, q, r, a in positions]
+    """Positions, pending entries (NEW BUY intents, open BUY orders' remainders, valued at
+    their limit price or else the best price), today's realised P&L and the cash left to
+    spend, in one statement.
 
-    mine = [h for h in held if h[0] == symbol]
+    Cash: the last D+2 deposit KIS reported (reconciliation), less buys filled since it
+    started, plus sells filled since it finished (a fill in between counts against the cash,
+    never for it), less what pending entries may still spend. None before any reconciliation
+    read it."""
+    sql = _ACCOUNT.format(
+        position=Position._meta.db_table, intent=OrderIntent._meta.db_table,
+        order=Order._meta.db_table, price=BestPrice._meta.db_table,
+        fill=Fill._meta.db_table, reconciliation=Reconciliation._meta.db_table)
     day_start = dt.datetime.combine(now.astimezone(clock.SEOUL).date(), dt.time(), clock.SEOUL)
-    realized = Fill.objects.filter(filled_at__gte=day_start, realized_pnl__isnull=False) \
-        .aggregate(total=Sum("realized_pnl"))["total"] or Decimal(0)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"symbol": symbol,
+                             "day_start": connection.ops.adapt_datetimefield_value(day_start)})
+        (open_positions, held_qty, available, pending, symbol_cost, symbol_pending, total_cost,
+         total_pending, realized, cash, bought, sold) = cursor.fetchone()
     return gates.Account(
         trading_state=trading_state,
-        open_positions=len(held),
-        symbol_held_qty=sum(q for _, q, _, _ in mine),
-        symbol_available_qty=sum(q - r for _, q, r, _ in mine),
-        symbol_entry_pending=any(s == symbol for s, _ in pending),
-        symbol_exposure_krw=sum(v for _, _, _, v in mine) + sum(
-            v for s, v in pending if s == symbol),
-        total_exposure_krw=sum(v for *_, v in held) + sum(v for _, v in pending),
-        realized_today_krw=realized,
-        cash_krw=_cash(pending_krw=sum(v for _, v in pending)),
+        open_positions=open_positions,
+        symbol_held_qty=int(held_qty),
+        symbol_available_qty=int(available),
+        symbol_entry_pending=pending > 0,
+        symbol_exposure_krw=int(symbol_cost) + int(symbol_pending),
+        total_exposure_krw=int(total_cost) + int(total_pending),
+        realized_today_krw=Decimal(str(realized)),
+        cash_krw=None if cash is None else int(cash) - int(bought) + int(sold)
+        - int(total_pending),
     )
-
-
-def _cash(*, pending_krw: int) -> int | None:
-    """The last D+2 deposit KIS reported (reconciliation), less buys filled since it started,
-    plus sells filled since it finished (a fill in between counts against the cash, never for
-    it), less what pending entries may still spend. None before any reconciliation read it."""
-    run = (Reconciliation.objects.filter(cash_krw__isnull=False).order_by("-started_at")
-           .only("cash_krw", "started_at", "finished_at").first())
-    if run is None:
-        return None
-    flows = Fill.objects.aggregate(
-        bought=Sum("amount", filter=Q(order__side=Side.BUY, filled_at__gte=run.started_at)),
-        sold=Sum("amount", filter=Q(order__side=Side.SELL, filled_at__gt=run.finished_at)))
-    return run.cash_krw - (flows["bought"] or 0) + (flows["sold"] or 0) - pending_krw
 
 
 # --- one pick ----------------------------------------------------------------------------------
@@ -175,17 +201,22 @@ def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.d
     return REJECTED
 
 
-def _open(pick: Pick, route: gates.Route) -> OrderIntent:
-    """The intent the pick becomes; an entry's position gets the source's exit profile."""
+def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
+    """The intent the pick becomes; an entry's position gets the source's exit profile. The
+    ledger's services raise their refusals before writing anything, inside savepoints of
+    their own, so the caller's transaction stays usable for the rejection."""
     reason = f"pick {pick.source_id}/{pick.external_id}"
-    key = f"pick:{pick.pk}"
+    key = f"pick:{pick.pk}"  # the pick is locked NEW: no intent holds its key yet
     if route.side == Side.BUY:
         intent = entry_intent_open(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
                                    reason=reason, limit_price=route.limit_price,
-                                   event_at=pick.received_at)
-        PositionExitState.objects.get_or_create(
-            position_id=intent.position_id,
-            defaults={"profile_id": pick.source.exit_profile_id})
+                                   event_at=pick.received_at, trading_state=trading_state,
+                                   new_key=True)
+        # One INSERT … ON CONFLICT DO NOTHING: a position already watched keeps its profile.
+        # (The position's own save bumps its symbol's cached book once this commits.)
+        PositionExitState.objects.bulk_create([PositionExitState(
+            position_id=intent.position_id, profile_id=pick.source.exit_profile_id)],
+            ignore_conflicts=True)
         return intent
     position = Position.objects.get(symbol=pick.symbol, status=Position.Status.OPEN)
     return exit_intent_open(position_id=position.pk, qty=route.qty,
@@ -194,6 +225,7 @@ def _open(pick: Pick, route: gates.Route) -> OrderIntent:
 
 
 def _locked_new(pick_id: int) -> Pick | None:
+    """The pick, locked, if it is still NEW and no other router holds it."""
     return (Pick.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("source").filter(pk=pick_id, status=Pick.Status.NEW).first())
 
@@ -210,8 +242,9 @@ def pick_route(pick_id: int, *, routed_by: str, broker) -> str:
     session = market_calendar.session(now.astimezone(clock.SEOUL).date())
     opens, closes = (session.open, session.close) if session else (None, None)
     ask = _ask(pick)
-    state = trading_state_get()
-    reason = gates.screen(ask, limits, trading_state=state, now=now, session_open=opens,
+    # The checks that need no market data, before the broker is asked anything (the trading
+    # state is read under the locks below).
+    reason = gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
                           session_close=closes)
     market = None
     if reason is None:
@@ -237,8 +270,7 @@ def pick_route(pick_id: int, *, routed_by: str, broker) -> str:
         if isinstance(decision, gates.Rejection):
             return _reject(pick, decision, routed_by=routed_by, now=now)
         try:
-            with transaction.atomic():
-                intent = _open(pick, decision)
+            intent = _open(pick, decision, trading_state=state)
         except (TradingNotAllowed, InsufficientAvailableQty) as exc:
             return _reject(pick, gates.Rejection(1, str(exc)), routed_by=routed_by, now=now)
         pick.status, pick.intent, pick.routed_at, pick.routed_by = (

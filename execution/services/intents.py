@@ -22,7 +22,7 @@ from ..locks import position_qs_for_update
 from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
-from .trading_state import require_allowed, require_state_allows
+from .trading_state import require_allowed
 
 logger = logging.getLogger("aegis.ledger")
 
@@ -236,8 +236,15 @@ def entry_intent_open(
     reason: str = "",
     limit_price: int | None = None,
     event_at: dt.datetime | None = None,
+    trading_state: str | None = None,
+    new_key: bool = False,
 ) -> OrderIntent:
-    """Record a BUY intent for `symbol`, opening an empty position to hold what it buys."""
+    """Record a BUY intent for `symbol`, opening an empty position to hold what it buys.
+
+    A caller already in a transaction that read the trading state (trading_state_get) passes
+    it as `trading_state`; `new_key` says no intent can hold the key yet (the caller holds the
+    lock of what the key names). Either saves a query; the refusals are the same.
+    """
     check_symbol(symbol)
     check_qty(qty)
     check_price(limit_price)
@@ -245,8 +252,8 @@ def entry_intent_open(
     now = clock.now()
 
     with transaction.atomic():
-        require_state_allows(side=Side.BUY, operation="opening an entry")
-        existing = _existing_intent(idempotency_key)
+        require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
+        existing = None if new_key else _existing_intent(idempotency_key)
         if existing is not None:
             if existing.symbol != symbol or existing.intent_type != IntentType.ENTRY:
                 raise InvalidInput(

@@ -8,6 +8,7 @@ import datetime as dt
 import threading
 
 import pytest
+from django.db import connections
 from django.test import Client
 
 from aegis import clock
@@ -162,6 +163,7 @@ def test_one_pick_reached_by_every_path_at_once_becomes_one_order(broker, source
             outcomes.append(routing.pick_route(pick_id, routed_by=by, broker=broker))
         finally:
             execute_here(None)
+            connections.close_all()
 
     threads = [threading.Thread(target=reach, args=(by,)) for by in ["EVENT", "SWEEP"] * 3]
     for thread in threads:
@@ -185,7 +187,10 @@ def test_risk_decisions_are_taken_one_at_a_time(broker, source, kis_sim):
 
     def reach(pick_id: int) -> None:
         start.wait()
-        outcomes.append(routing.pick_route(pick_id, routed_by="EVENT", broker=broker))
+        try:
+            outcomes.append(routing.pick_route(pick_id, routed_by="EVENT", broker=broker))
+        finally:
+            connections.close_all()
 
     threads = [threading.Thread(target=reach, args=(pick_id,)) for pick_id in ids]
     for thread in threads:

@@ -6,6 +6,7 @@ route task could be enqueued) are routed by the orphan sweep once it is back."""
 import threading
 
 import pytest
+from django.db import connections
 from django.test import Client
 
 from aegis import clock
@@ -73,7 +74,10 @@ def test_the_same_pick_sent_concurrently_and_again_is_one_order(market, source):
 
     def send() -> None:
         start.wait()
-        answers.append(post(Client(), token, body))
+        try:
+            answers.append(post(Client(), token, body))
+        finally:
+            connections.close_all()
 
     threads = [threading.Thread(target=send) for _ in range(6)]
     for thread in threads:
