@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 from bench.execution import POOLS, start_worker, stop_worker
-from bench.ticks import ACCOUNT, HTS_ID, Control, figures, start_simulator, stop_simulator
+from bench.ticks import (Control, django_on_simulator, figures, start_simulator,
+                         stop_simulator)
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_PICKS", "200"))
@@ -341,21 +342,7 @@ def main() -> int:
     results = {}
     try:
         control = Control(base_url)
-        os.environ.update({
-            "KIS_ENV": "simulator", "KIS_FLAVOUR": "real", "KIS_BASE_URL": base_url,
-            "KIS_WS_URL": ws_url, "KIS_ACCOUNT": ACCOUNT, "KIS_HTS_ID": HTS_ID,
-            "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
-            "KIS_RATE_PER_SECOND": "1000"})
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.db import connection
-
-        if connection.vendor != "postgresql" or not settings.REDIS_URL:
-            print("bench/ingest.py measures PostgreSQL and Redis: run it beside them "
-                  "(scripts/with-services.sh, as `make bench` does).", file=sys.stderr)
+        if not django_on_simulator("bench/ingest.py", base_url, ws_url, appkey, appsecret):
             return 2
         bench = Bench(control, free_port())
         bench.setup()

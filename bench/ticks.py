@@ -96,6 +96,29 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
     return proc, base_url, ws_url
 
 
+def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str,
+                        appsecret: str) -> bool:
+    """Point this process (and the processes it starts) at the simulator and set Django up;
+    False, said on stderr, when it is not beside PostgreSQL and Redis."""
+    os.environ.update({
+        "KIS_ENV": "simulator", "KIS_FLAVOUR": "real", "KIS_BASE_URL": base_url,
+        "KIS_WS_URL": ws_url, "KIS_ACCOUNT": ACCOUNT, "KIS_HTS_ID": HTS_ID,
+        "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
+        "KIS_RATE_PER_SECOND": "1000"})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        print(f"{name} measures PostgreSQL and Redis: run it beside them "
+              "(scripts/with-services.sh, as `make bench` does).", file=sys.stderr)
+        return False
+    return True
+
+
 def stop_simulator(sim: subprocess.Popen) -> None:
     sim.send_signal(signal.SIGTERM)
     try:
@@ -186,24 +209,10 @@ def main() -> int:
     sim, base_url, ws_url = start_simulator(appkey, appsecret)
     control = bench = None
     try:
-        os.environ.update({
-            "KIS_ENV": "simulator", "KIS_FLAVOUR": "real", "KIS_BASE_URL": base_url,
-            "KIS_WS_URL": ws_url, "KIS_ACCOUNT": ACCOUNT, "KIS_HTS_ID": HTS_ID,
-            "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
-            "KIS_RATE_PER_SECOND": "1000"})
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
         # The worker logs at WARNING (bench/execution.py): so does this process, where the exit
         # engine would otherwise print a few INFO lines on every exit.
         os.environ.setdefault("LOG_LEVEL", "WARNING")
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.db import connection
-
-        if connection.vendor != "postgresql" or not settings.REDIS_URL:
-            print("bench/ticks.py measures PostgreSQL and Redis: run it beside them "
-                  "(scripts/with-services.sh, as `make bench` does).", file=sys.stderr)
+        if not django_on_simulator("bench/ticks.py", base_url, ws_url, appkey, appsecret):
             return 2
         from trading.pricesync import SUBSCRIPTION_CAP
 
