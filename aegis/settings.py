@@ -190,7 +190,27 @@ KIS = {
     "HTS_ID": env.str("KIS_HTS_ID", default=""),
     # Requests per second per app key; 0: KIS's documented rate for the flavour.
     "RATE_PER_SECOND": env.int("KIS_RATE_PER_SECOND", default=0),
+    # The circuit breaker around every REST call, one per app key and use (query, order), its
+    # state in Redis: this many failures in a row open it; it lets a trial call through after
+    # this many seconds.
+    "BREAKER_FAIL_MAX": env.int("AEGIS_BREAKER_FAIL_MAX", default=5),
+    "BREAKER_RESET_S": env.float("AEGIS_BREAKER_RESET_S", default=30.0),
 }
+
+# --- Alerts (execution/alerts.py): every channel optional, secrets only from the environment ----
+ALERTS = {
+    "SLACK_WEBHOOK_URL": env.str("AEGIS_ALERT_SLACK_WEBHOOK_URL", default=""),
+    "EMAIL_TO": env.list("AEGIS_ALERT_EMAIL_TO", default=[]),
+    "SMS_WEBHOOK_URL": env.str("AEGIS_ALERT_SMS_WEBHOOK_URL", default=""),
+    "SMS_TO": env.list("AEGIS_ALERT_SMS_TO", default=[]),
+}
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aegis@localhost")
 
 # A simulated day (aegis/clock.py, ShiftedClock) is for the simulator alone: a broker that trades
 # real or paper money must never see orders stamped with another day's time.

@@ -9,7 +9,9 @@ from django.db.models import Count, F
 
 from .exceptions import LedgerError
 from .models import (
+    Alert,
     BrokerCredential,
+    FlattenPolicy,
     Fill,
     Order,
     OrderIntent,
@@ -220,3 +222,34 @@ class TradingStateAdmin(admin.ModelAdmin):
             reason=form.cleaned_data["reason"],
             changed_by=request.user.get_username(),
         )
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The alert history: breaker changes, reconciliation mismatches, flatten decisions."""
+
+    list_display = ("created_at", "severity", "kind", "subject", "state", "short_message",
+                    "deliveries")
+    list_filter = ("severity", "kind", "subject")
+    search_fields = ("message", "key")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="message")
+    def short_message(self, obj):
+        return obj.message if len(obj.message) <= 120 else obj.message[:119] + "…"
+
+
+@admin.register(FlattenPolicy)
+class FlattenPolicyAdmin(admin.ModelAdmin):
+    """One row: the emergency-flatten policy (off by default; auto-flatten off by default)."""
+
+    list_display = ("__str__", "enabled", "kis_down_minutes", "on_prices_stale",
+                    "prices_stale_s", "auto_flatten", "updated_at")
+    fields = ("enabled", "kis_down_minutes", "on_prices_stale", "prices_stale_s",
+              "auto_flatten")
+
+    def has_add_permission(self, request):
+        return not FlattenPolicy.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -9,7 +9,7 @@ it would exceed the position's qty, so even a bug elsewhere cannot oversell.
 
 import uuid
 
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -398,3 +398,68 @@ class ReconciliationMismatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol}: ledger {self.ledger_qty}, KIS {self.broker_qty}"
+
+
+class Alert(models.Model):
+    """Something a person must know: a circuit breaker's change of state, a reconciliation
+    mismatch, a flatten decision, prices gone stale. Recorded once (its key), then sent to every
+    configured channel (execution/alerts.py), each delivery's outcome kept here."""
+
+    class Severity(models.TextChoices):
+        INFO = "INFO", "Info"
+        WARNING = "WARNING", "Warning"
+        CRITICAL = "CRITICAL", "Critical"
+
+    class Kind(models.TextChoices):
+        BREAKER = "BREAKER", "KIS circuit breaker"
+        RECONCILIATION = "RECONCILIATION", "Reconciliation mismatch"
+        FLATTEN = "FLATTEN", "Emergency flatten"
+        PRICES = "PRICES", "Prices stale"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    subject = models.CharField(max_length=64, blank=True, help_text="e.g. kis-order")
+    state = models.CharField(max_length=16, blank=True,
+                             help_text="A breaker's new state: closed, open, half-open.")
+    message = models.TextField()
+    key = models.CharField(max_length=200, unique=True,
+                           help_text="Names the event: a second report of it records nothing.")
+    created_at = models.DateTimeField()
+    deliveries = models.JSONField(default=dict, blank=True,
+                                  help_text="Each channel's outcome: sent, or the error.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "subject", "-created_at"], name="alert_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.kind} {self.subject} {self.state}".strip()
+
+
+class FlattenPolicy(models.Model):
+    """The emergency-flatten policy (one row, pk 1), edited in the admin. When a trigger holds,
+    a critical alert recommends flattening by hand in the MTS app; with auto_flatten on, Aegis
+    also opens one FLATTEN intent per open position (sent when KIS answers again) and sets
+    trading to REDUCING. Every decision is recorded as an alert."""
+
+    enabled = models.BooleanField(default=False)
+    kis_down_minutes = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1)], help_text="Trigger: KIS's order circuit open (or half-open) this long.")
+    on_prices_stale = models.BooleanField(
+        default=True, help_text="Trigger: every held symbol's price stale during the session.")
+    prices_stale_s = models.PositiveIntegerField(
+        default=120, validators=[MinValueValidator(10)], help_text="A price older than this, from any source, is stale.")
+    auto_flatten = models.BooleanField(
+        default=False, help_text="Sell every open position by itself (else: alert only).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "flatten policy"
+        constraints = [models.CheckConstraint(condition=Q(pk=1), name="flatten_policy_single")]
+
+    def __str__(self) -> str:
+        return "Flatten policy"
+
+    @classmethod
+    def current(cls) -> "FlattenPolicy":
+        return cls.objects.get_or_create(pk=1)[0]

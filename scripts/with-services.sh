@@ -7,6 +7,10 @@
 # DATABASE_URL, DATABASE_DIRECT_URL, REDIS_URL and AEGIS_SERVICES_DIR (where redis.conf and the
 # PostgreSQL data live, for tests that stop and restart a server). Missing Debian packages are
 # installed when running as root; otherwise the script says what to install and stops.
+#
+# With AEGIS_PGBOUNCER=1, PgBouncer stands between the command and PostgreSQL in transaction
+# pooling with the review's pool sizes, as in production: DATABASE_URL goes through it (with
+# DATABASE_POOLING=pgbouncer) and DATABASE_DIRECT_URL, for LISTEN, goes straight to PostgreSQL.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -24,6 +28,9 @@ ensure_packages() {
   local missing=()
   find_pg_bin >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ "${AEGIS_PGBOUNCER:-0}" = "1" ]; then
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
     log "missing: ${missing[*]}. Install them (sudo apt-get install -y ${missing[*]}) and run again."
@@ -62,6 +69,9 @@ cleanup() {
   local rc=$?
   log "stopping"
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  if [ -f "$SERVICES_DIR/pgbouncer.pid" ]; then
+    kill "$(cat "$SERVICES_DIR/pgbouncer.pid")" 2>/dev/null || true
+  fi
   if [ -f "$SERVICES_DIR/redis.pid" ]; then
     kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null || true
   fi
@@ -96,6 +106,42 @@ done
 
 export DATABASE_URL="postgres://aegis@127.0.0.1:$PG_PORT/aegis"
 export DATABASE_DIRECT_URL="$DATABASE_URL"
+if [ "${AEGIS_PGBOUNCER:-0}" = "1" ]; then
+  PGB_PORT=$(free_port)
+  PGB_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  # deploy/pgbouncer/pgbouncer.ini's pooling, on loopback; any database name (the test
+  # database too) maps to the same server; trust, as the throw-away server itself.
+  cat >"$SERVICES_DIR/pgbouncer.ini" <<PGB
+[databases]
+* = host=127.0.0.1 port=$PG_PORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $SERVICES_DIR/userlist.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+reserve_pool_size = 5
+server_reset_query =
+ignore_startup_parameters = extra_float_digits,options
+pidfile = $SERVICES_DIR/pgbouncer.pid
+logfile = $SERVICES_DIR/pgbouncer.log
+PGB
+  echo '"aegis" ""' >"$SERVICES_DIR/userlist.txt"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$SERVICES_DIR/pgbouncer.ini" "$SERVICES_DIR/userlist.txt"
+  as_pg "$PGB_BIN" -d "$SERVICES_DIR/pgbouncer.ini" >/dev/null
+  for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PGB_PORT), 1)" \
+      2>/dev/null && break
+    sleep 0.1
+  done
+  export DATABASE_URL="postgres://aegis@127.0.0.1:$PGB_PORT/aegis"
+  export DATABASE_POOLING=pgbouncer
+  log "PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT"
+fi
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export AEGIS_SERVICES_DIR="$SERVICES_DIR"
 log "PostgreSQL on 127.0.0.1:$PG_PORT, Redis on 127.0.0.1:$REDIS_PORT"

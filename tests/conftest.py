@@ -33,4 +33,7 @@ def no_hot_data_from_earlier_tests():
     for pattern in ("trading:*", "picks:*"):
         for key in client.scan_iter(match=cache.make_key(pattern)):
             client.delete(key)
+    for pattern in ("pybreaker:aegis:*", "aegis:kis:*:reported:*"):  # KIS breakers: closed
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
     yield

@@ -6,7 +6,81 @@ from urllib.parse import urlsplit, urlunsplit
 from django.db import connection
 
 
-def child_database_url() -> str:
-    """DATABASE_URL pointing at the test database pytest-django created (for child processes)."""
-    parts = urlsplit(os.environ["DATABASE_URL"])
+def child_database_url(variable: str = "DATABASE_URL") -> str:
+    """DATABASE_URL (or DATABASE_DIRECT_URL, straight to PostgreSQL even when DATABASE_URL goes
+    through PgBouncer) pointing at the test database pytest-django created (for child
+    processes)."""
+    parts = urlsplit(os.environ.get(variable) or os.environ["DATABASE_URL"])
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+class WebhookReceiver:
+    """A local HTTP server on loopback that keeps every JSON body POSTed to it, by path: what
+    Slack's or an SMS gateway's webhook would have received."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.received: list[tuple[str, dict]] = []
+        received, lock = self.received, threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self, path: str) -> list[dict]:
+        return [body for p, body in list(self.received) if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SmtpReceiver:
+    """A local SMTP server on loopback (aiosmtpd) that keeps every message it is sent."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[tuple[list[str], str]] = []
+        messages = self.messages
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd
+                messages.append((list(envelope.rcpt_tos),
+                                 envelope.content.decode("utf-8", "replace")))
+                return "250 OK"
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def subjects(self) -> list[str]:
+        found = []
+        for _, content in list(self.messages):
+            for line in content.splitlines():
+                if line.startswith("Subject: "):
+                    found.append(line[len("Subject: "):])
+        return found
+
+    def close(self) -> None:
+        self.controller.stop()

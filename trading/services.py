@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Value
+from django.db.models import Max, Value
 from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
@@ -26,7 +26,7 @@ from execution.models import OrderIntent, Position
 from execution.services import exit_intent_open, exit_intent_open_locked, trading_state_in_force
 
 from . import hot, market_calendar
-from .models import PositionExitState
+from .models import BestPrice, PositionExitState
 from .rules import Decision, Holding, Rules, Trade, evaluate, gap_threshold
 
 logger = logging.getLogger("aegis.trading")
@@ -252,3 +252,20 @@ def gap_prequeue(*, day: dt.date | None = None) -> int:
         hot.gap_thresholds_keep(day, thresholds, ttl)
     logger.info("exit.gap_prequeue day=%s thresholds=%s", day, len(thresholds))
     return len(thresholds)
+
+
+def prices_stale_since(*, stale_s: float, now: dt.datetime | None = None) -> dt.datetime | None:
+    """When the freshest price of any held symbol was taken (from any source), if that is at
+    least `stale_s` seconds ago during the session; None otherwise (before the open nothing
+    trades, and nothing held means nothing to price)."""
+    now = now or clock.now()
+    session = market_calendar.session(now.astimezone(clock.SEOUL).date())
+    if session is None or not session.open <= now < session.close:
+        return None
+    symbols = list(Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
+                   .values_list("symbol", flat=True))
+    if not symbols:
+        return None
+    freshest = BestPrice.objects.filter(symbol__in=symbols).aggregate(at=Max("event_at"))["at"]
+    since = max(freshest, session.open) if freshest else session.open
+    return since if (now - since).total_seconds() >= stale_s else None

@@ -42,3 +42,22 @@ def exit_pass_task() -> dict:
 def gap_prequeue_task() -> int:
     """Before the bell: every managed position's GAP_DOWN threshold, kept hot."""
     return gap_prequeue()
+
+
+@shared_task(name="trading.flatten_check", expires=10, time_limit=60, ignore_result=True)
+def flatten_check_task() -> str:
+    """The emergency-flatten policy, every few seconds (beat): KIS's order circuit as this
+    process's client sees it (shared through Redis), and whether every held price is stale."""
+    from execution.brokers import get_broker
+    from execution.models import FlattenPolicy
+    from execution.services.flatten import flatten_policy_check
+
+    from .services import prices_stale_since
+
+    policy = FlattenPolicy.current()
+    if not policy.enabled:
+        return "disabled"
+    alert = flatten_policy_check(
+        breaker_state=get_broker().breakers.state("order"),
+        prices_stale_since=prices_stale_since(stale_s=policy.prices_stale_s))
+    return alert.key if alert is not None else "nothing to decide"

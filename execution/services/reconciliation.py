@@ -23,12 +23,11 @@ from django.db import transaction
 from aegis import clock
 
 from ..brokers.kis.errors import KisError
-from ..models import Order, Position, Reconciliation, ReconciliationMismatch
+from ..models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from .sync import orders_sync
 from .trading_state import reconciliation_succeeded
 
 logger = logging.getLogger("aegis.execution")
-alerts = logging.getLogger("aegis.alerts")
 
 
 def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
@@ -91,10 +90,15 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
 
     extra = {"reconciliation_id": run.pk, "trigger": trigger, "mismatches": len(mismatches)}
     if mismatches:
-        alerts.critical(
-            "reconcile.mismatch %s", "; ".join(
-                f"{m.symbol} ledger {m.ledger_qty} KIS {m.broker_qty}" for m in mismatches),
-            extra=extra)
+        from ..alerts import alert_raise
+
+        alert_raise(kind=Alert.Kind.RECONCILIATION, severity=Alert.Severity.CRITICAL,
+                    subject="reconciliation",
+                    message="The ledger and KIS disagree: " + "; ".join(
+                        f"{m.symbol} ledger {m.ledger_qty} KIS {m.broker_qty}"
+                        for m in mismatches) + ". Sells of these symbols are capped at what KIS "
+                    "says is orderable; a person decides which side is wrong.",
+                    key=f"reconciliation:{run.pk}")
     else:
         logger.info("reconcile.matched trigger=%s symbols=%d", trigger, len(symbols), extra=extra)
     return run

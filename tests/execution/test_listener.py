@@ -43,7 +43,8 @@ def broker(settings):
 @pytest.fixture
 def listener(test_db_url, tmp_path):
     log = tmp_path / "listener.log"
-    env = os.environ | {"DATABASE_URL": test_db_url, "DATABASE_DIRECT_URL": test_db_url}
+    env = os.environ | {"DATABASE_URL": test_db_url,
+                        "DATABASE_DIRECT_URL": child_database_url("DATABASE_DIRECT_URL")}
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "manage.py", "listen_intents"], cwd=ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 import urllib3
 
 from . import protocol
+from .breaker import Breakers
 from .config import AppCredentials, KisConfig
 from .errors import (
     KisAmbiguousOutcome,
@@ -140,12 +141,27 @@ class OrderBook:
     expected_price: int
 
 
+def default_breakers(config: KisConfig) -> Breakers:
+    """The breakers of this app key pair, their state in Redis (shared by every process),
+    their transitions recorded and alerted (execution/alerts.py)."""
+    from django.conf import settings
+
+    from execution.alerts import breaker_transition
+
+    return Breakers(fingerprints={"query": config.query_app.fingerprint,
+                                  "order": config.order_app.fingerprint},
+                    fail_max=config.breaker_fail_max, reset_s=config.breaker_reset_s,
+                    redis_url=settings.REDIS_URL or "", on_transition=breaker_transition)
+
+
 class KisClient:
     def __init__(self, config: KisConfig, *, tokens: CredentialStore | None = None,
                  approvals: CredentialStore | None = None, vault=None,
                  limiter: SharedRateLimiter | None = None,
-                 http: urllib3.PoolManager | None = None) -> None:
+                 http: urllib3.PoolManager | None = None,
+                 breakers: Breakers | None = None) -> None:
         self.config = config
+        self.breakers = breakers or default_breakers(config)
         self.tokens = tokens or CredentialStore(
             kind="token", renew_before_s=config.token_renew_before_s, vault=vault)
         self.approvals = approvals or CredentialStore(kind="approval", renew_before_s=3600,
@@ -222,6 +238,16 @@ class KisClient:
     def _call(self, *, method: str, path: str, real_tr_id: str, use: str,
               params: dict | None = None, body: dict | None = None,
               tr_cont: str = "") -> tuple[dict, dict]:
+        """One KIS REST call through the breaker of its use (KisCircuitOpen while it is
+        open, without calling KIS)."""
+        return self.breakers.call(
+            "order" if use == "order" else "query", self._call_unguarded, method=method,
+            path=path, real_tr_id=real_tr_id, use=use, params=params, body=body,
+            tr_cont=tr_cont)
+
+    def _call_unguarded(self, *, method: str, path: str, real_tr_id: str, use: str,
+                        params: dict | None, body: dict | None,
+                        tr_cont: str) -> tuple[dict, dict]:
         config = self.config
         tr = protocol.tr_id(real_tr_id, config.flavour)
         app = config.app(use)

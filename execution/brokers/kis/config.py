@@ -50,6 +50,8 @@ class KisConfig:
     read_timeout_s: float = 5.0
     rate_limit_retries: int = 3
     token_renew_before_s: int = 3600
+    breaker_fail_max: int = 5
+    breaker_reset_s: float = 30.0
 
     def app(self, use: str) -> AppCredentials:
         """The app key for a use: "query" (prices, holdings) or "order" (submit, cancel)."""
@@ -91,4 +93,6 @@ class KisConfig:
             order_app=order,
             hts_id=kis["HTS_ID"],
             rate_per_second=int(kis.get("RATE_PER_SECOND") or DEFAULT_RATE[flavour]),
+            breaker_fail_max=int(kis.get("BREAKER_FAIL_MAX") or 5),
+            breaker_reset_s=float(kis.get("BREAKER_RESET_S") or 30.0),
         )

@@ -55,6 +55,10 @@ class KisUnavailable(KisError):
     """KIS did not answer usefully (5xx, refused connection): nothing was done."""
 
 
+class KisCircuitOpen(KisUnavailable):
+    """The circuit breaker of this app key and use is open: KIS was not called."""
+
+
 class KisAmbiguousOutcome(KisError):
     """The request may or may not have reached KIS (timeout, dropped connection after sending).
     For an order this must never be resubmitted blindly: settle it against the daily orders

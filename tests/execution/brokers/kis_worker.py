@@ -5,7 +5,7 @@ import time
 
 
 def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0,
-               vault=None):
+               vault=None, **config):
     from execution.brokers.kis.client import KisClient
     from execution.brokers.kis.config import AppCredentials, KisConfig
     from execution.brokers.kis.protocol import Flavour
@@ -15,7 +15,7 @@ def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float 
         flavour=Flavour(sim["flavour"]), base_url=sim["base_url"], ws_url=sim["ws_url"],
         cano=sim["cano"], acnt_prdt_cd=sim["acnt_prdt_cd"], query_app=app, order_app=app,
         hts_id=sim["hts_id"], rate_per_second=rate, rate_limit_retries=retries,
-        read_timeout_s=read_timeout_s), vault=vault)
+        read_timeout_s=read_timeout_s, **config), vault=vault)
 
 
 def price_calls(sim: dict, rate: int, calls: int, start_at: float) -> dict:
@@ -27,3 +27,32 @@ def price_calls(sim: dict, rate: int, calls: int, start_at: float) -> dict:
     while time.time() < start_at:  # start together
         time.sleep(0.001)
     return {"prices": [client.price("005930").price for _ in range(calls)]}
+
+
+def breaker_calls(sim: dict, env: dict, start_at: float, until: float) -> dict:
+    """Quotes in a loop from `start_at` to `until` through a client whose breakers open after 5
+    failures and try again after 5 s; what each call met."""
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
+    import django
+
+    django.setup()
+    from execution import alerts
+    from execution.brokers.kis.errors import KisCircuitOpen, KisError
+
+    client = client_for(sim, 1000, retries=0, read_timeout_s=1.0, breaker_fail_max=5,
+                        breaker_reset_s=5.0)
+    met = {"ok": 0, "failed": 0, "circuit_open": 0}
+    while time.time() < start_at:
+        time.sleep(0.001)
+    while time.time() < until:
+        try:
+            client.price("005930")
+            met["ok"] += 1
+        except KisCircuitOpen:
+            met["circuit_open"] += 1
+        except KisError:
+            met["failed"] += 1
+        time.sleep(0.02)
+    alerts.flush()
+    return met

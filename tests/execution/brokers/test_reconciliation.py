@@ -11,7 +11,7 @@ import pytest
 from aegis import clock
 from execution import services
 from execution.exceptions import TradingNotAllowed
-from execution.models import Order, Position, Reconciliation, TradingState
+from execution.models import Alert, Order, Position, Reconciliation, TradingState
 from execution.services.reconciliation import reconciliation_run
 from execution.services.submission import Outcome, intent_submit
 from execution.services.trading_state import reconciliation_require
@@ -61,6 +61,8 @@ def test_mismatches_are_recorded_flagged_and_alerted(kis_sim, client, caplog):
     assert (position.qty, position.broker_qty) == (10, 7)  # the ledger itself is left alone
     alerts = [r for r in caplog.records if r.name == "aegis.alerts"]
     assert len(alerts) == 1 and "005930 ledger 10 KIS 7" in alerts[0].getMessage()
+    [alert] = Alert.objects.filter(kind="RECONCILIATION")  # the admin's alert history
+    assert (alert.severity, alert.key) == ("CRITICAL", f"reconciliation:{run.pk}")
 
     hold(kis_sim, {"005930": 10})  # a person put it right
     assert reconciliation_run(broker=client).result == "MATCHED"

@@ -1,0 +1,152 @@
+"""Alerts a person will see: recorded once in PostgreSQL (the admin's alert history), then sent to
+every configured channel from a background thread, so a slow or failing channel never holds up
+trading. A channel's failure is logged and kept on the alert.
+
+Channels, from the environment:
+  AEGIS_ALERT_SLACK_WEBHOOK_URL   Slack incoming webhook: {"text": …}
+  AEGIS_ALERT_EMAIL_TO            comma-separated addresses, through Django's mail (EMAIL_*)
+  AEGIS_ALERT_SMS_WEBHOOK_URL     an SMS gateway's webhook: {"to": [...], "text": …}, critical
+  AEGIS_ALERT_SMS_TO              alerts only; comma-separated numbers
+Webhook URLs carry secrets: they never appear in logs or on the alert, only the channel's name.
+"""
+
+import json
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import urllib3
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import DatabaseError, IntegrityError, connection, transaction
+
+from aegis import clock
+
+from .models import Alert
+
+logger = logging.getLogger("aegis.alerts")
+
+Severity = Alert.Severity
+_LEVEL = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
+          Severity.CRITICAL: logging.CRITICAL}
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+_http = urllib3.PoolManager(num_pools=2, retries=False, timeout=urllib3.Timeout(total=5.0))
+_outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
+
+
+def _text(alert: Alert) -> str:
+    head = f"[Aegis {alert.severity}] {alert.get_kind_display()}"
+    if alert.subject:
+        head += f" {alert.subject}"
+    if alert.state:
+        head += f": {alert.state}"
+    return f"{head}\n{alert.message}"
+
+
+def _post_json(url: str, payload: dict) -> None:
+    response = _http.request("POST", url, body=json.dumps(payload).encode(),
+                             headers={"Content-Type": "application/json"})
+    if response.status >= 300:
+        raise RuntimeError(f"HTTP {response.status}")
+
+
+def _slack(alert: Alert) -> None:
+    _post_json(settings.ALERTS["SLACK_WEBHOOK_URL"], {"text": _text(alert)})
+
+
+def _email(alert: Alert) -> None:
+    subject = _text(alert).splitlines()[0]
+    send_mail(subject, alert.message, None, settings.ALERTS["EMAIL_TO"], fail_silently=False)
+
+
+def _sms(alert: Alert) -> None:
+    _post_json(settings.ALERTS["SMS_WEBHOOK_URL"], {"to": settings.ALERTS["SMS_TO"],
+                                                    "text": _text(alert)[:300]})
+
+
+def channels() -> list[tuple[str, str, object]]:
+    """(name, lowest severity it gets, sender) of each configured channel."""
+    config = settings.ALERTS
+    found = []
+    if config["SLACK_WEBHOOK_URL"]:
+        found.append(("slack", Severity.INFO, _slack))
+    if config["EMAIL_TO"]:
+        found.append(("email", Severity.INFO, _email))
+    if config["SMS_WEBHOOK_URL"] and config["SMS_TO"]:
+        found.append(("sms", Severity.CRITICAL, _sms))
+    return found
+
+
+def _deliver(alert: Alert) -> dict[str, str]:
+    try:
+        return _deliver_all(alert)
+    finally:
+        connection.close()  # this thread's own connection: alerts are rare
+
+
+def _deliver_all(alert: Alert) -> dict[str, str]:
+    outcome = {}
+    for name, lowest, send in channels():
+        if _RANK[alert.severity] < _RANK[lowest]:
+            continue
+        try:
+            send(alert)
+            outcome[name] = "sent"
+        except Exception as exc:  # noqa: BLE001 - a channel's failure never breaks anything
+            outcome[name] = f"failed: {type(exc).__name__}"
+            logger.error("alerts.delivery_failed alert_id=%s channel=%s error=%s", alert.pk,
+                         name, type(exc).__name__)
+    if outcome and alert.pk is not None:
+        try:
+            Alert.objects.filter(pk=alert.pk).update(deliveries=outcome)
+        except DatabaseError as exc:
+            logger.error("alerts.outcome_unsaved alert_id=%s error=%s", alert.pk,
+                         type(exc).__name__)
+    return outcome
+
+
+def alert_raise(*, kind: str, severity: str, message: str, key: str, subject: str = "",
+                state: str = "") -> Alert | None:
+    """Record the alert named `key` and send it once its transaction commits; None, doing
+    nothing, when an alert with that key was raised already (by any process). If the database
+    cannot record it, it is sent anyway: a duplicate is better than silence."""
+    alert = Alert(kind=kind, severity=severity, subject=subject[:64], state=state,
+                  message=message, key=key[:200], created_at=clock.now())
+    try:
+        with transaction.atomic():
+            alert.save()
+    except IntegrityError:
+        return None
+    except DatabaseError as exc:
+        logger.error("alerts.unrecorded key=%s error=%s: sending anyway", key, type(exc).__name__)
+        alert.pk = None
+    logger.log(_LEVEL[severity], "alert %s %s %s: %s", kind, subject, state, message,
+               extra={"alert_kind": kind, "alert_key": key})
+    transaction.on_commit(lambda: _outbox.submit(_deliver, alert), robust=True)
+    return alert
+
+
+def flush(timeout: float = 30.0) -> None:
+    """Wait until every alert raised so far was delivered (tests, and before a process exits)."""
+    done: Future = _outbox.submit(lambda: None)
+    done.result(timeout=timeout)
+
+
+_BREAKER = {
+    "open": (Severity.CRITICAL, "KIS calls keep failing: the circuit is open. Nothing is sent "
+                                "to KIS on this key; intents wait in place and go out in order "
+                                "once it closes."),
+    "half-open": (Severity.WARNING, "Trying KIS again with one call."),
+    "closed": (Severity.INFO, "KIS answers again: the circuit is closed; waiting intents go "
+                              "out."),
+}
+
+
+def breaker_transition(name: str, old: str, new: str, opened_at: int | None) -> None:
+    """A KIS circuit breaker changed state (execution/brokers/kis/breaker.py). Every process
+    that notices the change reports it; the outage's moment (when the circuit last opened, kept
+    in Redis) makes the key, so a change is alerted once however many processes see it."""
+    severity, text = _BREAKER.get(new, (Severity.WARNING, f"State {new}."))
+    episode = opened_at if opened_at is not None else int(clock.now().timestamp())
+    alert_raise(kind=Alert.Kind.BREAKER, severity=severity, subject=name, state=new,
+                message=f"{name}: {old or '?'} → {new}. {text}",
+                key=f"breaker:{name}:{new}:{episode}")

@@ -1,0 +1,123 @@
+"""Circuit breakers around KIS (pybreaker): one per app key and use ("query": prices, holdings,
+inquiries; "order": submit and cancel), CLOSED → OPEN after `fail_max` failures in a row, a
+trial call let through `reset_s` seconds later (HALF_OPEN), CLOSED again when it succeeds.
+
+The state lives in Redis (pybreaker's CircuitRedisStorage), so every process sees a breaker open
+as soon as one process opened it; on the embedded default (no Redis) it lives in the process.
+Only what says KIS is unwell counts as a failure: no answer, a 5xx, a timeout, an answer this
+client cannot read. A refusal (an order refused, a rate limit, an unknown symbol) is KIS working.
+
+pybreaker holds a lock for the whole guarded call, which would make a process's KIS calls take
+turns; each thread therefore gets its own CircuitBreaker object over the shared storage.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import pybreaker
+import redis
+
+from .errors import KisAmbiguousOutcome, KisCircuitOpen, KisProtocolError, KisUnavailable
+
+logger = logging.getLogger("aegis.kis")
+
+FAILURES = (KisUnavailable, KisAmbiguousOutcome, KisProtocolError)
+USES = ("query", "order")
+
+# on_transition(name, old_state, new_state, opened_at_epoch): the state names are pybreaker's
+# "closed", "open", "half-open"; opened_at_epoch names the outage (None without Redis).
+Transition = Callable[[str, str, str, int | None], None]
+
+
+def _not_a_failure(exc: BaseException) -> bool:
+    return not isinstance(exc, FAILURES)
+
+
+class _Listener(pybreaker.CircuitBreakerListener):
+    def __init__(self, breakers: "Breakers", use: str) -> None:
+        self.breakers, self.use = breakers, use
+
+    def state_change(self, cb, old_state, new_state) -> None:
+        old = old_state.name if old_state is not None else ""
+        self.breakers.transition(self.use, old, new_state.name)
+
+
+class Breakers:
+    """The two breakers of one app key pair."""
+
+    def __init__(self, *, fingerprints: dict[str, str], fail_max: int, reset_s: float,
+                 redis_url: str = "", on_transition: Transition | None = None) -> None:
+        self.fail_max, self.reset_s = fail_max, reset_s
+        self.on_transition = on_transition
+        self.fingerprints = fingerprints
+        self._local = threading.local()
+        self._storage: dict[str, pybreaker.CircuitBreakerStorage] = {}
+        self._redis = (redis.Redis.from_url(redis_url, socket_timeout=0.5,
+                                            socket_connect_timeout=0.5) if redis_url else None)
+        for use in USES:
+            if self._redis is None:
+                self._storage[use] = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+            else:
+                self._storage[use] = pybreaker.CircuitRedisStorage(
+                    pybreaker.STATE_CLOSED, self._redis,
+                    namespace=self.namespace(use, fingerprints[use]))
+
+    @staticmethod
+    def namespace(use: str, fingerprint: str) -> str:
+        return f"aegis:kis:{use}:{fingerprint}"
+
+    def name(self, use: str) -> str:
+        return f"kis-{use}"
+
+    def _breaker(self, use: str) -> pybreaker.CircuitBreaker:
+        mine = getattr(self._local, "breakers", None)
+        if mine is None:
+            mine = self._local.breakers = {}
+        breaker = mine.get(use)
+        if breaker is None:
+            breaker = mine[use] = pybreaker.CircuitBreaker(
+                fail_max=self.fail_max, reset_timeout=self.reset_s,
+                exclude=[_not_a_failure], listeners=[_Listener(self, use)],
+                state_storage=self._storage[use], name=self.name(use),
+                throw_new_error_on_trip=False)  # the call's own error: ambiguous stays ambiguous
+        return breaker
+
+    def call(self, breaker: str, fn, /, *args, **kwargs):
+        """`fn(*args, **kwargs)` guarded by the breaker of `breaker` (a use: query, order);
+        KisCircuitOpen, without calling it, while that breaker is open."""
+        try:
+            return self._breaker(breaker).call(fn, *args, **kwargs)
+        except pybreaker.CircuitBreakerError:
+            raise KisCircuitOpen(f"the KIS {breaker} circuit is open: not called") from None
+
+    def state(self, use: str) -> str:
+        return self._breaker(use).current_state
+
+    def opened_at(self, use: str) -> int | None:
+        at = self._storage[use].opened_at
+        return int(at.timestamp()) if at is not None else None
+
+    def _first_to_report(self, use: str, new: str) -> bool:
+        """Every process that notices a change reports it, and two processes can trip the
+        breaker at once: the first report of a state within `reset_s` wins (a real change of
+        state is at least `reset_s` after the last one of its kind)."""
+        if self._redis is None:
+            return True
+        key = f"{self.namespace(use, self.fingerprints[use])}:reported:{new}"
+        try:
+            return bool(self._redis.set(key, 1, nx=True, px=max(1, int(self.reset_s * 1000))))
+        except redis.RedisError:
+            return True  # the alert's own key still keeps it to one record
+
+    def transition(self, use: str, old: str, new: str) -> None:
+        if not self._first_to_report(use, new):
+            return
+        logger.warning("kis.breaker name=%s %s → %s", self.name(use), old or "-", new,
+                       extra={"breaker": self.name(use), "state": new})
+        if self.on_transition is None:
+            return
+        try:
+            self.on_transition(self.name(use), old, new, self.opened_at(use))
+        except Exception:  # noqa: BLE001 - an alert that fails never breaks a KIS call
+            logger.exception("kis.breaker_alert_failed name=%s", self.name(use))
