@@ -17,8 +17,9 @@ $(VENV)/.installed: requirements.txt scripts/bootstrap-venv.sh
 	scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
 	@touch $@
 
+# Through PgBouncer in transaction pooling, as deployed (AEGIS_PGBOUNCER=0: straight to PostgreSQL).
 test: venv
-	scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The embedded default: no server, a fresh SQLite file, tasks run in-process.
 demo: venv

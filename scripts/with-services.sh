@@ -69,8 +69,8 @@ cleanup() {
   local rc=$?
   log "stopping"
   as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
-  if [ -f "$SERVICES_DIR/pgbouncer.pid" ]; then
-    kill "$(cat "$SERVICES_DIR/pgbouncer.pid")" 2>/dev/null || true
+  if [ -f "$SERVICES_DIR/pgbouncer/pgbouncer.pid" ]; then
+    kill "$(cat "$SERVICES_DIR/pgbouncer/pgbouncer.pid")" 2>/dev/null || true
   fi
   if [ -f "$SERVICES_DIR/redis.pid" ]; then
     kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null || true
@@ -111,7 +111,9 @@ if [ "${AEGIS_PGBOUNCER:-0}" = "1" ]; then
   PGB_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
   # deploy/pgbouncer/pgbouncer.ini's pooling, on loopback; any database name (the test
   # database too) maps to the same server; trust, as the throw-away server itself.
-  cat >"$SERVICES_DIR/pgbouncer.ini" <<PGB
+  PGB_DIR="$SERVICES_DIR/pgbouncer"
+  mkdir -p "$PGB_DIR"
+  cat >"$PGB_DIR/pgbouncer.ini" <<PGB
 [databases]
 * = host=127.0.0.1 port=$PG_PORT
 
@@ -120,24 +122,34 @@ listen_addr = 127.0.0.1
 listen_port = $PGB_PORT
 unix_socket_dir =
 auth_type = trust
-auth_file = $SERVICES_DIR/userlist.txt
+auth_file = $PGB_DIR/userlist.txt
 pool_mode = transaction
 max_client_conn = 1000
 default_pool_size = 20
 reserve_pool_size = 5
 server_reset_query =
+server_check_delay = 0
 ignore_startup_parameters = extra_float_digits,options
-pidfile = $SERVICES_DIR/pgbouncer.pid
-logfile = $SERVICES_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+logfile = $PGB_DIR/pgbouncer.log
 PGB
-  echo '"aegis" ""' >"$SERVICES_DIR/userlist.txt"
-  [ "$(id -u)" -eq 0 ] && chown postgres "$SERVICES_DIR/pgbouncer.ini" "$SERVICES_DIR/userlist.txt"
-  as_pg "$PGB_BIN" -d "$SERVICES_DIR/pgbouncer.ini" >/dev/null
+  echo '"aegis" ""' >"$PGB_DIR/userlist.txt"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres "$PGB_DIR"
+  as_pg "$PGB_BIN" -d "$PGB_DIR/pgbouncer.ini"
+  ready=0
   for _ in $(seq 1 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PGB_PORT), 1)" \
-      2>/dev/null && break
+    if python3 -c "import socket; socket.create_connection(('127.0.0.1', $PGB_PORT), 1)" \
+        2>/dev/null; then
+      ready=1
+      break
+    fi
     sleep 0.1
   done
+  if [ "$ready" -ne 1 ]; then
+    log "PgBouncer did not start:"
+    cat "$PGB_DIR/pgbouncer.log" >&2 || true
+    exit 1
+  fi
   export DATABASE_URL="postgres://aegis@127.0.0.1:$PGB_PORT/aegis"
   export DATABASE_POOLING=pgbouncer
   log "PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT"

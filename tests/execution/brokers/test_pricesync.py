@@ -12,6 +12,7 @@ from django.core.cache import cache
 
 from execution.models import OrderIntent
 from tests.execution.brokers import kis_worker
+from tests.support import child_database_url
 from tests.execution.brokers.test_execution_submit import wait_for
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.ledger_helpers import open_position
@@ -106,19 +107,33 @@ def test_subscriptions_follow_positions_as_they_open_and_close(kis_sim, managed)
         assert ("H0STCNT0", "005930") not in sync.stream.subscriptions
 
 
+def drop_connections() -> int:
+    """PostgreSQL ends every session of the test database but this test's own: pricesync's
+    directly, or, through PgBouncer, the server connections in its pool (PgBouncer checks a
+    connection before handing it out and replaces the dead ones). Asked over a direct
+    connection; the number of sessions ended."""
+    import psycopg
+    from django.conf import settings
+    from django.db import connection
+
+    pooled = settings.DATABASES["default"].get("DISABLE_SERVER_SIDE_CURSORS", False)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        own = 0 if pooled else cursor.fetchone()[0]
+    with psycopg.connect(child_database_url("DATABASE_DIRECT_URL"), autocommit=True) as direct:
+        return direct.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s "
+            "AND backend_type = 'client backend'", [own]).fetchone()[0]
+
+
 @pytest.mark.parametrize("follow_s", [60, 0.1], ids=["price-first", "follow-first"])
 def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(kis_sim, managed,
                                                                          follow_s):
-    from django.db import connection
-
     broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     running = Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=follow_s))
     with running:
-        with connection.cursor() as cursor:  # PostgreSQL drops pricesync's connection
-            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                           "AND backend_type = 'client backend'")
-            assert cursor.fetchone()[0] >= 1
+        assert drop_connections() >= 1  # PostgreSQL drops pricesync's connection
         if follow_s < 1:  # a follow round meets the dead connection before any price does
             time.sleep(0.5)
         kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [68_000]})
