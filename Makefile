@@ -36,4 +36,4 @@ clean:
 
 # Benchmarks print figures beside a baseline from the same run; they never fail on a time.
 bench: venv
-	scripts/with-services.sh sh -c '$(BIN)/python manage.py migrate -v0 && $(BIN)/python -m bench.ledger && $(BIN)/python -m bench.execution && $(BIN)/python -m bench.exits && $(BIN)/python -m bench.ticks && $(BIN)/python -m bench.ingest'
+	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh sh -c '$(BIN)/python manage.py migrate -v0 && $(BIN)/python -m bench.run'

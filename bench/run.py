@@ -1,0 +1,108 @@
+"""Every benchmark in one run, as `make bench` runs it: each module in its own process (their own
+output shown as it comes), each one's JSON line gathered into bench/results.json, and a markdown
+table of the headline figures in bench/results.md (the README links to it).
+
+    python -m bench.run               # all of them
+    python -m bench.run exits ingest  # some
+
+Beside PostgreSQL (through PgBouncer, as deployed) and Redis: `make bench` starts and stops
+them. A benchmark that fails is reported and the others still run; the exit status says so.
+"""
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = ["ledger", "execution", "exits", "ticks", "ingest", "stress"]
+RESULTS = ROOT / "bench" / "results.json"
+TABLE = ROOT / "bench" / "results.md"
+
+# (results.json key, what it measures, the review's baseline key)
+HEADLINES = [
+    ("intent_to_order_ms", "intent commit → order accepted", "intent_to_order_polling_ms"),
+    ("tick_to_order_ms", "trade → exit order accepted", "tick_to_order_polling_ms"),
+    ("ingest_to_order_ms", "HTTP pick → entry order accepted", "ingest_to_order_scheduler_ms"),
+    ("exit_pass_10k_ms", "exit pass over 10,000 positions", "exit_pass_10k_naive_ms"),
+]
+
+
+def run_one(module: str) -> dict | None:
+    """Run bench.<module>, echo its output, and return its last JSON line (None on failure)."""
+    print(f"\n=== bench.{module} ===", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", f"bench.{module}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    found = None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except json.JSONDecodeError:
+                pass
+    if proc.wait() != 0:
+        print(f"bench.{module} failed with exit status {proc.returncode}", file=sys.stderr)
+        return None
+    return found
+
+
+def _cell(figure) -> str:
+    if not isinstance(figure, dict) or figure.get("p50") is None:
+        return "–"
+    return f"{figure['p50']:,} / {figure['p99']:,} (n {figure['n']:,})"
+
+
+def table(results: dict) -> str:
+    lines = ["# Benchmark results", "",
+             f"Run {results['run']['at']} on {results['run']['machine']}, commit "
+             f"{results['run']['commit']}. Latencies in ms as p50 / p99 (n).", "",
+             "| path | Aegis | the review's baseline |", "|---|---|---|"]
+    for key, what, baseline in HEADLINES:
+        lines.append(f"| {what} | {_cell(results.get(key))} | {_cell(results.get(baseline))} |")
+    lines += ["", "| figure | value |", "|---|---|"]
+    for key in ("exit_pass_10k_queries", "cache_query_reduction", "ingest_picks_per_s",
+                "oversells"):
+        value = results.get(key)
+        if key == "cache_query_reduction" and value is not None:
+            value = f"{value:.2%}"
+        lines.append(f"| {key} | {value if value is not None else '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    modules = argv or MODULES
+    unknown = sorted(set(modules) - set(MODULES))
+    if unknown:
+        print(f"unknown benchmarks {unknown}; known: {MODULES}", file=sys.stderr)
+        return 2
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True).stdout.strip() or "unknown"
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and argv else {}
+    failed = []
+    for module in modules:
+        found = run_one(module)
+        if found is None:
+            failed.append(module)
+        else:
+            results.update(found)
+    results["run"] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                      "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
+                                 f"{platform.python_version()}", "commit": commit,
+                      "modules": modules, "failed": failed,
+                      "pgbouncer": os.environ.get("DATABASE_POOLING") == "pgbouncer"}
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    TABLE.write_text(table(results))
+    print(f"\nwrote {RESULTS.relative_to(ROOT)} and {TABLE.relative_to(ROOT)}")
+    print(TABLE.read_text())
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
