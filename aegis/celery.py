@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
@@ -23,6 +23,14 @@ def _recycle_database_connections(task=None, **_):
         from django.db import close_old_connections
 
         close_old_connections()
+
+
+@worker_ready.connect
+def _serve_metrics(sender=None, **_):
+    """/metrics and /health on AEGIS_OPS_PORT, when set (aegis/metrics.py)."""
+    from .metrics import ops_server_start
+
+    ops_server_start("worker")
 
 
 # Imported for its signal handlers: every task's queue wait and run time.

@@ -1,18 +1,40 @@
-"""/health/: the web process can reach its database and its cache."""
+"""/health/: the web process can reach its database and its cache. /metrics: Prometheus."""
 
 from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 
 
-def health(request):
-    checks = {}
+def metrics(request):
+    """/metrics: this web process's metrics and the shared state, for Prometheus. With
+    AEGIS_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    import hmac
+
+    from django.conf import settings
+    from django.http import HttpResponse
+
+    from . import metrics as aegis_metrics
+
+    token = settings.AEGIS_METRICS_TOKEN
+    sent = request.headers.get("Authorization", "")
+    if token and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    return HttpResponse(aegis_metrics.exposition(),
+                        content_type=aegis_metrics.CONTENT_TYPE_LATEST)
+
+
+def database_check() -> str:
+    """"ok", or the error's type: a health check reports, never raises."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
-        checks["database"] = f"error: {type(exc).__name__}"
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {type(exc).__name__}"
+
+
+def health(request):
+    checks = {"database": database_check()}
     try:
         cache.set("health:probe", 1, timeout=5)
         checks["cache"] = "ok" if cache.get("health:probe") == 1 else "error: miss"

@@ -197,6 +197,9 @@ KIS = {
     "BREAKER_RESET_S": env.float("AEGIS_BREAKER_RESET_S", default=30.0),
 }
 
+# /metrics on the web process: open on the internal network, or behind this bearer token.
+AEGIS_METRICS_TOKEN = env.str("AEGIS_METRICS_TOKEN", default="")
+
 # --- Alerts (execution/alerts.py): every channel optional, secrets only from the environment ----
 ALERTS = {
     "SLACK_WEBHOOK_URL": env.str("AEGIS_ALERT_SLACK_WEBHOOK_URL", default=""),
@@ -305,12 +308,17 @@ if PRODUCTION:
     X_FRAME_OPTIONS = "DENY"
 
 # --- Logging ----------------------------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line, with every `extra` field (intent_id, order_id, …).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": env.str("LOG_FORMAT", default="plain")}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from picks.api import PicksIngestView
 
-from .health import health
+from .health import health, metrics
 
 admin.site.site_header = "Aegis"
 admin.site.site_title = "Aegis"
@@ -13,6 +13,7 @@ admin.site.index_title = "Positions, exits and orders"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("api/picks/ingest", PicksIngestView.as_view(), name="picks-ingest"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),

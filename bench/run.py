@@ -6,7 +6,9 @@ table of the headline figures in bench/results.md (the README links to it).
     python -m bench.run exits ingest  # some
 
 Beside PostgreSQL (through PgBouncer, as deployed) and Redis: `make bench` starts and stops
-them. A benchmark that fails is reported and the others still run; the exit status says so.
+them. Each benchmark gets a database of its own, created and migrated for it (a simulator starts
+its order numbers afresh, and KIS's numbers are unique per day). A benchmark that fails is
+reported and the others still run; the exit status says so.
 """
 
 import datetime as dt
@@ -31,11 +33,32 @@ HEADLINES = [
 ]
 
 
+def fresh_database(module: str) -> dict[str, str]:
+    """A new, migrated database for one benchmark: the environment that points at it (through
+    PgBouncer when DATABASE_URL goes through it; created over the direct connection)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"aegis_bench_{module}"
+    direct = os.environ.get("DATABASE_DIRECT_URL") or os.environ["DATABASE_URL"]
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    env = {variable: urlunsplit(urlsplit(os.environ[variable])._replace(path="/" + name))
+           for variable in ("DATABASE_URL", "DATABASE_DIRECT_URL") if os.environ.get(variable)}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True,
+                   env=os.environ | env)
+    return env
+
+
 def run_one(module: str) -> dict | None:
-    """Run bench.<module>, echo its output, and return its last JSON line (None on failure)."""
+    """Run bench.<module> on a fresh database, echo its output, and return its last JSON line
+    (None on failure)."""
     print(f"\n=== bench.{module} ===", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", f"bench.{module}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    env = os.environ | fresh_database(module)
+    proc = subprocess.Popen([sys.executable, "-u", "-m", f"bench.{module}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, env=env)
     found = None
     for line in proc.stdout:
         print(line, end="", flush=True)

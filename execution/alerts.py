@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from aegis import clock
+from aegis import clock, metrics
 
 from .models import Alert
 
@@ -119,6 +119,7 @@ def alert_raise(*, kind: str, severity: str, message: str, key: str, subject: st
     except DatabaseError as exc:
         logger.error("alerts.unrecorded key=%s error=%s: sending anyway", key, type(exc).__name__)
         alert.pk = None
+    metrics.ALERTS.labels(kind, severity).inc()
     logger.log(_LEVEL[severity], "alert %s %s %s: %s", kind, subject, state, message,
                extra={"alert_kind": kind, "alert_key": key})
     transaction.on_commit(lambda: _outbox.submit(_deliver, alert), robust=True)

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
-from aegis import clock
+from aegis import clock, metrics
 from execution.brokers.kis.errors import KisError, KisProductNotFound
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
@@ -195,6 +195,7 @@ def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.d
     pick.reject_reason, pick.routed_at, pick.routed_by = rejection.reason[:255], now, routed_by
     pick.save(update_fields=["status", "rejected_gate", "reject_reason", "routed_at",
                              "routed_by"])
+    metrics.PICK_REJECTIONS.labels(str(rejection.gate)).inc()
     logger.info("picks.rejected pick_id=%s source=%s symbol=%s gate=%s reason=%s", pick.pk,
                 pick.source_id, pick.symbol, rejection.gate, rejection.reason,
                 extra={"pick_id": pick.pk, "gate": rejection.gate})

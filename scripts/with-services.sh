@@ -111,6 +111,10 @@ if [ "${AEGIS_PGBOUNCER:-0}" = "1" ]; then
   PGB_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
   # deploy/pgbouncer/pgbouncer.ini's pooling, on loopback; any database name (the test
   # database too) maps to the same server; trust, as the throw-away server itself.
+  # The test suite ends PostgreSQL sessions under PgBouncer's feet (pricesync's lost-connection
+  # test): it has each server connection checked before it is handed out (0). The benchmarks
+  # keep production's default, 30 s (AEGIS_PGBOUNCER_CHECK_DELAY=30), as deploy/ does.
+  PGB_CHECK_DELAY="${AEGIS_PGBOUNCER_CHECK_DELAY:-0}"
   PGB_DIR="$SERVICES_DIR/pgbouncer"
   mkdir -p "$PGB_DIR"
   cat >"$PGB_DIR/pgbouncer.ini" <<PGB
@@ -128,7 +132,7 @@ max_client_conn = 1000
 default_pool_size = 20
 reserve_pool_size = 5
 server_reset_query =
-server_check_delay = 0
+server_check_delay = $PGB_CHECK_DELAY
 ignore_startup_parameters = extra_float_digits,options
 pidfile = $PGB_DIR/pgbouncer.pid
 logfile = $PGB_DIR/pgbouncer.log

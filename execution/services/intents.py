@@ -10,7 +10,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from aegis import clock
+from aegis import clock, metrics
 
 from ..exceptions import (
     InsufficientAvailableQty,
@@ -186,6 +186,7 @@ def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_ke
                 "locked_qty": position.reserved_qty,
             },
         )
+        metrics.LEDGER_REFUSALS.inc()
         raise InsufficientAvailableQty(
             position_id=position.pk,
             requested=qty,

@@ -188,7 +188,7 @@ WITH pending AS (
 ), intent AS (
     UPDATE {intent} i SET ordered_at = COALESCE(i.ordered_at, %(at)s) FROM pending
     WHERE i.id = pending.intent_id
-    RETURNING i.id
+    RETURNING i.id, i.intent_type, i.created_at, i.event_at
 )
 UPDATE {order} o SET status = 'SUBMITTED', broker_order_no = %(odno)s,
                      broker_org_no = %(org)s, submitted_at = %(at)s, trade_date = %(date)s,
@@ -196,7 +196,8 @@ UPDATE {order} o SET status = 'SUBMITTED', broker_order_no = %(odno)s,
 FROM intent
 WHERE o.id = %(order_id)s AND o.intent_id = intent.id AND o.status = 'NEW'
   AND o.broker_order_no IS NULL
-RETURNING o.*
+RETURNING o.*, intent.intent_type AS intent_kind, intent.created_at AS intent_created_at,
+          intent.event_at AS intent_event_at
 """
 
 

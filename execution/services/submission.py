@@ -19,7 +19,7 @@ import enum
 import logging
 from typing import Protocol
 
-from aegis import clock
+from aegis import clock, metrics
 
 from ..brokers.kis.client import Balance, DailyOrder, OrderAck
 from ..brokers.kis.errors import (
@@ -117,7 +117,12 @@ def _send(order: Order, broker: Broker) -> Outcome:
         order_reject(order_id=order.pk, reason=str(exc))
         logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
         return Outcome.REJECTED
-    order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno, broker_org_no=ack.org_no)
+    marked = order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,
+                                  broker_org_no=ack.org_no)
+    if getattr(marked, "intent_kind", None):  # the one-statement path read the intent too
+        metrics.order_accepted(intent_type=marked.intent_kind,
+                               created_at=marked.intent_created_at,
+                               event_at=marked.intent_event_at, submitted_at=marked.submitted_at)
     logger.info("execution.submitted order_id=%s odno=%s", order.pk, ack.odno,
                 extra=log | {"odno": ack.odno})
     return Outcome.SUBMITTED

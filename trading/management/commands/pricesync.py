@@ -3,6 +3,8 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from aegis.metrics import ops_server_start
+
 from execution.brokers import get_broker
 from execution.validation import check_symbol
 from execution.exceptions import InvalidInput
@@ -24,6 +26,7 @@ class Command(BaseCommand):
                 check_symbol(symbol)
         except InvalidInput as exc:
             raise CommandError(str(exc)) from None
+        ops_server_start("pricesync")  # /metrics and /health on AEGIS_OPS_PORT, when set
 
         async def main():
             stop = asyncio.Event()
