@@ -1,7 +1,9 @@
 """KIS outages against the simulator's fault injection: the circuit breaker opens in every
 process at once, each change of state is alerted once (counted by a local webhook and SMTP
-receiver), and intents made during an outage each become exactly one order after it."""
+receiver), intents made during an outage each become exactly one order after it, and the
+flatten policy decides once, N minutes into a real outage, selling nothing unless told to."""
 
+import datetime as dt
 import multiprocessing
 import time
 
@@ -118,3 +120,40 @@ def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, t
         wait_for(lambda: states("kis-order")[-1:] == ["closed"], "the circuit to close")
     finally:
         stop_worker(worker)
+
+
+def test_a_real_outage_triggers_the_flatten_policy_once_after_n_minutes_and_sells_nothing(
+        kis_sim):
+    from aegis import clock
+    from execution.brokers.kis.errors import KisError
+    from execution.models import FlattenPolicy, OrderIntent
+    from execution.services.flatten import flatten_policy_check
+    from tests.ledger_helpers import open_position
+
+    FlattenPolicy.current()
+    FlattenPolicy.objects.filter(pk=1).update(enabled=True, kis_down_minutes=5)
+    held = open_position("005930", 10)
+    moment = clock.FixedClock(dt.datetime(2026, 11, 24, 10, 0, tzinfo=clock.SEOUL))
+    client = kis_worker.client_for(sim_dict(kis_sim), 1000, retries=0, read_timeout_s=1.0,
+                                   breaker_fail_max=3, breaker_reset_s=600.0)
+    with clock.installed(moment):
+        kis_sim.control("/_sim/faults", {"outage_s": 60.0})
+        for _ in range(3):  # each order meets a dropped connection: the third opens the circuit
+            with pytest.raises(KisError):
+                client.order_cash(side="SELL", symbol="005930", qty=1, price=71_000)
+        with pytest.raises(KisCircuitOpen):  # from now on KIS is not even called
+            client.order_cash(side="SELL", symbol="005930", qty=1, price=71_000)
+        state = client.breakers.state("order")
+        assert state == "open" and states("kis-order") == ["open"]
+        moment.advance(dt.timedelta(minutes=4, seconds=59))
+        assert flatten_policy_check(breaker_state=state) is None
+        moment.advance(dt.timedelta(seconds=1))
+        decision = flatten_policy_check(breaker_state=state)
+        assert decision is not None and "KIS down since 10:00:00" in decision.message
+        moment.advance(dt.timedelta(minutes=5))
+        assert flatten_policy_check(breaker_state=state) is None
+    kis_sim.control("/_sim/faults", method="DELETE")
+    assert not OrderIntent.objects.filter(intent_type="FLATTEN").exists()  # auto_flatten off
+    held.refresh_from_db()
+    assert (held.qty, held.reserved_qty) == (10, 0)
+    assert broker_orders(kis_sim) == []  # nothing reached KIS
