@@ -61,7 +61,18 @@ class SharedState:
     """Collected at scrape time: breaker states (Redis), queue depths (Redis), the last
     reconciliation (PostgreSQL). A source that cannot be read is left out, never raised."""
 
-    QUEUES = ("default", "execution", "trading", "picks")
+    def __init__(self) -> None:
+        self._redis = None
+
+    def _client(self):
+        """One Redis client for every scrape (its pool keeps the connection)."""
+        if self._redis is None:
+            import redis
+            from django.conf import settings
+
+            self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5,
+                                               socket_connect_timeout=0.5)
+        return self._redis
 
     def collect(self):
         yield from self._redis_state()
@@ -80,13 +91,13 @@ class SharedState:
         queues = GaugeMetricFamily("aegis_queue_depth", "Messages waiting in a Celery queue.",
                                    labels=["queue"])
         try:
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5,
-                                          socket_connect_timeout=0.5)
+            client = self._client()
             for key in client.scan_iter(match="pybreaker:aegis:kis:*:state", count=100):
                 _, _, _, use, app, _ = key.decode().split(":")
                 state = (client.get(key) or b"closed").decode()
                 breakers.add_metric([f"kis-{use}", app], _BREAKER_VALUE.get(state, 2))
-            for queue in self.QUEUES:
+            routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+            for queue in sorted(routed | {settings.CELERY_TASK_DEFAULT_QUEUE}):
                 queues.add_metric([queue], client.llen(queue))
         except redis.RedisError as exc:
             logger.warning("metrics.redis_unavailable error=%s", type(exc).__name__)

@@ -72,6 +72,16 @@ def start_worker(env: dict, log: Path, name: str, pool: list[str],
     return proc
 
 
+def wait_ready(proc: subprocess.Popen, name: str, log: Path, timeout_s: float = 120) -> None:
+    """Until the worker `name` answers a ping; SystemExit if it dies or stays silent."""
+    from aegis.celery import app
+
+    deadline = time.monotonic() + timeout_s
+    while not app.control.ping(destination=[name], timeout=1.0):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start: see {log}")
+
+
 def stop_worker(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=60)
@@ -125,10 +135,7 @@ def main() -> int:
             # As deployed (docker-compose.yml, worker-execution): no per-task health check.
             proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
                                 POOLS[pool])
-            deadline = time.monotonic() + 120
-            while not app.control.ping(destination=[name], timeout=1.0):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the worker did not start: see {log}")
+            wait_ready(proc, name, log)
             for _ in range(20):  # warm the path before measuring
                 services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))
                 time.sleep(0.02)

@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import random
-import secrets
 import signal
 import socket
 import subprocess
@@ -36,9 +35,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench.execution import POOLS, start_worker, stop_worker
-from bench.ticks import (Control, django_on_simulator, figures, start_simulator,
-                         stop_simulator)
+from bench.execution import POOLS, start_worker, stop_worker, wait_ready
+from bench.ticks import Control, figures, on_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_PICKS", "200"))
@@ -147,16 +145,11 @@ class Bench:
                 "generated_at": clock.now().isoformat()}
 
     def start_worker(self, queues: str) -> None:
-        from aegis.celery import app
-
         name = f"bench-ingest-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
         log = self.tmp / f"aegis-bench-ingest-{os.getpid()}.log"
         self.worker = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
                                    POOLS["threads"], queues=queues)
-        deadline = time.monotonic() + 120
-        while not app.control.ping(destination=[name], timeout=1.0):
-            if self.worker.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not start: see {log}")
+        wait_ready(self.worker, name, log)
 
     def stop_worker(self) -> None:
         if self.worker is not None:
@@ -336,23 +329,17 @@ def main() -> int:
     start = MORNING.isoformat()
     os.environ.update({"AEGIS_CLOCK_START": start, "AEGIS_CLOCK_ORIGIN": repr(time.time()),
                        "DEBUG": "false", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")})
-    appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)
-    sim, base_url, ws_url = start_simulator(appkey, appsecret)
-    control = bench = None
-    results = {}
-    try:
-        control = Control(base_url)
-        if not django_on_simulator("bench/ingest.py", base_url, ws_url, appkey, appsecret):
+    bench, results = None, {}
+    with on_simulator("bench/ingest.py") as control:
+        if control is None:
             return 2
-        bench = Bench(control, free_port())
-        bench.setup()
-        results = bench.run()
-    finally:
-        if bench is not None:
-            bench.close()
-        if control is not None:
-            control.close()
-        stop_simulator(sim)
+        try:
+            bench = Bench(control, free_port())
+            bench.setup()
+            results = bench.run()
+        finally:
+            if bench is not None:
+                bench.close()
     report(results)
     return 0
 

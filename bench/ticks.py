@@ -29,6 +29,7 @@ a JSON line; never fails on a time. `python -m bench.ticks`, beside PostgreSQL a
 """
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -45,7 +46,7 @@ import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 
-from bench.execution import POOLS, start_worker, stop_worker
+from bench.execution import POOLS, start_worker, stop_worker, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_TICKS", "300"))
@@ -117,6 +118,20 @@ def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str,
               "(scripts/with-services.sh, as `make bench` does).", file=sys.stderr)
         return False
     return True
+
+
+@contextlib.contextmanager
+def on_simulator(name: str):
+    """A simulator of its own, this process (and those it starts) pointed at it with Django set
+    up: yields its control API, or None when not beside PostgreSQL and Redis. Stopped on exit."""
+    appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)
+    sim, base_url, ws_url = start_simulator(appkey, appsecret)
+    control = Control(base_url)
+    try:
+        yield control if django_on_simulator(name, base_url, ws_url, appkey, appsecret) else None
+    finally:
+        control.close()
+        stop_simulator(sim)
 
 
 def stop_simulator(sim: subprocess.Popen) -> None:
@@ -205,33 +220,28 @@ class Running:
 
 
 def main() -> int:
-    appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)
-    sim, base_url, ws_url = start_simulator(appkey, appsecret)
-    control = bench = None
-    try:
-        # The worker logs at WARNING (bench/execution.py): so does this process, where the exit
-        # engine would otherwise print a few INFO lines on every exit.
-        os.environ.setdefault("LOG_LEVEL", "WARNING")
-        if not django_on_simulator("bench/ticks.py", base_url, ws_url, appkey, appsecret):
+    # The worker logs at WARNING (bench/execution.py): so does this process, where the exit
+    # engine would otherwise print a few INFO lines on every exit.
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    bench, results = None, {}
+    with on_simulator("bench/ticks.py") as control:
+        if control is None:
             return 2
         from trading.pricesync import SUBSCRIPTION_CAP
 
         symbols = pick_symbols(min(SYMBOLS, SUBSCRIPTION_CAP))
-        control = Control(base_url)
         for symbol in symbols:  # listed at the cost, as a new day (no trade printed)
             control.post("/_sim/prices", {"pdno": symbol, "price": COST, "prev_close": COST})
         cano, prdt = ACCOUNT.split("-")
         control.post("/_sim/accounts", {
             "cano": cano, "acnt_prdt_cd": prdt, "cash": 10**13, "hts_id": HTS_ID,
             "holdings": [{"pdno": s, "qty": HELD, "avg_price": COST} for s in symbols]})
-        bench = Bench(symbols, control)
-        results = bench.run_all()
-    finally:
-        if bench is not None:
-            bench.close()
-        if control is not None:
-            control.close()
-        stop_simulator(sim)
+        try:
+            bench = Bench(symbols, control)
+            results = bench.run_all()
+        finally:
+            if bench is not None:
+                bench.close()
     report(results)
     return 0
 
@@ -251,17 +261,12 @@ def pick_symbols(count: int) -> list[str]:
 
 
 def start_execution_worker(bench: "Bench") -> None:
-    from aegis.celery import app
-
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-ticks-{os.getpid()}.log"
     name = f"bench-ticks-{os.getpid()}@{socket.gethostname()}"
     # As deployed (docker-compose.yml, worker-execution): no per-task health check.
     proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name, POOLS[POOL])
     bench.worker = proc
-    deadline = time.monotonic() + 120
-    while not app.control.ping(destination=[name], timeout=1.0):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the worker did not start: see {log}")
+    wait_ready(proc, name, log)
 
 
 class Bench:

@@ -22,6 +22,34 @@ from .services.submission import intent_submit
 logger = logging.getLogger("aegis.execution")
 
 
+def send_now(intent_id: str, *, broker) -> None:
+    """Send a committed intent's order from this thread; whatever fails here is handed to the
+    execute task, which retries (and if even that cannot be enqueued, the sweep sends it)."""
+    started = time.perf_counter()
+    try:
+        outcome = intent_submit(intent_id=intent_id, broker=broker)
+        logger.info("execution.sent_in_process intent_id=%s outcome=%s ms=%.2f", intent_id,
+                    outcome.value, (time.perf_counter() - started) * 1000,
+                    extra={"intent_id": intent_id})
+    except Exception as exc:  # noqa: BLE001 - the worker's task retries what failed here
+        if isinstance(exc, DatabaseError):
+            connection.close()
+        logger.warning("execution.in_process_failed intent_id=%s: %s: %s: handed to the "
+                       "execute task", intent_id, type(exc).__name__, exc,
+                       extra={"intent_id": intent_id})
+        _hand_over(intent_id)
+
+
+def _hand_over(intent_id: str) -> None:
+    from .tasks import intent_execute
+
+    try:
+        intent_execute.delay(intent_id)
+    except Exception as exc:  # noqa: BLE001 - the sweep sends NEW intents
+        logger.error("execution.enqueue_failed intent_id=%s: %s: the sweep will send it",
+                     intent_id, exc, extra={"intent_id": intent_id})
+
+
 class InProcessSender:
     """Callable with an intent id after its commit; True when it took the intent."""
 
@@ -45,32 +73,11 @@ class InProcessSender:
         return True
 
     def _send(self, intent_id: str) -> None:
-        started = time.perf_counter()
         try:
-            outcome = intent_submit(intent_id=intent_id, broker=self.broker)
-            logger.info("execution.sent_in_process intent_id=%s outcome=%s ms=%.2f", intent_id,
-                        outcome.value, (time.perf_counter() - started) * 1000,
-                        extra={"intent_id": intent_id})
-        except Exception as exc:  # noqa: BLE001 - the worker's task retries what failed here
-            if isinstance(exc, DatabaseError):
-                connection.close()
-            logger.warning("execution.in_process_failed intent_id=%s: %s: %s: handed to the "
-                           "execute task", intent_id, type(exc).__name__, exc,
-                           extra={"intent_id": intent_id})
-            self._hand_over(intent_id)
+            send_now(intent_id, broker=self.broker)
         finally:
             with self._lock:
                 self._pending -= 1
-
-    @staticmethod
-    def _hand_over(intent_id: str) -> None:
-        from .tasks import intent_execute
-
-        try:
-            intent_execute.delay(intent_id)
-        except Exception as exc:  # noqa: BLE001 - the sweep sends NEW intents
-            logger.error("execution.enqueue_failed intent_id=%s: %s: the sweep will send it",
-                         intent_id, exc, extra={"intent_id": intent_id})
 
     def close(self) -> None:
         """Send what was taken, then close each lane's database connection."""

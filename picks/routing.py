@@ -12,13 +12,13 @@ the last of the cash), the account read, the gates decided, and the outcome writ
 """
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 
 from aegis import clock, metrics
@@ -49,21 +49,6 @@ def _ask(pick: Pick) -> gates.Ask:
 
 # --- the market, read before any lock ------------------------------------------------------------
 
-def _cache_get(key: str):
-    try:
-        return cache.get(key)
-    except Exception as exc:  # noqa: BLE001 - a Redis outage slows the router, never stops it
-        logger.warning("picks.cache_unavailable op=get error=%s", type(exc).__name__)
-        return None
-
-
-def _cache_set(key: str, value, ttl: float) -> None:
-    try:
-        cache.set(key, value, ttl)
-    except Exception as exc:  # noqa: BLE001
-        logger.warning("picks.cache_unavailable op=set error=%s", type(exc).__name__)
-
-
 def _quote_write(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px | None, bool]:
     """Ask the broker for the symbol's price and keep it as the best price (a newer trade, if
     pricesync stored one meanwhile, stays). Returns the stored price and whether it is halted."""
@@ -84,11 +69,11 @@ def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
     """(best bid, best ask), asked of the broker at most once per PICKS_BOOK_CACHE_S a
     symbol: a burst of picks in one name costs one order-book call."""
     key = f"picks:book:{symbol}"
-    top = _cache_get(key)
+    top = hot.cache_get(key)
     if top is None:
         book = broker.order_book(symbol)
         top = (book.bids[0][0] if book.bids else None, book.asks[0][0] if book.asks else None)
-        _cache_set(key, top, settings.PICKS_BOOK_CACHE_S)
+        hot.cache_set(key, top, settings.PICKS_BOOK_CACHE_S)
     return top
 
 
@@ -155,6 +140,15 @@ SELECT
 """
 
 
+@functools.cache
+def _account_sql() -> str:
+    """_ACCOUNT with the table names filled in, once per process."""
+    return _ACCOUNT.format(
+        position=Position._meta.db_table, intent=OrderIntent._meta.db_table,
+        order=Order._meta.db_table, price=BestPrice._meta.db_table,
+        fill=Fill._meta.db_table, reconciliation=Reconciliation._meta.db_table)
+
+
 def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.Account:
     """Positions, pending entries (NEW BUY intents, open BUY orders' remainders, valued at
     their limit price or else the best price), today's realised P&L and the cash left to
@@ -164,14 +158,10 @@ def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.
     started, plus sells filled since it finished (a fill in between counts against the cash,
     never for it), less what pending entries may still spend. None before any reconciliation
     read it."""
-    sql = _ACCOUNT.format(
-        position=Position._meta.db_table, intent=OrderIntent._meta.db_table,
-        order=Order._meta.db_table, price=BestPrice._meta.db_table,
-        fill=Fill._meta.db_table, reconciliation=Reconciliation._meta.db_table)
     day_start = dt.datetime.combine(now.astimezone(clock.SEOUL).date(), dt.time(), clock.SEOUL)
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"symbol": symbol,
-                             "day_start": connection.ops.adapt_datetimefield_value(day_start)})
+        cursor.execute(_account_sql(), {
+            "symbol": symbol, "day_start": connection.ops.adapt_datetimefield_value(day_start)})
         (open_positions, held_qty, available, pending, symbol_cost, symbol_pending, total_cost,
          total_pending, realized, cash, bought, sold) = cursor.fetchone()
     return gates.Account(

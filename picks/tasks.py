@@ -8,23 +8,12 @@ from celery import shared_task
 logger = logging.getLogger("aegis.picks")
 
 
-def _send_here(broker):
-    """An executor for execution.services.intents.execute_here: the intent a pick became is
-    sent from this task as soon as it commits, with no second queue hop; whatever fails here
-    goes to the execute task, which retries (and a NEW intent left by a crash, to its sweep)."""
-    from execution.services.submission import intent_submit
-    from execution.tasks import intent_execute
+def send_here(broker):
+    """The route task's executor (execution.services.intents.execute_here): the intent a pick
+    became is sent from this thread once it commits, with no second queue hop."""
+    from execution.sender import send_now
 
-    def send(intent_id: str) -> bool:
-        try:
-            intent_submit(intent_id=intent_id, broker=broker)
-        except Exception as exc:  # noqa: BLE001 - handed over, never lost
-            logger.warning("picks.send_failed intent_id=%s: %s: handed to the execute task",
-                           intent_id, type(exc).__name__, extra={"intent_id": intent_id})
-            intent_execute.delay(intent_id)
-        return True
-
-    return send
+    return lambda intent_id: send_now(intent_id, broker=broker) or True
 
 
 def _route(pick_ids: list[int], routed_by: str) -> dict:
@@ -34,7 +23,7 @@ def _route(pick_ids: list[int], routed_by: str) -> dict:
     from .routing import picks_route
 
     broker = get_broker()
-    execute_here(_send_here(broker))
+    execute_here(send_here(broker))
     try:
         return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker)
     finally:

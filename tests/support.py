@@ -84,3 +84,37 @@ class SmtpReceiver:
 
     def close(self) -> None:
         self.controller.stop()
+
+
+def at_once(fn, calls: list[tuple]) -> list:
+    """`fn(*args)` for each `args` of `calls`, each in a thread of its own, all released at the
+    same instant; the results in the order they came. Each thread closes its own database
+    connections when done (a test database cannot be dropped while they are open)."""
+    import threading
+
+    from django.db import connections
+
+    results, start = [], threading.Barrier(len(calls))
+
+    def run(args: tuple) -> None:
+        start.wait()
+        try:
+            results.append(fn(*args))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(args,)) for args in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def forget_broker_credentials() -> None:
+    """Tokens and approval keys cached for the simulator before its reset are void now."""
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)
+    for name in client.scan_iter(match=cache.make_key("kis:*")):
+        client.delete(name)

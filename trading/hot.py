@@ -151,7 +151,7 @@ class Book:
         return self.watches()[i]
 
 
-# --- cache calls that survive an outage --------------------------------------------------------
+# --- cache calls that survive an outage: a failure is a miss -----------------------------------
 
 def _unavailable(op: str, exc: Exception) -> None:
     global _warned_at
@@ -161,7 +161,7 @@ def _unavailable(op: str, exc: Exception) -> None:
                        op, exc)
 
 
-def _get(key: str):
+def cache_get(key: str):
     try:
         return cache.get(key)
     except Exception as exc:  # noqa: BLE001 - any cache failure is a miss
@@ -177,7 +177,7 @@ def _get_many(keys: list[str]) -> dict:
         return {}
 
 
-def _set(key: str, value, ttl: float) -> None:
+def cache_set(key: str, value, ttl: float) -> None:
     try:
         cache.set(key, value, timeout=ttl)
     except Exception as exc:  # noqa: BLE001
@@ -219,7 +219,7 @@ def _cached(key: str, gen_keys: list[str], found: dict | None = None):
 
 
 def _store(key: str, gens: tuple, value, ttl: float) -> None:
-    _set(key, (gens, value), ttl)
+    cache_set(key, (gens, value), ttl)
 
 
 def after_commit(fn) -> None:
@@ -268,7 +268,7 @@ def profiles_changed() -> None:
 
 def price_keep(symbol: str, px: Px) -> None:
     """Write through a price whose row has just been committed."""
-    _set(price_key(symbol), px, PRICE_TTL_S)
+    cache_set(price_key(symbol), px, PRICE_TTL_S)
 
 
 def prices_changed(symbols) -> None:
@@ -332,7 +332,7 @@ def prices(symbols: list[str] | None, *, use_cache: bool = True) -> dict[str, Px
         found.update(fetched)
         if use_cache:
             for symbol, px in fetched.items():
-                _set(price_key(symbol), px, PRICE_TTL_S)
+                cache_set(price_key(symbol), px, PRICE_TTL_S)
     return found
 
 
@@ -405,8 +405,8 @@ def positions_changed(symbols) -> None:
 # --- GAP_DOWN thresholds from the pre-queue ----------------------------------------------------
 
 def gap_thresholds_keep(day: dt.date, thresholds: dict[int, Decimal], ttl: float) -> None:
-    _set(gap_key(day), thresholds, ttl)
+    cache_set(gap_key(day), thresholds, ttl)
 
 
 def gap_thresholds(day: dt.date) -> dict[int, Decimal]:
-    return _get(gap_key(day)) or {}
+    return cache_get(gap_key(day)) or {}

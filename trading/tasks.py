@@ -59,5 +59,5 @@ def flatten_check_task() -> str:
         return "disabled"
     alert = flatten_policy_check(
         breaker_state=get_broker().breakers.state("order"),
-        prices_stale_since=prices_stale_since(stale_s=policy.prices_stale_s))
+        prices_stale_since=prices_stale_since(stale_s=policy.prices_stale_s), policy=policy)
     return alert.key if alert is not None else "nothing to decide"

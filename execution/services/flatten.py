@@ -38,13 +38,14 @@ def kis_down_since(breaker_state: str) -> dt.datetime | None:
     return first
 
 
-def flatten_policy_check(*, breaker_state: str,
-                         prices_stale_since: dt.datetime | None = None) -> Alert | None:
+def flatten_policy_check(*, breaker_state: str, prices_stale_since: dt.datetime | None = None,
+                         policy: FlattenPolicy | None = None) -> Alert | None:
     """Apply the policy now; the decision's alert, or None when nothing is to be decided (the
     policy off, no trigger, or this outage decided already). `breaker_state` is KIS's order
     circuit as the caller's KIS client sees it; `prices_stale_since`, when every held
-    symbol's price has been stale in the session (the exit engine knows: trading/services.py)."""
-    policy = FlattenPolicy.current()
+    symbol's price has been stale in the session (the exit engine knows: trading/services.py).
+    `policy`: the one in force, when the caller has read it already."""
+    policy = policy or FlattenPolicy.current()
     if not policy.enabled:
         return None
     now = clock.now()

@@ -5,17 +5,16 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import threading
 
 import pytest
 import redis
 from django.conf import settings
-from django.db import connections
 from django.test import Client
 
 from aegis import clock
 from picks.models import Pick, PickSource
 from tests.picks.conftest import a_pick, post
+from tests.support import at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -171,21 +170,8 @@ def test_a_repeated_pick_stores_nothing_new_and_answers_its_first_id(client, mak
 def test_concurrent_ingests_of_one_pick_store_it_once(make_source):
     source, token = make_source()
     body = json.dumps([a_pick(source, 1)])
-    answers, barrier = [], threading.Barrier(8)
     queued = picks_queue_length()
-
-    def send():
-        barrier.wait()
-        try:
-            answers.append(post(Client(), token, body))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = at_once(lambda: post(Client(), token, body), [()] * 8)
     assert [a.status_code for a in answers] == [202] * 8
     assert len({a.json()["ids"][0] for a in answers}) == 1
     assert Pick.objects.filter(source=source).count() == 1

@@ -5,10 +5,8 @@ and reason and nothing else written; a pick is routed once whoever reaches it; r
 are taken one at a time."""
 
 import datetime as dt
-import threading
 
 import pytest
-from django.db import connections
 from django.test import Client
 
 from aegis import clock
@@ -18,11 +16,12 @@ from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run
 from picks import routing
 from picks.models import GateSettings, Pick
-from picks.tasks import _send_here
+from picks.tasks import send_here
 from tests.execution.brokers import kis_worker
 from tests.execution.brokers.test_execution_submit import broker_orders
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.picks.conftest import a_pick, post
+from tests.support import at_once, forget_broker_credentials
 from trading.models import ExitProfile, PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -30,14 +29,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 DAY = dt.date(2026, 11, 24)  # a Tuesday, a KRX trading day
 CLOCK = clock.ShiftedClock(dt.datetime.combine(DAY, dt.time(10), clock.SEOUL))
 PRICE = 71_000  # the simulator's 005930; its book: bid 71,000, ask 71,100
-
-
-def forget_broker_credentials() -> None:
-    from django.core.cache import cache
-
-    client = cache._cache.get_client(write=True)
-    for name in client.scan_iter(match=cache.make_key("kis:*")):
-        client.delete(name)
 
 
 @pytest.fixture
@@ -50,7 +41,7 @@ def broker(kis_sim):
     with clock.installed(CLOCK):
         run = reconciliation_run(broker=client, trigger=Reconciliation.Trigger.MANUAL)
         assert run.cash_krw == kis_sim.cash
-        execute_here(_send_here(client))
+        execute_here(send_here(client))
         try:
             yield client
         finally:
@@ -154,22 +145,15 @@ def test_a_source_without_an_exit_profile_is_refused(broker, make_source):
 
 def test_one_pick_reached_by_every_path_at_once_becomes_one_order(broker, source, kis_sim):
     [pick_id] = ingest(source, a_pick(source[0]))
-    outcomes, start = [], threading.Barrier(6)
 
-    def reach(by: str) -> None:
-        start.wait()
-        execute_here(_send_here(broker))  # per thread, as in each worker thread
+    def reach(by: str) -> str:
+        execute_here(send_here(broker))  # per thread, as in each worker thread
         try:
-            outcomes.append(routing.pick_route(pick_id, routed_by=by, broker=broker))
+            return routing.pick_route(pick_id, routed_by=by, broker=broker)
         finally:
             execute_here(None)
-            connections.close_all()
 
-    threads = [threading.Thread(target=reach, args=(by,)) for by in ["EVENT", "SWEEP"] * 3]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(reach, [(by,) for by in ["EVENT", "SWEEP"] * 3])
     assert sorted(outcomes) == ["routed"] + ["skipped"] * 5
     assert OrderIntent.objects.count() == 1
     assert Order.objects.filter(intent__picks=pick_id, status="SUBMITTED").count() == 1
@@ -183,20 +167,9 @@ def test_risk_decisions_are_taken_one_at_a_time(broker, source, kis_sim):
     gates_set(max_open_positions=3)
     ids = ingest(source, *[a_pick(source[0], n, symbol=s, limit_price=10_000)
                            for n, s in enumerate(symbols)])
-    outcomes, start = [], threading.Barrier(len(ids))
-
-    def reach(pick_id: int) -> None:
-        start.wait()
-        try:
-            outcomes.append(routing.pick_route(pick_id, routed_by="EVENT", broker=broker))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=reach, args=(pick_id,)) for pick_id in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(lambda pick_id: routing.pick_route(pick_id, routed_by="EVENT",
+                                                          broker=broker),
+                       [(pick_id,) for pick_id in ids])
     assert sorted(outcomes) == ["rejected"] * 3 + ["routed"] * 3
     assert Position.objects.filter(status="OPEN").count() == 3
     assert {p.rejected_gate for p in Pick.objects.filter(status="REJECTED")} == {2}

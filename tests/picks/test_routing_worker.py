@@ -3,10 +3,8 @@ the picks and execution queues, PostgreSQL, Redis and the KIS simulator. A pick 
 or by several clients at once is one order at the broker; picks stored while Redis was down (no
 route task could be enqueued) are routed by the orphan sweep once it is back."""
 
-import threading
 
 import pytest
-from django.db import connections
 from django.test import Client
 
 from aegis import clock
@@ -21,7 +19,8 @@ from tests.execution.brokers.test_execution_submit import (broker_orders, start_
                                                            stop_worker, wait_for)
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.picks.conftest import a_pick, post
-from tests.picks.test_routing import CLOCK, forget_broker_credentials
+from tests.picks.test_routing import CLOCK
+from tests.support import at_once, forget_broker_credentials
 from trading.models import ExitProfile, PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -70,20 +69,8 @@ def test_a_pick_sent_over_http_becomes_an_order_through_the_worker(market, sourc
 
 def test_the_same_pick_sent_concurrently_and_again_is_one_order(market, source):
     src, token = source
-    body, answers, start = [a_pick(src, 7)], [], threading.Barrier(6)
-
-    def send() -> None:
-        start.wait()
-        try:
-            answers.append(post(Client(), token, body))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    body = [a_pick(src, 7)]
+    answers = at_once(lambda: post(Client(), token, body), [()] * 6)
     answers.append(post(Client(), token, body))  # and once more, later
     assert {a.status_code for a in answers} == {202}
     assert len({a.json()["ids"][0] for a in answers}) == 1

@@ -12,7 +12,6 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.core.cache import cache
 
 from aegis import clock
 from execution import services
@@ -23,6 +22,7 @@ from tests.execution.brokers.test_fills_stream import fill_stream_running
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.execution.brokers.test_pricesync import Running
 from tests.ledger_helpers import key
+from tests.support import forget_broker_credentials
 from trading.models import ExitProfile, PositionExitState, TakeProfitTier
 from trading.pricesync import PriceSync
 from trading.services import gap_prequeue
@@ -67,16 +67,9 @@ def worker(kis_sim_process, django_db_setup, tmp_path_factory):
     stop_worker(proc)
 
 
-def _forget_broker_credentials() -> None:
-    """Tokens and approval keys cached for the simulator before its reset are void now."""
-    client = cache._cache.get_client(write=True)
-    for name in client.scan_iter(match=cache.make_key("kis:*")):
-        client.delete(name)
-
-
 @pytest.fixture
 def day(kis_sim, worker):
-    _forget_broker_credentials()
+    forget_broker_credentials()
     moment = Day(kis_sim)
     with clock.installed(moment):
         yield moment

@@ -92,7 +92,7 @@ class Breakers:
             raise KisCircuitOpen(f"the KIS {breaker} circuit is open: not called") from None
 
     def state(self, use: str) -> str:
-        return self._breaker(use).current_state
+        return self._storage[use].state
 
     def opened_at(self, use: str) -> int | None:
         at = self._storage[use].opened_at
