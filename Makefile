@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv test demo run bench clean
 
 help:
-	@echo "make demo   - the ledger refusing an oversell, on the embedded default (SQLite)"
+	@echo "make demo   - a simulated trading day against the KIS simulator (SQLite, no server)"
 	@echo "make test   - the test suite on throw-away PostgreSQL and Redis"
 	@echo "make run    - the admin on http://127.0.0.1:8000/admin/ (embedded default)"
 	@echo "make bench  - benchmarks on throw-away PostgreSQL and Redis"
@@ -21,11 +21,13 @@ $(VENV)/.installed: requirements.txt scripts/bootstrap-venv.sh
 test: venv
 	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The embedded default: no server, a fresh SQLite file, tasks run in-process.
+# A simulated trading day on the embedded default: a fresh SQLite file, tasks in-process, the KIS
+# simulator on loopback. DEMO_ARGS="--speed 1" plays it at the real pace (default 10x).
+DEMO_ARGS ?=
 demo: venv
 	@mkdir -p var && rm -f var/demo.sqlite3*
-	env -u REDIS_URL AEGIS_AUTO_SUBMIT=0 DATABASE_URL=sqlite:///$(CURDIR)/var/demo.sqlite3 \
-		$(BIN)/python manage.py demo
+	env -u REDIS_URL -u DATABASE_DIRECT_URL DATABASE_URL=sqlite:///$(CURDIR)/var/demo.sqlite3 \
+		$(BIN)/python manage.py demo --out var/demo $(DEMO_ARGS)
 
 run: venv
 	env -u REDIS_URL $(BIN)/python manage.py migrate -v0

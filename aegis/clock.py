@@ -53,12 +53,27 @@ class ShiftedClock:
             raise ValueError("ShiftedClock needs a timezone-aware start.")
         if not speed > 0:
             raise ValueError("ShiftedClock's speed must be positive.")
-        self.start = start
-        self.origin = time.time() if origin is None else origin
+        self._base = (start, time.time() if origin is None else origin)
         self.speed = speed
 
     def now(self) -> dt.datetime:
-        return self.start + dt.timedelta(seconds=(time.time() - self.origin) * self.speed)
+        start, origin = self._base
+        return start + dt.timedelta(seconds=(time.time() - origin) * self.speed)
+
+    @property
+    def start(self) -> dt.datetime:
+        return self._base[0]
+
+    @property
+    def origin(self) -> float:
+        return self._base[1]
+
+    def rebase(self, start: dt.datetime, *, origin: float | None = None) -> None:
+        """Jump: from now on (or from the Unix time `origin`) the clock reads `start`, at the
+        same speed. The demo skips a quiet stretch of its day this way."""
+        if start.tzinfo is None:
+            raise ValueError("ShiftedClock needs a timezone-aware start.")
+        self._base = (start, time.time() if origin is None else origin)  # one atomic swap
 
     def environ(self) -> dict[str, str]:
         """The variables that give another process this clock."""

@@ -169,7 +169,7 @@ CELERY_DB_REUSE_MAX = 10**9
 CELERY_TIMEZONE = "Asia/Seoul"
 
 # Send every new intent to the broker when its transaction commits. Off only for runs with no
-# broker at all (the ledger-only demo).
+# broker at all.
 EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
 # A limit order still (partly) unfilled this long after KIS took it is cancelled there.
 EXECUTION_LIMIT_ORDER_TIMEOUT_S = env.int("AEGIS_LIMIT_ORDER_TIMEOUT_S", default=60)

@@ -30,6 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
+from execution.brokers.simulator.process import SimulatorNotStarted, simulator_start
+
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_INTENTS", "1000"))
 # Mean gap between intents. Each execution costs this 2-core machine ~16 ms of ORM work, so
@@ -39,17 +41,12 @@ SYMBOL = "005930"
 
 
 def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0",
-         "--flavour", "real", "--rps", "0", "--tick-ms", "20", "--app", f"{appkey}:{appsecret}",
-         "--account", f"50000001-01:{10**13}:bench-hts", "--symbol", f"{SYMBOL}:71000"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    if not line.startswith("KIS simulator ready: "):
-        proc.kill()
-        raise SystemExit(f"the simulator did not start: {line!r}")
-    base_url, ws_url = line.split()[-2:]
-    return proc, base_url, ws_url
+    try:
+        return simulator_start("--flavour", "real", "--rps", "0", "--tick-ms", "20", "--app",
+                               f"{appkey}:{appsecret}", "--account",
+                               f"50000001-01:{10**13}:bench-hts", "--symbol", f"{SYMBOL}:71000")
+    except SimulatorNotStarted as exc:
+        raise SystemExit(str(exc)) from None
 
 
 # Worker pools measured for the event path, each in its own worker process, one after another.

@@ -30,7 +30,6 @@ a JSON line; never fails on a time. `python -m bench.ticks`, beside PostgreSQL a
 
 import asyncio
 import contextlib
-import http.client
 import json
 import os
 import random
@@ -42,11 +41,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 
 from bench.execution import POOLS, start_worker, stop_worker, wait_ready
+from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
+                                                 simulator_stop)
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_TICKS", "300"))
@@ -83,18 +83,12 @@ def figures(values: list[float]) -> dict:
 def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str, str]:
     """As bench/execution.py's, without automatic price steps (trades print when told) and
     without symbols (listed through the control API once chosen)."""
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0",
-         "--flavour", "real", "--rps", "0", "--tick-ms", "0", "--app", f"{appkey}:{appsecret}",
-         "--account", f"{ACCOUNT}:{10**13}:{HTS_ID}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    if not line.startswith("KIS simulator ready: "):
-        proc.kill()
-        proc.wait()
-        raise SystemExit(f"the simulator did not start: {line!r}")
-    base_url, ws_url = line.split()[-2:]
-    return proc, base_url, ws_url
+    try:
+        return simulator_start("--flavour", "real", "--rps", "0", "--tick-ms", "0", "--app",
+                               f"{appkey}:{appsecret}", "--account",
+                               f"{ACCOUNT}:{10**13}:{HTS_ID}")
+    except SimulatorNotStarted as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str,
@@ -131,50 +125,7 @@ def on_simulator(name: str):
         yield control if django_on_simulator(name, base_url, ws_url, appkey, appsecret) else None
     finally:
         control.close()
-        stop_simulator(sim)
-
-
-def stop_simulator(sim: subprocess.Popen) -> None:
-    sim.send_signal(signal.SIGTERM)
-    try:
-        sim.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        sim.kill()
-        sim.wait()
-
-
-class Control:
-    """The simulator's /_sim/ API over one keep-alive connection."""
-
-    def __init__(self, base_url: str) -> None:
-        url = urllib.parse.urlsplit(base_url)
-        self.host, self.port = url.hostname, url.port
-        self.conn = None
-
-    def post(self, path: str, payload: dict) -> dict:
-        body = json.dumps(payload).encode()
-        for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-                self.conn.connect()
-                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                self.conn.request("POST", path, body, {"Content-Type": "application/json"})
-                response = self.conn.getresponse()
-                data = json.loads(response.read() or b"{}")
-                break
-            except (OSError, http.client.HTTPException):
-                self.conn.close()
-                self.conn = None
-                if attempt == 2:
-                    raise
-        if response.status != 200 or not data.get("ok"):
-            raise RuntimeError(f"simulator {path}: {response.status} {data}")
-        return data
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
+        simulator_stop(sim)
 
 
 class Running:

@@ -1,4 +1,7 @@
-"""`make demo` runs on the embedded default (SQLite, no Redis) and shows the refusal it promises."""
+"""`make demo`'s trading day, headless and faster than its default pace, on the embedded default
+it is made for (SQLite, tasks in-process, no Redis) against the KIS simulator on loopback: its
+report must show every exit rule firing, nothing oversold, the books agreeing with the broker and
+every intent settled."""
 
 import json
 import os
@@ -7,19 +10,48 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SPEED = "20"  # simulated seconds per real second: the day's 17 minutes in about a minute
 
 
-def test_demo_runs_without_any_server_and_never_oversells(tmp_path):
-    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3",
-           "AEGIS_AUTO_SUBMIT": "0"}
-    result = subprocess.run([sys.executable, "manage.py", "demo", "--json"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["granted"] == [30, 30, 30, 10, 0, 0, 0, 0]  # 100 shares, never more
-    assert summary["refused"] == 4
-    assert summary["late_granted"] == 10  # exactly what the cancel released
-    assert (summary["qty"], summary["locked"], summary["available"]) == (80, 80, 0)
-    assert summary["realized_pnl"] == "29200.0000"  # 20 × (72,500 − 71,040)
-    assert summary["oversells"] == 0
-    assert "refused: 0 available (locked 100)" in result.stdout
+def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_intent(tmp_path):
+    # Nothing of the test stack's environment: no PostgreSQL, no Redis, no KIS settings.
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    env |= {"DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3",
+            "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    out = tmp_path / "report"
+    run = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--speed", SPEED, "--quiet", "--json",
+         "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["errors"] == []
+
+    assert report["every_rule_fired"], report["rules_fired"]
+    assert all(report["rules_fired"][rule] >= 1 for rule in (
+        "GAP_DOWN", "EXIT_STOP_LOSS", "EXIT_TAKE_PROFIT", "EXIT_TRAILING", "EXIT_TIME",
+        "EXIT_MAX_HOLD"))
+    assert report["gap_down_prequeued"] == 5  # every held position, before the bell
+    assert report["oversells"] == 0
+    assert report["ledger_broker_disagree"] == []
+    assert report["every_intent_settled"], report["unsettled"]
+    assert report["ledger_refusals"] >= 1  # the operator's sell while the stop loss waited
+
+    picks = {p["external_id"]: p for p in report["picks"]}
+    assert picks["news-1041"]["status"] == picks["news-1042"]["status"] == "ROUTED"
+    assert (picks["news-1043"]["status"], picks["news-1043"]["gate"]) == ("REJECTED", 1)
+    assert (picks["news-1044"]["status"], picks["news-1044"]["gate"]) == ("REJECTED", 3)
+    race = sorted(picks[f"desk-{n}"]["status"] for n in (1, 2, 3))
+    assert race == ["REJECTED", "REJECTED", "ROUTED"]  # one sells the 40 shares, once
+    assert sorted(a["status"] for a in report["http"]) == [202] * 5 + [400]  # the bad symbol
+
+    states = [e["state"] for e in report["breaker_events"]]
+    assert "open" in states and states[-1] == "closed", states
+    # Every buy was sold again by the close: the day ends flat, with its P&L realised.
+    sides = [t["side"] for t in report["trades"]]
+    assert sides.count("BUY") == 2 and report["unrealized_pnl_krw"] == {}
+    for path in ("tick_to_order_ms", "intent_to_order_ms", "ingest_to_order_ms"):
+        assert report["latency_ms"][path]["n"] >= 1, path
+
+    assert (out / "report.md").read_text().startswith("# Aegis demo")
+    for chart in ("prices.png", "latency.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart

@@ -1,0 +1,267 @@
+"""The demo's report: what was traded and earned, how fast each path was, what the ledger
+refused, what the circuit breakers did, and whether the books agree; as JSON, markdown and two
+charts (each stock's price with entries and exits, and the latency distribution)."""
+
+import datetime as dt
+import json
+import statistics
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+
+from aegis import clock
+from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position
+from picks.models import Pick
+
+from . import scenario
+
+RULES = (IntentType.GAP_DOWN, IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TAKE_PROFIT,
+         IntentType.EXIT_TRAILING, IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD)
+EARLIER = "demo-earlier:"
+
+
+def figures(values: list[float]) -> dict:
+    if not values:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    if len(values) == 1:
+        p50 = p99 = values[0]
+    else:
+        q = statistics.quantiles(values, n=100, method="inclusive")
+        p50, p99 = q[49], q[98]
+    return {"p50": round(p50, 2), "p99": round(p99, 2), "max": round(max(values), 2),
+            "n": len(values)}
+
+
+def _ms(later: dt.datetime, earlier: dt.datetime, speed: float, jumps=()) -> float:
+    """Real milliseconds between two readings of the simulated clock, less any stretch of the
+    day skipped in between."""
+    elapsed = later - earlier - sum((skipped for landed, skipped in jumps
+                                     if earlier < landed <= later), dt.timedelta())
+    return elapsed.total_seconds() * 1000 / speed
+
+
+def _arrival(arrivals: list, intent: OrderIntent) -> dt.datetime | None:
+    """When the trade that fired `intent` reached price sync: the last trade of its price at or
+    before the intent was written."""
+    best = None
+    for at, price in arrivals:
+        if at > intent.created_at:
+            break
+        if price == intent.trigger_price:
+            best = at
+    return best
+
+
+def build(*, session, book: dict, trades_seen: int) -> dict:
+    speed, jumps = session.speed, session.jumps
+    today = list(OrderIntent.objects.exclude(idempotency_key__startswith=EARLIER)
+                 .select_related("position").order_by("created_at"))
+    orders = {o.intent_id: o for o in Order.objects.filter(intent__in=today)}
+    outage = [when for when, text in session.notes if text.startswith("FAULT")]
+    in_outage = (lambda t: len(outage) >= 2 and outage[0] <= t <= outage[1])
+
+    paths = defaultdict(list)
+    waited = []
+    for intent in today:
+        order = orders.get(intent.pk)
+        if order is None or order.submitted_at is None:
+            continue
+        if in_outage(intent.created_at):
+            waited.append(_ms(order.submitted_at, intent.created_at, speed, jumps))
+            continue
+        paths["intent_to_order_ms"].append(_ms(order.submitted_at, intent.created_at, speed, jumps))
+        if intent.intent_type in RULES and intent.trigger_price:
+            arrived = _arrival(session.arrivals.get(intent.symbol, []), intent)
+            if arrived is not None:
+                paths["tick_to_order_ms"].append(_ms(order.submitted_at, arrived, speed, jumps))
+    picks = list(Pick.objects.select_related("intent").order_by("pk"))
+    for pick in picks:
+        order = orders.get(pick.intent_id) if pick.intent_id else None
+        if order is not None and order.submitted_at is not None \
+                and not in_outage(pick.received_at):
+            paths["ingest_to_order_ms"].append(_ms(order.submitted_at, pick.received_at, speed, jumps))
+
+    fills = list(Fill.objects.exclude(broker_fill_key__startswith="earlier:")
+                 .select_related("order__intent").order_by("filled_at", "pk"))
+    trades = [{"at": f.filled_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
+               "symbol": f.order.symbol, "side": f.order.side, "qty": f.qty, "price": f.price,
+               "why": f.order.intent.intent_type, "realized_pnl": str(f.realized_pnl or 0)}
+              for f in fills]
+    pnl = defaultdict(Decimal)
+    for f in fills:
+        pnl[f.order.symbol] += f.realized_pnl or 0
+    last = {code: prints[-1][1] for code, prints in session.printed.items() if prints}
+    unrealized = {p.symbol: str((last.get(p.symbol, p.avg_price) - p.avg_price) * p.qty)
+                  for p in Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)}
+
+    fired = Counter(i.intent_type for i in today if i.intent_type != IntentType.ENTRY)
+    # Oversold: a position that sold more than it bought, or the broker holding other numbers
+    # of shares than the ledger (the simulator refuses to sell short, so a ledger oversell
+    # shows as a refusal or a mismatch there).
+    bought, sold = Counter(), Counter()
+    for f in Fill.objects.select_related("order"):
+        (bought if f.order.side == "BUY" else sold)[f.order.position_id] += f.qty
+    oversold = [pid for pid in sold if sold[pid] > bought[pid]]
+    account = next(a for a in book["accounts"] if a["hts_id"])
+    broker_qty = {h["pdno"]: h["qty"] for h in account["holdings"]}
+    ledger_qty = Counter()
+    for p in Position.objects.filter(status=Position.Status.OPEN):
+        ledger_qty[p.symbol] += p.qty
+    disagree = sorted(s for s in set(broker_qty) | set(ledger_qty)
+                      if broker_qty.get(s, 0) != ledger_qty.get(s, 0))
+    refused_by_broker = [o for o in book["orders"] if o["side"] == "SELL" and o["qty"] == 0]
+
+    alerts = [{"at": a.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
+               "kind": a.kind, "severity": a.severity, "subject": a.subject, "state": a.state,
+               "message": a.message} for a in Alert.objects.order_by("pk")]
+    unsettled = {
+        "intents_new": OrderIntent.objects.filter(status=OrderIntent.Status.NEW).count(),
+        "orders_open": Order.objects.filter(status__in=Order.OPEN_STATUSES).count(),
+        "picks_new": Pick.objects.filter(status=Pick.Status.NEW).count()}
+    return {
+        "day": session.day.isoformat(),
+        "speed": speed,
+        "trades_printed": sum(len(v) for v in session.printed.values()),
+        "trades_seen_by_pricesync": trades_seen,
+        "exit_passes": session.passes,
+        "gap_down_prequeued": session.prequeued,
+        "rules_fired": {rule.value: fired.get(rule.value, 0) for rule in RULES}
+        | {"MANUAL": fired.get(IntentType.MANUAL.value, 0)},
+        "every_rule_fired": all(fired.get(rule.value) for rule in RULES),
+        "trades": trades,
+        "realized_pnl_krw": {s: str(v) for s, v in sorted(pnl.items())},
+        "realized_pnl_total_krw": str(sum(pnl.values(), Decimal(0))),
+        "unrealized_pnl_krw": unrealized,
+        "latency_ms": {name: figures(values) for name, values in sorted(paths.items())},
+        "latency_samples_ms": {name: [round(v, 3) for v in values]
+                               for name, values in sorted(paths.items())},
+        "waited_out_the_outage_ms": figures(waited),
+        "ledger_refusals": int(REGISTRY.get_sample_value("aegis_ledger_refusals_total") or 0),
+        "picks": [{"external_id": p.external_id, "symbol": p.symbol, "side": p.side,
+                   "status": p.status, "gate": p.rejected_gate, "reason": p.reject_reason}
+                  for p in picks],
+        "http": [{"status": a["status"], "picks": a["picks"]} for a in session.http_answers],
+        "alerts": alerts,
+        "breaker_events": [a for a in alerts if a["kind"] == Alert.Kind.BREAKER],
+        "oversells": len(oversold) + len(refused_by_broker),
+        "ledger_broker_disagree": disagree,
+        "unsettled": unsettled,
+        "every_intent_settled": not any(unsettled.values()),
+        "errors": list(session.errors),
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Aegis demo: {result['day']}, {result['speed']:g}× real time", ""]
+    lines += ["## Exit rules fired", "", "| rule | exits |", "|---|---|"]
+    lines += [f"| {rule} | {n} |" for rule, n in result["rules_fired"].items()]
+    lines += ["", "## Trades", "", "| time | symbol | side | qty | price | why | realised P&L |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {t['at']} | {t['symbol']} | {t['side']} | {t['qty']} | {t['price']:,} | "
+              f"{t['why']} | {Decimal(t['realized_pnl']):,.0f} |" for t in result["trades"]]
+    lines += ["", f"Realised P&L: **{Decimal(result['realized_pnl_total_krw']):,.0f} KRW**; "
+              f"still held: " + (", ".join(f"{s} ({Decimal(v):,.0f} unrealised)" for s, v in
+                                           result["unrealized_pnl_krw"].items()) or "nothing"),
+              "", "## Latency (real ms on this machine, embedded default)", "",
+              "| path | p50 | p99 | max | n |", "|---|---|---|---|---|"]
+    for name, f in result["latency_ms"].items():
+        lines.append(f"| {name} | {f['p50']} | {f['p99']} | {f['max']} | {f['n']} |")
+    w = result["waited_out_the_outage_ms"]
+    lines += ["", f"Exits that waited out the KIS outage: {w['n']} (intent → order p50 "
+              f"{w['p50']} ms, max {w['max']} ms).", "",
+              f"Ledger refusals: {result['ledger_refusals']}. Oversells: {result['oversells']}. "
+              f"Ledger and broker disagree on: {result['ledger_broker_disagree'] or 'nothing'}. "
+              f"Every intent settled: {result['every_intent_settled']}.", "",
+              "## Picks", "", "| pick | symbol | side | outcome |", "|---|---|---|---|"]
+    for p in result["picks"]:
+        outcome = p["status"] if p["status"] != "REJECTED" else \
+            f"rejected at gate {p['gate']}: {p['reason']}"
+        lines.append(f"| {p['external_id']} | {p['symbol']} | {p['side']} | {outcome} |")
+    lines += ["", "## Alerts", ""]
+    lines += [f"- {a['at']} [{a['severity']}] {a['message']}" for a in result["alerts"]] \
+        or ["- none"]
+    lines += ["", "![prices](prices.png)", "", "![latency](latency.png)", ""]
+    return "\n".join(lines)
+
+
+def write(result: dict, *, session, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(result))
+    charts(result, session=session, out=out)
+
+
+def charts(result: dict, *, session, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    segments = [(scenario.at(session.day, a, clock.SEOUL), scenario.at(session.day, b, clock.SEOUL))
+                for a, b in scenario.SEGMENTS]
+    stocks = [s for s in scenario.STOCKS if session.printed.get(s.code)]
+    fig, axes = plt.subplots(len(stocks), len(segments), figsize=(13, 2.1 * len(stocks)),
+                             squeeze=False, sharey="row",
+                             gridspec_kw={"width_ratios": [1] * len(segments)})
+    fills = list(Fill.objects.select_related("order__intent")
+                 .exclude(broker_fill_key__startswith="earlier:"))
+    for row, stock in enumerate(stocks):
+        prints = session.printed[stock.code]
+        for col, (start, end) in enumerate(segments):
+            ax = axes[row][col]
+            xs = [t for t, _ in prints if start <= t <= end + dt.timedelta(minutes=3)]
+            ys = [p for t, p in prints if start <= t <= end + dt.timedelta(minutes=3)]
+            ax.plot(xs, ys, lw=1, color="#34495e")
+            ax.axhline(stock.prev_close, lw=0.6, ls=":", color="#7f8c8d")
+            for f in fills:
+                if f.order.symbol != stock.code or not (start <= f.filled_at <= end
+                                                        + dt.timedelta(minutes=3)):
+                    continue
+                buy = f.order.side == "BUY"
+                ax.scatter([f.filled_at], [f.price], marker="^" if buy else "v", s=50, zorder=3,
+                           color="#27ae60" if buy else "#c0392b")
+                ax.annotate(f.order.intent.intent_type.replace("EXIT_", ""),
+                            (f.filled_at, f.price), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=clock.SEOUL))
+            ax.tick_params(labelsize=7)
+            if col == 0:
+                ax.set_ylabel(f"{stock.code}\n{stock.name}", fontsize=8)
+    fig.suptitle(f"Aegis demo {result['day']}: trades printed, entries ▲ and exits ▼ "
+                 "(dotted: previous close)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "prices.png", dpi=90)
+    plt.close(fig)
+    latency_chart(result["latency_samples_ms"], out / "latency.png",
+                  title="Aegis demo: real ms from trigger to order accepted (embedded default)")
+
+
+def latency_chart(samples: dict[str, list[float]], path: Path, *, title: str) -> None:
+    """One histogram per path, log-scaled milliseconds, p50 and p99 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    named = [(name, values) for name, values in samples.items() if values]
+    fig, axes = plt.subplots(len(named) or 1, 1, figsize=(8, 1.9 * max(1, len(named))),
+                             squeeze=False)
+    for ax, (name, values) in zip(axes[:, 0], named):
+        low, high = max(min(values), 0.01), max(max(values), 0.02)
+        bins = np.logspace(np.log10(low * 0.9), np.log10(high * 1.1), 40)
+        ax.hist(values, bins=bins, color="#2980b9")
+        ax.set_xscale("log")
+        f = figures(values)
+        for q, style in (("p50", "-"), ("p99", "--")):
+            ax.axvline(f[q], color="#c0392b", ls=style, lw=1)
+        ax.set_title(f"{name}: p50 {f['p50']} ms · p99 {f['p99']} ms · n {f['n']}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("milliseconds (log scale)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,199 @@
+"""The demo's trading day, as data: the stocks and what they do, the positions held from earlier
+days, the picks that arrive, and the faults and the operator's actions, at simulated times
+(Asia/Seoul) on a regular KRX trading day.
+
+Each exit rule fires once, and the day is laid out so each firing is easy to follow:
+
+  08:58:30  051910 has been held longer than its profile allows: the first pass sells it
+            (maximum holding days), an order that the opening trade fills
+  09:00:00  005930 opens 6 % under yesterday's close: GAP_DOWN, from the threshold computed at
+            08:59:50
+  09:00:30  picks arrive over HTTP from the news strategy (source 3001): two pass the gates and
+            become entries, one is stale (gate 1), one is too far from the market (gate 3), one
+            arrives twice (one intent), and a batch with a bad symbol gets a 400
+  09:00:45  three SELL picks for 005380 race each other: the first takes the 40 shares, the
+            others find nothing left
+  09:01:10  000660 crosses +5 %: the take-profit tier sells half
+  09:01:50  KIS starts answering 503: while it does, 035420 falls through its stop loss and
+            000660 turns down from its high (trailing stop). An order answered 503 may or may
+            not have reached KIS, so neither is sent again blindly: each waits in flight to be
+            settled against KIS's daily orders, which fail too; the circuit opens and alerts
+  09:02:10  the operator tries to sell 035420 by hand: the ledger refuses, the waiting stop
+            loss already holds every share
+  09:02:30  KIS recovers; the circuit closes, the daily orders show neither exit arrived, and
+            both go out into a small rebound
+  15:20:00  the day-trade entries are sold before the close (time exit)
+
+The quiet hours between the morning and 15:18:30 are skipped.
+"""
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+
+from execution import krx
+
+# The simulated stretches of the day: (from, to), each "HH:MM:SS".
+SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:30:30"))
+SKIP_NOTE = "the quiet hours in between are skipped"
+
+# Exit profiles: name → fields of trading.models.ExitProfile, and take-profit tiers
+# (gain %, sell % of the most shares held).
+PROFILES = {
+    "swing": {
+        "fields": {"stop_loss_pct": Decimal("3"), "trailing_activation_pct": Decimal("6"),
+                   "trailing_pct": Decimal("2"), "gap_down_pct": Decimal("5"),
+                   "max_holding_days": 5},
+        "tiers": ((Decimal("5"), Decimal("50")), (Decimal("12"), Decimal("50"))),
+    },
+    "news day trade": {
+        "fields": {"stop_loss_pct": Decimal("2"), "gap_down_pct": Decimal("5"),
+                   "day_trade": True, "time_exit_at": dt.time(15, 20)},
+        "tiers": ((Decimal("4"), Decimal("50")),),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Holding:
+    qty: int
+    avg_price: int
+    profile: str
+    days_ago: int  # KRX trading days since it was bought
+
+
+@dataclass(frozen=True)
+class Stock:
+    code: str
+    name: str
+    prev_close: int
+    path: tuple[tuple[str, int], ...]  # keyframes ("HH:MM:SS", price); straight lines between
+    held: Holding | None = None
+
+
+STOCKS = (
+    Stock("005930", "Samsung Electronics", 71_000,
+          (("09:00:00", 66_700), ("09:03:30", 66_900), ("15:18:30", 67_200),
+           ("15:30:30", 67_300)),
+          Holding(100, 70_000, "swing", 1)),
+    Stock("000660", "SK hynix", 180_000,
+          (("09:00:00", 181_000), ("09:00:50", 184_000), ("09:01:10", 187_500),
+           ("09:01:40", 191_000), ("09:02:00", 190_500), ("09:02:20", 186_500),
+           ("09:02:40", 187_200), ("09:03:30", 187_100), ("15:18:30", 185_500),
+           ("15:30:30", 185_800)),
+          Holding(50, 178_000, "swing", 2)),
+    Stock("035420", "NAVER", 204_000,
+          (("09:00:00", 203_500), ("09:01:40", 202_000), ("09:02:00", 197_500),
+           ("09:02:40", 198_700), ("09:03:30", 198_600), ("15:18:30", 198_000),
+           ("15:30:30", 198_500)),
+          Holding(30, 205_000, "swing", 3)),
+    Stock("051910", "LG Chem", 310_000,
+          (("09:00:00", 311_000), ("09:03:30", 312_000), ("15:18:30", 309_500),
+           ("15:30:30", 310_000)),
+          Holding(20, 300_000, "swing", 8)),
+    Stock("005380", "Hyundai Motor", 240_000,
+          (("09:00:00", 241_000), ("09:03:30", 241_500), ("15:18:30", 242_000),
+           ("15:30:30", 242_500)),
+          Holding(40, 236_000, "swing", 2)),
+    Stock("035720", "Kakao", 41_000,
+          (("09:00:00", 41_200), ("09:03:30", 41_400), ("15:18:30", 41_650),
+           ("15:30:30", 41_600))),
+    Stock("068270", "Celltrion", 180_000,
+          (("09:00:00", 181_000), ("09:03:30", 181_500), ("15:18:30", 182_300),
+           ("15:30:30", 182_000))),
+    Stock("005490", "POSCO Holdings", 370_000,
+          (("09:00:00", 372_000), ("09:03:30", 371_500), ("15:18:30", 373_000),
+           ("15:30:30", 373_500))),
+)
+
+# The source that sends the picks, and the profile its entries are watched with.
+SOURCE = "3001"
+SOURCE_NAME = "news / LLM strategy"
+SOURCE_PROFILE = "news day trade"
+
+
+@dataclass(frozen=True)
+class Pick:
+    external_id: str
+    symbol: str
+    side: str = "BUY"
+    qty: int | None = None
+    budget_krw: int | None = None
+    limit_price: int | None = None
+    age_s: int = 1  # how long before it arrives the strategy generated it
+    note: str = ""
+
+    def body(self, now: dt.datetime) -> dict:
+        item = {"source": SOURCE, "external_id": self.external_id, "symbol": self.symbol,
+                "side": self.side, "score": "0.8",
+                "generated_at": (now - dt.timedelta(seconds=self.age_s)).isoformat()}
+        for name in ("qty", "budget_krw", "limit_price"):
+            if getattr(self, name) is not None:
+                item[name] = getattr(self, name)
+        return item
+
+
+@dataclass(frozen=True)
+class Event:
+    at: str  # "HH:MM:SS"
+    action: str
+    picks: tuple[Pick, ...] = ()
+    note: str = ""
+
+
+EVENTS = (
+    Event("09:00:30", "picks", (
+        Pick("news-1041", "035720", budget_krw=2_000_000, note="passes"),
+        Pick("news-1042", "068270", qty=10, note="passes"),
+        Pick("news-1043", "000270", qty=5, age_s=600, note="stale: refused at gate 1"),
+        Pick("news-1044", "005490", qty=3, limit_price=350_000,
+             note="6 % under the market: refused at gate 3"),
+    ), note="picks over HTTP"),
+    Event("09:00:33", "picks", (Pick("news-1041", "035720", budget_krw=2_000_000),),
+          note="the same pick again: nothing new"),
+    Event("09:00:36", "bad_picks", (Pick("news-1045", "12345", qty=1),),
+          note="a bad symbol: 400, nothing stored"),
+    Event("09:00:45", "race_picks", tuple(
+        Pick(f"desk-{n}", "005380", side="SELL", qty=40) for n in (1, 2, 3)),
+        note="three SELL picks for the same 40 shares, at once"),
+    Event("09:01:50", "outage_start", note="KIS answers 503 to every REST call"),
+    Event("09:02:10", "operator_sell", note="the operator sells 035420 by hand"),
+    Event("09:02:30", "outage_end", note="KIS recovers"),
+)
+OPERATOR_SELL = ("035420", 30)
+
+# Seconds between trades of each stock: every second around the open, less often later.
+RUSH = ("08:59:55", "09:03:30")
+RUSH_EVERY_S, CALM_EVERY_S = 1, 3
+
+
+def at(day: dt.date, hms: str, tz) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time.fromisoformat(hms), tz)
+
+
+def _seconds(hms: str) -> int:
+    t = dt.time.fromisoformat(hms)
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def price_at(stock: Stock, second: int, *, seed: int = 0) -> int | None:
+    """The stock's trade at `second` (of the day), or None before its first keyframe. On a
+    keyframe it is the keyframe's price; between two, on the straight line between them plus a
+    tick of noise (seeded, so a day replays the same), on the KRX tick grid."""
+    keys = [(_seconds(t), p) for t, p in stock.path]
+    if second < keys[0][0]:
+        return None
+    for (t0, p0), (t1, p1) in zip(keys, keys[1:]):
+        if t0 <= second <= t1:
+            if second in (t0, t1):
+                return p0 if second == t0 else p1
+            base = p0 + (p1 - p0) * (second - t0) / (t1 - t0)
+            noise = random.Random(f"{seed}:{stock.code}:{second}").choice((-1, 0, 0, 1))
+            price = int(base) + noise * krx.tick_size(int(base))
+            return krx.round_to_tick(price, direction="down")
+    return keys[-1][1]
+
+
+def trade_every(second: int) -> int:
+    return RUSH_EVERY_S if _seconds(RUSH[0]) <= second <= _seconds(RUSH[1]) else CALM_EVERY_S
