@@ -222,6 +222,8 @@ def main() -> int:
         "intent_created_to_order_polling_ms": figures[("poller", "created")],
         "intent_to_order_by_pool_ms": {p: figures[(f"event/{p}", "commit")] for p in pools},
         "execution_pool": main_pool,
+        "samples_ms": {"intent_to_order_ms": results[f"event/{main_pool}"]["commit"],
+                       "intent_to_order_polling_ms": results["poller"]["commit"]},
         "poller_over_event_mean": round(poller["mean"] / event["mean"], 1)}))
     return 0
 

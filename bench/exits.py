@@ -135,7 +135,7 @@ def measure() -> dict[str, dict]:
         ordered = sorted(times[name])
         out[name] = {"p50": round(statistics.median(ordered), 2),
                      "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-                     "n": len(ordered), "queries": max(queries[name])}
+                     "n": len(ordered), "queries": max(queries[name]), "samples": times[name]}
     return out
 
 
@@ -182,7 +182,9 @@ def main() -> None:
                       "exit_pass_10k_cold_queries": passes["cold"]["queries"],
                       "exit_pass_10k_naive_ms": {k: passes["naive"][k]
                                                  for k in ("p50", "p99", "n")},
-                      "cache_query_reduction": queries["reduction"]}))
+                      "cache_query_reduction": queries["reduction"],
+                      "samples_ms": {"exit_pass_10k_ms": passes["warm"]["samples"],
+                                     "exit_pass_10k_naive_ms": passes["naive"]["samples"]}}))
 
 
 if __name__ == "__main__":

@@ -278,6 +278,7 @@ class Bench:
         sent = self.event([next(symbols) for _ in range(N)], answers)
         values, lost = self.latencies(sent)
         results["event"] = figures(values) | {"lost": lost}
+        results["samples_ms"] = {"ingest_to_order_ms": values}
         results["stages"] = self.stages(sent)
         results["answer"] = figures(answers)
         self.stop_worker()
@@ -285,6 +286,7 @@ class Bench:
         values, lost = self.latencies(self.scheduler([next(symbols) for _ in
                                                       range(N_SCHEDULER)]))
         results["scheduler"] = figures(values) | {"lost": lost}
+        results["samples_ms"]["ingest_to_order_scheduler_ms"] = values
         results["throughput"] = self.throughput()
         with app.connection_for_write() as conn:
             conn.default_channel.queue_purge("picks")
@@ -322,7 +324,8 @@ def report(results: dict) -> None:
                       "ingest_to_order_scheduler_ms": results["scheduler"],
                       "ingest_answer_ms": results["answer"],
                       "ingest_stages_p50_ms": results["stages"],
-                      "ingest_picks_per_s": t["picks_per_s"]}))
+                      "ingest_picks_per_s": t["picks_per_s"],
+                      "samples_ms": results["samples_ms"]}))
 
 
 def main() -> int:

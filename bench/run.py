@@ -19,10 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from demo.charts import latency_chart
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["ledger", "execution", "exits", "ticks", "ingest", "stress"]
 RESULTS = ROOT / "bench" / "results.json"
 TABLE = ROOT / "bench" / "results.md"
+SAMPLES = ROOT / "bench" / "samples.json"  # each latency measured, in ms, by results.json key
+CHART = ROOT / "bench" / "latency.png"
 
 # (results.json key, what it measures, the review's baseline key)
 HEADLINES = [
@@ -93,6 +97,7 @@ def table(results: dict) -> str:
         if key == "cache_query_reduction" and value is not None:
             value = f"{value:.2%}"
         lines.append(f"| {key} | {value if value is not None else '–'} |")
+    lines += ["", "Each latency measured, as histograms: ![latency histograms](latency.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -105,12 +110,15 @@ def main(argv: list[str]) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                             capture_output=True).stdout.strip() or "unknown"
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() and argv else {}
+    samples = json.loads(SAMPLES.read_text()) if SAMPLES.exists() and argv else {}
     failed = []
     for module in modules:
         found = run_one(module)
         if found is None:
             failed.append(module)
         else:
+            samples.update({k: [round(v, 3) for v in values]
+                            for k, values in found.pop("samples_ms", {}).items()})
             results.update(found)
     results["run"] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                       "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
@@ -119,7 +127,14 @@ def main(argv: list[str]) -> int:
                       "pgbouncer": os.environ.get("DATABASE_POOLING") == "pgbouncer"}
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     TABLE.write_text(table(results))
-    print(f"\nwrote {RESULTS.relative_to(ROOT)} and {TABLE.relative_to(ROOT)}")
+    SAMPLES.write_text(json.dumps(samples, sort_keys=True) + "\n")
+    latency_chart([(what, {"Aegis": samples.get(key, []),
+                           "the review's baseline": samples.get(baseline, [])})
+                   for key, what, baseline in HEADLINES], CHART,
+                  title=f"make bench {results['run']['at']} (commit {commit}): Aegis against "
+                        "the review's baselines, in the same run")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}, {TABLE.relative_to(ROOT)}, "
+          f"{SAMPLES.relative_to(ROOT)} and {CHART.relative_to(ROOT)}")
     print(TABLE.read_text())
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -542,7 +542,9 @@ def report(results: dict) -> None:
         "execution_pool": POOL,
         "managed_positions": results["symbols"],
         "polling_over_event_mean": ratio,
-        "lost": results["lost"]}))
+        "lost": results["lost"],
+        "samples_ms": {"tick_to_order_ms": event["trade"],
+                       "tick_to_order_polling_ms": polling["trade"]}}))
 
 
 if __name__ == "__main__":

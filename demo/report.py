@@ -16,6 +16,7 @@ from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Positi
 from picks.models import Pick
 
 from . import scenario
+from .charts import latency_chart
 
 RULES = (IntentType.GAP_DOWN, IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TAKE_PROFIT,
          IntentType.EXIT_TRAILING, IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD)
@@ -235,33 +236,6 @@ def charts(result: dict, *, session, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "prices.png", dpi=90)
     plt.close(fig)
-    latency_chart(result["latency_samples_ms"], out / "latency.png",
-                  title="Aegis demo: real ms from trigger to order accepted (embedded default)")
-
-
-def latency_chart(samples: dict[str, list[float]], path: Path, *, title: str) -> None:
-    """One histogram per path, log-scaled milliseconds, p50 and p99 marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    named = [(name, values) for name, values in samples.items() if values]
-    fig, axes = plt.subplots(len(named) or 1, 1, figsize=(8, 1.9 * max(1, len(named))),
-                             squeeze=False)
-    for ax, (name, values) in zip(axes[:, 0], named):
-        low, high = max(min(values), 0.01), max(max(values), 0.02)
-        bins = np.logspace(np.log10(low * 0.9), np.log10(high * 1.1), 40)
-        ax.hist(values, bins=bins, color="#2980b9")
-        ax.set_xscale("log")
-        f = figures(values)
-        for q, style in (("p50", "-"), ("p99", "--")):
-            ax.axvline(f[q], color="#c0392b", ls=style, lw=1)
-        ax.set_title(f"{name}: p50 {f['p50']} ms · p99 {f['p99']} ms · n {f['n']}", fontsize=9)
-        ax.tick_params(labelsize=7)
-    axes[-1, 0].set_xlabel("milliseconds (log scale)", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    latency_chart([(name, {"demo": values}) for name, values in result["latency_samples_ms"].items()],
+                  out / "latency.png",
+                  title="Aegis demo: real ms to the order accepted (embedded default)")
