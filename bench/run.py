@@ -65,12 +65,14 @@ def run_one(module: str) -> dict | None:
                             stdout=subprocess.PIPE, text=True, env=env)
     found = None
     for line in proc.stdout:
-        print(line, end="", flush=True)
         if line.startswith("{"):
             try:
                 found = json.loads(line)
             except json.JSONDecodeError:
                 pass
+            else:  # echoed without its raw samples (they go to bench/samples.json)
+                line = json.dumps({k: v for k, v in found.items() if k != "samples_ms"}) + "\n"
+        print(line, end="", flush=True)
     if proc.wait() != 0:
         print(f"bench.{module} failed with exit status {proc.returncode}", file=sys.stderr)
         return None

@@ -55,13 +55,19 @@ def _arrival(arrivals: list, intent: OrderIntent) -> dt.datetime | None:
     return best
 
 
+def outage_window(session) -> tuple[dt.datetime, dt.datetime] | None:
+    """When KIS was answering 503: from the fault's start to its end, as the session noted."""
+    faults = [when for when, text in session.notes if text.startswith("FAULT")]
+    return (faults[0], faults[1]) if len(faults) >= 2 else None
+
+
 def build(*, session, book: dict, trades_seen: int) -> dict:
     speed, jumps = session.speed, session.jumps
     today = list(OrderIntent.objects.exclude(idempotency_key__startswith=EARLIER)
                  .select_related("position").order_by("created_at"))
     orders = {o.intent_id: o for o in Order.objects.filter(intent__in=today)}
-    outage = [when for when, text in session.notes if text.startswith("FAULT")]
-    in_outage = (lambda t: len(outage) >= 2 and outage[0] <= t <= outage[1])
+    outage = outage_window(session)
+    in_outage = (lambda t: outage is not None and outage[0] <= t <= outage[1])
 
     paths = defaultdict(list)
     waited = []
@@ -82,7 +88,8 @@ def build(*, session, book: dict, trades_seen: int) -> dict:
         order = orders.get(pick.intent_id) if pick.intent_id else None
         if order is not None and order.submitted_at is not None \
                 and not in_outage(pick.received_at):
-            paths["ingest_to_order_ms"].append(_ms(order.submitted_at, pick.received_at, speed, jumps))
+            paths["ingest_to_order_ms"].append(
+                _ms(order.submitted_at, pick.received_at, speed, jumps))
 
     fills = list(Fill.objects.exclude(broker_fill_key__startswith="earlier:")
                  .select_related("order__intent").order_by("filled_at", "pk"))
@@ -209,6 +216,7 @@ def charts(result: dict, *, session, out: Path) -> None:
                              gridspec_kw={"width_ratios": [1] * len(segments)})
     fills = list(Fill.objects.select_related("order__intent")
                  .exclude(broker_fill_key__startswith="earlier:"))
+    outage = outage_window(session)
     for row, stock in enumerate(stocks):
         prints = session.printed[stock.code]
         for col, (start, end) in enumerate(segments):
@@ -227,15 +235,19 @@ def charts(result: dict, *, session, out: Path) -> None:
                 ax.annotate(f.order.intent.intent_type.replace("EXIT_", ""),
                             (f.filled_at, f.price), fontsize=7, xytext=(4, 4),
                             textcoords="offset points")
-            ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=clock.SEOUL))
+            if outage is not None and start <= outage[0] <= end:
+                ax.axvspan(outage[0], outage[1], color="#e74c3c", alpha=0.12, lw=0)
+            ax.xaxis.set_major_locator(mdates.AutoDateLocator(tz=clock.SEOUL, maxticks=7))
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=clock.SEOUL))
             ax.tick_params(labelsize=7)
             if col == 0:
                 ax.set_ylabel(f"{stock.code}\n{stock.name}", fontsize=8)
     fig.suptitle(f"Aegis demo {result['day']}: trades printed, entries ▲ and exits ▼ "
-                 "(dotted: previous close)", fontsize=10)
+                 "(dotted: previous close; shaded: KIS answering 503)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "prices.png", dpi=90)
     plt.close(fig)
-    latency_chart([(name, {"demo": values}) for name, values in result["latency_samples_ms"].items()],
+    latency_chart([(name, {"demo": values})
+                   for name, values in result["latency_samples_ms"].items()],
                   out / "latency.png",
                   title="Aegis demo: real ms to the order accepted (embedded default)")

@@ -18,7 +18,7 @@ Each exit rule fires once, and the day is laid out so each firing is easy to fol
             000660 turns down from its high (trailing stop). An order answered 503 may or may
             not have reached KIS, so neither is sent again blindly: each waits in flight to be
             settled against KIS's daily orders, which fail too; the circuit opens and alerts
-  09:02:10  the operator tries to sell 035420 by hand: the ledger refuses, the waiting stop
+  09:02:20  the operator tries to sell 035420 by hand: the ledger refuses, the waiting stop
             loss already holds every share
   09:02:30  KIS recovers; the circuit closes, the daily orders show neither exit arrived, and
             both go out into a small rebound
@@ -158,7 +158,7 @@ EVENTS = (
         Pick(f"desk-{n}", "005380", side="SELL", qty=40) for n in (1, 2, 3)),
         note="three SELL picks for the same 40 shares, at once"),
     Event("09:01:50", "outage_start", note="KIS answers 503 to every REST call"),
-    Event("09:02:10", "operator_sell", note="the operator sells 035420 by hand"),
+    Event("09:02:20", "operator_sell", note="the operator sells 035420 by hand"),
     Event("09:02:30", "outage_end", note="KIS recovers"),
 )
 OPERATOR_SELL = ("035420", 30)
@@ -172,7 +172,7 @@ def at(day: dt.date, hms: str, tz) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.fromisoformat(hms), tz)
 
 
-def _seconds(hms: str) -> int:
+def second_of_day(hms: str) -> int:
     t = dt.time.fromisoformat(hms)
     return t.hour * 3600 + t.minute * 60 + t.second
 
@@ -181,7 +181,7 @@ def price_at(stock: Stock, second: int, *, seed: int = 0) -> int | None:
     """The stock's trade at `second` (of the day), or None before its first keyframe. On a
     keyframe it is the keyframe's price; between two, on the straight line between them plus a
     tick of noise (seeded, so a day replays the same), on the KRX tick grid."""
-    keys = [(_seconds(t), p) for t, p in stock.path]
+    keys = [(second_of_day(t), p) for t, p in stock.path]
     if second < keys[0][0]:
         return None
     for (t0, p0), (t1, p1) in zip(keys, keys[1:]):
@@ -196,4 +196,5 @@ def price_at(stock: Stock, second: int, *, seed: int = 0) -> int | None:
 
 
 def trade_every(second: int) -> int:
-    return RUSH_EVERY_S if _seconds(RUSH[0]) <= second <= _seconds(RUSH[1]) else CALM_EVERY_S
+    rush = second_of_day(RUSH[0]) <= second <= second_of_day(RUSH[1])
+    return RUSH_EVERY_S if rush else CALM_EVERY_S

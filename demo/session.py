@@ -141,6 +141,7 @@ class Session:
         self.seen = {"intents": set(), "fills": set(), "alerts": set(), "picks": set()}
         self.status_width = 0
         self.jumps: list[tuple[dt.datetime, dt.timedelta]] = []  # (landed at, time skipped)
+        self.ingest_url = self.token = ""
 
     # --- helpers ----------------------------------------------------------------------------
     def at(self, hms: str) -> dt.datetime:
@@ -292,9 +293,10 @@ class Session:
 
     # --- the price script and the events --------------------------------------------------
     def play(self, control: Control, start: str, end: str, events: ThreadPoolExecutor) -> None:
-        first, last = scenario._seconds(start), scenario._seconds(end)
+        first, last = scenario.second_of_day(start), scenario.second_of_day(end)
         due = {s.code: first for s in scenario.STOCKS}
-        pending = [e for e in scenario.EVENTS if first <= scenario._seconds(e.at) < last]
+        pending = [e for e in scenario.EVENTS
+                   if first <= scenario.second_of_day(e.at) < last]
         futures = []
         next_poll = 0.0
         calm_since = None  # (real, simulated second) when everything was last found settled
@@ -312,13 +314,13 @@ class Session:
                     break
                 if second >= last + SETTLE_LIMIT_S:
                     break
-            while pending and scenario._seconds(pending[0].at) <= second:
+            while pending and scenario.second_of_day(pending[0].at) <= second:
                 event = pending.pop(0)
                 futures.append(events.submit(self.event, event))
             for stock in scenario.STOCKS:
                 if due[stock.code] <= second:
                     price = scenario.price_at(stock, min(second, last), seed=self.seed)
-                    if price is not None and second >= scenario._seconds("09:00:00"):
+                    if price is not None and second >= scenario.second_of_day("09:00:00"):
                         control.post("/_sim/prices", {"pdno": stock.code, "price": price})
                         self.printed[stock.code].append((clock.now(), price))
                     due[stock.code] = second + scenario.trade_every(second)
