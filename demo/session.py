@@ -110,11 +110,14 @@ class DemoPriceSync(PriceSync):
         super().__init__(*args, **kwargs)
         self.arrivals = arrivals
         self.trades = 0
+        self.handled_ms: list[float] = []  # each trade written and its positions evaluated
 
     async def _on_trade(self, tick) -> None:
         self.trades += 1
         self.arrivals[tick.symbol].append((clock.now(), tick.price))
+        started = time.perf_counter()
         await super()._on_trade(tick)
+        self.handled_ms.append((time.perf_counter() - started) * 1000)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -137,6 +140,7 @@ class Session:
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.passes = 0
+        self.pass_ms: list[float] = []  # each exit pass of the market cadence, real ms
         self.prequeued: int | None = None
         self.seen = {"intents": set(), "fills": set(), "alerts": set(), "picks": set()}
         self.status_width = 0
@@ -286,7 +290,8 @@ class Session:
                 thread.join(timeout=30)
             self.poll()
         book = control.call("GET", "/_sim/book?requests=0")
-        result = report.build(session=self, book=book, trades_seen=streams.sync.trades)
+        result = report.build(session=self, book=book, trades_seen=streams.sync.trades,
+                              trade_handled_ms=streams.sync.handled_ms)
         report.write(result, session=self, out=self.out)
         connections.close_all()
         return result
@@ -419,7 +424,9 @@ class Session:
 
         def one_pass(expires_s: float) -> None:
             self.passes += 1
+            started = time.perf_counter()
             exit_pass_task()
+            self.pass_ms.append((time.perf_counter() - started) * 1000)
 
         def prequeue() -> None:
             self.prequeued = gap_prequeue_task()
