@@ -220,7 +220,7 @@ def charts(result: dict, *, session, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     segments = [(scenario.at(session.day, a, clock.SEOUL), scenario.at(session.day, b, clock.SEOUL))
-                for a, b in scenario.SEGMENTS]
+                for a, b in session.segments]
     stocks = [s for s in scenario.STOCKS if session.printed.get(s.code)]
     fig, axes = plt.subplots(len(stocks), len(segments), figsize=(13, 2.1 * len(stocks)),
                              squeeze=False, sharey="row",

@@ -36,6 +36,9 @@ from execution import krx
 
 # The simulated stretches of the day: (from, to), each "HH:MM:SS".
 SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:30:30"))
+# `--short`: the same events, less time around them (the morning from 08:59:40, the afternoon
+# only around the time exit, no close).
+SHORT_SEGMENTS = (("08:59:40", "09:03:00"), ("15:19:40", "15:20:30"))
 SKIP_NOTE = "the quiet hours in between are skipped"
 
 # Exit profiles: name → fields of trading.models.ExitProfile, and take-profit tiers

@@ -127,12 +127,13 @@ class QuietHandler(WSGIRequestHandler):
 
 class Session:
     def __init__(self, *, speed: float, out: Path, seed: int = 7, live: bool = True,
-                 stream=sys.stdout) -> None:
+                 short: bool = False, stream=sys.stdout) -> None:
         if not speed > 0:
             raise ValueError("speed must be positive")
         self.speed, self.out, self.seed, self.live, self.stream = speed, out, seed, live, stream
+        self.segments = scenario.SHORT_SEGMENTS if short else scenario.SEGMENTS
         self.day = demo_day(clock.now_seoul().date())
-        self.clock = clock.ShiftedClock(self.at(scenario.SEGMENTS[0][0]), speed=speed)
+        self.clock = clock.ShiftedClock(self.at(self.segments[0][0]), speed=speed)
         self.arrivals: dict[str, list] = defaultdict(list)
         self.printed: dict[str, list] = defaultdict(list)  # symbol → [(at, price)]
         self.notes: list[tuple[dt.datetime, str]] = []
@@ -240,7 +241,7 @@ class Session:
 
     def trade(self, control: Control, token: str) -> dict:
         origin = time.time()
-        self.clock.rebase(self.at(scenario.SEGMENTS[0][0]), origin=origin)
+        self.clock.rebase(self.at(self.segments[0][0]), origin=origin)
         control.post("/_sim/clock", {"start": self.clock.start.isoformat(), "origin": origin,
                                      "speed": self.speed})
         self.say(f"Aegis demo · {self.day:%A %d %B %Y}, KRX regular session · "
@@ -270,7 +271,7 @@ class Session:
                  f"{self.ingest_url}")
         events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="event")
         try:
-            for n, (start, end) in enumerate(scenario.SEGMENTS):
+            for n, (start, end) in enumerate(self.segments):
                 if n:
                     origin = time.time()
                     before = self.clock.now()

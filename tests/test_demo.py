@@ -1,7 +1,7 @@
-"""`make demo`'s trading day, headless and faster than its default pace, on the embedded default
-it is made for (SQLite, tasks in-process, no Redis) against the KIS simulator on loopback: its
-report must show every exit rule firing, nothing oversold, the books agreeing with the broker and
-every intent settled."""
+"""`make demo`'s trading day, headless and shortened (--short: the same events with less time
+around them, at 20x), on the embedded default it is made for (SQLite, tasks in-process, no
+Redis) against the KIS simulator on loopback. Its report must show every exit rule firing,
+nothing oversold, the books agreeing with the broker and every intent settled."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEED = "20"  # simulated seconds per real second: the day's 17 minutes in about a minute
+SPEED = "20"  # simulated seconds per real second
 
 
 def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_intent(tmp_path):
@@ -20,7 +20,7 @@ def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_inten
             "MPLCONFIGDIR": str(tmp_path / "mpl")}
     out = tmp_path / "report"
     run = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--speed", SPEED, "--quiet", "--json",
+        [sys.executable, "manage.py", "demo", "--short", "--speed", SPEED, "--quiet", "--json",
          "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])

@@ -21,10 +21,12 @@ class Command(BaseCommand):
         parser.add_argument("--out", default="var/demo", help="Where the report and charts go.")
         parser.add_argument("--seed", type=int, default=7, help="The price noise's seed.")
         parser.add_argument("--quiet", action="store_true", help="No progress display.")
+        parser.add_argument("--short", action="store_true",
+                            help="The same events with less time around them (no close).")
         parser.add_argument("--json", action="store_true",
                             help="End with the report as one JSON line.")
 
-    def handle(self, *args, speed, out, seed, quiet, json: bool, **options):
+    def handle(self, *args, speed, out, seed, quiet, short, json: bool, **options):
         from demo.report import markdown
         from demo.session import Session
 
@@ -37,7 +39,7 @@ class Command(BaseCommand):
         if OrderIntent.objects.exists():
             raise CommandError("The demo needs a fresh database (make demo starts from one).")
         out_dir = Path(out).resolve()
-        result = Session(speed=speed, out=out_dir, seed=seed, live=not quiet,
+        result = Session(speed=speed, out=out_dir, seed=seed, live=not quiet, short=short,
                          stream=sys.stdout).run()
         if not quiet:
             self.stdout.write("\n" + markdown(result).split("![prices]")[0].rstrip())
