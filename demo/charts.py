@@ -46,6 +46,6 @@ def latency_chart(panels: list[tuple[str, dict[str, list[float]]]], path: Path, 
             ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("milliseconds, log scale (solid: p50, dashed: p99)", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)

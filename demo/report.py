@@ -257,7 +257,7 @@ def charts(result: dict, *, session, out: Path) -> None:
                 ax.set_ylabel(f"{stock.code}\n{stock.name}", fontsize=8)
     fig.suptitle(f"Aegis demo {result['day']}: trades printed, entries ▲ and exits ▼ "
                  "(dotted: previous close; shaded: KIS answering 503)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(out / "prices.png", dpi=90)
     plt.close(fig)
     latency_chart([(name, {"demo": values})
