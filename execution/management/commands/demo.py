@@ -39,8 +39,12 @@ class Command(BaseCommand):
         if OrderIntent.objects.exists():
             raise CommandError("The demo needs a fresh database (make demo starts from one).")
         out_dir = Path(out).resolve()
-        result = Session(speed=speed, out=out_dir, seed=seed, live=not quiet, short=short,
-                         stream=sys.stdout).run()
+        try:
+            result = Session(speed=speed, out=out_dir, seed=seed, live=not quiet, short=short,
+                             stream=sys.stdout).run()
+        except KeyboardInterrupt:
+            raise CommandError(f"Interrupted: the simulator is stopped; the log so far is in "
+                               f"{out_dir / 'demo.log'}.", returncode=130) from None
         if not quiet:
             self.stdout.write("\n" + markdown(result).split("![prices]")[0].rstrip())
             self.stdout.write(f"\nReport: {out_dir / 'report.md'} · charts: "
