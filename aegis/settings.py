@@ -161,6 +161,9 @@ CELERY_TASK_SEND_SENT_EVENT = env.bool("AEGIS_TASK_EVENTS", default=False)
 CELERY_BEAT_SCHEDULER = "trading.beat:ExitCadenceScheduler"
 # Milliseconds between exit passes outside the cadence windows (edited in the admin).
 TRADING_EXIT_DEFAULT_INTERVAL_MS = env.int("AEGIS_EXIT_DEFAULT_INTERVAL_MS", default=2000)
+# A stop-loss, trailing, time or maximum-holding exit still unfilled this many seconds of the
+# session after KIS took it is cancelled, and the engine decides again at the current price.
+TRADING_EXIT_ORDER_TIMEOUT_S = env.int("AEGIS_EXIT_ORDER_TIMEOUT_S", default=10)
 # Celery's Django fixup closes every database connection before and after each task unless
 # DB_REUSE_MAX is set: a new PostgreSQL connection per task, about 6 ms here, measured. Workers
 # keep their connections instead (CONN_MAX_AGE) and check them before each task the way Django

@@ -59,8 +59,8 @@ ACCOUNT = "50000001-01"
 HTS_ID = "demo-hts"
 CASH = 300_000_000
 # The beat's other entries, every so many simulated seconds (as the beat schedule has them).
-PERIODIC_S = {"execution.sweep": 5, "execution.orders_sync": 10, "execution.orders_expire": 30,
-              "picks.sweep": 60}
+PERIODIC_S = {"execution.sweep": 5, "execution.orders_sync": 5, "execution.orders_expire": 5,
+              "trading.exit_orders_expire": 5, "picks.sweep": 60}
 SETTLE_LIMIT_S = 180  # simulated seconds a segment may run over its end for the exits to settle
 
 
@@ -418,10 +418,12 @@ class Session:
     def beat(self) -> None:
         from execution.tasks import orders_expire_task, orders_sync_task, sweep
         from picks.tasks import picks_sweep_task
-        from trading.tasks import exit_pass_task, gap_prequeue_task
+        from trading.tasks import exit_orders_expire_task, exit_pass_task, gap_prequeue_task
 
         tasks = {"execution.sweep": sweep, "execution.orders_sync": orders_sync_task,
-                 "execution.orders_expire": orders_expire_task, "picks.sweep": picks_sweep_task}
+                 "execution.orders_expire": orders_expire_task,
+                 "trading.exit_orders_expire": exit_orders_expire_task,
+                 "picks.sweep": picks_sweep_task}
 
         def one_pass(expires_s: float) -> None:
             self.passes += 1

@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.models import OrderIntent, Position
+from execution.models import IntentType, OrderIntent, Position
 from execution.services import exit_intent_open, exit_intent_open_locked, trading_state_in_force
 
 from . import hot, market_calendar
@@ -35,6 +35,23 @@ logger = logging.getLogger("aegis.trading")
 OPENING_SPAN = dt.timedelta(seconds=60)
 # The GAP_DOWN thresholds are computed this long before the open (08:59:50 on a regular day).
 PREQUEUE_LEAD = dt.timedelta(seconds=10)
+# KRX's closing call auction: from ten minutes before the close, orders wait for the 15:30 match.
+CLOSING_AUCTION = dt.timedelta(minutes=10)
+# The exits the engine decides again once a cancel has freed their shares, as their rules are
+# checked on every evaluation. A take-profit tier counts as done when it fires, and GAP_DOWN
+# looks at the opening trade only: they keep execution's general timeout, as MANUAL and FLATTEN
+# exits do.
+DECIDED_AGAIN = frozenset({IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TRAILING,
+                           IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD})
+
+
+def exit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
+    """Whether the engine's unfilled exits may be cancelled (to be decided again) at `now`: in
+    continuous trading, once it has run for `timeout` (an order placed before the open had no
+    trade to meet), and not in the closing auction, where orders wait for the match."""
+    session = market_calendar.session(now.astimezone(clock.SEOUL).date())
+    return session is not None and \
+        session.open + timeout <= now < session.close - CLOSING_AUCTION
 
 
 def _holding(position: Position, state: PositionExitState, today: dt.date) -> Holding:

@@ -1,12 +1,16 @@
 """Exit-engine tasks: thin; each calls one service."""
 
+import datetime as dt
 import logging
 import uuid
 
 from celery import shared_task
+from django.conf import settings
 from django.core.cache import cache
 
-from .services import exit_pass, gap_prequeue
+from aegis import clock
+
+from .services import exit_orders_due, exit_pass, gap_prequeue
 
 logger = logging.getLogger("aegis.trading")
 
@@ -36,6 +40,21 @@ def exit_pass_task() -> dict:
                 cache.delete(PASS_LOCK)
         except Exception:  # noqa: BLE001 - the lock expires by itself
             pass
+
+
+@shared_task(name="trading.exit_orders_expire", expires=5, time_limit=60, ignore_result=True)
+def exit_orders_expire_task() -> dict:
+    """Re-price the engine's exits: cancel those still unfilled TRADING_EXIT_ORDER_TIMEOUT_S into
+    the session; their shares are free again and the next evaluation decides at today's price."""
+    from execution.brokers import get_broker
+    from execution.services.expiry import orders_expire
+
+    from .services import DECIDED_AGAIN
+
+    timeout = dt.timedelta(seconds=settings.TRADING_EXIT_ORDER_TIMEOUT_S)
+    if not exit_orders_due(clock.now_seoul(), timeout):
+        return {"skipped": "outside the session"}
+    return orders_expire(broker=get_broker(), timeout=timeout, intent_types=DECIDED_AGAIN)
 
 
 @shared_task(name="trading.gap_prequeue", ignore_result=True)

@@ -1,5 +1,8 @@
 """Unfilled limit orders are cancelled after a timeout, so their shares become available again.
 
+The exit engine cancels its own exits sooner, through `intent_types`, and decides them again at
+the price of then (trading.tasks.exit_orders_expire_task): that is how an exit is re-priced.
+
 The cancel is confirmed the way fills are, through KIS's daily orders inquiry (orders_sync): what
 filled before the cancel is applied, the rest is released. Nothing is released on the strength of
 the cancel request alone.
@@ -7,6 +10,9 @@ the cancel request alone.
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
+
+from django.db.models import Q
 
 from aegis import clock
 
@@ -16,12 +22,15 @@ from .sync import orders_sync
 
 logger = logging.getLogger("aegis.execution")
 
-
-def orders_expire(*, broker, timeout: dt.timedelta) -> dict[str, int]:
-    cutoff = clock.now() - timeout
+def orders_expire(*, broker, timeout: dt.timedelta,
+                  intent_types: Iterable[str] | None = None) -> dict[str, int]:
+    """Cancel limit orders still unfilled `timeout` after KIS took them (only the orders of
+    `intent_types`' intents, when given); confirm through the daily orders inquiry."""
+    only = Q() if intent_types is None else Q(intent__intent_type__in=list(intent_types))
     stale = list(Order.objects.filter(
-        status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
-        limit_price__isnull=False, broker_order_no__isnull=False, submitted_at__lt=cutoff,
+        only, status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
+        limit_price__isnull=False, broker_order_no__isnull=False,
+        submitted_at__lt=clock.now() - timeout,
     ))
     for order in stale:
         try:

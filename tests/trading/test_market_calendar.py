@@ -103,3 +103,21 @@ def test_windows_are_data():
         Window("open", 10, 10, 200)
     with pytest.raises(ValueError):
         Window("open", 0, 10, 10)
+
+
+@pytest.mark.parametrize(("day", "moment", "due"), [
+    (D(2026, 12, 1), "08:58:30", False),  # before the open: nothing trades yet
+    (D(2026, 12, 1), "09:00:05", False),  # the open has not run for the timeout yet
+    (D(2026, 12, 1), "09:00:10", True),
+    (D(2026, 12, 1), "15:19:59", True),
+    (D(2026, 12, 1), "15:20:00", False),  # the closing auction: orders wait for 15:30
+    (D(2026, 12, 1), "16:00:00", False),
+    (D(2026, 12, 5), "11:00:00", False),  # a Saturday
+    (D(2027, 1, 4), "09:30:00", False),   # the year's first day opens at 10:00
+    (D(2027, 1, 4), "10:00:10", True),
+])
+def test_the_engine_reprices_its_exits_only_in_continuous_trading(day, moment, due):
+    from trading.services import exit_orders_due
+
+    now = dt.datetime.combine(day, dt.time.fromisoformat(moment), SEOUL)
+    assert exit_orders_due(now, dt.timedelta(seconds=10)) is due

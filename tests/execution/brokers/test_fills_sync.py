@@ -116,6 +116,50 @@ def test_a_remainder_cancelled_at_kis_is_released(kis_sim, broker):
     assert (position.qty, position.reserved_qty) == (5, 0)
 
 
+def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker):
+    """With intent types (the exit engine's re-pricing), only those orders meet the timeout:
+    the stop loss is cancelled after the short one, the take-profit tier waits for the general
+    one."""
+    import datetime as dt
+
+    from aegis import clock
+    from execution.services.expiry import orders_expire
+    from trading.services import DECIDED_AGAIN
+
+    entry = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
+    send(entry, broker)
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+    orders_sync(broker=broker)
+    position = Position.objects.get(pk=entry.position_id)
+    # Both above the market (71,000): neither fills.
+    stop = send(services.exit_intent_open(
+        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_STOP_LOSS",
+        idempotency_key=key()), broker)
+    tier = send(services.exit_intent_open(
+        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_TAKE_PROFIT",
+        idempotency_key=key()), broker)
+    general, exits = dt.timedelta(seconds=60), dt.timedelta(seconds=10)
+    start = clock.now()
+
+    def expire(after: dt.timedelta, **only) -> dict:
+        with clock.installed(clock.FixedClock(start + after)):
+            return orders_expire(broker=broker, **only)
+
+    decided_again = {"timeout": exits, "intent_types": DECIDED_AGAIN}
+    assert expire(dt.timedelta(seconds=0), **decided_again)["expired"] == 0
+    assert expire(exits + dt.timedelta(seconds=1), **decided_again) == {"expired": 1, "closed": 1}
+    stop.refresh_from_db()
+    tier.refresh_from_db()
+    position.refresh_from_db()
+    assert (stop.status, tier.status) == ("CANCELLED", "SUBMITTED")
+    assert (position.qty, position.available_qty) == (10, 6)  # the stop's shares are free
+    assert expire(general - dt.timedelta(seconds=1), **decided_again)["expired"] == 0
+    assert expire(general + dt.timedelta(seconds=1), timeout=general) == {"expired": 1,
+                                                                        "closed": 1}
+    tier.refresh_from_db()
+    assert tier.status == "CANCELLED"
+
+
 def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
     import datetime as dt
 
