@@ -104,11 +104,17 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         if opening_from - PREQUEUE_LEAD.total_seconds() <= now.timestamp() < opening_to + 5:
             gaps = hot.gap_thresholds(today)
     seconds = now.hour * 3600 + now.minute * 60 + now.second
+    # The time rules (time exit, maximum holding days) act in the regular session only: an
+    # order placed before the open would wait for the opening trade anyway, and be cancelled
+    # by the limit-order timeout before it came.
+    in_session = session is not None and session.open <= now < session.close
     # Per profile: whether it has a GAP_DOWN rule, whether its time exit is due, and how many
     # days held make its maximum due.
     due = {pid: (r.gap_down_pct is not None,
-                 r.time_exit_at is not None and seconds >= _seconds(r.time_exit_at),
-                 r.max_holding_days if r.max_holding_days is not None else math.inf)
+                 in_session and r.time_exit_at is not None
+                 and seconds >= _seconds(r.time_exit_at),
+                 r.max_holding_days if r.max_holding_days is not None and in_session
+                 else math.inf)
            for pid, r in rules.rules.items()}
     result = PassResult()
     moved: list[tuple[hot.Watch, int | None, int]] = []
@@ -131,7 +137,7 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         watch = book[i]
         profile = rules.rules[profile_id]
         trade = _trade(hot.Px._make(px[:5]), session)
-        ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
+        ev = evaluate(profile, watch.holding(_held(opened, today) if in_session else 0), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
             if ev.decision.rule == "GAP_DOWN":

@@ -98,3 +98,19 @@ def test_gap_down_fires_on_the_opening_trade_only(new_symbol):
     quote(other.symbol, 66_500)  # 10:30: not the opening trade, and no stop loss set
     assert exit_pass(symbols=[other.symbol]).exits == 0
     assert Position.objects.get(pk=other.pk).reserved_qty == 0
+
+
+def test_time_rules_wait_for_the_regular_session(new_symbol):
+    """Held too long, but before the open nothing is sold; the first pass in the session
+    sells it (an order placed at 08:58 would only wait for the opening trade)."""
+    profile = ExitProfile.objects.create(name="hold", gap_down_pct=None, max_holding_days=3)
+    position = managed(new_symbol(), 10, profile)
+    Position.objects.filter(pk=position.pk).update(opened_at=NOW - dt.timedelta(days=14))
+    before_open = NOW.replace(hour=8, minute=58, second=30)
+    quote(position.symbol, 70_000, at=before_open)
+    with clock.installed(clock.FixedClock(before_open)):
+        assert exit_pass().exits == 0
+    with clock.installed(clock.FixedClock(NOW.replace(hour=9, minute=0, second=1))):
+        assert exit_pass().exits == 1
+    [intent] = exits(position)
+    assert intent.intent_type == "EXIT_MAX_HOLD"
