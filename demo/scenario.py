@@ -4,10 +4,10 @@ days, the picks that arrive, and the faults and the operator's actions, at simul
 
 Each exit rule fires once, and the day is laid out so each firing is easy to follow:
 
-  08:58:30  051910 has been held longer than its profile allows: the first pass sells it
-            (maximum holding days), an order that the opening trade fills
-  09:00:00  005930 opens 6 % under yesterday's close: GAP_DOWN, from the threshold computed at
-            08:59:50
+  08:59:50  the GAP_DOWN thresholds of every held position are computed and kept hot
+  09:00:00  005930 opens 6 % under yesterday's close: GAP_DOWN; 051910, held longer than its
+            profile allows, is sold by the first evaluation in the session (maximum holding
+            days: time rules wait for the open)
   09:00:30  picks arrive over HTTP from the news strategy (source 3001): two pass the gates and
             become entries, one is stale (gate 1), one is too far from the market (gate 3), one
             arrives twice (one intent), and a batch with a bad symbol gets a 400
