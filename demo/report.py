@@ -115,9 +115,9 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
                   for p in Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)}
 
     fired = Counter(i.intent_type for i in today if i.intent_type != IntentType.ENTRY)
-    # Oversold: a position that sold more than it bought, or the broker holding other numbers
-    # of shares than the ledger (the simulator refuses to sell short, so a ledger oversell
-    # shows as a refusal or a mismatch there).
+    # Oversold: a position that sold more than it bought, or a sell that KIS refused (the
+    # simulator, like KIS, refuses to sell more than the account holds); and, beside it,
+    # whether the broker holds the shares the ledger says.
     bought, sold = Counter(), Counter()
     for f in Fill.objects.select_related("order"):
         (bought if f.order.side == "BUY" else sold)[f.order.position_id] += f.qty
@@ -129,7 +129,7 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         ledger_qty[p.symbol] += p.qty
     disagree = sorted(s for s in set(broker_qty) | set(ledger_qty)
                       if broker_qty.get(s, 0) != ledger_qty.get(s, 0))
-    refused_by_broker = [o for o in book["orders"] if o["side"] == "SELL" and o["qty"] == 0]
+    refused_sells = Order.objects.filter(side="SELL", status=Order.Status.REJECTED).count()
 
     alerts = [{"at": a.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
                "kind": a.kind, "severity": a.severity, "subject": a.subject, "state": a.state,
@@ -163,7 +163,8 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         "http": [{"status": a["status"], "picks": a["picks"]} for a in session.http_answers],
         "alerts": alerts,
         "breaker_events": [a for a in alerts if a["kind"] == Alert.Kind.BREAKER],
-        "oversells": len(oversold) + len(refused_by_broker),
+        "oversells": len(oversold) + refused_sells,
+        "sells_refused_by_kis": refused_sells,
         "ledger_broker_disagree": disagree,
         "unsettled": unsettled,
         "every_intent_settled": not any(unsettled.values()),
@@ -190,7 +191,8 @@ def markdown(result: dict) -> str:
     w = result["waited_out_the_outage_ms"]
     lines += ["", f"Exits that waited out the KIS outage: {w['n']} (intent → order p50 "
               f"{w['p50']} ms, max {w['max']} ms).", "",
-              f"Ledger refusals: {result['ledger_refusals']}. Oversells: {result['oversells']}. "
+              f"Ledger refusals: {result['ledger_refusals']}. Oversells (more sold than held, or a "
+              f"sell KIS refused): {result['oversells']}. "
               f"Ledger and broker disagree on: {result['ledger_broker_disagree'] or 'nothing'}. "
               f"Every intent settled: {result['every_intent_settled']}.", "",
               "## Picks", "", "| pick | symbol | side | outcome |", "|---|---|---|---|"]
