@@ -22,7 +22,6 @@ import random
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -30,7 +29,9 @@ import time
 import uuid
 from pathlib import Path
 
-from execution.brokers.simulator.process import SimulatorNotStarted, simulator_start
+from bench.stats import figures
+from execution.brokers.simulator.process import (SimulatorNotStarted, simulator_start,
+                                                 simulator_stop)
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_INTENTS", "1000"))
@@ -82,10 +83,6 @@ def wait_ready(proc: subprocess.Popen, name: str, log: Path, timeout_s: float = 
 def stop_worker(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=60)
-
-
-def pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def main() -> int:
@@ -193,34 +190,31 @@ def main() -> int:
     finally:
         if worker is not None:
             stop_worker(worker)
-        sim.send_signal(signal.SIGTERM)
-        sim.wait(timeout=30)
+        simulator_stop(sim)
 
     print(f"intent → order accepted by the KIS simulator, paced arrivals "
           f"(0-{2 * GAP_MS:.0f} ms gaps), n={N} each; from the intent's commit, and from its "
           f"created_at (inside the writer's transaction)")
     print(f"{'path':<15} {'from':<8} {'sent':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
-    figures = {}
+    table = {}
     for name, series in results.items():
         for start, values in series.items():
-            f = figures[(name, start)] = {
-                "p50": round(pct(values, 50), 2), "p99": round(pct(values, 99), 2),
-                "mean": round(statistics.fmean(values), 2), "n": len(values)}
+            f = table[(name, start)] = figures(values)
             print(f"{name:<15} {start:<8} {f['n']:>5} {f['p50']:>8.2f} {f['p99']:>8.2f} "
                   f"{f['mean']:>8.2f}")
-    poller = figures[("poller", "commit")]
+    poller = table[("poller", "commit")]
     for pool in pools:
-        event = figures[(f"event/{pool}", "commit")]
+        event = table[(f"event/{pool}", "commit")]
         print(f"poller mean / event mean ({pool} pool, from commit): "
               f"{poller['mean'] / event['mean']:.0f}x")
     main_pool = pools[0]
-    event = figures[(f"event/{main_pool}", "commit")]
+    event = table[(f"event/{main_pool}", "commit")]
     print(json.dumps({
         "intent_to_order_ms": event,
         "intent_to_order_polling_ms": poller,
-        "intent_created_to_order_ms": figures[(f"event/{main_pool}", "created")],
-        "intent_created_to_order_polling_ms": figures[("poller", "created")],
-        "intent_to_order_by_pool_ms": {p: figures[(f"event/{p}", "commit")] for p in pools},
+        "intent_created_to_order_ms": table[(f"event/{main_pool}", "created")],
+        "intent_created_to_order_polling_ms": table[("poller", "created")],
+        "intent_to_order_by_pool_ms": {p: table[(f"event/{p}", "commit")] for p in pools},
         "execution_pool": main_pool,
         "samples_ms": {"intent_to_order_ms": results[f"event/{main_pool}"]["commit"],
                        "intent_to_order_polling_ms": results["poller"]["commit"]},

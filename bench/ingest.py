@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from bench.execution import POOLS, start_worker, stop_worker, wait_ready
-from bench.ticks import Control, figures, on_simulator
+from bench.stats import figures
+from bench.ticks import Control, on_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_PICKS", "200"))

@@ -15,7 +15,6 @@ time. Run it with `make bench`.
 import json
 import os
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -26,6 +25,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 os.environ["AEGIS_AUTO_SUBMIT"] = "0"
 
 import django  # noqa: E402
+
+from bench.stats import quantile  # noqa: E402
 
 django.setup()
 
@@ -87,11 +88,6 @@ def make_position(symbol: str) -> Position:
     return Position.objects.get(pk=intent.position_id)
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 \
-        else values[0]
-
-
 def main() -> int:
     if connection.vendor != "postgresql":
         print("bench/ledger.py measures PostgreSQL: run it with `make bench`.", file=sys.stderr)
@@ -127,7 +123,7 @@ def main() -> int:
     figures = {}
     for mode, samples in results.items():
         for name, values in samples.items():
-            p50, p99 = pct(values, 50), pct(values, 99)
+            p50, p99 = quantile(values, 50), quantile(values, 99)
             figures[f"{mode}/{name}"] = {"p50_us": round(p50), "p99_us": round(p99),
                                          "n": len(values), "queries": queries[name]}
             print(f"{mode:<15} {name:<7} {queries[name]:>7} {p50:>8.0f} {p99:>8.0f}")

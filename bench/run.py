@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from demo.charts import latency_chart
+from bench.charts import latency_chart
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["ledger", "execution", "exits", "ticks", "ingest", "stress"]

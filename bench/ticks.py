@@ -36,7 +36,6 @@ import random
 import secrets
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench.execution import POOLS, start_worker, stop_worker, wait_ready
+from bench.stats import figures
 from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
                                                  simulator_stop)
 
@@ -65,19 +65,6 @@ STOP_PCT = Decimal(3)
 QTY = 100
 HELD = 10**9  # shares of each symbol the simulator's account holds
 WAIT_S = 20.0  # a round's orders that are not in by then are counted lost
-
-
-def pct(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
-def figures(values: list[float]) -> dict:
-    if not values:
-        return {"p50": None, "p99": None, "mean": None, "n": 0}
-    return {"p50": round(pct(values, 50), 2), "p99": round(pct(values, 99), 2),
-            "mean": round(statistics.fmean(values), 2), "n": len(values)}
 
 
 def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str, str]:

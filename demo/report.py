@@ -4,7 +4,6 @@ charts (each stock's price with entries and exits, and the latency distribution)
 
 import datetime as dt
 import json
-import statistics
 from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -12,15 +11,17 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from aegis import clock
+from bench.charts import latency_chart
+from bench.stats import quantile
 from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position
 from picks.models import Pick
 
 from . import scenario
-from .charts import latency_chart
 
 RULES = (IntentType.GAP_DOWN, IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TAKE_PROFIT,
          IntentType.EXIT_TRAILING, IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD)
-EARLIER = "demo-earlier:"
+# The earlier days' entries that the session seeds: their intents' keys and their fills' keys.
+EARLIER_INTENT, EARLIER_FILL = "demo-earlier:", "earlier:"
 PATHS = {
     "tick_to_order_ms": "a trade reaches price sync → its exit's order accepted by KIS",
     "intent_to_order_ms": "an intent is written → its order accepted by KIS",
@@ -33,13 +34,8 @@ PATHS = {
 def figures(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p99": None, "max": None, "n": 0}
-    if len(values) == 1:
-        p50 = p99 = values[0]
-    else:
-        q = statistics.quantiles(values, n=100, method="inclusive")
-        p50, p99 = q[49], q[98]
-    return {"p50": round(p50, 2), "p99": round(p99, 2), "max": round(max(values), 2),
-            "n": len(values)}
+    return {"p50": round(quantile(values, 50), 2), "p99": round(quantile(values, 99), 2),
+            "max": round(max(values), 2), "n": len(values)}
 
 
 def _ms(later: dt.datetime, earlier: dt.datetime, speed: float, jumps=()) -> float:
@@ -62,15 +58,19 @@ def _arrival(arrivals: list, intent: OrderIntent) -> dt.datetime | None:
     return best
 
 
+def todays_fills() -> list[Fill]:
+    return list(Fill.objects.exclude(broker_fill_key__startswith=EARLIER_FILL)
+                .select_related("order__intent").order_by("filled_at", "pk"))
+
+
 def outage_window(session) -> tuple[dt.datetime, dt.datetime] | None:
-    """When KIS was answering 503: from the fault's start to its end, as the session noted."""
-    faults = [when for when, text in session.notes if text.startswith("FAULT")]
-    return (faults[0], faults[1]) if len(faults) >= 2 else None
+    """When KIS was answering 503, if it did and stopped."""
+    return (session.outage[0], session.outage[1]) if len(session.outage) >= 2 else None
 
 
 def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float]) -> dict:
     speed, jumps = session.speed, session.jumps
-    today = list(OrderIntent.objects.exclude(idempotency_key__startswith=EARLIER)
+    today = list(OrderIntent.objects.exclude(idempotency_key__startswith=EARLIER_INTENT)
                  .select_related("position").order_by("created_at"))
     orders = {o.intent_id: o for o in Order.objects.filter(intent__in=today)}
     outage = outage_window(session)
@@ -101,8 +101,7 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
             paths["ingest_to_order_ms"].append(
                 _ms(order.submitted_at, pick.received_at, speed, jumps))
 
-    fills = list(Fill.objects.exclude(broker_fill_key__startswith="earlier:")
-                 .select_related("order__intent").order_by("filled_at", "pk"))
+    fills = todays_fills()
     trades = [{"at": f.filled_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
                "symbol": f.order.symbol, "side": f.order.side, "qty": f.qty, "price": f.price,
                "why": f.order.intent.intent_type, "realized_pnl": str(f.realized_pnl or 0)}
@@ -160,7 +159,7 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         "picks": [{"external_id": p.external_id, "symbol": p.symbol, "side": p.side,
                    "status": p.status, "gate": p.rejected_gate, "reason": p.reject_reason}
                   for p in picks],
-        "http": [{"status": a["status"], "picks": a["picks"]} for a in session.http_answers],
+        "http": list(session.http_answers),
         "alerts": alerts,
         "breaker_events": [a for a in alerts if a["kind"] == Alert.Kind.BREAKER],
         "oversells": len(oversold) + refused_sells,
@@ -227,8 +226,7 @@ def charts(result: dict, *, session, out: Path) -> None:
     fig, axes = plt.subplots(len(stocks), len(segments), figsize=(13, 2.1 * len(stocks)),
                              squeeze=False, sharey="row",
                              gridspec_kw={"width_ratios": [1] * len(segments)})
-    fills = list(Fill.objects.select_related("order__intent")
-                 .exclude(broker_fill_key__startswith="earlier:"))
+    fills = todays_fills()
     outage = outage_window(session)
     for row, stock in enumerate(stocks):
         prints = session.printed[stock.code]

@@ -136,12 +136,14 @@ class Session:
         self.clock = clock.ShiftedClock(self.at(self.segments[0][0]), speed=speed)
         self.arrivals: dict[str, list] = defaultdict(list)
         self.printed: dict[str, list] = defaultdict(list)  # symbol → [(at, price)]
-        self.notes: list[tuple[dt.datetime, str]] = []
         self.http_answers: list[dict] = []
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.passes = 0
         self.pass_ms: list[float] = []  # each exit pass of the market cadence, real ms
+        self.cadence = CadenceDriver(send=self.exit_pass, windows=windows_from_db,
+                                     default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS)
+        self.outage: list[dt.datetime] = []  # when KIS began answering 503, and when it stopped
         self.prequeued: int | None = None
         self.seen = {"intents": set(), "fills": set(), "alerts": set(), "picks": set()}
         self.status_width = 0
@@ -156,7 +158,6 @@ class Session:
         if when is None:
             when = clock.now_seoul()
         line = f"{when.astimezone(clock.SEOUL):%H:%M:%S}  {text}"
-        self.notes.append((when, text))
         if self.live:
             self.stream.write("\r" + " " * self.status_width + "\r" + line + "\n")
             self.stream.flush()
@@ -219,11 +220,13 @@ class Session:
                                                                   clock.SEOUL))):
                     intent = services.entry_intent_open(
                         symbol=stock.code, qty=stock.held.qty, limit_price=stock.held.avg_price,
-                        idempotency_key=f"demo-earlier:{stock.code}", reason="an earlier day")
+                        idempotency_key=f"{report.EARLIER_INTENT}{stock.code}",
+                        reason="an earlier day")
                     order = services.order_open(intent_id=intent.pk)
                     services.order_mark_submitted(order_id=order.pk,
                                                   broker_order_no=f"{bought:%m%d}{n:06d}")
-                    services.fill_apply(order_id=order.pk, broker_fill_key=f"earlier:{order.pk}",
+                    services.fill_apply(order_id=order.pk,
+                                        broker_fill_key=f"{report.EARLIER_FILL}{order.pk}",
                                         qty=stock.held.qty, price=stock.held.avg_price)
                 PositionExitState.objects.create(position_id=intent.position_id,
                                                  profile=profiles[stock.held.profile],
@@ -361,8 +364,7 @@ class Session:
                 status, answer = response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             status, answer = exc.code, json.loads(exc.read() or b"{}")
-        self.http_answers.append({"status": status, "answer": answer,
-                                  "picks": [p.external_id for p in picks]})
+        self.http_answers.append({"status": status, "picks": [p.external_id for p in picks]})
         return status, answer
 
     def on_picks(self, event: scenario.Event) -> None:
@@ -393,12 +395,15 @@ class Session:
         self.say(f"{event.note}: answered {sorted(answers)}")
 
     def on_outage_start(self, event: scenario.Event) -> None:
-        Control(settings.KIS["BASE_URL"]).post("/_sim/faults", {"error_5xx_rate": 1.0,
-                                                                "error_status": 503})
+        with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
+            control.post("/_sim/faults", {"error_5xx_rate": 1.0, "error_status": 503})
+        self.outage.append(clock.now())
         self.say(f"FAULT: {event.note}")
 
     def on_outage_end(self, event: scenario.Event) -> None:
-        Control(settings.KIS["BASE_URL"]).call("DELETE", "/_sim/faults")
+        with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
+            control.call("DELETE", "/_sim/faults")
+        self.outage.append(clock.now())
         self.say(f"FAULT over: {event.note}")
 
     def on_operator_sell(self, event: scenario.Event) -> None:
@@ -415,36 +420,36 @@ class Session:
         self.say(f"{event.note}: granted {intent.qty} of {qty}")
 
     # --- beat ---------------------------------------------------------------------------------
+    def exit_pass(self, expires_s: float) -> None:
+        """The cadence's pass, run here and timed."""
+        from trading.tasks import exit_pass_task
+
+        self.passes += 1
+        started = time.perf_counter()
+        exit_pass_task()
+        self.pass_ms.append((time.perf_counter() - started) * 1000)
+
     def beat(self) -> None:
         from execution.tasks import orders_expire_task, orders_sync_task, sweep
         from picks.tasks import picks_sweep_task
-        from trading.tasks import exit_orders_expire_task, exit_pass_task, gap_prequeue_task
+        from trading.tasks import exit_orders_expire_task, gap_prequeue_task
 
         tasks = {"execution.sweep": sweep, "execution.orders_sync": orders_sync_task,
                  "execution.orders_expire": orders_expire_task,
                  "trading.exit_orders_expire": exit_orders_expire_task,
                  "picks.sweep": picks_sweep_task}
 
-        def one_pass(expires_s: float) -> None:
-            self.passes += 1
-            started = time.perf_counter()
-            exit_pass_task()
-            self.pass_ms.append((time.perf_counter() - started) * 1000)
-
         def prequeue() -> None:
             self.prequeued = gap_prequeue_task()
             self.say(f"GAP_DOWN pre-queue: thresholds kept hot for {self.prequeued} positions")
 
-        cadence = CadenceDriver(send=one_pass, windows=windows_from_db,
-                                default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS)
-        self.cadence = cadence
         pre = PrequeueDriver(send=prequeue)
         next_run = {name: clock.now() for name in tasks}
         try:
             while not self.stop.is_set():
                 now = clock.now()
                 waits = []
-                for driver in (cadence, pre):
+                for driver in (self.cadence, pre):
                     try:
                         waits.append(driver.tick(now))
                     except Exception as exc:  # noqa: BLE001 - beat goes on, as celery beat does
@@ -465,14 +470,15 @@ class Session:
     # --- what happened, as it happens ----------------------------------------------------------
     def poll(self) -> None:
         for intent in OrderIntent.objects.exclude(pk__in=self.seen["intents"]).exclude(
-                idempotency_key__startswith="demo-earlier:").order_by("created_at"):
+                idempotency_key__startswith=report.EARLIER_INTENT).order_by("created_at"):
             self.seen["intents"].add(intent.pk)
             trigger = f", trade {intent.trigger_price:,}" if intent.trigger_price else ""
             self.say(f"{intent.intent_type:<16} {intent.symbol} {intent.side.lower()} "
                      f"{intent.qty} limit {intent.limit_price:,}{trigger} · {intent.reason}",
                      when=intent.created_at)
         for fill in Fill.objects.exclude(pk__in=self.seen["fills"]).exclude(
-                broker_fill_key__startswith="earlier:").select_related("order").order_by("pk"):
+                broker_fill_key__startswith=report.EARLIER_FILL).select_related("order") \
+                .order_by("pk"):
             self.seen["fills"].add(fill.pk)
             self.say(f"fill             {fill.order.symbol} {fill.order.side.lower()} "
                      f"{fill.qty} @ {fill.price:,}", when=fill.filled_at)
@@ -486,11 +492,8 @@ class Session:
                        if pick.status == Pick.Status.REJECTED else "routed")
             self.say(f"pick {pick.external_id} {pick.side.lower()} {pick.symbol}: {outcome}",
                      when=pick.routed_at or pick.received_at)
-        cadence = getattr(self, "cadence", None)
-        interval = None
-        if cadence is not None:
-            interval = market_calendar.cadence_at(clock.now(), cadence.windows(),
-                                                  cadence.default_ms)
+        interval = market_calendar.cadence_at(clock.now(), self.cadence.windows(),
+                                              self.cadence.default_ms)
         self.status(f"{clock.now_seoul():%H:%M:%S} KST · exit passes every "
                     f"{interval if interval else '-'} ms · passes {self.passes} · "
                     f"intents {len(self.seen['intents'])} · fills {len(self.seen['fills'])} · "

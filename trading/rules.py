@@ -71,7 +71,10 @@ class Holding:
 
 @dataclass(frozen=True)
 class Trade:
-    """A price and when it traded. `opening` marks the first trade at or after the open."""
+    """A price and when it traded. `opening` marks the first trade at or after the open;
+    `in_session` that it is evaluated in the regular session, where alone the time rules (time
+    exit, maximum holding days) act: an order placed before the open would only wait for the
+    opening trade."""
 
     price: int
     at: dt.datetime
@@ -79,6 +82,7 @@ class Trade:
     prev_close: int | None = None
     opening: bool = False
     etf: bool = False
+    in_session: bool = True
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,12 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
             return sell("EXIT_STOP_LOSS", everything,
                         f"{price:,} ≤ {threshold:,.0f} (cost {cost:,.0f} − "
                         f"{rules.stop_loss_pct}%)")
-    if rules.time_exit_at is not None and trade.at.timetz().replace(tzinfo=None) >= \
-            rules.time_exit_at:
+    if rules.time_exit_at is not None and trade.in_session and \
+            trade.at.timetz().replace(tzinfo=None) >= rules.time_exit_at:
         return sell("EXIT_TIME", everything,
                     f"{trade.at:%H:%M:%S} ≥ time exit {rules.time_exit_at:%H:%M}")
-    if rules.max_holding_days is not None and holding.held_days >= rules.max_holding_days:
+    if rules.max_holding_days is not None and trade.in_session and \
+            holding.held_days >= rules.max_holding_days:
         return sell("EXIT_MAX_HOLD", everything,
                     f"held {holding.held_days} trading days ≥ {rules.max_holding_days}")
     if rules.trailing_pct is not None:

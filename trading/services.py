@@ -63,11 +63,11 @@ def _holding(position: Position, state: PositionExitState, today: dt.date) -> Ho
                    tiers_done=state.tiers_done)
 
 
-def _trade(px: hot.Px, session: market_calendar.Session | None) -> Trade:
+def _trade(px: hot.Px, session: market_calendar.Session | None, *, in_session: bool) -> Trade:
     at = dt.datetime.fromtimestamp(px.at, clock.SEOUL)
     opening = session is not None and session.open <= at < session.open + OPENING_SPAN
     return Trade(price=px.price, at=at, lower_limit=px.lower_limit, prev_close=px.prev_close,
-                 opening=opening)
+                 opening=opening, in_session=in_session)
 
 
 @dataclass
@@ -104,12 +104,10 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         if opening_from - PREQUEUE_LEAD.total_seconds() <= now.timestamp() < opening_to + 5:
             gaps = hot.gap_thresholds(today)
     seconds = now.hour * 3600 + now.minute * 60 + now.second
-    # The time rules (time exit, maximum holding days) act in the regular session only: an
-    # order placed before the open would wait for the opening trade anyway, and be cancelled
-    # by the limit-order timeout before it came.
+    # The time rules act in the regular session only (rules.Trade.in_session).
     in_session = session is not None and session.open <= now < session.close
     # Per profile: whether it has a GAP_DOWN rule, whether its time exit is due, and how many
-    # days held make its maximum due.
+    # days held make its maximum due (the screen's view of the rules).
     due = {pid: (r.gap_down_pct is not None,
                  in_session and r.time_exit_at is not None
                  and seconds >= _seconds(r.time_exit_at),
@@ -136,8 +134,8 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         result.examined += 1
         watch = book[i]
         profile = rules.rules[profile_id]
-        trade = _trade(hot.Px._make(px[:5]), session)
-        ev = evaluate(profile, watch.holding(_held(opened, today) if in_session else 0), trade,
+        trade = _trade(hot.Px._make(px[:5]), session, in_session=in_session)
+        ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
             if ev.decision.rule == "GAP_DOWN":

@@ -1,16 +1,11 @@
-"""Latency histograms as PNG (matplotlib, no display needed), for the demo's report and for
-`make bench`. No Django here: bench/run.py draws its charts outside any Django process."""
+"""Latency histograms as PNG (matplotlib, no display needed), for `make bench` and the demo's
+report. No Django here: bench/run.py draws its charts outside any Django process."""
 
-import statistics
 from pathlib import Path
 
+from bench.stats import quantile
+
 COLOURS = ("#2980b9", "#c0392b", "#27ae60", "#8e44ad")
-
-
-def quantile(values: list[float], q: int) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def latency_chart(panels: list[tuple[str, dict[str, list[float]]]], path: Path, *,
