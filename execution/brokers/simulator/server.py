@@ -51,7 +51,8 @@ TOKEN_ERROR_STATUS = 500  # UNCONFIRMED: EGW00121 invalid / EGW00123 expired tok
 GATEWAY_ERROR_STATUS = 500  # UNCONFIRMED: app key or secret refused
 INPUT_ERROR_STATUS = 400  # UNCONFIRMED: malformed request (headers, JSON, fields, account)
 REFUSAL_STATUS = 200  # UNCONFIRMED: business refusals (rt_cd "1"); KIS's samples read them off 200
-RATE_LIMIT_STATUS = 500  # KIS.md: EGW00201 is seen as HTTP 500
+RATE_LIMIT_STATUS = 500  # KIS.md: EGW00201 is seen as HTTP 500; EGW00215 UNCONFIRMED, the same
+LEDGER_LIMIT_TEXT = "원장 초당 거래건수를 초과하였습니다."  # UNCONFIRMED: EGW00215's msg1
 TOKEN_RATE_STATUS = 403  # KIS.md: EGW00133 is HTTP 403
 OAUTH_ERROR_STATUS = 403  # UNCONFIRMED: other oauth2 refusals (unknown app, wrong secret)
 EGW_INVALID_APPKEY = "EGW00103"  # UNCONFIRMED
@@ -147,14 +148,28 @@ class Faults:
     timeout_next: int = 0
     timeout_s: float = 30.0
     drop_next: int = 0
+    # Held for timeout_s, then closed without an answer, and never taken effect: a request lost
+    # on its way to KIS, which its client only learns of from its read timeout.
+    lost_next: int = 0
     outage_until: float = 0.0  # monotonic
-    after: bool = False  # let the request take effect, then fail, hold or drop its answer
+    after: bool = False  # let the request take effect, then fail, hold, drop or garble its answer
+    # Answer shapes a client must survive, on /uapi/ paths only (a token request is never
+    # counted): KIS's refusal EGW00215 (the per-second ledger limit; never takes effect)...
+    ledger_limit_next: int = 0
+    # ...HTTP 200 with a body that is not JSON (with `after`: the real answer, cut short)...
+    non_json_next: int = 0
+    # ...and the real answer without the field `omit_field`, at any depth, in any case.
+    omit_next: int = 0
+    omit_field: str = "odno"
+    # The next fill notices (CNTG_YN 2) are pushed twice, as a repeated frame.
+    notice_repeat_next: int = 0
 
-    def draw(self, *, now: float, rng: random.Random) -> str | None:
+    def draw(self, *, now: float, rng: random.Random, uapi: bool = True) -> str | None:
         """The fault this request meets, consuming one of the counted ones."""
         if now < self.outage_until:
             return "outage"
-        for name in ("drop", "timeout", "error_5xx"):
+        answer_shapes = ("ledger_limit", "non_json", "omit") if uapi else ()
+        for name in ("drop", "timeout", "lost", "error_5xx") + answer_shapes:
             if getattr(self, f"{name}_next") > 0:
                 setattr(self, f"{name}_next", getattr(self, f"{name}_next") - 1)
                 return name
@@ -551,10 +566,16 @@ class Simulator:
         readers = [c for c in self.connections if (tr, notice.hts_id) in c.subscriptions]
         if not readers:
             return
+        copies = 1
+        if notice.filled and self.faults.notice_repeat_next > 0:
+            self.faults.notice_repeat_next -= 1
+            copies = 2
         text = protocol.join_records([notice_record(notice)], protocol.NOTICE_FIELDS)
         for conn in readers:
-            conn.send(f"1|{tr}|001|{aes_encrypt(text, key=conn.key, iv=conn.iv)}")
-            self.stats.frames_sent += 1
+            frame = f"1|{tr}|001|{aes_encrypt(text, key=conn.key, iv=conn.iv)}"
+            for _ in range(copies):
+                conn.send(frame)
+                self.stats.frames_sent += 1
 
     # --- the control API's view ---------------------------------------------------------------
     def book(self, *, with_requests: bool = True) -> dict:
@@ -672,17 +693,24 @@ class RestApi:
                  "tr_id": request.headers.get("tr_id", ""), "status": None, "fault": None}
         sim.gateway.log.append(entry)
         faults = sim.faults
-        fault = faults.draw(now=arrived, rng=sim.fault_rng)
+        fault = faults.draw(now=arrived, rng=sim.fault_rng,
+                            uapi=request.path.startswith("/uapi/"))
         entry["fault"] = fault
-        after = faults.after and fault != "outage"
+        after = faults.after and fault not in ("outage", "lost", "ledger_limit")
         if faults.latency_ms > 0:
             await asyncio.sleep(faults.latency_ms / 1000)
         if fault in ("outage", "drop") and not after:
             _drop(request, entry)
-        if fault == "timeout" and not after:
+        if fault in ("timeout", "lost") and not after:
             await asyncio.sleep(faults.timeout_s)
+        if fault == "lost":
+            _drop(request, entry)
         if fault == "error_5xx" and not after:
             response = _failure(faults.error_status)
+        elif fault == "non_json" and not after:
+            response = _non_json(None)
+        elif fault == "ledger_limit":
+            response = await self._answer(request, _ledger_limited)
         else:
             response = await self._answer(request, handler)
             if after and fault == "drop":
@@ -691,6 +719,10 @@ class RestApi:
                 await asyncio.sleep(faults.timeout_s)
             if after and fault == "error_5xx":
                 response = _failure(faults.error_status)
+            if after and fault == "non_json":
+                response = _non_json(response)
+            if fault == "omit":
+                response = _omitting(response, faults.omit_field)
         entry["status"] = response.status
         return response
 
@@ -708,13 +740,8 @@ class RestApi:
             logger.exception("kis_sim internal error on %s %s", request.method, request.path)
             response = _json({"rt_cd": ERROR_RT_CD, "msg_cd": "",
                               "msg1": "simulator internal error: see its log"}, status=500)
-        if (self.sim.limits.upper_keys and request.path.startswith("/uapi/")
-                and isinstance(response, web.Response)
-                and response.content_type == "application/json"):
-            upper = _json(_upper_keys(json.loads(response.body)), status=response.status)
-            if "tr_cont" in response.headers:
-                upper.headers["tr_cont"] = response.headers["tr_cont"]
-            response = upper
+        if self.sim.limits.upper_keys and request.path.startswith("/uapi/"):
+            response = _rewritten(response, _upper_keys)
         if request.path.startswith("/uapi/"):
             _uapi_headers(response, request.headers.get("tr_id", ""))
         return response
@@ -1135,6 +1162,50 @@ def _drop(request: web.Request, entry: dict) -> None:
     raise asyncio.CancelledError
 
 
+def _rewritten(response: web.StreamResponse, change: Callable[[object], object]
+               ) -> web.StreamResponse:
+    """The same JSON answer changed by `change`, KIS's response headers kept (any other answer
+    as it is)."""
+    if not (isinstance(response, web.Response) and response.content_type == "application/json"):
+        return response
+    changed = _json(change(json.loads(response.body)), status=response.status)
+    for name in ("tr_id", "tr_cont", "gt_uid"):
+        if name in response.headers:
+            changed.headers[name] = response.headers[name]
+    return changed
+
+
+def _without_key(value: object, name: str) -> object:
+    if isinstance(value, dict):
+        return {k: _without_key(v, name) for k, v in value.items() if str(k).lower() != name}
+    if isinstance(value, list):
+        return [_without_key(v, name) for v in value]
+    return value
+
+
+def _omitting(response: web.StreamResponse, field_name: str) -> web.StreamResponse:
+    return _rewritten(response, lambda body: _without_key(body, field_name.lower()))
+
+
+async def _ledger_limited(request: web.Request) -> web.Response:
+    raise kis_error(RATE_LIMIT_STATUS, protocol.EGW_LEDGER_RATE_LIMIT, LEDGER_LIMIT_TEXT)
+
+
+def _non_json(answer: web.StreamResponse | None) -> web.Response:
+    """HTTP 200 that no JSON reader can take: the answer cut in half, or a page from something
+    standing in front of KIS."""
+    body = answer.body if isinstance(answer, web.Response) and answer.body else b""
+    if body:
+        response = web.Response(status=200, body=body[:len(body) // 2],
+                                content_type="application/json")
+        for name in ("tr_id", "tr_cont", "gt_uid"):
+            if name in answer.headers:
+                response.headers[name] = answer.headers[name]
+        return response
+    return web.Response(status=200, content_type="text/html",
+                        text="<html><body>Service temporarily unavailable</body></html>")
+
+
 def _failure(status: int) -> web.Response:
     # What a failing gateway sends: no KIS body, so a client cannot mistake it for an answer.
     return web.Response(status=status, text="simulated upstream failure",
@@ -1217,7 +1288,7 @@ class StreamServer:
             conn.send(_ack(str(tr_id or ""), str(tr_key or ""), WS_BAD_REQUEST))
             return
         approval = header.get("approval_key")
-        if approval not in sim.gateway.approvals:
+        if not isinstance(approval, str) or approval not in sim.gateway.approvals:
             conn.send(_ack(tr_id, tr_key, WS_INVALID_APPROVAL))
             return
         notice_tr = protocol.notice_tr_id(sim.flavour)
@@ -1457,17 +1528,25 @@ class ControlApi:
         self.sim.apply_limits()
         return _json({"ok": True} | asdict(limits))
 
+    COUNTED_FAULTS = ("error_5xx_next", "timeout_next", "drop_next", "lost_next",
+                      "ledger_limit_next", "non_json_next", "omit_next", "notice_repeat_next")
+
     async def faults(self, request: web.Request) -> web.Response:
+        """Set faults (the fields of Faults): each *_next counts the requests (or, for
+        notice_repeat_next, the fill notices) that meet it; `after` lets the request take effect
+        first; outage_s refuses everything for that long; ws_drop closes every WebSocket."""
         payload = await self._payload(request)
-        known = {"latency_ms", "error_5xx_next", "error_5xx_rate", "error_status",
-                 "timeout_next", "timeout_s", "drop_next", "outage_s", "after", "ws_drop"}
+        known = {"latency_ms", "error_5xx_rate", "error_status", "timeout_s", "outage_s",
+                 "after", "ws_drop", "omit_field", *self.COUNTED_FAULTS}
         unknown = set(payload) - known
         if unknown:
             raise ControlError(f"unknown faults {sorted(unknown)}; known: {sorted(known)}")
         faults = self.sim.faults
-        for name in ("error_5xx_next", "timeout_next", "drop_next"):
+        for name in self.COUNTED_FAULTS:
             if name in payload:
                 setattr(faults, name, _c_int(payload, name, minimum=0))
+        if "omit_field" in payload:
+            faults.omit_field = _c_text(payload, "omit_field", pattern=r"[A-Za-z0-9_]{1,40}")
         for name in ("latency_ms", "timeout_s"):
             if name in payload:
                 setattr(faults, name, _c_num(payload, name))

@@ -88,12 +88,13 @@ def tr(sim, real: str) -> str:
 
 
 def order(sim, tok, *, side: str, pdno: str = "005930", qty: int, price: int = 0,
-          ord_dvsn: str | None = None) -> Reply:
+          ord_dvsn: str | None = None, timeout: float = 10.0) -> Reply:
     body = {"CANO": sim.cano, "ACNT_PRDT_CD": sim.acnt_prdt_cd, "PDNO": pdno,
             "ORD_DVSN": ord_dvsn or ("01" if price == 0 else "00"), "ORD_QTY": str(qty),
             "ORD_UNPR": str(price), "EXCG_ID_DVSN_CD": "KRX", "SLL_TYPE": "", "CNDT_PRIC": ""}
     tr_id = tr(sim, "TTTC0012U" if side == "BUY" else "TTTC0011U")
-    return send(sim, "POST", ORDER_CASH, headers=kis_headers(sim, tok, tr_id), body=body)
+    return send(sim, "POST", ORDER_CASH, headers=kis_headers(sim, tok, tr_id), body=body,
+                timeout=timeout)
 
 
 def revise(sim, tok, *, odno: str, cancel: bool, qty: int = 0, price: int = 0,
@@ -312,6 +313,83 @@ def test_bad_queries_get_kis_errors(kis_sim, method, path, params, status, msg_c
     assert (reply.status, reply.json["rt_cd"], reply.json["msg_cd"]) == (status, "1", msg_cd)
 
 
+def assert_kis_shaped(reply: Reply, secrets_: tuple[str, ...] = ()) -> None:
+    """A JSON answer of KIS's, never a stack trace, a HTML page or a credential."""
+    assert reply.header("Content-Type").startswith("application/json"), reply.body
+    for leak in (b"Traceback", b"<html", b"internal error", *(s.encode() for s in secrets_)):
+        assert leak not in reply.body, reply.body
+
+
+TOKEN_BODY = {"grant_type": "client_credentials", "appkey": "", "appsecret": ""}
+BAD_TOKEN_BODIES = {
+    "not JSON": "grant_type=client_credentials",
+    "not UTF-8": b"\xff\xfe{}",
+    "JSON not an object": ["grant_type", "client_credentials"],
+    "empty object": {},
+    "no appkey": {"grant_type": "client_credentials", "appsecret": "s"},
+    "appkey not a string": TOKEN_BODY | {"appkey": 12, "appsecret": "s"},
+    "appsecret a list": TOKEN_BODY | {"appkey": "k", "appsecret": ["s"]},
+    "wrong grant_type": TOKEN_BODY | {"grant_type": "password", "appkey": "k", "appsecret": "s"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOKEN_BODIES))
+def test_bad_token_requests_get_an_oauth_error_and_tokens_are_still_issued(kis_sim, case):
+    body = BAD_TOKEN_BODIES[case]
+    reply = send(kis_sim, "POST", "/oauth2/tokenP", body=body,
+                 headers={"content-type": "application/json; charset=utf-8"})
+    assert (reply.status, reply.json["error_code"]) == (400, "EGW00205"), reply.body
+    assert reply.json["error_description"]
+    assert_kis_shaped(reply)
+    assert token(kis_sim)  # still serving; and nothing was issued before
+    assert sum(kis_sim.book()["token_issuance"].values()) == 1
+
+
+RVSECNCL_BODY = {"CANO": "50000001", "ACNT_PRDT_CD": "01", "KRX_FWDG_ORD_ORGNO": "06010",
+                 "ORGN_ODNO": "", "ORD_DVSN": "00", "RVSE_CNCL_DVSN_CD": "02", "ORD_QTY": "0",
+                 "ORD_UNPR": "0", "QTY_ALL_ORD_YN": "Y"}
+BAD_RVSECNCL = {
+    # name: (body given the original's ODNO, status, msg_cd)
+    "malformed JSON": (lambda odno: '{"CANO": "50000001", "ORGN_ODNO": ', 400, "OPSQ1002"),
+    "JSON not an object": (lambda odno: [odno], 400, "OPSQ1002"),
+    "missing QTY_ALL_ORD_YN": (lambda odno: {k: v for k, v in RVSECNCL_BODY.items()
+                                             if k != "QTY_ALL_ORD_YN"} | {"ORGN_ODNO": odno},
+                               400, "OPSQ2001"),
+    "number not string": (lambda odno: RVSECNCL_BODY | {"ORGN_ODNO": odno, "ORD_QTY": 0}, 400,
+                          "OPSQ2001"),
+    "ORD_QTY not a number": (lambda odno: RVSECNCL_BODY | {"ORGN_ODNO": odno,
+                                                           "QTY_ALL_ORD_YN": "N",
+                                                           "ORD_QTY": "all"}, 400, "OPSQ2001"),
+    "RVSE_CNCL_DVSN_CD 03": (lambda odno: RVSECNCL_BODY | {"ORGN_ODNO": odno,
+                                                           "RVSE_CNCL_DVSN_CD": "03"},
+                             400, "OPSQ2001"),
+    "QTY_ALL_ORD_YN X": (lambda odno: RVSECNCL_BODY | {"ORGN_ODNO": odno,
+                                                       "QTY_ALL_ORD_YN": "X"}, 400, "OPSQ2001"),
+    "wrong account": (lambda odno: RVSECNCL_BODY | {"ORGN_ODNO": odno, "CANO": "99999999"},
+                      400, "OPSQ2000"),
+    "modify with an unknown ORD_DVSN": (lambda odno: RVSECNCL_BODY | {
+        "ORGN_ODNO": odno, "RVSE_CNCL_DVSN_CD": "01", "ORD_DVSN": "99", "ORD_UNPR": "70000"},
+        200, "APBK9908"),
+    "unknown original order": (lambda odno: RVSECNCL_BODY | {"ORGN_ODNO": "not-an-odno"}, 200,
+                               "APBK9906"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RVSECNCL))
+def test_bad_cancel_and_modify_bodies_get_a_kis_error_and_change_nothing(kis_sim, case):
+    tok = token(kis_sim)
+    odno = order(kis_sim, tok, side="BUY", qty=3, price=60_000).json["output"]["ODNO"]
+    make, status, msg_cd = BAD_RVSECNCL[case]
+    reply = send(kis_sim, "POST", RVSECNCL, body=make(odno),
+                 headers=kis_headers(kis_sim, tok, "TTTC0013U"))
+    assert (reply.status, reply.json["rt_cd"], reply.json["msg_cd"]) == (status, "1", msg_cd), \
+        reply.body
+    assert_kis_shaped(reply, (kis_sim.appsecret, tok))
+    assert [(o["odno"], o["remaining"]) for o in kis_sim.book()["orders"]] == [(odno, 3)]
+    assert revise(kis_sim, tok, odno=odno, cancel=True).json["rt_cd"] == "0"  # still serving
+    assert [o["remaining"] for o in kis_sim.book()["orders"] if o["odno"] == odno] == [0]
+
+
 def test_control_errors_are_json_too(kis_sim):
     reply = send(kis_sim, "POST", "/_sim/prices", body={"pdno": "005930", "price": 71_050})
     assert reply.status == 400 and "tick" in reply.json["error"]
@@ -476,6 +554,53 @@ def test_a_held_request_times_out_while_others_are_served(kis_sim):
     time.sleep(1.5)
     held = next(e for e in kis_sim.book()["requests"] if e["fault"] == "timeout")
     assert held["status"] == 200  # answered late, to nobody
+
+
+def test_answer_shape_faults_on_uapi_paths(kis_sim):
+    kis_sim.control("/_sim/faults", {"ledger_limit_next": 1, "non_json_next": 1, "omit_next": 1,
+                                     "omit_field": "ODNO"})
+    tok = token(kis_sim)  # a token request is never counted
+    limited = order(kis_sim, tok, side="BUY", qty=1)
+    assert (limited.status, limited.json["rt_cd"], limited.json["msg_cd"]) == \
+        (500, "1", "EGW00215")
+    assert limited.json["msg1"] and limited.header("tr_id") == "TTTC0012U"
+    assert kis_sim.book()["orders"] == []  # a refusal: it never took effect
+    garbled = order(kis_sim, tok, side="BUY", qty=2)
+    assert garbled.status == 200
+    with pytest.raises(ValueError):
+        json.loads(garbled.body)
+    assert kis_sim.book()["orders"] == []  # without `after`, it never took effect
+    omitted = order(kis_sim, tok, side="BUY", qty=3)
+    assert (omitted.status, omitted.json["rt_cd"]) == (200, "0")
+    assert "ODNO" not in omitted.json["output"] and omitted.json["output"]["KRX_FWDG_ORD_ORGNO"]
+    assert [o["qty"] for o in kis_sim.book()["orders"]] == [3]  # taken, its number withheld
+
+    kis_sim.control("/_sim/faults", {"non_json_next": 1, "after": True})
+    cut = order(kis_sim, tok, side="BUY", qty=4)
+    assert cut.status == 200 and cut.body.startswith(b"{") and cut.header("tr_id")
+    with pytest.raises(ValueError):
+        json.loads(cut.body)
+    assert [o["qty"] for o in kis_sim.book()["orders"]] == [3, 4]
+    kis_sim.control("/_sim/faults", {"after": False, "omit_next": 1, "omit_field": "stck_prpr"})
+    assert "stck_prpr" not in quote(kis_sim, tok).json["output"]
+    assert quote(kis_sim, tok).json["output"]["stck_prpr"] == "71000"
+    faults = [e["fault"] for e in kis_sim.book()["requests"]]
+    assert faults == [None, "ledger_limit", "non_json", "omit", "non_json", "omit", None]
+
+
+def test_a_lost_request_times_out_and_never_takes_effect(kis_sim):
+    tok = token(kis_sim)
+    kis_sim.control("/_sim/faults", {"lost_next": 1, "timeout_s": 1.0, "after": True})
+    with pytest.raises(socket.timeout):
+        order(kis_sim, tok, side="BUY", qty=1, timeout=0.3)
+    lost = next(e for e in kis_sim.book()["requests"] if e["fault"] == "lost")
+    deadline = time.monotonic() + 10
+    while lost["status"] is None:  # held, then closed unanswered
+        assert time.monotonic() < deadline, lost
+        time.sleep(0.1)
+        lost = next(e for e in kis_sim.book()["requests"] if e["fault"] == "lost")
+    assert lost["status"] == 0 and kis_sim.book()["orders"] == []
+    assert order(kis_sim, tok, side="BUY", qty=2).json["rt_cd"] == "0"
 
 
 def test_latency(kis_sim):
@@ -736,6 +861,60 @@ def test_pingpong_is_sent_and_its_echo_counted(kis_sim):
     assert re.fullmatch(r"\d{14}", ping["header"]["datetime"])
     stats = kis_sim.book()["ws"]
     assert stats["pings_sent"] >= 1 and stats["pings_echoed"] == 1
+
+
+def _frame(header: object = None, body: object = None, **fields) -> str:
+    message = json.loads(subscribe("APPROVAL", "H0STCNT0", "005930"))
+    message["header"].update(fields)
+    if header is not None:
+        message["header"] = header
+    if body is not None:
+        message["body"] = body
+    return json.dumps(message)
+
+
+BAD_FRAMES = {
+    "not JSON": "subscribe me",
+    "JSON not an object": json.dumps(["header"]),
+    "header not an object": _frame(header="H0STCNT0"),
+    "no body": json.dumps({"header": json.loads(_frame())["header"]}),
+    "input not an object": _frame(body={"input": "H0STCNT0"}),
+    "tr_key a number": _frame(body={"input": {"tr_id": "H0STCNT0", "tr_key": 5930}}),
+    "tr_type 3": _frame(tr_type="3"),
+    "no custtype": _frame(custtype=None),
+    "approval_key a list": _frame(approval_key=["APPROVAL"]),
+    "approval_key an object": _frame(approval_key={"key": "APPROVAL"}),
+    "unknown tr_id": _frame(body={"input": {"tr_id": "H0STXXX0", "tr_key": "005930"}}),
+}
+
+
+def test_malformed_subscribe_frames_get_a_kis_error_and_the_connection_keeps_serving(kis_sim):
+    key = approval_key(kis_sim)
+
+    async def body():
+        async with websockets.connect(kis_sim.ws_url + "/tryitout", ping_interval=None) as ws:
+            answers = {}
+            for name, frame in BAD_FRAMES.items():
+                await ws.send(frame.replace("APPROVAL", key))
+                answers[name] = json.loads(await receive(ws, is_json))
+            await ws.send(b"\x00\x01")
+            answers["binary"] = json.loads(await receive(ws, is_json))
+            await ws.send(subscribe(key, "H0STCNT0", "005930"))
+            good = json.loads(await receive(ws, is_json))
+            await asyncio.to_thread(kis_sim.control, "/_sim/prices",
+                                    {"pdno": "005930", "price": 71_100})
+            trade = await receive(ws, lambda m: m.startswith("0|"))
+            book = await asyncio.to_thread(kis_sim.book)
+            return answers, good, trade, book["ws"]["connections_total"]
+
+    answers, good, trade, connections_total = run(body())
+    for name, answer in answers.items():
+        assert answer["body"]["rt_cd"] == "1", (name, answer)
+        assert answer["body"]["msg_cd"].startswith("OPSP") and "output" not in answer["body"], \
+            (name, answer)
+    assert (good["body"]["rt_cd"], good["body"]["msg_cd"]) == ("0", "OPSP0000")
+    assert trade.split("|")[1] == "H0STCNT0"
+    assert connections_total == 1  # the same connection throughout
 
 
 def test_ws_drop_closes_every_connection(kis_sim):
