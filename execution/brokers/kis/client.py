@@ -287,7 +287,11 @@ class KisClient:
 
             try:
                 data = self._json(response, tr)
-            except KisUnavailable:
+                if "rt_cd" not in data and response.status < 400:
+                    raise KisProtocolError(f"KIS {tr} answered without rt_cd",
+                                           http_status=response.status, tr_id=tr)
+            except (KisUnavailable, KisProtocolError):
+                # An answer that cannot be read says nothing of whether the order was taken.
                 if is_order:
                     raise KisAmbiguousOutcome(
                         f"order outcome unknown: HTTP {response.status} without a KIS answer",

@@ -174,6 +174,67 @@ class TestErrorPaths:
         after = len([e for e in kis_sim.book()["requests"] if "order-cash" in e["path"]])
         assert after - before <= 1  # sent at most once, never retried
 
+    @staticmethod
+    def _sent(sim, path_end: str) -> list:
+        return [e["fault"] for e in sim.book()["requests"] if e["path"].endswith(path_end)]
+
+    @pytest.mark.parametrize("use", ["query", "order"])
+    def test_the_ledger_limit_is_retried_then_succeeds(self, kis_sim, client, use):
+        client.price("005930")  # token in hand
+        kis_sim.control("/_sim/faults", {"ledger_limit_next": 2})
+        if use == "query":
+            assert client.price("005930").price == 71_000
+            path = "inquire-price"
+        else:
+            assert client.order_cash(side="BUY", symbol="005930", qty=2, price=None).odno
+            assert [o["qty"] for o in kis_sim.book()["orders"]] == [2]
+            path = "order-cash"
+        assert self._sent(kis_sim, path)[-3:] == ["ledger_limit", "ledger_limit", None]
+
+    @pytest.mark.parametrize("use", ["query", "order"])
+    def test_the_ledger_limit_gives_up_as_rate_limited(self, kis_sim, use):
+        client = kis_worker.client_for(sim_dict(kis_sim), rate=50, retries=2)
+        client.price("005930")
+        kis_sim.control("/_sim/faults", {"ledger_limit_next": 3})
+        with pytest.raises(errors.KisRateLimited) as refused:
+            if use == "query":
+                client.price("005930")
+            else:
+                client.order_cash(side="BUY", symbol="005930", qty=2, price=None)
+        assert refused.value.msg_cd == "EGW00215"
+        path = "inquire-price" if use == "query" else "order-cash"
+        assert self._sent(kis_sim, path)[-3:] == ["ledger_limit"] * 3  # 1 + 2 retries, no more
+        assert kis_sim.book()["orders"] == []  # refused: safe to send again later
+        assert client.price("005930").price == 71_000
+
+    @pytest.mark.parametrize("fault", [{"non_json_next": 1}, {"omit_next": 1,
+                                                              "omit_field": "stck_prpr"},
+                                       {"omit_next": 1, "omit_field": "rt_cd"}])
+    def test_an_unreadable_quote_is_a_protocol_error(self, kis_sim, client, fault):
+        client.price("005930")
+        kis_sim.control("/_sim/faults", fault)
+        with pytest.raises(errors.KisProtocolError):
+            client.price("005930")
+        assert client.price("005930").price == 71_000
+
+    @pytest.mark.parametrize("fault", [
+        {"non_json_next": 1, "after": True},  # taken by KIS, its answer cut short
+        {"non_json_next": 1},  # something in front of KIS answered instead
+        {"omit_next": 1, "omit_field": "odno"},
+        {"omit_next": 1, "omit_field": "rt_cd"},
+    ])
+    def test_an_unreadable_order_answer_is_ambiguous_and_not_resent(self, kis_sim, client,
+                                                                     fault):
+        """An answer that cannot be read says nothing about the order: it may be working at
+        KIS. Treated as a refusal, its shares would be released while it fills."""
+        client.price("005930")
+        kis_sim.control("/_sim/faults", fault)
+        with pytest.raises(errors.KisAmbiguousOutcome):
+            client.order_cash(side="BUY", symbol="005930", qty=5, price=None)
+        assert len(self._sent(kis_sim, "order-cash")) == 1  # sent once, never retried
+        taken = fault.get("after") or "omit_next" in fault
+        assert [o["qty"] for o in kis_sim.book()["orders"]] == ([5] if taken else [])
+
     def test_outage_makes_queries_unavailable(self, kis_sim, client):
         client.price("005930")
         kis_sim.control("/_sim/faults", {"outage_s": 2})
