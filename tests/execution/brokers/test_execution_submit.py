@@ -5,6 +5,7 @@ releases the shares.
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db.models import F
 
 from aegis import clock
 from execution import services
@@ -19,7 +21,7 @@ from execution.models import Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
 from tests.execution.brokers import kis_worker
 from tests.ledger_helpers import key
-from tests.support import child_database_url
+from tests.support import child_database_url, forget_broker_credentials
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -259,3 +261,73 @@ def test_an_order_that_never_reached_kis_is_sent_after_the_grace(kis_sim, settin
         assert order_settle(order_id=order.pk, broker=client) is Outcome.SUBMITTED
         assert order_settle(order_id=order.pk, broker=client) is Outcome.ALREADY
     assert len(broker_orders(kis_sim)) == 1
+
+
+# --- an order call that times out on a live worker, settled by the sweep ----------------------
+KIS_READ_TIMEOUT_S = 5  # KisConfig's read timeout, which the worker runs with
+HELD_S = KIS_READ_TIMEOUT_S + 3  # the simulator holds the request longer than that
+
+
+def _warm_worker(kis_sim) -> Order:
+    """One order through the worker first: its token, cached from an earlier test, belongs to a
+    reset simulator, and the request that finds out must not be the one meeting the fault."""
+    forget_broker_credentials()  # nor may the replacement be another test's void token
+    intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
+    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
+    return Order.objects.get(intent=intent)
+
+
+def _timed_out_on_the_worker(kis_sim, log: Path, fault: dict) -> Order:
+    kis_sim.control("/_sim/faults", fault | {"timeout_s": HELD_S})
+    intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    wait_for(lambda: Order.objects.filter(intent=intent).exists(), "the order to be recorded")
+    order = Order.objects.get(intent=intent)
+    wait_for(lambda: f"execution.in_flight order_id={order.pk}" in log.read_text(),
+             "the worker's order call to time out", timeout=HELD_S + 30)
+    order.refresh_from_db()
+    assert (order.status, order.broker_order_no) == ("NEW", None) and order.send_started_at
+    return order
+
+
+def _settle_by_sweep(log: Path, *, moved_on: dt.timedelta) -> str:
+    """Run the sweep `moved_on` later (the worker settles what it enqueues); the settle task's
+    result as the worker logged it."""
+    already = len(log.read_text())
+    with clock.installed(clock.FixedClock(clock.now() + moved_on)):
+        assert sweep()["orders_in_flight"] == 1
+    settled = re.compile(r"Task execution\.order_settle\[[^\]]+\] succeeded in [^:]+: '(\w+)'")
+    wait_for(lambda: settled.search(log.read_text()[already:]), "the settle task")
+    return settled.search(log.read_text()[already:])[1]
+
+
+def test_an_order_that_timed_out_after_kis_took_it_is_adopted_by_the_settle(kis_sim, worker):
+    warm = _warm_worker(kis_sim)
+    order = _timed_out_on_the_worker(kis_sim, worker, {"timeout_next": 1, "after": True})
+    at_kis = [o for o in broker_orders(kis_sim) if o["odno"] != warm.broker_order_no]
+    assert [o["qty"] for o in at_kis] == [3]  # KIS took it; the worker never heard
+    assert _settle_by_sweep(worker, moved_on=dt.timedelta(seconds=5)) == "submitted"
+    order.refresh_from_db()
+    assert order.status == "SUBMITTED" and order.broker_order_no == at_kis[0]["odno"]
+    assert len(broker_orders(kis_sim)) == 2  # adopted, never sent again
+    assert order.intent.status == OrderIntent.Status.ORDERED
+
+
+def test_an_order_lost_on_its_way_is_sent_once_after_the_grace(kis_sim, worker):
+    from execution.services.submission import IN_FLIGHT_GRACE
+
+    warm = _warm_worker(kis_sim)
+    order = _timed_out_on_the_worker(kis_sim, worker, {"lost_next": 1})
+    assert [o["odno"] for o in broker_orders(kis_sim)] == [warm.broker_order_no]
+    # Within the grace it may still be travelling: the settle waits.
+    assert _settle_by_sweep(worker, moved_on=dt.timedelta(seconds=5)) == "in_flight"
+    assert [o["odno"] for o in broker_orders(kis_sim)] == [warm.broker_order_no]
+    # The worker runs on the real clock: the send is moved back past the grace instead.
+    Order.objects.filter(pk=order.pk).update(
+        send_started_at=F("send_started_at") - IN_FLIGHT_GRACE - dt.timedelta(seconds=1))
+    assert _settle_by_sweep(worker, moved_on=dt.timedelta(0)) == "submitted"
+    order.refresh_from_db()
+    mine = [o for o in broker_orders(kis_sim) if o["odno"] == order.broker_order_no]
+    assert order.status == "SUBMITTED" and [o["qty"] for o in mine] == [3]
+    assert len(broker_orders(kis_sim)) == 2  # sent exactly once
+    requests = [e["fault"] for e in kis_sim.book()["requests"] if "order-cash" in e["path"]]
+    assert requests[requests.index("lost"):] == ["lost", None]  # then the settle's, once
