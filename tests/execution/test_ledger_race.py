@@ -5,7 +5,7 @@ connection, race every ledger operation on a handful of positions.
 import multiprocessing
 
 import pytest
-from django.db.models import Sum
+from django.db.models import F, Sum
 
 from execution.models import Fill, Order, OrderIntent, Position
 from execution.selectors import position_ledger_breakdown
@@ -83,9 +83,15 @@ def test_random_operation_storm_never_oversells(pool, test_database_url, new_sym
             totals[name] = totals.get(name, 0) + count
     assert sum(totals.values()) >= PROCESSES * OPS_PER_PROCESS
     # The storm must have exercised the paths it claims to: successes and refusals alike.
-    for needed in ("exit", "order", "submit", "fill", "cancel_order", "exit:InsufficientAvailableQty",
-                   "fill:repeat"):
+    for needed in ("exit", "order", "submit", "fill", "cancel_order", "reject",
+                   "exit:InsufficientAvailableQty", "fill:repeat"):
         assert totals.get(needed, 0) > 0, (needed, totals)
+    mine = {"position__in": ids}
+    assert Order.objects.filter(status="REJECTED", **mine).exists(), "no order was rejected"
+    assert Fill.objects.filter(order__position__in=ids, qty__lt=F("order__qty")).exists(), \
+        "no order filled in part"
+    assert Order.objects.filter(status="PARTIAL_FILLED", **mine).exists() or Order.objects.filter(
+        status="CANCELLED", filled_qty__gt=0, **mine).exists(), "no order was left part-filled"
 
     for position in Position.objects.filter(pk__in=ids):
         bought, sold = _fill_sum(position, "BUY"), _fill_sum(position, "SELL")
