@@ -17,13 +17,17 @@ import pytest
 import redis
 
 from execution import services
+from execution.models import Order, Position
+from tests.execution.brokers.conftest import kis_sim, kis_sim_process
+from tests.execution.brokers.test_execution_submit import start_worker, stop_worker, wait_for
 from tests.ledger_helpers import key, open_position
-from tests.support import child_database_url
+from tests.support import child_database_url, forget_broker_credentials
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "execution"
+SIMULATOR_FIXTURES = (kis_sim, kis_sim_process)  # the broker tests' KIS simulator, used here too
 
 
 @pytest.fixture
@@ -118,3 +122,39 @@ def test_listener_survives_a_lost_connection(listener, broker, test_db_url, new_
     while wanted not in queued_intent_ids(broker):
         assert time.monotonic() < deadline, "nothing enqueued after the reconnect"
         time.sleep(0.05)
+
+
+@pytest.fixture
+def worker(kis_sim_process, tmp_path):
+    proc = start_worker(kis_sim_process, tmp_path / "worker.log")
+    yield
+    stop_worker(proc)
+
+
+def test_a_raw_sql_intent_becomes_one_broker_order(kis_sim, worker, listener, broker,
+                                                    test_db_url, new_symbol):
+    """Trigger, listener, queue, worker, KIS: the whole path of an intent Aegis did not write."""
+    forget_broker_credentials()  # tokens of a simulator since reset
+    symbol = new_symbol()
+    kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000})
+    kis_sim.control("/_sim/accounts", {"cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
+                                       "cash": kis_sim.cash, "hts_id": kis_sim.hts_id,
+                                       "holdings": [{"pdno": symbol, "qty": 10,
+                                                     "avg_price": 10_000}]})
+    # The shares, bought before: a broker number the simulator's own numbers cannot meet.
+    entry = services.entry_intent_open(symbol=symbol, qty=10, limit_price=10_000,
+                                       idempotency_key=key())
+    bought = services.order_open(intent_id=entry.pk)
+    services.order_mark_submitted(order_id=bought.pk, broker_order_no=f"before-{symbol}")
+    services.fill_apply(order_id=bought.pk, broker_fill_key=key("fill"), qty=10, price=10_000)
+    position = Position.objects.get(pk=entry.position_id)
+
+    intent_id = insert_raw(test_db_url, position)
+    wait_for(lambda: Order.objects.filter(intent_id=intent_id, status="SUBMITTED").exists(),
+             "the listener's intent to reach KIS")
+    wait_for(lambda: broker.llen(QUEUE) == 0, "the queue to drain")
+    order = Order.objects.get(intent_id=intent_id)
+    at_kis = [o for o in kis_sim.book()["orders"] if o["pdno"] == symbol]
+    assert [(o["odno"], o["side"], o["qty"]) for o in at_kis] == \
+        [(order.broker_order_no, "SELL", 1)]
+    assert Order.objects.filter(intent_id=intent_id).count() == 1
