@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
@@ -31,6 +31,21 @@ def _serve_metrics(sender=None, **_):
     from .metrics import ops_server_start
 
     ops_server_start("worker")
+
+
+@worker_ready.connect
+def _start_doorbell_lanes(sender=None, **_):
+    """The execution worker listens on the doorbell too (execution/doorbell.py)."""
+    from execution.doorbell import start_for_worker
+
+    start_for_worker(sender)
+
+
+@worker_shutdown.connect
+def _stop_doorbell_lanes(**_):
+    from execution.doorbell import stop_for_worker
+
+    stop_for_worker()
 
 
 # Imported for its signal handlers: every task's queue wait and run time.

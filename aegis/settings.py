@@ -176,6 +176,11 @@ CELERY_TIMEZONE = "Asia/Seoul"
 EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
 # A limit order still (partly) unfilled this long after KIS took it is cancelled there.
 EXECUTION_LIMIT_ORDER_TIMEOUT_S = env.int("AEGIS_LIMIT_ORDER_TIMEOUT_S", default=60)
+# The doorbell (execution/doorbell.py): a committed intent's id goes straight to lanes (threads)
+# in the execution worker, one Redis round trip instead of a Celery hop; the execute task
+# serves whenever no lane is listening.
+EXECUTION_DOORBELL = env.bool("AEGIS_EXECUTION_DOORBELL", default=True)
+EXECUTION_DOORBELL_LANES = env.int("AEGIS_EXECUTION_DOORBELL_LANES", default=4)
 
 # --- KIS (the broker). Secrets only from the environment. --------------------------------------
 KIS = {

@@ -1,10 +1,14 @@
 """Benchmark: intent commit → order accepted by the broker, event-driven against the review's
 poller, in the same run, on PostgreSQL, Redis, a real Celery worker and the KIS simulator.
 
-  event   Aegis: the intent's transaction commits, the execute task is enqueued on commit, a
-          worker process records the order, calls the simulator and stores its order number.
-          Measured once per worker pool (BENCH_POOLS, default threads,solo,prefork; the first,
-          as deployed, is the headline figure), each with its own worker process.
+  event   Aegis: the intent's transaction commits; on commit its id is handed to the execution
+          worker, which records the order, calls the simulator and stores its order number.
+          Measured once per way of running that worker (BENCH_POOLS, each with its own worker
+          process; the first, as deployed, is the headline figure):
+            doorbell  threads pool with the doorbell's lanes (execution/doorbell.py): the id
+                      goes over one Redis list, no Celery hop;
+            threads   the same pool with the doorbell off: the execute task, a Celery hop;
+            prefork   (and solo) the execute task on those pools.
   poller  the review's baseline: a loop that reads NEW intents every second and submits them
           (the same submission code, in the poller's process).
 
@@ -50,13 +54,16 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
         raise SystemExit(str(exc)) from None
 
 
-# Worker pools measured for the event path, each in its own worker process, one after another.
-# The first is the headline figure: the pool the execution worker is deployed with.
+# Ways of running the execution worker measured for the event path, each in its own worker
+# process, one after another: (pool arguments, doorbell on). The first is the headline figure:
+# the worker as deployed (docker-compose.yml, worker-execution).
 POOLS = {
-    "threads": ["--pool", "threads", "-c", "4"],
-    "solo": ["--pool", "solo"],
-    "prefork": ["--pool", "prefork", "-c", "2"],
+    "doorbell": (["--pool", "threads", "-c", "4"], True),
+    "threads": (["--pool", "threads", "-c", "4"], False),
+    "prefork": (["--pool", "prefork", "-c", "2"], False),
+    "solo": (["--pool", "solo"], False),
 }
+DEFAULT_POOLS = "doorbell,threads,prefork"
 
 
 def start_worker(env: dict, log: Path, name: str, pool: list[str],
@@ -115,7 +122,7 @@ def main() -> int:
     get_broker().price(SYMBOL)  # a token in the shared cache before the clock starts
     rng = random.Random(11)
     results = {}
-    pools = [p for p in os.environ.get("BENCH_POOLS", ",".join(POOLS)).split(",") if p]
+    pools = [p for p in os.environ.get("BENCH_POOLS", DEFAULT_POOLS).split(",") if p]
     worker = None
     try:
         from aegis.celery import app
@@ -127,8 +134,10 @@ def main() -> int:
             log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-{pool}-{os.getpid()}.log"
             name = f"bench-{pool}-{os.getpid()}@{socket.gethostname()}"
             # As deployed (docker-compose.yml, worker-execution): no per-task health check.
-            proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
-                                POOLS[pool])
+            arguments, doorbell = POOLS[pool]
+            proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false",
+                                              "AEGIS_EXECUTION_DOORBELL": str(doorbell).lower()},
+                                log, name, arguments)
             wait_ready(proc, name, log)
             for _ in range(20):  # warm the path before measuring
                 services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))
@@ -205,7 +214,7 @@ def main() -> int:
     poller = table[("poller", "commit")]
     for pool in pools:
         event = table[(f"event/{pool}", "commit")]
-        print(f"poller mean / event mean ({pool} pool, from commit): "
+        print(f"poller mean / event mean ({pool}, from commit): "
               f"{poller['mean'] / event['mean']:.0f}x")
     main_pool = pools[0]
     event = table[(f"event/{main_pool}", "commit")]

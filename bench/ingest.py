@@ -149,7 +149,7 @@ class Bench:
         name = f"bench-ingest-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
         log = self.tmp / f"aegis-bench-ingest-{os.getpid()}.log"
         self.worker = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
-                                   POOLS["threads"], queues=queues)
+                                   POOLS["doorbell"][0], queues=queues)
         wait_ready(self.worker, name, log)
 
     def stop_worker(self) -> None:

@@ -6,8 +6,8 @@ real Celery worker and the KIS simulator.
           upserted and that symbol's positions evaluated at once; the stop fires, the exit is
           opened through the ledger and, once committed, sent to the simulator from
           pricesync's own sender threads (execution/sender.py): no queue hop.
-  event, worker hop   the same, but the commit enqueues the execute task, which a worker
-          process (thread pool, as deployed, per-task health checks off) sends: one hop.
+  event, worker hop   the same, but the commit hands the intent to the execution worker
+          (thread pool and doorbell lanes, as deployed, per-task health checks off): one hop.
   polling the review's baseline: PriceSync only writes prices (evaluate=False) and a loop in this
           process calls exit_pass() every second (the review polled every 1-3 s: 1 s is the
           baseline's most favourable case). Its exits go to the same worker.
@@ -56,7 +56,7 @@ GAP_MS = float(os.environ.get("BENCH_GAP_MS", "100"))
 SYMBOLS = int(os.environ.get("BENCH_SYMBOLS", "40"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "20"))
 POLL_S = 1.0  # the review's loop polled every 1-3 s: the most favourable end
-POOL = "threads"  # the execution worker's pool as deployed (docker-compose.yml)
+POOL = "doorbell"  # the execution worker as deployed (docker-compose.yml)
 ACCOUNT = "50000001-01"
 HTS_ID = "bench-hts"
 COST = 10_000  # every position's average price, and each symbol's price between rounds
@@ -202,7 +202,8 @@ def start_execution_worker(bench: "Bench") -> None:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-ticks-{os.getpid()}.log"
     name = f"bench-ticks-{os.getpid()}@{socket.gethostname()}"
     # As deployed (docker-compose.yml, worker-execution): no per-task health check.
-    proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name, POOLS[POOL])
+    proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
+                        POOLS[POOL][0])
     bench.worker = proc
     wait_ready(proc, name, log)
 

@@ -49,18 +49,20 @@ def execute_here(executor: Callable[[str], bool] | None) -> None:
 
 def _execute_on_commit(intent: OrderIntent) -> None:
     """Execute the intent once its transaction commits (I5): through this thread's executor
-    when it takes it, else the execute task. `robust`: a broker outage at commit time is
-    logged, not raised; the intent is safe in the database and the sweep of NEW intents sends
-    it later.
+    when it takes it, else the execution worker's doorbell when a lane listens, else the
+    execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
+    safe in the database and the sweep of NEW intents sends it later.
     """
     if not settings.EXECUTION_AUTO_SUBMIT:
         return
+    from ..doorbell import ring
     from ..tasks import intent_execute  # tasks import the services: import when needed
 
     intent_id = str(intent.pk)
     executor = getattr(_local, "executor", None)
     if executor is None:
-        transaction.on_commit(lambda: intent_execute.delay(intent_id), robust=True)
+        transaction.on_commit(lambda: ring(intent_id) or intent_execute.delay(intent_id),
+                              robust=True)
     else:
         transaction.on_commit(lambda: executor(intent_id) or intent_execute.delay(intent_id),
                               robust=True)

@@ -1,0 +1,110 @@
+"""The doorbell (execution/doorbell.py) on real Redis, PostgreSQL and the KIS simulator: a
+committed intent reaches a listening lane without a Celery message; with nobody listening the
+execute task is queued as before; an id lost with its lane is sent by the sweep; and a real
+execution worker listens on it."""
+
+import datetime as dt
+import re
+
+import pytest
+import redis
+from django.conf import settings
+
+from aegis import clock
+from execution import doorbell, services
+from execution.models import Order, OrderIntent
+from execution.tasks import SWEEP_AGE, sweep
+from tests.execution.brokers import kis_worker
+from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
+from tests.execution.brokers.test_kis_client import sim_dict
+from tests.ledger_helpers import key
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+TASK_QUEUE = "execution"  # where the execute task's messages wait (settings.CELERY_TASK_ROUTES)
+
+
+@pytest.fixture
+def bus():
+    """Redis with no execute-task messages, no doorbell ids and nobody listening."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(TASK_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY)
+    yield client
+    client.delete(TASK_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY)
+    client.close()
+
+
+@pytest.fixture
+def lanes(kis_sim, bus):
+    running = doorbell.Lanes(count=2, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+                             owner="test-lanes").start()
+    yield running
+    running.stop()
+
+
+def _submitted(intent) -> Order:
+    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+             "the order at the broker")
+    return Order.objects.get(intent=intent)
+
+
+def test_a_listening_lane_sends_the_order_and_no_task_is_queued(kis_sim, bus, lanes):
+    intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    order = _submitted(intent)
+    assert bus.llen(TASK_QUEUE) == 0, "a Celery message was published as well"
+    assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
+
+    assert doorbell.ring(str(intent.pk))  # rung again (a late duplicate): the claim holds
+    wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
+    wait_for(lambda: [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no],
+             "one broker order")
+    assert Order.objects.filter(intent=intent).count() == 1
+
+
+def test_with_nobody_listening_the_execute_task_is_queued(bus):
+    intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    assert bus.llen(TASK_QUEUE) == 1 and bus.llen(doorbell.QUEUE_KEY) == 0
+    assert OrderIntent.objects.get(pk=intent.pk).status == "NEW"
+
+
+def test_stopped_lanes_stop_answering_at_once(kis_sim, bus):
+    running = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+                             owner="test-stop").start()
+    assert doorbell.ring("probe")  # answered: the id waits for the lane
+    wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lane to take the probe")
+    running.stop()
+    assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
+
+
+def test_a_lane_that_lapses_is_not_counted(bus):
+    # A process that died keeps its entry until it lapses; then rings go to the execute task.
+    bus.zadd(doorbell.LANES_KEY, {"dead-process": 0})
+    assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
+
+
+def test_an_id_lost_with_its_lane_is_sent_by_the_sweep(bus):
+    # A lane listens (its owner renewed) but dies before taking the id: the intent stays NEW.
+    doorbell.Lanes(count=1, owner="dies-at-once")._alive()
+    services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    assert bus.llen(doorbell.QUEUE_KEY) == 1 and bus.llen(TASK_QUEUE) == 0
+    later = clock.FixedClock(clock.now() + SWEEP_AGE + dt.timedelta(seconds=1))
+    with clock.installed(later):
+        assert sweep() == {"intents": 1, "orders_in_flight": 0}
+    assert bus.llen(TASK_QUEUE) == 1  # the execute task, on its way to a worker
+
+
+def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
+    from tests.execution.brokers.test_execution_submit import start_worker, stop_worker
+
+    log = tmp_path / "worker.log"
+    proc = start_worker(kis_sim, log)
+    try:
+        wait_for(lambda: "execution.doorbell lanes=4" in log.read_text(), "the lanes")
+        intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+        order = _submitted(intent)
+        assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
+        assert re.search(rf"execution\.sent_in_process intent_id={intent.pk} "
+                         r"outcome=submitted", log.read_text())
+    finally:
+        stop_worker(proc)
+    assert not doorbell.ring("probe"), "the worker's lanes still answer after it stopped"
