@@ -34,6 +34,44 @@ def _not_a_failure(exc: BaseException) -> bool:
     return not isinstance(exc, FAILURES)
 
 
+class _SharedStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's Redis storage, one round trip lighter on every successful call (the order
+    path's common case): the state read before the call also reads the failure counter (one
+    MGET), and the success after it writes the counter only when that read found failures.
+
+    The trade: a failure that another process counts between this call's read and its success
+    is not cleared by this success, so in that interleaving the breaker can open one failure
+    early. That is the safe side: it tries again after `reset_s`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen = threading.local()  # the failures this thread's last state read found
+
+    def _read_state(self) -> str:
+        try:
+            state, failures = self._redis.mget(self._namespace("state"),
+                                               self._namespace("fail_counter"))
+        except redis.RedisError:
+            self._seen.failures = None
+            logger.warning("kis.breaker Redis unreachable: taking the breaker as %s",
+                           self._fallback_circuit_state)
+            return self._fallback_circuit_state
+        self._seen.failures = int(failures) if failures is not None else None
+        if state is None:  # lost (Redis restarted, key evicted): written afresh, as pybreaker does
+            self._initialize_redis_state(self._fallback_circuit_state)
+            return self._fallback_circuit_state
+        return state.decode()
+
+    state = property(_read_state, pybreaker.CircuitRedisStorage.state.fset)
+
+    def reset_counter(self) -> None:
+        if getattr(self._seen, "failures", None) == 0:
+            return
+        super().reset_counter()
+        self._seen.failures = 0
+
+
 class _Listener(pybreaker.CircuitBreakerListener):
     def __init__(self, breakers: "Breakers", use: str) -> None:
         self.breakers, self.use = breakers, use
@@ -59,7 +97,7 @@ class Breakers:
             if self._redis is None:
                 self._storage[use] = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             else:
-                self._storage[use] = pybreaker.CircuitRedisStorage(
+                self._storage[use] = _SharedStorage(
                     pybreaker.STATE_CLOSED, self._redis,
                     namespace=self.namespace(use, fingerprints[use]))
 

@@ -1,0 +1,76 @@
+"""The breakers' shared state on real Redis: a success after failures clears the count of failures
+in a row, a success with none to clear writes nothing, and the state read survives a lost key."""
+
+import secrets
+
+import pytest
+import redis
+from django.conf import settings
+
+from execution.brokers.kis.breaker import Breakers
+from execution.brokers.kis.errors import KisCircuitOpen, KisUnavailable
+
+FAIL_MAX = 3
+
+
+@pytest.fixture
+def breakers():
+    fingerprint = secrets.token_hex(6)
+    made = Breakers(fingerprints={"query": fingerprint, "order": fingerprint},
+                    fail_max=FAIL_MAX, reset_s=60, redis_url=settings.REDIS_URL)
+    yield made
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(*client.keys(f"aegis:kis:*:{fingerprint}*") or ["-"])
+    client.close()
+
+
+def _fail():
+    raise KisUnavailable("KIS did not answer")
+
+
+def _failures(breakers: Breakers, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(KisUnavailable):
+            breakers.call("order", _fail)
+
+
+def _sets() -> int:
+    stats = redis.Redis.from_url(settings.REDIS_URL).info("commandstats")
+    return stats.get("cmdstat_set", {}).get("calls", 0)
+
+
+def test_a_success_clears_the_failures_in_a_row(breakers):
+    _failures(breakers, FAIL_MAX - 1)
+    assert breakers.call("order", lambda: "ok") == "ok"
+    _failures(breakers, FAIL_MAX - 1)  # a new row: still closed
+    assert breakers.state("order") == "closed"
+    _failures(breakers, 1)
+    assert breakers.state("order") == "open"
+    with pytest.raises(KisCircuitOpen):
+        breakers.call("order", lambda: "not called")
+
+
+def test_a_success_with_no_failures_to_clear_writes_nothing(breakers):
+    breakers.call("order", lambda: "ok")  # the first read of this thread
+    before = _sets()
+    for _ in range(5):
+        assert breakers.call("order", lambda: "ok") == "ok"
+    assert _sets() == before
+
+
+def test_a_failure_counted_elsewhere_is_cleared_by_the_next_success(breakers):
+    breakers.call("order", lambda: "ok")
+    other = Breakers(fingerprints=breakers.fingerprints, fail_max=FAIL_MAX, reset_s=60,
+                     redis_url=settings.REDIS_URL)  # another process's view of the same key
+    _failures(other, FAIL_MAX - 1)
+    breakers.call("order", lambda: "ok")  # reads the count with the state, so clears it
+    _failures(other, FAIL_MAX - 1)
+    assert breakers.state("order") == "closed"
+
+
+def test_a_lost_state_key_reads_as_closed_and_is_written_again(breakers):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    state_key = f"{Breakers.namespace('order', breakers.fingerprints['order'])}:pybreaker:state"
+    assert client.delete(state_key) == 1
+    assert breakers.call("order", lambda: "ok") == "ok"
+    assert client.get(state_key) == b"closed"
