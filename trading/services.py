@@ -93,9 +93,12 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     found = hot.read_ahead(symbols[0]) if use_cache and symbols and len(symbols) == 1 else None
     rules = hot.profiles(use_cache=use_cache, found=found)
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
-    if prices is None:
-        prices = hot.price_table() if symbols is None else hot.prices(
-            sorted(set(book.symbols)), use_cache=use_cache)
+    if prices is None and symbols is None:  # the full pass: the screen's columns only
+        screen = hot.price_screen()
+    else:
+        if prices is None:
+            prices = hot.prices(sorted(set(book.symbols)), use_cache=use_cache)
+        screen = {symbol: (px.price, px.at) for symbol, px in prices.items()}
     opening_from = opening_to = math.inf
     gaps: dict[int, Decimal] = {}
     if session is not None:
@@ -116,25 +119,35 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
            for pid, r in rules.rules.items()}
     result = PassResult()
     moved: list[tuple[hot.Watch, int | None, int]] = []
-    # The screen reads the book's columns and each price row's price (0) and time (4); a
-    # position is decoded (a Watch) only when it is evaluated exactly.
+    # The screen reads the book's columns and each symbol's price and time; a position is
+    # decoded (a Watch) and its full price read only when it is evaluated exactly.
+    examine: list[int] = []
     for i, (symbol, profile_id, low, high, opened) in enumerate(zip(
             book.symbols, book.profile_ids, book.lows, book.highs, book.opened)):
-        px = prices.get(symbol)
-        if px is None:
+        seen = screen.get(symbol)
+        if seen is None:
             result.skipped_no_price += 1
             continue
         result.evaluated += 1
         has_gap, time_due, max_days = due[profile_id]
-        price = px[0]
-        opening = has_gap and opening_from <= px[4] < opening_to
+        price, at = seen
+        opening = has_gap and opening_from <= at < opening_to
         if not opening and low < price < high and not time_due \
                 and _held(opened, today) < max_days:
             continue
+        examine.append(i)
+    if examine and prices is None:
+        prices = hot.prices(sorted({book.symbols[i] for i in examine}), use_cache=use_cache)
+    for i in examine:
+        px = prices.get(book.symbols[i])
+        if px is None:  # its price row went away since the screen read it
+            continue
         result.examined += 1
         watch = book[i]
+        profile_id = book.profile_ids[i]
+        opened = book.opened[i]
         profile = rules.rules[profile_id]
-        trade = _trade(hot.Px._make(px[:5]), session, in_session=in_session)
+        trade = _trade(px, session, in_session=in_session)
         ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:

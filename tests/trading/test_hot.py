@@ -78,6 +78,36 @@ def test_the_steady_evaluation_loop_makes_90_percent_fewer_queries_with_the_cach
     assert with_cache <= without * 0.10, (with_cache, without)
 
 
+def test_a_full_pass_reads_full_prices_only_for_what_it_examines(at_now, monkeypatch):
+    """The screen reads each symbol's price and time; the positions outside their bands then
+    get their full prices: through the cache when few, in one statement (nothing cached) when
+    many, as when the whole book leaves its bands at once."""
+    monkeypatch.setattr(hot, "PRICES_FROM_CACHE_MAX", 5)
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
+    symbols = _bulk_book(20, profile)
+    exit_pass()  # the book and profiles are cached from here
+    result = [None]
+
+    def full_pass() -> int:
+        return _queries(lambda: result.__setitem__(0, exit_pass()))
+
+    assert full_pass() == 1 and result[0].examined == 0  # the screen's statement only
+    with CaptureQueriesContext(connection) as logged:  # logged like any other statement
+        exit_pass()
+    assert [q["sql"].split()[0:2] for q in logged.captured_queries] == [["SELECT", "symbol,"]]
+
+    def crash(chosen: list[str]) -> None:  # 4% down: under the 3% stop
+        BestPrice.objects.filter(symbol__in=chosen).update(price=48_000)
+
+    few, many = symbols[:3], symbols[3:11]
+    crash(few)
+    assert full_pass() >= 2 and (result[0].examined, result[0].exits) == (3, 3)
+    assert all(hot.cache_get(hot.price_key(s)) is not None for s in few)  # written through
+    crash(many)  # more than PRICES_FROM_CACHE_MAX
+    assert full_pass() >= 2 and (result[0].examined, result[0].exits) == (8, 8)
+    assert all(hot.cache_get(hot.price_key(s)) is None for s in many)
+
+
 def test_every_change_reaches_the_next_evaluation(at_now, new_symbol):
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
     position = open_position(new_symbol(), 10, 70_000)
