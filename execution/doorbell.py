@@ -5,20 +5,27 @@ its id at once. A Celery hop costs 4–5 ms of that (the publish inside `.delay(
 2–3 ms: the message, its headers and a new Redis client per publish; then the delivery and the
 task's set-up; PERFORMANCE.md). So the committing process rings the doorbell instead: one
 script that pushes the id onto a Redis list when some execution worker's lanes are listening.
-Lanes are threads inside the execution worker, each blocked on the list; a lane takes the id and
-sends the order through the execute task's own service (`send_now` → `intent_submit`), which
-records and claims the order before the call, so any other delivery of the same intent finds
-it taken (I4).
+Lanes are threads inside the execution worker, each blocked on the list.
+
+While a lane listens, the intent's own transaction also records and claims its order (the
+execute task's one statement, `order_open_claimed`, under the position lock the writer already
+holds), and the ring carries what the broker call needs: the lane calls KIS as soon as it
+hears, with no statement of its own before the call (`send_claimed`). An intent rung by id
+alone is sent through the execute task's own service (`send_now` → `intent_submit`). Either
+way the order is recorded and claimed before the call, so any other delivery of the same
+intent finds it taken (I4).
 
 Nothing is lost when nobody answers:
 - no lanes alive (no execution worker, a prefork pool, the doorbell switched off): `ring`
-  says so and the caller enqueues the execute task as before;
+  says so and the caller enqueues the execute task as before (releasing the claim first when
+  the order was claimed in its transaction: the lanes stopped between the two);
 - Redis unreachable: the same, and the sweep sends what that enqueue could not;
 - a lane that dies with an id in hand leaves a NEW intent or an order in flight: the sweep;
 - anything a lane cannot send (KIS unreachable, a database error) is handed to the execute
   task, which retries.
 """
 
+import json
 import logging
 import os
 import socket
@@ -51,6 +58,13 @@ redis.call('LPUSH', KEYS[1], ARGV[1])
 return 1
 """
 
+# How many lane owners are alive right now.
+_LISTENING = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+
 _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,8 +73,8 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return now
 """
 
-_ringer = None
-_ringer_lock = threading.Lock()
+_scripts: dict[str, object] = {}
+_scripts_lock = threading.Lock()
 
 
 def enabled() -> bool:
@@ -68,29 +82,74 @@ def enabled() -> bool:
                 and not settings.CELERY_TASK_ALWAYS_EAGER)
 
 
-def _script():
-    """The ring script on this process's Redis client (thread-safe; made once)."""
-    global _ringer
-    if _ringer is None:
-        with _ringer_lock:
-            if _ringer is None:
+def _script(source: str):
+    """`source` registered on this process's Redis client (thread-safe; made once)."""
+    script = _scripts.get(source)
+    if script is None:
+        with _scripts_lock:
+            if not _scripts:
                 client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5,
                                               socket_connect_timeout=0.5)
-                _ringer = client.register_script(_RING)
-    return _ringer
+                _scripts.update({s: client.register_script(s) for s in (_RING, _LISTENING)})
+        script = _scripts[source]
+    return script
+
+
+def listening() -> bool:
+    """Whether some execution worker's lanes listen now (False without Redis)."""
+    if not enabled():
+        return False
+    try:
+        return _script(_LISTENING)(keys=[LANES_KEY]) > 0
+    except redis.RedisError:
+        return False
+
+
+def _push(item: str, log_id: str) -> bool:
+    if not enabled():
+        return False
+    try:
+        return _script(_RING)(keys=[QUEUE_KEY, LANES_KEY], args=[item]) == 1
+    except redis.RedisError as exc:
+        logger.warning("execution.doorbell_unreachable intent_id=%s: %s", log_id, exc,
+                       extra={"intent_id": log_id})
+        return False
 
 
 def ring(intent_id: str) -> bool:
     """Announce a committed intent to the execution worker's lanes; False when none is
     listening or Redis cannot be reached (the caller enqueues the execute task instead)."""
-    if not enabled():
-        return False
-    try:
-        return _script()(keys=[QUEUE_KEY, LANES_KEY], args=[intent_id]) == 1
-    except redis.RedisError as exc:
-        logger.warning("execution.doorbell_unreachable intent_id=%s: %s", intent_id, exc,
-                       extra={"intent_id": intent_id})
-        return False
+    return _push(intent_id, intent_id)
+
+
+def ring_claimed(order) -> bool:
+    """Announce an order recorded and claimed in its intent's own transaction, with what the
+    broker call needs, so a lane calls KIS at once without a statement of its own; False as
+    `ring` (the caller then releases the claim and enqueues the execute task)."""
+    return _push(json.dumps(order_payload(order)), str(order.intent_id))
+
+
+def order_payload(order) -> dict:
+    return {"order": str(order.pk), "intent": str(order.intent_id),
+            "position": order.position_id, "symbol": order.symbol, "side": order.side,
+            "qty": order.qty, "limit_price": order.limit_price,
+            "claimed_at": order.send_started_at.isoformat()}
+
+
+def order_from_payload(payload: dict):
+    """The claimed order a ring carried, as order_open_claimed returns it (not read back)."""
+    import datetime as dt
+
+    from .models import Order
+
+    claimed_at = dt.datetime.fromisoformat(payload["claimed_at"])
+    order = Order(id=payload["order"], intent_id=payload["intent"],
+                  position_id=payload["position"], symbol=payload["symbol"],
+                  side=payload["side"], qty=payload["qty"], limit_price=payload["limit_price"],
+                  status=Order.Status.NEW, created_at=claimed_at, send_started_at=claimed_at,
+                  updated_at=claimed_at)
+    order._state.adding = False
+    return order
 
 
 class Lanes:
@@ -140,12 +199,16 @@ class Lanes:
     def _serve_one(self) -> None:
         """Wait up to BLOCK_S for an id and send its order (send_now hands whatever it cannot
         send to the execute task)."""
-        from .sender import send_now
+        from .sender import send_claimed, send_now
 
         self._alive()
         taken = self._redis.brpop([QUEUE_KEY], timeout=BLOCK_S)
         if taken is not None:
-            send_now(taken[1].decode(), broker=self._broker)
+            item = taken[1].decode()
+            if item.startswith("{"):  # an order claimed in its intent's transaction
+                send_claimed(order_from_payload(json.loads(item)), broker=self._broker)
+            else:
+                send_now(item, broker=self._broker)
         close_old_connections()  # as after a task: a broken or aged connection goes
 
     def stop(self, timeout_s: float = 10) -> None:

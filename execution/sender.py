@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import DatabaseError, connection, connections
 
-from .services.submission import intent_submit
+from .services.submission import intent_submit, order_send
 
 logger = logging.getLogger("aegis.execution")
 
@@ -25,9 +25,20 @@ logger = logging.getLogger("aegis.execution")
 def send_now(intent_id: str, *, broker) -> None:
     """Send a committed intent's order from this thread; whatever fails here is handed to the
     execute task, which retries (and if even that cannot be enqueued, the sweep sends it)."""
+    _sending(intent_id, lambda: intent_submit(intent_id=intent_id, broker=broker))
+
+
+def send_claimed(order, *, broker) -> None:
+    """Send an order recorded and claimed in its intent's own transaction (the doorbell's
+    common case): straight to the broker call. Failures go as send_now's do; the claim of a
+    request that never left is released first (order_send), so the task can send it."""
+    _sending(str(order.intent_id), lambda: order_send(order, broker))
+
+
+def _sending(intent_id: str, send) -> None:
     started = time.perf_counter()
     try:
-        outcome = intent_submit(intent_id=intent_id, broker=broker)
+        outcome = send()
         logger.info("execution.sent_in_process intent_id=%s outcome=%s ms=%.2f", intent_id,
                     outcome.value, (time.perf_counter() - started) * 1000,
                     extra={"intent_id": intent_id})

@@ -22,6 +22,8 @@ from ..locks import position_qs_for_update
 from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
+from .orders import order_open_claimed
+from .submission import order_unclaim
 from .trading_state import require_allowed
 
 logger = logging.getLogger("aegis.ledger")
@@ -52,17 +54,33 @@ def _execute_on_commit(intent: OrderIntent) -> None:
     when it takes it, else the execution worker's doorbell when a lane listens, else the
     execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
     safe in the database and the sweep of NEW intents sends it later.
+
+    When a lane listens, the order is recorded and claimed in this very transaction (the
+    execute task's own statement, under the position lock the caller holds), so the lane
+    calls KIS as soon as it hears, without a statement of its own. Should the ring then find
+    nobody, the claim is released and the execute task sends the order.
     """
     if not settings.EXECUTION_AUTO_SUBMIT:
         return
-    from ..doorbell import ring
+    from .. import doorbell
     from ..tasks import intent_execute  # tasks import the services: import when needed
 
     intent_id = str(intent.pk)
     executor = getattr(_local, "executor", None)
     if executor is None:
-        transaction.on_commit(lambda: ring(intent_id) or intent_execute.delay(intent_id),
-                              robust=True)
+        order = order_open_claimed(intent_id=intent.pk) if doorbell.listening() else None
+        if order is None:
+            transaction.on_commit(
+                lambda: doorbell.ring(intent_id) or intent_execute.delay(intent_id), robust=True)
+            return
+        intent.status = OrderIntent.Status.ORDERED
+
+        def announce() -> None:
+            if not doorbell.ring_claimed(order):
+                order_unclaim(order.pk)
+                intent_execute.delay(intent_id)
+
+        transaction.on_commit(announce, robust=True)
     else:
         transaction.on_commit(lambda: executor(intent_id) or intent_execute.delay(intent_id),
                               robust=True)

@@ -72,7 +72,8 @@ def _claim(order_id, *, expected: dt.datetime | None = None) -> bool:
     ).update(send_started_at=clock.now()) == 1
 
 
-def _unclaim(order_id) -> None:
+def order_unclaim(order_id) -> None:
+    """Give up the right to send (the request never left): the next sender claims afresh."""
     Order.objects.filter(pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True
                          ).update(send_started_at=None)
 
@@ -102,6 +103,12 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     return _send(order, broker)
 
 
+def order_send(order: Order, broker: Broker) -> Outcome:
+    """Send an order already recorded and claimed by this caller (order_open_claimed, in the
+    intent's own transaction): the broker call and its answer, as intent_submit's last step."""
+    return _send(order, broker)
+
+
 def _send(order: Order, broker: Broker) -> Outcome:
     log = {"order_id": str(order.pk), "intent_id": str(order.intent_id)}
     try:
@@ -111,7 +118,7 @@ def _send(order: Order, broker: Broker) -> Outcome:
         logger.warning("execution.in_flight order_id=%s reason=%s", order.pk, exc, extra=log)
         return Outcome.IN_FLIGHT
     except NOT_SENT:
-        _unclaim(order.pk)
+        order_unclaim(order.pk)
         raise
     except KisError as exc:
         order_reject(order_id=order.pk, reason=str(exc))

@@ -4,11 +4,13 @@ execute task is queued as before; an id lost with its lane is sent by the sweep;
 execution worker listens on it."""
 
 import datetime as dt
+import json
 import re
 
 import pytest
 import redis
 from django.conf import settings
+from django.db import transaction
 
 from aegis import clock
 from execution import doorbell, services
@@ -82,15 +84,46 @@ def test_a_lane_that_lapses_is_not_counted(bus):
     assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
 
 
-def test_an_id_lost_with_its_lane_is_sent_by_the_sweep(bus):
-    # A lane listens (its owner renewed) but dies before taking the id: the intent stays NEW.
+def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transaction(kis_sim, bus):
+    listener = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+                              owner="claimed-path")
+    listener._alive()  # listening, its threads not started yet
+    intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    assert intent.status == "ORDERED"
+    order = Order.objects.get(intent=intent)  # recorded and claimed before the commit
+    assert (order.status, order.broker_order_no) == ("NEW", None) and order.send_started_at
+    [rung] = bus.lrange(doorbell.QUEUE_KEY, 0, -1)
+    assert json.loads(rung)["order"] == str(order.pk) and bus.llen(TASK_QUEUE) == 0
+    listener.start()
+    try:
+        sent = _submitted(intent)
+    finally:
+        listener.stop()
+    assert sent.pk == order.pk
+    assert [o["odno"] for o in broker_orders(kis_sim)] == [sent.broker_order_no]
+
+
+def test_a_claim_that_nobody_hears_is_released_to_the_execute_task(bus):
+    doorbell.Lanes(count=1, owner="gone-before-the-commit")._alive()
+    with transaction.atomic():
+        intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+        assert Order.objects.get(intent=intent).send_started_at is not None
+        bus.delete(doorbell.LANES_KEY)  # the worker stops before the ring
+    order = Order.objects.get(intent=intent)
+    assert (order.status, order.send_started_at) == ("NEW", None)  # free for the task to claim
+    assert bus.llen(TASK_QUEUE) == 1 and bus.llen(doorbell.QUEUE_KEY) == 0
+
+
+def test_an_order_lost_with_its_lane_is_settled_by_the_sweep(bus):
+    # A lane listens (its owner renewed) but dies before taking the ring: the order stays
+    # claimed, in flight, as after any crash mid-send; the sweep settles it.
     doorbell.Lanes(count=1, owner="dies-at-once")._alive()
     services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert bus.llen(doorbell.QUEUE_KEY) == 1 and bus.llen(TASK_QUEUE) == 0
     later = clock.FixedClock(clock.now() + SWEEP_AGE + dt.timedelta(seconds=1))
     with clock.installed(later):
-        assert sweep() == {"intents": 1, "orders_in_flight": 0}
-    assert bus.llen(TASK_QUEUE) == 1  # the execute task, on its way to a worker
+        assert sweep() == {"intents": 0, "orders_in_flight": 1}
+    assert bus.llen(TASK_QUEUE) == 1  # the settle task, on its way to a worker
 
 
 def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
