@@ -62,7 +62,8 @@ def _hand_over(intent_id: str) -> None:
 
 
 class InProcessSender:
-    """Callable with an intent id after its commit; True when it took the intent."""
+    """Callable with an intent id after its commit; True when it took the intent. `claimed`
+    takes an order recorded and claimed in its intent's transaction the same way."""
 
     def __init__(self, *, broker, lanes: int = 2, backlog: int = 64) -> None:
         self.broker = broker
@@ -76,16 +77,22 @@ class InProcessSender:
         self._closed = False
 
     def __call__(self, intent_id: str) -> bool:
+        return self._take(send_now, intent_id)
+
+    def claimed(self, order) -> bool:
+        return self._take(send_claimed, order)
+
+    def _take(self, send, what) -> bool:
         with self._lock:
             if self._closed or self._pending >= self.backlog:
                 return False
             self._pending += 1
-        self._lanes[next(self._turn) % len(self._lanes)].submit(self._send, intent_id)
+        self._lanes[next(self._turn) % len(self._lanes)].submit(self._send, send, what)
         return True
 
-    def _send(self, intent_id: str) -> None:
+    def _send(self, send, what) -> None:
         try:
-            send_now(intent_id, broker=self.broker)
+            send(what, broker=self.broker)
         finally:
             with self._lock:
                 self._pending -= 1

@@ -8,12 +8,25 @@ from celery import shared_task
 logger = logging.getLogger("aegis.picks")
 
 
-def send_here(broker):
+class SendHere:
     """The route task's executor (execution.services.intents.execute_here): the intent a pick
-    became is sent from this thread once it commits, with no second queue hop."""
-    from execution.sender import send_now
+    became is sent from this thread once it commits, with no second queue hop; its order is
+    recorded and claimed in the routing transaction (`claimed`)."""
 
-    return lambda intent_id: send_now(intent_id, broker=broker) or True
+    def __init__(self, broker) -> None:
+        self.broker = broker
+
+    def __call__(self, intent_id: str) -> bool:
+        from execution.sender import send_now
+
+        send_now(intent_id, broker=self.broker)
+        return True
+
+    def claimed(self, order) -> bool:
+        from execution.sender import send_claimed
+
+        send_claimed(order, broker=self.broker)
+        return True
 
 
 def _route(pick_ids: list[int], routed_by: str) -> dict:
@@ -23,7 +36,7 @@ def _route(pick_ids: list[int], routed_by: str) -> dict:
     from .routing import picks_route
 
     broker = get_broker()
-    execute_here(send_here(broker))
+    execute_here(SendHere(broker))
     try:
         return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker)
     finally:

@@ -45,7 +45,9 @@ _local = threading.local()
 def execute_here(executor: Callable[[str], bool] | None) -> None:
     """Hand the intents this thread opens, once committed, to `executor` (an intent id in, True
     when taken) instead of the execute task's queue: a process that opens exits on the hot path
-    (pricesync) sends them itself, one queue hop fewer. None restores the queue."""
+    (pricesync) sends them itself, one queue hop fewer. An executor with a `claimed` method
+    (an order in, True when taken) gets each order recorded and claimed in its intent's own
+    transaction instead. None restores the queue."""
     _local.executor = executor
 
 
@@ -55,10 +57,11 @@ def _execute_on_commit(intent: OrderIntent) -> None:
     execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
     safe in the database and the sweep of NEW intents sends it later.
 
-    When a lane listens, the order is recorded and claimed in this very transaction (the
-    execute task's own statement, under the position lock the caller holds), so the lane
-    calls KIS as soon as it hears, without a statement of its own. Should the ring then find
-    nobody, the claim is released and the execute task sends the order.
+    When a lane listens (or the executor takes claimed orders), the order is recorded and
+    claimed in this very transaction (the execute task's own statement, under the position
+    lock the caller holds), so whoever sends it calls KIS at once, without a statement of its
+    own. Should nobody take it after the commit, the claim is released and the execute task
+    sends the order.
     """
     if not settings.EXECUTION_AUTO_SUBMIT:
         return
@@ -68,22 +71,23 @@ def _execute_on_commit(intent: OrderIntent) -> None:
     intent_id = str(intent.pk)
     executor = getattr(_local, "executor", None)
     if executor is None:
-        order = order_open_claimed(intent_id=intent.pk) if doorbell.listening() else None
-        if order is None:
-            transaction.on_commit(
-                lambda: doorbell.ring(intent_id) or intent_execute.delay(intent_id), robust=True)
-            return
-        intent.status = OrderIntent.Status.ORDERED
-
-        def announce() -> None:
-            if not doorbell.ring_claimed(order):
-                order_unclaim(order.pk)
-                intent_execute.delay(intent_id)
-
-        transaction.on_commit(announce, robust=True)
+        take_id = doorbell.ring
+        take_claimed = doorbell.ring_claimed if doorbell.listening() else None
     else:
-        transaction.on_commit(lambda: executor(intent_id) or intent_execute.delay(intent_id),
+        take_id, take_claimed = executor, getattr(executor, "claimed", None)
+    order = order_open_claimed(intent_id=intent.pk) if take_claimed is not None else None
+    if order is None:
+        transaction.on_commit(lambda: take_id(intent_id) or intent_execute.delay(intent_id),
                               robust=True)
+        return
+    intent.status = OrderIntent.Status.ORDERED
+
+    def hand_over() -> None:
+        if not take_claimed(order):
+            order_unclaim(order.pk)
+            intent_execute.delay(intent_id)
+
+    transaction.on_commit(hand_over, robust=True)
 
 
 def _create_intent(

@@ -16,7 +16,7 @@ from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run
 from picks import routing
 from picks.models import GateSettings, Pick
-from picks.tasks import send_here
+from picks.tasks import SendHere
 from tests.execution.brokers import kis_worker
 from tests.execution.brokers.test_execution_submit import broker_orders
 from tests.execution.brokers.test_kis_client import sim_dict
@@ -41,7 +41,7 @@ def broker(kis_sim):
     with clock.installed(CLOCK):
         run = reconciliation_run(broker=client, trigger=Reconciliation.Trigger.MANUAL)
         assert run.cash_krw == kis_sim.cash
-        execute_here(send_here(client))
+        execute_here(SendHere(client))
         try:
             yield client
         finally:
@@ -147,7 +147,7 @@ def test_one_pick_reached_by_every_path_at_once_becomes_one_order(broker, source
     [pick_id] = ingest(source, a_pick(source[0]))
 
     def reach(by: str) -> str:
-        execute_here(send_here(broker))  # per thread, as in each worker thread
+        execute_here(SendHere(broker))  # per thread, as in each worker thread
         try:
             return routing.pick_route(pick_id, routed_by=by, broker=broker)
         finally:

@@ -39,6 +39,7 @@ def _one_order_at_the_broker(kis_sim, intent) -> Order:
 def test_the_sender_sends_and_a_second_delivery_finds_the_order_taken(kis_sim, worker, caplog):
     sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50))
     intent = _entry_through(sender)  # close() waits for the send
+    assert intent.status == "ORDERED"  # its order was recorded and claimed in its transaction
     assert f"execution.sent_in_process intent_id={intent.pk} outcome=submitted" in caplog.text
     _one_order_at_the_broker(kis_sim, intent)
     intent_execute.delay(str(intent.pk))  # the sweep or the listener, late
