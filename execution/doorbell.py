@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import redis
 from django.conf import settings
@@ -95,14 +96,36 @@ def _script(source: str):
     return script
 
 
+# listening() is asked inside the intent's transaction, under the position lock: its answer is
+# kept this long, so that transactions do not wait on Redis (nor, while Redis is down, on its
+# connect timeout). A stale answer costs nothing but speed: a claim that nobody hears is
+# released to the execute task, and an id rung by itself is sent through intent_submit.
+LISTENING_TTL_S = 1.0
+_listening: tuple[float, bool] = (0.0, False)  # (monotonic time it holds until, the answer)
+
+
 def listening() -> bool:
-    """Whether some execution worker's lanes listen now (False without Redis)."""
+    """Whether some execution worker's lanes listen (False without Redis), as of at most
+    LISTENING_TTL_S ago."""
+    global _listening
     if not enabled():
         return False
+    now = time.monotonic()
+    until, answer = _listening
+    if now < until:
+        return answer
     try:
-        return _script(_LISTENING)(keys=[LANES_KEY]) > 0
+        answer = _script(_LISTENING)(keys=[LANES_KEY]) > 0
     except redis.RedisError:
-        return False
+        answer = False
+    _listening = (now + LISTENING_TTL_S, answer)
+    return answer
+
+
+def listening_forget() -> None:
+    """Ask Redis again on the next listening() (tests that start and stop lanes)."""
+    global _listening
+    _listening = (0.0, False)
 
 
 def _push(item: str, log_id: str) -> bool:

@@ -31,6 +31,7 @@ def bus():
     """Redis with no execute-task messages, no doorbell ids and nobody listening."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.delete(TASK_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY)
+    doorbell.listening_forget()
     yield client
     client.delete(TASK_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY)
     client.close()
@@ -78,6 +79,15 @@ def test_stopped_lanes_stop_answering_at_once(kis_sim, bus):
     assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
 
 
+def test_whether_lanes_listen_is_asked_of_redis_at_most_once_a_ttl(bus, monkeypatch):
+    # Asked inside the intent's transaction: a fresh answer costs a round trip under the lock.
+    assert not doorbell.listening()
+    doorbell.Lanes(count=1, owner="late-starter")._alive()
+    assert not doorbell.listening()  # the kept answer
+    monkeypatch.setattr(doorbell, "_listening", (0.0, False))  # the TTL ran out
+    assert doorbell.listening()
+
+
 def test_a_lane_that_lapses_is_not_counted(bus):
     # A process that died keeps its entry until it lapses; then rings go to the execute task.
     bus.zadd(doorbell.LANES_KEY, {"dead-process": 0})
@@ -88,6 +98,7 @@ def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transacti
     listener = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
                               owner="claimed-path")
     listener._alive()  # listening, its threads not started yet
+    doorbell.listening_forget()
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert intent.status == "ORDERED"
     order = Order.objects.get(intent=intent)  # recorded and claimed before the commit
@@ -105,6 +116,7 @@ def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transacti
 
 def test_a_claim_that_nobody_hears_is_released_to_the_execute_task(bus):
     doorbell.Lanes(count=1, owner="gone-before-the-commit")._alive()
+    doorbell.listening_forget()
     with transaction.atomic():
         intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
         assert Order.objects.get(intent=intent).send_started_at is not None
@@ -118,6 +130,7 @@ def test_an_order_lost_with_its_lane_is_settled_by_the_sweep(bus):
     # A lane listens (its owner renewed) but dies before taking the ring: the order stays
     # claimed, in flight, as after any crash mid-send; the sweep settles it.
     doorbell.Lanes(count=1, owner="dies-at-once")._alive()
+    doorbell.listening_forget()
     services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert bus.llen(doorbell.QUEUE_KEY) == 1 and bus.llen(TASK_QUEUE) == 0
     later = clock.FixedClock(clock.now() + SWEEP_AGE + dt.timedelta(seconds=1))
