@@ -66,11 +66,16 @@ POOLS = {
 DEFAULT_POOLS = "doorbell,threads,prefork"
 
 
-def start_worker(env: dict, log: Path, name: str, pool: list[str],
+def start_worker(log: Path, name: str, pool: str = "doorbell",
                  queues: str = "execution") -> subprocess.Popen:
+    """A worker run the POOLS way `pool`, otherwise as deployed (docker-compose.yml,
+    worker-execution): no per-task health check."""
+    arguments, doorbell = POOLS[pool]
+    env = os.environ | {"DATABASE_HEALTH_CHECKS": "false",
+                        "AEGIS_EXECUTION_DOORBELL": str(doorbell).lower()}
     out = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues, *pool,
+        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues, *arguments,
          "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip",
          "--without-mingle", "--without-heartbeat", "-n", name],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,11 +138,7 @@ def main() -> int:
         def worker_for(pool: str) -> subprocess.Popen:
             log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-{pool}-{os.getpid()}.log"
             name = f"bench-{pool}-{os.getpid()}@{socket.gethostname()}"
-            # As deployed (docker-compose.yml, worker-execution): no per-task health check.
-            arguments, doorbell = POOLS[pool]
-            proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false",
-                                              "AEGIS_EXECUTION_DOORBELL": str(doorbell).lower()},
-                                log, name, arguments)
+            proc = start_worker(log, name, pool)
             wait_ready(proc, name, log)
             for _ in range(20):  # warm the path before measuring
                 services.entry_intent_open(symbol=SYMBOL, qty=1, idempotency_key=str(uuid.uuid4()))

@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.execution import POOLS, start_worker, stop_worker, wait_ready
+from bench.execution import start_worker, stop_worker, wait_ready
 from bench.stats import figures
 from bench.ticks import Control, on_simulator
 
@@ -148,8 +148,7 @@ class Bench:
     def start_worker(self, queues: str) -> None:
         name = f"bench-ingest-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
         log = self.tmp / f"aegis-bench-ingest-{os.getpid()}.log"
-        self.worker = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
-                                   POOLS["doorbell"][0], queues=queues)
+        self.worker = start_worker(log, name, queues=queues)
         wait_ready(self.worker, name, log)
 
     def stop_worker(self) -> None:

@@ -43,7 +43,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bench.execution import POOLS, start_worker, stop_worker, wait_ready
+from bench.execution import start_worker, stop_worker, wait_ready
 from bench.stats import figures
 from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
                                                  simulator_stop)
@@ -201,9 +201,7 @@ def pick_symbols(count: int) -> list[str]:
 def start_execution_worker(bench: "Bench") -> None:
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"aegis-bench-ticks-{os.getpid()}.log"
     name = f"bench-ticks-{os.getpid()}@{socket.gethostname()}"
-    # As deployed (docker-compose.yml, worker-execution): no per-task health check.
-    proc = start_worker(os.environ | {"DATABASE_HEALTH_CHECKS": "false"}, log, name,
-                        POOLS[POOL][0])
+    proc = start_worker(log, name, POOL)
     bench.worker = proc
     wait_ready(proc, name, log)
 

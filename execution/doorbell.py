@@ -16,17 +16,20 @@ way the order is recorded and claimed before the call, so any other delivery of 
 intent finds it taken (I4).
 
 Nothing is lost when nobody answers:
-- no lanes alive (no execution worker, a prefork pool, the doorbell switched off): `ring`
-  says so and the caller enqueues the execute task as before (releasing the claim first when
-  the order was claimed in its transaction: the lanes stopped between the two);
+- no lanes alive (no execution worker, a prefork pool, the doorbell switched off):
+  `listening` says so, and the commit enqueues the execute task as before; lanes that stopped
+  since `listening` answered are found out by the ring, and the claim made meanwhile is
+  released before the task is enqueued;
 - Redis unreachable: the same, and the sweep sends what that enqueue could not;
 - a lane that dies with an id in hand leaves a NEW intent or an order in flight: the sweep;
 - anything a lane cannot send (KIS unreachable, a database error) is handed to the execute
   task, which retries.
 """
 
+import datetime as dt
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -161,18 +164,13 @@ def order_payload(order) -> dict:
 
 def order_from_payload(payload: dict):
     """The claimed order a ring carried, as order_open_claimed returns it (not read back)."""
-    import datetime as dt
+    from .services.orders import claimed_order
 
-    from .models import Order
-
-    claimed_at = dt.datetime.fromisoformat(payload["claimed_at"])
-    order = Order(id=payload["order"], intent_id=payload["intent"],
-                  position_id=payload["position"], symbol=payload["symbol"],
-                  side=payload["side"], qty=payload["qty"], limit_price=payload["limit_price"],
-                  status=Order.Status.NEW, created_at=claimed_at, send_started_at=claimed_at,
-                  updated_at=claimed_at)
-    order._state.adding = False
-    return order
+    return claimed_order(id=payload["order"], intent_id=payload["intent"],
+                         position_id=payload["position"], symbol=payload["symbol"],
+                         side=payload["side"], qty=payload["qty"],
+                         limit_price=payload["limit_price"],
+                         at=dt.datetime.fromisoformat(payload["claimed_at"]))
 
 
 class Lanes:
@@ -190,6 +188,7 @@ class Lanes:
         self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=BLOCK_S + 5,
                                            socket_connect_timeout=2, health_check_interval=30)
         self._renew = self._redis.register_script(_RENEW)
+        self._renewed_at = -math.inf
 
     def start(self) -> "Lanes":
         if self._broker is None:
@@ -206,6 +205,12 @@ class Lanes:
 
     def _alive(self) -> None:
         self._renew(keys=[LANES_KEY], args=[self.owner, ALIVE_MS])
+        self._renewed_at = time.monotonic()
+
+    def _keep_alive(self) -> None:
+        """Renew the owner once a BLOCK_S for all lanes, not before every wait of each."""
+        if time.monotonic() - self._renewed_at >= BLOCK_S:
+            self._alive()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -224,7 +229,7 @@ class Lanes:
         send to the execute task)."""
         from .sender import send_claimed, send_now
 
-        self._alive()
+        self._keep_alive()
         taken = self._redis.brpop([QUEUE_KEY], timeout=BLOCK_S)
         if taken is not None:
             item = taken[1].decode()

@@ -70,15 +70,17 @@ def _execute_on_commit(intent: OrderIntent) -> None:
 
     intent_id = str(intent.pk)
     executor = getattr(_local, "executor", None)
-    if executor is None:
-        take_id = doorbell.ring
-        take_claimed = doorbell.ring_claimed if doorbell.listening() else None
+    if executor is None:  # with no lane listening, straight to the execute task
+        listening = doorbell.listening()
+        take_id = doorbell.ring if listening else None
+        take_claimed = doorbell.ring_claimed if listening else None
     else:
         take_id, take_claimed = executor, getattr(executor, "claimed", None)
     order = order_open_claimed(intent_id=intent.pk) if take_claimed is not None else None
     if order is None:
-        transaction.on_commit(lambda: take_id(intent_id) or intent_execute.delay(intent_id),
-                              robust=True)
+        transaction.on_commit(
+            lambda: (take_id is not None and take_id(intent_id)) or intent_execute.delay(
+                intent_id), robust=True)
         return
     intent.status = OrderIntent.Status.ORDERED
 

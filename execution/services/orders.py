@@ -170,9 +170,15 @@ def order_open_claimed(*, intent_id: object) -> Order | None:
     if row is None:
         return None
     intent_pk, position_id, symbol, side, qty, limit_price = row
-    order = Order(id=order_id, intent_id=intent_pk, position_id=position_id, symbol=symbol,
-                  side=side, qty=qty, limit_price=limit_price, status=Order.Status.NEW,
-                  created_at=now, send_started_at=now, updated_at=now)
+    return claimed_order(id=order_id, intent_id=intent_pk, position_id=position_id,
+                         symbol=symbol, side=side, qty=qty, limit_price=limit_price, at=now)
+
+
+def claimed_order(*, at: dt.datetime, **fields) -> Order:
+    """The NEW order just recorded and claimed at `at` with `fields`, as its row now stands,
+    without reading it back."""
+    order = Order(status=Order.Status.NEW, created_at=at, send_started_at=at, updated_at=at,
+                  **fields)
     order._state.adding = False
     order._state.db = connection.alias
     return order

@@ -84,7 +84,7 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     """
     order = order_open_claimed(intent_id=intent_id)
     if order is not None:  # the common case: recorded and claimed in one statement
-        return _send(order, broker)
+        return order_send(order, broker)
     try:
         order = order_open(intent_id=intent_id)
     except BrokerQtyRequired as exc:
@@ -100,16 +100,13 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
         return order_settle(order_id=order.pk, broker=broker)
     if not _claim(order.pk):
         return Outcome.ALREADY
-    return _send(order, broker)
+    return order_send(order, broker)
 
 
 def order_send(order: Order, broker: Broker) -> Outcome:
-    """Send an order already recorded and claimed by this caller (order_open_claimed, in the
-    intent's own transaction): the broker call and its answer, as intent_submit's last step."""
-    return _send(order, broker)
-
-
-def _send(order: Order, broker: Broker) -> Outcome:
+    """Send an order already recorded and claimed by this caller (intent_submit's last step,
+    or order_open_claimed's in the intent's own transaction): the broker call and its answer.
+    """
     log = {"order_id": str(order.pk), "intent_id": str(order.intent_id)}
     try:
         ack = broker.order_cash(side=order.side, symbol=order.symbol, qty=order.qty,
@@ -170,4 +167,4 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         return Outcome.ALREADY
     logger.warning("execution.never_arrived order_id=%s: sending it", order.pk,
                    extra={"order_id": str(order.pk)})
-    return _send(order, broker)
+    return order_send(order, broker)

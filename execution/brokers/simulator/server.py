@@ -1168,11 +1168,16 @@ def _rewritten(response: web.StreamResponse, change: Callable[[object], object]
     as it is)."""
     if not (isinstance(response, web.Response) and response.content_type == "application/json"):
         return response
-    changed = _json(change(json.loads(response.body)), status=response.status)
+    return _kis_headers_kept(
+        _json(change(json.loads(response.body)), status=response.status), response)
+
+
+def _kis_headers_kept(response: web.Response, original: web.StreamResponse) -> web.Response:
+    """`response` with the KIS response headers `original` carried."""
     for name in ("tr_id", "tr_cont", "gt_uid"):
-        if name in response.headers:
-            changed.headers[name] = response.headers[name]
-    return changed
+        if name in original.headers:
+            response.headers[name] = original.headers[name]
+    return response
 
 
 def _without_key(value: object, name: str) -> object:
@@ -1196,12 +1201,8 @@ def _non_json(answer: web.StreamResponse | None) -> web.Response:
     standing in front of KIS."""
     body = answer.body if isinstance(answer, web.Response) and answer.body else b""
     if body:
-        response = web.Response(status=200, body=body[:len(body) // 2],
-                                content_type="application/json")
-        for name in ("tr_id", "tr_cont", "gt_uid"):
-            if name in answer.headers:
-                response.headers[name] = answer.headers[name]
-        return response
+        return _kis_headers_kept(web.Response(status=200, body=body[:len(body) // 2],
+                                              content_type="application/json"), answer)
     return web.Response(status=200, content_type="text/html",
                         text="<html><body>Service temporarily unavailable</body></html>")
 

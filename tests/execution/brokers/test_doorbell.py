@@ -45,6 +45,15 @@ def lanes(kis_sim, bus):
     running.stop()
 
 
+def _listening_as(lanes: "doorbell.Lanes | str") -> None:
+    """A lane owner renewed, as if its lanes listened (whatever their threads do), and seen so
+    by the next intent's transaction."""
+    if isinstance(lanes, str):
+        lanes = doorbell.Lanes(count=1, owner=lanes)
+    lanes._alive()
+    doorbell.listening_forget()
+
+
 def _submitted(intent) -> Order:
     wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
              "the order at the broker")
@@ -98,8 +107,7 @@ def test_a_lane_that_lapses_is_not_counted(bus):
 def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transaction(kis_sim, bus):
     listener = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
                               owner="claimed-path")
-    listener._alive()  # listening, its threads not started yet
-    doorbell.listening_forget()
+    _listening_as(listener)  # listening, its threads not started yet
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert intent.status == "ORDERED"
     order = Order.objects.get(intent=intent)  # recorded and claimed before the commit
@@ -116,8 +124,7 @@ def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transacti
 
 
 def test_a_claim_that_nobody_hears_is_released_to_the_execute_task(bus):
-    doorbell.Lanes(count=1, owner="gone-before-the-commit")._alive()
-    doorbell.listening_forget()
+    _listening_as("gone-before-the-commit")
     with transaction.atomic():
         intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
         assert Order.objects.get(intent=intent).send_started_at is not None
@@ -130,8 +137,7 @@ def test_a_claim_that_nobody_hears_is_released_to_the_execute_task(bus):
 def test_an_order_lost_with_its_lane_is_settled_by_the_sweep(bus):
     # A lane listens (its owner renewed) but dies before taking the ring: the order stays
     # claimed, in flight, as after any crash mid-send; the sweep settles it.
-    doorbell.Lanes(count=1, owner="dies-at-once")._alive()
-    doorbell.listening_forget()
+    _listening_as("dies-at-once")
     services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert bus.llen(doorbell.QUEUE_KEY) == 1 and bus.llen(TASK_QUEUE) == 0
     later = clock.FixedClock(clock.now() + SWEEP_AGE + dt.timedelta(seconds=1))
