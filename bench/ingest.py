@@ -80,19 +80,34 @@ class Api:
     """One keep-alive HTTP connection to the ingest endpoint."""
 
     def __init__(self, port: int, token: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._connect()
+
+    def _connect(self) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         self.conn.connect()
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def send(self, picks: list[dict]) -> dict:
-        self.conn.request("POST", "/api/picks/ingest", body=json.dumps(picks),
-                          headers=self.headers)
-        response = self.conn.getresponse()
+        body = json.dumps(picks)
+        try:
+            response = self._post(body)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # gunicorn closed the idle keep-alive connection (a pause between phases longer
+            # than its keep-alive): once more on a new one; ingest is idempotent on the picks'
+            # (source, external id), so a batch that did arrive is not stored twice.
+            self.conn.close()
+            self._connect()
+            response = self._post(body)
         body = response.read()
         if response.status != 202:
             raise SystemExit(f"ingest answered {response.status}: {body[:300]!r}")
         return json.loads(body)
+
+    def _post(self, body: str) -> http.client.HTTPResponse:
+        self.conn.request("POST", "/api/picks/ingest", body=body, headers=self.headers)
+        return self.conn.getresponse()
 
     def close(self) -> None:
         self.conn.close()
