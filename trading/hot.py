@@ -244,8 +244,14 @@ def profile_rules(profile: ExitProfile, tiers) -> Rules:
 
 def read_ahead(symbol: str) -> dict:
     """What a tick of `symbol` reads from the cache, profiles and its book with their
-    generations, in one round trip; hand it to profiles() and book()."""
-    return _get_many([PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol)])
+    generations and its best price, in one round trip; hand it to profiles() and book(), and
+    read the price with cached_price()."""
+    return _get_many([PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol),
+                      price_key(symbol)])
+
+
+def cached_price(found: dict, symbol: str) -> Px | None:
+    return found.get(price_key(symbol))
 
 
 def profiles(*, use_cache: bool = True, found: dict | None = None) -> Profiles:

@@ -1,8 +1,10 @@
 """Price sync: KIS WebSocket trades for every symbol with a managed open position (plus a
 watchlist), REST polling as the fallback, prices_best upserted, and each trade evaluated at once.
 
-A trade is written and its symbol's positions are evaluated in this process: an exit that fires
-is opened through the ledger, and once committed its order is sent from this process too
+A trade's symbol's positions are evaluated in this process, at the trade's price and the limits
+cached with the symbol's best price, and the trade is written after: an exit that fires is
+opened through the ledger (one statement when the rows still hold what the cached screen saw,
+trading/services.py), and once committed its order is sent from this process too
 (execution/sender.py), with no queue hop between the trade and the broker call; what the sender
 cannot take goes to the execute task. Subscriptions follow positions as they open
 and close, up to KIS's cap; symbols beyond it, and symbols whose WebSocket feed has gone quiet,
@@ -120,10 +122,22 @@ def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate:
 @on_fresh_connection
 def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool,
                      **limits) -> int:
+    """A trade is evaluated first, at the limits and previous close cached with the symbol's
+    best price, and written after: the exit's lock, writes and commit come before the upsert,
+    whose round trip then overlaps the exit's broker call. A price with limits of its own (a
+    REST quote), or older than the cached one, or without a cached one, is written first and
+    evaluated as written (the upsert keeps the newest price and today's limits)."""
+    found = hot.read_ahead(symbol) if evaluate and not limits else None
+    cached = hot.cached_price(found, symbol) if found else None
+    if cached is not None and cached.at <= at.timestamp():
+        px = cached._replace(price=price, at=at.timestamp())
+        exits = exit_pass(symbols=[symbol], prices={symbol: px}, found=found).exits
+        best_price_write(symbol=symbol, price=price, at=at, source=source)
+        return exits
     px = best_price_write(symbol=symbol, price=price, at=at, source=source, **limits)
     if px is None or not evaluate:
         return 0
-    return exit_pass(symbols=[symbol], prices={symbol: px}).exits
+    return exit_pass(symbols=[symbol], prices={symbol: px}, found=found).exits
 
 
 @on_fresh_connection

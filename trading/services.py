@@ -22,8 +22,10 @@ from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
+from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
-from execution.services import exit_intent_open, exit_intent_open_locked, trading_state_in_force
+from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, trading_state_in_force,
+                                trading_state_in_force_sql)
 
 from . import hot, market_calendar
 from .models import BestPrice, PositionExitState
@@ -79,9 +81,10 @@ class PassResult:
 
 
 def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | None = None,
-              use_cache: bool = True) -> PassResult:
+              use_cache: bool = True, found: dict | None = None) -> PassResult:
     """Evaluate every managed open position (or those of `symbols`) at its best price and open
-    the exits that fire. `prices` hands in prices already known (a tick's, just written).
+    the exits that fire. `prices` hands in prices already known (a tick's); `found`, what
+    hot.read_ahead already read for a tick's one symbol.
 
     Each position is screened by its quiet band (rules.screen_band); only those outside it, in
     the opening minute, or due a time rule are evaluated exactly. A steady pass reads the cache
@@ -90,7 +93,8 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     today = now.date()
     session = market_calendar.session(today)
     # A tick's symbol: profiles and its book in one cache round trip.
-    found = hot.read_ahead(symbols[0]) if use_cache and symbols and len(symbols) == 1 else None
+    if found is None and use_cache and symbols and len(symbols) == 1:
+        found = hot.read_ahead(symbols[0])
     rules = hot.profiles(use_cache=use_cache, found=found)
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     if prices is None and symbols is None:  # the full pass: the screen's columns only
@@ -155,7 +159,8 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
                 result.exits += gap_down_open(watch.position_id, ev.decision) is not None
             else:
                 result.exits += exit_decide(position_id=watch.position_id, rules=profile,
-                                            trade=trade) is not None
+                                            trade=trade, seen=watch,
+                                            held_days=_held(opened, today)) is not None
         elif (ev.high_water_mark, ev.peak_qty) != (watch.high_water_mark, watch.peak_qty) \
                 and (profile.trailing_pct is not None or ev.peak_qty != watch.peak_qty):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))
@@ -201,64 +206,239 @@ def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
         hot.positions_changed(w.symbol for w, _, _ in moved)
 
 
-def exit_decide(*, position_id: int, rules: Rules, trade: Trade) -> OrderIntent | None:
-    """Decide again under the exit state's and the position's locks and open the exit through
-    the ledger, or None when, seen from the locked rows, nothing fires any more.
+# The exit state and its position locked, and the trading state in force read beside them, in
+# one statement written as SQL: the ORM's compiling of it cost more than its round trip.
+_DECIDE_LOCK = """
+SELECT {position_columns}, s.high_water_mark, s.peak_qty, s.tiers_done, {state_in_force}
+FROM {exit_state} s JOIN {position} p ON p.id = s.position_id
+WHERE s.position_id = %s
+FOR UPDATE OF s, p
+"""
 
-    The hot path in six round trips: one statement locks both rows and reads the trading state
-    in force, then the intent, the reservation and the exit state are written."""
-    today = clock.now_seoul().date()
-    with transaction.atomic():
+# GAP_DOWN's: the ledger's lock alone (the position), with the trading state in force.
+_GAP_LOCK = """
+SELECT {position_columns}, {state_in_force}
+FROM {position} p
+WHERE p.id = %s
+FOR UPDATE OF p
+"""
+
+_MARKS_SET = """
+UPDATE {exit_state} SET high_water_mark = %s, peak_qty = %s, tiers_done = %s, updated_at = %s
+WHERE position_id = %s
+"""
+
+
+@functools.cache
+def _sql(template: str) -> str:
+    return template.format(
+        position_columns=", ".join(f"p.{f.column}" for f in Position._meta.concrete_fields),
+        state_in_force=trading_state_in_force_sql(), position=Position._meta.db_table,
+        exit_state=PositionExitState._meta.db_table)
+
+
+@dataclass
+class Locked:
+    """A managed position locked for an exit, with its exit state and the trading state."""
+
+    position: Position
+    state: PositionExitState
+    trading_state: str | None
+
+
+def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
+    """The ledger's lock alone, with the trading state in force; None without the position."""
+    if connection.vendor != "postgresql":
+        position = position_qs_for_update().annotate(
+            trading_state=trading_state_in_force()).filter(pk=position_id).first()
+        return None if position is None else (position, position.trading_state)
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_GAP_LOCK), [position_id])
+        row = cursor.fetchone()
+    return None if row is None else (_position(row), row[-1])
+
+
+def _position(row: tuple) -> Position:
+    """The Position whose columns lead `row`."""
+    fields = Position._meta.concrete_fields
+    return Position.from_db(connection.alias, [f.attname for f in fields], row[:len(fields)])
+
+
+def _lock(position_id: int) -> Locked | None:
+    """Lock the exit state and the position (in the caller's transaction); None when the
+    position is not managed (any more)."""
+    if connection.vendor != "postgresql":
         state = (PositionExitState.objects
                  .select_for_update(of=("self", "position")).select_related("position")
                  .annotate(trading_state=trading_state_in_force())
-                 .get(pk=position_id))
-        position = state.position
-        if position.status != Position.Status.OPEN:
+                 .filter(pk=position_id).first())
+        return None if state is None else Locked(state.position, state, state.trading_state)
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_DECIDE_LOCK), [position_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    position = _position(row)
+    high_water_mark, peak_qty, tiers_done, trading_state = row[-4:]
+    state = PositionExitState(position_id=position_id, high_water_mark=high_water_mark,
+                              peak_qty=peak_qty, tiers_done=tiers_done)
+    return Locked(position, state, trading_state)
+
+
+# The exit decided on what the screen saw (a cached Watch), in one statement: it locks the
+# position and its exit state only if they still hold what was seen, and the trading state lets
+# exits out, then writes the exit through the ledger's CTEs (ExitWrite) and the exit state's
+# marks. Outside a transaction this is one round trip, its commit included.
+_AT_ONCE_GO = """
+go AS (
+    SELECT p.id FROM {position} p JOIN {exit_state} s ON s.position_id = p.id
+    WHERE p.id = %(seen_id)s AND p.status = 'OPEN' AND p.broker_qty IS NULL
+      AND p.qty = %(seen_qty)s AND p.qty - p.reserved_qty = %(seen_available)s
+      AND p.avg_price = %(seen_avg_price)s AND s.profile_id = %(seen_profile)s
+      AND s.high_water_mark IS NOT DISTINCT FROM %(seen_mark)s
+      AND s.peak_qty = %(seen_peak)s AND s.tiers_done = %(seen_tiers)s
+      AND {state_in_force} IN ('ACTIVE', 'REDUCING')
+    FOR UPDATE OF p, s
+)"""
+
+_AT_ONCE_MARKS = """
+marks AS (
+    UPDATE {exit_state} s SET high_water_mark = %(mark)s, peak_qty = %(peak)s,
+                              tiers_done = %(tiers)s, updated_at = %(now)s
+    FROM reserved WHERE s.position_id = reserved.id AND %(set_marks)s
+    RETURNING 1
+)"""
+
+
+@functools.cache
+def _at_once_sql(writes: str) -> str:
+    return (f"WITH {_sql(_AT_ONCE_GO)}, {writes}, {_sql(_AT_ONCE_MARKS)}\n"
+            f"SELECT (SELECT count(*) FROM go), {EXIT_WRITTEN}")
+
+
+def _decide_at_once(seen: hot.Watch, rules: Rules, trade: Trade,
+                    held_days: int) -> tuple[bool, OrderIntent | None]:
+    """(True, the exit or None) when the rows still held what the screen saw; (False, None)
+    when they did not (nothing written): then they must be locked and read."""
+    ev = evaluate(rules, seen.holding(held_days), trade)
+    decision = ev.decision
+    if decision is None or decision.rule == "GAP_DOWN" or seen.available <= 0:
+        return False, None
+    write = ExitWrite(
+        position_id=seen.position_id, symbol=seen.symbol, qty=min(decision.qty, seen.available),
+        intent_type=decision.rule, reason=decision.reason,
+        idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
+        limit_price=decision.limit_price, event_at=decision.at, trigger_price=decision.price)
+    marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
+    with connection.cursor() as cursor:
+        cursor.execute(_at_once_sql(write.ctes), write.params | {
+            "seen_id": seen.position_id, "seen_qty": seen.qty, "seen_available": seen.available,
+            "seen_avg_price": Decimal(seen.avg_price), "seen_profile": seen.profile_id,
+            "seen_mark": seen.high_water_mark, "seen_peak": seen.peak_qty,
+            "seen_tiers": seen.tiers_done, "mark": marks[0], "peak": marks[1], "tiers": marks[2],
+            "set_marks": marks != (seen.high_water_mark, seen.peak_qty, seen.tiers_done)})
+        went, reserved, claimed = cursor.fetchone()
+    if not went:
+        return False, None
+    qty = write.intent.qty
+    position = Position.from_db(
+        connection.alias, ["id", "symbol", "status", "qty", "reserved_qty", "avg_price"],
+        [seen.position_id, seen.symbol, Position.Status.OPEN, seen.qty,
+         seen.qty - seen.available + qty, Decimal(seen.avg_price)])
+    intent = write.written(reserved, claimed, position)
+    if intent is not None:
+        _opened(seen.position_id, decision, intent)
+    return True, intent
+
+
+def exit_decide(*, position_id: int, rules: Rules, trade: Trade, seen: hot.Watch | None = None,
+                held_days: int | None = None) -> OrderIntent | None:
+    """Open the exit the rules decide through the ledger, or None when, seen from the locked
+    rows, nothing fires any more.
+
+    With `seen` (what the screen saw, `held_days` beside it) on PostgreSQL, first in one
+    statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
+    or when they moved, decided again under the exit state's and the position's locks, in
+    three round trips and the commit: one statement locks both rows and reads the trading
+    state in force, one writes the intent, its reservation and its claimed order (the ledger's
+    exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
+    mark, a tier done)."""
+    if seen is not None and held_days is not None and connection.vendor == "postgresql":
+        went, intent = _decide_at_once(seen, rules, trade, held_days)
+        if went:
+            return intent
+    today = clock.now_seoul().date()
+    with transaction.atomic():
+        locked = _lock(position_id)
+        if locked is None or locked.position.status != Position.Status.OPEN:
             return None
+        position, state = locked.position, locked.state
         ev = evaluate(rules, _holding(position, state, today), trade)
-        state.high_water_mark, state.peak_qty = ev.high_water_mark, ev.peak_qty
+        marks = (ev.high_water_mark, ev.peak_qty, state.tiers_done)
         decision: Decision | None = ev.decision
         intent = None
         if decision is not None:
             intent = _open(position_id, decision, f"exit:{position_id}:{decision.rule}:{uuid.uuid4()}",
-                           locked=(position, state.trading_state))
+                           locked=(position, locked.trading_state), new_key=True)
             if intent is not None:
-                state.tiers_done = ev.tiers_done
-        state.save(update_fields=["high_water_mark", "peak_qty", "tiers_done", "updated_at"])
+                marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
+        # A mark moved by the tick alone is worth a write only where a rule reads it (as in
+        # exit_pass): the high-water mark for a trailing stop.
+        kept = (state.high_water_mark if rules.trailing_pct is None else ev.high_water_mark,
+                *marks[1:])
+        if kept != (state.high_water_mark, state.peak_qty, state.tiers_done):
+            _marks_set(position, marks)
     return intent
 
 
+def _marks_set(position: Position, marks: tuple[int | None, int, int]) -> None:
+    """Write the locked exit state's marks; its cached book is forgotten once committed."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_sql(_MARKS_SET), [*marks, clock.now(), position.pk])
+    else:
+        PositionExitState.objects.filter(pk=position.pk).update(
+            high_water_mark=marks[0], peak_qty=marks[1], tiers_done=marks[2],
+            updated_at=clock.now())
+    hot.positions_changed([position.symbol])
+
+
 def gap_down_open(position_id: int, decision: Decision) -> OrderIntent | None:
-    """GAP_DOWN sells everything available, once a day: straight to the ledger, whose position
-    lock is the only database read on the way; the day's idempotency key makes a second
+    """GAP_DOWN sells everything available, once a day: straight to the ledger, whose lock
+    statement is the only database read on the way; the day's idempotency key makes a second
     evaluator's attempt return the first intent."""
     day = decision.at.astimezone(clock.SEOUL).date()
-    return _open(position_id, decision, f"gapdown:{position_id}:{day:%Y%m%d}")
+    with transaction.atomic():
+        locked = _lock_position(position_id)
+        if locked is None:
+            return None
+        return _open(position_id, decision, f"gapdown:{position_id}:{day:%Y%m%d}",
+                     locked=locked)
 
 
 def _open(position_id: int, decision: Decision, key: str,
-          locked: tuple[Position, str | None] | None = None) -> OrderIntent | None:
+          locked: tuple[Position, str | None], new_key: bool = False) -> OrderIntent | None:
     """Open the decided exit; `locked` is the position already locked in the caller's
-    transaction with the trading state read beside it (then `key` is a fresh one)."""
+    transaction with the trading state read beside it; `new_key` says `key` was just made."""
     fields = dict(qty=decision.qty, intent_type=decision.rule, idempotency_key=key,
                   reason=decision.reason[:255], limit_price=decision.limit_price,
                   event_at=decision.at, trigger_price=decision.price)
     try:
-        if locked is None:
-            intent = exit_intent_open(position_id=position_id, **fields)
-        else:
-            intent = exit_intent_open_locked(locked[0], trading_state=locked[1], new_key=True,
-                                             **fields)
+        intent = exit_intent_open_locked(locked[0], trading_state=locked[1], new_key=new_key,
+                                         **fields)
     except (InsufficientAvailableQty, TradingNotAllowed, PositionClosed) as exc:
         logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id, decision.rule,
                     exc)
         return None
+    _opened(position_id, decision, intent)
+    return intent
+
+
+def _opened(position_id: int, decision: Decision, intent: OrderIntent) -> None:
     logger.info("exit.opened position_id=%s rule=%s qty=%s price=%s reason=%s", position_id,
                 decision.rule, intent.qty, decision.price, decision.reason,
                 extra={"position_id": position_id, "rule": decision.rule,
                        "intent_id": str(intent.pk)})
-    return intent
 
 
 def gap_prequeue(*, day: dt.date | None = None) -> int:

@@ -5,10 +5,12 @@ position's row lock, clamped to what is available (I1, I2).
 import datetime as dt
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save
 
 from aegis import clock, metrics
 
@@ -19,10 +21,10 @@ from ..exceptions import (
     PositionClosed,
 )
 from ..locks import position_qs_for_update
-from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
+from ..models import EXIT_INTENT_TYPES, IntentType, Order, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
-from .orders import order_open_claimed
+from .orders import _sql, claimed_order, order_open_claimed
 from .submission import order_unclaim
 from .trading_state import require_allowed
 
@@ -51,38 +53,34 @@ def execute_here(executor: Callable[[str], bool] | None) -> None:
     _local.executor = executor
 
 
-def _execute_on_commit(intent: OrderIntent) -> None:
-    """Execute the intent once its transaction commits (I5): through this thread's executor
-    when it takes it, else the execution worker's doorbell when a lane listens, else the
-    execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
-    safe in the database and the sweep of NEW intents sends it later.
-
-    When a lane listens (or the executor takes claimed orders), the order is recorded and
-    claimed in this very transaction (the execute task's own statement, under the position
-    lock the caller holds), so whoever sends it calls KIS at once, without a statement of its
-    own. Should nobody take it after the commit, the claim is released and the execute task
-    sends the order.
-    """
-    if not settings.EXECUTION_AUTO_SUBMIT:
-        return
+def _takers() -> tuple[Callable | None, Callable | None]:
+    """Who takes this thread's intents once committed: (an intent id in, True when taken; an
+    order recorded and claimed in the intent's transaction in, True when taken). This thread's
+    executor when it has one, else the execution worker's doorbell when a lane listens, else
+    neither (the execute task)."""
     from .. import doorbell
+
+    executor = getattr(_local, "executor", None)
+    if executor is not None:
+        return executor, getattr(executor, "claimed", None)
+    if doorbell.listening():
+        return doorbell.ring, doorbell.ring_claimed
+    return None, None
+
+
+def _send_on_commit(intent_id: str, take_id: Callable | None, take_claimed: Callable | None,
+                    order: Order | None) -> None:
+    """Once committed, hand the intent (or its claimed `order`) to its taker, else to the
+    execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
+    safe in the database and the sweep of NEW intents (or the settle of orders in flight)
+    sends it later."""
     from ..tasks import intent_execute  # tasks import the services: import when needed
 
-    intent_id = str(intent.pk)
-    executor = getattr(_local, "executor", None)
-    if executor is None:  # with no lane listening, straight to the execute task
-        listening = doorbell.listening()
-        take_id = doorbell.ring if listening else None
-        take_claimed = doorbell.ring_claimed if listening else None
-    else:
-        take_id, take_claimed = executor, getattr(executor, "claimed", None)
-    order = order_open_claimed(intent_id=intent.pk) if take_claimed is not None else None
     if order is None:
         transaction.on_commit(
             lambda: (take_id is not None and take_id(intent_id)) or intent_execute.delay(
                 intent_id), robust=True)
         return
-    intent.status = OrderIntent.Status.ORDERED
 
     def hand_over() -> None:
         if not take_claimed(order):
@@ -90,6 +88,23 @@ def _execute_on_commit(intent: OrderIntent) -> None:
             intent_execute.delay(intent_id)
 
     transaction.on_commit(hand_over, robust=True)
+
+
+def _execute_on_commit(intent: OrderIntent) -> None:
+    """Execute the intent once its transaction commits (I5), through _takers.
+
+    When a taker takes claimed orders, the order is recorded and claimed in this very
+    transaction (the execute task's own statement, under the position lock the caller holds),
+    so whoever sends it calls KIS at once, without a statement of its own. Should nobody take
+    it after the commit, the claim is released and the execute task sends the order.
+    """
+    if not settings.EXECUTION_AUTO_SUBMIT:
+        return
+    take_id, take_claimed = _takers()
+    order = order_open_claimed(intent_id=intent.pk) if take_claimed is not None else None
+    if order is not None:
+        intent.status = OrderIntent.Status.ORDERED
+    _send_on_commit(str(intent.pk), take_id, take_claimed, order)
 
 
 def _create_intent(
@@ -182,54 +197,164 @@ def _check_exit(*, qty, intent_type, idempotency_key, limit_price, trigger_price
     check_key(idempotency_key)
 
 
+# An exit's writes on PostgreSQL as common table expressions, for one statement (PERFORMANCE.md:
+# round trips dominate) under the position lock taken by the statement's CTE `go` (one row: go
+# ahead; none: write nothing) or held by the caller: the intent, the shares it reserves, and,
+# when its taker takes claimed orders, its order recorded and claimed for sending with the
+# intent ORDERED (what order_open_claimed would do in a statement of its own). A key already
+# used inserts nothing and reserves nothing: the caller returns the first intent.
+_EXIT_WRITES = """
+intent AS (
+    INSERT INTO {intent} (id, intent_type, side, position_id, symbol, qty, limit_price, status,
+                          reason, idempotency_key, event_at, trigger_price, created_at,
+                          closed_reason)
+    SELECT %(intent_id)s, %(intent_type)s, 'SELL', %(position_id)s, %(symbol)s, %(qty)s,
+           %(limit_price)s, CASE WHEN %(claim)s THEN 'ORDERED' ELSE 'NEW' END, %(reason)s,
+           %(key)s, %(event_at)s, %(trigger_price)s, %(now)s, ''
+    FROM go
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, position_id, symbol, qty, limit_price, status
+), reserved AS (
+    UPDATE {position} p SET reserved_qty = p.reserved_qty + intent.qty, updated_at = %(now)s
+    FROM intent WHERE p.id = intent.position_id
+    RETURNING p.id
+), claimed AS (
+    INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
+                         status, broker_org_no, reject_reason, created_at, send_started_at,
+                         updated_at)
+    SELECT %(order_id)s, id, position_id, symbol, 'SELL', qty, 0, limit_price, 'NEW', '', '',
+           %(now)s, %(now)s, %(now)s
+    FROM intent WHERE status = 'ORDERED'
+    RETURNING id
+)"""
+EXIT_WRITTEN = "(SELECT count(*) FROM reserved), (SELECT count(*) FROM claimed)"
+_EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {EXIT_WRITTEN}"
+
+
+class ExitWrite:
+    """An exit's writes (its intent, reservation and claimed order) as part of one statement on
+    PostgreSQL. `ctes` follow the caller's CTE `go`, which must lock the position (I1, I2) and
+    yield one row when `qty` shares are available to reserve, none otherwise; the statement
+    selects EXIT_WRITTEN, which written() turns into the intent (not read back). The caller
+    checks the trading state and the position's broker_qty (`claim_allowed`: no disagreement
+    with KIS, see order_open_claimed). Used by _exit_open, and by the exit engine's one-statement
+    decision (trading.services)."""
+
+    def __init__(self, *, position_id: int, symbol: str, qty: int, intent_type: str,
+                 idempotency_key: str, reason: str = "", limit_price: int | None = None,
+                 event_at: dt.datetime | None = None, trigger_price: int | None = None,
+                 now: dt.datetime | None = None, claim_allowed: bool = True) -> None:
+        _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
+                    limit_price=limit_price, trigger_price=trigger_price)
+        self.take_id = self.take_claimed = None
+        if settings.EXECUTION_AUTO_SUBMIT:
+            self.take_id, self.take_claimed = _takers()
+        now = now or clock.now()
+        self.intent = OrderIntent(
+            id=uuid.uuid4(), intent_type=intent_type, side=Side.SELL, position_id=position_id,
+            symbol=symbol, qty=qty, limit_price=limit_price, status=OrderIntent.Status.NEW,
+            reason=(reason or "")[:255], idempotency_key=idempotency_key,
+            event_at=event_at or now, trigger_price=trigger_price, created_at=now,
+            closed_reason="")
+        self.claim = self.take_claimed is not None and claim_allowed
+        self.order_id = uuid.uuid4()
+
+    @property
+    def ctes(self) -> str:
+        return _sql(_EXIT_WRITES)
+
+    @property
+    def params(self) -> dict:
+        i = self.intent
+        return {"intent_id": i.id, "intent_type": i.intent_type, "position_id": i.position_id,
+                "symbol": i.symbol, "qty": i.qty, "limit_price": i.limit_price,
+                "claim": self.claim, "reason": i.reason, "key": i.idempotency_key,
+                "event_at": i.event_at, "trigger_price": i.trigger_price, "now": i.created_at,
+                "order_id": self.order_id}
+
+    def written(self, reserved: int, claimed: int, position: Position) -> OrderIntent | None:
+        """The intent the statement wrote, handed to its taker once committed; None when it
+        wrote nothing. `position` is the position as it now stands (its reservation made):
+        the cached copies of it are forgotten once committed, as saving it would."""
+        if not reserved:
+            return None
+        intent = self.intent
+        intent._state.adding = False
+        intent._state.db = connection.alias
+        if claimed:
+            intent.status = OrderIntent.Status.ORDERED
+        if settings.EXECUTION_AUTO_SUBMIT:
+            order = claimed_order(id=self.order_id, intent_id=intent.id,
+                                  position_id=intent.position_id, symbol=intent.symbol,
+                                  side=Side.SELL, qty=intent.qty, limit_price=intent.limit_price,
+                                  at=intent.created_at) if claimed else None
+            _send_on_commit(str(intent.id), self.take_id, self.take_claimed, order)
+        # After the send above, which goes first.
+        post_save.send(sender=Position, instance=position, created=False, raw=False,
+                       using=connection.alias,
+                       update_fields=frozenset({"reserved_qty", "updated_at"}))
+        return intent
+
+
+def _refusal(position: Position, qty: int) -> Exception:
+    """Why the ledger cannot reserve any of `qty` shares of the locked `position`."""
+    if position.status != Position.Status.OPEN:
+        return PositionClosed(position.pk)
+    logger.warning(
+        "ledger.refused position_id=%s symbol=%s requested=%s qty=%s locked_qty=%s",
+        position.pk,
+        position.symbol,
+        qty,
+        position.qty,
+        position.reserved_qty,
+        extra={
+            "event": "ledger.refused",
+            "position_id": position.pk,
+            "symbol": position.symbol,
+            "requested_qty": qty,
+            "qty": position.qty,
+            "locked_qty": position.reserved_qty,
+        },
+    )
+    metrics.LEDGER_REFUSALS.inc()
+    return InsufficientAvailableQty(
+        position_id=position.pk,
+        requested=qty,
+        qty=position.qty,
+        locked=position.reserved_qty,
+    )
+
+
 def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_key: str,
                reason: str, limit_price: int | None, event_at: dt.datetime | None,
                trigger_price: int | None, now: dt.datetime,
                key_checked: bool = False) -> OrderIntent:
-    """The ledger's exit, under the position's lock (I1, I2)."""
-    if not key_checked:
+    """The ledger's exit, under the position's lock (I1, I2). A key already used returns its
+    first intent, whatever the position's state now."""
+    one_statement = connection.vendor == "postgresql"
+    refused = position.status != Position.Status.OPEN or position.qty <= position.reserved_qty
+    if not key_checked and (refused or not one_statement):
+        # On PostgreSQL the statement's ON CONFLICT finds a used key: no read ahead of it.
         existing = _existing_intent(idempotency_key, position_id=position.pk)
         if existing is not None:
             return existing
-    if position.status != Position.Status.OPEN:
-        raise PositionClosed(position.pk)
+    if refused:
+        raise _refusal(position, qty)
 
-    available = position.qty - position.reserved_qty
-    if available <= 0:
-        logger.warning(
-            "ledger.refused position_id=%s symbol=%s requested=%s qty=%s locked_qty=%s",
-            position.pk,
-            position.symbol,
-            qty,
-            position.qty,
-            position.reserved_qty,
-            extra={
-                "event": "ledger.refused",
-                "position_id": position.pk,
-                "symbol": position.symbol,
-                "requested_qty": qty,
-                "qty": position.qty,
-                "locked_qty": position.reserved_qty,
-            },
-        )
-        metrics.LEDGER_REFUSALS.inc()
-        raise InsufficientAvailableQty(
-            position_id=position.pk,
-            requested=qty,
-            qty=position.qty,
-            locked=position.reserved_qty,
-        )
-
-    granted = min(qty, available)
-    # The intent first: its execution is then the first thing done after the commit,
-    # ahead of the cache invalidation that saving the position registers.
-    intent = _create_intent(
-        intent_type=intent_type, side=Side.SELL, position=position, qty=granted,
-        limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
-        event_at=event_at, now=now, trigger_price=trigger_price,
-    )
-    position.reserved_qty += granted
-    _ledger.save_position(position)
+    granted = min(qty, position.qty - position.reserved_qty)
+    fields = dict(intent_type=intent_type, qty=granted, limit_price=limit_price,
+                  reason=(reason or "")[:255], idempotency_key=idempotency_key,
+                  event_at=event_at or now, trigger_price=trigger_price, now=now)
+    if one_statement:
+        intent = _exit_write(position, **fields)
+        if intent is None:  # the key was used after all (by another position's intent too)
+            return _existing_intent(idempotency_key, position_id=position.pk)
+    else:
+        # The intent first: its execution is then the first thing done after the commit,
+        # ahead of the cache invalidation that saving the position registers.
+        intent = _create_intent(side=Side.SELL, position=position, **fields)
+        position.reserved_qty += granted
+        _ledger.save_position(position)
     if granted < qty:
         logger.info(
             "ledger.clamped position_id=%s intent_id=%s requested=%s granted=%s",
@@ -240,6 +365,23 @@ def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_ke
             extra={"position_id": position.pk, "intent_id": str(intent.pk)},
         )
     return intent
+
+
+def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: int | None,
+                reason: str, idempotency_key: str, event_at: dt.datetime,
+                trigger_price: int | None, now: dt.datetime) -> OrderIntent | None:
+    """_EXIT_OPEN: the intent as written, or None when its key was used."""
+    write = ExitWrite(position_id=position.pk, symbol=position.symbol, qty=qty,
+                      intent_type=intent_type, idempotency_key=idempotency_key, reason=reason,
+                      limit_price=limit_price, event_at=event_at, trigger_price=trigger_price,
+                      now=now, claim_allowed=position.broker_qty is None)
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_EXIT_OPEN), write.params)
+        reserved, claimed = cursor.fetchone()
+    if reserved:
+        position.reserved_qty += qty
+        position.updated_at = now
+    return write.written(reserved, claimed, position)
 
 
 def _lock_or_open_position(symbol: str) -> Position:

@@ -11,7 +11,8 @@ from aegis import clock
 from execution import services
 from execution.exceptions import InsufficientAvailableQty, InvalidInput, TradingNotAllowed
 from execution.locks import position_qs_for_update
-from execution.models import OrderIntent, Position, TradingState
+from execution.services.intents import execute_here
+from execution.models import Order, OrderIntent, Position, TradingState
 from tests.ledger_helpers import key, open_position
 
 pytestmark = pytest.mark.django_db
@@ -101,10 +102,71 @@ def test_outside_a_transaction_it_refuses(new_symbol):
     assert not OrderIntent.objects.filter(position_id=position.pk, side="SELL").exists()
 
 
-def test_with_a_new_key_it_writes_in_two_statements(new_symbol):
+def test_with_a_new_key_it_writes_in_one_statement(new_symbol):
     position = open_position(new_symbol(), 10)
     with transaction.atomic():
         row = locked(position.pk)
         with CaptureQueriesContext(connection) as queries:
-            open_locked(row, new_key=True)
-    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT", "UPDATE"]
+            intent = open_locked(row, new_key=True)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH"]
+    stored = OrderIntent.objects.get(pk=intent.pk)
+    assert (stored.status, stored.qty, stored.side, stored.symbol) == ("NEW", 5, "SELL",
+                                                                      position.symbol)
+    position.refresh_from_db()
+    assert position.reserved_qty == row.reserved_qty == 5
+
+
+class Taker:
+    """An executor that takes claimed orders, as pricesync's sender does."""
+
+    def __init__(self):
+        self.ids, self.orders = [], []
+
+    def __call__(self, intent_id):
+        self.ids.append(intent_id)
+        return True
+
+    def claimed(self, order):
+        self.orders.append(order)
+        return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_for_a_taker_of_claimed_orders_the_same_statement_claims_the_order(new_symbol, settings):
+    settings.EXECUTION_AUTO_SUBMIT = True
+    position = open_position(new_symbol(), 10)
+    taker = Taker()
+    execute_here(taker)
+    try:
+        with transaction.atomic():
+            row = locked(position.pk)
+            with CaptureQueriesContext(connection) as queries:
+                intent = open_locked(row, qty=4, new_key=True, limit_price=9_700)
+            assert taker.orders == []  # handed over only once committed
+    finally:
+        execute_here(None)
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH"]
+    assert intent.status == "ORDERED" == OrderIntent.objects.get(pk=intent.pk).status
+    [order] = taker.orders
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.intent_id, stored.status, stored.qty, stored.limit_price) == (
+        intent.pk, "NEW", 4, 9_700)
+    assert stored.send_started_at == order.send_started_at is not None
+    assert taker.ids == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_position_kis_disagrees_with_leaves_its_order_to_the_execute_path(new_symbol, settings):
+    settings.EXECUTION_AUTO_SUBMIT = True
+    position = open_position(new_symbol(), 10)
+    Position.objects.filter(pk=position.pk).update(broker_qty=8)
+    taker = Taker()
+    execute_here(taker)
+    try:
+        with transaction.atomic():
+            intent = open_locked(locked(position.pk), qty=4, new_key=True)
+    finally:
+        execute_here(None)
+    assert taker.orders == [] and taker.ids == [str(intent.pk)]
+    assert OrderIntent.objects.get(pk=intent.pk).status == "NEW"
+    assert not Order.objects.filter(intent_id=intent.pk).exists()

@@ -114,3 +114,94 @@ def test_time_rules_wait_for_the_regular_session(new_symbol):
         assert exit_pass().exits == 1
     [intent] = exits(position)
     assert intent.intent_type == "EXIT_MAX_HOLD"
+
+
+def test_an_exit_on_what_the_screen_saw_is_one_statement(new_symbol):
+    """With the cache warm and the rows as the screen saw them, the exit (its locks, intent,
+    reservation and exit state) is one statement: outside a transaction, its own commit."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    profile = ExitProfile.objects.create(name="sl1", stop_loss_pct=D(3), gap_down_pct=None)
+    position = managed(new_symbol(), 10, profile)
+    quote(position.symbol, 70_000)
+    assert exit_pass(symbols=[position.symbol]).exits == 0  # the book and profiles cached
+    quote(position.symbol, 67_000)
+    with CaptureQueriesContext(connection) as captured:
+        assert exit_pass(symbols=[position.symbol]).exits == 1
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert [s.split()[0] for s in statements] == ["SELECT", "WITH"], statements  # price, exit
+    assert "FOR UPDATE" in statements[1]
+    [intent] = exits(position)
+    assert (intent.intent_type, intent.qty, intent.trigger_price) == ("EXIT_STOP_LOSS", 10, 67_000)
+    assert Position.objects.get(pk=position.pk).reserved_qty == 10
+
+
+def test_a_screen_that_saw_stale_rows_is_decided_again_under_the_locks(new_symbol):
+    """The cached book says 10 shares are available; the database, changed behind the cache's
+    back, says 6. The one statement writes nothing, and the exit decided under the locks
+    sells the 6 that are there."""
+    from django.db import connection
+
+    profile = ExitProfile.objects.create(name="sl2", stop_loss_pct=D(3), gap_down_pct=None)
+    position = managed(new_symbol(), 10, profile)
+    quote(position.symbol, 70_000)
+    assert exit_pass(symbols=[position.symbol]).exits == 0  # cached: 10 available
+    with connection.cursor() as cursor:  # no signal: the cache still says 10
+        cursor.execute(f"UPDATE {Position._meta.db_table} SET reserved_qty = 4 WHERE id = %s",
+                       [position.pk])
+    quote(position.symbol, 67_000)
+    assert exit_pass(symbols=[position.symbol]).exits == 1
+    [intent] = exits(position)
+    assert intent.qty == 6
+    assert Position.objects.get(pk=position.pk).reserved_qty == 10
+
+
+def test_a_tier_on_what_the_screen_saw_advances_the_exit_state_in_the_same_statement(new_symbol):
+    profile = ExitProfile.objects.create(name="tp1", gap_down_pct=None)
+    TakeProfitTier.objects.create(profile=profile, gain_pct=D(5), sell_pct=D(40))
+    position = managed(new_symbol(), 10, profile)
+    quote(position.symbol, 70_000)
+    assert exit_pass(symbols=[position.symbol]).exits == 0
+    quote(position.symbol, 74_000)
+    assert exit_pass(symbols=[position.symbol]).exits == 1
+    assert exit_pass(symbols=[position.symbol]).exits == 0  # the tier is done
+    [intent] = exits(position)
+    assert (intent.intent_type, intent.qty) == ("EXIT_TAKE_PROFIT", 4)
+    assert PositionExitState.objects.get(pk=position.pk).tiers_done == 1
+
+
+def test_pricesync_evaluates_a_trade_at_the_cached_limits_before_writing_it(new_symbol):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from trading.pricesync import on_price
+
+    profile = ExitProfile.objects.create(name="sl3", stop_loss_pct=D(3), gap_down_pct=None)
+    position = managed(new_symbol(), 10, profile)
+    symbol = position.symbol
+    # A REST quote: its limits are written first, and cached with the price.
+    assert on_price(symbol=symbol, price=70_000, at=NOW - dt.timedelta(seconds=1), source="REST",
+                    prev_close=70_000, upper_limit=91_000, lower_limit=49_000) == 0
+    with CaptureQueriesContext(connection) as captured:
+        assert on_price(symbol=symbol, price=67_000, at=NOW, source="WS") == 1
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["WITH", "INSERT"]
+    row = BestPrice.objects.get(symbol=symbol)
+    assert (row.price, row.lower_limit, row.upper_limit, row.source) == (67_000, 49_000,
+                                                                        91_000, "WS")
+    [intent] = exits(position)
+    assert (intent.trigger_price, intent.event_at) == (67_000, NOW)
+
+
+def test_pricesync_writes_first_a_trade_older_than_the_cached_price(new_symbol):
+    """An older trade after a fresher price is never evaluated: the upsert keeps the fresher."""
+    from trading.pricesync import on_price
+
+    profile = ExitProfile.objects.create(name="sl4", stop_loss_pct=D(3), gap_down_pct=None)
+    position = managed(new_symbol(), 10, profile)
+    assert on_price(symbol=position.symbol, price=70_000, at=NOW, source="REST",
+                    prev_close=70_000, upper_limit=91_000, lower_limit=49_000) == 0
+    assert on_price(symbol=position.symbol, price=60_000, at=NOW - dt.timedelta(seconds=2),
+                    source="WS") == 0
+    assert BestPrice.objects.get(symbol=position.symbol).price == 70_000
+    assert exits(position) == []
