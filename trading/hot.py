@@ -9,7 +9,7 @@ it, and only screens; the locked rows decide (I3).
   trading:book:<symbol>    the same for one symbol (the tick path)        3 s      its exit state changes (after commit)
   trading:profiles         every exit profile's rules                     1 h    a new generation when a profile or
                                                                                    tier changes (after commit)
-  trading:gen:*            those generations                              1 d    counters (INCR)
+  trading:gen:*            those generations                              1 d    a fresh random value per change
   trading:gap:<day>        GAP_DOWN thresholds from the pre-queue         to 5 min after the open
 
 A book entry (Watch) carries its quiet band (rules.screen_band), computed when the book is read
@@ -22,6 +22,7 @@ a failed write or delete is logged, and the TTLs bound how long anything stale c
 import datetime as dt
 import logging
 import pickle
+import secrets
 import time
 from array import array
 from decimal import Decimal
@@ -193,16 +194,14 @@ def _delete_many(keys: list[str]) -> None:
 
 
 def _bump(gen_keys: list[str]) -> None:
-    """Move the generations on: entries stored under an older one are misses from now on."""
-    for key in gen_keys:
-        try:
-            try:
-                cache.incr(key)
-            except ValueError:  # no generation yet (or it expired)
-                if not cache.add(key, 1, timeout=GEN_TTL_S):
-                    cache.incr(key)
-        except Exception as exc:  # noqa: BLE001
-            _unavailable("incr", exc)
+    """Move the generations on: entries stored under an older one are misses from now on. A
+    generation is compared for equality only, so a new one is a fresh random value, all of
+    them written in one round trip (a counter's INCR costs two per key through Django's cache:
+    the existence check, then the increment)."""
+    try:
+        cache.set_many({key: secrets.randbits(62) + 1 for key in gen_keys}, timeout=GEN_TTL_S)
+    except Exception as exc:  # noqa: BLE001
+        _unavailable("set_many", exc)
 
 
 def _cached(key: str, gen_keys: list[str], found: dict | None = None):

@@ -384,17 +384,21 @@ def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: 
     return write.written(reserved, claimed, position)
 
 
-def _lock_or_open_position(symbol: str) -> Position:
-    """The symbol's open position, locked; a new empty one if there is none."""
+def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
+    """The symbol's open position, locked; a new empty one if there is none (True). A new one
+    is inserted without post_save: the caller announces it once its intent's send is
+    registered, so the send runs first after the commit."""
     position = position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
     if position is not None:
-        return position
+        return position, False
     try:
         with transaction.atomic():
-            return Position.objects.create(symbol=symbol, opened_at=clock.now())
+            [position] = Position.objects.bulk_create([Position(symbol=symbol,
+                                                                opened_at=clock.now())])
+            return position, True
     except IntegrityError:
         # Another transaction opened it first (one open position per symbol); take its lock.
-        return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN)
+        return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN), False
 
 
 def entry_intent_open(
@@ -430,12 +434,16 @@ def entry_intent_open(
                     f"{idempotency_key!r} already belongs to another intent ({existing.pk}).",
                 )
             return existing
-        position = _lock_or_open_position(symbol)
-        return _create_intent(
+        position, created = _lock_or_open_position(symbol)
+        intent = _create_intent(
             intent_type=IntentType.ENTRY, side=Side.BUY, position=position, qty=qty,
             limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
             event_at=event_at, now=now,
         )
+        if created:
+            post_save.send(sender=Position, instance=position, created=True, raw=False,
+                           using=connection.alias, update_fields=None)
+        return intent
 
 
 def intent_cancel(*, intent_id: object, reason: str) -> OrderIntent:
