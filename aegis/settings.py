@@ -176,6 +176,11 @@ CELERY_TIMEZONE = "Asia/Seoul"
 EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
 # A limit order still (partly) unfilled this long after KIS took it is cancelled there.
 EXECUTION_LIMIT_ORDER_TIMEOUT_S = env.int("AEGIS_LIMIT_ORDER_TIMEOUT_S", default=60)
+# Whether unfilled limit orders may be cancelled now (a callable's dotted path, given the
+# Asia/Seoul time and the timeout; empty: whenever their timeout has passed). The default counts
+# the timeout in continuous trading only: an order placed before the open waits for it, and the
+# closing auction's orders wait for the match.
+EXECUTION_ORDERS_DUE = env.str("AEGIS_ORDERS_DUE", default="trading.services.limit_orders_due")
 # The doorbell (execution/doorbell.py): a committed intent's id goes straight to lanes (threads)
 # in the execution worker, one Redis round trip instead of a Celery hop; the execute task
 # serves whenever no lane is listening.

@@ -6,6 +6,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils.module_loading import import_string
 
 from aegis import clock
 
@@ -83,9 +84,13 @@ def orders_sync_task() -> dict:
 
 @shared_task(name="execution.orders_expire", expires=10, time_limit=60)
 def orders_expire_task() -> dict:
-    """Cancel limit orders left unfilled past EXECUTION_LIMIT_ORDER_TIMEOUT_S."""
-    return orders_expire(broker=get_broker(),
-                         timeout=dt.timedelta(seconds=settings.EXECUTION_LIMIT_ORDER_TIMEOUT_S))
+    """Cancel limit orders left unfilled past EXECUTION_LIMIT_ORDER_TIMEOUT_S, when
+    EXECUTION_ORDERS_DUE says orders may be cancelled now."""
+    timeout = dt.timedelta(seconds=settings.EXECUTION_LIMIT_ORDER_TIMEOUT_S)
+    due = settings.EXECUTION_ORDERS_DUE
+    if due and not import_string(due)(clock.now_seoul(), timeout):
+        return {"skipped": "outside continuous trading"}
+    return orders_expire(broker=get_broker(), timeout=timeout)
 
 
 @shared_task(name="execution.reconcile", expires=60, time_limit=120)

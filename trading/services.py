@@ -47,10 +47,11 @@ DECIDED_AGAIN = frozenset({IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TRAILING,
                            IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD})
 
 
-def exit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
-    """Whether the engine's unfilled exits may be cancelled (to be decided again) at `now`: in
-    continuous trading, once it has run for `timeout` (an order placed before the open had no
-    trade to meet), and not in the closing auction, where orders wait for the match."""
+def limit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
+    """Whether unfilled limit orders may be cancelled for their `timeout` at `now` (the engine's
+    exits, to be decided again; every order through EXECUTION_ORDERS_DUE): in continuous
+    trading, once it has run for `timeout` (an order placed before the open had no trade to
+    meet), and not in the closing auction, where orders wait for the match."""
     session = market_calendar.session(now.astimezone(clock.SEOUL).date())
     return session is not None and \
         session.open + timeout <= now < session.close - CLOSING_AUCTION

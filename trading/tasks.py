@@ -10,7 +10,7 @@ from django.core.cache import cache
 
 from aegis import clock
 
-from .services import exit_orders_due, exit_pass, gap_prequeue
+from .services import limit_orders_due, exit_pass, gap_prequeue
 
 logger = logging.getLogger("aegis.trading")
 
@@ -52,7 +52,7 @@ def exit_orders_expire_task() -> dict:
     from .services import DECIDED_AGAIN
 
     timeout = dt.timedelta(seconds=settings.TRADING_EXIT_ORDER_TIMEOUT_S)
-    if not exit_orders_due(clock.now_seoul(), timeout):
+    if not limit_orders_due(clock.now_seoul(), timeout):
         return {"skipped": "outside the session"}
     return orders_expire(broker=get_broker(), timeout=timeout, intent_types=DECIDED_AGAIN)
 

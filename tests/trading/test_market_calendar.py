@@ -117,7 +117,7 @@ def test_windows_are_data():
     (D(2027, 1, 4), "10:00:10", True),
 ])
 def test_the_engine_reprices_its_exits_only_in_continuous_trading(day, moment, due):
-    from trading.services import exit_orders_due
+    from trading.services import limit_orders_due
 
     now = dt.datetime.combine(day, dt.time.fromisoformat(moment), SEOUL)
-    assert exit_orders_due(now, dt.timedelta(seconds=10)) is due
+    assert limit_orders_due(now, dt.timedelta(seconds=10)) is due

@@ -26,8 +26,11 @@ LIMIT_ORDER_TIMEOUT_S = 1
 @pytest.fixture(scope="module")
 def worker(kis_sim_process, django_db_setup, tmp_path_factory):
     log = tmp_path_factory.mktemp("worker") / "worker.log"
+    # The subject is fills and the expiry, at whatever hour this runs: orders may be cancelled
+    # once their timeout has passed, in the session or not (the session guard is tested apart).
     proc = start_worker(kis_sim_process, log,
-                        env={"AEGIS_LIMIT_ORDER_TIMEOUT_S": str(LIMIT_ORDER_TIMEOUT_S)})
+                        env={"AEGIS_LIMIT_ORDER_TIMEOUT_S": str(LIMIT_ORDER_TIMEOUT_S),
+                             "AEGIS_ORDERS_DUE": ""})
     yield log
     stop_worker(proc)
 
