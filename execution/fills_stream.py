@@ -37,6 +37,7 @@ async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
         logger.info("fills.notice odno=%s fill=%s synced=%s", notice.odno, notice.is_fill, counts)
 
     stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
+                       approval_key_refused=broker.approval_key_refused,
                        custtype=config.custtype, on_notice=on_notice)
     await stream.subscribe(notice_tr_id(config.flavour), config.hts_id)
     task = asyncio.create_task(stream.run(stop))

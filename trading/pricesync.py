@@ -176,6 +176,7 @@ class PriceSync:
         self.subscribed: set[str] = set()
         config = broker.config
         self.stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
+                                approval_key_refused=broker.approval_key_refused,
                                 custtype=config.custtype, on_trade=self._on_trade)
         # One thread for the database: trades are written and evaluated in arrival order, and
         # its connection is closed when the sync stops.

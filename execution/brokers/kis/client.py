@@ -206,6 +206,10 @@ class KisClient:
 
         return self.approvals.get(app, issue)
 
+    def approval_key_refused(self, value: str) -> None:
+        """KIS no longer knows this approval key: the next approval_key() issues a fresh one."""
+        self.approvals.invalidate(self.config.query_app, value)
+
     def _post_oauth(self, path: str, payload: dict) -> dict:
         try:
             response = self.http.request(

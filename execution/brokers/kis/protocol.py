@@ -90,6 +90,8 @@ WS_SUBSCRIBED = "OPSP0000"
 WS_UNSUBSCRIBED = "OPSP0001"
 WS_ALREADY_SUBSCRIBED = "OPSP0002"
 WS_MAX_SUBSCRIBE = "OPSP0008"
+# The approval key a subscription carried is unknown to KIS (expired, revoked). UNCONFIRMED.
+WS_INVALID_APPROVAL = "OPSP0011"
 WS_MAX_SUBSCRIPTIONS = 41
 
 # --- WebSocket data frames --------------------------------------------------------------------

@@ -78,9 +78,15 @@ Handler = Callable[[object], None | Awaitable[None]]
 class KisStream:
     def __init__(self, *, url: str, approval_key: Callable[[], str], custtype: str = "P",
                  on_trade: Handler | None = None, on_notice: Handler | None = None,
-                 reconnect_min_s: float = 0.2, reconnect_max_s: float = 5.0) -> None:
+                 reconnect_min_s: float = 0.2, reconnect_max_s: float = 5.0,
+                 approval_key_refused: Callable[[str], None] | None = None) -> None:
+        """`approval_key_refused(key)` forgets a key KIS no longer knows, so the next call of
+        `approval_key` issues a fresh one."""
         self.url = url.rstrip("/") + protocol.WS_PATH
         self._approval_key = approval_key
+        self._approval_key_refused = approval_key_refused
+        self._sent_with: dict[tuple[str, str], str] = {}  # subscription -> the key it carried
+        self._renewing: set[tuple[str, str]] = set()
         self.custtype = custtype
         self.on_trade = on_trade
         self.on_notice = on_notice
@@ -109,6 +115,7 @@ class KisStream:
 
     async def _send(self, tr_id: str, tr_key: str, tr_type: str) -> None:
         key = await asyncio.to_thread(self._approval_key)
+        self._sent_with[(tr_id, tr_key)] = key
         await self._ws.send(json.dumps({
             "header": {"approval_key": key, "custtype": self.custtype, "tr_type": tr_type,
                        "content-type": "utf-8"},
@@ -194,8 +201,27 @@ class KisStream:
         output = body.get("output") or {}
         if output.get("key") and output.get("iv"):
             self._keys[header.get("tr_id", "")] = (output["key"], output["iv"])
+        if msg_cd == protocol.WS_INVALID_APPROVAL and subscription in self.subscriptions \
+                and subscription not in self._renewing:
+            await self._renew(subscription)
+            return
+        if msg_cd in (protocol.WS_SUBSCRIBED, protocol.WS_ALREADY_SUBSCRIBED):
+            self._renewing.discard(subscription)
         if body.get("rt_cd") not in (None, protocol.RT_CD_OK):
             logger.error("kis.ws %s %s refused: %s %s", *subscription, msg_cd, body.get("msg1"))
+
+    async def _renew(self, subscription: tuple[str, str]) -> None:
+        """KIS no longer knows the approval key the subscription carried (it expired, or was
+        revoked): forget the key and subscribe once more with a fresh one. Once until a
+        subscription succeeds: a fresh key refused as well is logged, not retried forever."""
+        self._renewing.add(subscription)
+        refused = self._sent_with.get(subscription)
+        logger.warning("kis.ws %s %s: approval key refused; subscribing with a fresh one",
+                       *subscription)
+        if refused is not None and self._approval_key_refused is not None:
+            await asyncio.to_thread(self._approval_key_refused, refused)
+        if self._ws is not None:
+            await self._send(*subscription, "1")
 
     @staticmethod
     async def _dispatch(handler: Handler | None, item: object) -> None:

@@ -79,7 +79,7 @@ ORD_DVSN_ALLOWED = {
 MARKET_DIV_CODES = frozenset({"J", "NX", "UN"})
 
 # WebSocket answers other than the four protocol.py names (UNCONFIRMED codes and texts).
-WS_INVALID_APPROVAL = ("OPSP0011", "invalid approval : NOT FOUND")
+WS_INVALID_APPROVAL = (protocol.WS_INVALID_APPROVAL, "invalid approval : NOT FOUND")
 WS_NOT_SUBSCRIBED = ("OPSP0003", "UNSUBSCRIBE ERROR(not found!)")
 WS_BAD_REQUEST = ("OPSP0009", "SUBSCRIBE ERROR : invalid request")
 WS_OUTBOX_LIMIT = 100_000  # frames queued for one slow reader before it is disconnected
@@ -1535,10 +1535,12 @@ class ControlApi:
     async def faults(self, request: web.Request) -> web.Response:
         """Set faults (the fields of Faults): each *_next counts the requests (or, for
         notice_repeat_next, the fill notices) that meet it; `after` lets the request take effect
-        first; outage_s refuses everything for that long; ws_drop closes every WebSocket."""
+        first; outage_s refuses everything for that long; ws_drop closes every WebSocket;
+        approvals_expire makes every WebSocket approval key issued so far unknown (open
+        subscriptions go on; a new one with such a key is refused, OPSP0011)."""
         payload = await self._payload(request)
         known = {"latency_ms", "error_5xx_rate", "error_status", "timeout_s", "outage_s",
-                 "after", "ws_drop", "omit_field", *self.COUNTED_FAULTS}
+                 "after", "ws_drop", "approvals_expire", "omit_field", *self.COUNTED_FAULTS}
         unknown = set(payload) - known
         if unknown:
             raise ControlError(f"unknown faults {sorted(unknown)}; known: {sorted(known)}")
@@ -1568,6 +1570,8 @@ class ControlApi:
             self.sim.drop_connections()
         if payload.get("ws_drop") is True:
             self.sim.drop_connections()
+        if payload.get("approvals_expire") is True:
+            self.sim.gateway.approvals.clear()
         return _json({"ok": True} | self.sim.faults_view())
 
     async def clock(self, request: web.Request) -> web.Response:

@@ -242,14 +242,14 @@ class TestErrorPaths:
             client.price("005930")
 
 
-def run_stream(sim, client, body):
+def run_stream(sim, client, body, **stream_kwargs):
     """Run a KisStream against the simulator for the duration of `body(stream, got)`."""
     got = {"trades": [], "notices": []}
 
     async def main():
         stream = KisStream(url=sim.ws_url, approval_key=client.approval_key,
                            on_trade=got["trades"].append, on_notice=got["notices"].append,
-                           reconnect_min_s=0.1)
+                           reconnect_min_s=0.1, **stream_kwargs)
         stop = asyncio.Event()
         task = asyncio.create_task(stream.run(stop))
         try:
@@ -288,6 +288,45 @@ def test_trades_stream_and_resubscribe_after_a_dropped_connection(kis_sim, clien
     got = run_stream(kis_sim, client, body)
     tick = next(t for t in got["trades"] if t.price == 71_600)
     assert tick.symbol == "005930" and len(tick.time) == 6
+
+
+def test_a_refused_approval_key_is_replaced_and_the_subscription_made(kis_sim, client):
+    """KIS forgets the approval keys (expired, revoked): the next subscription is refused with
+    OPSP0011, so the stream forgets its key, subscribes with a fresh one, and trades flow."""
+    async def body(stream, got):
+        await stream.subscribe("H0STCNT0", "000660")
+        await until(lambda: stream.acks.get(("H0STCNT0", "000660")) == "OPSP0000")
+        first_key = await asyncio.to_thread(client.approval_key)
+        await asyncio.to_thread(kis_sim.control, "/_sim/faults", {"approvals_expire": True})
+        await stream.subscribe("H0STCNT0", "005930")
+        await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
+        assert await asyncio.to_thread(client.approval_key) != first_key
+        await asyncio.to_thread(kis_sim.control, "/_sim/prices", {"pdno": "005930",
+                                                                   "price": 71_500})
+        await until(lambda: any(t.symbol == "005930" and t.price == 71_500
+                                for t in got["trades"]))
+
+    run_stream(kis_sim, client, body, approval_key_refused=client.approval_key_refused)
+
+
+def test_a_fresh_approval_key_refused_as_well_is_not_retried_forever(kis_sim, client, caplog):
+    """Without a way to forget the key, the renewal sends the same key again, is refused once
+    more, and stops there (logged) instead of looping."""
+    async def body(stream, got):
+        await stream.subscribe("H0STCNT0", "005930")
+        await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
+        await asyncio.to_thread(kis_sim.control, "/_sim/faults", {"approvals_expire": True})
+        await stream.subscribe("H0STCNT0", "000660")
+        await until(lambda: any("000660 refused: OPSP0011" in r.getMessage()
+                                for r in caplog.records))
+        await asyncio.sleep(0.5)  # time for any further attempt
+        assert stream.acks.get(("H0STCNT0", "000660")) == "OPSP0011"
+
+    with caplog.at_level("WARNING", logger="aegis.kis"):
+        run_stream(kis_sim, client, body)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("000660: approval key refused" in m for m in messages) == 1
+    assert sum("000660 refused: OPSP0011" in m for m in messages) == 1
 
 
 def test_fill_notices_arrive_decrypted(kis_sim, client):
