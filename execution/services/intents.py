@@ -258,6 +258,11 @@ class ExitWrite:
             closed_reason="")
         self.claim = self.take_claimed is not None and claim_allowed
         self.order_id = uuid.uuid4()
+        # A taker that can get ready for the order (pricesync's sender) does so while the
+        # statement runs and commits.
+        prepare = getattr(self.take_id, "prepare", None) if self.claim else None
+        if prepare is not None:
+            prepare()
 
     @property
     def ctes(self) -> str:

@@ -48,7 +48,19 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
         super().__init__(*args, **kwargs)
         self._seen = threading.local()  # the failures this thread's last state read found
 
+    def prefetch(self) -> None:
+        """Read the state now, for this thread's next guarded call to use instead of a read of
+        its own (InProcessSender.prepare: read while the order's transaction commits)."""
+        self._seen.prefetched = self._read_redis()
+
     def _read_state(self) -> str:
+        prefetched = getattr(self._seen, "prefetched", None)
+        if prefetched is not None:
+            self._seen.prefetched = None
+            return prefetched
+        return self._read_redis()
+
+    def _read_redis(self) -> str:
         try:
             state, failures = self._redis.mget(self._namespace("state"),
                                                self._namespace("fail_counter"))
@@ -128,6 +140,13 @@ class Breakers:
             return self._breaker(breaker).call(fn, *args, **kwargs)
         except pybreaker.CircuitBreakerError:
             raise KisCircuitOpen(f"the KIS {breaker} circuit is open: not called") from None
+
+    def prefetch(self, use: str) -> None:
+        """Read the breaker's state for this thread's next call (no-op without Redis)."""
+        storage = self._storage[use]
+        if isinstance(storage, _SharedStorage):
+            self._breaker(use)  # made first: making it reads the state too
+            storage.prefetch()
 
     def state(self, use: str) -> str:
         return self._storage[use].state

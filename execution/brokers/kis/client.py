@@ -239,6 +239,18 @@ class KisClient:
                                    http_status=response.status) from None
 
     # --- the request loop ---------------------------------------------------------------------
+    def preflight(self, use: str = "order") -> None:
+        """Before a call of `use` this thread is about to make: the token, the breaker's state
+        and a rate slot, taken now (while something else is waited for) instead of in the call.
+        Nothing is sent; a failure here is left for the call itself to meet."""
+        try:
+            app = self.config.app(use)
+            self.access_token(app)
+            self.breakers.prefetch(use)
+            self.limiter.reserve(app.fingerprint)
+        except Exception as exc:  # noqa: BLE001 - the call takes its own steps then
+            logger.info("kis.preflight_failed use=%s: %s", use, type(exc).__name__)
+
     def _call(self, *, method: str, path: str, real_tr_id: str, use: str,
               params: dict | None = None, body: dict | None = None,
               tr_cont: str = "") -> tuple[dict, dict]:

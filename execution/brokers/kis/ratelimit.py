@@ -46,6 +46,8 @@ class SharedRateLimiter:
             raise ValueError("per_second must be at least 1")
         self.per_second = per_second
         self.window_us = (1000 + guard_ms) * 1000
+        self.guard_s = guard_ms / 1000
+        self._held = threading.local()
         url = settings.REDIS_URL if redis_url is None else redis_url
         self._redis = redis.Redis.from_url(url) if url else None
         self._script = self._redis.register_script(_ACQUIRE) if self._redis else None
@@ -74,8 +76,20 @@ class SharedRateLimiter:
                 return 0.0
             return window[0] + self.window_us / 1e6 - now
 
+    def reserve(self, key: str) -> None:
+        """Take a slot for `key` now, for this thread's next acquire() of `key` (a request about
+        to be sent: InProcessSender.prepare). A slot held longer than half the guard is let go
+        and the request takes a fresh one: the guard covers the gap between slot and request."""
+        self.acquire(key)
+        self._held.slot = (key, time.monotonic())
+
     def acquire(self, key: str, *, timeout_s: float = 30.0) -> None:
         """Block until one more request for `key` fits in the window."""
+        held = getattr(self._held, "slot", None)
+        if held is not None:
+            self._held.slot = None
+            if held[0] == key and time.monotonic() - held[1] <= self.guard_s / 2:
+                return
         deadline = time.monotonic() + timeout_s
         while (wait := self._try(key)) > 0:
             if time.monotonic() + wait > deadline:

@@ -1,7 +1,9 @@
 """The breakers' shared state on real Redis: a success after failures clears the count of failures
-in a row, a success with none to clear writes nothing, and the state read survives a lost key."""
+in a row, a success with none to clear writes nothing, the state read survives a lost key, and a
+state read ahead (prefetch) serves one call. And the rate limiter's slot reserved ahead."""
 
 import secrets
+import time
 
 import pytest
 import redis
@@ -9,6 +11,7 @@ from django.conf import settings
 
 from execution.brokers.kis.breaker import Breakers
 from execution.brokers.kis.errors import KisCircuitOpen, KisUnavailable
+from execution.brokers.kis.ratelimit import SharedRateLimiter
 
 FAIL_MAX = 3
 
@@ -74,3 +77,43 @@ def test_a_lost_state_key_reads_as_closed_and_is_written_again(breakers):
     assert client.delete(state_key) == 1
     assert breakers.call("order", lambda: "ok") == "ok"
     assert client.get(state_key) == b"closed"
+
+
+def _mgets() -> int:
+    stats = redis.Redis.from_url(settings.REDIS_URL).info("commandstats")
+    return stats.get("cmdstat_mget", {}).get("calls", 0)
+
+
+def test_a_prefetched_state_serves_this_threads_next_call_once(breakers):
+    breakers.prefetch("order")
+    before = _mgets()
+    assert breakers.call("order", lambda: "sent") == "sent"  # the prefetched read
+    assert _mgets() == before
+    assert breakers.call("order", lambda: "sent") == "sent"  # reads for itself again
+    assert _mgets() == before + 1
+
+
+def test_a_prefetched_open_state_keeps_the_call_from_kis(breakers):
+    _failures(breakers, FAIL_MAX)
+    breakers.prefetch("order")
+    with pytest.raises(KisCircuitOpen):
+        breakers.call("order", lambda: pytest.fail("called while open"))
+
+
+def test_a_reserved_rate_slot_serves_the_next_acquire_of_its_key_while_fresh():
+    limiter = SharedRateLimiter(per_second=100, guard_ms=50)
+    key = secrets.token_hex(6)
+    slots = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        limiter.reserve(key)
+        limiter.acquire(key)  # the reserved slot
+        assert slots.zcard(f"aegis:kis:rate:{key}") == 1
+        limiter.acquire(key)  # a slot of its own
+        assert slots.zcard(f"aegis:kis:rate:{key}") == 2
+        limiter.reserve(key)
+        time.sleep(limiter.guard_s)  # held longer than half the guard: let go
+        limiter.acquire(key)
+        assert slots.zcard(f"aegis:kis:rate:{key}") == 4
+    finally:
+        slots.delete(f"aegis:kis:rate:{key}")
+        slots.close()

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from aegis import clock
 from execution import services
-from execution.models import Order
+from execution.models import Order, Position
 from execution.sender import InProcessSender
 from execution.services.intents import execute_here
 from execution.tasks import intent_execute
@@ -63,3 +64,62 @@ def test_a_full_backlog_leaves_the_intent_to_the_execute_task(kis_sim, worker, c
     intent = _entry_through(sender)
     assert "sent_in_process" not in caplog.text
     _one_order_at_the_broker(kis_sim, intent)
+
+
+def _held_at_kis(kis_sim, qty: int) -> None:
+    kis_sim.control("/_sim/accounts", {
+        "cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd, "cash": 10**10,
+        "hts_id": kis_sim.hts_id, "holdings": [{"pdno": "005930", "qty": qty,
+                                                 "avg_price": 70_000}]})
+
+
+def _sent_by(caplog, intent) -> str:
+    [record] = [r for r in caplog.records
+                if f"sent_in_process intent_id={intent.pk}" in r.getMessage()]
+    return record.threadName
+
+
+def test_an_exit_goes_out_from_a_thread_made_ready_while_it_committed(kis_sim, worker, caplog):
+    """The exit's write says the order is coming (prepare): a ready thread takes the token, the
+    breaker's state and a rate slot while the statement commits, then sends the order."""
+    _held_at_kis(kis_sim, 10)
+    # The holding as the ledger knows it (bought earlier; no order of it at this simulator).
+    position = Position.objects.create(symbol="005930", qty=10, avg_price=70_000,
+                                       opened_at=clock.now())
+    sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50))
+    execute_here(sender)
+    try:
+        with caplog.at_level("INFO", logger="aegis.execution"):
+            intent = services.exit_intent_open(
+                position_id=position.pk, qty=10, intent_type="EXIT_STOP_LOSS",
+                idempotency_key=key(), limit_price=70_000)
+            _one_order_at_the_broker(kis_sim, intent)
+    finally:
+        execute_here(None)
+        sender.close()
+    assert intent.status == "ORDERED"
+    assert _sent_by(caplog, intent).startswith("sender-ready")
+
+
+def test_a_ready_thread_no_order_comes_for_gives_up_and_the_lanes_send(kis_sim, worker, caplog):
+    sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), ready=1)
+    sender.READY_WAIT_S = 0.2
+    sender.prepare()  # an exit that will not be written after all
+    deadline = time.monotonic() + 10
+    while sender._ready and time.monotonic() < deadline:  # noqa: SLF001 - its waiting list
+        time.sleep(0.05)
+    assert not sender._ready  # noqa: SLF001
+    with caplog.at_level("INFO", logger="aegis.execution"):
+        intent = _entry_through(sender)  # entries do not prepare: a lane sends it
+    _one_order_at_the_broker(kis_sim, intent)
+    assert _sent_by(caplog, intent).startswith("sender-0") \
+        or _sent_by(caplog, intent).startswith("sender-1")
+
+
+def test_closing_wakes_a_thread_still_waiting_for_its_order(kis_sim):
+    sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50))
+    sender.READY_WAIT_S = 60
+    sender.prepare()
+    started = time.monotonic()
+    sender.close()
+    assert time.monotonic() - started < 10
