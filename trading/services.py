@@ -22,7 +22,7 @@ from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.locks import position_qs_for_update
+from execution.locks import position_columns, position_from_row, position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
 from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, trading_state_in_force,
                                 trading_state_in_force_sql)
@@ -233,7 +233,7 @@ WHERE position_id = %s
 @functools.cache
 def _sql(template: str) -> str:
     return template.format(
-        position_columns=", ".join(f"p.{f.column}" for f in Position._meta.concrete_fields),
+        position_columns=position_columns("p"),
         state_in_force=trading_state_in_force_sql(), position=Position._meta.db_table,
         exit_state=PositionExitState._meta.db_table)
 
@@ -256,13 +256,7 @@ def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
     with connection.cursor() as cursor:
         cursor.execute(_sql(_GAP_LOCK), [position_id])
         row = cursor.fetchone()
-    return None if row is None else (_position(row), row[-1])
-
-
-def _position(row: tuple) -> Position:
-    """The Position whose columns lead `row`."""
-    fields = Position._meta.concrete_fields
-    return Position.from_db(connection.alias, [f.attname for f in fields], row[:len(fields)])
+    return None if row is None else (position_from_row(row), row[-1])
 
 
 def _lock(position_id: int) -> Locked | None:
@@ -279,7 +273,7 @@ def _lock(position_id: int) -> Locked | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    position = _position(row)
+    position = position_from_row(row)
     high_water_mark, peak_qty, tiers_done, trading_state = row[-4:]
     state = PositionExitState(position_id=position_id, high_water_mark=high_water_mark,
                               peak_qty=peak_qty, tiers_done=tiers_done)

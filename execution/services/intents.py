@@ -3,6 +3,7 @@ position's row lock, clamped to what is available (I1, I2).
 """
 
 import datetime as dt
+import functools
 import logging
 import threading
 import uuid
@@ -20,7 +21,7 @@ from ..exceptions import (
     InvalidIntentState,
     PositionClosed,
 )
-from ..locks import position_qs_for_update
+from ..locks import position_columns, position_from_row, position_qs_for_update
 from ..models import EXIT_INTENT_TYPES, IntentType, Order, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
@@ -389,10 +390,34 @@ def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: 
     return write.written(reserved, claimed, position)
 
 
+# A symbol's new empty position in one statement, no savepoint: the partial unique index on open
+# positions turns the INSERT of a symbol already open into nothing (after waiting for an opener
+# still in its transaction), and the caller then locks the open one.
+_OPEN_POSITION = """
+INSERT INTO {position} (symbol, status, qty, reserved_qty, avg_price, realized_pnl, opened_at,
+                        updated_at)
+VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)
+ON CONFLICT (symbol) WHERE status = 'OPEN' DO NOTHING
+RETURNING {columns}
+"""
+
+
+@functools.cache
+def _open_position_sql() -> str:
+    return _sql(_OPEN_POSITION.replace("{columns}", position_columns()))
+
+
 def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
     """The symbol's open position, locked; a new empty one if there is none (True). A new one
     is inserted without post_save: the caller announces it once its intent's send is
     registered, so the send runs first after the commit."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_open_position_sql(), {"symbol": symbol, "now": clock.now()})
+            row = cursor.fetchone()
+        if row is not None:
+            return position_from_row(row), True
+        return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN), False
     position = position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
     if position is not None:
         return position, False

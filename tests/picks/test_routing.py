@@ -136,6 +136,13 @@ def test_a_second_pick_in_a_symbol_being_bought_is_a_duplicate(broker, source, k
     assert len(broker_orders(kis_sim)) == 1
 
 
+def test_a_new_installation_without_gate_settings_routes_on_the_defaults(broker, source):
+    GateSettings.objects.all().delete()
+    [pick_id] = ingest(source, a_pick(source[0], limit_price=None, budget_krw=1_000_000))
+    assert route(broker, [pick_id])["routed"] == 1
+    assert GateSettings.objects.filter(pk=1).exists()
+
+
 def test_a_source_without_an_exit_profile_is_refused(broker, make_source):
     bare = make_source()
     [pick_id] = ingest(bare, a_pick(bare[0]))
