@@ -126,7 +126,9 @@ class InProcessSender:
 
     def claimed(self, order) -> bool:
         with self._lock:
-            ready = self._ready.pop(0) if self._ready and not self._closed else None
+            ready = None
+            if self._ready and not self._closed and self._pending < self.backlog:
+                ready = self._ready.pop(0)
             if ready is not None:
                 self._pending += 1
                 ready.order = order

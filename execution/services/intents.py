@@ -204,35 +204,102 @@ def _check_exit(*, qty, intent_type, idempotency_key, limit_price, trigger_price
 # when its taker takes claimed orders, its order recorded and claimed for sending with the
 # intent ORDERED (what order_open_claimed would do in a statement of its own). A key already
 # used inserts nothing and reserves nothing: the caller returns the first intent.
-_EXIT_WRITES = """
+_INTENT_INSERT = """
 intent AS (
     INSERT INTO {intent} (id, intent_type, side, position_id, symbol, qty, limit_price, status,
                           reason, idempotency_key, event_at, trigger_price, created_at,
                           closed_reason)
-    SELECT %(intent_id)s, %(intent_type)s, 'SELL', %(position_id)s, %(symbol)s, %(qty)s,
+    SELECT %(intent_id)s, %(intent_type)s, %(side)s, %(position_id)s, %(symbol)s, %(qty)s,
            %(limit_price)s, CASE WHEN %(claim)s THEN 'ORDERED' ELSE 'NEW' END, %(reason)s,
            %(key)s, %(event_at)s, %(trigger_price)s, %(now)s, ''
     FROM go
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, position_id, symbol, qty, limit_price, status
-), reserved AS (
+    RETURNING id, position_id, symbol, side, qty, limit_price, status
+)"""
+_RESERVED = """
+reserved AS (
     UPDATE {position} p SET reserved_qty = p.reserved_qty + intent.qty, updated_at = %(now)s
     FROM intent WHERE p.id = intent.position_id
     RETURNING p.id
-), claimed AS (
+)"""
+_CLAIMED = """
+claimed AS (
     INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
                          status, broker_org_no, reject_reason, created_at, send_started_at,
                          updated_at)
-    SELECT %(order_id)s, id, position_id, symbol, 'SELL', qty, 0, limit_price, 'NEW', '', '',
+    SELECT %(order_id)s, id, position_id, symbol, side, qty, 0, limit_price, 'NEW', '', '',
            %(now)s, %(now)s, %(now)s
     FROM intent WHERE status = 'ORDERED'
     RETURNING id
 )"""
+_EXIT_WRITES = f"{_INTENT_INSERT}, {_RESERVED}, {_CLAIMED}"
 EXIT_WRITTEN = "(SELECT count(*) FROM reserved), (SELECT count(*) FROM claimed)"
 _EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {EXIT_WRITTEN}"
+# An entry's intent and its claimed order (a BUY reserves nothing), under the position lock the
+# caller holds.
+_ENTRY_OPEN = (f"WITH go AS (SELECT 1), {_INTENT_INSERT}, {_CLAIMED}\n"
+               f"SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM claimed)")
 
 
-class ExitWrite:
+class IntentWrite:
+    """An intent and, when its taker takes claimed orders, its order recorded and claimed for
+    sending, as part of one statement on PostgreSQL (the intent not read back). The caller
+    holds the position's lock and has checked the trading state; `claim_allowed` False leaves
+    the order to order_open (a sell of a position KIS disagrees with)."""
+
+    def __init__(self, *, side: str, position_id: int, symbol: str, qty: int,
+                 intent_type: str, idempotency_key: str, reason: str = "",
+                 limit_price: int | None = None, event_at: dt.datetime | None = None,
+                 trigger_price: int | None = None, now: dt.datetime | None = None,
+                 claim_allowed: bool = True) -> None:
+        self.take_id = self.take_claimed = None
+        if settings.EXECUTION_AUTO_SUBMIT:
+            self.take_id, self.take_claimed = _takers()
+        now = now or clock.now()
+        self.intent = OrderIntent(
+            id=uuid.uuid4(), intent_type=intent_type, side=side, position_id=position_id,
+            symbol=symbol, qty=qty, limit_price=limit_price, status=OrderIntent.Status.NEW,
+            reason=(reason or "")[:255], idempotency_key=idempotency_key,
+            event_at=event_at or now, trigger_price=trigger_price, created_at=now,
+            closed_reason="")
+        self.claim = self.take_claimed is not None and claim_allowed
+        self.order_id = uuid.uuid4()
+        # A taker that can get ready for the order (pricesync's sender) does so while the
+        # statement runs and commits.
+        prepare = getattr(self.take_id, "prepare", None) if self.claim else None
+        if prepare is not None:
+            prepare()
+
+    @property
+    def params(self) -> dict:
+        i = self.intent
+        return {"intent_id": i.id, "intent_type": i.intent_type, "side": i.side,
+                "position_id": i.position_id, "symbol": i.symbol, "qty": i.qty,
+                "limit_price": i.limit_price, "claim": self.claim, "reason": i.reason,
+                "key": i.idempotency_key, "event_at": i.event_at,
+                "trigger_price": i.trigger_price, "now": i.created_at, "order_id": self.order_id}
+
+    def _written(self, inserted: int, claimed: int) -> OrderIntent | None:
+        """The intent the statement wrote, handed to its taker once committed; None when its
+        key was used."""
+        if not inserted:
+            return None
+        intent = self.intent
+        intent._state.adding = False
+        intent._state.db = connection.alias
+        if claimed:
+            intent.status = OrderIntent.Status.ORDERED
+        if settings.EXECUTION_AUTO_SUBMIT:
+            order = claimed_order(id=self.order_id, intent_id=intent.id,
+                                  position_id=intent.position_id, symbol=intent.symbol,
+                                  side=intent.side, qty=intent.qty,
+                                  limit_price=intent.limit_price,
+                                  at=intent.created_at) if claimed else None
+            _send_on_commit(str(intent.id), self.take_id, self.take_claimed, order)
+        return intent
+
+
+class ExitWrite(IntentWrite):
     """An exit's writes (its intent, reservation and claimed order) as part of one statement on
     PostgreSQL. `ctes` follow the caller's CTE `go`, which must lock the position (I1, I2) and
     yield one row when `qty` shares are available to reserve, none otherwise; the statement
@@ -247,58 +314,24 @@ class ExitWrite:
                  now: dt.datetime | None = None, claim_allowed: bool = True) -> None:
         _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
                     limit_price=limit_price, trigger_price=trigger_price)
-        self.take_id = self.take_claimed = None
-        if settings.EXECUTION_AUTO_SUBMIT:
-            self.take_id, self.take_claimed = _takers()
-        now = now or clock.now()
-        self.intent = OrderIntent(
-            id=uuid.uuid4(), intent_type=intent_type, side=Side.SELL, position_id=position_id,
-            symbol=symbol, qty=qty, limit_price=limit_price, status=OrderIntent.Status.NEW,
-            reason=(reason or "")[:255], idempotency_key=idempotency_key,
-            event_at=event_at or now, trigger_price=trigger_price, created_at=now,
-            closed_reason="")
-        self.claim = self.take_claimed is not None and claim_allowed
-        self.order_id = uuid.uuid4()
-        # A taker that can get ready for the order (pricesync's sender) does so while the
-        # statement runs and commits.
-        prepare = getattr(self.take_id, "prepare", None) if self.claim else None
-        if prepare is not None:
-            prepare()
+        super().__init__(side=Side.SELL, position_id=position_id, symbol=symbol, qty=qty,
+                         intent_type=intent_type, idempotency_key=idempotency_key,
+                         reason=reason, limit_price=limit_price, event_at=event_at,
+                         trigger_price=trigger_price, now=now, claim_allowed=claim_allowed)
 
     @property
     def ctes(self) -> str:
         return _sql(_EXIT_WRITES)
 
-    @property
-    def params(self) -> dict:
-        i = self.intent
-        return {"intent_id": i.id, "intent_type": i.intent_type, "position_id": i.position_id,
-                "symbol": i.symbol, "qty": i.qty, "limit_price": i.limit_price,
-                "claim": self.claim, "reason": i.reason, "key": i.idempotency_key,
-                "event_at": i.event_at, "trigger_price": i.trigger_price, "now": i.created_at,
-                "order_id": self.order_id}
-
     def written(self, reserved: int, claimed: int, position: Position) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when it
         wrote nothing. `position` is the position as it now stands (its reservation made):
         the cached copies of it are forgotten once committed, as saving it would."""
-        if not reserved:
-            return None
-        intent = self.intent
-        intent._state.adding = False
-        intent._state.db = connection.alias
-        if claimed:
-            intent.status = OrderIntent.Status.ORDERED
-        if settings.EXECUTION_AUTO_SUBMIT:
-            order = claimed_order(id=self.order_id, intent_id=intent.id,
-                                  position_id=intent.position_id, symbol=intent.symbol,
-                                  side=Side.SELL, qty=intent.qty, limit_price=intent.limit_price,
-                                  at=intent.created_at) if claimed else None
-            _send_on_commit(str(intent.id), self.take_id, self.take_claimed, order)
-        # After the send above, which goes first.
-        post_save.send(sender=Position, instance=position, created=False, raw=False,
-                       using=connection.alias,
-                       update_fields=frozenset({"reserved_qty", "updated_at"}))
+        intent = self._written(reserved, claimed)
+        if intent is not None:  # after the send registered above, which goes first
+            post_save.send(sender=Position, instance=position, created=False, raw=False,
+                           using=connection.alias,
+                           update_fields=frozenset({"reserved_qty", "updated_at"}))
         return intent
 
 
@@ -431,6 +464,18 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
         return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN), False
 
 
+def _existing_entry(idempotency_key: str, symbol: str) -> OrderIntent | None:
+    """The entry that holds `idempotency_key`; InvalidInput when another intent holds it."""
+    existing = _existing_intent(idempotency_key)
+    if existing is not None and (existing.symbol != symbol
+                                 or existing.intent_type != IntentType.ENTRY):
+        raise InvalidInput(
+            "idempotency_key",
+            f"{idempotency_key!r} already belongs to another intent ({existing.pk}).",
+        )
+    return existing
+
+
 def entry_intent_open(
     *,
     symbol: str,
@@ -456,20 +501,27 @@ def entry_intent_open(
 
     with transaction.atomic():
         require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
-        existing = None if new_key else _existing_intent(idempotency_key)
+        existing = None if new_key else _existing_entry(idempotency_key, symbol)
         if existing is not None:
-            if existing.symbol != symbol or existing.intent_type != IntentType.ENTRY:
-                raise InvalidInput(
-                    "idempotency_key",
-                    f"{idempotency_key!r} already belongs to another intent ({existing.pk}).",
-                )
             return existing
         position, created = _lock_or_open_position(symbol)
-        intent = _create_intent(
-            intent_type=IntentType.ENTRY, side=Side.BUY, position=position, qty=qty,
-            limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
-            event_at=event_at, now=now,
-        )
+        if connection.vendor == "postgresql":
+            write = IntentWrite(side=Side.BUY, position_id=position.pk, symbol=symbol, qty=qty,
+                                intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
+                                reason=reason, limit_price=limit_price, event_at=event_at,
+                                now=now)
+            with connection.cursor() as cursor:
+                cursor.execute(_sql(_ENTRY_OPEN), write.params)
+                inserted, claimed = cursor.fetchone()
+            intent = write._written(inserted, claimed)
+            if intent is None:  # the key was used after all
+                return _existing_entry(idempotency_key, symbol)
+        else:
+            intent = _create_intent(
+                intent_type=IntentType.ENTRY, side=Side.BUY, position=position, qty=qty,
+                limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
+                event_at=event_at, now=now,
+            )
         if created:
             post_save.send(sender=Position, instance=position, created=True, raw=False,
                            using=connection.alias, update_fields=None)
