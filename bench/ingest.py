@@ -3,10 +3,12 @@ against the review's one-minute router, in the same run; and sustained ingest th
 gunicorn, a real Celery worker, PostgreSQL, Redis and the KIS simulator.
 
   event      Aegis: POST /api/picks/ingest (gunicorn, 3 sync workers) stores the pick and, on
-             commit, enqueues picks.route; a worker on the picks and execution queues (thread
-             pool, as deployed) routes it through the three gates (asking the simulator for a
-             quote and the order book: no pricesync runs here), opens the ENTRY intent and
-             sends its order from the same task.
+             commit, enqueues picks.route; a worker on the picks and execution queues (the
+             execution worker's thread pool; compose runs the picks queue on the general
+             prefork worker, whose hop measured the same on the execute task, bench.execution)
+             routes it through the three gates (asking the simulator for a quote and the order
+             book: no pricesync runs here), opens the ENTRY intent and sends its order from
+             the same task.
   scheduler  the review's baseline: the same ingest, but nothing consumes picks.route; a
              router in this process runs once a minute over the NEW picks (the same gates) and
              the intents it opens go to the execution worker. Picks arrive at random moments of
