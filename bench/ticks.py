@@ -500,8 +500,9 @@ def report(results: dict) -> None:
                      for k in ("p50", "p99", "mean")]
             print(f"{name:<19} {start:<6} {f['n']:>5} {' '.join(cells)}")
     print("where the time goes, p50 / p99 ms: the trade → the exit intent's created_at (in "
-          "pricesync, inside the ledger's transaction) → the Order row (commit, then the "
-          "sender thread, or the enqueue, queue and worker) → accepted (the order-cash call)")
+          "pricesync, inside the ledger's statement) → the Order row (0 when it is recorded "
+          "and claimed in the intent's own statement) → accepted (the commit, the sender "
+          "thread or the worker, the order-cash call)")
     for name, series in paths:
         stages = [figures(series[k]) for k in ("to_intent", "to_order", "to_accepted")]
         print(f"{name:<19} " + "  ".join(
