@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from aegis import clock, metrics
+from aegis.rows import columns, instances
 from execution.brokers.kis.errors import KisError, KisProductNotFound
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
@@ -235,18 +236,9 @@ WHERE p.id = %s AND p.status = 'NEW' AND g.id = 1
 """
 _LOCK = "FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g"
 
-_MODELS = (Pick, PickSource, GateSettings)
-
-
-def _fields(model) -> list:
-    return model._meta.concrete_fields
-
 
 @functools.cache
 def _take_sql(lock: bool) -> str:
-    def columns(model, alias: str) -> str:
-        return ", ".join(f"{alias}.{f.column}" for f in _fields(model))
-
     return _TAKE.format(pick=columns(Pick, "p"), source=columns(PickSource, "s"),
                         gates=columns(GateSettings, "g"), lock=_LOCK if lock else "",
                         state_in_force=trading_state_in_force_sql(),
@@ -273,17 +265,10 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
         cursor.execute(_take_sql(lock), [pick_id])
         row = cursor.fetchone()
     if row is None:
-        if not lock and not GateSettings.objects.filter(pk=1).exists():
-            GateSettings.current()  # a new installation: the settings' row, then once more
-            return _take(pick_id, lock=False)
+        if not lock and GateSettings.objects.get_or_create(pk=1)[1]:
+            return _take(pick_id, lock=False)  # a new installation: its settings' row made
         return None
-    made, at = [], 0
-    for model in _MODELS:
-        fields = _fields(model)
-        made.append(model.from_db(connection.alias, [f.attname for f in fields],
-                                  row[at:at + len(fields)]))
-        at += len(fields)
-    pick, source, gate_settings = made
+    pick, source, gate_settings = instances(row, Pick, PickSource, GateSettings)
     pick.source = source
     return pick, gate_settings, row[-1] or trading_state_get()  # no state row yet: made
 

@@ -21,15 +21,16 @@ from django.db.models import Max, Value
 from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
+from aegis.rows import columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.locks import position_columns, position_from_row, position_qs_for_update
+from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
 from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, trading_state_in_force,
                                 trading_state_in_force_sql)
 
 from . import hot, market_calendar
 from .models import BestPrice, PositionExitState
-from .rules import Decision, Holding, Rules, Trade, evaluate, gap_threshold
+from .rules import Decision, Evaluation, Holding, Rules, Trade, evaluate, gap_threshold
 
 logger = logging.getLogger("aegis.trading")
 
@@ -171,14 +172,22 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
                 result.exits += gap_down_open(watch.position_id, ev.decision) is not None
             else:
                 result.exits += exit_decide(position_id=watch.position_id, rules=profile,
-                                            trade=trade, seen=watch,
-                                            held_days=_held(opened, today)) is not None
-        elif (ev.high_water_mark, ev.peak_qty) != (watch.high_water_mark, watch.peak_qty) \
-                and (profile.trailing_pct is not None or ev.peak_qty != watch.peak_qty):
+                                            trade=trade, screened=(watch, ev)) is not None
+        elif _marks_moved(profile, (watch.high_water_mark, watch.peak_qty),
+                          (ev.high_water_mark, ev.peak_qty)):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))
     if moved:
         _marks_raise(moved)
     return result
+
+
+def _marks_moved(rules: Rules, before: tuple, after: tuple) -> bool:
+    """Whether an exit state's marks (the high-water mark first, then peak qty and the like)
+    moved in a way worth a write: the high-water mark counts only where a rule reads it, for a
+    trailing stop."""
+    if rules.trailing_pct is None:
+        before, after = before[1:], after[1:]
+    return before != after
 
 
 def _seconds(t: dt.time) -> int:
@@ -244,7 +253,7 @@ WHERE position_id = %s
 @functools.cache
 def _sql(template: str) -> str:
     return template.format(
-        position_columns=position_columns("p"),
+        position_columns=columns(Position, "p"),
         state_in_force=trading_state_in_force_sql(), position=Position._meta.db_table,
         exit_state=PositionExitState._meta.db_table)
 
@@ -267,7 +276,7 @@ def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
     with connection.cursor() as cursor:
         cursor.execute(_sql(_GAP_LOCK), [position_id])
         row = cursor.fetchone()
-    return None if row is None else (position_from_row(row), row[-1])
+    return None if row is None else (instances(row, Position)[0], row[-1])
 
 
 def _lock(position_id: int) -> Locked | None:
@@ -284,7 +293,7 @@ def _lock(position_id: int) -> Locked | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    position = position_from_row(row)
+    [position] = instances(row, Position)
     high_water_mark, peak_qty, tiers_done, trading_state = row[-4:]
     state = PositionExitState(position_id=position_id, high_water_mark=high_water_mark,
                               peak_qty=peak_qty, tiers_done=tiers_done)
@@ -322,11 +331,10 @@ def _at_once_sql(writes: str) -> str:
             f"SELECT (SELECT count(*) FROM go), {EXIT_WRITTEN}")
 
 
-def _decide_at_once(seen: hot.Watch, rules: Rules, trade: Trade,
-                    held_days: int) -> tuple[bool, OrderIntent | None]:
-    """(True, the exit or None) when the rows still held what the screen saw; (False, None)
-    when they did not (nothing written): then they must be locked and read."""
-    ev = evaluate(rules, seen.holding(held_days), trade)
+def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent | None]:
+    """(True, the exit or None) when the rows still held what the screen saw, `ev` its
+    evaluation; (False, None) when they did not (nothing written): then they must be locked
+    and read."""
     decision = ev.decision
     if decision is None or decision.rule == "GAP_DOWN" or seen.available <= 0:
         return False, None
@@ -336,14 +344,12 @@ def _decide_at_once(seen: hot.Watch, rules: Rules, trade: Trade,
         idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
         limit_price=decision.limit_price, event_at=decision.at, trigger_price=decision.price)
     marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
-    with connection.cursor() as cursor:
-        cursor.execute(_at_once_sql(write.ctes), write.params | {
-            "seen_id": seen.position_id, "seen_qty": seen.qty, "seen_available": seen.available,
-            "seen_avg_price": Decimal(seen.avg_price), "seen_profile": seen.profile_id,
-            "seen_mark": seen.high_water_mark, "seen_peak": seen.peak_qty,
-            "seen_tiers": seen.tiers_done, "mark": marks[0], "peak": marks[1], "tiers": marks[2],
-            "set_marks": marks != (seen.high_water_mark, seen.peak_qty, seen.tiers_done)})
-        went, reserved, claimed = cursor.fetchone()
+    went, reserved, claimed = write.execute(_at_once_sql(write.ctes), {
+        "seen_id": seen.position_id, "seen_qty": seen.qty, "seen_available": seen.available,
+        "seen_avg_price": Decimal(seen.avg_price), "seen_profile": seen.profile_id,
+        "seen_mark": seen.high_water_mark, "seen_peak": seen.peak_qty,
+        "seen_tiers": seen.tiers_done, "mark": marks[0], "peak": marks[1], "tiers": marks[2],
+        "set_marks": marks != (seen.high_water_mark, seen.peak_qty, seen.tiers_done)})
     if not went:
         return False, None
     qty = write.intent.qty
@@ -357,20 +363,20 @@ def _decide_at_once(seen: hot.Watch, rules: Rules, trade: Trade,
     return True, intent
 
 
-def exit_decide(*, position_id: int, rules: Rules, trade: Trade, seen: hot.Watch | None = None,
-                held_days: int | None = None) -> OrderIntent | None:
+def exit_decide(*, position_id: int, rules: Rules, trade: Trade,
+                screened: tuple[hot.Watch, Evaluation] | None = None) -> OrderIntent | None:
     """Open the exit the rules decide through the ledger, or None when, seen from the locked
     rows, nothing fires any more.
 
-    With `seen` (what the screen saw, `held_days` beside it) on PostgreSQL, first in one
-    statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
+    With `screened` (what the screen saw, and its evaluation at `trade`) on PostgreSQL, first in
+    one statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
     or when they moved, decided again under the exit state's and the position's locks, in
     three round trips and the commit: one statement locks both rows and reads the trading
     state in force, one writes the intent, its reservation and its claimed order (the ledger's
     exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
     mark, a tier done)."""
-    if seen is not None and held_days is not None and connection.vendor == "postgresql":
-        went, intent = _decide_at_once(seen, rules, trade, held_days)
+    if screened is not None and connection.vendor == "postgresql":
+        went, intent = _decide_at_once(*screened)
         if went:
             return intent
     today = clock.now_seoul().date()
@@ -388,11 +394,7 @@ def exit_decide(*, position_id: int, rules: Rules, trade: Trade, seen: hot.Watch
                            locked=(position, locked.trading_state), new_key=True)
             if intent is not None:
                 marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
-        # A mark moved by the tick alone is worth a write only where a rule reads it (as in
-        # exit_pass): the high-water mark for a trailing stop.
-        kept = (state.high_water_mark if rules.trailing_pct is None else ev.high_water_mark,
-                *marks[1:])
-        if kept != (state.high_water_mark, state.peak_qty, state.tiers_done):
+        if _marks_moved(rules, (state.high_water_mark, state.peak_qty, state.tiers_done), marks):
             _marks_set(position, marks)
     return intent
 

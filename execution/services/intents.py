@@ -14,6 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 
 from aegis import clock, metrics
+from aegis.rows import columns, instances
 
 from ..exceptions import (
     InsufficientAvailableQty,
@@ -21,11 +22,11 @@ from ..exceptions import (
     InvalidIntentState,
     PositionClosed,
 )
-from ..locks import position_columns, position_from_row, position_qs_for_update
+from ..locks import position_qs_for_update
 from ..models import EXIT_INTENT_TYPES, IntentType, Order, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
-from .orders import _sql, claimed_order, order_open_claimed
+from .orders import _sql, claimed_order
 from .submission import order_unclaim
 from .trading_state import require_allowed
 
@@ -92,20 +93,11 @@ def _send_on_commit(intent_id: str, take_id: Callable | None, take_claimed: Call
 
 
 def _execute_on_commit(intent: OrderIntent) -> None:
-    """Execute the intent once its transaction commits (I5), through _takers.
-
-    When a taker takes claimed orders, the order is recorded and claimed in this very
-    transaction (the execute task's own statement, under the position lock the caller holds),
-    so whoever sends it calls KIS at once, without a statement of its own. Should nobody take
-    it after the commit, the claim is released and the execute task sends the order.
-    """
-    if not settings.EXECUTION_AUTO_SUBMIT:
-        return
-    take_id, take_claimed = _takers()
-    order = order_open_claimed(intent_id=intent.pk) if take_claimed is not None else None
-    if order is not None:
-        intent.status = OrderIntent.Status.ORDERED
-    _send_on_commit(str(intent.pk), take_id, take_claimed, order)
+    """Execute the intent once its transaction commits (I5), through _takers, by its id: the
+    ORM's path, off PostgreSQL. (On PostgreSQL, IntentWrite records and claims the order in
+    the intent's own statement.)"""
+    if settings.EXECUTION_AUTO_SUBMIT:
+        _send_on_commit(str(intent.pk), _takers()[0], None, None)
 
 
 def _create_intent(
@@ -279,6 +271,13 @@ class IntentWrite:
                 "key": i.idempotency_key, "event_at": i.event_at,
                 "trigger_price": i.trigger_price, "now": i.created_at, "order_id": self.order_id}
 
+    def execute(self, sql: str, more: dict | None = None) -> tuple:
+        """Run the statement `sql` holding these writes (with `more` parameters of the
+        caller's); its one row."""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, self.params | (more or {}))
+            return cursor.fetchone()
+
     def _written(self, inserted: int, claimed: int) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when its
         key was used."""
@@ -381,9 +380,9 @@ def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_ke
         raise _refusal(position, qty)
 
     granted = min(qty, position.qty - position.reserved_qty)
-    fields = dict(intent_type=intent_type, qty=granted, limit_price=limit_price,
-                  reason=(reason or "")[:255], idempotency_key=idempotency_key,
-                  event_at=event_at or now, trigger_price=trigger_price, now=now)
+    fields = dict(intent_type=intent_type, qty=granted, limit_price=limit_price, reason=reason,
+                  idempotency_key=idempotency_key, event_at=event_at, trigger_price=trigger_price,
+                  now=now)
     if one_statement:
         intent = _exit_write(position, **fields)
         if intent is None:  # the key was used after all (by another position's intent too)
@@ -407,16 +406,14 @@ def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_ke
 
 
 def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: int | None,
-                reason: str, idempotency_key: str, event_at: dt.datetime,
+                reason: str, idempotency_key: str, event_at: dt.datetime | None,
                 trigger_price: int | None, now: dt.datetime) -> OrderIntent | None:
     """_EXIT_OPEN: the intent as written, or None when its key was used."""
     write = ExitWrite(position_id=position.pk, symbol=position.symbol, qty=qty,
                       intent_type=intent_type, idempotency_key=idempotency_key, reason=reason,
                       limit_price=limit_price, event_at=event_at, trigger_price=trigger_price,
                       now=now, claim_allowed=position.broker_qty is None)
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(_EXIT_OPEN), write.params)
-        reserved, claimed = cursor.fetchone()
+    reserved, claimed = write.execute(_sql(_EXIT_OPEN))
     if reserved:
         position.reserved_qty += qty
         position.updated_at = now
@@ -437,7 +434,7 @@ RETURNING {columns}
 
 @functools.cache
 def _open_position_sql() -> str:
-    return _sql(_OPEN_POSITION.replace("{columns}", position_columns()))
+    return _sql(_OPEN_POSITION.replace("{columns}", columns(Position)))
 
 
 def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
@@ -449,7 +446,7 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
             cursor.execute(_open_position_sql(), {"symbol": symbol, "now": clock.now()})
             row = cursor.fetchone()
         if row is not None:
-            return position_from_row(row), True
+            return instances(row, Position)[0], True
         return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN), False
     position = position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
     if position is not None:
@@ -510,10 +507,7 @@ def entry_intent_open(
                                 intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
                                 reason=reason, limit_price=limit_price, event_at=event_at,
                                 now=now)
-            with connection.cursor() as cursor:
-                cursor.execute(_sql(_ENTRY_OPEN), write.params)
-                inserted, claimed = cursor.fetchone()
-            intent = write._written(inserted, claimed)
+            intent = write._written(*write.execute(_sql(_ENTRY_OPEN)))
             if intent is None:  # the key was used after all
                 return _existing_entry(idempotency_key, symbol)
         else:
