@@ -35,10 +35,13 @@ def _serve_metrics(sender=None, **_):
 
 @worker_ready.connect
 def _start_doorbell_lanes(sender=None, **_):
-    """The execution worker listens on the doorbell too (execution/doorbell.py)."""
-    from execution.doorbell import start_for_worker
+    """A worker on a thread pool listens on the doorbell of each queue it consumes that has
+    one: the execution bell (execution/doorbell.py), then the picks router's
+    (picks/doorbell.py)."""
+    from execution.doorbell import EXECUTION, start_for_worker
+    from picks.doorbell import PICKS
 
-    start_for_worker(sender)
+    start_for_worker(sender, {"execution": EXECUTION, "picks": PICKS})
 
 
 @worker_shutdown.connect

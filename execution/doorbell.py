@@ -24,6 +24,10 @@ Nothing is lost when nobody answers:
 - a lane that dies with an id in hand leaves a NEW intent or an order in flight: the sweep;
 - anything a lane cannot send (KIS unreachable, a database error) is handed to the execute
   task, which retries.
+
+The same lanes serve other bells (`Bell`: a list, its set of listening owners, and what a lane
+does with an item): the picks router's (picks/doorbell.py) in a worker that consumes the picks
+queue. A lane waits on every bell its worker serves at once, the execution bell first.
 """
 
 import datetime as dt
@@ -34,6 +38,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
@@ -49,8 +55,8 @@ LANES_KEY = "aegis:execution:doorbell:lanes"
 BLOCK_S = 1
 ALIVE_MS = 3_000
 
-# 1 and the id pushed when a lane is alive, else 0 and nothing pushed (so ids never pile up
-# where nobody listens).
+# 1 and the items pushed (in order: lanes pop the oldest first) when a lane is alive, else 0
+# and nothing pushed (so items never pile up where nobody listens).
 _RING = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -58,7 +64,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) == 0 then
     return 0
 end
-redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[1], unpack(ARGV))
 return 1
 """
 
@@ -69,13 +75,26 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 """
 
+# The owner renewed in every bell its lanes serve.
 _RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+for _, key in ipairs(KEYS) do
+    redis.call('ZADD', key, now + tonumber(ARGV[2]), ARGV[1])
+    redis.call('PEXPIRE', key, tonumber(ARGV[2]) * 2)
+end
 return now
 """
+
+
+class Bell(NamedTuple):
+    """What lanes listen on: the list rung (`queue`), the sorted set of the owners whose lanes
+    serve it (`lanes`), and what a lane does with an item taken off the list (`serve`, called
+    with the item and the lanes' broker; whatever it cannot do it hands to a Celery task)."""
+
+    queue: str
+    lanes: str
+    serve: Callable[[str, object], None]
 
 _scripts: dict[str, object] = {}
 _scripts_lock = threading.Lock()
@@ -131,28 +150,30 @@ def listening_forget() -> None:
     _listening = (0.0, False)
 
 
-def _push(item: str, log_id: str) -> bool:
+def push(bell: Bell, items: Sequence[str]) -> bool:
+    """Ring `bell` with `items`, in one round trip: True when some owner's lanes listen (the
+    items wait on its list for them), False when none does, Redis cannot be reached or the
+    doorbell is off (nothing pushed: the caller falls back to its Celery task)."""
     if not enabled():
         return False
     try:
-        return _script(_RING)(keys=[QUEUE_KEY, LANES_KEY], args=[item]) == 1
+        return _script(_RING)(keys=[bell.queue, bell.lanes], args=list(items)) == 1
     except redis.RedisError as exc:
-        logger.warning("execution.doorbell_unreachable intent_id=%s: %s", log_id, exc,
-                       extra={"intent_id": log_id})
+        logger.warning("doorbell.unreachable bell=%s items=%d: %s", bell.queue, len(items), exc)
         return False
 
 
 def ring(intent_id: str) -> bool:
     """Announce a committed intent to the execution worker's lanes; False when none is
     listening or Redis cannot be reached (the caller enqueues the execute task instead)."""
-    return _push(intent_id, intent_id)
+    return push(EXECUTION, [intent_id])
 
 
 def ring_claimed(order) -> bool:
     """Announce an order recorded and claimed in its intent's own transaction, with what the
     broker call needs, so a lane calls KIS at once without a statement of its own; False as
     `ring` (the caller then releases the claim and enqueues the execute task)."""
-    return _push(json.dumps(order_payload(order)), str(order.intent_id))
+    return push(EXECUTION, [json.dumps(order_payload(order))])
 
 
 def order_payload(order) -> dict:
@@ -173,14 +194,34 @@ def order_from_payload(payload: dict):
                          at=dt.datetime.fromisoformat(payload["claimed_at"]))
 
 
-class Lanes:
-    """`count` threads that take intent ids off the doorbell and send their orders."""
+def _send_item(item: str, broker) -> None:
+    """The execution bell's item: an order claimed in its intent's transaction (JSON), or an
+    intent's id. send_now and send_claimed hand whatever they cannot send to the execute
+    task."""
+    from .sender import send_claimed, send_now
 
-    def __init__(self, *, count: int, broker=None, owner: str | None = None) -> None:
+    if item.startswith("{"):
+        send_claimed(order_from_payload(json.loads(item)), broker=broker)
+    else:
+        send_now(item, broker=broker)
+
+
+EXECUTION = Bell(QUEUE_KEY, LANES_KEY, _send_item)
+
+
+class Lanes:
+    """`count` threads that wait on the `bells` (the execution bell by default) and serve
+    what is rung: for the execution bell, send the orders."""
+
+    def __init__(self, *, count: int, broker=None, owner: str | None = None,
+                 bells: Sequence[Bell] = (EXECUTION,)) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
+        if not bells:
+            raise ValueError("lanes listen on at least one bell")
         self.count = count
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.bells = {bell.queue: bell for bell in bells}
         self._broker = broker
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -200,11 +241,13 @@ class Lanes:
             thread = threading.Thread(target=self._run, name=f"doorbell-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        logger.info("execution.doorbell lanes=%d owner=%s", self.count, self.owner)
+        logger.info("doorbell lanes=%d owner=%s bells=%s", self.count, self.owner,
+                    ",".join(self.bells))
         return self
 
     def _alive(self) -> None:
-        self._renew(keys=[LANES_KEY], args=[self.owner, ALIVE_MS])
+        self._renew(keys=[bell.lanes for bell in self.bells.values()],
+                    args=[self.owner, ALIVE_MS])
         self._renewed_at = time.monotonic()
 
     def _keep_alive(self) -> None:
@@ -225,18 +268,12 @@ class Lanes:
         connections.close_all()
 
     def _serve_one(self) -> None:
-        """Wait up to BLOCK_S for an id and send its order (send_now hands whatever it cannot
-        send to the execute task)."""
-        from .sender import send_claimed, send_now
-
+        """Wait up to BLOCK_S for an item on any of the bells (the first bell's before the
+        others' when several wait) and serve it."""
         self._keep_alive()
-        taken = self._redis.brpop([QUEUE_KEY], timeout=BLOCK_S)
+        taken = self._redis.brpop(list(self.bells), timeout=BLOCK_S)
         if taken is not None:
-            item = taken[1].decode()
-            if item.startswith("{"):  # an order claimed in its intent's transaction
-                send_claimed(order_from_payload(json.loads(item)), broker=self._broker)
-            else:
-                send_now(item, broker=self._broker)
+            self.bells[taken[0].decode()].serve(taken[1].decode(), self._broker)
         close_old_connections()  # as after a task: a broken or aged connection goes
 
     def stop(self, timeout_s: float = 10) -> None:
@@ -244,7 +281,8 @@ class Lanes:
         then let each lane finish the order in hand."""
         self._stop.set()
         try:
-            self._redis.zrem(LANES_KEY, self.owner)
+            for bell in self.bells.values():
+                self._redis.zrem(bell.lanes, self.owner)
         except redis.RedisError:
             pass  # the entry lapses by itself
         for thread in self._threads:
@@ -255,19 +293,23 @@ class Lanes:
 _worker_lanes: Lanes | None = None
 
 
-def start_for_worker(consumer) -> Lanes | None:
-    """Start lanes in a Celery worker that consumes the execution queue on a pool that runs
-    tasks in the worker's own process (threads, solo); a prefork parent does not run tasks."""
+def start_for_worker(consumer, bells: dict[str, Bell] | None = None) -> Lanes | None:
+    """Start lanes in a Celery worker on a pool that runs tasks in the worker's own process
+    (threads, solo; a prefork parent does not run tasks), listening on the bell of each queue
+    the worker consumes: `bells`, by queue name (the execution bell for the execution queue
+    by default), in that order of priority."""
     global _worker_lanes
     queues = {queue.name for queue in consumer.task_consumer.queues}
+    served = [bell for queue, bell in (bells or {"execution": EXECUTION}).items()
+              if queue in queues]
     pool = type(consumer.pool).__module__
-    if not enabled() or "execution" not in queues or settings.EXECUTION_DOORBELL_LANES < 1:
+    if not enabled() or not served or settings.EXECUTION_DOORBELL_LANES < 1:
         return None
     if not pool.endswith((".thread", ".solo")):
-        logger.info("execution.doorbell off: the %s pool runs tasks in child processes; the "
-                    "execute task serves", pool.rsplit(".", 1)[-1])
+        logger.info("doorbell off: the %s pool runs tasks in child processes; the tasks "
+                    "serve", pool.rsplit(".", 1)[-1])
         return None
-    _worker_lanes = Lanes(count=settings.EXECUTION_DOORBELL_LANES).start()
+    _worker_lanes = Lanes(count=settings.EXECUTION_DOORBELL_LANES, bells=served).start()
     return _worker_lanes
 
 

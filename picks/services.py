@@ -58,10 +58,14 @@ def _insert_new(rows: list[Pick]) -> dict[str, int]:
 
 
 def _route_enqueue(*, source_code: str, pick_ids: list[int]) -> None:
-    """Runs after the commit. The picks are stored either way: if the broker is down, say so
-    and leave them NEW for the orphan sweep."""
+    """Runs after the commit: the routers' doorbell when a lane listens, else the route task.
+    The picks are stored either way: if the broker is down, say so and leave them NEW for the
+    orphan sweep."""
+    from . import doorbell
     from .tasks import picks_route_task
 
+    if doorbell.ring(pick_ids):
+        return
     try:
         picks_route_task.delay(pick_ids)
     except Exception as exc:  # noqa: BLE001 - any broker failure; the sweep is the fallback

@@ -29,13 +29,14 @@ class SendHere:
         return True
 
 
-def _route(pick_ids: list[int], routed_by: str) -> dict:
+def route_now(pick_ids: list[int], routed_by: str, *, broker=None) -> dict:
+    """Route the picks from this thread, sending each entry's order from it once committed."""
     from execution.brokers import get_broker
     from execution.services.intents import execute_here
 
     from .routing import picks_route
 
-    broker = get_broker()
+    broker = broker or get_broker()
     execute_here(SendHere(broker))
     try:
         return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker)
@@ -45,8 +46,9 @@ def _route(pick_ids: list[int], routed_by: str) -> dict:
 
 @shared_task(name="picks.route", ignore_result=True, time_limit=120)
 def picks_route_task(pick_ids: list[int]) -> dict:
-    """Route picks just ingested (enqueued when their batch commits)."""
-    return _route(pick_ids, "EVENT")
+    """Route picks just ingested (enqueued when their batch commits and no router's lane
+    listens on the doorbell, picks/doorbell.py)."""
+    return route_now(pick_ids, "EVENT")
 
 
 @shared_task(name="picks.sweep", expires=50, time_limit=120)
@@ -62,4 +64,4 @@ def picks_sweep_task() -> dict:
         return {"orphans": 0}
     logger.warning("picks.sweep orphans=%d: routing picks still NEW after %s s", len(pick_ids),
                    int(after.total_seconds()), extra={"orphans": len(pick_ids)})
-    return {"orphans": len(pick_ids), **_route(pick_ids, "SWEEP")}
+    return {"orphans": len(pick_ids), **route_now(pick_ids, "SWEEP")}

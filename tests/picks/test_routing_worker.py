@@ -3,6 +3,7 @@ the picks and execution queues, PostgreSQL, Redis and the KIS simulator. A pick 
 or by several clients at once is one order at the broker; picks stored while Redis was down (no
 route task could be enqueued) are routed by the orphan sweep once it is back."""
 
+import re
 
 import pytest
 from django.test import Client
@@ -55,14 +56,18 @@ def submitted(pick_id: int) -> Order:
     return Order.objects.get(intent__picks=pick_id)
 
 
-def test_a_pick_sent_over_http_becomes_an_order_through_the_worker(market, source):
+def test_a_pick_sent_over_http_becomes_an_order_through_the_worker(market, source, worker):
     src, token = source
+    # The worker's lanes listen on both bells: the pick is routed without a route task.
+    assert re.search(r"doorbell lanes=4 owner=\S+ bells=aegis:execution:doorbell,"
+                     r"aegis:picks:doorbell$", worker.read_text(), re.M)
     answer = post(Client(), token, [a_pick(src)])
     assert answer.status_code == 202, answer.content
     [pick_id] = answer.json()["ids"]
     order = submitted(pick_id)
     pick = Pick.objects.get(pk=pick_id)
     assert (pick.status, pick.routed_by) == ("ROUTED", "EVENT")
+    assert "Task picks.route[" not in worker.read_text()
     assert PositionExitState.objects.get(position=order.position).profile == src.exit_profile
     assert [o["odno"] for o in broker_orders(market)] == [order.broker_order_no]
 

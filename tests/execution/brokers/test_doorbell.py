@@ -152,7 +152,10 @@ def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
     log = tmp_path / "worker.log"
     proc = start_worker(kis_sim, log)
     try:
-        wait_for(lambda: "execution.doorbell lanes=4" in log.read_text(), "the lanes")
+        wait_for(lambda: "doorbell lanes=4" in log.read_text(), "the lanes")
+        # The worker consumes the execution queue only: its lanes serve the execution bell.
+        assert re.search(rf"doorbell lanes=4 owner=\S+ bells={doorbell.QUEUE_KEY}$",
+                         log.read_text(), re.M)
         intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
         order = _submitted(intent)
         assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]

@@ -1,0 +1,101 @@
+"""The picks router's doorbell (picks/doorbell.py) on real Redis, PostgreSQL and the KIS
+simulator, its lanes in this process: a stored pick reaches a listening lane without a Celery
+message and becomes an order at the broker; with nobody listening the route task is queued as
+before; a pick a lane cannot route goes to the route task; a lane serves both bells."""
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import DatabaseError
+
+from execution import doorbell as execution_doorbell
+from execution.models import Order
+from execution.services.intents import execute_here
+from picks import doorbell
+from picks.models import Pick
+from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
+from tests.picks.conftest import a_pick
+from tests.picks.test_routing import broker, ingest, profile, source  # noqa: F401 - fixtures
+from tests.picks.test_routing_worker import submitted
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+TASK_QUEUE = "picks"  # where the route task's messages wait (settings.CELERY_TASK_ROUTES)
+KEYS = (TASK_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY, execution_doorbell.QUEUE_KEY,
+        execution_doorbell.LANES_KEY)
+
+
+@pytest.fixture
+def bus():
+    """Redis with no route-task messages, nothing rung and nobody listening."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(*KEYS)
+    execution_doorbell.listening_forget()
+    yield client
+    client.delete(*KEYS)
+    execution_doorbell.listening_forget()
+    client.close()
+
+
+@pytest.fixture
+def routers(broker, bus):
+    """Lanes on both bells, as in the worker that consumes the execution and picks queues."""
+    running = execution_doorbell.Lanes(
+        count=2, broker=broker, owner="test-routers",
+        bells=(execution_doorbell.EXECUTION, doorbell.PICKS)).start()
+    yield running
+    running.stop()
+
+
+def test_a_stored_pick_is_routed_by_a_listening_lane_and_no_task_is_queued(
+        kis_sim, bus, routers, source):
+    [pick_id] = ingest(source, a_pick(source[0]))
+    order = submitted(pick_id)
+    assert bus.llen(TASK_QUEUE) == 0, "a route task was published as well"
+    pick = Pick.objects.get(pk=pick_id)
+    assert (pick.status, pick.routed_by) == ("ROUTED", "EVENT")
+    assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
+
+    assert doorbell.ring([pick_id])  # rung again (a late duplicate): routed once
+    wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
+    wait_for(lambda: len(broker_orders(kis_sim)) == 1, "one broker order")
+    assert Order.objects.filter(intent__picks=pick_id).count() == 1
+
+
+def test_picks_of_a_batch_are_rung_one_by_one_and_routed_oldest_first(kis_sim, bus, source):
+    listening = execution_doorbell.Lanes(count=1, owner="not-started-yet",
+                                         bells=(doorbell.PICKS,))
+    listening._alive()  # listening, its threads not started: the rings wait on the list
+    ids = ingest(source, *(a_pick(source[0], n, symbol=s)
+                           for n, s in enumerate(["005930", "000660", "035420"])))
+    assert [int(i) for i in reversed(bus.lrange(doorbell.QUEUE_KEY, 0, -1))] == ids
+    assert bus.llen(TASK_QUEUE) == 0
+
+
+def test_with_nobody_listening_the_route_task_is_queued(bus, source):
+    [pick_id] = ingest(source, a_pick(source[0]))
+    assert bus.llen(TASK_QUEUE) == 1 and bus.llen(doorbell.QUEUE_KEY) == 0
+    assert Pick.objects.get(pk=pick_id).status == "NEW"
+
+
+def test_a_lane_that_cannot_route_hands_the_pick_to_the_route_task(bus, monkeypatch, source):
+    def broken(*args, **kwargs):
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr("picks.tasks.route_now", broken)
+    [pick_id] = ingest(source, a_pick(source[0]))  # nobody listens: the task is queued
+    bus.delete(TASK_QUEUE)
+    doorbell.PICKS.serve(str(pick_id), None)  # what a lane does with the ring
+    assert bus.llen(TASK_QUEUE) == 1
+    assert Pick.objects.get(pk=pick_id).status == "NEW"
+
+
+def test_the_lanes_serve_the_execution_bell_too(kis_sim, bus, routers):
+    from execution import services
+    from tests.ledger_helpers import key
+
+    execute_here(None)  # the intent this thread opens goes to the doorbell, not to this thread
+    intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+             "the order at the broker")
+    assert bus.llen("execution") == 0
