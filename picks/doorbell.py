@@ -10,10 +10,15 @@ ingest enqueues the route task instead; a pick whose lane dies before it is rout
 for the orphan sweep; a pick rung twice, or reached by the sweep as well, is routed once (the
 router takes it with FOR UPDATE SKIP LOCKED among NEW picks)."""
 
+import datetime as dt
+import json
 import logging
+import threading
 from collections.abc import Sequence
 
 from execution import doorbell
+
+from . import gates
 
 logger = logging.getLogger("aegis.picks")
 
@@ -21,28 +26,64 @@ QUEUE_KEY = "aegis:picks:doorbell"
 LANES_KEY = "aegis:picks:doorbell:lanes"
 
 
-def _route_rung(item: str, broker) -> None:
+def item(pick_id: int, pick, *, has_profile: bool) -> str:
+    """A stored pick as rung: its id and what the router screens it on before it asks the
+    broker for the market (gates.screen), so that it need not read the pick first."""
+    return json.dumps({"id": pick_id, "symbol": pick.symbol, "side": pick.side, "qty": pick.qty,
+                       "budget_krw": pick.budget_krw, "limit_price": pick.limit_price,
+                       "generated_at": pick.generated_at.isoformat(),
+                       "has_profile": has_profile})
+
+
+def _ask(payload: dict) -> gates.Ask:
+    return gates.Ask(side=payload["side"], symbol=payload["symbol"], qty=payload["qty"],
+                     budget_krw=payload["budget_krw"], limit_price=payload["limit_price"],
+                     generated_at=dt.datetime.fromisoformat(payload["generated_at"]),
+                     source_active=True, has_profile=payload["has_profile"])
+
+
+_senders: dict[int, object] = {}
+_senders_lock = threading.Lock()
+
+
+def _sender(broker):
+    """The process's sender for entries the lanes route (execution.sender.InProcessSender): a
+    thread of its own takes the KIS token, the breaker's state and a rate slot while the
+    entry's transaction commits, then sends the order; the lane is free for the next ring."""
+    from execution.sender import InProcessSender
+
+    with _senders_lock:
+        sender = _senders.get(id(broker))
+        if sender is None:
+            sender = _senders[id(broker)] = InProcessSender(broker=broker)
+        return sender
+
+
+def _route_rung(rung: str, broker) -> None:
     """Route a rung pick; one this lane cannot route (a database error, say) goes to the route
     task, which tries again in another process (a pick already routed is skipped there)."""
     from .tasks import picks_route_task, route_now
 
+    payload = json.loads(rung)
+    pick_id = payload["id"]
     try:
-        route_now([int(item)], "EVENT", broker=broker)
+        route_now([pick_id], "EVENT", broker=broker, rung={pick_id: _ask(payload)},
+                  executor=_sender(broker))
     except Exception as exc:  # noqa: BLE001 - the route task, then the sweep, take it
         logger.warning("picks.doorbell_route_failed pick_id=%s: %s: handed to the route task",
-                       item, type(exc).__name__, extra={"pick_id": item})
+                       pick_id, type(exc).__name__, extra={"pick_id": pick_id})
         try:
-            picks_route_task.delay([int(item)])
+            picks_route_task.delay([pick_id])
         except Exception as enqueue:  # noqa: BLE001 - the orphan sweep routes it
             logger.error("picks.route_enqueue_failed pick_id=%s error=%s: left for the sweep",
-                         item, type(enqueue).__name__)
+                         pick_id, type(enqueue).__name__)
 
 
 PICKS = doorbell.Bell(QUEUE_KEY, LANES_KEY, _route_rung)
 
 
-def ring(pick_ids: Sequence[int]) -> bool:
-    """Announce committed picks to the routers' lanes, one item each (lanes route them side
-    by side, oldest first); False when no lane listens or Redis cannot be reached (the caller
-    enqueues the route task instead)."""
-    return doorbell.push(PICKS, [str(pick_id) for pick_id in pick_ids])
+def ring(items: Sequence[str]) -> bool:
+    """Announce committed picks (item() each) to the routers' lanes, one ring each (lanes
+    route them side by side, oldest first); False when no lane listens or Redis cannot be
+    reached (the caller enqueues the route task instead)."""
+    return doorbell.push(PICKS, items)

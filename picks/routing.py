@@ -14,6 +14,7 @@ the last of the cash), the account read, the gates decided, and the outcome writ
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -28,6 +29,7 @@ from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
                               Side)
 from execution.services import entry_intent_open, exit_intent_open
+from execution.services.intents import EntryWrite
 from execution.services.trading_state import trading_state_get, trading_state_in_force_sql
 from trading import hot, market_calendar
 from trading.models import BestPrice, PositionExitState
@@ -50,20 +52,29 @@ def _ask(pick: Pick) -> gates.Ask:
 
 # --- the market, read before any lock ------------------------------------------------------------
 
-def _quote_write(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px | None, bool]:
-    """Ask the broker for the symbol's price and keep it as the best price (a newer trade, if
-    pricesync stored one meanwhile, stays). Returns the stored price and whether it is halted."""
-    from trading.pricesync import best_price_write
+def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
+    """Keep a quote the router asked for as the symbol's best price (a newer trade, if
+    pricesync stored one meanwhile, stays). Runs on a market lane, after the route has the
+    quote: off the route's path. One statement in autocommit: the cache is written through at
+    once."""
+    from trading.pricesync import best_price_write, on_fresh_connection
 
+    try:
+        on_fresh_connection(best_price_write)(
+            symbol=symbol, price=quote.price, at=at, source=BestPrice.Source.REST,
+            prev_close=quote.prev_close or None, upper_limit=quote.upper_limit or None,
+            lower_limit=quote.lower_limit or None)
+    except Exception as exc:  # noqa: BLE001 - the next quote or trade is kept instead
+        logger.warning("picks.quote_not_kept symbol=%s: %s", symbol, type(exc).__name__)
+
+
+def _quote(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px, bool]:
+    """The broker's price for the symbol, and whether it is halted; kept as the best price
+    meanwhile."""
     quote = broker.price(symbol)
-    # One statement in autocommit: the cache is written through at once.
-    px = best_price_write(symbol=symbol, price=quote.price, at=now,
-                          source=BestPrice.Source.REST, prev_close=quote.prev_close or None,
-                          upper_limit=quote.upper_limit or None,
-                          lower_limit=quote.lower_limit or None)
-    if px is None:
-        px = hot.prices([symbol], use_cache=False).get(symbol)
-    return px, quote.halted
+    _market_lanes.submit(_quote_keep, symbol, quote, now)
+    return hot.Px(quote.price, quote.prev_close or None, quote.upper_limit or None,
+                  quote.lower_limit or None, now.timestamp()), quote.halted
 
 
 def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
@@ -78,20 +89,22 @@ def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
     return top
 
 
-_market_lanes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="picks-market")
+# The market's threads: the order book asked beside the price, the quote kept as the best
+# price after the route has it. Each keeps its own database connection.
+_market_lanes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="picks-market")
 
 
 def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:
     """The symbol's price (the hot cache's when fresh, else the broker's, kept as the best
     price) and the top of its order book, both broker calls at once. KisError other than an
     unknown symbol propagates."""
-    px = hot.prices([symbol]).get(symbol)
     top = _market_lanes.submit(_top_of_book, symbol, broker=broker)
     halted = False
     try:
+        px = hot.prices([symbol]).get(symbol)
         if px is None or now.timestamp() - px.at > limits.max_price_age_s:
             try:
-                px, halted = _quote_write(symbol, broker=broker, now=now)
+                px, halted = _quote(symbol, broker=broker, now=now)
             except KisProductNotFound:
                 return gates.Market(known=False)
         bid, ask = top.result()
@@ -216,6 +229,49 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
                             limit_price=route.limit_price, event_at=pick.received_at)
 
 
+# What a BUY pick that passed the gates becomes, beside EntryWrite's writes in its one
+# statement (PostgreSQL): its position watched under the source's exit profile, and the pick
+# ROUTED to the intent. Nothing of it is written when the entry was not (`intent` is empty).
+_ROUTED = """
+watched AS (
+    INSERT INTO {exit_state} (position_id, profile_id, high_water_mark, peak_qty, tiers_done,
+                              updated_at)
+    SELECT position_id, %(profile_id)s, NULL, 0, 0, %(routed_at)s FROM intent
+    ON CONFLICT (position_id) DO NOTHING
+),
+routed AS (
+    UPDATE {pick} SET status = 'ROUTED', intent_id = intent.id, routed_at = %(routed_at)s,
+                      routed_by = %(routed_by)s
+    FROM intent WHERE {pick}.id = %(pick_id)s
+)"""
+
+
+@functools.cache
+def _entry_routed_sql(ctes: str, select: str) -> str:
+    return (f"WITH {ctes}, "
+            + _ROUTED.format(exit_state=PositionExitState._meta.db_table,
+                             pick=Pick._meta.db_table)
+            + select)
+
+
+def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed_by: str,
+                   now: dt.datetime) -> OrderIntent | None:
+    """A BUY pick's entry, its new position watched and the pick ROUTED, in one statement (the
+    common case: the symbol has no open position). None, with nothing written, when the
+    symbol has one: the caller takes _open's path, which locks it."""
+    write = EntryWrite(symbol=pick.symbol, qty=route.qty, idempotency_key=f"pick:{pick.pk}",
+                       trading_state=trading_state, limit_price=route.limit_price,
+                       reason=f"pick {pick.source_id}/{pick.external_id}",
+                       event_at=pick.received_at)
+    intent = write.written(write.execute(_entry_routed_sql(write.ctes, write.select), {
+        "profile_id": pick.source.exit_profile_id, "pick_id": pick.pk, "routed_at": now,
+        "routed_by": routed_by}))
+    if intent is not None:
+        pick.status, pick.intent, pick.routed_at, pick.routed_by = (
+            Pick.Status.ROUTED, intent, now, routed_by)
+    return intent
+
+
 def _locked_new(pick_id: int) -> Pick | None:
     """The pick, locked, if it is still NEW and no other router holds it."""
     return (Pick.objects.select_for_update(skip_locked=True, of=("self",))
@@ -273,18 +329,38 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
     return pick, gate_settings, row[-1] or trading_state_get()  # no state row yet: made
 
 
-def pick_route(pick_id: int, *, routed_by: str, broker) -> str:
+_limits_kept: tuple[float, gates.Limits] = (0.0, gates.Limits())
+LIMITS_KEPT_S = 1.0
+
+
+def _limits_recent() -> gates.Limits:
+    """The gate settings as of at most LIMITS_KEPT_S ago: what a rung pick is screened with
+    before the broker is asked (the decision itself reads them afresh, under the lock)."""
+    global _limits_kept
+    until, limits = _limits_kept
+    if time.monotonic() >= until:
+        limits = gates.Limits.of(GateSettings.current())
+        _limits_kept = (time.monotonic() + LIMITS_KEPT_S, limits)
+    return limits
+
+
+def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None = None) -> str:
     """Route one pick; returns routed, rejected, skipped (not NEW, or taken by another
-    router) or deferred (the broker could not be asked: it stays NEW for the sweep)."""
-    read = _take(pick_id, lock=False)
-    if read is None:
-        return SKIPPED
-    pick, gate_settings, _ = read
+    router) or deferred (the broker could not be asked: it stays NEW for the sweep).
+
+    `rung`: the pick as the doorbell's ring carried it from the ingest. The router screens it
+    and asks the broker for the market at once, without reading the pick first; the decision
+    is taken on the pick's row, read under the lock, as always."""
     now = clock.now()
-    limits = gates.Limits.of(gate_settings)
     session = market_calendar.session(now.astimezone(clock.SEOUL).date())
     opens, closes = (session.open, session.close) if session else (None, None)
-    ask = _ask(pick)
+    if rung is None:
+        read = _take(pick_id, lock=False)
+        if read is None:
+            return SKIPPED
+        ask, limits = _ask(read[0]), gates.Limits.of(read[1])
+    else:
+        ask, limits = rung, _limits_recent()
     # The checks that need no market data, before the broker is asked anything (the trading
     # state is read under the locks below).
     reason = gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
@@ -292,32 +368,63 @@ def pick_route(pick_id: int, *, routed_by: str, broker) -> str:
     market = None
     if reason is None:
         try:
-            market = market_read(pick.symbol, broker=broker, limits=limits, now=now)
+            market = market_read(ask.symbol, broker=broker, limits=limits, now=now)
         except KisError as exc:
             logger.warning("picks.deferred pick_id=%s symbol=%s: the broker could not be "
-                           "asked (%s): left NEW for the sweep", pick.pk, pick.symbol,
-                           type(exc).__name__, extra={"pick_id": pick.pk})
+                           "asked (%s): left NEW for the sweep", pick_id, ask.symbol,
+                           type(exc).__name__, extra={"pick_id": pick_id})
             return DEFERRED
+    outcome = _route_locked(pick_id, rung=rung, market=market, reason=reason,
+                            routed_by=routed_by, now=now, opens=opens, closes=closes)
+    if outcome is None:  # the rung pick's screen differs on its row: the long way
+        return pick_route(pick_id, routed_by=routed_by, broker=broker)
+    return outcome
+
+
+def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market | None,
+                  reason: str | None, routed_by: str, now: dt.datetime,
+                  opens: dt.datetime | None, closes: dt.datetime | None) -> str | None:
+    """pick_route's decision, under the router's locks, on the pick's row; None, with nothing
+    written, for a `rung` pick that the long way must route: its row screens otherwise than
+    the ring did and the market was not read for it, or it was not found (already routed,
+    held by another router, or no gate settings row yet)."""
     with transaction.atomic():
         taken = _take(pick_id)
         if taken is None:
+            if rung is not None:  # or no gate settings yet: the long way makes them
+                return None
+            logger.info("picks.skipped pick_id=%s: not NEW, or another router holds it",
+                        pick_id, extra={"pick_id": pick_id})
             return SKIPPED
         pick, gate_settings, state = taken
+        limits = gates.Limits.of(gate_settings)
+        ask = _ask(pick)
+        if rung is not None:  # screened on the ring and settings kept up to a second
+            if pick.symbol != rung.symbol:
+                return None
+            reason = gates.screen(ask, limits, trading_state=None, now=now,
+                                  session_open=opens, session_close=closes)
+            if reason is None and market is None:
+                return None
         if reason is not None:
             return _reject(pick, gates.Rejection(1, reason), routed_by=routed_by, now=now)
-        limits = gates.Limits.of(gate_settings)
         account = account_read(pick.symbol, trading_state=state, now=now)
         decision = gates.route(ask, market, account, limits, now=now, session_open=opens,
                                session_close=closes)
         if isinstance(decision, gates.Rejection):
             return _reject(pick, decision, routed_by=routed_by, now=now)
         try:
-            intent = _open(pick, decision, trading_state=state)
+            intent = None
+            if decision.side == Side.BUY and connection.vendor == "postgresql":
+                intent = _entry_at_once(pick, decision, trading_state=state,
+                                        routed_by=routed_by, now=now)
+            if intent is None:
+                intent = _open(pick, decision, trading_state=state)
+                pick.status, pick.intent, pick.routed_at, pick.routed_by = (
+                    Pick.Status.ROUTED, intent, now, routed_by)
+                pick.save(update_fields=["status", "intent", "routed_at", "routed_by"])
         except (TradingNotAllowed, InsufficientAvailableQty) as exc:
             return _reject(pick, gates.Rejection(1, str(exc)), routed_by=routed_by, now=now)
-        pick.status, pick.intent, pick.routed_at, pick.routed_by = (
-            Pick.Status.ROUTED, intent, now, routed_by)
-        pick.save(update_fields=["status", "intent", "routed_at", "routed_by"])
     logger.info("picks.routed pick_id=%s source=%s symbol=%s side=%s qty=%s limit=%s "
                 "intent_id=%s by=%s", pick.pk, pick.source_id, pick.symbol, decision.side,
                 decision.qty, decision.limit_price, intent.pk, routed_by,
@@ -325,15 +432,18 @@ def pick_route(pick_id: int, *, routed_by: str, broker) -> str:
     return ROUTED
 
 
-def picks_route(*, pick_ids: Iterable[int], routed_by: str, broker=None) -> dict[str, int]:
-    """Route each pick in turn; counts of each outcome."""
+def picks_route(*, pick_ids: Iterable[int], routed_by: str, broker=None,
+                rung: dict[int, gates.Ask] | None = None) -> dict[str, int]:
+    """Route each pick in turn; counts of each outcome. `rung`: picks as the doorbell's ring
+    carried them, by id (pick_route)."""
     if broker is None:
         from execution.brokers import get_broker
 
         broker = get_broker()
     counts = {ROUTED: 0, REJECTED: 0, SKIPPED: 0, DEFERRED: 0}
     for pick_id in pick_ids:
-        counts[pick_route(pick_id, routed_by=routed_by, broker=broker)] += 1
+        counts[pick_route(pick_id, routed_by=routed_by, broker=broker,
+                          rung=(rung or {}).get(pick_id))] += 1
     return counts
 
 

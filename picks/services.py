@@ -1,6 +1,7 @@
 """Writes of the picks app: storing a batch of picks (whole or nothing, idempotent on
 (source, external_id), routed once committed) and managing pick sources and their tokens."""
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -11,6 +12,7 @@ from django.db import connection, transaction
 
 from aegis import clock
 
+from . import doorbell
 from .models import Pick, PickSource
 
 logger = logging.getLogger("aegis.picks")
@@ -57,15 +59,15 @@ def _insert_new(rows: list[Pick]) -> dict[str, int]:
     return stored
 
 
-def _route_enqueue(*, source_code: str, pick_ids: list[int]) -> None:
+def _route_enqueue(*, source_code: str, picks: list[tuple[int, str]]) -> None:
     """Runs after the commit: the routers' doorbell when a lane listens, else the route task.
-    The picks are stored either way: if the broker is down, say so and leave them NEW for the
-    orphan sweep."""
-    from . import doorbell
+    `picks`: (id, the ring's item) of each. The picks are stored either way: if the broker is
+    down, say so and leave them NEW for the orphan sweep."""
     from .tasks import picks_route_task
 
-    if doorbell.ring(pick_ids):
+    if doorbell.ring([rung for _, rung in picks]):
         return
+    pick_ids = [pick_id for pick_id, _ in picks]
     try:
         picks_route_task.delay(pick_ids)
     except Exception as exc:  # noqa: BLE001 - any broker failure; the sweep is the fallback
@@ -76,32 +78,46 @@ def _route_enqueue(*, source_code: str, pick_ids: list[int]) -> None:
 def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int], int]:
     """Store the validated picks of one batch of `source`. Returns one id per item, in order (a
     pick already known, from this batch or an earlier one, answers the id it was first stored
-    with, and its first version stands), and how many items were not newly stored. Two
-    statements whatever the batch size. The new picks are sent to the router when the batch
-    commits."""
+    with, and its first version stands), and how many items were not newly stored. The new
+    picks are sent to the router once they are committed.
+
+    A batch of up to _INSERT_CHUNK picks is one INSERT in autocommit, its own transaction
+    (one round trip, where a transaction around it costs three), then, only when some were
+    known already, one SELECT of their ids. A larger batch is several INSERTs in one
+    transaction. Either way the batch is stored whole or not at all."""
     now = clock.now()
     first: dict[str, dict] = {}
     for item in items:
         first.setdefault(item["external_id"], item)
-    rows = [Pick(source=source, external_id=key, symbol=item["symbol"], side=item["side"],
-                 qty=item.get("qty"), budget_krw=item.get("budget_krw"),
-                 limit_price=item.get("limit_price"), score=item.get("score"),
-                 generated_at=item["generated_at"], received_at=now)
-            for key, item in first.items()]
-    with transaction.atomic():
-        new = _insert_new(rows)
+    rows = {key: Pick(source=source, external_id=key, symbol=item["symbol"], side=item["side"],
+                      qty=item.get("qty"), budget_krw=item.get("budget_krw"),
+                      limit_price=item.get("limit_price"), score=item.get("score"),
+                      generated_at=item["generated_at"], received_at=now)
+            for key, item in first.items()}
+    one_statement = len(rows) <= _INSERT_CHUNK
+    with contextlib.nullcontext() if one_statement else transaction.atomic():
+        new = _insert_new(list(rows.values()))
         ids = new.copy()
         if len(new) < len(first):
             ids.update(Pick.objects.filter(source=source, external_id__in=[
                 key for key in first if key not in new]).values_list("external_id", "id"))
         missing = [key for key in first if key not in ids]
+        if missing and one_statement:
+            # Known when inserted, deleted since (an operator's delete): stored anew, so the
+            # batch still ends whole.
+            again = _insert_new([rows[key] for key in missing])
+            new.update(again)
+            ids.update(again)
+            missing = [key for key in missing if key not in again]
         if missing:
             raise PickStoreRace(f"{len(missing)} picks of source {source.code} were neither "
                                 "stored nor found; send the batch again.")
         if new:
-            new_ids = list(new.values())
+            has_profile = source.exit_profile_id is not None
+            stored = [(pk, doorbell.item(pk, rows[key], has_profile=has_profile))
+                      for key, pk in new.items()]
             transaction.on_commit(
-                lambda: _route_enqueue(source_code=source.code, pick_ids=new_ids), robust=True)
+                lambda: _route_enqueue(source_code=source.code, picks=stored), robust=True)
     duplicates = len(items) - len(new)
     logger.info("picks.ingested source=%s count=%s new=%s duplicates=%s", source.code,
                 len(items), len(new), duplicates)

@@ -29,17 +29,19 @@ class SendHere:
         return True
 
 
-def route_now(pick_ids: list[int], routed_by: str, *, broker=None) -> dict:
-    """Route the picks from this thread, sending each entry's order from it once committed."""
+def route_now(pick_ids: list[int], routed_by: str, *, broker=None, rung=None,
+              executor=None) -> dict:
+    """Route the picks from this thread (`rung`: as the doorbell's ring carried them, by id),
+    each entry's order sent by `executor` once committed, else from this thread."""
     from execution.brokers import get_broker
     from execution.services.intents import execute_here
 
     from .routing import picks_route
 
     broker = broker or get_broker()
-    execute_here(SendHere(broker))
+    execute_here(executor or SendHere(broker))
     try:
-        return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker)
+        return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker, rung=rung)
     finally:
         execute_here(None)
 

@@ -334,6 +334,80 @@ class ExitWrite(IntentWrite):
         return intent
 
 
+# An entry on a symbol with no open position, in one statement: the new empty position (the
+# partial unique index on open positions turns the INSERT of a symbol already open into
+# nothing, after waiting for an opener still in its transaction), the intent on it, and its
+# claimed order. The intent's position is the one inserted (`go`), not a parameter.
+_POSITION_OPENED = """
+opened AS (
+    INSERT INTO {position} (symbol, status, qty, reserved_qty, avg_price, realized_pnl,
+                            opened_at, updated_at)
+    VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)
+    ON CONFLICT (symbol) WHERE status = 'OPEN' DO NOTHING
+    RETURNING {columns}
+),
+go AS (SELECT id AS position_id FROM opened)"""
+_ENTRY_NEW_WRITES = (_POSITION_OPENED + ", "
+                     + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
+                     + ", " + _CLAIMED)
+# What the statement selects: whether the intent and its order were written, and the new
+# position's columns (NULLs when the symbol had an open position).
+_ENTRY_WRITTEN = """
+SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM claimed), {opened}
+FROM (SELECT 1) one LEFT JOIN opened ON true"""
+
+
+class EntryWrite(IntentWrite):
+    """An ENTRY on a symbol with no open position in one statement on PostgreSQL: its new empty
+    position, the intent, and, when its taker takes claimed orders, its order recorded and
+    claimed (_ENTRY_NEW_WRITES). The caller's statement is `WITH {ctes}, <its own CTEs, which
+    may read intent, the row inserted if any> {select}`; written() turns its row into the
+    intent (not read back). The inputs are checked, and the trading state the caller read in
+    its transaction (`trading_state`), before anything is written.
+
+    When the symbol has an open position already, the statement writes nothing and written()
+    returns None: the caller opens the entry with entry_intent_open instead, which locks that
+    position."""
+
+    def __init__(self, *, symbol: str, qty: int, idempotency_key: str, trading_state: str,
+                 reason: str = "", limit_price: int | None = None,
+                 event_at: dt.datetime | None = None, now: dt.datetime | None = None) -> None:
+        check_symbol(symbol)
+        check_qty(qty)
+        check_price(limit_price)
+        check_key(idempotency_key)
+        require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
+        super().__init__(side=Side.BUY, position_id=None, symbol=symbol, qty=qty,
+                         intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
+                         reason=reason, limit_price=limit_price, event_at=event_at, now=now)
+
+    ctes = property(lambda self: _entry_sql(_ENTRY_NEW_WRITES))
+    select = property(lambda self: _entry_sql(_ENTRY_WRITTEN))
+
+    def written(self, row: tuple) -> OrderIntent | None:
+        """The intent the statement wrote (its `row`), handed to its taker once committed, and
+        its new position announced (post_save) after that; None when the symbol had an open
+        position (nothing written)."""
+        inserted, claimed = row[:2]
+        [position] = instances(row[2:], Position)
+        if position.pk is None:
+            return None
+        if not inserted:  # a position without its intent: roll back, the key was used
+            raise InvalidInput("idempotency_key", f"{self.intent.idempotency_key!r} already "
+                               "belongs to another intent.")
+        self.intent.position_id = position.pk
+        intent = self._written(inserted, claimed)
+        post_save.send(sender=Position, instance=position, created=True, raw=False,
+                       using=connection.alias, update_fields=None)
+        return intent
+
+
+@functools.cache
+def _entry_sql(template: str) -> str:
+    return _sql(template.replace("{columns}", columns(Position))
+                .replace("{opened}", columns(Position, "opened")))
+
+
 def _refusal(position: Position, qty: int) -> Exception:
     """Why the ledger cannot reserve any of `qty` shares of the locked `position`."""
     if position.status != Position.Status.OPEN:

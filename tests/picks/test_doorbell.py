@@ -3,6 +3,9 @@ simulator, its lanes in this process: a stored pick reaches a listening lane wit
 message and becomes an order at the broker; with nobody listening the route task is queued as
 before; a pick a lane cannot route goes to the route task; a lane serves both bells."""
 
+import datetime as dt
+import json
+
 import pytest
 import redis
 from django.conf import settings
@@ -12,11 +15,12 @@ from execution import doorbell as execution_doorbell
 from execution.models import Order
 from execution.services.intents import execute_here
 from picks import doorbell
-from picks.models import Pick
+from picks.models import GateSettings, Pick
 from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
 from tests.picks.conftest import a_pick
 from tests.picks.test_routing import broker, ingest, profile, source  # noqa: F401 - fixtures
 from tests.picks.test_routing_worker import submitted
+from trading.models import BestPrice
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -55,8 +59,12 @@ def test_a_stored_pick_is_routed_by_a_listening_lane_and_no_task_is_queued(
     pick = Pick.objects.get(pk=pick_id)
     assert (pick.status, pick.routed_by) == ("ROUTED", "EVENT")
     assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
+    # The quote the router asked for is kept as the best price, off the route's path.
+    wait_for(lambda: BestPrice.objects.filter(symbol="005930", source="REST",
+                                              price=kis_sim.price).exists(),
+             "the quote kept as the best price")
 
-    assert doorbell.ring([pick_id])  # rung again (a late duplicate): routed once
+    assert doorbell.ring([doorbell.item(pick_id, pick, has_profile=True)])  # rung again (a late duplicate): routed once
     wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
     wait_for(lambda: len(broker_orders(kis_sim)) == 1, "one broker order")
     assert Order.objects.filter(intent__picks=pick_id).count() == 1
@@ -68,7 +76,9 @@ def test_picks_of_a_batch_are_rung_one_by_one_and_routed_oldest_first(kis_sim, b
     listening._alive()  # listening, its threads not started: the rings wait on the list
     ids = ingest(source, *(a_pick(source[0], n, symbol=s)
                            for n, s in enumerate(["005930", "000660", "035420"])))
-    assert [int(i) for i in reversed(bus.lrange(doorbell.QUEUE_KEY, 0, -1))] == ids
+    rung = [json.loads(i) for i in reversed(bus.lrange(doorbell.QUEUE_KEY, 0, -1))]
+    assert [(r["id"], r["symbol"]) for r in rung] == list(zip(ids, ["005930", "000660",
+                                                                      "035420"]))
     assert bus.llen(TASK_QUEUE) == 0
 
 
@@ -85,7 +95,8 @@ def test_a_lane_that_cannot_route_hands_the_pick_to_the_route_task(bus, monkeypa
     monkeypatch.setattr("picks.tasks.route_now", broken)
     [pick_id] = ingest(source, a_pick(source[0]))  # nobody listens: the task is queued
     bus.delete(TASK_QUEUE)
-    doorbell.PICKS.serve(str(pick_id), None)  # what a lane does with the ring
+    doorbell.PICKS.serve(doorbell.item(pick_id, Pick.objects.get(pk=pick_id), has_profile=True),
+                         None)  # what a lane does with the ring
     assert bus.llen(TASK_QUEUE) == 1
     assert Pick.objects.get(pk=pick_id).status == "NEW"
 
@@ -99,3 +110,20 @@ def test_the_lanes_serve_the_execution_bell_too(kis_sim, bus, routers):
     wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
              "the order at the broker")
     assert bus.llen("execution") == 0
+
+
+def test_a_rung_pick_is_routed_on_its_row_whatever_the_ring_said(kis_sim, bus, broker, source):
+    # The ring is only a screen before the market is read: a ring that says the pick is stale
+    # while its row is fresh still routes it (the long way), and a new installation's missing
+    # gate settings row is made on the way.
+    GateSettings.objects.all().delete()
+    [pick_id] = ingest(source, a_pick(source[0]))  # nobody listens: the task is queued
+    pick = Pick.objects.get(pk=pick_id)
+    rung = Pick(symbol=pick.symbol, side=pick.side, qty=pick.qty, budget_krw=pick.budget_krw,
+                limit_price=pick.limit_price,
+                generated_at=pick.generated_at - dt.timedelta(hours=1))
+    doorbell.PICKS.serve(doorbell.item(pick_id, rung, has_profile=True), broker)
+    order = submitted(pick_id)
+    assert Pick.objects.get(pk=pick_id).status == "ROUTED"
+    assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
+    assert GateSettings.objects.filter(pk=1).exists()

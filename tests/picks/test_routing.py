@@ -136,6 +136,21 @@ def test_a_second_pick_in_a_symbol_being_bought_is_a_duplicate(broker, source, k
     assert len(broker_orders(kis_sim)) == 1
 
 
+def test_an_entry_on_an_empty_open_position_takes_the_locking_path(broker, source, kis_sim,
+                                                                    profile):
+    # The one statement opens a new position; a symbol already open (empty: nothing held,
+    # nothing being bought) writes nothing there, and the entry is opened on that position.
+    empty = Position.objects.create(symbol="005930", opened_at=clock.now())
+    [pick_id] = ingest(source, a_pick(source[0]))
+    assert route(broker, [pick_id])["routed"] == 1
+    pick = Pick.objects.get(pk=pick_id)
+    assert (pick.status, pick.intent.position_id) == ("ROUTED", empty.pk)
+    assert Position.objects.filter(symbol="005930").count() == 1
+    assert PositionExitState.objects.get(position=empty).profile == profile
+    assert Order.objects.get(intent=pick.intent).status == "SUBMITTED"
+    assert len(broker_orders(kis_sim)) == 1
+
+
 def test_a_new_installation_without_gate_settings_routes_on_the_defaults(broker, source):
     GateSettings.objects.all().delete()
     [pick_id] = ingest(source, a_pick(source[0], limit_price=None, budget_krw=1_000_000))

@@ -29,6 +29,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def worker(kis_sim_process, django_db_setup, tmp_path_factory):
+    from aegis.celery import app
+
+    with app.connection_for_write() as conn:  # no route task left by earlier tests
+        conn.default_channel.queue_purge("picks")
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_worker(kis_sim_process, log, env=CLOCK.environ(), queues="picks,execution")
     yield log
@@ -61,13 +65,14 @@ def test_a_pick_sent_over_http_becomes_an_order_through_the_worker(market, sourc
     # The worker's lanes listen on both bells: the pick is routed without a route task.
     assert re.search(r"doorbell lanes=4 owner=\S+ bells=aegis:execution:doorbell,"
                      r"aegis:picks:doorbell$", worker.read_text(), re.M)
+    before = len(worker.read_text())
     answer = post(Client(), token, [a_pick(src)])
     assert answer.status_code == 202, answer.content
     [pick_id] = answer.json()["ids"]
     order = submitted(pick_id)
     pick = Pick.objects.get(pk=pick_id)
     assert (pick.status, pick.routed_by) == ("ROUTED", "EVENT")
-    assert "Task picks.route[" not in worker.read_text()
+    assert "Task picks.route[" not in worker.read_text()[before:]
     assert PositionExitState.objects.get(position=order.position).profile == src.exit_profile
     assert [o["odno"] for o in broker_orders(market)] == [order.broker_order_no]
 
