@@ -14,7 +14,7 @@ from django.test import Client
 
 from aegis import clock
 from picks.auth import source_key
-from picks.models import Pick, PickSource
+from picks.models import Pick
 from picks.services import source_token_issue, token_digest
 from tests.picks.conftest import a_pick, post
 from tests.support import at_once
