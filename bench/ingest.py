@@ -3,12 +3,11 @@ against the review's one-minute router, in the same run; and sustained ingest th
 gunicorn, a real Celery worker, PostgreSQL, Redis and the KIS simulator.
 
   event      Aegis: POST /api/picks/ingest (gunicorn, 3 sync workers) stores the pick and, on
-             commit, enqueues picks.route; a worker on the picks and execution queues (the
-             execution worker's thread pool; compose runs the picks queue on the general
-             prefork worker, whose hop measured the same on the execute task, bench.execution)
+             commit, rings the routers' doorbell (picks/doorbell.py); a lane of the worker on
+             the picks and execution queues (thread pool, as compose runs worker-execution)
              routes it through the three gates (asking the simulator for a quote and the order
-             book: no pricesync runs here), opens the ENTRY intent and sends its order from
-             the same task.
+             book: no pricesync runs here), opens the ENTRY intent and hands its claimed order
+             to a sender thread made ready while the entry commits.
   scheduler  the review's baseline: the same ingest, but nothing consumes picks.route; a
              router in this process runs once a minute over the NEW picks (the same gates) and
              the intents it opens go to the execution worker. Picks arrive at random moments of
@@ -190,8 +189,9 @@ class Bench:
 
     def stages(self, sent: dict[int, dt.datetime]) -> dict:
         """p50 of each stage of the event path, in ms: the request until the pick's row
-        (received_at), until the router took it (routed_at, the route task's start), until the
-        intent was written (created_at: market read, gates, locks), until KIS answered."""
+        (received_at, before its INSERT), until the router took it (routed_at, the route's
+        start), until the intent was written (created_at: market read, gates, locks), until
+        KIS answered."""
         from picks.models import Pick
 
         rows = Pick.objects.filter(pk__in=list(sent), intent__isnull=False).values_list(
@@ -321,7 +321,7 @@ class Bench:
 
 
 def report(results: dict) -> None:
-    rows = [("event: ingest → worker routes and sends", results["event"]),
+    rows = [("event: ingest → doorbell lane routes, sends", results["event"]),
             ("review's one-minute router", results["scheduler"])]
     print("\nHTTP ingest → ENTRY order accepted by the simulator (ms)")
     print(f"{'path':<42} {'n':>5} {'p50':>10} {'p99':>10} {'mean':>10} {'lost':>5}")
