@@ -155,7 +155,8 @@ filled AS (
            COALESCE(sum(f.amount) FILTER (WHERE o.side = 'SELL'
                                           AND f.filled_at > run.finished_at), 0) AS sold
     FROM {fill} f JOIN {order} o ON o.id = f.order_id LEFT JOIN run ON true
-    WHERE f.filled_at >= LEAST(%(day_start)s, run.started_at))
+    WHERE f.filled_at >= CASE WHEN run.started_at < %(day_start)s THEN run.started_at
+                              ELSE %(day_start)s END)
 SELECT held.positions, held.symbol_qty, held.symbol_available, pending.symbol_entries,
        held.symbol_cost, pending.symbol_value, held.cost, pending.value, filled.realized,
        (SELECT cash_krw FROM run), filled.bought, filled.sold
