@@ -112,6 +112,11 @@ class GateSettings(models.Model):
         default=5, validators=[MinValueValidator(1)],
         help_text="The sweep routes picks still NEW this long after they arrived.")
     updated_at = models.DateTimeField(auto_now=True)
+    # Moved on by every routed pick, under this row's lock: an account read outside the lock
+    # holds for the decision when the sequence it read is still the row's (picks/routing.py).
+    routed_seq = models.BigIntegerField(
+        default=0, editable=False,
+        help_text="Picks routed so far; a router's account read holds while it stands.")
 
     class Meta:
         verbose_name = verbose_name_plural = "gate settings"

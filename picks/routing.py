@@ -11,6 +11,7 @@ latter makes risk decisions one at a time, so two picks cannot both take the las
 the last of the cash), the account read, the gates decided, and the outcome written.
 """
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -18,9 +19,11 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 
 from aegis import clock, metrics
 from aegis.rows import columns, instances
@@ -159,7 +162,8 @@ filled AS (
                               ELSE %(day_start)s END)
 SELECT held.positions, held.symbol_qty, held.symbol_available, pending.symbol_entries,
        held.symbol_cost, pending.symbol_value, held.cost, pending.value, filled.realized,
-       (SELECT cash_krw FROM run), filled.bought, filled.sold
+       (SELECT cash_krw FROM run), filled.bought, filled.sold,
+       (SELECT routed_seq FROM {gates} WHERE id = 1)
 FROM held, pending, filled
 """
 
@@ -170,10 +174,24 @@ def _account_sql() -> str:
     return _ACCOUNT.format(
         position=Position._meta.db_table, intent=OrderIntent._meta.db_table,
         order=Order._meta.db_table, price=BestPrice._meta.db_table,
-        fill=Fill._meta.db_table, reconciliation=Reconciliation._meta.db_table)
+        fill=Fill._meta.db_table, reconciliation=Reconciliation._meta.db_table,
+        gates=GateSettings._meta.db_table)
+
+
+class Ahead(NamedTuple):
+    """An account read before the router's lock, with the gate settings' routed_seq its
+    statement saw."""
+
+    account: gates.Account
+    routed_seq: int | None
 
 
 def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.Account:
+    """The account (account_ahead's), read under the router's lock."""
+    return account_ahead(symbol, trading_state=trading_state, now=now).account
+
+
+def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime) -> Ahead:
     """Positions, pending entries (NEW BUY intents, open BUY orders' remainders, valued at
     their limit price or else the best price), today's realised P&L and the cash left to
     spend, in one statement with one pass over each table (2.6–2.7 ms p50 here, against
@@ -182,14 +200,18 @@ def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.
     Cash: the last D+2 deposit KIS reported (reconciliation), less buys filled since it
     started, plus sells filled since it finished (a fill in between counts against the cash,
     never for it), less what pending entries may still spend. None before any reconciliation
-    read it."""
+    read it.
+
+    Also the gate settings' routed_seq as the same statement saw it: read outside the
+    router's lock (beside the broker calls), the account holds for the decision if the locked
+    row's routed_seq is still that (no pick was routed in between)."""
     day_start = dt.datetime.combine(now.astimezone(clock.SEOUL).date(), dt.time(), clock.SEOUL)
     with connection.cursor() as cursor:
         cursor.execute(_account_sql(), {
             "symbol": symbol, "day_start": connection.ops.adapt_datetimefield_value(day_start)})
         (open_positions, held_qty, available, pending, symbol_cost, symbol_pending, total_cost,
-         total_pending, realized, cash, bought, sold) = cursor.fetchone()
-    return gates.Account(
+         total_pending, realized, cash, bought, sold, routed_seq) = cursor.fetchone()
+    return Ahead(gates.Account(
         trading_state=trading_state,
         open_positions=open_positions,
         symbol_held_qty=int(held_qty),
@@ -200,7 +222,7 @@ def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.
         realized_today_krw=Decimal(str(realized)),
         cash_krw=None if cash is None else int(cash) - int(bought) + int(sold)
         - int(total_pending),
-    )
+    ), routed_seq)
 
 
 # --- one pick ----------------------------------------------------------------------------------
@@ -241,8 +263,9 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
 
 
 # What a BUY pick that passed the gates becomes, beside EntryWrite's writes in its one
-# statement (PostgreSQL): its position watched under the source's exit profile, and the pick
-# ROUTED to the intent. Nothing of it is written when the entry was not (`intent` is empty).
+# statement (PostgreSQL): its position watched under the source's exit profile, the pick
+# ROUTED to the intent, and the gate settings' routed_seq moved on (the caller holds that row's
+# lock). Nothing of it is written when the entry was not (`intent` is empty).
 _ROUTED = """
 watched AS (
     INSERT INTO {exit_state} (position_id, profile_id, high_water_mark, peak_qty, tiers_done,
@@ -254,6 +277,9 @@ routed AS (
     UPDATE {pick} SET status = 'ROUTED', intent_id = intent.id, routed_at = %(routed_at)s,
                       routed_by = %(routed_by)s
     FROM intent WHERE {pick}.id = %(pick_id)s
+),
+counted AS (
+    UPDATE {gates} SET routed_seq = routed_seq + 1 FROM intent WHERE {gates}.id = 1
 )"""
 
 
@@ -261,7 +287,7 @@ routed AS (
 def _entry_routed_sql(ctes: str, select: str) -> str:
     return (f"WITH {ctes}, "
             + _ROUTED.format(exit_state=PositionExitState._meta.db_table,
-                             pick=Pick._meta.db_table)
+                             pick=Pick._meta.db_table, gates=GateSettings._meta.db_table)
             + select)
 
 
@@ -376,8 +402,12 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
     # state is read under the locks below).
     reason = gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
                           session_close=closes)
-    market = None
+    market = ahead = None
     if reason is None:
+        # The account, read beside the broker calls (PostgreSQL: the embedded default's SQLite
+        # reads it under the lock only).
+        reading = (_market_lanes.submit(_account_ahead, ask.symbol, now)
+                   if connection.vendor == "postgresql" else None)
         try:
             market = market_read(ask.symbol, broker=broker, limits=limits, now=now)
         except KisError as exc:
@@ -385,20 +415,37 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
                            "asked (%s): left NEW for the sweep", pick_id, ask.symbol,
                            type(exc).__name__, extra={"pick_id": pick_id})
             return DEFERRED
-    outcome = _route_locked(pick_id, rung=rung, market=market, reason=reason,
+        finally:
+            ahead = reading.result() if reading is not None else None
+    outcome = _route_locked(pick_id, rung=rung, market=market, reason=reason, ahead=ahead,
                             routed_by=routed_by, now=now, opens=opens, closes=closes)
     if outcome is None:  # the rung pick's screen differs on its row: the long way
         return pick_route(pick_id, routed_by=routed_by, broker=broker)
     return outcome
 
 
+def _account_ahead(symbol: str, now: dt.datetime) -> Ahead | None:
+    """account_ahead on a market thread; None when it cannot be read (the decision reads the
+    account under the lock instead)."""
+    try:
+        return account_ahead(symbol, trading_state="", now=now)
+    except Exception as exc:  # noqa: BLE001 - read again under the lock
+        logger.warning("picks.account_ahead_failed symbol=%s: %s", symbol, type(exc).__name__)
+        connection.close()
+        return None
+
+
 def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market | None,
-                  reason: str | None, routed_by: str, now: dt.datetime,
+                  reason: str | None, ahead: Ahead | None, routed_by: str, now: dt.datetime,
                   opens: dt.datetime | None, closes: dt.datetime | None) -> str | None:
     """pick_route's decision, under the router's locks, on the pick's row; None, with nothing
     written, for a `rung` pick that the long way must route: its row screens otherwise than
     the ring did and the market was not read for it, or it was not found (already routed,
-    held by another router, or no gate settings row yet)."""
+    held by another router, or no gate settings row yet).
+
+    The account read `ahead` of the lock is the decision's when no pick was routed since
+    (the locked gate settings' routed_seq is the one it saw: every routed pick moves it on,
+    under this lock); otherwise the account is read again here."""
     with transaction.atomic():
         taken = _take(pick_id)
         if taken is None:
@@ -419,7 +466,11 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
                 return None
         if reason is not None:
             return _reject(pick, gates.Rejection(1, reason), routed_by=routed_by, now=now)
-        account = account_read(pick.symbol, trading_state=state, now=now)
+        if (ahead is not None and ahead.routed_seq is not None
+                and ahead.routed_seq == gate_settings.routed_seq):
+            account = dataclasses.replace(ahead.account, trading_state=state)
+        else:
+            account = account_read(pick.symbol, trading_state=state, now=now)
         decision = gates.route(ask, market, account, limits, now=now, session_open=opens,
                                session_close=closes)
         if isinstance(decision, gates.Rejection):
@@ -434,6 +485,7 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
                 pick.status, pick.intent, pick.routed_at, pick.routed_by = (
                     Pick.Status.ROUTED, intent, now, routed_by)
                 pick.save(update_fields=["status", "intent", "routed_at", "routed_by"])
+                GateSettings.objects.filter(pk=1).update(routed_seq=F("routed_seq") + 1)
         except (TradingNotAllowed, InsufficientAvailableQty) as exc:
             return _reject(pick, gates.Rejection(1, str(exc)), routed_by=routed_by, now=now)
     logger.info("picks.routed pick_id=%s source=%s symbol=%s side=%s qty=%s limit=%s "

@@ -231,3 +231,41 @@ def test_rejections_are_listed_in_the_admin_with_their_gate_and_reason(broker, s
     assert "0 positions open or being bought (at most 0)" in page
     assert admin_client.get("/admin/picks/pick/?rejected_gate__exact=3").content.decode() \
         .count("positions open or being bought") == 0
+
+
+def test_the_account_read_beside_the_broker_calls_holds_until_a_pick_is_routed(
+        broker, source, kis_sim, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    symbols = ["001000", "002000", "003000"]
+    for symbol in symbols:
+        kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000, "prev_close": 10_000})
+    first, second, third = ingest(source, *[a_pick(source[0], n, symbol=s, limit_price=10_000)
+                                            for n, s in enumerate(symbols)])
+
+    def account_reads(pick_id: int) -> int:
+        """How many account statements the decision ran under the lock, on this thread (the
+        read beside the broker calls runs on a market thread)."""
+        with CaptureQueriesContext(connection) as queries:
+            assert routing.pick_route(pick_id, routed_by="EVENT", broker=broker) == "routed"
+        return sum("WITH held AS" in q["sql"] for q in queries)
+
+    seq = GateSettings.current().routed_seq
+    assert account_reads(first) == 0  # nothing routed since its read: it holds
+    assert GateSettings.current().routed_seq == seq + 1
+
+    # Another pick routed while this one's market is read: its account is read again.
+    market_read = routing.market_read
+
+    def meanwhile(*args, **kwargs):
+        market = market_read(*args, **kwargs)
+        monkeypatch.setattr(routing, "market_read", market_read)  # once
+        [outcome] = at_once(lambda: routing.pick_route(third, routed_by="EVENT",
+                                                       broker=broker), [()])
+        assert outcome == "routed"
+        return market
+
+    monkeypatch.setattr(routing, "market_read", meanwhile)
+    assert account_reads(second) == 1
+    assert GateSettings.current().routed_seq == seq + 3
