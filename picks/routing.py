@@ -73,9 +73,12 @@ def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
 
 def _quote(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px, bool]:
     """The broker's price for the symbol, and whether it is halted; kept as the best price
-    meanwhile."""
+    meanwhile (on a market thread, on PostgreSQL)."""
     quote = broker.price(symbol)
-    _market_lanes.submit(_quote_keep, symbol, quote, now)
+    if connection.vendor == "postgresql":
+        _market_lanes.submit(_quote_keep, symbol, quote, now)
+    else:  # SQLite (the embedded default) has one writer: a second would wait on the route's
+        _quote_keep(symbol, quote, now)
     return hot.Px(quote.price, quote.prev_close or None, quote.upper_limit or None,
                   quote.lower_limit or None, now.timestamp()), quote.halted
 
