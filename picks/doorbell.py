@@ -10,6 +10,7 @@ ingest enqueues the route task instead; a pick whose lane dies before it is rout
 for the orphan sweep; a pick rung twice, or reached by the sweep as well, is routed once (the
 router takes it with FOR UPDATE SKIP LOCKED among NEW picks)."""
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -26,20 +27,18 @@ QUEUE_KEY = "aegis:picks:doorbell"
 LANES_KEY = "aegis:picks:doorbell:lanes"
 
 
-def item(pick_id: int, pick, *, has_profile: bool) -> str:
-    """A stored pick as rung: its id and what the router screens it on before it asks the
-    broker for the market (gates.screen), so that it need not read the pick first."""
-    return json.dumps({"id": pick_id, "symbol": pick.symbol, "side": pick.side, "qty": pick.qty,
-                       "budget_krw": pick.budget_krw, "limit_price": pick.limit_price,
-                       "generated_at": pick.generated_at.isoformat(),
-                       "has_profile": has_profile})
+def item(pick_id: int, ask: gates.Ask) -> str:
+    """A stored pick as rung: its id and the pick as the gates see it, which the router screens
+    before it asks the broker for the market (gates.screen), so that it need not read the pick
+    first."""
+    return json.dumps({**dataclasses.asdict(ask), "id": pick_id,
+                       "generated_at": ask.generated_at.isoformat()})
 
 
 def _ask(payload: dict) -> gates.Ask:
-    return gates.Ask(side=payload["side"], symbol=payload["symbol"], qty=payload["qty"],
-                     budget_krw=payload["budget_krw"], limit_price=payload["limit_price"],
-                     generated_at=dt.datetime.fromisoformat(payload["generated_at"]),
-                     source_active=True, has_profile=payload["has_profile"])
+    fields = {name: payload[name] for name in gates.Ask.__dataclass_fields__}
+    return gates.Ask(**fields | {"generated_at": dt.datetime.fromisoformat(
+        payload["generated_at"])})
 
 
 _senders: dict[int, object] = {}

@@ -55,6 +55,14 @@ class Ask:
     source_active: bool = True
     has_profile: bool = True
 
+    @classmethod
+    def of(cls, pick) -> "Ask":
+        """A pick's (picks.models.Pick, with its source)."""
+        return cls(side=pick.side, symbol=pick.symbol, qty=pick.qty, budget_krw=pick.budget_krw,
+                   limit_price=pick.limit_price, generated_at=pick.generated_at,
+                   source_active=pick.source.active,
+                   has_profile=pick.source.exit_profile_id is not None)
+
 
 @dataclass(frozen=True)
 class Market:

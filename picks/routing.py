@@ -45,14 +45,6 @@ logger = logging.getLogger("aegis.picks")
 ROUTED, REJECTED, SKIPPED, DEFERRED = "routed", "rejected", "skipped", "deferred"
 
 
-def _ask(pick: Pick) -> gates.Ask:
-    source = pick.source
-    return gates.Ask(side=pick.side, symbol=pick.symbol, qty=pick.qty,
-                     budget_krw=pick.budget_krw, limit_price=pick.limit_price,
-                     generated_at=pick.generated_at, source_active=source.active,
-                     has_profile=source.exit_profile_id is not None)
-
-
 # --- the market, read before any lock ------------------------------------------------------------
 
 def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
@@ -242,12 +234,22 @@ def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.d
     return REJECTED
 
 
+def _intent_of(pick: Pick) -> tuple[str, str]:
+    """The idempotency key and the reason of the intent `pick` becomes (the pick is locked
+    NEW: no intent holds its key yet)."""
+    return f"pick:{pick.pk}", f"pick {pick.source_id}/{pick.external_id}"
+
+
+def _routed(pick: Pick, intent: OrderIntent, *, routed_by: str, now: dt.datetime) -> None:
+    pick.status, pick.intent, pick.routed_at, pick.routed_by = (
+        Pick.Status.ROUTED, intent, now, routed_by)
+
+
 def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
     """The intent the pick becomes; an entry's position gets the source's exit profile. The
     ledger's services raise their refusals before writing anything, inside savepoints of
     their own, so the caller's transaction stays usable for the rejection."""
-    reason = f"pick {pick.source_id}/{pick.external_id}"
-    key = f"pick:{pick.pk}"  # the pick is locked NEW: no intent holds its key yet
+    key, reason = _intent_of(pick)
     if route.side == Side.BUY:
         intent = entry_intent_open(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
                                    reason=reason, limit_price=route.limit_price,
@@ -299,16 +301,15 @@ def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed
     """A BUY pick's entry, its new position watched and the pick ROUTED, in one statement (the
     common case: the symbol has no open position). None, with nothing written, when the
     symbol has one: the caller takes _open's path, which locks it."""
-    write = EntryWrite(symbol=pick.symbol, qty=route.qty, idempotency_key=f"pick:{pick.pk}",
+    key, reason = _intent_of(pick)
+    write = EntryWrite(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
                        trading_state=trading_state, limit_price=route.limit_price,
-                       reason=f"pick {pick.source_id}/{pick.external_id}",
-                       event_at=pick.received_at)
+                       reason=reason, event_at=pick.received_at)
     intent = write.written(write.execute(_entry_routed_sql(write.ctes, write.select), {
         "profile_id": pick.source.exit_profile_id, "pick_id": pick.pk, "routed_at": now,
         "routed_by": routed_by}))
     if intent is not None:
-        pick.status, pick.intent, pick.routed_at, pick.routed_by = (
-            Pick.Status.ROUTED, intent, now, routed_by)
+        _routed(pick, intent, routed_by=routed_by, now=now)
     return intent
 
 
@@ -398,7 +399,7 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
         read = _take(pick_id, lock=False)
         if read is None:
             return SKIPPED
-        ask, limits = _ask(read[0]), gates.Limits.of(read[1])
+        ask, limits = gates.Ask.of(read[0]), gates.Limits.of(read[1])
     else:
         ask, limits = rung, _limits_recent()
     # The checks that need no market data, before the broker is asked anything (the trading
@@ -459,7 +460,7 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
             return SKIPPED
         pick, gate_settings, state = taken
         limits = gates.Limits.of(gate_settings)
-        ask = _ask(pick)
+        ask = gates.Ask.of(pick)
         if rung is not None:  # screened on the ring and settings kept up to a second
             if pick.symbol != rung.symbol:
                 return None
@@ -485,8 +486,7 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
                                         routed_by=routed_by, now=now)
             if intent is None:
                 intent = _open(pick, decision, trading_state=state)
-                pick.status, pick.intent, pick.routed_at, pick.routed_by = (
-                    Pick.Status.ROUTED, intent, now, routed_by)
+                _routed(pick, intent, routed_by=routed_by, now=now)
                 pick.save(update_fields=["status", "intent", "routed_at", "routed_by"])
                 GateSettings.objects.filter(pk=1).update(routed_seq=F("routed_seq") + 1)
         except (TradingNotAllowed, InsufficientAvailableQty) as exc:

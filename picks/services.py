@@ -12,7 +12,7 @@ from django.db import connection, transaction
 
 from aegis import clock
 
-from . import doorbell
+from . import doorbell, gates
 from .models import Pick, PickSource
 
 logger = logging.getLogger("aegis.picks")
@@ -113,8 +113,7 @@ def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int
             raise PickStoreRace(f"{len(missing)} picks of source {source.code} were neither "
                                 "stored nor found; send the batch again.")
         if new:
-            has_profile = source.exit_profile_id is not None
-            stored = [(pk, doorbell.item(pk, rows[key], has_profile=has_profile))
+            stored = [(pk, doorbell.item(pk, gates.Ask.of(rows[key])))
                       for key, pk in new.items()]
             transaction.on_commit(
                 lambda: _route_enqueue(source_code=source.code, picks=stored), robust=True)

@@ -190,6 +190,13 @@ def _check_exit(*, qty, intent_type, idempotency_key, limit_price, trigger_price
     check_key(idempotency_key)
 
 
+def _check_entry(*, symbol, qty, limit_price, idempotency_key) -> None:
+    check_symbol(symbol)
+    check_qty(qty)
+    check_price(limit_price)
+    check_key(idempotency_key)
+
+
 # An exit's writes on PostgreSQL as common table expressions, for one statement (PERFORMANCE.md:
 # round trips dominate) under the position lock taken by the statement's CTE `go` (one row: go
 # ahead; none: write nothing) or held by the caller: the intent, the shares it reserves, and,
@@ -338,14 +345,9 @@ class ExitWrite(IntentWrite):
 # partial unique index on open positions turns the INSERT of a symbol already open into
 # nothing, after waiting for an opener still in its transaction), the intent on it, and its
 # claimed order. The intent's position is the one inserted (`go`), not a parameter.
+# A symbol's new empty position (_OPEN_POSITION, below) as the CTE `opened`.
 _POSITION_OPENED = """
-opened AS (
-    INSERT INTO {position} (symbol, status, qty, reserved_qty, avg_price, realized_pnl,
-                            opened_at, updated_at)
-    VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)
-    ON CONFLICT (symbol) WHERE status = 'OPEN' DO NOTHING
-    RETURNING {columns}
-),
+opened AS ({open_position}),
 go AS (SELECT id AS position_id FROM opened)"""
 _ENTRY_NEW_WRITES = (_POSITION_OPENED + ", "
                      + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
@@ -372,10 +374,8 @@ class EntryWrite(IntentWrite):
     def __init__(self, *, symbol: str, qty: int, idempotency_key: str, trading_state: str,
                  reason: str = "", limit_price: int | None = None,
                  event_at: dt.datetime | None = None, now: dt.datetime | None = None) -> None:
-        check_symbol(symbol)
-        check_qty(qty)
-        check_price(limit_price)
-        check_key(idempotency_key)
+        _check_entry(symbol=symbol, qty=qty, limit_price=limit_price,
+                     idempotency_key=idempotency_key)
         require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
         super().__init__(side=Side.BUY, position_id=None, symbol=symbol, qty=qty,
                          intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
@@ -404,7 +404,8 @@ class EntryWrite(IntentWrite):
 
 @functools.cache
 def _entry_sql(template: str) -> str:
-    return _sql(template.replace("{columns}", columns(Position))
+    return _sql(template.replace("{open_position}", _OPEN_POSITION)
+                .replace("{columns}", columns(Position))
                 .replace("{opened}", columns(Position, "opened")))
 
 
@@ -564,10 +565,8 @@ def entry_intent_open(
     it as `trading_state`; `new_key` says no intent can hold the key yet (the caller holds the
     lock of what the key names). Either saves a query; the refusals are the same.
     """
-    check_symbol(symbol)
-    check_qty(qty)
-    check_price(limit_price)
-    check_key(idempotency_key)
+    _check_entry(symbol=symbol, qty=qty, limit_price=limit_price,
+                 idempotency_key=idempotency_key)
     now = clock.now()
 
     with transaction.atomic():

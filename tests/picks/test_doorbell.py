@@ -3,6 +3,7 @@ simulator, its lanes in this process: a stored pick reaches a listening lane wit
 message and becomes an order at the broker; with nobody listening the route task is queued as
 before; a pick a lane cannot route goes to the route task; a lane serves both bells."""
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -14,7 +15,7 @@ from django.db import DatabaseError
 from execution import doorbell as execution_doorbell
 from execution.models import Order
 from execution.services.intents import execute_here
-from picks import doorbell
+from picks import doorbell, gates
 from picks.models import GateSettings, Pick
 from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
 from tests.picks.conftest import a_pick
@@ -64,7 +65,7 @@ def test_a_stored_pick_is_routed_by_a_listening_lane_and_no_task_is_queued(
                                               price=kis_sim.price).exists(),
              "the quote kept as the best price")
 
-    assert doorbell.ring([doorbell.item(pick_id, pick, has_profile=True)])  # rung again (a late duplicate): routed once
+    assert doorbell.ring([doorbell.item(pick_id, gates.Ask.of(pick))])  # rung again (a late duplicate): routed once
     wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
     wait_for(lambda: len(broker_orders(kis_sim)) == 1, "one broker order")
     assert Order.objects.filter(intent__picks=pick_id).count() == 1
@@ -95,7 +96,7 @@ def test_a_lane_that_cannot_route_hands_the_pick_to_the_route_task(bus, monkeypa
     monkeypatch.setattr("picks.tasks.route_now", broken)
     [pick_id] = ingest(source, a_pick(source[0]))  # nobody listens: the task is queued
     bus.delete(TASK_QUEUE)
-    doorbell.PICKS.serve(doorbell.item(pick_id, Pick.objects.get(pk=pick_id), has_profile=True),
+    doorbell.PICKS.serve(doorbell.item(pick_id, gates.Ask.of(Pick.objects.get(pk=pick_id))),
                          None)  # what a lane does with the ring
     assert bus.llen(TASK_QUEUE) == 1
     assert Pick.objects.get(pk=pick_id).status == "NEW"
@@ -119,10 +120,9 @@ def test_a_rung_pick_is_routed_on_its_row_whatever_the_ring_said(kis_sim, bus, b
     GateSettings.objects.all().delete()
     [pick_id] = ingest(source, a_pick(source[0]))  # nobody listens: the task is queued
     pick = Pick.objects.get(pk=pick_id)
-    rung = Pick(symbol=pick.symbol, side=pick.side, qty=pick.qty, budget_krw=pick.budget_krw,
-                limit_price=pick.limit_price,
-                generated_at=pick.generated_at - dt.timedelta(hours=1))
-    doorbell.PICKS.serve(doorbell.item(pick_id, rung, has_profile=True), broker)
+    rung = dataclasses.replace(gates.Ask.of(pick),
+                               generated_at=pick.generated_at - dt.timedelta(hours=1))
+    doorbell.PICKS.serve(doorbell.item(pick_id, rung), broker)
     order = submitted(pick_id)
     assert Pick.objects.get(pk=pick_id).status == "ROUTED"
     assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
