@@ -517,12 +517,18 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
     is inserted without post_save: the caller announces it once its intent's send is
     registered, so the send runs first after the commit."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_open_position_sql(), {"symbol": symbol, "now": clock.now()})
-            row = cursor.fetchone()
-        if row is not None:
-            return instances(row, Position)[0], True
-        return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN), False
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(_open_position_sql(), {"symbol": symbol, "now": clock.now()})
+                row = cursor.fetchone()
+            if row is not None:
+                return instances(row, Position)[0], True
+            position = position_qs_for_update().filter(
+                symbol=symbol, status=Position.Status.OPEN).first()
+            if position is not None:
+                return position, False
+            # The open position the INSERT met was closed before this read (each statement
+            # sees what is committed when it starts): the symbol has none now, so insert again.
     position = position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
     if position is not None:
         return position, False
