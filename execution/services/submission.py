@@ -26,6 +26,8 @@ from ..brokers.kis.errors import (
     KisAmbiguousOutcome,
     KisError,
     KisRateLimited,
+    KisTokenExpired,
+    KisTokenInvalid,
     KisTokenRateLimited,
     KisUnavailable,
 )
@@ -39,8 +41,12 @@ logger = logging.getLogger("aegis.execution")
 # How long after the send started an order may still be travelling to KIS. Beyond it, an order
 # that the daily inquiry does not show never arrived.
 IN_FLIGHT_GRACE = dt.timedelta(seconds=10)
-# Errors that prove the request never reached KIS: safe to send again later.
-NOT_SENT = (KisUnavailable, KisRateLimited, KisTokenRateLimited)
+# Errors that prove the request never reached KIS: safe to send again later. KIS's gateway
+# refuses an expired or unknown token (EGW00123, EGW00121) before the order reaches the
+# exchange; the client has replaced the token once already, so the order waits for the retry
+# (or the sweep) instead of being rejected.
+NOT_SENT = (KisUnavailable, KisRateLimited, KisTokenRateLimited, KisTokenExpired,
+            KisTokenInvalid)
 
 
 class Broker(Protocol):

@@ -222,6 +222,30 @@ def test_a_recorded_order_is_not_sent_while_halted(kis_sim, settings):
     assert Order.objects.get(intent=intent).send_started_at is None
 
 
+def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_sim, settings):
+    """KIS's gateway refuses an expired token before the order reaches the exchange: the client
+    replaces the token once, and when the new one is refused too the order is left unsent and
+    unclaimed for the retry (or the sweep), never rejected."""
+    from execution.brokers.kis.errors import KisTokenExpired
+    from execution.services.submission import NOT_SENT, Outcome, intent_submit
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    kis_sim.control("/_sim/limits", {"token_ttl_s": 0, "token_interval_s": 0})  # born expired
+    with pytest.raises(NOT_SENT) as refused:
+        intent_submit(intent_id=intent.pk, broker=client)
+    assert isinstance(refused.value, KisTokenExpired)
+    order = Order.objects.get(intent=intent)
+    assert (order.status, order.send_started_at, order.broker_order_no) == ("NEW", None, None)
+    assert broker_orders(kis_sim) == []
+    kis_sim.control("/_sim/limits", {"token_ttl_s": 86_400})
+    assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.SUBMITTED
+    assert Order.objects.get(intent=intent).status == "SUBMITTED"
+    assert len(broker_orders(kis_sim)) == 1
+
+
 def _recorded_and_claimed(settings):
     """An entry whose order was recorded and claimed for sending, as a worker leaves it when it
     dies around the broker call.
