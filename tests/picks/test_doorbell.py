@@ -26,13 +26,14 @@ from trading.models import BestPrice
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 TASK_QUEUE = "picks"  # where the route task's messages wait (settings.CELERY_TASK_ROUTES)
-KEYS = (TASK_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY, execution_doorbell.QUEUE_KEY,
+EXECUTE_QUEUE = "execution"  # the execute task's (what earlier tests left there goes too)
+KEYS = (TASK_QUEUE, EXECUTE_QUEUE, doorbell.QUEUE_KEY, doorbell.LANES_KEY, execution_doorbell.QUEUE_KEY,
         execution_doorbell.LANES_KEY)
 
 
 @pytest.fixture
 def bus():
-    """Redis with no route-task messages, nothing rung and nobody listening."""
+    """Redis with no route-task or execute-task messages, nothing rung and nobody listening."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.delete(*KEYS)
     execution_doorbell.listening_forget()
@@ -110,7 +111,7 @@ def test_the_lanes_serve_the_execution_bell_too(kis_sim, bus, routers):
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
              "the order at the broker")
-    assert bus.llen("execution") == 0
+    assert bus.llen(EXECUTE_QUEUE) == 0
 
 
 def test_a_rung_pick_is_routed_on_its_row_whatever_the_ring_said(kis_sim, bus, broker, source):
