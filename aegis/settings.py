@@ -124,7 +124,8 @@ if EMBEDDED:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache, keeping its redis.Redis clients (aegis/cache.py).
+            "BACKEND": "aegis.cache.KeptClientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "aegis",
             "TIMEOUT": 300,

@@ -133,7 +133,7 @@ def test_a_redis_outage_slows_the_engine_and_never_stops_it(at_now, new_symbol):
     PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
     BestPrice.objects.create(symbol=position.symbol, price=67_000, prev_close=70_000,
                              lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
-    dead = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+    dead = {"default": {"BACKEND": "aegis.cache.KeptClientRedisCache",
                         "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens on port 9
                         "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
     with override_settings(CACHES=dead):
