@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-import urllib3
-
 from . import protocol
 from .breaker import Breakers
 from .config import AppCredentials, KisConfig
@@ -34,6 +32,7 @@ from .errors import (
 )
 from .ratelimit import SharedRateLimiter
 from .tokens import Credential, CredentialStore
+from .transport import ConnectFailed, ExchangeFailed, Transport
 
 logger = logging.getLogger("aegis.kis")
 
@@ -158,7 +157,7 @@ class KisClient:
     def __init__(self, config: KisConfig, *, tokens: CredentialStore | None = None,
                  approvals: CredentialStore | None = None, vault=None,
                  limiter: SharedRateLimiter | None = None,
-                 http: urllib3.PoolManager | None = None,
+                 transport: Transport | None = None,
                  breakers: Breakers | None = None) -> None:
         self.config = config
         self.breakers = breakers or default_breakers(config)
@@ -168,11 +167,9 @@ class KisClient:
                                                       vault=vault)
         self.limiter = limiter or SharedRateLimiter(per_second=config.rate_per_second,
                                                     guard_ms=config.rate_guard_ms)
-        self.http = http or urllib3.PoolManager(
-            num_pools=4, maxsize=8, retries=False,
-            timeout=urllib3.Timeout(connect=config.connect_timeout_s,
-                                    read=config.read_timeout_s),
-        )
+        self.transport = transport or Transport(
+            config.base_url, connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s)
 
     def __repr__(self) -> str:
         return (f"KisClient(flavour={self.config.flavour.value}, base_url={self.config.base_url}, "
@@ -212,11 +209,11 @@ class KisClient:
 
     def _post_oauth(self, path: str, payload: dict) -> dict:
         try:
-            response = self.http.request(
-                "POST", self.config.base_url + path, body=json.dumps(payload),
+            response = self.transport.request(
+                "POST", path, body=json.dumps(payload).encode(),
                 headers={"content-type": "application/json; charset=utf-8"})
-        except urllib3.exceptions.HTTPError as exc:
-            raise KisUnavailable(f"KIS {path} unreachable: {type(exc).__name__}") from None
+        except (ConnectFailed, ExchangeFailed) as exc:
+            raise KisUnavailable(f"KIS {path} unreachable: {exc}") from None
         data = self._json(response, path)
         if response.status == 403 and data.get("error_code") == protocol.EGW_TOKEN_RATE:
             raise KisTokenRateLimited(data.get("error_description") or "one token a minute",
@@ -285,21 +282,19 @@ class KisClient:
             }
             try:
                 if method == "GET":
-                    response = self.http.request("GET", config.base_url + path, fields=params,
-                                                 headers=headers)
+                    response = self.transport.request("GET", path, params=params,
+                                                      headers=headers)
                 else:
-                    response = self.http.request("POST", config.base_url + path,
-                                                 body=json.dumps(body), headers=headers)
-            except (urllib3.exceptions.NewConnectionError,
-                    urllib3.exceptions.ConnectTimeoutError) as exc:
-                raise KisUnavailable(f"KIS unreachable: {type(exc).__name__}", tr_id=tr) from None
-            except urllib3.exceptions.HTTPError as exc:
+                    response = self.transport.request("POST", path, headers=headers,
+                                                      body=json.dumps(body).encode())
+            except ConnectFailed as exc:  # nothing was sent
+                raise KisUnavailable(f"KIS unreachable: {exc}", tr_id=tr) from None
+            except ExchangeFailed as exc:  # it may have arrived
                 if is_order:
                     raise KisAmbiguousOutcome(
-                        f"order outcome unknown after {type(exc).__name__}: settle it against "
+                        f"order outcome unknown after {exc}: settle it against "
                         f"the daily orders inquiry, do not resend", tr_id=tr) from None
-                raise KisUnavailable(f"KIS did not answer: {type(exc).__name__}",
-                                     tr_id=tr) from None
+                raise KisUnavailable(f"KIS did not answer: {exc}", tr_id=tr) from None
 
             try:
                 data = self._json(response, tr)
