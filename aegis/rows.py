@@ -21,3 +21,22 @@ def instances(row, *models) -> list:
                                   row[at:at + len(fields)]))
         at += len(fields)
     return made
+
+
+def bound_cursor():
+    """A cursor for a hot statement whose parameters travel apart from its text (PostgreSQL's
+    extended protocol, as an unnamed statement, so PgBouncer's transaction pooling takes it):
+    psycopg sends them as they are, where Django's client-side binding quotes each one into the
+    text first. On the ledger's one-statement writes, with a score of parameters, that quoting
+    cost about 0.6 ms a statement (probe, alternate trades in one run). With a direct connection
+    psycopg also prepares a statement run often (its prepare_threshold). Django's wrapping is
+    kept: the statement is logged and counted like any other. Other databases: Django's cursor.
+    """
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(ServerBindingCursor(connection.connection))

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from aegis import clock, metrics
-from aegis.rows import columns, instances
+from aegis.rows import bound_cursor, columns, instances
 from execution.brokers.kis.errors import KisError, KisProductNotFound
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
@@ -201,7 +201,7 @@ def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime) -> Ahead
     router's lock (beside the broker calls), the account holds for the decision if the locked
     row's routed_seq is still that (no pick was routed in between)."""
     day_start = dt.datetime.combine(now.astimezone(clock.SEOUL).date(), dt.time(), clock.SEOUL)
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_account_sql(), {
             "symbol": symbol, "day_start": connection.ops.adapt_datetimefield_value(day_start)})
         (open_positions, held_qty, available, pending, symbol_cost, symbol_pending, total_cost,
@@ -358,7 +358,7 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
         if pick is None:
             return None
         return (pick, GateSettings.objects.select_for_update().get(pk=1), trading_state_get())
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_take_sql(lock), [pick_id])
         row = cursor.fetchone()
     if row is None:

@@ -23,6 +23,7 @@ from django.db import (Error as DatabaseError, InterfaceError, OperationalError,
                        close_old_connections, connection, connections)
 
 from aegis import clock
+from aegis.rows import bound_cursor
 from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
 from execution.brokers.kis.ws import KisStream, TradeTick
 from execution.models import Position
@@ -69,7 +70,7 @@ def best_price_write(*, symbol: str, price: int, at: dt.datetime, source: str,
                                  ("lower_limit", lower_limit)) if v is not None}})
         px = hot.Px(row.price, row.prev_close, row.upper_limit, row.lower_limit, at.timestamp())
     else:
-        with connection.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(_UPSERT.format(table=BestPrice._meta.db_table), {
                 "symbol": symbol, "price": price, "prev_close": prev_close,
                 "upper": upper_limit, "lower": lower_limit, "source": source, "at": at})

@@ -21,7 +21,7 @@ from django.db.models import Max, Value
 from django.db.models.functions import Coalesce, Greatest
 
 from aegis import clock
-from aegis.rows import columns, instances
+from aegis.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
 from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
@@ -273,7 +273,7 @@ def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
         position = position_qs_for_update().annotate(
             trading_state=trading_state_in_force()).filter(pk=position_id).first()
         return None if position is None else (position, position.trading_state)
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_sql(_GAP_LOCK), [position_id])
         row = cursor.fetchone()
     return None if row is None else (instances(row, Position)[0], row[-1])
@@ -288,7 +288,7 @@ def _lock(position_id: int) -> Locked | None:
                  .annotate(trading_state=trading_state_in_force())
                  .filter(pk=position_id).first())
         return None if state is None else Locked(state.position, state, state.trading_state)
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_sql(_DECIDE_LOCK), [position_id])
         row = cursor.fetchone()
     if row is None:

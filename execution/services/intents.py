@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 
 from aegis import clock, metrics
-from aegis.rows import columns, instances
+from aegis.rows import bound_cursor, columns, instances
 
 from ..exceptions import (
     InsufficientAvailableQty,
@@ -281,7 +281,7 @@ class IntentWrite:
     def execute(self, sql: str, more: dict | None = None) -> tuple:
         """Run the statement `sql` holding these writes (with `more` parameters of the
         caller's); its one row."""
-        with connection.cursor() as cursor:
+        with bound_cursor() as cursor:
             cursor.execute(sql, self.params | (more or {}))
             return cursor.fetchone()
 

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Subquery
 
 from aegis import clock
+from aegis.rows import bound_cursor
 
 from ..exceptions import (
     BrokerQtyRequired,
@@ -163,7 +164,7 @@ def order_open_claimed(*, intent_id: object) -> Order | None:
         return None
     now = clock.now()
     order_id = uuid.uuid4()
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(_sql(_OPEN_CLAIMED),
                        {"intent_id": intent_uuid, "order_id": order_id, "now": now})
         row = cursor.fetchone()
