@@ -17,7 +17,15 @@ from rest_framework.views import APIView
 from .auth import (SIGNATURE_HEADER, PayloadTooLarge, SourceTokenAuthentication, require_rate,
                    require_signature)
 from .serializers import ErrorSerializer, IngestAnswerSerializer, PickInSerializer
-from .services import picks_ingest
+from .services import PickStoreRace, picks_ingest
+
+
+class BatchConflict(exceptions.APIException):
+    """A pick of the batch was deleted while the batch was being stored (PickStoreRace)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The batch met a concurrent change; send it again."
+    default_code = "conflict"
 
 
 class PicksJSONParser(JSONParser):
@@ -78,6 +86,9 @@ class PicksIngestView(APIView):
                                  "PICKS_MAX_BODY_BYTES, more than PICKS_MAX_BATCH picks, or "
                                  "more picks than the source's whole rate."),
             415: OpenApiResponse(ErrorSerializer, description="Not application/json."),
+            409: OpenApiResponse(ErrorSerializer, description="A pick of the batch already "
+                                 "known was deleted while the batch was stored; send the "
+                                 "batch again (what was stored answers as duplicates)."),
             429: OpenApiResponse(ErrorSerializer, description="Over the source's rate; "
                                  "nothing stored. Send again after Retry-After seconds."),
         },
@@ -113,6 +124,9 @@ class PicksIngestView(APIView):
             raise exceptions.PermissionDenied(
                 f"This token sends picks of source {source.code} only, not "
                 f"{', '.join(others[:5])}.")
-        ids, duplicates = picks_ingest(source=source, items=serializer.validated_data)
+        try:
+            ids, duplicates = picks_ingest(source=source, items=serializer.validated_data)
+        except PickStoreRace as exc:
+            raise BatchConflict(str(exc)) from None
         return Response({"status": "queued", "ids": ids, "duplicates": duplicates},
                         status=status.HTTP_202_ACCEPTED)

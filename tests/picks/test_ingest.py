@@ -17,7 +17,7 @@ from picks.auth import source_key
 from picks.models import Pick
 from picks.services import source_token_issue, token_digest
 from tests.picks.conftest import a_pick, post
-from tests.support import at_once
+from tests.support import at_once, child_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -190,6 +190,39 @@ def test_concurrent_ingests_of_one_pick_store_it_once(make_source):
     assert Pick.objects.filter(source=source).count() == 1
     assert sorted(a.json()["duplicates"] for a in answers) == [0] + [1] * 7
     assert picks_queue_length() == queued + 1  # routed once, by the ingest that stored it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_known_pick_deleted_while_a_large_batch_is_stored_is_a_409_and_stores_nothing(
+        make_source, monkeypatch):
+    """A batch of more than one INSERT runs in one transaction. A pick it met as known (its
+    INSERT did nothing) and another connection deletes before the batch reads its id is neither
+    stored nor found: the batch is undone whole and the client is told to send it again."""
+    import psycopg
+
+    from picks import services
+
+    source, token = make_source()
+    [known] = post(Client(), token, [a_pick(source, 0)]).json()["ids"]
+    batch = [a_pick(source, n) for n in range(services._INSERT_CHUNK + 100)]  # two INSERTs
+    inserted = services._insert_new
+
+    def insert_then_an_operator_deletes(rows):
+        stored = inserted(rows)
+        if len(rows) > 1:  # the batch's INSERTs are done; the known pick goes, committed
+            with psycopg.connect(child_database_url(), autocommit=True) as other:
+                other.execute(f"DELETE FROM {Pick._meta.db_table} WHERE id = %s", [known])
+        return stored
+
+    monkeypatch.setattr(services, "_insert_new", insert_then_an_operator_deletes)
+    answer = post(Client(), token, batch)
+    assert answer.status_code == 409, answer.content
+    assert "send the batch again" in answer.json()["detail"]
+    assert not Pick.objects.filter(source=source).exists()  # the other 599: nothing
+    monkeypatch.setattr(services, "_insert_new", inserted)
+    again = post(Client(), token, batch)
+    assert again.status_code == 202 and again.json()["duplicates"] == 0
+    assert Pick.objects.filter(source=source).count() == len(batch)
 
 
 def test_the_schema_and_its_docs_page_are_served(client):
