@@ -53,6 +53,18 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
         its own (InProcessSender.prepare: read while the order's transaction commits)."""
         self._seen.prefetched = self._read_redis()
 
+    def keys(self) -> list[str]:
+        """The Redis keys a state read reads (for a caller that reads them with its own)."""
+        return [self._namespace("state"), self._namespace("fail_counter")]
+
+    def prefetched(self, state: bytes | None, failures: bytes | None) -> None:
+        """What a caller read of keys(), as prefetch() would have read it; a state that is
+        missing is left for the call's own read (which writes it afresh)."""
+        if state is None:
+            return
+        self._seen.failures = int(failures) if failures is not None else None
+        self._seen.prefetched = state.decode()
+
     def _read_state(self) -> str:
         prefetched = getattr(self._seen, "prefetched", None)
         if prefetched is not None:
@@ -147,6 +159,20 @@ class Breakers:
         if isinstance(storage, _SharedStorage):
             self._breaker(use)  # made first: making it reads the state too
             storage.prefetch()
+
+    def shared_keys(self, use: str) -> list[str]:
+        """The Redis keys of the state of the breaker of `use` (none without Redis), for
+        prefetched()."""
+        storage = self._storage[use]
+        return storage.keys() if isinstance(storage, _SharedStorage) else []
+
+    def prefetched(self, use: str, values: list) -> None:
+        """The values of shared_keys(use), read by the caller just now: this thread's next call
+        of `use` takes its state from them instead of reading it."""
+        storage = self._storage[use]
+        if isinstance(storage, _SharedStorage):
+            self._breaker(use)  # made first: making it reads the state too
+            storage.prefetched(*values)
 
     def state(self, use: str) -> str:
         return self._storage[use].state

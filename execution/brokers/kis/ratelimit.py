@@ -24,18 +24,29 @@ from .errors import KisRateLimited
 logger = logging.getLogger("aegis.kis")
 
 # Returns 0 when a slot was taken, else the microseconds until the oldest entry leaves the window.
+# With more keys (KEYS[2], …), returns {that, the value of each of them}: what the caller reads
+# before its request (the circuit breaker's state) comes back in the same round trip.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window = tonumber(ARGV[2])
+local wait = 0
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], now, ARGV[3])
     redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-    return 0
+else
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    wait = math.max(1, tonumber(oldest[2]) + window - now)
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+if #KEYS == 1 then
+    return wait
+end
+local out = {wait}
+for i = 2, #KEYS do
+    out[i] = redis.call('GET', KEYS[i])
+end
+return out
 """
 
 
@@ -58,12 +69,14 @@ class SharedRateLimiter:
         """0 when a slot was taken, else seconds to wait."""
         if self._script is not None:
             try:
-                wait_us = self._script(keys=[f"aegis:kis:rate:{key}"],
-                                       args=[self.per_second, self.window_us, uuid.uuid4().hex])
-                return int(wait_us) / 1e6
+                return int(self._run(key, [])) / 1e6
             except redis.RedisError:
                 logger.warning("kis.rate_limit Redis unreachable: limiting this process alone")
         return self._try_local(key)
+
+    def _run(self, key: str, reads: list[str]):
+        return self._script(keys=[f"aegis:kis:rate:{key}", *reads],
+                            args=[self.per_second, self.window_us, uuid.uuid4().hex])
 
     def _try_local(self, key: str) -> float:
         with self._lock:
@@ -83,13 +96,34 @@ class SharedRateLimiter:
         self.acquire(key)
         self._held.slot = (key, time.monotonic())
 
+    def reserve_reading(self, key: str, reads: list[str]) -> list | None:
+        """reserve(), and the values of the Redis keys `reads` read in the same round trip (a
+        request's other reads before it leaves: the breaker's state). When no slot is free
+        now, the values still come back and acquire() waits for one as usual. None without
+        Redis or when it cannot be reached: the caller reads in its own way, and acquire()
+        limits this process alone."""
+        if self._script is None or not reads:
+            return None
+        try:
+            wait_us, *values = self._run(key, reads)
+        except redis.RedisError:
+            return None
+        if int(wait_us) == 0:
+            self._held.slot = (key, time.monotonic())
+        return values
+
+    def holds(self, key: str) -> bool:
+        """Whether this thread holds a slot for `key` that its next acquire() will use."""
+        held = getattr(self._held, "slot", None)
+        return held is not None and held[0] == key \
+            and time.monotonic() - held[1] <= self.guard_s / 2
+
     def acquire(self, key: str, *, timeout_s: float = 30.0) -> None:
         """Block until one more request for `key` fits in the window."""
-        held = getattr(self._held, "slot", None)
-        if held is not None:
+        if self.holds(key):
             self._held.slot = None
-            if held[0] == key and time.monotonic() - held[1] <= self.guard_s / 2:
-                return
+            return
+        self._held.slot = None
         deadline = time.monotonic() + timeout_s
         while (wait := self._try(key)) > 0:
             if time.monotonic() + wait > deadline:

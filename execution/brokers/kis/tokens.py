@@ -73,6 +73,10 @@ class CredentialStore:
             self._write_cache(key, cred)
         return cred
 
+    def held(self, app: AppCredentials) -> bool:
+        """Whether this process holds a fresh credential for `app` (get() returns it at once)."""
+        return self._fresh(self._memo.get(self._key(app)))
+
     def get(self, app: AppCredentials, issue: Callable[[], Credential]) -> str:
         key = self._key(app)
         memo = self._memo.get(key)

@@ -117,3 +117,40 @@ def test_a_reserved_rate_slot_serves_the_next_acquire_of_its_key_while_fresh():
     finally:
         slots.delete(f"aegis:kis:rate:{key}")
         slots.close()
+
+
+def _evalshas() -> int:
+    stats = redis.Redis.from_url(settings.REDIS_URL).info("commandstats")
+    return stats.get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_the_rate_slot_and_the_breakers_state_in_one_round_trip(breakers):
+    """The limiter's script reads the breaker's keys with the slot it takes; the next call then
+    reads neither the state (no MGET) nor a slot (no second script)."""
+    limiter = SharedRateLimiter(per_second=100, guard_ms=50)
+    key = secrets.token_hex(6)
+    try:
+        breakers.call("order", lambda: "ok")  # made, its state written
+        before = (_mgets(), _evalshas())
+        values = limiter.reserve_reading(key, breakers.shared_keys("order"))
+        assert values[0] == b"closed" and limiter.holds(key)
+        breakers.prefetched("order", values)
+        assert breakers.call("order", lambda: limiter.acquire(key) or "sent") == "sent"
+        assert (_mgets(), _evalshas()) == (before[0], before[1] + 1)
+        _failures(breakers, FAIL_MAX)  # open
+        breakers.prefetched("order", limiter.reserve_reading(key, breakers.shared_keys("order")))
+        with pytest.raises(KisCircuitOpen):
+            breakers.call("order", lambda: pytest.fail("called while open"))
+    finally:
+        redis.Redis.from_url(settings.REDIS_URL).delete(f"aegis:kis:rate:{key}")
+
+
+def test_a_full_window_still_answers_the_reads_and_holds_no_slot(breakers):
+    limiter = SharedRateLimiter(per_second=1, guard_ms=50)
+    key = secrets.token_hex(6)
+    try:
+        limiter.acquire(key)  # the window's one slot
+        values = limiter.reserve_reading(key, breakers.shared_keys("order"))
+        assert values is not None and len(values) == 2 and not limiter.holds(key)
+    finally:
+        redis.Redis.from_url(settings.REDIS_URL).delete(f"aegis:kis:rate:{key}")

@@ -70,6 +70,20 @@ def test_quote_and_order_book(client):
     assert book.asks and book.bids and book.asks[0][0] > book.bids[0][0]
 
 
+def test_a_call_takes_its_rate_slot_and_breaker_state_in_one_redis_round_trip(client):
+    import redis
+    from django.conf import settings
+
+    def counts() -> tuple[int, int]:
+        stats = redis.Redis.from_url(settings.REDIS_URL).info("commandstats")
+        return tuple(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "mget"))
+
+    client.price("005930")  # the token issued and held; the breaker's state written
+    before = counts()
+    assert client.price("005930").price == 71_000
+    assert counts() == (before[0] + 1, before[1])  # the limiter's script, no state read
+
+
 def test_one_token_for_four_processes(kis_sim):
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 3
