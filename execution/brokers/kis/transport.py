@@ -121,7 +121,8 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     """An idle kept connection that reads as ready has been closed by the server (or holds bytes
     nobody asked for): either way it is not reused."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        ready = select.poll()  # poll, not select: a socket numbered above 1023 is fine
+        ready.register(sock, select.POLLIN)
+        return bool(ready.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)

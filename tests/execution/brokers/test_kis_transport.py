@@ -147,3 +147,26 @@ def test_no_answer_within_the_read_timeout_is_exchange_failed(serve):
 def test_a_base_url_that_is_not_http_is_refused():
     with pytest.raises(ValueError, match="http"):
         Transport("ftp://kis.example", connect_timeout_s=1, read_timeout_s=1)
+
+
+def test_a_connection_numbered_above_1023_is_kept_like_any_other(serve):
+    """A busy process's sockets get high numbers; the check of a kept connection must not take
+    them for closed (select() cannot watch them, poll() can)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        server = serve()
+        t = transport(server.port)
+        for _ in range(3):
+            t.request("GET", "/a", headers={})
+        assert t._local.conn.sock.fileno() > 1023
+        assert server.connections == 1
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
