@@ -151,3 +151,16 @@ def breaker_transition(name: str, old: str, new: str, opened_at: int | None) -> 
     alert_raise(kind=Alert.Kind.BREAKER, severity=severity, subject=name, state=new,
                 message=f"{name}: {old or '?'} → {new}. {text}",
                 key=f"breaker:{name}:{new}:{episode}")
+
+
+def credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
+    """KIS refused a token it had just issued for the app key fingerprinted `app` (the client
+    replaced a refused one, and the new one was refused too): nothing goes to KIS on that key.
+    Alerted once an hour per app key, however many calls and processes meet it."""
+    hour = clock.now().strftime("%Y%m%d%H")
+    alert_raise(kind=Alert.Kind.CREDENTIALS, severity=Severity.CRITICAL, subject=f"kis-{use}",
+                message=f"KIS refuses the tokens of app key {app} ({msg_cd}), a freshly issued "
+                        "one too: nothing reaches KIS on this key. Orders wait unsent and go "
+                        "out once it accepts tokens again. Check the app key and secret in the "
+                        "environment and the app's standing with KIS.",
+                key=f"credentials:{app}:{hour}")

@@ -415,6 +415,7 @@ class Alert(models.Model):
         RECONCILIATION = "RECONCILIATION", "Reconciliation mismatch"
         FLATTEN = "FLATTEN", "Emergency flatten"
         PRICES = "PRICES", "Prices stale"
+        CREDENTIALS = "CREDENTIALS", "KIS credentials refused"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     severity = models.CharField(max_length=8, choices=Severity.choices)

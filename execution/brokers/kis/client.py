@@ -153,6 +153,13 @@ def default_breakers(config: KisConfig) -> Breakers:
                     redis_url=settings.REDIS_URL or "", on_transition=breaker_transition)
 
 
+def _credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
+    """The default of KisClient's on_credentials_refused: alerted (execution/alerts.py)."""
+    from execution.alerts import credentials_refused
+
+    credentials_refused(app=app, use=use, msg_cd=msg_cd)
+
+
 def _breaker_of(use: str) -> str:
     return "order" if use == "order" else "query"
 
@@ -162,8 +169,11 @@ class KisClient:
                  approvals: CredentialStore | None = None, vault=None,
                  limiter: SharedRateLimiter | None = None,
                  transport: Transport | None = None,
-                 breakers: Breakers | None = None) -> None:
+                 breakers: Breakers | None = None,
+                 on_credentials_refused=_credentials_refused) -> None:
         self.config = config
+        # Told (app fingerprint, use, KIS's code) when a replacement token is refused too.
+        self.on_credentials_refused = on_credentials_refused
         self.breakers = breakers or default_breakers(config)
         self.tokens = tokens or CredentialStore(
             kind="token", renew_before_s=config.token_renew_before_s, vault=vault)
@@ -347,12 +357,22 @@ class KisClient:
                             backoff)
                 time.sleep(backoff)
                 continue
-            if isinstance(error, (KisTokenExpired, KisTokenInvalid)) and not replaced_token:
-                self.tokens.invalidate(app, token)
-                replaced_token = True
-                continue
+            if isinstance(error, (KisTokenExpired, KisTokenInvalid)):
+                if not replaced_token:
+                    self.tokens.invalidate(app, token)
+                    replaced_token = True
+                    continue
+                self._refused(app, use, error)
             raise error
         raise KisRateLimited("KIS per-second limit still exceeded after retries", tr_id=tr)
+
+    def _refused(self, app: AppCredentials, use: str, error: KisError) -> None:
+        if self.on_credentials_refused is None:
+            return
+        try:
+            self.on_credentials_refused(app=app.fingerprint, use=use, msg_cd=error.msg_cd)
+        except Exception:  # noqa: BLE001 - an alert that fails never changes the call's error
+            logger.exception("kis.credentials_alert_failed use=%s", use)
 
     def _pages(self, *, path: str, real_tr_id: str, params: dict) -> Iterator[dict]:
         tr_cont, fk, nk = protocol.TR_CONT_FIRST, "", ""

@@ -17,7 +17,7 @@ from django.db.models import F
 
 from aegis import clock
 from execution import services
-from execution.models import Order, OrderIntent, Position
+from execution.models import Alert, Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
 from tests.execution.brokers import kis_worker
 from tests.ledger_helpers import key
@@ -225,7 +225,7 @@ def test_a_recorded_order_is_not_sent_while_halted(kis_sim, settings):
 def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_sim, settings):
     """KIS's gateway refuses an expired token before the order reaches the exchange: the client
     replaces the token once, and when the new one is refused too the order is left unsent and
-    unclaimed for the retry (or the sweep), never rejected."""
+    unclaimed for the retry (or the sweep), never rejected, and a person is alerted."""
     from execution.brokers.kis.errors import KisTokenExpired
     from execution.services.submission import NOT_SENT, Outcome, intent_submit
     from tests.execution.brokers.test_kis_client import sim_dict
@@ -240,6 +240,12 @@ def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_sim, se
     order = Order.objects.get(intent=intent)
     assert (order.status, order.send_started_at, order.broker_order_no) == ("NEW", None, None)
     assert broker_orders(kis_sim) == []
+    with pytest.raises(NOT_SENT):  # refused again: still unsent, and alerted once
+        intent_submit(intent_id=intent.pk, broker=client)
+    [alert] = Alert.objects.filter(kind=Alert.Kind.CREDENTIALS)
+    assert alert.severity == "CRITICAL" and alert.subject == "kis-order"
+    assert client.config.order_app.fingerprint in alert.message
+    assert client.config.order_app.appkey not in alert.message  # a fingerprint, never the key
     kis_sim.control("/_sim/limits", {"token_ttl_s": 86_400})
     assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.SUBMITTED
     assert Order.objects.get(intent=intent).status == "SUBMITTED"

@@ -84,6 +84,22 @@ def test_a_call_takes_its_rate_slot_and_breaker_state_in_one_redis_round_trip(cl
     assert counts() == (before[0] + 1, before[1])  # the limiter's script, no state read
 
 
+def test_a_failing_credentials_alert_leaves_the_calls_own_error(kis_sim):
+    told = []
+
+    def failing_alert(**kwargs):
+        told.append(kwargs)
+        raise RuntimeError("the alert's database is down")
+
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    client.on_credentials_refused = failing_alert
+    kis_sim.control("/_sim/limits", {"token_ttl_s": 0, "token_interval_s": 0})  # born expired
+    with pytest.raises(errors.KisTokenExpired):
+        client.price("005930")
+    assert told == [{"app": client.config.query_app.fingerprint, "use": "query",
+                     "msg_cd": "EGW00123"}]
+
+
 def test_one_token_for_four_processes(kis_sim):
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 3
