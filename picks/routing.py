@@ -470,8 +470,7 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
                 return None
         if reason is not None:
             return _reject(pick, gates.Rejection(1, reason), routed_by=routed_by, now=now)
-        if (ahead is not None and ahead.routed_seq is not None
-                and ahead.routed_seq == gate_settings.routed_seq):
+        if ahead is not None and ahead.routed_seq == gate_settings.routed_seq:
             account = dataclasses.replace(ahead.account, trading_state=state)
         else:
             account = account_read(pick.symbol, trading_state=state, now=now)

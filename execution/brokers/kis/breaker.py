@@ -48,22 +48,21 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
         super().__init__(*args, **kwargs)
         self._seen = threading.local()  # the failures this thread's last state read found
 
-    def prefetch(self) -> None:
-        """Read the state now, for this thread's next guarded call to use instead of a read of
-        its own (InProcessSender.prepare: read while the order's transaction commits)."""
-        self._seen.prefetched = self._read_redis()
-
     def keys(self) -> list[str]:
-        """The Redis keys a state read reads (for a caller that reads them with its own)."""
+        """The Redis keys a state read reads: the state and the failure counter."""
         return [self._namespace("state"), self._namespace("fail_counter")]
 
     def prefetched(self, state: bytes | None, failures: bytes | None) -> None:
-        """What a caller read of keys(), as prefetch() would have read it; a state that is
-        missing is left for the call's own read (which writes it afresh)."""
-        if state is None:
-            return
+        """What a caller read of keys() just now (with its rate slot, KisClient._ahead, while
+        something else is waited for): this thread's next guarded call uses it instead of a
+        read of its own. A state that is missing is left for the call's own read (which
+        writes it afresh)."""
+        self._seen.prefetched = self._seen_state(state, failures)
+
+    def _seen_state(self, state: bytes | None, failures: bytes | None) -> str | None:
+        """The state read (None when missing), noting the failures read with it."""
         self._seen.failures = int(failures) if failures is not None else None
-        self._seen.prefetched = state.decode()
+        return None if state is None else state.decode()
 
     def _read_state(self) -> str:
         prefetched = getattr(self._seen, "prefetched", None)
@@ -74,18 +73,17 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
 
     def _read_redis(self) -> str:
         try:
-            state, failures = self._redis.mget(self._namespace("state"),
-                                               self._namespace("fail_counter"))
+            state, failures = self._redis.mget(*self.keys())
         except redis.RedisError:
             self._seen.failures = None
             logger.warning("kis.breaker Redis unreachable: taking the breaker as %s",
                            self._fallback_circuit_state)
             return self._fallback_circuit_state
-        self._seen.failures = int(failures) if failures is not None else None
-        if state is None:  # lost (Redis restarted, key evicted): written afresh, as pybreaker does
+        seen = self._seen_state(state, failures)
+        if seen is None:  # lost (Redis restarted, key evicted): written afresh, as pybreaker does
             self._initialize_redis_state(self._fallback_circuit_state)
             return self._fallback_circuit_state
-        return state.decode()
+        return seen
 
     state = property(_read_state, pybreaker.CircuitRedisStorage.state.fset)
 
@@ -152,13 +150,6 @@ class Breakers:
             return self._breaker(breaker).call(fn, *args, **kwargs)
         except pybreaker.CircuitBreakerError:
             raise KisCircuitOpen(f"the KIS {breaker} circuit is open: not called") from None
-
-    def prefetch(self, use: str) -> None:
-        """Read the breaker's state for this thread's next call (no-op without Redis)."""
-        storage = self._storage[use]
-        if isinstance(storage, _SharedStorage):
-            self._breaker(use)  # made first: making it reads the state too
-            storage.prefetch()
 
     def shared_keys(self, use: str) -> list[str]:
         """The Redis keys of the state of the breaker of `use` (none without Redis), for

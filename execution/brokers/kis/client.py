@@ -257,21 +257,17 @@ class KisClient:
         try:
             app = self.config.app(use)
             self.access_token(app)
-            if not self._ahead(_breaker_of(use), app):
-                self.breakers.prefetch(_breaker_of(use))
-                self.limiter.reserve(app.fingerprint)
+            self._ahead(_breaker_of(use), app)
         except Exception as exc:  # noqa: BLE001 - the call takes its own steps then
             logger.info("kis.preflight_failed use=%s: %s", use, type(exc).__name__)
 
-    def _ahead(self, breaker: str, app: AppCredentials) -> bool:
+    def _ahead(self, breaker: str, app: AppCredentials) -> None:
         """The breaker's state and a rate slot for this thread's next call, in one Redis round
         trip (the rate limiter's script reads the breaker's keys too) where they took two;
-        False, nothing done, without Redis."""
+        nothing without Redis (no round trips to save)."""
         values = self.limiter.reserve_reading(app.fingerprint, self.breakers.shared_keys(breaker))
-        if values is None:
-            return False
-        self.breakers.prefetched(breaker, values)
-        return True
+        if values is not None:
+            self.breakers.prefetched(breaker, values)
 
     def _call(self, *, method: str, path: str, real_tr_id: str, use: str,
               params: dict | None = None, body: dict | None = None,

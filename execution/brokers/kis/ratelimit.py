@@ -89,19 +89,14 @@ class SharedRateLimiter:
                 return 0.0
             return window[0] + self.window_us / 1e6 - now
 
-    def reserve(self, key: str) -> None:
-        """Take a slot for `key` now, for this thread's next acquire() of `key` (a request about
-        to be sent: InProcessSender.prepare). A slot held longer than half the guard is let go
-        and the request takes a fresh one: the guard covers the gap between slot and request."""
-        self.acquire(key)
-        self._held.slot = (key, time.monotonic())
-
     def reserve_reading(self, key: str, reads: list[str]) -> list | None:
-        """reserve(), and the values of the Redis keys `reads` read in the same round trip (a
-        request's other reads before it leaves: the breaker's state). When no slot is free
-        now, the values still come back and acquire() waits for one as usual. None without
-        Redis or when it cannot be reached: the caller reads in its own way, and acquire()
-        limits this process alone."""
+        """Take a slot for `key` now, for this thread's next acquire() of `key` (a request about
+        to be sent), and read the Redis keys `reads` in the same round trip (the request's
+        other reads before it leaves: the breaker's state); their values. A slot held longer
+        than half the guard is let go and the request takes a fresh one: the guard covers the
+        gap between slot and request. When no slot is free now, the values still come back and
+        acquire() waits for one as usual. None, nothing taken, without Redis or when it cannot
+        be reached: the request takes its own steps."""
         if self._script is None or not reads:
             return None
         try:
@@ -120,10 +115,10 @@ class SharedRateLimiter:
 
     def acquire(self, key: str, *, timeout_s: float = 30.0) -> None:
         """Block until one more request for `key` fits in the window."""
-        if self.holds(key):
-            self._held.slot = None
-            return
+        held = self.holds(key)
         self._held.slot = None
+        if held:
+            return
         deadline = time.monotonic() + timeout_s
         while (wait := self._try(key)) > 0:
             if time.monotonic() + wait > deadline:

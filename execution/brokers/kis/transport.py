@@ -82,16 +82,16 @@ class Transport:
                       data=data)
 
     def _connection(self) -> http.client.HTTPConnection:
-        local = self._local
+        local, pid = self._local, os.getpid()
         conn = getattr(local, "conn", None)
-        if conn is not None and (local.pid != os.getpid() or conn.sock is None
-                                 or _closed_by_peer(conn.sock)):
-            if local.pid == os.getpid():
-                conn.close()
+        if conn is not None and local.pid != pid:
             conn = local.conn = None  # a forked child leaves its parent's socket alone
+        if conn is not None and (conn.sock is None or _closed_by_peer(conn.sock)):
+            self._drop()
+            conn = None
         if conn is None:
-            conn = self._connect()
-            local.conn, local.pid = conn, os.getpid()
+            conn = local.conn = self._connect()
+            local.pid = pid
         return conn
 
     def _connect(self) -> http.client.HTTPConnection:

@@ -84,8 +84,16 @@ def _mgets() -> int:
     return stats.get("cmdstat_mget", {}).get("calls", 0)
 
 
+def _prefetch(breakers: Breakers) -> None:
+    """The order breaker's state read ahead, as KisClient._ahead reads it (here without a rate
+    slot)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    breakers.prefetched("order", client.mget(*breakers.shared_keys("order")))
+    client.close()
+
+
 def test_a_prefetched_state_serves_this_threads_next_call_once(breakers):
-    breakers.prefetch("order")
+    _prefetch(breakers)
     before = _mgets()
     assert breakers.call("order", lambda: "sent") == "sent"  # the prefetched read
     assert _mgets() == before
@@ -95,7 +103,7 @@ def test_a_prefetched_state_serves_this_threads_next_call_once(breakers):
 
 def test_a_prefetched_open_state_keeps_the_call_from_kis(breakers):
     _failures(breakers, FAIL_MAX)
-    breakers.prefetch("order")
+    _prefetch(breakers)
     with pytest.raises(KisCircuitOpen):
         breakers.call("order", lambda: pytest.fail("called while open"))
 
@@ -105,12 +113,12 @@ def test_a_reserved_rate_slot_serves_the_next_acquire_of_its_key_while_fresh():
     key = secrets.token_hex(6)
     slots = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        limiter.reserve(key)
+        limiter.reserve_reading(key, [f"aegis:test:{key}"])
         limiter.acquire(key)  # the reserved slot
         assert slots.zcard(f"aegis:kis:rate:{key}") == 1
         limiter.acquire(key)  # a slot of its own
         assert slots.zcard(f"aegis:kis:rate:{key}") == 2
-        limiter.reserve(key)
+        limiter.reserve_reading(key, [f"aegis:test:{key}"])
         time.sleep(limiter.guard_s)  # held longer than half the guard: let go
         limiter.acquire(key)
         assert slots.zcard(f"aegis:kis:rate:{key}") == 4
