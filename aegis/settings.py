@@ -110,6 +110,13 @@ else:
         # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
         _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
         _default_db["OPTIONS"]["prepare_threshold"] = None
+    else:
+        # A direct connection prepares a statement bound server-side (aegis.rows.bound_cursor,
+        # the hot paths' one-statement writes) once it has run this many times: PostgreSQL
+        # then skips its parse and, with a generic plan, its planning. Django's other queries
+        # bind client-side and are never prepared.
+        _default_db["OPTIONS"].setdefault(
+            "prepare_threshold", env.int("DATABASE_PREPARE_THRESHOLD", default=5))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

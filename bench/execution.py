@@ -66,13 +66,24 @@ POOLS = {
 DEFAULT_POOLS = "doorbell,threads,prefork"
 
 
+def hot_database_env() -> dict[str, str]:
+    """The execution worker and pricesync connect straight to PostgreSQL, their hot statements
+    prepared, as deployed (docker-compose.yml); with BENCH_HOT_POOLED=1 they go through
+    PgBouncer like the other processes, for comparison."""
+    direct = os.environ.get("DATABASE_DIRECT_URL")
+    if not direct or os.environ.get("BENCH_HOT_POOLED", "") not in ("", "0"):
+        return {}
+    return {"DATABASE_URL": direct, "DATABASE_POOLING": ""}
+
+
 def start_worker(log: Path, name: str, pool: str = "doorbell",
                  queues: str = "execution") -> subprocess.Popen:
     """A worker run the POOLS way `pool`, otherwise as deployed (docker-compose.yml,
-    worker-execution): no per-task health check."""
+    worker-execution): no per-task health check, straight to PostgreSQL."""
     arguments, doorbell = POOLS[pool]
     env = os.environ | {"DATABASE_HEALTH_CHECKS": "false",
                         "AEGIS_EXECUTION_DOORBELL": str(doorbell).lower()}
+    env |= hot_database_env()
     out = log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues, *arguments,

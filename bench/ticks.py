@@ -43,7 +43,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from bench.execution import start_worker, stop_worker, wait_ready
+from bench.execution import hot_database_env, start_worker, stop_worker, wait_ready
 from bench.stats import figures
 from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
                                                  simulator_stop)
@@ -87,6 +87,7 @@ def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str,
         "KIS_WS_URL": ws_url, "KIS_ACCOUNT": ACCOUNT, "KIS_HTS_ID": HTS_ID,
         "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
         "KIS_RATE_PER_SECOND": "1000"})
+    os.environ.update(hot_database_env())  # pricesync runs in this process
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
 

@@ -14,6 +14,12 @@ def child_database_url(variable: str = "DATABASE_URL") -> str:
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
 
+def direct_database_env() -> dict[str, str]:
+    """A child process straight to PostgreSQL, its hot statements prepared, as the execution
+    worker and pricesync are deployed (docker-compose.yml)."""
+    return {"DATABASE_URL": child_database_url("DATABASE_DIRECT_URL"), "DATABASE_POOLING": ""}
+
+
 class WebhookReceiver:
     """A local HTTP server on loopback that keeps every JSON body POSTed to it, by path: what
     Slack's or an SMS gateway's webhook would have received."""

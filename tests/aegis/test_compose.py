@@ -22,10 +22,10 @@ PGBOUNCER_INI = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"
 IMAGE = "aegis:latest"
 APP_SERVICES = ("migrate", "reconcile", "web", "worker", "worker-execution", "beat", "flower",
                 "listener", "pricesync")
-# Session features (LISTEN, DDL in migrations) need a real PostgreSQL session.
-DIRECT_SERVICES = ("migrate", "listener")
-POOLED_SERVICES = ("reconcile", "web", "worker", "worker-execution", "beat", "flower",
-                   "pricesync")
+# Session features (LISTEN, DDL in migrations) need a real PostgreSQL session; the two processes
+# on the latency-critical paths keep their hot statements prepared, which the pooler cannot carry.
+DIRECT_SERVICES = ("migrate", "listener", "worker-execution", "pricesync")
+POOLED_SERVICES = ("reconcile", "web", "worker", "beat", "flower")
 KIS_VARIABLES = (
     "KIS_ENV",
     "KIS_ACCOUNT",

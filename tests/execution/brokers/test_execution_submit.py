@@ -21,7 +21,7 @@ from execution.models import Alert, Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
 from tests.execution.brokers import kis_worker
 from tests.ledger_helpers import key
-from tests.support import child_database_url, forget_broker_credentials
+from tests.support import child_database_url, direct_database_env, forget_broker_credentials
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -40,16 +40,16 @@ def worker_env(sim) -> dict:
 
 def start_worker(sim, log: Path, env: dict | None = None,
                  queues: str = "execution") -> subprocess.Popen:
-    """A real Celery worker on `queues` (the execution queue), in its own process group (`env`
-    on top of worker_env)."""
+    """A real Celery worker on `queues` (the execution queue), in its own process group, straight
+    to PostgreSQL as deployed (`env` on top of worker_env)."""
     already = len(log.read_text()) if log.exists() else 0  # a restart appends to the same log
     with log.open("a") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues,
              "-c", "4", "--pool", "threads", "-l", "info", "--without-gossip",
              "--without-mingle", "-n", f"exec-{os.getpid()}-{time.monotonic_ns()}@%h"],
-            cwd=ROOT, env=worker_env(sim) | (env or {}), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=ROOT, env=worker_env(sim) | direct_database_env() | (env or {}), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while "ready." not in log.read_text()[already:]:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]

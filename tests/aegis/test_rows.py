@@ -1,0 +1,62 @@
+"""aegis.rows.bound_cursor, the hot statements' cursor: parameters travel apart from the text;
+on a direct connection PostgreSQL keeps a statement run often prepared (pricesync and the
+execution worker as deployed), through PgBouncer's transaction pooling never, as a pooled server
+connection could not carry it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import child_database_url, direct_database_env
+
+ROOT = Path(__file__).resolve().parents[2]
+STATEMENT = "SELECT %(n)s::int + %(more)s::int, %(text)s::text"
+CHILD = f"""
+import json, django
+django.setup()
+from django.db import connection
+from aegis.rows import bound_cursor
+answers = []
+for n in range(8):
+    with bound_cursor() as cursor:
+        cursor.execute({STATEMENT!r}, {{"n": n, "more": 40, "text": "it's; --"}})
+        answers.append(list(cursor.fetchone()))
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                   ["SELECT $1::int + $2::int%"])
+    prepared = cursor.fetchone()[0]
+print(json.dumps({{"answers": answers, "prepared": prepared,
+                  "threshold": connection.settings_dict["OPTIONS"].get("prepare_threshold")}}))
+"""
+
+
+def run_child(env: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120,
+                          env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+EXPECTED = [[n + 40, "it's; --"] for n in range(8)]
+
+
+@pytest.mark.django_db
+def test_a_direct_connection_prepares_a_statement_run_often():
+    seen = run_child(direct_database_env())
+    assert seen["answers"] == EXPECTED
+    assert seen["threshold"] == 5
+    assert seen["prepared"] == 1  # prepared once, after its fifth run, and reused
+
+
+@pytest.mark.django_db
+def test_a_pooled_connection_never_prepares():
+    seen = run_child({"DATABASE_URL": child_database_url(), "DATABASE_POOLING": "pgbouncer"})
+    assert seen["answers"] == EXPECTED
+    assert seen["threshold"] is None
+    assert seen["prepared"] == 0
