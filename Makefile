@@ -37,5 +37,7 @@ clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis staticfiles
 
 # Benchmarks print figures beside a baseline from the same run; they never fail on a time.
+# Their PostgreSQL flushes every commit to disk, as in production (the tests' does not).
 bench: venv
-	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} AEGIS_PGBOUNCER_CHECK_DELAY=30 scripts/with-services.sh $(BIN)/python -m bench.run
+	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} AEGIS_PGBOUNCER_CHECK_DELAY=30 AEGIS_PG_DURABLE=1 \
+		scripts/with-services.sh $(BIN)/python -m bench.run

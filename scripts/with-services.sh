@@ -11,6 +11,8 @@
 # With AEGIS_PGBOUNCER=1, PgBouncer stands between the command and PostgreSQL in transaction
 # pooling with the review's pool sizes, as in production: DATABASE_URL goes through it (with
 # DATABASE_POOLING=pgbouncer) and DATABASE_DIRECT_URL, for LISTEN, goes straight to PostgreSQL.
+#
+# PostgreSQL skips its flush to disk at each commit (fsync=off) unless AEGIS_PG_DURABLE=1.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -83,9 +85,13 @@ trap cleanup EXIT INT TERM
 mkdir -p "$PG_DATA"
 [ "$(id -u)" -eq 0 ] && chown postgres "$PG_DATA"
 as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U aegis --auth=trust -E UTF8 --no-locale >/dev/null
+# Throw-away data, so no flush to disk at each commit, unless AEGIS_PG_DURABLE=1 (make bench):
+# then every commit waits for its WAL flush, as in production.
+PG_DURABILITY="-c fsync=off -c full_page_writes=off"
+[ "${AEGIS_PG_DURABLE:-0}" = 1 ] && PG_DURABILITY="-c fsync=on -c synchronous_commit=on"
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 start -o \
   "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DATA \
-   -c max_connections=300 -c fsync=off -c full_page_writes=off -c shared_buffers=128MB" >/dev/null
+   -c max_connections=300 $PG_DURABILITY -c shared_buffers=128MB" >/dev/null
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U aegis aegis
 
 cat >"$SERVICES_DIR/redis.conf" <<EOF
