@@ -182,6 +182,10 @@ CELERY_TIMEZONE = "Asia/Seoul"
 # Send every new intent to the broker when its transaction commits. Off only for runs with no
 # broker at all.
 EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
+# An entry (a buy) whose order has not left this long after its intent was written is withdrawn
+# instead of sent late (KIS unreachable, a refused app key): it was decided on the prices of
+# then. Exits always go out. 0: entries never expire.
+EXECUTION_ENTRY_MAX_AGE_S = env.int("AEGIS_ENTRY_MAX_AGE_S", default=60)
 # A limit order still (partly) unfilled this long after KIS took it is cancelled there.
 EXECUTION_LIMIT_ORDER_TIMEOUT_S = env.int("AEGIS_LIMIT_ORDER_TIMEOUT_S", default=60)
 # Whether unfilled limit orders may be cancelled now (a callable's dotted path, given the

@@ -10,6 +10,7 @@ import functools
 import logging
 import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Subquery
@@ -139,6 +140,8 @@ WITH pos AS (
     WHERE i.id = %(intent_id)s AND i.status = 'NEW' AND p.id = i.position_id
       AND (gate.state = 'ACTIVE' OR (gate.state = 'REDUCING' AND i.side = 'SELL'))
       AND (i.side = 'BUY' OR p.broker_qty IS NULL)
+      AND (i.side = 'SELL' OR %(entry_since)s::timestamptz IS NULL
+           OR i.created_at >= %(entry_since)s::timestamptz)
     RETURNING i.id, i.position_id, i.symbol, i.side, i.qty, i.limit_price
 )
 INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
@@ -151,10 +154,42 @@ RETURNING intent_id, position_id, symbol, side, qty, limit_price
 """
 
 
+def entry_cutoff(now: dt.datetime) -> dt.datetime | None:
+    """Entries whose intents were written before this are too old to send at `now`
+    (settings.EXECUTION_ENTRY_MAX_AGE_S); None when entries never expire."""
+    max_age = settings.EXECUTION_ENTRY_MAX_AGE_S
+    return now - dt.timedelta(seconds=max_age) if max_age > 0 else None
+
+
+def entry_expired_reason() -> str:
+    return f"expired: not sent within {settings.EXECUTION_ENTRY_MAX_AGE_S} s of its decision"
+
+
+def entry_order_expire(*, order_id: object, claim: dt.datetime | None) -> bool:
+    """Withdraw an entry's order that never reached KIS: unsent (`claim` None), or claimed at
+    `claim` by a send KIS never saw. False, and nothing changed, when the order is no longer so
+    (another sender claimed it meanwhile, or it went out): the order row's lock orders this
+    against the claim's UPDATE."""
+    position_id = _ledger.position_id_of_order(order_id)
+    with transaction.atomic():
+        position = _ledger.lock_position(position_id)
+        order = _ledger.lock_order(order_id)
+        if (order.side != Side.BUY or order.status != Order.Status.NEW
+                or order.broker_order_no or order.send_started_at != claim):
+            return False
+        order.status = Order.Status.CANCELLED
+        order.reject_reason = entry_expired_reason()[:255]
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        _ledger.close_if_flat(position)
+        _ledger.save_position(position)
+    return True
+
+
 def order_open_claimed(*, intent_id: object) -> Order | None:
     """The order of a NEW intent, recorded and claimed for sending in one statement; None when
-    anything is out of the ordinary (not NEW, the state forbids it, a capped sell, a malformed
-    id): then order_open and the claim take their own steps and explain themselves.
+    anything is out of the ordinary (not NEW, the state forbids it, a capped sell, an entry too
+    old to send, a malformed id): then the caller takes the slower steps, which explain
+    themselves.
     """
     if connection.vendor != "postgresql":  # the embedded default (SQLite) takes the ORM path
         return None
@@ -166,7 +201,8 @@ def order_open_claimed(*, intent_id: object) -> Order | None:
     order_id = uuid.uuid4()
     with bound_cursor() as cursor:
         cursor.execute(_sql(_OPEN_CLAIMED),
-                       {"intent_id": intent_uuid, "order_id": order_id, "now": now})
+                       {"intent_id": intent_uuid, "order_id": order_id, "now": now,
+                        "entry_since": entry_cutoff(now)})
         row = cursor.fetchone()
     if row is None:
         return None

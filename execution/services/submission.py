@@ -19,6 +19,8 @@ import enum
 import logging
 from typing import Protocol
 
+from django.core.exceptions import ValidationError
+
 from aegis import clock, metrics
 
 from ..brokers.kis.client import Balance, DailyOrder, OrderAck
@@ -31,9 +33,17 @@ from ..brokers.kis.errors import (
     KisTokenRateLimited,
     KisUnavailable,
 )
-from ..exceptions import BrokerQtyRequired
-from ..models import Order
-from .orders import order_mark_submitted, order_open, order_open_claimed, order_reject
+from ..exceptions import BrokerQtyRequired, InvalidIntentState
+from ..models import Order, OrderIntent, Side
+from .orders import (
+    entry_cutoff,
+    entry_expired_reason,
+    entry_order_expire,
+    order_mark_submitted,
+    order_open,
+    order_open_claimed,
+    order_reject,
+)
 from .reconciliation import broker_orderable_qty
 
 logger = logging.getLogger("aegis.execution")
@@ -65,6 +75,7 @@ class Outcome(str, enum.Enum):
     REFUSED = "refused"  # by the ledger at order time: no order was made
     IN_FLIGHT = "in_flight"  # outcome unknown: settled by the daily inquiry
     ALREADY = "already"  # an earlier delivery of the same intent got here first
+    EXPIRED = "expired"  # an entry not sent in time: withdrawn, never sent late
 
 
 def _claim(order_id, *, expected: dt.datetime | None = None) -> bool:
@@ -91,6 +102,8 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     order = order_open_claimed(intent_id=intent_id)
     if order is not None:  # the common case: recorded and claimed in one statement
         return order_send(order, broker)
+    if _entry_expired(intent_id):
+        return Outcome.EXPIRED
     try:
         order = order_open(intent_id=intent_id)
     except BrokerQtyRequired as exc:
@@ -107,6 +120,39 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     if not _claim(order.pk):
         return Outcome.ALREADY
     return order_send(order, broker)
+
+
+def _entry_expired(intent_id) -> bool:
+    """Withdraw the entry `intent_id` when it is too old to send and nothing of it has left
+    (settings.EXECUTION_ENTRY_MAX_AGE_S): the intent when it has no order yet, else its unsent
+    order. False when it is not an entry, is young enough, or a send is under way."""
+    cutoff = entry_cutoff(clock.now())
+    if cutoff is None:
+        return False
+    try:
+        status = OrderIntent.objects.filter(
+            pk=intent_id, side=Side.BUY, created_at__lt=cutoff,
+        ).values_list("status", flat=True).first()
+    except ValidationError:
+        return False  # a malformed id: order_open says so
+    if status == OrderIntent.Status.NEW:
+        from .intents import intent_cancel  # intents imports this module
+
+        try:
+            intent_cancel(intent_id=intent_id, reason=entry_expired_reason())
+        except InvalidIntentState:
+            return False  # ordered meanwhile by another sender
+    elif status == OrderIntent.Status.ORDERED:
+        unsent = Order.objects.filter(
+            intent_id=intent_id, status=Order.Status.NEW, broker_order_no__isnull=True,
+            send_started_at__isnull=True).values_list("pk", flat=True).first()
+        if unsent is None or not entry_order_expire(order_id=unsent, claim=None):
+            return False
+    else:
+        return False
+    logger.warning("execution.entry_expired intent_id=%s: %s", intent_id,
+                   entry_expired_reason(), extra={"intent_id": str(intent_id)})
+    return True
 
 
 def order_send(order: Order, broker: Broker) -> Outcome:
@@ -167,6 +213,15 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         return Outcome.SUBMITTED
     if clock.now() - started < IN_FLIGHT_GRACE:
         return Outcome.IN_FLIGHT
+    cutoff = entry_cutoff(clock.now())
+    if (order.side == Side.BUY and cutoff is not None and OrderIntent.objects.filter(
+            pk=order.intent_id, created_at__lt=cutoff).exists()):
+        # KIS never saw it, and it is too late to send it now.
+        if not entry_order_expire(order_id=order.pk, claim=started):
+            return Outcome.ALREADY
+        logger.warning("execution.entry_expired order_id=%s: %s", order.pk,
+                       entry_expired_reason(), extra={"order_id": str(order.pk)})
+        return Outcome.EXPIRED
     # Take over exactly the claim judged above: of several settles racing over the same order
     # (the sweep may queue more than one), only one may send it.
     if not _claim(order.pk, expected=started):

@@ -252,6 +252,98 @@ def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_sim, se
     assert len(broker_orders(kis_sim)) == 1
 
 
+# --- entries too old to send ---------------------------------------------------------------------
+
+def _past_max_age(settings) -> clock.FixedClock:
+    return clock.FixedClock(
+        clock.now() + dt.timedelta(seconds=settings.EXECUTION_ENTRY_MAX_AGE_S + 1))
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["no-order-yet", "order-recorded"])
+def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_sim, settings, recorded):
+    """KIS was out of reach past the entry's deadline (or its task's retries, then the sweep,
+    came late): the entry is withdrawn, its intent or its unsent order cancelled with the
+    reason, its empty position closed, and nothing reaches KIS, however often it is retried."""
+    from execution.exceptions import InvalidIntentState
+    from execution.services.submission import Outcome, intent_submit
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=2, limit_price=71_000,
+                                        idempotency_key=key())
+    if recorded:
+        services.order_open(intent_id=intent.pk)  # its send failed before KIS: unclaimed
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with clock.installed(_past_max_age(settings)):
+        assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.EXPIRED
+        if recorded:  # delivered again: its order is closed
+            assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.ALREADY
+        else:  # the intent itself is cancelled, which the ledger refuses to order
+            with pytest.raises(InvalidIntentState):
+                intent_submit(intent_id=intent.pk, broker=client)
+        assert sweep() == {"intents": 0, "orders_in_flight": 0}  # nothing left to send
+    intent.refresh_from_db()
+    assert broker_orders(kis_sim) == []
+    if recorded:
+        order = Order.objects.get(intent=intent)
+        assert order.status == "CANCELLED" and order.reject_reason.startswith("expired")
+    else:
+        assert not Order.objects.filter(intent=intent).exists()
+        assert intent.status == "CANCELLED" and intent.closed_reason.startswith("expired")
+    assert Position.objects.get(pk=intent.position_id).status == "CLOSED"
+
+
+def test_an_entry_claimed_for_a_send_kis_never_saw_is_withdrawn_when_too_old(kis_sim,
+                                                                              settings):
+    from execution.services.submission import Outcome, order_settle
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    order = _recorded_and_claimed(settings)
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with clock.installed(_past_max_age(settings)):
+        assert order_settle(order_id=order.pk, broker=client) is Outcome.EXPIRED
+        assert order_settle(order_id=order.pk, broker=client) is Outcome.ALREADY
+    order.refresh_from_db()
+    assert order.status == "CANCELLED" and broker_orders(kis_sim) == []
+
+
+def test_an_old_exit_is_still_sent(kis_sim, settings):
+    """A stop loss late is better than none: exits never expire."""
+    from execution.services.submission import Outcome, intent_submit
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    kis_sim.control("/_sim/accounts", {"cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
+                                       "cash": kis_sim.cash, "hts_id": kis_sim.hts_id,
+                                       "holdings": [{"pdno": "005930", "qty": 3,
+                                                     "avg_price": 71_000}]})
+    settings.EXECUTION_AUTO_SUBMIT = False
+    entry = services.entry_intent_open(symbol="005930", qty=3, limit_price=71_000,
+                                       idempotency_key=key())
+    bought = services.order_open(intent_id=entry.pk)
+    services.order_mark_submitted(order_id=bought.pk, broker_order_no="bought-before")
+    services.fill_apply(order_id=bought.pk, broker_fill_key=key("fill"), qty=3, price=71_000)
+    exit_ = services.exit_intent_open(position_id=entry.position_id, qty=3,
+                                      intent_type="EXIT_STOP_LOSS", idempotency_key=key())
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with clock.installed(_past_max_age(settings)):
+        assert intent_submit(intent_id=exit_.pk, broker=client) is Outcome.SUBMITTED
+    assert [o["qty"] for o in broker_orders(kis_sim)] == [3]
+
+
+def test_entries_never_expire_when_told_so(kis_sim, settings):
+    from execution.services.submission import Outcome, intent_submit
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
+    later = clock.FixedClock(clock.now() + dt.timedelta(hours=1))
+    settings.EXECUTION_ENTRY_MAX_AGE_S = 0
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with clock.installed(later):
+        assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.SUBMITTED
+    assert len(broker_orders(kis_sim)) == 1
+
+
 def _recorded_and_claimed(settings):
     """An entry whose order was recorded and claimed for sending, as a worker leaves it when it
     dies around the broker call.
