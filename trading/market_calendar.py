@@ -23,12 +23,13 @@ REGULAR_CLOSE = dt.time(15, 30)
 LATE_OPEN = dt.time(10, 0)
 CSAT_CLOSE = dt.time(16, 30)
 
-# CSAT days (always a Thursday in mid-November). Entries marked UNCONFIRMED were not checked
-# against the Ministry of Education's announcement when written: check and correct them here.
+# CSAT days (a Thursday in mid-November), as the Ministry of Education announces them two
+# years or more ahead: 2026-11-19 (the 2027 admissions' exam) and 2027-11-18 (2028's) are both
+# announced. Add each year's date when it is.
 CSAT_DAYS = frozenset({
     dt.date(2025, 11, 13),
-    dt.date(2026, 11, 19),  # UNCONFIRMED
-    dt.date(2027, 11, 18),  # UNCONFIRMED
+    dt.date(2026, 11, 19),
+    dt.date(2027, 11, 18),
 })
 
 
