@@ -37,3 +37,27 @@ def no_hot_data_from_earlier_tests():
         for key in client.scan_iter(match=pattern):
             client.delete(key)
     yield
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database_left_free(django_db_setup, django_db_blocker):
+    """At the end of the session, end every other session on the test database before it is
+    dropped: PgBouncer keeps its server connections to it open in its pool (and a child
+    process may linger), and PostgreSQL refuses to drop a database in use. Over the direct
+    connection, never through the pooler."""
+    yield
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from django.db import connection
+
+    from tests.support import child_database_url
+
+    with django_db_blocker.unblock():
+        name = connection.settings_dict["NAME"]
+        direct = urlsplit(child_database_url("DATABASE_DIRECT_URL"))
+        connection.close()
+    with psycopg.connect(urlunsplit(direct._replace(path="/postgres")), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
