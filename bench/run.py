@@ -5,8 +5,9 @@ table of the headline figures in bench/results.md (the README links to it).
     python -m bench.run               # all of them
     python -m bench.run exits ingest  # some
 
-Beside PostgreSQL (through PgBouncer, as deployed) and Redis: `make bench` starts and stops
-them. Each benchmark gets a database of its own, created and migrated for it (a simulator starts
+Beside PostgreSQL and Redis, as deployed: `make bench` starts and stops them, PostgreSQL
+flushing every commit and PgBouncer in front of it; pricesync and the execution worker connect
+straight to PostgreSQL, the rest through PgBouncer (bench.execution.hot_database_env). Each benchmark gets a database of its own, created and migrated for it (a simulator starts
 its order numbers afresh, and KIS's numbers are unique per day). A benchmark that fails is
 reported and the others still run; the exit status says so.
 """
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from bench.charts import latency_chart
+from bench.execution import hot_database_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["ledger", "execution", "exits", "ticks", "ingest", "stress"]
@@ -126,7 +128,9 @@ def main(argv: list[str]) -> int:
                       "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
                                  f"{platform.python_version()}", "commit": commit,
                       "modules": modules, "failed": failed,
-                      "pgbouncer": os.environ.get("DATABASE_POOLING") == "pgbouncer"}
+                      "pgbouncer": os.environ.get("DATABASE_POOLING") == "pgbouncer",
+                      "hot_processes_direct": bool(hot_database_env()),
+                      "commits_flushed": os.environ.get("AEGIS_PG_DURABLE") == "1"}
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     TABLE.write_text(table(results))
     SAMPLES.write_text(json.dumps(samples, sort_keys=True) + "\n")
