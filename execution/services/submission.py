@@ -20,6 +20,7 @@ import logging
 from typing import Protocol
 
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 
 from aegis import clock, metrics
 
@@ -184,6 +185,12 @@ def order_send(order: Order, broker: Broker) -> Outcome:
     return Outcome.SUBMITTED
 
 
+def _constraint(exc: IntegrityError) -> str | None:
+    """The name of the constraint PostgreSQL says `exc` broke (None elsewhere)."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
 def order_settle(*, order_id, broker: Broker) -> Outcome:
     """Settle an order whose send may or may not have reached KIS."""
     order = Order.objects.get(pk=order_id)
@@ -204,10 +211,16 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         symbol=order.symbol, trade_date=started_kst.date(), broker_order_no__isnull=False
     ).values_list("broker_order_no", flat=True))
     unclaimed = sorted((o for o in candidates if o.odno not in claimed), key=lambda o: o.ord_tmd)
-    if unclaimed:
-        match = unclaimed[0]
-        order_mark_submitted(order_id=order.pk, broker_order_no=match.odno,
-                             broker_org_no=match.org_no, submitted_at=started)
+    for match in unclaimed:
+        try:
+            order_mark_submitted(order_id=order.pk, broker_order_no=match.odno,
+                                 broker_org_no=match.org_no, submitted_at=started)
+        except IntegrityError as exc:
+            # Another settle adopted this number first (identical orders settled at once; KIS
+            # numbers are unique within a day): the next candidate.
+            if _constraint(exc) != "order_broker_order_no_unique":
+                raise
+            continue
         logger.warning("execution.settled order_id=%s odno=%s (adopted from the daily inquiry)",
                        order.pk, match.odno, extra={"order_id": str(order.pk)})
         return Outcome.SUBMITTED

@@ -370,6 +370,25 @@ def test_an_order_that_reached_kis_is_adopted_not_resent(kis_sim, settings):
     assert len(broker_orders(kis_sim)) == 1
 
 
+def test_identical_orders_settled_at_once_each_adopt_their_own_number(kis_sim, settings):
+    """Six identical orders whose sends timed out after KIS took them, settled side by side:
+    each adopts one of KIS's six numbers (the unique number per day turns a second adopter to
+    the next candidate), none is sent again."""
+    from execution.services.submission import Outcome, order_settle
+    from tests.execution.brokers.test_kis_client import sim_dict
+    from tests.support import at_once
+
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    orders = [_recorded_and_claimed(settings) for _ in range(6)]
+    for _ in orders:  # each got out; no worker heard back
+        client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)
+    outcomes = at_once(lambda order: order_settle(order_id=order.pk, broker=client),
+                       [(order,) for order in orders])
+    assert outcomes == [Outcome.SUBMITTED] * 6
+    numbers = {Order.objects.get(pk=order.pk).broker_order_no for order in orders}
+    assert numbers == {o["odno"] for o in broker_orders(kis_sim)} and len(numbers) == 6
+
+
 def test_an_order_that_never_reached_kis_is_sent_after_the_grace(kis_sim, settings):
     from execution.services.submission import IN_FLIGHT_GRACE, Outcome, order_settle
     from tests.execution.brokers.test_kis_client import sim_dict
