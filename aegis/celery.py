@@ -3,7 +3,8 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import (task_postrun, task_prerun, worker_process_init, worker_ready,
+                            worker_shutdown)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
@@ -42,6 +43,23 @@ def _start_doorbell_lanes(sender=None, **_):
     from picks.doorbell import PICKS
 
     start_for_worker(sender, {"execution": EXECUTION, "picks": PICKS})
+
+
+@worker_ready.connect
+def _freeze_startup_objects(sender=None, **_):
+    """The worker's start-up objects out of the collector's full passes (aegis/memory.py):
+    after the lanes started, before the first task. A prefork pool's children freeze their
+    own as they start (below)."""
+    from .memory import freeze_startup_objects
+
+    freeze_startup_objects("worker")
+
+
+@worker_process_init.connect
+def _freeze_child_startup_objects(**_):
+    from .memory import freeze_startup_objects
+
+    freeze_startup_objects("worker-child")
 
 
 @worker_shutdown.connect

@@ -5,3 +5,8 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
 application = get_wsgi_application()
+
+# Set up: Django's objects out of the collector's full passes (aegis/memory.py).
+from aegis.memory import freeze_startup_objects  # noqa: E402
+
+freeze_startup_objects("web")

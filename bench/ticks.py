@@ -43,6 +43,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from aegis.memory import freeze_startup_objects
 from bench.execution import hot_database_env, start_worker, stop_worker, wait_ready
 from bench.stats import figures
 from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
@@ -132,7 +133,9 @@ class Running:
 
         async def main():
             self.stop = asyncio.Event()
-            await self.sync.run(self.stop, on_ready=self.ready.set)
+            # As the pricesync command: start-up objects frozen once ready (aegis/memory.py).
+            await self.sync.run(self.stop, on_ready=lambda: (
+                freeze_startup_objects("pricesync"), self.ready.set()))
 
         try:
             self.loop.run_until_complete(main())

@@ -101,6 +101,13 @@ def test_entry_intent_becomes_exactly_one_broker_order(kis_sim, worker):
     assert intent.status == OrderIntent.Status.ORDERED and intent.ordered_at
 
 
+def test_the_worker_freezes_its_start_up_objects_before_serving(worker):
+    """Out of the garbage collector's full passes (aegis/memory.py), once, at worker_ready."""
+    frozen = re.findall(r"gc\.frozen process=(\S+) objects=(\d+)", worker.read_text())
+    assert frozen and {name for name, _ in frozen} == {"worker"}  # threads: no children
+    assert all(int(count) > 50_000 for _, count in frozen)
+
+
 def test_worker_processes_keep_their_database_connections(kis_sim, worker):
     """Celery's Django fixup would open a new PostgreSQL connection for every task (~6 ms)."""
     from django.db import connection

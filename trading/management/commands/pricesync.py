@@ -3,6 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from aegis.memory import freeze_startup_objects
 from aegis.metrics import ops_server_start
 
 from execution.brokers import get_broker
@@ -35,6 +36,7 @@ class Command(BaseCommand):
                 loop.add_signal_handler(sig, stop.set)
             sync = PriceSync(broker=get_broker(), watchlist=watchlist)
             await sync.run(stop, on_ready=lambda: (
+                freeze_startup_objects("pricesync"),
                 self.stdout.write(f"pricesync following {len(sync.symbols)} symbols"),
                 self.stdout.flush()))
 
