@@ -131,9 +131,7 @@ def _entry_expired(intent_id) -> bool:
     if cutoff is None:
         return False
     try:
-        status = OrderIntent.objects.filter(
-            pk=intent_id, side=Side.BUY, created_at__lt=cutoff,
-        ).values_list("status", flat=True).first()
+        status = _old_entry_status(intent_id, cutoff)
     except ValidationError:
         return False  # a malformed id: order_open says so
     if status == OrderIntent.Status.NEW:
@@ -154,6 +152,12 @@ def _entry_expired(intent_id) -> bool:
     logger.warning("execution.entry_expired intent_id=%s: %s", intent_id,
                    entry_expired_reason(), extra={"intent_id": str(intent_id)})
     return True
+
+
+def _old_entry_status(intent_id, cutoff: dt.datetime) -> str | None:
+    """The status of the intent `intent_id` when it is an entry written before `cutoff`."""
+    return OrderIntent.objects.filter(pk=intent_id, side=Side.BUY, created_at__lt=cutoff,
+                                      ).values_list("status", flat=True).first()
 
 
 def order_send(order: Order, broker: Broker) -> Outcome:
@@ -227,8 +231,8 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
     if clock.now() - started < IN_FLIGHT_GRACE:
         return Outcome.IN_FLIGHT
     cutoff = entry_cutoff(clock.now())
-    if (order.side == Side.BUY and cutoff is not None and OrderIntent.objects.filter(
-            pk=order.intent_id, created_at__lt=cutoff).exists()):
+    if (order.side == Side.BUY and cutoff is not None
+            and _old_entry_status(order.intent_id, cutoff) is not None):
         # KIS never saw it, and it is too late to send it now.
         if not entry_order_expire(order_id=order.pk, claim=started):
             return Outcome.ALREADY

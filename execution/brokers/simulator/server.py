@@ -34,7 +34,6 @@ from fractions import Fraction
 from aiohttp import WSMsgType, web
 
 from aegis import clock as aegis_clock
-from aegis.memory import freeze_startup_objects
 from execution import krx
 from execution.brokers.kis import protocol
 from execution.brokers.kis.crypto import aes_encrypt
@@ -1672,7 +1671,6 @@ async def serve(config: SimulatorConfig, *, host: str, port: int, ws_port: int,
             bound.append(runner.addresses[0][1])
         if config.tick_ms > 0:
             ticker = asyncio.create_task(_auto_step(sim, config.tick_ms))
-        freeze_startup_objects("kis-simulator")  # as Aegis's own servers (aegis/memory.py)
         ready(host, bound[0], bound[1])
         await stop.wait()
     finally:

@@ -13,6 +13,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from aegis.memory import freeze_startup_objects
 from execution.brokers.kis.protocol import Flavour
 from execution.brokers.simulator.server import AccountSpec, SimulatorConfig, serve
 
@@ -102,6 +103,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(signum, stop.set)
 
         def ready(bound_host: str, rest_port: int, stream_port: int) -> None:
+            freeze_startup_objects("kis-simulator")  # as Aegis's own servers
             sys.stdout.write(f"KIS simulator ready: http://{bound_host}:{rest_port} "
                              f"ws://{bound_host}:{stream_port}\n")
             sys.stdout.flush()

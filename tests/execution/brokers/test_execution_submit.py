@@ -67,6 +67,14 @@ def stop_worker(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@pytest.fixture
+def kis_client(kis_sim):
+    """A KIS client of this process on the simulator, for the services called directly."""
+    from tests.execution.brokers.test_kis_client import sim_dict
+
+    return kis_worker.client_for(sim_dict(kis_sim), rate=50)
+
+
 @pytest.fixture(scope="module")
 def worker(kis_sim_process, django_db_setup, tmp_path_factory):
     log = tmp_path_factory.mktemp("worker") / "worker.log"
@@ -213,48 +221,45 @@ def test_sweep_sends_orders_whose_task_gave_up(kis_sim, worker, settings):
     assert len(broker_orders(kis_sim)) == 1
 
 
-def test_a_recorded_order_is_not_sent_while_halted(kis_sim, settings):
+def test_a_recorded_order_is_not_sent_while_halted(kis_client, kis_sim, settings):
     from execution.exceptions import TradingNotAllowed
     from execution.services.submission import intent_submit
-    from tests.execution.brokers.test_kis_client import sim_dict
 
     settings.EXECUTION_AUTO_SUBMIT = False
     intent = services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
     services.order_open(intent_id=intent.pk)
     services.trading_state_set(state="HALTED", reason="test", changed_by="pytest")
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     with pytest.raises(TradingNotAllowed):
-        intent_submit(intent_id=intent.pk, broker=client)
+        intent_submit(intent_id=intent.pk, broker=kis_client)
     assert broker_orders(kis_sim) == []
     assert Order.objects.get(intent=intent).send_started_at is None
 
 
-def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_sim, settings):
+def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_client,
+                                                                     kis_sim, settings):
     """KIS's gateway refuses an expired token before the order reaches the exchange: the client
     replaces the token once, and when the new one is refused too the order is left unsent and
     unclaimed for the retry (or the sweep), never rejected, and a person is alerted."""
     from execution.brokers.kis.errors import KisTokenExpired
     from execution.services.submission import NOT_SENT, Outcome, intent_submit
-    from tests.execution.brokers.test_kis_client import sim_dict
 
     settings.EXECUTION_AUTO_SUBMIT = False
     intent = services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     kis_sim.control("/_sim/limits", {"token_ttl_s": 0, "token_interval_s": 0})  # born expired
     with pytest.raises(NOT_SENT) as refused:
-        intent_submit(intent_id=intent.pk, broker=client)
+        intent_submit(intent_id=intent.pk, broker=kis_client)
     assert isinstance(refused.value, KisTokenExpired)
     order = Order.objects.get(intent=intent)
     assert (order.status, order.send_started_at, order.broker_order_no) == ("NEW", None, None)
     assert broker_orders(kis_sim) == []
     with pytest.raises(NOT_SENT):  # refused again: still unsent, and alerted once
-        intent_submit(intent_id=intent.pk, broker=client)
+        intent_submit(intent_id=intent.pk, broker=kis_client)
     [alert] = Alert.objects.filter(kind=Alert.Kind.CREDENTIALS)
     assert alert.severity == "CRITICAL" and alert.subject == "kis-order"
-    assert client.config.order_app.fingerprint in alert.message
-    assert client.config.order_app.appkey not in alert.message  # a fingerprint, never the key
+    assert kis_client.config.order_app.fingerprint in alert.message
+    assert kis_client.config.order_app.appkey not in alert.message  # a fingerprint, never the key
     kis_sim.control("/_sim/limits", {"token_ttl_s": 86_400})
-    assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.SUBMITTED
+    assert intent_submit(intent_id=intent.pk, broker=kis_client) is Outcome.SUBMITTED
     assert Order.objects.get(intent=intent).status == "SUBMITTED"
     assert len(broker_orders(kis_sim)) == 1
 
@@ -267,27 +272,26 @@ def _past_max_age(settings) -> clock.FixedClock:
 
 
 @pytest.mark.parametrize("recorded", [False, True], ids=["no-order-yet", "order-recorded"])
-def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_sim, settings, recorded):
+def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_client,
+                                                                kis_sim, settings, recorded):
     """KIS was out of reach past the entry's deadline (or its task's retries, then the sweep,
     came late): the entry is withdrawn, its intent or its unsent order cancelled with the
     reason, its empty position closed, and nothing reaches KIS, however often it is retried."""
     from execution.exceptions import InvalidIntentState
     from execution.services.submission import Outcome, intent_submit
-    from tests.execution.brokers.test_kis_client import sim_dict
 
     settings.EXECUTION_AUTO_SUBMIT = False
     intent = services.entry_intent_open(symbol="005930", qty=2, limit_price=71_000,
                                         idempotency_key=key())
     if recorded:
         services.order_open(intent_id=intent.pk)  # its send failed before KIS: unclaimed
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     with clock.installed(_past_max_age(settings)):
-        assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.EXPIRED
+        assert intent_submit(intent_id=intent.pk, broker=kis_client) is Outcome.EXPIRED
         if recorded:  # delivered again: its order is closed
-            assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.ALREADY
+            assert intent_submit(intent_id=intent.pk, broker=kis_client) is Outcome.ALREADY
         else:  # the intent itself is cancelled, which the ledger refuses to order
             with pytest.raises(InvalidIntentState):
-                intent_submit(intent_id=intent.pk, broker=client)
+                intent_submit(intent_id=intent.pk, broker=kis_client)
         assert sweep() == {"intents": 0, "orders_in_flight": 0}  # nothing left to send
     intent.refresh_from_db()
     assert broker_orders(kis_sim) == []
@@ -300,24 +304,22 @@ def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_sim, setting
     assert Position.objects.get(pk=intent.position_id).status == "CLOSED"
 
 
-def test_an_entry_claimed_for_a_send_kis_never_saw_is_withdrawn_when_too_old(kis_sim,
+def test_an_entry_claimed_for_a_send_kis_never_saw_is_withdrawn_when_too_old(kis_client,
+                                                                              kis_sim,
                                                                               settings):
     from execution.services.submission import Outcome, order_settle
-    from tests.execution.brokers.test_kis_client import sim_dict
 
     order = _recorded_and_claimed(settings)
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     with clock.installed(_past_max_age(settings)):
-        assert order_settle(order_id=order.pk, broker=client) is Outcome.EXPIRED
-        assert order_settle(order_id=order.pk, broker=client) is Outcome.ALREADY
+        assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.EXPIRED
+        assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.ALREADY
     order.refresh_from_db()
     assert order.status == "CANCELLED" and broker_orders(kis_sim) == []
 
 
-def test_an_old_exit_is_still_sent(kis_sim, settings):
+def test_an_old_exit_is_still_sent(kis_client, kis_sim, settings):
     """A stop loss late is better than none: exits never expire."""
     from execution.services.submission import Outcome, intent_submit
-    from tests.execution.brokers.test_kis_client import sim_dict
 
     kis_sim.control("/_sim/accounts", {"cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
                                        "cash": kis_sim.cash, "hts_id": kis_sim.hts_id,
@@ -331,23 +333,20 @@ def test_an_old_exit_is_still_sent(kis_sim, settings):
     services.fill_apply(order_id=bought.pk, broker_fill_key=key("fill"), qty=3, price=71_000)
     exit_ = services.exit_intent_open(position_id=entry.position_id, qty=3,
                                       intent_type="EXIT_STOP_LOSS", idempotency_key=key())
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     with clock.installed(_past_max_age(settings)):
-        assert intent_submit(intent_id=exit_.pk, broker=client) is Outcome.SUBMITTED
+        assert intent_submit(intent_id=exit_.pk, broker=kis_client) is Outcome.SUBMITTED
     assert [o["qty"] for o in broker_orders(kis_sim)] == [3]
 
 
-def test_entries_never_expire_when_told_so(kis_sim, settings):
+def test_entries_never_expire_when_told_so(kis_client, kis_sim, settings):
     from execution.services.submission import Outcome, intent_submit
-    from tests.execution.brokers.test_kis_client import sim_dict
 
     settings.EXECUTION_AUTO_SUBMIT = False
     intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
     later = clock.FixedClock(clock.now() + dt.timedelta(hours=1))
     settings.EXECUTION_ENTRY_MAX_AGE_S = 0
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     with clock.installed(later):
-        assert intent_submit(intent_id=intent.pk, broker=client) is Outcome.SUBMITTED
+        assert intent_submit(intent_id=intent.pk, broker=kis_client) is Outcome.SUBMITTED
     assert len(broker_orders(kis_sim)) == 1
 
 
@@ -363,51 +362,46 @@ def _recorded_and_claimed(settings):
     return Order.objects.get(pk=order.pk)
 
 
-def test_an_order_that_reached_kis_is_adopted_not_resent(kis_sim, settings):
+def test_an_order_that_reached_kis_is_adopted_not_resent(kis_client, kis_sim, settings):
     from execution.services.submission import Outcome, order_settle
-    from tests.execution.brokers.test_kis_client import sim_dict
 
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     order = _recorded_and_claimed(settings)
-    sent = client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)  # it got out
-    assert order_settle(order_id=order.pk, broker=client) is Outcome.SUBMITTED
+    sent = kis_client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)  # it got out
+    assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.SUBMITTED
     order.refresh_from_db()
     assert order.broker_order_no == sent.odno and order.status == "SUBMITTED"
     assert order.broker_org_no == sent.org_no != ""  # what a cancel of it needs
     assert len(broker_orders(kis_sim)) == 1
 
 
-def test_identical_orders_settled_at_once_each_adopt_their_own_number(kis_sim, settings):
+def test_identical_orders_settled_at_once_each_adopt_their_own_number(kis_client,
+                                                                      kis_sim, settings):
     """Six identical orders whose sends timed out after KIS took them, settled side by side:
     each adopts one of KIS's six numbers (the unique number per day turns a second adopter to
     the next candidate), none is sent again."""
     from execution.services.submission import Outcome, order_settle
-    from tests.execution.brokers.test_kis_client import sim_dict
     from tests.support import at_once
 
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     orders = [_recorded_and_claimed(settings) for _ in range(6)]
     for _ in orders:  # each got out; no worker heard back
-        client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)
-    outcomes = at_once(lambda order: order_settle(order_id=order.pk, broker=client),
+        kis_client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)
+    outcomes = at_once(lambda order: order_settle(order_id=order.pk, broker=kis_client),
                        [(order,) for order in orders])
     assert outcomes == [Outcome.SUBMITTED] * 6
     numbers = {Order.objects.get(pk=order.pk).broker_order_no for order in orders}
     assert numbers == {o["odno"] for o in broker_orders(kis_sim)} and len(numbers) == 6
 
 
-def test_an_order_that_never_reached_kis_is_sent_after_the_grace(kis_sim, settings):
+def test_an_order_that_never_reached_kis_is_sent_after_the_grace(kis_client, kis_sim, settings):
     from execution.services.submission import IN_FLIGHT_GRACE, Outcome, order_settle
-    from tests.execution.brokers.test_kis_client import sim_dict
 
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     order = _recorded_and_claimed(settings)
-    assert order_settle(order_id=order.pk, broker=client) is Outcome.IN_FLIGHT
+    assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.IN_FLIGHT
     assert broker_orders(kis_sim) == []  # not yet: it may still be on its way
     later = clock.now() + IN_FLIGHT_GRACE + dt.timedelta(seconds=1)
     with clock.installed(clock.FixedClock(later)):
-        assert order_settle(order_id=order.pk, broker=client) is Outcome.SUBMITTED
-        assert order_settle(order_id=order.pk, broker=client) is Outcome.ALREADY
+        assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.SUBMITTED
+        assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.ALREADY
     assert len(broker_orders(kis_sim)) == 1
 
 
