@@ -50,7 +50,7 @@ ON CONFLICT (symbol) DO UPDATE SET
     lower_limit = COALESCE(EXCLUDED.lower_limit, {table}.lower_limit),
     updated_at = now()
 WHERE {table}.event_at <= EXCLUDED.event_at
-RETURNING price, prev_close, upper_limit, lower_limit, EXTRACT(EPOCH FROM event_at)::float8
+RETURNING price, prev_close, upper_limit, lower_limit, date_part('epoch', event_at)
 """
 
 

@@ -28,7 +28,7 @@ from execution.models import IntentType, OrderIntent, Position
 from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, trading_state_in_force,
                                 trading_state_in_force_sql)
 
-from . import hot, market_calendar
+from . import hot, market_calendar, screen
 from .models import BestPrice, PositionExitState
 from .rules import Decision, Evaluation, Holding, Rules, Trade, evaluate, gap_threshold
 
@@ -99,60 +99,38 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         found = hot.read_ahead(symbols[0])
     rules = hot.profiles(use_cache=use_cache, found=found)
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
+    opening: tuple[dt.datetime, dt.datetime] | None = None  # the opening minute
+    gaps: dict[int, Decimal] = {}
+    if session is not None:
+        opening = (session.open, session.open + OPENING_SPAN)
+        if session.open - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(seconds=5):
+            gaps = hot.gap_thresholds(today)
     if prices is None and symbols is None:  # the full pass: the screen's columns only
-        screen = hot.price_screen()
+        price_of, in_opening = hot.price_screen(opening)
     else:
         if prices is None:
             prices = hot.prices(sorted(set(book.symbols)), use_cache=use_cache)
-        screen = {symbol: (px.price, px.at) for symbol, px in prices.items()}
-    opening_from = opening_to = math.inf
-    gaps: dict[int, Decimal] = {}
-    if session is not None:
-        opening_from = session.open.timestamp()
-        opening_to = opening_from + OPENING_SPAN.total_seconds()
-        if opening_from - PREQUEUE_LEAD.total_seconds() <= now.timestamp() < opening_to + 5:
-            gaps = hot.gap_thresholds(today)
+        price_of = {symbol: px.price for symbol, px in prices.items()}
+        in_opening = set() if opening is None else {
+            symbol for symbol, px in prices.items()
+            if opening[0].timestamp() <= px.at < opening[1].timestamp()}
     seconds = now.hour * 3600 + now.minute * 60 + now.second
     # The time rules act in the regular session only (rules.Trade.in_session).
     in_session = session is not None and session.open <= now < session.close
-    # Per profile: whether it has a GAP_DOWN rule, whether its time exit is due, and how many
-    # days held make its maximum due (the screen's view of the rules).
-    due = {pid: (r.gap_down_pct is not None,
-                 in_session and r.time_exit_at is not None
-                 and seconds >= _seconds(r.time_exit_at),
-                 r.max_holding_days if r.max_holding_days is not None and in_session
-                 else math.inf)
+    due = {pid: screen.Due(
+               has_gap=r.gap_down_pct is not None,
+               time_due=in_session and r.time_exit_at is not None
+               and seconds >= _seconds(r.time_exit_at),
+               max_days=r.max_holding_days if r.max_holding_days is not None and in_session
+               else math.inf)
            for pid, r in rules.rules.items()}
     result = PassResult()
     moved: list[tuple[hot.Watch, int | None, int]] = []
     # The screen reads the book's columns and each symbol's price and time; a position is
     # decoded (a Watch) and its full price read only when it is evaluated exactly.
-    # The hot loop (10,000 positions a pass): the common case, a price inside the band, first;
-    # locals only.
-    examine: list[int] = []
-    screen_get = screen.get
-    held: dict[int, int] = {}  # trading days held, by opening day (few distinct ones)
-    evaluated = skipped = 0
-    for i, (symbol, profile_id, low, high, opened) in enumerate(zip(
-            book.symbols, book.profile_ids, book.lows, book.highs, book.opened)):
-        seen = screen_get(symbol)
-        if seen is None:
-            skipped += 1
-            continue
-        evaluated += 1
-        price, at = seen
-        if low < price < high:
-            has_gap, time_due, max_days = due[profile_id]
-            if not time_due and not (has_gap and opening_from <= at < opening_to):
-                if max_days == math.inf:
-                    continue
-                days = held.get(opened)
-                if days is None:
-                    days = held[opened] = _held(opened, today)
-                if days < max_days:
-                    continue
-        examine.append(i)
-    result.evaluated, result.skipped_no_price = evaluated, skipped
+    examine, result.evaluated, result.skipped_no_price = screen.screen(
+        screen.Columns(book.symbols, book.profile_ids, book.lows, book.highs, book.opened),
+        price_of, in_opening, due, functools.partial(_held, today=today))
     if examine and prices is None:
         prices = hot.prices(sorted({book.symbols[i] for i in examine}), use_cache=use_cache)
     for i in examine:
