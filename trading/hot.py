@@ -16,7 +16,11 @@ A book entry (Watch) carries its quiet band (rules.screen_band), computed when t
 from the database, so a steady pass compares two numbers per position and reads nothing else.
 
 A Redis outage slows the engine, never stops it: a failed read is a miss (the database answers),
-a failed write or delete is logged, and the TTLs bound how long anything stale can screen.
+a failed write or delete is logged, and the TTLs bound how long anything stale can screen. Every
+call is bounded by the cache's socket timeouts (settings: AEGIS_CACHE_TIMEOUT_S), and after a
+failure this process reads from the database only, writing nothing through, for RETRY_AFTER_S:
+a Redis that hangs costs one timeout per interval, not one per tick. Invalidations are always
+attempted: a skipped one could leave a stale copy to be read once Redis answers again.
 """
 
 import datetime as dt
@@ -55,6 +59,8 @@ PROFILES_GEN = "trading:gen:profiles"
 BOOK_GEN = "trading:gen:book"
 _WARN_EVERY_S = 10.0
 _warned_at = 0.0
+RETRY_AFTER_S = 5.0
+_down_until = 0.0  # monotonic: until then, reads are misses and write-throughs are skipped
 
 
 def price_key(symbol: str) -> str:
@@ -158,14 +164,21 @@ class Book:
 # --- cache calls that survive an outage: a failure is a miss -----------------------------------
 
 def _unavailable(op: str, exc: Exception) -> None:
-    global _warned_at
+    global _warned_at, _down_until
+    _down_until = time.monotonic() + RETRY_AFTER_S
     if time.monotonic() - _warned_at >= _WARN_EVERY_S:
         _warned_at = time.monotonic()
-        logger.warning("trading.cache_unavailable op=%s: %s (the database answers instead)",
-                       op, exc)
+        logger.warning("trading.cache_unavailable op=%s: %s (the database answers instead; "
+                       "Redis is asked again in %.0f s)", op, exc, RETRY_AFTER_S)
+
+
+def _skipping() -> bool:
+    return time.monotonic() < _down_until
 
 
 def cache_get(key: str):
+    if _skipping():
+        return None
     try:
         return cache.get(key)
     except Exception as exc:  # noqa: BLE001 - any cache failure is a miss
@@ -174,6 +187,8 @@ def cache_get(key: str):
 
 
 def _get_many(keys: list[str]) -> dict:
+    if _skipping():
+        return {}
     try:
         return cache.get_many(keys)
     except Exception as exc:  # noqa: BLE001
@@ -182,6 +197,8 @@ def _get_many(keys: list[str]) -> dict:
 
 
 def cache_set(key: str, value, ttl: float) -> None:
+    if _skipping():
+        return
     try:
         cache.set(key, value, timeout=ttl)
     except Exception as exc:  # noqa: BLE001

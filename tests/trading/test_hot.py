@@ -4,9 +4,12 @@ it, and GAP_DOWN thresholds computed before the bell so the opening trade reads 
 ledger's lock."""
 
 import datetime as dt
+import socket
+import threading
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
@@ -139,6 +142,73 @@ def test_a_redis_outage_slows_the_engine_and_never_stops_it(at_now, new_symbol):
     with override_settings(CACHES=dead):
         assert exit_pass(symbols=[position.symbol]).exits == 1
     assert OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS").count() == 1
+
+
+@pytest.fixture
+def silent_redis():
+    """A server on loopback that accepts connections and never answers, as a hung Redis does:
+    its port, and the connections it has accepted."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_a_redis_that_never_answers_costs_a_timeout_then_the_database_answers(
+        at_now, new_symbol, silent_redis, monkeypatch):
+    """The deployed cache settings against a Redis that hangs: the exit still opens, and once a
+    call has timed out, the process reads from PostgreSQL alone for a while instead of waiting
+    on Redis at every evaluation."""
+    port, accepted = silent_redis
+    monkeypatch.setattr(hot, "RETRY_AFTER_S", 600)  # the whole test inside one interval
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
+    falling, quiet = open_position(new_symbol(), 10, 70_000), open_position(new_symbol(), 10, 70_000)
+    for position, price in ((falling, 67_000), (quiet, 70_500)):
+        PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+        BestPrice.objects.create(symbol=position.symbol, price=price, prev_close=70_000,
+                                 lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    hung = {"default": settings.CACHES["default"] | {"LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    seen = []
+
+    def evaluate() -> None:
+        try:
+            with override_settings(CACHES=hung):
+                from django.core.cache import cache
+
+                pool = cache._cache._get_connection_pool(write=False)
+                seen.append(pool.connection_kwargs["socket_timeout"])
+                seen.append(exit_pass(symbols=[falling.symbol]).exits)
+                seen.append(len(accepted))
+                seen.append(exit_pass(symbols=[quiet.symbol]).evaluated)
+                seen.append(len(accepted))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=evaluate)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the engine is waiting on Redis"
+    timeout, exits, tried, evaluated, tried_after = seen
+    assert timeout == 0.5  # redis-py's own default is 5 s a call
+    assert (exits, evaluated) == (1, 1)
+    assert tried >= 1 and tried_after == tried  # the second evaluation never asked Redis
+    assert OrderIntent.objects.filter(position=falling, intent_type="EXIT_STOP_LOSS").count() == 1
 
 
 def test_gap_down_is_ready_before_the_bell_and_reads_only_the_ledger_at_the_open(new_symbol):
