@@ -42,7 +42,7 @@ from django.db.models.functions import TruncDate
 from aegis import clock
 from execution.models import Position
 
-from .models import BestPrice, ExitProfile, PositionExitState
+from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
 from .rules import Holding, Rules, Tier, screen_band
 
 logger = logging.getLogger("aegis.trading")
@@ -116,6 +116,9 @@ class Watch(NamedTuple):
 class Profiles(NamedTuple):
     version: int
     rules: dict[int, Rules]
+    # A digest of the profile and tier rows the rules were read from (profiles_checked
+    # compares it with the tables); None when not kept.
+    stamp: str | None = None
 
 
 class Book:
@@ -273,16 +276,51 @@ def cached_price(found: dict, symbol: str) -> Px | None:
 
 
 def profiles(*, use_cache: bool = True, found: dict | None = None) -> Profiles:
-    """Every exit profile's rules (two queries on a miss), versioned: a book built with other
-    rules is read again."""
+    """Every exit profile's rules (two queries on a miss, and the digest of their rows when
+    cached), versioned: a book built with other rules is read again."""
     cached, gens = _cached(PROFILES, [PROFILES_GEN], found) if use_cache else (None, ())
     if cached is not None:
         return cached
-    fresh = Profiles(version=time.time_ns(), rules={
+    # The digest first: a change committed between the two leaves a digest older than the
+    # rules, which the next check finds stale and reads again; never stale rules passing.
+    stamp = _profiles_stamp() if use_cache else None
+    fresh = Profiles(version=time.time_ns(), stamp=stamp, rules={
         p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.prefetch_related("tiers")})
     if use_cache:
         _store(PROFILES, gens, fresh, PROFILES_TTL_S)
     return fresh
+
+
+_PROFILES_STAMP = """
+SELECT md5(concat_ws('|',
+    (SELECT string_agg(p::text, ',' ORDER BY p.id) FROM {profile} p),
+    (SELECT string_agg(t::text, ',' ORDER BY t.id) FROM {tier} t)))
+"""
+
+
+def _profiles_stamp() -> str | None:
+    """A digest of every profile and tier row, whatever changed them (None off PostgreSQL,
+    where the cache is the process's own memory and no invalidation can be lost)."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_PROFILES_STAMP.format(profile=ExitProfile._meta.db_table,
+                                              tier=TakeProfitTier._meta.db_table))
+        return cursor.fetchone()[0]
+
+
+def profiles_checked(rules: Profiles) -> Profiles:
+    """`rules` if they are what the tables hold now, else the tables' (and the cached copy moved
+    on for every process). An invalidation lost to a Redis outage would otherwise leave the
+    old rules in the cache for up to PROFILES_TTL_S once Redis answers again; the full pass
+    calls this, so such a copy lasts one pass. One small query."""
+    stamp = _profiles_stamp()
+    if stamp is None or stamp == rules.stamp:
+        return rules
+    logger.warning("trading.profiles_stale: the cached exit rules differ from the tables (an "
+                   "invalidation was lost); read again")
+    _bump([PROFILES_GEN])
+    return profiles(use_cache=False)
 
 
 def profiles_changed() -> None:

@@ -89,8 +89,9 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     hot.read_ahead already read for a tick's one symbol.
 
     Each position is screened by its quiet band (rules.screen_band); only those outside it, in
-    the opening minute, or due a time rule are evaluated exactly. A steady pass reads the cache
-    only: no database query at all."""
+    the opening minute, or due a time rule are evaluated exactly. A steady tick evaluation
+    reads the cache only; a steady full pass makes two queries: the screen's prices and the
+    profiles' stamp (hot.profiles_checked)."""
     now = clock.now_seoul()
     today = now.date()
     session = market_calendar.session(today)
@@ -98,6 +99,10 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     if found is None and use_cache and symbols and len(symbols) == 1:
         found = hot.read_ahead(symbols[0])
     rules = hot.profiles(use_cache=use_cache, found=found)
+    if use_cache and symbols is None:
+        # The full pass checks the cached rules against the tables: a copy that a lost
+        # invalidation left behind lasts one pass.
+        rules = hot.profiles_checked(rules)
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     opening: tuple[dt.datetime, dt.datetime] | None = None  # the opening minute
     gaps: dict[int, Decimal] = {}

@@ -94,10 +94,12 @@ def test_a_full_pass_reads_full_prices_only_for_what_it_examines(at_now, monkeyp
     def full_pass() -> int:
         return _queries(lambda: result.__setitem__(0, exit_pass()))
 
-    assert full_pass() == 1 and result[0].examined == 0  # the screen's statement only
+    # The profiles' stamp and the screen's statement only.
+    assert full_pass() == 2 and result[0].examined == 0
     with CaptureQueriesContext(connection) as logged:  # logged like any other statement
         exit_pass()
-    assert [q["sql"].split()[0:2] for q in logged.captured_queries] == [["SELECT", "symbol,"]]
+    assert [q["sql"].split()[0:2] for q in logged.captured_queries] == [
+        ["SELECT", "md5(concat_ws('|',"], ["SELECT", "symbol,"]]
 
     def crash(chosen: list[str]) -> None:  # 4% down: under the 3% stop
         BestPrice.objects.filter(symbol__in=chosen).update(price=48_000)
@@ -142,6 +144,28 @@ def test_a_redis_outage_slows_the_engine_and_never_stops_it(at_now, new_symbol):
     with override_settings(CACHES=dead):
         assert exit_pass(symbols=[position.symbol]).exits == 1
     assert OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS").count() == 1
+
+
+def test_rules_left_in_the_cache_by_a_lost_invalidation_last_one_full_pass(at_now, new_symbol,
+                                                                           monkeypatch):
+    """A profile changed while Redis could not take the invalidation: ticks keep the cached
+    rules until the next full pass, which finds them older than the tables and reads them
+    again, for itself and for every process."""
+    profile = ExitProfile.objects.create(name="wide", stop_loss_pct=D(10), gap_down_pct=None)
+    position = open_position(new_symbol(), 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    BestPrice.objects.create(symbol=position.symbol, price=66_000, prev_close=70_000,  # -5.7 %
+                             lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    assert exit_pass().exits == 0  # the rules (a 10 % stop) are cached from here
+    with monkeypatch.context() as lost:
+        lost.setattr(hot, "_bump", lambda keys: None)
+        profile.stop_loss_pct = D(3)
+        profile.save()
+    tick = {position.symbol: hot.Px(66_000, 70_000, 91_000, 49_000, NOW.timestamp())}
+    assert exit_pass(symbols=[position.symbol], prices=tick).exits == 0  # the cached 10 %
+    assert exit_pass().exits == 1  # the tables' 3 %
+    assert OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS").count() == 1
+    assert hot.profiles().rules[profile.pk].stop_loss_pct == D(3)  # the cache, healed
 
 
 @pytest.fixture
