@@ -138,9 +138,8 @@ else:
             "TIMEOUT": 300,
             # Every call bounded well below redis-py's own default of 5 s, which a Redis that
             # accepts connections and never answers would cost each tick, route and request.
-            "OPTIONS": {"socket_timeout": env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5),
-                        "socket_connect_timeout": env.float("AEGIS_CACHE_TIMEOUT_S",
-                                                            default=0.5)},
+            "OPTIONS": dict.fromkeys(("socket_timeout", "socket_connect_timeout"),
+                                     env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5)),
         }
     }
 

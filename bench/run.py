@@ -7,7 +7,8 @@ table of the headline figures in bench/results.md (the README links to it).
 
 Beside PostgreSQL and Redis, as deployed: `make bench` starts and stops them, PostgreSQL
 flushing every commit and PgBouncer in front of it; pricesync and the execution worker connect
-straight to PostgreSQL, the rest through PgBouncer (bench.execution.hot_database_env). Each benchmark gets a database of its own, created and migrated for it (a simulator starts
+straight to PostgreSQL, the rest through PgBouncer (bench.execution.hot_database_env). Each
+benchmark gets a database of its own, created and migrated for it (a simulator starts
 its order numbers afresh, and KIS's numbers are unique per day). A benchmark that fails is
 reported and the others still run; the exit status says so.
 """

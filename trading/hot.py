@@ -116,7 +116,7 @@ class Watch(NamedTuple):
 class Profiles(NamedTuple):
     version: int
     rules: dict[int, Rules]
-    # A digest of the profile and tier rows the rules were read from (profiles_checked
+    # A digest of the profile and tier rows the rules were read from (profiles(verify=True)
     # compares it with the tables); None when not kept.
     stamp: str | None = None
 
@@ -215,15 +215,19 @@ def _delete_many(keys: list[str]) -> None:
         _unavailable("delete", exc)
 
 
-def _bump(gen_keys: list[str]) -> None:
+def _bump(gen_keys: list[str]) -> tuple | None:
     """Move the generations on: entries stored under an older one are misses from now on. A
     generation is compared for equality only, so a new one is a fresh random value, all of
     them written in one round trip (a counter's INCR costs two per key through Django's cache:
-    the existence check, then the increment)."""
+    the existence check, then the increment). The new generations, in order (None if Redis
+    did not take them)."""
+    gens = {key: secrets.randbits(62) + 1 for key in gen_keys}
     try:
-        cache.set_many({key: secrets.randbits(62) + 1 for key in gen_keys}, timeout=GEN_TTL_S)
+        cache.set_many(gens, timeout=GEN_TTL_S)
     except Exception as exc:  # noqa: BLE001
         _unavailable("set_many", exc)
+        return None
+    return tuple(gens.values())
 
 
 def _cached(key: str, gen_keys: list[str], found: dict | None = None):
@@ -275,18 +279,29 @@ def cached_price(found: dict, symbol: str) -> Px | None:
     return found.get(price_key(symbol))
 
 
-def profiles(*, use_cache: bool = True, found: dict | None = None) -> Profiles:
+def profiles(*, use_cache: bool = True, found: dict | None = None,
+             verify: bool = False) -> Profiles:
     """Every exit profile's rules (two queries on a miss, and the digest of their rows when
-    cached), versioned: a book built with other rules is read again."""
+    cached), versioned: a book built with other rules is read again.
+
+    `verify` (the full pass) compares a cached copy's digest with the tables (one small query)
+    and reads the rules again, for every process, when they differ: an invalidation lost to a
+    Redis outage would otherwise leave the old rules cached for up to PROFILES_TTL_S once
+    Redis answers again."""
     cached, gens = _cached(PROFILES, [PROFILES_GEN], found) if use_cache else (None, ())
+    # The digest before the rules: a change committed between the two leaves a digest older
+    # than the rules, which the next check finds stale and reads again; never stale rules
+    # passing.
+    stamp = _profiles_stamp() if use_cache and (cached is None or verify) else None
     if cached is not None:
-        return cached
-    # The digest first: a change committed between the two leaves a digest older than the
-    # rules, which the next check finds stale and reads again; never stale rules passing.
-    stamp = _profiles_stamp() if use_cache else None
+        if stamp is None or stamp == cached.stamp:
+            return cached
+        logger.warning("trading.profiles_stale: the cached exit rules differ from the tables "
+                       "(an invalidation was lost); read again")
+        gens = _bump([PROFILES_GEN])
     fresh = Profiles(version=time.time_ns(), stamp=stamp, rules={
         p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.prefetch_related("tiers")})
-    if use_cache:
+    if use_cache and gens is not None:
         _store(PROFILES, gens, fresh, PROFILES_TTL_S)
     return fresh
 
@@ -307,20 +322,6 @@ def _profiles_stamp() -> str | None:
         cursor.execute(_PROFILES_STAMP.format(profile=ExitProfile._meta.db_table,
                                               tier=TakeProfitTier._meta.db_table))
         return cursor.fetchone()[0]
-
-
-def profiles_checked(rules: Profiles) -> Profiles:
-    """`rules` if they are what the tables hold now, else the tables' (and the cached copy moved
-    on for every process). An invalidation lost to a Redis outage would otherwise leave the
-    old rules in the cache for up to PROFILES_TTL_S once Redis answers again; the full pass
-    calls this, so such a copy lasts one pass. One small query."""
-    stamp = _profiles_stamp()
-    if stamp is None or stamp == rules.stamp:
-        return rules
-    logger.warning("trading.profiles_stale: the cached exit rules differ from the tables (an "
-                   "invalidation was lost); read again")
-    _bump([PROFILES_GEN])
-    return profiles(use_cache=False)
 
 
 def profiles_changed() -> None:
@@ -364,6 +365,11 @@ def _price_rows(symbols: list[str] | None) -> list[tuple[str, Px]]:
         "symbol", "price", "prev_close", "upper_limit", "lower_limit", "event_at")]
 
 
+def within(at: float, window: tuple[dt.datetime, dt.datetime] | None) -> bool:
+    """Whether the trade time `at` (epoch seconds) falls in `window`, [from, to)."""
+    return window is not None and window[0].timestamp() <= at < window[1].timestamp()
+
+
 _PRICE_SCREEN = """
 SELECT symbol, price, event_at >= %s AND event_at < %s FROM prices_best
 """
@@ -383,9 +389,7 @@ def price_screen(opening: tuple[dt.datetime, dt.datetime] | None
     that binds on the server, wrapped as Django wraps its own, so that query logging, execute
     wrappers and error translation see it as any other."""
     if connection.vendor != "postgresql":
-        rows = [(symbol, px.price, opening is not None and
-                 opening[0].timestamp() <= px.at < opening[1].timestamp())
-                for symbol, px in _price_rows(None)]
+        rows = [(symbol, px.price, within(px.at, opening)) for symbol, px in _price_rows(None)]
     else:
         connection.ensure_connection()
         connection.validate_thread_sharing()

@@ -67,11 +67,11 @@ def _holding(position: Position, state: PositionExitState, today: dt.date) -> Ho
                    tiers_done=state.tiers_done)
 
 
-def _trade(px: hot.Px, session: market_calendar.Session | None, *, in_session: bool) -> Trade:
-    at = dt.datetime.fromtimestamp(px.at, clock.SEOUL)
-    opening = session is not None and session.open <= at < session.open + OPENING_SPAN
-    return Trade(price=px.price, at=at, lower_limit=px.lower_limit, prev_close=px.prev_close,
-                 opening=opening, in_session=in_session)
+def _trade(px: hot.Px, opening: tuple[dt.datetime, dt.datetime] | None, *,
+           in_session: bool) -> Trade:
+    return Trade(price=px.price, at=dt.datetime.fromtimestamp(px.at, clock.SEOUL),
+                 lower_limit=px.lower_limit, prev_close=px.prev_close,
+                 opening=hot.within(px.at, opening), in_session=in_session)
 
 
 @dataclass
@@ -91,34 +91,29 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     Each position is screened by its quiet band (rules.screen_band); only those outside it, in
     the opening minute, or due a time rule are evaluated exactly. A steady tick evaluation
     reads the cache only; a steady full pass makes two queries: the screen's prices and the
-    profiles' stamp (hot.profiles_checked)."""
+    profiles' digest (hot.profiles, verify)."""
     now = clock.now_seoul()
     today = now.date()
     session = market_calendar.session(today)
     # A tick's symbol: profiles and its book in one cache round trip.
     if found is None and use_cache and symbols and len(symbols) == 1:
         found = hot.read_ahead(symbols[0])
-    rules = hot.profiles(use_cache=use_cache, found=found)
-    if use_cache and symbols is None:
-        # The full pass checks the cached rules against the tables: a copy that a lost
-        # invalidation left behind lasts one pass.
-        rules = hot.profiles_checked(rules)
+    # The full pass checks cached rules against the tables: a copy that a lost invalidation
+    # left behind lasts one pass.
+    rules = hot.profiles(use_cache=use_cache, found=found, verify=symbols is None)
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
-    opening: tuple[dt.datetime, dt.datetime] | None = None  # the opening minute
+    opening = None if session is None else (session.open, session.open + OPENING_SPAN)
     gaps: dict[int, Decimal] = {}
-    if session is not None:
-        opening = (session.open, session.open + OPENING_SPAN)
-        if session.open - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(seconds=5):
-            gaps = hot.gap_thresholds(today)
+    if opening is not None and \
+            opening[0] - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(seconds=5):
+        gaps = hot.gap_thresholds(today)
     if prices is None and symbols is None:  # the full pass: the screen's columns only
         price_of, in_opening = hot.price_screen(opening)
     else:
         if prices is None:
             prices = hot.prices(sorted(set(book.symbols)), use_cache=use_cache)
         price_of = {symbol: px.price for symbol, px in prices.items()}
-        in_opening = set() if opening is None else {
-            symbol for symbol, px in prices.items()
-            if opening[0].timestamp() <= px.at < opening[1].timestamp()}
+        in_opening = {symbol for symbol, px in prices.items() if hot.within(px.at, opening)}
     seconds = now.hour * 3600 + now.minute * 60 + now.second
     # The time rules act in the regular session only (rules.Trade.in_session).
     in_session = session is not None and session.open <= now < session.close
@@ -147,7 +142,7 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         profile_id = book.profile_ids[i]
         opened = book.opened[i]
         profile = rules.rules[profile_id]
-        trade = _trade(px, session, in_session=in_session)
+        trade = _trade(px, opening, in_session=in_session)
         ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
