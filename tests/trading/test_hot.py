@@ -46,6 +46,15 @@ def _bulk_book(n: int, profile: ExitProfile) -> list[str]:
     return symbols
 
 
+def _managed(symbol: str, profile: ExitProfile, price: int) -> Position:
+    """10 shares bought at 70,000, managed by `profile`, last traded at `price`."""
+    position = open_position(symbol, 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    BestPrice.objects.create(symbol=symbol, price=price, prev_close=70_000, lower_limit=49_000,
+                             upper_limit=91_000, source="WS", event_at=NOW)
+    return position
+
+
 def _queries(fn) -> int:
     count = [0]
 
@@ -115,10 +124,7 @@ def test_a_full_pass_reads_full_prices_only_for_what_it_examines(at_now, monkeyp
 
 def test_every_change_reaches_the_next_evaluation(at_now, new_symbol):
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
-    position = open_position(new_symbol(), 10, 70_000)
-    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
-    BestPrice.objects.create(symbol=position.symbol, price=68_000, prev_close=70_000,
-                             lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    position = _managed(new_symbol(), profile, 68_000)
     assert exit_pass().exits == 0  # 68,000 > 67,900: the book and profiles are now cached
     profile.stop_loss_pct = D(2)  # as the admin saves it: 70,000 × 0.98 = 68,600
     profile.save()
@@ -134,10 +140,7 @@ def test_every_change_reaches_the_next_evaluation(at_now, new_symbol):
 
 def test_a_redis_outage_slows_the_engine_and_never_stops_it(at_now, new_symbol):
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
-    position = open_position(new_symbol(), 10, 70_000)
-    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
-    BestPrice.objects.create(symbol=position.symbol, price=67_000, prev_close=70_000,
-                             lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    position = _managed(new_symbol(), profile, 67_000)
     dead = {"default": {"BACKEND": "aegis.cache.KeptClientRedisCache",
                         "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens on port 9
                         "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
@@ -152,10 +155,7 @@ def test_rules_left_in_the_cache_by_a_lost_invalidation_last_one_full_pass(at_no
     rules until the next full pass, which finds them older than the tables and reads them
     again, for itself and for every process."""
     profile = ExitProfile.objects.create(name="wide", stop_loss_pct=D(10), gap_down_pct=None)
-    position = open_position(new_symbol(), 10, 70_000)
-    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
-    BestPrice.objects.create(symbol=position.symbol, price=66_000, prev_close=70_000,  # -5.7 %
-                             lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    position = _managed(new_symbol(), profile, 66_000)  # -5.7 %
     assert exit_pass().exits == 0  # the rules (a 10 % stop) are cached from here
     with monkeypatch.context() as lost:
         lost.setattr(hot, "_bump", lambda keys: None)
@@ -202,11 +202,8 @@ def test_a_redis_that_never_answers_costs_a_timeout_then_the_database_answers(
     port, accepted = silent_redis
     monkeypatch.setattr(hot, "RETRY_AFTER_S", 600)  # the whole test inside one interval
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
-    falling, quiet = open_position(new_symbol(), 10, 70_000), open_position(new_symbol(), 10, 70_000)
-    for position, price in ((falling, 67_000), (quiet, 70_500)):
-        PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
-        BestPrice.objects.create(symbol=position.symbol, price=price, prev_close=70_000,
-                                 lower_limit=49_000, upper_limit=91_000, source="WS", event_at=NOW)
+    falling = _managed(new_symbol(), profile, 67_000)
+    quiet = _managed(new_symbol(), profile, 70_500)
     hung = {"default": settings.CACHES["default"] | {"LOCATION": f"redis://127.0.0.1:{port}/0"}}
     seen = []
 
