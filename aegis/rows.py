@@ -2,7 +2,11 @@
 query costs more than its round trip): the columns to select, and the instances made from a row
 that holds them, one model after another, as Django makes them from its own queries."""
 
+import logging
+
 from django.db import connection
+
+logger = logging.getLogger("aegis.db")
 
 
 def columns(model, alias: str = "") -> str:
@@ -40,3 +44,32 @@ def bound_cursor():
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+
+
+def prepares_only_direct(sender, connection, **kwargs) -> None:
+    """On each new PostgreSQL connection that would prepare statements (DATABASE_POOLING not
+    `pgbouncer`), make sure nothing pools it: PgBouncer hands its clients a process id of its
+    own (it answers their cancel requests), never the server process's. Through a pooler a
+    prepared statement stays on a server connection that another client gets next, whose own
+    statement of the same name then fails ("prepared statement _pg3_0 already exists") at
+    random. So prepared statements and server-side cursors are turned off for this process,
+    and the mistake logged once: set DATABASE_POOLING=pgbouncer. One query per new connection
+    (connection_created, connected by execution's AppConfig)."""
+    if connection.vendor != "postgresql":
+        return
+    options = connection.settings_dict["OPTIONS"]
+    if options.get("prepare_threshold") is None:
+        return
+    raw = connection.connection
+    with raw.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        server_pid = cursor.fetchone()[0]
+    if server_pid == raw.info.backend_pid:
+        return
+    raw.prepare_threshold = None
+    options["prepare_threshold"] = None
+    connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
+    logger.error("aegis.db.pooled_without_pooling: DATABASE_URL reaches PostgreSQL through a "
+                 "connection pooler (PgBouncer) but DATABASE_POOLING is not 'pgbouncer'; "
+                 "prepared statements and server-side cursors are off in this process. Set "
+                 "DATABASE_POOLING=pgbouncer, or point DATABASE_URL straight at PostgreSQL.")

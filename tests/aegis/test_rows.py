@@ -1,7 +1,7 @@
 """aegis.rows.bound_cursor, the hot statements' cursor: parameters travel apart from the text;
 on a direct connection PostgreSQL keeps a statement run often prepared (pricesync and the
 execution worker as deployed), through PgBouncer's transaction pooling never, as a pooled server
-connection could not carry it.
+connection could not carry it, not even when DATABASE_POOLING was left unset.
 """
 
 import json
@@ -35,11 +35,13 @@ print(json.dumps({{"answers": answers, "prepared": prepared,
 """
 
 
-def run_child(env: dict) -> dict:
+def run_child(env: dict, *, stderr: list | None = None) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
                           text=True, timeout=120,
                           env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
     assert done.returncode == 0, done.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -60,3 +62,22 @@ def test_a_pooled_connection_never_prepares():
     assert seen["answers"] == EXPECTED
     assert seen["threshold"] is None
     assert seen["prepared"] == 0
+
+
+@pytest.mark.django_db
+def test_a_pooler_left_unsaid_turns_prepared_statements_off_and_says_so():
+    """DATABASE_URL through PgBouncer without DATABASE_POOLING=pgbouncer: a statement prepared
+    on one pooled server connection would make another client's fail at random. The
+    connection finds the pooler (its process id is PgBouncer's, not the server's), turns
+    prepared statements off and logs the mistake."""
+    pooled = child_database_url()
+    if pooled == child_database_url("DATABASE_DIRECT_URL"):
+        pytest.skip("DATABASE_URL goes straight to PostgreSQL here (AEGIS_PGBOUNCER=0)")
+    stderr = []
+    seen = run_child({"DATABASE_URL": pooled, "DATABASE_POOLING": "", "LOG_LEVEL": "ERROR"},
+                     stderr=stderr)
+    assert seen["answers"] == EXPECTED
+    assert seen["threshold"] is None
+    assert seen["prepared"] == 0
+    assert "DATABASE_POOLING" in stderr[0] and "pooled_without_pooling" in stderr[0]
+    assert "@" not in stderr[0]  # no URL, so no password, in the message
