@@ -106,6 +106,28 @@ else:
     # execution worker turns it off (compose): its tasks retry on a broken connection instead,
     # and the connection is dropped after the failed task.
     _default_db["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
+    # How long one statement may wait for a lock, and run, before PostgreSQL cancels it
+    # (0: PostgreSQL's own, no limit). For the hot processes (compose sets them on pricesync
+    # and worker-execution): a lock left held by a stuck session costs a tick, an intent or
+    # a route this long, and then an error that is logged and retried, instead of the one
+    # thread that serves them all. Sent as connection options, which PgBouncer refuses: on
+    # a pooled connection, set them on the role instead (ALTER ROLE … SET lock_timeout).
+    _timeouts = {name: env.int(variable, default=0) for name, variable in (
+        ("lock_timeout", "DATABASE_LOCK_TIMEOUT_MS"),
+        ("statement_timeout", "DATABASE_STATEMENT_TIMEOUT_MS"))}
+    if any(ms < 0 for ms in _timeouts.values()):
+        raise ImproperlyConfigured("DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS "
+                                   "are milliseconds, 0 or more.")
+    _timeouts = {name: ms for name, ms in _timeouts.items() if ms}
+    if _timeouts and env.str("DATABASE_POOLING", default="") == "pgbouncer":
+        raise ImproperlyConfigured(
+            "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS need a direct "
+            "connection (PgBouncer refuses connection options): set them on the role "
+            "instead, ALTER ROLE … SET lock_timeout = …")
+    if _timeouts:
+        _default_db["OPTIONS"]["options"] = " ".join(
+            [_default_db["OPTIONS"].get("options", "")]
+            + [f"-c {name}={ms}" for name, ms in _timeouts.items()]).strip()
     if env.str("DATABASE_POOLING", default="") == "pgbouncer":
         # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
         _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True

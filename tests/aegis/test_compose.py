@@ -185,6 +185,20 @@ def test_pooled_processes_go_through_pgbouncer(services, pgbouncer_ini, name):
     assert (direct.hostname, direct.port) == ("postgres", 5432), name
 
 
+def test_only_the_hot_processes_bound_their_lock_waits(services):
+    """pricesync and worker-execution, each a few threads that serve every trade or intent,
+    give up on a lock left held after a bound; migrate, whose statements may rightly run long,
+    and the pooled processes (PgBouncer refuses connection options) do not."""
+    bounded = {name for name, service in services.items()
+               if resolved_environment(service).get("DATABASE_LOCK_TIMEOUT_MS")}
+    assert bounded == {"pricesync", "worker-execution"}
+    for name in bounded:
+        env = resolved_environment(services[name])
+        assert env.get("DATABASE_POOLING") != "pgbouncer", name
+        assert 0 < int(env["DATABASE_LOCK_TIMEOUT_MS"]) < int(
+            env["DATABASE_STATEMENT_TIMEOUT_MS"]), name
+
+
 # --- PgBouncer ----------------------------------------------------------------------------------
 
 

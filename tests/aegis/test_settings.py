@@ -72,3 +72,22 @@ def test_a_simulated_day_is_refused_with_a_real_broker_or_in_production(tmp_path
     shown = run(["-c", "import django; django.setup(); from aegis import clock; "
                        "print(clock.now_seoul().date())"], **day, KIS_ENV="simulator")
     assert shown.returncode == 0 and shown.stdout.strip() == "2026-11-24", shown.stderr
+
+
+TIMEOUTS_PROBE = ("import json, django; django.setup(); from django.conf import settings as s; "
+                  "print(json.dumps(s.DATABASES['default']['OPTIONS'].get('options')))")
+
+
+def test_lock_and_statement_timeouts_go_to_a_direct_connection_as_options():
+    direct = {"DATABASE_URL": "postgres://aegis:pw@db.example:5432/aegis"}
+    result = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_LOCK_TIMEOUT_MS="2000",
+                 DATABASE_STATEMENT_TIMEOUT_MS="10000")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == "-c lock_timeout=2000 -c statement_timeout=10000"
+    unset = run(["-c", TIMEOUTS_PROBE], **direct)
+    assert json.loads(unset.stdout) is None  # PostgreSQL's own: no limit
+    pooled = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_POOLING="pgbouncer",
+                 DATABASE_LOCK_TIMEOUT_MS="2000")
+    assert pooled.returncode != 0 and "ALTER ROLE" in pooled.stderr
+    negative = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_STATEMENT_TIMEOUT_MS="-1")
+    assert negative.returncode != 0 and "0 or more" in negative.stderr

@@ -205,3 +205,54 @@ def test_pricesync_writes_first_a_trade_older_than_the_cached_price(new_symbol):
                     source="WS") == 0
     assert BestPrice.objects.get(symbol=position.symbol).price == 70_000
     assert exits(position) == []
+
+
+LOCKED_TICKS = """
+import json, time, datetime as dt, django
+django.setup()
+from trading.pricesync import on_price
+at = dt.datetime.fromisoformat({at!r})
+answers = []
+for symbol in {symbols!r}:
+    started = time.monotonic()
+    answers.append([on_price(symbol=symbol, price=67_000, at=at, source="WS"),
+                    time.monotonic() - started])
+print(json.dumps(answers))
+"""
+
+
+def test_a_lock_left_held_costs_pricesync_one_tick_not_its_thread(new_symbol):
+    """pricesync as deployed (straight to PostgreSQL, DATABASE_LOCK_TIMEOUT_MS set): a session
+    that holds a position's row and never lets go makes that position's trade fail after the
+    lock timeout, logged and dropped, and the next symbol's trade is evaluated and exits."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import psycopg
+
+    from tests.support import child_database_url, direct_database_env
+
+    profile = ExitProfile.objects.create(name="sl-locked", stop_loss_pct=D(3), gap_down_pct=None)
+    stuck, free = managed(new_symbol(), 10, profile), managed(new_symbol(), 10, profile)
+    for position in (stuck, free):
+        quote(position.symbol, 70_000, at=NOW - dt.timedelta(seconds=1))
+    child = LOCKED_TICKS.format(at=NOW.isoformat(), symbols=[stuck.symbol, free.symbol])
+    env = os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings", "LOG_LEVEL": "ERROR",
+                        "DATABASE_LOCK_TIMEOUT_MS": "300", "AEGIS_CLOCK_START": NOW.isoformat()}
+    with psycopg.connect(child_database_url("DATABASE_DIRECT_URL")) as holder:
+        holder.execute("SELECT 1 FROM execution_position WHERE id = %s FOR UPDATE", [stuck.pk])
+        done = subprocess.run([sys.executable, "-c", child], env=env | direct_database_env(),
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                              text=True, timeout=60)
+        holder.rollback()
+    assert done.returncode == 0, done.stderr[-3000:]
+    (stuck_exits, stuck_s), (free_exits, _) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (stuck_exits, free_exits) == (0, 1)
+    assert 0.3 <= stuck_s < 30  # the lock timeout, not the holder, ended the wait
+    assert "pricesync.db_error" in done.stderr and "lock timeout" in done.stderr
+    assert exits(stuck) == [] and len(exits(free)) == 1
+    stuck.refresh_from_db()
+    assert stuck.reserved_qty == 0  # nothing half-written
