@@ -63,7 +63,8 @@ def run_one(module: str) -> dict | None:
     """Run bench.<module> on a fresh database, echo its output, and return its last JSON line
     (None on failure)."""
     print(f"\n=== bench.{module} ===", flush=True)
-    env = os.environ | fresh_database(module)
+    # Every process a benchmark starts runs with DEBUG off, as deployed (no query log kept).
+    env = os.environ | fresh_database(module) | {"DEBUG": "false"}
     proc = subprocess.Popen([sys.executable, "-u", "-m", f"bench.{module}"], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, env=env)
     found = None
