@@ -89,16 +89,25 @@ def tick_time(tick: TradeTick) -> dt.datetime:
     return dt.datetime.combine(day, hms, clock.SEOUL)
 
 
+def _connection_lost() -> bool:
+    """Whether this thread's connection is gone (closed, or broken by the server's going away),
+    as opposed to a statement that failed on a live one (a lock or statement timeout)."""
+    raw = connection.connection
+    return raw is None or raw.closed or getattr(raw, "broken", False)
+
+
 def on_fresh_connection(fn):
     """Run `fn`; when the connection turns out to be dead (PostgreSQL restarted, the backend
     terminated), replace it and run `fn` once more. Only for idempotent work outside any
-    transaction: the upsert is newest-wins and the exit is decided again under its locks."""
+    transaction: the upsert is newest-wins and the exit is decided again under its locks. A
+    statement that failed on a live connection (a lock timeout) is not run again: it would
+    wait as long once more."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (InterfaceError, OperationalError) as exc:
-            if connection.in_atomic_block:
+            if connection.in_atomic_block or not _connection_lost():
                 raise
             logger.warning("pricesync.reconnect after %s: %s", fn.__name__, exc)
             connection.close()

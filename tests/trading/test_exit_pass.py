@@ -240,7 +240,7 @@ def test_a_lock_left_held_costs_pricesync_one_tick_not_its_thread(new_symbol):
     for position in (stuck, free):
         quote(position.symbol, 70_000, at=NOW - dt.timedelta(seconds=1))
     child = LOCKED_TICKS.format(at=NOW.isoformat(), symbols=[stuck.symbol, free.symbol])
-    env = os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings", "LOG_LEVEL": "ERROR",
+    env = os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings", "LOG_LEVEL": "WARNING",
                         "DATABASE_LOCK_TIMEOUT_MS": "300", "AEGIS_CLOCK_START": NOW.isoformat()}
     with psycopg.connect(child_database_url("DATABASE_DIRECT_URL")) as holder:
         holder.execute("SELECT 1 FROM execution_position WHERE id = %s FOR UPDATE", [stuck.pk])
@@ -253,6 +253,7 @@ def test_a_lock_left_held_costs_pricesync_one_tick_not_its_thread(new_symbol):
     assert (stuck_exits, free_exits) == (0, 1)
     assert 0.3 <= stuck_s < 30  # the lock timeout, not the holder, ended the wait
     assert "pricesync.db_error" in done.stderr and "lock timeout" in done.stderr
+    assert "pricesync.reconnect" not in done.stderr  # a live connection: not waited on twice
     assert exits(stuck) == [] and len(exits(free)) == 1
     stuck.refresh_from_db()
     assert stuck.reserved_qty == 0  # nothing half-written
