@@ -112,6 +112,7 @@ else:
     # a route this long, and then an error that is logged and retried, instead of the one
     # thread that serves them all. Sent as connection options, which PgBouncer refuses: on
     # a pooled connection, set them on the role instead (ALTER ROLE … SET lock_timeout).
+    _pooled = env.str("DATABASE_POOLING", default="") == "pgbouncer"
     _timeouts = {name: env.int(variable, default=0) for name, variable in (
         ("lock_timeout", "DATABASE_LOCK_TIMEOUT_MS"),
         ("statement_timeout", "DATABASE_STATEMENT_TIMEOUT_MS"))}
@@ -119,7 +120,7 @@ else:
         raise ImproperlyConfigured("DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS "
                                    "are milliseconds, 0 or more.")
     _timeouts = {name: ms for name, ms in _timeouts.items() if ms}
-    if _timeouts and env.str("DATABASE_POOLING", default="") == "pgbouncer":
+    if _timeouts and _pooled:
         raise ImproperlyConfigured(
             "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS need a direct "
             "connection (PgBouncer refuses connection options): set them on the role "
@@ -128,7 +129,7 @@ else:
         _default_db["OPTIONS"]["options"] = " ".join(
             [_default_db["OPTIONS"].get("options", "")]
             + [f"-c {name}={ms}" for name, ms in _timeouts.items()]).strip()
-    if env.str("DATABASE_POOLING", default="") == "pgbouncer":
+    if _pooled:
         # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
         _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
         _default_db["OPTIONS"]["prepare_threshold"] = None
