@@ -35,8 +35,9 @@ print(json.dumps({{"answers": answers, "prepared": prepared,
 """
 
 
-def run_child(env: dict, *, stderr: list | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
+def run_child(env: dict, *, behind: tuple[str, ...] = (), stderr: list | None = None) -> dict:
+    """CHILD in a process of its own with `env`, its command after `behind` (a wrapper)."""
+    done = subprocess.run([*behind, sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
                           text=True, timeout=120,
                           env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -64,18 +65,16 @@ def test_a_pooled_connection_never_prepares():
     assert seen["prepared"] == 0
 
 
-@pytest.mark.django_db
 def test_a_pooler_left_unsaid_turns_prepared_statements_off_and_says_so():
     """DATABASE_URL through PgBouncer without DATABASE_POOLING=pgbouncer: a statement prepared
     on one pooled server connection would make another client's fail at random. The
     connection finds the pooler (its process id is PgBouncer's, not the server's), turns
-    prepared statements off and logs the mistake."""
-    pooled = child_database_url()
-    if pooled == child_database_url("DATABASE_DIRECT_URL"):
-        pytest.skip("DATABASE_URL goes straight to PostgreSQL here (AEGIS_PGBOUNCER=0)")
+    prepared statements off and logs the mistake. The child runs behind a PgBouncer of its own
+    (scripts/with-services.sh), whatever this suite's DATABASE_URL goes through."""
     stderr = []
-    seen = run_child({"DATABASE_URL": pooled, "DATABASE_POOLING": "", "LOG_LEVEL": "ERROR"},
-                     stderr=stderr)
+    services = {"AEGIS_PGBOUNCER": "1"}
+    seen = run_child(services, behind=(str(ROOT / "scripts" / "with-services.sh"), "env",
+                                       "DATABASE_POOLING=", "LOG_LEVEL=ERROR"), stderr=stderr)
     assert seen["answers"] == EXPECTED
     assert seen["threshold"] is None
     assert seen["prepared"] == 0
