@@ -26,7 +26,10 @@ SWEEP_AGE = dt.timedelta(seconds=3)
 
 # A database connection that broke while idle (PostgreSQL restarted, the network dropped it)
 # fails the task's first statement; the failed connection is closed after the task
-# (aegis/celery.py) and the retry runs on a new one. Every execution task is safe to run twice.
+# (aegis/celery.py) and the retry runs on a new one. A lock or statement timeout
+# (DATABASE_LOCK_TIMEOUT_MS, DATABASE_STATEMENT_TIMEOUT_MS) is an OperationalError too, on a
+# connection that stays open: retried after the backoff. Every execution task is safe to run
+# twice.
 DB_CONNECTION_LOST = (InterfaceError, OperationalError)
 
 

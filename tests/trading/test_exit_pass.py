@@ -2,13 +2,20 @@
 its lock, and a second pass over the same prices opens nothing more."""
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from aegis import clock
 from execution.models import OrderIntent, Position
 from tests.ledger_helpers import open_position
+from tests.support import child_database_url, direct_database_env
 from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
 from trading.services import exit_pass
 
@@ -225,16 +232,6 @@ def test_a_lock_left_held_costs_pricesync_one_tick_not_its_thread(new_symbol):
     """pricesync as deployed (straight to PostgreSQL, DATABASE_LOCK_TIMEOUT_MS set): a session
     that holds a position's row and never lets go makes that position's trade fail after the
     lock timeout, logged and dropped, and the next symbol's trade is evaluated and exits."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import psycopg
-
-    from tests.support import child_database_url, direct_database_env
-
     profile = ExitProfile.objects.create(name="sl-locked", stop_loss_pct=D(3), gap_down_pct=None)
     stuck, free = managed(new_symbol(), 10, profile), managed(new_symbol(), 10, profile)
     for position in (stuck, free):
