@@ -349,9 +349,13 @@ class ExitWrite(IntentWrite):
 _POSITION_OPENED = """
 opened AS ({open_position}),
 go AS (SELECT id AS position_id FROM opened)"""
-_ENTRY_NEW_WRITES = (_POSITION_OPENED + ", "
-                     + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
-                     + ", " + _CLAIMED)
+# The same, written only when the caller's CTE `guard` (which precedes these) yields a row: the
+# caller's own conditions, checked and locked in the same statement.
+_POSITION_OPENED_IF = _POSITION_OPENED.replace("{open_position}", "{open_position_if}")
+_ENTRY_INTENT_WRITES = (", " + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
+                        + ", " + _CLAIMED)
+_ENTRY_NEW_WRITES = _POSITION_OPENED + _ENTRY_INTENT_WRITES
+_ENTRY_NEW_WRITES_IF = _POSITION_OPENED_IF + _ENTRY_INTENT_WRITES
 # What the statement selects: whether the intent and its order were written, and the new
 # position's columns (NULLs when the symbol had an open position).
 _ENTRY_WRITTEN = """
@@ -369,11 +373,17 @@ class EntryWrite(IntentWrite):
 
     When the symbol has an open position already, the statement writes nothing and written()
     returns None: the caller opens the entry with entry_intent_open instead, which locks that
-    position."""
+    position.
+
+    `guarded`: the caller's statement begins with a CTE `guard` of its own, and nothing is
+    written unless it yields a row (its conditions hold, its locks taken); written() then
+    returns None too."""
 
     def __init__(self, *, symbol: str, qty: int, idempotency_key: str, trading_state: str,
                  reason: str = "", limit_price: int | None = None,
-                 event_at: dt.datetime | None = None, now: dt.datetime | None = None) -> None:
+                 event_at: dt.datetime | None = None, now: dt.datetime | None = None,
+                 guarded: bool = False) -> None:
+        self.guarded = guarded
         _check_entry(symbol=symbol, qty=qty, limit_price=limit_price,
                      idempotency_key=idempotency_key)
         require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
@@ -381,7 +391,8 @@ class EntryWrite(IntentWrite):
                          intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
                          reason=reason, limit_price=limit_price, event_at=event_at, now=now)
 
-    ctes = property(lambda self: _entry_sql(_ENTRY_NEW_WRITES))
+    ctes = property(lambda self: _entry_sql(
+        _ENTRY_NEW_WRITES_IF if self.guarded else _ENTRY_NEW_WRITES))
     select = property(lambda self: _entry_sql(_ENTRY_WRITTEN))
 
     def written(self, row: tuple) -> OrderIntent | None:
@@ -405,6 +416,7 @@ class EntryWrite(IntentWrite):
 @functools.cache
 def _entry_sql(template: str) -> str:
     return _sql(template.replace("{open_position}", _OPEN_POSITION)
+                .replace("{open_position_if}", _OPEN_POSITION_IF)
                 .replace("{columns}", columns(Position))
                 .replace("{opened}", columns(Position, "opened")))
 
@@ -498,13 +510,18 @@ def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: 
 # A symbol's new empty position in one statement, no savepoint: the partial unique index on open
 # positions turns the INSERT of a symbol already open into nothing (after waiting for an opener
 # still in its transaction), and the caller then locks the open one.
-_OPEN_POSITION = """
+_NEW_POSITION = """
 INSERT INTO {position} (symbol, status, qty, reserved_qty, avg_price, realized_pnl, opened_at,
                         updated_at)
-VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)
+{row}
 ON CONFLICT (symbol) WHERE status = 'OPEN' DO NOTHING
 RETURNING {columns}
 """
+_OPEN_POSITION = _NEW_POSITION.replace(
+    "{row}", "VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)")
+# The same, inserting only when the caller's CTE `guard` yields a row (EntryWrite(guarded)).
+_OPEN_POSITION_IF = _NEW_POSITION.replace(
+    "{row}", "SELECT %(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s FROM guard")
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from execution.brokers.kis.vault import DatabaseVault
 from execution.models import Order, OrderIntent, Position, Reconciliation
 from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run
+from execution.services.trading_state import trading_state_set
 from picks import routing
 from picks.models import GateSettings, Pick
 from picks.tasks import SendHere
@@ -269,3 +270,67 @@ def test_the_account_read_beside_the_broker_calls_holds_until_a_pick_is_routed(
     monkeypatch.setattr(routing, "market_read", meanwhile)
     assert account_reads(second) == 1
     assert GateSettings.current().routed_seq == seq + 3
+
+
+def _thread_statements(pick_id: int, broker) -> tuple[str, list[str]]:
+    """pick_route's outcome, and the statements it ran on this thread (the account and the
+    pick are read ahead on a market thread)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        outcome = routing.pick_route(pick_id, routed_by="EVENT", broker=broker)
+    return outcome, [q["sql"] for q in queries]
+
+
+LOCKED_TAKE = "FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g"
+
+
+def test_an_entry_decided_on_what_was_read_ahead_is_written_in_one_statement(
+        broker, source, kis_sim, profile):
+    [pick_id] = ingest(source, a_pick(source[0]))
+    seq = GateSettings.current().routed_seq
+    outcome, statements = _thread_statements(pick_id, broker)
+    assert outcome == "routed"
+    # The entry, its position watched and the pick ROUTED, in the guarded statement; no locked
+    # read of the pick, so no transaction around it.
+    [written] = [s for s in statements if LOCKED_TAKE in s]
+    assert written.lstrip().startswith("WITH") and "guard AS" in written
+    pick = Pick.objects.get(pk=pick_id)
+    assert (pick.status, pick.intent.intent_type, pick.intent.qty) == ("ROUTED", "ENTRY", 14)
+    assert PositionExitState.objects.get(position_id=pick.intent.position_id).profile == profile
+    assert Order.objects.get(intent=pick.intent).status == "SUBMITTED"
+    assert GateSettings.current().routed_seq == seq + 1
+    assert len(broker_orders(kis_sim)) == 1
+
+
+@pytest.mark.parametrize("meanwhile, gate, words", [
+    # The gate settings edited while the market was read: the limit now refuses it.
+    (lambda: GateSettings.objects.filter(pk=1).update(max_open_positions=0), 2,
+     "positions open"),
+    # Trading reduced meanwhile: no new entries.
+    (lambda: trading_state_set(state="REDUCING", reason="test", changed_by="test"), 1,
+     "REDUCING"),
+])
+def test_what_moved_after_the_read_ahead_is_decided_again_under_the_locks(
+        broker, source, kis_sim, monkeypatch, meanwhile, gate, words):
+    [pick_id] = ingest(source, a_pick(source[0]))
+    GateSettings.current()
+    market_read = routing.market_read
+
+    def moved(*args, **kwargs):
+        market = market_read(*args, **kwargs)
+        meanwhile()
+        return market
+
+    monkeypatch.setattr(routing, "market_read", moved)
+    outcome, statements = _thread_statements(pick_id, broker)
+    assert outcome == "rejected"
+    rejected = Pick.objects.get(pk=pick_id)
+    assert (rejected.rejected_gate, rejected.intent) == (gate, None)
+    assert words in rejected.reject_reason, rejected.reject_reason
+    # The one statement was tried and wrote nothing; the locked read decided.
+    assert sum("guard AS" in s for s in statements) == 1
+    assert any(s.lstrip().startswith("SELECT") and LOCKED_TAKE in s for s in statements)
+    assert not OrderIntent.objects.exists() and not Position.objects.exists()
+    assert broker_orders(kis_sim) == []
