@@ -77,13 +77,14 @@ def _quote(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px, bool]:
 
 def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
     """(best bid, best ask), asked of the broker at most once per PICKS_BOOK_CACHE_S a
-    symbol: a burst of picks in one name costs one order-book call."""
+    symbol: a burst of picks in one name costs one order-book call. The answer is kept on
+    another market thread, off the route's path."""
     key = f"picks:book:{symbol}"
     top = hot.cache_get(key)
     if top is None:
         book = broker.order_book(symbol)
         top = (book.bids[0][0] if book.bids else None, book.asks[0][0] if book.asks else None)
-        hot.cache_set(key, top, settings.PICKS_BOOK_CACHE_S)
+        _market_lanes.submit(hot.cache_set, key, top, settings.PICKS_BOOK_CACHE_S)
     return top
 
 
