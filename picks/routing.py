@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -63,58 +63,80 @@ def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
         logger.warning("picks.quote_not_kept symbol=%s: %s", symbol, type(exc).__name__)
 
 
-def _quote(symbol: str, *, broker, now: dt.datetime) -> tuple[hot.Px, bool]:
-    """The broker's price for the symbol, and whether it is halted; kept as the best price
-    meanwhile (on a market thread, on PostgreSQL)."""
-    quote = broker.price(symbol)
+def _kept(symbol: str, quote, now: dt.datetime) -> hot.Px:
+    """A quote the router asked for, kept as the best price (on a market thread, on
+    PostgreSQL), as the hot cache holds prices."""
     if connection.vendor == "postgresql":
         _market_lanes.submit(_quote_keep, symbol, quote, now)
     else:  # SQLite (the embedded default) has one writer: a second would wait on the route's
         _quote_keep(symbol, quote, now)
     return hot.Px(quote.price, quote.prev_close or None, quote.upper_limit or None,
-                  quote.lower_limit or None, now.timestamp()), quote.halted
+                  quote.lower_limit or None, now.timestamp())
 
 
-def _top_of_book(symbol: str, *, broker) -> tuple[int | None, int | None]:
-    """(best bid, best ask), asked of the broker at most once per PICKS_BOOK_CACHE_S a
-    symbol: a burst of picks in one name costs one order-book call. The answer is kept on
-    another market thread, off the route's path."""
-    key = f"picks:book:{symbol}"
-    top = hot.cache_get(key)
-    if top is None:
-        book = broker.order_book(symbol)
-        top = (book.bids[0][0] if book.bids else None, book.asks[0][0] if book.asks else None)
-        _market_lanes.submit(hot.cache_set, key, top, settings.PICKS_BOOK_CACHE_S)
-    return top
+def _book_top(book) -> tuple[int | None, int | None]:
+    return (book.bids[0][0] if book.bids else None, book.asks[0][0] if book.asks else None)
 
 
-# The market's threads: the order book asked beside the price, the quote kept as the best
+def _book_key(symbol: str) -> str:
+    return f"picks:book:{symbol}"
+
+
+def _unless_cached(ask, key: str, usable, cached: Future, broker):
+    """On a market thread: (the value the route's cache read found under `key`, False) when
+    `usable`, else (`ask()` of the broker, True). The call's rate slot and the breaker's
+    state are taken while the route reads the cache (`cached`, a future it fulfils); a slot
+    taken for a call the cache spares is left unused, which only ever counts more against
+    KIS's rate, never less."""
+    broker.preflight("query")
+    value = cached.result().get(key)
+    if value is not None and usable(value):
+        return value, False
+    return ask(), True
+
+
+# The market's threads: the price and the order book asked at once, the quote kept as the best
 # price after the route has it. Each keeps its own database connection.
 _market_lanes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="picks-market")
 
 
 def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:
     """The symbol's price (the hot cache's when fresh, else the broker's, kept as the best
-    price) and the top of its order book, both broker calls at once. KisError other than an
-    unknown symbol propagates."""
-    top = _market_lanes.submit(_top_of_book, symbol, broker=broker)
-    halted = False
+    price) and the top of its order book (the cache's, kept PICKS_BOOK_CACHE_S so that a
+    burst of picks in one name costs one call, else the broker's): both read from the cache
+    in one round trip, and both broker calls made at once on market threads, which take their
+    rate slots meanwhile. KisError other than an unknown symbol propagates.
+
+    The hot cache only: pricesync writes every price it stores through to it, kept as long as
+    a price may be fresh by default; a price missing there is asked of the broker rather than
+    read from PostgreSQL, where it would rarely be fresh enough."""
+    price_key, book_key = hot.price_key(symbol), _book_key(symbol)
+    cached: Future = Future()
+    quote = _market_lanes.submit(
+        _unless_cached, functools.partial(broker.price, symbol), price_key,
+        lambda px: now.timestamp() - px.at <= limits.max_price_age_s, cached, broker)
+    top = _market_lanes.submit(
+        _unless_cached, lambda: _book_top(broker.order_book(symbol)), book_key,
+        lambda _: True, cached, broker)
     try:
-        # The hot cache only: pricesync writes every price it stores through to it, kept as
-        # long as a price may be fresh by default; a price missing there is asked of the
-        # broker rather than read from PostgreSQL, where it would rarely be fresh enough.
-        px = hot.cache_get(hot.price_key(symbol))
-        if px is None or now.timestamp() - px.at > limits.max_price_age_s:
-            try:
-                px, halted = _quote(symbol, broker=broker, now=now)
-            except KisProductNotFound:
-                return gates.Market(known=False)
-        bid, ask = top.result()
+        cached.set_result(hot.cache_get_many([price_key, book_key]))
+        try:
+            px, asked = quote.result()
+        except KisProductNotFound:
+            return gates.Market(known=False)
+        halted = asked and px.halted
+        if asked:
+            px = _kept(symbol, px, now)
+        (bid, ask), asked = top.result()
+        if asked:  # kept from a market thread, off the route's path
+            _market_lanes.submit(hot.cache_set, book_key, (bid, ask),
+                                 settings.PICKS_BOOK_CACHE_S)
     finally:
-        if not top.cancel():
-            top.exception()  # a call under way is waited for, never left running
-    if px is None:
-        return gates.Market(best_bid=bid, best_ask=ask, halted=halted)
+        if not cached.done():
+            cached.set_result({})
+        for call in (quote, top):
+            if not call.cancel():
+                call.exception()  # a call under way is waited for, never left running
     return gates.Market(price=px.price, price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
                         upper_limit=px.upper_limit, lower_limit=px.lower_limit, best_bid=bid,
                         best_ask=ask, halted=halted)
