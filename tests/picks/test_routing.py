@@ -19,7 +19,7 @@ from picks import routing
 from picks.models import GateSettings, Pick
 from picks.tasks import SendHere
 from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import broker_orders
+from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.picks.conftest import a_pick, post
 from tests.support import at_once, forget_broker_credentials
@@ -334,3 +334,43 @@ def test_what_moved_after_the_read_ahead_is_decided_again_under_the_locks(
     assert any(s.lstrip().startswith("SELECT") and LOCKED_TAKE in s for s in statements)
     assert not OrderIntent.objects.exists() and not Position.objects.exists()
     assert broker_orders(kis_sim) == []
+
+
+def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, kis_sim):
+    from collections import Counter
+
+    from django.core.cache import cache
+
+    from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+    from picks.gates import Limits
+    from trading import hot
+
+    def calls() -> Counter:
+        return Counter(r["path"] for r in kis_sim.book()["requests"]
+                       if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE))
+
+    def read():
+        return routing.market_read("005930", broker=broker, limits=Limits(max_price_age_s=5),
+                                   now=clock.now())
+
+    # A fresh price (pricesync's) and the kept top of the book: no call.
+    before = calls()
+    hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp()))
+    hot.cache_set("picks:book:005930", (70_400, 70_600), 60)
+    market = read()
+    assert (market.price, market.best_bid, market.best_ask) == (70_500, 70_400, 70_600)
+    assert calls() == before
+    # A price older than max_price_age_s: the quote is asked for, the book is still kept.
+    hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000,
+                                    clock.now().timestamp() - 6))
+    market = read()
+    assert (market.price, market.best_bid, market.best_ask) == (PRICE, 70_400, 70_600)
+    assert calls() - before == Counter({PATH_PRICE: 1})
+    # Nothing kept: both, at once. (The quote asked for above is kept as the best price from
+    # a market thread: forgotten once it is written.)
+    wait_for(lambda: getattr(hot.cache_get(hot.price_key("005930")), "price", None) == PRICE,
+             "the quote kept")
+    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
+    market = read()
+    assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
+    assert calls() - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 1})
