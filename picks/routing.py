@@ -6,9 +6,13 @@ transaction as its new status.
 
 The order of the work keeps the locks short: the checks that need nothing but the pick and the
 clock first; then the market, read from the hot cache or asked of the broker, outside any
-transaction; then, in one transaction, the pick's row and the gate settings' row locked (the
-latter makes risk decisions one at a time, so two picks cannot both take the last open slot or
-the last of the cash), the account read, the gates decided, and the outcome written.
+transaction, and beside it the account, the pick, the gate settings and the trading state in
+one statement; then the decision. A BUY entry decided on what was read is written in one
+statement that takes the router's locks and writes only if nothing it was decided on moved
+(_route_at_once). Otherwise, in one transaction, the pick's row and the gate settings' row
+locked (the latter makes risk decisions one at a time, so two picks cannot both take the last
+open slot or the last of the cash), the account read again unless no pick was routed since,
+the gates decided, and the outcome written.
 """
 
 import dataclasses
