@@ -46,6 +46,14 @@ def bound_cursor():
         return connection._prepare_cursor(ServerBindingCursor(connection.connection))
 
 
+def connection_lost() -> bool:
+    """Whether this thread's database connection is gone (closed, or broken by the server's
+    going away), as opposed to a statement that failed on a live one (a lock or statement
+    timeout), after which the connection serves the next statement as it is."""
+    raw = connection.connection
+    return raw is None or raw.closed or getattr(raw, "broken", False)
+
+
 def prepares_only_direct(sender, connection, **kwargs) -> None:
     """On each new PostgreSQL connection that would prepare statements (DATABASE_POOLING not
     `pgbouncer`), make sure nothing pools it: PgBouncer hands its clients a process id of its

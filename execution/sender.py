@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import DatabaseError, connection, connections
 
+from aegis.rows import connection_lost
+
 from .services.submission import intent_submit, order_send
 
 logger = logging.getLogger("aegis.execution")
@@ -43,8 +45,8 @@ def _sending(intent_id: str, send) -> None:
                     outcome.value, (time.perf_counter() - started) * 1000,
                     extra={"intent_id": intent_id})
     except Exception as exc:  # noqa: BLE001 - the worker's task retries what failed here
-        if isinstance(exc, DatabaseError):
-            connection.close()
+        if isinstance(exc, DatabaseError) and connection_lost():
+            connection.close()  # the next send reconnects; a live one is kept (a lock timeout)
         logger.warning("execution.in_process_failed intent_id=%s: %s: %s: handed to the "
                        "execute task", intent_id, type(exc).__name__, exc,
                        extra={"intent_id": intent_id})

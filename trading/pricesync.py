@@ -23,7 +23,7 @@ from django.db import (Error as DatabaseError, InterfaceError, OperationalError,
                        close_old_connections, connection, connections)
 
 from aegis import clock
-from aegis.rows import bound_cursor
+from aegis.rows import bound_cursor, connection_lost
 from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
 from execution.brokers.kis.ws import KisStream, TradeTick
 from execution.models import Position
@@ -89,13 +89,6 @@ def tick_time(tick: TradeTick) -> dt.datetime:
     return dt.datetime.combine(day, hms, clock.SEOUL)
 
 
-def _connection_lost() -> bool:
-    """Whether this thread's connection is gone (closed, or broken by the server's going away),
-    as opposed to a statement that failed on a live one (a lock or statement timeout)."""
-    raw = connection.connection
-    return raw is None or raw.closed or getattr(raw, "broken", False)
-
-
 def on_fresh_connection(fn):
     """Run `fn`; when the connection turns out to be dead (PostgreSQL restarted, the backend
     terminated), replace it and run `fn` once more. Only for idempotent work outside any
@@ -107,7 +100,7 @@ def on_fresh_connection(fn):
         try:
             return fn(*args, **kwargs)
         except (InterfaceError, OperationalError) as exc:
-            if connection.in_atomic_block or not _connection_lost():
+            if connection.in_atomic_block or not connection_lost():
                 raise
             logger.warning("pricesync.reconnect after %s: %s", fn.__name__, exc)
             connection.close()
