@@ -259,9 +259,7 @@ def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime,
      total_pending, realized, cash, bought, sold, routed_seq) = row[:13]
     taken = None
     if pick_id is not None and row[13] is not None:
-        pick, source, gate_settings = instances(row[13:], Pick, PickSource, GateSettings)
-        pick.source = source
-        taken = Taken(pick, gate_settings, row[-2], row[-1])
+        taken = Taken(*_taken_row(row[13:]), row[-2], row[-1])
     return Ahead(gates.Account(
         trading_state=trading_state,
         open_positions=open_positions,
@@ -353,17 +351,22 @@ def _entry_routed_sql(ctes: str, select: str) -> str:
 
 
 def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed_by: str,
-                   now: dt.datetime) -> OrderIntent | None:
+                   now: dt.datetime, seen: dict | None = None) -> OrderIntent | None:
     """A BUY pick's entry, its new position watched and the pick ROUTED, in one statement (the
     common case: the symbol has no open position). None, with nothing written, when the
-    symbol has one: the caller takes _open's path, which locks it."""
+    symbol has one: the caller takes _open's path, which locks it.
+
+    `seen` (seen_seq, seen_digest, seen_state: what the decision was taken on, read without a
+    lock): the statement takes the router's locks itself and writes only if they still hold
+    (_GUARD); None, with nothing written, when they do not."""
     key, reason = _intent_of(pick)
     write = EntryWrite(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
                        trading_state=trading_state, limit_price=route.limit_price,
-                       reason=reason, event_at=pick.received_at)
-    intent = write.written(write.execute(_entry_routed_sql(write.ctes, write.select), {
+                       reason=reason, event_at=pick.received_at, guarded=seen is not None)
+    ctes = write.ctes if seen is None else f"{_guard_sql()}, {write.ctes}"
+    intent = write.written(write.execute(_entry_routed_sql(ctes, write.select), {
         "profile_id": pick.source.exit_profile_id, "pick_id": pick.pk, "routed_at": now,
-        "routed_by": routed_by}))
+        "routed_by": routed_by, **(seen or {})}))
     if intent is not None:
         _routed(pick, intent, routed_by=routed_by, now=now)
     return intent
@@ -423,9 +426,16 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
         if not lock and GateSettings.objects.get_or_create(pk=1)[1]:
             return _take(pick_id, lock=False)  # a new installation: its settings' row made
         return None
+    pick, gate_settings = _taken_row(row)
+    return pick, gate_settings, row[-2] or trading_state_get()  # no state row yet: made
+
+
+def _taken_row(row) -> tuple[Pick, GateSettings]:
+    """The pick, with its source, and the gate settings from a row that begins with _TAKE's
+    columns."""
     pick, source, gate_settings = instances(row, Pick, PickSource, GateSettings)
     pick.source = source
-    return pick, gate_settings, row[-2] or trading_state_get()  # no state row yet: made
+    return pick, gate_settings
 
 
 _limits_kept: tuple[float, gates.Limits] = (0.0, gates.Limits())
@@ -518,11 +528,9 @@ guard AS (
 
 
 @functools.cache
-def _at_once_sql(ctes: str, select: str) -> str:
-    guard = _GUARD.format(pick=Pick._meta.db_table, gates=GateSettings._meta.db_table,
-                          digest=_GATES_DIGEST, state_in_force=trading_state_in_force_sql())
-    return _entry_routed_sql(f"{guard}, {ctes}", select.replace(
-        "SELECT ", "SELECT (SELECT count(*) FROM guard), ", 1))
+def _guard_sql() -> str:
+    return _GUARD.format(pick=Pick._meta.db_table, gates=GateSettings._meta.db_table,
+                         digest=_GATES_DIGEST, state_in_force=trading_state_in_force_sql())
 
 
 def _route_at_once(ahead: Ahead, *, rung: gates.Ask | None, market: gates.Market,
@@ -544,18 +552,11 @@ def _route_at_once(ahead: Ahead, *, rung: gates.Ask | None, market: gates.Market
                            limits, now=now, session_open=opens, session_close=closes)
     if not isinstance(decision, gates.Route) or decision.side != Side.BUY:
         return None
-    key, reason = _intent_of(pick)
-    write = EntryWrite(symbol=pick.symbol, qty=decision.qty, idempotency_key=key,
-                       trading_state=state, limit_price=decision.limit_price, reason=reason,
-                       event_at=pick.received_at, guarded=True)
-    row = write.execute(_at_once_sql(write.ctes, write.select), {
-        "pick_id": pick.pk, "seen_seq": gate_settings.routed_seq, "seen_digest": digest,
-        "seen_state": state, "profile_id": pick.source.exit_profile_id, "routed_at": now,
-        "routed_by": routed_by})
-    intent = write.written(row[1:]) if row[0] else None
+    intent = _entry_at_once(pick, decision, trading_state=state, routed_by=routed_by, now=now,
+                            seen={"seen_seq": gate_settings.routed_seq, "seen_digest": digest,
+                                  "seen_state": state})
     if intent is None:
         return None
-    _routed(pick, intent, routed_by=routed_by, now=now)
     _log_routed(pick, decision, intent, routed_by)
     return ROUTED
 

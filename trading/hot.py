@@ -191,10 +191,6 @@ def cache_get(key: str):
 
 def cache_get_many(keys: list[str]) -> dict:
     """The keys found, by key, in one round trip; nothing while Redis fails."""
-    return _get_many(keys)
-
-
-def _get_many(keys: list[str]) -> dict:
     if _skipping():
         return {}
     try:
@@ -241,7 +237,7 @@ def _cached(key: str, gen_keys: list[str], found: dict | None = None):
     saw first, so its stale copy is never read (one round trip for all the keys, or none when
     `found` holds what read_ahead fetched)."""
     if found is None:
-        found = _get_many([key, *gen_keys])
+        found = cache_get_many([key, *gen_keys])
     gens = tuple(found.get(g, 0) for g in gen_keys)
     entry = found.get(key)
     if entry is not None and entry[0] == gens:
@@ -276,7 +272,7 @@ def read_ahead(symbol: str) -> dict:
     """What a tick of `symbol` reads from the cache, profiles and its book with their
     generations and its best price, in one round trip; hand it to profiles() and book(), and
     read the price with cached_price()."""
-    return _get_many([PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol),
+    return cache_get_many([PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol),
                       price_key(symbol)])
 
 
@@ -428,7 +424,7 @@ def prices(symbols: list[str] | None, *, use_cache: bool = True) -> dict[str, Px
     found: dict[str, Px] = {}
     use_cache = use_cache and len(symbols) <= PRICES_FROM_CACHE_MAX
     if use_cache and symbols:
-        hits = _get_many([price_key(s) for s in symbols])
+        hits = cache_get_many([price_key(s) for s in symbols])
         found = {key[len("trading:px:"):]: px for key, px in hits.items()}
     missing = [s for s in symbols if s not in found]
     if missing:

@@ -349,13 +349,9 @@ class ExitWrite(IntentWrite):
 _POSITION_OPENED = """
 opened AS ({open_position}),
 go AS (SELECT id AS position_id FROM opened)"""
-# The same, written only when the caller's CTE `guard` (which precedes these) yields a row: the
-# caller's own conditions, checked and locked in the same statement.
-_POSITION_OPENED_IF = _POSITION_OPENED.replace("{open_position}", "{open_position_if}")
-_ENTRY_INTENT_WRITES = (", " + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
-                        + ", " + _CLAIMED)
-_ENTRY_NEW_WRITES = _POSITION_OPENED + _ENTRY_INTENT_WRITES
-_ENTRY_NEW_WRITES_IF = _POSITION_OPENED_IF + _ENTRY_INTENT_WRITES
+_ENTRY_NEW_WRITES = (_POSITION_OPENED + ", "
+                     + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
+                     + ", " + _CLAIMED)
 # What the statement selects: whether the intent and its order were written, and the new
 # position's columns (NULLs when the symbol had an open position).
 _ENTRY_WRITTEN = """
@@ -391,8 +387,7 @@ class EntryWrite(IntentWrite):
                          intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
                          reason=reason, limit_price=limit_price, event_at=event_at, now=now)
 
-    ctes = property(lambda self: _entry_sql(
-        _ENTRY_NEW_WRITES_IF if self.guarded else _ENTRY_NEW_WRITES))
+    ctes = property(lambda self: _entry_sql(_ENTRY_NEW_WRITES, guarded=self.guarded))
     select = property(lambda self: _entry_sql(_ENTRY_WRITTEN))
 
     def written(self, row: tuple) -> OrderIntent | None:
@@ -414,9 +409,11 @@ class EntryWrite(IntentWrite):
 
 
 @functools.cache
-def _entry_sql(template: str) -> str:
-    return _sql(template.replace("{open_position}", _OPEN_POSITION)
-                .replace("{open_position_if}", _OPEN_POSITION_IF)
+def _entry_sql(template: str, *, guarded: bool = False) -> str:
+    """`template` filled in; `guarded`: its new position inserted only when the caller's CTE
+    `guard` yields a row (_OPEN_POSITION_IF)."""
+    opened = _OPEN_POSITION_IF if guarded else _OPEN_POSITION
+    return _sql(template.replace("{open_position}", opened)
                 .replace("{columns}", columns(Position))
                 .replace("{opened}", columns(Position, "opened")))
 
