@@ -343,6 +343,9 @@ PICKS_RATE_STORAGE_URL = env.str("AEGIS_PICKS_RATE_STORAGE_URL", default=REDIS_U
 PICKS_RATE_STORAGE_TIMEOUT_S = env.float("AEGIS_PICKS_RATE_STORAGE_TIMEOUT_S", default=0.1)
 # The router asks the broker for a symbol's order book at most once per this many seconds.
 PICKS_BOOK_CACHE_S = env.float("AEGIS_PICKS_BOOK_CACHE_S", default=1.0)
+# Batches of up to this many picks are announced to the routers' lanes before they are stored,
+# so that their market is read meanwhile (picks/doorbell.py); 0: never.
+PICKS_HEADS_UP_MAX = env.int("AEGIS_PICKS_HEADS_UP_MAX", default=4)
 # HMAC secrets of sources that must sign: AEGIS_PICKS_HMAC_<CODE>, read per request (picks/auth.py).
 # --- End of picks ingest API -------------------------------------------------------------------
 

@@ -163,6 +163,49 @@ def push(bell: Bell, items: Sequence[str]) -> bool:
         return False
 
 
+class Unanswered:
+    """A push sent without waiting for Redis's answer (push_unanswered): the sender goes on
+    with its own work meanwhile, then reads the answer (`answered`), which frees the
+    connection."""
+
+    def __init__(self, pool=None, conn=None) -> None:
+        self._pool, self._conn = pool, conn
+
+    def answered(self) -> bool:
+        """True when some owner's lanes listen and the items were pushed (as push); False
+        when none does, Redis failed, or nothing was sent. Reads once."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return False
+        try:
+            return conn.read_response() == 1
+        except redis.RedisError as exc:  # NOSCRIPT included: the next push loads it again
+            logger.info("doorbell.unanswered: %s", type(exc).__name__)
+            return False
+        finally:
+            self._pool.release(conn)
+
+
+def push_unanswered(bell: Bell, items: Sequence[str]) -> Unanswered:
+    """push, but its answer read later: the script's call is written to Redis and the caller
+    goes on (for a ring that only gives the lanes a head start; push's own script loads it on
+    Redis, so a Redis that lost it answers this one with an error, read as False)."""
+    if not enabled():
+        return Unanswered()
+    script = _script(_RING)
+    pool = script.registered_client.connection_pool
+    conn = None
+    try:
+        conn = pool.get_connection()
+        conn.send_command("EVALSHA", script.sha, 2, bell.queue, bell.lanes, *items)
+    except redis.RedisError as exc:
+        logger.info("doorbell.unreachable bell=%s: %s", bell.queue, type(exc).__name__)
+        if conn is not None:
+            pool.release(conn)
+        return Unanswered()
+    return Unanswered(pool, conn)
+
+
 def ring(intent_id: str) -> bool:
     """Announce a committed intent to the execution worker's lanes; False when none is
     listening or Redis cannot be reached (the caller enqueues the execute task instead)."""

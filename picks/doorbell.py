@@ -2,6 +2,13 @@
 Redis round trip, instead of the route task's Celery hop (its publish alone costs the web
 request 2–3 ms, then the delivery and the task's set-up; bench/ingest.py).
 
+A small batch is announced before it is stored, too (heads_up): a lane begins reading the
+market of its picks (the quote and the order book, asked of KIS unless the cache has them)
+while the ingest writes them, and each pick's route, rung once the batch commits, joins that
+read instead of beginning its own (picks.routing.market_prefetch). The heads-up is written to
+Redis without waiting for its answer; it never routes anything, and a route that finds no
+read under way (a heads-up lost, or served by another worker) reads the market itself.
+
 The routers are the doorbell's lanes (execution/doorbell.py) in a worker that consumes the
 picks queue on a thread pool: each lane routes one rung pick at a time, and the order an entry
 becomes is sent from the same lane once its transaction commits. Nothing is lost when nobody
@@ -10,12 +17,15 @@ ingest enqueues the route task instead; a pick whose lane dies before it is rout
 for the orphan sweep; a pick rung twice, or reached by the sweep as well, is routed once (the
 router takes it with FOR UPDATE SKIP LOCKED among NEW picks)."""
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+from django.conf import settings
 
 from execution import doorbell
 
@@ -31,8 +41,17 @@ def item(pick_id: int, ask: gates.Ask) -> str:
     """A stored pick as rung: its id and the pick as the gates see it, which the router screens
     before it asks the broker for the market (gates.screen), so that it need not read the pick
     first."""
-    return json.dumps({**dataclasses.asdict(ask), "id": pick_id,
-                       "generated_at": ask.generated_at.isoformat()})
+    return json.dumps(_ask_dict(ask) | {"id": pick_id})
+
+
+def heads_up_item(asks: Iterable[gates.Ask]) -> str:
+    """A heads-up: the picks of a batch about to be stored, as the gates see them, so that a
+    lane begins reading their market while the ingest writes them (routing.heads_up_serve)."""
+    return json.dumps({"heads_up": [_ask_dict(ask) for ask in asks]})
+
+
+def _ask_dict(ask: gates.Ask) -> dict:
+    return dataclasses.asdict(ask) | {"generated_at": ask.generated_at.isoformat()}
 
 
 def _ask(payload: dict) -> gates.Ask:
@@ -58,12 +77,26 @@ def _sender(broker):
         return sender
 
 
-def _route_rung(rung: str, broker) -> None:
+def _serve(item: str, broker) -> None:
+    """A lane's turn on the picks bell: a heads-up (heads_up_item), or a stored pick's ring
+    (item)."""
+    from .routing import heads_up_serve
+
+    payload = json.loads(item)
+    if "heads_up" not in payload:
+        _route_rung(payload, broker)
+        return
+    try:
+        heads_up_serve([_ask(ask) for ask in payload["heads_up"]], broker=broker)
+    except Exception as exc:  # noqa: BLE001 - only a head start: the route reads the market
+        logger.info("picks.heads_up_failed: %s", type(exc).__name__)
+
+
+def _route_rung(payload: dict, broker) -> None:
     """Route a rung pick; one this lane cannot route (a database error, say) goes to the route
     task, which tries again in another process (a pick already routed is skipped there)."""
     from .tasks import picks_route_task, route_now
 
-    payload = json.loads(rung)
     pick_id = payload["id"]
     try:
         route_now([pick_id], "EVENT", broker=broker, rung={pick_id: _ask(payload)},
@@ -78,7 +111,7 @@ def _route_rung(rung: str, broker) -> None:
                          pick_id, type(enqueue).__name__)
 
 
-PICKS = doorbell.Bell(QUEUE_KEY, LANES_KEY, _route_rung)
+PICKS = doorbell.Bell(QUEUE_KEY, LANES_KEY, _serve)
 
 
 def ring(items: Sequence[str]) -> bool:
@@ -86,3 +119,18 @@ def ring(items: Sequence[str]) -> bool:
     route them side by side, oldest first); False when no lane listens or Redis cannot be
     reached (the caller enqueues the route task instead)."""
     return doorbell.push(PICKS, items)
+
+
+@contextlib.contextmanager
+def heads_up(picks: Sequence):
+    """Around the storing of a small batch (`picks`, at most PICKS_HEADS_UP_MAX): the routers'
+    lanes hear which picks are coming as it begins, so that their market is read while the
+    batch is written (nothing when no lane listens). The heads-up is written to Redis without
+    waiting for its answer, which is read when the block ends."""
+    sent = doorbell.Unanswered()
+    if picks and len(picks) <= settings.PICKS_HEADS_UP_MAX:
+        sent = doorbell.push_unanswered(PICKS, [heads_up_item(map(gates.Ask.of, picks))])
+    try:
+        yield
+    finally:
+        sent.answered()

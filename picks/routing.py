@@ -6,7 +6,8 @@ transaction as its new status.
 
 The order of the work keeps the locks short: the checks that need nothing but the pick and the
 clock first; then the market, read from the hot cache or asked of the broker, outside any
-transaction, and beside it the account, the pick, the gate settings and the trading state in
+transaction (or joined, when the ingest's heads-up began reading it while the pick was being
+stored: market_prefetch), and beside it the account, the pick, the gate settings and the trading state in
 one statement; then the decision. A BUY entry decided on what was read is written in one
 statement that takes the router's locks and writes only if nothing it was decided on moved
 (_route_at_once). Otherwise, in one transaction, the pick's row and the gate settings' row
@@ -19,6 +20,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,16 +106,22 @@ def _unless_cached(ask, key: str, usable, cached: Future, broker):
 _market_lanes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="picks-market")
 
 
-def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:
-    """The symbol's price (the hot cache's when fresh, else the broker's, kept as the best
-    price) and the top of its order book (the cache's, kept PICKS_BOOK_CACHE_S so that a
-    burst of picks in one name costs one call, else the broker's): both read from the cache
-    in one round trip, and both broker calls made at once on market threads, which take their
-    rate slots meanwhile. KisError other than an unknown symbol propagates.
+class _Fetch(NamedTuple):
+    """A market read under way: the price and the top of the book, each (value, whether the
+    broker was asked), and when it began."""
 
-    The hot cache only: pricesync writes every price it stores through to it, kept as long as
-    a price may be fresh by default; a price missing there is asked of the broker rather than
-    read from PostgreSQL, where it would rarely be fresh enough."""
+    quote: Future
+    top: Future
+    now: dt.datetime
+    began: float  # time.monotonic()
+
+
+def _market_fetch(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime,
+                  begun=None) -> _Fetch:
+    """Begin reading `symbol`'s market: both broker calls (each only if the cache lacks its
+    value) on market threads, which take their rate slots meanwhile, while this thread reads
+    both cache entries in one round trip. `begun` is told of the read before the cache is
+    read."""
     price_key, book_key = hot.price_key(symbol), _book_key(symbol)
     cached: Future = Future()
     quote = _market_lanes.submit(
@@ -122,25 +130,79 @@ def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) 
     top = _market_lanes.submit(
         _unless_cached, lambda: _book_top(broker.order_book(symbol)), book_key,
         lambda _: True, cached, broker)
+    fetch = _Fetch(quote, top, now, time.monotonic())
     try:
+        if begun is not None:
+            begun(fetch)
         cached.set_result(hot.cache_get_many([price_key, book_key]))
+    finally:
+        if not cached.done():
+            cached.set_result({})
+    return fetch
+
+
+# Market reads begun on a heads-up (market_prefetch), by symbol: a market_read of the symbol
+# joins one begun less than PICKS_BOOK_CACHE_S ago (a book is not kept longer in the cache
+# either; the price's age is the gates' to judge).
+_fetches: dict[str, _Fetch] = {}
+_fetches_lock = threading.Lock()
+
+
+def _fetch_begun(symbol: str) -> _Fetch | None:
+    with _fetches_lock:
+        horizon = time.monotonic() - settings.PICKS_BOOK_CACHE_S
+        for stale in [s for s, fetch in _fetches.items() if fetch.began < horizon]:
+            del _fetches[stale]
+        return _fetches.get(symbol)
+
+
+def market_prefetch(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> None:
+    """Begin reading `symbol`'s market ahead of the pick that will ask for it (the ingest's
+    heads-up, sent before the pick is stored, picks/doorbell.py): the route's market_read in
+    this process joins it instead of asking again. Nothing is kept from a read that no route
+    joins."""
+    if _fetch_begun(symbol) is not None:
+        return
+
+    def begun(fetch: _Fetch) -> None:
+        with _fetches_lock:
+            _fetches[symbol] = fetch
+
+    _market_fetch(symbol, broker=broker, limits=limits, now=now, begun=begun)
+
+
+def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:
+    """The symbol's price (the hot cache's when fresh, else the broker's, kept as the best
+    price) and the top of its order book (the cache's, kept PICKS_BOOK_CACHE_S so that a
+    burst of picks in one name costs one call, else the broker's): both read from the cache
+    in one round trip, and both broker calls made at once on market threads, which take their
+    rate slots meanwhile; or what a heads-up began reading (market_prefetch). KisError other
+    than an unknown symbol propagates.
+
+    The hot cache only: pricesync writes every price it stores through to it, kept as long as
+    a price may be fresh by default; a price missing there is asked of the broker rather than
+    read from PostgreSQL, where it would rarely be fresh enough."""
+    fetch = _fetch_begun(symbol)
+    joined = fetch is not None
+    if not joined:
+        fetch = _market_fetch(symbol, broker=broker, limits=limits, now=now)
+    try:
         try:
-            px, asked = quote.result()
+            px, asked = fetch.quote.result()
         except KisProductNotFound:
             return gates.Market(known=False)
         halted = asked and px.halted
         if asked:
-            px = _kept(symbol, px, now)
-        (bid, ask), asked = top.result()
+            px = _kept(symbol, px, fetch.now)
+        (bid, ask), asked = fetch.top.result()
         if asked:  # kept from a market thread, off the route's path
-            _market_lanes.submit(hot.cache_set, book_key, (bid, ask),
+            _market_lanes.submit(hot.cache_set, _book_key(symbol), (bid, ask),
                                  settings.PICKS_BOOK_CACHE_S)
     finally:
-        if not cached.done():
-            cached.set_result({})
-        for call in (quote, top):
-            if not call.cancel():
-                call.exception()  # a call under way is waited for, never left running
+        if not joined:
+            for call in (fetch.quote, fetch.top):
+                if not call.cancel():
+                    call.exception()  # a call under way is waited for, never left running
     return gates.Market(price=px.price, price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
                         upper_limit=px.upper_limit, lower_limit=px.lower_limit, best_bid=bid,
                         best_ask=ask, halted=halted)
@@ -442,7 +504,7 @@ _limits_kept: tuple[float, gates.Limits] = (0.0, gates.Limits())
 LIMITS_KEPT_S = 1.0
 
 
-def _limits_recent() -> gates.Limits:
+def limits_recent() -> gates.Limits:
     """The gate settings as of at most LIMITS_KEPT_S ago: what a rung pick is screened with
     before the broker is asked (the decision itself reads them afresh, under the lock)."""
     global _limits_kept
@@ -453,6 +515,24 @@ def _limits_recent() -> gates.Limits:
     return limits
 
 
+def _session(now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """When today's session opens and closes (None, None on a day without one)."""
+    session = market_calendar.session(now.astimezone(clock.SEOUL).date())
+    return (session.open, session.close) if session else (None, None)
+
+
+def heads_up_serve(asks: Iterable[gates.Ask], *, broker) -> None:
+    """A heads-up from the ingest (picks/doorbell.py): begin reading the market of each pick
+    that passes the checks needing nothing but the pick and the clock (gates.screen, as the
+    route does first), so that its route joins the read (market_prefetch)."""
+    now, limits = clock.now(), limits_recent()
+    opens, closes = _session(now)
+    for ask in asks:
+        if gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
+                        session_close=closes) is None:
+            market_prefetch(ask.symbol, broker=broker, limits=limits, now=now)
+
+
 def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None = None) -> str:
     """Route one pick; returns routed, rejected, skipped (not NEW, or taken by another
     router) or deferred (the broker could not be asked: it stays NEW for the sweep).
@@ -461,15 +541,14 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
     and asks the broker for the market at once, without reading the pick first; the decision
     is taken on the pick's row, read under the lock, as always."""
     now = clock.now()
-    session = market_calendar.session(now.astimezone(clock.SEOUL).date())
-    opens, closes = (session.open, session.close) if session else (None, None)
+    opens, closes = _session(now)
     if rung is None:
         read = _take(pick_id, lock=False)
         if read is None:
             return SKIPPED
         ask, limits = gates.Ask.of(read[0]), gates.Limits.of(read[1])
     else:
-        ask, limits = rung, _limits_recent()
+        ask, limits = rung, limits_recent()
     # The checks that need no market data, before the broker is asked anything (the trading
     # state is read under the locks below).
     reason = gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,

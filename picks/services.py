@@ -99,7 +99,8 @@ def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int
             for key, item in first.items()}
     one_statement = len(rows) <= _INSERT_CHUNK
     with contextlib.nullcontext() if one_statement else transaction.atomic():
-        new = _insert_new(list(rows.values()))
+        with doorbell.heads_up(list(rows.values())):
+            new = _insert_new(list(rows.values()))
         ids = new.copy()
         if len(new) < len(first):
             ids.update(Pick.objects.filter(source=source, external_id__in=[

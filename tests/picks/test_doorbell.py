@@ -12,6 +12,8 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError
 
+from aegis import clock
+
 from execution import doorbell as execution_doorbell
 from execution.models import Order
 from execution.services.intents import execute_here
@@ -78,10 +80,41 @@ def test_picks_of_a_batch_are_rung_one_by_one_and_routed_oldest_first(kis_sim, b
     listening._alive()  # listening, its threads not started: the rings wait on the list
     ids = ingest(source, *(a_pick(source[0], n, symbol=s)
                            for n, s in enumerate(["005930", "000660", "035420"])))
-    rung = [json.loads(i) for i in reversed(bus.lrange(doorbell.QUEUE_KEY, 0, -1))]
+    heads_up, *rung = [json.loads(i) for i in reversed(bus.lrange(doorbell.QUEUE_KEY, 0, -1))]
+    # First the heads-up, sent before the batch was stored, then one ring per stored pick.
+    assert [a["symbol"] for a in heads_up["heads_up"]] == ["005930", "000660", "035420"]
     assert [(r["id"], r["symbol"]) for r in rung] == list(zip(ids, ["005930", "000660",
                                                                       "035420"]))
     assert bus.llen(TASK_QUEUE) == 0
+
+
+def test_a_batch_larger_than_the_heads_up_max_is_only_rung(bus, source, settings):
+    settings.PICKS_HEADS_UP_MAX = 2
+    listening = execution_doorbell.Lanes(count=1, owner="not-started-yet",
+                                         bells=(doorbell.PICKS,))
+    listening._alive()
+    ids = ingest(source, *(a_pick(source[0], n, symbol=s)
+                           for n, s in enumerate(["005930", "000660", "035420"])))
+    rung = [json.loads(i) for i in reversed(bus.lrange(doorbell.QUEUE_KEY, 0, -1))]
+    assert [r.get("id") for r in rung] == ids
+
+
+def test_a_heads_up_begins_the_market_read_of_the_picks_that_pass_the_screen(
+        kis_sim, broker, source):
+    from picks import routing
+
+    routing._fetches.clear()
+    try:
+        fresh = gates.Ask(side="BUY", symbol="005930", qty=None, budget_krw=1_000_000,
+                          limit_price=71_000, generated_at=clock.now())
+        stale = dataclasses.replace(fresh, symbol="000660",
+                                    generated_at=clock.now() - dt.timedelta(hours=1))
+        doorbell.PICKS.serve(doorbell.heads_up_item([fresh, stale]), broker)
+        assert set(routing._fetches) == {"005930"}
+        quote, _ = routing._fetches["005930"].quote.result(timeout=10)
+        assert quote.price == 71_000
+    finally:
+        routing._fetches.clear()
 
 
 def test_with_nobody_listening_the_route_task_is_queued(bus, source):

@@ -5,6 +5,7 @@ and reason and nothing else written; a pick is routed once whoever reaches it; r
 are taken one at a time."""
 
 import datetime as dt
+import time
 
 import pytest
 from django.test import Client
@@ -374,3 +375,53 @@ def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, k
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
     assert calls() - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 1})
+
+
+def _market_calls(kis_sim):
+    from collections import Counter
+
+    from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+
+    return Counter(r["path"] for r in kis_sim.book()["requests"]
+                   if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE))
+
+
+@pytest.fixture
+def fetches():
+    """No market read begun by a heads-up before or after the test (routing._fetches)."""
+    routing._fetches.clear()
+    yield routing._fetches
+    routing._fetches.clear()
+
+
+def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings, fetches):
+    from collections import Counter
+
+    from django.core.cache import cache
+
+    from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+    from picks.gates import Limits
+    from trading import hot
+
+    limits = Limits(max_price_age_s=5)
+    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
+    kis_sim.control("/_sim/faults", {"latency_ms": 300})  # both calls still under way below
+    before = _market_calls(kis_sim)
+    routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
+    market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
+    assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
+    assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1, PATH_ASKING_PRICE: 1})
+
+    # A read begun longer ago than a book is kept is not joined: the broker is asked again.
+    wait_for(lambda: getattr(cache.get(hot.price_key("005930")), "price", None) == PRICE
+             and cache.get("picks:book:005930") is not None, "the quote and the book kept")
+    settings.PICKS_BOOK_CACHE_S = 0.05
+    kis_sim.control("/_sim/faults", {"latency_ms": 0})
+    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
+    routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
+    wait_for(lambda: _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2,
+                                                                 PATH_ASKING_PRICE: 2}),
+             "the second heads-up's calls")
+    time.sleep(0.1)  # twice the time a book is kept; nothing was kept from the unjoined read
+    routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
+    assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 3, PATH_ASKING_PRICE: 3})
