@@ -163,6 +163,19 @@ def push(bell: Bell, items: Sequence[str]) -> bool:
         return False
 
 
+# After a push_unanswered that met a Redis failure, none is tried for this long: a ring that only
+# gives a head start must not cost every request a connect timeout while Redis is down.
+UNANSWERED_PAUSE_S = 1.0
+_unanswered_paused_until = 0.0
+
+
+def _unanswered_failed(what: str, exc: Exception) -> None:
+    global _unanswered_paused_until
+    _unanswered_paused_until = time.monotonic() + UNANSWERED_PAUSE_S
+    logger.info("doorbell.unanswered %s: %s; none sent for %.0f s", what, type(exc).__name__,
+                UNANSWERED_PAUSE_S)
+
+
 class Unanswered:
     """A push sent without waiting for Redis's answer (push_unanswered): the sender goes on
     with its own work meanwhile, then reads the answer (`answered`), which frees the
@@ -179,8 +192,10 @@ class Unanswered:
             return False
         try:
             return conn.read_response() == 1
-        except redis.RedisError as exc:  # NOSCRIPT included: the next push loads it again
-            logger.info("doorbell.unanswered: %s", type(exc).__name__)
+        except redis.exceptions.NoScriptError:  # the next push's script loads it again
+            return False
+        except redis.RedisError as exc:
+            _unanswered_failed("answer", exc)
             return False
         finally:
             self._pool.release(conn)
@@ -189,8 +204,9 @@ class Unanswered:
 def push_unanswered(bell: Bell, items: Sequence[str]) -> Unanswered:
     """push, but its answer read later: the script's call is written to Redis and the caller
     goes on (for a ring that only gives the lanes a head start; push's own script loads it on
-    Redis, so a Redis that lost it answers this one with an error, read as False)."""
-    if not enabled():
+    Redis, so a Redis that lost it answers this one with an error, read as False). Nothing is
+    sent for UNANSWERED_PAUSE_S after one met a Redis failure."""
+    if not enabled() or time.monotonic() < _unanswered_paused_until:
         return Unanswered()
     script = _script(_RING)
     pool = script.registered_client.connection_pool
@@ -199,7 +215,7 @@ def push_unanswered(bell: Bell, items: Sequence[str]) -> Unanswered:
         conn = pool.get_connection()
         conn.send_command("EVALSHA", script.sha, 2, bell.queue, bell.lanes, *items)
     except redis.RedisError as exc:
-        logger.info("doorbell.unreachable bell=%s: %s", bell.queue, type(exc).__name__)
+        _unanswered_failed(f"bell={bell.queue}", exc)
         if conn is not None:
             pool.release(conn)
         return Unanswered()

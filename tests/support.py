@@ -1,6 +1,7 @@
 """Helpers for tests that start other processes against the test database."""
 
 import os
+import socket
 from urllib.parse import urlsplit, urlunsplit
 
 from django.db import connection
@@ -61,8 +62,6 @@ class SmtpReceiver:
     """A local SMTP server on loopback (aiosmtpd) that keeps every message it is sent."""
 
     def __init__(self) -> None:
-        import socket
-
         from aiosmtpd.controller import Controller
 
         self.messages: list[tuple[list[str], str]] = []
@@ -74,9 +73,7 @@ class SmtpReceiver:
                                  envelope.content.decode("utf-8", "replace")))
                 return "250 OK"
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self.controller.start()
 
@@ -90,6 +87,13 @@ class SmtpReceiver:
 
     def close(self) -> None:
         self.controller.stop()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (as of now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def at_once(fn, calls: list[tuple]) -> list:

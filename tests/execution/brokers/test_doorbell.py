@@ -164,3 +164,44 @@ def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
     finally:
         stop_worker(proc)
     assert not doorbell.ring("probe"), "the worker's lanes still answer after it stopped"
+
+
+def _ring_script_loaded():
+    """The ring's script, loaded on Redis (push loads it at its first call; a push whose answer
+    is read later only sends its SHA)."""
+    script = doorbell._script(doorbell._RING)
+    script.registered_client.script_load(doorbell._RING)
+    return script
+
+
+def test_a_push_whose_answer_is_read_later(bus, monkeypatch):
+    monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)
+    _ring_script_loaded()
+    # Nobody listens: nothing pushed.
+    sent = doorbell.push_unanswered(doorbell.EXECUTION, ["early"])
+    assert sent.answered() is False and bus.llen(doorbell.QUEUE_KEY) == 0
+    _listening_as("push-unanswered")
+    sent = doorbell.push_unanswered(doorbell.EXECUTION, ["early"])
+    assert bus.lrange(doorbell.QUEUE_KEY, 0, -1) == [b"early"]  # there before it is answered
+    assert sent.answered() is True
+    assert sent.answered() is False  # read once; the connection is back in its pool
+
+
+def test_after_redis_failed_no_push_whose_answer_is_read_later_is_tried_for_a_while(
+        bus, monkeypatch):
+    from tests.support import free_port
+
+    monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)
+    _listening_as("push-unanswered")
+    live = _ring_script_loaded()
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
+                                   socket_connect_timeout=0.5)  # as _script makes its client
+    monkeypatch.setitem(doorbell._scripts, doorbell._RING, nowhere.register_script(doorbell._RING))
+    assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
+    # Redis answers again, but the pause holds: nothing is sent until it ends.
+    monkeypatch.setitem(doorbell._scripts, doorbell._RING, live)
+    assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
+    assert bus.llen(doorbell.QUEUE_KEY) == 0
+    monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)  # the pause ran out
+    assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is True
+    assert bus.llen(doorbell.QUEUE_KEY) == 1
