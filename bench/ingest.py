@@ -172,6 +172,13 @@ class Bench:
             stop_worker(self.worker)
             self.worker = None
 
+    def market_calls(self) -> int:
+        """The simulator's quote and order book requests so far (its request log)."""
+        from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+
+        return sum(r["path"] in (PATH_PRICE, PATH_ASKING_PRICE)
+                   for r in self.control.call("GET", "/_sim/book")["requests"])
+
     def latencies(self, sent: dict[int, dt.datetime]) -> tuple[list[float], int]:
         """ms from each pick's sending to its order's submitted_at; and how many never came."""
         from execution.models import Order
@@ -292,8 +299,12 @@ class Bench:
         results = {}
         self.latencies(self.event([next(symbols) for _ in range(WARMUP)]))
         answers: list[float] = []
+        calls = self.market_calls()
         sent = self.event([next(symbols) for _ in range(N)], answers)
         values, lost = self.latencies(sent)
+        # Each pick is in a symbol of its own: a quote and a book each, unless a route asked
+        # again what a heads-up's read was asking already.
+        results["market_calls_per_pick"] = round((self.market_calls() - calls) / len(sent), 2)
         results["event"] = figures(values) | {"lost": lost}
         results["samples_ms"] = {"ingest_to_order_ms": values}
         results["stages"] = self.stages(sent)
@@ -332,6 +343,8 @@ def report(results: dict) -> None:
         f"→ {name} {ms}" for name, ms in results["stages"].items()))
     a = results["answer"]
     print(f"HTTP 202 answer: p50 {a['p50']} ms, p99 {a['p99']} ms (n {a['n']})")
+    print(f"quote and order book calls at the simulator per pick: "
+          f"{results['market_calls_per_pick']} (2 when every route joined its heads-up's read)")
     if results["event"]["mean"] and results["scheduler"]["mean"]:
         print(f"mean: {results['scheduler']['mean'] / results['event']['mean']:.0f}× faster")
     t = results["throughput"]
@@ -341,6 +354,7 @@ def report(results: dict) -> None:
                       "ingest_to_order_scheduler_ms": results["scheduler"],
                       "ingest_answer_ms": results["answer"],
                       "ingest_stages_p50_ms": results["stages"],
+                      "ingest_market_calls_per_pick": results["market_calls_per_pick"],
                       "ingest_picks_per_s": t["picks_per_s"],
                       "samples_ms": results["samples_ms"]}))
 
