@@ -33,6 +33,9 @@ TASK_QUEUE_WAIT = Histogram(
 LEDGER_REFUSALS = Counter(
     "aegis_ledger_refusals_total", "Exits the ledger refused: nothing left to sell.")
 PICK_REJECTIONS = Counter("aegis_pick_rejections_total", "Picks a gate refused.", ["gate"])
+PICK_MARKET_READS = Counter(
+    "aegis_pick_market_reads_total",
+    "The router's market reads: joined (begun by the ingest's heads-up) or its own.", ["read"])
 ALERTS = Counter("aegis_alerts_total", "Alerts raised.", ["kind", "severity"])
 
 _BREAKER_VALUE = {"closed": 0, "half-open": 1, "open": 2}

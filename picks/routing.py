@@ -186,6 +186,7 @@ def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) 
     joined = fetch is not None
     if not joined:
         fetch = _market_fetch(symbol, broker=broker, limits=limits, now=now)
+    metrics.PICK_MARKET_READS.labels("joined" if joined else "own").inc()
     try:
         try:
             px, asked = fetch.quote.result()

@@ -399,6 +399,8 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
 
     from django.core.cache import cache
 
+    from prometheus_client import REGISTRY
+
     from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
     from picks.gates import Limits
     from trading import hot
@@ -407,10 +409,15 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     cache.delete_many(["picks:book:005930", hot.price_key("005930")])
     kis_sim.control("/_sim/faults", {"latency_ms": 300})  # both calls still under way below
     before = _market_calls(kis_sim)
+    def joined() -> float:
+        return REGISTRY.get_sample_value("aegis_pick_market_reads_total", {"read": "joined"}) or 0
+
+    joined_before = joined()
     routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
     market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1, PATH_ASKING_PRICE: 1})
+    assert joined() == joined_before + 1  # aegis_pick_market_reads_total{read="joined"}
 
     # A read begun longer ago than a book is kept is not joined: the broker is asked again.
     wait_for(lambda: getattr(cache.get(hot.price_key("005930")), "price", None) == PRICE
