@@ -312,7 +312,11 @@ class Engine:
         # UNCONFIRMED whether KIS sends an H0STCNI0 reject notice for an order its API refuses;
         # the simulator does (with an empty ODER_NO, as no order number was given) unless told not.
         self.reject_notices = reject_notices
-        self.session_open = True
+        self.session_open = True  # continuous trading: prices print and orders match
+        # A call auction (KRX's opening 08:30–09:00 and closing 15:20–15:30): orders are taken
+        # but nothing trades; prices set are the expected price; its end matches every order
+        # that crosses at one price (set_session).
+        self.auction = False
         self.symbols: dict[str, Symbol] = {}
         self.accounts: dict[AccountKey, Account] = {}
         self.orders: dict[str, Order] = {}
@@ -346,7 +350,8 @@ class Engine:
                   name: str | None = None, etf: bool | None = None,
                   halted: bool | None = None) -> list[Tick | Notice]:
         """Create a symbol or move it. A new prev_close starts a new day for the symbol; a price
-        is a trade print (while the session is open) and matches orders. Invalid input raises
+        is a trade print (while the session is open; in an auction, the expected price) and
+        matches orders. Invalid input raises
         ValueError and changes nothing.
         """
         sym = self.symbols.get(pdno)
@@ -400,8 +405,24 @@ class Engine:
         price = min(max(price, lower), upper)
         return self.set_price(pdno, now=now, price=price)
 
-    def set_session(self, *, open_: bool) -> None:
-        self.session_open = open_
+    def set_session(self, *, open_: bool, auction: bool = False,
+                    now: datetime | None = None) -> list[Tick | Notice]:
+        """Continuous trading (`open_`), a call auction (`auction`, not open) or closed. An
+        auction that ends matches at once: each symbol with open orders prints one trade at
+        its price (the auction's single price) and every order that crosses it fills there;
+        then trading goes on (`open_`) or the market closes."""
+        if auction and open_:
+            raise ValueError("a session is either in continuous trading or in an auction")
+        events: list[Tick | Notice] = []
+        if self.auction and not auction:
+            if now is None:
+                raise ValueError("an auction's end needs the time it ends at")
+            for pdno in sorted(self._open_by_symbol):
+                sym = self.symbols[pdno]
+                if self._open_by_symbol[pdno] and not sym.halted:
+                    events += [self._trade(sym, sym.price, now)] + self._match(sym, now)
+        self.session_open, self.auction = open_, auction
+        return events
 
     # --- orders -------------------------------------------------------------------------------
     def submit(self, *, account: AccountKey, pdno: str, side: Side, ord_dvsn: str, qty: int,
@@ -414,7 +435,7 @@ class Engine:
             sym = self.symbols.get(pdno)
             if sym is None:
                 raise Refusal(MSG_PRODUCT_NOT_FOUND, detail=pdno)
-            if not self.session_open:
+            if not (self.session_open or self.auction):
                 raise Refusal(MSG_MARKET_CLOSED)
             if qty <= 0:
                 raise Refusal(MSG_QTY_INVALID, detail=str(qty))
@@ -457,7 +478,7 @@ class Engine:
             raise Refusal(MSG_QTY_INVALID, detail=f"{moved} of {original.remaining} remaining")
         if cancel:
             return self._cancel(original, moved, now)
-        if not self.session_open:
+        if not (self.session_open or self.auction):
             raise Refusal(MSG_MARKET_CLOSED)
         order_type = ORDER_TYPES.get(ord_dvsn)
         if order_type is None:
@@ -511,7 +532,7 @@ class Engine:
              ) -> list[Tick | Notice]:
         """Advance prices `steps` trades (the scripted path first, then a random walk on the tick
         grid within the limits) and match after each. steps=0 matches at the current prices.
-        Nothing trades while the session is closed.
+        Nothing trades while the session is closed or in an auction.
         """
         if steps < 0:
             raise ValueError("steps cannot be negative")

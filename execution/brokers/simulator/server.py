@@ -611,6 +611,7 @@ class Simulator:
                             "halted": sym.halted, "path_left": len(sym.path)}
         book = {
             "flavour": self.flavour.value, "seed": self.seed, "session_open": e.session_open,
+            "auction": e.auction,
             "limits": asdict(self.limits), "faults": self.faults_view(),
             "accounts": accounts, "orders": orders, "fills": fills, "prices": prices,
             "token_issuance": dict(self.gateway.token_issuance),
@@ -1504,8 +1505,18 @@ class ControlApi:
 
     async def session(self, request: web.Request) -> web.Response:
         payload = await self._payload(request)
-        self.sim.engine.set_session(open_=_c_bool(payload, "open"))
-        return _json({"ok": True, "open": self.sim.engine.session_open})
+        """{"open": true} continuous trading, {"open": false} closed, {"open": false, "auction":
+        true} a call auction; an auction's end matches its orders at one price (the symbol's
+        price then) and publishes the trades and fill notices."""
+        auction = _c_bool(payload, "auction") if "auction" in payload else False
+        try:
+            events = self.sim.engine.set_session(open_=_c_bool(payload, "open"), auction=auction,
+                                                 now=self.sim.clock())
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
+        self.sim.publish(events)
+        return _json({"ok": True, "open": self.sim.engine.session_open,
+                      "auction": self.sim.engine.auction} | _counts(events))
 
     async def limits(self, request: web.Request) -> web.Response:
         payload = await self._payload(request)

@@ -191,3 +191,43 @@ def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
     assert (position.qty, position.reserved_qty, position.available_qty) == (6 - sold, 0, 6 - sold)
     cancelled_at_kis = [o for o in kis_sim.book()["orders"] if o["orgn_odno"] == order.broker_order_no]
     assert cancelled_at_kis, "the cancel must have gone to KIS"
+
+
+def test_an_order_in_the_closing_auction_waits_for_the_match(kis_sim, broker):
+    """KIS takes an exit in the closing auction; the timeout does not cancel it there, and it
+    fills at the auction's single price when the auction ends (15:30)."""
+    import datetime as dt
+
+    from aegis import clock
+    from execution.tasks import orders_expire_task
+
+    day = dt.datetime(2026, 11, 24, 15, 19, 30, tzinfo=clock.SEOUL)  # a Tuesday
+    closing = clock.ShiftedClock(day)
+    kis_sim.control("/_sim/clock", {"start": day.isoformat(), "origin": closing.origin})
+    with clock.installed(closing):
+        entry = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
+        send(entry, broker)
+        kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+        orders_sync(broker=broker)
+        position = Position.objects.get(pk=entry.position_id)
+        assert position.qty == 10
+
+        kis_sim.control("/_sim/session", {"open": False, "auction": True})  # 15:20
+        order = send(services.exit_intent_open(
+            position_id=position.pk, qty=10, limit_price=71_000,
+            intent_type="EXIT_TAKE_PROFIT", idempotency_key=key()), broker)
+        kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 71_500})  # expected price
+        later = dt.datetime(2026, 11, 24, 15, 27, tzinfo=clock.SEOUL)  # 7 minutes on
+        with clock.installed(clock.FixedClock(later)):
+            assert orders_expire_task() == {"skipped": "outside continuous trading"}
+        orders_sync(broker=broker)
+        order.refresh_from_db()
+        assert (order.status, order.filled_qty) == ("SUBMITTED", 0)
+
+        assert kis_sim.control("/_sim/session", {"open": False})["fills"] == 1  # 15:30
+        orders_sync(broker=broker)
+    order.refresh_from_db()
+    position.refresh_from_db()
+    assert (order.status, order.filled_qty) == ("FILLED", 10)
+    assert position.status == "CLOSED"
+    assert position.realized_pnl == Decimal(10 * 500)  # the auction's price, not the limit

@@ -715,6 +715,41 @@ def test_market_closed_and_unknown_symbol(kis_sim):
     assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0919"
 
 
+def test_a_call_auction_takes_orders_and_matches_them_at_one_price_when_it_ends(kis_sim):
+    give(kis_sim, [("005930", 10, 70_000)])
+    tok = token(kis_sim)
+    kis_sim.control("/_sim/session", {"open": False, "auction": True})
+    assert kis_sim.book()["auction"] is True
+    placed = {name: order(kis_sim, tok, side=side, qty=qty, price=price).json
+              for name, side, qty, price in [("buy", "BUY", 3, 71_500), ("low", "BUY", 2, 70_000),
+                                             ("sell", "SELL", 4, 70_500)]}
+    assert {name: answer["rt_cd"] for name, answer in placed.items()} == dict.fromkeys(placed, "0")
+    odno = {name: answer["output"]["ODNO"] for name, answer in placed.items()}
+    # In the auction prices move (the expected price) and nothing trades.
+    kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 71_000})
+    assert kis_sim.control("/_sim/step", {"steps": 3})["ticks"] == 0
+    assert kis_sim.book()["fills"] == []
+    # Its end: one trade at the price then, and every order that crosses it fills there.
+    assert kis_sim.control("/_sim/session", {"open": True}) | {"ok": True} == {
+        "ok": True, "open": True, "auction": False, "ticks": 1, "notices": 2, "fills": 2}
+    fills = {(f["odno"], f["qty"], f["price"]) for f in kis_sim.book()["fills"]}
+    assert fills == {(odno["buy"], 3, 71_000), (odno["sell"], 4, 71_000)}
+    assert order(kis_sim, tok, side="BUY", qty=1, price=71_000).json["rt_cd"] == "0"
+    # The closing auction ends with the market closed: orders are refused after it.
+    kis_sim.control("/_sim/session", {"open": False, "auction": True})
+    kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 70_000})
+    assert kis_sim.control("/_sim/session", {"open": False})["fills"] == 2
+    closing = [(f["odno"], f["price"]) for f in kis_sim.book()["fills"]][2:]
+    assert len(closing) == 2 and odno["low"] in dict(closing)
+    assert {price for _, price in closing} == {70_000}
+    assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0919"
+
+
+def test_a_session_cannot_be_open_and_in_an_auction(kis_sim):
+    reply = send(kis_sim, "POST", "/_sim/session", body={"open": True, "auction": True})
+    assert reply.status == 400 and kis_sim.book()["session_open"] is True
+
+
 # --- WebSocket ---------------------------------------------------------------------------------
 def approval_key(sim) -> str:
     return send(sim, "POST", "/oauth2/Approval", headers={"content-type": "application/json"},
