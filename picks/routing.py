@@ -7,8 +7,8 @@ transaction as its new status.
 The order of the work keeps the locks short: the checks that need nothing but the pick and the
 clock first; then the market, read from the hot cache or asked of the broker, outside any
 transaction (or joined, when the ingest's heads-up began reading it while the pick was being
-stored: market_prefetch), and beside it the account, the pick, the gate settings and the trading state in
-one statement; then the decision. A BUY entry decided on what was read is written in one
+stored: market_prefetch), and beside it the account, the pick, the gate settings and the
+trading state in one statement; then the decision. A BUY entry decided on what was read is written in one
 statement that takes the router's locks and writes only if nothing it was decided on moved
 (_route_at_once). Otherwise, in one transaction, the pick's row and the gate settings' row
 locked (the latter makes risk decisions one at a time, so two picks cannot both take the last
@@ -176,34 +176,48 @@ def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) 
     price) and the top of its order book (the cache's, kept PICKS_BOOK_CACHE_S so that a
     burst of picks in one name costs one call, else the broker's): both read from the cache
     in one round trip, and both broker calls made at once on market threads, which take their
-    rate slots meanwhile; or what a heads-up began reading (market_prefetch). KisError other
-    than an unknown symbol propagates.
+    rate slots meanwhile; or what a heads-up began reading (market_prefetch), unless that
+    failed. KisError other than an unknown symbol propagates.
 
     The hot cache only: pricesync writes every price it stores through to it, kept as long as
     a price may be fresh by default; a price missing there is asked of the broker rather than
     read from PostgreSQL, where it would rarely be fresh enough."""
     fetch = _fetch_begun(symbol)
-    joined = fetch is not None
-    if not joined:
-        fetch = _market_fetch(symbol, broker=broker, limits=limits, now=now)
-    metrics.PICK_MARKET_READS.labels("joined" if joined else "own").inc()
-    try:
+    if fetch is not None:
         try:
-            px, asked = fetch.quote.result()
-        except KisProductNotFound:
-            return gates.Market(known=False)
-        halted = asked and px.halted
-        if asked:
-            px = _kept(symbol, px, fetch.now)
-        (bid, ask), asked = fetch.top.result()
-        if asked:  # kept from a market thread, off the route's path
-            _market_lanes.submit(hot.cache_set, _book_key(symbol), (bid, ask),
-                                 settings.PICKS_BOOK_CACHE_S)
+            market = _market_of(symbol, fetch)
+        except KisError as exc:  # the heads-up's calls failed: this route asks for itself
+            with _fetches_lock:
+                if _fetches.get(symbol) is fetch:
+                    del _fetches[symbol]
+            logger.info("picks.heads_up_read_failed symbol=%s: %s", symbol, type(exc).__name__)
+        else:
+            metrics.PICK_MARKET_READS.labels("joined").inc()
+            return market
+    metrics.PICK_MARKET_READS.labels("own").inc()
+    fetch = _market_fetch(symbol, broker=broker, limits=limits, now=now)
+    try:
+        return _market_of(symbol, fetch)
     finally:
-        if not joined:
-            for call in (fetch.quote, fetch.top):
-                if not call.cancel():
-                    call.exception()  # a call under way is waited for, never left running
+        for call in (fetch.quote, fetch.top):
+            if not call.cancel():
+                call.exception()  # a call under way is waited for, never left running
+
+
+def _market_of(symbol: str, fetch: _Fetch) -> gates.Market:
+    """The market a read found: what the broker was asked is kept (the quote as the best
+    price, the book's top in the cache), from market threads, off the route's path."""
+    try:
+        px, asked = fetch.quote.result()
+    except KisProductNotFound:
+        return gates.Market(known=False)
+    halted = asked and px.halted
+    if asked:
+        px = _kept(symbol, px, fetch.now)
+    (bid, ask), asked = fetch.top.result()
+    if asked:
+        _market_lanes.submit(hot.cache_set, _book_key(symbol), (bid, ask),
+                             settings.PICKS_BOOK_CACHE_S)
     return gates.Market(price=px.price, price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
                         upper_limit=px.upper_limit, lower_limit=px.lower_limit, best_bid=bid,
                         best_ask=ask, halted=halted)

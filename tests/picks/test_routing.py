@@ -432,3 +432,20 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     time.sleep(0.1)  # twice the time a book is kept; nothing was kept from the unjoined read
     routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 3, PATH_ASKING_PRICE: 3})
+
+
+def test_a_route_reads_the_market_itself_when_the_heads_ups_read_failed(broker, kis_sim,
+                                                                        fetches):
+    from django.core.cache import cache
+
+    from picks.gates import Limits
+    from trading import hot
+
+    dead = sim_dict(kis_sim) | {"base_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"}
+    unreachable = kis_worker.client_for(dead, rate=50, retries=0, read_timeout_s=1.0)
+    limits = Limits(max_price_age_s=5)
+    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
+    routing.market_prefetch("005930", broker=unreachable, limits=limits, now=clock.now())
+    market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
+    assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
+    assert "005930" not in fetches  # nobody joins the failed read again
