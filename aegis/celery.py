@@ -42,7 +42,11 @@ def _start_doorbell_lanes(sender=None, **_):
     from execution.doorbell import EXECUTION, start_for_worker
     from picks.doorbell import PICKS
 
-    start_for_worker(sender, {"execution": EXECUTION, "picks": PICKS})
+    lanes = start_for_worker(sender, {"execution": EXECUTION, "picks": PICKS})
+    if lanes is not None and PICKS.queue in lanes.bells:
+        from picks.routing import market_lanes_warm
+
+        market_lanes_warm()
 
 
 @worker_ready.connect

@@ -1,7 +1,11 @@
 """Helpers for tests that start other processes against the test database."""
 
+import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from django.db import connection
@@ -13,6 +17,22 @@ def child_database_url(variable: str = "DATABASE_URL") -> str:
     processes)."""
     parts = urlsplit(os.environ.get(variable) or os.environ["DATABASE_URL"])
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def django_child(code: str, env: dict, *, behind: tuple[str, ...] = (),
+                 stderr: list | None = None) -> dict:
+    """Python `code` in a process of its own with Django set up by it and `env` added, its
+    command after `behind` (a wrapper); the JSON object its last line of output prints."""
+    done = subprocess.run([*behind, sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120,
+                          env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def direct_database_env() -> dict[str, str]:

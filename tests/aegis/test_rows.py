@@ -4,17 +4,10 @@ execution worker as deployed), through PgBouncer's transaction pooling never, as
 connection could not carry it, not even when DATABASE_POOLING was left unset.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.support import child_database_url, direct_database_env
+from tests.support import ROOT, child_database_url, direct_database_env, django_child
 
-ROOT = Path(__file__).resolve().parents[2]
 STATEMENT = "SELECT %(n)s::int + %(more)s::int, %(text)s::text"
 CHILD = f"""
 import json, django
@@ -37,13 +30,7 @@ print(json.dumps({{"answers": answers, "prepared": prepared,
 
 def run_child(env: dict, *, behind: tuple[str, ...] = (), stderr: list | None = None) -> dict:
     """CHILD in a process of its own with `env`, its command after `behind` (a wrapper)."""
-    done = subprocess.run([*behind, sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120,
-                          env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    if stderr is not None:
-        stderr.append(done.stderr)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return django_child(CHILD, env, behind=behind, stderr=stderr)
 
 
 EXPECTED = [[n + 40, "it's; --"] for n in range(8)]
