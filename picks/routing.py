@@ -8,9 +8,9 @@ The order of the work keeps the locks short: the checks that need nothing but th
 clock first; then the market, read from the hot cache or asked of the broker, outside any
 transaction (or joined, when the ingest's heads-up began reading it while the pick was being
 stored: market_prefetch), and beside it the account, the pick, the gate settings and the
-trading state in one statement; then the decision. A BUY entry decided on what was read is written in one
-statement that takes the router's locks and writes only if nothing it was decided on moved
-(_route_at_once). Otherwise, in one transaction, the pick's row and the gate settings' row
+trading state in one statement; then the decision. A BUY entry decided on what was read is
+written in one statement that takes the router's locks and writes only if nothing it was
+decided on moved (_route_at_once). Otherwise, in one transaction, the pick's row and the gate settings' row
 locked (the latter makes risk decisions one at a time, so two picks cannot both take the last
 open slot or the last of the cash), the account read again unless no pick was routed since,
 the gates decided, and the outcome written.
@@ -149,11 +149,11 @@ class _Fetch(NamedTuple):
 
 
 def _market_fetch(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime,
-                  begun=None) -> _Fetch:
+                  joinable: bool = False) -> _Fetch:
     """Begin reading `symbol`'s market: both broker calls (each only if the cache lacks its
     value) on market threads, which take their rate slots meanwhile, while this thread reads
-    both cache entries in one round trip. `begun` is told of the read before the cache is
-    read."""
+    both cache entries in one round trip. `joinable`: a heads-up's read, which a route of the
+    symbol may join from the moment the calls are under way (_fetches)."""
     price_key, book_key = hot.price_key(symbol), _book_key(symbol)
     cached: Future = Future()
     quote = _market_lanes.submit(
@@ -164,8 +164,9 @@ def _market_fetch(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime
         lambda _: True, cached, broker)
     fetch = _Fetch(quote, top, now, time.monotonic())
     try:
-        if begun is not None:
-            begun(fetch)
+        if joinable:
+            with _fetches_lock:
+                _fetches[symbol] = fetch
         cached.set_result(hot.cache_get_many([price_key, book_key]))
     finally:
         if not cached.done():
@@ -193,14 +194,8 @@ def market_prefetch(symbol: str, *, broker, limits: gates.Limits, now: dt.dateti
     heads-up, sent before the pick is stored, picks/doorbell.py): the route's market_read in
     this process joins it instead of asking again. Nothing is kept from a read that no route
     joins."""
-    if _fetch_begun(symbol) is not None:
-        return
-
-    def begun(fetch: _Fetch) -> None:
-        with _fetches_lock:
-            _fetches[symbol] = fetch
-
-    _market_fetch(symbol, broker=broker, limits=limits, now=now, begun=begun)
+    if _fetch_begun(symbol) is None:
+        _market_fetch(symbol, broker=broker, limits=limits, now=now, joinable=True)
 
 
 def market_read(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime) -> gates.Market:

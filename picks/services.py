@@ -99,8 +99,9 @@ def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int
             for key, item in first.items()}
     one_statement = len(rows) <= _INSERT_CHUNK
     with contextlib.nullcontext() if one_statement else transaction.atomic():
-        with doorbell.heads_up(list(rows.values())):
-            new = _insert_new(list(rows.values()))
+        picks = list(rows.values())
+        with doorbell.heads_up(picks):
+            new = _insert_new(picks)
         ids = new.copy()
         if len(new) < len(first):
             ids.update(Pick.objects.filter(source=source, external_id__in=[

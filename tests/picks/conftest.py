@@ -39,5 +39,15 @@ def post(client, token: str | None, body, **headers):
                        **headers)
 
 
+@pytest.fixture
+def fetches():
+    """No market read begun by a heads-up before or after the test (routing._fetches)."""
+    from picks import routing
+
+    routing._fetches.clear()
+    yield routing._fetches
+    routing._fetches.clear()
+
+
 # The KIS simulator fixtures, for the router's tests.
 from tests.execution.brokers.conftest import kis_sim, kis_sim_process  # noqa: E402, F401

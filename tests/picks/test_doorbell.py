@@ -100,21 +100,15 @@ def test_a_batch_larger_than_the_heads_up_max_is_only_rung(bus, source, settings
 
 
 def test_a_heads_up_begins_the_market_read_of_the_picks_that_pass_the_screen(
-        kis_sim, broker, source):
-    from picks import routing
-
-    routing._fetches.clear()
-    try:
-        fresh = gates.Ask(side="BUY", symbol="005930", qty=None, budget_krw=1_000_000,
-                          limit_price=71_000, generated_at=clock.now())
-        stale = dataclasses.replace(fresh, symbol="000660",
-                                    generated_at=clock.now() - dt.timedelta(hours=1))
-        doorbell.PICKS.serve(doorbell.heads_up_item([fresh, stale]), broker)
-        assert set(routing._fetches) == {"005930"}
-        quote, _ = routing._fetches["005930"].quote.result(timeout=10)
-        assert quote.price == 71_000
-    finally:
-        routing._fetches.clear()
+        kis_sim, broker, source, fetches):
+    fresh = gates.Ask(side="BUY", symbol="005930", qty=None, budget_krw=1_000_000,
+                      limit_price=71_000, generated_at=clock.now())
+    stale = dataclasses.replace(fresh, symbol="000660",
+                                generated_at=clock.now() - dt.timedelta(hours=1))
+    doorbell.PICKS.serve(doorbell.heads_up_item([fresh, stale]), broker)
+    assert set(fetches) == {"005930"}
+    quote, _ = fetches["005930"].quote.result(timeout=10)
+    assert quote.price == 71_000
 
 
 def test_with_nobody_listening_the_route_task_is_queued(bus, source):

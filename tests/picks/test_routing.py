@@ -6,17 +6,22 @@ are taken one at a time."""
 
 import datetime as dt
 import time
+from collections import Counter
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from aegis import clock
+from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
 from execution.brokers.kis.vault import DatabaseVault
 from execution.models import Order, OrderIntent, Position, Reconciliation
 from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run
 from execution.services.trading_state import trading_state_set
 from picks import routing
+from picks.gates import Limits
 from picks.models import GateSettings, Pick
 from picks.tasks import SendHere
 from tests.execution.brokers import kis_worker
@@ -24,6 +29,7 @@ from tests.execution.brokers.test_execution_submit import broker_orders, wait_fo
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.picks.conftest import a_pick, post
 from tests.support import at_once, forget_broker_credentials
+from trading import hot
 from trading.models import ExitProfile, PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -215,9 +221,14 @@ def test_cash_counts_what_pending_entries_may_spend(broker, source, kis_sim):
                for p in Pick.objects.filter(status="REJECTED"))
 
 
-def test_the_broker_unreachable_leaves_the_pick_new_for_the_sweep(kis_sim, source):
+def unreachable_broker(kis_sim):
+    """A client of the simulator's accounts whose address leads nowhere (port 9)."""
     dead = sim_dict(kis_sim) | {"base_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"}
-    unreachable = kis_worker.client_for(dead, rate=50, retries=0, read_timeout_s=1.0)
+    return kis_worker.client_for(dead, rate=50, retries=0, read_timeout_s=1.0)
+
+
+def test_the_broker_unreachable_leaves_the_pick_new_for_the_sweep(kis_sim, source):
+    unreachable = unreachable_broker(kis_sim)
     with clock.installed(CLOCK):
         [pick_id] = ingest(source, a_pick(source[0]))
         assert route(unreachable, [pick_id])["deferred"] == 1
@@ -337,81 +348,53 @@ def test_what_moved_after_the_read_ahead_is_decided_again_under_the_locks(
     assert broker_orders(kis_sim) == []
 
 
+def _market_calls(kis_sim) -> Counter:
+    """The quote and order book requests the simulator has answered, by path."""
+    return Counter(r["path"] for r in kis_sim.book()["requests"]
+                   if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE))
+
+
+def _forget_market(symbol: str) -> None:
+    """Neither the symbol's price nor its book's top in the cache."""
+    cache.delete_many([routing._book_key(symbol), hot.price_key(symbol)])
+
+
 def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, kis_sim):
-    from collections import Counter
-
-    from django.core.cache import cache
-
-    from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
-    from picks.gates import Limits
-    from trading import hot
-
-    def calls() -> Counter:
-        return Counter(r["path"] for r in kis_sim.book()["requests"]
-                       if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE))
-
     def read():
         return routing.market_read("005930", broker=broker, limits=Limits(max_price_age_s=5),
                                    now=clock.now())
 
     # A fresh price (pricesync's) and the kept top of the book: no call.
-    before = calls()
+    before = _market_calls(kis_sim)
     hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp()))
     hot.cache_set("picks:book:005930", (70_400, 70_600), 60)
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (70_500, 70_400, 70_600)
-    assert calls() == before
+    assert _market_calls(kis_sim) == before
     # A price older than max_price_age_s: the quote is asked for, the book is still kept.
     hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000,
                                     clock.now().timestamp() - 6))
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 70_400, 70_600)
-    assert calls() - before == Counter({PATH_PRICE: 1})
+    assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1})
     # Nothing kept: both, at once. (The quote asked for above is kept as the best price from
     # a market thread: forgotten once it is written.)
     wait_for(lambda: getattr(hot.cache_get(hot.price_key("005930")), "price", None) == PRICE,
              "the quote kept")
-    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
+    _forget_market("005930")
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
-    assert calls() - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 1})
-
-
-def _market_calls(kis_sim):
-    from collections import Counter
-
-    from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
-
-    return Counter(r["path"] for r in kis_sim.book()["requests"]
-                   if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE))
-
-
-@pytest.fixture
-def fetches():
-    """No market read begun by a heads-up before or after the test (routing._fetches)."""
-    routing._fetches.clear()
-    yield routing._fetches
-    routing._fetches.clear()
+    assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 1})
 
 
 def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings, fetches):
-    from collections import Counter
-
-    from django.core.cache import cache
-
-    from prometheus_client import REGISTRY
-
-    from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
-    from picks.gates import Limits
-    from trading import hot
-
-    limits = Limits(max_price_age_s=5)
-    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
-    kis_sim.control("/_sim/faults", {"latency_ms": 300})  # both calls still under way below
-    before = _market_calls(kis_sim)
     def joined() -> float:
         return REGISTRY.get_sample_value("aegis_pick_market_reads_total", {"read": "joined"}) or 0
 
+    limits = Limits(max_price_age_s=5)
+    _forget_market("005930")
+    kis_sim.control("/_sim/faults", {"latency_ms": 300})  # both calls still under way below
+    before = _market_calls(kis_sim)
     joined_before = joined()
     routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
     market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
@@ -424,7 +407,7 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
              and cache.get("picks:book:005930") is not None, "the quote and the book kept")
     settings.PICKS_BOOK_CACHE_S = 0.05
     kis_sim.control("/_sim/faults", {"latency_ms": 0})
-    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
+    _forget_market("005930")
     routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
     wait_for(lambda: _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2,
                                                                  PATH_ASKING_PRICE: 2}),
@@ -436,16 +419,10 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
 
 def test_a_route_reads_the_market_itself_when_the_heads_ups_read_failed(broker, kis_sim,
                                                                         fetches):
-    from django.core.cache import cache
-
-    from picks.gates import Limits
-    from trading import hot
-
-    dead = sim_dict(kis_sim) | {"base_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"}
-    unreachable = kis_worker.client_for(dead, rate=50, retries=0, read_timeout_s=1.0)
     limits = Limits(max_price_age_s=5)
-    cache.delete_many(["picks:book:005930", hot.price_key("005930")])
-    routing.market_prefetch("005930", broker=unreachable, limits=limits, now=clock.now())
+    _forget_market("005930")
+    routing.market_prefetch("005930", broker=unreachable_broker(kis_sim), limits=limits,
+                            now=clock.now())
     market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
     assert "005930" not in fetches  # nobody joins the failed read again

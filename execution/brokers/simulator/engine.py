@@ -351,8 +351,7 @@ class Engine:
                   halted: bool | None = None) -> list[Tick | Notice]:
         """Create a symbol or move it. A new prev_close starts a new day for the symbol; a price
         is a trade print (while the session is open; in an auction, the expected price) and
-        matches orders. Invalid input raises
-        ValueError and changes nothing.
+        matches orders. Invalid input raises ValueError and changes nothing.
         """
         sym = self.symbols.get(pdno)
         if sym is None:

@@ -1504,10 +1504,10 @@ class ControlApi:
         return _json({"ok": True, "prices": prices} | _counts(events))
 
     async def session(self, request: web.Request) -> web.Response:
-        payload = await self._payload(request)
         """{"open": true} continuous trading, {"open": false} closed, {"open": false, "auction":
         true} a call auction; an auction's end matches its orders at one price (the symbol's
         price then) and publishes the trades and fill notices."""
+        payload = await self._payload(request)
         auction = _c_bool(payload, "auction") if "auction" in payload else False
         try:
             events = self.sim.engine.set_session(open_=_c_bool(payload, "open"), auction=auction,
