@@ -247,6 +247,16 @@ class Order(models.Model):
     # Set, and committed, just before the broker is called: a NEW order with this set may have
     # reached KIS, so it is settled against the daily orders inquiry, never resent blindly (I4).
     send_started_at = models.DateTimeField(null=True, blank=True)
+    # The database's clock (the one every host shares) after which the send claimed at
+    # send_started_at can no longer reach KIS: its connect and read timeouts and a margin.
+    # A daily inquiry begun after it that shows no such order proves the send never arrived.
+    send_deadline = models.DateTimeField(null=True, blank=True)
+    send_attempts = models.PositiveIntegerField(
+        default=0, help_text="How many times the right to send was taken (each a broker write).")
+    # An order whose broker record this ledger cannot apply (a malformed answer, a fill that
+    # breaks an invariant): left alone by the syncs until a person looks (alerted).
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    quarantine_reason = models.TextField(blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -286,6 +296,12 @@ class Order(models.Model):
                 fields=["trade_date", "broker_order_no"],
                 name="order_broker_order_no_unique",
                 condition=Q(broker_order_no__isnull=False),
+            ),
+            # At most one open order per intent, whoever writes it.
+            models.UniqueConstraint(
+                fields=["intent"],
+                name="order_one_open_per_intent",
+                condition=Q(status__in=["NEW", "SUBMITTED", "PARTIAL_FILLED"]),
             ),
         ]
 
@@ -375,6 +391,9 @@ class Reconciliation(models.Model):
     symbols_skipped = models.JSONField(
         default=list, blank=True,
         help_text="Symbols with orders still on their way at KIS: compared next time.")
+    unknown_orders = models.JSONField(
+        default=list, blank=True,
+        help_text="Orders at KIS today that the ledger does not know (placed outside Aegis?).")
     error = models.TextField(blank=True)
 
     class Meta:
@@ -416,6 +435,10 @@ class Alert(models.Model):
         FLATTEN = "FLATTEN", "Emergency flatten"
         PRICES = "PRICES", "Prices stale"
         CREDENTIALS = "CREDENTIALS", "KIS credentials refused"
+        ORDER = "ORDER", "Order outcome needs a person"
+        LEDGER = "LEDGER", "Ledger audit drift"
+        QUARANTINE = "QUARANTINE", "Broker record quarantined"
+        STREAM = "STREAM", "KIS stream down"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     severity = models.CharField(max_length=8, choices=Severity.choices)
