@@ -251,12 +251,14 @@ class Order(models.Model):
     # send_started_at can no longer reach KIS: its connect and read timeouts and a margin.
     # A daily inquiry begun after it that shows no such order proves the send never arrived.
     send_deadline = models.DateTimeField(null=True, blank=True)
+    # Database defaults too: the intent statements insert orders in raw SQL.
     send_attempts = models.PositiveIntegerField(
-        default=0, help_text="How many times the right to send was taken (each a broker write).")
+        default=0, db_default=0,
+        help_text="How many times the right to send was taken (each a broker write).")
     # An order whose broker record this ledger cannot apply (a malformed answer, a fill that
     # breaks an invariant): left alone by the syncs until a person looks (alerted).
     quarantined_at = models.DateTimeField(null=True, blank=True)
-    quarantine_reason = models.TextField(blank=True)
+    quarantine_reason = models.TextField(blank=True, default="", db_default="")
     submitted_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='order',
             name='quarantine_reason',
-            field=models.TextField(blank=True),
+            field=models.TextField(blank=True, db_default='', default=''),
         ),
         migrations.AddField(
             model_name='order',
@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='order',
             name='send_attempts',
-            field=models.PositiveIntegerField(default=0, help_text='How many times the right to send was taken (each a broker write).'),
+            field=models.PositiveIntegerField(db_default=0, default=0, help_text='How many times the right to send was taken (each a broker write).'),
         ),
         migrations.AddField(
             model_name='order',
