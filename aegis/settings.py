@@ -225,6 +225,14 @@ EXECUTION_ORDERS_DUE = env.str("AEGIS_ORDERS_DUE", default="trading.services.lim
 # serves whenever no lane is listening.
 EXECUTION_DOORBELL = env.bool("AEGIS_EXECUTION_DOORBELL", default=True)
 EXECUTION_DOORBELL_LANES = env.int("AEGIS_EXECUTION_DOORBELL_LANES", default=4)
+# Exactly once (docs/exactly-once.md). A queued order payload older than this (by the
+# database's clock) is not sent from the queue: the sweep sends its order from the row.
+EXECUTION_PAYLOAD_TTL_S = env.int("AEGIS_PAYLOAD_TTL_S", default=120)
+# How far apart the hosts' clocks and KIS's may be: an order in flight is matched against KIS's
+# daily orders within this of its send (never less than 30 s).
+EXECUTION_CLOCK_SKEW_S = max(30, env.int("AEGIS_CLOCK_SKEW_S", default=30))
+# How many times one order may be sent when KIS never shows it; then it is rejected and alerted.
+EXECUTION_SEND_ATTEMPTS = env.int("AEGIS_SEND_ATTEMPTS", default=3)
 
 # --- KIS (the broker). Secrets only from the environment. --------------------------------------
 KIS = {

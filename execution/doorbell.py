@@ -7,19 +7,19 @@ task's set-up; PERFORMANCE.md). So the committing process rings the doorbell ins
 script that pushes the id onto a Redis list when some execution worker's lanes are listening.
 Lanes are threads inside the execution worker, each blocked on the list.
 
-While a lane listens, the intent's own transaction also records and claims its order (the
-execute task's one statement, `order_open_claimed`, under the position lock the writer already
-holds), and the ring carries what the broker call needs: the lane calls KIS as soon as it
-hears, with no statement of its own before the call (`send_claimed`). An intent rung by id
-alone is sent through the execute task's own service (`send_now` → `intent_submit`). Either
-way the order is recorded and claimed before the call, so any other delivery of the same
-intent finds it taken (I4).
+While a lane listens, the intent's own transaction also records its order (the execute task's
+one statement, `order_open_recorded`, under the position lock the writer already holds), and
+the ring carries what the broker call needs: the lane calls KIS as soon as it hears
+(`send_recorded`). An intent rung by id alone is sent through the execute task's own service
+(`send_now` → `intent_submit`). Either way the send claims the order on its row right before
+the broker write (execution/services/claim.py), so of all the deliveries of one intent only one
+writes (I4); a payload left on the list longer than EXECUTION_PAYLOAD_TTL_S (a worker stopped
+with items queued) is not sent from the list: the sweep sends its order from the row.
 
 Nothing is lost when nobody answers:
 - no lanes alive (no execution worker, a prefork pool, the doorbell switched off):
   `listening` says so, and the commit enqueues the execute task as before; lanes that stopped
-  since `listening` answered are found out by the ring, and the claim made meanwhile is
-  released before the task is enqueued;
+  since `listening` answered are found out by the ring, and the task is enqueued;
 - Redis unreachable: the same, and the sweep sends what that enqueue could not;
 - a lane that dies with an id in hand leaves a NEW intent or an order in flight: the sweep;
 - anything a lane cannot send (KIS unreachable, a database error) is handed to the execute
@@ -30,7 +30,6 @@ does with an item): the picks router's (picks/doorbell.py) in a worker that cons
 queue. A lane waits on every bell its worker serves at once, the execution bell first.
 """
 
-import datetime as dt
 import json
 import logging
 import math
@@ -228,39 +227,38 @@ def ring(intent_id: str) -> bool:
     return push(EXECUTION, [intent_id])
 
 
-def ring_claimed(order) -> bool:
-    """Announce an order recorded and claimed in its intent's own transaction, with what the
-    broker call needs, so a lane calls KIS at once without a statement of its own; False as
-    `ring` (the caller then releases the claim and enqueues the execute task)."""
+def ring_recorded(order) -> bool:
+    """Announce an order recorded in its intent's own transaction, with what the broker call
+    needs, so a lane calls KIS at once; False as `ring` (the caller then enqueues the execute
+    task)."""
     return push(EXECUTION, [json.dumps(order_payload(order))])
 
 
 def order_payload(order) -> dict:
     return {"order": str(order.pk), "intent": str(order.intent_id),
             "position": order.position_id, "symbol": order.symbol, "side": order.side,
-            "qty": order.qty, "limit_price": order.limit_price,
-            "claimed_at": order.send_started_at.isoformat()}
+            "qty": order.qty, "limit_price": order.limit_price}
 
 
 def order_from_payload(payload: dict):
-    """The claimed order a ring carried, as order_open_claimed returns it (not read back)."""
-    from .services.orders import claimed_order
+    """The recorded order a ring carried, as order_open_recorded returns it (not read back)."""
+    from .services.orders import recorded_order
 
-    return claimed_order(id=payload["order"], intent_id=payload["intent"],
+    return recorded_order(id=payload["order"], intent_id=payload["intent"],
                          position_id=payload["position"], symbol=payload["symbol"],
                          side=payload["side"], qty=payload["qty"],
-                         limit_price=payload["limit_price"],
-                         at=dt.datetime.fromisoformat(payload["claimed_at"]))
+                         limit_price=payload["limit_price"], at=None)
 
 
 def _send_item(item: str, broker) -> None:
-    """The execution bell's item: an order claimed in its intent's transaction (JSON), or an
-    intent's id. send_now and send_claimed hand whatever they cannot send to the execute
+    """The execution bell's item: an order recorded in its intent's transaction (JSON), or an
+    intent's id. send_now and send_recorded hand whatever they cannot send to the execute
     task."""
-    from .sender import send_claimed, send_now
+    from .sender import send_now, send_recorded
 
     if item.startswith("{"):
-        send_claimed(order_from_payload(json.loads(item)), broker=broker)
+        send_recorded(order_from_payload(json.loads(item)), broker=broker,
+                      max_age_s=settings.EXECUTION_PAYLOAD_TTL_S)
     else:
         send_now(item, broker=broker)
 

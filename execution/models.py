@@ -12,6 +12,7 @@ import uuid
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
 symbol_validator = RegexValidator(
@@ -244,6 +245,9 @@ class Order(models.Model):
     trade_date = models.DateField(null=True, blank=True)
     reject_reason = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField()
+    # When the row was written, on the database's clock (shared by every host): how old a
+    # queued payload of it is, whatever the clock of the process that recorded it.
+    recorded_at = models.DateTimeField(db_default=Now(), editable=False)
     # Set, and committed, just before the broker is called: a NEW order with this set may have
     # reached KIS, so it is settled against the daily orders inquiry, never resent blindly (I4).
     send_started_at = models.DateTimeField(null=True, blank=True)

@@ -3,8 +3,8 @@
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import F, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce, Now
 
 from .models import Order, OrderIntent, Position, Side, TradingState
 
@@ -71,13 +71,18 @@ def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> l
     """Intents of orders recorded before `older_than` whose send was never started or was given
     back (KIS unreachable until the task ran out of retries), that the trading state lets out."""
     qs = _let_out(Order.objects.filter(status=Order.Status.NEW, send_started_at__isnull=True,
-                                       broker_order_no__isnull=True, created_at__lt=older_than),
+                                       broker_order_no__isnull=True, created_at__lt=older_than,
+                                       quarantined_at__isnull=True),
                   state)
     return [str(pk) for pk in qs.order_by("created_at").values_list("intent_id", flat=True)[:limit]]
 
 
 def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
-    """Orders whose send started before `older_than` and that have no broker number yet."""
+    """Orders sent with no broker number yet whose send's deadline has passed (by the
+    database's clock; rows from before deadlines: sent before `older_than`), not quarantined:
+    the ones a settle can decide now."""
     return [str(pk) for pk in Order.objects.filter(
-        status=Order.Status.NEW, send_started_at__lt=older_than, broker_order_no__isnull=True,
+        Q(send_deadline__lt=Now()) | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
+        status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
+        quarantined_at__isnull=True,
     ).order_by("send_started_at").values_list("pk", flat=True)[:limit]]

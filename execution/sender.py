@@ -2,8 +2,9 @@
 sends its order from its own threads, with no queue hop between the commit and the broker call
 (the hop costs 3–4 ms on this kind of machine, PERFORMANCE.md).
 
-Exactly once holds as on the worker's path: intent_submit records and claims the Order before
-the call (I4), so a late duplicate delivery (the sweep, the listener) finds it taken. Whatever
+Exactly once holds as on the worker's path: the Order is recorded before the call and the send
+claims it on its row right before the broker write (I4, execution/services/claim.py), so a late
+duplicate delivery (the sweep, the listener) finds it taken. Whatever
 this sender cannot do is handed to the execute task, which retries: a full backlog, a broker
 that could not be reached, a database error. If the process dies with intents not yet sent,
 they are NEW intents, and the sweep sends them.
@@ -30,11 +31,12 @@ def send_now(intent_id: str, *, broker) -> None:
     _sending(intent_id, lambda: intent_submit(intent_id=intent_id, broker=broker))
 
 
-def send_claimed(order, *, broker) -> None:
-    """Send an order recorded and claimed in its intent's own transaction (the doorbell's
-    common case): straight to the broker call. Failures go as send_now's do; the claim of a
-    request that never left is released first (order_send), so the task can send it."""
-    _sending(str(order.intent_id), lambda: order_send(order, broker))
+def send_recorded(order, *, broker, max_age_s: float | None = None) -> None:
+    """Send an order recorded in its intent's own transaction (the doorbell's common case):
+    straight to the broker call, which claims it. Failures go as send_now's do; the claim of a
+    request that never left is given back first (order_send), so the task can send it.
+    `max_age_s`: a queued payload's order is not sent when recorded longer ago than this."""
+    _sending(str(order.intent_id), lambda: order_send(order, broker, max_age_s=max_age_s))
 
 
 def _sending(intent_id: str, send) -> None:
@@ -64,7 +66,7 @@ def _hand_over(intent_id: str) -> None:
 
 
 class _Ready:
-    """A thread made ready for the next claimed order (InProcessSender.prepare)."""
+    """A thread made ready for the next recorded order (InProcessSender.prepare)."""
 
     def __init__(self) -> None:
         self.order = None
@@ -72,12 +74,12 @@ class _Ready:
 
 
 class InProcessSender:
-    """Callable with an intent id after its commit; True when it took the intent. `claimed`
-    takes an order recorded and claimed in its intent's transaction the same way.
+    """Callable with an intent id after its commit; True when it took the intent. `recorded`
+    takes an order recorded in its intent's transaction the same way.
 
-    `prepare` is said when an order is about to be claimed (its transaction is on its way): a
+    `prepare` is said when an order is about to be recorded (its transaction is on its way): a
     thread of its own takes the KIS token, the breaker's state and a rate slot meanwhile
-    (KisClient.preflight), then waits for the next claimed order and sends it without those
+    (KisClient.preflight), then waits for the next recorded order and sends it without those
     round trips. An order no ready thread waits for goes to the lanes."""
 
     READY_WAIT_S = 0.5  # how long a ready thread waits for its order before it gives up
@@ -101,7 +103,7 @@ class InProcessSender:
         return self._take(send_now, intent_id)
 
     def prepare(self) -> None:
-        """A claimed order is on its way: make a thread ready for it, if one is free. It is
+        """A recorded order is on its way: make a thread ready for it, if one is free. It is
         waiting from now on, so the order goes to it even before its preflight is done."""
         with self._lock:
             if self._closed or self._preparing >= self._ready_max:
@@ -121,12 +123,12 @@ class InProcessSender:
                         return
                 ready.given.wait()  # given just now, under the lock
             if ready.order is not None:
-                self._send(send_claimed, ready.order)
+                self._send(send_recorded, ready.order)
         finally:
             with self._lock:
                 self._preparing -= 1
 
-    def claimed(self, order) -> bool:
+    def recorded(self, order) -> bool:
         with self._lock:
             ready = None
             if self._ready and not self._closed and self._pending < self.backlog:
@@ -137,7 +139,7 @@ class InProcessSender:
                 ready.given.set()
         if ready is not None:
             return True
-        return self._take(send_claimed, order)
+        return self._take(send_recorded, order)
 
     def _take(self, send, what) -> bool:
         with self._lock:

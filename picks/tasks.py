@@ -11,7 +11,7 @@ logger = logging.getLogger("aegis.picks")
 class SendHere:
     """The route task's executor (execution.services.intents.execute_here): the intent a pick
     became is sent from this thread once it commits, with no second queue hop; its order is
-    recorded and claimed in the routing transaction (`claimed`)."""
+    recorded in the routing transaction (`recorded`)."""
 
     def __init__(self, broker) -> None:
         self.broker = broker
@@ -22,10 +22,10 @@ class SendHere:
         send_now(intent_id, broker=self.broker)
         return True
 
-    def claimed(self, order) -> bool:
-        from execution.sender import send_claimed
+    def recorded(self, order) -> bool:
+        from execution.sender import send_recorded
 
-        send_claimed(order, broker=self.broker)
+        send_recorded(order, broker=self.broker)
         return True
 
 

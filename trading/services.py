@@ -298,7 +298,7 @@ _AT_ONCE_MARKS = """
 marks AS (
     UPDATE {exit_state} s SET high_water_mark = %(mark)s, peak_qty = %(peak)s,
                               tiers_done = %(tiers)s, updated_at = %(now)s
-    FROM reserved WHERE s.position_id = reserved.id AND %(set_marks)s
+    FROM intent WHERE s.position_id = intent.position_id AND %(set_marks)s
     RETURNING 1
 )"""
 
@@ -322,7 +322,7 @@ def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent 
         idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
         limit_price=decision.limit_price, event_at=decision.at, trigger_price=decision.price)
     marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
-    went, reserved, claimed = write.execute(_at_once_sql(write.ctes), {
+    went, inserted, recorded = write.execute(_at_once_sql(write.ctes), {
         "seen_id": seen.position_id, "seen_qty": seen.qty, "seen_available": seen.available,
         "seen_avg_price": Decimal(seen.avg_price), "seen_profile": seen.profile_id,
         "seen_mark": seen.high_water_mark, "seen_peak": seen.peak_qty,
@@ -335,7 +335,7 @@ def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent 
         connection.alias, ["id", "symbol", "status", "qty", "reserved_qty", "avg_price"],
         [seen.position_id, seen.symbol, Position.Status.OPEN, seen.qty,
          seen.qty - seen.available + qty, Decimal(seen.avg_price)])
-    intent = write.written(reserved, claimed, position)
+    intent = write.written(inserted, recorded, position)
     if intent is not None:
         _opened(seen.position_id, decision, intent)
     return True, intent
@@ -350,7 +350,7 @@ def exit_decide(*, position_id: int, rules: Rules, trade: Trade,
     one statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
     or when they moved, decided again under the exit state's and the position's locks, in
     three round trips and the commit: one statement locks both rows and reads the trading
-    state in force, one writes the intent, its reservation and its claimed order (the ledger's
+    state in force, one writes the intent, its reservation and its recorded order (the ledger's
     exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
     mark, a tier done)."""
     if screened is not None and connection.vendor == "postgresql":

@@ -26,8 +26,7 @@ from ..locks import position_qs_for_update
 from ..models import EXIT_INTENT_TYPES, IntentType, Order, OrderIntent, Position, Side
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
-from .orders import _sql, claimed_order
-from .submission import order_unclaim
+from .orders import _sql, recorded_order
 from .trading_state import require_allowed
 
 logger = logging.getLogger("aegis.ledger")
@@ -49,30 +48,30 @@ _local = threading.local()
 def execute_here(executor: Callable[[str], bool] | None) -> None:
     """Hand the intents this thread opens, once committed, to `executor` (an intent id in, True
     when taken) instead of the execute task's queue: a process that opens exits on the hot path
-    (pricesync) sends them itself, one queue hop fewer. An executor with a `claimed` method
-    (an order in, True when taken) gets each order recorded and claimed in its intent's own
-    transaction instead. None restores the queue."""
+    (pricesync) sends them itself, one queue hop fewer. An executor with a `recorded` method
+    (an order in, True when taken) gets each order recorded in its intent's own transaction
+    instead. None restores the queue."""
     _local.executor = executor
 
 
 def _takers() -> tuple[Callable | None, Callable | None]:
     """Who takes this thread's intents once committed: (an intent id in, True when taken; an
-    order recorded and claimed in the intent's transaction in, True when taken). This thread's
+    order recorded in the intent's transaction in, True when taken). This thread's
     executor when it has one, else the execution worker's doorbell when a lane listens, else
     neither (the execute task)."""
     from .. import doorbell
 
     executor = getattr(_local, "executor", None)
     if executor is not None:
-        return executor, getattr(executor, "claimed", None)
+        return executor, getattr(executor, "recorded", None)
     if doorbell.listening():
-        return doorbell.ring, doorbell.ring_claimed
+        return doorbell.ring, doorbell.ring_recorded
     return None, None
 
 
-def _send_on_commit(intent_id: str, take_id: Callable | None, take_claimed: Callable | None,
+def _send_on_commit(intent_id: str, take_id: Callable | None, take_recorded: Callable | None,
                     order: Order | None) -> None:
-    """Once committed, hand the intent (or its claimed `order`) to its taker, else to the
+    """Once committed, hand the intent (or its recorded `order`) to its taker, else to the
     execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
     safe in the database and the sweep of NEW intents (or the settle of orders in flight)
     sends it later."""
@@ -85,8 +84,7 @@ def _send_on_commit(intent_id: str, take_id: Callable | None, take_claimed: Call
         return
 
     def hand_over() -> None:
-        if not take_claimed(order):
-            order_unclaim(order.pk)
+        if not take_recorded(order):
             intent_execute.delay(intent_id)
 
     transaction.on_commit(hand_over, robust=True)
@@ -200,60 +198,55 @@ def _check_entry(*, symbol, qty, limit_price, idempotency_key) -> None:
 # An exit's writes on PostgreSQL as common table expressions, for one statement (PERFORMANCE.md:
 # round trips dominate) under the position lock taken by the statement's CTE `go` (one row: go
 # ahead; none: write nothing) or held by the caller: the intent, the shares it reserves, and,
-# when its taker takes claimed orders, its order recorded and claimed for sending with the
-# intent ORDERED (what order_open_claimed would do in a statement of its own). A key already
-# used inserts nothing and reserves nothing: the caller returns the first intent.
+# when its taker takes recorded orders, its order recorded (unclaimed: the send claims it right
+# before the broker write, execution/services/claim.py) with the intent ORDERED (what
+# order_open_recorded would do in a statement of its own). A SELL intent's shares are reserved
+# by the database's trigger on its insert (migration 0016), in this same statement. A key
+# already used inserts nothing and reserves nothing: the caller returns the first intent.
 _INTENT_INSERT = """
 intent AS (
     INSERT INTO {intent} (id, intent_type, side, position_id, symbol, qty, limit_price, status,
                           reason, idempotency_key, event_at, trigger_price, created_at,
                           closed_reason)
     SELECT %(intent_id)s, %(intent_type)s, %(side)s, %(position_id)s, %(symbol)s, %(qty)s,
-           %(limit_price)s, CASE WHEN %(claim)s THEN 'ORDERED' ELSE 'NEW' END, %(reason)s,
+           %(limit_price)s, CASE WHEN %(record)s THEN 'ORDERED' ELSE 'NEW' END, %(reason)s,
            %(key)s, %(event_at)s, %(trigger_price)s, %(now)s, ''
     FROM go
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, position_id, symbol, side, qty, limit_price, status
 )"""
-_RESERVED = """
-reserved AS (
-    UPDATE {position} p SET reserved_qty = p.reserved_qty + intent.qty, updated_at = %(now)s
-    FROM intent WHERE p.id = intent.position_id
-    RETURNING p.id
-)"""
-_CLAIMED = """
-claimed AS (
+_RECORDED = """
+recorded AS (
     INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
-                         status, broker_org_no, reject_reason, created_at, send_started_at,
-                         updated_at)
+                         status, broker_org_no, reject_reason, created_at, updated_at)
     SELECT %(order_id)s, id, position_id, symbol, side, qty, 0, limit_price, 'NEW', '', '',
-           %(now)s, %(now)s, %(now)s
+           %(now)s, %(now)s
     FROM intent WHERE status = 'ORDERED'
     RETURNING id
 )"""
-_EXIT_WRITES = f"{_INTENT_INSERT}, {_RESERVED}, {_CLAIMED}"
-EXIT_WRITTEN = "(SELECT count(*) FROM reserved), (SELECT count(*) FROM claimed)"
+_EXIT_WRITES = f"{_INTENT_INSERT}, {_RECORDED}"
+EXIT_WRITTEN = "(SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)"
 _EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {EXIT_WRITTEN}"
-# An entry's intent and its claimed order (a BUY reserves nothing), under the position lock the
+# An entry's intent and its recorded order (a BUY reserves nothing), under the position lock the
 # caller holds.
-_ENTRY_OPEN = (f"WITH go AS (SELECT 1), {_INTENT_INSERT}, {_CLAIMED}\n"
-               f"SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM claimed)")
+_ENTRY_OPEN = (f"WITH go AS (SELECT 1), {_INTENT_INSERT}, {_RECORDED}\n"
+               f"SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)")
 
 
 class IntentWrite:
-    """An intent and, when its taker takes claimed orders, its order recorded and claimed for
-    sending, as part of one statement on PostgreSQL (the intent not read back). The caller
-    holds the position's lock and has checked the trading state; `claim_allowed` False leaves
+    """An intent and, when its taker takes recorded orders, its order recorded for sending,
+    as part of one statement on PostgreSQL (the intent not read back). The caller
+    holds the position's lock and has checked the trading state; `record_allowed` False leaves
     the order to order_open (a sell of a position KIS disagrees with)."""
 
     def __init__(self, *, side: str, position_id: int, symbol: str, qty: int,
                  intent_type: str, idempotency_key: str, reason: str = "",
                  limit_price: int | None = None, event_at: dt.datetime | None = None,
                  trigger_price: int | None = None, now: dt.datetime | None = None,
-                 claim_allowed: bool = True) -> None:
-        self.take_id = self.take_claimed = None
+                 record_allowed: bool = True) -> None:
+        self.take_id = self.take_recorded = None
         if settings.EXECUTION_AUTO_SUBMIT:
-            self.take_id, self.take_claimed = _takers()
+            self.take_id, self.take_recorded = _takers()
         now = now or clock.now()
         self.intent = OrderIntent(
             id=uuid.uuid4(), intent_type=intent_type, side=side, position_id=position_id,
@@ -261,11 +254,11 @@ class IntentWrite:
             reason=(reason or "")[:255], idempotency_key=idempotency_key,
             event_at=event_at or now, trigger_price=trigger_price, created_at=now,
             closed_reason="")
-        self.claim = self.take_claimed is not None and claim_allowed
+        self.record = self.take_recorded is not None and record_allowed
         self.order_id = uuid.uuid4()
         # A taker that can get ready for the order (pricesync's sender) does so while the
         # statement runs and commits.
-        prepare = getattr(self.take_id, "prepare", None) if self.claim else None
+        prepare = getattr(self.take_id, "prepare", None) if self.record else None
         if prepare is not None:
             prepare()
 
@@ -274,7 +267,7 @@ class IntentWrite:
         i = self.intent
         return {"intent_id": i.id, "intent_type": i.intent_type, "side": i.side,
                 "position_id": i.position_id, "symbol": i.symbol, "qty": i.qty,
-                "limit_price": i.limit_price, "claim": self.claim, "reason": i.reason,
+                "limit_price": i.limit_price, "record": self.record, "reason": i.reason,
                 "key": i.idempotency_key, "event_at": i.event_at,
                 "trigger_price": i.trigger_price, "now": i.created_at, "order_id": self.order_id}
 
@@ -285,7 +278,7 @@ class IntentWrite:
             cursor.execute(sql, self.params | (more or {}))
             return cursor.fetchone()
 
-    def _written(self, inserted: int, claimed: int) -> OrderIntent | None:
+    def _written(self, inserted: int, recorded: int) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when its
         key was used."""
         if not inserted:
@@ -293,47 +286,47 @@ class IntentWrite:
         intent = self.intent
         intent._state.adding = False
         intent._state.db = connection.alias
-        if claimed:
+        if recorded:
             intent.status = OrderIntent.Status.ORDERED
         if settings.EXECUTION_AUTO_SUBMIT:
-            order = claimed_order(id=self.order_id, intent_id=intent.id,
+            order = recorded_order(id=self.order_id, intent_id=intent.id,
                                   position_id=intent.position_id, symbol=intent.symbol,
                                   side=intent.side, qty=intent.qty,
                                   limit_price=intent.limit_price,
-                                  at=intent.created_at) if claimed else None
-            _send_on_commit(str(intent.id), self.take_id, self.take_claimed, order)
+                                  at=intent.created_at) if recorded else None
+            _send_on_commit(str(intent.id), self.take_id, self.take_recorded, order)
         return intent
 
 
 class ExitWrite(IntentWrite):
-    """An exit's writes (its intent, reservation and claimed order) as part of one statement on
+    """An exit's writes (its intent, reservation and recorded order) as part of one statement on
     PostgreSQL. `ctes` follow the caller's CTE `go`, which must lock the position (I1, I2) and
     yield one row when `qty` shares are available to reserve, none otherwise; the statement
     selects EXIT_WRITTEN, which written() turns into the intent (not read back). The caller
-    checks the trading state and the position's broker_qty (`claim_allowed`: no disagreement
-    with KIS, see order_open_claimed). Used by _exit_open, and by the exit engine's one-statement
+    checks the trading state and the position's broker_qty (`record_allowed`: no disagreement
+    with KIS, see order_open_recorded). Used by _exit_open, and by the exit engine's one-statement
     decision (trading.services)."""
 
     def __init__(self, *, position_id: int, symbol: str, qty: int, intent_type: str,
                  idempotency_key: str, reason: str = "", limit_price: int | None = None,
                  event_at: dt.datetime | None = None, trigger_price: int | None = None,
-                 now: dt.datetime | None = None, claim_allowed: bool = True) -> None:
+                 now: dt.datetime | None = None, record_allowed: bool = True) -> None:
         _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
                     limit_price=limit_price, trigger_price=trigger_price)
         super().__init__(side=Side.SELL, position_id=position_id, symbol=symbol, qty=qty,
                          intent_type=intent_type, idempotency_key=idempotency_key,
                          reason=reason, limit_price=limit_price, event_at=event_at,
-                         trigger_price=trigger_price, now=now, claim_allowed=claim_allowed)
+                         trigger_price=trigger_price, now=now, record_allowed=record_allowed)
 
     @property
     def ctes(self) -> str:
         return _sql(_EXIT_WRITES)
 
-    def written(self, reserved: int, claimed: int, position: Position) -> OrderIntent | None:
+    def written(self, inserted: int, recorded: int, position: Position) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when it
         wrote nothing. `position` is the position as it now stands (its reservation made):
         the cached copies of it are forgotten once committed, as saving it would."""
-        intent = self._written(reserved, claimed)
+        intent = self._written(inserted, recorded)
         if intent is not None:  # after the send registered above, which goes first
             post_save.send(sender=Position, instance=position, created=False, raw=False,
                            using=connection.alias,
@@ -344,25 +337,25 @@ class ExitWrite(IntentWrite):
 # An entry on a symbol with no open position, in one statement: the new empty position (the
 # partial unique index on open positions turns the INSERT of a symbol already open into
 # nothing, after waiting for an opener still in its transaction), the intent on it, and its
-# claimed order. The intent's position is the one inserted (`go`), not a parameter.
+# recorded order. The intent's position is the one inserted (`go`), not a parameter.
 # A symbol's new empty position (_OPEN_POSITION, below) as the CTE `opened`.
 _POSITION_OPENED = """
 opened AS ({open_position}),
 go AS (SELECT id AS position_id FROM opened)"""
 _ENTRY_NEW_WRITES = (_POSITION_OPENED + ", "
                      + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
-                     + ", " + _CLAIMED)
+                     + ", " + _RECORDED)
 # What the statement selects: whether the intent and its order were written, and the new
 # position's columns (NULLs when the symbol had an open position).
 _ENTRY_WRITTEN = """
-SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM claimed), {opened}
+SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM recorded), {opened}
 FROM (SELECT 1) one LEFT JOIN opened ON true"""
 
 
 class EntryWrite(IntentWrite):
     """An ENTRY on a symbol with no open position in one statement on PostgreSQL: its new empty
-    position, the intent, and, when its taker takes claimed orders, its order recorded and
-    claimed (_ENTRY_NEW_WRITES). The caller's statement is `WITH {ctes}, <its own CTEs, which
+    position, the intent, and, when its taker takes recorded orders, its order recorded
+    (_ENTRY_NEW_WRITES). The caller's statement is `WITH {ctes}, <its own CTEs, which
     may read intent, the row inserted if any> {select}`; written() turns its row into the
     intent (not read back). The inputs are checked, and the trading state the caller read in
     its transaction (`trading_state`), before anything is written.
@@ -394,7 +387,7 @@ class EntryWrite(IntentWrite):
         """The intent the statement wrote (its `row`), handed to its taker once committed, and
         its new position announced (post_save) after that; None when the symbol had an open
         position (nothing written)."""
-        inserted, claimed = row[:2]
+        inserted, recorded = row[:2]
         [position] = instances(row[2:], Position)
         if position.pk is None:
             return None
@@ -402,7 +395,7 @@ class EntryWrite(IntentWrite):
             raise InvalidInput("idempotency_key", f"{self.intent.idempotency_key!r} already "
                                "belongs to another intent.")
         self.intent.position_id = position.pk
-        intent = self._written(inserted, claimed)
+        intent = self._written(inserted, recorded)
         post_save.send(sender=Position, instance=position, created=True, raw=False,
                        using=connection.alias, update_fields=None)
         return intent
@@ -496,12 +489,12 @@ def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: 
     write = ExitWrite(position_id=position.pk, symbol=position.symbol, qty=qty,
                       intent_type=intent_type, idempotency_key=idempotency_key, reason=reason,
                       limit_price=limit_price, event_at=event_at, trigger_price=trigger_price,
-                      now=now, claim_allowed=position.broker_qty is None)
-    reserved, claimed = write.execute(_sql(_EXIT_OPEN))
-    if reserved:
+                      now=now, record_allowed=position.broker_qty is None)
+    inserted, recorded = write.execute(_sql(_EXIT_OPEN))
+    if inserted:  # the trigger reserved its shares: the in-memory copy follows
         position.reserved_qty += qty
         position.updated_at = now
-    return write.written(reserved, claimed, position)
+    return write.written(inserted, recorded, position)
 
 
 # A symbol's new empty position in one statement, no savepoint: the partial unique index on open

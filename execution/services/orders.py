@@ -116,8 +116,9 @@ def _sql(template: str) -> str:
 
 
 # The hot path's common case in one statement (PERFORMANCE.md: round trips dominate): a NEW
-# intent that the trading state lets out becomes a NEW order, already claimed for sending
-# (send_started_at), and the intent ORDERED. The intent's conditional UPDATE is the
+# intent that the trading state lets out becomes a NEW order, recorded unclaimed (the send
+# claims it right before the broker write: execution/services/claim.py), and the intent
+# ORDERED. The intent's conditional UPDATE is the
 # compare-and-set: of two deliveries of one intent, one inserts an order. Neither the position's
 # qty nor its reservations change (a SELL intent's shares were reserved when it opened, and the
 # order's remainder now holds them; the CHECK reserved_qty <= qty means the re-check at order
@@ -125,7 +126,7 @@ def _sql(template: str) -> str:
 # order's foreign key takes a share lock on it, and taking that after the intent's lock
 # deadlocked against intent_cancel in the race tests. A sell of a position that the last
 # reconciliation found KIS disagreeing with is left to order_open, which caps it.
-_OPEN_CLAIMED = """
+_OPEN_RECORDED = """
 WITH pos AS (
     SELECT p.id, p.broker_qty FROM {position} p
     WHERE p.id = (SELECT position_id FROM {intent} WHERE id = %(intent_id)s)
@@ -145,10 +146,9 @@ WITH pos AS (
     RETURNING i.id, i.position_id, i.symbol, i.side, i.qty, i.limit_price
 )
 INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
-                     status, broker_org_no, reject_reason, created_at, send_started_at,
-                     updated_at)
+                     status, broker_org_no, reject_reason, created_at, updated_at)
 SELECT %(order_id)s, id, position_id, symbol, side, qty, 0, limit_price, 'NEW', '', '',
-       %(now)s, %(now)s, %(now)s
+       %(now)s, %(now)s
 FROM intent
 RETURNING intent_id, position_id, symbol, side, qty, limit_price
 """
@@ -185,8 +185,30 @@ def entry_order_expire(*, order_id: object, claim: dt.datetime | None) -> bool:
     return True
 
 
-def order_open_claimed(*, intent_id: object) -> Order | None:
-    """The order of a NEW intent, recorded and claimed for sending in one statement; None when
+def order_withdraw_unsent(*, order_id: object, claim: dt.datetime | None,
+                          reason: str) -> Order | None:
+    """Reject an order that never reached KIS (unsent, `claim` None, or claimed at `claim` by a
+    send KIS never saw) and release its shares; None, changing nothing, when it is no longer so
+    (claimed by another sender meanwhile, or it went out)."""
+    position_id = _ledger.position_id_of_order(order_id)
+    with transaction.atomic():
+        position = _ledger.lock_position(position_id)
+        order = _ledger.lock_order(order_id)
+        if (order.status != Order.Status.NEW or order.broker_order_no
+                or order.send_started_at != claim):
+            return None
+        order.status = Order.Status.REJECTED
+        order.reject_reason = reason[:255]
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        if order.side == Side.SELL:
+            _ledger.release(position, order.remaining_qty)
+        _ledger.close_if_flat(position)
+        _ledger.save_position(position)
+    return order
+
+
+def order_open_recorded(*, intent_id: object) -> Order | None:
+    """The order of a NEW intent, recorded for sending in one statement; None when
     anything is out of the ordinary (not NEW, the state forbids it, a capped sell, an entry too
     old to send, a malformed id): then the caller takes the slower steps, which explain
     themselves.
@@ -200,21 +222,21 @@ def order_open_claimed(*, intent_id: object) -> Order | None:
     now = clock.now()
     order_id = uuid.uuid4()
     with bound_cursor() as cursor:
-        cursor.execute(_sql(_OPEN_CLAIMED),
+        cursor.execute(_sql(_OPEN_RECORDED),
                        {"intent_id": intent_uuid, "order_id": order_id, "now": now,
                         "entry_since": entry_cutoff(now)})
         row = cursor.fetchone()
     if row is None:
         return None
     intent_pk, position_id, symbol, side, qty, limit_price = row
-    return claimed_order(id=order_id, intent_id=intent_pk, position_id=position_id,
+    return recorded_order(id=order_id, intent_id=intent_pk, position_id=position_id,
                          symbol=symbol, side=side, qty=qty, limit_price=limit_price, at=now)
 
 
-def claimed_order(*, at: dt.datetime, **fields) -> Order:
-    """The NEW order just recorded and claimed at `at` with `fields`, as its row now stands,
+def recorded_order(*, at: dt.datetime, **fields) -> Order:
+    """The NEW order just recorded (unclaimed) at `at` with `fields`, as its row now stands,
     without reading it back."""
-    order = Order(status=Order.Status.NEW, created_at=at, send_started_at=at, updated_at=at,
+    order = Order(status=Order.Status.NEW, created_at=at, send_started_at=None, updated_at=at,
                   **fields)
     order._state.adding = False
     order._state.db = connection.alias

@@ -1,17 +1,18 @@
-"""Sending an intent's order to the broker exactly once (ARCHITECTURE.md, I4).
+"""Sending an intent's order to the broker exactly once (ARCHITECTURE.md, I4; docs/exactly-once.md).
 
-1. The Order is recorded and committed before the call: a crash from here on leaves a row that
-   says what was about to happen. The common case records it already claimed for sending
-   (send_started_at) in one statement (order_open_claimed); anything else goes through
-   order_open under the position lock.
-2. Otherwise the sender claims the order by setting send_started_at in one UPDATE; only one
-   caller wins.
-3. The broker call. Its answer is recorded; a definite refusal releases the shares; a request
-   that never left (KIS unreachable, still rate-limited) is released for a later retry; an
-   unknown outcome leaves the order in flight.
-4. An order in flight (send_started_at set, no broker number) is settled against KIS's daily
-   orders inquiry: the matching order is adopted, or after a grace period with none to match,
-   the claim is dropped so the order can be sent.
+1. The Order is recorded and committed before the call (in the intent's own statement in the
+   common case, order_open_recorded; else order_open under the position lock): a crash from
+   here on leaves a row that says what was about to happen.
+2. Immediately before each broker write, one compare-and-set on the row takes the right to send
+   (execution/services/claim.py): whoever sends (a lane's payload, the in-process sender, the
+   execute task, a settle) sends only with it, and only while the trading state lets it out.
+3. The broker call. Its answer is recorded; only KIS's definite refusals reject (and release the
+   shares); a request that never left (KIS unreachable, still rate-limited) gives its claim
+   back for a later retry; anything else is an unknown outcome, left in flight.
+4. An order in flight is settled against KIS's daily orders inquiry, taken only after its
+   send's deadline: the one matching order (within EXECUTION_CLOCK_SKEW_S of the send) is
+   adopted; two or more that could be it are alerted and left for a person; none proves the
+   send never arrived, and the order is sent again, at most EXECUTION_SEND_ATTEMPTS times.
 """
 
 import datetime as dt
@@ -19,14 +20,19 @@ import enum
 import logging
 from typing import Protocol
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
+from django.db.models import Q
+from django.db.models.functions import Now
 
 from aegis import clock, metrics
 
+from ..alerts import alert_raise
 from ..brokers.kis.client import Balance, DailyOrder, OrderAck
 from ..brokers.kis.errors import (
     KisAmbiguousOutcome,
+    KisWriteWithheld,
     KisError,
     KisRateLimited,
     KisTokenExpired,
@@ -35,33 +41,38 @@ from ..brokers.kis.errors import (
     KisUnavailable,
 )
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
-from ..models import Order, OrderIntent, Side
+from ..models import Alert, Order, OrderIntent, Side
+from .claim import SendClaim, Withheld
+from .matching import could_be
 from .orders import (
     entry_cutoff,
     entry_expired_reason,
     entry_order_expire,
     order_mark_submitted,
     order_open,
-    order_open_claimed,
+    order_open_recorded,
     order_reject,
+    order_withdraw_unsent,
 )
 from .reconciliation import broker_orderable_qty
 
 logger = logging.getLogger("aegis.execution")
 
-# How long after the send started an order may still be travelling to KIS. Beyond it, an order
-# that the daily inquiry does not show never arrived.
-IN_FLIGHT_GRACE = dt.timedelta(seconds=10)
 # Errors that prove the request never reached KIS: safe to send again later. KIS's gateway
 # refuses an expired or unknown token (EGW00123, EGW00121) before the order reaches the
 # exchange; the client has replaced the token once already, so the order waits for the retry
 # (or the sweep) instead of being rejected.
 NOT_SENT = (KisUnavailable, KisRateLimited, KisTokenRateLimited, KisTokenExpired,
             KisTokenInvalid)
+# A broker without a send window of its own (KisClient.send_window_s): KIS's defaults.
+DEFAULT_SEND_WINDOW_S = 13.0
 
 
 class Broker(Protocol):
-    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None) -> OrderAck: ...
+    send_window_s: float
+
+    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None,
+                   before_write=None) -> OrderAck: ...
 
     def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
                      filled: str = "ALL", symbol: str = "", odno: str = "") -> list[DailyOrder]:
@@ -72,36 +83,25 @@ class Broker(Protocol):
 
 class Outcome(str, enum.Enum):
     SUBMITTED = "submitted"
-    REJECTED = "rejected"  # by the broker: the order's shares are released
+    REJECTED = "rejected"  # by the broker, or sent too often unseen: the shares are released
     REFUSED = "refused"  # by the ledger at order time: no order was made
     IN_FLIGHT = "in_flight"  # outcome unknown: settled by the daily inquiry
-    ALREADY = "already"  # an earlier delivery of the same intent got here first
+    ALREADY = "already"  # another sender has it, or it went out or ended meanwhile
     EXPIRED = "expired"  # an entry not sent in time: withdrawn, never sent late
+    HELD = "held"  # not sent now (the trading state, a stale payload): the sweep sends it later
+    AMBIGUOUS = "ambiguous"  # KIS shows more than one order it could be: alerted, for a person
 
 
-def _claim(order_id, *, expected: dt.datetime | None = None) -> bool:
-    """Take the right to send, in one statement: the free claim, or exactly the claim `expected`
-    (a settle taking over a send that never arrived). Of several racing callers, one wins.
-    """
-    match = {"send_started_at__isnull": True} if expected is None else {
-        "send_started_at": expected}
-    return Order.objects.filter(
-        pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True, **match,
-    ).update(send_started_at=clock.now()) == 1
-
-
-def order_unclaim(order_id) -> None:
-    """Give up the right to send (the request never left): the next sender claims afresh."""
-    Order.objects.filter(pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True
-                         ).update(send_started_at=None)
+def send_window_s(broker) -> float:
+    return float(getattr(broker, "send_window_s", DEFAULT_SEND_WINDOW_S))
 
 
 def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     """Send the intent's order unless it went out already. Raises a NOT_SENT error (after
-    releasing the claim) when KIS could not be reached, so the caller retries later.
+    giving back the claim) when KIS could not be reached, so the caller retries later.
     """
-    order = order_open_claimed(intent_id=intent_id)
-    if order is not None:  # the common case: recorded and claimed in one statement
+    order = order_open_recorded(intent_id=intent_id)
+    if order is not None:  # the common case: recorded in one statement
         return order_send(order, broker)
     if _entry_expired(intent_id):
         return Outcome.EXPIRED
@@ -114,12 +114,10 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
             broker=broker, symbol=exc.symbol))
     if order is None:
         return Outcome.REFUSED
-    if order.status != Order.Status.NEW:
+    if order.status != Order.Status.NEW or order.broker_order_no:
         return Outcome.ALREADY
     if order.send_started_at is not None:
         return order_settle(order_id=order.pk, broker=broker)
-    if not _claim(order.pk):
-        return Outcome.ALREADY
     return order_send(order, broker)
 
 
@@ -160,26 +158,41 @@ def _old_entry_status(intent_id, cutoff: dt.datetime) -> str | None:
                                       ).values_list("status", flat=True).first()
 
 
-def order_send(order: Order, broker: Broker) -> Outcome:
-    """Send an order already recorded and claimed by this caller (intent_submit's last step,
-    or order_open_claimed's in the intent's own transaction): the broker call and its answer.
+def order_send(order: Order, broker: Broker, *, expected: dt.datetime | None = None,
+               max_age_s: float | None = None) -> Outcome:
+    """Send a recorded order: the broker call, the right to send taken on the row right before
+    its write (SendClaim), and the answer. `expected`: the claim of an earlier send that never
+    arrived, taken over (order_settle). `max_age_s`: the order comes from a queued payload, not
+    sent when recorded longer ago than this.
     """
     log = {"order_id": str(order.pk), "intent_id": str(order.intent_id)}
+    claim = SendClaim(order.pk, window_s=send_window_s(broker), expected=expected,
+                      max_age_s=max_age_s)
     try:
         ack = broker.order_cash(side=order.side, symbol=order.symbol, qty=order.qty,
-                                price=order.limit_price)
+                                price=order.limit_price, before_write=claim)
+    except KisWriteWithheld as exc:
+        return _withheld(order, Withheld(exc.reason), claim=expected, log=log)
     except KisAmbiguousOutcome as exc:
         logger.warning("execution.in_flight order_id=%s reason=%s", order.pk, exc, extra=log)
         return Outcome.IN_FLIGHT
     except NOT_SENT:
-        order_unclaim(order.pk)
+        claim.release()
         raise
     except KisError as exc:
+        if claim.at is None:  # refused before any write (a protocol error of the client's)
+            raise
         order_reject(order_id=order.pk, reason=str(exc))
         logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
         return Outcome.REJECTED
-    marked = order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,
-                                  broker_org_no=ack.org_no)
+    try:
+        marked = order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,
+                                      broker_org_no=ack.org_no)
+    except IntegrityError as exc:
+        # KIS gave a number the ledger already holds today: it cannot be both; a person looks.
+        _needs_a_person(order, f"KIS answered order number {ack.odno}, which another order "
+                               f"of the ledger already holds ({_constraint(exc)})")
+        return Outcome.AMBIGUOUS
     if getattr(marked, "intent_kind", None):  # the one-statement path read the intent too
         metrics.order_accepted(intent_type=marked.intent_kind,
                                created_at=marked.intent_created_at,
@@ -189,33 +202,109 @@ def order_send(order: Order, broker: Broker) -> Outcome:
     return Outcome.SUBMITTED
 
 
+def _withheld(order: Order, reason: Withheld, *, claim: dt.datetime | None,
+              log: dict) -> Outcome:
+    """What a refused claim means for the order."""
+    logger.info("execution.withheld order_id=%s reason=%s", order.pk, reason.value, extra=log)
+    if reason is Withheld.ENTRY_EXPIRED:
+        if entry_order_expire(order_id=order.pk, claim=claim):
+            logger.warning("execution.entry_expired order_id=%s: %s", order.pk,
+                           entry_expired_reason(), extra=log)
+            return Outcome.EXPIRED
+        return Outcome.ALREADY
+    if reason is Withheld.ATTEMPTS:
+        return _give_up(order, claim)
+    if reason in (Withheld.STATE, Withheld.STALE):
+        return Outcome.HELD
+    return Outcome.ALREADY
+
+
+def _give_up(order: Order, claim: dt.datetime | None) -> Outcome:
+    """Sent EXECUTION_SEND_ATTEMPTS times and never seen at KIS: rejected, shares released,
+    alerted."""
+    reason = (f"sent {order.send_attempts} times, never shown by KIS's daily orders: "
+              f"rejected, its shares released")
+    if order_withdraw_unsent(order_id=order.pk, claim=claim, reason=reason) is None:
+        return Outcome.ALREADY
+    alert_raise(kind=Alert.Kind.ORDER, severity=Alert.Severity.CRITICAL, subject=order.symbol,
+                state="rejected", key=f"order:{order.pk}:gave-up",
+                message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}): {reason}. "
+                        "Check KIS's order list; the exit rules decide again on the next price.")
+    return Outcome.REJECTED
+
+
+def _needs_a_person(order: Order, why: str) -> None:
+    logger.error("execution.ambiguous order_id=%s: %s", order.pk, why,
+                 extra={"order_id": str(order.pk)})
+    alert_raise(kind=Alert.Kind.ORDER, severity=Alert.Severity.CRITICAL, subject=order.symbol,
+                state="ambiguous", key=f"order:{order.pk}:ambiguous",
+                message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}, sent at "
+                        f"{order.send_started_at}): {why}. Nothing more is sent for it. Settle "
+                        "it by hand in the admin (Orders → the order → settle) once you know "
+                        "which order at KIS is it, if any.")
+
+
 def _constraint(exc: IntegrityError) -> str | None:
     """The name of the constraint PostgreSQL says `exc` broke (None elsewhere)."""
     diag = getattr(exc.__cause__, "diag", None)
     return getattr(diag, "constraint_name", None)
 
 
+def _identical_in_flight(order: Order, candidates: list[DailyOrder]) -> int:
+    """The ledger's orders that KIS could not tell from `order` (itself included) and that
+    are in flight, or were adopted meanwhile as one of `candidates` (settled at once)."""
+    return Order.objects.filter(
+        Q(status=Order.Status.NEW, broker_order_no__isnull=True, send_started_at__isnull=False)
+        | Q(broker_order_no__in=[o.odno for o in candidates]),
+        side=order.side, symbol=order.symbol, qty=order.qty, limit_price=order.limit_price,
+    ).count()
+
+
+def _settled_meanwhile(order: Order) -> bool:
+    return not Order.objects.filter(pk=order.pk, status=Order.Status.NEW,
+                                    broker_order_no__isnull=True).exists()
+
+
 def order_settle(*, order_id, broker: Broker) -> Outcome:
-    """Settle an order whose send may or may not have reached KIS."""
-    order = Order.objects.get(pk=order_id)
-    if order.status != Order.Status.NEW or order.broker_order_no:
+    """Settle an order whose send may or may not have reached KIS: only on an inquiry taken
+    after the send's deadline; adopt the one order at KIS it can be, alert when several can,
+    send it again when none is (through the claim: never while HALTED)."""
+    order = Order.objects.filter(pk=order_id).first()
+    if (order is None or order.status != Order.Status.NEW or order.broker_order_no
+            or order.quarantined_at is not None):
         return Outcome.ALREADY
     started = order.send_started_at
     if started is None:
-        return Outcome.ALREADY
-    started_kst = started.astimezone(clock.SEOUL)
-    candidates = [
-        o for o in broker.daily_orders(start=started_kst.date(), end=clock.now_seoul().date(),
-                                       side=order.side, symbol=order.symbol)
-        if o.ord_qty == order.qty
-        and (order.limit_price is None or o.ord_unpr == order.limit_price)
-        and o.ord_tmd >= (started_kst - dt.timedelta(seconds=1)).strftime("%H%M%S")
-    ]
-    claimed = set(Order.objects.filter(
-        symbol=order.symbol, trade_date=started_kst.date(), broker_order_no__isnull=False
+        return Outcome.ALREADY  # unsent: the sweep's unsent orders send it
+    # The database's clock decides, the one every host shares: an inquiry begun before the
+    # deadline could miss an order still on its way.
+    if not Order.objects.filter(Q(send_deadline__lt=Now()) | Q(send_deadline__isnull=True),
+                                pk=order.pk, send_started_at=started).exists():
+        return Outcome.IN_FLIGHT
+    skew = dt.timedelta(seconds=settings.EXECUTION_CLOCK_SKEW_S + 1)
+    since = started - skew
+    until = (order.send_deadline or started + dt.timedelta(seconds=send_window_s(broker))) + skew
+    rows = broker.daily_orders(start=since.astimezone(clock.SEOUL).date(),
+                               end=clock.now_seoul().date(), side=order.side,
+                               symbol=order.symbol)
+    known = set(Order.objects.filter(
+        symbol=order.symbol, broker_order_no__isnull=False,
+        trade_date__gte=since.astimezone(clock.SEOUL).date(),
     ).values_list("broker_order_no", flat=True))
-    unclaimed = sorted((o for o in candidates if o.odno not in claimed), key=lambda o: o.ord_tmd)
-    for match in unclaimed:
+    candidates = sorted((o for o in rows if o.odno not in known
+                         and could_be(o, order=order, since=since, until=until)),
+                        key=lambda o: (o.ord_dt, o.ord_tmd, o.odno))
+    if len(candidates) > 1:
+        # Identical orders of the ledger's own, all in flight, are interchangeable: as many
+        # candidates as those are theirs. One more is an order the ledger does not know (a
+        # person's, in the MTS app): which one is ours is not guessed.
+        ours = _identical_in_flight(order, candidates)
+        if len(candidates) > ours:
+            _needs_a_person(order, f"KIS shows {len(candidates)} orders it could be ("
+                                   + ", ".join(o.odno for o in candidates)
+                                   + f") for {ours} such order(s) of the ledger in flight")
+            return Outcome.AMBIGUOUS
+    for match in candidates:
         try:
             order_mark_submitted(order_id=order.pk, broker_order_no=match.odno,
                                  broker_org_no=match.org_no, submitted_at=started)
@@ -228,21 +317,14 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         logger.warning("execution.settled order_id=%s odno=%s (adopted from the daily inquiry)",
                        order.pk, match.odno, extra={"order_id": str(order.pk)})
         return Outcome.SUBMITTED
-    if clock.now() - started < IN_FLIGHT_GRACE:
-        return Outcome.IN_FLIGHT
+    if candidates:
+        return Outcome.ALREADY if _settled_meanwhile(order) else Outcome.IN_FLIGHT
     cutoff = entry_cutoff(clock.now())
     if (order.side == Side.BUY and cutoff is not None
             and _old_entry_status(order.intent_id, cutoff) is not None):
         # KIS never saw it, and it is too late to send it now.
-        if not entry_order_expire(order_id=order.pk, claim=started):
-            return Outcome.ALREADY
-        logger.warning("execution.entry_expired order_id=%s: %s", order.pk,
-                       entry_expired_reason(), extra={"order_id": str(order.pk)})
-        return Outcome.EXPIRED
-    # Take over exactly the claim judged above: of several settles racing over the same order
-    # (the sweep may queue more than one), only one may send it.
-    if not _claim(order.pk, expected=started):
-        return Outcome.ALREADY
-    logger.warning("execution.never_arrived order_id=%s: sending it", order.pk,
-                   extra={"order_id": str(order.pk)})
-    return order_send(order, broker)
+        return _withheld(order, Withheld.ENTRY_EXPIRED, claim=started,
+                         log={"order_id": str(order.pk)})
+    logger.warning("execution.never_arrived order_id=%s attempts=%s: sending it again",
+                   order.pk, order.send_attempts, extra={"order_id": str(order.pk)})
+    return order_send(order, broker, expected=started)

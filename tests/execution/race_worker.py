@@ -47,11 +47,11 @@ def order_race(database_url: str, intent_id: str, barrier, fast: bool = False) -
     one-statement path (`fast`, which yields None when it lost) or under the position lock."""
     _setup(database_url)
     from execution import services
-    from execution.services.orders import order_open_claimed
+    from execution.services.orders import order_open_recorded
 
     barrier.wait(timeout=60)
     if fast:
-        order = order_open_claimed(intent_id=intent_id)
+        order = order_open_recorded(intent_id=intent_id)
     else:
         order = services.order_open(intent_id=intent_id)
     return {"order_id": str(order.pk) if order else None}
@@ -64,7 +64,7 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
     from execution import services
     from execution.exceptions import LedgerError
     from execution.models import Order, OrderIntent, Position
-    from execution.services.orders import order_mark_submitted_fast, order_open_claimed
+    from execution.services.orders import order_mark_submitted_fast, order_open_recorded
 
     rng = random.Random(seed)
     outcomes: dict[str, int] = {}
@@ -106,7 +106,7 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
             return note("order:none")
         sellable = rng.choice([None, None, None, rng.randint(0, 500)])
         if sellable is None and rng.random() < 0.5:  # the execute task's one-statement path
-            return note("order:fast" if order_open_claimed(intent_id=intent_id) else
+            return note("order:fast" if order_open_recorded(intent_id=intent_id) else
                         "order:fast_declined")
         services.order_open(intent_id=intent_id, broker_sellable_qty=sellable)
 

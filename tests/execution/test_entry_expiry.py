@@ -7,7 +7,7 @@ import pytest
 
 from execution import services
 from execution.services.orders import entry_order_expire
-from execution.services.submission import _claim
+from execution.services.claim import order_claim
 from tests.ledger_helpers import key
 from tests.support import at_once
 
@@ -19,7 +19,7 @@ def test_an_expiry_and_a_claim_racing_over_one_order_never_both_win(new_symbol, 
         intent = services.entry_intent_open(symbol=new_symbol(), qty=1, idempotency_key=key())
         order = services.order_open(intent_id=intent.pk)
         won = dict(at_once(lambda who, step: (who, step()), [
-            ("claim", lambda: _claim(order.pk)),
+            ("claim", lambda: order_claim(order_id=order.pk, window_s=10) is not None),
             ("expire", lambda: entry_order_expire(order_id=order.pk, claim=None)),
         ]))
         assert won["claim"] != won["expire"], won  # one, and only one

@@ -222,17 +222,19 @@ def test_submitted_order_records_when_it_went_out(new_symbol):
     assert intent.created_at <= intent.ordered_at
 
 
-def test_the_one_statement_path_records_and_claims_the_order(new_symbol):
-    from execution.services.orders import order_mark_submitted_fast, order_open_claimed
+def test_the_one_statement_path_records_the_order_unclaimed(new_symbol):
+    from execution.services.orders import order_mark_submitted_fast, order_open_recorded
 
     position = open_position(new_symbol(), 10)
     intent = exit_(position, 4)
-    order = order_open_claimed(intent_id=intent.pk)
+    order = order_open_recorded(intent_id=intent.pk)
     stored = Order.objects.get(intent=intent)
     assert (stored.pk, stored.qty, stored.side, stored.status) == (order.pk, 4, "SELL", "NEW")
-    assert stored.send_started_at is not None and stored.created_at == order.created_at
+    # Recorded, not claimed: the send claims it right before its broker write.
+    assert stored.send_started_at is None and stored.created_at == order.created_at
+    assert stored.recorded_at is not None and stored.send_attempts == 0
     assert OrderIntent.objects.get(pk=intent.pk).status == OrderIntent.Status.ORDERED
-    assert order_open_claimed(intent_id=intent.pk) is None  # a second delivery
+    assert order_open_recorded(intent_id=intent.pk) is None  # a second delivery
     assert services.order_open(intent_id=intent.pk).pk == order.pk
     assert order_mark_submitted_fast(order_id=order.pk, broker_order_no="0000000042")
     assert not order_mark_submitted_fast(order_id=order.pk, broker_order_no="0000000043")
@@ -247,7 +249,7 @@ def test_the_one_statement_path_records_and_claims_the_order(new_symbol):
 @pytest.mark.parametrize("case", ["halted", "reducing_entry", "startup_gate", "broker_disagrees",
                                   "cancelled", "malformed"])
 def test_the_one_statement_path_declines_what_is_not_ordinary(new_symbol, case):
-    from execution.services.orders import order_open_claimed
+    from execution.services.orders import order_open_recorded
     from execution.services.trading_state import reconciliation_require
 
     position = open_position(new_symbol(), 10)
@@ -264,6 +266,6 @@ def test_the_one_statement_path_declines_what_is_not_ordinary(new_symbol, case):
     elif case == "cancelled":
         services.intent_cancel(intent_id=intent.pk, reason="test")
     intent_id = "not-a-uuid" if case == "malformed" else intent.pk
-    assert order_open_claimed(intent_id=intent_id) is None
+    assert order_open_recorded(intent_id=intent_id) is None
     assert not Order.objects.filter(intent=intent).exists()
     assert OrderIntent.objects.get(pk=intent.pk).status in ("NEW", "CANCELLED")

@@ -117,7 +117,7 @@ def test_with_a_new_key_it_writes_in_one_statement(new_symbol):
 
 
 class Taker:
-    """An executor that takes claimed orders, as pricesync's sender does."""
+    """An executor that takes recorded orders, as pricesync's sender does."""
 
     def __init__(self):
         self.ids, self.orders = [], []
@@ -126,13 +126,13 @@ class Taker:
         self.ids.append(intent_id)
         return True
 
-    def claimed(self, order):
+    def recorded(self, order):
         self.orders.append(order)
         return True
 
 
 @pytest.mark.django_db(transaction=True)
-def test_for_a_taker_of_claimed_orders_the_same_statement_claims_the_order(new_symbol, settings):
+def test_for_a_taker_of_recorded_orders_the_same_statement_records_the_order(new_symbol, settings):
     settings.EXECUTION_AUTO_SUBMIT = True
     position = open_position(new_symbol(), 10)
     taker = Taker()
@@ -151,7 +151,8 @@ def test_for_a_taker_of_claimed_orders_the_same_statement_claims_the_order(new_s
     stored = Order.objects.get(pk=order.pk)
     assert (stored.intent_id, stored.status, stored.qty, stored.limit_price) == (
         intent.pk, "NEW", 4, 9_700)
-    assert stored.send_started_at == order.send_started_at is not None
+    # Recorded unclaimed: the send claims it right before the broker write.
+    assert stored.send_started_at is None is order.send_started_at
     assert taker.ids == []
 
 

@@ -45,7 +45,7 @@ def _fill(order: Order, amount: int, at: dt.datetime, pnl: str | None = None) ->
 
 
 def test_every_figure_of_the_account(db):
-    samsung = _position("005930", 10, 70_000, reserved=4)
+    samsung = _position("005930", 10, 70_000)  # its SELL intent below reserves 4 (P0 trigger)
     hynix = _position("000660", 5, 200_000)
     _position("035420", 0, 0, status="CLOSED")  # closed: not counted
     empty = _position("051910", 0, 0)  # an entry being bought

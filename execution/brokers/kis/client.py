@@ -271,7 +271,7 @@ class KisClient:
 
     def _call(self, *, method: str, path: str, real_tr_id: str, use: str,
               params: dict | None = None, body: dict | None = None,
-              tr_cont: str = "") -> tuple[dict, dict]:
+              tr_cont: str = "", before_write=None) -> tuple[dict, dict]:
         """One KIS REST call through the breaker of its use (KisCircuitOpen while it is
         open, without calling KIS). With the token at hand and no preflight done, the
         breaker's state and the rate slot are taken first, in one round trip (_ahead); a token
@@ -285,11 +285,11 @@ class KisClient:
                 logger.info("kis.ahead_failed use=%s: %s", use, type(exc).__name__)
         return self.breakers.call(
             breaker, self._call_unguarded, method=method, path=path, real_tr_id=real_tr_id,
-            use=use, params=params, body=body, tr_cont=tr_cont)
+            use=use, params=params, body=body, tr_cont=tr_cont, before_write=before_write)
 
     def _call_unguarded(self, *, method: str, path: str, real_tr_id: str, use: str,
                         params: dict | None, body: dict | None,
-                        tr_cont: str) -> tuple[dict, dict]:
+                        tr_cont: str, before_write=None) -> tuple[dict, dict]:
         config = self.config
         tr = protocol.tr_id(real_tr_id, config.flavour)
         app = config.app(use)
@@ -315,7 +315,8 @@ class KisClient:
                                                       headers=headers)
                 else:
                     response = self.transport.request("POST", path, headers=headers,
-                                                      body=json.dumps(body).encode())
+                                                      body=json.dumps(body).encode(),
+                                                      before_write=before_write)
             except ConnectFailed as exc:  # nothing was sent
                 raise KisUnavailable(f"KIS unreachable: {exc}", tr_id=tr) from None
             except ExchangeFailed as exc:  # it may have arrived
@@ -342,11 +343,6 @@ class KisClient:
                 return data, {k.lower(): v for k, v in response.headers.items()}
             error = error_for(msg_cd=msg_cd, msg1=data.get("msg1", ""),
                               http_status=response.status, tr_id=tr, order=is_order)
-            if is_order and isinstance(error, KisUnavailable):
-                # A 5xx without a KIS code: the gateway may have failed after the order went in.
-                raise KisAmbiguousOutcome(
-                    f"order outcome unknown: HTTP {response.status} without a KIS code",
-                    http_status=response.status, tr_id=tr)
             if isinstance(error, KisRateLimited) and attempt < config.rate_limit_retries:
                 backoff = 0.05 * (2 ** attempt) * (1 + random.random())
                 logger.info("kis.rate_limited tr_id=%s attempt=%s backoff_s=%.3f", tr, attempt,
@@ -387,8 +383,17 @@ class KisClient:
         return {"CANO": self.config.cano, "ACNT_PRDT_CD": self.config.acnt_prdt_cd}
 
     # --- orders -------------------------------------------------------------------------------
-    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None) -> OrderAck:
-        """A cash order: limit at `price`, or market when `price` is None."""
+    @property
+    def send_window_s(self) -> float:
+        """How long after its write an order may still reach KIS: the connect and read timeouts
+        and a margin (an order's claim, execution/services/claim.py)."""
+        return self.config.connect_timeout_s + self.config.read_timeout_s + 5.0
+
+    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None,
+                   before_write=None) -> OrderAck:
+        """A cash order: limit at `price`, or market when `price` is None. `before_write` is
+        called right before each write of the request (the order's claim); what it raises
+        (KisWriteWithheld) comes back with nothing sent."""
         if side not in ("BUY", "SELL"):
             raise ValueError(f"side is BUY or SELL, got {side!r}")
         body = self._account() | {
@@ -399,7 +404,7 @@ class KisClient:
         }
         data, _ = self._call(method="POST", path=protocol.PATH_ORDER_CASH,
                              real_tr_id=protocol.TR_BUY if side == "BUY" else protocol.TR_SELL,
-                             use="order", body=body)
+                             use="order", body=body, before_write=before_write)
         out = data.get("output") or {}
         if not out.get("odno"):
             raise KisAmbiguousOutcome("KIS accepted the order but sent no ODNO: settle it "

@@ -66,6 +66,16 @@ class KisAmbiguousOutcome(KisError):
     """
 
 
+class KisWriteWithheld(KisError):
+    """The order was not written to KIS: its row did not grant the right to send at the last
+    moment (another sender has it, it is settled, the trading state forbids it, or it is too
+    old). Nothing left; `reason` says which."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
 class KisProtocolError(KisError):
     """KIS answered in a shape this client does not understand."""
 
@@ -83,11 +93,25 @@ _BY_CODE = {
 
 def error_for(*, msg_cd: str, msg1: str, http_status: int, tr_id: str,
               order: bool) -> KisError:
+    """The typed error of a KIS answer that is not a success. For an order write (`order`),
+    only the gateway's refusals (protocol.GATEWAY_NOT_PROCESSED) and the order system's
+    definite refusals below HTTP 500 (protocol.ORDER_REFUSALS) say the order did not go out;
+    anything else is KisAmbiguousOutcome."""
+    message = msg1 or "KIS refused the request"
     cls = _BY_CODE.get(msg_cd)
+    if order:
+        if msg_cd in protocol.GATEWAY_NOT_PROCESSED:
+            pass
+        elif msg_cd in protocol.ORDER_REFUSALS and http_status < 500:
+            cls = cls or KisOrderRefused
+        else:
+            return KisAmbiguousOutcome(
+                f"order outcome unknown: HTTP {http_status} {msg_cd or 'without a KIS code'} "
+                f"({message}): settle it against the daily orders inquiry, do not resend",
+                msg_cd=msg_cd, http_status=http_status, tr_id=tr_id)
     if cls is None:
         if http_status >= 500 and not msg_cd:
             cls = KisUnavailable
         else:
             cls = KisOrderRefused if order else KisError
-    return cls(msg1 or "KIS refused the request", msg_cd=msg_cd, http_status=http_status,
-               tr_id=tr_id)
+    return cls(message, msg_cd=msg_cd, http_status=http_status, tr_id=tr_id)

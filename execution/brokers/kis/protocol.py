@@ -86,6 +86,23 @@ EGW_RATE_LIMIT = "EGW00201"  # per-second request limit (HTTP 500, rt_cd "1")
 EGW_LEDGER_RATE_LIMIT = "EGW00215"
 EGW_TOKEN_EXPIRED = "EGW00123"
 EGW_TOKEN_INVALID = "EGW00121"
+# An order answered with one of these codes (HTTP below 500) was refused and did not go out:
+# the only answers an order may be rejected on. Any other code, HTTP >= 500, a timeout or a
+# dropped connection leaves the outcome unknown, settled against the daily orders inquiry
+# (docs/exactly-once.md). KIS.md confirms the first two; the APBK99xx block stands for KIS's
+# other refusals (short sell, cash, tick, price limits, qty, nothing to revise, order type,
+# branch), whose codes
+# are UNCONFIRMED, as the simulator sends them.
+ORDER_REFUSALS = frozenset({
+    MSG_MARKET_CLOSED, MSG_PRODUCT_NOT_FOUND,
+    "APBK9901", "APBK9902", "APBK9903", "APBK9904", "APBK9905", "APBK9906", "APBK9907",
+    "APBK9908", "APBK9909", "APBK9910",
+})
+# Refusals by KIS's gateway before an order reaches the order system (rate limits, tokens):
+# the order did not go out and may be sent again.
+GATEWAY_NOT_PROCESSED = frozenset({
+    EGW_RATE_LIMIT, EGW_LEDGER_RATE_LIMIT, EGW_TOKEN_RATE, EGW_TOKEN_EXPIRED, EGW_TOKEN_INVALID,
+})
 WS_SUBSCRIBED = "OPSP0000"
 WS_UNSUBSCRIBED = "OPSP0001"
 WS_ALREADY_SUBSCRIBED = "OPSP0002"

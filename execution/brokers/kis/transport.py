@@ -26,6 +26,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -63,9 +64,15 @@ class Transport:
         self._local = threading.local()
 
     def request(self, method: str, path: str, *, headers: dict[str, str],
-                params: dict | None = None, body: bytes | None = None) -> Answer:
-        """One request and its whole answer; ConnectFailed or ExchangeFailed as above."""
+                params: dict | None = None, body: bytes | None = None,
+                before_write: Callable[[], None] | None = None) -> Answer:
+        """One request and its whole answer; ConnectFailed or ExchangeFailed as above.
+        `before_write` is called once the connection is up, with nothing of the request
+        written: whatever it raises goes to the caller and nothing is sent (an order's claim,
+        execution/services/claim.py)."""
         conn = self._connection()
+        if before_write is not None:
+            before_write()
         target = self.prefix + path + (f"?{urlencode(params)}" if params else "")
         try:
             # Headers and body leave in one write (http.client joins a bytes body to them).

@@ -104,14 +104,15 @@ def test_a_lane_that_lapses_is_not_counted(bus):
     assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
 
 
-def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transaction(kis_sim, bus):
+def test_with_a_lane_listening_the_order_is_recorded_in_the_intents_own_transaction(kis_sim,
+                                                                                    bus):
     listener = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
                               owner="claimed-path")
     _listening_as(listener)  # listening, its threads not started yet
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert intent.status == "ORDERED"
-    order = Order.objects.get(intent=intent)  # recorded and claimed before the commit
-    assert (order.status, order.broker_order_no) == ("NEW", None) and order.send_started_at
+    order = Order.objects.get(intent=intent)  # recorded before the commit, claimed by the send
+    assert (order.status, order.broker_order_no, order.send_started_at) == ("NEW", None, None)
     [rung] = bus.lrange(doorbell.QUEUE_KEY, 0, -1)
     assert json.loads(rung)["order"] == str(order.pk) and bus.llen(TASK_QUEUE) == 0
     listener.start()
@@ -121,29 +122,29 @@ def test_with_a_lane_listening_the_order_is_claimed_in_the_intents_own_transacti
         listener.stop()
     assert sent.pk == order.pk
     assert [o["odno"] for o in broker_orders(kis_sim)] == [sent.broker_order_no]
+    assert Order.objects.get(pk=order.pk).send_attempts == 1
 
 
-def test_a_claim_that_nobody_hears_is_released_to_the_execute_task(bus):
+def test_an_order_that_nobody_hears_goes_to_the_execute_task(bus):
     _listening_as("gone-before-the-commit")
     with transaction.atomic():
         intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
-        assert Order.objects.get(intent=intent).send_started_at is not None
         bus.delete(doorbell.LANES_KEY)  # the worker stops before the ring
     order = Order.objects.get(intent=intent)
     assert (order.status, order.send_started_at) == ("NEW", None)  # free for the task to claim
     assert bus.llen(TASK_QUEUE) == 1 and bus.llen(doorbell.QUEUE_KEY) == 0
 
 
-def test_an_order_lost_with_its_lane_is_settled_by_the_sweep(bus):
+def test_an_order_left_with_a_dead_lane_is_sent_by_the_sweep_from_its_row(bus):
     # A lane listens (its owner renewed) but dies before taking the ring: the order stays
-    # claimed, in flight, as after any crash mid-send; the sweep settles it.
+    # recorded and unclaimed; the sweep hands its intent to the execute task, which claims it.
     _listening_as("dies-at-once")
     services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert bus.llen(doorbell.QUEUE_KEY) == 1 and bus.llen(TASK_QUEUE) == 0
     later = clock.FixedClock(clock.now() + SWEEP_AGE + dt.timedelta(seconds=1))
     with clock.installed(later):
-        assert sweep() == {"intents": 0, "orders_in_flight": 1}
-    assert bus.llen(TASK_QUEUE) == 1  # the settle task, on its way to a worker
+        assert sweep() == {"intents": 1, "orders_in_flight": 0}
+    assert bus.llen(TASK_QUEUE) == 1  # the execute task, on its way to a worker
 
 
 def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):

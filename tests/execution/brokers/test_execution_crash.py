@@ -44,7 +44,8 @@ def crash_and_recover(sim, tmp_path, *, faults: dict, held_path: str, token_read
         intent = services.entry_intent_open(symbol="005930", qty=6, idempotency_key=key())
         wait_for(lambda: held(sim, held_path), f"a request to {held_path} to be held")
         order = Order.objects.get(intent=intent)
-        assert order.status == "NEW" and order.send_started_at is not None
+        # Claimed right before the order's write: not yet while its token is still awaited.
+        assert order.status == "NEW" and (order.send_started_at is not None) == token_ready
         os.killpg(proc.pid, signal.SIGKILL)  # the whole worker, mid-call
         proc.wait()
         sim.control("/_sim/faults", method="DELETE")

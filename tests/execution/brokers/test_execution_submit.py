@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db.models import F
 
 from aegis import clock
 from execution import services
 from execution.models import Alert, Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
 from tests.execution.brokers import kis_worker
-from tests.ledger_helpers import key
+from tests.ledger_helpers import claimed, key, past_its_deadline
 from tests.support import child_database_url, direct_database_env, forget_broker_credentials
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -358,7 +357,8 @@ def _recorded_and_claimed(settings):
     intent = services.entry_intent_open(symbol="005930", qty=4, limit_price=71_000,
                                         idempotency_key=key())
     order = services.order_open(intent_id=intent.pk)
-    Order.objects.filter(pk=order.pk).update(send_started_at=clock.now())
+    order = claimed(order.pk)
+    past_its_deadline(order.pk)  # its window gone by: the settles below may act
     return Order.objects.get(pk=order.pk)
 
 
@@ -392,17 +392,21 @@ def test_identical_orders_settled_at_once_each_adopt_their_own_number(kis_client
     assert numbers == {o["odno"] for o in broker_orders(kis_sim)} and len(numbers) == 6
 
 
-def test_an_order_that_never_reached_kis_is_sent_after_the_grace(kis_client, kis_sim, settings):
-    from execution.services.submission import IN_FLIGHT_GRACE, Outcome, order_settle
+def test_an_order_that_never_reached_kis_is_sent_after_its_deadline(kis_client, kis_sim,
+                                                                     settings):
+    from execution.services.submission import Outcome, order_settle
 
-    order = _recorded_and_claimed(settings)
+    settings.EXECUTION_AUTO_SUBMIT = False
+    intent = services.entry_intent_open(symbol="005930", qty=4, limit_price=71_000,
+                                        idempotency_key=key())
+    order = claimed(services.order_open(intent_id=intent.pk).pk)
     assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.IN_FLIGHT
     assert broker_orders(kis_sim) == []  # not yet: it may still be on its way
-    later = clock.now() + IN_FLIGHT_GRACE + dt.timedelta(seconds=1)
-    with clock.installed(clock.FixedClock(later)):
-        assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.SUBMITTED
-        assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.ALREADY
+    past_its_deadline(order.pk)
+    assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.SUBMITTED
+    assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.ALREADY
     assert len(broker_orders(kis_sim)) == 1
+    assert Order.objects.get(pk=order.pk).send_attempts == 2
 
 
 # --- an order call that times out on a live worker, settled by the sweep ----------------------
@@ -447,25 +451,22 @@ def test_an_order_that_timed_out_after_kis_took_it_is_adopted_by_the_settle(kis_
     order = _timed_out_on_the_worker(kis_sim, worker, {"timeout_next": 1, "after": True})
     at_kis = [o for o in broker_orders(kis_sim) if o["odno"] != warm.broker_order_no]
     assert [o["qty"] for o in at_kis] == [3]  # KIS took it; the worker never heard
-    assert _settle_by_sweep(worker, moved_on=dt.timedelta(seconds=5)) == "submitted"
+    past_its_deadline(order.pk)
+    assert _settle_by_sweep(worker, moved_on=dt.timedelta(0)) == "submitted"
     order.refresh_from_db()
     assert order.status == "SUBMITTED" and order.broker_order_no == at_kis[0]["odno"]
     assert len(broker_orders(kis_sim)) == 2  # adopted, never sent again
     assert order.intent.status == OrderIntent.Status.ORDERED
 
 
-def test_an_order_lost_on_its_way_is_sent_once_after_the_grace(kis_sim, worker):
-    from execution.services.submission import IN_FLIGHT_GRACE
-
+def test_an_order_lost_on_its_way_is_sent_once_after_its_deadline(kis_sim, worker):
     warm = _warm_worker(kis_sim)
     order = _timed_out_on_the_worker(kis_sim, worker, {"lost_next": 1})
     assert [o["odno"] for o in broker_orders(kis_sim)] == [warm.broker_order_no]
-    # Within the grace it may still be travelling: the settle waits.
-    assert _settle_by_sweep(worker, moved_on=dt.timedelta(seconds=5)) == "in_flight"
+    # Within its deadline it may still be travelling: the sweep leaves it alone.
+    assert sweep()["orders_in_flight"] == 0
     assert [o["odno"] for o in broker_orders(kis_sim)] == [warm.broker_order_no]
-    # The worker runs on the real clock: the send is moved back past the grace instead.
-    Order.objects.filter(pk=order.pk).update(
-        send_started_at=F("send_started_at") - IN_FLIGHT_GRACE - dt.timedelta(seconds=1))
+    past_its_deadline(order.pk)
     assert _settle_by_sweep(worker, moved_on=dt.timedelta(0)) == "submitted"
     order.refresh_from_db()
     mine = [o for o in broker_orders(kis_sim) if o["odno"] == order.broker_order_no]

@@ -76,8 +76,16 @@ def test_credentials_never_print_their_secret():
     ("EGW00121", 500, False, errors.KisTokenInvalid),
     ("APBK0919", 200, True, errors.KisMarketClosed),
     ("APBK0656", 200, True, errors.KisProductNotFound),
-    ("APBK9999", 200, True, errors.KisOrderRefused),
+    ("APBK9901", 200, True, errors.KisOrderRefused),
+    ("APBK9999", 200, False, errors.KisError),
     ("", 503, False, errors.KisUnavailable),
+    # An order write: only the documented refusals below HTTP 500 and the gateway's own
+    # refusals say it did not go out; anything else is an unknown outcome, settled.
+    ("EGW00201", 500, True, errors.KisRateLimited),
+    ("APBK9999", 200, True, errors.KisAmbiguousOutcome),  # a code nobody documented
+    ("APBK0919", 500, True, errors.KisAmbiguousOutcome),  # a 5xx with a KIS body
+    ("APBK9902", 502, True, errors.KisAmbiguousOutcome),
+    ("", 503, True, errors.KisAmbiguousOutcome),
 ])
 def test_kis_codes_map_to_typed_errors(msg_cd, status, order, cls):
     error = errors.error_for(msg_cd=msg_cd, msg1="text", http_status=status, tr_id="T", order=order)
@@ -96,3 +104,15 @@ def test_bad_kis_settings_are_refused_clearly(kis, message):
             "ORDER_APP_SECRET": "", "HTS_ID": ""}
     with override_settings(KIS=base | kis), pytest.raises(ImproperlyConfigured, match=message):
         KisConfig.from_settings()
+
+
+def test_every_refusal_the_simulator_sends_is_a_documented_refusal():
+    """The simulator stands in for KIS: each order refusal it can send must reject the order,
+    not leave it unknown (and protocol.ORDER_REFUSALS holds nothing it never refuses with)."""
+    from execution.brokers.kis import protocol
+    from execution.brokers.simulator import engine
+
+    sent = {value for name, value in vars(engine).items() if name.startswith("MSG_")
+            and name not in ("MSG_ORDER_SENT",) and isinstance(value, str)}
+    assert sent <= protocol.ORDER_REFUSALS | {protocol.MSG_ORDER_SENT}
+    assert protocol.ORDER_REFUSALS.isdisjoint(protocol.GATEWAY_NOT_PROCESSED)
