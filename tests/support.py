@@ -148,3 +148,29 @@ def forget_broker_credentials() -> None:
     client = cache._cache.get_client(write=True)
     for name in client.scan_iter(match=cache.make_key("kis:*")):
         client.delete(name)
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0, every: float = 0.05):
+    """Wait for `predicate()` to be true (its value returned); fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def holds_for(predicate, seconds: float, what: str = "the invariant", every: float = 0.1) -> None:
+    """Keep checking `predicate()` for `seconds` (a late duplicate must be caught): it must hold
+    each time."""
+    import time
+
+    until = time.monotonic() + seconds
+    while True:
+        assert predicate(), f"{what} stopped holding"
+        if time.monotonic() >= until:
+            return
+        time.sleep(every)
