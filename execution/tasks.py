@@ -12,6 +12,7 @@ from aegis import clock
 
 from .brokers import get_broker
 from .selectors import intents_waiting, orders_in_flight, orders_unsent
+from .services.audit import ledger_audit
 from .services.expiry import orders_expire
 from .services.reconciliation import reconciliation_run
 from .services.submission import NOT_SENT, intent_submit, order_settle
@@ -101,3 +102,9 @@ def reconcile_task(trigger: str = "PERIODIC") -> dict:
     """Compare the ledger with KIS's holdings; a success opens the startup gate."""
     run = reconciliation_run(broker=get_broker(), trigger=trigger)
     return {"id": run.pk, "result": run.result, "mismatches": run.mismatches.count()}
+
+
+@shared_task(name="execution.ledger_audit", expires=60, time_limit=60)
+def ledger_audit_task() -> dict:
+    """Every open position's reserved_qty recomputed from its rows; drift alerted."""
+    return ledger_audit()

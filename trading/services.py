@@ -178,12 +178,19 @@ def _held(opened: int, today: dt.date) -> int:
     return market_calendar.trading_days_between(dt.date.fromordinal(opened), today)
 
 
+# The exit states locked in position id order first (execution/locks.py): two passes raising
+# overlapping marks never wait on each other in a circle.
 _MARKS_RAISE = """
+WITH locked AS (
+    SELECT position_id FROM {table} WHERE position_id = ANY(%s::bigint[])
+    ORDER BY position_id FOR UPDATE
+)
 UPDATE {table} AS s SET
     high_water_mark = GREATEST(COALESCE(s.high_water_mark, 0), v.mark),
     peak_qty = GREATEST(s.peak_qty, v.peak), updated_at = now()
-FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak)
-WHERE s.position_id = v.id
+FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak),
+     locked
+WHERE s.position_id = v.id AND locked.position_id = v.id
 """
 
 
@@ -193,8 +200,9 @@ def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
+                ids = [w.position_id for w, _, _ in moved]
                 cursor.execute(_MARKS_RAISE.format(table=PositionExitState._meta.db_table), [
-                    [w.position_id for w, _, _ in moved], [m or 0 for _, m, _ in moved],
+                    ids, ids, [m or 0 for _, m, _ in moved],
                     [p for _, _, p in moved]])
         else:
             for watch, mark, peak in moved:
@@ -205,13 +213,15 @@ def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
         hot.positions_changed(w.symbol for w, _, _ in moved)
 
 
-# The exit state and its position locked, and the trading state in force read beside them, in
-# one statement written as SQL: the ORM's compiling of it cost more than its round trip.
+# The position and its exit state locked, in the one lock order (execution/locks.py: position,
+# then exit state; PostgreSQL locks a statement's rows in its FOR UPDATE OF order), and the
+# trading state in force read beside them, in one statement written as SQL: the ORM's compiling
+# of it cost more than its round trip.
 _DECIDE_LOCK = """
 SELECT {position_columns}, s.high_water_mark, s.peak_qty, s.tiers_done, {state_in_force}
-FROM {exit_state} s JOIN {position} p ON p.id = s.position_id
-WHERE s.position_id = %s
-FOR UPDATE OF s, p
+FROM {position} p JOIN {exit_state} s ON s.position_id = p.id
+WHERE p.id = %s
+FOR UPDATE OF p, s
 """
 
 # GAP_DOWN's: the ledger's lock alone (the position), with the trading state in force.

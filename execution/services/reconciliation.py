@@ -23,6 +23,7 @@ from django.db import transaction
 from aegis import clock
 
 from ..brokers.kis.errors import KisError
+from ..locks import positions_qs_for_update
 from ..models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from .sync import orders_sync
 from .trading_state import reconciliation_succeeded
@@ -53,7 +54,7 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
         status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
     ).values_list("symbol", flat=True))
     with transaction.atomic():
-        positions = {p.symbol: p for p in Position.objects.select_for_update().filter(
+        positions = {p.symbol: p for p in positions_qs_for_update().filter(
             status=Position.Status.OPEN)}
         symbols = sorted((set(held) | {s for s, p in positions.items() if p.qty > 0}) - in_flight)
         mismatches = []
