@@ -106,14 +106,20 @@ def test_raw_sql_intents_are_enqueued_by_the_listener(listener, broker, test_db_
 def test_listener_survives_a_lost_connection(listener, broker, test_db_url, new_symbol):
     position = open_position(new_symbol(), 10)
     with psycopg.connect(test_db_url, autocommit=True) as admin:
+        # The killed backend lingers in pg_stat_activity for a moment: only another backend
+        # listening counts as the listener back.
+        old = [pid for (pid,) in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'aegis-listener'")]
+        assert old, "no listener to cut off"
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE application_name = 'aegis-listener'")
-    deadline = time.monotonic() + 30
+                      "WHERE pid = ANY(%s)", [old])
+    deadline = time.monotonic() + 60
     wanted = None
     while time.monotonic() < deadline:
         with psycopg.connect(test_db_url, autocommit=True) as admin:
             back = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
-                                 "= 'aegis-listener' AND query ILIKE 'LISTEN%'").fetchone()[0]
+                                 "= 'aegis-listener' AND query ILIKE 'LISTEN%%' "
+                                 "AND NOT pid = ANY(%s)", [old]).fetchone()[0]
         if back:
             wanted = insert_raw(test_db_url, position)
             break
