@@ -3,8 +3,11 @@
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce, Now
+
+from aegis import clock
 
 from .models import Order, OrderIntent, Position, Side, TradingState
 
@@ -77,12 +80,18 @@ def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> l
     return [str(pk) for pk in qs.order_by("created_at").values_list("intent_id", flat=True)[:limit]]
 
 
+def db_now():
+    """Now on the database's clock (PostgreSQL: the one every host shares), for a filter; on the
+    embedded default (one process, SQLite) the app's clock, which stamped the deadlines."""
+    return Now() if connection.vendor == "postgresql" else clock.now()
+
+
 def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
     """Orders sent with no broker number yet whose send's deadline has passed (by the
     database's clock; rows from before deadlines: sent before `older_than`), not quarantined:
     the ones a settle can decide now."""
     return [str(pk) for pk in Order.objects.filter(
-        Q(send_deadline__lt=Now()) | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
+        Q(send_deadline__lt=db_now()) | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
         status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
         quarantined_at__isnull=True,
     ).order_by("send_started_at").values_list("pk", flat=True)[:limit]]

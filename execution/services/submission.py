@@ -24,7 +24,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.db.models import Q
-from django.db.models.functions import Now
 
 from aegis import clock, metrics
 
@@ -32,16 +31,17 @@ from ..alerts import alert_raise
 from ..brokers.kis.client import Balance, DailyOrder, OrderAck
 from ..brokers.kis.errors import (
     KisAmbiguousOutcome,
-    KisWriteWithheld,
     KisError,
     KisRateLimited,
     KisTokenExpired,
     KisTokenInvalid,
     KisTokenRateLimited,
     KisUnavailable,
+    KisWriteWithheld,
 )
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
 from ..models import Alert, Order, OrderIntent, Side
+from ..selectors import db_now
 from .claim import SendClaim, Withheld
 from .matching import could_be
 from .orders import (
@@ -278,7 +278,7 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         return Outcome.ALREADY  # unsent: the sweep's unsent orders send it
     # The database's clock decides, the one every host shares: an inquiry begun before the
     # deadline could miss an order still on its way.
-    if not Order.objects.filter(Q(send_deadline__lt=Now()) | Q(send_deadline__isnull=True),
+    if not Order.objects.filter(Q(send_deadline__lt=db_now()) | Q(send_deadline__isnull=True),
                                 pk=order.pk, send_started_at=started).exists():
         return Outcome.IN_FLIGHT
     skew = dt.timedelta(seconds=settings.EXECUTION_CLOCK_SKEW_S + 1)
