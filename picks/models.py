@@ -199,3 +199,20 @@ class Pick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}/{self.external_id} {self.side} {self.symbol}"
+
+
+class PositionOpener(models.Model):
+    """The source whose BUY pick opened a position (the first to buy into it; a position opened
+    otherwise has none). Only that source's SELL picks may sell the position: a strategy
+    sells what it bought, never another's holding, nor one an operator opened."""
+
+    position = models.OneToOneField(
+        "execution.Position", on_delete=models.CASCADE, primary_key=True,
+        related_name="opener")
+    source = models.ForeignKey(
+        PickSource, to_field="code", db_column="source", on_delete=models.PROTECT,
+        related_name="positions_opened")
+    opened_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"position {self.position_id} opened by {self.source_id}"
