@@ -165,6 +165,16 @@ else:
                                      env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5)),
         }
     }
+# Values are cached as JSON, never pickled (aegis/cache.py): beyond JSON's own types, tuples,
+# Decimals, dates, bytes and arrays, only these classes are carried, rebuilt from their data.
+CACHE_JSON_TYPES = [
+    "trading.hot.Px",        # trading:px:<symbol>
+    "trading.hot.Book",      # trading:book, trading:book:<symbol>
+    "trading.hot.Profiles",  # trading:profiles
+    "trading.rules.Rules",
+    "trading.rules.Tier",
+    "picks.models.PickSource",  # picks:source:<digest> (picks/auth.py)
+]
 
 # --- Celery (read by aegis.celery with namespace CELERY) --------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
