@@ -165,6 +165,12 @@ else:
                                      env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5)),
         }
     }
+# Every Redis client Aegis makes (aegis/redis_clients.py): connect within this long, each answer
+# within this long (plus a blocking read's own wait), else a RedisError and the caller's local
+# fallback; after a failure, Redis is asked again this often, not on every call.
+REDIS_CONNECT_TIMEOUT_S = env.float("AEGIS_REDIS_CONNECT_TIMEOUT_S", default=0.5)
+REDIS_TIMEOUT_S = env.float("AEGIS_REDIS_TIMEOUT_S", default=0.5)
+REDIS_RETRY_S = env.float("AEGIS_REDIS_RETRY_S", default=2.0)
 # Values are cached as JSON, never pickled (aegis/cache.py): beyond JSON's own types, tuples,
 # Decimals, dates, bytes and arrays, only these classes are carried, rebuilt from their data.
 CACHE_JSON_TYPES = [
@@ -196,7 +202,16 @@ CELERY_TASK_ROUTES = {
     "trading.*": {"queue": "trading"},
     "picks.*": {"queue": "picks"},
 }
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Every broker call bounded (kombu's Redis transport passes these to redis-py): a Redis that
+# stalls costs a publish this long, then an error the caller handles (the sweeps re-enqueue),
+# never a thread for good.
+BROKER_TIMEOUT_S = env.float("AEGIS_BROKER_TIMEOUT_S", default=5.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600,
+                                   "socket_timeout": BROKER_TIMEOUT_S,
+                                   "socket_connect_timeout": BROKER_TIMEOUT_S}
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_S
+CELERY_REDIS_SOCKET_TIMEOUT = BROKER_TIMEOUT_S
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = BROKER_TIMEOUT_S
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Task events cost a Redis publish per task state, on the hot path. Flower switches them on in
 # the workers while it runs (its enable_events option), so they are off by default.
@@ -252,6 +267,9 @@ KIS = {
     "HTS_ID": env.str("KIS_HTS_ID", default=""),
     # Requests per second per app key; 0: KIS's documented rate for the flavour.
     "RATE_PER_SECOND": env.int("KIS_RATE_PER_SECOND", default=0),
+    # While Redis (the shared window) does not answer, each process sends at most this share
+    # of the rate, counted by itself (execution/brokers/kis/ratelimit.py).
+    "RATE_FALLBACK_SHARE": env.float("KIS_RATE_FALLBACK_SHARE", default=0.25),
     # The circuit breaker around every REST call, one per app key and use (query, order), its
     # state in Redis: this many failures in a row open it; it lets a trial call through after
     # this many seconds.
