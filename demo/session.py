@@ -237,9 +237,10 @@ class Session:
         gate.max_price_age_s = int(10 + 2 * self.speed)
         gate.max_pick_age_s = int(30 + 2 * self.speed)
         gate.save()
+        # The day's picks come seconds apart at 20x and more: a rate above the default's.
         source, _, token = source_upsert(code=scenario.SOURCE, name=scenario.SOURCE_NAME,
                                          exit_profile=profiles[scenario.SOURCE_PROFILE],
-                                         rotate=True)
+                                         rate_limit="100/second", rotate=True)
         # The earlier days' positions were opened by the strategy's picks: its SELL picks
         # may sell them (a source sells only what it opened, picks/routing.py).
         for position in Position.objects.filter(status=Position.Status.OPEN):

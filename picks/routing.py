@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -376,6 +377,38 @@ def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime,
         cash_krw=None if cash is None else int(cash) - int(bought) + int(sold)
         - int(total_pending),
     ), routed_seq, taken)
+
+
+# --- exits first --------------------------------------------------------------------------------
+
+def _exit_reserve(broker) -> tuple[object, list[str], int] | None:
+    """(the broker's rate limiter, the app keys a route uses, the slots kept for exits), or
+    None for a broker without a shared rate (the embedded default's)."""
+    limiter, config = getattr(broker, "limiter", None), getattr(broker, "config", None)
+    if limiter is None or config is None or not hasattr(limiter, "free"):
+        return None
+    keys = sorted({config.query_app.fingerprint, config.order_app.fingerprint})
+    reserve = max(1, math.ceil(limiter.per_second * settings.PICKS_EXIT_RESERVE_SHARE))
+    return limiter, keys, reserve
+
+
+def exits_short(broker) -> bool:
+    """Whether the KIS rate window of the app keys a route uses has no more free slots than
+    those kept for exits (settings.PICKS_EXIT_RESERVE_SHARE of the rate, at least one)."""
+    reserve = _exit_reserve(broker)
+    if reserve is None:
+        return False
+    limiter, keys, kept = reserve
+    return any(limiter.free(key) <= kept for key in keys)
+
+
+def exits_first(broker) -> None:
+    """Before a route: wait while the rate window is short (exits_short), so that an exit
+    decided meanwhile takes the slots; at most settings.PICKS_YIELD_MAX_S, then the route goes
+    on (the gates' age limits judge a pick that waited)."""
+    started = time.monotonic()
+    while exits_short(broker) and time.monotonic() - started < settings.PICKS_YIELD_MAX_S:
+        time.sleep(0.02)
 
 
 # --- one pick ----------------------------------------------------------------------------------

@@ -59,6 +59,14 @@ end
 return out
 """
 
+# The slots free in the window right now (nothing taken).
+_FREE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+"""
+
 
 class SharedRateLimiter:
     def __init__(self, *, per_second: int, guard_ms: int = 50, redis_url: str | None = None
@@ -72,6 +80,7 @@ class SharedRateLimiter:
         url = settings.REDIS_URL if redis_url is None else redis_url
         self._redis = redis_clients.client(url) if url else None
         self._script = self._redis.register_script(_ACQUIRE) if self._redis else None
+        self._free = self._redis.register_script(_FREE) if self._redis else None
         self._local: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._lock = threading.Lock()
         # Without Redis at all (the embedded default) this process is the only user: the
@@ -99,6 +108,26 @@ class SharedRateLimiter:
     def _run(self, key: str, reads: list[str]):
         return self._script(keys=[f"aegis:kis:rate:{key}", *reads],
                             args=[self.per_second, self.window_us, uuid.uuid4().hex])
+
+    def free(self, key: str) -> int:
+        """How many requests for `key` the window would take now (nothing is taken): what a
+        caller that gives way to others (the picks router, to exits) looks at first. While
+        Redis is down, this process's share."""
+        if self._free is not None and not self.outage.active():
+            try:
+                free = int(self._free(keys=[f"aegis:kis:rate:{key}"],
+                                      args=[self.per_second, self.window_us]))
+            except redis.RedisError as exc:
+                self.outage.failed(exc)
+            else:
+                self.outage.answered()
+                return max(0, free)
+        per_second = self.per_second if self._free is None else self.fallback_per_second
+        with self._lock:
+            now = time.monotonic()
+            window = self._local[key]
+            return max(0, per_second - sum(1 for at in window
+                                           if at > now - self.window_us / 1e6))
 
     def _try_local(self, key: str, per_second: int) -> float:
         with self._lock:
