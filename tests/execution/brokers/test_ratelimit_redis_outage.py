@@ -160,3 +160,32 @@ def test_every_client_made_here_has_bounded_connects_and_reads():
     blocking = redis_clients.client(settings.REDIS_URL, blocking_s=1)
     assert blocking.connection_pool.connection_kwargs["socket_timeout"] == \
         settings.REDIS_TIMEOUT_S + 1
+
+
+def test_tokens_are_issued_and_kept_in_the_process_while_the_cache_stalls(silent_redis, caplog):
+    from aegis.cache import KeptClientRedisCache
+    from execution.brokers.kis.config import AppCredentials
+    from execution.brokers.kis.tokens import Credential, CredentialStore
+
+    caplog.set_level(logging.INFO, logger="aegis.kis")
+    stalled = KeptClientRedisCache(silent_redis, {"OPTIONS": {
+        "socket_timeout": 0.3, "socket_connect_timeout": 0.3}})
+    store = CredentialStore(kind="token", renew_before_s=60, cache=stalled)
+    apps = [AppCredentials(appkey=f"app-{n}", appsecret="s") for n in range(3)]
+    issued = []
+
+    def issue():
+        issued.append(1)
+        return Credential(value=f"tok-{len(issued)}", expires_at=time.time() + 3600)
+
+    def all_three() -> list[str]:
+        started = time.monotonic()
+        values = [store.get(app, issue) for app in apps]
+        return values, time.monotonic() - started
+
+    values, took = _in_thread(all_three, timeout_s=20)
+    assert values == ["tok-1", "tok-2", "tok-3"]
+    # One timeout (the first read); the rest did not wait on the stalled cache.
+    assert took < 0.3 * 3
+    assert len(_outage_logs(caplog, "kis.token_cache")) == 1
+    assert store.get(apps[0], issue) == "tok-1" and len(issued) == 3  # from the memo
