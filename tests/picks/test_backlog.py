@@ -59,7 +59,7 @@ def test_routers_give_way_to_exits_while_the_rate_window_is_short(settings):
 
 
 def test_a_router_waits_for_exits_at_most_the_yield_limit(settings):
-    settings.PICKS_EXIT_RESERVE_SHARE = 1.0  # every slot kept: always short
+    settings.PICKS_EXIT_RESERVE_SHARE = 0.9  # both slots of 2/s kept: always short
     settings.PICKS_YIELD_MAX_S = 0.3
     broker = _broker(per_second=2)
     started = time.monotonic()
