@@ -37,13 +37,14 @@ def _serve_metrics(sender=None, **_):
 @worker_ready.connect
 def _start_doorbell_lanes(sender=None, **_):
     """A worker on a thread pool listens on the doorbell of each queue it consumes that has
-    one: the execution bell (execution/doorbell.py), then the picks router's
-    (picks/doorbell.py)."""
+    one, each bell on lanes (threads) of its own: the execution bell (execution/doorbell.py)
+    and the picks router's (picks/doorbell.py), so that a flood of picks never takes the
+    threads that send exits."""
     from execution.doorbell import EXECUTION, start_for_worker
-    from picks.doorbell import PICKS
+    from picks import doorbell as picks_doorbell
 
-    lanes = start_for_worker(sender, {"execution": EXECUTION, "picks": PICKS})
-    if lanes is not None and PICKS.queue in lanes.bells:
+    start_for_worker(sender, {"execution": EXECUTION})
+    if picks_doorbell.start_for_worker(sender) is not None:
         from picks.routing import market_lanes_warm
 
         market_lanes_warm()
@@ -69,7 +70,9 @@ def _freeze_child_startup_objects(**_):
 @worker_shutdown.connect
 def _stop_doorbell_lanes(**_):
     from execution.doorbell import stop_for_worker
+    from picks import doorbell as picks_doorbell
 
+    picks_doorbell.stop_for_worker()
     stop_for_worker()
 
 

@@ -165,6 +165,22 @@ else:
                                      env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5)),
         }
     }
+# Every Redis client Aegis makes (aegis/redis_clients.py): connect within this long, each answer
+# within this long (plus a blocking read's own wait), else a RedisError and the caller's local
+# fallback; after a failure, Redis is asked again this often, not on every call.
+REDIS_CONNECT_TIMEOUT_S = env.float("AEGIS_REDIS_CONNECT_TIMEOUT_S", default=0.5)
+REDIS_TIMEOUT_S = env.float("AEGIS_REDIS_TIMEOUT_S", default=0.5)
+REDIS_RETRY_S = env.float("AEGIS_REDIS_RETRY_S", default=2.0)
+# Values are cached as JSON, never pickled (aegis/cache.py): beyond JSON's own types, tuples,
+# Decimals, dates, bytes and arrays, only these classes are carried, rebuilt from their data.
+CACHE_JSON_TYPES = [
+    "trading.hot.Px",        # trading:px:<symbol>
+    "trading.hot.Book",      # trading:book, trading:book:<symbol>
+    "trading.hot.Profiles",  # trading:profiles
+    "trading.rules.Rules",
+    "trading.rules.Tier",
+    "picks.models.PickSource",  # picks:source:<digest> (picks/auth.py)
+]
 
 # --- Celery (read by aegis.celery with namespace CELERY) --------------------------------------
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -186,7 +202,16 @@ CELERY_TASK_ROUTES = {
     "trading.*": {"queue": "trading"},
     "picks.*": {"queue": "picks"},
 }
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Every broker call bounded (kombu's Redis transport passes these to redis-py): a Redis that
+# stalls costs a publish this long, then an error the caller handles (the sweeps re-enqueue),
+# never a thread for good.
+BROKER_TIMEOUT_S = env.float("AEGIS_BROKER_TIMEOUT_S", default=5.0)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600,
+                                   "socket_timeout": BROKER_TIMEOUT_S,
+                                   "socket_connect_timeout": BROKER_TIMEOUT_S}
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_S
+CELERY_REDIS_SOCKET_TIMEOUT = BROKER_TIMEOUT_S
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = BROKER_TIMEOUT_S
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Task events cost a Redis publish per task state, on the hot path. Flower switches them on in
 # the workers while it runs (its enable_events option), so they are off by default.
@@ -250,6 +275,9 @@ KIS = {
     "HTS_ID": env.str("KIS_HTS_ID", default=""),
     # Requests per second per app key; 0: KIS's documented rate for the flavour.
     "RATE_PER_SECOND": env.int("KIS_RATE_PER_SECOND", default=0),
+    # While Redis (the shared window) does not answer, each process sends at most this share
+    # of the rate, counted by itself (execution/brokers/kis/ratelimit.py).
+    "RATE_FALLBACK_SHARE": env.float("KIS_RATE_FALLBACK_SHARE", default=0.25),
     # The circuit breaker around every REST call, one per app key and use (query, order), its
     # state in Redis: this many failures in a row open it; it lets a trial call through after
     # this many seconds.
@@ -354,6 +382,23 @@ PICKS_BOOK_CACHE_S = env.float("AEGIS_PICKS_BOOK_CACHE_S", default=1.0)
 # Batches of up to this many picks are announced to the routers' lanes before they are stored,
 # so that their market is read meanwhile (picks/doorbell.py); 0: never.
 PICKS_HEADS_UP_MAX = env.int("AEGIS_PICKS_HEADS_UP_MAX", default=4)
+# The routers: PICKS_LANES threads of their own in the worker that consumes the picks queue
+# (never the execution bell's threads, picks/doorbell.py). At most PICKS_QUEUE_MAX picks wait
+# for them (NEW): an ingest past it answers 503, nothing stored. The default is one full batch;
+# a pick that waits past its max_pick_age_s is refused at gate 1 without asking KIS. Before
+# each route they give way to exits while the KIS rate window has no more free slots than
+# PICKS_EXIT_RESERVE_SHARE of the rate (at least one), for at most PICKS_YIELD_MAX_S.
+PICKS_LANES = env.int("AEGIS_PICKS_LANES", default=2)
+PICKS_QUEUE_MAX = env.int("AEGIS_PICKS_QUEUE_MAX", default=1000)
+PICKS_EXIT_RESERVE_SHARE = env.float("AEGIS_PICKS_EXIT_RESERVE_SHARE", default=0.25)
+PICKS_YIELD_MAX_S = env.float("AEGIS_PICKS_YIELD_MAX_S", default=2.0)
+if PICKS_QUEUE_MAX < 1 or not 0 <= PICKS_EXIT_RESERVE_SHARE < 1 or PICKS_YIELD_MAX_S < 0:
+    raise ImproperlyConfigured(
+        "AEGIS_PICKS_QUEUE_MAX is at least 1, AEGIS_PICKS_EXIT_RESERVE_SHARE from 0 to below 1, "
+        "AEGIS_PICKS_YIELD_MAX_S 0 or more.")
+# A new source's rate: KIS takes about 20 requests a second on a real key (2 on paper), and a
+# routed pick costs two or three of them.
+PICKS_DEFAULT_RATE_LIMIT = env.str("AEGIS_PICKS_DEFAULT_RATE_LIMIT", default="5/second")
 # HMAC secrets of sources that must sign: AEGIS_PICKS_HMAC_<CODE>, read per request (picks/auth.py).
 # --- End of picks ingest API -------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from execution.brokers.simulator.process import Control, simulator_start, simula
 from execution.exceptions import InsufficientAvailableQty
 from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position
 from execution.services.reconciliation import reconciliation_run
-from picks.models import GateSettings, Pick
+from picks.models import GateSettings, Pick, PositionOpener
 from picks.services import source_upsert
 from trading import market_calendar
 from trading.beat import windows_from_db
@@ -237,9 +237,15 @@ class Session:
         gate.max_price_age_s = int(10 + 2 * self.speed)
         gate.max_pick_age_s = int(30 + 2 * self.speed)
         gate.save()
-        _, _, token = source_upsert(code=scenario.SOURCE, name=scenario.SOURCE_NAME,
-                                    exit_profile=profiles[scenario.SOURCE_PROFILE],
-                                    rotate=True)
+        # The day's picks come seconds apart at 20x and more: a rate above the default's.
+        source, _, token = source_upsert(code=scenario.SOURCE, name=scenario.SOURCE_NAME,
+                                         exit_profile=profiles[scenario.SOURCE_PROFILE],
+                                         rate_limit="100/second", rotate=True)
+        # The earlier days' positions were opened by the strategy's picks: its SELL picks
+        # may sell them (a source sells only what it opened, picks/routing.py).
+        for position in Position.objects.filter(status=Position.Status.OPEN):
+            PositionOpener.objects.get_or_create(
+                position=position, defaults={"source": source, "opened_at": position.opened_at})
         return token
 
     def trade(self, control: Control, token: str) -> dict:

@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 
 from .models import GateSettings, Pick, PickSource
 from .services import source_token_issue
@@ -24,8 +26,24 @@ class PickSourceAdmin(admin.ModelAdmin):
     def has_token(self, obj: PickSource) -> bool:
         return bool(obj.token_sha256)
 
-    @admin.action(description="Issue a new token (shown once; the old one stops working)")
+    # Whoever holds a source's token can trade through it: issuing one needs the change
+    # permission, and a second, explicit confirmation (the first post only shows which sources
+    # and what it does).
+    @admin.action(description="Issue a new token (shown once; the old one stops working)",
+                  permissions=["change"])
     def issue_token(self, request, queryset):
+        if request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Issue new tokens? / 새 토큰을 발급할까요?",
+                "opts": self.model._meta,
+                "sources": list(queryset),
+                "queryset": queryset,
+                "action": "issue_token",
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/picks/picksource/issue_token_confirm.html",
+                                    context)
         for source in queryset:
             token = source_token_issue(source=source)
             # Shown once, here; only its SHA-256 is kept.

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from .auth import (SIGNATURE_HEADER, PayloadTooLarge, SourceTokenAuthentication, require_rate,
                    require_signature)
 from .serializers import ErrorSerializer, IngestAnswerSerializer, PickInSerializer
-from .services import PickStoreRace, picks_ingest
+from .services import PicksBacklogFull, PickStoreRace, picks_ingest
 
 
 class BatchConflict(exceptions.APIException):
@@ -36,6 +36,10 @@ class PicksJSONParser(JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+
+
+# Seconds a refused batch is told to wait when the routers are busy.
+RETRY_AFTER_BUSY_S = 1
 
 
 def _bad_request(errors: dict) -> Response:
@@ -91,6 +95,9 @@ class PicksIngestView(APIView):
                                  "batch again (what was stored answers as duplicates)."),
             429: OpenApiResponse(ErrorSerializer, description="Over the source's rate; "
                                  "nothing stored. Send again after Retry-After seconds."),
+            503: OpenApiResponse(description="The routers' backlog is full: "
+                                 '{"error": "busy", "detail": ..., "retry_after_s": n}; '
+                                 "nothing stored. Send again after Retry-After seconds."),
         },
         examples=[OpenApiExample("one pick", request_only=True, value=[{
             "source": "3001", "external_id": "news-20261124-0001", "symbol": "005930",
@@ -128,5 +135,10 @@ class PicksIngestView(APIView):
             ids, duplicates = picks_ingest(source=source, items=serializer.validated_data)
         except PickStoreRace as exc:
             raise BatchConflict(str(exc)) from None
+        except PicksBacklogFull as exc:
+            return Response({"error": "busy", "detail": str(exc),
+                             "retry_after_s": RETRY_AFTER_BUSY_S},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
         return Response({"status": "queued", "ids": ids, "duplicates": duplicates},
                         status=status.HTTP_202_ACCEPTED)

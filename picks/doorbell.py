@@ -9,9 +9,14 @@ read instead of beginning its own (picks.routing.market_prefetch). The heads-up 
 Redis without waiting for its answer; it never routes anything, and a route that finds no
 read under way (a heads-up lost, or served by another worker) reads the market itself.
 
-The routers are the doorbell's lanes (execution/doorbell.py) in a worker that consumes the
-picks queue on a thread pool: each lane routes one rung pick at a time, and the order an entry
-becomes is sent from the same lane once its transaction commits. Nothing is lost when nobody
+The routers are doorbell lanes (execution/doorbell.py's Lanes) of their own, in a worker that
+consumes the picks queue on a thread pool: PICKS_LANES threads that serve the picks bell only,
+never the execution bell's threads, so that a flood of picks cannot hold back an exit. Each
+routes one rung pick at a time, and the order an entry becomes is sent by the picks' own sender
+threads once its transaction commits. Before each route, a lane gives way to exits while the
+KIS rate window is short (routing.exits_first). The backlog is bounded: an ingest that would
+take it past PICKS_QUEUE_MAX is refused (503) before anything is stored
+(services.picks_backlog_room). Nothing is lost when nobody
 answers: with no lanes alive, Redis unreachable or the doorbell off, the ring says so and the
 ingest enqueues the route task instead; a pick whose lane dies before it is routed stays NEW
 for the orphan sweep; a pick rung twice, or reached by the sweep as well, is routed once (the
@@ -82,9 +87,13 @@ def _serve(item: str, broker) -> None:
     (item)."""
     from .routing import heads_up_serve
 
+    from .routing import exits_short
+
     payload = json.loads(item)
     if "heads_up" not in payload:
         _route_rung(payload, broker)
+        return
+    if exits_short(broker):  # only a head start: not while exits need the rate
         return
     try:
         heads_up_serve([_ask(ask) for ask in payload["heads_up"]], broker=broker)
@@ -97,8 +106,11 @@ def _route_rung(payload: dict, broker) -> None:
     task, which tries again in another process (a pick already routed is skipped there)."""
     from .tasks import picks_route_task, route_now
 
+    from .routing import exits_first
+
     pick_id = payload["id"]
     try:
+        exits_first(broker)
         route_now([pick_id], "EVENT", broker=broker, rung={pick_id: _ask(payload)},
                   executor=_sender(broker))
     except Exception as exc:  # noqa: BLE001 - the route task, then the sweep, take it
@@ -134,3 +146,32 @@ def heads_up(picks: Sequence):
         yield
     finally:
         sent.answered()
+
+
+# --- the picks' own lanes in the worker -----------------------------------------------------------
+
+_worker_lanes: doorbell.Lanes | None = None
+
+
+def start_for_worker(consumer) -> doorbell.Lanes | None:
+    """Lanes of their own for the picks bell, in a worker that consumes the picks queue on a
+    pool that runs tasks in its own process (threads, solo); None otherwise (the route task
+    serves)."""
+    global _worker_lanes
+    queues = {queue.name for queue in consumer.task_consumer.queues}
+    pool = type(consumer.pool).__module__
+    if not doorbell.enabled() or "picks" not in queues or settings.PICKS_LANES < 1:
+        return None
+    if not pool.endswith((".thread", ".solo")):
+        logger.info("picks doorbell off: the %s pool runs tasks in child processes; the "
+                    "route task serves", pool.rsplit(".", 1)[-1])
+        return None
+    _worker_lanes = doorbell.Lanes(count=settings.PICKS_LANES, bells=(PICKS,)).start()
+    return _worker_lanes
+
+
+def stop_for_worker() -> None:
+    global _worker_lanes
+    if _worker_lanes is not None:
+        _worker_lanes.stop()
+        _worker_lanes = None

@@ -26,6 +26,13 @@ def _rate_validator(value: str) -> None:
         )
 
 
+def default_rate_limit() -> str:
+    """A new source's rate (settings.PICKS_DEFAULT_RATE_LIMIT): within KIS's budget."""
+    from django.conf import settings
+
+    return settings.PICKS_DEFAULT_RATE_LIMIT
+
+
 class PickSource(models.Model):
     """A strategy allowed to send picks: its token (only its SHA-256 is kept), its rate, and the
     exit profile its entries are watched with."""
@@ -46,8 +53,9 @@ class PickSource(models.Model):
                   "environment (AEGIS_PICKS_HMAC_<CODE>).",
     )
     rate_limit = models.CharField(
-        max_length=32, default="100/second", validators=[_rate_validator],
-        help_text="Most picks this source may send, e.g. 100/second (429 beyond it).",
+        max_length=32, default=default_rate_limit, validators=[_rate_validator],
+        help_text="Most picks this source may send, e.g. 5/second (429 beyond it). Each "
+                  "routed pick costs two or three of KIS's requests (about 20 a second).",
     )
     exit_profile = models.ForeignKey(
         "trading.ExitProfile", on_delete=models.PROTECT, null=True, blank=True,
@@ -199,3 +207,20 @@ class Pick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}/{self.external_id} {self.side} {self.symbol}"
+
+
+class PositionOpener(models.Model):
+    """The source whose BUY pick opened a position (the first to buy into it; a position opened
+    otherwise has none). Only that source's SELL picks may sell the position: a strategy
+    sells what it bought, never another's holding, nor one an operator opened."""
+
+    position = models.OneToOneField(
+        "execution.Position", on_delete=models.CASCADE, primary_key=True,
+        related_name="opener")
+    source = models.ForeignKey(
+        PickSource, to_field="code", db_column="source", on_delete=models.PROTECT,
+        related_name="positions_opened")
+    opened_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"position {self.position_id} opened by {self.source_id}"

@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
@@ -44,7 +45,7 @@ from trading import hot, market_calendar
 from trading.models import BestPrice, PositionExitState
 
 from . import gates
-from .models import GateSettings, Pick, PickSource
+from .models import GateSettings, Pick, PickSource, PositionOpener
 
 logger = logging.getLogger("aegis.picks")
 
@@ -378,6 +379,38 @@ def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime,
     ), routed_seq, taken)
 
 
+# --- exits first --------------------------------------------------------------------------------
+
+def _exit_reserve(broker) -> tuple[object, list[str], int] | None:
+    """(the broker's rate limiter, the app keys a route uses, the slots kept for exits), or
+    None for a broker without a shared rate (the embedded default's)."""
+    limiter, config = getattr(broker, "limiter", None), getattr(broker, "config", None)
+    if limiter is None or config is None or not hasattr(limiter, "free"):
+        return None
+    keys = sorted({config.query_app.fingerprint, config.order_app.fingerprint})
+    reserve = max(1, math.ceil(limiter.per_second * settings.PICKS_EXIT_RESERVE_SHARE))
+    return limiter, keys, reserve
+
+
+def exits_short(broker) -> bool:
+    """Whether the KIS rate window of the app keys a route uses has no more free slots than
+    those kept for exits (settings.PICKS_EXIT_RESERVE_SHARE of the rate, at least one)."""
+    reserve = _exit_reserve(broker)
+    if reserve is None:
+        return False
+    limiter, keys, kept = reserve
+    return any(limiter.free(key) <= kept for key in keys)
+
+
+def exits_first(broker) -> None:
+    """Before a route: wait while the rate window is short (exits_short), so that an exit
+    decided meanwhile takes the slots; at most settings.PICKS_YIELD_MAX_S, then the route goes
+    on (the gates' age limits judge a pick that waited)."""
+    started = time.monotonic()
+    while exits_short(broker) and time.monotonic() - started < settings.PICKS_YIELD_MAX_S:
+        time.sleep(0.02)
+
+
 # --- one pick ----------------------------------------------------------------------------------
 
 def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.datetime) -> str:
@@ -403,6 +436,11 @@ def _routed(pick: Pick, intent: OrderIntent, *, routed_by: str, now: dt.datetime
         Pick.Status.ROUTED, intent, now, routed_by)
 
 
+class NotTheOpener(Exception):
+    """A SELL pick for a position another source (or an operator) opened; refused, recorded on
+    the pick as a risk-gate rejection."""
+
+
 def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
     """The intent the pick becomes; an entry's position gets the source's exit profile. The
     ledger's services raise their refusals before writing anything, inside savepoints of
@@ -418,8 +456,15 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
         PositionExitState.objects.bulk_create([PositionExitState(
             position_id=intent.position_id, profile_id=pick.source.exit_profile_id)],
             ignore_conflicts=True)
+        PositionOpener.objects.bulk_create([PositionOpener(
+            position_id=intent.position_id, source_id=pick.source_id,
+            opened_at=pick.received_at)], ignore_conflicts=True)
         return intent
     position = Position.objects.get(symbol=pick.symbol, status=Position.Status.OPEN)
+    if not PositionOpener.objects.filter(position=position, source=pick.source_id).exists():
+        raise NotTheOpener(
+            f"SELL refused: the open {pick.symbol} position was not opened by source "
+            f"{pick.source_id}; a source sells only positions its own BUY picks opened")
     return exit_intent_open(position_id=position.pk, qty=route.qty,
                             intent_type=IntentType.MANUAL, idempotency_key=key, reason=reason,
                             limit_price=route.limit_price, event_at=pick.received_at)
@@ -427,13 +472,19 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
 
 # What a BUY pick that passed the gates becomes, beside EntryWrite's writes in its one
 # statement (PostgreSQL): its position watched under the source's exit profile, the pick
-# ROUTED to the intent, and the gate settings' routed_seq moved on (the caller holds that row's
+# ROUTED to the intent, the source recorded as the position's opener unless it has one, and the
+# gate settings' routed_seq moved on (the caller holds that row's
 # lock). Nothing of it is written when the entry was not (`intent` is empty).
 _ROUTED = """
 watched AS (
     INSERT INTO {exit_state} (position_id, profile_id, high_water_mark, peak_qty, tiers_done,
                               updated_at)
     SELECT position_id, %(profile_id)s, NULL, 0, 0, %(routed_at)s FROM intent
+    ON CONFLICT (position_id) DO NOTHING
+),
+source_opened AS (
+    INSERT INTO {opener} (position_id, source, opened_at)
+    SELECT position_id, %(source)s, %(routed_at)s FROM intent
     ON CONFLICT (position_id) DO NOTHING
 ),
 routed AS (
@@ -450,6 +501,7 @@ counted AS (
 def _entry_routed_sql(ctes: str, select: str) -> str:
     return (f"WITH {ctes}, "
             + _ROUTED.format(exit_state=PositionExitState._meta.db_table,
+                             opener=PositionOpener._meta.db_table,
                              pick=Pick._meta.db_table, gates=GateSettings._meta.db_table)
             + select)
 
@@ -469,7 +521,8 @@ def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed
                        reason=reason, event_at=pick.received_at, guarded=seen is not None)
     ctes = write.ctes if seen is None else f"{_guard_sql()}, {write.ctes}"
     intent = write.written(write.execute(_entry_routed_sql(ctes, write.select), {
-        "profile_id": pick.source.exit_profile_id, "pick_id": pick.pk, "routed_at": now,
+        "profile_id": pick.source.exit_profile_id, "source": pick.source_id,
+        "pick_id": pick.pk, "routed_at": now,
         "routed_by": routed_by, **(seen or {})}))
     if intent is not None:
         _routed(pick, intent, routed_by=routed_by, now=now)
@@ -740,6 +793,8 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
                 GateSettings.objects.filter(pk=1).update(routed_seq=F("routed_seq") + 1)
         except (TradingNotAllowed, InsufficientAvailableQty) as exc:
             return _reject(pick, gates.Rejection(1, str(exc)), routed_by=routed_by, now=now)
+        except NotTheOpener as exc:
+            return _reject(pick, gates.Rejection(2, str(exc)), routed_by=routed_by, now=now)
     _log_routed(pick, decision, intent, routed_by)
     return ROUTED
 

@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
@@ -25,6 +26,10 @@ _INSERT_CHUNK = 500
 
 class PickSourceInvalid(Exception):
     """A source's fields do not pass the model's validators; the message says which."""
+
+
+class PicksBacklogFull(Exception):
+    """The routers' backlog is full: the batch is refused before anything is stored."""
 
 
 class PickStoreRace(Exception):
@@ -78,16 +83,32 @@ def _route_enqueue(*, source_code: str, picks: list[tuple[int, str]]) -> None:
                      len(pick_ids), type(exc).__name__)
 
 
+def picks_backlog_room(*, count: int) -> None:
+    """Raise PicksBacklogFull when `count` more picks would take the picks waiting for a router
+    (NEW: rung, queued as route tasks, or left for the sweep) past settings.PICKS_QUEUE_MAX.
+    Counted in PostgreSQL, whatever carries them to the routers, at most PICKS_QUEUE_MAX + 1
+    rows of the status index. A soft bound: ingests checking at the same moment may together
+    pass it by their batches."""
+    limit = settings.PICKS_QUEUE_MAX
+    waiting = Pick.objects.filter(status=Pick.Status.NEW)[:limit + 1].count()
+    if waiting + count > limit:
+        raise PicksBacklogFull(
+            f"{waiting} picks already wait for a router (at most {limit}); nothing of this "
+            "batch was stored: send it again in a moment")
+
+
 def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int], int]:
     """Store the validated picks of one batch of `source`. Returns one id per item, in order (a
     pick already known, from this batch or an earlier one, answers the id it was first stored
     with, and its first version stands), and how many items were not newly stored. The new
-    picks are sent to the router once they are committed.
+    picks are sent to the router once they are committed. Raises PicksBacklogFull,
+    storing nothing, when the routers' backlog has no room for the batch.
 
     A batch of up to _INSERT_CHUNK picks is one INSERT in autocommit, its own transaction
     (one round trip, where a transaction around it costs three), then, only when some were
     known already, one SELECT of their ids. A larger batch is several INSERTs in one
     transaction. Either way the batch is stored whole or not at all."""
+    picks_backlog_room(count=len(items))  # PicksBacklogFull, before anything is written
     now = clock.now()
     first: dict[str, dict] = {}
     for item in items:

@@ -26,7 +26,6 @@ attempted: a skipped one could leave a stale copy to be read once Redis answers 
 import datetime as dt
 import logging
 import operator
-import pickle
 import secrets
 import time
 from array import array
@@ -91,7 +90,7 @@ class Px(NamedTuple):
 
 class Watch(NamedTuple):
     """One managed open position as the screen sees it, with its quiet band. Every field is a
-    plain int, float or str: 10,000 of them pickle in milliseconds (Decimals and dates, several
+    plain int, float or str: 10,000 of them encode in milliseconds (Decimals and dates, several
     times slower, are made only for the positions evaluated exactly)."""
 
     position_id: int
@@ -123,17 +122,21 @@ class Profiles(NamedTuple):
 
 class Book:
     """Managed open positions, in columns for the screen: a full pass over 10,000 reads five
-    arrays and a tuple of symbols from the cache (unpickled in well under a millisecond), and
-    decodes the positions themselves (Watch) only if it evaluates one exactly. Iterating gives
-    the Watches."""
+    arrays and a tuple of symbols from the cache (decoded in well under a millisecond), and
+    builds the positions themselves (Watch) only if it evaluates one exactly. Iterating gives
+    the Watches. Every column is an array or a tuple of strings, so the cache carries a book
+    as JSON (aegis/cache.py: never pickle) at about the cost of a pickle."""
 
-    __slots__ = ("ids", "symbols", "profile_ids", "lows", "highs", "opened", "_blob", "_watches")
+    __slots__ = ("ids", "symbols", "profile_ids", "lows", "highs", "opened", "_rest",
+                 "_watches")
 
-    def __init__(self, ids, symbols, profile_ids, lows, highs, opened, blob,
+    def __init__(self, ids, symbols, profile_ids, lows, highs, opened, rest,
                  watches: list[Watch] | None = None) -> None:
         self.ids, self.symbols, self.profile_ids = ids, symbols, profile_ids
         self.lows, self.highs, self.opened = lows, highs, opened
-        self._blob, self._watches = blob, watches
+        # The Watches' other columns: qty, available, avg_price, high_water_mark (-1: None),
+        # peak_qty, tiers_done.
+        self._rest, self._watches = rest, watches
 
     @classmethod
     def of(cls, watches: list[Watch]) -> "Book":
@@ -142,16 +145,26 @@ class Book:
                    array("q", [w.profile_id for w in watches]),
                    array("d", [w.low for w in watches]), array("d", [w.high for w in watches]),
                    array("q", [w.opened for w in watches]),
-                   pickle.dumps([tuple(w) for w in watches], protocol=pickle.HIGHEST_PROTOCOL),
+                   (array("q", [w.qty for w in watches]),
+                    array("q", [w.available for w in watches]),
+                    tuple(w.avg_price for w in watches),
+                    array("q", [-1 if w.high_water_mark is None else w.high_water_mark
+                                for w in watches]),
+                    array("q", [w.peak_qty for w in watches]),
+                    array("q", [w.tiers_done for w in watches])),
                    watches)
 
     def __reduce__(self):
         return (Book, (self.ids, self.symbols, self.profile_ids, self.lows, self.highs,
-                       self.opened, self._blob))
+                       self.opened, self._rest))
 
     def watches(self) -> list[Watch]:
         if self._watches is None:
-            self._watches = list(map(Watch._make, pickle.loads(self._blob)))
+            qty, available, avg_price, hwm, peak_qty, tiers_done = self._rest
+            self._watches = list(map(Watch._make, zip(
+                self.ids, self.symbols, self.profile_ids, self.lows, self.highs, self.opened,
+                qty, available, avg_price, (None if h < 0 else h for h in hwm), peak_qty,
+                tiers_done)))
         return self._watches
 
     def __len__(self) -> int:

@@ -95,3 +95,15 @@ def test_real_worker_runs_the_task_and_logs_its_queue_wait(broker, tmp_path):
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def test_broker_connections_have_bounded_connects_and_reads():
+    """A Redis that stalls costs a publish AEGIS_BROKER_TIMEOUT_S, then an error: the transport
+    options reach redis-py's connections."""
+    timeout = settings.BROKER_TIMEOUT_S
+    assert 0 < timeout <= 10
+    with app.connection_for_write() as conn:
+        kwargs = conn.default_channel.client.connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == timeout
+        assert kwargs["socket_connect_timeout"] == timeout
+    assert app.conf.broker_connection_timeout == timeout

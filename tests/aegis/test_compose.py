@@ -44,6 +44,7 @@ BARE_REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?\?[^}]*)?
 # A deployer's shell: the required variables set, nothing else.
 HOST_ENV = {
     "POSTGRES_PASSWORD": "password-from-the-host",
+    "REDIS_PASSWORD": "redis-password-from-the-host",
     "SECRET_KEY": "secret-key-from-the-host",
     "FLOWER_BASIC_AUTH": "admin:from-the-host",
 }
@@ -241,7 +242,8 @@ def test_flower_always_runs_behind_basic_auth(services):
 def test_required_secrets_stop_compose_when_unset(services):
     raw_secret_key = environment(services["web"])["SECRET_KEY"]
     raw_password = environment(services["postgres"])["POSTGRES_PASSWORD"]
-    for raw in (raw_secret_key, raw_password):
+    raw_redis_password = environment(services["redis"])["REDIS_PASSWORD"]
+    for raw in (raw_secret_key, raw_password, raw_redis_password):
         with pytest.raises(MissingVariable):
             interpolate(raw, {})
 
@@ -260,6 +262,7 @@ def test_no_literal_secret_in_the_compose_file(services):
     assert checked >= {
         "SECRET_KEY",
         "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
         "FLOWER_BASIC_AUTH",
         "KIS_QUERY_APP_KEY",
         "KIS_QUERY_APP_SECRET",
@@ -276,6 +279,30 @@ def test_kis_settings_pass_through_from_the_host(services, name):
         value = env[variable]
         # No default in the file: unset on the host stays unset, and the settings decide.
         assert value is None or value == f"${{{variable}}}", f"{name} {variable}"
+
+
+def test_redis_asks_for_the_password_from_the_environment(services):
+    redis = services["redis"]
+    assert environment(redis)["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    script = command_args(redis)
+    assert script[:2] == ["sh", "-c"]
+    # requirepass from the environment ($$: compose passes a literal $ to the shell), into a
+    # file only the server's user reads, never on redis-server's command line.
+    assert "requirepass" in script[2] and '"$$REDIS_PASSWORD"' in script[2]
+    assert "umask 077" in script[2]
+    server = script[2].split("exec ", 1)[1]
+    assert server.startswith("redis-server ") and "REDIS_PASSWORD" not in server
+    assert redis.get("user") == "redis"
+    check = " ".join(redis["healthcheck"]["test"])
+    assert 'REDISCLI_AUTH="$$REDIS_PASSWORD"' in check and "-a " not in check
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_service_reaches_redis_with_the_password(services, name):
+    url = urlsplit(resolved_environment(services[name])["REDIS_URL"])
+    assert (url.hostname, url.port, url.password) == (
+        "redis", 6379, HOST_ENV["REDIS_PASSWORD"]), name
+    assert BARE_REFERENCE.fullmatch(urlsplit(environment(services[name])["REDIS_URL"]).password)
 
 
 # --- exposure -----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from execution.services.reconciliation import reconciliation_run
 from execution.services.trading_state import trading_state_set
 from picks import routing
 from picks.gates import Limits
-from picks.models import GateSettings, Pick
+from picks.models import GateSettings, Pick, PositionOpener
 from picks.tasks import SendHere
 from tests.execution.brokers import kis_worker
 from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
@@ -155,8 +155,53 @@ def test_an_entry_on_an_empty_open_position_takes_the_locking_path(broker, sourc
     assert (pick.status, pick.intent.position_id) == ("ROUTED", empty.pk)
     assert Position.objects.filter(symbol="005930").count() == 1
     assert PositionExitState.objects.get(position=empty).profile == profile
+    assert PositionOpener.objects.get(position=empty).source_id == source[0].code
     assert Order.objects.get(intent=pick.intent).status == "SUBMITTED"
     assert len(broker_orders(kis_sim)) == 1
+
+
+def test_a_sell_pick_sells_only_a_position_its_own_source_opened(broker, source, kis_sim,
+                                                                 make_source, profile):
+    from execution.services import fill_apply
+
+    other = make_source(exit_profile=profile)
+    [bought] = ingest(source, a_pick(source[0], 1, limit_price=None, budget_krw=1_000_000))
+    assert route(broker, [bought])["routed"] == 1
+    intent = Pick.objects.get(pk=bought).intent
+    assert PositionOpener.objects.get(position_id=intent.position_id).source_id == \
+        source[0].code
+    order = Order.objects.get(intent=intent)
+    fill_apply(order_id=order.pk, broker_fill_key=f"test-{order.pk}", qty=order.qty,
+               price=71_100)
+    sell = {"side": "SELL", "qty": 5, "budget_krw": None}
+    [theirs] = ingest(other, a_pick(other[0], 1, **sell))
+    assert route(broker, [theirs])["rejected"] == 1
+    refused = Pick.objects.get(pk=theirs)
+    assert (refused.status, refused.rejected_gate, refused.intent) == ("REJECTED", 2, None)
+    assert refused.reject_reason == (
+        f"SELL refused: the open 005930 position was not opened by source {other[0].code}; "
+        "a source sells only positions its own BUY picks opened")
+    assert Position.objects.get(pk=intent.position_id).reserved_qty == 0
+    [mine] = ingest(source, a_pick(source[0], 2, **sell))
+    assert route(broker, [mine])["routed"] == 1
+    sold = Pick.objects.get(pk=mine).intent
+    assert (sold.side, sold.qty, sold.position_id) == ("SELL", 5, intent.position_id)
+
+
+def test_a_sell_pick_never_sells_a_position_no_source_opened(broker, source):
+    from execution.services import entry_intent_open, fill_apply, order_mark_submitted, \
+        order_open
+
+    intent = entry_intent_open(symbol="005930", qty=10, limit_price=71_000,
+                               idempotency_key="by-hand", reason="an operator")
+    order = order_open(intent_id=intent.pk)
+    order_mark_submitted(order_id=order.pk, broker_order_no="0000000001")
+    fill_apply(order_id=order.pk, broker_fill_key="by-hand-fill", qty=10, price=71_000)
+    [pick_id] = ingest(source, a_pick(source[0], 1, side="SELL", qty=10, budget_krw=None))
+    assert route(broker, [pick_id])["rejected"] == 1
+    pick = Pick.objects.get(pk=pick_id)
+    assert pick.rejected_gate == 2 and "was not opened by source" in pick.reject_reason
+    assert not OrderIntent.objects.filter(side="SELL").exists()
 
 
 def test_a_new_installation_without_gate_settings_routes_on_the_defaults(broker, source):

@@ -21,8 +21,13 @@ def messages_of(response) -> list[str]:
 def test_the_admin_issues_a_new_token_shown_once_and_stores_only_its_hash(admin_client,
                                                                           make_source):
     source, old = make_source()
+    asked = admin_client.post("/admin/picks/picksource/", {
+        "action": "issue_token", "_selected_action": [source.pk]})
+    assert asked.status_code == 200 and "confirm" in asked.content.decode()
+    assert PickSource.objects.get(pk=source.pk).token_sha256 == token_digest(old)
     answer = admin_client.post("/admin/picks/picksource/", {
-        "action": "issue_token", "_selected_action": [source.pk]}, follow=True)
+        "action": "issue_token", "_selected_action": [source.pk], "confirm": "yes"},
+        follow=True)
     assert answer.status_code == 200
     [message] = [m for m in messages_of(answer) if source.code in m]
     token = message.rsplit(": ", 1)[1]
@@ -32,6 +37,23 @@ def test_the_admin_issues_a_new_token_shown_once_and_stores_only_its_hash(admin_
     assert post(Client(), token, [a_pick(source)]).status_code == 202
     page = admin_client.get(f"/admin/picks/picksource/{source.pk}/change/").content.decode()
     assert token not in page and source.token_sha256 not in page
+
+
+def test_a_view_only_user_cannot_issue_a_token(client, make_source):
+    from django.contrib.auth.models import Permission, User
+
+    source, old = make_source()
+    viewer = User.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_picksource"))
+    client.force_login(viewer)
+    assert client.get("/admin/picks/picksource/").status_code == 200  # may look
+    for form in ({}, {"confirm": "yes"}):
+        answer = client.post("/admin/picks/picksource/", {
+            "action": "issue_token", "_selected_action": [source.pk]} | form, follow=True)
+        page = answer.content.decode()
+        assert answer.status_code in (200, 403) and "shown only this once" not in page
+        assert "confirm" not in page or answer.status_code == 403
+    assert PickSource.objects.get(pk=source.pk).token_sha256 == token_digest(old)
 
 
 def test_the_source_form_validates_its_rate_and_keeps_its_code(admin_client, make_source):

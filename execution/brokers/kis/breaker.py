@@ -9,14 +9,24 @@ client cannot read. A refusal (an order refused, a rate limit, an unknown symbol
 
 pybreaker holds a lock for the whole guarded call, which would make a process's KIS calls take
 turns; each thread therefore gets its own CircuitBreaker object over the shared storage.
+
+While Redis does not answer (within its timeout: aegis/redis_clients.py), each breaker keeps
+its state in the process instead, counting the failures it sees itself, so that it still
+opens when KIS is unwell; Redis is asked again every settings.REDIS_RETRY_S, and the shared
+state is used again once it answers. The outage is logged once, not on every call.
 """
 
 import logging
 import threading
 from collections.abc import Callable
 
+import calendar
+import datetime as dt
+
 import pybreaker
 import redis
+
+from aegis import redis_clients
 
 from .errors import KisAmbiguousOutcome, KisCircuitOpen, KisProtocolError, KisUnavailable
 
@@ -42,11 +52,37 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
     The trade: a failure that another process counts between this call's read and its success
     is not cleared by this success, so in that interleaving the breaker can open one failure
     early. That is the safe side: it tries again after `reset_s`.
+
+    Every operation is also applied to a state in the process (`local`), which answers while
+    Redis does not (`outage`): pybreaker's own storage would log an exception and take the
+    breaker as closed on every call instead.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, state: str, redis_object, *, namespace: str,
+                 outage: redis_clients.Outage) -> None:
+        self._outage = outage
+        self.local = pybreaker.CircuitMemoryStorage(state)
         self._seen = threading.local()  # the failures this thread's last state read found
+        pybreaker.CircuitBreakerStorage.__init__(self, "redis")
+        self._redis = redis_object
+        self._namespace_name = namespace
+        self._fallback_circuit_state = state
+        self._initial_state = str(state)
+        self._cluster_mode = False
+        self._shared(self._initialize_redis_state, self._initial_state)
+
+    def _shared(self, op, *args):
+        """op(*args) on Redis; _DOWN, without asking, while Redis is taken as down, or when it
+        fails now (the outage begins)."""
+        if self._outage.active():
+            return _DOWN
+        try:
+            result = op(*args)
+        except redis.RedisError as exc:
+            self._outage.failed(exc)
+            return _DOWN
+        self._outage.answered()
+        return result
 
     def keys(self) -> list[str]:
         """The Redis keys a state read reads: the state and the failure counter."""
@@ -72,26 +108,75 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
         return self._read_redis()
 
     def _read_redis(self) -> str:
-        try:
-            state, failures = self._redis.mget(*self.keys())
-        except redis.RedisError:
+        read = self._shared(self._redis.mget, *self.keys())
+        if read is _DOWN:
             self._seen.failures = None
-            logger.warning("kis.breaker Redis unreachable: taking the breaker as %s",
-                           self._fallback_circuit_state)
-            return self._fallback_circuit_state
-        seen = self._seen_state(state, failures)
+            return self.local.state
+        seen = self._seen_state(*read)
         if seen is None:  # lost (Redis restarted, key evicted): written afresh, as pybreaker does
-            self._initialize_redis_state(self._fallback_circuit_state)
+            self._shared(self._initialize_redis_state, self._fallback_circuit_state)
             return self._fallback_circuit_state
         return seen
 
-    state = property(_read_state, pybreaker.CircuitRedisStorage.state.fset)
+    def _write_state(self, state: str) -> None:
+        self.local.state = state
+        self._shared(self._redis.set, self._namespace("state"), str(state))
+
+    state = property(_read_state, _write_state)
+
+    def increment_counter(self) -> None:
+        self.local.increment_counter()
+        self._shared(self._redis.incr, self._namespace("fail_counter"))
 
     def reset_counter(self) -> None:
-        if getattr(self._seen, "failures", None) == 0:
+        self.local.reset_counter()
+        if getattr(self._seen, "failures", None) == 0 and not self._outage.down:
             return
-        super().reset_counter()
-        self._seen.failures = 0
+        if self._shared(self._redis.set, self._namespace("fail_counter"), 0) is not _DOWN:
+            self._seen.failures = 0
+
+    def increment_success_counter(self) -> None:
+        self.local.increment_success_counter()
+        self._shared(self._redis.incr, self._namespace("success_counter"))
+
+    def reset_success_counter(self) -> None:
+        self.local.reset_success_counter()
+        self._shared(self._redis.set, self._namespace("success_counter"), 0)
+
+    def _count(self, name: str, local: int) -> int:
+        value = self._shared(self._redis.get, self._namespace(name))
+        return local if value is _DOWN else int(value or 0)
+
+    @property
+    def counter(self) -> int:
+        return self._count("fail_counter", self.local.counter)
+
+    @property
+    def success_counter(self) -> int:
+        return self._count("success_counter", self.local.success_counter)
+
+    def _read_opened_at(self) -> dt.datetime | None:
+        value = self._shared(self._redis.get, self._namespace("opened_at"))
+        if value is _DOWN:
+            return self.local.opened_at
+        return dt.datetime.fromtimestamp(int(value), dt.UTC) if value else None
+
+    def _write_opened_at(self, now: dt.datetime) -> None:
+        self.local.opened_at = now
+        key, stamp = self._namespace("opened_at"), int(calendar.timegm(now.timetuple()))
+
+        def set_if_greater(pipe) -> None:  # pybreaker's: the latest opening wins
+            current = pipe.get(key)
+            pipe.multi()
+            if not current or stamp > int(current):
+                pipe.set(key, stamp)
+
+        self._shared(self._redis.transaction, set_if_greater, key)
+
+    opened_at = property(_read_opened_at, _write_opened_at)
+
+
+_DOWN = object()
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -113,15 +198,16 @@ class Breakers:
         self.fingerprints = fingerprints
         self._local = threading.local()
         self._storage: dict[str, pybreaker.CircuitBreakerStorage] = {}
-        self._redis = (redis.Redis.from_url(redis_url, socket_timeout=0.5,
-                                            socket_connect_timeout=0.5) if redis_url else None)
+        self._redis = redis_clients.client(redis_url) if redis_url else None
+        # One outage for the breakers of both uses: they share one Redis.
+        self.outage = redis_clients.Outage("kis.breaker", logger)
         for use in USES:
             if self._redis is None:
                 self._storage[use] = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             else:
                 self._storage[use] = _SharedStorage(
                     pybreaker.STATE_CLOSED, self._redis,
-                    namespace=self.namespace(use, fingerprints[use]))
+                    namespace=self.namespace(use, fingerprints[use]), outage=self.outage)
 
     @staticmethod
     def namespace(use: str, fingerprint: str) -> str:
@@ -176,13 +262,14 @@ class Breakers:
         """Every process that notices a change reports it, and two processes can trip the
         breaker at once: the first report of a state within `reset_s` wins (a real change of
         state is at least `reset_s` after the last one of its kind)."""
-        if self._redis is None:
-            return True
+        if self._redis is None or self.outage.active():
+            return True  # the alert's own key still keeps it to one record
         key = f"{self.namespace(use, self.fingerprints[use])}:reported:{new}"
         try:
             return bool(self._redis.set(key, 1, nx=True, px=max(1, int(self.reset_s * 1000))))
-        except redis.RedisError:
-            return True  # the alert's own key still keeps it to one record
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
+            return True
 
     def transition(self, use: str, old: str, new: str) -> None:
         if not self._first_to_report(use, new):

@@ -8,6 +8,14 @@ it let 12 requests into one second under a limit of 10, measured here, so it is 
 The window is a little longer than a second (`guard_ms`): a request takes its slot some
 milliseconds before it reaches KIS, and that spread must not put two slots into one of KIS's
 seconds. On the embedded default (no Redis) the window lives in the process.
+
+When Redis does not answer within its timeout (aegis/redis_clients.py), the process neither
+waits for it nor lets requests through unthrottled: it limits itself to a conservative share of
+the rate (settings.KIS["RATE_FALLBACK_SHARE"], a quarter by default, at least one a second),
+counted in the process, until Redis answers again. The share assumes up to that many processes
+use one app key at once (compose runs the execution worker, the default worker, pricesync and
+the fill stream): together they stay within KIS's limit while each one keeps going. Redis is
+asked again every settings.REDIS_RETRY_S meanwhile; the outage is logged once.
 """
 
 import collections
@@ -18,6 +26,8 @@ import uuid
 
 import redis
 from django.conf import settings
+
+from aegis import redis_clients
 
 from .errors import KisRateLimited
 
@@ -49,6 +59,14 @@ end
 return out
 """
 
+# The slots free in the window right now (nothing taken).
+_FREE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
+"""
+
 
 class SharedRateLimiter:
     def __init__(self, *, per_second: int, guard_ms: int = 50, redis_url: str | None = None
@@ -60,31 +78,64 @@ class SharedRateLimiter:
         self.guard_s = guard_ms / 1000
         self._held = threading.local()
         url = settings.REDIS_URL if redis_url is None else redis_url
-        self._redis = redis.Redis.from_url(url) if url else None
+        self._redis = redis_clients.client(url) if url else None
         self._script = self._redis.register_script(_ACQUIRE) if self._redis else None
+        self._free = self._redis.register_script(_FREE) if self._redis else None
         self._local: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._lock = threading.Lock()
+        # Without Redis at all (the embedded default) this process is the only user: the
+        # whole rate. While Redis is down: the share.
+        share = settings.KIS.get("RATE_FALLBACK_SHARE", 0.25)
+        if not 0 < share <= 1:
+            raise ValueError("KIS RATE_FALLBACK_SHARE must be above 0 and at most 1")
+        self.fallback_per_second = max(1, int(per_second * share))
+        self.outage = redis_clients.Outage("kis.rate_limit", logger)
 
     def _try(self, key: str) -> float:
         """0 when a slot was taken, else seconds to wait."""
-        if self._script is not None:
+        if self._script is None:
+            return self._try_local(key, self.per_second)
+        if not self.outage.active():
             try:
-                return int(self._run(key, [])) / 1e6
-            except redis.RedisError:
-                logger.warning("kis.rate_limit Redis unreachable: limiting this process alone")
-        return self._try_local(key)
+                wait = int(self._run(key, [])) / 1e6
+            except redis.RedisError as exc:
+                self.outage.failed(exc)
+            else:
+                self.outage.answered()
+                return wait
+        return self._try_local(key, self.fallback_per_second)
 
     def _run(self, key: str, reads: list[str]):
         return self._script(keys=[f"aegis:kis:rate:{key}", *reads],
                             args=[self.per_second, self.window_us, uuid.uuid4().hex])
 
-    def _try_local(self, key: str) -> float:
+    def free(self, key: str) -> int:
+        """How many requests for `key` the window would take now (nothing is taken): what a
+        caller that gives way to others (the picks router, to exits) looks at first. While
+        Redis is down, this process's share."""
+        if self._free is not None and not self.outage.active():
+            try:
+                free = int(self._free(keys=[f"aegis:kis:rate:{key}"],
+                                      args=[self.per_second, self.window_us]))
+            except redis.RedisError as exc:
+                self.outage.failed(exc)
+            else:
+                self.outage.answered()
+                return max(0, free)
+        per_second = self.per_second if self._free is None else self.fallback_per_second
+        with self._lock:
+            now = time.monotonic()
+            window = self._local[key]
+            return max(0, per_second - sum(1 for at in window
+                                           if at > now - self.window_us / 1e6))
+
+    def _try_local(self, key: str, per_second: int) -> float:
         with self._lock:
             now = time.monotonic()
             window = self._local[key]
             while window and window[0] <= now - self.window_us / 1e6:
                 window.popleft()
-            if len(window) < self.per_second:
+            if len(window) < per_second:
                 window.append(now)
                 return 0.0
             return window[0] + self.window_us / 1e6 - now
@@ -97,12 +148,14 @@ class SharedRateLimiter:
         gap between slot and request. When no slot is free now, the values still come back and
         acquire() waits for one as usual. None, nothing taken, without Redis or when it cannot
         be reached: the request takes its own steps."""
-        if self._script is None or not reads:
+        if self._script is None or not reads or self.outage.active():
             return None
         try:
             wait_us, *values = self._run(key, reads)
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
             return None
+        self.outage.answered()
         if int(wait_us) == 0:
             self._held.slot = (key, time.monotonic())
         return values

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from django.core.cache import cache as default_cache
 
+from aegis.redis_clients import Outage
 from .config import AppCredentials
 from .errors import KisTokenRateLimited, KisUnavailable
 
@@ -44,6 +45,20 @@ class CredentialStore:
         self.clock = clock
         self._memo: dict[str, Credential] = {}
         self._local = threading.Lock()
+        self._outage = Outage(f"kis.{kind}_cache", logger)
+
+    def _cached(self, op, *args, **kwargs):
+        """op(*args, **kwargs) on the shared cache; _DOWN, without asking, while it is taken as
+        down, or when it fails now."""
+        if self._outage.active():
+            return _DOWN
+        try:
+            result = op(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a cache outage slows us down, never stops us
+            self._outage.failed(exc)
+            return _DOWN
+        self._outage.answered()
+        return result
 
     def _key(self, app: AppCredentials) -> str:
         return f"kis:{self.kind}:{app.fingerprint}"
@@ -55,12 +70,8 @@ class CredentialStore:
         return cred is not None and cred.expires_at - self.clock() > 5
 
     def _read_cache(self, key: str) -> Credential | None:
-        try:
-            raw = self.cache.get(key)
-        except Exception:  # noqa: BLE001 - a cache outage slows us down, never stops us
-            logger.warning("kis.%s cache unreachable; using what this process holds", self.kind)
-            return None
-        return Credential(**raw) if raw else None
+        raw = self._cached(self.cache.get, key)
+        return Credential(**raw) if raw and raw is not _DOWN else None
 
     def _read_shared(self, key: str, app: AppCredentials) -> Credential | None:
         """From the cache, else from the vault (and put back into the cache)."""
@@ -96,9 +107,8 @@ class CredentialStore:
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + WAIT_FOR_OTHER_ISSUER_S
         while True:
-            try:
-                got_lock = self.cache.add(f"{key}:lock", owner, timeout=LOCK_TTL_S)
-            except Exception:  # noqa: BLE001 - no shared cache: issue alone
+            got_lock = self._cached(self.cache.add, f"{key}:lock", owner, timeout=LOCK_TTL_S)
+            if got_lock is _DOWN:  # no shared cache: issue alone
                 got_lock = True
             if got_lock:
                 try:
@@ -128,18 +138,12 @@ class CredentialStore:
                                      f"held the issuance lock for {WAIT_FOR_OTHER_ISSUER_S} s")
 
     def _write_cache(self, key: str, cred: Credential) -> None:
-        try:
-            self.cache.set(key, {"value": cred.value, "expires_at": cred.expires_at},
-                           timeout=max(1, int(cred.expires_at - self.clock())))
-        except Exception:  # noqa: BLE001
-            logger.warning("kis.%s could not be shared through the cache", self.kind)
+        self._cached(self.cache.set, key, {"value": cred.value, "expires_at": cred.expires_at},
+                     timeout=max(1, int(cred.expires_at - self.clock())))
 
     def _release(self, lock_key: str, owner: str) -> None:
-        try:
-            if self.cache.get(lock_key) == owner:
-                self.cache.delete(lock_key)
-        except Exception:  # noqa: BLE001 - the lock expires by itself
-            pass
+        if self._cached(self.cache.get, lock_key) == owner:  # else it expires by itself
+            self._cached(self.cache.delete, lock_key)
 
     def invalidate(self, app: AppCredentials, value: str) -> None:
         """Forget `value` (KIS said it is expired or invalid), unless it was already replaced."""
@@ -148,9 +152,9 @@ class CredentialStore:
             del self._memo[key]
         shared = self._read_cache(key)
         if shared is not None and shared.value == value:
-            try:
-                self.cache.delete(key)
-            except Exception:  # noqa: BLE001
-                pass
+            self._cached(self.cache.delete, key)
         if self.vault is not None:
             self.vault.discard(self.kind, app, value)
+
+
+_DOWN = object()

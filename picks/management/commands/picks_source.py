@@ -16,7 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("code", help="Strategy id, e.g. 3001.")
         parser.add_argument("--name")
         parser.add_argument("--profile", help="Name of the exit profile its entries use.")
-        parser.add_argument("--rate", help="Most picks it may send, e.g. 100/second.")
+        parser.add_argument("--rate", help="Most picks it may send, e.g. 5/second (the default: "
+                            "settings.PICKS_DEFAULT_RATE_LIMIT).")
         parser.add_argument("--hmac", action=argparse.BooleanOptionalAction, default=None,
                             help="Require (--hmac) or stop requiring (--no-hmac) a body "
                                  "signature keyed by AEGIS_PICKS_HMAC_<CODE>.")
