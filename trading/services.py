@@ -133,6 +133,7 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         price_of, in_opening, due, functools.partial(_held, today=today))
     if examine and prices is None:
         prices = hot.prices(sorted({book.symbols[i] for i in examine}), use_cache=use_cache)
+    decided = []
     for i in examine:
         px = prices.get(book.symbols[i])
         if px is None:  # its price row went away since the screen read it
@@ -146,17 +147,27 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
-            if ev.decision.rule == "GAP_DOWN":
-                result.exits += gap_down_open(watch.position_id, ev.decision) is not None
-            else:
-                result.exits += exit_decide(position_id=watch.position_id, rules=profile,
-                                            trade=trade, screened=(watch, ev)) is not None
+            decided.append((watch, ev, profile, trade))
         elif _marks_moved(profile, (watch.high_water_mark, watch.peak_qty),
                           (ev.high_water_mark, ev.peak_qty)):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))
+    # Exits decided in one pass (the open's burst) go out largest loss first: with KIS's rate
+    # the last may leave seconds after the first, and the deepest loss is the one to cut first.
+    for watch, ev, profile, trade in sorted(decided, key=_loss, reverse=True):
+        if ev.decision.rule == "GAP_DOWN":
+            result.exits += gap_down_open(watch.position_id, ev.decision) is not None
+        else:
+            result.exits += exit_decide(position_id=watch.position_id, rules=profile,
+                                        trade=trade, screened=(watch, ev)) is not None
     if moved:
         _marks_raise(moved)
     return result
+
+
+def _loss(decided: tuple) -> Decimal:
+    """The KRW loss a decided exit stands at: (cost − price) × the shares it sells."""
+    watch, ev, _, trade = decided
+    return (Decimal(watch.avg_price) - trade.price) * ev.decision.qty
 
 
 def _marks_moved(rules: Rules, before: tuple, after: tuple) -> bool:

@@ -62,6 +62,26 @@ def test_a_stop_loss_opens_one_exit_however_often_it_is_evaluated(new_symbol):
     assert position.reserved_qty == 10
 
 
+def test_exits_decided_in_one_pass_go_out_largest_loss_first(new_symbol, monkeypatch):
+    """The open's burst: with KIS's rate the last exit leaves seconds after the first, so the
+    deepest loss (KRW: cost minus price, times the shares sold) is opened, and sent, first."""
+    import trading.services
+
+    profile = ExitProfile.objects.create(name="burst", stop_loss_pct=D(3), gap_down_pct=None)
+    positions = {qty: managed(new_symbol(), qty, profile) for qty in (5, 40, 10, 20)}
+    for position in positions.values():
+        quote(position.symbol, 67_000)  # each 3,000 KRW a share under its cost
+    decide, order = trading.services.exit_decide, []
+
+    def recorded(*, position_id, **kwargs):
+        order.append(position_id)
+        return decide(position_id=position_id, **kwargs)
+
+    monkeypatch.setattr(trading.services, "exit_decide", recorded)
+    assert exit_pass().exits == 4
+    assert order == [positions[qty].pk for qty in (40, 20, 10, 5)]
+
+
 def test_tiers_advance_once_and_the_high_water_mark_follows(new_symbol):
     profile = ExitProfile.objects.create(name="tp", gap_down_pct=None,
                                          trailing_activation_pct=D(5), trailing_pct=D(3))
