@@ -25,7 +25,7 @@ from bench.charts import latency_chart
 from bench.execution import hot_database_env
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ["ledger", "execution", "exits", "ticks", "ingest", "stress"]
+MODULES = ["ledger", "execution", "exits", "ticks", "ingest", "stress", "burst"]
 RESULTS = ROOT / "bench" / "results.json"
 TABLE = ROOT / "bench" / "results.md"
 SAMPLES = ROOT / "bench" / "samples.json"  # each latency measured, in ms, by results.json key
