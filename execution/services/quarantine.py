@@ -3,7 +3,8 @@ answer, a fill that would break a ledger invariant): the syncs leave it as it is
 on, and a person is alerted to look at it (the admin lists quarantined orders).
 
 Nothing about the order's quantities changes here: which side is wrong is a person's call. To
-release it, clear `quarantined_at` in the admin once the order agrees with KIS again.
+release it, a person clears `quarantined_at` once the order agrees with KIS again (the admin
+shows quarantined orders read-only, under the "quarantined" filter).
 """
 
 import hashlib
@@ -41,7 +42,8 @@ def order_quarantine(*, order_id: object, reason: str) -> bool:
                 subject=order["symbol"] if order else "",
                 message=f"Order {order_id} {described} is quarantined: {reason}. The syncs leave "
                         "it as it is; compare it with KIS (MTS or the daily orders), correct the "
-                        "ledger if needed, then clear its quarantine in the admin.",
+                        "ledger if needed, then release it (clear its quarantined_at). The admin "
+                        "lists it under the \"quarantined\" filter.",
                 key=f"quarantine:{order_id}")
     return True
 

@@ -152,3 +152,16 @@ def test_quarantine_is_idempotent(new_symbol):
     assert (a.quarantined_at, a.quarantine_reason) == (first, "first")
     assert len(quarantine_alerts()) == 1
 
+
+
+def test_the_admin_lists_quarantined_orders_with_their_reason(admin_client, new_symbol):
+    from django.urls import reverse
+
+    a, b = entry(new_symbol()), entry(new_symbol())
+    order_quarantine(order_id=a.pk, reason="KIS's row of order X unreadable: lacks rmn_qty")
+    url = reverse("admin:execution_order_changelist")
+    listed = admin_client.get(url, {"quarantined": "yes"}).content.decode()
+    assert a.symbol in listed and b.symbol not in listed
+    assert b.symbol in admin_client.get(url, {"quarantined": "no"}).content.decode()
+    page = admin_client.get(reverse("admin:execution_order_change", args=[a.pk]))
+    assert "lacks rmn_qty" in page.content.decode()
