@@ -139,11 +139,29 @@ class FillInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
 
 
+class QuarantinedFilter(admin.SimpleListFilter):
+    """Orders whose broker record the syncs could not apply: they wait for a person."""
+
+    title = "quarantined"
+    parameter_name = "quarantined"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Quarantined"), ("no", "Not quarantined"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(quarantined_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(quarantined_at__isnull=True)
+        return queryset
+
+
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "side", "symbol", "qty", "filled_qty", "limit_price", "status",
-                    "broker_order_no")
-    list_filter = ("status", "side")
+                    "broker_order_no", "quarantined_at")
+    list_filter = ("status", "side", QuarantinedFilter)
+    readonly_fields = ("quarantined_at", "quarantine_reason")
     search_fields = ("symbol", "broker_order_no", "id")
     date_hierarchy = "created_at"
     inlines = [FillInline]

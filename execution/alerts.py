@@ -164,3 +164,17 @@ def credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
                         "out once it accepts tokens again. Check the app key and secret in the "
                         "environment and the app's standing with KIS.",
                 key=f"credentials:{app}:{hour}")
+
+
+def stream_outage(*, stream: str, state: str, detail: str, since: float, fallback: str) -> None:
+    """A KIS WebSocket stream (execution/brokers/kis/ws.py) has had no working connection for a
+    while ("down"; it keeps reconnecting with backoff), or works again ("up"). One alert each
+    per outage, named by its start, however many processes report it."""
+    episode = int(since)
+    if state == "down":
+        severity, text = Severity.CRITICAL, (f"The KIS {stream} stream is down: {detail}. It is "
+                                             f"reconnecting with backoff; meanwhile {fallback}.")
+    else:
+        severity, text = Severity.INFO, f"The KIS {stream} stream is back: {detail}."
+    alert_raise(kind=Alert.Kind.STREAM, severity=severity, subject=stream, state=state,
+                message=text, key=f"stream:{stream}:{state}:{episode}")

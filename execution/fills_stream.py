@@ -6,10 +6,12 @@ KIS's notices carry no execution id, so they are never applied as increments: a 
 """
 
 import asyncio
+import functools
 import logging
 
 from django.db import close_old_connections
 
+from . import alerts
 from .brokers.kis.protocol import notice_tr_id
 from .brokers.kis.ws import FillNotice, KisStream
 from .models import Order
@@ -23,8 +25,14 @@ def sync_for_notice(notice: FillNotice, broker) -> dict[str, int]:
     odnos = {n for n in (notice.odno, notice.original_odno) if n}
     ids = list(Order.objects.filter(broker_order_no__in=odnos).values_list("pk", flat=True))
     if not ids:
-        return {"orders": 0, "filled": 0, "closed": 0}
+        return {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0}
     return orders_sync(broker=broker, order_ids=ids)
+
+
+def stream_outage(stream: str, state: str, detail: str, since: float) -> None:
+    close_old_connections()
+    alerts.stream_outage(stream=stream, state=state, detail=detail, since=since,
+                         fallback="fills arrive through the periodic orders sync only")
 
 
 async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
@@ -33,12 +41,17 @@ async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
         raise RuntimeError("Set KIS_HTS_ID: fill notices are subscribed by HTS user id.")
 
     async def on_notice(notice: FillNotice) -> None:
-        counts = await asyncio.to_thread(sync_for_notice, notice, broker)
+        try:
+            counts = await asyncio.to_thread(sync_for_notice, notice, broker)
+        except Exception as exc:  # noqa: BLE001 - the periodic sync catches up; the stream goes on
+            logger.error("fills.notice_sync_failed odno=%s: %s", notice.odno, type(exc).__name__)
+            return
         logger.info("fills.notice odno=%s fill=%s synced=%s", notice.odno, notice.is_fill, counts)
 
     stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
                        approval_key_refused=broker.approval_key_refused,
-                       custtype=config.custtype, on_notice=on_notice)
+                       custtype=config.custtype, on_notice=on_notice,
+                       on_outage=functools.partial(stream_outage, "fill-notices"))
     await stream.subscribe(notice_tr_id(config.flavour), config.hts_id)
     task = asyncio.create_task(stream.run(stop))
     await asyncio.wait_for(stream.connected.wait(), timeout=30)

@@ -91,7 +91,8 @@ def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
     database's clock; rows from before deadlines: sent before `older_than`), not quarantined:
     the ones a settle can decide now."""
     return [str(pk) for pk in Order.objects.filter(
-        Q(send_deadline__lt=db_now()) | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
+        Q(send_deadline__lt=db_now())
+        | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
         status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
         quarantined_at__isnull=True,
     ).order_by("send_started_at").values_list("pk", flat=True)[:limit]]

@@ -82,6 +82,15 @@ def best_price_write(*, symbol: str, price: int, at: dt.datetime, source: str,
     return px
 
 
+def stream_outage(state: str, detail: str, since: float) -> None:
+    """The trade stream is down (prices are polled over REST meanwhile) or back: alerted."""
+    from execution.alerts import stream_outage as alert
+
+    close_old_connections()
+    alert(stream="prices", state=state, detail=detail, since=since,
+          fallback="prices are polled over REST, about once a second per symbol")
+
+
 def tick_time(tick: TradeTick) -> dt.datetime:
     day = dt.datetime.strptime(tick.business_date, "%Y%m%d").date() if tick.business_date \
         else clock.now_seoul().date()
@@ -164,9 +173,12 @@ class Freshness:
 class PriceSync:
     def __init__(self, *, broker, watchlist: tuple[str, ...] = (), cap: int = SUBSCRIPTION_CAP,
                  follow_s: float = 2.0, stale_s: float = 5.0, poll_s: float = 1.0,
-                 evaluate: bool = True, send: bool = True) -> None:
+                 evaluate: bool = True, send: bool = True,
+                 stream_alert_after_s: float = 10.0) -> None:
         """`evaluate` False only writes prices (a polling evaluator elsewhere reads them).
-        `send` False leaves the exits it opens to the execute task (one queue hop more)."""
+        `send` False leaves the exits it opens to the execute task (one queue hop more).
+        A WebSocket outage longer than `stream_alert_after_s` (prices then polled over REST) is
+        alerted (STREAM), and so is its end."""
         self.broker = broker
         self.evaluate = evaluate
         # The exits opened here are sent from here (execution/sender.py).
@@ -180,7 +192,8 @@ class PriceSync:
         config = broker.config
         self.stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
                                 approval_key_refused=broker.approval_key_refused,
-                                custtype=config.custtype, on_trade=self._on_trade)
+                                custtype=config.custtype, on_trade=self._on_trade,
+                                on_outage=stream_outage, alert_after_s=stream_alert_after_s)
         # One thread for the database: trades are written and evaluated in arrival order, and
         # its connection is closed when the sync stops.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricesync-db",
@@ -233,6 +246,17 @@ class PriceSync:
             source=BestPrice.Source.REST, evaluate=self.evaluate, prev_close=quote.prev_close,
             upper_limit=quote.upper_limit, lower_limit=quote.lower_limit)
 
+    async def _restart(self, ended: asyncio.Task, stop: asyncio.Event) -> asyncio.Task:
+        """The stream's task ended though nothing asked it to (it reconnects by itself, so only
+        a bug ends it): alerted, and started again. Meanwhile every symbol is polled over REST."""
+        error = ended.exception() if not ended.cancelled() else None
+        logger.error("pricesync.stream_ended (%s): restarting it",
+                     type(error).__name__ if error else "returned")
+        await asyncio.to_thread(stream_outage, "down", "the stream's task ended "
+                                f"({type(error).__name__ if error else 'returned'}); restarted",
+                                time.time())
+        return asyncio.create_task(self.stream.run(stop))
+
     def stale(self) -> list[str]:
         """Symbols the WebSocket does not cover, or has not covered for `stale_s`."""
         out = []
@@ -250,6 +274,8 @@ class PriceSync:
         next_follow = time.monotonic() + self.follow_s
         next_poll = time.monotonic() + self.poll_s
         while not stop.is_set():
+            if stream_task.done() and not stop.is_set():
+                stream_task = await self._restart(stream_task, stop)
             now = time.monotonic()
             if now >= next_follow:
                 await self.follow()

@@ -9,19 +9,27 @@ lost, or after a bug. A reconciliation:
 2. reads the balance (every page) and compares each symbol's holding with the open position;
    symbols with an order still on its way (sent, no broker number yet) are left for next time,
    since KIS may hold shares the ledger cannot know of yet;
-3. records the run and every mismatch in one transaction, marks each mismatched position with
+3. lists today's orders at KIS that the ledger does not know (by order number; a revision or a
+   cancel of a known order is known): placed in the MTS app, or sent by Aegis and never
+   recorded. Symbols with an order on its way are left for next time here too;
+4. records the run and every mismatch in one transaction, marks each mismatched position with
    KIS's figure (its sells then ask KIS what is orderable first) and clears the mark where they
    agree again, and opens the startup gate.
+
+An answer from KIS that cannot be read (a holding without hldg_qty, say) fails the run with the
+field named, and changes nothing: a missing figure is never taken for zero.
 
 It never edits the ledger's quantities: which side is wrong is a person's call.
 """
 
+import hashlib
 import logging
 
 from django.db import transaction
 
 from aegis import clock
 
+from ..brokers.kis.client import BadDailyOrder, DailyOrder
 from ..brokers.kis.errors import KisError
 from ..locks import positions_qs_for_update
 from ..models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
@@ -41,6 +49,8 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
     try:
         orders_sync(broker=broker)
         balance = broker.balance()
+        today = clock.now_seoul().date()
+        at_kis = broker.daily_orders(start=today, end=today, keep_bad=True)
     except KisError as exc:
         run = Reconciliation.objects.create(
             trigger=trigger, result=Reconciliation.Result.FAILED, started_at=started,
@@ -53,6 +63,7 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
     in_flight = set(Order.objects.filter(
         status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
     ).values_list("symbol", flat=True))
+    unknown = unknown_orders(at_kis=at_kis, trade_date=today, in_flight=in_flight)
     with transaction.atomic():
         positions = {p.symbol: p for p in positions_qs_for_update().filter(
             status=Position.Status.OPEN)}
@@ -72,13 +83,13 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
                 broker_orderable_qty=holding.ord_psbl_qty if holding else 0,
                 ledger_avg_price=position.avg_price if position else None,
                 broker_avg_price=holding.pchs_avg_pric if holding else None))
-        result = (Reconciliation.Result.MISMATCH if mismatches
+        result = (Reconciliation.Result.MISMATCH if mismatches or unknown
                   else Reconciliation.Result.MATCHED)
         finished = clock.now()
         run = Reconciliation.objects.create(
             trigger=trigger, result=result, started_at=started, finished_at=finished,
             symbols_checked=len(symbols), symbols_skipped=sorted(in_flight),
-            cash_krw=balance.prvs_rcdl_excc_amt)
+            cash_krw=balance.prvs_rcdl_excc_amt, unknown_orders=unknown)
         for mismatch in mismatches:
             mismatch.reconciliation = run
         ReconciliationMismatch.objects.bulk_create(mismatches)
@@ -89,7 +100,21 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
             Position.objects.filter(pk__in=agreed).update(broker_qty=None)
         reconciliation_succeeded(at=finished)
 
-    extra = {"reconciliation_id": run.pk, "trigger": trigger, "mismatches": len(mismatches)}
+    extra = {"reconciliation_id": run.pk, "trigger": trigger, "mismatches": len(mismatches),
+             "unknown_orders": len(unknown)}
+    if unknown:
+        from ..alerts import alert_raise
+
+        alert_raise(kind=Alert.Kind.RECONCILIATION, severity=Alert.Severity.CRITICAL,
+                    subject="unknown-orders",
+                    message=f"KIS holds {len(unknown)} order(s) of {today:%Y-%m-%d} the ledger "
+                    "does not know (placed in the MTS app, or sent and never recorded): "
+                    + "; ".join(f"{u['odno'] or '?'} {u['side']} {u['symbol']} ×{u['qty']} at "
+                                f"{u['ord_tmd']}" for u in unknown[:20])
+                    + ". A person decides whether the ledger must take them in.",
+                    # Once a day per set of unknown orders, not once per run.
+                    key=f"reconciliation:unknown:{today:%Y%m%d}:" + hashlib.sha256(
+                        " ".join(u["odno"] for u in unknown).encode()).hexdigest()[:24])
     if mismatches:
         from ..alerts import alert_raise
 
@@ -103,6 +128,34 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
     else:
         logger.info("reconcile.matched trigger=%s symbols=%d", trigger, len(symbols), extra=extra)
     return run
+
+
+def unknown_orders(*, at_kis: list[DailyOrder | BadDailyOrder], trade_date,
+                   in_flight: set[str]) -> list[dict]:
+    """KIS's orders of `trade_date` that the ledger does not know, as {odno, symbol, side, qty,
+    ord_tmd}: known are the ledger's broker numbers of that day and, through orgn_odno, their
+    revisions and cancels. A row that could not be read is listed too (its fields empty, the
+    reason kept), unless its number is one of ours (the sync quarantines that order). Orders of
+    symbols with a send on its way are left for next time: one may be that send."""
+    known = set(Order.objects.filter(trade_date=trade_date, broker_order_no__isnull=False)
+                .values_list("broker_order_no", flat=True))
+    found = []
+    for row in sorted(at_kis, key=lambda r: r.odno):
+        if isinstance(row, BadDailyOrder):
+            if row.odno not in known:
+                found.append({"odno": row.odno, "symbol": "", "side": "", "qty": None,
+                              "ord_tmd": "", "unreadable": row.reason[:500]})
+            continue
+        if row.odno in known:
+            continue
+        if row.orgn_odno and row.orgn_odno in known:
+            known.add(row.odno)  # a revision's own cancel names the revision (numbers grow)
+            continue
+        if row.symbol in in_flight:
+            continue
+        found.append({"odno": row.odno, "symbol": row.symbol, "side": row.side,
+                      "qty": row.ord_qty, "ord_tmd": row.ord_tmd})
+    return found
 
 
 def broker_orderable_qty(*, broker, symbol: str) -> int:

@@ -28,7 +28,7 @@ from django.db.models import Q
 from aegis import clock, metrics
 
 from ..alerts import alert_raise
-from ..brokers.kis.client import Balance, DailyOrder, OrderAck
+from ..brokers.kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
 from ..brokers.kis.errors import (
     KisAmbiguousOutcome,
     KisError,
@@ -75,7 +75,8 @@ class Broker(Protocol):
                    before_write=None) -> OrderAck: ...
 
     def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
-                     filled: str = "ALL", symbol: str = "", odno: str = "") -> list[DailyOrder]:
+                     filled: str = "ALL", symbol: str = "", odno: str = "",
+                     keep_bad: bool = False) -> list[DailyOrder | BadDailyOrder]:
         ...
 
     def balance(self) -> Balance: ...
@@ -286,7 +287,13 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
     until = (order.send_deadline or started + dt.timedelta(seconds=send_window_s(broker))) + skew
     rows = broker.daily_orders(start=since.astimezone(clock.SEOUL).date(),
                                end=clock.now_seoul().date(), side=order.side,
-                               symbol=order.symbol)
+                               symbol=order.symbol, keep_bad=True)
+    unreadable = [r for r in rows if isinstance(r, BadDailyOrder)]
+    if unreadable:  # one of them could be ours: neither adopt nor resend on a partial view
+        _needs_a_person(order, "KIS's daily orders hold rows Aegis cannot read ("
+                               + "; ".join(f"{r.odno or '?'}: {r.reason}" for r in unreadable)
+                               + ")")
+        return Outcome.AMBIGUOUS
     known = set(Order.objects.filter(
         symbol=order.symbol, broker_order_no__isnull=False,
         trade_date__gte=since.astimezone(clock.SEOUL).date(),

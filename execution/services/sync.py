@@ -1,46 +1,106 @@
 """Bringing open orders in line with KIS's daily orders inquiry: fills, and remainders that the
 broker cancelled or refused. The periodic check behind the WebSocket fill notices, and the whole
 mechanism when notices are lost.
+
+One order's trouble never stops the others: a row KIS sent that cannot be read, or a fill the
+ledger cannot take (it would break an invariant), quarantines that order (services/quarantine.py)
+and the sync goes on; quarantined orders are left as they are until a person looks.
 """
 
 import logging
 from itertools import groupby
 
+from django.db import DataError, IntegrityError, transaction
+
+from ..brokers.kis.client import BadDailyOrder, DailyOrder
+from ..exceptions import LedgerError
 from ..models import Order
 from .fills import order_catch_up
 from .orders import order_mark_cancelled, order_reject
+from .quarantine import broker_record_unreadable, order_quarantine
 
 logger = logging.getLogger("aegis.execution")
 
 
+def _set_aside(*, trade_date, bad: list[BadDailyOrder], counts: dict[str, int]) -> set[str]:
+    """Quarantine each of our orders a bad row names; alert the rows that name none. Returns
+    the order numbers of the bad rows."""
+    odnos = {b.odno for b in bad if b.odno}
+    ours = dict(Order.objects.filter(trade_date=trade_date, broker_order_no__in=odnos)
+                .values_list("broker_order_no", "pk"))
+    for b in bad:
+        if b.odno in ours:
+            if order_quarantine(order_id=ours[b.odno],
+                                reason=f"KIS's row of order {b.odno} unreadable: {b.reason}"):
+                counts["quarantined"] += 1
+        else:
+            broker_record_unreadable(trade_date=trade_date, odno=b.odno, reason=b.reason)
+    return odnos
+
+
+def _disagreement(order: Order, row: DailyOrder) -> str:
+    if row.symbol != order.symbol or row.side != order.side:
+        return (f"KIS's order {row.odno} is {row.side} {row.symbol}, the ledger's "
+                f"{order.side} {order.symbol}")
+    if row.tot_ccld_qty > order.qty or row.tot_ccld_qty + row.rmn_qty > order.qty:
+        return (f"KIS's order {row.odno} has {row.tot_ccld_qty} filled and {row.rmn_qty} "
+                f"remaining, more than the ledger's {order.qty}")
+    return ""
+
+
+def _sync_one(order: Order, row: DailyOrder, counts: dict[str, int]) -> None:
+    # The unlocked row screens (most syncs find nothing new); the locked catch-up decides.
+    if row.tot_ccld_qty > order.filled_qty and order_catch_up(
+            order_id=order.pk, filled_qty=row.tot_ccld_qty, filled_amount=row.tot_ccld_amt):
+        counts["filled"] += 1
+    if row.rmn_qty == 0 and row.tot_ccld_qty < row.ord_qty:
+        # Nothing left working at KIS: the rest was cancelled or refused there.
+        if row.rjct_qty and row.tot_ccld_qty == 0:
+            order_reject(order_id=order.pk, reason=f"KIS refused {row.rjct_qty}")
+        else:
+            order_mark_cancelled(order_id=order.pk, reason="remainder ended at KIS")
+        counts["closed"] += 1
+
+
 def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
-    """One inquiry per trading date for every open order with a broker number."""
+    """One inquiry per trading date for every open, unquarantined order with a broker number."""
     orders = Order.objects.filter(
         status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
-        broker_order_no__isnull=False, trade_date__isnull=False,
+        broker_order_no__isnull=False, trade_date__isnull=False, quarantined_at__isnull=True,
     ).order_by("trade_date")
     if order_ids is not None:
         orders = orders.filter(pk__in=order_ids)
-    counts = {"orders": 0, "filled": 0, "closed": 0}
+    counts = {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0}
     for trade_date, group in groupby(orders, key=lambda o: o.trade_date):
-        rows = {r.odno: r for r in broker.daily_orders(start=trade_date, end=trade_date)}
+        answer = broker.daily_orders(start=trade_date, end=trade_date, keep_bad=True)
+        bad_odnos = _set_aside(trade_date=trade_date, counts=counts,
+                               bad=[r for r in answer if isinstance(r, BadDailyOrder)])
+        rows = {r.odno: r for r in answer if isinstance(r, DailyOrder)}
         for order in group:
             counts["orders"] += 1
             row = rows.get(order.broker_order_no)
-            if row is None:
+            if row is None or order.broker_order_no in bad_odnos:
                 continue
-            # The unlocked row screens (most syncs find nothing new); the locked catch-up decides.
-            if row.tot_ccld_qty > order.filled_qty and order_catch_up(
-                    order_id=order.pk, filled_qty=row.tot_ccld_qty,
-                    filled_amount=row.tot_ccld_amt):
-                counts["filled"] += 1
-            if row.rmn_qty == 0 and row.tot_ccld_qty < row.ord_qty:
-                # Nothing left working at KIS: the rest was cancelled or refused there.
-                if row.rjct_qty and row.tot_ccld_qty == 0:
-                    order_reject(order_id=order.pk, reason=f"KIS refused {row.rjct_qty}")
-                else:
-                    order_mark_cancelled(order_id=order.pk, reason="remainder ended at KIS")
-                counts["closed"] += 1
-    if counts["filled"] or counts["closed"]:
+            problem = _disagreement(order, row)
+            if problem:
+                counts["quarantined"] += order_quarantine(order_id=order.pk, reason=problem)
+                continue
+            try:
+                with transaction.atomic():  # a savepoint: the other orders' work still commits
+                    _sync_one(order, row, counts)
+            except (LedgerError, IntegrityError, DataError) as exc:
+                # A lost connection or a lock timeout is not the order's fault: it propagates.
+                if not _still_open(order):
+                    # Closed by another sync meanwhile: nothing to set aside.
+                    logger.info("execution.sync_raced order_id=%s: %s", order.pk, exc)
+                    continue
+                counts["quarantined"] += order_quarantine(
+                    order_id=order.pk,
+                    reason=f"KIS's figures cannot be applied ({type(exc).__name__}): {exc}")
+    if counts["filled"] or counts["closed"] or counts["quarantined"]:
         logger.info("execution.orders_sync %s", counts, extra=counts)
     return counts
+
+
+def _still_open(order: Order) -> bool:
+    return Order.objects.filter(pk=order.pk, status__in=Order.OPEN_STATUSES).exists()

@@ -11,10 +11,11 @@ import datetime as dt
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from . import protocol
 from .breaker import Breakers
@@ -49,24 +50,91 @@ def lower_keys(value):
     return value
 
 
-def _int(record: dict, name: str, default: int | None = 0) -> int:
-    raw = record.get(name, "")
-    if raw in ("", None):
-        if default is None:
-            raise KisProtocolError(f"KIS answer lacks {name}")
-        return default
-    try:
-        return int(Decimal(str(raw).strip()))
-    except (InvalidOperation, ValueError):
-        raise KisProtocolError(f"KIS answer has a non-numeric {name}: {raw!r}") from None
+# Bounds of what the ledger accepts from KIS: shares and KRW are whole numbers well below this.
+MAX_VALUE = 10**12
+_ASCII_DIGITS = frozenset("0123456789")
+_SYMBOL = re.compile(r"[0-9A-Z]{6}")
+_ODNO = re.compile(r"[0-9]{1,20}")
+_DATE = re.compile(r"[0-9]{8}")
 
 
-def _dec(record: dict, name: str) -> Decimal:
-    raw = record.get(name, "") or "0"
-    try:
-        return Decimal(str(raw).strip())
-    except InvalidOperation:
-        raise KisProtocolError(f"KIS answer has a non-numeric {name}: {raw!r}") from None
+def _text(record: dict, name: str) -> str:
+    raw = record.get(name)
+    if raw is None:
+        raise KisProtocolError(f"KIS answer lacks {name}")
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise KisProtocolError(f"KIS answer has a {type(raw).__name__} for {name}: {raw!r}")
+    return str(raw).strip()
+
+
+def _digits(text: str) -> bool:
+    return bool(text) and set(text) <= _ASCII_DIGITS
+
+
+def _count(record: dict, name: str) -> int:
+    """A required whole number the ledger relies on (shares, KRW): ASCII digits only, no sign,
+    fraction or exponent, below MAX_VALUE. Anything else names the field in a protocol error."""
+    text = _text(record, name)
+    if not text:
+        raise KisProtocolError(f"KIS answer has an empty {name}")
+    if not _digits(text) or len(text) > 20:
+        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a whole number ≥ 0")
+    value = int(text)
+    if value >= MAX_VALUE:
+        raise KisProtocolError(f"KIS answer has {name} {value}, beyond {MAX_VALUE}")
+    return value
+
+
+def _signed(record: dict, name: str) -> int:
+    """A required whole number that may be below zero (a cash figure): digits after one '-'."""
+    text = _text(record, name)
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text)
+    if not _digits(body) or len(body) > 20 or int(body) >= MAX_VALUE:
+        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a whole number "
+                               f"within ±{MAX_VALUE}")
+    return sign * int(body)
+
+
+def _average(record: dict, name: str) -> Decimal:
+    """A required price average, kept as Decimal: digits with at most one decimal point."""
+    text = _text(record, name)
+    whole, dot, fraction = text.partition(".")
+    if not _digits(whole) or (dot and not _digits(fraction)) or len(text) > 32 \
+            or int(whole) >= MAX_VALUE:
+        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a price ≥ 0")
+    return Decimal(text)
+
+
+def _loose(record: dict, name: str) -> int:
+    """A figure the ledger does not use: missing or empty reads as 0, but a value that is there
+    must still be a bounded whole number (never an exponent that crashes the parser)."""
+    if record.get(name) in ("", None):
+        return 0
+    return _signed(record, name)
+
+
+def _odno(record: dict, name: str, *, required: bool = True) -> str:
+    text = _text(record, name) if required or record.get(name) is not None else ""
+    if not text and not required:
+        return ""
+    if not _ODNO.fullmatch(text):
+        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not an order number")
+    return text
+
+
+def _ord_tmd(record: dict, name: str = "ord_tmd") -> str:
+    text = _text(record, name)
+    if len(text) != 6 or not _digits(text) or int(text[:2]) > 23 or int(text[2:4]) > 59 \
+            or int(text[4:]) > 59:
+        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a time HHMMSS")
+    return text
+
+
+def _symbol(record: dict, name: str = "pdno") -> str:
+    text = _text(record, name)
+    if not _SYMBOL.fullmatch(text):
+        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a 6-character code")
+    return text
 
 
 @dataclass(frozen=True)
@@ -97,6 +165,43 @@ class DailyOrder:
 
 
 @dataclass(frozen=True)
+class BadDailyOrder:
+    """A daily orders row this client cannot read: in place of its DailyOrder when asked to keep
+    bad rows. `odno` is "" when even the order number is unreadable; `reason` names the field."""
+    odno: str
+    reason: str
+
+
+def daily_order_from(r: dict) -> DailyOrder:
+    """One output1 row of the daily orders inquiry (keys lower-cased). Every field the ledger
+    relies on is required and bounded: KisProtocolError naming the field otherwise."""
+    side = _text(r, "sll_buy_dvsn_cd")
+    if side not in (protocol.SLL_BUY_SELL, protocol.SLL_BUY_BUY):
+        raise KisProtocolError(f"KIS answer has sll_buy_dvsn_cd {side[:40]!r}, not "
+                               f"{protocol.SLL_BUY_SELL} or {protocol.SLL_BUY_BUY}")
+    ord_dt = _text(r, "ord_dt")
+    if not _DATE.fullmatch(ord_dt):
+        raise KisProtocolError(f"KIS answer has ord_dt {ord_dt[:40]!r}, not a date YYYYMMDD")
+    return DailyOrder(
+        ord_dt=ord_dt, odno=_odno(r, "odno"), orgn_odno=_odno(r, "orgn_odno", required=False),
+        side="SELL" if side == protocol.SLL_BUY_SELL else "BUY", symbol=_symbol(r, "pdno"),
+        ord_qty=_count(r, "ord_qty"), ord_unpr=_count(r, "ord_unpr"), ord_tmd=_ord_tmd(r),
+        tot_ccld_qty=_count(r, "tot_ccld_qty"), avg_prvs=_average(r, "avg_prvs"),
+        tot_ccld_amt=_count(r, "tot_ccld_amt"), rmn_qty=_count(r, "rmn_qty"),
+        cncl_yn=str(r.get("cncl_yn") or ""), rjct_qty=_count(r, "rjct_qty"),
+        ord_dvsn_cd=str(r.get("ord_dvsn_cd") or ""), org_no=str(r.get("ord_gno_brno") or ""))
+
+
+def bad_daily_order(r: object, exc: KisProtocolError) -> BadDailyOrder:
+    """What can be said of a row daily_order_from refused: its order number if readable."""
+    try:
+        odno = _odno(r, "odno") if isinstance(r, dict) else ""
+    except KisProtocolError:
+        odno = ""
+    return BadDailyOrder(odno=odno, reason=str(exc))
+
+
+@dataclass(frozen=True)
 class Holding:
     symbol: str
     name: str
@@ -104,6 +209,33 @@ class Holding:
     ord_psbl_qty: int
     pchs_avg_pric: Decimal
     prpr: int
+
+
+def holding_from(r: dict) -> Holding:
+    """One output1 row of the balance inquiry (keys lower-cased); hldg_qty, ord_psbl_qty and
+    pchs_avg_pric are required and bounded."""
+    return Holding(symbol=_symbol(r, "pdno"), name=str(r.get("prdt_name") or ""),
+                   hldg_qty=_count(r, "hldg_qty"), ord_psbl_qty=_count(r, "ord_psbl_qty"),
+                   pchs_avg_pric=_average(r, "pchs_avg_pric"), prpr=_loose(r, "prpr"))
+
+
+def order_ack_from(out: dict, *, new_order: bool) -> OrderAck:
+    """The output of an accepted order. A new order's answer without a readable ODNO cannot be
+    told from an order that went nowhere: KisAmbiguousOutcome, to be settled against the daily
+    orders inquiry. Its ord_tmd is not used (the inquiry's is). A cancel's or modify's answer is
+    not used by the ledger (the daily orders inquiry confirms it) and is read as it comes."""
+    if not new_order:
+        return OrderAck(odno=str(out.get("odno") or ""),
+                        org_no=str(out.get("krx_fwdg_ord_orgno") or ""),
+                        ord_tmd=str(out.get("ord_tmd") or ""))
+    try:
+        odno = _odno(out, "odno")
+    except KisProtocolError as exc:
+        raise KisAmbiguousOutcome(f"KIS accepted the order but its answer is unreadable "
+                                  f"({exc}): settle it against the daily orders inquiry, do "
+                                  "not resend") from None
+    return OrderAck(odno=odno, org_no=str(out.get("krx_fwdg_ord_orgno") or ""),
+                    ord_tmd=str(out.get("ord_tmd") or ""))
 
 
 @dataclass(frozen=True)
@@ -114,6 +246,15 @@ class Balance:
     tot_evlu_amt: int
     # The D+2 deposit: the start-of-day deposit with today's trades settled, what can be spent.
     prvs_rcdl_excc_amt: int = 0
+
+
+def balance_from(holdings: list[Holding], summary: dict) -> Balance:
+    """The balance from its holdings and output2's summary: the D+2 deposit (recorded by each
+    reconciliation) is required; the other cash figures, unused by the ledger, may be missing."""
+    return Balance(holdings=holdings, dnca_tot_amt=_loose(summary, "dnca_tot_amt"),
+                   nxdy_excc_amt=_loose(summary, "nxdy_excc_amt"),
+                   tot_evlu_amt=_loose(summary, "tot_evlu_amt"),
+                   prvs_rcdl_excc_amt=_signed(summary, "prvs_rcdl_excc_amt"))
 
 
 @dataclass(frozen=True)
@@ -200,7 +341,7 @@ class KisClient:
         token = data.get("access_token")
         if not token:
             raise KisProtocolError("token answer without access_token")
-        expires_in = _int(data, "expires_in", default=86_400)
+        expires_in = _loose(data, "expires_in") or 86_400
         return Credential(value=token, expires_at=time.time() + expires_in)
 
     def approval_key(self) -> str:
@@ -405,12 +546,8 @@ class KisClient:
         data, _ = self._call(method="POST", path=protocol.PATH_ORDER_CASH,
                              real_tr_id=protocol.TR_BUY if side == "BUY" else protocol.TR_SELL,
                              use="order", body=body, before_write=before_write)
-        out = data.get("output") or {}
-        if not out.get("odno"):
-            raise KisAmbiguousOutcome("KIS accepted the order but sent no ODNO: settle it "
-                                      "against the daily orders inquiry")
-        return OrderAck(odno=out["odno"], org_no=out.get("krx_fwdg_ord_orgno", ""),
-                        ord_tmd=out.get("ord_tmd", ""))
+        out = data.get("output")
+        return order_ack_from(out if isinstance(out, dict) else {}, new_order=True)
 
     def order_cancel(self, *, org_no: str, odno: str, qty: int | None = None) -> OrderAck:
         """Cancel all that remains of an order (qty None) or `qty` of it."""
@@ -436,14 +573,18 @@ class KisClient:
     def _rvsecncl(self, body: dict) -> OrderAck:
         data, _ = self._call(method="POST", path=protocol.PATH_ORDER_RVSECNCL,
                              real_tr_id=protocol.TR_RVSECNCL, use="order", body=body)
-        out = data.get("output") or {}
-        return OrderAck(odno=out.get("odno", ""), org_no=out.get("krx_fwdg_ord_orgno", ""),
-                        ord_tmd=out.get("ord_tmd", ""))
+        out = data.get("output")
+        return order_ack_from(out if isinstance(out, dict) else {}, new_order=False)
 
     # --- inquiries ----------------------------------------------------------------------------
     def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
-                     filled: str = "ALL", symbol: str = "", odno: str = "") -> list[DailyOrder]:
-        """Orders and their fills between two dates (at most three months), every page."""
+                     filled: str = "ALL", symbol: str = "", odno: str = "",
+                     keep_bad: bool = False) -> list[DailyOrder | BadDailyOrder]:
+        """Orders and their fills between two dates (at most three months), every page.
+
+        A row this client cannot read raises KisProtocolError (naming the field); with
+        `keep_bad` it is kept as a BadDailyOrder in its place instead, so that the other rows
+        can still be used and the bad one's order set aside (services/quarantine.py)."""
         sides = {"ALL": protocol.SLL_BUY_ALL, "SELL": protocol.SLL_BUY_SELL,
                  "BUY": protocol.SLL_BUY_BUY}
         ccld = {"ALL": protocol.CCLD_ALL, "FILLED": protocol.CCLD_FILLED,
@@ -454,21 +595,25 @@ class KisClient:
             "CCLD_DVSN": ccld[filled], "ORD_GNO_BRNO": "", "ODNO": odno, "INQR_DVSN_3": "00",
             "INQR_DVSN_1": "", "EXCG_ID_DVSN_CD": "KRX",
         }
-        orders = []
+        orders: list[DailyOrder | BadDailyOrder] = []
         for page in self._pages(path=protocol.PATH_DAILY_CCLD,
                                 real_tr_id=protocol.TR_DAILY_CCLD, params=params):
-            for r in page.get("output1") or []:
-                orders.append(DailyOrder(
-                    ord_dt=r.get("ord_dt", ""), odno=r.get("odno", ""),
-                    orgn_odno=r.get("orgn_odno", ""),
-                    side="SELL" if r.get("sll_buy_dvsn_cd") == protocol.SLL_BUY_SELL else "BUY",
-                    symbol=r.get("pdno", ""), ord_qty=_int(r, "ord_qty"),
-                    ord_unpr=_int(r, "ord_unpr"), ord_tmd=r.get("ord_tmd", ""),
-                    tot_ccld_qty=_int(r, "tot_ccld_qty"), avg_prvs=_dec(r, "avg_prvs"),
-                    tot_ccld_amt=_int(r, "tot_ccld_amt"), rmn_qty=_int(r, "rmn_qty"),
-                    cncl_yn=r.get("cncl_yn", ""), rjct_qty=_int(r, "rjct_qty"),
-                    ord_dvsn_cd=r.get("ord_dvsn_cd", ""),
-                    org_no=r.get("ord_gno_brno", "")))
+            rows = page.get("output1") or []
+            if not isinstance(rows, list):
+                raise KisProtocolError(f"KIS daily orders output1 is a {type(rows).__name__}, "
+                                       "not a list")
+            for r in rows:
+                try:
+                    if not isinstance(r, dict):
+                        raise KisProtocolError(f"KIS daily orders row is a {type(r).__name__}")
+                    orders.append(daily_order_from(r))
+                except KisProtocolError as exc:
+                    if not keep_bad:
+                        raise
+                    bad = bad_daily_order(r, exc)
+                    logger.error("kis.daily_order_unreadable odno=%s: %s", bad.odno or "?",
+                                 bad.reason)
+                    orders.append(bad)
         return orders
 
     def balance(self) -> Balance:
@@ -480,31 +625,27 @@ class KisClient:
         holdings, summary = [], {}
         for page in self._pages(path=protocol.PATH_BALANCE, real_tr_id=protocol.TR_BALANCE,
                                 params=params):
-            for r in page.get("output1") or []:
-                holdings.append(Holding(
-                    symbol=r.get("pdno", ""), name=r.get("prdt_name", ""),
-                    hldg_qty=_int(r, "hldg_qty"), ord_psbl_qty=_int(r, "ord_psbl_qty"),
-                    pchs_avg_pric=_dec(r, "pchs_avg_pric"), prpr=_int(r, "prpr")))
+            rows = page.get("output1") or []
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise KisProtocolError("KIS balance output1 is not a list of holdings")
+            holdings.extend(holding_from(r) for r in rows)
             output2 = page.get("output2") or []
             if isinstance(output2, dict):
                 output2 = [output2]
-            if output2:
+            if output2 and isinstance(output2[0], dict):
                 summary = output2[0]
-        return Balance(holdings=holdings, dnca_tot_amt=_int(summary, "dnca_tot_amt"),
-                       nxdy_excc_amt=_int(summary, "nxdy_excc_amt"),
-                       tot_evlu_amt=_int(summary, "tot_evlu_amt"),
-                       prvs_rcdl_excc_amt=_int(summary, "prvs_rcdl_excc_amt"))
+        return balance_from(holdings, summary)
 
     def price(self, symbol: str) -> Quote:
         data, _ = self._call(method="GET", path=protocol.PATH_PRICE,
                              real_tr_id=protocol.TR_PRICE, use="query",
                              params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol})
         o = data.get("output") or {}
-        return Quote(symbol=symbol, price=_int(o, "stck_prpr", None),
-                     prev_close=_int(o, "stck_sdpr"), open=_int(o, "stck_oprc"),
-                     high=_int(o, "stck_hgpr"), low=_int(o, "stck_lwpr"),
-                     upper_limit=_int(o, "stck_mxpr"), lower_limit=_int(o, "stck_llam"),
-                     volume=_int(o, "acml_vol"), tick=_int(o, "aspr_unit"),
+        return Quote(symbol=symbol, price=_count(o, "stck_prpr"),
+                     prev_close=_count(o, "stck_sdpr"), open=_loose(o, "stck_oprc"),
+                     high=_loose(o, "stck_hgpr"), low=_loose(o, "stck_lwpr"),
+                     upper_limit=_count(o, "stck_mxpr"), lower_limit=_count(o, "stck_llam"),
+                     volume=_loose(o, "acml_vol"), tick=_loose(o, "aspr_unit"),
                      sign=o.get("prdy_vrss_sign", ""), halted=o.get("temp_stop_yn") == "Y")
 
     def order_book(self, symbol: str) -> OrderBook:
@@ -512,11 +653,12 @@ class KisClient:
                              real_tr_id=protocol.TR_ASKING_PRICE, use="query",
                              params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol})
         o1, o2 = data.get("output1") or {}, data.get("output2") or {}
-        asks = [(_int(o1, f"askp{i}"), _int(o1, f"askp_rsqn{i}")) for i in range(1, 11)]
-        bids = [(_int(o1, f"bidp{i}"), _int(o1, f"bidp_rsqn{i}")) for i in range(1, 11)]
+        asks = [(_loose(o1, f"askp{i}"), _loose(o1, f"askp_rsqn{i}")) for i in range(1, 11)]
+        bids = [(_loose(o1, f"bidp{i}"), _loose(o1, f"bidp_rsqn{i}")) for i in range(1, 11)]
         return OrderBook(symbol=symbol, asks=[a for a in asks if a[0]],
-                         bids=[b for b in bids if b[0]], expected_price=_int(o2, "antc_cnpr"))
+                         bids=[b for b in bids if b[0]], expected_price=_loose(o2, "antc_cnpr"))
 
 
-__all__ = ["KisClient", "KisError", "OrderAck", "DailyOrder", "Holding", "Balance", "Quote",
-           "OrderBook", "lower_keys"]
+__all__ = ["KisClient", "KisError", "OrderAck", "DailyOrder", "BadDailyOrder", "Holding",
+           "Balance", "Quote", "OrderBook", "lower_keys", "daily_order_from", "holding_from",
+           "order_ack_from", "balance_from"]

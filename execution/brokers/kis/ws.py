@@ -3,12 +3,19 @@
 It keeps the set of subscriptions it was asked for, so after a dropped connection it reconnects
 with backoff and subscribes to all of them again. Fill notices arrive AES-256-CBC encrypted with
 the key and iv of their subscription's ack. PINGPONG frames are echoed as KIS expects.
+
+A frame that cannot be read (or whose handler fails) is logged, without its payload, and skipped:
+the stream goes on. Whatever ends a connection, a surprise included, the stream reconnects with
+backoff; an outage longer than `alert_after_s` is reported once through `on_outage("down", …)`,
+and its end through `on_outage("up", …)` (the callers raise a STREAM alert).
 """
 
 import asyncio
 import inspect
 import json
+import re
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -48,17 +55,38 @@ class FillNotice:
     order_price: int
 
 
+class FrameError(ValueError):
+    """A WebSocket frame or record this client cannot read. Its message names the field, never
+    the payload (a fill notice carries the account)."""
+
+
 def _num(value: str) -> int:
     value = (value or "").strip()
     return int(value) if value.lstrip("-").isdigit() else 0
 
 
+def _field(record: dict[str, str], name: str, pattern: re.Pattern) -> str:
+    value = (record.get(name) or "").strip()
+    if not pattern.fullmatch(value):
+        raise FrameError(f"{name} of {len(value)} characters is not well-formed")
+    return value
+
+
+_SYMBOL = re.compile(r"[0-9A-Z]{6}")
+_HHMMSS = re.compile(r"([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]")
+_PRICE = re.compile(r"[0-9]{1,12}")
+_DATE = re.compile(r"([0-9]{8})?")
+
+
 def trade_from(record: dict[str, str]) -> TradeTick:
+    """A trade record. The fields an exit is decided on (symbol, time, price) are strict: a
+    record without them is a FrameError, never a trade at 0."""
     return TradeTick(
-        symbol=record["MKSC_SHRN_ISCD"], time=record["STCK_CNTG_HOUR"],
-        price=_num(record["STCK_PRPR"]), sign=record["PRDY_VRSS_SIGN"],
+        symbol=_field(record, "MKSC_SHRN_ISCD", _SYMBOL),
+        time=_field(record, "STCK_CNTG_HOUR", _HHMMSS),
+        price=int(_field(record, "STCK_PRPR", _PRICE)), sign=record["PRDY_VRSS_SIGN"],
         volume=_num(record["CNTG_VOL"]), cumulative_volume=_num(record["ACML_VOL"]),
-        business_date=record["BSOP_DATE"], halted=record["TRHT_YN"] == "Y",
+        business_date=_field(record, "BSOP_DATE", _DATE), halted=record["TRHT_YN"] == "Y",
         hour_class=record["HOUR_CLS_CODE"])
 
 
@@ -73,15 +101,21 @@ def notice_from(record: dict[str, str]) -> FillNotice:
 
 
 Handler = Callable[[object], None | Awaitable[None]]
+# on_outage(state, detail, since): state "down" (once an outage lasted alert_after_s) or "up"
+# (the stream works again after a reported outage), `since` the outage's start (time.time()),
+# which names it; run in a thread (it may write to the database).
+OutageHandler = Callable[[str, str, float], None]
 
 
 class KisStream:
     def __init__(self, *, url: str, approval_key: Callable[[], str], custtype: str = "P",
                  on_trade: Handler | None = None, on_notice: Handler | None = None,
                  reconnect_min_s: float = 0.2, reconnect_max_s: float = 5.0,
-                 approval_key_refused: Callable[[str], None] | None = None) -> None:
+                 approval_key_refused: Callable[[str], None] | None = None,
+                 on_outage: OutageHandler | None = None, alert_after_s: float = 10.0) -> None:
         """`approval_key_refused(key)` forgets a key KIS no longer knows, so the next call of
-        `approval_key` issues a fresh one."""
+        `approval_key` issues a fresh one. `on_outage` is told of an outage longer than
+        `alert_after_s` and of its end."""
         self.url = url.rstrip("/") + protocol.WS_PATH
         self._approval_key = approval_key
         self._approval_key_refused = approval_key_refused
@@ -98,6 +132,11 @@ class KisStream:
         self._ws = None
         self.connections = 0
         self.connected = asyncio.Event()
+        self.on_outage = on_outage
+        self.alert_after_s = alert_after_s
+        self.down_since: float | None = None  # time.time() of the outage's start
+        self.outage_reported = False
+        self.bad_frames = 0
 
     def __repr__(self) -> str:
         return f"KisStream(url={self.url}, subscriptions={len(self.subscriptions)})"
@@ -123,33 +162,74 @@ class KisStream:
         }))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stay connected until `stop` is set, reconnecting with backoff."""
+        """Stay connected until `stop` is set, reconnecting with backoff, whatever ended the
+        connection: a stream is never left dead."""
         delay = self.reconnect_min_s
         while not stop.is_set():
+            reason = "closed"
             try:
                 async with websockets.connect(self.url, ping_interval=None,
                                               open_timeout=10) as ws:
                     self._ws = ws
                     self.connections += 1
-                    delay = self.reconnect_min_s
                     for tr_id, tr_key in sorted(self.subscriptions):
                         await self._send(tr_id, tr_key, "1")
                     self.connected.set()
                     await self._read(ws, stop)
             except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake,
                     asyncio.TimeoutError) as exc:
-                logger.warning("kis.ws disconnected (%s); reconnecting in %.1f s",
-                               type(exc).__name__, delay)
+                reason = type(exc).__name__
+                logger.warning("kis.ws disconnected (%s); reconnecting in %.1f s", reason, delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a surprise must not end the stream
+                reason = type(exc).__name__
+                logger.exception("kis.ws failed (%s); reconnecting in %.1f s", reason, delay)
             finally:
                 self._ws = None
                 self.connected.clear()
             if stop.is_set():
                 break
+            if self.connected_once_since_down():
+                delay = self.reconnect_min_s  # it worked for a while: a fresh outage
+            if self.down_since is None:
+                self.down_since = time.time()
+            await self._outage_check(reason)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
             delay = min(delay * 2, self.reconnect_max_s)
+
+    def connected_once_since_down(self) -> bool:
+        return self.down_since is None
+
+    async def _outage_check(self, reason: str) -> None:
+        if self.outage_reported or self.down_since is None \
+                or time.time() - self.down_since < self.alert_after_s:
+            return
+        self.outage_reported = True
+        await self._tell("down", f"no working connection for {time.time() - self.down_since:.0f}"
+                                 f" s (last: {reason})", self.down_since)
+
+    async def _working(self) -> None:
+        """A message arrived: the connection works, any outage is over."""
+        if self.down_since is None:
+            return
+        since, self.down_since = self.down_since, None
+        if self.outage_reported:
+            self.outage_reported = False
+            await self._tell("up", f"receiving again after {time.time() - since:.0f} s", since)
+
+    async def _tell(self, state: str, detail: str, since: float) -> None:
+        logger.log(logging.ERROR if state == "down" else logging.INFO, "kis.ws %s: %s", state,
+                   detail)
+        if self.on_outage is None:
+            return
+        try:
+            await asyncio.to_thread(self.on_outage, state, detail, since)
+        except Exception:  # noqa: BLE001 - a failing alert never stops the stream
+            logger.exception("kis.ws outage report failed")
 
     async def _read(self, ws, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -161,7 +241,17 @@ class KisStream:
                 if stopper in done:
                     receiver.cancel()
                     return
-                await self._handle(ws, receiver.result())
+                raw = receiver.result()
+                await self._working()
+                try:
+                    await self._handle(ws, raw)
+                except (websockets.ConnectionClosed, OSError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad frame never ends the stream
+                    self.bad_frames += 1
+                    detail = str(exc) if isinstance(exc, FrameError) else ""
+                    logger.error("kis.ws skipped an unreadable frame (%d characters, %s%s)",
+                                 len(raw), type(exc).__name__, f": {detail}" if detail else "")
         finally:
             stopper.cancel()
 
@@ -178,11 +268,24 @@ class KisStream:
                 return
             payload = aes_decrypt(payload, key=key_iv[0], iv=key_iv[1])
         if tr_id == protocol.WS_TR_TRADE:
-            for record in protocol.split_records(payload, protocol.TRADE_FIELDS, count):
-                await self._dispatch(self.on_trade, trade_from(record))
+            fields, parse, handler = protocol.TRADE_FIELDS, trade_from, self.on_trade
         elif tr_id in (protocol.WS_TR_NOTICE_REAL, protocol.WS_TR_NOTICE_PAPER):
-            for record in protocol.split_records(payload, protocol.NOTICE_FIELDS, count):
-                await self._dispatch(self.on_notice, notice_from(record))
+            fields, parse, handler = protocol.NOTICE_FIELDS, notice_from, self.on_notice
+        else:
+            return
+        try:
+            records = protocol.split_records(payload, fields, count)
+        except ValueError as exc:
+            raise FrameError(f"{tr_id}: {exc}") from None
+        for record in records:
+            try:
+                item = parse(record)
+            except (FrameError, KeyError) as exc:  # this record only: the frame's others count
+                self.bad_frames += 1
+                logger.error("kis.ws skipped an unreadable %s record: %s", tr_id,
+                             exc if isinstance(exc, FrameError) else f"lacks {exc}")
+                continue
+            await self._dispatch(handler, item)
 
     async def _control(self, ws, raw: str) -> None:
         try:

@@ -37,7 +37,8 @@ def test_aes_round_trip(text):
 
 
 def test_frames_split_into_named_records():
-    records = [dict.fromkeys(protocol.TRADE_FIELDS, "0") | {"MKSC_SHRN_ISCD": s, "STCK_PRPR": p}
+    records = [dict.fromkeys(protocol.TRADE_FIELDS, "0") | {
+        "MKSC_SHRN_ISCD": s, "STCK_PRPR": p, "STCK_CNTG_HOUR": "090000", "BSOP_DATE": ""}
                for s, p in (("005930", "71000"), ("000660", "120500"))]
     raw = f"0|H0STCNT0|002|{protocol.join_records(records, protocol.TRADE_FIELDS)}"
     encrypted, tr_id, count, payload = protocol.split_frame(raw)

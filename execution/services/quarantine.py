@@ -1,0 +1,64 @@
+"""Setting aside an order whose broker record this ledger cannot apply (a malformed row in KIS's
+answer, a fill that would break a ledger invariant): the syncs leave it as it is, the others go
+on, and a person is alerted to look at it (the admin lists quarantined orders).
+
+Nothing about the order's quantities changes here: which side is wrong is a person's call. To
+release it, a person clears `quarantined_at` once the order agrees with KIS again (the admin
+shows quarantined orders read-only, under the "quarantined" filter).
+"""
+
+import hashlib
+import logging
+
+from aegis import clock
+
+from ..models import Alert, Order
+
+logger = logging.getLogger("aegis.execution")
+
+REASON_MAX = 2000
+
+
+def order_quarantine(*, order_id: object, reason: str) -> bool:
+    """Quarantine the order (idempotent). Returns True when this call set it aside, False when it
+    already was (its first reason kept, no second alert)."""
+    reason = (reason or "unreadable broker record")[:REASON_MAX]
+    now = clock.now()
+    updated = Order.objects.filter(pk=order_id, quarantined_at__isnull=True).update(
+        quarantined_at=now, quarantine_reason=reason, updated_at=now)
+    if not updated:
+        return False
+    order = Order.objects.filter(pk=order_id).values(
+        "symbol", "side", "qty", "filled_qty", "status", "broker_order_no", "trade_date").first()
+    logger.error("execution.order_quarantined order_id=%s: %s", order_id, reason,
+                 extra={"order_id": str(order_id)})
+    from ..alerts import alert_raise
+
+    odno = (f"KIS order {order['broker_order_no']} of {order['trade_date']:%Y-%m-%d}"
+            if order and order["broker_order_no"] and order["trade_date"] else "no KIS number")
+    described = (f"{order['side']} {order['symbol']} {order['filled_qty']}/{order['qty']} "
+                 f"({order['status']}, {odno})") if order else ""
+    alert_raise(kind=Alert.Kind.QUARANTINE, severity=Alert.Severity.CRITICAL,
+                subject=order["symbol"] if order else "",
+                message=f"Order {order_id} {described} is quarantined: {reason}. The syncs leave "
+                        "it as it is; compare it with KIS (MTS or the daily orders), correct the "
+                        "ledger if needed, then release it (clear its quarantined_at). The admin "
+                        "lists it under the \"quarantined\" filter.",
+                key=f"quarantine:{order_id}")
+    return True
+
+
+def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:
+    """A row of KIS's daily orders that matches none of this ledger's orders (or whose order
+    number is unreadable) could not be read: alerted once per row and reason, then skipped."""
+    logger.error("execution.broker_record_unreadable trade_date=%s odno=%s: %s", trade_date,
+                 odno or "?", reason)
+    from ..alerts import alert_raise
+
+    digest = hashlib.sha256(reason.encode()).hexdigest()[:16]
+    alert_raise(kind=Alert.Kind.QUARANTINE, severity=Alert.Severity.WARNING,
+                subject=odno or "unreadable",
+                message=f"KIS's daily orders of {trade_date} hold a row this ledger cannot read "
+                        f"(order number {odno or 'unreadable'}; it is not one of Aegis's orders): "
+                        f"{reason}. Skipped; check the order in the MTS app.",
+                key=f"bad-row:{trade_date}:{odno or '?'}:{digest}")

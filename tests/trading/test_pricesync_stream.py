@@ -1,0 +1,103 @@
+"""pricesync's WebSocket outage is alerted (STREAM) while it falls back to REST polling, and its
+end too. Real PostgreSQL; a local WebSocket server stands in for KIS's, a stub for its REST."""
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import pytest
+from websockets.asyncio.server import serve
+
+from execution.brokers.kis import protocol
+from execution.brokers.kis.client import Quote
+from execution.models import Alert
+from tests.support import free_port
+from trading.models import BestPrice
+from trading.pricesync import PriceSync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class RestOnly:
+    """A broker whose REST answers a fixed quote; its WebSocket is the URL given."""
+
+    def __init__(self, ws_url: str):
+        self.config = SimpleNamespace(ws_url=ws_url, custtype="P")
+        self.polls = 0
+
+    def approval_key(self) -> str:
+        return "approval"
+
+    def approval_key_refused(self, value: str) -> None:
+        pass
+
+    def price(self, symbol: str) -> Quote:
+        self.polls += 1
+        return Quote(symbol=symbol, price=71_000, prev_close=71_000, open=71_000, high=71_000,
+                     low=71_000, upper_limit=92_300, lower_limit=49_700, volume=1, tick=100,
+                     sign="3", halted=False)
+
+
+def stream_alerts() -> list[tuple[str, str]]:
+    return list(Alert.objects.filter(kind=Alert.Kind.STREAM).order_by("created_at")
+                .values_list("subject", "state"))
+
+
+def wait(pred, what: str, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too():
+    port = free_port()
+    broker = RestOnly(f"ws://127.0.0.1:{port}")
+    sync = PriceSync(broker=broker, watchlist=("005930",), evaluate=False, poll_s=0.2,
+                     stale_s=0.5, follow_s=0.5, stream_alert_after_s=0.5)
+    sync.stream.reconnect_min_s, sync.stream.reconnect_max_s = 0.05, 0.2
+    loop = asyncio.new_event_loop()
+    state = {}
+
+    async def handler(ws):
+        await ws.recv()
+        record = dict.fromkeys(protocol.TRADE_FIELDS, "0") | {
+            "MKSC_SHRN_ISCD": "005930", "STCK_PRPR": "71500", "STCK_CNTG_HOUR": "090001",
+            "BSOP_DATE": ""}
+        await ws.send(f"0|{protocol.WS_TR_TRADE}|001|"
+                      f"{protocol.join_records([record], protocol.TRADE_FIELDS)}")
+        await ws.wait_closed()
+
+    async def main():
+        state["stop"] = asyncio.Event()
+        await sync.run(state["stop"])
+
+    def server_up():
+        async def start():
+            state["server"] = await serve(handler, "127.0.0.1", port)
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        # No WebSocket at all: prices come over REST, and the outage is alerted once.
+        wait(lambda: stream_alerts() == [("prices", "down")], "the outage alert")
+        polls = broker.polls
+        wait(lambda: broker.polls > polls + 2, "REST polling meanwhile")
+        assert BestPrice.objects.get(symbol="005930").source == "REST"
+        assert stream_alerts() == [("prices", "down")]
+        server_up()
+        wait(lambda: stream_alerts() == [("prices", "down"), ("prices", "up")], "its end")
+        assert Alert.objects.get(kind=Alert.Kind.STREAM, state="down").severity == "CRITICAL"
+    finally:
+        async def shut():
+            if "server" in state:
+                state["server"].close()
+                await state["server"].wait_closed()
+            state["stop"].set()
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(30)
+        thread.join(30)
+        assert not thread.is_alive()
+        loop.close()
