@@ -88,7 +88,8 @@ def burst(flavour: str, n: int) -> dict:
         time.sleep(2)  # the lanes listening, the rate window empty
         # Gapped down at the bell: each position's loss differs (deeper for later ones); the
         # exits are opened as exit_pass opens them, largest loss first.
-        prices = {p.pk: COST - 100 * (1 + i % 40) for i, p in enumerate(positions)}
+        # (10 to 25 ticks down: within the day's lower limit, KIS takes them all.)
+        prices = {p.pk: COST - 100 * (1 + i % 25) for i, p in enumerate(positions)}
         ordered = sorted(positions, key=lambda p: (COST - prices[p.pk]) * p.qty, reverse=True)
         decided = clock.now()
         intents = []
@@ -117,7 +118,7 @@ def burst(flavour: str, n: int) -> dict:
         # order: the lanes (4) each hold one order while waiting for a rate slot, so a few
         # places at most.
         went = [pk for pk, _ in sorted(accepted.items(), key=lambda kv: kv[1])]
-        place = {pk: i for i, pk in enumerate(ids)}
+        place = {pk: i for i, pk in enumerate(pk for pk in ids if pk in accepted)}
         shifts = [abs(i - place[pk]) for i, pk in enumerate(went)]
         return {
             "n": n, "rate": RATES[flavour],
