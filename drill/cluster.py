@@ -43,6 +43,7 @@ ACCOUNT_CANO, ACCOUNT_PRDT = "50000001", "01"
 HTS_ID = "drill-hts"
 CASH = 10_000_000_000
 READY_TIMEOUT_S = 120
+REDIS_DB = 13
 
 
 class DrillError(RuntimeError):
@@ -153,8 +154,10 @@ class Services:
         pooled = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
         direct = urllib.parse.urlsplit(os.environ.get("DATABASE_DIRECT_URL")
                                        or os.environ["DATABASE_URL"])
-        return cls(pooled=pooled, direct=direct,
-                   redis=urllib.parse.urlsplit(os.environ["REDIS_URL"]),
+        # A Redis database of the drill's own, flushed before each scenario: a test run that
+        # starts the drill (tests/drill) keeps its own keys in database 0.
+        redis_url = urllib.parse.urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{REDIS_DB}")
+        return cls(pooled=pooled, direct=direct, redis=redis_url,
                    pooling=os.environ.get("DATABASE_POOLING", ""))
 
     def start_proxies(self) -> None:
@@ -189,7 +192,7 @@ class Services:
     def redis_flush(self) -> None:
         import redis
 
-        redis.Redis.from_url(self.url("redis", proxied=False)).flushall()
+        redis.Redis.from_url(self.url("redis", proxied=False)).flushdb()
 
 
 # --- the cluster --------------------------------------------------------------------------------

@@ -258,16 +258,24 @@ def missing_hldg_qty(run: Run) -> None:
 
 
 def halted_during_unknown_outcome(run: Run) -> None:
-    """An exit's order is booked and its answer held (unknown outcome); trading is set HALTED
-    meanwhile. Nothing more may reach KIS: neither a resend of that order nor new exits."""
-    run.faults(timeout_next=1, after=True, timeout_s=40, path="order-cash")
-    run.drop(run.symbols[:1])
-    run.wait_for("the order booked", lambda: len(run.sim_orders()) >= 1, 30)
+    """An exit's order is sent and its request held, never to take effect at KIS (an unknown
+    outcome: the sender's read times out); trading is set HALTED meanwhile. Nothing may reach
+    KIS from then on: neither a resend of that order once it is settled as not arrived, nor new
+    exits."""
+    run.faults(timeout_next=1, timeout_s=15, path="order-cash")
+    first = run.symbols[0]
+    run.control("/_sim/prices", {"pdno": first, "price": GAP_PRICE})
+
+    def held() -> bool:
+        book = run.control("/_sim/book", method="GET")
+        return any(r["fault"] == "timeout" for r in book["requests"])
+
+    run.wait_for("the order's request held", held, 30)
     run.set_state("HALTED")
     halted_with = len(run.sim_orders())
     for symbol in run.symbols[1:4]:
         run.control("/_sim/prices", {"pdno": symbol, "price": GAP_PRICE})
-    time.sleep(45)  # past the held answer, the grace and a few sweeps
+    time.sleep(40)  # past the held request, the grace and a few sweeps
     run.settle(quiet=lambda: True)
     after = run.sim_orders()
     if len(after) > halted_with:
