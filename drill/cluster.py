@@ -201,7 +201,7 @@ class Cluster:
 
     def __init__(self, services: Services, *, logs: Path, flavour: str = "real",
                  clock_start: dt.datetime, clock_origin: float, symbols: dict[str, int],
-                 rps: int | None = None) -> None:
+                 rps: int | None = None, env: dict | None = None) -> None:
         self.services = services
         self.logs = logs
         self.flavour = flavour
@@ -209,6 +209,7 @@ class Cluster:
                           "AEGIS_CLOCK_ORIGIN": repr(clock_origin), "AEGIS_CLOCK_SPEED": "1"}
         self.symbols = symbols
         self.rps = rps
+        self.extra_env = dict(env or {})  # for every process and command of this cluster
         self.apps = {"query": (secrets.token_hex(18), secrets.token_hex(90)),
                      "order": (secrets.token_hex(18), secrets.token_hex(90))}
         self.procs: dict[str, Proc] = {}
@@ -238,6 +239,7 @@ class Cluster:
             "KIS_ORDER_APP_KEY": self.apps["order"][0],
             "KIS_ORDER_APP_SECRET": self.apps["order"][1],
         })
+        env.update(self.extra_env)
         env.update(extra or {})
         return env
 

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -77,15 +76,13 @@ def run_scenario(scenario, services: Services, *, logs: Path, options) -> dict:
 
     cluster = Cluster(services, logs=logs / scenario.name, flavour=scenario.flavour,
                       clock_start=start, clock_origin=origin,
-                      symbols=dict.fromkeys(symbols, PRICE))
+                      symbols=dict.fromkeys(symbols, PRICE), env=scenario.env)
     for proxy in services.proxies.values():
         proxy.clear()
     run = Run(name=scenario.name, cluster=cluster, services=services, clock=shifted,
               symbols=symbols, options=options)
     try:
         cluster.simulator_start()
-        for key, value in scenario.env.items():
-            os.environ[key] = value  # the one-shot commands too
         seed(run, symbols)
         cluster.run_once("reconcile", "--startup", "--wait", "60")
         names = scenario.processes or None
@@ -107,8 +104,6 @@ def run_scenario(scenario, services: Services, *, logs: Path, options) -> dict:
         result = {"duplicates": None, "lost": None, "orders": None, "invariants_held": False,
                   "violations": [f"drill error: {exc}"]}
     finally:
-        for key in scenario.env:
-            os.environ.pop(key, None)
         cluster.stop()
     result["seconds"] = round(time.monotonic() - started, 1)
     result["description"] = scenario.description

@@ -160,14 +160,11 @@ class Scenario:
 # --- the scenarios' bodies --------------------------------------------------------------------
 def open_bell(run: Run) -> None:
     """Every position gaps down 8 % at 09:00:00: all exits decided at one instant."""
-    from aegis import clock
-
     open_at = run.clock.start
     while run.clock.now() < open_at + dt.timedelta(milliseconds=200):
         time.sleep(0.05)
     run.drop(run.symbols)
     run.settle()
-    del clock
 
 
 def redis_late(run: Run) -> None:
