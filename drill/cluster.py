@@ -355,6 +355,9 @@ class Cluster:
         """A one-shot command (manage.py ...) against the cluster; its output."""
         done = subprocess.run([PY, "manage.py", *argv], cwd=ROOT, env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
+        with open(self.logs / "commands.log", "a") as log:
+            log.write(f"=== manage.py {' '.join(argv)}: exit {done.returncode}\n{done.stdout}"
+                      f"{done.stderr[-4000:]}\n")
         if done.returncode != 0:
             raise DrillError(f"manage.py {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
         return done.stdout
