@@ -3,13 +3,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv test demo run bench clean
+.PHONY: help venv test demo run bench drill clean
 
 help:
 	@echo "make demo   - a simulated trading day against the KIS simulator (SQLite, no server)"
 	@echo "make test   - the test suite on throw-away PostgreSQL and Redis"
 	@echo "make run    - the admin on http://127.0.0.1:8000/admin/ (embedded default)"
 	@echo "make bench  - benchmarks on throw-away PostgreSQL and Redis"
+	@echo "make drill  - the fault drill: the process set, faults, invariants (drill/README.md)"
 
 venv: $(VENV)/.installed
 
@@ -41,3 +42,9 @@ clean:
 bench: venv
 	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} AEGIS_PGBOUNCER_CHECK_DELAY=30 AEGIS_PG_DURABLE=1 \
 		scripts/with-services.sh $(BIN)/python -m bench.run
+
+# The fault drill (drill/README.md): the production process set against the simulator, faults
+# injected, invariants checked; drill/results.json and results.md. DRILL_ARGS="--only a,b".
+DRILL_ARGS ?=
+drill: venv
+	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m drill $(DRILL_ARGS)

@@ -161,14 +161,29 @@ class Faults:
     # ...and the real answer without the field `omit_field`, at any depth, in any case.
     omit_next: int = 0
     omit_field: str = "odno"
+    # ...and the real answer with the field `garble_field` (any depth, any case) set to
+    # `garble_value`: a number KIS would never send ("Infinity", "1E+5000000", "12.9", "-5").
+    garble_next: int = 0
+    garble_field: str = "ord_qty"
+    garble_value: str = "Infinity"
     # The next fill notices (CNTG_YN 2) are pushed twice, as a repeated frame.
     notice_repeat_next: int = 0
+    # A 5xx (error_5xx) carries KIS's body {rt_cd "1", msg_cd, msg1} when error_msg_cd is set,
+    # as KIS's gateway answers some failures; otherwise a plain-text body, no KIS fields.
+    error_msg_cd: str = ""
+    error_msg1: str = ""
+    # When set, the counted faults and error_5xx_rate meet only requests whose path contains
+    # it (e.g. "order-cash", "inquire-daily-ccld", "inquire-balance"); others pass untouched.
+    path: str = ""
 
-    def draw(self, *, now: float, rng: random.Random, uapi: bool = True) -> str | None:
+    def draw(self, *, now: float, rng: random.Random, uapi: bool = True,
+             path: str = "") -> str | None:
         """The fault this request meets, consuming one of the counted ones."""
         if now < self.outage_until:
             return "outage"
-        answer_shapes = ("ledger_limit", "non_json", "omit") if uapi else ()
+        if self.path and self.path not in path:
+            return None
+        answer_shapes = ("ledger_limit", "non_json", "omit", "garble") if uapi else ()
         for name in ("drop", "timeout", "lost", "error_5xx") + answer_shapes:
             if getattr(self, f"{name}_next") > 0:
                 setattr(self, f"{name}_next", getattr(self, f"{name}_next") - 1)
@@ -695,7 +710,7 @@ class RestApi:
         sim.gateway.log.append(entry)
         faults = sim.faults
         fault = faults.draw(now=arrived, rng=sim.fault_rng,
-                            uapi=request.path.startswith("/uapi/"))
+                            uapi=request.path.startswith("/uapi/"), path=request.path)
         entry["fault"] = fault
         after = faults.after and fault not in ("outage", "lost", "ledger_limit")
         if faults.latency_ms > 0:
@@ -707,7 +722,7 @@ class RestApi:
         if fault == "lost":
             _drop(request, entry)
         if fault == "error_5xx" and not after:
-            response = _failure(faults.error_status)
+            response = _failure(faults)
         elif fault == "non_json" and not after:
             response = _non_json(None)
         elif fault == "ledger_limit":
@@ -719,11 +734,13 @@ class RestApi:
             if after and fault == "timeout":
                 await asyncio.sleep(faults.timeout_s)
             if after and fault == "error_5xx":
-                response = _failure(faults.error_status)
+                response = _failure(faults)
             if after and fault == "non_json":
                 response = _non_json(response)
             if fault == "omit":
                 response = _omitting(response, faults.omit_field)
+            if fault == "garble":
+                response = _garbling(response, faults.garble_field, faults.garble_value)
         entry["status"] = response.status
         return response
 
@@ -1208,9 +1225,26 @@ def _non_json(answer: web.StreamResponse | None) -> web.Response:
                         text="<html><body>Service temporarily unavailable</body></html>")
 
 
-def _failure(status: int) -> web.Response:
-    # What a failing gateway sends: no KIS body, so a client cannot mistake it for an answer.
-    return web.Response(status=status, text="simulated upstream failure",
+def _with_value(value: object, name: str, replacement: str) -> object:
+    if isinstance(value, dict):
+        return {k: replacement if str(k).lower() == name else _with_value(v, name, replacement)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_value(v, name, replacement) for v in value]
+    return value
+
+
+def _garbling(response: web.StreamResponse, field_name: str, value: str) -> web.StreamResponse:
+    return _rewritten(response, lambda body: _with_value(body, field_name.lower(), value))
+
+
+def _failure(faults: Faults) -> web.Response:
+    """What a failing gateway sends: by default no KIS body, so a client cannot mistake it for
+    an answer; with error_msg_cd, KIS's error shape on a 5xx (a code the client may not know)."""
+    if faults.error_msg_cd:
+        return _json({"rt_cd": ERROR_RT_CD, "msg_cd": faults.error_msg_cd,
+                      "msg1": faults.error_msg1}, status=faults.error_status)
+    return web.Response(status=faults.error_status, text="simulated upstream failure",
                         content_type="text/plain")
 
 
@@ -1541,17 +1575,24 @@ class ControlApi:
         return _json({"ok": True} | asdict(limits))
 
     COUNTED_FAULTS = ("error_5xx_next", "timeout_next", "drop_next", "lost_next",
-                      "ledger_limit_next", "non_json_next", "omit_next", "notice_repeat_next")
+                      "ledger_limit_next", "non_json_next", "omit_next", "garble_next",
+                      "notice_repeat_next")
+    TEXT_FAULTS = {"omit_field": r"[A-Za-z0-9_]{1,40}", "garble_field": r"[A-Za-z0-9_]{1,40}",
+                   "garble_value": r"[^\x00-\x1f]{0,40}", "error_msg_cd": r"[A-Z0-9]{0,12}",
+                   "error_msg1": r"[^\x00-\x1f]{0,200}", "path": r"[A-Za-z0-9_/-]{0,100}"}
 
     async def faults(self, request: web.Request) -> web.Response:
         """Set faults (the fields of Faults): each *_next counts the requests (or, for
-        notice_repeat_next, the fill notices) that meet it; `after` lets the request take effect
+        notice_repeat_next, the fill notices) that meet it; `path` limits them to requests whose
+        path contains it; error_msg_cd/error_msg1 give a 5xx KIS's body; garble_next sets
+        garble_field to garble_value in the answer; `after` lets the request take effect
         first; outage_s refuses everything for that long; ws_drop closes every WebSocket;
         approvals_expire makes every WebSocket approval key issued so far unknown (open
         subscriptions go on; a new one with such a key is refused, OPSP0011)."""
         payload = await self._payload(request)
         known = {"latency_ms", "error_5xx_rate", "error_status", "timeout_s", "outage_s",
-                 "after", "ws_drop", "approvals_expire", "omit_field", *self.COUNTED_FAULTS}
+                 "after", "ws_drop", "approvals_expire", *self.TEXT_FAULTS,
+                 *self.COUNTED_FAULTS}
         unknown = set(payload) - known
         if unknown:
             raise ControlError(f"unknown faults {sorted(unknown)}; known: {sorted(known)}")
@@ -1559,8 +1600,14 @@ class ControlApi:
         for name in self.COUNTED_FAULTS:
             if name in payload:
                 setattr(faults, name, _c_int(payload, name, minimum=0))
-        if "omit_field" in payload:
-            faults.omit_field = _c_text(payload, "omit_field", pattern=r"[A-Za-z0-9_]{1,40}")
+        for name, pattern in self.TEXT_FAULTS.items():
+            if name in payload:
+                value = payload[name]
+                if not isinstance(value, str) or not re.fullmatch(pattern, value):
+                    raise ControlError(f"{name} must be a string matching {pattern}")
+                if name.endswith("_field") and not value:
+                    raise ControlError(f"{name} must name a field")
+                setattr(faults, name, value)
         for name in ("latency_ms", "timeout_s"):
             if name in payload:
                 setattr(faults, name, _c_num(payload, name))
