@@ -284,7 +284,9 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         return Outcome.IN_FLIGHT
     skew = dt.timedelta(seconds=settings.EXECUTION_CLOCK_SKEW_S + 1)
     since = started - skew
-    until = (order.send_deadline or started + dt.timedelta(seconds=send_window_s(broker))) + skew
+    # The match window on the sender's clock (KIS's, within the skew): its deadline is the
+    # database's, which a host with a shifted clock (a replayed day) does not share.
+    until = started + dt.timedelta(seconds=send_window_s(broker)) + skew
     rows = broker.daily_orders(start=since.astimezone(clock.SEOUL).date(),
                                end=clock.now_seoul().date(), side=order.side,
                                symbol=order.symbol, keep_bad=True)
