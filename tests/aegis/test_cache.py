@@ -123,6 +123,8 @@ def test_a_pickled_payload_written_to_redis_is_a_miss_and_never_unpickled(tmp_pa
     assert not (tmp_path / "pwned").exists()
     # A registered name with a forged body, an unregistered class path, garbage: misses too.
     for forged in (b'{"~o":"os.system","v":["touch x"]}', b'{"~o":"trading.hot.Px","v":1}',
-                   b'{"~zz":1}', b"\xff\xfe", b'{"~arr":["d","***"]}'):
+                   b'{"~zz":1}', b"\xff\xfe", b'{"~arr":["d","***"]}',
+                   b'\x00aegis-json\x00\x00\x00\x00\x0b{"~b":0}\x00\x00\x00\x09ab',
+                   b'\x00aegis-json\x00\x00\x00\x00\x0a{"~b":0}'):
         raw.set(cache.make_key(key), forged, ex=5)
         assert cache.get(key) is None, forged
