@@ -88,9 +88,10 @@ class Run:
         logger.warning("drill %s: %s did not happen within %.0f s", self.name, what, timeout)
         return False
 
-    def settle(self, *, quiet: Callable[[], bool] | None = None) -> None:
+    def settle(self, *, quiet: Callable[[], bool] | None = None,
+               timeout_s: float | None = None) -> None:
         """Until nothing is on its way (no open order, no NEW intent) and the simulator's order
-        count stays the same for settle_hold_s; at most settle_timeout_s."""
+        count stays the same for settle_hold_s; at most settle_timeout_s (or `timeout_s`)."""
         from execution.models import Order, OrderIntent
 
         def calm() -> bool:
@@ -99,7 +100,8 @@ class Run:
             return not (Order.objects.filter(status__in=Order.OPEN_STATUSES).exists()
                         or OrderIntent.objects.filter(status="NEW").exists())
 
-        deadline = time.monotonic() + self.options.settle_timeout_s
+        timeout_s = timeout_s or self.options.settle_timeout_s
+        deadline = time.monotonic() + timeout_s
         since, seen = None, None
         while time.monotonic() < deadline:
             count = len(self.sim_orders())
@@ -111,8 +113,7 @@ class Run:
                 since = None
             seen = count
             time.sleep(0.5)
-        logger.warning("drill %s: not quiet within %.0f s", self.name,
-                       self.options.settle_timeout_s)
+        logger.warning("drill %s: not quiet within %.0f s", self.name, timeout_s)
 
     def set_state(self, state: str) -> None:
         from execution.services import trading_state_set
@@ -164,7 +165,10 @@ def open_bell(run: Run) -> None:
     while run.clock.now() < open_at + dt.timedelta(milliseconds=200):
         time.sleep(0.05)
     run.drop(run.symbols)
-    run.settle()
+    # Every send and every fill's inquiry shares the key's rate: on a paper key (2 calls/s) the
+    # sends alone take n ÷ 2 s, and the fills' catch-up as long again.
+    paper = run.cluster.flavour == "paper"
+    run.settle(timeout_s=run.options.settle_timeout_s + (2 * len(run.symbols) if paper else 0))
 
 
 def redis_late(run: Run) -> None:
