@@ -386,8 +386,10 @@ def test_what_moved_after_the_read_ahead_is_decided_again_under_the_locks(
     rejected = Pick.objects.get(pk=pick_id)
     assert (rejected.rejected_gate, rejected.intent) == (gate, None)
     assert words in rejected.reject_reason, rejected.reject_reason
-    # The one statement was tried and wrote nothing; the locked read decided.
-    assert sum("guard AS" in s for s in statements) == 1
+    # The locked read decided: the one statement, when the change came after the router's
+    # own read of the state (it may come before: market reads run on threads of their own),
+    # was tried once and wrote nothing.
+    assert sum("guard AS" in s for s in statements) <= 1
     assert any(s.lstrip().startswith("SELECT") and LOCKED_TAKE in s for s in statements)
     assert not OrderIntent.objects.exists() and not Position.objects.exists()
     assert broker_orders(kis_sim) == []
