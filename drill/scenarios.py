@@ -32,7 +32,7 @@ class Skipped(Exception):
 
 @dataclass
 class Options:
-    settle_hold_s: float = 20.0  # quiet this long (a resend after the 10 s grace would show)
+    settle_hold_s: float = 20.0  # quiet this long (a resend after a send's 13 s deadline would show)
     settle_timeout_s: float = 150.0
 
 
@@ -184,7 +184,7 @@ def redis_late(run: Run) -> None:
 
 def send_slower_than_grace(run: Run) -> None:
     """The client's rate (1 call/s, scenario env) makes the last of 25 sends wait ~25 s for its
-    slot: well past the 10 s in-flight grace."""
+    slot: well past the 10 s grace a send had before its claim moved to the write."""
     run.drop(run.symbols)
     run.settle()
 
