@@ -32,7 +32,7 @@ class Skipped(Exception):
 
 @dataclass
 class Options:
-    settle_hold_s: float = 20.0  # quiet this long (a resend after a send's 13 s deadline would show)
+    settle_hold_s: float = 20.0  # quiet this long: a resend after a 13 s deadline shows
     settle_timeout_s: float = 150.0
 
 
