@@ -21,6 +21,11 @@ from .services.trading_state import trading_state_get
 
 logger = logging.getLogger("aegis.execution")
 
+# Celery compares a message's expiry, stamped by the publisher's clock (beat's), with the
+# worker's own: the safety nets' expiry leaves room for the clocks to differ by
+# EXECUTION_CLOCK_SKEW_S, or a worker running ahead discards every sweep.
+NET_EXPIRES_S = 60
+
 # Younger than this, an intent or an order is still on its normal path.
 SWEEP_AGE = dt.timedelta(seconds=3)
 
@@ -59,7 +64,7 @@ def order_settle_task(order_id: str) -> str:
     return order_settle(order_id=order_id, broker=get_broker()).value
 
 
-@shared_task(name="execution.sweep", expires=10, time_limit=30)
+@shared_task(name="execution.sweep", expires=NET_EXPIRES_S, time_limit=30)
 def sweep() -> dict:
     """The safety net, never the main path: re-enqueue NEW intents that missed their enqueue
     (broker or Redis down at commit) and orders recorded but never sent (their task ran out of
@@ -80,13 +85,13 @@ def sweep() -> dict:
     return {"intents": len(intents), "orders_in_flight": len(orders)}
 
 
-@shared_task(name="execution.orders_sync", expires=10, time_limit=60)
+@shared_task(name="execution.orders_sync", expires=NET_EXPIRES_S, time_limit=60)
 def orders_sync_task() -> dict:
     """Fills and ended remainders of open orders, from KIS's daily orders inquiry."""
     return orders_sync(broker=get_broker())
 
 
-@shared_task(name="execution.orders_expire", expires=10, time_limit=60)
+@shared_task(name="execution.orders_expire", expires=NET_EXPIRES_S, time_limit=60)
 def orders_expire_task() -> dict:
     """Cancel limit orders left unfilled past EXECUTION_LIMIT_ORDER_TIMEOUT_S, when
     EXECUTION_ORDERS_DUE says orders may be cancelled now."""

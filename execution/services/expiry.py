@@ -29,7 +29,7 @@ def orders_expire(*, broker, timeout: dt.timedelta,
     only = Q() if intent_types is None else Q(intent__intent_type__in=list(intent_types))
     stale = list(Order.objects.filter(
         only, status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
-        limit_price__isnull=False, broker_order_no__isnull=False,
+        limit_price__isnull=False, broker_order_no__isnull=False, quarantined_at__isnull=True,
         submitted_at__lt=clock.now() - timeout,
     ))
     for order in stale:
