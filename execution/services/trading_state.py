@@ -26,13 +26,20 @@ def _state_update(**fields) -> None:
 
 
 def reconciliation_require() -> None:
-    """Close the startup gate: nothing goes out until a reconciliation succeeds from now on."""
-    _state_update(reconcile_required_since=clock.now())
+    """Close the startup gate: nothing goes out until a reconciliation succeeds from now on.
+    Both moments are the database's clock (selectors.db_now): the process that closes the gate
+    and the worker that reconciles may run on hosts whose clocks differ."""
+    from ..selectors import db_now
+
+    _state_update(reconcile_required_since=db_now())
 
 
 def reconciliation_succeeded(*, at) -> None:
-    """A reconciliation with KIS succeeded `at`: it opens the startup gate if it is closed."""
-    _state_update(reconciled_at=at)
+    """A reconciliation with KIS succeeded (`at` by its own clock, kept on its row): it opens
+    the startup gate if it is closed, as of now on the database's clock."""
+    from ..selectors import db_now
+
+    _state_update(reconciled_at=db_now())
 
 
 def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingState:
