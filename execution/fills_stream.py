@@ -25,7 +25,7 @@ def sync_for_notice(notice: FillNotice, broker) -> dict[str, int]:
     odnos = {n for n in (notice.odno, notice.original_odno) if n}
     ids = list(Order.objects.filter(broker_order_no__in=odnos).values_list("pk", flat=True))
     if not ids:
-        return {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0}
+        return {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0, "unreadable": 0}
     return orders_sync(broker=broker, order_ids=ids)
 
 

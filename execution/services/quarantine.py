@@ -1,6 +1,10 @@
-"""Setting aside an order whose broker record this ledger cannot apply (a malformed row in KIS's
-answer, a fill that would break a ledger invariant): the syncs leave it as it is, the others go
-on, and a person is alerted to look at it (the admin lists quarantined orders).
+"""Setting aside an order whose broker record this ledger cannot apply (a fill that would break a
+ledger invariant, KIS's figures disagreeing with the order): the syncs leave it as it is, the
+others go on, and a person is alerted to look at it (the admin lists quarantined orders).
+
+A row that cannot be read at all (a field missing or not a number) is not a reason to set the
+order aside: KIS may answer well a second later. It is alerted (`order_row_unreadable`) and the
+order left as it is until a sync reads its row.
 
 Nothing about the order's quantities changes here: which side is wrong is a person's call. To
 release it, a person clears `quarantined_at` once the order agrees with KIS again (the admin
@@ -62,3 +66,21 @@ def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:
                         f"(order number {odno or 'unreadable'}; it is not one of Aegis's orders): "
                         f"{reason}. Skipped; check the order in the MTS app.",
                 key=f"bad-row:{trade_date}:{odno or '?'}:{digest}")
+
+
+def order_row_unreadable(*, order_id: object, odno: str, reason: str) -> None:
+    """KIS's row of one of our orders could not be read: the order is left as it is (its shares
+    still reserved, nothing applied or released), alerted once per order and reason, and read
+    again by the next sync."""
+    logger.warning("execution.order_row_unreadable order_id=%s odno=%s: %s", order_id, odno,
+                   reason, extra={"order_id": str(order_id)})
+    from ..alerts import alert_raise
+
+    symbol = Order.objects.filter(pk=order_id).values_list("symbol", flat=True).first() or ""
+    digest = hashlib.sha256(reason.encode()).hexdigest()[:16]
+    alert_raise(kind=Alert.Kind.QUARANTINE, severity=Alert.Severity.WARNING, subject=symbol,
+                message=f"KIS's row of order {order_id} (KIS order {odno}) cannot be read: "
+                        f"{reason}. The order is left as it is, its shares still reserved, and "
+                        "the next sync reads it again; if this persists, check the order in the "
+                        "MTS app.",
+                key=f"unreadable:{order_id}:{digest}")

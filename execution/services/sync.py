@@ -2,9 +2,12 @@
 broker cancelled or refused. The periodic check behind the WebSocket fill notices, and the whole
 mechanism when notices are lost.
 
-One order's trouble never stops the others: a row KIS sent that cannot be read, or a fill the
-ledger cannot take (it would break an invariant), quarantines that order (services/quarantine.py)
-and the sync goes on; quarantined orders are left as they are until a person looks.
+One order's trouble never stops the others. A row KIS sent that cannot be read (a field missing
+or not a number) leaves its order as it is for that round, alerted once: the order keeps its
+shares reserved, nothing is released on a guess, and the next sync asks again, so a passing fault
+at KIS heals by itself. Figures that can be read but that the ledger cannot take (a fill that
+would break an invariant, KIS disagreeing with the order) quarantine that order
+(services/quarantine.py): the syncs leave it as it is until a person looks.
 """
 
 import logging
@@ -17,22 +20,21 @@ from ..exceptions import LedgerError
 from ..models import Order
 from .fills import order_catch_up
 from .orders import order_mark_cancelled, order_reject
-from .quarantine import broker_record_unreadable, order_quarantine
+from .quarantine import broker_record_unreadable, order_quarantine, order_row_unreadable
 
 logger = logging.getLogger("aegis.execution")
 
 
 def _set_aside(*, trade_date, bad: list[BadDailyOrder], counts: dict[str, int]) -> set[str]:
-    """Quarantine each of our orders a bad row names; alert the rows that name none. Returns
-    the order numbers of the bad rows."""
+    """Alert each bad row, naming our order when it is one of ours (skipped this round, asked
+    again by the next sync). Returns the order numbers of the bad rows."""
     odnos = {b.odno for b in bad if b.odno}
     ours = dict(Order.objects.filter(trade_date=trade_date, broker_order_no__in=odnos)
                 .values_list("broker_order_no", "pk"))
     for b in bad:
         if b.odno in ours:
-            if order_quarantine(order_id=ours[b.odno],
-                                reason=f"KIS's row of order {b.odno} unreadable: {b.reason}"):
-                counts["quarantined"] += 1
+            order_row_unreadable(order_id=ours[b.odno], odno=b.odno, reason=b.reason)
+            counts["unreadable"] += 1
         else:
             broker_record_unreadable(trade_date=trade_date, odno=b.odno, reason=b.reason)
     return odnos
@@ -70,7 +72,7 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
     ).order_by("trade_date")
     if order_ids is not None:
         orders = orders.filter(pk__in=order_ids)
-    counts = {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0}
+    counts = {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0, "unreadable": 0}
     for trade_date, group in groupby(orders, key=lambda o: o.trade_date):
         answer = broker.daily_orders(start=trade_date, end=trade_date, keep_bad=True)
         bad_odnos = _set_aside(trade_date=trade_date, counts=counts,
@@ -97,7 +99,7 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
                 counts["quarantined"] += order_quarantine(
                     order_id=order.pk,
                     reason=f"KIS's figures cannot be applied ({type(exc).__name__}): {exc}")
-    if counts["filled"] or counts["closed"] or counts["quarantined"]:
+    if counts["filled"] or counts["closed"] or counts["quarantined"] or counts["unreadable"]:
         logger.info("execution.orders_sync %s", counts, extra=counts)
     return counts
 
