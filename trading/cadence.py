@@ -66,13 +66,16 @@ class PrequeueDriver:
 
     def tick(self, now: dt.datetime) -> float:
         """Send it if due at `now`; return the seconds until it is worth calling again."""
-        session = market_calendar.session(now.date())
-        if session is None or self.sent_for == now.date():
+        # The trading day is Seoul's: beat hands in the server's UTC time, still the day before
+        # at 08:59:50 KST.
+        day = now.astimezone(market_calendar.SEOUL).date()
+        session = market_calendar.session(day)
+        if session is None or self.sent_for == day:
             return IDLE_RECHECK_S
         at = session.open - self.lead
         if now < at:
             return min(IDLE_RECHECK_S, (at - now).total_seconds())
         if now < session.open + self.span:
             self.send()
-        self.sent_for = now.date()
+        self.sent_for = day
         return IDLE_RECHECK_S

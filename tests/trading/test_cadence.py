@@ -139,15 +139,17 @@ def test_passes_never_overlap():
     assert cache.get(PASS_LOCK) is None
 
 
+@pytest.mark.parametrize("zone", [SEOUL, dt.timezone.utc], ids=["seoul", "utc"])
 @pytest.mark.parametrize("day, open_at", [
     (MONDAY, (9, 0)),
     (dt.date(2026, 11, 19), (10, 0)),  # CSAT day: the open moves to 10:00
     (dt.date(2027, 1, 4), (10, 0)),  # the first trading day of the year
 ])
-def test_the_gap_prequeue_is_sent_once_ten_seconds_before_each_open(day, open_at):
+def test_the_gap_prequeue_is_sent_once_ten_seconds_before_each_open(day, open_at, zone):
+    # Beat hands in the server's clock, UTC on a server: 08:59:50 KST is 23:59:50 the day before.
     sent = []
     driver = PrequeueDriver(send=lambda: sent.append(now))
-    now = at(8, 30, day=day)
+    now = at(8, 30, day=day).astimezone(zone)
     while now < at(11, 0, day=day):
         now += dt.timedelta(seconds=driver.tick(now)) + dt.timedelta(milliseconds=3)
     bell = at(*open_at, day=day)
