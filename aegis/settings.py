@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "aegis.middleware.DisplayTimeZoneMiddleware",
 ]
 
 ROOT_URLCONF = "aegis.urls"
@@ -319,7 +320,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "Asia/Seoul"
+# The process runs in UTC, as servers do (Django sets the process's TZ to TIME_ZONE): every
+# calendar decision takes the Seoul date and time of the one clock (aegis/clock.py), never the
+# process's local time. Pages show Seoul time (aegis/middleware.py).
+TIME_ZONE = "UTC"
+DISPLAY_TIME_ZONE = "Asia/Seoul"
 USE_I18N = True
 USE_TZ = True
 
@@ -421,8 +426,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+        "plain": {"()": "aegis.logs.ZonedFormatter",
+                  "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "aegis.logs.ZonedJsonFormatter",
                  "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
                  "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
     },

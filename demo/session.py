@@ -37,6 +37,7 @@ from django.db import connection, connections
 from django.test.utils import override_settings
 
 from aegis import clock
+from aegis.logs import ZonedFormatter
 from execution import fills_stream, services
 from execution.brokers import get_broker
 from execution.brokers.simulator.process import Control, simulator_start, simulator_stop
@@ -90,7 +91,7 @@ def logs_to(path: Path):
         logging.root.manager.loggerDict))] for h in list(getattr(lg, "handlers", []))
         if type(h) is logging.StreamHandler]
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(ZonedFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     for lg, h in moved:
         lg.removeHandler(h)
     root.addHandler(handler)

@@ -41,7 +41,7 @@ def test_embedded_default_needs_no_server(tmp_path):
     assert probe["mode"] == "IMMEDIATE"  # writers serialise, so I1 holds on SQLite too
     assert probe["eager"] is True
     assert probe["cache"].endswith("LocMemCache")
-    assert (probe["tz"], probe["use_tz"]) == ("Asia/Seoul", True)
+    assert (probe["tz"], probe["use_tz"]) == ("UTC", True)  # as servers run
 
 
 def test_production_passes_the_deployment_checks():
