@@ -11,6 +11,7 @@ The cadence windows are anchored to the day's real open and close, so they follo
 """
 
 import datetime as dt
+import enum
 import functools
 from dataclasses import dataclass
 
@@ -69,6 +70,128 @@ def session(day: dt.date) -> Session | None:
         open_, close, note = LATE_OPEN, CSAT_CLOSE, "college entrance exam day"
     return Session(day=day, open=dt.datetime.combine(day, open_, SEOUL),
                    close=dt.datetime.combine(day, close, SEOUL), note=note)
+
+
+class Phase(enum.StrEnum):
+    """What KRX's stock market is doing, as the regular order book sees it."""
+
+    CLOSED = "CLOSED"  # nothing accepted
+    OPENING_AUCTION = "OPENING_AUCTION"  # orders collected, matched at one price at the open
+    CONTINUOUS = "CONTINUOUS"  # orders match as they come
+    CLOSING_AUCTION = "CLOSING_AUCTION"  # orders collected, matched at one price at the close
+    AFTER_CLOSE_PRICE = "AFTER_CLOSE_PRICE"  # after-hours, at the day's closing price
+    AFTER_SINGLE_PRICE = "AFTER_SINGLE_PRICE"  # after-hours single-price auctions
+
+
+class Matching(enum.StrEnum):
+    NONE = "none"
+    AUCTION = "auction"  # one price for every order matched (call auction)
+    CONTINUOUS = "continuous"
+    CLOSE_PRICE = "close_price"  # at a fixed price: the previous or the day's close
+
+
+# KIS's order types (ORD_DVSN) by the session they are for: the regular session's limit and
+# market orders, the pre-open and after-hours closing-price sessions, after-hours single price.
+ORD_LIMIT, ORD_MARKET = "00", "01"
+ORD_PRE_CLOSE_PRICE, ORD_AFTER_CLOSE_PRICE, ORD_AFTER_SINGLE_PRICE = "05", "06", "07"
+REGULAR_ORDERS = frozenset({ORD_LIMIT, ORD_MARKET})
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A moment of the trading day: `offset` after the session's open or close, so that a late
+    open or close moves what is anchored to it."""
+
+    anchor: str  # "open" or "close"
+    offset: dt.timedelta = dt.timedelta(0)
+
+    def __post_init__(self) -> None:
+        if self.anchor not in ("open", "close"):
+            raise ValueError("an edge is anchored to the open or the close")
+
+    def on(self, day: Session) -> dt.datetime:
+        return (day.open if self.anchor == "open" else day.close) + self.offset
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A stretch of the trading day: its phase, the order types KIS accepts in it, how they
+    match."""
+
+    phase: Phase
+    begins: Edge
+    ends: Edge
+    accepts: frozenset[str]
+    matching: Matching
+
+    def on(self, day: Session) -> tuple[dt.datetime, dt.datetime]:
+        return self.begins.on(day), self.ends.on(day)
+
+
+def _open(minutes: int = 0) -> Edge:
+    return Edge("open", dt.timedelta(minutes=minutes))
+
+
+def _close(minutes: int = 0) -> Edge:
+    return Edge("close", dt.timedelta(minutes=minutes))
+
+
+# KRX's stock market day (KOSPI, KOSDAQ); docs/market-day.md gives the sources. The times are
+# a regular day's (open 09:00, close 15:30); a late open or close moves what is anchored to it.
+# A change of KRX's hours is a change of this table.
+KRX_DAY: tuple[Slot, ...] = (
+    # 08:30-08:40: the pre-open closing-price session (at the previous close) runs beside the
+    # opening auction's book.
+    Slot(Phase.OPENING_AUCTION, _open(-30), _open(-20), REGULAR_ORDERS | {ORD_PRE_CLOSE_PRICE},
+         Matching.AUCTION),
+    Slot(Phase.OPENING_AUCTION, _open(-20), _open(), REGULAR_ORDERS, Matching.AUCTION),
+    Slot(Phase.CONTINUOUS, _open(), _close(-10), REGULAR_ORDERS, Matching.CONTINUOUS),
+    Slot(Phase.CLOSING_AUCTION, _close(-10), _close(), REGULAR_ORDERS, Matching.AUCTION),
+    Slot(Phase.AFTER_CLOSE_PRICE, _close(10), _close(30), frozenset({ORD_AFTER_CLOSE_PRICE}),
+         Matching.CLOSE_PRICE),
+    Slot(Phase.AFTER_SINGLE_PRICE, _close(30), _close(150), frozenset({ORD_AFTER_SINGLE_PRICE}),
+         Matching.AUCTION),
+)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where `at` falls in the KRX day: its phase, its slot (None when closed) and the day's
+    session (None on a day KRX is closed)."""
+
+    at: dt.datetime
+    phase: Phase
+    slot: Slot | None
+    session: Session | None
+
+    def accepts(self, ord_dvsn: str = ORD_LIMIT) -> bool:
+        return self.slot is not None and ord_dvsn in self.slot.accepts
+
+
+def moment(at: dt.datetime, day_model: tuple[Slot, ...] = KRX_DAY) -> Moment:
+    """The phase of the KRX day at `at` (any time zone; the day is Seoul's)."""
+    day = session(at.astimezone(SEOUL).date())
+    if day is not None:
+        for slot in day_model:
+            start, end = slot.on(day)
+            if start <= at < end:
+                return Moment(at, slot.phase, slot, day)
+    return Moment(at, Phase.CLOSED, None, day)
+
+
+def next_start(at: dt.datetime, phases: frozenset[Phase],
+               day_model: tuple[Slot, ...] = KRX_DAY, *, horizon_days: int = 20) -> dt.datetime:
+    """When one of `phases` next begins after `at` (at `at` itself if one is under way)."""
+    day = at.astimezone(SEOUL).date()
+    for offset in range(horizon_days):
+        today = session(day + dt.timedelta(days=offset))
+        if today is None:
+            continue
+        for slot in sorted(day_model, key=lambda s: s.on(today)[0]):
+            start, end = slot.on(today)
+            if slot.phase in phases and end > at:
+                return max(start, at)
+    raise ValueError(f"none of {sorted(phases)} within {horizon_days} days of {at}")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from aegis.clock import SEOUL
+from trading import market_calendar
 from trading.market_calendar import (
     CSAT_DAYS,
     DEFAULT_WINDOWS,
@@ -121,3 +122,82 @@ def test_the_engine_reprices_its_exits_only_in_continuous_trading(day, moment, d
 
     now = dt.datetime.combine(day, dt.time.fromisoformat(moment), SEOUL)
     assert limit_orders_due(now, dt.timedelta(seconds=10)) is due
+
+
+# --- The KRX day's phases ---------------------------------------------------------------------
+
+def utc(day, hh, mm, ss=0):
+    """A Seoul wall time handed in as a UTC server would see it."""
+    return dt.datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=SEOUL).astimezone(dt.UTC)
+
+
+P = market_calendar.Phase
+
+
+@pytest.mark.parametrize("hh, mm, phase, limit_accepted", [
+    (8, 29, P.CLOSED, False),
+    (8, 30, P.OPENING_AUCTION, True),
+    (8, 59, P.OPENING_AUCTION, True),
+    (9, 0, P.CONTINUOUS, True),
+    (15, 19, P.CONTINUOUS, True),
+    (15, 20, P.CLOSING_AUCTION, True),
+    (15, 30, P.CLOSED, False),
+    (15, 45, P.AFTER_CLOSE_PRICE, False),
+    (16, 30, P.AFTER_SINGLE_PRICE, False),
+    (18, 0, P.CLOSED, False),
+    (23, 0, P.CLOSED, False),
+])
+def test_the_phases_of_an_ordinary_day(hh, mm, phase, limit_accepted):
+    at = market_calendar.moment(utc(MONDAY, hh, mm))
+    assert at.phase is phase
+    assert at.accepts(market_calendar.ORD_LIMIT) is limit_accepted
+
+
+def test_after_hours_phases_accept_their_own_order_types_only():
+    after_close = market_calendar.moment(utc(MONDAY, 15, 50))
+    assert after_close.accepts(market_calendar.ORD_AFTER_CLOSE_PRICE)
+    assert not after_close.accepts(market_calendar.ORD_AFTER_SINGLE_PRICE)
+    single = market_calendar.moment(utc(MONDAY, 17, 0))
+    assert single.accepts(market_calendar.ORD_AFTER_SINGLE_PRICE)
+    assert single.slot.matching is market_calendar.Matching.AUCTION
+    assert market_calendar.moment(utc(MONDAY, 8, 35)).accepts(
+        market_calendar.ORD_PRE_CLOSE_PRICE)
+    assert not market_calendar.moment(utc(MONDAY, 8, 45)).accepts(
+        market_calendar.ORD_PRE_CLOSE_PRICE)
+
+
+def test_a_late_open_and_a_late_close_move_the_phases_anchored_to_them():
+    csat = dt.date(2026, 11, 19)  # opens 10:00, closes 16:30
+    assert market_calendar.moment(utc(csat, 9, 15)).phase is P.CLOSED
+    assert market_calendar.moment(utc(csat, 9, 30)).phase is P.OPENING_AUCTION
+    assert market_calendar.moment(utc(csat, 15, 30)).phase is P.CONTINUOUS
+    assert market_calendar.moment(utc(csat, 16, 25)).phase is P.CLOSING_AUCTION
+    assert market_calendar.moment(utc(csat, 16, 45)).phase is P.AFTER_CLOSE_PRICE
+
+
+def test_no_phase_on_a_closed_day():
+    christmas = dt.date(2026, 12, 25)
+    at = market_calendar.moment(utc(christmas, 10, 0))
+    assert (at.phase, at.session) == (P.CLOSED, None)
+
+
+def test_the_next_start_of_a_phase_skips_the_night_the_weekend_and_holidays():
+    friday = dt.date(2026, 11, 27)
+    regular = frozenset({P.CONTINUOUS, P.CLOSING_AUCTION})
+    nxt = market_calendar.next_start(utc(friday, 15, 31), regular)
+    assert nxt == utc(MONDAY + dt.timedelta(days=7), 9, 0)
+    # Under way: now.
+    assert market_calendar.next_start(utc(friday, 10, 0), regular) == utc(friday, 10, 0)
+    # 2026-12-24 (Thursday) evening: Christmas is closed, the next open is Monday the 28th.
+    assert market_calendar.next_start(utc(dt.date(2026, 12, 24), 20, 0), regular) == \
+        utc(dt.date(2026, 12, 28), 9, 0)
+
+
+def test_the_phases_are_data():
+    day_model = (market_calendar.Slot(
+        P.CONTINUOUS, market_calendar.Edge("open", dt.timedelta(hours=-1)),
+        market_calendar.Edge("close", dt.timedelta(hours=2)), market_calendar.REGULAR_ORDERS,
+        market_calendar.Matching.CONTINUOUS),)
+    assert market_calendar.moment(utc(MONDAY, 8, 10), day_model).phase is P.CONTINUOUS
+    assert market_calendar.moment(utc(MONDAY, 17, 10), day_model).phase is P.CONTINUOUS
+    assert market_calendar.moment(utc(MONDAY, 17, 40), day_model).phase is P.CLOSED
