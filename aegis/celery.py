@@ -3,8 +3,8 @@
 import os
 
 from celery import Celery
-from celery.signals import (task_postrun, task_prerun, worker_process_init, worker_ready,
-                            worker_shutdown)
+from celery.signals import (beat_init, task_postrun, task_prerun, worker_process_init,
+                            worker_ready, worker_shutdown)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
@@ -32,6 +32,14 @@ def _serve_metrics(sender=None, **_):
     from .metrics import ops_server_start
 
     ops_server_start("worker")
+
+
+@beat_init.connect
+def _serve_beat_health(sender=None, **_):
+    """Beat's /health (and /metrics) on AEGIS_OPS_PORT, when set: compose's healthcheck."""
+    from .metrics import ops_server_start
+
+    ops_server_start("beat")
 
 
 @worker_ready.connect

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
@@ -144,13 +145,27 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
+# A process's own checks beside the database and Redis (pricesync's and the fill stream's
+# WebSocket): name -> a callable returning "ok" or what is wrong.
+_process_checks: dict[str, Callable[[], str]] = {}
+
+
+def health_check_register(name: str, check: Callable[[], str]) -> None:
+    _process_checks[name] = check
+
+
 def health_checks() -> dict[str, str]:
-    """The database and Redis, as this process reaches them."""
+    """The database and Redis, as this process reaches them, and its own checks."""
     from django.conf import settings
 
     from .health import database_check
 
     checks = {"database": database_check()}
+    for name, check in list(_process_checks.items()):
+        try:
+            checks[name] = check()
+        except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
+            checks[name] = f"error: {type(exc).__name__}"
     if settings.REDIS_URL:
         import redis
 

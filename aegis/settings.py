@@ -225,6 +225,9 @@ TRADING_EXIT_DEFAULT_INTERVAL_MS = env.int("AEGIS_EXIT_DEFAULT_INTERVAL_MS", def
 # A stop-loss, trailing, time or maximum-holding exit still unfilled this many seconds of the
 # session after KIS took it is cancelled, and the engine decides again at the current price.
 TRADING_EXIT_ORDER_TIMEOUT_S = env.int("AEGIS_EXIT_ORDER_TIMEOUT_S", default=10)
+# While the market trades, a held symbol without a price this fresh (from the WebSocket or a REST
+# quote) raises the PRICES alert, once per episode: its exits would be decided on an old price.
+TRADING_PRICES_STALE_ALERT_S = env.int("AEGIS_PRICES_STALE_ALERT_S", default=60)
 # Celery's Django fixup closes every database connection before and after each task unless
 # DB_REUSE_MAX is set: a new PostgreSQL connection per task, about 6 ms here, measured. Workers
 # keep their connections instead (CONN_MAX_AGE) and check them before each task the way Django

@@ -11,6 +11,8 @@ import logging
 
 from django.db import close_old_connections
 
+from aegis.metrics import health_check_register
+
 from . import alerts
 from .brokers.kis.protocol import notice_tr_id
 from .brokers.kis.ws import FillNotice, KisStream
@@ -52,6 +54,7 @@ async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
                        approval_key_refused=broker.approval_key_refused,
                        custtype=config.custtype, on_notice=on_notice,
                        on_outage=functools.partial(stream_outage, "fill-notices"))
+    health_check_register("stream", stream.health)  # the process's /health, when served
     await stream.subscribe(notice_tr_id(config.flavour), config.hts_id)
     task = asyncio.create_task(stream.run(stop))
     await asyncio.wait_for(stream.connected.wait(), timeout=30)

@@ -45,6 +45,18 @@ class TradingState(models.Model):
     reconcile_required_since = models.DateTimeField(null=True, blank=True)
     reconciled_at = models.DateTimeField(
         null=True, blank=True, help_text="When a reconciliation with KIS last succeeded.")
+    # KIS last refused an order as out of its market hours (or not a market day): the exit
+    # engine decides nothing more until the next phase where its orders trade begins after it
+    # (trading/services.py), so a calendar that is wrong about today costs one refusal per
+    # phase, not one per pass.
+    market_closed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When KIS last refused an order as out of market hours (Aegis's clock).")
+    market_closed_reason = models.CharField(max_length=255, blank=True, default="",
+                                            db_default="")
+    # The last trading day whose end the ledger has done (services/day_end.py).
+    day_ended_for = models.DateField(
+        null=True, blank=True, help_text="The last trading day whose day orders were ended.")
 
     class Meta:
         constraints = [

@@ -39,6 +39,9 @@ def no_hot_data_from_earlier_tests():
     from trading import hot
 
     hot._down_until = 0.0  # an outage a test made leaves no pause behind it
+    from trading.services import market_hold
+
+    market_hold.forget()  # a refusal a test made is read again
     yield
 
 

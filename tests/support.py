@@ -174,3 +174,17 @@ def holds_for(predicate, seconds: float, what: str = "the invariant", every: flo
         if time.monotonic() >= until:
             return
         time.sleep(every)
+
+
+def in_session(hh: int = 10, mm: int = 0):
+    """A clock running at real speed from `hh:mm` Seoul time of the next KRX trading day: for
+    tests of the exit engine in real time, which decides only while the market trades."""
+    import datetime as dt
+
+    from aegis import clock
+    from trading import market_calendar
+
+    day = clock.now_seoul().date() + dt.timedelta(days=1)
+    while not market_calendar.is_trading_day(day):
+        day += dt.timedelta(days=1)
+    return clock.ShiftedClock(dt.datetime.combine(day, dt.time(hh, mm), clock.SEOUL))

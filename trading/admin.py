@@ -34,7 +34,7 @@ class ExitProfileAdmin(admin.ModelAdmin):
     inlines = [TakeProfitTierInline]
     fieldsets = (
         (None, {"fields": ("name", "description")}),
-        ("Loss", {"fields": ("stop_loss_pct", "gap_down_pct")}),
+        ("Loss", {"fields": ("stop_loss_pct", "stop_in_opening_auction", "gap_down_pct")}),
         ("Trailing stop", {"fields": ("trailing_activation_pct", "trailing_pct")}),
         ("Time", {"fields": ("day_trade", "time_exit_at", "max_holding_days")}),
     )

@@ -278,6 +278,7 @@ def profile_rules(profile: ExitProfile, tiers) -> Rules:
         gap_down_pct=profile.gap_down_pct,
         time_exit_at=profile.time_exit_at,
         max_holding_days=profile.max_holding_days,
+        opening_auction_stop=profile.stop_in_opening_auction,
     )
 
 

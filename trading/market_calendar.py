@@ -100,16 +100,18 @@ REGULAR_ORDERS = frozenset({ORD_LIMIT, ORD_MARKET})
 @dataclass(frozen=True)
 class Edge:
     """A moment of the trading day: `offset` after the session's open or close, so that a late
-    open or close moves what is anchored to it."""
+    open or close moves what is anchored to it, or after the day's midnight (a fixed time)."""
 
-    anchor: str  # "open" or "close"
+    anchor: str  # "open", "close" or "day"
     offset: dt.timedelta = dt.timedelta(0)
 
     def __post_init__(self) -> None:
-        if self.anchor not in ("open", "close"):
-            raise ValueError("an edge is anchored to the open or the close")
+        if self.anchor not in ("open", "close", "day"):
+            raise ValueError("an edge is anchored to the open, the close or the day")
 
     def on(self, day: Session) -> dt.datetime:
+        if self.anchor == "day":
+            return dt.datetime.combine(day.day, dt.time(), SEOUL) + self.offset
         return (day.open if self.anchor == "open" else day.close) + self.offset
 
 
@@ -137,8 +139,9 @@ def _close(minutes: int = 0) -> Edge:
 
 
 # KRX's stock market day (KOSPI, KOSDAQ); docs/market-day.md gives the sources. The times are
-# a regular day's (open 09:00, close 15:30); a late open or close moves what is anchored to it.
-# A change of KRX's hours is a change of this table.
+# a regular day's (open 09:00, close 15:30); a late open (10:00) or close (16:30) moves what is
+# anchored to it, as KRX moves those sessions. A change of KRX's hours (the extended pre- and
+# after-market it has announced) is a change of this table.
 KRX_DAY: tuple[Slot, ...] = (
     # 08:30-08:40: the pre-open closing-price session (at the previous close) runs beside the
     # opening auction's book.
@@ -147,10 +150,15 @@ KRX_DAY: tuple[Slot, ...] = (
     Slot(Phase.OPENING_AUCTION, _open(-20), _open(), REGULAR_ORDERS, Matching.AUCTION),
     Slot(Phase.CONTINUOUS, _open(), _close(-10), REGULAR_ORDERS, Matching.CONTINUOUS),
     Slot(Phase.CLOSING_AUCTION, _close(-10), _close(), REGULAR_ORDERS, Matching.AUCTION),
+    # Regular orders end with the closing auction; after-hours orders are taken from the close
+    # and trade from ten minutes after it, at the day's closing price.
+    Slot(Phase.AFTER_CLOSE_PRICE, _close(), _close(10), frozenset({ORD_AFTER_CLOSE_PRICE}),
+         Matching.NONE),
     Slot(Phase.AFTER_CLOSE_PRICE, _close(10), _close(30), frozenset({ORD_AFTER_CLOSE_PRICE}),
          Matching.CLOSE_PRICE),
-    Slot(Phase.AFTER_SINGLE_PRICE, _close(30), _close(150), frozenset({ORD_AFTER_SINGLE_PRICE}),
-         Matching.AUCTION),
+    # Single-price auctions every ten minutes until 18:00, on a late close too.
+    Slot(Phase.AFTER_SINGLE_PRICE, _close(30), Edge("day", dt.timedelta(hours=18)),
+         frozenset({ORD_AFTER_SINGLE_PRICE}), Matching.AUCTION),
 )
 
 
@@ -192,6 +200,15 @@ def next_start(at: dt.datetime, phases: frozenset[Phase],
             if slot.phase in phases and end > at:
                 return max(start, at)
     raise ValueError(f"none of {sorted(phases)} within {horizon_days} days of {at}")
+
+
+def next_phase_start(at: dt.datetime, phases: frozenset[Phase],
+                     day_model: tuple[Slot, ...] = KRX_DAY) -> dt.datetime:
+    """When the market next moves, after `at`, into one of `phases` from another phase: the
+    first slot of one of them that begins after `at` in a phase other than `at`'s."""
+    current = moment(at, day_model).phase
+    return next_start(at, frozenset(phases) - {current}, day_model) \
+        if current in phases else next_start(at, phases, day_model)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -55,6 +55,12 @@ class ExitProfile(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(365)],
         help_text="Sell all after this many trading days.",
     )
+    stop_in_opening_auction = models.BooleanField(
+        default=False, db_default=False,
+        help_text="Let the stop loss decide before the open, on the opening auction's expected "
+                  "price: its order joins the auction (08:30-09:00) and trades at the opening "
+                  "price. Off: every rule decides from the open. / 장 시작 동시호가(08:30-09:00)"
+                  "에도 예상체결가로 손절을 판단합니다.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -30,14 +30,17 @@ from execution.models import Position
 from execution.sender import InProcessSender
 from execution.services.intents import execute_here
 
-from . import hot
+from . import hot, market_calendar
 from .models import BestPrice, PositionExitState
-from .services import exit_pass
+from .services import EXIT_PHASES, exit_pass
 
 logger = logging.getLogger("aegis.pricesync")
 
 # KIS allows about 41 subscriptions per app key (KIS.md); one goes to fill notices elsewhere.
 SUBSCRIPTION_CAP = 40
+# REST quotes (the symbols the WebSocket does not cover) take at most this share of the query
+# key's rate: orders, fills and reconciliations use the same key.
+POLL_SHARE = 0.5
 
 _UPSERT = """
 INSERT INTO {table} (symbol, price, prev_close, upper_limit, lower_limit, source, event_at,
@@ -187,6 +190,8 @@ class PriceSync:
         self.cap = cap
         self.follow_s, self.stale_s, self.poll_s = follow_s, stale_s, poll_s
         self.fresh = Freshness()
+        self.poll_budget = max(1, int(broker.config.rate_per_second * poll_s * POLL_SHARE))
+        self._poll_turn = 0
         self.symbols: list[str] = []
         self.subscribed: set[str] = set()
         config = broker.config
@@ -257,6 +262,20 @@ class PriceSync:
                                 time.time())
         return asyncio.create_task(self.stream.run(stop))
 
+    def polls_due(self) -> list[str]:
+        """The stale symbols to quote over REST this round: none while no exit could be decided
+        on them (market_calendar: outside the phases where exits trade), and never more than
+        the key's share for quotes (POLL_SHARE of its rate over a round), taken in turn so that
+        every stale symbol is quoted."""
+        if market_calendar.moment(clock.now()).phase not in EXIT_PHASES:
+            return []
+        stale = self.stale()
+        if len(stale) <= self.poll_budget:
+            return stale
+        start = self._poll_turn % len(stale)
+        self._poll_turn = start + self.poll_budget
+        return (stale[start:] + stale[:start])[:self.poll_budget]
+
     def stale(self) -> list[str]:
         """Symbols the WebSocket does not cover, or has not covered for `stale_s`."""
         out = []
@@ -281,7 +300,7 @@ class PriceSync:
                 await self.follow()
                 next_follow = now + self.follow_s
             if now >= next_poll:
-                for symbol in self.stale():
+                for symbol in self.polls_due():
                     await self._poll_one(symbol)
                 next_poll = now + self.poll_s
             try:

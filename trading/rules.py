@@ -41,6 +41,9 @@ class Rules:
     gap_down_pct: Decimal | None = None
     time_exit_at: dt.time | None = None
     max_holding_days: int | None = None
+    # The stop loss may decide in the opening auction too, on its expected price: the order
+    # joins the auction and trades at the opening price (otherwise rules decide from the open).
+    opening_auction_stop: bool = False
 
     def __post_init__(self) -> None:
         gains = [t.gain_pct for t in self.tiers]
@@ -74,7 +77,9 @@ class Trade:
     """A price and when it traded. `opening` marks the first trade at or after the open;
     `in_session` that it is evaluated in the regular session, where alone the time rules (time
     exit, maximum holding days) act: an order placed before the open would only wait for the
-    opening trade."""
+    opening trade. `auction`: the price is the opening auction's expected price, not a trade;
+    only a stop loss of a profile that allows it (Rules.opening_auction_stop) decides on it, and
+    nothing else is kept of it."""
 
     price: int
     at: dt.datetime
@@ -83,6 +88,7 @@ class Trade:
     opening: bool = False
     etf: bool = False
     in_session: bool = True
+    auction: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,10 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
     peak = max(holding.peak_qty, holding.qty)
     keep = Evaluation(decision=None, high_water_mark=high, peak_qty=peak,
                       tiers_done=holding.tiers_done)
+    if trade.auction:  # an expected price, not a trade: it raises no mark
+        keep = replace(keep, high_water_mark=holding.high_water_mark)
+        if not rules.opening_auction_stop:
+            return keep
     if holding.available <= 0 or holding.avg_price <= 0:
         return keep
     price, cost = trade.price, holding.avg_price
@@ -169,7 +179,10 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
         if price <= threshold:
             return sell("EXIT_STOP_LOSS", everything,
                         f"{price:,} ≤ {threshold:,.0f} (cost {cost:,.0f} − "
-                        f"{rules.stop_loss_pct}%)")
+                        f"{rules.stop_loss_pct}%)"
+                        + (" in the opening auction" if trade.auction else ""))
+    if trade.auction:
+        return keep
     if rules.time_exit_at is not None and trade.in_session and \
             trade.at.timetz().replace(tzinfo=None) >= rules.time_exit_at:
         return sell("EXIT_TIME", everything,

@@ -1,7 +1,8 @@
 """The exit engine's screen: which of a book's positions need an exact evaluation now. Pure code,
 no ORM and no clock: the pass (services.exit_pass) hands in the book's columns and the prices.
 
-A position is examined when it has a price and
+A position is examined when its profile's rules decide in the market's phase now, it has a
+price and
   - the price is outside its quiet band (rules.screen_band), or
   - its profile's time exit is due, or
   - its profile has a GAP_DOWN rule and its price is a trade of the opening minute, or
@@ -30,6 +31,7 @@ class Due(NamedTuple):
     has_gap: bool  # a GAP_DOWN rule
     time_due: bool  # its time exit is due now
     max_days: float  # trading days held that make its maximum due (inf: never now)
+    decides: bool = True  # its rules decide in the market's phase now
 
 
 class Columns(NamedTuple):
@@ -64,13 +66,15 @@ def screen_loop(book: Columns, price_of: Mapping[str, int], opening: Collection[
     days_by_opened: dict[int, int] = {}  # few distinct opening days
     evaluated = skipped = 0
     for i, (symbol, profile_id, low, high, opened) in enumerate(zip(*book)):
+        has_gap, time_due, max_days, decides = due[profile_id]
+        if not decides:
+            continue
         price = price_get(symbol)
         if price is None:
             skipped += 1
             continue
         evaluated += 1
         if low < price < high:
-            has_gap, time_due, max_days = due[profile_id]
             if not time_due and not (has_gap and symbol in opening):
                 if max_days == math.inf:
                     continue
@@ -92,18 +96,20 @@ def screen_columns(book: Columns, price_of: Mapping[str, int], opening: Collecti
     n = len(book.symbols)
     if n == 0:
         return Result([], 0, 0)
-    # Each position's price, built in C (map over dict.get, no Python loop).
-    price = np.fromiter(map(price_of.get, book.symbols, repeat(_NO_PRICE)), np.int64, n)
-    priced = price != _NO_PRICE
-    evaluated = int(np.count_nonzero(priced))
-    # KRW prices are exact in a float64, as the bands are.
-    low = np.asarray(book.lows, np.float64)
-    high = np.asarray(book.highs, np.float64)
-    examine = ~((low < price) & (price < high))
     # Per profile (a handful), then spread to the positions.
     profile_ids, of_profile = np.unique(np.asarray(book.profile_ids, np.int64),
                                         return_inverse=True)
     dues = [due[int(pid)] for pid in profile_ids]
+    decides = np.array([d.decides for d in dues], bool)[of_profile]
+    # Each position's price, built in C (map over dict.get, no Python loop).
+    price = np.fromiter(map(price_of.get, book.symbols, repeat(_NO_PRICE)), np.int64, n)
+    priced = (price != _NO_PRICE) & decides
+    evaluated = int(np.count_nonzero(priced))
+    skipped = int(np.count_nonzero(decides)) - evaluated
+    # KRW prices are exact in a float64, as the bands are.
+    low = np.asarray(book.lows, np.float64)
+    high = np.asarray(book.highs, np.float64)
+    examine = ~((low < price) & (price < high))
     examine |= np.array([d.time_due for d in dues], bool)[of_profile]
     has_gap = np.array([d.has_gap for d in dues], bool)
     if opening and has_gap.any():
@@ -115,4 +121,4 @@ def screen_columns(book: Columns, price_of: Mapping[str, int], opening: Collecti
         held_days = np.array([held(int(d)) for d in days], np.float64)
         examine |= held_days[of_day] >= max_days[of_profile]
     examine &= priced
-    return Result(np.flatnonzero(examine).tolist(), evaluated, n - evaluated)
+    return Result(np.flatnonzero(examine).tolist(), evaluated, skipped)

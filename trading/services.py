@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import logging
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,15 +26,21 @@ from aegis.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
 from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
-from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, trading_state_in_force,
-                                trading_state_in_force_sql)
+from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, market_closed_at,
+                                trading_state_in_force, trading_state_in_force_sql)
 
 from . import hot, market_calendar, screen
+from .market_calendar import Phase
 from .models import BestPrice, PositionExitState
 from .rules import Decision, Evaluation, Holding, Rules, Trade, evaluate, gap_threshold
 
 logger = logging.getLogger("aegis.trading")
 
+# The phases of the KRX day in which the engine decides exits: those where a regular limit order
+# trades (market_calendar.KRX_DAY). In the opening auction only a stop loss whose profile allows
+# it decides (Rules.opening_auction_stop); outside them nothing is decided, and a rule that
+# would have fired is decided again when trading resumes, on the price then.
+EXIT_PHASES = frozenset({Phase.OPENING_AUCTION, Phase.CONTINUOUS, Phase.CLOSING_AUCTION})
 # A trade this soon after the open counts as the opening trade for GAP_DOWN.
 OPENING_SPAN = dt.timedelta(seconds=60)
 # The GAP_DOWN thresholds are computed this long before the open (08:59:50 on a regular day).
@@ -48,6 +55,34 @@ DECIDED_AGAIN = frozenset({IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TRAILING,
                            IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD})
 
 
+class MarketHold:
+    """KIS's word over the calendar's: after KIS refused an order as out of market hours (the
+    calendar missed a closure, or a late open), no exit is decided until the market next moves
+    into another phase where exits trade. One refusal per phase, then, instead of one order per
+    pass. The refusal's time is read from the trading state at most once a second per process."""
+
+    REFRESH_S = 1.0
+
+    def __init__(self) -> None:
+        self._read = (-math.inf, None)  # (monotonic time of the read, its hold's end)
+
+    def holds(self, now: dt.datetime) -> bool:
+        read_at, until = self._read
+        mono = time.monotonic()
+        if mono - read_at >= self.REFRESH_S:
+            refused = market_closed_at()
+            until = None if refused is None else market_calendar.next_phase_start(
+                refused, EXIT_PHASES)
+            self._read = (mono, until)
+        return until is not None and now < until
+
+    def forget(self) -> None:
+        self._read = (-math.inf, None)
+
+
+market_hold = MarketHold()
+
+
 def limit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
     """Whether unfilled limit orders may be cancelled for their `timeout` at `now` (the engine's
     exits, to be decided again; every order through EXECUTION_ORDERS_DUE): in continuous
@@ -56,6 +91,34 @@ def limit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
     session = market_calendar.session(now.astimezone(clock.SEOUL).date())
     return session is not None and \
         session.open + timeout <= now < session.close - CLOSING_AUCTION
+
+
+# The day's orders are ended this long after its close: the closing auction's fills are noticed
+# by then, and the inquiry the day's end starts with catches any that were not.
+DAY_END_AFTER = dt.timedelta(minutes=1)
+
+
+def last_closed_day(now: dt.datetime) -> market_calendar.Session | None:
+    """The latest trading day whose close (plus DAY_END_AFTER) is past at `now`, within the last
+    three weeks."""
+    day = now.astimezone(clock.SEOUL).date()
+    for _ in range(21):
+        session = market_calendar.session(day)
+        if session is not None and session.close + DAY_END_AFTER <= now:
+            return session
+        day -= dt.timedelta(days=1)
+    return None
+
+
+def day_end_run(*, broker) -> dict:
+    """End the day orders of the latest trading day closed by now (and any earlier one a
+    stopped beat missed): execution's day_end, told by the calendar which day that is."""
+    from execution.services.day_end import day_end
+
+    closed = last_closed_day(clock.now())
+    if closed is None:
+        return {"skipped": "no trading day closed within the calendar's reach"}
+    return day_end(broker=broker, through=closed.day, closed_at=closed.close)
 
 
 def _holding(position: Position, state: PositionExitState, today: dt.date) -> Holding:
@@ -68,10 +131,10 @@ def _holding(position: Position, state: PositionExitState, today: dt.date) -> Ho
 
 
 def _trade(px: hot.Px, opening: tuple[dt.datetime, dt.datetime] | None, *,
-           in_session: bool) -> Trade:
+           in_session: bool, auction: bool = False) -> Trade:
     return Trade(price=px.price, at=dt.datetime.fromtimestamp(px.at, clock.SEOUL),
                  lower_limit=px.lower_limit, prev_close=px.prev_close,
-                 opening=hot.within(px.at, opening), in_session=in_session)
+                 opening=hot.within(px.at, opening), in_session=in_session, auction=auction)
 
 
 @dataclass
@@ -94,6 +157,10 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     profiles' digest (hot.profiles, verify)."""
     now = clock.now_seoul()
     today = now.date()
+    phase = market_calendar.moment(now).phase
+    if phase not in EXIT_PHASES or market_hold.holds(now):
+        return PassResult()  # no exit order could trade: nothing is decided, nothing kept
+    auction = phase is Phase.OPENING_AUCTION
     session = market_calendar.session(today)
     # A tick's symbol: profiles and its book in one cache round trip.
     if found is None and use_cache and symbols and len(symbols) == 1:
@@ -101,6 +168,8 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     # The full pass checks cached rules against the tables: a copy that a lost invalidation
     # left behind lasts one pass.
     rules = hot.profiles(use_cache=use_cache, found=found, verify=symbols is None)
+    if auction and not any(r.opening_auction_stop for r in rules.rules.values()):
+        return PassResult()
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     opening = None if session is None else (session.open, session.open + OPENING_SPAN)
     gaps: dict[int, Decimal] = {}
@@ -122,7 +191,8 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
                time_due=in_session and r.time_exit_at is not None
                and seconds >= _seconds(r.time_exit_at),
                max_days=r.max_holding_days if r.max_holding_days is not None and in_session
-               else math.inf)
+               else math.inf,
+               decides=not auction or r.opening_auction_stop)
            for pid, r in rules.rules.items()}
     result = PassResult()
     moved: list[tuple[hot.Watch, int | None, int]] = []
@@ -143,7 +213,7 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         profile_id = book.profile_ids[i]
         opened = book.opened[i]
         profile = rules.rules[profile_id]
-        trade = _trade(px, opening, in_session=in_session)
+        trade = _trade(px, opening, in_session=in_session, auction=auction)
         ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
                       gap_down_at=gaps.get(watch.position_id))
         if ev.decision is not None:
@@ -490,3 +560,40 @@ def prices_stale_since(*, stale_s: float, now: dt.datetime | None = None) -> dt.
     freshest = BestPrice.objects.filter(symbol__in=symbols).aggregate(at=Max("event_at"))["at"]
     since = max(freshest, session.open) if freshest else session.open
     return since if (now - since).total_seconds() >= stale_s else None
+
+
+# The phases in which every held symbol should have fresh prices: trades print.
+PRICED_PHASES = frozenset({Phase.CONTINUOUS, Phase.CLOSING_AUCTION})
+
+
+def prices_stale_alert(*, stale_s: float, now: dt.datetime | None = None) -> list[str]:
+    """The held symbols without a price from the last `stale_s` seconds while trades print
+    (counted from the open at the earliest): alerted PRICES, once per episode (an episode is
+    named by the oldest stale price's time, so a feed that recovers and fails again alerts
+    again). Returns the stale symbols."""
+    from execution.alerts import alert_raise
+    from execution.models import Alert
+
+    now = now or clock.now()
+    at = market_calendar.moment(now)
+    if at.phase not in PRICED_PHASES:
+        return []
+    held = set(Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
+               .values_list("symbol", flat=True))
+    if not held:
+        return []
+    seen = dict(BestPrice.objects.filter(symbol__in=held).values_list("symbol", "event_at"))
+    since = {s: max(seen[s], at.session.open) if seen.get(s) else at.session.open for s in held}
+    stale = sorted(s for s, t in since.items() if (now - t).total_seconds() >= stale_s)
+    if stale:
+        oldest = min(since[s] for s in stale)
+        alert_raise(
+            kind=Alert.Kind.PRICES, severity=Alert.Severity.CRITICAL, subject=stale[0],
+            key=f"prices:stale:{oldest.astimezone(clock.SEOUL):%Y%m%d%H%M%S}",
+            message=f"{len(stale)} held symbol(s) without a price for {stale_s:.0f} s or more "
+                    f"since {oldest.astimezone(clock.SEOUL):%H:%M:%S} KST: "
+                    f"{', '.join(stale[:20])}{' …' if len(stale) > 20 else ''}. Their exits "
+                    "are decided on old prices; check pricesync and KIS's stream. / 보유 종목의 "
+                    "시세가 갱신되지 않고 있습니다.")
+    return stale
+

@@ -66,13 +66,15 @@ def gap_prequeue_task() -> int:
 @shared_task(name="trading.flatten_check", expires=10, time_limit=60, ignore_result=True)
 def flatten_check_task() -> str:
     """The emergency-flatten policy, every few seconds (beat): KIS's order circuit as this
-    process's client sees it (shared through Redis), and whether every held price is stale."""
+    process's client sees it (shared through Redis), and whether every held price is stale.
+    First, any held symbol without a fresh price is alerted (PRICES), whatever the policy."""
     from execution.brokers import get_broker
     from execution.models import FlattenPolicy
     from execution.services.flatten import flatten_policy_check
 
-    from .services import prices_stale_since
+    from .services import prices_stale_alert, prices_stale_since
 
+    prices_stale_alert(stale_s=settings.TRADING_PRICES_STALE_ALERT_S)
     policy = FlattenPolicy.current()
     if not policy.enabled:
         return "disabled"
@@ -80,3 +82,15 @@ def flatten_check_task() -> str:
         breaker_state=get_broker().breakers.state("order"),
         prices_stale_since=prices_stale_since(stale_s=policy.prices_stale_s), policy=policy)
     return alert.key if alert is not None else "nothing to decide"
+
+
+@shared_task(name="trading.day_end", expires=50, time_limit=120, ignore_result=True)
+def day_end_task() -> dict:
+    """After each trading day's close: its day orders end in the ledger (execution's day_end).
+    Every minute; it finds nothing to do but once a day, and catches up a day a stopped beat
+    missed."""
+    from execution.brokers import get_broker
+
+    from .services import day_end_run
+
+    return day_end_run(broker=get_broker())

@@ -24,11 +24,16 @@ logger = logging.getLogger("aegis.execution")
 
 def orders_expire(*, broker, timeout: dt.timedelta,
                   intent_types: Iterable[str] | None = None) -> dict[str, int]:
-    """Cancel limit orders still unfilled `timeout` after KIS took them (only the orders of
-    `intent_types`' intents, when given); confirm through the daily orders inquiry."""
+    """Cancel today's limit orders still unfilled `timeout` after KIS took them (only the orders
+    of `intent_types`' intents, when given); confirm through the daily orders inquiry.
+
+    Only today's (Seoul): KIS numbers orders from 1 each day and its cancel names no date, so a
+    cancel of an earlier day's order could hit today's order of that number. An earlier day's
+    order still open is ended by the day's end (services/day_end.py), never cancelled."""
     only = Q() if intent_types is None else Q(intent__intent_type__in=list(intent_types))
     stale = list(Order.objects.filter(
-        only, status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
+        only, trade_date=clock.now_seoul().date(),
+        status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
         limit_price__isnull=False, broker_order_no__isnull=False, quarantined_at__isnull=True,
         submitted_at__lt=clock.now() - timeout,
     ))

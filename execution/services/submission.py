@@ -32,6 +32,7 @@ from ..brokers.kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
 from ..brokers.kis.errors import (
     KisAmbiguousOutcome,
     KisError,
+    KisMarketClosed,
     KisRateLimited,
     KisTokenExpired,
     KisTokenInvalid,
@@ -55,6 +56,7 @@ from .orders import (
     order_withdraw_unsent,
 )
 from .reconciliation import broker_orderable_qty
+from .trading_state import market_closed_refused
 
 logger = logging.getLogger("aegis.execution")
 
@@ -185,6 +187,8 @@ def order_send(order: Order, broker: Broker, *, expected: dt.datetime | None = N
             raise
         order_reject(order_id=order.pk, reason=str(exc))
         logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
+        if isinstance(exc, KisMarketClosed):
+            market_closed_refused(reason=f"order {order.pk}: {exc}")
         return Outcome.REJECTED
     try:
         marked = order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,

@@ -1,3 +1,4 @@
+import datetime as dt
 import functools
 
 from django.db.models import Case, F, Q, Subquery, Value, When
@@ -40,6 +41,30 @@ def reconciliation_succeeded(*, at) -> None:
     from ..selectors import db_now
 
     _state_update(reconciled_at=db_now())
+
+
+def market_closed_refused(*, reason: str) -> None:
+    """KIS refused an order as out of its market hours: noted on the trading state (the exit
+    engine waits for the next phase from it) and alerted once a Seoul day."""
+    from ..alerts import alert_raise
+    from ..models import Alert
+
+    now = clock.now()
+    _state_update(market_closed_at=now, market_closed_reason=reason[:255])
+    alert_raise(kind=Alert.Kind.ORDER, severity=Alert.Severity.WARNING, subject="KRX",
+                key=f"market-closed:{clock.now_seoul():%Y%m%d}",
+                message=f"KIS refused an order as out of market hours at "
+                        f"{now.astimezone(clock.SEOUL):%Y-%m-%d %H:%M:%S} KST ({reason}). "
+                        "The exit engine decides nothing more until the next market phase; "
+                        "check the market calendar (special closures, late opens) in the admin. "
+                        "/ KIS가 장운영시간이 아니라며 주문을 거부했습니다. 다음 장 단계까지 "
+                        "청산 판단을 멈춥니다.")
+
+
+def market_closed_at() -> dt.datetime | None:
+    """When KIS last refused an order as out of market hours, or None."""
+    return TradingState.objects.filter(pk=TradingState.SINGLETON_PK).values_list(
+        "market_closed_at", flat=True).first()
 
 
 def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingState:

@@ -21,7 +21,9 @@ PGBOUNCER_INI = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"
 
 IMAGE = "aegis:latest"
 APP_SERVICES = ("migrate", "reconcile", "web", "worker", "worker-execution", "beat", "flower",
-                "listener", "pricesync")
+                "listener", "fills", "pricesync")
+# The one-shot services end; every other app service runs for good and has a healthcheck.
+ONE_SHOT = ("migrate", "reconcile")
 # Session features (LISTEN, DDL in migrations) need a real PostgreSQL session; the two processes
 # on the latency-critical paths keep their hot statements prepared, which the pooler cannot carry.
 DIRECT_SERVICES = ("migrate", "listener", "worker-execution", "pricesync")
@@ -334,3 +336,24 @@ def test_the_workers_consume_every_routed_queue_once(services):
         consumed += args[args.index("-Q") + 1].split(",")
     routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
     assert sorted(consumed) == sorted(routed | {settings.CELERY_TASK_DEFAULT_QUEUE})
+
+
+# --- the whole trading stack, watched ----------------------------------------------------------
+
+
+def test_the_price_feed_starts_with_the_stack(services):
+    """`docker compose up` starts everything that trades: no service waits for a profile (without
+    pricesync no stop, trailing stop or GAP_DOWN would ever see a price)."""
+    assert [name for name, service in services.items() if service.get("profiles")] == []
+
+
+@pytest.mark.parametrize("name", [n for n in APP_SERVICES if n not in ONE_SHOT])
+def test_every_running_app_service_has_a_healthcheck_on_its_health(services, name):
+    check = services[name].get("healthcheck") or {}
+    test = " ".join(check.get("test") or [])
+    assert re.search(r"http://127\.0\.0\.1:\d+/health", test), name
+    port = int(re.search(r"127\.0\.0\.1:(\d+)/", test).group(1))
+    if name in ("web", "flower"):
+        assert port == {"web": 8000, "flower": 5555}[name]
+    else:  # the process's own /health on AEGIS_OPS_PORT (aegis/metrics.py)
+        assert str(port) == str(resolved_environment(services[name])["AEGIS_OPS_PORT"]), name

@@ -122,7 +122,7 @@ def test_fill_beyond_remaining_is_refused(new_symbol):
 def test_reject_and_cancel_release_the_remainder(new_symbol):
     position = open_position(new_symbol(), 10)
     rejected = submit(exit_(position, 4))
-    services.order_reject(order_id=rejected.pk, reason="APBK0919 market not open")
+    services.order_reject(order_id=rejected.pk, reason="APBK0918 market not open")
     assert reload(position).reserved_qty == 0
     partly = submit(exit_(position, 6))
     fill(partly, 2, 10_000)

@@ -143,6 +143,52 @@ def test_time_rules_wait_for_the_regular_session(new_symbol):
     assert intent.intent_type == "EXIT_MAX_HOLD"
 
 
+@pytest.mark.parametrize("when", [
+    dt.datetime(2026, 11, 24, 15, 30, 0, tzinfo=clock.SEOUL),  # the close
+    dt.datetime(2026, 11, 24, 15, 50, tzinfo=clock.SEOUL),  # after-hours at the close price
+    dt.datetime(2026, 11, 24, 17, 0, tzinfo=clock.SEOUL),  # after-hours single price
+    dt.datetime(2026, 11, 24, 23, 0, tzinfo=clock.SEOUL),  # the night
+    dt.datetime(2026, 11, 25, 8, 45, tzinfo=clock.SEOUL),  # the opening auction
+    dt.datetime(2026, 11, 28, 11, 0, tzinfo=clock.SEOUL),  # Saturday
+], ids=["close", "after-close-price", "after-single-price", "night", "auction", "saturday"])
+def test_no_exit_is_decided_where_its_order_cannot_trade(new_symbol, when):
+    """A price under every stop outside the phases where a limit order trades: nothing is
+    decided, no mark moves; the first pass once trading resumes decides on the price then."""
+    profile = ExitProfile.objects.create(name="all", stop_loss_pct=D(3), gap_down_pct=None,
+                                         trailing_activation_pct=D(1), trailing_pct=D(1))
+    position = managed(new_symbol(), 10, profile)
+    with clock.installed(clock.FixedClock(when.astimezone(dt.UTC))):  # a server's clock
+        quote(position.symbol, 60_000, at=when)
+        assert exit_pass().exits == 0
+        assert exit_pass(symbols=[position.symbol]).exits == 0
+    assert exits(position) == []
+    assert PositionExitState.objects.get(pk=position.pk).high_water_mark is None
+    resumed = dt.datetime(2026, 11, 30, 9, 0, 5, tzinfo=clock.SEOUL)  # the next Monday's open
+    with clock.installed(clock.FixedClock(resumed)):
+        quote(position.symbol, 61_000, at=resumed)
+        assert exit_pass().exits == 1
+    [intent] = exits(position)
+    assert intent.intent_type == "EXIT_STOP_LOSS" and "61,000" in intent.reason
+
+
+def test_a_profile_may_let_its_stop_join_the_opening_auction(new_symbol):
+    auction = dt.datetime(2026, 11, 25, 8, 45, tzinfo=clock.SEOUL)
+    early = ExitProfile.objects.create(name="early", stop_loss_pct=D(3), gap_down_pct=None,
+                                       stop_in_opening_auction=True)
+    late = ExitProfile.objects.create(name="late", stop_loss_pct=D(3), gap_down_pct=None)
+    tiers = ExitProfile.objects.create(name="tiers", gap_down_pct=None,
+                                       stop_in_opening_auction=True)
+    TakeProfitTier.objects.create(profile=tiers, gain_pct=D(5), sell_pct=D(50))
+    a, b, c = (managed(new_symbol(), 10, p) for p in (early, late, tiers))
+    with clock.installed(clock.FixedClock(auction)):
+        for position, price in ((a, 60_000), (b, 60_000), (c, 90_000)):
+            quote(position.symbol, price, at=auction)  # the auction's expected prices
+        assert exit_pass().exits == 1
+    [intent] = exits(a)
+    assert intent.intent_type == "EXIT_STOP_LOSS" and "opening auction" in intent.reason
+    assert exits(b) == [] and exits(c) == []  # a take-profit waits for trades
+
+
 def test_an_exit_on_what_the_screen_saw_is_one_statement(new_symbol):
     """With the cache warm and the rows as the screen saw them, the exit (its locks, intent,
     reservation and exit state) is one statement: outside a transaction, its own commit."""

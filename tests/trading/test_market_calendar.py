@@ -141,7 +141,8 @@ P = market_calendar.Phase
     (9, 0, P.CONTINUOUS, True),
     (15, 19, P.CONTINUOUS, True),
     (15, 20, P.CLOSING_AUCTION, True),
-    (15, 30, P.CLOSED, False),
+    (15, 30, P.AFTER_CLOSE_PRICE, False),  # after-hours orders taken, nothing trades
+    (15, 39, P.AFTER_CLOSE_PRICE, False),
     (15, 45, P.AFTER_CLOSE_PRICE, False),
     (16, 30, P.AFTER_SINGLE_PRICE, False),
     (18, 0, P.CLOSED, False),
@@ -154,6 +155,8 @@ def test_the_phases_of_an_ordinary_day(hh, mm, phase, limit_accepted):
 
 
 def test_after_hours_phases_accept_their_own_order_types_only():
+    assert market_calendar.moment(utc(MONDAY, 15, 35)).slot.matching is \
+        market_calendar.Matching.NONE
     after_close = market_calendar.moment(utc(MONDAY, 15, 50))
     assert after_close.accepts(market_calendar.ORD_AFTER_CLOSE_PRICE)
     assert not after_close.accepts(market_calendar.ORD_AFTER_SINGLE_PRICE)
@@ -173,6 +176,8 @@ def test_a_late_open_and_a_late_close_move_the_phases_anchored_to_them():
     assert market_calendar.moment(utc(csat, 15, 30)).phase is P.CONTINUOUS
     assert market_calendar.moment(utc(csat, 16, 25)).phase is P.CLOSING_AUCTION
     assert market_calendar.moment(utc(csat, 16, 45)).phase is P.AFTER_CLOSE_PRICE
+    assert market_calendar.moment(utc(csat, 17, 30)).phase is P.AFTER_SINGLE_PRICE
+    assert market_calendar.moment(utc(csat, 18, 0)).phase is P.CLOSED  # 18:00 on a late day too
 
 
 def test_no_phase_on_a_closed_day():

@@ -8,21 +8,29 @@ from types import SimpleNamespace
 import pytest
 from websockets.asyncio.server import serve
 
+from aegis import clock
 from execution.brokers.kis import protocol
 from execution.brokers.kis.client import Quote
 from execution.models import Alert
-from tests.support import free_port
+from tests.support import free_port, in_session
 from trading.models import BestPrice
 from trading.pricesync import PriceSync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def trading_hours():
+    """REST quotes are polled only while the market trades."""
+    with clock.installed(in_session()):
+        yield
+
+
 class RestOnly:
     """A broker whose REST answers a fixed quote; its WebSocket is the URL given."""
 
     def __init__(self, ws_url: str):
-        self.config = SimpleNamespace(ws_url=ws_url, custtype="P")
+        self.config = SimpleNamespace(ws_url=ws_url, custtype="P", rate_per_second=20)
         self.polls = 0
 
     def approval_key(self) -> str:

@@ -259,3 +259,16 @@ def test_rules_refuse_inconsistent_settings():
         Rules(tiers=(Tier(D(10), D(50)), Tier(D(5), D(50))))
     with pytest.raises(ValueError):
         Rules(trailing_pct=D(2))
+
+
+def test_an_auction_price_decides_only_a_stop_its_profile_lets_join_the_auction():
+    stop = Rules(stop_loss_pct=D(3), trailing_activation_pct=D(1), trailing_pct=D(1),
+                 tiers=(Tier(D(5), D(50)),))
+    joined = Rules(stop_loss_pct=D(3), tiers=(Tier(D(5), D(50)),), opening_auction_stop=True)
+    low, high = at(60_000, auction=True), at(80_000, auction=True)
+    assert evaluate(stop, hold(), low).decision is None
+    assert evaluate(joined, hold(), low).decision.rule == "EXIT_STOP_LOSS"
+    assert evaluate(joined, hold(), high).decision is None  # a tier waits for a trade
+    # An expected price is not a trade: no mark moves on it.
+    assert evaluate(stop, hold(high_water_mark=75_000), high).high_water_mark == 75_000
+    assert evaluate(joined, hold(), high).tiers_done == 0

@@ -40,7 +40,8 @@ class KisTokenInvalid(KisError):
 
 
 class KisMarketClosed(KisError):
-    """The market is not open for this order: retry in session."""
+    """The market is not open for this order (outside its session's hours, or not a market
+    day): it did not go out."""
 
 
 class KisProductNotFound(KisError):
@@ -87,6 +88,7 @@ _BY_CODE = {
     protocol.EGW_TOKEN_EXPIRED: KisTokenExpired,
     protocol.EGW_TOKEN_INVALID: KisTokenInvalid,
     protocol.MSG_MARKET_CLOSED: KisMarketClosed,
+    protocol.MSG_NOT_MARKET_DAY: KisMarketClosed,
     protocol.MSG_PRODUCT_NOT_FOUND: KisProductNotFound,
 }
 
@@ -99,11 +101,14 @@ def error_for(*, msg_cd: str, msg1: str, http_status: int, tr_id: str,
     anything else is KisAmbiguousOutcome."""
     message = msg1 or "KIS refused the request"
     cls = _BY_CODE.get(msg_cd)
+    hours = protocol.MARKET_HOURS_TEXT.search(message) is not None
+    if cls is KisMarketClosed and not hours:
+        cls = None  # KIS has been seen to use APBK0918 for other refusals: the text decides
     if order:
         if msg_cd in protocol.GATEWAY_NOT_PROCESSED:
             pass
-        elif msg_cd in protocol.ORDER_REFUSALS and http_status < 500:
-            cls = cls or KisOrderRefused
+        elif http_status < 500 and (msg_cd in protocol.ORDER_REFUSALS or hours):
+            cls = KisMarketClosed if hours else cls or KisOrderRefused
         else:
             return KisAmbiguousOutcome(
                 f"order outcome unknown: HTTP {http_status} {msg_cd or 'without a KIS code'} "

@@ -4,6 +4,7 @@ Only facts of the protocol live here: paths, TR IDs, field orders and message co
 lives in the client (client.py) and the simulator (execution/brokers/simulator/).
 """
 
+import re
 from enum import Enum
 
 
@@ -79,7 +80,14 @@ PAGE_SIZE = {
 # --- message codes ----------------------------------------------------------------------------
 RT_CD_OK = "0"
 MSG_ORDER_SENT = "APBK0013"
-MSG_MARKET_CLOSED = "APBK0919"
+# Outside the hours of the order's session ("장운영시간이 아닙니다.(주문불가)"), and a date that is
+# not a market day ("장운영일자가 주문일과 상이합니다"): docs/market-day.md.
+MSG_MARKET_CLOSED = "APBK0918"
+MSG_NOT_MARKET_DAY = "APBK0919"
+MARKET_CLOSED = frozenset({MSG_MARKET_CLOSED, MSG_NOT_MARKET_DAY})
+# What KIS's refusals for market hours say, whatever their code (the paper system's own texts,
+# "모의투자 장종료 입니다." and "모의투자 장시작전 입니다.", come with codes not documented).
+MARKET_HOURS_TEXT = re.compile(r"장운영시간|장운영일자|장종료|장시작전|주문불가시간")
 MSG_PRODUCT_NOT_FOUND = "APBK0656"
 EGW_TOKEN_RATE = "EGW00133"  # token issuance: once a minute (HTTP 403)
 EGW_RATE_LIMIT = "EGW00201"  # per-second request limit (HTTP 500, rt_cd "1")
@@ -89,12 +97,12 @@ EGW_TOKEN_INVALID = "EGW00121"
 # An order answered with one of these codes (HTTP below 500) was refused and did not go out:
 # the only answers an order may be rejected on. Any other code, HTTP >= 500, a timeout or a
 # dropped connection leaves the outcome unknown, settled against the daily orders inquiry
-# (docs/exactly-once.md). KIS.md confirms the first two; the APBK99xx block stands for KIS's
+# (docs/exactly-once.md). docs/market-day.md sources the first three; the APBK99xx block stands for KIS's
 # other refusals (short sell, cash, tick, price limits, qty, nothing to revise, order type,
 # branch), whose codes
 # are UNCONFIRMED, as the simulator sends them.
 ORDER_REFUSALS = frozenset({
-    MSG_MARKET_CLOSED, MSG_PRODUCT_NOT_FOUND,
+    MSG_MARKET_CLOSED, MSG_NOT_MARKET_DAY, MSG_PRODUCT_NOT_FOUND,
     "APBK9901", "APBK9902", "APBK9903", "APBK9904", "APBK9905", "APBK9906", "APBK9907",
     "APBK9908", "APBK9909", "APBK9910",
 })

@@ -141,6 +141,17 @@ class KisStream:
     def __repr__(self) -> str:
         return f"KisStream(url={self.url}, subscriptions={len(self.subscriptions)})"
 
+    def health(self) -> str:
+        """For the process's /health: "ok" while connected, or down for less than the time an
+        outage takes to be alerted (a reconnect is routine); else how long it has been down."""
+        if self.connected.is_set():
+            return "ok"
+        since = self.down_since
+        if since is None and self.connections == 0:
+            return "error: never connected"
+        down = 0.0 if since is None else time.time() - since
+        return "ok" if down < self.alert_after_s else f"error: down for {down:.0f} s"
+
     async def subscribe(self, tr_id: str, tr_key: str) -> None:
         self.subscriptions.add((tr_id, tr_key))
         if self._ws is not None:

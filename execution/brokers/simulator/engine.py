@@ -41,7 +41,7 @@ MSG_ORD_DVSN_UNSUPPORTED = "APBK9908"  # UNCONFIRMED
 MSG_ORGNO_MISMATCH = "APBK9910"  # UNCONFIRMED: KRX_FWDG_ORD_ORGNO is not the order's
 
 REFUSAL_TEXT = {
-    MSG_MARKET_CLOSED: "장운영시간이 아닙니다.",
+    MSG_MARKET_CLOSED: "장운영시간이 아닙니다.(주문불가)",
     MSG_PRODUCT_NOT_FOUND: "해당 종목정보가 없습니다.",
     MSG_SELL_OVER_ORDERABLE: "주문가능수량을 초과하였습니다.",
     MSG_INSUFFICIENT_CASH: "주문가능금액을 초과하였습니다.",

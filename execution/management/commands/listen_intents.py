@@ -3,6 +3,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
+from aegis.metrics import ops_server_start
 from execution.listener import CHANNEL, listen
 
 
@@ -11,6 +12,7 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def handle(self, *args, **options):
+        ops_server_start("listener")  # /metrics and /health on AEGIS_OPS_PORT, when set
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -3,6 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
+from aegis.metrics import ops_server_start
 from execution.brokers import get_broker
 from execution.fills_stream import run
 
@@ -11,6 +12,8 @@ class Command(BaseCommand):
     help = "Subscribe to KIS fill notices and sync each notified order at once."
 
     def handle(self, *args, **options):
+        ops_server_start("fills")  # /metrics and /health on AEGIS_OPS_PORT, when set
+
         async def main():
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -154,3 +154,17 @@ def kis_sim_paper(kis_sim_paper_process) -> KisSim:
     """The simulator (flavour paper: V-prefixed TR IDs, 2 requests/s, small pages), reset."""
     kis_sim_paper_process.reset()
     return kis_sim_paper_process
+
+
+@pytest.fixture
+def trading_hours(kis_sim):
+    """This process and the simulator at 10:00 Seoul of the next trading day, at real speed:
+    for tests whose outcome hangs on the market trading (exits are decided only then) or on
+    the Seoul date staying the same (today's orders)."""
+    from aegis import clock
+    from tests.support import in_session
+
+    moment = in_session()
+    kis_sim.control("/_sim/clock", {"start": moment.start.isoformat(), "origin": moment.origin})
+    with clock.installed(moment):
+        yield moment

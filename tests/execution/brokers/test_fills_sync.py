@@ -31,6 +31,15 @@ def send(intent, broker):
     return Order.objects.get(intent=intent)
 
 
+def held(kis_sim, broker, qty: int = 10) -> Position:
+    """A position of `qty` 005930 bought at KIS (the simulator) and synced."""
+    entry = services.entry_intent_open(symbol="005930", qty=qty, idempotency_key=key())
+    send(entry, broker)
+    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
+    orders_sync(broker=broker)
+    return Position.objects.get(pk=entry.position_id)
+
+
 def test_entry_and_exit_to_a_closed_position(kis_sim, broker):
     entry = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
     send(entry, broker)
@@ -116,6 +125,7 @@ def test_a_remainder_cancelled_at_kis_is_released(kis_sim, broker):
     assert (position.qty, position.reserved_qty) == (5, 0)
 
 
+@pytest.mark.usefixtures("trading_hours")  # the same Seoul day throughout
 def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker):
     """With intent types (the exit engine's re-pricing), only those orders meet the timeout:
     the stop loss is cancelled after the short one, the take-profit tier waits for the general
@@ -126,11 +136,7 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
     from execution.services.expiry import orders_expire
     from trading.services import DECIDED_AGAIN
 
-    entry = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
-    send(entry, broker)
-    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
-    orders_sync(broker=broker)
-    position = Position.objects.get(pk=entry.position_id)
+    position = held(kis_sim, broker)
     # Both above the market (71,000): neither fills.
     stop = send(services.exit_intent_open(
         position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_STOP_LOSS",
@@ -160,6 +166,7 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
     assert tier.status == "CANCELLED"
 
 
+@pytest.mark.usefixtures("trading_hours")  # the same Seoul day throughout
 def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
     import datetime as dt
 
@@ -231,3 +238,26 @@ def test_an_order_in_the_closing_auction_waits_for_the_match(kis_sim, broker):
     assert (order.status, order.filled_qty) == ("FILLED", 10)
     assert position.status == "CLOSED"
     assert position.realized_pnl == Decimal(10 * 500)  # the auction's price, not the limit
+
+
+@pytest.mark.usefixtures("trading_hours")
+def test_an_earlier_days_order_is_never_cancelled(kis_sim, broker):
+    """KIS numbers orders from 1 each day and its cancel names no date: a cancel of
+    yesterday's order number would hit today's order of that number."""
+    import datetime as dt
+
+    from aegis import clock
+    from execution.services.expiry import orders_expire
+
+    position = held(kis_sim, broker)
+    order = send(services.exit_intent_open(
+        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_STOP_LOSS",
+        idempotency_key=key()), broker)  # above the market: left working
+    Order.objects.filter(pk=order.pk).update(trade_date=order.trade_date - dt.timedelta(days=1))
+    later = clock.FixedClock(clock.now() + dt.timedelta(minutes=5))
+    with clock.installed(later):
+        assert orders_expire(broker=broker, timeout=dt.timedelta(seconds=60))["expired"] == 0
+    cancels = [r for r in kis_sim.control("/_sim/book", method="GET")["requests"]
+               if r["path"].endswith("/order-rvsecncl")]
+    assert cancels == []
+    assert Order.objects.get(pk=order.pk).status == "SUBMITTED"

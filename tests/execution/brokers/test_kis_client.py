@@ -12,12 +12,13 @@ import time
 import pytest
 from django.core.cache import cache
 
+from aegis import clock
 from execution.brokers.kis import errors
 from execution.brokers.kis.protocol import Flavour, notice_tr_id
 from execution.brokers.kis.ws import KisStream
 from tests.execution.brokers import kis_worker
 
-TODAY = dt.date.today()
+TODAY = clock.now_seoul().date()  # KIS dates its orders in Seoul
 
 
 def sim_dict(sim) -> dict:

@@ -75,7 +75,7 @@ def test_credentials_never_print_their_secret():
     ("EGW00133", 403, False, errors.KisTokenRateLimited),
     ("EGW00123", 500, False, errors.KisTokenExpired),
     ("EGW00121", 500, False, errors.KisTokenInvalid),
-    ("APBK0919", 200, True, errors.KisMarketClosed),
+    ("APBK0918", 200, True, errors.KisOrderRefused),  # the text decides: see below
     ("APBK0656", 200, True, errors.KisProductNotFound),
     ("APBK9901", 200, True, errors.KisOrderRefused),
     ("APBK9999", 200, False, errors.KisError),
@@ -91,6 +91,24 @@ def test_credentials_never_print_their_secret():
 def test_kis_codes_map_to_typed_errors(msg_cd, status, order, cls):
     error = errors.error_for(msg_cd=msg_cd, msg1="text", http_status=status, tr_id="T", order=order)
     assert type(error) is cls and (msg_cd in str(error) if msg_cd else True)
+
+
+@pytest.mark.parametrize("msg_cd, msg1, status, cls", [
+    ("APBK0918", "장운영시간이 아닙니다.(주문불가)", 200, errors.KisMarketClosed),
+    ("APBK0918", "장운영시간이 아닙니다.(장종료동시마감(129) 주문불가시간)", 200,
+     errors.KisMarketClosed),
+    ("APBK0919", "장운영일자가 주문일과 상이합니다", 200, errors.KisMarketClosed),
+    # The same code seen on another refusal: a refusal, not the market's hours.
+    ("APBK0918", "주문가능금액을 초과 했습니다", 200, errors.KisOrderRefused),
+    # The paper system's texts, with a code nobody documented.
+    ("40570000", "모의투자 장종료 입니다.", 200, errors.KisMarketClosed),
+    ("40580000", "모의투자 장시작전 입니다.", 200, errors.KisMarketClosed),
+    ("APBK0918", "장운영시간이 아닙니다.", 500, errors.KisAmbiguousOutcome),  # 5xx: unknown
+])
+def test_a_refusal_for_market_hours_is_known_by_its_text(msg_cd, msg1, status, cls):
+    error = errors.error_for(msg_cd=msg_cd, msg1=msg1, http_status=status, tr_id="T",
+                             order=True)
+    assert type(error) is cls
 
 
 @pytest.mark.parametrize("kis, message", [

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -95,6 +96,38 @@ def test_other_processes_serve_metrics_and_health_on_their_ops_port():
         assert health == {"status": "ok", "process": "worker", "database": "ok", "redis": "ok"}
         with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
             assert b"aegis_task_queue_wait_seconds" in answer.read()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stream_down_past_its_alert_makes_its_process_unhealthy(monkeypatch):
+    """pricesync's and the fill stream's /health carry their WebSocket: compose's healthcheck
+    then shows a dead feed."""
+    import time
+
+    from execution.brokers.kis.ws import KisStream
+
+    stream = KisStream(url="ws://127.0.0.1:9", approval_key=lambda: "k", alert_after_s=10)
+    monkeypatch.setitem(metrics._process_checks, "stream", stream.health)
+    server = metrics.ops_server_start("pricesync", port=0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def health() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        stream.connections, stream.down_since = 1, time.time() - 3  # a routine reconnect
+        assert health() == (200, {"status": "ok", "process": "pricesync", "database": "ok",
+                                  "redis": "ok", "stream": "ok"})
+        stream.down_since = time.time() - 120
+        status, body = health()
+        assert status == 503 and body["status"] == "degraded"
+        assert body["stream"].startswith("error: down for 12")
     finally:
         server.shutdown()
         server.server_close()

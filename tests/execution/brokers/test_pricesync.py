@@ -12,14 +12,17 @@ from django.core.cache import cache
 
 from execution.models import OrderIntent
 from tests.execution.brokers import kis_worker
-from tests.support import child_database_url
+from aegis import clock
+from tests.support import child_database_url, holds_for, in_session
 from tests.execution.brokers.test_execution_submit import wait_for
 from tests.execution.brokers.test_kis_client import sim_dict
 from tests.ledger_helpers import open_position
 from trading.models import BestPrice, ExitProfile, PositionExitState
 from trading.pricesync import PriceSync
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Exits are decided only while the market trades: this process and the simulator (whose trades
+# carry its time) in the session.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("trading_hours")]
 
 
 @pytest.fixture(autouse=True)
@@ -142,3 +145,32 @@ def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(kis_si
                  "the stop loss after the cut", timeout=30)
         assert running.thread.is_alive()
     assert BestPrice.objects.get(symbol="005930").price == 68_000
+
+
+def _quotes_asked(sim) -> int:
+    return sum(1 for r in sim.control("/_sim/book", method="GET")["requests"]
+               if r["path"].endswith("/inquire-price"))
+
+
+def test_no_rest_quote_is_asked_when_no_exit_could_be_decided(kis_sim, managed):
+    """After the close the uncovered symbols are not polled: no exit could use the price."""
+    evening = in_session(20, 0)
+    kis_sim.control("/_sim/clock", {"start": evening.start.isoformat(),
+                                    "origin": evening.origin})
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
+    with clock.installed(evening), \
+            Running(PriceSync(broker=broker, cap=0, poll_s=0.2, follow_s=0.2)) as sync:
+        assert sync.stale() == ["005930"]
+        holds_for(lambda: _quotes_asked(kis_sim) == 0, 2.0, "no quote asked in the evening")
+    assert not BestPrice.objects.filter(symbol="005930").exists()
+
+
+def test_rest_quotes_stay_within_the_keys_share_and_take_turns(kis_sim):
+    broker = kis_worker.client_for(sim_dict(kis_sim), rate=2)  # a paper key's 2 calls/s
+    sync = PriceSync(broker=broker, cap=0, poll_s=1.0)
+    sync.symbols = [f"{n:06d}" for n in range(1, 6)]
+    assert sync.poll_budget == 1  # half of 2 calls over a 1 s round
+    rounds = [sync.polls_due() for _ in range(5)]
+    assert all(len(r) == 1 for r in rounds)
+    assert sorted(s for r in rounds for s in r) == sync.symbols  # each in its turn
+    sync._db.shutdown(wait=True)

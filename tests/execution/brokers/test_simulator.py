@@ -712,7 +712,7 @@ def test_market_closed_and_unknown_symbol(kis_sim):
     tok = token(kis_sim)
     assert order(kis_sim, tok, side="BUY", qty=1, pdno="999999").json["msg_cd"] == "APBK0656"
     kis_sim.control("/_sim/session", {"open": False})
-    assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0919"
+    assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0918"
 
 
 def test_a_call_auction_takes_orders_and_matches_them_at_one_price_when_it_ends(kis_sim):
@@ -742,7 +742,7 @@ def test_a_call_auction_takes_orders_and_matches_them_at_one_price_when_it_ends(
     closing = [(f["odno"], f["price"]) for f in kis_sim.book()["fills"]][2:]
     assert len(closing) == 2 and odno["low"] in dict(closing)
     assert {price for _, price in closing} == {70_000}
-    assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0919"
+    assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0918"
 
 
 def test_a_session_cannot_be_open_and_in_an_auction(kis_sim):

@@ -4,7 +4,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from aegis.memory import freeze_startup_objects
-from aegis.metrics import ops_server_start
+from aegis.metrics import health_check_register, ops_server_start
 
 from execution.brokers import get_broker
 from execution.validation import check_symbol
@@ -35,6 +35,7 @@ class Command(BaseCommand):
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             sync = PriceSync(broker=get_broker(), watchlist=watchlist)
+            health_check_register("stream", sync.stream.health)
             await sync.run(stop, on_ready=lambda: (
                 freeze_startup_objects("pricesync"),
                 self.stdout.write(f"pricesync following {len(sync.symbols)} symbols"),

@@ -1,0 +1,66 @@
+"""The end of a trading day in the ledger (services/day_end.py), against the KIS simulator on
+real PostgreSQL: a day order left working at the close ends, its shares released, whatever KIS
+shows later; an order never sent is withdrawn; the next trading waits for a reconciliation."""
+
+import datetime as dt
+
+import pytest
+
+from aegis import clock
+from execution import services
+from execution.models import Order, Position, TradingState
+from execution.services.day_end import day_end
+from execution.services.trading_state import trading_state_get
+from tests.execution.brokers.test_fills_sync import broker, held, send  # noqa: F401
+from tests.ledger_helpers import key
+from trading.services import day_end_run, last_closed_day
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("trading_hours")]
+
+
+def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
+        kis_sim, broker, trading_hours):  # noqa: F811
+    position = held(kis_sim, broker)
+    working = send(services.exit_intent_open(
+        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_TAKE_PROFIT",
+        idempotency_key=key()), broker)  # above the market: still working at the close
+    unsent = services.exit_intent_open(position_id=position.pk, qty=3, limit_price=72_500,
+                                       intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    never_sent = services.order_open(intent_id=unsent.pk)
+    assert Position.objects.get(pk=position.pk).reserved_qty == 7
+    today = trading_hours.now().astimezone(clock.SEOUL).date()
+    TradingState.objects.update_or_create(pk=1, defaults={"day_ended_for": today
+                                                          - dt.timedelta(days=1)})
+
+    before_close = dt.datetime.combine(today, dt.time(15, 29), clock.SEOUL)
+    with clock.installed(clock.FixedClock(before_close)):
+        assert last_closed_day(clock.now()).day < today
+        assert day_end_run(broker=broker)["ended"] == 0  # today's orders are today's until the close
+    assert Order.objects.get(pk=working.pk).status == "SUBMITTED"
+
+    after_close = dt.datetime.combine(today, dt.time(15, 31, 5), clock.SEOUL)
+    with clock.installed(clock.FixedClock(after_close.astimezone(dt.UTC))):  # a UTC server
+        counts = day_end_run(broker=broker)
+        assert (counts["ended"], counts["withdrawn"], counts["gate_closed"]) == (1, 1, 1)
+        working = Order.objects.get(pk=working.pk)
+        assert working.status == "CANCELLED"
+        assert f"close of {today:%Y-%m-%d}" in working.reject_reason
+        assert Order.objects.get(pk=never_sent.pk).status == "REJECTED"
+        position = Position.objects.get(pk=position.pk)
+        assert (position.qty, position.reserved_qty) == (10, 0)  # every share free again
+        assert TradingState.objects.get().day_ended_for == today
+        assert trading_state_get() == "HALTED"  # until a reconciliation succeeds
+        again = day_end_run(broker=broker)  # every ten seconds: nothing more to do
+        assert (again["ended"], again["withdrawn"], again["gate_closed"]) == (0, 0, 0)
+    cancels = [r for r in kis_sim.control("/_sim/book", method="GET")["requests"]
+               if r["path"].endswith("/order-rvsecncl")]
+    assert cancels == []  # ended in the ledger: KRX ends day orders itself
+
+
+def test_a_fresh_system_notes_the_day_without_closing_the_gate(kis_sim, broker):  # noqa: F811
+    """Its startup reconciliation is its gate: the first day's end it sees is only noted."""
+    counts = day_end(broker=broker, through=dt.date(2026, 11, 23),
+                     closed_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL))
+    assert counts["gate_closed"] == 0
+    assert TradingState.objects.get().day_ended_for == dt.date(2026, 11, 23)
+    assert trading_state_get() == "ACTIVE"
