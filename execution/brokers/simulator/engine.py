@@ -29,6 +29,7 @@ from execution.brokers.kis import protocol
 # refusal KIS's code is UNCONFIRMED: those sit in the block APBK99xx, which KIS is not known to
 # use, so nobody mistakes them for KIS's own. A client must treat them as a plain refusal.
 MSG_MARKET_CLOSED = protocol.MSG_MARKET_CLOSED
+MSG_NOT_MARKET_DAY = protocol.MSG_NOT_MARKET_DAY
 MSG_PRODUCT_NOT_FOUND = protocol.MSG_PRODUCT_NOT_FOUND
 MSG_SELL_OVER_ORDERABLE = "APBK9901"  # UNCONFIRMED: no short selling, KIS refuses the order
 MSG_INSUFFICIENT_CASH = "APBK9902"  # UNCONFIRMED
@@ -42,6 +43,7 @@ MSG_ORGNO_MISMATCH = "APBK9910"  # UNCONFIRMED: KRX_FWDG_ORD_ORGNO is not the or
 
 REFUSAL_TEXT = {
     MSG_MARKET_CLOSED: "장운영시간이 아닙니다.(주문불가)",
+    MSG_NOT_MARKET_DAY: "장운영일자가 주문일과 상이합니다.",
     MSG_PRODUCT_NOT_FOUND: "해당 종목정보가 없습니다.",
     MSG_SELL_OVER_ORDERABLE: "주문가능수량을 초과하였습니다.",
     MSG_INSUFFICIENT_CASH: "주문가능금액을 초과하였습니다.",
@@ -317,6 +319,8 @@ class Engine:
         # but nothing trades; prices set are the expected price; its end matches every order
         # that crosses at one price (set_session).
         self.auction = False
+        # A day the exchange is closed (a holiday): orders are refused as not a market day.
+        self.market_day = True
         self.symbols: dict[str, Symbol] = {}
         self.accounts: dict[AccountKey, Account] = {}
         self.orders: dict[str, Order] = {}
@@ -404,6 +408,18 @@ class Engine:
         price = min(max(price, lower), upper)
         return self.set_price(pdno, now=now, price=price)
 
+    def end_day(self) -> int:
+        """KRX's close: every order still working ends, its remainder cancelled (day orders do
+        not carry over; whether KIS sends a notice for it is not documented, so none is sent).
+        Returns how many orders ended."""
+        ended = 0
+        for book in list(self._open_by_symbol.values()):
+            for order in list(book.values()):
+                order.cancelled_qty += order.remaining
+                self._close(order)
+                ended += 1
+        return ended
+
     def set_session(self, *, open_: bool, auction: bool = False,
                     now: datetime | None = None) -> list[Tick | Notice]:
         """Continuous trading (`open_`), a call auction (`auction`, not open) or closed. An
@@ -434,6 +450,8 @@ class Engine:
             sym = self.symbols.get(pdno)
             if sym is None:
                 raise Refusal(MSG_PRODUCT_NOT_FOUND, detail=pdno)
+            if not self.market_day:
+                raise Refusal(MSG_NOT_MARKET_DAY)
             if not (self.session_open or self.auction):
                 raise Refusal(MSG_MARKET_CLOSED)
             if qty <= 0:

@@ -27,7 +27,8 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -39,7 +40,9 @@ from execution.brokers.kis import protocol
 from execution.brokers.kis.crypto import aes_encrypt
 from execution.brokers.kis.protocol import Flavour
 
+from . import day as day_model
 from . import engine as eng
+from .day import KrxDay
 
 logger = logging.getLogger("aegis.kis.simulator")
 
@@ -523,6 +526,9 @@ class Simulator:
         self.fault_rng = random.Random(seed)
         self.gateway = Gateway(apps=config.apps, mono=self.mono, clock=self.clock)
         self.engine = eng.Engine(seed=seed)
+        # The exchange's day on this clock (POST /_sim/day); None: sessions set by hand.
+        self.day: KrxDay | None = None
+        self.day_phase: str | None = None
         now = self.clock()
         for spec in config.accounts:
             self.engine.set_account(cano=spec.cano, acnt_prdt_cd=spec.acnt_prdt_cd,
@@ -540,6 +546,25 @@ class Simulator:
     def clock_set(self, shifted: aegis_clock.ShiftedClock | None) -> None:
         """Run the day from another moment (None: back to the base clock)."""
         self._clock = self._base_clock if shifted is None else shifted.now
+
+    def follow_day(self) -> None:
+        """Move the session to where the exchange's day is on this clock: the auctions'
+        matches, and at the close every working order ended. Called often (serve's loop)."""
+        if self.day is None:
+            return
+        now = self.clock()
+        phase = self.day.phase(now)
+        if phase == self.day_phase:
+            return
+        before, self.day_phase = self.day_phase, phase
+        engine = self.engine
+        engine.market_day = phase != day_model.HOLIDAY
+        events = engine.set_session(open_=phase == day_model.CONTINUOUS,
+                                    auction=phase == day_model.AUCTION, now=now)
+        if phase == day_model.CLOSED and before is not None and self.day.closed_since_open(now):
+            ended = engine.end_day()
+            logger.info("kis_sim day closed at %s: %d working orders ended", now, ended)
+        self.publish(events)
 
     def apply_limits(self) -> None:
         self.engine.max_fill_per_step = self.limits.max_fill_per_step
@@ -626,6 +651,7 @@ class Simulator:
                             "halted": sym.halted, "path_left": len(sym.path)}
         book = {
             "flavour": self.flavour.value, "seed": self.seed, "session_open": e.session_open,
+            "auction": e.auction, "day_phase": self.day_phase,
             "auction": e.auction,
             "limits": asdict(self.limits), "faults": self.faults_view(),
             "accounts": accounts, "orders": orders, "fills": fills, "prices": prices,
@@ -1426,6 +1452,7 @@ class ControlApi:
             web.post("/_sim/accounts", self.accounts), web.post("/_sim/prices", self.prices),
             web.post("/_sim/gap", self.gap), web.post("/_sim/step", self.step),
             web.post("/_sim/session", self.session), web.post("/_sim/limits", self.limits),
+            web.post("/_sim/day", self.day), web.delete("/_sim/day", self.day_off),
             web.post("/_sim/faults", self.faults), web.delete("/_sim/faults", self.clear_faults),
             web.get("/_sim/book", self.book),
             web.post("/_sim/clock", self.clock), web.delete("/_sim/clock", self.clock_clear),
@@ -1551,6 +1578,30 @@ class ControlApi:
         self.sim.publish(events)
         return _json({"ok": True, "open": self.sim.engine.session_open,
                       "auction": self.sim.engine.auction} | _counts(events))
+
+    async def day(self, request: web.Request) -> web.Response:
+        """{"open": "09:00", "close": "15:30", "closed": ["2026-12-25"]} (each optional): the
+        session follows the exchange's day on the simulator's clock from now on (day.py):
+        auctions, continuous trading, the close ending every working order, holidays refused
+        as not a market day. DELETE /_sim/day (or a reset): sessions set by hand again."""
+        payload = await self._payload(request)
+        try:
+            day = KrxDay(
+                open=dt_time.fromisoformat(payload.get("open") or "09:00"),
+                close=dt_time.fromisoformat(payload.get("close") or "15:30"),
+                closed_dates=frozenset(date.fromisoformat(d) for d in payload.get("closed", [])))
+        except (TypeError, ValueError) as exc:
+            raise ControlError(f"day: {exc}") from None
+        if day.close <= day.open:
+            raise ControlError("day: the close must come after the open")
+        self.sim.day, self.sim.day_phase = day, None
+        self.sim.follow_day()
+        return _json({"ok": True, "phase": self.sim.day_phase})
+
+    async def day_off(self, request: web.Request) -> web.Response:
+        self.sim.day = self.sim.day_phase = None
+        self.sim.engine.market_day = True
+        return _json({"ok": True})
 
     async def limits(self, request: web.Request) -> web.Response:
         payload = await self._payload(request)
@@ -1687,6 +1738,15 @@ def ws_app(sim: Simulator) -> web.Application:
     return app
 
 
+async def _follow_day(sim: Simulator, every_s: float = 0.05) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            sim.follow_day()
+        except Exception:
+            logger.exception("kis_sim day follow failed")
+
+
 async def _auto_step(sim: Simulator, tick_ms: int) -> None:
     while True:
         await asyncio.sleep(tick_ms / 1000)
@@ -1719,7 +1779,7 @@ async def serve(config: SimulatorConfig, *, host: str, port: int, ws_port: int,
     sim = Simulator(config)
     runners = [web.AppRunner(rest_app(sim), access_log=None, shutdown_timeout=2.0),
                web.AppRunner(ws_app(sim), access_log=None, shutdown_timeout=2.0)]
-    ticker = None
+    ticker = day = None
     try:
         bound = []
         for runner, wanted in zip(runners, (port, ws_port)):
@@ -1729,11 +1789,14 @@ async def serve(config: SimulatorConfig, *, host: str, port: int, ws_port: int,
             bound.append(runner.addresses[0][1])
         if config.tick_ms > 0:
             ticker = asyncio.create_task(_auto_step(sim, config.tick_ms))
+        day = asyncio.create_task(_follow_day(sim))
         ready(host, bound[0], bound[1])
         await stop.wait()
     finally:
         if ticker is not None:
             ticker.cancel()
+        if day is not None:
+            day.cancel()
         sim.drop_connections()
         for runner in reversed(runners):
             await runner.cleanup()

@@ -745,6 +745,47 @@ def test_a_call_auction_takes_orders_and_matches_them_at_one_price_when_it_ends(
     assert order(kis_sim, tok, side="BUY", qty=1).json["msg_cd"] == "APBK0918"
 
 
+def test_the_simulator_keeps_the_exchanges_day_on_its_clock(kis_sim):
+    """With /_sim/day the session follows KRX's day on the simulator's clock: closed before
+    08:30, the opening auction matched at one price at 09:00, the close ending every working
+    order, holidays refused as not a market day."""
+    import datetime as dt
+
+    from tests.support import wait_until
+
+    give(kis_sim, [("005930", 10, 70_000)])
+    tok = token(kis_sim)
+    tuesday = dt.date(2026, 11, 24)
+
+    def at(hh, mm, ss=0):
+        kis_sim.control("/_sim/clock", {"start": dt.datetime(
+            2026, 11, 24, hh, mm, ss, tzinfo=dt.timezone(dt.timedelta(hours=9))).isoformat()})
+
+    def phase_is(phase):
+        wait_until(lambda: kis_sim.book()["day_phase"] == phase, f"the {phase} phase", 10)
+
+    at(8, 0)
+    assert kis_sim.control("/_sim/day", {})["phase"] == "closed"
+    assert order(kis_sim, tok, side="BUY", qty=1, price=70_000).json["msg_cd"] == "APBK0918"
+    at(8, 59, 58)  # the opening auction: taken, nothing trades until 09:00
+    phase_is("auction")
+    buy = order(kis_sim, tok, side="BUY", qty=3, price=71_000).json["output"]["ODNO"]
+    sell = order(kis_sim, tok, side="SELL", qty=3, price=70_500).json["output"]["ODNO"]
+    low = order(kis_sim, tok, side="BUY", qty=2, price=60_000).json["output"]["ODNO"]
+    assert kis_sim.book()["fills"] == []
+    phase_is("continuous")  # 09:00 on the simulator's clock, two seconds later
+    assert {f["odno"] for f in kis_sim.book()["fills"]} == {buy, sell}
+    at(15, 30, 1)  # past the close: the working order ends with the day
+    phase_is("closed")
+    [left] = [o for o in kis_sim.book()["orders"] if o["odno"] == low]
+    assert (left["filled_qty"], left["remaining"]) == (0, 0)
+    assert order(kis_sim, tok, side="BUY", qty=1, price=70_000).json["msg_cd"] == "APBK0918"
+    kis_sim.control("/_sim/day", {"closed": [tuesday.isoformat()]})
+    at(10, 0)
+    phase_is("holiday")
+    assert order(kis_sim, tok, side="BUY", qty=1, price=70_000).json["msg_cd"] == "APBK0919"
+
+
 def test_a_session_cannot_be_open_and_in_an_auction(kis_sim):
     reply = send(kis_sim, "POST", "/_sim/session", body={"open": True, "auction": True})
     assert reply.status == 400 and kis_sim.book()["session_open"] is True
