@@ -325,8 +325,9 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en-us"
 # The process runs in UTC, as servers do (Django sets the process's TZ to TIME_ZONE): every
 # calendar decision takes the Seoul date and time of the one clock (aegis/clock.py), never the
-# process's local time. Pages show Seoul time (aegis/middleware.py).
-TIME_ZONE = "UTC"
+# process's local time. Pages show Seoul time (aegis/middleware.py). AEGIS_TIME_ZONE exists for
+# CI's second pass in Asia/Seoul, which shows that no decision hangs on the process's zone.
+TIME_ZONE = env.str("AEGIS_TIME_ZONE", default="UTC")
 DISPLAY_TIME_ZONE = "Asia/Seoul"
 USE_I18N = True
 USE_TZ = True

@@ -3,7 +3,9 @@ carry their zone, and the admin still shows Seoul time."""
 
 import datetime as dt
 import logging
+import os
 import time
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.urls import reverse
@@ -14,8 +16,12 @@ from execution.models import Alert
 
 def test_the_process_runs_in_utc():
     # Django sets the process's TZ from settings.TIME_ZONE: local time must not be Seoul's, or
-    # a `.date()` of a naive time would pass here and fail on a server.
-    assert time.localtime(1_796_601_600).tm_gmtoff == 0
+    # a `.date()` of a naive time would pass here and fail on a server. CI's second pass sets
+    # AEGIS_TIME_ZONE=Asia/Seoul on purpose (test_settings checks the default).
+    zone = os.environ.get("AEGIS_TIME_ZONE", "UTC")
+    at = 1_796_601_600
+    offset = ZoneInfo(zone).utcoffset(dt.datetime.fromtimestamp(at)).total_seconds()
+    assert time.localtime(at).tm_gmtoff == offset
 
 
 @pytest.mark.parametrize("handler_format", ["plain", "json"])
