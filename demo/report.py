@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from aegis import clock
 from bench.charts import latency_chart
 from bench.stats import quantile
-from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position
+from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position, TradingState
 from picks.models import Pick
 
 from . import scenario
@@ -133,6 +133,18 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
     alerts = [{"at": a.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
                "kind": a.kind, "severity": a.severity, "subject": a.subject, "state": a.state,
                "message": a.message} for a in Alert.objects.order_by("pk")]
+    # After the close: nothing decided, nothing sent (at the simulator too, which took orders in
+    # its after-hours auction), and what is held overnight.
+    close = scenario.at(session.day, scenario.CLOSE, clock.SEOUL)
+    after_close = {
+        "exits_decided": OrderIntent.objects.filter(created_at__gte=close).exclude(
+            intent_type=IntentType.ENTRY).count(),
+        "orders_sent": Order.objects.filter(submitted_at__gte=close).count(),
+        "orders_at_kis": sum(1 for o in book["orders"] if o["ord_tmd"] >= "153000"),
+        "held_overnight": sorted(p.symbol for p in Position.objects.filter(
+            status=Position.Status.OPEN, qty__gt=0)),
+        "day_ended": str(TradingState.objects.values_list("day_ended_for", flat=True).first()),
+    }
     unsettled = {
         "intents_new": OrderIntent.objects.filter(status=OrderIntent.Status.NEW).count(),
         "orders_open": Order.objects.filter(status__in=Order.OPEN_STATUSES).count(),
@@ -167,6 +179,7 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         "ledger_broker_disagree": disagree,
         "unsettled": unsettled,
         "every_intent_settled": not any(unsettled.values()),
+        "after_close": after_close,
         "errors": list(session.errors),
     }
 
@@ -194,6 +207,12 @@ def markdown(result: dict) -> str:
               f"sell KIS refused): {result['oversells']}. "
               f"Ledger and broker disagree on: {result['ledger_broker_disagree'] or 'nothing'}. "
               f"Every intent settled: {result['every_intent_settled']}.", "",
+              "## After the close", "",
+              f"Exits decided: {result['after_close']['exits_decided']}; orders sent: "
+              f"{result['after_close']['orders_sent']} (at KIS: "
+              f"{result['after_close']['orders_at_kis']}); held overnight: "
+              f"{', '.join(result['after_close']['held_overnight']) or 'nothing'}; the day "
+              f"ended in the ledger: {result['after_close']['day_ended']}.", "",
               "## Picks", "", "| pick | symbol | side | outcome |", "|---|---|---|---|"]
     for p in result["picks"]:
         outcome = p["status"] if p["status"] != "REJECTED" else \

@@ -23,8 +23,14 @@ Each exit rule fires once, and the day is laid out so each firing is easy to fol
   09:02:30  KIS recovers; the circuit closes, the daily orders show neither exit arrived, and
             both go out into a small rebound
   15:20:00  the day-trade entries are sold before the close (time exit)
+  15:30:00  the close: KRX takes no more regular orders; the day's orders end in the ledger
+            (trading.day_end), and trading waits for the next reconciliation
+  16:30:00  in the after-hours single-price session 012330, held overnight, trades under its
+            stop loss: nothing is decided and nothing sent, as a regular order could not trade
+            until the next open, where the rules decide again on the price then
 
-The quiet hours between the morning and 15:18:30 are skipped.
+The quiet hours between the morning and 15:18:30, and between the close and 16:29:40, are
+skipped.
 """
 
 import datetime as dt
@@ -35,10 +41,13 @@ from decimal import Decimal
 from execution import krx
 
 # The simulated stretches of the day: (from, to), each "HH:MM:SS".
-SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:30:30"))
+SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:31:30"), ("16:29:40", "16:30:40"))
 # `--short`: the same events, less time around them (the morning from 08:59:40, the afternoon
-# only around the time exit, no close).
-SHORT_SEGMENTS = (("08:59:40", "09:03:00"), ("15:19:40", "15:20:30"))
+# around the time exit and the close, the evening around the after-hours trade).
+SHORT_SEGMENTS = (("08:59:40", "09:03:00"), ("15:19:40", "15:20:30"), ("15:29:50", "15:31:20"),
+                  ("16:29:50", "16:30:20"))
+# The close: from it, no exit may be decided and no order sent until the next open.
+CLOSE = "15:30:00"
 SKIP_NOTE = "the quiet hours in between are skipped"
 
 # Exit profiles: name → fields of trading.models.ExitProfile, and take-profit tiers
@@ -99,6 +108,11 @@ STOCKS = (
           (("09:00:00", 241_000), ("09:03:30", 241_500), ("15:18:30", 242_000),
            ("15:30:30", 242_500)),
           Holding(40, 236_000, "swing", 2)),
+    # Held overnight: nothing fires in the day; after the close it trades under its stop.
+    Stock("012330", "Hyundai Mobis", 250_000,
+          (("09:00:00", 250_500), ("09:03:30", 251_000), ("15:18:30", 250_000),
+           ("15:30:30", 250_500), ("16:29:59", 250_500), ("16:30:00", 238_000)),
+          Holding(12, 248_000, "swing", 1)),
     Stock("035720", "Kakao", 41_000,
           (("09:00:00", 41_200), ("09:03:30", 41_400), ("15:18:30", 41_650),
            ("15:30:30", 41_600))),
@@ -163,6 +177,8 @@ EVENTS = (
     Event("09:01:50", "outage_start", note="KIS answers 503 to every REST call"),
     Event("09:02:20", "operator_sell", note="the operator sells 035420 by hand"),
     Event("09:02:30", "outage_end", note="KIS recovers"),
+    Event("15:30:00", "close", note="the close: KRX takes no more regular orders"),
+    Event("16:29:55", "after_hours", note="the after-hours single-price session trades"),
 )
 OPERATOR_SELL = ("035420", 30)
 

@@ -42,7 +42,8 @@ from execution import fills_stream, services
 from execution.brokers import get_broker
 from execution.brokers.simulator.process import Control, simulator_start, simulator_stop
 from execution.exceptions import InsufficientAvailableQty
-from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position
+from execution.models import (Alert, Fill, IntentType, Order, OrderIntent, Position,
+                              TradingState)
 from execution.services.reconciliation import reconciliation_run
 from picks.models import GateSettings, Pick, PositionOpener
 from picks.services import source_upsert
@@ -61,7 +62,8 @@ HTS_ID = "demo-hts"
 CASH = 300_000_000
 # The beat's other entries, every so many simulated seconds (as the beat schedule has them).
 PERIODIC_S = {"execution.sweep": 5, "execution.orders_sync": 5, "execution.orders_expire": 5,
-              "trading.exit_orders_expire": 5, "picks.sweep": 60}
+              "trading.exit_orders_expire": 5, "trading.day_end": 10, "execution.reconcile": 60,
+              "picks.sweep": 60}
 SETTLE_LIMIT_S = 180  # simulated seconds a segment may run over its end for the exits to settle
 
 
@@ -232,6 +234,10 @@ class Session:
                 PositionExitState.objects.create(position_id=intent.position_id,
                                                  profile=profiles[stock.held.profile],
                                                  peak_qty=stock.held.qty)
+        # The system ran yesterday: its day end is on record, so today's closes the gate.
+        TradingState.objects.update_or_create(
+            pk=TradingState.SINGLETON_PK,
+            defaults={"day_ended_for": trading_days_before(self.day, 1)})
         # Ages are simulated seconds: at 30x a machine that stalls for a second has let 30 go
         # by, so the freshness limits grow with the speed (the defaults at the real pace).
         gate = GateSettings.current()
@@ -413,6 +419,19 @@ class Session:
         self.outage.append(clock.now())
         self.say(f"FAULT over: {event.note}")
 
+    def on_close(self, event: scenario.Event) -> None:
+        with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
+            control.post("/_sim/session", {"open": False})
+        self.say("the close: KRX takes no more regular orders (15:30)")
+
+    def on_after_hours(self, event: scenario.Event) -> None:
+        # The simulator prints the after-hours session's trades as its continuous trading does:
+        # they reach pricesync, and a regular order Aegis sent now would be taken (and show).
+        with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
+            control.post("/_sim/session", {"open": True})
+        self.say("after-hours single-price session: 012330 trades under its stop loss; the "
+                 "engine decides nothing until the next open")
+
     def on_operator_sell(self, event: scenario.Event) -> None:
         symbol, qty = scenario.OPERATOR_SELL
         position = Position.objects.filter(symbol=symbol).order_by("-opened_at").first()
@@ -437,13 +456,21 @@ class Session:
         self.pass_ms.append((time.perf_counter() - started) * 1000)
 
     def beat(self) -> None:
-        from execution.tasks import orders_expire_task, orders_sync_task, sweep
+        from execution.tasks import orders_expire_task, orders_sync_task, reconcile_task, sweep
         from picks.tasks import picks_sweep_task
-        from trading.tasks import exit_orders_expire_task, gap_prequeue_task
+        from trading.tasks import day_end_task, exit_orders_expire_task, gap_prequeue_task
+
+        def day_end() -> None:
+            counts = day_end_task()
+            if counts.get("gate_closed"):
+                self.say(f"the day ends in the ledger: {counts['ended']} day order(s) ended, "
+                         f"{counts['withdrawn']} unsent withdrawn; trading waits for the next "
+                         "reconciliation")
 
         tasks = {"execution.sweep": sweep, "execution.orders_sync": orders_sync_task,
                  "execution.orders_expire": orders_expire_task,
                  "trading.exit_orders_expire": exit_orders_expire_task,
+                 "trading.day_end": day_end, "execution.reconcile": reconcile_task,
                  "picks.sweep": picks_sweep_task}
 
         def prequeue() -> None:

@@ -30,7 +30,7 @@ def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_inten
     assert all(report["rules_fired"][rule] >= 1 for rule in (
         "GAP_DOWN", "EXIT_STOP_LOSS", "EXIT_TAKE_PROFIT", "EXIT_TRAILING", "EXIT_TIME",
         "EXIT_MAX_HOLD"))
-    assert report["gap_down_prequeued"] == 5  # every held position, before the bell
+    assert report["gap_down_prequeued"] == 6  # every held position, before the bell
     assert report["oversells"] == 0
     assert report["ledger_broker_disagree"] == []
     assert report["every_intent_settled"], report["unsettled"]
@@ -46,9 +46,14 @@ def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_inten
 
     states = [e["state"] for e in report["breaker_events"]]
     assert "open" in states and states[-1] == "closed", states
-    # Every buy was sold again by the close: the day ends flat, with its P&L realised.
+    # Every buy was sold again by the close; the swing position bought yesterday is held over.
     sides = [t["side"] for t in report["trades"]]
-    assert sides.count("BUY") == 2 and report["unrealized_pnl_krw"] == {}
+    assert sides.count("BUY") == 2 and list(report["unrealized_pnl_krw"]) == ["012330"]
+    # After the close, under its stop loss in the after-hours session: nothing decided, nothing
+    # sent (the simulator would have taken a regular order in its auction), the day ended.
+    after = report["after_close"]
+    assert (after["exits_decided"], after["orders_sent"], after["orders_at_kis"]) == (0, 0, 0)
+    assert after["held_overnight"] == ["012330"] and after["day_ended"] == report["day"]
     for path in ("tick_to_order_ms", "intent_to_order_ms", "ingest_to_order_ms"):
         assert report["latency_ms"][path]["n"] >= 1, path
 
