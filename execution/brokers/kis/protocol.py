@@ -97,10 +97,9 @@ EGW_TOKEN_INVALID = "EGW00121"
 # An order answered with one of these codes (HTTP below 500) was refused and did not go out:
 # the only answers an order may be rejected on. Any other code, HTTP >= 500, a timeout or a
 # dropped connection leaves the outcome unknown, settled against the daily orders inquiry
-# (docs/exactly-once.md). docs/market-day.md sources the first three; the APBK99xx block stands for KIS's
-# other refusals (short sell, cash, tick, price limits, qty, nothing to revise, order type,
-# branch), whose codes
-# are UNCONFIRMED, as the simulator sends them.
+# (docs/exactly-once.md). docs/market-day.md sources the first three; the APBK99xx block stands
+# for KIS's other refusals (short sell, cash, tick, price limits, qty, nothing to revise, order
+# type, branch), whose codes are UNCONFIRMED, as the simulator sends them.
 ORDER_REFUSALS = frozenset({
     MSG_MARKET_CLOSED, MSG_NOT_MARKET_DAY, MSG_PRODUCT_NOT_FOUND,
     "APBK9901", "APBK9902", "APBK9903", "APBK9904", "APBK9905", "APBK9906", "APBK9907",

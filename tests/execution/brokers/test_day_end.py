@@ -35,7 +35,8 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
     before_close = dt.datetime.combine(today, dt.time(15, 29), clock.SEOUL)
     with clock.installed(clock.FixedClock(before_close)):
         assert last_closed_day(clock.now()).day < today
-        assert day_end_run(broker=broker)["ended"] == 0  # today's orders are today's until the close
+        # Today's orders are today's until the close.
+        assert day_end_run(broker=broker)["ended"] == 0
     assert Order.objects.get(pk=working.pk).status == "SUBMITTED"
 
     after_close = dt.datetime.combine(today, dt.time(15, 31, 5), clock.SEOUL)
