@@ -3,7 +3,8 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 
-from .models import BestPrice, CadenceWindow, ExitProfile, PositionExitState, TakeProfitTier
+from .models import (BestPrice, CadenceWindow, ExitProfile, PositionExitState, SpecialDay,
+                     TakeProfitTier)
 
 
 class TierFormSet(forms.BaseInlineFormSet):
@@ -70,3 +71,15 @@ class CadenceWindowAdmin(admin.ModelAdmin):
 
     list_display = ("name", "anchor", "start_offset_s", "end_offset_s", "interval_ms", "enabled")
     list_editable = ("interval_ms", "enabled")
+
+
+@admin.register(SpecialDay)
+class SpecialDayAdmin(admin.ModelAdmin):
+    """The market calendar's special days: extra closures, late opens and closes KRX announces.
+    They override the holiday library for their date; every process reads them within a
+    minute."""
+
+    list_display = ("day", "closed", "open_at", "close_at", "note", "updated_at")
+    list_filter = ("closed",)
+    date_hierarchy = "day"
+    search_fields = ("note",)

@@ -6,6 +6,7 @@ next due entry, so the cadence lives in the scheduler's tick. The database sched
 read at its own pace, not on every sub-second tick. Run exactly one beat.
 """
 
+import logging
 import time
 
 from django.conf import settings
@@ -14,7 +15,10 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from aegis import clock
 
 from .cadence import CadenceDriver, PrequeueDriver
+from .calendar_sync import overrides_refresh
 from .market_calendar import Window
+
+logger = logging.getLogger("aegis.trading")
 
 
 def windows_from_db() -> tuple[Window, ...]:
@@ -47,6 +51,10 @@ class ExitCadenceScheduler(DatabaseScheduler):
     def tick(self, *args, **kwargs) -> float:
         if time.monotonic() >= self._database_due:
             self._database_due = time.monotonic() + super().tick(*args, **kwargs)
+        try:
+            overrides_refresh()  # the special days, at most once a minute
+        except Exception as exc:  # noqa: BLE001 - the calendar in force stands meanwhile
+            logger.warning("trading.calendar_overrides unread: %s", type(exc).__name__)
         now = clock.now()
         wait = min(self.cadence.tick(now), self.prequeue.tick(now))
         return max(0.0, min(wait, self._database_due - time.monotonic()))

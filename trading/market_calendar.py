@@ -7,6 +7,11 @@ the year-end closing day). Two kinds of day move the session:
 - the national college entrance exam (CSAT) day opens at 10:00 and closes at 16:30. Its date
   is set each year by the Ministry of Education, so it is a table here.
 
+Beside them, special days a person enters in the admin (trading.models.SpecialDay: an extra
+closure, a late open or close KRX announces) override the library and the table for their date:
+`overrides_set` installs them (trading/calendar_sync.py reads them from the database), and a daily
+check compares the calendar with KIS's own holiday inquiry (alerted when they disagree).
+
 The cadence windows are anchored to the day's real open and close, so they follow a late open.
 """
 
@@ -34,12 +39,40 @@ CSAT_DAYS = frozenset({
 })
 
 
+@dataclass(frozen=True)
+class Override:
+    """A special day: closed, or open with its own session times."""
+
+    closed: bool
+    open: dt.time | None = None
+    close: dt.time | None = None
+    note: str = ""
+
+
+# The special days in force (overrides_set): date -> Override.
+_overrides: dict[dt.date, Override] = {}
+
+
+def overrides_set(overrides: dict[dt.date, Override]) -> bool:
+    """Install the special days; True when they changed (the cached sessions are forgotten)."""
+    global _overrides
+    if overrides == _overrides:
+        return False
+    _overrides = dict(overrides)
+    session.cache_clear()
+    trading_days_between.cache_clear()
+    return True
+
+
 @functools.cache
 def _closed_days(year: int) -> frozenset[dt.date]:
     return frozenset(holidays.financial_holidays("XKRX", years=year))
 
 
 def is_trading_day(day: dt.date) -> bool:
+    special = _overrides.get(day)
+    if special is not None:
+        return not special.closed
     return day.weekday() < 5 and day not in _closed_days(day.year)
 
 
@@ -68,6 +101,10 @@ def session(day: dt.date) -> Session | None:
         open_, note = LATE_OPEN, "first trading day of the year"
     if day in CSAT_DAYS:
         open_, close, note = LATE_OPEN, CSAT_CLOSE, "college entrance exam day"
+    special = _overrides.get(day)
+    if special is not None:
+        open_, close = special.open or open_, special.close or close
+        note = special.note or note
     return Session(day=day, open=dt.datetime.combine(day, open_, SEOUL),
                    close=dt.datetime.combine(day, close, SEOUL), note=note)
 

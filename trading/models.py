@@ -235,3 +235,50 @@ class CadenceWindow(models.Model):
         if self.start_offset_s is not None and self.end_offset_s is not None \
                 and self.end_offset_s <= self.start_offset_s:
             raise ValidationError({"end_offset_s": "The window must end after it starts."})
+
+
+class SpecialDay(models.Model):
+    """A day KRX trades otherwise than its calendar says: an extra closure, or a late open or
+    close it announces. Overrides the holiday library and the built-in table (late opens, CSAT)
+    for its date; every process reads the list again within a minute of a change."""
+
+    day = models.DateField(unique=True, help_text="The date, in Seoul. / 날짜")
+    closed = models.BooleanField(
+        default=False, help_text="KRX is closed that day. / 휴장일")
+    open_at = models.TimeField(
+        null=True, blank=True,
+        help_text="The regular session's open (Seoul), when not 09:00. / 개장 시각")
+    close_at = models.TimeField(
+        null=True, blank=True,
+        help_text="The regular session's close (Seoul), when not 15:30. / 폐장 시각")
+    note = models.CharField(max_length=120, blank=True, help_text="Why. / 사유")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("day",)
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(closed=False) | Q(open_at__isnull=True, close_at__isnull=True),
+                name="special_day_closed_has_no_times"),
+            models.CheckConstraint(
+                condition=Q(closed=True) | Q(open_at__isnull=False) | Q(close_at__isnull=False),
+                name="special_day_open_has_a_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {'closed' if self.closed else 'special session'}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.closed and (self.open_at or self.close_at):
+            errors["closed"] = ("A closed day has no session times. / 휴장일에는 시각을 "
+                                "입력하지 않습니다.")
+        if not self.closed and not (self.open_at or self.close_at):
+            errors["open_at"] = ("Set the open or the close, or mark the day closed. / 개장 또는 "
+                                 "폐장 시각을 입력하거나 휴장으로 표시하세요.")
+        opens = self.open_at or MARKET_OPEN
+        closes = self.close_at or MARKET_CLOSE
+        if not self.closed and not opens < closes:
+            errors["close_at"] = "The close must come after the open. / 폐장은 개장 이후여야 합니다."
+        if errors:
+            raise ValidationError(errors)

@@ -30,6 +30,7 @@ from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked
                                 trading_state_in_force, trading_state_in_force_sql)
 
 from . import hot, market_calendar, screen
+from .calendar_sync import overrides_refresh
 from .market_calendar import Phase
 from .models import BestPrice, PositionExitState
 from .rules import Decision, Evaluation, Holding, Rules, Trade, evaluate, gap_threshold
@@ -115,6 +116,7 @@ def day_end_run(*, broker) -> dict:
     stopped beat missed): execution's day_end, told by the calendar which day that is."""
     from execution.services.day_end import day_end
 
+    overrides_refresh()
     closed = last_closed_day(clock.now())
     if closed is None:
         return {"skipped": "no trading day closed within the calendar's reach"}
@@ -155,6 +157,7 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     the opening minute, or due a time rule are evaluated exactly. A steady tick evaluation
     reads the cache only; a steady full pass makes two queries: the screen's prices and the
     profiles' digest (hot.profiles, verify)."""
+    overrides_refresh()
     now = clock.now_seoul()
     today = now.date()
     phase = market_calendar.moment(now).phase

@@ -6,7 +6,7 @@ from django.db.models.signals import post_delete, post_save
 from execution.models import Position
 
 from . import hot
-from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
+from .models import BestPrice, ExitProfile, PositionExitState, SpecialDay, TakeProfitTier
 
 
 def _position_changed(sender, instance: Position, **kwargs) -> None:
@@ -28,12 +28,20 @@ def _profile_changed(sender, **kwargs) -> None:
     hot.profiles_changed()
 
 
+def _special_day_changed(sender, **kwargs) -> None:
+    from .calendar_sync import overrides_refresh
+
+    overrides_refresh(force=True)  # this process at once; the others within a minute
+
+
 def connect() -> None:
     for signal in (post_save, post_delete):
         signal.connect(_position_changed, sender=Position, dispatch_uid=f"hot-position-{signal}")
         signal.connect(_exit_state_changed, sender=PositionExitState,
                        dispatch_uid=f"hot-exit-state-{signal}")
         signal.connect(_price_changed, sender=BestPrice, dispatch_uid=f"hot-price-{signal}")
+        signal.connect(_special_day_changed, sender=SpecialDay,
+                       dispatch_uid=f"calendar-special-day-{signal}")
         for model in (ExitProfile, TakeProfitTier):
             signal.connect(_profile_changed, sender=model,
                            dispatch_uid=f"hot-{model.__name__}-{signal}")

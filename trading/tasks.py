@@ -94,3 +94,18 @@ def day_end_task() -> dict:
     from .services import day_end_run
 
     return day_end_run(broker=get_broker())
+
+
+@shared_task(name="trading.calendar_check", expires=3600, time_limit=120, ignore_result=True)
+def calendar_check_task() -> list[str]:
+    """Once a day (beat, 07:30 Seoul): the market calendar against KIS's holiday inquiry,
+    disagreements alerted. The inquiry serves real accounts only."""
+    from execution.brokers import get_broker
+    from execution.brokers.kis.protocol import Flavour
+
+    from .calendar_sync import calendar_check
+
+    broker = get_broker()
+    if broker.config.flavour is Flavour.PAPER:
+        return ["skipped: KIS's holiday inquiry serves real accounts only"]
+    return calendar_check(broker=broker)

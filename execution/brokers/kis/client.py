@@ -258,6 +258,14 @@ def balance_from(holdings: list[Holding], summary: dict) -> Balance:
 
 
 @dataclass(frozen=True)
+class MarketDay:
+    """A row of KIS's holiday inquiry: whether the stock market opens that day."""
+
+    day: dt.date
+    open: bool
+
+
+@dataclass(frozen=True)
 class Quote:
     symbol: str
     price: int
@@ -648,6 +656,31 @@ class KisClient:
                      volume=_loose(o, "acml_vol"), tick=_loose(o, "aspr_unit"),
                      sign=o.get("prdy_vrss_sign", ""), halted=o.get("temp_stop_yn") == "Y")
 
+    def market_days(self, *, start: dt.date) -> list[MarketDay]:
+        """KIS's holiday inquiry (real accounts only; KIS asks for one call a day): from `start`,
+        whether the stock market opens each day (opnd_yn). A row without a readable date or
+        opnd_yn is a protocol error: a calendar is not checked against a guess."""
+        data, _ = self._call(method="GET", path=protocol.PATH_HOLIDAY,
+                             real_tr_id=protocol.TR_HOLIDAY, use="query",
+                             params={"BASS_DT": f"{start:%Y%m%d}", "CTX_AREA_NK": "",
+                                     "CTX_AREA_FK": ""})
+        rows = data.get("output")
+        if not isinstance(rows, list):
+            raise KisProtocolError("the holiday inquiry's answer has no output list")
+        days = []
+        for raw in rows:
+            row = lower_keys(raw) if isinstance(raw, dict) else {}
+            try:
+                day = dt.datetime.strptime(str(row.get("bass_dt", "")), "%Y%m%d").date()
+            except ValueError:
+                raise KisProtocolError(
+                    f"a holiday row without a date: {row.get('bass_dt')!r}") from None
+            opens = row.get("opnd_yn")
+            if opens not in ("Y", "N"):
+                raise KisProtocolError(f"the holiday row of {day} lacks opnd_yn ({opens!r})")
+            days.append(MarketDay(day=day, open=opens == "Y"))
+        return days
+
     def order_book(self, symbol: str) -> OrderBook:
         data, _ = self._call(method="GET", path=protocol.PATH_ASKING_PRICE,
                              real_tr_id=protocol.TR_ASKING_PRICE, use="query",
@@ -660,5 +693,6 @@ class KisClient:
 
 
 __all__ = ["KisClient", "KisError", "OrderAck", "DailyOrder", "BadDailyOrder", "Holding",
+           "MarketDay",
            "Balance", "Quote", "OrderBook", "lower_keys", "daily_order_from", "holding_from",
            "order_ack_from", "balance_from"]

@@ -32,6 +32,7 @@ PATH_DAILY_CCLD = "/uapi/domestic-stock/v1/trading/inquire-daily-ccld"
 PATH_BALANCE = "/uapi/domestic-stock/v1/trading/inquire-balance"
 PATH_PRICE = "/uapi/domestic-stock/v1/quotations/inquire-price"
 PATH_ASKING_PRICE = "/uapi/domestic-stock/v1/quotations/inquire-asking-price-exp-ccn"
+PATH_HOLIDAY = "/uapi/domestic-stock/v1/quotations/chk-holiday"
 
 # --- TR IDs (real; paper replaces a leading T, J or C with V) ---------------------------------
 TR_BUY = "TTTC0012U"

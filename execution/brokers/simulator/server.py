@@ -720,6 +720,7 @@ class RestApi:
             web.get(protocol.PATH_DAILY_CCLD, self.daily_ccld),
             web.get(protocol.PATH_BALANCE, self.balance),
             web.get(protocol.PATH_PRICE, self.price),
+            web.get(protocol.PATH_HOLIDAY, self.holidays),
             web.get(protocol.PATH_ASKING_PRICE, self.asking_price),
         ]
 
@@ -1132,6 +1133,26 @@ class RestApi:
             "mrkt_warn_cls_code": "00", "short_over_yn": "N", "sltr_yn": "N",
             "mang_issu_cls_code": "N", "ssts_yn": "Y",
         }, "rt_cd": protocol.RT_CD_OK, "msg_cd": msg_cd, "msg1": msg1})
+
+    async def holidays(self, request: web.Request) -> web.Response:
+        """국내휴장일조회 (real accounts only): 20 days from BASS_DT, whether the market opens
+        each (the exchange's day: weekends, and the closed dates /_sim/day was given)."""
+        self._caller(request, tr_ids={protocol.TR_HOLIDAY})
+        try:
+            start = datetime.strptime(request.query.get("BASS_DT", ""), "%Y%m%d").date()
+        except ValueError:
+            raise field_error("BASS_DT", "YYYYMMDD expected") from None
+        closed = self.sim.day.closed_dates if self.sim.day is not None else frozenset()
+        rows = []
+        for n in range(20):
+            day = start + timedelta(days=n)
+            opens = day.weekday() < 5 and day not in closed
+            yn = "Y" if opens else "N"
+            weekday = f"{(day.isoweekday() % 7) + 1:02d}"  # 01 Sunday .. 07 Saturday
+            rows.append({"bass_dt": f"{day:%Y%m%d}", "wday_dvsn_cd": weekday, "bzdy_yn": yn,
+                         "tr_day_yn": yn, "opnd_yn": yn, "sttl_day_yn": yn})
+        return _json({"output": rows, "rt_cd": protocol.RT_CD_OK, "msg_cd": "KIOK0000",
+                      "msg1": "정상처리 되었습니다."})
 
     async def asking_price(self, request: web.Request) -> web.Response:
         self._caller(request, tr_ids={self._tr(protocol.TR_ASKING_PRICE)})

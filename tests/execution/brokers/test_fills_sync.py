@@ -261,3 +261,25 @@ def test_an_earlier_days_order_is_never_cancelled(kis_sim, broker):
                if r["path"].endswith("/order-rvsecncl")]
     assert cancels == []
     assert Order.objects.get(pk=order.pk).status == "SUBMITTED"
+
+
+@pytest.mark.slow
+def test_a_notices_order_is_asked_for_by_number_not_by_paging_the_day(kis_sim_paper, settings):
+    """On a paper key (2 calls/s, 15 rows a page) a fill notice's sync takes one call, where the
+    day's list takes a call per page: a burst's notices would otherwise spend the key."""
+    settings.EXECUTION_AUTO_SUBMIT = False
+    broker = client_for(sim_dict(kis_sim_paper), rate=2)
+    orders = [send(services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key(),
+                                              limit_price=60_000), broker)  # below: working
+              for _ in range(16)]
+
+    def inquiries() -> int:
+        return sum(1 for r in kis_sim_paper.control("/_sim/book", method="GET")["requests"]
+                   if r["path"].endswith("/inquire-daily-ccld"))
+
+    before = inquiries()
+    assert orders_sync(broker=broker, order_ids=[orders[3].pk])["orders"] == 1
+    assert inquiries() - before == 1
+    before = inquiries()
+    assert orders_sync(broker=broker)["orders"] == 16
+    assert inquiries() - before == 2  # 16 rows: two pages
