@@ -165,6 +165,20 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("symbol", "broker_order_no", "id")
     date_hierarchy = "created_at"
     inlines = [FillInline]
+    actions = ["release"]
+
+    @admin.action(description="Release from quarantine: the syncs take the order up again "
+                              "(격리 해제)", permissions=["release"])
+    def release(self, request, queryset):
+        from .services.quarantine import order_release
+
+        done = sum(order_release(order_id=o.pk, by=request.user.get_username())
+                   for o in queryset.filter(quarantined_at__isnull=False))
+        self.message_user(request, f"{done} order(s) released from quarantine.",
+                          messages.SUCCESS if done else messages.WARNING)
+
+    def has_release_permission(self, request):
+        return request.user.has_perm("execution.change_order")
 
 
 @admin.register(Fill)

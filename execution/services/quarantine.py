@@ -6,9 +6,9 @@ A row that cannot be read at all (a field missing or not a number) is not a reas
 order aside: KIS may answer well a second later. It is alerted (`order_row_unreadable`) and the
 order left as it is until a sync reads its row.
 
-Nothing about the order's quantities changes here: which side is wrong is a person's call. To
-release it, a person clears `quarantined_at` once the order agrees with KIS again (the admin
-shows quarantined orders read-only, under the "quarantined" filter).
+Nothing about the order's quantities changes here: which side is wrong is a person's call. Once
+the order agrees with KIS again (corrected by hand if needed), a person releases it in the admin
+(the "quarantined" filter, then "Release from quarantine"): the syncs take it up again.
 """
 
 import hashlib
@@ -46,10 +46,27 @@ def order_quarantine(*, order_id: object, reason: str) -> bool:
                 subject=order["symbol"] if order else "",
                 message=f"Order {order_id} {described} is quarantined: {reason}. The syncs leave "
                         "it as it is; compare it with KIS (MTS or the daily orders), correct the "
-                        "ledger if needed, then release it (clear its quarantined_at). The admin "
-                        "lists it under the \"quarantined\" filter.",
+                        "ledger if needed, then release it: the admin's orders, the "
+                        "\"quarantined\" filter, \"Release from quarantine\".",
                 key=f"quarantine:{order_id}")
     return True
+
+
+def order_release(*, order_id: object, by: str) -> bool:
+    """Release a quarantined order: the syncs take it up again. Its reason is kept, with who
+    released it and when. False, changing nothing, when it was not quarantined."""
+    order = Order.objects.filter(pk=order_id, quarantined_at__isnull=False).values(
+        "quarantine_reason").first()
+    if order is None:
+        return False
+    now = clock.now()
+    note = f"{order['quarantine_reason']} [released by {by or '?'} at {now.isoformat()}]"
+    released = Order.objects.filter(pk=order_id, quarantined_at__isnull=False).update(
+        quarantined_at=None, quarantine_reason=note[:REASON_MAX], updated_at=now)
+    if released:
+        logger.warning("execution.order_released order_id=%s by=%s", order_id, by,
+                       extra={"order_id": str(order_id)})
+    return bool(released)
 
 
 def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:

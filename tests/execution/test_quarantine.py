@@ -170,3 +170,23 @@ def test_the_admin_lists_quarantined_orders_with_their_reason(admin_client, new_
     assert str(b.pk) in admin_client.get(url, {"quarantined": "no"}).content.decode()
     page = admin_client.get(reverse("admin:execution_order_change", args=[a.pk]))
     assert "lacks rmn_qty" in page.content.decode()
+
+
+def test_a_person_releases_a_quarantined_order_in_the_admin_and_the_syncs_take_it_up(
+        admin_client, new_symbol):
+    from django.urls import reverse
+
+    a, b = entry(new_symbol()), entry(new_symbol())
+    order_quarantine(order_id=a.pk, reason="KIS's figures disagreed")
+    broker = RowsBroker([filled(a, 10)])
+    assert orders_sync(broker=broker)["filled"] == 0  # set aside
+
+    url = reverse("admin:execution_order_changelist")
+    answer = admin_client.post(url, {"action": "release", "_selected_action": [a.pk, b.pk]},
+                               follow=True)
+    assert "1 order(s) released" in answer.content.decode()
+    a = Order.objects.get(pk=a.pk)
+    assert a.quarantined_at is None
+    assert "KIS's figures disagreed" in a.quarantine_reason and "released by" in a.quarantine_reason
+    assert orders_sync(broker=broker)["filled"] == 1
+    assert Order.objects.get(pk=a.pk).status == "FILLED"
