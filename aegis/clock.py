@@ -111,6 +111,12 @@ def now_seoul() -> dt.datetime:
     return _clock.now().astimezone(SEOUL)
 
 
+def speed() -> float:
+    """Simulated seconds per real second of the clock in force (1 but on a sped-up day): a
+    wait worked out on the clock is slept for this many times less."""
+    return getattr(_clock, "speed", 1.0)
+
+
 @contextlib.contextmanager
 def installed(clock: Clock) -> Iterator[Clock]:
     """Use `clock` for every read of now() inside the block."""

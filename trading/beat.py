@@ -56,5 +56,6 @@ class ExitCadenceScheduler(DatabaseScheduler):
         except Exception as exc:  # noqa: BLE001 - the calendar in force stands meanwhile
             logger.warning("trading.calendar_overrides unread: %s", type(exc).__name__)
         now = clock.now()
-        wait = min(self.cadence.tick(now), self.prequeue.tick(now))
+        # The drivers wait in the clock's seconds; beat sleeps real ones.
+        wait = min(self.cadence.tick(now), self.prequeue.tick(now)) / clock.speed()
         return max(0.0, min(wait, self._database_due - time.monotonic()))

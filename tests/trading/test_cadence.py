@@ -128,6 +128,24 @@ def test_the_scheduler_sends_passes_between_its_database_reads(monkeypatch):
     assert all(0 < w <= 0.2 for w in waits[1:])
 
 
+def test_beat_sleeps_the_real_share_of_a_sped_up_clocks_wait(monkeypatch):
+    """On a day played at 60x (the soak, the drill), 10 s of the clock to the pre-queue is a
+    sixth of a real second: beat must not sleep through the opening minute."""
+    monkeypatch.setattr("trading.beat.send_gap_prequeue", lambda: None)
+    monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.tick",
+                        lambda self, *a, **k: 5.0)
+    monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.__init__",
+                        lambda self, *a, **k: None)
+    monkeypatch.setattr("trading.beat.overrides_refresh", lambda: None)
+    scheduler = ExitCadenceScheduler()
+    scheduler.cadence = CadenceDriver(send=lambda e: None, windows=lambda: DEFAULT_WINDOWS)
+    from aegis import clock
+
+    with clock.installed(clock.ShiftedClock(at(8, 54, 40), speed=60)):
+        wait = scheduler.tick()  # the rush window opens at 08:55:00, 20 s of the clock away
+    assert 0 < wait <= 20 / 60  # undivided, it would be the driver's 1 s idle recheck
+
+
 @pytest.mark.django_db
 def test_passes_never_overlap():
     cache.set(PASS_LOCK, "another pass", timeout=30)
