@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv test demo run bench drill clean
+.PHONY: help venv test demo run bench drill soak clean
 
 help:
 	@echo "make demo   - a simulated trading day against the KIS simulator (SQLite, no server)"
@@ -11,6 +11,7 @@ help:
 	@echo "make run    - the admin on http://127.0.0.1:8000/admin/ (embedded default)"
 	@echo "make bench  - benchmarks on throw-away PostgreSQL and Redis"
 	@echo "make drill  - the fault drill: the process set, faults, invariants (drill/README.md)"
+	@echo "make soak   - a whole trading day and the next open on a UTC server's clock"
 
 venv: $(VENV)/.installed
 
@@ -48,3 +49,8 @@ bench: venv
 DRILL_ARGS ?=
 drill: venv
 	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m drill $(DRILL_ARGS)
+
+# A whole trading day and the next open (drill/soak.py): the process set on one clock started in
+# UTC, the simulator keeping KRX's day; soak/results.json.
+soak: venv
+	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m drill.soak

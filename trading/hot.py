@@ -25,6 +25,7 @@ attempted: a skipped one could leave a stale copy to be read once Redis answers 
 
 import datetime as dt
 import logging
+import math
 import operator
 import secrets
 import time
@@ -386,25 +387,28 @@ def within(at: float, window: tuple[dt.datetime, dt.datetime] | None) -> bool:
 
 
 _PRICE_SCREEN = """
-SELECT symbol, price, event_at >= %s AND event_at < %s FROM prices_best
+SELECT symbol, price, event_at >= %s AND event_at < %s FROM prices_best WHERE event_at >= %s
 """
 
 
-def price_screen(opening: tuple[dt.datetime, dt.datetime] | None
-                 ) -> tuple[dict[str, int], set[str]]:
-    """Every best price for the full pass's screen in one statement: each symbol's price, and
-    the symbols whose price is a trade of the `opening` minute ([from, to); None, none): only
-    what the screen reads. On 10,000 symbols the full rows cost about twice as much to send and
-    parse (measured, 22 against 12 ms), and only the few positions outside their bands need
-    them (`prices`); the opening minute is compared on the server, so no trade time crosses.
+def price_screen(opening: tuple[dt.datetime, dt.datetime] | None,
+                 since: dt.datetime | None = None) -> tuple[dict[str, int], set[str]]:
+    """Every best price taken at `since` or later, for the full pass's screen in one statement:
+    each symbol's price, and the symbols whose price is a trade of the `opening` minute ([from,
+    to); None, none): only what the screen reads. On 10,000 symbols the full rows cost about
+    twice as much to send and parse (measured, 22 against 12 ms), and only the few positions
+    outside their bands need them (`prices`); the opening minute is compared on the server, so
+    no trade time crosses.
 
     The rows come in PostgreSQL's binary format, which psycopg reads a third faster than text
     (measured, 12 against 18–20 ms on 10,000 rows). Django's cursors bind parameters on the
     client, which allows text results only, so this one statement runs on a psycopg cursor
     that binds on the server, wrapped as Django wraps its own, so that query logging, execute
     wrappers and error translation see it as any other."""
+    floor = -math.inf if since is None else since.timestamp()
     if connection.vendor != "postgresql":
-        rows = [(symbol, px.price, within(px.at, opening)) for symbol, px in _price_rows(None)]
+        rows = [(symbol, px.price, within(px.at, opening)) for symbol, px in _price_rows(None)
+                if px.at >= floor]
     else:
         connection.ensure_connection()
         connection.validate_thread_sharing()
@@ -412,7 +416,8 @@ def price_screen(opening: tuple[dt.datetime, dt.datetime] | None
         raw.format = psycopg.pq.Format.BINARY
         wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
         with wrap(raw) as cursor:
-            cursor.execute(_PRICE_SCREEN, list(opening) if opening is not None else [None, None])
+            cursor.execute(_PRICE_SCREEN, (list(opening) if opening is not None else [None, None])
+                           + [since or dt.datetime.min.replace(tzinfo=dt.UTC)])
             rows = cursor.fetchall()
     # Built in C (itemgetters and compress over the rows) rather than comprehensions.
     return (dict(zip(map(_first, rows), map(_second, rows))),

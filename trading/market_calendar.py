@@ -224,6 +224,13 @@ def moment(at: dt.datetime, day_model: tuple[Slot, ...] = KRX_DAY) -> Moment:
     return Moment(at, Phase.CLOSED, None, day)
 
 
+def phase_began(day: Session, phase: Phase, day_model: tuple[Slot, ...] = KRX_DAY
+                ) -> dt.datetime | None:
+    """When `phase` first begins on the session's day (None when it has no slot)."""
+    starts = [slot.on(day)[0] for slot in day_model if slot.phase is phase]
+    return min(starts) if starts else None
+
+
 def next_start(at: dt.datetime, phases: frozenset[Phase],
                day_model: tuple[Slot, ...] = KRX_DAY, *, horizon_days: int = 20) -> dt.datetime:
     """When one of `phases` next begins after `at` (at `at` itself if one is under way)."""

@@ -179,11 +179,17 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     if opening is not None and \
             opening[0] - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(seconds=5):
         gaps = hot.gap_thresholds(today)
+    # Only prices of the phase that decides: in the session a trade of the session, never a
+    # quote or an expected price from before the open (the opening trade is GAP_DOWN's).
+    since = market_calendar.phase_began(session, Phase.OPENING_AUCTION if auction
+                                        else Phase.CONTINUOUS)
     if prices is None and symbols is None:  # the full pass: the screen's columns only
-        price_of, in_opening = hot.price_screen(opening)
+        price_of, in_opening = hot.price_screen(opening, since)
     else:
         if prices is None:
             prices = hot.prices(sorted(set(book.symbols)), use_cache=use_cache)
+        floor = since.timestamp()
+        prices = {symbol: px for symbol, px in prices.items() if px.at >= floor}
         price_of = {symbol: px.price for symbol, px in prices.items()}
         in_opening = {symbol for symbol, px in prices.items() if hot.within(px.at, opening)}
     seconds = now.hour * 3600 + now.minute * 60 + now.second
@@ -544,7 +550,8 @@ def gap_prequeue(*, day: dt.date | None = None) -> int:
     ttl = (session.open - clock.now()).total_seconds() + hot.GAP_AFTER_OPEN_S
     if ttl > 0:
         hot.gap_thresholds_keep(day, thresholds, ttl)
-    logger.info("exit.gap_prequeue day=%s thresholds=%s", day, len(thresholds))
+    logger.info("exit.gap_prequeue day=%s thresholds=%s at=%s", day, len(thresholds),
+                clock.now_seoul().isoformat(sep=" ", timespec="milliseconds"))
     return len(thresholds)
 
 

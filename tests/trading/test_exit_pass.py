@@ -128,8 +128,8 @@ def test_gap_down_fires_on_the_opening_trade_only(new_symbol):
 
 
 def test_time_rules_wait_for_the_regular_session(new_symbol):
-    """Held too long, but before the open nothing is sold; the first pass in the session
-    sells it (an order placed at 08:58 would only wait for the opening trade)."""
+    """Held too long, but before the open nothing is sold; in the session it is sold on the
+    first trade (an order placed at 08:58 would only wait for the opening trade)."""
     profile = ExitProfile.objects.create(name="hold", gap_down_pct=None, max_holding_days=3)
     position = managed(new_symbol(), 10, profile)
     Position.objects.filter(pk=position.pk).update(opened_at=NOW - dt.timedelta(days=14))
@@ -137,7 +137,10 @@ def test_time_rules_wait_for_the_regular_session(new_symbol):
     quote(position.symbol, 70_000, at=before_open)
     with clock.installed(clock.FixedClock(before_open)):
         assert exit_pass().exits == 0
-    with clock.installed(clock.FixedClock(NOW.replace(hour=9, minute=0, second=1))):
+    opened = NOW.replace(hour=9, minute=0, second=1)
+    with clock.installed(clock.FixedClock(opened)):
+        assert exit_pass().exits == 0  # a quote from before the open decides nothing
+        quote(position.symbol, 70_100, at=opened)  # the opening trade
         assert exit_pass().exits == 1
     [intent] = exits(position)
     assert intent.intent_type == "EXIT_MAX_HOLD"
@@ -169,6 +172,22 @@ def test_no_exit_is_decided_where_its_order_cannot_trade(new_symbol, when):
         assert exit_pass().exits == 1
     [intent] = exits(position)
     assert intent.intent_type == "EXIT_STOP_LOSS" and "61,000" in intent.reason
+
+
+def test_in_the_session_a_price_from_before_the_open_decides_nothing(new_symbol):
+    """At the open a stop is decided on the session's first trade, never on a quote or the
+    auction's expected price taken before it (that trade may be the opening one: GAP_DOWN)."""
+    profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3))  # gap 5 % by default
+    position = managed(new_symbol(), 10, profile)
+    quote(position.symbol, 66_000, at=NOW.replace(hour=8, minute=59, second=55))
+    opened = NOW.replace(hour=9, minute=0, second=0, microsecond=400_000)
+    with clock.installed(clock.FixedClock(opened)):
+        assert exit_pass().exits == 0
+        assert exit_pass(symbols=[position.symbol]).exits == 0
+        quote(position.symbol, 66_000, at=opened)  # the opening trade
+        assert exit_pass().exits == 1
+    [intent] = exits(position)
+    assert intent.intent_type == "GAP_DOWN"
 
 
 def test_a_profile_may_let_its_stop_join_the_opening_auction(new_symbol):

@@ -1,0 +1,313 @@
+"""`python -m drill.soak` (`make soak`): a whole trading day and the next open, on a server's
+clock.
+
+The production process set (web, both workers, beat, pricesync, fills, the listener) runs against
+the KIS simulator keeping KRX's day on its clock (/_sim/day), every process on one ShiftedClock
+started in UTC, from 07:50 KST through the close, the evening and the night to the next trading
+day's open. The day is played in segments, each at its own speed: fast where nothing is timed,
+real time across each open, where the GAP_DOWN exit is timed in seconds. Between segments the
+processes restart on the segment's clock, as a deploy would restart them, each start followed by
+the startup reconciliation (compose's `reconcile --startup`).
+
+Prices move in every phase: a stop crossed before the open, a 6 % gap at each open, a stop
+crossed after the close and through the evening, a sell left working at the close. The verdict
+(soak/results.json, .md) asserts:
+
+- no order KIS refused for its phase, and none sent where it could not trade;
+- no exit decided in a phase its profile excludes;
+- the GAP_DOWN pre-queue sent between 08:59:45 and 08:59:59 KST, each day;
+- each GAP_DOWN exit accepted by KIS within 2 s of the trade that fired it;
+- the day's orders ended at the close, every reservation back by the next open;
+- no order between the close and the next morning's opening auction;
+- a clean reconciliation before the next open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import re
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cluster import PROCESS_SET, ROOT, Cluster, Services, trading_day
+from .runner import _database_fresh, _database_template, _django
+from .scenarios import PRICE, QTY, Options, Run, seed
+
+logger = logging.getLogger("drill.soak")
+
+SOAK_DIR = ROOT / "soak"
+# A: crossed its stop before the open (decided at the open); B: gaps 6 % at the first open;
+# C: crosses its stop after the close (decided at the next open); D: a sell left working at the
+# close; E: gaps 6 % at the next open.
+SYMBOLS = {"A": "910001", "B": "910002", "C": "910003", "D": "910004", "E": "910005"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    day: int  # 0: the first trading day, 1: the next
+    start: str  # "HH:MM:SS", Seoul
+    end: str
+    speed: float
+    # (day, "HH:MM:SS", action name, argument): done when the clock reaches it
+    script: tuple[tuple[int, str, str, str], ...] = ()
+
+
+# A segment's clock reads its start when its processes start, so they come up (about 20 s)
+# while it runs; at its end the simulator's clock stands still while they stop. Each segment
+# begins and ends in a quiet stretch, and the clock never goes back. The opens run at 2x: the
+# GAP_DOWN exit's 2 s are the clock's, one real second.
+SEGMENTS = (
+    Segment("morning", 0, "07:50:00", "08:57:00", 60, (
+        (0, "08:00:00", "price", "A:17480"),  # under A's 3 % stop, long before the open
+        (0, "08:45:00", "price", "A:17480"),
+    )),
+    Segment("first open", 0, "08:57:00", "09:02:00", 2, (
+        (0, "08:59:30", "price", "B:17860"),  # the opening auction's price: a 6 % gap
+    )),
+    Segment("the day", 0, "09:02:00", "15:34:00", 120, (
+        (0, "10:30:00", "working_sell", "D:22800"),  # +20 %: left working at the close
+        (0, "15:25:00", "price", "C:19100"),
+    )),
+    Segment("evening and night", 0, "15:34:00", "07:00:00+1", 600, (
+        (0, "16:30:00", "price", "C:17480"),  # under C's stop, after hours
+        (0, "20:00:00", "price", "C:17300"),
+    )),
+    Segment("before the next open", 1, "07:00:00", "08:57:00", 60, (
+        (1, "08:40:00", "price", "E:17860"),  # the next open's auction: a 6 % gap
+    )),
+    Segment("next open", 1, "08:57:00", "09:02:00", 2),
+)
+# The processes that decide or send on their own are stopped first at a segment's end.
+STOP_ORDER = ("beat", "pricesync", "execution", "worker", "fills", "listener", "web")
+
+
+@dataclass
+class Soak:
+    services: Services
+    logs: Path
+    days: tuple[dt.date, dt.date]
+    cluster: Cluster | None = None
+    run: Run | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def at(self, day: int, hms: str) -> dt.datetime:
+        from aegis import clock
+
+        return dt.datetime.combine(self.days[day], dt.time.fromisoformat(hms), clock.SEOUL)
+
+    def edge(self, spec: str, default_day: int) -> dt.datetime:
+        hms, _, plus = spec.partition("+")
+        return self.at(int(plus) if plus else default_day, hms)
+
+
+def _sym(code: str) -> str:
+    return SYMBOLS[code]
+
+
+def play(soak: Soak, seg: Segment) -> None:
+    """Run one segment: its clock for the simulator and the processes (started in UTC), its
+    script at its moments, until its end."""
+    from aegis import clock
+
+    start = soak.edge(seg.start, seg.day)
+    end = soak.edge(seg.end, seg.day)
+    cluster = soak.cluster
+    if cluster.procs:
+        # The simulator's day stands still while the last segment's processes stop.
+        soak.run.control("/_sim/clock", {"start": start.isoformat(), "origin": time.time(),
+                                         "speed": 1e-6})
+        for name in sorted(cluster.procs, key=lambda n: STOP_ORDER.index(n)
+                           if n in STOP_ORDER else len(STOP_ORDER)):
+            cluster.stop_one(name)
+    cluster.procs.clear()
+    origin = time.time()
+    shifted = clock.ShiftedClock(start.astimezone(dt.UTC), origin=origin, speed=seg.speed)
+    cluster.clock_env = {"AEGIS_CLOCK_START": shifted.start.isoformat(),
+                         "AEGIS_CLOCK_ORIGIN": repr(origin),
+                         "AEGIS_CLOCK_SPEED": repr(float(seg.speed))}
+    soak.run.clock = shifted
+    soak.run.control("/_sim/clock", {"start": shifted.start.isoformat(), "origin": origin,
+                                     "speed": seg.speed})
+    cluster.run_once("reconcile", "--startup", "--wait", "60")
+    cluster.start_all(PROCESS_SET)
+    pending = sorted(((soak.at(d, hms), action, arg) for d, hms, action, arg in seg.script),
+                     key=lambda x: x[0])
+    logger.info("soak: %s from %s to %s at %gx", seg.name, start, end, seg.speed)
+    with clock.installed(shifted):
+        while clock.now() < end:
+            while pending and pending[0][0] <= clock.now():
+                when, action, arg = pending.pop(0)
+                act(soak, action, arg, when)
+            time.sleep(0.05)
+
+
+def act(soak: Soak, action: str, arg: str, when: dt.datetime) -> None:
+    code, _, value = arg.partition(":")
+    symbol = _sym(code)
+    if action == "price":
+        soak.run.control("/_sim/prices", {"pdno": symbol, "price": int(value)})
+    elif action == "working_sell":
+        from execution import services
+        from execution.models import Position
+
+        position = Position.objects.get(symbol=symbol, status=Position.Status.OPEN)
+        services.exit_intent_open(position_id=position.pk, qty=QTY // 2,
+                                  limit_price=int(value), intent_type="MANUAL",
+                                  idempotency_key=f"soak-working-{symbol}",
+                                  reason="soak: a sell left working at the close")
+    soak.notes.append(f"{when:%Y-%m-%d %H:%M:%S} {action} {arg}")
+
+
+# --- the verdict --------------------------------------------------------------------------------
+_PREQUEUE = re.compile(r"exit\.gap_prequeue day=(\S+) thresholds=\d+ at=(\S+ \S+)")
+
+
+def verdict(soak: Soak) -> dict:
+    from aegis import clock
+    from execution.models import Alert, Order, OrderIntent, Position, Reconciliation
+    from trading import market_calendar
+    from trading.services import EXIT_PHASES
+
+    sim = soak.run.control("/_sim/book", method="GET")
+    violations: list[str] = []
+    closes = [market_calendar.session(d).close for d in soak.days]
+    opens = [market_calendar.session(d).open for d in soak.days]
+    morning_auction = opens[1] - dt.timedelta(minutes=30)
+
+    def sim_time(o: dict) -> dt.datetime:
+        return dt.datetime.strptime(o["ord_dt"] + o["ord_tmd"], "%Y%m%d%H%M%S").replace(
+            tzinfo=clock.SEOUL)
+
+    new_orders = [o for o in sim["orders"] if o["kind"] == "new"]
+    per_phase = Counter(str(market_calendar.moment(sim_time(o)).phase) for o in new_orders)
+    overnight = [o for o in new_orders if closes[0] <= sim_time(o) < morning_auction]
+    if overnight:
+        violations.append(f"{len(overnight)} order(s) reached KIS between the close and the "
+                          f"next opening auction: {[o['odno'] for o in overnight]}")
+    refused = list(Order.objects.filter(reject_reason__contains="APBK09"))
+    if refused:
+        violations.append(f"{len(refused)} order(s) KIS refused for their phase: "
+                          f"{[o.reject_reason for o in refused]}")
+    for intent in OrderIntent.objects.filter(side="SELL").exclude(intent_type="MANUAL"):
+        phase = market_calendar.moment(intent.created_at).phase
+        if phase not in EXIT_PHASES:
+            violations.append(f"{intent.intent_type} of {intent.symbol} decided at "
+                              f"{intent.created_at.astimezone(clock.SEOUL)} in {phase}")
+    prequeues = []
+    for log in sorted(soak.logs.glob("*/worker.log")) + [soak.logs / "worker.log"]:
+        if log.exists():
+            prequeues += _PREQUEUE.findall(log.read_text(errors="replace"))
+    for day in soak.days:
+        sent = [dt.datetime.fromisoformat(at.replace(" ", "T")) for d, at in prequeues
+                if d == f"{day:%Y-%m-%d}"]
+        window = (soak.at(soak.days.index(day), "08:59:45"),
+                  soak.at(soak.days.index(day), "08:59:59"))
+        if not sent or not window[0] <= min(sent) <= window[1]:
+            violations.append(f"the pre-queue of {day} was sent at {sent or 'no time'}, not "
+                              "between 08:59:45 and 08:59:59")
+    gaps = {}
+    for intent in OrderIntent.objects.filter(intent_type="GAP_DOWN"):
+        order = Order.objects.filter(intent=intent).exclude(submitted_at=None).first()
+        lag = None if order is None else (order.submitted_at - intent.event_at).total_seconds()
+        gaps[intent.symbol] = lag
+        if lag is None or lag > 2.0:
+            violations.append(f"GAP_DOWN of {intent.symbol} accepted {lag} s after its trade")
+    for code in ("B", "E"):
+        if _sym(code) not in gaps:
+            violations.append(f"no GAP_DOWN exit for {_sym(code)} at its open")
+    # Ended at the close: by KRX, which the sync saw first, or by the ledger's day end.
+    working = Order.objects.filter(intent__idempotency_key=f"soak-working-{_sym('D')}").first()
+    if working is None or working.status != "CANCELLED" or not (
+            "close" in working.reject_reason or "ended at KIS" in working.reject_reason):
+        violations.append(f"the sell left working was not ended at the close: "
+                          f"{working and (working.status, working.reject_reason)}")
+    reserved = dict(Position.objects.filter(status="OPEN", symbol=_sym("D")).values_list(
+        "symbol", "reserved_qty"))
+    if any(reserved.values()):
+        violations.append(f"reservations left after the day's end: {reserved}")
+    runs = list(Reconciliation.objects.filter(started_at__gte=closes[0],
+                                              started_at__lt=opens[1]).order_by("started_at"))
+    if not runs or runs[-1].result != Reconciliation.Result.MATCHED:
+        violations.append(f"no clean reconciliation before the next open "
+                          f"({[r.result for r in runs]})")
+    for code, why in (("A", "its stop, crossed before the open"),
+                      ("C", "its stop, crossed after the close")):
+        exits = OrderIntent.objects.filter(symbol=_sym(code), side="SELL")
+        first = exits.order_by("created_at").first()
+        if first is None:
+            violations.append(f"{_sym(code)} ({why}) was never sold")
+        elif market_calendar.moment(first.created_at).phase not in EXIT_PHASES:
+            violations.append(f"{_sym(code)} sold in {market_calendar.moment(first.created_at)}")
+    alerts = Counter(f"{a.kind}:{a.severity}" for a in Alert.objects.all())
+    return {"violations": violations, "orders_per_phase": dict(per_phase),
+            "orders": len(new_orders), "refused": len(refused), "alerts": dict(alerts),
+            "gap_down_lag_s": gaps, "reconciliations_overnight": [r.result for r in runs],
+            "script": soak.notes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m drill.soak", description=__doc__)
+    parser.add_argument("--out", default=str(SOAK_DIR))
+    parser.add_argument("--logs", default=str(ROOT / "var" / "soak"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    services = Services.from_environ()
+    services.start_proxies()
+    started = time.monotonic()
+    result: dict = {}
+    soak = None
+    try:
+        _django(services)
+        _database_template(services)
+        _database_fresh(services)
+        from aegis import clock
+
+        first = trading_day(clock.now_seoul().date())
+        second = trading_day(first + dt.timedelta(days=1))
+        logs = Path(args.logs)
+        soak = Soak(services=services, logs=logs, days=(first, second))
+        symbols = list(SYMBOLS.values())
+        origin = time.time()
+        begin = soak.edge(SEGMENTS[0].start, 0)
+        cluster = Cluster(services, logs=logs, clock_start=begin.astimezone(dt.UTC),
+                          clock_origin=origin, symbols=dict.fromkeys(symbols, PRICE))
+        soak.cluster = cluster
+        soak.run = Run(name="soak", cluster=cluster, services=services,
+                       clock=clock.ShiftedClock(begin, origin=origin), symbols=symbols,
+                       options=Options())
+        cluster.simulator_start()
+        soak.run.control("/_sim/day", {})
+        seed(soak.run, symbols)
+        for seg in SEGMENTS:
+            play(soak, seg)
+        result = verdict(soak)
+    except Exception as exc:  # noqa: BLE001 - reported as the verdict
+        logger.exception("soak failed")
+        result = {"violations": [f"soak error: {type(exc).__name__}: {exc}"]}
+    finally:
+        if soak is not None and soak.cluster is not None:
+            soak.cluster.stop()
+        services.stop_proxies()
+        result["seconds"] = round(time.monotonic() - started, 1)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    ok = not result.get("violations")
+    logger.info("soak: %s %s", "pass" if ok else "FAIL", json.dumps(result, default=str)[:3000])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
