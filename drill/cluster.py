@@ -221,8 +221,11 @@ class Cluster:
     # --- environment --------------------------------------------------------------------------
     def env(self, *, direct: bool = False, extra: dict | None = None) -> dict[str, str]:
         s = self.services
+        # Not the drill's own Django settings: its process seeds with AEGIS_AUTO_SUBMIT=0, and
+        # a cluster that inherited it would send every order from the sweep alone.
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("KIS_", "AEGIS_CLOCK_", "DATABASE_"))}
+               if not k.startswith(("KIS_", "AEGIS_CLOCK_", "DATABASE_"))
+               and k != "AEGIS_AUTO_SUBMIT"}
         env.update(self.clock_env)
         env.update({
             "DJANGO_SETTINGS_MODULE": "aegis.settings", "AEGIS_ENV": "development",

@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import logging
 import re
+import shutil
 import signal
 import time
 from collections import Counter
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         first = trading_day(clock.now_seoul().date())
         second = trading_day(first + dt.timedelta(days=1))
         logs = Path(args.logs)
+        shutil.rmtree(logs, ignore_errors=True)  # the verdict reads this run's logs only
         soak = Soak(services=services, logs=logs, days=(first, second))
         symbols = list(SYMBOLS.values())
         origin = time.time()

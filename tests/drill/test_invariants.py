@@ -133,3 +133,22 @@ def test_cancel_requests_at_the_broker_are_not_sends():
                                           kind="cancel"))
     verdict = check(snap)
     assert verdict.orders == 2 and verdict.duplicates == 0
+
+
+def test_the_cluster_does_not_inherit_the_drills_own_settings(monkeypatch, tmp_path):
+    """The drill's process seeds with AEGIS_AUTO_SUBMIT=0; its cluster must send as deployed
+    (doorbell, in-process senders, execute task), not from the sweep alone."""
+    import datetime as dt
+
+    from drill.cluster import Cluster
+
+    class Services:
+        pooling = "pgbouncer"
+
+        def url(self, which, **_):
+            return f"{which}://127.0.0.1/"
+
+    monkeypatch.setenv("AEGIS_AUTO_SUBMIT", "0")
+    cluster = Cluster(Services(), logs=tmp_path, clock_start=dt.datetime.now(dt.UTC),
+                      clock_origin=0.0, symbols={})
+    assert "AEGIS_AUTO_SUBMIT" not in cluster.env()
