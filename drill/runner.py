@@ -137,6 +137,21 @@ def write_results(results: dict, out: Path) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
+def services_start() -> Services:
+    """Logging, SIGTERM as an interrupt (the services are stopped on the way out), and the
+    services of scripts/with-services.sh behind their fault proxies: a drill's or a soak's
+    start."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    services = Services.from_environ()
+    services.start_proxies()
+    return services
+
+
 def main(argv: list[str] | None = None) -> int:
     from .scenarios import SCENARIOS, Options
 
@@ -157,14 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; --list shows them")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    services = Services.from_environ()
-    services.start_proxies()
+    services = services_start()
     results: dict = {}
     try:
         _django(services)

@@ -30,14 +30,13 @@ import json
 import logging
 import re
 import shutil
-import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster import PROCESS_SET, ROOT, Cluster, Services, trading_day
-from .runner import _database_fresh, _database_template, _django
+from .runner import _database_fresh, _database_template, _django, services_start
 from .scenarios import PRICE, QTY, Options, Run, seed
 
 logger = logging.getLogger("drill.soak")
@@ -258,14 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(SOAK_DIR))
     parser.add_argument("--logs", default=str(ROOT / "var" / "soak"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    services = Services.from_environ()
-    services.start_proxies()
+    services = services_start()
     started = time.monotonic()
     result: dict = {}
     soak = None
