@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv test demo run bench drill soak clean
+.PHONY: help venv lint test demo run bench drill soak clean
 
 help:
 	@echo "make demo   - a simulated trading day against the KIS simulator (SQLite, no server)"
@@ -19,8 +19,13 @@ $(VENV)/.installed: requirements.txt scripts/bootstrap-venv.sh
 	scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
 	@touch $@
 
+# The code's own checks: the apps' layering (.importlinter: no app imports one above it, the
+# simulator only KIS's protocol).
+lint: venv
+	$(BIN)/lint-imports --no-cache
+
 # Through PgBouncer in transaction pooling, as deployed (AEGIS_PGBOUNCER=0: straight to PostgreSQL).
-test: venv
+test: venv lint
 	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A simulated trading day on the embedded default: a fresh SQLite file, tasks in-process, the KIS

@@ -28,8 +28,8 @@ def _recycle_database_connections(task=None, **_):
 
 @worker_ready.connect
 def _serve_metrics(sender=None, **_):
-    """/metrics and /health on AEGIS_OPS_PORT, when set (aegis/metrics.py)."""
-    from .metrics import ops_server_start
+    """/metrics and /health on AEGIS_OPS_PORT, when set (core/metrics.py)."""
+    from core.metrics import ops_server_start
 
     ops_server_start("worker")
 
@@ -37,7 +37,7 @@ def _serve_metrics(sender=None, **_):
 @beat_init.connect
 def _serve_beat_health(sender=None, **_):
     """Beat's /health (and /metrics) on AEGIS_OPS_PORT, when set: compose's healthcheck."""
-    from .metrics import ops_server_start
+    from core.metrics import ops_server_start
 
     ops_server_start("beat")
 
@@ -60,17 +60,17 @@ def _start_doorbell_lanes(sender=None, **_):
 
 @worker_ready.connect
 def _freeze_startup_objects(sender=None, **_):
-    """The worker's start-up objects out of the collector's full passes (aegis/memory.py):
+    """The worker's start-up objects out of the collector's full passes (core/memory.py):
     after the lanes started, before the first task. A prefork pool's children freeze their
     own as they start (below)."""
-    from .memory import freeze_startup_objects
+    from core.memory import freeze_startup_objects
 
     freeze_startup_objects("worker")
 
 
 @worker_process_init.connect
 def _freeze_child_startup_objects(**_):
-    from .memory import freeze_startup_objects
+    from core.memory import freeze_startup_objects
 
     freeze_startup_objects("worker-child")
 

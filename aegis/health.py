@@ -1,8 +1,9 @@
 """/health/: the web process can reach its database and its cache. /metrics: Prometheus."""
 
 from django.core.cache import cache
-from django.db import connection
 from django.http import JsonResponse
+
+from core.metrics import database_check
 
 
 def metrics(request):
@@ -13,7 +14,7 @@ def metrics(request):
     from django.conf import settings
     from django.http import HttpResponse
 
-    from . import metrics as aegis_metrics
+    from core import metrics as aegis_metrics
 
     token = settings.AEGIS_METRICS_TOKEN
     sent = request.headers.get("Authorization", "")
@@ -21,16 +22,6 @@ def metrics(request):
         return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
     return HttpResponse(aegis_metrics.exposition(),
                         content_type=aegis_metrics.CONTENT_TYPE_LATEST)
-
-
-def database_check() -> str:
-    """"ok", or the error's type: a health check reports, never raises."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        return "ok"
-    except Exception as exc:  # noqa: BLE001
-        return f"error: {type(exc).__name__}"
 
 
 def health(request):

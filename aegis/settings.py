@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "execution",
     "trading",
     "picks",
+    "demo",  # `manage.py demo`
 ]
 
 MIDDLEWARE = [
@@ -135,7 +136,7 @@ else:
         _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
         _default_db["OPTIONS"]["prepare_threshold"] = None
     else:
-        # A direct connection prepares a statement bound server-side (aegis.rows.bound_cursor,
+        # A direct connection prepares a statement bound server-side (core.rows.bound_cursor,
         # the hot paths' one-statement writes) once it has run this many times: PostgreSQL
         # then skips its parse and, with a generic plan, its planning. Django's other queries
         # bind client-side and are never prepared.
@@ -166,7 +167,7 @@ else:
                                      env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5)),
         }
     }
-# Every Redis client Aegis makes (aegis/redis_clients.py): connect within this long, each answer
+# Every Redis client Aegis makes (core/redis_clients.py): connect within this long, each answer
 # within this long (plus a blocking read's own wait), else a RedisError and the caller's local
 # fallback; after a failure, Redis is asked again this often, not on every call.
 REDIS_CONNECT_TIMEOUT_S = env.float("AEGIS_REDIS_CONNECT_TIMEOUT_S", default=0.5)
@@ -280,7 +281,7 @@ KIS = {
     # Requests per second per app key; 0: KIS's documented rate for the flavour.
     "RATE_PER_SECOND": env.int("KIS_RATE_PER_SECOND", default=0),
     # While Redis (the shared window) does not answer, each process sends at most this share
-    # of the rate, counted by itself (execution/brokers/kis/ratelimit.py).
+    # of the rate, counted by itself (kis/ratelimit.py).
     "RATE_FALLBACK_SHARE": env.float("KIS_RATE_FALLBACK_SHARE", default=0.25),
     # The circuit breaker around every REST call, one per app key and use (query, order), its
     # state in Redis: this many failures in a row open it; it lets a trial call through after
@@ -307,7 +308,7 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aegis@localhost")
 
-# A simulated day (aegis/clock.py, ShiftedClock) is for the simulator alone: a broker that trades
+# A simulated day (core/clock.py, ShiftedClock) is for the simulator alone: a broker that trades
 # real or paper money must never see orders stamped with another day's time.
 if env.str("AEGIS_CLOCK_START", default="") and (PRODUCTION or KIS["ENV"] != "simulator"):
     raise ImproperlyConfigured(
@@ -324,7 +325,7 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 # The process runs in UTC, as servers do (Django sets the process's TZ to TIME_ZONE): every
-# calendar decision takes the Seoul date and time of the one clock (aegis/clock.py), never the
+# calendar decision takes the Seoul date and time of the one clock (core/clock.py), never the
 # process's local time. Pages show Seoul time (aegis/middleware.py). AEGIS_TIME_ZONE exists for
 # CI's second pass in Asia/Seoul, which shows that no decision hangs on the process's zone.
 TIME_ZONE = env.str("AEGIS_TIME_ZONE", default="UTC")
@@ -430,9 +431,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"()": "aegis.logs.ZonedFormatter",
+        "plain": {"()": "core.logs.ZonedFormatter",
                   "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "aegis.logs.ZonedJsonFormatter",
+        "json": {"()": "core.logs.ZonedJsonFormatter",
                  "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
                  "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
     },

@@ -42,7 +42,7 @@ def _log_timing(task=None, task_id=None, state=None, **_):
     run_ms = (time.time() - started) * 1000.0
     wait_ms = getattr(task.request, "aegis_queue_wait_ms", None)
     if wait_ms is not None:
-        from .metrics import TASK_QUEUE_WAIT
+        from core.metrics import TASK_QUEUE_WAIT
 
         TASK_QUEUE_WAIT.labels(task.name).observe(max(0.0, wait_ms / 1000.0))
     logger.info(

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from bench.execution import start_worker, stop_worker, wait_ready
-from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
+from kis_simulator.process import (Control, SimulatorNotStarted, simulator_start,
                                                  simulator_stop)
 
 N = int(os.environ.get("BENCH_BURST_N", "100"))
@@ -37,9 +37,9 @@ def burst(flavour: str, n: int) -> dict:
     from django.conf import settings
     from django.db import transaction
 
-    from aegis import clock
+    from core import clock
     from execution import services
-    from execution.brokers import get_broker
+    from execution.broker import get_broker
     from execution.models import Order, Position
 
     appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)

@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 
 from bench.stats import figures
-from execution.brokers.simulator.process import (SimulatorNotStarted, simulator_start,
+from kis_simulator.process import (SimulatorNotStarted, simulator_start,
                                                  simulator_stop)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,10 +123,10 @@ def main() -> int:
     from django.conf import settings
     from django.db import connection, transaction
 
-    from aegis import clock
+    from core import clock
 
     from execution import services
-    from execution.brokers import get_broker
+    from execution.broker import get_broker
     from execution.models import Order, OrderIntent
     from execution.services.submission import intent_submit
 

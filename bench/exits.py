@@ -11,7 +11,7 @@ the evaluation loop makes with the cache and without it, on real PostgreSQL and 
            same rules, as a loop that polls the database would.
 
 All run interleaved in one process against the same server. The process freezes its start-up
-objects, as the worker that runs the pass does (aegis/memory.py), and each variant's garbage is
+objects, as the worker that runs the pass does (core/memory.py), and each variant's garbage is
 collected after its pass, outside the timing: the naive pass leaves 70,000 ORM objects in
 reference cycles, whose full collection (100-230 ms, measured) would otherwise land in whichever
 pass came next. The query loop evaluates each of
@@ -37,7 +37,7 @@ django.setup()
 from django.core.cache import cache  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from aegis import clock, memory  # noqa: E402
+from core import clock, memory  # noqa: E402
 from execution.models import Position  # noqa: E402
 from trading import hot  # noqa: E402
 from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier  # noqa: E402

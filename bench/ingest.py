@@ -18,7 +18,7 @@ gunicorn, a real Celery worker, PostgreSQL, Redis and the KIS simulator.
 
 Latency is the order's submitted_at (taken when the simulator's answer is in) minus the moment
 this process began sending the request; every process reads one shifted clock, a trading
-morning (aegis.clock.ShiftedClock). Each pick is for its own symbol (a second pick in a held
+morning (core.clock.ShiftedClock). Each pick is for its own symbol (a second pick in a held
 symbol is a duplicate), listed at 10,000 KRW. Prints a table and a JSON line; never fails on a
 time. `python -m bench.ingest`, beside PostgreSQL and Redis (`make bench`).
 """
@@ -128,7 +128,7 @@ class Bench:
 
     def setup(self) -> None:
         from execution import services
-        from execution.brokers import get_broker
+        from execution.broker import get_broker
         from execution.models import Reconciliation
         from execution.services.reconciliation import reconciliation_run
         from picks.models import GateSettings, PickSource
@@ -154,7 +154,7 @@ class Bench:
         self.token = source_token_issue(source=self.source)
 
     def pick(self, symbol: str) -> dict:
-        from aegis import clock
+        from core import clock
 
         self.serial += 1
         return {"source": self.source.code, "external_id": f"b{self.serial}", "symbol": symbol,
@@ -174,7 +174,7 @@ class Bench:
 
     def market_calls(self) -> int:
         """The simulator's quote and order book requests so far (its request log)."""
-        from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+        from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
 
         return sum(r["path"] in (PATH_PRICE, PATH_ASKING_PRICE)
                    for r in self.control.call("GET", "/_sim/book")["requests"])
@@ -214,7 +214,7 @@ class Bench:
         return {name: figures(values)["p50"] for name, values in marks.items()}
 
     def event(self, symbols: list[str], answers: list[float] | None = None) -> dict:
-        from aegis import clock
+        from core import clock
 
         api, sent = Api(self.port, self.token), {}
         try:
@@ -232,7 +232,7 @@ class Bench:
 
     def scheduler(self, symbols: list[str]) -> dict:
         """Picks at random moments of a minute; the review's router runs at its end."""
-        from aegis import clock
+        from core import clock
         from picks.routing import orphans, picks_route
 
         if not symbols:

@@ -35,7 +35,7 @@ from django.db.models import F, Sum  # noqa: E402
 from django.db.models.functions import Coalesce  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from aegis import clock  # noqa: E402
+from core import clock  # noqa: E402
 from execution import services  # noqa: E402
 from execution.locks import position_qs_for_update  # noqa: E402
 from execution.models import Fill, Order, OrderIntent, Position  # noqa: E402

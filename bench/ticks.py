@@ -43,10 +43,10 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from aegis.memory import freeze_startup_objects
+from core.memory import freeze_startup_objects
 from bench.execution import hot_database_env, start_worker, stop_worker, wait_ready
 from bench.stats import figures
-from execution.brokers.simulator.process import (Control, SimulatorNotStarted, simulator_start,
+from kis_simulator.process import (Control, SimulatorNotStarted, simulator_start,
                                                  simulator_stop)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ class Running:
 
         async def main():
             self.stop = asyncio.Event()
-            # As the pricesync command: start-up objects frozen once ready (aegis/memory.py).
+            # As the pricesync command: start-up objects frozen once ready (core/memory.py).
             await self.sync.run(self.stop, on_ready=lambda: (
                 freeze_startup_objects("pricesync"), self.ready.set()))
 
@@ -238,7 +238,7 @@ class Bench:
     def run_all(self) -> dict:
         from aegis.celery import app
         from execution import services
-        from execution.brokers import get_broker
+        from execution.broker import get_broker
         from trading.models import ExitProfile
 
         services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
@@ -321,8 +321,8 @@ class Bench:
                 ExitProfile.objects.filter(pk=self.profile.pk).delete()
 
     def pricesync(self, *, evaluate: bool, send: bool = True):
-        from execution.brokers import get_broker
-        from execution.brokers.kis.protocol import WS_SUBSCRIBED, WS_TR_TRADE
+        from execution.broker import get_broker
+        from kis.protocol import WS_SUBSCRIBED, WS_TR_TRADE
 
         bench = self
         sync = stamped_sync_class()(bench, broker=get_broker(), evaluate=evaluate, send=send,
@@ -353,7 +353,7 @@ class Bench:
         """A managed open position on each symbol (the signals forget the cached books)."""
         from django.db import transaction
 
-        from aegis import clock
+        from core import clock
         from execution.models import Position
         from trading.models import PositionExitState
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from aegis import clock
+from core import clock
 from bench.charts import latency_chart
 from bench.stats import quantile
 from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position, TradingState
@@ -74,7 +74,9 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
                  .select_related("position").order_by("created_at"))
     orders = {o.intent_id: o for o in Order.objects.filter(intent__in=today)}
     outage = outage_window(session)
-    in_outage = (lambda t: outage is not None and outage[0] <= t <= outage[1])
+
+    def in_outage(t) -> bool:
+        return outage is not None and outage[0] <= t <= outage[1]
 
     paths = defaultdict(list)
     waited = []

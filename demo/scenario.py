@@ -38,7 +38,7 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
-from execution import krx
+from market import krx
 
 # The simulated stretches of the day: (from, to), each "HH:MM:SS".
 SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:31:30"), ("16:29:40", "16:30:40"))

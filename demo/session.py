@@ -36,11 +36,11 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection, connections
 from django.test.utils import override_settings
 
-from aegis import clock
-from aegis.logs import ZonedFormatter
+from core import clock
+from core.logs import ZonedFormatter
 from execution import fills_stream, services
-from execution.brokers import get_broker
-from execution.brokers.simulator.process import Control, simulator_start, simulator_stop
+from execution.broker import get_broker
+from kis_simulator.process import Control, simulator_start, simulator_stop
 from execution.exceptions import InsufficientAvailableQty
 from execution.models import (Alert, Fill, IntentType, Order, OrderIntent, Position,
                               TradingState)

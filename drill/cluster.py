@@ -4,7 +4,7 @@ Services: the throw-away PostgreSQL (+PgBouncer) and Redis that scripts/with-ser
 (DATABASE_URL, DATABASE_DIRECT_URL, REDIS_URL in the environment; `make drill` runs the drill
 under it), each behind a FaultProxy (drill/proxy.py) that the processes connect through. Every
 scenario gets a fresh database copied from a migrated template, a flushed Redis and a simulator
-of its own (`manage.py kis_simulator`). The processes are those of docker-compose.yml with the
+of its own (`python -m kis_simulator`). The processes are those of docker-compose.yml with the
 same commands, queues and environment: web (gunicorn), worker (default, trading), the execution
 worker (execution, picks on threads; one per "host"), beat, pricesync, fills, listener.
 
@@ -248,7 +248,7 @@ class Cluster:
 
     # --- the simulator ------------------------------------------------------------------------
     def simulator_start(self) -> None:
-        args = [PY, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0",
+        args = [PY, "-m", "kis_simulator", "--port", "0", "--ws-port", "0",
                 "--flavour", self.flavour, "--tick-ms", "500", "--seed", "7"]
         if self.rps is not None:
             args += ["--rps", str(self.rps)]

@@ -234,7 +234,7 @@ def snapshot_take(book: dict, *, cano: str, since: dt.datetime | None = None,
                   taken_at: dt.datetime | None = None) -> Snapshot:
     """The ledger now (rows created at or after `since` for intents and orders), and the
     simulator's `book` (GET /_sim/book) for account `cano`."""
-    from aegis import clock
+    from core import clock
     from execution.models import Order, OrderIntent, Position, TradingState
 
     intents_qs = OrderIntent.objects.all()

@@ -56,7 +56,7 @@ def _database_fresh(services: Services) -> None:
 
 
 def run_scenario(scenario, services: Services, *, logs: Path, options) -> dict:
-    from aegis import clock
+    from core import clock
     from drill import invariants
     from drill.scenarios import Run, Skipped, requires_faketime, seed
 

@@ -43,7 +43,7 @@ class Run:
     name: str
     cluster: Cluster
     services: Services
-    clock: object  # aegis.clock.ShiftedClock shared with the cluster
+    clock: object  # core.clock.ShiftedClock shared with the cluster
     symbols: list[str]
     options: Options
     violations: list[str] = field(default_factory=list)
@@ -52,7 +52,7 @@ class Run:
 
     # --- the simulator ----------------------------------------------------------------------
     def control(self, path: str, payload: dict | None = None, method: str = "POST") -> dict:
-        from execution.brokers.simulator.process import Control
+        from kis_simulator.process import Control
 
         ctl = Control(self.cluster.base_url)
         try:
@@ -125,7 +125,7 @@ class Run:
 def seed(run: Run, symbols: list[str]) -> None:
     """Positions of QTY shares at PRICE in the ledger, the same holdings at the simulator, one
     exit profile (3 % stop loss, 5 % gap down), trading ACTIVE."""
-    from aegis import clock
+    from core import clock
     from execution.models import Position, TradingState
     from trading.models import ExitProfile, PositionExitState
 

@@ -98,7 +98,7 @@ class Soak:
     notes: list[str] = field(default_factory=list)
 
     def at(self, day: int, hms: str) -> dt.datetime:
-        from aegis import clock
+        from core import clock
 
         return dt.datetime.combine(self.days[day], dt.time.fromisoformat(hms), clock.SEOUL)
 
@@ -114,7 +114,7 @@ def _sym(code: str) -> str:
 def play(soak: Soak, seg: Segment) -> None:
     """Run one segment: its clock for the simulator and the processes (started in UTC), its
     script at its moments, until its end."""
-    from aegis import clock
+    from core import clock
 
     start = soak.edge(seg.start, seg.day)
     end = soak.edge(seg.end, seg.day)
@@ -170,7 +170,7 @@ _PREQUEUE = re.compile(r"exit\.gap_prequeue day=(\S+) thresholds=\d+ at=(\S+ \S+
 
 
 def verdict(soak: Soak) -> dict:
-    from aegis import clock
+    from core import clock
     from execution.models import Alert, Order, OrderIntent, Position, Reconciliation
     from trading import market_calendar
     from trading.services import EXIT_PHASES
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         _django(services)
         _database_template(services)
         _database_fresh(services)
-        from aegis import clock
+        from core import clock
 
         first = trading_day(clock.now_seoul().date())
         second = trading_day(first + dt.timedelta(days=1))

@@ -19,7 +19,8 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from aegis import clock, metrics
+from core import metrics
+from core import clock
 
 from .models import Alert
 
@@ -143,7 +144,7 @@ _BREAKER = {
 
 
 def breaker_transition(name: str, old: str, new: str, opened_at: int | None) -> None:
-    """A KIS circuit breaker changed state (execution/brokers/kis/breaker.py). Every process
+    """A KIS circuit breaker changed state (kis/breaker.py). Every process
     that notices the change reports it; the outage's moment (when the circuit last opened, kept
     in Redis) makes the key, so a change is alerted once however many processes see it."""
     severity, text = _BREAKER.get(new, (Severity.WARNING, f"State {new}."))
@@ -167,7 +168,7 @@ def credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
 
 
 def stream_outage(*, stream: str, state: str, detail: str, since: float, fallback: str) -> None:
-    """A KIS WebSocket stream (execution/brokers/kis/ws.py) has had no working connection for a
+    """A KIS WebSocket stream (kis/ws.py) has had no working connection for a
     while ("down"; it keeps reconnecting with backoff), or works again ("up"). One alert each
     per outage, named by its start, however many processes report it."""
     episode = int(since)

@@ -8,8 +8,16 @@ class ExecutionConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from aegis.rows import prepares_only_direct
+        from core import metrics
+        from core.rows import prepares_only_direct
+        from kis import client as kis_client
 
-        # The hot statements are prepared on a direct connection only (aegis/rows.py).
+        from . import alerts, selectors
+
+        # The hot statements are prepared on a direct connection only (core/rows.py).
         connection_created.connect(prepares_only_direct,
-                                   dispatch_uid="aegis.rows.prepares_only_direct")
+                                   dispatch_uid="core.rows.prepares_only_direct")
+        # The KIS client reports through hooks (it imports no app): alerted here.
+        kis_client.HOOKS.breaker_transition = alerts.breaker_transition
+        kis_client.HOOKS.credentials_refused = alerts.credentials_refused
+        metrics.state_collector_register(selectors.reconciliation_metrics)

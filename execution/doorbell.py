@@ -290,7 +290,7 @@ class Lanes:
 
     def start(self) -> "Lanes":
         if self._broker is None:
-            from .brokers import get_broker
+            from .broker import get_broker
 
             self._broker = get_broker()
         self._alive()  # rings go to the list from now on, before the threads are up

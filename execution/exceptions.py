@@ -2,9 +2,7 @@
 anything was written (the service's transaction rolls back first).
 """
 
-
-class AegisError(Exception):
-    """Base of every error Aegis raises on purpose."""
+from core.errors import AegisError
 
 
 class LedgerError(AegisError):

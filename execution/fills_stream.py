@@ -11,11 +11,11 @@ import logging
 
 from django.db import close_old_connections
 
-from aegis.metrics import health_check_register
+from core.metrics import health_check_register
 
 from . import alerts
-from .brokers.kis.protocol import notice_tr_id
-from .brokers.kis.ws import FillNotice, KisStream
+from kis.protocol import notice_tr_id
+from kis.ws import FillNotice, KisStream
 from .models import Order
 from .services.sync import orders_sync
 

@@ -13,9 +13,8 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+from celery import current_app
 from django.conf import settings
-
-from aegis.celery import app
 
 logger = logging.getLogger("aegis.listener")
 
@@ -24,7 +23,7 @@ EXECUTE_TASK = "execution.intent_execute"
 
 
 def enqueue_execute(intent_id: str) -> None:
-    app.send_task(EXECUTE_TASK, args=[intent_id])
+    current_app.send_task(EXECUTE_TASK, args=[intent_id])
 
 
 def parse(payload: str) -> str | None:

@@ -1,15 +1,19 @@
 """Reads of the ledger that take more than one line."""
 
 import datetime as dt
+import logging
+import time
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce, Now
 
-from aegis import clock
+from core import clock
 
-from .models import Order, OrderIntent, Position, Side, TradingState
+from .models import Order, OrderIntent, Position, Reconciliation, Side, TradingState
+
+logger = logging.getLogger("core.metrics")
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,25 @@ def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
         status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
         quarantined_at__isnull=True,
     ).order_by("send_started_at").values_list("pk", flat=True)[:limit]]
+
+
+def reconciliation_metrics():
+    """The last reconciliation, for /metrics at scrape time (core.metrics' shared state): left
+    out when the database cannot be read."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    try:
+        run = Reconciliation.objects.order_by("-started_at").only(
+            "result", "finished_at").first()
+    except DatabaseError as exc:
+        logger.warning("metrics.database_unavailable error=%s", type(exc).__name__)
+        return
+    status = GaugeMetricFamily("aegis_reconciliation_ok",
+                               "1 when the last reconciliation matched KIS's holdings.")
+    age = GaugeMetricFamily("aegis_reconciliation_age_seconds",
+                            "Seconds since the last reconciliation finished.")
+    if run is not None:
+        status.add_metric([], 1 if run.result == Reconciliation.Result.MATCHED else 0)
+        age.add_metric([], max(0.0, time.time() - run.finished_at.timestamp()))
+    yield status
+    yield age

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import DatabaseError, connection, connections
 
-from aegis.rows import connection_lost
+from core.rows import connection_lost
 
 from .services.submission import intent_submit, order_send
 

@@ -8,9 +8,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils.module_loading import import_string
 
-from aegis import clock
+from core import clock
 
-from .brokers import get_broker
+from .broker import get_broker
 from .selectors import intents_waiting, orders_in_flight, orders_unsent
 from .services.audit import ledger_audit
 from .services.expiry import orders_expire

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from execution import krx
+from market import krx
 
 HUNDRED = Decimal(100)
 

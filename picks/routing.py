@@ -32,9 +32,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
-from aegis import clock, metrics
-from aegis.rows import bound_cursor, columns, instances
-from execution.brokers.kis.errors import KisError, KisProductNotFound
+from core import metrics
+from core import clock
+from core.rows import bound_cursor, columns, instances
+from kis.errors import KisError, KisProductNotFound
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
                               Side, TradingState)
@@ -804,7 +805,7 @@ def picks_route(*, pick_ids: Iterable[int], routed_by: str, broker=None,
     """Route each pick in turn; counts of each outcome. `rung`: picks as the doorbell's ring
     carried them, by id (pick_route)."""
     if broker is None:
-        from execution.brokers import get_broker
+        from execution.broker import get_broker
 
         broker = get_broker()
     counts = {ROUTED: 0, REJECTED: 0, SKIPPED: 0, DEFERRED: 0}

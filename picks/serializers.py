@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
-from aegis import clock
+from core import clock
 from execution.models import Side, symbol_validator
 from execution.validation import MAX_QTY
 

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from aegis import clock
-from aegis.rows import bound_cursor
+from core import clock
+from core.rows import bound_cursor
 
 from . import doorbell, gates
 from .models import Pick, PickSource

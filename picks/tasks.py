@@ -33,7 +33,7 @@ def route_now(pick_ids: list[int], routed_by: str, *, broker=None, rung=None,
               executor=None) -> dict:
     """Route the picks from this thread (`rung`: as the doorbell's ring carried them, by id),
     each entry's order sent by `executor` once committed, else from this thread."""
-    from execution.brokers import get_broker
+    from execution.broker import get_broker
     from execution.services.intents import execute_here
 
     from .routing import picks_route

@@ -181,7 +181,7 @@ def in_session(hh: int = 10, mm: int = 0):
     tests of the exit engine in real time, which decides only while the market trades."""
     import datetime as dt
 
-    from aegis import clock
+    from core import clock
     from trading import market_calendar
 
     day = clock.now_seoul().date() + dt.timedelta(days=1)

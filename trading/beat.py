@@ -12,7 +12,7 @@ import time
 from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from aegis import clock
+from core import clock
 
 from .cadence import CadenceDriver, PrequeueDriver
 from .calendar_sync import overrides_refresh

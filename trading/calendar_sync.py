@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import time
 
-from aegis import clock
+from core import clock
 
 from . import market_calendar
 from .models import SpecialDay

@@ -39,7 +39,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models.functions import TruncDate
 
-from aegis import clock
+from core import clock
 from execution.models import Position
 
 from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import holidays
 
-from aegis.clock import SEOUL
+from core.clock import SEOUL
 
 REGULAR_OPEN = dt.time(9, 0)
 REGULAR_CLOSE = dt.time(15, 30)

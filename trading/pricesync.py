@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from django.db import (Error as DatabaseError, InterfaceError, OperationalError,
                        close_old_connections, connection, connections)
 
-from aegis import clock
-from aegis.rows import bound_cursor, connection_lost
-from execution.brokers.kis.protocol import WS_TR_TRADE as TR_TRADE
-from execution.brokers.kis.ws import KisStream, TradeTick
+from core import clock
+from core.rows import bound_cursor, connection_lost
+from kis.protocol import WS_TR_TRADE as TR_TRADE
+from kis.ws import KisStream, TradeTick
 from execution.models import Position
 from execution.sender import InProcessSender
 from execution.services.intents import execute_here

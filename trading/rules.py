@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from execution import krx
+from market import krx
 
 HUNDRED = Decimal(100)
 # An exit is a limit order this many ticks below the price that fired it: marketable at once,

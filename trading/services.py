@@ -21,8 +21,8 @@ from django.db import connection, transaction
 from django.db.models import Max, Value
 from django.db.models.functions import Coalesce, Greatest
 
-from aegis import clock
-from aegis.rows import bound_cursor, columns, instances
+from core import clock
+from core.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
 from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position

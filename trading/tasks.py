@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 
-from aegis import clock
+from core import clock
 
 from .services import limit_orders_due, exit_pass, gap_prequeue
 
@@ -46,7 +46,7 @@ def exit_pass_task() -> dict:
 def exit_orders_expire_task() -> dict:
     """Re-price the engine's exits: cancel those still unfilled TRADING_EXIT_ORDER_TIMEOUT_S into
     the session; their shares are free again and the next evaluation decides at today's price."""
-    from execution.brokers import get_broker
+    from execution.broker import get_broker
     from execution.services.expiry import orders_expire
 
     from .services import DECIDED_AGAIN
@@ -68,7 +68,7 @@ def flatten_check_task() -> str:
     """The emergency-flatten policy, every few seconds (beat): KIS's order circuit as this
     process's client sees it (shared through Redis), and whether every held price is stale.
     First, any held symbol without a fresh price is alerted (PRICES), whatever the policy."""
-    from execution.brokers import get_broker
+    from execution.broker import get_broker
     from execution.models import FlattenPolicy
     from execution.services.flatten import flatten_policy_check
 
@@ -89,7 +89,7 @@ def day_end_task() -> dict:
     """After each trading day's close: its day orders end in the ledger (execution's day_end).
     Every minute; it finds nothing to do but once a day, and catches up a day a stopped beat
     missed."""
-    from execution.brokers import get_broker
+    from execution.broker import get_broker
 
     from .services import day_end_run
 
@@ -100,8 +100,8 @@ def day_end_task() -> dict:
 def calendar_check_task() -> list[str]:
     """Once a day (beat, 07:30 Seoul): the market calendar against KIS's holiday inquiry,
     disagreements alerted. The inquiry serves real accounts only."""
-    from execution.brokers import get_broker
-    from execution.brokers.kis.protocol import Flavour
+    from execution.broker import get_broker
+    from kis.protocol import Flavour
 
     from .calendar_sync import calendar_check
 

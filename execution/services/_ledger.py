@@ -4,7 +4,7 @@ import logging
 
 from django.core.exceptions import ValidationError
 
-from aegis import clock
+from core import clock
 
 from ..exceptions import IntentNotFound, OrderNotFound, PositionNotFound
 from ..locks import intent_qs_for_update, order_qs_for_update, position_qs_for_update

@@ -24,10 +24,10 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
-from aegis import clock
-from aegis.rows import bound_cursor
+from core import clock
+from core.rows import bound_cursor
 
-from ..brokers.kis.errors import KisWriteWithheld
+from kis.errors import KisWriteWithheld
 from ..models import Order, Side, TradingState
 from .trading_state import trading_state_get
 

@@ -24,9 +24,9 @@ import logging
 
 from django.db import transaction
 
-from aegis import clock
+from core import clock
 
-from ..brokers.kis.client import DailyOrder
+from kis.client import DailyOrder
 from ..models import Order, TradingState
 from .orders import order_mark_cancelled, order_withdraw_unsent
 from .quarantine import order_quarantine

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 from django.db.models import Q
 
-from aegis import clock
+from core import clock
 
-from ..brokers.kis.errors import KisError
+from kis.errors import KisError
 from ..models import Order
 from .sync import orders_sync
 

@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from django.db import transaction
 from django.db.models import Sum
 
-from aegis import clock
+from core import clock
 
 from ..exceptions import FillExceedsOrder, InvalidInput, InvalidOrderState
 from ..models import Fill, Order, Position, Side

@@ -13,7 +13,7 @@ import logging
 from django.db import transaction
 from django.db.models import Max
 
-from aegis import clock
+from core import clock
 from ..exceptions import InsufficientAvailableQty, PositionClosed
 from ..models import Alert, FlattenPolicy, Position
 from .positions import position_flatten

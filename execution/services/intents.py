@@ -13,8 +13,9 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 
-from aegis import clock, metrics
-from aegis.rows import bound_cursor, columns, instances
+from core import metrics
+from core import clock
+from core.rows import bound_cursor, columns, instances
 
 from ..exceptions import (
     InsufficientAvailableQty,

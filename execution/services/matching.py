@@ -8,9 +8,9 @@ A revision or a cancellation (orgn_odno set) is never a new order's record.
 
 import datetime as dt
 
-from aegis import clock
+from core import clock
 
-from ..brokers.kis.client import DailyOrder
+from kis.client import DailyOrder
 
 
 def kis_time(row: DailyOrder) -> dt.datetime | None:

@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Subquery
 
-from aegis import clock
-from aegis.rows import bound_cursor
+from core import clock
+from core.rows import bound_cursor
 
 from ..exceptions import (
     BrokerQtyRequired,

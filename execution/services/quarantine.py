@@ -14,7 +14,7 @@ the order agrees with KIS again (corrected by hand if needed), a person releases
 import hashlib
 import logging
 
-from aegis import clock
+from core import clock
 
 from ..models import Alert, Order
 

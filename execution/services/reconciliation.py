@@ -27,10 +27,10 @@ import logging
 
 from django.db import transaction
 
-from aegis import clock
+from core import clock
 
-from ..brokers.kis.client import BadDailyOrder, DailyOrder
-from ..brokers.kis.errors import KisError
+from kis.client import BadDailyOrder, DailyOrder
+from kis.errors import KisError
 from ..locks import positions_qs_for_update
 from ..models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from .sync import orders_sync

@@ -25,11 +25,12 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.db.models import Q
 
-from aegis import clock, metrics
+from core import metrics
+from core import clock
 
 from ..alerts import alert_raise
-from ..brokers.kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
-from ..brokers.kis.errors import (
+from kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
+from kis.errors import (
     KisAmbiguousOutcome,
     KisError,
     KisMarketClosed,

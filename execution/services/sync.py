@@ -15,7 +15,7 @@ from itertools import groupby
 
 from django.db import DataError, IntegrityError, transaction
 
-from ..brokers.kis.client import BadDailyOrder, DailyOrder
+from kis.client import BadDailyOrder, DailyOrder
 from ..exceptions import LedgerError
 from ..models import Order
 from .fills import order_catch_up

@@ -3,7 +3,7 @@ import functools
 
 from django.db.models import Case, F, Q, Subquery, Value, When
 
-from aegis import clock
+from core import clock
 
 from ..exceptions import InvalidInput, TradingNotAllowed
 from ..models import TradingState

@@ -41,7 +41,7 @@ def test_every_type_aegis_caches_round_trips():
     import datetime as dt
     from decimal import Decimal
 
-    from aegis import clock
+    from core import clock
     from picks.models import PickSource
     from trading import hot
     from trading.rules import Rules, Tier

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from aegis import clock
+from core import clock
 
 
 def test_installed_clock_is_used_and_restored():

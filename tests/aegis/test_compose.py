@@ -355,5 +355,5 @@ def test_every_running_app_service_has_a_healthcheck_on_its_health(services, nam
     port = int(re.search(r"127\.0\.0\.1:(\d+)/", test).group(1))
     if name in ("web", "flower"):
         assert port == {"web": 8000, "flower": 5555}[name]
-    else:  # the process's own /health on AEGIS_OPS_PORT (aegis/metrics.py)
+    else:  # the process's own /health on AEGIS_OPS_PORT (core/metrics.py)
         assert str(port) == str(resolved_environment(services[name])["AEGIS_OPS_PORT"]), name

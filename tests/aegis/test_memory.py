@@ -1,4 +1,4 @@
-"""aegis.memory: a long-running process's start-up objects are frozen out of the garbage
+"""core.memory: a long-running process's start-up objects are frozen out of the garbage
 collector's full passes (in a child process: freezing the test runner's own would keep its
 garbage for the rest of the session)."""
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import gc, json, django
 django.setup()
-from aegis.memory import freeze_startup_objects
+from core.memory import freeze_startup_objects
 frozen = freeze_startup_objects("test")
 print(json.dumps({"frozen": frozen, "count": gc.get_freeze_count(),
                   "left": len(gc.get_objects())}))

@@ -1,4 +1,4 @@
-"""aegis.rows.bound_cursor, the hot statements' cursor: parameters travel apart from the text;
+"""core.rows.bound_cursor, the hot statements' cursor: parameters travel apart from the text;
 on a direct connection PostgreSQL keeps a statement run often prepared (pricesync and the
 execution worker as deployed), through PgBouncer's transaction pooling never, as a pooled server
 connection could not carry it, not even when DATABASE_POOLING was left unset.
@@ -13,7 +13,7 @@ CHILD = f"""
 import json, django
 django.setup()
 from django.db import connection
-from aegis.rows import bound_cursor
+from core.rows import bound_cursor
 answers = []
 for n in range(8):
     with bound_cursor() as cursor:

@@ -69,7 +69,7 @@ def test_a_simulated_day_is_refused_with_a_real_broker_or_in_production(tmp_path
     for env in ({"KIS_ENV": "real"}, {"KIS_ENV": "paper"}, PRODUCTION):
         result = run(["-c", PROBE], **day | env)
         assert result.returncode != 0 and "AEGIS_CLOCK_START" in result.stderr, env
-    shown = run(["-c", "import django; django.setup(); from aegis import clock; "
+    shown = run(["-c", "import django; django.setup(); from core import clock; "
                        "print(clock.now_seoul().date())"], **day, KIS_ENV="simulator")
     assert shown.returncode == 0 and shown.stdout.strip() == "2026-11-24", shown.stderr
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from aegis import clock
+from core import clock
 from bench.stress import oversells
 from execution import services
 from execution.models import Fill, Order

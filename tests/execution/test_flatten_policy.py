@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution.alerts import breaker_transition
 from execution.models import Alert, FlattenPolicy, OrderIntent, Position
 from execution.services.flatten import flatten_policy_check

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from execution.krx import is_on_tick, price_limits, round_to_tick, tick_size
+from market.krx import is_on_tick, price_limits, round_to_tick, tick_size
 
 prices = st.integers(min_value=5, max_value=5_000_000)
 

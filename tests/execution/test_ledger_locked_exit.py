@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.exceptions import InsufficientAvailableQty, InvalidInput, TradingNotAllowed
 from execution.locks import position_qs_for_update

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Alert, Order, OrderIntent, Position
 from execution.services.audit import ledger_audit, ledger_drift

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
-from execution.brokers.kis.errors import KisUnavailable
+from kis.errors import KisUnavailable
 from execution.models import Order
 from execution.tasks import orders_expire_task
 from tests.ledger_helpers import key

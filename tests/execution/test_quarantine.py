@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from execution import services
-from execution.brokers.kis.client import KisClient
+from kis.client import KisClient
 from execution.models import Alert, Order, Position
 from execution.services.quarantine import order_quarantine
 from execution.services.sync import orders_sync

@@ -3,10 +3,10 @@ PostgreSQL; KIS's answers given as raw pages read by the real client's parsing."
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
-from execution.brokers.kis import protocol
-from execution.brokers.kis.client import KisClient
+from kis import protocol
+from kis.client import KisClient
 from execution.models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from execution.services.reconciliation import reconciliation_run
 from execution.services.trading_state import reconciliation_require

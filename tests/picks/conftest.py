@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from aegis import clock
+from core import clock
 from picks.services import source_token_issue
 from picks.models import PickSource
 

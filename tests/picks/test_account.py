@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution.models import Fill, Order, OrderIntent, Position, Reconciliation
 from picks.routing import account_read
 from trading.models import BestPrice

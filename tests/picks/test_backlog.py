@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from django.test import Client
 
-from execution.brokers.kis.ratelimit import SharedRateLimiter
+from kis.ratelimit import SharedRateLimiter
 from picks import routing
 from picks.models import Pick, PickSource
 from tests.picks.conftest import a_pick, post

@@ -12,7 +12,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError
 
-from aegis import clock
+from core import clock
 
 from execution import doorbell as execution_doorbell
 from execution.models import Order

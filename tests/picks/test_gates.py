@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, strategies as st
 
-from aegis.clock import SEOUL
-from execution import krx
+from core.clock import SEOUL
+from market import krx
 from picks import gates
 from picks.models import GateSettings
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.test import Client
 
-from aegis import clock
+from core import clock
 from picks.auth import source_key
 from picks.models import Pick
 from picks.services import source_token_issue, token_digest

@@ -13,9 +13,9 @@ from django.core.cache import cache
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from aegis import clock
-from execution.brokers.kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
-from execution.brokers.kis.vault import DatabaseVault
+from core import clock
+from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+from execution.broker import DatabaseVault
 from execution.models import Order, OrderIntent, Position, Reconciliation
 from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run

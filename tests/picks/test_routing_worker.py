@@ -8,8 +8,8 @@ import re
 import pytest
 from django.test import Client
 
-from aegis import clock
-from execution.brokers.kis.vault import DatabaseVault
+from core import clock
+from execution.broker import DatabaseVault
 from execution.models import Order, Reconciliation
 from execution.services.reconciliation import reconciliation_run
 from picks.models import GateSettings, Pick

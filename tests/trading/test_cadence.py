@@ -8,7 +8,7 @@ import statistics
 import pytest
 from django.core.cache import cache
 
-from aegis.clock import SEOUL
+from core.clock import SEOUL
 from trading import cadence as cadence_module
 from trading.beat import ExitCadenceScheduler, windows_from_db
 from trading.cadence import CadenceDriver, PrequeueDriver
@@ -119,7 +119,7 @@ def test_the_scheduler_sends_passes_between_its_database_reads(monkeypatch):
     scheduler = ExitCadenceScheduler()
     scheduler.cadence = CadenceDriver(send=lambda e: sent.append(e),
                                       windows=lambda: DEFAULT_WINDOWS)
-    from aegis import clock
+    from core import clock
 
     with clock.installed(clock.FixedClock(at(9, 0))):
         waits = [scheduler.tick() for _ in range(3)]
@@ -139,7 +139,7 @@ def test_beat_sleeps_the_real_share_of_a_sped_up_clocks_wait(monkeypatch):
     monkeypatch.setattr("trading.beat.overrides_refresh", lambda: None)
     scheduler = ExitCadenceScheduler()
     scheduler.cadence = CadenceDriver(send=lambda e: None, windows=lambda: DEFAULT_WINDOWS)
-    from aegis import clock
+    from core import clock
 
     with clock.installed(clock.ShiftedClock(at(8, 54, 40), speed=60)):
         wait = scheduler.tick()  # the rush window opens at 08:55:00, 20 s of the clock away

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from django.urls import reverse
 
-from aegis import clock
-from execution.brokers.kis.client import KisClient
-from execution.brokers.kis.errors import KisProtocolError
+from core import clock
+from kis.client import KisClient
+from kis.errors import KisProtocolError
 from execution.models import Alert
 from tests.execution.brokers.test_execution_submit import kis_client  # noqa: F401
 from trading import market_calendar

@@ -3,7 +3,7 @@ reaches pricesync over the WebSocket, the exit it fires goes out through a real 
 the simulator fills it, the fill notice comes back through `stream_fills`, and the ledger ends
 where the rule says, as does the broker's balance.
 
-Every process lives in one simulated trading day (aegis.clock.ShiftedClock): this process and
+Every process lives in one simulated trading day (core.clock.ShiftedClock): this process and
 the simulator move to the moment each test needs (the bell, the time exit), and the worker and
 the fill stream, which only date their orders, sit at noon of the same day.
 """
@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Fill, Order, OrderIntent, Position
 from tests.execution.brokers import kis_worker

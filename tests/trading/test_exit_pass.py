@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from aegis import clock
+from core import clock
 from execution.models import OrderIntent, Position
 from tests.ledger_helpers import open_position
 from tests.support import child_database_url, direct_database_env

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import OrderIntent, Position
 from tests.ledger_helpers import key, open_position

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from aegis.clock import SEOUL
+from core.clock import SEOUL
 from trading import market_calendar
 from trading.market_calendar import (
     CSAT_DAYS,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution.models import Alert, Order, OrderIntent, Position, TradingState
 from execution.services.submission import Outcome, intent_submit
 from tests.execution.brokers.test_execution_submit import kis_client  # noqa: F401

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution.models import Alert
 from tests.ledger_helpers import open_position
 from trading.models import BestPrice

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 from websockets.asyncio.server import serve
 
-from aegis import clock
-from execution.brokers.kis import protocol
-from execution.brokers.kis.client import Quote
+from core import clock
+from kis import protocol
+from kis.client import Quote
 from execution.models import Alert
 from tests.support import free_port, in_session
 from trading.models import BestPrice

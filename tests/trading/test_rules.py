@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aegis.clock import SEOUL
-from execution import krx
+from core.clock import SEOUL
+from market import krx
 from trading.rules import (
     Holding,
     Rules,

@@ -3,7 +3,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from aegis.metrics import ops_server_start
+from core.metrics import ops_server_start
 from execution.listener import CHANNEL, listen
 
 

@@ -2,7 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from execution.brokers import get_broker
+from execution.broker import get_broker
 from execution.models import Reconciliation
 from execution.services.reconciliation import reconciliation_run
 from execution.services.trading_state import reconciliation_require

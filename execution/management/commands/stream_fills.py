@@ -3,8 +3,8 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from aegis.metrics import ops_server_start
-from execution.brokers import get_broker
+from core.metrics import ops_server_start
+from execution.broker import get_broker
 from execution.fills_stream import run
 
 

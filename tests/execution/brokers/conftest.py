@@ -81,7 +81,7 @@ class KisSim:
 def _start(flavour: str):
     log = tempfile.NamedTemporaryFile(prefix=f"kis-sim-{flavour}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "kis_simulator", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "kis_simulator", "--host", "127.0.0.1", "--port", "0",
          "--ws-port", "0", "--flavour", flavour, "--seed", "0", "--tick-ms", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=os.environ.copy())
     try:
@@ -161,7 +161,7 @@ def trading_hours(kis_sim):
     """This process and the simulator at 10:00 Seoul of the next trading day, at real speed:
     for tests whose outcome hangs on the market trading (exits are decided only then) or on
     the Seoul date staying the same (today's orders)."""
-    from aegis import clock
+    from core import clock
     from tests.support import in_session
 
     moment = in_session()

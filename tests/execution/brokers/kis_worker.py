@@ -6,9 +6,9 @@ import time
 
 def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0,
                vault=None, **config):
-    from execution.brokers.kis.client import KisClient
-    from execution.brokers.kis.config import AppCredentials, KisConfig
-    from execution.brokers.kis.protocol import Flavour
+    from kis.client import KisClient
+    from kis.config import AppCredentials, KisConfig
+    from kis.protocol import Flavour
 
     app = AppCredentials(sim["appkey"], sim["appsecret"])
     return KisClient(KisConfig(
@@ -38,7 +38,7 @@ def breaker_calls(sim: dict, env: dict, start_at: float, until: float) -> dict:
 
     django.setup()
     from execution import alerts
-    from execution.brokers.kis.errors import KisCircuitOpen, KisError
+    from kis.errors import KisCircuitOpen, KisError
 
     client = client_for(sim, 1000, retries=0, read_timeout_s=1.0, breaker_fail_max=5,
                         breaker_reset_s=5.0)

@@ -9,9 +9,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from execution.brokers.kis.breaker import Breakers
-from execution.brokers.kis.errors import KisCircuitOpen, KisUnavailable
-from execution.brokers.kis.ratelimit import SharedRateLimiter
+from kis.breaker import Breakers
+from kis.errors import KisCircuitOpen, KisUnavailable
+from kis.ratelimit import SharedRateLimiter
 
 FAIL_MAX = 3
 

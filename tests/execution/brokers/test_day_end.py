@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Order, Position, TradingState
 from execution.services.day_end import day_end

@@ -12,7 +12,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from aegis import clock
+from core import clock
 from execution import doorbell, services
 from execution.models import Order, OrderIntent
 from execution.tasks import SWEEP_AGE, sweep

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Alert, Order
 from execution.services.claim import order_claim, order_unclaim

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Alert, Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
@@ -109,7 +109,7 @@ def test_entry_intent_becomes_exactly_one_broker_order(kis_sim, worker):
 
 
 def test_the_worker_freezes_its_start_up_objects_before_serving(worker):
-    """Out of the garbage collector's full passes (aegis/memory.py), once, at worker_ready."""
+    """Out of the garbage collector's full passes (core/memory.py), once, at worker_ready."""
     frozen = re.findall(r"gc\.frozen process=(\S+) objects=(\d+)", worker.read_text())
     assert frozen and {name for name, _ in frozen} == {"worker"}  # threads: no children
     assert all(int(count) > 50_000 for _, count in frozen)
@@ -239,7 +239,7 @@ def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_client,
     """KIS's gateway refuses an expired token before the order reaches the exchange: the client
     replaces the token once, and when the new one is refused too the order is left unsent and
     unclaimed for the retry (or the sweep), never rejected, and a person is alerted."""
-    from execution.brokers.kis.errors import KisTokenExpired
+    from kis.errors import KisTokenExpired
     from execution.services.submission import NOT_SENT, Outcome, intent_submit
 
     settings.EXECUTION_AUTO_SUBMIT = False

@@ -132,7 +132,7 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
     one."""
     import datetime as dt
 
-    from aegis import clock
+    from core import clock
     from execution.services.expiry import orders_expire
     from trading.services import DECIDED_AGAIN
 
@@ -170,7 +170,7 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
 def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
     import datetime as dt
 
-    from aegis import clock
+    from core import clock
     from execution.services.expiry import orders_expire
 
     kis_sim.control("/_sim/limits", {"max_fill_per_step": 2})
@@ -205,7 +205,7 @@ def test_an_order_in_the_closing_auction_waits_for_the_match(kis_sim, broker):
     fills at the auction's single price when the auction ends (15:30)."""
     import datetime as dt
 
-    from aegis import clock
+    from core import clock
     from execution.tasks import orders_expire_task
 
     day = dt.datetime(2026, 11, 24, 15, 19, 30, tzinfo=clock.SEOUL)  # a Tuesday
@@ -246,7 +246,7 @@ def test_an_earlier_days_order_is_never_cancelled(kis_sim, broker):
     yesterday's order number would hit today's order of that number."""
     import datetime as dt
 
-    from aegis import clock
+    from core import clock
     from execution.services.expiry import orders_expire
 
     position = held(kis_sim, broker)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Fill, Order, Position
 from execution.tasks import orders_expire_task

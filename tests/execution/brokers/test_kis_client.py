@@ -12,10 +12,10 @@ import time
 import pytest
 from django.core.cache import cache
 
-from aegis import clock
-from execution.brokers.kis import errors
-from execution.brokers.kis.protocol import Flavour, notice_tr_id
-from execution.brokers.kis.ws import KisStream
+from core import clock
+from kis import errors
+from kis.protocol import Flavour, notice_tr_id
+from kis.ws import KisStream
 from tests.execution.brokers import kis_worker
 
 TODAY = clock.now_seoul().date()  # KIS dates its orders in Seoul
@@ -390,7 +390,7 @@ def test_upper_case_keys_are_read_the_same(kis_sim, client):
 
 
 def test_an_expired_token_is_replaced_once(kis_sim):
-    from execution.brokers.kis.tokens import CredentialStore
+    from kis.tokens import CredentialStore
 
     kis_sim.control("/_sim/limits", {"token_ttl_s": 2, "token_interval_s": 0})
     client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
@@ -407,7 +407,7 @@ def test_an_expired_token_is_replaced_once(kis_sim):
 
 @pytest.mark.django_db
 def test_a_token_outlives_the_loss_of_redis(kis_sim):
-    from execution.brokers.kis.vault import DatabaseVault
+    from execution.broker import DatabaseVault
     from execution.models import BrokerCredential
 
     first = kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault())
@@ -425,8 +425,8 @@ def test_a_token_outlives_the_loss_of_redis(kis_sim):
 
 @pytest.mark.django_db
 def test_a_vault_entry_sealed_with_another_secret_is_ignored(kis_sim):
-    from execution.brokers.kis.config import AppCredentials
-    from execution.brokers.kis.vault import DatabaseVault
+    from kis.config import AppCredentials
+    from execution.broker import DatabaseVault
 
     vault = DatabaseVault()
     app = AppCredentials(kis_sim.appkey, kis_sim.appsecret)

@@ -6,12 +6,12 @@ from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from execution.brokers.kis import errors, protocol
-from execution.brokers.kis.client import lower_keys
-from execution.brokers.kis.config import AppCredentials, KisConfig
-from execution.brokers.kis.protocol import Flavour
-from execution.brokers.kis.crypto import aes_decrypt, aes_encrypt
-from execution.brokers.kis.ws import notice_from, trade_from
+from kis import errors, protocol
+from kis.client import lower_keys
+from kis.config import AppCredentials, KisConfig
+from kis.protocol import Flavour
+from kis.crypto import aes_decrypt, aes_encrypt
+from kis.ws import notice_from, trade_from
 
 KEY = "k" * 32
 IV = "i" * 16
@@ -128,8 +128,8 @@ def test_bad_kis_settings_are_refused_clearly(kis, message):
 def test_every_refusal_the_simulator_sends_is_a_documented_refusal():
     """The simulator stands in for KIS: each order refusal it can send must reject the order,
     not leave it unknown (and protocol.ORDER_REFUSALS holds nothing it never refuses with)."""
-    from execution.brokers.kis import protocol
-    from execution.brokers.simulator import engine
+    from kis import protocol
+    from kis_simulator import engine
 
     sent = {value for name, value in vars(engine).items() if name.startswith("MSG_")
             and name not in ("MSG_ORDER_SENT",) and isinstance(value, str)}

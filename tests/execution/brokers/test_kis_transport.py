@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from execution.brokers.kis.transport import ConnectFailed, ExchangeFailed, Transport
+from kis.transport import ConnectFailed, ExchangeFailed, Transport
 
 ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTR_ID: T1\r\n"
           b"Content-Length: 11\r\n\r\n{\"rt_cd\":0}")

@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from aegis import metrics
+from core import metrics
 from execution import services
 from execution.models import Reconciliation
 from execution.services.reconciliation import reconciliation_run
@@ -106,7 +106,7 @@ def test_a_stream_down_past_its_alert_makes_its_process_unhealthy(monkeypatch):
     then shows a dead feed."""
     import time
 
-    from execution.brokers.kis.ws import KisStream
+    from kis.ws import KisStream
 
     stream = KisStream(url="ws://127.0.0.1:9", approval_key=lambda: "k", alert_after_s=10)
     monkeypatch.setitem(metrics._process_checks, "stream", stream.health)

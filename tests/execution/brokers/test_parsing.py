@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from execution.brokers.kis.client import (BadDailyOrder, DailyOrder, KisClient, balance_from,
+from kis.client import (BadDailyOrder, DailyOrder, KisClient, balance_from,
                                           daily_order_from, holding_from, order_ack_from)
-from execution.brokers.kis.errors import KisAmbiguousOutcome, KisProtocolError
+from kis.errors import KisAmbiguousOutcome, KisProtocolError
 
 ROW = {
     "ord_dt": "20261207", "ord_gno_brno": "06010", "odno": "0000000007", "orgn_odno": "",

@@ -8,8 +8,8 @@ import logging
 import pytest
 from websockets.asyncio.server import serve
 
-from execution.brokers.kis import protocol
-from execution.brokers.kis.ws import FrameError, KisStream, trade_from
+from kis import protocol
+from kis.ws import FrameError, KisStream, trade_from
 from tests.support import free_port
 
 TR = protocol.WS_TR_TRADE

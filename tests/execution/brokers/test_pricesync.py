@@ -12,7 +12,7 @@ from django.core.cache import cache
 
 from execution.models import OrderIntent
 from tests.execution.brokers import kis_worker
-from aegis import clock
+from core import clock
 from tests.support import child_database_url, holds_for, in_session
 from tests.execution.brokers.test_execution_submit import wait_for
 from tests.execution.brokers.test_kis_client import sim_dict

@@ -11,10 +11,10 @@ import time
 import pytest
 from django.conf import settings
 
-from aegis import redis_clients
-from execution.brokers.kis.breaker import Breakers
-from execution.brokers.kis.errors import KisCircuitOpen, KisUnavailable
-from execution.brokers.kis.ratelimit import SharedRateLimiter
+from core import redis_clients
+from kis.breaker import Breakers
+from kis.errors import KisCircuitOpen, KisUnavailable
+from kis.ratelimit import SharedRateLimiter
 
 
 @pytest.fixture
@@ -164,8 +164,8 @@ def test_every_client_made_here_has_bounded_connects_and_reads():
 
 def test_tokens_are_issued_and_kept_in_the_process_while_the_cache_stalls(silent_redis, caplog):
     from aegis.cache import KeptClientRedisCache
-    from execution.brokers.kis.config import AppCredentials
-    from execution.brokers.kis.tokens import Credential, CredentialStore
+    from kis.config import AppCredentials
+    from kis.tokens import Credential, CredentialStore
 
     caplog.set_level(logging.INFO, logger="aegis.kis")
     stalled = KeptClientRedisCache(silent_redis, {"OPTIONS": {

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.exceptions import TradingNotAllowed
 from execution.models import Alert, Order, Position, Reconciliation, TradingState

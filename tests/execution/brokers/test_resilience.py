@@ -10,7 +10,7 @@ import time
 import pytest
 
 from execution import alerts, services
-from execution.brokers.kis.errors import KisCircuitOpen
+from kis.errors import KisCircuitOpen
 from execution.models import Alert, Order
 from execution.tasks import sweep
 from tests.execution.brokers import kis_worker
@@ -125,8 +125,8 @@ def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, t
 
 def test_a_real_outage_triggers_the_flatten_policy_once_after_n_minutes_and_sells_nothing(
         kis_sim):
-    from aegis import clock
-    from execution.brokers.kis.errors import KisError
+    from core import clock
+    from kis.errors import KisError
     from execution.models import FlattenPolicy, OrderIntent
     from execution.services.flatten import flatten_policy_check
     from tests.ledger_helpers import open_position

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from aegis import clock
+from core import clock
 from execution import services
 from execution.models import Order, Position
 from execution.sender import InProcessSender

@@ -27,7 +27,7 @@ import websockets
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from execution.brokers.kis.protocol import NOTICE_FIELDS, TRADE_FIELDS
+from kis.protocol import NOTICE_FIELDS, TRADE_FIELDS
 
 ROOT = Path(__file__).resolve().parents[3]
 ORDER_CASH = "/uapi/domestic-stock/v1/trading/order-cash"
@@ -1021,7 +1021,7 @@ def test_requests_keep_flowing_from_threads(kis_sim):
 
 # --- the command ------------------------------------------------------------------------------
 def test_the_command_refuses_a_remote_host():
-    result = subprocess.run([sys.executable, "manage.py", "kis_simulator", "--host", "0.0.0.0",
+    result = subprocess.run([sys.executable, "-m", "kis_simulator", "--host", "0.0.0.0",
                              "--port", "0", "--ws-port", "0"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0 and "--allow-remote" in result.stderr
@@ -1031,7 +1031,7 @@ def test_the_command_refuses_a_remote_host():
 def test_the_command_line_its_ready_line_ticking_and_a_clean_stop():
     key, secret = "cmd-" + os.urandom(8).hex(), os.urandom(24).hex()
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0",
+        [sys.executable, "-m", "kis_simulator", "--port", "0", "--ws-port", "0",
          "--flavour", "paper", "--seed", "5", "--tick-ms", "20", "--rps", "50",
          "--app", f"{key}:{secret}", "--account", "60000001-01:5000000:cmd-hts",
          "--symbol", "000660:120000:SK하이닉스", "--ping-s", "5"],

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from execution import krx
-from execution.brokers.simulator import engine as eng
-from execution.brokers.simulator.engine import Engine, Refusal, Side
+from market import krx
+from kis_simulator import engine as eng
+from kis_simulator.engine import Engine, Refusal, Side
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 NOW = dt.datetime(2026, 3, 4, 10, 15, 30, tzinfo=SEOUL)

@@ -3,10 +3,10 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from aegis.memory import freeze_startup_objects
-from aegis.metrics import health_check_register, ops_server_start
+from core.memory import freeze_startup_objects
+from core.metrics import health_check_register, ops_server_start
 
-from execution.brokers import get_broker
+from execution.broker import get_broker
 from execution.validation import check_symbol
 from execution.exceptions import InvalidInput
 from trading.pricesync import PriceSync

@@ -13,12 +13,12 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 from . import protocol
-from .breaker import Breakers
+from .breaker import Breakers, Transition
 from .config import AppCredentials, KisConfig
 from .errors import (
     KisAmbiguousOutcome,
@@ -289,24 +289,38 @@ class OrderBook:
     expected_price: int
 
 
+class Hooks:
+    """What the client reports, set once by the application that uses it (execution's app
+    config alerts both): a breaker's change of state, and a replacement token refused too."""
+
+    breaker_transition: Transition | None = None
+    # (app fingerprint, use, KIS's code)
+    credentials_refused: Callable[..., None] | None = None
+
+
+HOOKS = Hooks()
+
+
 def default_breakers(config: KisConfig) -> Breakers:
     """The breakers of this app key pair, their state in Redis (shared by every process),
-    their transitions recorded and alerted (execution/alerts.py)."""
+    their transitions reported to HOOKS."""
     from django.conf import settings
-
-    from execution.alerts import breaker_transition
 
     return Breakers(fingerprints={"query": config.query_app.fingerprint,
                                   "order": config.order_app.fingerprint},
                     fail_max=config.breaker_fail_max, reset_s=config.breaker_reset_s,
-                    redis_url=settings.REDIS_URL or "", on_transition=breaker_transition)
+                    redis_url=settings.REDIS_URL or "", on_transition=_transition)
+
+
+def _transition(name: str, old: str, new: str, opened_at: int | None) -> None:
+    if HOOKS.breaker_transition is not None:
+        HOOKS.breaker_transition(name, old, new, opened_at)
 
 
 def _credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
-    """The default of KisClient's on_credentials_refused: alerted (execution/alerts.py)."""
-    from execution.alerts import credentials_refused
-
-    credentials_refused(app=app, use=use, msg_cd=msg_cd)
+    """The default of KisClient's on_credentials_refused: reported to HOOKS."""
+    if HOOKS.credentials_refused is not None:
+        HOOKS.credentials_refused(app=app, use=use, msg_cd=msg_cd)
 
 
 def _breaker_of(use: str) -> str:

@@ -10,14 +10,13 @@ queue depths, the last reconciliation) is read from Redis and PostgreSQL when sc
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-logger = logging.getLogger("aegis.metrics")
+logger = logging.getLogger("core.metrics")
 
 # 1 ms to 60 s: the hot paths live in the first buckets, the baselines in the last.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
@@ -61,9 +60,19 @@ def order_accepted(*, intent_type: str, created_at, event_at, submitted_at) -> N
             max(0.0, (submitted_at - event_at).total_seconds()))
 
 
+# What an app adds to the shared state (execution: the last reconciliation): callables yielding
+# metric families at scrape time, each leaving out what it cannot read, never raising.
+_state_collectors: list[Callable[[], Iterable]] = []
+
+
+def state_collector_register(collect: Callable[[], Iterable]) -> None:
+    if collect not in _state_collectors:
+        _state_collectors.append(collect)
+
+
 class SharedState:
-    """Collected at scrape time: breaker states (Redis), queue depths (Redis), the last
-    reconciliation (PostgreSQL). A source that cannot be read is left out, never raised."""
+    """Collected at scrape time: breaker states (Redis), queue depths (Redis), and what the apps
+    registered. A source that cannot be read is left out, never raised."""
 
     def __init__(self) -> None:
         self._redis = None
@@ -80,7 +89,8 @@ class SharedState:
 
     def collect(self):
         yield from self._redis_state()
-        yield from self._reconciliation()
+        for collect in list(_state_collectors):
+            yield from collect()
 
     def _redis_state(self):
         from django.conf import settings
@@ -109,28 +119,6 @@ class SharedState:
         yield breakers
         yield queues
 
-    def _reconciliation(self):
-        from django.db import DatabaseError
-
-        from execution.models import Reconciliation
-
-        try:
-            run = Reconciliation.objects.order_by("-started_at").only(
-                "result", "finished_at").first()
-        except DatabaseError as exc:
-            logger.warning("metrics.database_unavailable error=%s", type(exc).__name__)
-            return
-        status = GaugeMetricFamily("aegis_reconciliation_ok",
-                                   "1 when the last reconciliation matched KIS's holdings.")
-        age = GaugeMetricFamily("aegis_reconciliation_age_seconds",
-                                "Seconds since the last reconciliation finished.")
-        if run is not None:
-            status.add_metric([], 1 if run.result == Reconciliation.Result.MATCHED else 0)
-            age.add_metric([], max(0.0, time.time() - run.finished_at.timestamp()))
-        yield status
-        yield age
-
-
 _registered = False
 _lock = threading.Lock()
 
@@ -154,11 +142,21 @@ def health_check_register(name: str, check: Callable[[], str]) -> None:
     _process_checks[name] = check
 
 
+def database_check() -> str:
+    """"ok", or the error's type: a health check reports, never raises."""
+    from django.db import connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {type(exc).__name__}"
+
+
 def health_checks() -> dict[str, str]:
     """The database and Redis, as this process reaches them, and its own checks."""
     from django.conf import settings
-
-    from .health import database_check
 
     checks = {"database": database_check()}
     for name, check in list(_process_checks.items()):

@@ -10,7 +10,7 @@ client cannot read. A refusal (an order refused, a rate limit, an unknown symbol
 pybreaker holds a lock for the whole guarded call, which would make a process's KIS calls take
 turns; each thread therefore gets its own CircuitBreaker object over the shared storage.
 
-While Redis does not answer (within its timeout: aegis/redis_clients.py), each breaker keeps
+While Redis does not answer (within its timeout: core/redis_clients.py), each breaker keeps
 its state in the process instead, counting the failures it sees itself, so that it still
 opens when KIS is unwell; Redis is asked again every settings.REDIS_RETRY_S, and the shared
 state is used again once it answers. The outage is logged once, not on every call.
@@ -26,7 +26,7 @@ import datetime as dt
 import pybreaker
 import redis
 
-from aegis import redis_clients
+from core import redis_clients
 
 from .errors import KisAmbiguousOutcome, KisCircuitOpen, KisProtocolError, KisUnavailable
 

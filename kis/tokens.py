@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.core.cache import cache as default_cache
 
-from aegis.redis_clients import Outage
+from core.redis_clients import Outage
 from .config import AppCredentials
 from .errors import KisTokenRateLimited, KisUnavailable
 

@@ -1,7 +1,7 @@
 """KIS Open API wire facts (../shared/design/KIS.md), shared by the client and the simulator.
 
 Only facts of the protocol live here: paths, TR IDs, field orders and message codes. Behaviour
-lives in the client (client.py) and the simulator (execution/brokers/simulator/).
+lives in the client (client.py) and the simulator (kis_simulator/).
 """
 
 import re

@@ -21,8 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from fractions import Fraction
 
-from execution import krx
-from execution.brokers.kis import protocol
+from market import krx
+from kis import protocol
 
 # --- refusals ---------------------------------------------------------------------------------
 # Market closed and unknown product are codes KIS is known to send (KIS.md). For every other

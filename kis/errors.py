@@ -2,7 +2,7 @@
 token, app key or secret.
 """
 
-from execution.exceptions import AegisError
+from core.errors import AegisError
 
 from . import protocol
 

@@ -1,5 +1,8 @@
-"""The durable tier of shared KIS credentials: PostgreSQL, behind the per-process memo and the
-Redis cache. Redis may lose its data (a restart without persistence); KIS will not issue a new
+"""The broker this process talks to: one KIS client (kis/) per process, built from settings, its
+credentials kept in the ledger's vault and its events alerted.
+
+The vault is the durable tier of shared KIS credentials: PostgreSQL, behind the per-process memo
+and the Redis cache. Redis may lose its data (a restart without persistence); KIS will not issue a new
 token for a minute, so every worker that had not memoised the token would stall. The vault
 keeps the value sealed with a key derived from the app secret (Fernet), which only the
 environment holds.
@@ -7,13 +10,15 @@ environment holds.
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import logging
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.db import DatabaseError, transaction
 
-from .config import AppCredentials
+from kis.client import KisClient
+from kis.config import AppCredentials, KisConfig
 
 logger = logging.getLogger("aegis.kis")
 
@@ -69,3 +74,8 @@ class DatabaseVault:
             BrokerCredential.objects.filter(kind=kind, app_fingerprint=app.fingerprint).delete()
         except DatabaseError:
             logger.warning("kis.%s could not be removed from the vault", kind)
+
+
+@functools.cache
+def get_broker() -> KisClient:
+    return KisClient(KisConfig.from_settings(), vault=DatabaseVault())

@@ -6,7 +6,7 @@ included, and then let them all go at once. Every client Aegis makes for itself 
 `client()`: it connects within settings.REDIS_CONNECT_TIMEOUT_S and has each answer within
 settings.REDIS_TIMEOUT_S (plus the wait of a blocking read), so a caller meets RedisError
 instead, and falls back to what it can do alone (the rate limiter to a local share of the
-rate, the breakers to local state: execution/brokers/kis/). `Outage` keeps the fallback from
+rate, the breakers to local state: kis/). `Outage` keeps the fallback from
 paying a timeout on every call while Redis does not answer, and logs the outage once.
 """
 

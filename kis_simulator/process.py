@@ -10,7 +10,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 READY = "KIS simulator ready: "
 
 
@@ -20,11 +20,11 @@ class SimulatorNotStarted(RuntimeError):
 
 def simulator_start(*args: str, cwd: Path = ROOT, env: dict | None = None
                     ) -> tuple[subprocess.Popen, str, str]:
-    """`manage.py kis_simulator --port 0 --ws-port 0 <args>`; returns the process and its REST
+    """`python -m kis_simulator --port 0 --ws-port 0 <args>`; returns the process and its REST
     and WebSocket base URLs once it is ready. Raises SimulatorNotStarted (the process stopped)
     when it does not come up."""
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "kis_simulator", "--port", "0", "--ws-port", "0", *args],
+        [sys.executable, "-m", "kis_simulator", "--port", "0", "--ws-port", "0", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     if not line.startswith(READY):

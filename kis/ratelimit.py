@@ -9,7 +9,7 @@ The window is a little longer than a second (`guard_ms`): a request takes its sl
 milliseconds before it reaches KIS, and that spread must not put two slots into one of KIS's
 seconds. On the embedded default (no Redis) the window lives in the process.
 
-When Redis does not answer within its timeout (aegis/redis_clients.py), the process neither
+When Redis does not answer within its timeout (core/redis_clients.py), the process neither
 waits for it nor lets requests through unthrottled: it limits itself to a conservative share of
 the rate (settings.KIS["RATE_FALLBACK_SHARE"], a quarter by default, at least one a second),
 counted in the process, until Redis answers again. The share assumes up to that many processes
@@ -27,7 +27,7 @@ import uuid
 import redis
 from django.conf import settings
 
-from aegis import redis_clients
+from core import redis_clients
 
 from .errors import KisRateLimited
 

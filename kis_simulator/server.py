@@ -34,11 +34,11 @@ from fractions import Fraction
 
 from aiohttp import WSMsgType, web
 
-from aegis import clock as aegis_clock
-from execution import krx
-from execution.brokers.kis import protocol
-from execution.brokers.kis.crypto import aes_encrypt
-from execution.brokers.kis.protocol import Flavour
+from core import clock as aegis_clock
+from market import krx
+from kis import protocol
+from kis.crypto import aes_encrypt
+from kis.protocol import Flavour
 
 from . import day as day_model
 from . import engine as eng
@@ -652,7 +652,6 @@ class Simulator:
         book = {
             "flavour": self.flavour.value, "seed": self.seed, "session_open": e.session_open,
             "auction": e.auction, "day_phase": self.day_phase,
-            "auction": e.auction,
             "limits": asdict(self.limits), "faults": self.faults_view(),
             "accounts": accounts, "orders": orders, "fills": fills, "prices": prices,
             "token_issuance": dict(self.gateway.token_issuance),
@@ -1706,7 +1705,7 @@ class ControlApi:
 
     async def clock(self, request: web.Request) -> web.Response:
         """{"start": ISO 8601 with an offset, "origin": Unix seconds (default now), "speed": 1}:
-        the simulator's day runs from `start` (aegis.clock.ShiftedClock), as AEGIS_CLOCK_START
+        the simulator's day runs from `start` (core.clock.ShiftedClock), as AEGIS_CLOCK_START
         makes Aegis's processes do, until DELETE /_sim/clock or a reset."""
         payload = await self._payload(request)
         try:

@@ -1,0 +1,1 @@
+"""What is true of the market, whoever trades in it: KRX's rules (tick sizes, price limits)."""
