@@ -1,7 +1,16 @@
 import itertools
+import os
+import signal
+import subprocess
+from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
+
+from tests.support import kis as kis_worker
+from tests.support.kis_sim import KisSim, _process
+from tests.support.workers import wait_for
 
 
 def pytest_configure(config):
@@ -67,3 +76,80 @@ def test_database_left_free(django_db_setup, django_db_blocker):
     with psycopg.connect(urlunsplit(direct._replace(path="/postgres")), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+
+
+# The KIS simulator (tests/support/kis_sim.py): a real server process on loopback, one per test
+# module that uses it.
+@pytest.fixture(scope="module")
+def kis_sim_process():
+    yield from _process("real")
+
+
+@pytest.fixture(scope="module")
+def kis_sim_paper_process():
+    yield from _process("paper")
+
+
+@pytest.fixture
+def kis_sim(kis_sim_process) -> KisSim:
+    """The simulator (flavour real), reset and given its defaults for this test."""
+    kis_sim_process.reset()
+    return kis_sim_process
+
+
+@pytest.fixture
+def kis_sim_paper(kis_sim_paper_process) -> KisSim:
+    """The simulator (flavour paper: V-prefixed TR IDs, 2 requests/s, small pages), reset."""
+    kis_sim_paper_process.reset()
+    return kis_sim_paper_process
+
+
+@pytest.fixture
+def trading_hours(kis_sim):
+    """This process and the simulator at 10:00 Seoul of the next trading day, at real speed:
+    for tests whose outcome hangs on the market trading (exits are decided only then) or on
+    the Seoul date staying the same (today's orders)."""
+    from core import clock
+    from tests.support import in_session
+
+    moment = in_session()
+    kis_sim.control("/_sim/clock", {"start": moment.start.isoformat(), "origin": moment.origin})
+    with clock.installed(moment):
+        yield moment
+
+
+@pytest.fixture
+def kis_client(kis_sim):
+    """A KIS client of this process on the simulator, for the services called directly."""
+    from tests.support.kis import sim_dict
+
+    return kis_worker.client_for(sim_dict(kis_sim), rate=50)
+
+
+# Redis stopped and started again, for the tests of an outage.
+SERVICES = Path(os.environ.get("AEGIS_SERVICES_DIR", "/nonexistent"))
+
+
+def redis_up() -> bool:
+    try:
+        return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_control():
+    if not (SERVICES / "redis.conf").exists():
+        pytest.fail("needs the throw-away Redis of scripts/with-services.sh (run `make test`)")
+
+    def stop():
+        os.kill(int((SERVICES / "redis.pid").read_text()), signal.SIGTERM)
+        wait_for(lambda: not redis_up(), "Redis to stop")
+
+    def start():
+        subprocess.run(["redis-server", str(SERVICES / "redis.conf")], check=True)
+        wait_for(redis_up, "Redis to start")
+
+    yield stop, start
+    if not redis_up():
+        start()

@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from execution import services
 from execution.models import IntentType, OrderIntent, TradingState
-from tests.ledger_helpers import key, open_position, submit
+from tests.support.ledger import key, open_position, submit
 from trading.models import ExitProfile, TakeProfitTier
 
 pytestmark = pytest.mark.django_db

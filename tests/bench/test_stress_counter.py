@@ -6,7 +6,7 @@ from core import clock
 from bench.stress import oversells
 from execution import services
 from execution.models import Fill, Order
-from tests.ledger_helpers import fill, key, open_position
+from tests.support.ledger import fill, key, open_position
 
 pytestmark = pytest.mark.django_db
 

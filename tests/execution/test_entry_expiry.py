@@ -1,15 +1,15 @@
 """An entry too old to send is withdrawn (execution.services.orders.entry_order_expire) unless a
 sender claimed its order first: under a race, exactly one of the two wins, on real PostgreSQL
 connections. The withdrawal's paths end to end, against the KIS simulator, are in
-tests/execution/brokers/test_execution_submit.py."""
+tests/execution/test_execution_submit.py."""
 
 import pytest
 
 from execution import services
 from execution.services.orders import entry_order_expire
 from execution.services.claim import order_claim
-from tests.ledger_helpers import key
 from tests.support import at_once
+from tests.support.ledger import key
 
 
 @pytest.mark.django_db(transaction=True)

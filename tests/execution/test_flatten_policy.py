@@ -11,7 +11,7 @@ from execution.alerts import breaker_transition
 from execution.models import Alert, FlattenPolicy, OrderIntent, Position
 from execution.services.flatten import flatten_policy_check
 from execution.services.trading_state import trading_state_get
-from tests.ledger_helpers import open_position
+from tests.support.ledger import open_position
 from trading.models import BestPrice
 from trading.services import prices_stale_since
 

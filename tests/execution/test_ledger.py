@@ -14,7 +14,7 @@ from execution.exceptions import (
 )
 from execution.models import Fill, IntentType, Order, OrderIntent, Position
 from execution.selectors import position_ledger_breakdown
-from tests.ledger_helpers import fill, key, open_position, submit
+from tests.support.ledger import fill, key, open_position, submit
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from execution.exceptions import InsufficientAvailableQty, InvalidInput, Trading
 from execution.locks import position_qs_for_update
 from execution.services.intents import execute_here
 from execution.models import Order, OrderIntent, Position, TradingState
-from tests.ledger_helpers import key, open_position
+from tests.support.ledger import key, open_position
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from core import clock
 from execution import services
 from execution.models import Alert, Order, OrderIntent, Position
 from execution.services.audit import ledger_audit, ledger_drift
-from tests.ledger_helpers import fill, key, open_position
+from tests.support.ledger import fill, key, open_position
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

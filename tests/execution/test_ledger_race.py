@@ -9,9 +9,9 @@ from django.db.models import F, Sum
 
 from execution.models import Fill, Order, OrderIntent, Position
 from execution.selectors import position_ledger_breakdown
-from tests.execution import race_worker
 from tests import support
-from tests.ledger_helpers import open_position
+from tests.execution import race_worker
+from tests.support.ledger import open_position
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from execution.exceptions import (
     TradingNotAllowed,
 )
 from execution.models import Fill, Order, OrderIntent, Position, TradingState
-from tests.ledger_helpers import fill, key, open_position, submit
+from tests.support.ledger import fill, key, open_position, submit
 
 pytestmark = pytest.mark.django_db
 

@@ -18,16 +18,14 @@ import redis
 
 from execution import services
 from execution.models import Order, Position
-from tests.execution.brokers.conftest import kis_sim, kis_sim_process
-from tests.execution.brokers.test_execution_submit import start_worker, stop_worker, wait_for
-from tests.ledger_helpers import key, open_position
 from tests.support import child_database_url, forget_broker_credentials
+from tests.support.ledger import key, open_position
+from tests.support.workers import start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "execution"
-SIMULATOR_FIXTURES = (kis_sim, kis_sim_process)  # the broker tests' KIS simulator, used here too
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from django.db import connection, connections, transaction
 
 from execution.models import Position
-from tests.ledger_helpers import open_position
 from tests.support import child_database_url, wait_until
+from tests.support.ledger import open_position
 from trading import services as trading_services
 from trading.models import ExitProfile, PositionExitState
 

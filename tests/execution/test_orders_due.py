@@ -11,7 +11,7 @@ from execution import services
 from kis.errors import KisUnavailable
 from execution.models import Order
 from execution.tasks import orders_expire_task
-from tests.ledger_helpers import key
+from tests.support.ledger import key
 
 pytestmark = pytest.mark.django_db
 

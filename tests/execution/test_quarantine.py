@@ -11,7 +11,7 @@ from kis.client import KisClient
 from execution.models import Alert, Order, Position
 from execution.services.quarantine import order_quarantine
 from execution.services.sync import orders_sync
-from tests.ledger_helpers import key, open_position, submit
+from tests.support.ledger import key, open_position, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from kis.client import KisClient
 from execution.models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from execution.services.reconciliation import reconciliation_run
 from execution.services.trading_state import reconciliation_require
-from tests.ledger_helpers import key, open_position
+from tests.support.ledger import key, open_position
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

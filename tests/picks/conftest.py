@@ -1,11 +1,20 @@
 import itertools
-import json
 
 import pytest
 
 from core import clock
+from execution.broker import DatabaseVault
+from execution.models import Reconciliation
+from execution.services.intents import execute_here
+from execution.services.reconciliation import reconciliation_run
 from picks.services import source_token_issue
 from picks.models import PickSource
+from picks.tasks import SendHere
+from tests.support import forget_broker_credentials
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.picks import CLOCK
+from trading.models import ExitProfile
 
 _codes = itertools.count(1)
 
@@ -23,22 +32,6 @@ def make_source(db):
     return make
 
 
-def a_pick(source: PickSource, n: int = 1, /, **overrides) -> dict:
-    pick = {"source": source.code, "external_id": f"ext-{n}", "symbol": "005930",
-            "side": "BUY", "budget_krw": 1_000_000, "limit_price": 71_000, "score": "0.5",
-            "generated_at": clock.now().isoformat()}
-    pick.update(overrides)
-    return {k: v for k, v in pick.items() if v is not ...}
-
-
-def post(client, token: str | None, body, **headers):
-    if token is not None:
-        headers["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post("/api/picks/ingest", data=data, content_type="application/json",
-                       **headers)
-
-
 @pytest.fixture
 def fetches():
     """No market read begun by a heads-up before or after the test (routing._fetches)."""
@@ -49,5 +42,29 @@ def fetches():
     routing._fetches.clear()
 
 
-# The KIS simulator fixtures, for the router's tests.
-from tests.execution.brokers.conftest import kis_sim, kis_sim_process  # noqa: E402, F401
+# The router on the simulator, for tests/picks/test_routing.py and test_doorbell.py.
+@pytest.fixture
+def broker(kis_sim):
+    """The simulator and this process at 10:00 on DAY, a client for it, the deposit read (a
+    reconciliation), and intents sent from this process as the route task sends them."""
+    forget_broker_credentials()
+    kis_sim.control("/_sim/clock", {"start": CLOCK.start.isoformat(), "origin": CLOCK.origin})
+    client = kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault())
+    with clock.installed(CLOCK):
+        run = reconciliation_run(broker=client, trigger=Reconciliation.Trigger.MANUAL)
+        assert run.cash_krw == kis_sim.cash
+        execute_here(SendHere(client))
+        try:
+            yield client
+        finally:
+            execute_here(None)
+
+
+@pytest.fixture
+def profile(db):
+    return ExitProfile.objects.create(name="news", stop_loss_pct=3)
+
+
+@pytest.fixture
+def source(make_source, profile):
+    return make_source(exit_profile=profile)

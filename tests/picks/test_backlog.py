@@ -12,7 +12,7 @@ from django.test import Client
 from kis.ratelimit import SharedRateLimiter
 from picks import routing
 from picks.models import Pick, PickSource
-from tests.picks.conftest import a_pick, post
+from tests.support.picks import a_pick, post
 
 pytestmark = pytest.mark.django_db
 

@@ -19,10 +19,8 @@ from execution.models import Order
 from execution.services.intents import execute_here
 from picks import doorbell, gates
 from picks.models import GateSettings, Pick
-from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
-from tests.picks.conftest import a_pick
-from tests.picks.test_routing import broker, ingest, profile, source  # noqa: F401 - fixtures
-from tests.picks.test_routing_worker import submitted
+from tests.support.picks import a_pick, ingest, submitted
+from tests.support.workers import broker_orders, wait_for
 from trading.models import BestPrice
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -132,7 +130,7 @@ def test_a_lane_that_cannot_route_hands_the_pick_to_the_route_task(bus, monkeypa
 
 def test_the_lanes_serve_the_execution_bell_too(kis_sim, bus, routers):
     from execution import services
-    from tests.ledger_helpers import key
+    from tests.support.ledger import key
 
     execute_here(None)  # the intent this thread opens goes to the doorbell, not to this thread
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())

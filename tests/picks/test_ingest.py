@@ -16,8 +16,8 @@ from core import clock
 from picks.auth import source_key
 from picks.models import Pick
 from picks.services import source_token_issue, token_digest
-from tests.picks.conftest import a_pick, post
 from tests.support import at_once, child_database_url
+from tests.support.picks import a_pick, post
 
 pytestmark = pytest.mark.django_db
 

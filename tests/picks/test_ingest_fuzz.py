@@ -12,7 +12,7 @@ from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from picks.models import Pick
-from tests.picks.conftest import post
+from tests.support.picks import post
 
 pytestmark = pytest.mark.django_db
 

@@ -10,67 +10,28 @@ from collections import Counter
 
 import pytest
 from django.core.cache import cache
-from django.test import Client
 from prometheus_client import REGISTRY
 
 from core import clock
 from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
-from execution.broker import DatabaseVault
-from execution.models import Order, OrderIntent, Position, Reconciliation
+from execution.models import Order, OrderIntent, Position
 from execution.services.intents import execute_here
-from execution.services.reconciliation import reconciliation_run
 from execution.services.trading_state import trading_state_set
 from picks import routing
 from picks.gates import Limits
 from picks.models import GateSettings, Pick, PositionOpener
 from picks.tasks import SendHere
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.picks.conftest import a_pick, post
-from tests.support import at_once, forget_broker_credentials
+from tests.support import at_once
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.picks import CLOCK, a_pick, ingest
+from tests.support.workers import broker_orders, wait_for
 from trading import hot
-from trading.models import ExitProfile, PositionExitState
+from trading.models import PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-DAY = dt.date(2026, 11, 24)  # a Tuesday, a KRX trading day
-CLOCK = clock.ShiftedClock(dt.datetime.combine(DAY, dt.time(10), clock.SEOUL))
 PRICE = 71_000  # the simulator's 005930; its book: bid 71,000, ask 71,100
-
-
-@pytest.fixture
-def broker(kis_sim):
-    """The simulator and this process at 10:00 on DAY, a client for it, the deposit read (a
-    reconciliation), and intents sent from this process as the route task sends them."""
-    forget_broker_credentials()
-    kis_sim.control("/_sim/clock", {"start": CLOCK.start.isoformat(), "origin": CLOCK.origin})
-    client = kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault())
-    with clock.installed(CLOCK):
-        run = reconciliation_run(broker=client, trigger=Reconciliation.Trigger.MANUAL)
-        assert run.cash_krw == kis_sim.cash
-        execute_here(SendHere(client))
-        try:
-            yield client
-        finally:
-            execute_here(None)
-
-
-@pytest.fixture
-def profile(db):
-    return ExitProfile.objects.create(name="news", stop_loss_pct=3)
-
-
-@pytest.fixture
-def source(make_source, profile):
-    return make_source(exit_profile=profile)
-
-
-def ingest(source_and_token, *picks: dict) -> list[int]:
-    source, token = source_and_token
-    answer = post(Client(), token, list(picks))
-    assert answer.status_code == 202, answer.content
-    return answer.json()["ids"]
 
 
 def route(broker, ids, by="EVENT") -> dict:

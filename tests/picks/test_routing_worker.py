@@ -14,14 +14,11 @@ from execution.models import Order, Reconciliation
 from execution.services.reconciliation import reconciliation_run
 from picks.models import GateSettings, Pick
 from picks.tasks import picks_sweep_task
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_outage import redis_control  # noqa: F401
-from tests.execution.brokers.test_execution_submit import (broker_orders, start_worker,
-                                                           stop_worker, wait_for)
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.picks.conftest import a_pick, post
-from tests.picks.test_routing import CLOCK
 from tests.support import at_once, forget_broker_credentials
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.picks import CLOCK, a_pick, post, submitted
+from tests.support.workers import broker_orders, start_worker, stop_worker, wait_for
 from trading.models import ExitProfile, PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -52,12 +49,6 @@ def market(kis_sim, worker):
 @pytest.fixture
 def source(make_source, db):
     return make_source(exit_profile=ExitProfile.objects.create(name="news", stop_loss_pct=3))
-
-
-def submitted(pick_id: int) -> Order:
-    wait_for(lambda: Order.objects.filter(intent__picks=pick_id, status="SUBMITTED").exists(),
-             f"pick {pick_id}'s order at the broker")
-    return Order.objects.get(intent__picks=pick_id)
 
 
 def test_a_pick_sent_over_http_becomes_an_order_through_the_worker(market, source, worker):

@@ -9,7 +9,7 @@ from django.test import Client
 
 from picks.models import GateSettings, Pick, PickSource
 from picks.services import token_digest
-from tests.picks.conftest import a_pick, post
+from tests.support.picks import a_pick, post
 
 pytestmark = pytest.mark.django_db
 

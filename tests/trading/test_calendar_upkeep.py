@@ -11,7 +11,6 @@ from core import clock
 from kis.client import KisClient
 from kis.errors import KisProtocolError
 from execution.models import Alert
-from tests.execution.brokers.test_execution_submit import kis_client  # noqa: F401
 from trading import market_calendar
 from trading.calendar_sync import calendar_check, overrides_refresh
 from trading.models import SpecialDay
@@ -66,7 +65,7 @@ def test_the_admin_refuses_a_closed_day_with_times_and_a_saved_day_applies_at_on
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
-def test_a_day_kis_says_is_closed_is_alerted_once(kis_sim, kis_client):  # noqa: F811
+def test_a_day_kis_says_is_closed_is_alerted_once(kis_sim, kis_client):
     monday = dt.date(2026, 11, 23)
     closure = dt.date(2026, 11, 26)  # a Thursday the library says is open
     kis_sim.control("/_sim/day", {"closed": [closure.isoformat()]})

@@ -16,13 +16,12 @@ import pytest
 from core import clock
 from execution import services
 from execution.models import Fill, Order, OrderIntent, Position
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import start_worker, stop_worker, wait_for
-from tests.execution.brokers.test_fills_stream import fill_stream_running
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.execution.brokers.test_pricesync import Running
-from tests.ledger_helpers import key
 from tests.support import forget_broker_credentials
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import key
+from tests.support.pricesync import Running
+from tests.support.workers import fill_stream_running, start_worker, stop_worker, wait_for
 from trading.models import ExitProfile, PositionExitState, TakeProfitTier
 from trading.pricesync import PriceSync
 from trading.services import gap_prequeue

@@ -14,8 +14,8 @@ import pytest
 
 from core import clock
 from execution.models import OrderIntent, Position
-from tests.ledger_helpers import open_position
 from tests.support import child_database_url, direct_database_env
+from tests.support.ledger import open_position
 from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
 from trading.services import exit_pass
 

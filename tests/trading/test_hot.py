@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from core import clock
 from execution import services
 from execution.models import OrderIntent, Position
-from tests.ledger_helpers import key, open_position
+from tests.support.ledger import key, open_position
 from trading import hot
 from trading.models import BestPrice, ExitProfile, PositionExitState
 from trading.services import exit_pass, gap_prequeue

@@ -10,8 +10,7 @@ import pytest
 from core import clock
 from execution.models import Alert, Order, OrderIntent, Position, TradingState
 from execution.services.submission import Outcome, intent_submit
-from tests.execution.brokers.test_execution_submit import kis_client  # noqa: F401
-from tests.ledger_helpers import open_position
+from tests.support.ledger import open_position
 from trading.models import BestPrice, ExitProfile, PositionExitState
 from trading.services import exit_pass, market_hold
 
@@ -31,7 +30,7 @@ def quote(symbol, price, when):
 
 
 def test_a_refusal_for_market_hours_holds_the_engine_until_the_next_phase(
-        kis_sim, kis_client, settings):  # noqa: F811
+        kis_sim, kis_client, settings):
     settings.EXECUTION_AUTO_SUBMIT = False
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=Decimal(3), gap_down_pct=None)
     position = open_position("005930", 10, 71_000)

@@ -7,7 +7,7 @@ import pytest
 
 from core import clock
 from execution.models import Alert
-from tests.ledger_helpers import open_position
+from tests.support.ledger import open_position
 from trading.models import BestPrice
 from trading.services import prices_stale_alert
 

@@ -2,44 +2,17 @@
 `stream_fills` process, with no periodic sync involved.
 """
 
-import contextlib
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from execution import services
 from execution.models import Order, Position
 from execution.services.submission import intent_submit
-from tests.execution.brokers.kis_worker import client_for
-from tests.execution.brokers.test_execution_submit import wait_for, worker_env
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
+from tests.support.kis import client_for, sim_dict
+from tests.support.ledger import key
+from tests.support.workers import fill_stream_running, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@contextlib.contextmanager
-def fill_stream_running(sim, log: Path, env: dict | None = None):
-    """`manage.py stream_fills` against `sim` (`env` on top of worker_env), until the block ends."""
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "manage.py", "stream_fills"], cwd=ROOT,
-                                env=worker_env(sim) | (env or {}), stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while "streaming fill notices" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
-        yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.fixture

@@ -11,15 +11,15 @@ from execution import services
 from execution.models import Order, Position, TradingState
 from execution.services.day_end import day_end
 from execution.services.trading_state import trading_state_get
-from tests.execution.brokers.test_fills_sync import broker, held, send  # noqa: F401
-from tests.ledger_helpers import key
+from tests.support.fills import held, send
+from tests.support.ledger import key
 from trading.services import day_end_run, last_closed_day
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("trading_hours")]
 
 
 def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
-        kis_sim, broker, trading_hours):  # noqa: F811
+        kis_sim, broker, trading_hours):
     position = held(kis_sim, broker)
     working = send(services.exit_intent_open(
         position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_TAKE_PROFIT",
@@ -58,7 +58,7 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
     assert cancels == []  # ended in the ledger: KRX ends day orders itself
 
 
-def test_a_fresh_system_notes_the_day_without_closing_the_gate(kis_sim, broker):  # noqa: F811
+def test_a_fresh_system_notes_the_day_without_closing_the_gate(kis_sim, broker):
     """Its startup reconciliation is its gate: the first day's end it sees is only noted."""
     counts = day_end(broker=broker, through=dt.date(2026, 11, 23),
                      closed_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL))

@@ -5,7 +5,6 @@ processes; faults are injected by the simulator's control endpoint.
 """
 
 import asyncio
-import datetime as dt
 import multiprocessing
 import time
 
@@ -16,14 +15,10 @@ from core import clock
 from kis import errors
 from kis.protocol import Flavour, notice_tr_id
 from kis.ws import KisStream
-from tests.execution.brokers import kis_worker
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
 
 TODAY = clock.now_seoul().date()  # KIS dates its orders in Seoul
-
-
-def sim_dict(sim) -> dict:
-    return {k: getattr(sim, k) for k in ("appkey", "appsecret", "flavour", "base_url", "ws_url",
-                                         "cano", "acnt_prdt_cd", "hts_id")}
 
 
 @pytest.fixture(autouse=True)

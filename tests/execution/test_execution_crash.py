@@ -15,15 +15,14 @@ from django.core.cache import cache
 from execution import services
 from execution.models import Order, OrderIntent
 from execution.tasks import sweep
-from tests.execution.brokers.test_execution_submit import (
+from tests.support.kis import client_for, sim_dict
+from tests.support.ledger import key
+from tests.support.workers import (
     broker_orders,
     start_worker,
     stop_worker,
     wait_for,
 )
-from tests.execution.brokers.kis_worker import client_for
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

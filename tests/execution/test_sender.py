@@ -12,10 +12,10 @@ from execution.models import Order, Position
 from execution.sender import InProcessSender
 from execution.services.intents import execute_here
 from execution.tasks import intent_execute
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import broker_orders, wait_for, worker  # noqa: F401
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import key
+from tests.support.workers import broker_orders, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -12,9 +12,9 @@ from execution import services
 from execution.models import Alert, Order
 from execution.services.claim import order_claim, order_unclaim
 from execution.services.submission import Outcome, intent_submit, order_send, order_settle
-from tests.execution.brokers.test_execution_submit import broker_orders, kis_client  # noqa: F401
-from tests.ledger_helpers import claimed, key, past_its_deadline
 from tests.support import at_once, forget_broker_credentials, holds_for
+from tests.support.ledger import claimed, key, past_its_deadline
+from tests.support.workers import broker_orders
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def _one_order_at_kis(sim) -> bool:
     return len(broker_orders(sim)) == 1
 
 
-def test_a_payload_delivered_twice_reaches_kis_once(kis_client, kis_sim, recorded):  # noqa: F811
+def test_a_payload_delivered_twice_reaches_kis_once(kis_client, kis_sim, recorded):
     """A lane's payload and a second delivery of it (the execute task after a push that timed
     out, a restarted worker finding it on the list): the second write is withheld."""
     order = recorded()
@@ -47,7 +47,7 @@ def test_a_payload_delivered_twice_reaches_kis_once(kis_client, kis_sim, recorde
     assert Order.objects.get(pk=order.pk).send_attempts == 1
 
 
-def test_senders_racing_over_one_order_write_it_once(kis_client, kis_sim, recorded):  # noqa: F811
+def test_senders_racing_over_one_order_write_it_once(kis_client, kis_sim, recorded):
     order = recorded()
     def send():
         try:
@@ -62,7 +62,7 @@ def test_senders_racing_over_one_order_write_it_once(kis_client, kis_sim, record
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_a_send_that_waited_past_its_takeover_is_withheld(kis_client, kis_sim,  # noqa: F811
+def test_a_send_that_waited_past_its_takeover_is_withheld(kis_client, kis_sim,
                                                           recorded):
     """A send slower than the grace (waiting for a rate slot or a token) while a settle took
     the order over and sent it: the late send's write is refused at the last moment."""
@@ -75,7 +75,7 @@ def test_a_send_that_waited_past_its_takeover_is_withheld(kis_client, kis_sim,  
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_a_stale_payload_is_not_sent_from_the_queue(kis_client, kis_sim, recorded,  # noqa: F811
+def test_a_stale_payload_is_not_sent_from_the_queue(kis_client, kis_sim, recorded,
                                                     settings):
     """A payload left on the list across a worker stop: the order goes out from its row, by the
     sweep, once. (An entry that old is withdrawn instead: entries' expiry is off here.)"""
@@ -91,7 +91,7 @@ def test_a_stale_payload_is_not_sent_from_the_queue(kis_client, kis_sim, recorde
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_halted_stops_a_first_send_and_a_resend(kis_client, kis_sim, recorded):  # noqa: F811
+def test_halted_stops_a_first_send_and_a_resend(kis_client, kis_sim, recorded):
     unsent, in_flight = recorded(), recorded(qty=5)
     claimed(in_flight.pk)
     past_its_deadline(in_flight.pk)  # its send never arrived: a settle would send it again
@@ -116,7 +116,7 @@ def test_unclaim_gives_back_only_its_own_claim(recorded):
     assert order_unclaim(order_id=order.pk, claim=theirs) is True
 
 
-def test_a_settle_within_the_sends_deadline_does_not_resend(kis_client, kis_sim,  # noqa: F811
+def test_a_settle_within_the_sends_deadline_does_not_resend(kis_client, kis_sim,
                                                             recorded):
     """The deadline, on the database's clock, covers the send's whole window, not a grace
     counted on the sender's clock from when the order was recorded."""
@@ -128,7 +128,7 @@ def test_a_settle_within_the_sends_deadline_does_not_resend(kis_client, kis_sim,
 
 
 @pytest.mark.parametrize("skew_s", [3, 30, -3, -30])
-def test_a_sender_whose_clock_is_off_adopts_its_order(kis_client, kis_sim, recorded,  # noqa: F811
+def test_a_sender_whose_clock_is_off_adopts_its_order(kis_client, kis_sim, recorded,
                                                       skew_s):
     """The sender's clock `skew_s` off KIS's: its order got out, the answer was lost; the
     settle adopts it instead of sending it again."""
@@ -142,7 +142,7 @@ def test_a_sender_whose_clock_is_off_adopts_its_order(kis_client, kis_sim, recor
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_two_orders_at_kis_it_could_be_are_left_for_a_person(kis_client, kis_sim,  # noqa: F811
+def test_two_orders_at_kis_it_could_be_are_left_for_a_person(kis_client, kis_sim,
                                                              recorded):
     """A person placed the same order in the MTS app: the settle does not guess which is ours,
     alerts, and sends nothing."""
@@ -158,7 +158,7 @@ def test_two_orders_at_kis_it_could_be_are_left_for_a_person(kis_client, kis_sim
     holds_for(lambda: len(broker_orders(kis_sim)) == 2, 1.0, "nothing more sent")
 
 
-def test_an_order_never_seen_after_its_attempts_is_rejected_and_alerted(kis_client, kis_sim,  # noqa: F811,E501
+def test_an_order_never_seen_after_its_attempts_is_rejected_and_alerted(kis_client, kis_sim,  # noqa: E501
                                                                        recorded, settings):
     settings.EXECUTION_SEND_ATTEMPTS = 1
     order = recorded()

@@ -1,4 +1,5 @@
-"""The KIS simulator as a fixture: a real server process on loopback, shared by a test module.
+"""The KIS simulator as a real server process on loopback, shared by a test module: the
+kis_sim fixtures of tests/conftest.py.
 
     def test_something(kis_sim):          # flavour "real"; kis_sim_paper for "paper"
         kis_sim.base_url                  # "http://127.0.0.1:<port>"  (REST, /_sim/ control)
@@ -29,9 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 READY_PREFIX = "KIS simulator ready: "
 READY_TIMEOUT_S = 60
 
@@ -130,41 +129,3 @@ def _process(flavour: str):
         _stop(proc)
         log.close()
         os.unlink(log.name)
-
-
-@pytest.fixture(scope="module")
-def kis_sim_process():
-    yield from _process("real")
-
-
-@pytest.fixture(scope="module")
-def kis_sim_paper_process():
-    yield from _process("paper")
-
-
-@pytest.fixture
-def kis_sim(kis_sim_process) -> KisSim:
-    """The simulator (flavour real), reset and given its defaults for this test."""
-    kis_sim_process.reset()
-    return kis_sim_process
-
-
-@pytest.fixture
-def kis_sim_paper(kis_sim_paper_process) -> KisSim:
-    """The simulator (flavour paper: V-prefixed TR IDs, 2 requests/s, small pages), reset."""
-    kis_sim_paper_process.reset()
-    return kis_sim_paper_process
-
-
-@pytest.fixture
-def trading_hours(kis_sim):
-    """This process and the simulator at 10:00 Seoul of the next trading day, at real speed:
-    for tests whose outcome hangs on the market trading (exits are decided only then) or on
-    the Seoul date staying the same (today's orders)."""
-    from core import clock
-    from tests.support import in_session
-
-    moment = in_session()
-    kis_sim.control("/_sim/clock", {"start": moment.start.isoformat(), "origin": moment.origin})
-    with clock.installed(moment):
-        yield moment

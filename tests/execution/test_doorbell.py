@@ -16,10 +16,10 @@ from core import clock
 from execution import doorbell, services
 from execution.models import Order, OrderIntent
 from execution.tasks import SWEEP_AGE, sweep
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import broker_orders, wait_for
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import key
+from tests.support.workers import broker_orders, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -148,7 +148,7 @@ def test_an_order_left_with_a_dead_lane_is_sent_by_the_sweep_from_its_row(bus):
 
 
 def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
-    from tests.execution.brokers.test_execution_submit import start_worker, stop_worker
+    from tests.support.workers import start_worker, stop_worker
 
     log = tmp_path / "worker.log"
     proc = start_worker(kis_sim, log)

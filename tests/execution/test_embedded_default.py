@@ -5,7 +5,8 @@ import json
 import subprocess
 import sys
 
-from tests.execution.brokers.test_execution_submit import ROOT, broker_orders, worker_env
+from tests.support import ROOT
+from tests.support.workers import broker_orders, worker_env
 
 SCRIPT = """
 import json, django

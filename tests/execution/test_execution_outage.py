@@ -2,56 +2,23 @@
 once Redis is back every one of them is executed exactly once (the sweep re-enqueues them).
 """
 
-import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import redis
-from django.conf import settings
 
 from execution import services
 from execution.models import Order, OrderIntent
 from execution.tasks import sweep
-from tests.execution.brokers.test_execution_submit import (
+from tests.support import holds_for
+from tests.support.ledger import key
+from tests.support.workers import (
     broker_orders,
     start_worker,
     stop_worker,
     wait_for,
 )
-from tests.ledger_helpers import key
-from tests.support import holds_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-SERVICES = Path(os.environ.get("AEGIS_SERVICES_DIR", "/nonexistent"))
-
-
-def redis_up() -> bool:
-    try:
-        return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5).ping()
-    except redis.RedisError:
-        return False
-
-
-@pytest.fixture
-def redis_control():
-    if not (SERVICES / "redis.conf").exists():
-        pytest.fail("needs the throw-away Redis of scripts/with-services.sh (run `make test`)")
-
-    def stop():
-        os.kill(int((SERVICES / "redis.pid").read_text()), signal.SIGTERM)
-        wait_for(lambda: not redis_up(), "Redis to stop")
-
-    def start():
-        subprocess.run(["redis-server", str(SERVICES / "redis.conf")], check=True)
-        wait_for(redis_up, "Redis to start")
-
-    yield stop, start
-    if not redis_up():
-        start()
 
 
 def test_intents_committed_while_redis_is_down_are_executed_once(kis_sim, tmp_path,

@@ -1,4 +1,5 @@
-"""Helpers for tests that start other processes against the test database."""
+"""Helpers for tests that start other processes against the test database; more by subject
+in the modules of this package."""
 
 import json
 import os
@@ -19,7 +20,7 @@ def child_database_url(variable: str = "DATABASE_URL") -> str:
     return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def django_child(code: str, env: dict, *, behind: tuple[str, ...] = (),

@@ -1,7 +1,14 @@
-"""Runs in a separate OS process: a KIS client of its own, sharing only Redis with the others."""
+"""KIS clients on the simulator for tests: `sim_dict` turns the kis_sim fixture into what
+`client_for` takes. `price_calls` and `breaker_calls` run in a separate OS process: a KIS client
+of its own, sharing only Redis with the others."""
 
 import os
 import time
+
+
+def sim_dict(sim) -> dict:
+    return {k: getattr(sim, k) for k in ("appkey", "appsecret", "flavour", "base_url", "ws_url",
+                                         "cano", "acnt_prdt_cd", "hts_id")}
 
 
 def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0,

@@ -13,12 +13,11 @@ from execution import alerts, services
 from kis.errors import KisCircuitOpen
 from execution.models import Alert, Order
 from execution.tasks import sweep
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import (broker_orders, start_worker,
-                                                           stop_worker, wait_for)
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
 from tests.support import SmtpReceiver, WebhookReceiver, child_database_url, holds_for
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import key
+from tests.support.workers import broker_orders, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -129,7 +128,7 @@ def test_a_real_outage_triggers_the_flatten_policy_once_after_n_minutes_and_sell
     from kis.errors import KisError
     from execution.models import FlattenPolicy, OrderIntent
     from execution.services.flatten import flatten_policy_check
-    from tests.ledger_helpers import open_position
+    from tests.support.ledger import open_position
 
     FlattenPolicy.current()
     FlattenPolicy.objects.filter(pk=1).update(enabled=True, kis_down_minutes=5)

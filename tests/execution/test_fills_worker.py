@@ -13,10 +13,9 @@ from core import clock
 from execution import services
 from execution.models import Fill, Order, Position
 from execution.tasks import orders_expire_task
-from tests.execution.brokers.test_execution_submit import start_worker, stop_worker, wait_for
-from tests.execution.brokers.test_fills_stream import fill_stream_running
-from tests.ledger_helpers import key
 from tests.support import forget_broker_credentials
+from tests.support.ledger import key
+from tests.support.workers import fill_stream_running, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

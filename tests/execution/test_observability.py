@@ -21,13 +21,13 @@ from execution import services
 from execution.models import Reconciliation
 from execution.services.reconciliation import reconciliation_run
 from execution.services.submission import intent_submit
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sample(text: str, name: str, **labels) -> float | None:

@@ -2,8 +2,6 @@
 prices and, at the stop, an exit intent, with nothing between the trade and the ledger but this
 process; REST polling covers what the WebSocket does not."""
 
-import asyncio
-import threading
 import time
 from decimal import Decimal
 
@@ -11,12 +9,13 @@ import pytest
 from django.core.cache import cache
 
 from execution.models import OrderIntent
-from tests.execution.brokers import kis_worker
 from core import clock
 from tests.support import child_database_url, holds_for, in_session
-from tests.execution.brokers.test_execution_submit import wait_for
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import open_position
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import open_position
+from tests.support.pricesync import Running
+from tests.support.workers import wait_for
 from trading.models import BestPrice, ExitProfile, PositionExitState
 from trading.pricesync import PriceSync
 
@@ -30,35 +29,6 @@ def fresh_cache():
     cache.clear()  # tokens and approval keys of earlier tests belong to a reset simulator
     yield
     cache.clear()
-
-
-class Running:
-    """PriceSync.run in a thread with its own event loop, stopped on exit."""
-
-    def __init__(self, sync: PriceSync) -> None:
-        self.sync = sync
-        self.ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.stop = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def main():
-            self.stop = asyncio.Event()
-            await self.sync.run(self.stop, on_ready=self.ready.set)
-
-        self.loop.run_until_complete(main())
-
-    def __enter__(self):
-        self.thread.start()
-        assert self.ready.wait(30), "pricesync did not start"
-        return self.sync
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
 
 
 @pytest.fixture

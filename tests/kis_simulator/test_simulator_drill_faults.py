@@ -1,8 +1,8 @@
 """The simulator's faults the drill needs (drill/): a 5xx carrying KIS's body, faults limited to
 one path, a field garbled in an answer."""
 
-from .test_simulator import (BALANCE, DAILY_CCLD, ORDER_CASH, balance_params, daily_params,
-                             give, kis_headers, order, send, token, tr)
+from tests.support.simulator import (BALANCE, DAILY_CCLD, ORDER_CASH, balance_params,
+                                     daily_params, give, kis_headers, order, send, token, tr)
 
 
 def test_a_5xx_can_carry_a_kis_body_after_the_order_went_in(kis_sim):

@@ -4,11 +4,7 @@ releases the shares.
 """
 
 import datetime as dt
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,79 +14,11 @@ from core import clock
 from execution import services
 from execution.models import Alert, Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
-from tests.execution.brokers import kis_worker
-from tests.ledger_helpers import claimed, key, past_its_deadline
-from tests.support import child_database_url, direct_database_env, forget_broker_credentials
+from tests.support import forget_broker_credentials
+from tests.support.ledger import claimed, key, past_its_deadline
+from tests.support.workers import broker_orders, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def worker_env(sim) -> dict:
-    return os.environ | {
-        "DATABASE_URL": child_database_url(), "KIS_ENV": "simulator", "KIS_FLAVOUR": sim.flavour,
-        "KIS_BASE_URL": sim.base_url, "KIS_WS_URL": sim.ws_url,
-        "KIS_ACCOUNT": f"{sim.cano}-{sim.acnt_prdt_cd}", "KIS_HTS_ID": sim.hts_id,
-        "KIS_QUERY_APP_KEY": sim.appkey, "KIS_QUERY_APP_SECRET": sim.appsecret,
-        "DATABASE_HEALTH_CHECKS": "false",  # as the execution worker is deployed
-    }
-
-
-def start_worker(sim, log: Path, env: dict | None = None,
-                 queues: str = "execution") -> subprocess.Popen:
-    """A real Celery worker on `queues` (the execution queue), in its own process group, straight
-    to PostgreSQL as deployed (`env` on top of worker_env)."""
-    already = len(log.read_text()) if log.exists() else 0  # a restart appends to the same log
-    with log.open("a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues,
-             "-c", "4", "--pool", "threads", "-l", "info", "--without-gossip",
-             "--without-mingle", "-n", f"exec-{os.getpid()}-{time.monotonic_ns()}@%h"],
-            cwd=ROOT, env=worker_env(sim) | direct_database_env() | (env or {}), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while "ready." not in log.read_text()[already:]:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
-    return proc
-
-
-def stop_worker(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@pytest.fixture
-def kis_client(kis_sim):
-    """A KIS client of this process on the simulator, for the services called directly."""
-    from tests.execution.brokers.test_kis_client import sim_dict
-
-    return kis_worker.client_for(sim_dict(kis_sim), rate=50)
-
-
-@pytest.fixture(scope="module")
-def worker(kis_sim_process, django_db_setup, tmp_path_factory):
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    proc = start_worker(kis_sim_process, log)
-    yield log
-    stop_worker(proc)
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def broker_orders(sim):
-    return sim.book()["orders"]
 
 
 def test_entry_intent_becomes_exactly_one_broker_order(kis_sim, worker):

@@ -15,10 +15,11 @@ from execution.models import Alert, Order, Position, Reconciliation, TradingStat
 from execution.services.reconciliation import reconciliation_run
 from execution.services.submission import Outcome, intent_submit
 from execution.services.trading_state import reconciliation_require
-from tests.execution.brokers import kis_worker
-from tests.execution.brokers.test_execution_submit import ROOT, broker_orders, worker_env
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key, open_position
+from tests.support import ROOT
+from tests.support import kis as kis_worker
+from tests.support.kis import sim_dict
+from tests.support.ledger import key, open_position
+from tests.support.workers import broker_orders, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

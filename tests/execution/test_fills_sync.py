@@ -11,33 +11,12 @@ from django.db import connection
 
 from execution import services
 from execution.models import Fill, Order, Position
-from execution.services.submission import Outcome, intent_submit
 from execution.services.sync import orders_sync
-from tests.execution.brokers.kis_worker import client_for
-from tests.execution.brokers.test_kis_client import sim_dict
-from tests.ledger_helpers import key
+from tests.support.fills import held, send
+from tests.support.kis import client_for, sim_dict
+from tests.support.ledger import key
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def broker(kis_sim, settings):
-    settings.EXECUTION_AUTO_SUBMIT = False  # these tests send in-process, step by step
-    return client_for(sim_dict(kis_sim), rate=200)
-
-
-def send(intent, broker):
-    assert intent_submit(intent_id=intent.pk, broker=broker) is Outcome.SUBMITTED
-    return Order.objects.get(intent=intent)
-
-
-def held(kis_sim, broker, qty: int = 10) -> Position:
-    """A position of `qty` 005930 bought at KIS (the simulator) and synced."""
-    entry = services.entry_intent_open(symbol="005930", qty=qty, idempotency_key=key())
-    send(entry, broker)
-    kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
-    orders_sync(broker=broker)
-    return Position.objects.get(pk=entry.position_id)
 
 
 def test_entry_and_exit_to_a_closed_position(kis_sim, broker):
