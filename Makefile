@@ -19,9 +19,11 @@ $(VENV)/.installed: requirements.txt scripts/bootstrap-venv.sh
 	scripts/bootstrap-venv.sh $(PYTHON) $(VENV)
 	@touch $@
 
-# The code's own checks: the apps' layering (.importlinter: no app imports one above it, the
-# simulator only KIS's protocol).
+# The code's own checks: ruff's lint and format (ruff.toml), the apps' layering (.importlinter:
+# no app imports one above it, the simulator only KIS's protocol).
 lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
 # Through PgBouncer in transaction pooling, as deployed (AEGIS_PGBOUNCER=0: straight to PostgreSQL).

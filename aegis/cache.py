@@ -12,9 +12,9 @@ it reads, so whoever could write to Redis could run code in every process that r
 the one holding the order key included. JSON carries only data; the few types Aegis caches
 beyond JSON's own (tuples, Decimals, dates, arrays, the hot data's named tuples, dataclasses
 and model rows) are listed in settings.CACHE_JSON_TYPES and rebuilt only from data; bytes and
-arrays travel as raw bytes after the JSON (_ENVELOPE), read back as bytes and numbers only. A value of
-any other type is refused when it is written (CacheValueUnsupported); a value read back that is
-not such JSON (tampered with, or pickled by an older version) is a cache miss, logged.
+arrays travel as raw bytes after the JSON (_ENVELOPE), read back as bytes and numbers only. A
+value of any other type is refused when it is written (CacheValueUnsupported); a value read
+back that is not such JSON (tampered with, or pickled by an older version) is a cache miss, logged.
 """
 
 import array
@@ -58,8 +58,9 @@ def _types() -> dict[str, type]:
     if _registry is None:
         with _registry_lock:
             if _registry is None:
-                _registry = {path: import_string(path)
-                             for path in getattr(settings, "CACHE_JSON_TYPES", ())}
+                _registry = {
+                    path: import_string(path) for path in getattr(settings, "CACHE_JSON_TYPES", ())
+                }
     return _registry
 
 
@@ -108,7 +109,8 @@ def _encode(value, blobs: list):
     if name is None:
         raise CacheValueUnsupported(
             f"the cache does not carry {kind.__module__}.{kind.__qualname__}: add it to "
-            f"settings.CACHE_JSON_TYPES or cache plain data")
+            f"settings.CACHE_JSON_TYPES or cache plain data"
+        )
     return {"~o": name, "v": _encode(_state(value), blobs)}
 
 
@@ -124,7 +126,8 @@ def _state(value):
     if not (isinstance(reduced, tuple) and len(reduced) == 2 and reduced[0] is kind):
         raise CacheValueUnsupported(
             f"{kind.__qualname__}.__reduce__ must return (the class, its arguments) for the "
-            f"cache to carry it")
+            f"cache to carry it"
+        )
     return list(reduced[1])
 
 
@@ -146,7 +149,7 @@ def _decode(data, blobs: list):
         return data
     if len(data) in (1, 2) and any(k.startswith(_TAG) for k in data):
         if len(data) == 1:
-            (tag, inner), = data.items()
+            ((tag, inner),) = data.items()
         else:
             tag, inner = "~o", data.get("~o")
         if tag == "~d":
@@ -198,7 +201,7 @@ def _unpack(data: bytes) -> tuple[memoryview, list]:
         (size,), at = _LENGTH.unpack_from(view, at), at + _LENGTH.size
         if at + size > len(view):
             raise ValueError("truncated")
-        parts.append(view[at:at + size])
+        parts.append(view[at : at + size])
         at += size
     if not parts:
         raise ValueError("no JSON")

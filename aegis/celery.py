@@ -3,8 +3,14 @@
 import os
 
 from celery import Celery
-from celery.signals import (beat_init, task_postrun, task_prerun, worker_process_init,
-                            worker_ready, worker_shutdown)
+from celery.signals import (
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 

@@ -20,8 +20,7 @@ def metrics(request):
     sent = request.headers.get("Authorization", "")
     if token and not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
         return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
-    return HttpResponse(aegis_metrics.exposition(),
-                        content_type=aegis_metrics.CONTENT_TYPE_LATEST)
+    return HttpResponse(aegis_metrics.exposition(), content_type=aegis_metrics.CONTENT_TYPE_LATEST)
 
 
 def health(request):
@@ -32,5 +31,6 @@ def health(request):
     except Exception as exc:  # noqa: BLE001
         checks["cache"] = f"error: {type(exc).__name__}"
     healthy = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "degraded", **checks},
-                        status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "degraded", **checks}, status=200 if healthy else 503
+    )

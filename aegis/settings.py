@@ -115,22 +115,30 @@ else:
     # thread that serves them all. Sent as connection options, which PgBouncer refuses: on
     # a pooled connection, set them on the role instead (ALTER ROLE … SET lock_timeout).
     _pooled = env.str("DATABASE_POOLING", default="") == "pgbouncer"
-    _timeouts = {name: env.int(variable, default=0) for name, variable in (
-        ("lock_timeout", "DATABASE_LOCK_TIMEOUT_MS"),
-        ("statement_timeout", "DATABASE_STATEMENT_TIMEOUT_MS"))}
+    _timeouts = {
+        name: env.int(variable, default=0)
+        for name, variable in (
+            ("lock_timeout", "DATABASE_LOCK_TIMEOUT_MS"),
+            ("statement_timeout", "DATABASE_STATEMENT_TIMEOUT_MS"),
+        )
+    }
     if any(ms < 0 for ms in _timeouts.values()):
-        raise ImproperlyConfigured("DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS "
-                                   "are milliseconds, 0 or more.")
+        raise ImproperlyConfigured(
+            "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS "
+            "are milliseconds, 0 or more."
+        )
     _timeouts = {name: ms for name, ms in _timeouts.items() if ms}
     if _timeouts and _pooled:
         raise ImproperlyConfigured(
             "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS need a direct "
             "connection (PgBouncer refuses connection options): set them on the role "
-            "instead, ALTER ROLE … SET lock_timeout = …")
+            "instead, ALTER ROLE … SET lock_timeout = …"
+        )
     if _timeouts:
         _default_db["OPTIONS"]["options"] = " ".join(
             [_default_db["OPTIONS"].get("options", "")]
-            + [f"-c {name}={ms}" for name, ms in _timeouts.items()]).strip()
+            + [f"-c {name}={ms}" for name, ms in _timeouts.items()]
+        ).strip()
     if _pooled:
         # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
         _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
@@ -141,7 +149,8 @@ else:
         # then skips its parse and, with a generic plan, its planning. Django's other queries
         # bind client-side and are never prepared.
         _default_db["OPTIONS"].setdefault(
-            "prepare_threshold", env.int("DATABASE_PREPARE_THRESHOLD", default=5))
+            "prepare_threshold", env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -163,8 +172,10 @@ else:
             "TIMEOUT": 300,
             # Every call bounded well below redis-py's own default of 5 s, which a Redis that
             # accepts connections and never answers would cost each tick, route and request.
-            "OPTIONS": dict.fromkeys(("socket_timeout", "socket_connect_timeout"),
-                                     env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5)),
+            "OPTIONS": dict.fromkeys(
+                ("socket_timeout", "socket_connect_timeout"),
+                env.float("AEGIS_CACHE_TIMEOUT_S", default=0.5),
+            ),
         }
     }
 # Every Redis client Aegis makes (core/redis_clients.py): connect within this long, each answer
@@ -176,8 +187,8 @@ REDIS_RETRY_S = env.float("AEGIS_REDIS_RETRY_S", default=2.0)
 # Values are cached as JSON, never pickled (aegis/cache.py): beyond JSON's own types, tuples,
 # Decimals, dates, bytes and arrays, only these classes are carried, rebuilt from their data.
 CACHE_JSON_TYPES = [
-    "trading.hot.Px",        # trading:px:<symbol>
-    "trading.hot.Book",      # trading:book, trading:book:<symbol>
+    "trading.hot.Px",  # trading:px:<symbol>
+    "trading.hot.Book",  # trading:book, trading:book:<symbol>
     "trading.hot.Profiles",  # trading:profiles
     "trading.rules.Rules",
     "trading.rules.Tier",
@@ -208,9 +219,11 @@ CELERY_TASK_ROUTES = {
 # stalls costs a publish this long, then an error the caller handles (the sweeps re-enqueue),
 # never a thread for good.
 BROKER_TIMEOUT_S = env.float("AEGIS_BROKER_TIMEOUT_S", default=5.0)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600,
-                                   "socket_timeout": BROKER_TIMEOUT_S,
-                                   "socket_connect_timeout": BROKER_TIMEOUT_S}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_timeout": BROKER_TIMEOUT_S,
+    "socket_connect_timeout": BROKER_TIMEOUT_S,
+}
 CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_S
 CELERY_REDIS_SOCKET_TIMEOUT = BROKER_TIMEOUT_S
 CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = BROKER_TIMEOUT_S
@@ -313,7 +326,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aegis@localhost")
 if env.str("AEGIS_CLOCK_START", default="") and (PRODUCTION or KIS["ENV"] != "simulator"):
     raise ImproperlyConfigured(
         "AEGIS_CLOCK_START runs a simulated day: it needs KIS_ENV=simulator and AEGIS_ENV "
-        "development.")
+        "development."
+    )
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -364,7 +378,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Aegis picks API",
     "DESCRIPTION": "Strategies send picks; Aegis stores them and routes each through three "
-                   "gates (validity, risk, price) into entry orders.",
+    "gates (validity, risk, price) into entry orders.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
 }
@@ -405,7 +419,8 @@ PICKS_YIELD_MAX_S = env.float("AEGIS_PICKS_YIELD_MAX_S", default=2.0)
 if PICKS_QUEUE_MAX < 1 or not 0 <= PICKS_EXIT_RESERVE_SHARE < 1 or PICKS_YIELD_MAX_S < 0:
     raise ImproperlyConfigured(
         "AEGIS_PICKS_QUEUE_MAX is at least 1, AEGIS_PICKS_EXIT_RESERVE_SHARE from 0 to below 1, "
-        "AEGIS_PICKS_YIELD_MAX_S 0 or more.")
+        "AEGIS_PICKS_YIELD_MAX_S 0 or more."
+    )
 # A new source's rate: KIS takes about 20 requests a second on a real key (2 on paper), and a
 # routed pick costs two or three of them.
 PICKS_DEFAULT_RATE_LIMIT = env.str("AEGIS_PICKS_DEFAULT_RATE_LIMIT", default="5/second")
@@ -431,13 +446,21 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"()": "core.logs.ZonedFormatter",
-                  "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "core.logs.ZonedJsonFormatter",
-                 "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+        "plain": {
+            "()": "core.logs.ZonedFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+        "json": {
+            "()": "core.logs.ZonedJsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler",
-                             "formatter": env.str("LOG_FORMAT", default="plain")}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("LOG_FORMAT", default="plain"),
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

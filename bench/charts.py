@@ -8,8 +8,9 @@ from bench.stats import quantile
 COLOURS = ("#2980b9", "#c0392b", "#27ae60", "#8e44ad")
 
 
-def latency_chart(panels: list[tuple[str, dict[str, list[float]]]], path: Path, *,
-                  title: str) -> None:
+def latency_chart(
+    panels: list[tuple[str, dict[str, list[float]]]], path: Path, *, title: str
+) -> None:
     """One panel per path, each with a histogram per series (e.g. Aegis and the review's
     baseline) on a shared log-scaled axis of milliseconds, p50 (solid) and p99 (dashed) marked.
     Series without values are left out; a panel without any is not drawn."""
@@ -21,8 +22,9 @@ def latency_chart(panels: list[tuple[str, dict[str, list[float]]]], path: Path, 
 
     panels = [(name, {k: v for k, v in series.items() if v}) for name, series in panels]
     panels = [(name, series) for name, series in panels if series]
-    fig, axes = plt.subplots(max(1, len(panels)), 1, squeeze=False,
-                             figsize=(9, 2.2 * max(1, len(panels))))
+    fig, axes = plt.subplots(
+        max(1, len(panels)), 1, squeeze=False, figsize=(9, 2.2 * max(1, len(panels)))
+    )
     for ax, (name, series) in zip(axes[:, 0], panels):
         every = [v for values in series.values() for v in values]
         low, high = max(min(every), 0.01), max(max(every), 0.02)

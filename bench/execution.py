@@ -34,8 +34,7 @@ import uuid
 from pathlib import Path
 
 from bench.stats import figures
-from kis_simulator.process import (SimulatorNotStarted, simulator_start,
-                                                 simulator_stop)
+from kis_simulator.process import SimulatorNotStarted, simulator_start, simulator_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_INTENTS", "1000"))
@@ -47,9 +46,20 @@ SYMBOL = "005930"
 
 def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str, str]:
     try:
-        return simulator_start("--flavour", "real", "--rps", "0", "--tick-ms", "20", "--app",
-                               f"{appkey}:{appsecret}", "--account",
-                               f"50000001-01:{10**13}:bench-hts", "--symbol", f"{SYMBOL}:71000")
+        return simulator_start(
+            "--flavour",
+            "real",
+            "--rps",
+            "0",
+            "--tick-ms",
+            "20",
+            "--app",
+            f"{appkey}:{appsecret}",
+            "--account",
+            f"50000001-01:{10**13}:bench-hts",
+            "--symbol",
+            f"{SYMBOL}:71000",
+        )
     except SimulatorNotStarted as exc:
         raise SystemExit(str(exc)) from None
 
@@ -76,20 +86,43 @@ def hot_database_env() -> dict[str, str]:
     return {"DATABASE_URL": direct, "DATABASE_POOLING": ""}
 
 
-def start_worker(log: Path, name: str, pool: str = "doorbell",
-                 queues: str = "execution") -> subprocess.Popen:
+def start_worker(
+    log: Path, name: str, pool: str = "doorbell", queues: str = "execution"
+) -> subprocess.Popen:
     """A worker run the POOLS way `pool`, otherwise as deployed (docker-compose.yml,
     worker-execution): no per-task health check, straight to PostgreSQL."""
     arguments, doorbell = POOLS[pool]
-    env = os.environ | {"DATABASE_HEALTH_CHECKS": "false",
-                        "AEGIS_EXECUTION_DOORBELL": str(doorbell).lower()}
+    env = os.environ | {
+        "DATABASE_HEALTH_CHECKS": "false",
+        "AEGIS_EXECUTION_DOORBELL": str(doorbell).lower(),
+    }
     env |= hot_database_env()
     out = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues, *arguments,
-         "-l", os.environ.get("BENCH_WORKER_LOG", "warning"), "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-n", name],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "aegis",
+            "worker",
+            "-Q",
+            queues,
+            *arguments,
+            "-l",
+            os.environ.get("BENCH_WORKER_LOG", "warning"),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            name,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc
 
 
@@ -111,10 +144,17 @@ def stop_worker(proc: subprocess.Popen) -> None:
 def main() -> int:
     appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)
     sim, base_url, ws_url = start_simulator(appkey, appsecret)
-    kis_env = {"KIS_ENV": "simulator", "KIS_FLAVOUR": "real", "KIS_BASE_URL": base_url,
-               "KIS_WS_URL": ws_url, "KIS_ACCOUNT": "50000001-01", "KIS_HTS_ID": "bench-hts",
-               "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
-               "KIS_RATE_PER_SECOND": "1000"}
+    kis_env = {
+        "KIS_ENV": "simulator",
+        "KIS_FLAVOUR": "real",
+        "KIS_BASE_URL": base_url,
+        "KIS_WS_URL": ws_url,
+        "KIS_ACCOUNT": "50000001-01",
+        "KIS_HTS_ID": "bench-hts",
+        "KIS_QUERY_APP_KEY": appkey,
+        "KIS_QUERY_APP_SECRET": appsecret,
+        "KIS_RATE_PER_SECOND": "1000",
+    }
     os.environ.update(kis_env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
@@ -124,15 +164,16 @@ def main() -> int:
     from django.db import connection, transaction
 
     from core import clock
-
     from execution import services
     from execution.broker import get_broker
     from execution.models import Order, OrderIntent
     from execution.services.submission import intent_submit
 
     if connection.vendor != "postgresql" or not settings.REDIS_URL:
-        print("bench/execution.py measures PostgreSQL and Redis: run it with `make bench`.",
-              file=sys.stderr)
+        print(
+            "bench/execution.py measures PostgreSQL and Redis: run it with `make bench`.",
+            file=sys.stderr,
+        )
         return 2
     services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
     get_broker().price(SYMBOL)  # a token in the shared cache before the clock starts
@@ -163,7 +204,8 @@ def main() -> int:
             with transaction.atomic():
                 transaction.on_commit(lambda: stamp.append(clock.now()))
                 intent = services.entry_intent_open(
-                    symbol=SYMBOL, qty=1, idempotency_key=f"bench-{mode}:{uuid.uuid4()}")
+                    symbol=SYMBOL, qty=1, idempotency_key=f"bench-{mode}:{uuid.uuid4()}"
+                )
             committed[intent.pk] = stamp[0]
 
         def run(mode: str) -> dict[str, list[float]]:
@@ -177,7 +219,8 @@ def main() -> int:
                     break
                 time.sleep(0.2)
             rows = Order.objects.filter(intent_id__in=committed, status="SUBMITTED").values_list(
-                "intent_id", "intent__created_at", "submitted_at")
+                "intent_id", "intent__created_at", "submitted_at"
+            )
             return {
                 "commit": [(done - committed[pk]).total_seconds() * 1000 for pk, _, done in rows],
                 "created": [(done - made).total_seconds() * 1000 for _, made, done in rows],
@@ -196,9 +239,13 @@ def main() -> int:
             broker = get_broker()
             while not stop.is_set():
                 started = time.monotonic()
-                for intent_id in OrderIntent.objects.filter(
-                        status="NEW", idempotency_key__startswith="bench-poller:").order_by(
-                        "created_at").values_list("pk", flat=True):
+                for intent_id in (
+                    OrderIntent.objects.filter(
+                        status="NEW", idempotency_key__startswith="bench-poller:"
+                    )
+                    .order_by("created_at")
+                    .values_list("pk", flat=True)
+                ):
                     intent_submit(intent_id=intent_id, broker=broker)
                 stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
             connection.close()
@@ -213,33 +260,45 @@ def main() -> int:
             stop_worker(worker)
         simulator_stop(sim)
 
-    print(f"intent → order accepted by the KIS simulator, paced arrivals "
-          f"(0-{2 * GAP_MS:.0f} ms gaps), n={N} each; from the intent's commit, and from its "
-          f"created_at (inside the writer's transaction)")
+    print(
+        f"intent → order accepted by the KIS simulator, paced arrivals "
+        f"(0-{2 * GAP_MS:.0f} ms gaps), n={N} each; from the intent's commit, and from its "
+        f"created_at (inside the writer's transaction)"
+    )
     print(f"{'path':<15} {'from':<8} {'sent':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     table = {}
     for name, series in results.items():
         for start, values in series.items():
             f = table[(name, start)] = figures(values)
-            print(f"{name:<15} {start:<8} {f['n']:>5} {f['p50']:>8.2f} {f['p99']:>8.2f} "
-                  f"{f['mean']:>8.2f}")
+            print(
+                f"{name:<15} {start:<8} {f['n']:>5} {f['p50']:>8.2f} {f['p99']:>8.2f} "
+                f"{f['mean']:>8.2f}"
+            )
     poller = table[("poller", "commit")]
     for pool in pools:
         event = table[(f"event/{pool}", "commit")]
-        print(f"poller mean / event mean ({pool}, from commit): "
-              f"{poller['mean'] / event['mean']:.0f}x")
+        print(
+            f"poller mean / event mean ({pool}, from commit): {poller['mean'] / event['mean']:.0f}x"
+        )
     main_pool = pools[0]
     event = table[(f"event/{main_pool}", "commit")]
-    print(json.dumps({
-        "intent_to_order_ms": event,
-        "intent_to_order_polling_ms": poller,
-        "intent_created_to_order_ms": table[(f"event/{main_pool}", "created")],
-        "intent_created_to_order_polling_ms": table[("poller", "created")],
-        "intent_to_order_by_pool_ms": {p: table[(f"event/{p}", "commit")] for p in pools},
-        "execution_pool": main_pool,
-        "samples_ms": {"intent_to_order_ms": results[f"event/{main_pool}"]["commit"],
-                       "intent_to_order_polling_ms": results["poller"]["commit"]},
-        "poller_over_event_mean": round(poller["mean"] / event["mean"], 1)}))
+    print(
+        json.dumps(
+            {
+                "intent_to_order_ms": event,
+                "intent_to_order_polling_ms": poller,
+                "intent_created_to_order_ms": table[(f"event/{main_pool}", "created")],
+                "intent_created_to_order_polling_ms": table[("poller", "created")],
+                "intent_to_order_by_pool_ms": {p: table[(f"event/{p}", "commit")] for p in pools},
+                "execution_pool": main_pool,
+                "samples_ms": {
+                    "intent_to_order_ms": results[f"event/{main_pool}"]["commit"],
+                    "intent_to_order_polling_ms": results["poller"]["commit"],
+                },
+                "poller_over_event_mean": round(poller["mean"] / event["mean"], 1),
+            }
+        )
+    )
     return 0
 
 

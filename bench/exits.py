@@ -61,20 +61,36 @@ class Queries:
 
 def setup(n: int) -> tuple[ExitProfile, list[str]]:
     profile = ExitProfile.objects.create(
-        name="bench-exits", stop_loss_pct=D(3), trailing_activation_pct=D(5), trailing_pct=D(3),
-        gap_down_pct=D(5), max_holding_days=20)
+        name="bench-exits",
+        stop_loss_pct=D(3),
+        trailing_activation_pct=D(5),
+        trailing_pct=D(3),
+        gap_down_pct=D(5),
+        max_holding_days=20,
+    )
     TakeProfitTier.objects.create(profile=profile, gain_pct=D(10), sell_pct=D(50))
     TakeProfitTier.objects.create(profile=profile, gain_pct=D(20), sell_pct=D(50))
     symbols = [f"8{i:05d}" for i in range(n)]
     positions = Position.objects.bulk_create(
         Position(symbol=s, qty=100, avg_price=D(50_000), opened_at=NOW - dt.timedelta(days=2))
-        for s in symbols)
+        for s in symbols
+    )
     PositionExitState.objects.bulk_create(
         PositionExitState(position=p, profile=profile, peak_qty=100, high_water_mark=52_000)
-        for p in positions)
+        for p in positions
+    )
     BestPrice.objects.bulk_create(
-        BestPrice(symbol=s, price=50_500 + (i % 7) * 100, prev_close=50_000, upper_limit=65_000,
-                  lower_limit=35_000, source="WS", event_at=NOW) for i, s in enumerate(symbols))
+        BestPrice(
+            symbol=s,
+            price=50_500 + (i % 7) * 100,
+            prev_close=50_000,
+            upper_limit=65_000,
+            lower_limit=35_000,
+            source="WS",
+            event_at=NOW,
+        )
+        for i, s in enumerate(symbols)
+    )
     return profile, symbols
 
 
@@ -88,24 +104,42 @@ def teardown(profile: ExitProfile, symbols: list[str]) -> None:
 
 def naive_pass() -> int:
     """Every position through the ORM, evaluated exactly: the loop a poller runs."""
-    states = list(PositionExitState.objects.select_related("position").filter(
-        position__status=Position.Status.OPEN, position__qty__gt=0))
-    prices = {b.symbol: b for b in BestPrice.objects.filter(
-        symbol__in={s.position.symbol for s in states})}
-    rules = {p.pk: hot.profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.filter(
-        pk__in={s.profile_id for s in states}).prefetch_related("tiers")}
+    states = list(
+        PositionExitState.objects.select_related("position").filter(
+            position__status=Position.Status.OPEN, position__qty__gt=0
+        )
+    )
+    prices = {
+        b.symbol: b
+        for b in BestPrice.objects.filter(symbol__in={s.position.symbol for s in states})
+    }
+    rules = {
+        p.pk: hot.profile_rules(p, p.tiers.all())
+        for p in ExitProfile.objects.filter(pk__in={s.profile_id for s in states}).prefetch_related(
+            "tiers"
+        )
+    }
     decided = 0
     for state in states:
         best = prices.get(state.position.symbol)
         if best is None:
             continue
         position = state.position
-        holding = Holding(qty=position.qty, available=position.qty - position.reserved_qty,
-                          avg_price=position.avg_price, held_days=2,
-                          high_water_mark=state.high_water_mark, peak_qty=state.peak_qty,
-                          tiers_done=state.tiers_done)
-        trade = Trade(price=best.price, at=best.event_at, lower_limit=best.lower_limit,
-                      prev_close=best.prev_close)
+        holding = Holding(
+            qty=position.qty,
+            available=position.qty - position.reserved_qty,
+            avg_price=position.avg_price,
+            held_days=2,
+            high_water_mark=state.high_water_mark,
+            peak_qty=state.peak_qty,
+            tiers_done=state.tiers_done,
+        )
+        trade = Trade(
+            price=best.price,
+            at=best.event_at,
+            lower_limit=best.lower_limit,
+            prev_close=best.prev_close,
+        )
         decided += evaluate(rules[state.profile_id], holding, trade).decision is not None
     return decided
 
@@ -139,9 +173,13 @@ def measure() -> dict[str, dict]:
     out = {}
     for name in VARIANTS:
         ordered = sorted(times[name])
-        out[name] = {"p50": round(statistics.median(ordered), 2),
-                     "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-                     "n": len(ordered), "queries": max(queries[name]), "samples": times[name]}
+        out[name] = {
+            "p50": round(statistics.median(ordered), 2),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+            "n": len(ordered),
+            "queries": max(queries[name]),
+            "samples": times[name],
+        }
     return out
 
 
@@ -161,8 +199,7 @@ def query_loop(symbols: list[str]) -> dict[str, float]:
     without = loop(False)
     loop(True)  # warm up
     with_cache = loop(True)
-    return {"without": without, "with": with_cache,
-            "reduction": round(1 - with_cache / without, 4)}
+    return {"without": without, "with": with_cache, "reduction": round(1 - with_cache / without, 4)}
 
 
 def main() -> None:
@@ -175,23 +212,34 @@ def main() -> None:
             queries = query_loop(symbols[:1000])
     finally:
         teardown(profile, symbols)
-    print(f"\nExit evaluation: one full pass over {N:,} open positions, {RUNS} passes each "
-          "(PostgreSQL, Redis)")
+    print(
+        f"\nExit evaluation: one full pass over {N:,} open positions, {RUNS} passes each "
+        "(PostgreSQL, Redis)"
+    )
     print(f"{'variant':<10}{'p50 ms':>10}{'p99 ms':>10}{'queries':>10}")
     for name, row in passes.items():
         print(f"{name:<10}{row['p50']:>10.1f}{row['p99']:>10.1f}{row['queries']:>10}")
-    print(f"\nQueries of the evaluation loop over 1,000 positions (3 rounds of every symbol's "
-          f"trade and a full pass): {queries['without']:,} without the cache, "
-          f"{queries['with']:,} with it ({queries['reduction']:.1%} fewer)")
-    print(json.dumps({"exit_pass_10k_ms": {k: passes["warm"][k] for k in ("p50", "p99", "n")},
-                      "exit_pass_10k_queries": passes["warm"]["queries"],
-                      "exit_pass_10k_cold_ms": {k: passes["cold"][k] for k in ("p50", "p99", "n")},
-                      "exit_pass_10k_cold_queries": passes["cold"]["queries"],
-                      "exit_pass_10k_naive_ms": {k: passes["naive"][k]
-                                                 for k in ("p50", "p99", "n")},
-                      "cache_query_reduction": queries["reduction"],
-                      "samples_ms": {"exit_pass_10k_ms": passes["warm"]["samples"],
-                                     "exit_pass_10k_naive_ms": passes["naive"]["samples"]}}))
+    print(
+        f"\nQueries of the evaluation loop over 1,000 positions (3 rounds of every symbol's "
+        f"trade and a full pass): {queries['without']:,} without the cache, "
+        f"{queries['with']:,} with it ({queries['reduction']:.1%} fewer)"
+    )
+    print(
+        json.dumps(
+            {
+                "exit_pass_10k_ms": {k: passes["warm"][k] for k in ("p50", "p99", "n")},
+                "exit_pass_10k_queries": passes["warm"]["queries"],
+                "exit_pass_10k_cold_ms": {k: passes["cold"][k] for k in ("p50", "p99", "n")},
+                "exit_pass_10k_cold_queries": passes["cold"]["queries"],
+                "exit_pass_10k_naive_ms": {k: passes["naive"][k] for k in ("p50", "p99", "n")},
+                "cache_query_reduction": queries["reduction"],
+                "samples_ms": {
+                    "exit_pass_10k_ms": passes["warm"]["samples"],
+                    "exit_pass_10k_naive_ms": passes["naive"]["samples"],
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

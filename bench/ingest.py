@@ -63,9 +63,23 @@ def free_port() -> int:
 
 def start_web(port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "aegis.wsgi:application", "-b", f"127.0.0.1:{port}",
-         "-w", str(WEB_WORKERS), "--log-level", "warning"],
-        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "aegis.wsgi:application",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(WEB_WORKERS),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -127,6 +141,7 @@ class Bench:
         self.serial = 0
 
     def setup(self) -> None:
+        from bench.ticks import pick_symbols
         from execution import services
         from execution.broker import get_broker
         from execution.models import Reconciliation
@@ -135,31 +150,38 @@ class Bench:
         from picks.services import source_token_issue
         from trading.models import ExitProfile
 
-        from bench.ticks import pick_symbols
-
         self.symbols = pick_symbols(N + N_SCHEDULER + WARMUP + 1)
         for symbol in self.symbols:
-            self.control.post("/_sim/prices", {"pdno": symbol, "price": PRICE,
-                                               "prev_close": PRICE})
+            self.control.post("/_sim/prices", {"pdno": symbol, "price": PRICE, "prev_close": PRICE})
         services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
         reconciliation_run(broker=get_broker(), trigger=Reconciliation.Trigger.MANUAL)
         GateSettings.current()
         GateSettings.objects.filter(pk=1).update(
-            max_open_positions=10**6, max_symbol_exposure_krw=10**12,
-            max_total_exposure_krw=10**15, daily_loss_limit_krw=0, max_pick_age_s=120)
-        profile = ExitProfile.objects.create(name=f"bench-ingest-{os.getpid()}",
-                                             stop_loss_pct=3)
-        self.source = PickSource.objects.create(code=f"bench{os.getpid()}", exit_profile=profile,
-                                                rate_limit="1000000/second")
+            max_open_positions=10**6,
+            max_symbol_exposure_krw=10**12,
+            max_total_exposure_krw=10**15,
+            daily_loss_limit_krw=0,
+            max_pick_age_s=120,
+        )
+        profile = ExitProfile.objects.create(name=f"bench-ingest-{os.getpid()}", stop_loss_pct=3)
+        self.source = PickSource.objects.create(
+            code=f"bench{os.getpid()}", exit_profile=profile, rate_limit="1000000/second"
+        )
         self.token = source_token_issue(source=self.source)
 
     def pick(self, symbol: str) -> dict:
         from core import clock
 
         self.serial += 1
-        return {"source": self.source.code, "external_id": f"b{self.serial}", "symbol": symbol,
-                "side": "BUY", "budget_krw": 1_000_000, "limit_price": PRICE,
-                "generated_at": clock.now().isoformat()}
+        return {
+            "source": self.source.code,
+            "external_id": f"b{self.serial}",
+            "symbol": symbol,
+            "side": "BUY",
+            "budget_krw": 1_000_000,
+            "limit_price": PRICE,
+            "generated_at": clock.now().isoformat(),
+        }
 
     def start_worker(self, queues: str) -> None:
         name = f"bench-ingest-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
@@ -176,8 +198,10 @@ class Bench:
         """The simulator's quote and order book requests so far (its request log)."""
         from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
 
-        return sum(r["path"] in (PATH_PRICE, PATH_ASKING_PRICE)
-                   for r in self.control.call("GET", "/_sim/book")["requests"])
+        return sum(
+            r["path"] in (PATH_PRICE, PATH_ASKING_PRICE)
+            for r in self.control.call("GET", "/_sim/book")["requests"]
+        )
 
     def latencies(self, sent: dict[int, dt.datetime]) -> tuple[list[float], int]:
         """ms from each pick's sending to its order's submitted_at; and how many never came."""
@@ -185,14 +209,18 @@ class Bench:
 
         deadline = time.monotonic() + WAIT_S
         while True:
-            done = dict(Order.objects.filter(intent__picks__in=list(sent),
-                                             submitted_at__isnull=False)
-                        .values_list("intent__picks", "submitted_at"))
+            done = dict(
+                Order.objects.filter(
+                    intent__picks__in=list(sent), submitted_at__isnull=False
+                ).values_list("intent__picks", "submitted_at")
+            )
             if len(done) == len(sent) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        return ([(done[p] - at).total_seconds() * 1000 for p, at in sent.items() if p in done],
-                len(sent) - len(done))
+        return (
+            [(done[p] - at).total_seconds() * 1000 for p, at in sent.items() if p in done],
+            len(sent) - len(done),
+        )
 
     def stages(self, sent: dict[int, dt.datetime]) -> dict:
         """p50 of each stage of the event path, in ms: the request until the pick's row
@@ -202,8 +230,8 @@ class Bench:
         from picks.models import Pick
 
         rows = Pick.objects.filter(pk__in=list(sent), intent__isnull=False).values_list(
-            "pk", "received_at", "routed_at", "intent__created_at",
-            "intent__orders__submitted_at")
+            "pk", "received_at", "routed_at", "intent__created_at", "intent__orders__submitted_at"
+        )
         marks = {"stored": [], "taken": [], "intent": [], "accepted": []}
         for pk, received, routed, created, submitted in rows:
             if submitted is None:
@@ -263,10 +291,17 @@ class Bench:
             try:
                 n = 0
                 while time.monotonic() < stop_at:
-                    batch = [{"source": self.source.code, "external_id": f"t{i}-{n}-{k}",
-                              "symbol": symbol, "side": "BUY", "budget_krw": 1_000_000,
-                              "generated_at": "2026-11-24T10:00:00+09:00"}
-                             for k in range(BATCH)]
+                    batch = [
+                        {
+                            "source": self.source.code,
+                            "external_id": f"t{i}-{n}-{k}",
+                            "symbol": symbol,
+                            "side": "BUY",
+                            "budget_krw": 1_000_000,
+                            "generated_at": "2026-11-24T10:00:00+09:00",
+                        }
+                        for k in range(BATCH)
+                    ]
                     n += 1
                     counts[i] += len(api.send(batch)["ids"])
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -283,9 +318,13 @@ class Bench:
         elapsed = time.monotonic() - began
         if errors:
             raise SystemExit(f"throughput clients failed: {errors[:3]}")
-        return {"picks": sum(counts), "seconds": round(elapsed, 2),
-                "picks_per_s": round(sum(counts) / elapsed, 1), "clients": CLIENTS,
-                "batch": BATCH}
+        return {
+            "picks": sum(counts),
+            "seconds": round(elapsed, 2),
+            "picks_per_s": round(sum(counts) / elapsed, 1),
+            "clients": CLIENTS,
+            "batch": BATCH,
+        }
 
     def run(self) -> dict:
         from aegis.celery import app
@@ -311,8 +350,7 @@ class Bench:
         results["answer"] = figures(answers)
         self.stop_worker()
         self.start_worker("execution")  # picks.route now piles up unconsumed
-        values, lost = self.latencies(self.scheduler([next(symbols) for _ in
-                                                      range(N_SCHEDULER)]))
+        values, lost = self.latencies(self.scheduler([next(symbols) for _ in range(N_SCHEDULER)]))
         results["scheduler"] = figures(values) | {"lost": lost}
         results["samples_ms"]["ingest_to_order_scheduler_ms"] = values
         results["throughput"] = self.throughput()
@@ -332,37 +370,59 @@ class Bench:
 
 
 def report(results: dict) -> None:
-    rows = [("event: ingest → doorbell lane routes, sends", results["event"]),
-            ("review's one-minute router", results["scheduler"])]
+    rows = [
+        ("event: ingest → doorbell lane routes, sends", results["event"]),
+        ("review's one-minute router", results["scheduler"]),
+    ]
     print("\nHTTP ingest → ENTRY order accepted by the simulator (ms)")
     print(f"{'path':<42} {'n':>5} {'p50':>10} {'p99':>10} {'mean':>10} {'lost':>5}")
     for name, f in rows:
-        print(f"{name:<42} {f['n']:>5} {f['p50']!s:>10} {f['p99']!s:>10} {f['mean']!s:>10} "
-              f"{f['lost']:>5}")
-    print("event path, p50 of each stage (ms): " + ", ".join(
-        f"→ {name} {ms}" for name, ms in results["stages"].items()))
+        print(
+            f"{name:<42} {f['n']:>5} {f['p50']!s:>10} {f['p99']!s:>10} {f['mean']!s:>10} "
+            f"{f['lost']:>5}"
+        )
+    print(
+        "event path, p50 of each stage (ms): "
+        + ", ".join(f"→ {name} {ms}" for name, ms in results["stages"].items())
+    )
     a = results["answer"]
     print(f"HTTP 202 answer: p50 {a['p50']} ms, p99 {a['p99']} ms (n {a['n']})")
-    print(f"quote and order book calls at the simulator per pick: "
-          f"{results['market_calls_per_pick']} (2 when every route joined its heads-up's read)")
+    print(
+        f"quote and order book calls at the simulator per pick: "
+        f"{results['market_calls_per_pick']} (2 when every route joined its heads-up's read)"
+    )
     if results["event"]["mean"] and results["scheduler"]["mean"]:
         print(f"mean: {results['scheduler']['mean'] / results['event']['mean']:.0f}× faster")
     t = results["throughput"]
-    print(f"sustained ingest: {t['picks_per_s']:,} picks/s ({t['picks']:,} picks in "
-          f"{t['seconds']} s, {t['clients']} clients, batches of {t['batch']})")
-    print(json.dumps({"ingest_to_order_ms": results["event"],
-                      "ingest_to_order_scheduler_ms": results["scheduler"],
-                      "ingest_answer_ms": results["answer"],
-                      "ingest_stages_p50_ms": results["stages"],
-                      "ingest_market_calls_per_pick": results["market_calls_per_pick"],
-                      "ingest_picks_per_s": t["picks_per_s"],
-                      "samples_ms": results["samples_ms"]}))
+    print(
+        f"sustained ingest: {t['picks_per_s']:,} picks/s ({t['picks']:,} picks in "
+        f"{t['seconds']} s, {t['clients']} clients, batches of {t['batch']})"
+    )
+    print(
+        json.dumps(
+            {
+                "ingest_to_order_ms": results["event"],
+                "ingest_to_order_scheduler_ms": results["scheduler"],
+                "ingest_answer_ms": results["answer"],
+                "ingest_stages_p50_ms": results["stages"],
+                "ingest_market_calls_per_pick": results["market_calls_per_pick"],
+                "ingest_picks_per_s": t["picks_per_s"],
+                "samples_ms": results["samples_ms"],
+            }
+        )
+    )
 
 
 def main() -> int:
     start = MORNING.isoformat()
-    os.environ.update({"AEGIS_CLOCK_START": start, "AEGIS_CLOCK_ORIGIN": repr(time.time()),
-                       "DEBUG": "false", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING")})
+    os.environ.update(
+        {
+            "AEGIS_CLOCK_START": start,
+            "AEGIS_CLOCK_ORIGIN": repr(time.time()),
+            "DEBUG": "false",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        }
+    )
     bench, results = None, {}
     with on_simulator("bench/ingest.py") as control:
         if control is None:

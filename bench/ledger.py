@@ -63,28 +63,40 @@ def sums_exit_intent_open(*, position_id: int, qty: int) -> OrderIntent:
         if available <= 0:
             raise RuntimeError("nothing available")
         return OrderIntent.objects.create(
-            intent_type="EXIT_STOP_LOSS", side="SELL", position=position,
-            symbol=position.symbol, qty=min(qty, available),
-            idempotency_key=key, event_at=now, created_at=now)
+            intent_type="EXIT_STOP_LOSS",
+            side="SELL",
+            position=position,
+            symbol=position.symbol,
+            qty=min(qty, available),
+            idempotency_key=key,
+            event_at=now,
+            created_at=now,
+        )
 
 
 def aegis_exit_intent_open(*, position_id: int, qty: int) -> OrderIntent:
-    return services.exit_intent_open(position_id=position_id, qty=qty,
-                                     intent_type="EXIT_STOP_LOSS",
-                                     idempotency_key=f"bench:{uuid.uuid4()}")
+    return services.exit_intent_open(
+        position_id=position_id,
+        qty=qty,
+        intent_type="EXIT_STOP_LOSS",
+        idempotency_key=f"bench:{uuid.uuid4()}",
+    )
 
 
 def make_position(symbol: str) -> Position:
-    intent = services.entry_intent_open(symbol=symbol, qty=10_000_000,
-                                        idempotency_key=f"bench:{uuid.uuid4()}")
+    intent = services.entry_intent_open(
+        symbol=symbol, qty=10_000_000, idempotency_key=f"bench:{uuid.uuid4()}"
+    )
     order = services.order_open(intent_id=intent.pk)
-    services.fill_apply(order_id=order.pk, broker_fill_key=f"bench:{uuid.uuid4()}",
-                        qty=10_000_000, price=50_000)
+    services.fill_apply(
+        order_id=order.pk, broker_fill_key=f"bench:{uuid.uuid4()}", qty=10_000_000, price=50_000
+    )
     for _ in range(HISTORY_ORDERS):  # a history of finished exits
         exit_intent = aegis_exit_intent_open(position_id=intent.position_id, qty=1)
         sell = services.order_open(intent_id=exit_intent.pk)
-        services.fill_apply(order_id=sell.pk, broker_fill_key=f"bench:{uuid.uuid4()}",
-                            qty=1, price=50_100)
+        services.fill_apply(
+            order_id=sell.pk, broker_fill_key=f"bench:{uuid.uuid4()}", qty=1, price=50_100
+        )
     return Position.objects.get(pk=intent.position_id)
 
 
@@ -94,8 +106,10 @@ def main() -> int:
         return 2
     services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
     run = uuid.uuid4().int % 900_000 + 100_000
-    positions = {"aegis": make_position(f"{run:06d}"),
-                 "sums": make_position(f"{(run + 1) % 1_000_000:06d}")}
+    positions = {
+        "aegis": make_position(f"{run:06d}"),
+        "sums": make_position(f"{(run + 1) % 1_000_000:06d}"),
+    }
     calls = {"aegis": aegis_exit_intent_open, "sums": sums_exit_intent_open}
 
     queries = {}
@@ -117,15 +131,21 @@ def main() -> int:
                 calls[name](position_id=positions[name].pk, qty=1)
                 samples[name].append((time.perf_counter() - started) * 1e6)
 
-    print(f"exit intent open under the row lock, PostgreSQL {connection.pg_version // 10000}, "
-          f"n={N} per cell, {HISTORY_ORDERS} past orders per position")
+    print(
+        f"exit intent open under the row lock, PostgreSQL {connection.pg_version // 10000}, "
+        f"n={N} per cell, {HISTORY_ORDERS} past orders per position"
+    )
     print(f"{'arrivals':<15} {'variant':<7} {'queries':>7} {'p50 µs':>8} {'p99 µs':>8}")
     figures = {}
     for mode, samples in results.items():
         for name, values in samples.items():
             p50, p99 = quantile(values, 50), quantile(values, 99)
-            figures[f"{mode}/{name}"] = {"p50_us": round(p50), "p99_us": round(p99),
-                                         "n": len(values), "queries": queries[name]}
+            figures[f"{mode}/{name}"] = {
+                "p50_us": round(p50),
+                "p99_us": round(p99),
+                "n": len(values),
+                "queries": queries[name],
+            }
             print(f"{mode:<15} {name:<7} {queries[name]:>7} {p50:>8.0f} {p99:>8.0f}")
     print(json.dumps(figures))
     _remove(list(positions.values()))

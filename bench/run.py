@@ -52,10 +52,14 @@ def fresh_database(module: str) -> dict[str, str]:
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    env = {variable: urlunsplit(urlsplit(os.environ[variable])._replace(path="/" + name))
-           for variable in ("DATABASE_URL", "DATABASE_DIRECT_URL") if os.environ.get(variable)}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True,
-                   env=os.environ | env)
+    env = {
+        variable: urlunsplit(urlsplit(os.environ[variable])._replace(path="/" + name))
+        for variable in ("DATABASE_URL", "DATABASE_DIRECT_URL")
+        if os.environ.get(variable)
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=os.environ | env
+    )
     return env
 
 
@@ -65,8 +69,13 @@ def run_one(module: str) -> dict | None:
     print(f"\n=== bench.{module} ===", flush=True)
     # Every process a benchmark starts runs with DEBUG off, as deployed (no query log kept).
     env = os.environ | fresh_database(module) | {"DEBUG": "false"}
-    proc = subprocess.Popen([sys.executable, "-u", "-m", f"bench.{module}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", f"bench.{module}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     found = None
     for line in proc.stdout:
         if line.startswith("{"):
@@ -90,15 +99,24 @@ def _cell(figure) -> str:
 
 
 def table(results: dict) -> str:
-    lines = ["# Benchmark results", "",
-             f"Run {results['run']['at']} on {results['run']['machine']}, commit "
-             f"{results['run']['commit']}. Latencies in ms as p50 / p99 (n).", "",
-             "| path | Aegis | the review's baseline |", "|---|---|---|"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {results['run']['at']} on {results['run']['machine']}, commit "
+        f"{results['run']['commit']}. Latencies in ms as p50 / p99 (n).",
+        "",
+        "| path | Aegis | the review's baseline |",
+        "|---|---|---|",
+    ]
     for key, what, baseline in HEADLINES:
         lines.append(f"| {what} | {_cell(results.get(key))} | {_cell(results.get(baseline))} |")
     lines += ["", "| figure | value |", "|---|---|"]
-    for key in ("exit_pass_10k_queries", "cache_query_reduction", "ingest_picks_per_s",
-                "oversells"):
+    for key in (
+        "exit_pass_10k_queries",
+        "cache_query_reduction",
+        "ingest_picks_per_s",
+        "oversells",
+    ):
         value = results.get(key)
         if key == "cache_query_reduction" and value is not None:
             value = f"{value:.2%}"
@@ -113,8 +131,12 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmarks {unknown}; known: {MODULES}", file=sys.stderr)
         return 2
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip() or "unknown"
+    commit = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True
+        ).stdout.strip()
+        or "unknown"
+    )
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() and argv else {}
     samples = json.loads(SAMPLES.read_text()) if SAMPLES.exists() and argv else {}
     failed = []
@@ -123,26 +145,43 @@ def main(argv: list[str]) -> int:
         if found is None:
             failed.append(module)
         else:
-            samples.update({k: [round(v, 3) for v in values]
-                            for k, values in found.pop("samples_ms", {}).items()})
+            samples.update(
+                {
+                    k: [round(v, 3) for v in values]
+                    for k, values in found.pop("samples_ms", {}).items()
+                }
+            )
             results.update(found)
-    results["run"] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                      "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
-                                 f"{platform.python_version()}", "commit": commit,
-                      "modules": modules, "failed": failed,
-                      "pgbouncer": os.environ.get("DATABASE_POOLING") == "pgbouncer",
-                      "hot_processes_direct": bool(hot_database_env()),
-                      "commits_flushed": os.environ.get("AEGIS_PG_DURABLE") == "1"}
+    results["run"] = {
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        "commit": commit,
+        "modules": modules,
+        "failed": failed,
+        "pgbouncer": os.environ.get("DATABASE_POOLING") == "pgbouncer",
+        "hot_processes_direct": bool(hot_database_env()),
+        "commits_flushed": os.environ.get("AEGIS_PG_DURABLE") == "1",
+    }
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     TABLE.write_text(table(results))
     SAMPLES.write_text(json.dumps(samples, sort_keys=True) + "\n")
-    latency_chart([(what, {"Aegis": samples.get(key, []),
-                           "the review's baseline": samples.get(baseline, [])})
-                   for key, what, baseline in HEADLINES], CHART,
-                  title=f"make bench {results['run']['at']} (commit {commit}): Aegis against "
-                        "the review's baselines, in the same run")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}, {TABLE.relative_to(ROOT)}, "
-          f"{SAMPLES.relative_to(ROOT)} and {CHART.relative_to(ROOT)}")
+    latency_chart(
+        [
+            (
+                what,
+                {"Aegis": samples.get(key, []), "the review's baseline": samples.get(baseline, [])},
+            )
+            for key, what, baseline in HEADLINES
+        ],
+        CHART,
+        title=f"make bench {results['run']['at']} (commit {commit}): Aegis against "
+        "the review's baselines, in the same run",
+    )
+    print(
+        f"\nwrote {RESULTS.relative_to(ROOT)}, {TABLE.relative_to(ROOT)}, "
+        f"{SAMPLES.relative_to(ROOT)} and {CHART.relative_to(ROOT)}"
+    )
     print(TABLE.read_text())
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -14,5 +14,9 @@ def figures(values: list[float]) -> dict:
     """p50, p99 and mean in ms (two places) and n; None for each when there is nothing."""
     if not values:
         return {"p50": None, "p99": None, "mean": None, "n": 0}
-    return {"p50": round(quantile(values, 50), 2), "p99": round(quantile(values, 99), 2),
-            "mean": round(statistics.fmean(values), 2), "n": len(values)}
+    return {
+        "p50": round(quantile(values, 50), 2),
+        "p99": round(quantile(values, 99), 2),
+        "mean": round(statistics.fmean(values), 2),
+        "n": len(values),
+    }

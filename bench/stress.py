@@ -45,26 +45,36 @@ def storm(seed: int, position_ids: list[int], operations: int, start_at: float) 
         action = rng.choices(["exit", "order", "fill", "cancel"], [4, 3, 3, 1])[0]
         try:
             if action == "exit":
-                services.exit_intent_open(position_id=position_id, qty=rng.randint(1, 60),
-                                          intent_type="EXIT_STOP_LOSS",
-                                          idempotency_key=f"stress:{uuid.uuid4()}")
+                services.exit_intent_open(
+                    position_id=position_id,
+                    qty=rng.randint(1, 60),
+                    intent_type="EXIT_STOP_LOSS",
+                    idempotency_key=f"stress:{uuid.uuid4()}",
+                )
             elif action == "order":
-                intent = OrderIntent.objects.filter(position_id=position_id, side="SELL",
-                                                    status="NEW").first()
+                intent = OrderIntent.objects.filter(
+                    position_id=position_id, side="SELL", status="NEW"
+                ).first()
                 if intent is None:
                     continue
                 services.order_open(intent_id=intent.pk)
             elif action == "fill":
-                order = Order.objects.filter(position_id=position_id, side="SELL",
-                                             status__in=Order.OPEN_STATUSES).first()
+                order = Order.objects.filter(
+                    position_id=position_id, side="SELL", status__in=Order.OPEN_STATUSES
+                ).first()
                 if order is None:
                     continue
                 qty = rng.randint(1, max(1, order.qty - order.filled_qty))
-                services.fill_apply(order_id=order.pk, broker_fill_key=f"stress:{uuid.uuid4()}",
-                                    qty=qty, price=10_000)
+                services.fill_apply(
+                    order_id=order.pk,
+                    broker_fill_key=f"stress:{uuid.uuid4()}",
+                    qty=qty,
+                    price=10_000,
+                )
             else:
-                intent = OrderIntent.objects.filter(position_id=position_id, side="SELL",
-                                                    status="NEW").first()
+                intent = OrderIntent.objects.filter(
+                    position_id=position_id, side="SELL", status="NEW"
+                ).first()
                 if intent is None:
                     continue
                 services.intent_cancel(intent_id=intent.pk, reason="stress")
@@ -84,13 +94,18 @@ def oversells(position_ids: list[int]) -> int:
     for position in Position.objects.filter(pk__in=position_ids):
         fills = Fill.objects.filter(order__position=position).aggregate(
             bought=Sum("qty", filter=Q(order__side="BUY")),
-            sold=Sum("qty", filter=Q(order__side="SELL")))
+            sold=Sum("qty", filter=Q(order__side="SELL")),
+        )
         bought, sold = fills["bought"] or 0, fills["sold"] or 0
-        open_orders = Order.objects.filter(position=position, side="SELL",
-                                           status__in=Order.OPEN_STATUSES)
+        open_orders = Order.objects.filter(
+            position=position, side="SELL", status__in=Order.OPEN_STATUSES
+        )
         held_back = sum(o.qty - o.filled_qty for o in open_orders) + (
-            OrderIntent.objects.filter(position=position, side="SELL", status="NEW")
-            .aggregate(q=Sum("qty"))["q"] or 0)
+            OrderIntent.objects.filter(position=position, side="SELL", status="NEW").aggregate(
+                q=Sum("qty")
+            )["q"]
+            or 0
+        )
         if sold > bought or held_back > bought - sold or position.qty != bought - sold:
             count += 1
     return count
@@ -110,30 +125,47 @@ def main() -> int:
     positions = []
     base = random.SystemRandom().randrange(100_000, 900_000)
     for i in range(POSITIONS):
-        intent = services.entry_intent_open(symbol=f"{base + i:06d}", qty=QTY,
-                                            idempotency_key=f"stress-entry:{uuid.uuid4()}")
+        intent = services.entry_intent_open(
+            symbol=f"{base + i:06d}", qty=QTY, idempotency_key=f"stress-entry:{uuid.uuid4()}"
+        )
         order = services.order_open(intent_id=intent.pk)
-        services.fill_apply(order_id=order.pk, broker_fill_key=f"stress:{uuid.uuid4()}",
-                            qty=QTY, price=10_000)
+        services.fill_apply(
+            order_id=order.pk, broker_fill_key=f"stress:{uuid.uuid4()}", qty=QTY, price=10_000
+        )
         positions.append(intent.position_id)
     connection.close()
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 5
     began = time.monotonic()
     with ctx.Pool(PROCESSES) as pool:
-        results = pool.starmap(storm, [(seed, positions, OPERATIONS, start)
-                                       for seed in range(PROCESSES)])
+        results = pool.starmap(
+            storm, [(seed, positions, OPERATIONS, start) for seed in range(PROCESSES)]
+        )
     elapsed = time.monotonic() - began - 5
     totals = {k: sum(r[k] for r in results) for k in results[0]}
     found = oversells(positions)
     closed = Position.objects.filter(pk__in=positions, status="CLOSED").count()
-    print(f"\nConcurrency stress: {PROCESSES} processes × {OPERATIONS} random operations on "
-          f"{POSITIONS} positions of {QTY} shares, {elapsed:.1f} s")
-    print("  " + ", ".join(f"{k} {v:,}" for k, v in totals.items())
-          + f"; positions closed {closed}")
+    print(
+        f"\nConcurrency stress: {PROCESSES} processes × {OPERATIONS} random operations on "
+        f"{POSITIONS} positions of {QTY} shares, {elapsed:.1f} s"
+    )
+    print(
+        "  " + ", ".join(f"{k} {v:,}" for k, v in totals.items()) + f"; positions closed {closed}"
+    )
     print(f"  oversells: {found}")
-    print(json.dumps({"oversells": found, "stress": totals | {
-        "processes": PROCESSES, "operations": PROCESSES * OPERATIONS, "positions": POSITIONS}}))
+    print(
+        json.dumps(
+            {
+                "oversells": found,
+                "stress": totals
+                | {
+                    "processes": PROCESSES,
+                    "operations": PROCESSES * OPERATIONS,
+                    "positions": POSITIONS,
+                },
+            }
+        )
+    )
     return 0
 
 

@@ -43,11 +43,10 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from core.memory import freeze_startup_objects
 from bench.execution import hot_database_env, start_worker, stop_worker, wait_ready
 from bench.stats import figures
-from kis_simulator.process import (Control, SimulatorNotStarted, simulator_start,
-                                                 simulator_stop)
+from core.memory import freeze_startup_objects
+from kis_simulator.process import Control, SimulatorNotStarted, simulator_start, simulator_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 N = int(os.environ.get("BENCH_TICKS", "300"))
@@ -72,22 +71,38 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
     """As bench/execution.py's, without automatic price steps (trades print when told) and
     without symbols (listed through the control API once chosen)."""
     try:
-        return simulator_start("--flavour", "real", "--rps", "0", "--tick-ms", "0", "--app",
-                               f"{appkey}:{appsecret}", "--account",
-                               f"{ACCOUNT}:{10**13}:{HTS_ID}")
+        return simulator_start(
+            "--flavour",
+            "real",
+            "--rps",
+            "0",
+            "--tick-ms",
+            "0",
+            "--app",
+            f"{appkey}:{appsecret}",
+            "--account",
+            f"{ACCOUNT}:{10**13}:{HTS_ID}",
+        )
     except SimulatorNotStarted as exc:
         raise SystemExit(str(exc)) from None
 
 
-def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str,
-                        appsecret: str) -> bool:
+def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str, appsecret: str) -> bool:
     """Point this process (and the processes it starts) at the simulator and set Django up;
     False, said on stderr, when it is not beside PostgreSQL and Redis."""
-    os.environ.update({
-        "KIS_ENV": "simulator", "KIS_FLAVOUR": "real", "KIS_BASE_URL": base_url,
-        "KIS_WS_URL": ws_url, "KIS_ACCOUNT": ACCOUNT, "KIS_HTS_ID": HTS_ID,
-        "KIS_QUERY_APP_KEY": appkey, "KIS_QUERY_APP_SECRET": appsecret,
-        "KIS_RATE_PER_SECOND": "1000"})
+    os.environ.update(
+        {
+            "KIS_ENV": "simulator",
+            "KIS_FLAVOUR": "real",
+            "KIS_BASE_URL": base_url,
+            "KIS_WS_URL": ws_url,
+            "KIS_ACCOUNT": ACCOUNT,
+            "KIS_HTS_ID": HTS_ID,
+            "KIS_QUERY_APP_KEY": appkey,
+            "KIS_QUERY_APP_SECRET": appsecret,
+            "KIS_RATE_PER_SECOND": "1000",
+        }
+    )
     os.environ.update(hot_database_env())  # pricesync runs in this process
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
@@ -97,8 +112,11 @@ def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str,
     from django.db import connection
 
     if connection.vendor != "postgresql" or not settings.REDIS_URL:
-        print(f"{name} measures PostgreSQL and Redis: run it beside them "
-              "(scripts/with-services.sh, as `make bench` does).", file=sys.stderr)
+        print(
+            f"{name} measures PostgreSQL and Redis: run it beside them "
+            "(scripts/with-services.sh, as `make bench` does).",
+            file=sys.stderr,
+        )
         return False
     return True
 
@@ -134,8 +152,9 @@ class Running:
         async def main():
             self.stop = asyncio.Event()
             # As the pricesync command: start-up objects frozen once ready (core/memory.py).
-            await self.sync.run(self.stop, on_ready=lambda: (
-                freeze_startup_objects("pricesync"), self.ready.set()))
+            await self.sync.run(
+                self.stop, on_ready=lambda: (freeze_startup_objects("pricesync"), self.ready.set())
+            )
 
         try:
             self.loop.run_until_complete(main())
@@ -175,9 +194,16 @@ def main() -> int:
         for symbol in symbols:  # listed at the cost, as a new day (no trade printed)
             control.post("/_sim/prices", {"pdno": symbol, "price": COST, "prev_close": COST})
         cano, prdt = ACCOUNT.split("-")
-        control.post("/_sim/accounts", {
-            "cano": cano, "acnt_prdt_cd": prdt, "cash": 10**13, "hts_id": HTS_ID,
-            "holdings": [{"pdno": s, "qty": HELD, "avg_price": COST} for s in symbols]})
+        control.post(
+            "/_sim/accounts",
+            {
+                "cano": cano,
+                "acnt_prdt_cd": prdt,
+                "cash": 10**13,
+                "hts_id": HTS_ID,
+                "holdings": [{"pdno": s, "qty": HELD, "avg_price": COST} for s in symbols],
+            },
+        )
         try:
             bench = Bench(symbols, control)
             results = bench.run_all()
@@ -196,8 +222,10 @@ def pick_symbols(count: int) -> list[str]:
     for _ in range(20):
         start = random.SystemRandom().randrange(100_000, 999_000 - count)
         symbols = [f"{start + i:06d}" for i in range(count)]
-        if not Position.objects.filter(symbol__in=symbols).exists() \
-                and not BestPrice.objects.filter(symbol__in=symbols).exists():
+        if (
+            not Position.objects.filter(symbol__in=symbols).exists()
+            and not BestPrice.objects.filter(symbol__in=symbols).exists()
+        ):
             return symbols
     raise SystemExit("no free block of symbol codes found")
 
@@ -243,13 +271,16 @@ class Bench:
 
         services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
         if services.trading_state_get() != "ACTIVE":
-            raise SystemExit("trading is not ACTIVE (the startup gate waits for a "
-                             "reconciliation): run the benchmark on a fresh database")
+            raise SystemExit(
+                "trading is not ACTIVE (the startup gate waits for a "
+                "reconciliation): run the benchmark on a fresh database"
+            )
         get_broker().price(self.symbols[0])  # a token in the shared cache before the clock starts
         with app.connection_for_write() as conn:  # nothing queued by anything before us
             conn.default_channel.queue_purge("execution")
         self.profile = ExitProfile.objects.create(
-            name=f"bench-ticks-{self.symbols[0]}", stop_loss_pct=STOP_PCT, gap_down_pct=None)
+            name=f"bench-ticks-{self.symbols[0]}", stop_loss_pct=STOP_PCT, gap_down_pct=None
+        )
         self.arm(self.symbols)
         start_execution_worker(self)
 
@@ -275,8 +306,11 @@ class Bench:
             self.poll_stop.set()
             self.poller.join(30)
         results["pass_ms"] = self.pass_ms
-        results["lost"] = {"event": self.lost_event, "hop": self.lost_hop,
-                           "polling": self.lost_polling}
+        results["lost"] = {
+            "event": self.lost_event,
+            "hop": self.lost_hop,
+            "polling": self.lost_polling,
+        }
         results["lost_reasons"] = self.lost_reasons[:5]
         results["symbols"] = len(self.all_symbols)
         return results
@@ -325,9 +359,15 @@ class Bench:
         from kis.protocol import WS_SUBSCRIBED, WS_TR_TRADE
 
         bench = self
-        sync = stamped_sync_class()(bench, broker=get_broker(), evaluate=evaluate, send=send,
-                                    watchlist=tuple(self.all_symbols), poll_s=3600,
-                                    stale_s=3600)
+        sync = stamped_sync_class()(
+            bench,
+            broker=get_broker(),
+            evaluate=evaluate,
+            send=send,
+            watchlist=tuple(self.all_symbols),
+            poll_s=3600,
+            stale_s=3600,
+        )
         running = Running(sync)
 
         class Context:
@@ -335,8 +375,9 @@ class Bench:
                 bench.sync_running = running
                 running.__enter__()
                 deadline = time.monotonic() + 30
-                while any(sync.stream.acks.get((WS_TR_TRADE, s)) != WS_SUBSCRIBED
-                          for s in bench.symbols):
+                while any(
+                    sync.stream.acks.get((WS_TR_TRADE, s)) != WS_SUBSCRIBED for s in bench.symbols
+                ):
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"pricesync's subscriptions: {sync.stream.acks}")
                     time.sleep(0.05)
@@ -360,10 +401,15 @@ class Bench:
         with transaction.atomic():
             for symbol in symbols:
                 position = Position.objects.create(
-                    symbol=symbol, qty=QTY, avg_price=Decimal(COST), opened_at=clock.now(),
-                    status=Position.Status.OPEN)
-                PositionExitState.objects.create(position=position, profile=self.profile,
-                                                 peak_qty=QTY)
+                    symbol=symbol,
+                    qty=QTY,
+                    avg_price=Decimal(COST),
+                    opened_at=clock.now(),
+                    status=Position.Status.OPEN,
+                )
+                PositionExitState.objects.create(
+                    position=position, profile=self.profile, peak_qty=QTY
+                )
                 self.positions[symbol] = position.pk
                 self.created.append(position.pk)
 
@@ -402,10 +448,15 @@ class Bench:
         ids = {position_id: symbol for symbol, (position_id, _) in fired.items()}
         deadline = time.monotonic() + WAIT_S
         while True:
-            rows = list(Order.objects.filter(
-                position_id__in=list(ids), side="SELL", submitted_at__isnull=False,
-            ).values_list("position_id", "pk", "qty", "submitted_at", "intent__created_at",
-                          "created_at"))
+            rows = list(
+                Order.objects.filter(
+                    position_id__in=list(ids),
+                    side="SELL",
+                    submitted_at__isnull=False,
+                ).values_list(
+                    "position_id", "pk", "qty", "submitted_at", "intent__created_at", "created_at"
+                )
+            )
             if len(rows) >= len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -422,8 +473,9 @@ class Bench:
             out["to_order"].append((order_at - intent_at).total_seconds() * 1000)
             out["to_accepted"].append((submitted_at - order_at).total_seconds() * 1000)
             # The broker's fill, through the ledger: the position closes.
-            services.fill_apply(order_id=order_id, broker_fill_key=f"bench-ticks:{order_id}",
-                                qty=qty, price=TRIGGER)
+            services.fill_apply(
+                order_id=order_id, broker_fill_key=f"bench-ticks:{order_id}", qty=qty, price=TRIGGER
+            )
         for symbol in fired:
             self.expect.pop(symbol, None)
             if symbol not in done:  # out of the rotation; its rows go at the end
@@ -491,51 +543,70 @@ def stamped_sync_class():
 def report(results: dict) -> None:
     event, hop, polling = results["event"], results["hop"], results["polling"]
     paths = (("event", event), ("event, worker hop", hop), (f"polling {POLL_S:g} s", polling))
-    print(f"tick → exit order accepted by the KIS simulator: {results['symbols']} managed "
-          f"positions (3% stop loss), paced triggers (0-{2 * GAP_MS:.0f} ms gaps), "
-          f"{POOL} worker; from the trade's arrival at pricesync, and from the bench's request "
-          f"for the trade (simulator and WebSocket included)")
+    print(
+        f"tick → exit order accepted by the KIS simulator: {results['symbols']} managed "
+        f"positions (3% stop loss), paced triggers (0-{2 * GAP_MS:.0f} ms gaps), "
+        f"{POOL} worker; from the trade's arrival at pricesync, and from the bench's request "
+        f"for the trade (simulator and WebSocket included)"
+    )
     print(f"{'path':<19} {'from':<6} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     table = {}
     for name, series in paths:
         for start in ("trade", "post"):
             f = table[(name, start)] = figures(series[start])
-            cells = [f"{f[k]:>9.2f}" if f[k] is not None else f"{'-':>9}"
-                     for k in ("p50", "p99", "mean")]
+            cells = [
+                f"{f[k]:>9.2f}" if f[k] is not None else f"{'-':>9}" for k in ("p50", "p99", "mean")
+            ]
             print(f"{name:<19} {start:<6} {f['n']:>5} {' '.join(cells)}")
-    print("where the time goes, p50 / p99 ms: the trade → the exit intent's created_at (in "
-          "pricesync, inside the ledger's statement) → the Order row (0 when it is recorded "
-          "and claimed in the intent's own statement) → accepted (the commit, the sender "
-          "thread or the worker, the order-cash call)")
+    print(
+        "where the time goes, p50 / p99 ms: the trade → the exit intent's created_at (in "
+        "pricesync, inside the ledger's statement) → the Order row (0 when it is recorded "
+        "and claimed in the intent's own statement) → accepted (the commit, the sender "
+        "thread or the worker, the order-cash call)"
+    )
     for name, series in paths:
         stages = [figures(series[k]) for k in ("to_intent", "to_order", "to_accepted")]
-        print(f"{name:<19} " + "  ".join(
-            f"{label} {f['p50']:.2f} / {f['p99']:.2f}" for label, f in zip(
-                ("→ intent", "→ order", "→ accepted"), stages) if f["n"]))
+        print(
+            f"{name:<19} "
+            + "  ".join(
+                f"{label} {f['p50']:.2f} / {f['p99']:.2f}"
+                for label, f in zip(("→ intent", "→ order", "→ accepted"), stages)
+                if f["n"]
+            )
+        )
     ev, po = figures(event["trade"]), figures(polling["trade"])
     ratio = round(po["mean"] / ev["mean"], 1) if ev["n"] and po["n"] else None
     if ratio is not None:
         print(f"polling mean / event mean (from the trade): {ratio:.0f}x")
     if results["pass_ms"]:
         passes = figures(results["pass_ms"])
-        print(f"the polling loop's exit_pass() (its exits included): p50 {passes['p50']:.2f} "
-              f"ms, mean {passes['mean']:.2f} ms, {passes['n']} passes")
+        print(
+            f"the polling loop's exit_pass() (its exits included): p50 {passes['p50']:.2f} "
+            f"ms, mean {passes['mean']:.2f} ms, {passes['n']} passes"
+        )
     for path, lost in results["lost"].items():
         if lost:
             print(f"lost ({path}): {lost}; e.g. {results['lost_reasons']}")
-    print(json.dumps({
-        "tick_to_order_ms": ev,
-        "tick_to_order_polling_ms": po,
-        "tick_to_order_worker_hop_ms": figures(hop["trade"]),
-        "tick_post_to_order_ms": figures(event["post"]),
-        "tick_post_to_order_polling_ms": figures(polling["post"]),
-        "polling_interval_s": POLL_S,
-        "execution_pool": POOL,
-        "managed_positions": results["symbols"],
-        "polling_over_event_mean": ratio,
-        "lost": results["lost"],
-        "samples_ms": {"tick_to_order_ms": event["trade"],
-                       "tick_to_order_polling_ms": polling["trade"]}}))
+    print(
+        json.dumps(
+            {
+                "tick_to_order_ms": ev,
+                "tick_to_order_polling_ms": po,
+                "tick_to_order_worker_hop_ms": figures(hop["trade"]),
+                "tick_post_to_order_ms": figures(event["post"]),
+                "tick_post_to_order_polling_ms": figures(polling["post"]),
+                "polling_interval_s": POLL_S,
+                "execution_pool": POOL,
+                "managed_positions": results["symbols"],
+                "polling_over_event_mean": ratio,
+                "lost": results["lost"],
+                "samples_ms": {
+                    "tick_to_order_ms": event["trade"],
+                    "tick_to_order_polling_ms": polling["trade"],
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

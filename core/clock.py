@@ -15,7 +15,7 @@ SEOUL = ZoneInfo("Asia/Seoul")
 
 class SystemClock:
     def now(self) -> dt.datetime:
-        return dt.datetime.now(tz=dt.timezone.utc)
+        return dt.datetime.now(tz=dt.UTC)
 
 
 class FixedClock:
@@ -47,8 +47,9 @@ class ShiftedClock:
     `origin`, then `speed` seconds per real second. Processes given the same three values read
     the same now, so a worker, pricesync and the simulator can all live in one simulated day."""
 
-    def __init__(self, start: dt.datetime, *, origin: float | None = None,
-                 speed: float = 1.0) -> None:
+    def __init__(
+        self, start: dt.datetime, *, origin: float | None = None, speed: float = 1.0
+    ) -> None:
         if start.tzinfo is None:
             raise ValueError("ShiftedClock needs a timezone-aware start.")
         if not speed > 0:
@@ -77,8 +78,11 @@ class ShiftedClock:
 
     def environ(self) -> dict[str, str]:
         """The variables that give another process this clock."""
-        return {"AEGIS_CLOCK_START": self.start.isoformat(),
-                "AEGIS_CLOCK_ORIGIN": repr(self.origin), "AEGIS_CLOCK_SPEED": repr(self.speed)}
+        return {
+            "AEGIS_CLOCK_START": self.start.isoformat(),
+            "AEGIS_CLOCK_ORIGIN": repr(self.origin),
+            "AEGIS_CLOCK_SPEED": repr(self.speed),
+        }
 
 
 Clock = SystemClock | FixedClock | ShiftedClock
@@ -93,8 +97,11 @@ def from_environ(environ=os.environ) -> Clock:
     try:
         at = dt.datetime.fromisoformat(start)
         origin = environ.get("AEGIS_CLOCK_ORIGIN", "").strip()
-        return ShiftedClock(at, origin=float(origin) if origin else None,
-                            speed=float(environ.get("AEGIS_CLOCK_SPEED", "").strip() or 1))
+        return ShiftedClock(
+            at,
+            origin=float(origin) if origin else None,
+            speed=float(environ.get("AEGIS_CLOCK_SPEED", "").strip() or 1),
+        )
     except ValueError as exc:
         raise ValueError(f"AEGIS_CLOCK_START/ORIGIN/SPEED: {exc}") from None
 

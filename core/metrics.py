@@ -19,23 +19,50 @@ from prometheus_client.core import GaugeMetricFamily
 logger = logging.getLogger("core.metrics")
 
 # 1 ms to 60 s: the hot paths live in the first buckets, the baselines in the last.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
-                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 ORDER_LATENCY = Histogram(
     "aegis_order_latency_seconds",
     "From the intent's trigger (event: the trade, the pick's arrival) or its creation (intent) "
     "to KIS's answer accepting the order.",
-    ["path", "measured_from"], buckets=LATENCY_BUCKETS)
+    ["path", "measured_from"],
+    buckets=LATENCY_BUCKETS,
+)
 TASK_QUEUE_WAIT = Histogram(
-    "aegis_task_queue_wait_seconds", "How long a Celery task waited in its queue.", ["task"],
-    buckets=LATENCY_BUCKETS)
+    "aegis_task_queue_wait_seconds",
+    "How long a Celery task waited in its queue.",
+    ["task"],
+    buckets=LATENCY_BUCKETS,
+)
 LEDGER_REFUSALS = Counter(
-    "aegis_ledger_refusals_total", "Exits the ledger refused: nothing left to sell.")
+    "aegis_ledger_refusals_total", "Exits the ledger refused: nothing left to sell."
+)
 PICK_REJECTIONS = Counter("aegis_pick_rejections_total", "Picks a gate refused.", ["gate"])
 PICK_MARKET_READS = Counter(
     "aegis_pick_market_reads_total",
-    "The router's market reads: joined (begun by the ingest's heads-up) or its own.", ["read"])
+    "The router's market reads: joined (begun by the ingest's heads-up) or its own.",
+    ["read"],
+)
 ALERTS = Counter("aegis_alerts_total", "Alerts raised.", ["kind", "severity"])
 
 _BREAKER_VALUE = {"closed": 0, "half-open": 1, "open": 2}
@@ -54,10 +81,12 @@ def order_accepted(*, intent_type: str, created_at, event_at, submitted_at) -> N
     path = order_path(intent_type)
     if created_at is not None:
         ORDER_LATENCY.labels(path, "intent").observe(
-            max(0.0, (submitted_at - created_at).total_seconds()))
+            max(0.0, (submitted_at - created_at).total_seconds())
+        )
     if event_at is not None:
         ORDER_LATENCY.labels(path, "event").observe(
-            max(0.0, (submitted_at - event_at).total_seconds()))
+            max(0.0, (submitted_at - event_at).total_seconds())
+        )
 
 
 # What an app adds to the shared state (execution: the last reconciliation): callables yielding
@@ -83,8 +112,9 @@ class SharedState:
             import redis
             from django.conf import settings
 
-            self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5,
-                                               socket_connect_timeout=0.5)
+            self._redis = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
         return self._redis
 
     def collect(self):
@@ -99,11 +129,14 @@ class SharedState:
             return
         import redis
 
-        breakers = GaugeMetricFamily("aegis_breaker_state",
-                                     "KIS circuit breakers: 0 closed, 1 half-open, 2 open.",
-                                     labels=["breaker", "app"])
-        queues = GaugeMetricFamily("aegis_queue_depth", "Messages waiting in a Celery queue.",
-                                   labels=["queue"])
+        breakers = GaugeMetricFamily(
+            "aegis_breaker_state",
+            "KIS circuit breakers: 0 closed, 1 half-open, 2 open.",
+            labels=["breaker", "app"],
+        )
+        queues = GaugeMetricFamily(
+            "aegis_queue_depth", "Messages waiting in a Celery queue.", labels=["queue"]
+        )
         try:
             client = self._client()
             for key in client.scan_iter(match="pybreaker:aegis:kis:*:state", count=100):
@@ -118,6 +151,7 @@ class SharedState:
             return
         yield breakers
         yield queues
+
 
 _registered = False
 _lock = threading.Lock()
@@ -143,7 +177,7 @@ def health_check_register(name: str, check: Callable[[], str]) -> None:
 
 
 def database_check() -> str:
-    """"ok", or the error's type: a health check reports, never raises."""
+    """ "ok", or the error's type: a health check reports, never raises."""
     from django.db import connection
 
     try:
@@ -189,8 +223,9 @@ class _OpsHandler(BaseHTTPRequestHandler):
         elif self.path.split("?")[0] in ("/health", "/health/"):
             checks = health_checks()
             healthy = all(v == "ok" for v in checks.values())
-            body = json.dumps({"status": "ok" if healthy else "degraded",
-                               "process": self.process, **checks}).encode()
+            body = json.dumps(
+                {"status": "ok" if healthy else "degraded", "process": self.process, **checks}
+            ).encode()
             status, kind = (200 if healthy else 503), "application/json"
         else:
             body, status, kind = b"not found\n", 404, "text/plain"
@@ -204,8 +239,9 @@ class _OpsHandler(BaseHTTPRequestHandler):
         pass
 
 
-def ops_server_start(process: str, port: int | None = None,
-                     addr: str | None = None) -> ThreadingHTTPServer | None:
+def ops_server_start(
+    process: str, port: int | None = None, addr: str | None = None
+) -> ThreadingHTTPServer | None:
     """Serve /metrics and /health from this process on AEGIS_OPS_PORT (or `port`); None when
     no port is configured. 127.0.0.1 unless AEGIS_OPS_ADDR says otherwise."""
     port = port if port is not None else int(os.environ.get("AEGIS_OPS_PORT") or 0) or None
@@ -215,6 +251,7 @@ def ops_server_start(process: str, port: int | None = None,
     handler = type("OpsHandler", (_OpsHandler,), {"process": process})
     server = ThreadingHTTPServer((addr, port), handler)
     threading.Thread(target=server.serve_forever, name="ops-server", daemon=True).start()
-    logger.info("metrics.serving process=%s addr=%s port=%s", process, addr,
-                server.server_address[1])
+    logger.info(
+        "metrics.serving process=%s addr=%s port=%s", process, addr, server.server_address[1]
+    )
     return server

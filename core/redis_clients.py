@@ -35,8 +35,7 @@ class Outage:
     first failure of an outage is logged at WARNING, and the first success after it at INFO,
     with how long it lasted: once per outage, never once per call."""
 
-    def __init__(self, what: str, logger: logging.Logger, *, retry_s: float | None = None
-                 ) -> None:
+    def __init__(self, what: str, logger: logging.Logger, *, retry_s: float | None = None) -> None:
         self.what, self.logger = what, logger
         self.retry_s = settings.REDIS_RETRY_S if retry_s is None else retry_s
         self._lock = threading.Lock()
@@ -59,9 +58,14 @@ class Outage:
             if self._since is not None:
                 return
             self._since = now
-        self.logger.warning("redis.outage %s: %s: %s; local fallback, Redis asked again every "
-                            "%.1f s", self.what, type(exc).__name__, exc, self.retry_s,
-                            extra={"redis_user": self.what})
+        self.logger.warning(
+            "redis.outage %s: %s: %s; local fallback, Redis asked again every %.1f s",
+            self.what,
+            type(exc).__name__,
+            exc,
+            self.retry_s,
+            extra={"redis_user": self.what},
+        )
 
     def answered(self) -> None:
         if self._since is None:
@@ -69,5 +73,9 @@ class Outage:
         with self._lock:
             since, self._since = self._since, None
         if since is not None:
-            self.logger.info("redis.recovered %s after %.1f s", self.what,
-                             time.monotonic() - since, extra={"redis_user": self.what})
+            self.logger.info(
+                "redis.recovered %s after %.1f s",
+                self.what,
+                time.monotonic() - since,
+                extra={"redis_user": self.what},
+            )

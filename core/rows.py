@@ -21,8 +21,9 @@ def instances(row, *models) -> list:
     made, at = [], 0
     for model in models:
         fields = model._meta.concrete_fields
-        made.append(model.from_db(connection.alias, [f.attname for f in fields],
-                                  row[at:at + len(fields)]))
+        made.append(
+            model.from_db(connection.alias, [f.attname for f in fields], row[at : at + len(fields)])
+        )
         at += len(fields)
     return made
 
@@ -77,7 +78,9 @@ def prepares_only_direct(sender, connection, **kwargs) -> None:
     raw.prepare_threshold = None
     options["prepare_threshold"] = None
     connection.settings_dict["DISABLE_SERVER_SIDE_CURSORS"] = True
-    logger.error("aegis.db.pooled_without_pooling: DATABASE_URL reaches PostgreSQL through a "
-                 "connection pooler (PgBouncer) but DATABASE_POOLING is not 'pgbouncer'; "
-                 "prepared statements and server-side cursors are off in this process. Set "
-                 "DATABASE_POOLING=pgbouncer, or point DATABASE_URL straight at PostgreSQL.")
+    logger.error(
+        "aegis.db.pooled_without_pooling: DATABASE_URL reaches PostgreSQL through a "
+        "connection pooler (PgBouncer) but DATABASE_POOLING is not 'pgbouncer'; "
+        "prepared statements and server-side cursors are off in this process. Set "
+        "DATABASE_POOLING=pgbouncer, or point DATABASE_URL straight at PostgreSQL."
+    )

@@ -10,16 +10,22 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from core import clock
 from bench.charts import latency_chart
 from bench.stats import quantile
+from core import clock
 from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position, TradingState
 from picks.models import Pick
 
 from . import scenario
 
-RULES = (IntentType.GAP_DOWN, IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TAKE_PROFIT,
-         IntentType.EXIT_TRAILING, IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD)
+RULES = (
+    IntentType.GAP_DOWN,
+    IntentType.EXIT_STOP_LOSS,
+    IntentType.EXIT_TAKE_PROFIT,
+    IntentType.EXIT_TRAILING,
+    IntentType.EXIT_TIME,
+    IntentType.EXIT_MAX_HOLD,
+)
 # The earlier days' entries that the session seeds: their intents' keys and their fills' keys.
 EARLIER_INTENT, EARLIER_FILL = "demo-earlier:", "earlier:"
 PATHS = {
@@ -34,15 +40,22 @@ PATHS = {
 def figures(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p99": None, "max": None, "n": 0}
-    return {"p50": round(quantile(values, 50), 2), "p99": round(quantile(values, 99), 2),
-            "max": round(max(values), 2), "n": len(values)}
+    return {
+        "p50": round(quantile(values, 50), 2),
+        "p99": round(quantile(values, 99), 2),
+        "max": round(max(values), 2),
+        "n": len(values),
+    }
 
 
 def _ms(later: dt.datetime, earlier: dt.datetime, speed: float, jumps=()) -> float:
     """Real milliseconds between two readings of the simulated clock, less any stretch of the
     day skipped in between."""
-    elapsed = later - earlier - sum((skipped for landed, skipped in jumps
-                                     if earlier < landed <= later), dt.timedelta())
+    elapsed = (
+        later
+        - earlier
+        - sum((skipped for landed, skipped in jumps if earlier < landed <= later), dt.timedelta())
+    )
     return elapsed.total_seconds() * 1000 / speed
 
 
@@ -59,8 +72,11 @@ def _arrival(arrivals: list, intent: OrderIntent) -> dt.datetime | None:
 
 
 def todays_fills() -> list[Fill]:
-    return list(Fill.objects.exclude(broker_fill_key__startswith=EARLIER_FILL)
-                .select_related("order__intent").order_by("filled_at", "pk"))
+    return list(
+        Fill.objects.exclude(broker_fill_key__startswith=EARLIER_FILL)
+        .select_related("order__intent")
+        .order_by("filled_at", "pk")
+    )
 
 
 def outage_window(session) -> tuple[dt.datetime, dt.datetime] | None:
@@ -70,8 +86,11 @@ def outage_window(session) -> tuple[dt.datetime, dt.datetime] | None:
 
 def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float]) -> dict:
     speed, jumps = session.speed, session.jumps
-    today = list(OrderIntent.objects.exclude(idempotency_key__startswith=EARLIER_INTENT)
-                 .select_related("position").order_by("created_at"))
+    today = list(
+        OrderIntent.objects.exclude(idempotency_key__startswith=EARLIER_INTENT)
+        .select_related("position")
+        .order_by("created_at")
+    )
     orders = {o.intent_id: o for o in Order.objects.filter(intent__in=today)}
     outage = outage_window(session)
 
@@ -98,22 +117,32 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
     picks = list(Pick.objects.select_related("intent").order_by("pk"))
     for pick in picks:
         order = orders.get(pick.intent_id) if pick.intent_id else None
-        if order is not None and order.submitted_at is not None \
-                and not in_outage(pick.received_at):
+        if order is not None and order.submitted_at is not None and not in_outage(pick.received_at):
             paths["ingest_to_order_ms"].append(
-                _ms(order.submitted_at, pick.received_at, speed, jumps))
+                _ms(order.submitted_at, pick.received_at, speed, jumps)
+            )
 
     fills = todays_fills()
-    trades = [{"at": f.filled_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
-               "symbol": f.order.symbol, "side": f.order.side, "qty": f.qty, "price": f.price,
-               "why": f.order.intent.intent_type, "realized_pnl": str(f.realized_pnl or 0)}
-              for f in fills]
+    trades = [
+        {
+            "at": f.filled_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
+            "symbol": f.order.symbol,
+            "side": f.order.side,
+            "qty": f.qty,
+            "price": f.price,
+            "why": f.order.intent.intent_type,
+            "realized_pnl": str(f.realized_pnl or 0),
+        }
+        for f in fills
+    ]
     pnl = defaultdict(Decimal)
     for f in fills:
         pnl[f.order.symbol] += f.realized_pnl or 0
     last = {code: prints[-1][1] for code, prints in session.printed.items() if prints}
-    unrealized = {p.symbol: str((last.get(p.symbol, p.avg_price) - p.avg_price) * p.qty)
-                  for p in Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)}
+    unrealized = {
+        p.symbol: str((last.get(p.symbol, p.avg_price) - p.avg_price) * p.qty)
+        for p in Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
+    }
 
     fired = Counter(i.intent_type for i in today if i.intent_type != IntentType.ENTRY)
     # Oversold: a position that sold more than it bought, or a sell that KIS refused (the
@@ -128,29 +157,41 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
     ledger_qty = Counter()
     for p in Position.objects.filter(status=Position.Status.OPEN):
         ledger_qty[p.symbol] += p.qty
-    disagree = sorted(s for s in set(broker_qty) | set(ledger_qty)
-                      if broker_qty.get(s, 0) != ledger_qty.get(s, 0))
+    disagree = sorted(
+        s for s in set(broker_qty) | set(ledger_qty) if broker_qty.get(s, 0) != ledger_qty.get(s, 0)
+    )
     refused_sells = Order.objects.filter(side="SELL", status=Order.Status.REJECTED).count()
 
-    alerts = [{"at": a.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
-               "kind": a.kind, "severity": a.severity, "subject": a.subject, "state": a.state,
-               "message": a.message} for a in Alert.objects.order_by("pk")]
+    alerts = [
+        {
+            "at": a.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
+            "kind": a.kind,
+            "severity": a.severity,
+            "subject": a.subject,
+            "state": a.state,
+            "message": a.message,
+        }
+        for a in Alert.objects.order_by("pk")
+    ]
     # After the close: nothing decided, nothing sent (at the simulator too, which took orders in
     # its after-hours auction), and what is held overnight.
     close = scenario.at(session.day, scenario.CLOSE, clock.SEOUL)
     after_close = {
-        "exits_decided": OrderIntent.objects.filter(created_at__gte=close).exclude(
-            intent_type=IntentType.ENTRY).count(),
+        "exits_decided": OrderIntent.objects.filter(created_at__gte=close)
+        .exclude(intent_type=IntentType.ENTRY)
+        .count(),
         "orders_sent": Order.objects.filter(submitted_at__gte=close).count(),
         "orders_at_kis": sum(1 for o in book["orders"] if o["ord_tmd"] >= "153000"),
-        "held_overnight": sorted(p.symbol for p in Position.objects.filter(
-            status=Position.Status.OPEN, qty__gt=0)),
+        "held_overnight": sorted(
+            p.symbol for p in Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
+        ),
         "day_ended": str(TradingState.objects.values_list("day_ended_for", flat=True).first()),
     }
     unsettled = {
         "intents_new": OrderIntent.objects.filter(status=OrderIntent.Status.NEW).count(),
         "orders_open": Order.objects.filter(status__in=Order.OPEN_STATUSES).count(),
-        "picks_new": Pick.objects.filter(status=Pick.Status.NEW).count()}
+        "picks_new": Pick.objects.filter(status=Pick.Status.NEW).count(),
+    }
     return {
         "day": session.day.isoformat(),
         "speed": speed,
@@ -166,13 +207,22 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         "realized_pnl_total_krw": str(sum(pnl.values(), Decimal(0))),
         "unrealized_pnl_krw": unrealized,
         "latency_ms": {name: figures(values) for name, values in sorted(paths.items())},
-        "latency_samples_ms": {name: [round(v, 3) for v in values]
-                               for name, values in sorted(paths.items())},
+        "latency_samples_ms": {
+            name: [round(v, 3) for v in values] for name, values in sorted(paths.items())
+        },
         "waited_out_the_outage_ms": figures(waited),
         "ledger_refusals": int(REGISTRY.get_sample_value("aegis_ledger_refusals_total") or 0),
-        "picks": [{"external_id": p.external_id, "symbol": p.symbol, "side": p.side,
-                   "status": p.status, "gate": p.rejected_gate, "reason": p.reject_reason}
-                  for p in picks],
+        "picks": [
+            {
+                "external_id": p.external_id,
+                "symbol": p.symbol,
+                "side": p.side,
+                "status": p.status,
+                "gate": p.rejected_gate,
+                "reason": p.reject_reason,
+            }
+            for p in picks
+        ],
         "http": list(session.http_answers),
         "alerts": alerts,
         "breaker_events": [a for a in alerts if a["kind"] == Alert.Kind.BREAKER],
@@ -190,39 +240,74 @@ def markdown(result: dict) -> str:
     lines = [f"# Aegis demo: {result['day']}, {result['speed']:g}× real time", ""]
     lines += ["## Exit rules fired", "", "| rule | exits |", "|---|---|"]
     lines += [f"| {rule} | {n} |" for rule, n in result["rules_fired"].items()]
-    lines += ["", "## Trades", "", "| time | symbol | side | qty | price | why | realised P&L |",
-              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {t['at']} | {t['symbol']} | {t['side']} | {t['qty']} | {t['price']:,} | "
-              f"{t['why']} | {Decimal(t['realized_pnl']):,.0f} |" for t in result["trades"]]
-    lines += ["", f"Realised P&L: **{Decimal(result['realized_pnl_total_krw']):,.0f} KRW**; "
-              f"still held: " + (", ".join(f"{s} ({Decimal(v):,.0f} unrealised)" for s, v in
-                                           result["unrealized_pnl_krw"].items()) or "nothing"),
-              "", "## Latency (real ms on this machine, embedded default)", "",
-              "| path | from → to | p50 | p99 | max | n |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Trades",
+        "",
+        "| time | symbol | side | qty | price | why | realised P&L |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t['at']} | {t['symbol']} | {t['side']} | {t['qty']} | {t['price']:,} | "
+        f"{t['why']} | {Decimal(t['realized_pnl']):,.0f} |"
+        for t in result["trades"]
+    ]
+    lines += [
+        "",
+        f"Realised P&L: **{Decimal(result['realized_pnl_total_krw']):,.0f} KRW**; "
+        f"still held: "
+        + (
+            ", ".join(
+                f"{s} ({Decimal(v):,.0f} unrealised)"
+                for s, v in result["unrealized_pnl_krw"].items()
+            )
+            or "nothing"
+        ),
+        "",
+        "## Latency (real ms on this machine, embedded default)",
+        "",
+        "| path | from → to | p50 | p99 | max | n |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, f in result["latency_ms"].items():
-        lines.append(f"| {name} | {PATHS.get(name, '')} | {f['p50']} | {f['p99']} | {f['max']} "
-                     f"| {f['n']} |")
+        lines.append(
+            f"| {name} | {PATHS.get(name, '')} | {f['p50']} | {f['p99']} | {f['max']} | {f['n']} |"
+        )
     w = result["waited_out_the_outage_ms"]
-    lines += ["", f"Exits that waited out the KIS outage: {w['n']} (intent → order p50 "
-              f"{w['p50']} ms, max {w['max']} ms).", "",
-              f"Ledger refusals: {result['ledger_refusals']}. Oversells (more sold than held, or a "
-              f"sell KIS refused): {result['oversells']}. "
-              f"Ledger and broker disagree on: {result['ledger_broker_disagree'] or 'nothing'}. "
-              f"Every intent settled: {result['every_intent_settled']}.", "",
-              "## After the close", "",
-              f"Exits decided: {result['after_close']['exits_decided']}; orders sent: "
-              f"{result['after_close']['orders_sent']} (at KIS: "
-              f"{result['after_close']['orders_at_kis']}); held overnight: "
-              f"{', '.join(result['after_close']['held_overnight']) or 'nothing'}; the day "
-              f"ended in the ledger: {result['after_close']['day_ended']}.", "",
-              "## Picks", "", "| pick | symbol | side | outcome |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"Exits that waited out the KIS outage: {w['n']} (intent → order p50 "
+        f"{w['p50']} ms, max {w['max']} ms).",
+        "",
+        f"Ledger refusals: {result['ledger_refusals']}. Oversells (more sold than held, or a "
+        f"sell KIS refused): {result['oversells']}. "
+        f"Ledger and broker disagree on: {result['ledger_broker_disagree'] or 'nothing'}. "
+        f"Every intent settled: {result['every_intent_settled']}.",
+        "",
+        "## After the close",
+        "",
+        f"Exits decided: {result['after_close']['exits_decided']}; orders sent: "
+        f"{result['after_close']['orders_sent']} (at KIS: "
+        f"{result['after_close']['orders_at_kis']}); held overnight: "
+        f"{', '.join(result['after_close']['held_overnight']) or 'nothing'}; the day "
+        f"ended in the ledger: {result['after_close']['day_ended']}.",
+        "",
+        "## Picks",
+        "",
+        "| pick | symbol | side | outcome |",
+        "|---|---|---|---|",
+    ]
     for p in result["picks"]:
-        outcome = p["status"] if p["status"] != "REJECTED" else \
-            f"rejected at gate {p['gate']}: {p['reason']}"
+        outcome = (
+            p["status"]
+            if p["status"] != "REJECTED"
+            else f"rejected at gate {p['gate']}: {p['reason']}"
+        )
         lines.append(f"| {p['external_id']} | {p['symbol']} | {p['side']} | {outcome} |")
     lines += ["", "## Alerts", ""]
-    lines += [f"- {a['at']} [{a['severity']}] {a['message']}" for a in result["alerts"]] \
-        or ["- none"]
+    lines += [f"- {a['at']} [{a['severity']}] {a['message']}" for a in result["alerts"]] or [
+        "- none"
+    ]
     lines += ["", "![prices](prices.png)", "", "![latency](latency.png)", ""]
     return "\n".join(lines)
 
@@ -241,12 +326,19 @@ def charts(result: dict, *, session, out: Path) -> None:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    segments = [(scenario.at(session.day, a, clock.SEOUL), scenario.at(session.day, b, clock.SEOUL))
-                for a, b in session.segments]
+    segments = [
+        (scenario.at(session.day, a, clock.SEOUL), scenario.at(session.day, b, clock.SEOUL))
+        for a, b in session.segments
+    ]
     stocks = [s for s in scenario.STOCKS if session.printed.get(s.code)]
-    fig, axes = plt.subplots(len(stocks), len(segments), figsize=(13, 2.1 * len(stocks)),
-                             squeeze=False, sharey="row",
-                             gridspec_kw={"width_ratios": [1] * len(segments)})
+    fig, axes = plt.subplots(
+        len(stocks),
+        len(segments),
+        figsize=(13, 2.1 * len(stocks)),
+        squeeze=False,
+        sharey="row",
+        gridspec_kw={"width_ratios": [1] * len(segments)},
+    )
     fills = todays_fills()
     outage = outage_window(session)
     for row, stock in enumerate(stocks):
@@ -258,30 +350,48 @@ def charts(result: dict, *, session, out: Path) -> None:
             ax.plot(xs, ys, lw=1, color="#34495e")
             ax.axhline(stock.prev_close, lw=0.6, ls=":", color="#7f8c8d")
             for f in fills:
-                if f.order.symbol != stock.code or not (start <= f.filled_at <= end
-                                                        + dt.timedelta(minutes=3)):
+                if f.order.symbol != stock.code or not (
+                    start <= f.filled_at <= end + dt.timedelta(minutes=3)
+                ):
                     continue
                 buy = f.order.side == "BUY"
-                ax.scatter([f.filled_at], [f.price], marker="^" if buy else "v", s=50, zorder=3,
-                           color="#27ae60" if buy else "#c0392b")
-                ax.annotate(f.order.intent.intent_type.replace("EXIT_", ""),
-                            (f.filled_at, f.price), fontsize=7, xytext=(4, 4),
-                            textcoords="offset points")
+                ax.scatter(
+                    [f.filled_at],
+                    [f.price],
+                    marker="^" if buy else "v",
+                    s=50,
+                    zorder=3,
+                    color="#27ae60" if buy else "#c0392b",
+                )
+                ax.annotate(
+                    f.order.intent.intent_type.replace("EXIT_", ""),
+                    (f.filled_at, f.price),
+                    fontsize=7,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
             if outage is not None and start <= outage[0] <= end:
                 ax.axvspan(outage[0], outage[1], color="#e74c3c", alpha=0.12, lw=0)
             minutes = (end - start).total_seconds() / 60
-            ax.xaxis.set_major_locator(mdates.MinuteLocator(
-                byminute=range(0, 60, 1 if minutes <= 6 else 3), tz=clock.SEOUL))
+            ax.xaxis.set_major_locator(
+                mdates.MinuteLocator(
+                    byminute=range(0, 60, 1 if minutes <= 6 else 3), tz=clock.SEOUL
+                )
+            )
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=clock.SEOUL))
             ax.tick_params(labelsize=7)
             if col == 0:
                 ax.set_ylabel(f"{stock.code}\n{stock.name}", fontsize=8)
-    fig.suptitle(f"Aegis demo {result['day']}: trades printed, entries ▲ and exits ▼ "
-                 "(dotted: previous close; shaded: KIS answering 503)", fontsize=10)
+    fig.suptitle(
+        f"Aegis demo {result['day']}: trades printed, entries ▲ and exits ▼ "
+        "(dotted: previous close; shaded: KIS answering 503)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(out / "prices.png", dpi=90)
     plt.close(fig)
-    latency_chart([(name, {"demo": values})
-                   for name, values in result["latency_samples_ms"].items()],
-                  out / "latency.png",
-                  title="Aegis demo: real ms to the order accepted (embedded default)")
+    latency_chart(
+        [(name, {"demo": values}) for name, values in result["latency_samples_ms"].items()],
+        out / "latency.png",
+        title="Aegis demo: real ms to the order accepted (embedded default)",
+    )

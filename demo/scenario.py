@@ -44,8 +44,12 @@ from market import krx
 SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:31:30"), ("16:29:40", "16:30:40"))
 # `--short`: the same events, less time around them (the morning from 08:59:40, the afternoon
 # around the time exit and the close, the evening around the after-hours trade).
-SHORT_SEGMENTS = (("08:59:40", "09:03:00"), ("15:19:40", "15:20:30"), ("15:29:50", "15:31:20"),
-                  ("16:29:50", "16:30:20"))
+SHORT_SEGMENTS = (
+    ("08:59:40", "09:03:00"),
+    ("15:19:40", "15:20:30"),
+    ("15:29:50", "15:31:20"),
+    ("16:29:50", "16:30:20"),
+)
 # The close: from it, no exit may be decided and no order sent until the next open.
 CLOSE = "15:30:00"
 SKIP_NOTE = "the quiet hours in between are skipped"
@@ -54,14 +58,22 @@ SKIP_NOTE = "the quiet hours in between are skipped"
 # (gain %, sell % of the most shares held).
 PROFILES = {
     "swing": {
-        "fields": {"stop_loss_pct": Decimal("3"), "trailing_activation_pct": Decimal("6"),
-                   "trailing_pct": Decimal("2"), "gap_down_pct": Decimal("5"),
-                   "max_holding_days": 5},
+        "fields": {
+            "stop_loss_pct": Decimal("3"),
+            "trailing_activation_pct": Decimal("6"),
+            "trailing_pct": Decimal("2"),
+            "gap_down_pct": Decimal("5"),
+            "max_holding_days": 5,
+        },
         "tiers": ((Decimal("5"), Decimal("50")), (Decimal("12"), Decimal("50"))),
     },
     "news day trade": {
-        "fields": {"stop_loss_pct": Decimal("2"), "gap_down_pct": Decimal("5"),
-                   "day_trade": True, "time_exit_at": dt.time(15, 20)},
+        "fields": {
+            "stop_loss_pct": Decimal("2"),
+            "gap_down_pct": Decimal("5"),
+            "day_trade": True,
+            "time_exit_at": dt.time(15, 20),
+        },
         "tiers": ((Decimal("4"), Decimal("50")),),
     },
 }
@@ -85,43 +97,113 @@ class Stock:
 
 
 STOCKS = (
-    Stock("005930", "Samsung Electronics", 71_000,
-          (("09:00:00", 66_700), ("09:03:30", 66_900), ("15:18:30", 67_200),
-           ("15:30:30", 67_300)),
-          Holding(100, 70_000, "swing", 1)),
-    Stock("000660", "SK hynix", 180_000,
-          (("09:00:00", 181_000), ("09:00:50", 184_000), ("09:01:10", 187_500),
-           ("09:01:40", 191_000), ("09:02:00", 190_500), ("09:02:20", 186_500),
-           ("09:02:40", 187_200), ("09:03:30", 187_100), ("15:18:30", 185_500),
-           ("15:30:30", 185_800)),
-          Holding(50, 178_000, "swing", 2)),
-    Stock("035420", "NAVER", 204_000,
-          (("09:00:00", 203_500), ("09:01:40", 202_000), ("09:02:00", 197_500),
-           ("09:02:40", 198_700), ("09:03:30", 198_600), ("15:18:30", 198_000),
-           ("15:30:30", 198_500)),
-          Holding(30, 205_000, "swing", 3)),
-    Stock("051910", "LG Chem", 310_000,
-          (("09:00:00", 311_000), ("09:03:30", 312_000), ("15:18:30", 309_500),
-           ("15:30:30", 310_000)),
-          Holding(20, 300_000, "swing", 8)),
-    Stock("005380", "Hyundai Motor", 240_000,
-          (("09:00:00", 241_000), ("09:03:30", 241_500), ("15:18:30", 242_000),
-           ("15:30:30", 242_500)),
-          Holding(40, 236_000, "swing", 2)),
+    Stock(
+        "005930",
+        "Samsung Electronics",
+        71_000,
+        (("09:00:00", 66_700), ("09:03:30", 66_900), ("15:18:30", 67_200), ("15:30:30", 67_300)),
+        Holding(100, 70_000, "swing", 1),
+    ),
+    Stock(
+        "000660",
+        "SK hynix",
+        180_000,
+        (
+            ("09:00:00", 181_000),
+            ("09:00:50", 184_000),
+            ("09:01:10", 187_500),
+            ("09:01:40", 191_000),
+            ("09:02:00", 190_500),
+            ("09:02:20", 186_500),
+            ("09:02:40", 187_200),
+            ("09:03:30", 187_100),
+            ("15:18:30", 185_500),
+            ("15:30:30", 185_800),
+        ),
+        Holding(50, 178_000, "swing", 2),
+    ),
+    Stock(
+        "035420",
+        "NAVER",
+        204_000,
+        (
+            ("09:00:00", 203_500),
+            ("09:01:40", 202_000),
+            ("09:02:00", 197_500),
+            ("09:02:40", 198_700),
+            ("09:03:30", 198_600),
+            ("15:18:30", 198_000),
+            ("15:30:30", 198_500),
+        ),
+        Holding(30, 205_000, "swing", 3),
+    ),
+    Stock(
+        "051910",
+        "LG Chem",
+        310_000,
+        (
+            ("09:00:00", 311_000),
+            ("09:03:30", 312_000),
+            ("15:18:30", 309_500),
+            ("15:30:30", 310_000),
+        ),
+        Holding(20, 300_000, "swing", 8),
+    ),
+    Stock(
+        "005380",
+        "Hyundai Motor",
+        240_000,
+        (
+            ("09:00:00", 241_000),
+            ("09:03:30", 241_500),
+            ("15:18:30", 242_000),
+            ("15:30:30", 242_500),
+        ),
+        Holding(40, 236_000, "swing", 2),
+    ),
     # Held overnight: nothing fires in the day; after the close it trades under its stop.
-    Stock("012330", "Hyundai Mobis", 250_000,
-          (("09:00:00", 250_500), ("09:03:30", 251_000), ("15:18:30", 250_000),
-           ("15:30:30", 250_500), ("16:29:59", 250_500), ("16:30:00", 238_000)),
-          Holding(12, 248_000, "swing", 1)),
-    Stock("035720", "Kakao", 41_000,
-          (("09:00:00", 41_200), ("09:03:30", 41_400), ("15:18:30", 41_650),
-           ("15:30:30", 41_600))),
-    Stock("068270", "Celltrion", 180_000,
-          (("09:00:00", 181_000), ("09:03:30", 181_500), ("15:18:30", 182_300),
-           ("15:30:30", 182_000))),
-    Stock("005490", "POSCO Holdings", 370_000,
-          (("09:00:00", 372_000), ("09:03:30", 371_500), ("15:18:30", 373_000),
-           ("15:30:30", 373_500))),
+    Stock(
+        "012330",
+        "Hyundai Mobis",
+        250_000,
+        (
+            ("09:00:00", 250_500),
+            ("09:03:30", 251_000),
+            ("15:18:30", 250_000),
+            ("15:30:30", 250_500),
+            ("16:29:59", 250_500),
+            ("16:30:00", 238_000),
+        ),
+        Holding(12, 248_000, "swing", 1),
+    ),
+    Stock(
+        "035720",
+        "Kakao",
+        41_000,
+        (("09:00:00", 41_200), ("09:03:30", 41_400), ("15:18:30", 41_650), ("15:30:30", 41_600)),
+    ),
+    Stock(
+        "068270",
+        "Celltrion",
+        180_000,
+        (
+            ("09:00:00", 181_000),
+            ("09:03:30", 181_500),
+            ("15:18:30", 182_300),
+            ("15:30:30", 182_000),
+        ),
+    ),
+    Stock(
+        "005490",
+        "POSCO Holdings",
+        370_000,
+        (
+            ("09:00:00", 372_000),
+            ("09:03:30", 371_500),
+            ("15:18:30", 373_000),
+            ("15:30:30", 373_500),
+        ),
+    ),
 )
 
 # The source that sends the picks, and the profile its entries are watched with.
@@ -142,9 +224,14 @@ class Pick:
     note: str = ""
 
     def body(self, now: dt.datetime) -> dict:
-        item = {"source": SOURCE, "external_id": self.external_id, "symbol": self.symbol,
-                "side": self.side, "score": "0.8",
-                "generated_at": (now - dt.timedelta(seconds=self.age_s)).isoformat()}
+        item = {
+            "source": SOURCE,
+            "external_id": self.external_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "score": "0.8",
+            "generated_at": (now - dt.timedelta(seconds=self.age_s)).isoformat(),
+        }
         for name in ("qty", "budget_krw", "limit_price"):
             if getattr(self, name) is not None:
                 item[name] = getattr(self, name)
@@ -160,20 +247,41 @@ class Event:
 
 
 EVENTS = (
-    Event("09:00:30", "picks", (
-        Pick("news-1041", "035720", budget_krw=2_000_000, note="passes"),
-        Pick("news-1042", "068270", qty=10, note="passes"),
-        Pick("news-1043", "000270", qty=5, age_s=600, note="stale: refused at gate 1"),
-        Pick("news-1044", "005490", qty=3, limit_price=350_000,
-             note="6 % under the market: refused at gate 3"),
-    ), note="picks over HTTP"),
-    Event("09:00:33", "picks", (Pick("news-1041", "035720", budget_krw=2_000_000),),
-          note="the same pick again: nothing new"),
-    Event("09:00:36", "bad_picks", (Pick("news-1045", "12345", qty=1),),
-          note="a bad symbol: 400, nothing stored"),
-    Event("09:00:45", "race_picks", tuple(
-        Pick(f"desk-{n}", "005380", side="SELL", qty=40) for n in (1, 2, 3)),
-        note="three SELL picks for the same 40 shares, at once"),
+    Event(
+        "09:00:30",
+        "picks",
+        (
+            Pick("news-1041", "035720", budget_krw=2_000_000, note="passes"),
+            Pick("news-1042", "068270", qty=10, note="passes"),
+            Pick("news-1043", "000270", qty=5, age_s=600, note="stale: refused at gate 1"),
+            Pick(
+                "news-1044",
+                "005490",
+                qty=3,
+                limit_price=350_000,
+                note="6 % under the market: refused at gate 3",
+            ),
+        ),
+        note="picks over HTTP",
+    ),
+    Event(
+        "09:00:33",
+        "picks",
+        (Pick("news-1041", "035720", budget_krw=2_000_000),),
+        note="the same pick again: nothing new",
+    ),
+    Event(
+        "09:00:36",
+        "bad_picks",
+        (Pick("news-1045", "12345", qty=1),),
+        note="a bad symbol: 400, nothing stored",
+    ),
+    Event(
+        "09:00:45",
+        "race_picks",
+        tuple(Pick(f"desk-{n}", "005380", side="SELL", qty=40) for n in (1, 2, 3)),
+        note="three SELL picks for the same 40 shares, at once",
+    ),
     Event("09:01:50", "outage_start", note="KIS answers 503 to every REST call"),
     Event("09:02:20", "operator_sell", note="the operator sells 035420 by hand"),
     Event("09:02:30", "outage_end", note="KIS recovers"),

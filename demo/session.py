@@ -30,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
-from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection, connections
 from django.test.utils import override_settings
 
@@ -40,14 +40,13 @@ from core import clock
 from core.logs import ZonedFormatter
 from execution import fills_stream, services
 from execution.broker import get_broker
-from kis_simulator.process import Control, simulator_start, simulator_stop
 from execution.exceptions import InsufficientAvailableQty
-from execution.models import (Alert, Fill, IntentType, Order, OrderIntent, Position,
-                              TradingState)
+from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Position, TradingState
 from execution.services.reconciliation import reconciliation_run
+from kis_simulator.process import Control, simulator_start, simulator_stop
+from market import calendar as market_calendar
 from picks.models import GateSettings, Pick, PositionOpener
 from picks.services import source_upsert
-from trading import market_calendar
 from trading.beat import windows_from_db
 from trading.cadence import CadenceDriver, PrequeueDriver
 from trading.models import ExitProfile, PositionExitState, TakeProfitTier
@@ -61,9 +60,15 @@ ACCOUNT = "50000001-01"
 HTS_ID = "demo-hts"
 CASH = 300_000_000
 # The beat's other entries, every so many simulated seconds (as the beat schedule has them).
-PERIODIC_S = {"execution.sweep": 5, "execution.orders_sync": 5, "execution.orders_expire": 5,
-              "trading.exit_orders_expire": 5, "trading.day_end": 10, "execution.reconcile": 60,
-              "picks.sweep": 60}
+PERIODIC_S = {
+    "execution.sweep": 5,
+    "execution.orders_sync": 5,
+    "execution.orders_expire": 5,
+    "trading.exit_orders_expire": 5,
+    "trading.day_end": 10,
+    "execution.reconcile": 60,
+    "picks.sweep": 60,
+}
 SETTLE_LIMIT_S = 180  # simulated seconds a segment may run over its end for the exits to settle
 
 
@@ -89,9 +94,12 @@ def trading_days_before(day: dt.date, n: int) -> dt.date:
 def logs_to(path: Path):
     """Every log record to `path` instead of the console, which the progress display owns."""
     root = logging.getLogger()
-    moved = [(lg, h) for lg in [root, *(logging.getLogger(n) for n in list(
-        logging.root.manager.loggerDict))] for h in list(getattr(lg, "handlers", []))
-        if type(h) is logging.StreamHandler]
+    moved = [
+        (lg, h)
+        for lg in [root, *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+        for h in list(getattr(lg, "handlers", []))
+        if type(h) is logging.StreamHandler
+    ]
     handler = logging.FileHandler(path)
     handler.setFormatter(ZonedFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     for lg, h in moved:
@@ -129,8 +137,16 @@ class QuietHandler(WSGIRequestHandler):
 
 
 class Session:
-    def __init__(self, *, speed: float, out: Path, seed: int = 7, live: bool = True,
-                 short: bool = False, stream=sys.stdout) -> None:
+    def __init__(
+        self,
+        *,
+        speed: float,
+        out: Path,
+        seed: int = 7,
+        live: bool = True,
+        short: bool = False,
+        stream=sys.stdout,
+    ) -> None:
         if not speed > 0:
             raise ValueError("speed must be positive")
         self.speed, self.out, self.seed, self.live, self.stream = speed, out, seed, live, stream
@@ -144,8 +160,11 @@ class Session:
         self.errors: list[str] = []
         self.passes = 0
         self.pass_ms: list[float] = []  # each exit pass of the market cadence, real ms
-        self.cadence = CadenceDriver(send=self.exit_pass, windows=windows_from_db,
-                                     default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS)
+        self.cadence = CadenceDriver(
+            send=self.exit_pass,
+            windows=windows_from_db,
+            default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS,
+        )
         self.outage: list[dt.datetime] = []  # when KIS began answering 503, and when it stopped
         self.prequeued: int | None = None
         self.seen = {"intents": set(), "fills": set(), "alerts": set(), "picks": set()}
@@ -178,19 +197,45 @@ class Session:
         qkey, qsecret = secrets.token_hex(18), secrets.token_hex(90)
         okey, osecret = secrets.token_hex(18), secrets.token_hex(90)
         sim, base_url, ws_url = simulator_start(
-            "--flavour", "real", "--rps", "0", "--tick-ms", "0", "--seed", str(self.seed),
-            "--app", f"{qkey}:{qsecret}", "--app", f"{okey}:{osecret}",
-            "--account", f"{ACCOUNT}:{CASH}:{HTS_ID}")
-        kis = dict(settings.KIS, ENV="simulator", FLAVOUR="real", BASE_URL=base_url,
-                   WS_URL=ws_url, ACCOUNT=ACCOUNT, HTS_ID=HTS_ID, QUERY_APP_KEY=qkey,
-                   QUERY_APP_SECRET=qsecret, ORDER_APP_KEY=okey, ORDER_APP_SECRET=osecret,
-                   BREAKER_FAIL_MAX=3, BREAKER_RESET_S=1.0)
+            "--flavour",
+            "real",
+            "--rps",
+            "0",
+            "--tick-ms",
+            "0",
+            "--seed",
+            str(self.seed),
+            "--app",
+            f"{qkey}:{qsecret}",
+            "--app",
+            f"{okey}:{osecret}",
+            "--account",
+            f"{ACCOUNT}:{CASH}:{HTS_ID}",
+        )
+        kis = dict(
+            settings.KIS,
+            ENV="simulator",
+            FLAVOUR="real",
+            BASE_URL=base_url,
+            WS_URL=ws_url,
+            ACCOUNT=ACCOUNT,
+            HTS_ID=HTS_ID,
+            QUERY_APP_KEY=qkey,
+            QUERY_APP_SECRET=qsecret,
+            ORDER_APP_KEY=okey,
+            ORDER_APP_SECRET=osecret,
+            BREAKER_FAIL_MAX=3,
+            BREAKER_RESET_S=1.0,
+        )
         control = Control(base_url)
         get_broker.cache_clear()
         self.out.mkdir(parents=True, exist_ok=True)
         try:
-            with override_settings(KIS=kis), clock.installed(self.clock), \
-                    logs_to(self.out / "demo.log"):
+            with (
+                override_settings(KIS=kis),
+                clock.installed(self.clock),
+                logs_to(self.out / "demo.log"),
+            ):
                 token = self.prepare(control)
                 return self.trade(control, token)
         finally:
@@ -202,42 +247,72 @@ class Session:
         """The scene before 08:58:30: the simulator's stocks and account, yesterday's positions
         in the ledger, exit profiles, the picks source. Returns the source's token."""
         for stock in scenario.STOCKS:
-            control.post("/_sim/prices", {"pdno": stock.code, "price": stock.prev_close,
-                                          "prev_close": stock.prev_close, "name": stock.name})
-        control.post("/_sim/accounts", {
-            "cano": ACCOUNT[:8], "acnt_prdt_cd": ACCOUNT[-2:], "cash": CASH, "hts_id": HTS_ID,
-            "holdings": [{"pdno": s.code, "qty": s.held.qty, "avg_price": s.held.avg_price}
-                         for s in scenario.STOCKS if s.held]})
+            control.post(
+                "/_sim/prices",
+                {
+                    "pdno": stock.code,
+                    "price": stock.prev_close,
+                    "prev_close": stock.prev_close,
+                    "name": stock.name,
+                },
+            )
+        control.post(
+            "/_sim/accounts",
+            {
+                "cano": ACCOUNT[:8],
+                "acnt_prdt_cd": ACCOUNT[-2:],
+                "cash": CASH,
+                "hts_id": HTS_ID,
+                "holdings": [
+                    {"pdno": s.code, "qty": s.held.qty, "avg_price": s.held.avg_price}
+                    for s in scenario.STOCKS
+                    if s.held
+                ],
+            },
+        )
         profiles = {}
         for name, spec in scenario.PROFILES.items():
-            profiles[name], _ = ExitProfile.objects.update_or_create(name=name,
-                                                                     defaults=spec["fields"])
+            profiles[name], _ = ExitProfile.objects.update_or_create(
+                name=name, defaults=spec["fields"]
+            )
             for gain, sell in spec["tiers"]:
-                TakeProfitTier.objects.update_or_create(profile=profiles[name], gain_pct=gain,
-                                                        defaults={"sell_pct": sell})
+                TakeProfitTier.objects.update_or_create(
+                    profile=profiles[name], gain_pct=gain, defaults={"sell_pct": sell}
+                )
         # Earlier days' entries, through the ledger, with the broker's order numbers of then.
         with override_settings(EXECUTION_AUTO_SUBMIT=False):
             for n, stock in enumerate(s for s in scenario.STOCKS if s.held):
                 bought = trading_days_before(self.day, stock.held.days_ago)
-                with clock.installed(clock.FixedClock(scenario.at(bought, "10:00:00",
-                                                                  clock.SEOUL))):
+                with clock.installed(
+                    clock.FixedClock(scenario.at(bought, "10:00:00", clock.SEOUL))
+                ):
                     intent = services.entry_intent_open(
-                        symbol=stock.code, qty=stock.held.qty, limit_price=stock.held.avg_price,
+                        symbol=stock.code,
+                        qty=stock.held.qty,
+                        limit_price=stock.held.avg_price,
                         idempotency_key=f"{report.EARLIER_INTENT}{stock.code}",
-                        reason="an earlier day")
+                        reason="an earlier day",
+                    )
                     order = services.order_open(intent_id=intent.pk)
-                    services.order_mark_submitted(order_id=order.pk,
-                                                  broker_order_no=f"{bought:%m%d}{n:06d}")
-                    services.fill_apply(order_id=order.pk,
-                                        broker_fill_key=f"{report.EARLIER_FILL}{order.pk}",
-                                        qty=stock.held.qty, price=stock.held.avg_price)
-                PositionExitState.objects.create(position_id=intent.position_id,
-                                                 profile=profiles[stock.held.profile],
-                                                 peak_qty=stock.held.qty)
+                    services.order_mark_submitted(
+                        order_id=order.pk, broker_order_no=f"{bought:%m%d}{n:06d}"
+                    )
+                    services.fill_apply(
+                        order_id=order.pk,
+                        broker_fill_key=f"{report.EARLIER_FILL}{order.pk}",
+                        qty=stock.held.qty,
+                        price=stock.held.avg_price,
+                    )
+                PositionExitState.objects.create(
+                    position_id=intent.position_id,
+                    profile=profiles[stock.held.profile],
+                    peak_qty=stock.held.qty,
+                )
         # The system ran yesterday: its day end is on record, so today's closes the gate.
         TradingState.objects.update_or_create(
             pk=TradingState.SINGLETON_PK,
-            defaults={"day_ended_for": trading_days_before(self.day, 1)})
+            defaults={"day_ended_for": trading_days_before(self.day, 1)},
+        )
         # Ages are simulated seconds: at 30x a machine that stalls for a second has let 30 go
         # by, so the freshness limits grow with the speed (the defaults at the real pace).
         gate = GateSettings.current()
@@ -245,28 +320,39 @@ class Session:
         gate.max_pick_age_s = int(30 + 2 * self.speed)
         gate.save()
         # The day's picks come seconds apart at 20x and more: a rate above the default's.
-        source, _, token = source_upsert(code=scenario.SOURCE, name=scenario.SOURCE_NAME,
-                                         exit_profile=profiles[scenario.SOURCE_PROFILE],
-                                         rate_limit="100/second", rotate=True)
+        source, _, token = source_upsert(
+            code=scenario.SOURCE,
+            name=scenario.SOURCE_NAME,
+            exit_profile=profiles[scenario.SOURCE_PROFILE],
+            rate_limit="100/second",
+            rotate=True,
+        )
         # The earlier days' positions were opened by the strategy's picks: its SELL picks
         # may sell them (a source sells only what it opened, picks/routing.py).
         for position in Position.objects.filter(status=Position.Status.OPEN):
             PositionOpener.objects.get_or_create(
-                position=position, defaults={"source": source, "opened_at": position.opened_at})
+                position=position, defaults={"source": source, "opened_at": position.opened_at}
+            )
         return token
 
     def trade(self, control: Control, token: str) -> dict:
         origin = time.time()
         self.clock.rebase(self.at(self.segments[0][0]), origin=origin)
-        control.post("/_sim/clock", {"start": self.clock.start.isoformat(), "origin": origin,
-                                     "speed": self.speed})
-        self.say(f"Aegis demo · {self.day:%A %d %B %Y}, KRX regular session · "
-                 f"{self.speed:g}× real time · SQLite, tasks in-process · KIS simulator at "
-                 f"{settings.KIS['BASE_URL']}")
+        control.post(
+            "/_sim/clock",
+            {"start": self.clock.start.isoformat(), "origin": origin, "speed": self.speed},
+        )
+        self.say(
+            f"Aegis demo · {self.day:%A %d %B %Y}, KRX regular session · "
+            f"{self.speed:g}× real time · SQLite, tasks in-process · KIS simulator at "
+            f"{settings.KIS['BASE_URL']}"
+        )
         broker = get_broker()
         run = reconciliation_run(broker=broker, trigger="STARTUP")
-        self.say(f"startup reconciliation with KIS's holdings: {run.result.lower()}, "
-                 f"{run.symbols_checked} symbols, {run.mismatches.count()} mismatches")
+        self.say(
+            f"startup reconciliation with KIS's holdings: {run.result.lower()}, "
+            f"{run.symbols_checked} symbols, {run.mismatches.count()} mismatches"
+        )
         services.trading_state_set(state="ACTIVE", reason="demo session", changed_by="demo")
 
         httpd = ThreadedWSGIServer(("127.0.0.1", 0), QuietHandler)
@@ -274,17 +360,24 @@ class Session:
         threads = [threading.Thread(target=httpd.serve_forever, name="web", daemon=True)]
         self.ingest_url = f"http://127.0.0.1:{httpd.server_address[1]}/api/picks/ingest"
         self.token = token
-        streams = Streams(broker=broker, arrivals=self.arrivals,
-                          watchlist=tuple(s.code for s in scenario.STOCKS if not s.held))
-        threads += [threading.Thread(target=streams.main, name="streams", daemon=True),
-                    threading.Thread(target=self.beat, name="beat", daemon=True)]
+        streams = Streams(
+            broker=broker,
+            arrivals=self.arrivals,
+            watchlist=tuple(s.code for s in scenario.STOCKS if not s.held),
+        )
+        threads += [
+            threading.Thread(target=streams.main, name="streams", daemon=True),
+            threading.Thread(target=self.beat, name="beat", daemon=True),
+        ]
         for thread in threads:
             thread.start()
         if not streams.ready.wait(30):
             raise RuntimeError(f"price sync did not start: {streams.error}")
-        self.say(f"price sync on the simulator's WebSocket, following "
-                 f"{len(streams.sync.symbols)} symbols; fill notices subscribed; picks API at "
-                 f"{self.ingest_url}")
+        self.say(
+            f"price sync on the simulator's WebSocket, following "
+            f"{len(streams.sync.symbols)} symbols; fill notices subscribed; picks API at "
+            f"{self.ingest_url}"
+        )
         events = ThreadPoolExecutor(max_workers=2, thread_name_prefix="event")
         try:
             for n, (start, end) in enumerate(self.segments):
@@ -293,8 +386,14 @@ class Session:
                     before = self.clock.now()
                     self.clock.rebase(self.at(start), origin=origin)
                     self.jumps.append((self.clock.start, self.clock.start - before))
-                    control.post("/_sim/clock", {"start": self.clock.start.isoformat(),
-                                                 "origin": origin, "speed": self.speed})
+                    control.post(
+                        "/_sim/clock",
+                        {
+                            "start": self.clock.start.isoformat(),
+                            "origin": origin,
+                            "speed": self.speed,
+                        },
+                    )
                     self.say(f"— {scenario.SKIP_NOTE}: on to {start} —")
                 self.play(control, start, end, events)
         finally:
@@ -307,8 +406,12 @@ class Session:
                 thread.join(timeout=30)
             self.poll()
         book = control.call("GET", "/_sim/book?requests=0")
-        result = report.build(session=self, book=book, trades_seen=streams.sync.trades,
-                              trade_handled_ms=streams.sync.handled_ms)
+        result = report.build(
+            session=self,
+            book=book,
+            trades_seen=streams.sync.trades,
+            trade_handled_ms=streams.sync.handled_ms,
+        )
         report.write(result, session=self, out=self.out)
         connections.close_all()
         return result
@@ -317,8 +420,7 @@ class Session:
     def play(self, control: Control, start: str, end: str, events: ThreadPoolExecutor) -> None:
         first, last = scenario.second_of_day(start), scenario.second_of_day(end)
         due = {s.code: first for s in scenario.STOCKS}
-        pending = [e for e in scenario.EVENTS
-                   if first <= scenario.second_of_day(e.at) < last]
+        pending = [e for e in scenario.EVENTS if first <= scenario.second_of_day(e.at) < last]
         futures = []
         next_poll = 0.0
         calm_since = None  # (real, simulated second) when everything was last found settled
@@ -355,8 +457,10 @@ class Session:
             future.result()
 
     def settled(self) -> bool:
-        return not (OrderIntent.objects.filter(status=OrderIntent.Status.NEW).exists()
-                    or Order.objects.filter(status__in=Order.OPEN_STATUSES).exists())
+        return not (
+            OrderIntent.objects.filter(status=OrderIntent.Status.NEW).exists()
+            or Order.objects.filter(status__in=Order.OPEN_STATUSES).exists()
+        )
 
     def event(self, event: scenario.Event) -> None:
         try:
@@ -370,8 +474,12 @@ class Session:
     def post_picks(self, picks) -> tuple[int, dict]:
         now = clock.now()
         body = json.dumps([p.body(now) for p in picks]).encode()
-        request = urllib.request.Request(self.ingest_url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
+        request = urllib.request.Request(
+            self.ingest_url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, answer = response.status, json.loads(response.read())
@@ -382,8 +490,10 @@ class Session:
 
     def on_picks(self, event: scenario.Event) -> None:
         status, answer = self.post_picks(event.picks)
-        self.say(f"POST /api/picks/ingest, {len(event.picks)} pick(s) ({event.note}): {status} "
-                 f"{answer.get('status', '')} ids {answer.get('ids')}")
+        self.say(
+            f"POST /api/picks/ingest, {len(event.picks)} pick(s) ({event.note}): {status} "
+            f"{answer.get('status', '')} ids {answer.get('ids')}"
+        )
 
     def on_bad_picks(self, event: scenario.Event) -> None:
         status, answer = self.post_picks(event.picks)
@@ -429,19 +539,27 @@ class Session:
         # they reach pricesync, and a regular order Aegis sent now would be taken (and show).
         with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
             control.post("/_sim/session", {"open": True})
-        self.say("after-hours single-price session: 012330 trades under its stop loss; the "
-                 "engine decides nothing until the next open")
+        self.say(
+            "after-hours single-price session: 012330 trades under its stop loss; the "
+            "engine decides nothing until the next open"
+        )
 
     def on_operator_sell(self, event: scenario.Event) -> None:
         symbol, qty = scenario.OPERATOR_SELL
         position = Position.objects.filter(symbol=symbol).order_by("-opened_at").first()
         try:
             intent = services.exit_intent_open(
-                position_id=position.pk, qty=qty, intent_type=IntentType.MANUAL,
-                idempotency_key=f"demo-operator:{uuid.uuid4()}", reason="operator: sell by hand")
+                position_id=position.pk,
+                qty=qty,
+                intent_type=IntentType.MANUAL,
+                idempotency_key=f"demo-operator:{uuid.uuid4()}",
+                reason="operator: sell by hand",
+            )
         except InsufficientAvailableQty as exc:
-            self.say(f"{event.note}, {qty} shares: refused by the ledger, {exc.qty - exc.locked} "
-                     f"available of {exc.qty} held ({exc.locked} already held by an exit)")
+            self.say(
+                f"{event.note}, {qty} shares: refused by the ledger, {exc.qty - exc.locked} "
+                f"available of {exc.qty} held ({exc.locked} already held by an exit)"
+            )
             return
         self.say(f"{event.note}: granted {intent.qty} of {qty}")
 
@@ -463,15 +581,21 @@ class Session:
         def day_end() -> None:
             counts = day_end_task()
             if counts.get("gate_closed"):
-                self.say(f"the day ends in the ledger: {counts['ended']} day order(s) ended, "
-                         f"{counts['withdrawn']} unsent withdrawn; trading waits for the next "
-                         "reconciliation")
+                self.say(
+                    f"the day ends in the ledger: {counts['ended']} day order(s) ended, "
+                    f"{counts['withdrawn']} unsent withdrawn; trading waits for the next "
+                    "reconciliation"
+                )
 
-        tasks = {"execution.sweep": sweep, "execution.orders_sync": orders_sync_task,
-                 "execution.orders_expire": orders_expire_task,
-                 "trading.exit_orders_expire": exit_orders_expire_task,
-                 "trading.day_end": day_end, "execution.reconcile": reconcile_task,
-                 "picks.sweep": picks_sweep_task}
+        tasks = {
+            "execution.sweep": sweep,
+            "execution.orders_sync": orders_sync_task,
+            "execution.orders_expire": orders_expire_task,
+            "trading.exit_orders_expire": exit_orders_expire_task,
+            "trading.day_end": day_end,
+            "execution.reconcile": reconcile_task,
+            "picks.sweep": picks_sweep_task,
+        }
 
         def prequeue() -> None:
             self.prequeued = gap_prequeue_task()
@@ -495,43 +619,64 @@ class Session:
                         try:
                             task()
                         except Exception as exc:  # noqa: BLE001 - as above
-                            logger.warning("demo.beat %s: %s: %s", name, type(exc).__name__,
-                                           exc)
+                            logger.warning("demo.beat %s: %s: %s", name, type(exc).__name__, exc)
                 self.stop.wait(max(0.005, min(waits) / self.speed))
         finally:
             connection.close()
 
     # --- what happened, as it happens ----------------------------------------------------------
     def poll(self) -> None:
-        for intent in OrderIntent.objects.exclude(pk__in=self.seen["intents"]).exclude(
-                idempotency_key__startswith=report.EARLIER_INTENT).order_by("created_at"):
+        for intent in (
+            OrderIntent.objects.exclude(pk__in=self.seen["intents"])
+            .exclude(idempotency_key__startswith=report.EARLIER_INTENT)
+            .order_by("created_at")
+        ):
             self.seen["intents"].add(intent.pk)
             trigger = f", trade {intent.trigger_price:,}" if intent.trigger_price else ""
-            self.say(f"{intent.intent_type:<16} {intent.symbol} {intent.side.lower()} "
-                     f"{intent.qty} limit {intent.limit_price:,}{trigger} · {intent.reason}",
-                     when=intent.created_at)
-        for fill in Fill.objects.exclude(pk__in=self.seen["fills"]).exclude(
-                broker_fill_key__startswith=report.EARLIER_FILL).select_related("order") \
-                .order_by("pk"):
+            self.say(
+                f"{intent.intent_type:<16} {intent.symbol} {intent.side.lower()} "
+                f"{intent.qty} limit {intent.limit_price:,}{trigger} · {intent.reason}",
+                when=intent.created_at,
+            )
+        for fill in (
+            Fill.objects.exclude(pk__in=self.seen["fills"])
+            .exclude(broker_fill_key__startswith=report.EARLIER_FILL)
+            .select_related("order")
+            .order_by("pk")
+        ):
             self.seen["fills"].add(fill.pk)
-            self.say(f"fill             {fill.order.symbol} {fill.order.side.lower()} "
-                     f"{fill.qty} @ {fill.price:,}", when=fill.filled_at)
+            self.say(
+                f"fill             {fill.order.symbol} {fill.order.side.lower()} "
+                f"{fill.qty} @ {fill.price:,}",
+                when=fill.filled_at,
+            )
         for alert in Alert.objects.exclude(pk__in=self.seen["alerts"]).order_by("pk"):
             self.seen["alerts"].add(alert.pk)
             self.say(f"ALERT [{alert.severity}] {alert.message}", when=alert.created_at)
-        for pick in Pick.objects.exclude(pk__in=self.seen["picks"]).exclude(
-                status=Pick.Status.NEW).order_by("pk"):
+        for pick in (
+            Pick.objects.exclude(pk__in=self.seen["picks"])
+            .exclude(status=Pick.Status.NEW)
+            .order_by("pk")
+        ):
             self.seen["picks"].add(pick.pk)
-            outcome = (f"rejected at gate {pick.rejected_gate}: {pick.reject_reason}"
-                       if pick.status == Pick.Status.REJECTED else "routed")
-            self.say(f"pick {pick.external_id} {pick.side.lower()} {pick.symbol}: {outcome}",
-                     when=pick.routed_at or pick.received_at)
-        interval = market_calendar.cadence_at(clock.now(), self.cadence.windows(),
-                                              self.cadence.default_ms)
-        self.status(f"{clock.now_seoul():%H:%M:%S} KST · exit passes every "
-                    f"{interval if interval else '-'} ms · passes {self.passes} · "
-                    f"intents {len(self.seen['intents'])} · fills {len(self.seen['fills'])} · "
-                    f"alerts {len(self.seen['alerts'])}")
+            outcome = (
+                f"rejected at gate {pick.rejected_gate}: {pick.reject_reason}"
+                if pick.status == Pick.Status.REJECTED
+                else "routed"
+            )
+            self.say(
+                f"pick {pick.external_id} {pick.side.lower()} {pick.symbol}: {outcome}",
+                when=pick.routed_at or pick.received_at,
+            )
+        interval = market_calendar.cadence_at(
+            clock.now(), self.cadence.windows(), self.cadence.default_ms
+        )
+        self.status(
+            f"{clock.now_seoul():%H:%M:%S} KST · exit passes every "
+            f"{interval if interval else '-'} ms · passes {self.passes} · "
+            f"intents {len(self.seen['intents'])} · fills {len(self.seen['fills'])} · "
+            f"alerts {len(self.seen['alerts'])}"
+        )
 
 
 class Streams:
@@ -558,7 +703,8 @@ class Streams:
             await asyncio.gather(
                 self.sync.run(self.stop, on_ready=sync_ready.set),
                 fills_stream.run(broker=self.broker, stop=self.stop, on_ready=fills_ready.set),
-                both_ready())
+                both_ready(),
+            )
 
         try:
             asyncio.run(run())

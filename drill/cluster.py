@@ -66,25 +66,73 @@ class Spec:
 PY = sys.executable
 CELERY = str(Path(sys.executable).with_name("celery"))
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-EXECUTION_ENV = (("DATABASE_HEALTH_CHECKS", "false"), ("DATABASE_LOCK_TIMEOUT_MS", "2000"),
-                 ("DATABASE_STATEMENT_TIMEOUT_MS", "10000"))
+EXECUTION_ENV = (
+    ("DATABASE_HEALTH_CHECKS", "false"),
+    ("DATABASE_LOCK_TIMEOUT_MS", "2000"),
+    ("DATABASE_STATEMENT_TIMEOUT_MS", "10000"),
+)
 
 
 def execution_worker(host: str) -> Spec:
-    return Spec((CELERY, "-A", "aegis", "worker", "-Q", "execution,picks", "--pool", "threads",
-                 "--concurrency", "4", "-l", "info", "-n", f"execution@{host}"),
-                direct=True, ready=r"ready\.", env=EXECUTION_ENV)
+    return Spec(
+        (
+            CELERY,
+            "-A",
+            "aegis",
+            "worker",
+            "-Q",
+            "execution,picks",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "-l",
+            "info",
+            "-n",
+            f"execution@{host}",
+        ),
+        direct=True,
+        ready=r"ready\.",
+        env=EXECUTION_ENV,
+    )
 
 
 SPECS: dict[str, Spec] = {
-    "web": Spec((GUNICORN, "aegis.wsgi:application", "--bind", "127.0.0.1:{web_port}",
-                 "--workers", "2", "--access-logfile", "-"), ready=r"Booting worker"),
-    "worker": Spec((CELERY, "-A", "aegis", "worker", "-Q", "default,trading", "--concurrency",
-                    "4", "-l", "info", "-n", "default@drill"), ready=r"ready\."),
+    "web": Spec(
+        (
+            GUNICORN,
+            "aegis.wsgi:application",
+            "--bind",
+            "127.0.0.1:{web_port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+        ),
+        ready=r"Booting worker",
+    ),
+    "worker": Spec(
+        (
+            CELERY,
+            "-A",
+            "aegis",
+            "worker",
+            "-Q",
+            "default,trading",
+            "--concurrency",
+            "4",
+            "-l",
+            "info",
+            "-n",
+            "default@drill",
+        ),
+        ready=r"ready\.",
+    ),
     "execution": execution_worker("drill-a"),
     "beat": Spec((CELERY, "-A", "aegis", "beat", "-l", "info"), ready=r"beat: Starting"),
-    "pricesync": Spec((PY, "manage.py", "pricesync"), direct=True,
-                      ready=r"pricesync following", env=EXECUTION_ENV),
+    "pricesync": Spec(
+        (PY, "manage.py", "pricesync"), direct=True, ready=r"pricesync following", env=EXECUTION_ENV
+    ),
     "fills": Spec((PY, "manage.py", "stream_fills"), ready=r"streaming fill notices"),
     "listener": Spec((PY, "manage.py", "listen_intents"), direct=True, ready=r"listening on"),
 }
@@ -111,7 +159,7 @@ def _free_port() -> int:
 
 def trading_day(today: dt.date) -> dt.date:
     """The first regular KRX session on or after `today` that opens at 09:00."""
-    from trading import market_calendar
+    from market import calendar as market_calendar
 
     day = today
     while True:
@@ -129,8 +177,7 @@ def faketime_available() -> bool:
         return False
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "faketime"], env=env,
-                   capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "faketime"], env=env, capture_output=True)
     return shutil.which("faketime") is not None
 
 
@@ -149,16 +196,23 @@ class Services:
     def from_environ(cls) -> Services:
         missing = [n for n in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(n)]
         if missing or not os.environ["DATABASE_URL"].startswith("postgres"):
-            raise DrillError("the drill needs PostgreSQL and Redis: run it with `make drill` "
-                             "(scripts/with-services.sh python -m drill)")
+            raise DrillError(
+                "the drill needs PostgreSQL and Redis: run it with `make drill` "
+                "(scripts/with-services.sh python -m drill)"
+            )
         pooled = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
-        direct = urllib.parse.urlsplit(os.environ.get("DATABASE_DIRECT_URL")
-                                       or os.environ["DATABASE_URL"])
+        direct = urllib.parse.urlsplit(
+            os.environ.get("DATABASE_DIRECT_URL") or os.environ["DATABASE_URL"]
+        )
         # A Redis database of the drill's own, flushed before each scenario: a test run that
         # starts the drill (tests/drill) keeps its own keys in database 0.
         redis_url = urllib.parse.urlsplit(os.environ["REDIS_URL"])._replace(path=f"/{REDIS_DB}")
-        return cls(pooled=pooled, direct=direct, redis=redis_url,
-                   pooling=os.environ.get("DATABASE_POOLING", ""))
+        return cls(
+            pooled=pooled,
+            direct=direct,
+            redis=redis_url,
+            pooling=os.environ.get("DATABASE_POOLING", ""),
+        )
 
     def start_proxies(self) -> None:
         for name, url in (("redis", self.redis), ("pg", self.direct), ("pgpool", self.pooled)):
@@ -174,8 +228,11 @@ class Services:
     def url(self, which: str, *, proxied: bool = True, db: str = DB_NAME) -> str:
         url = {"redis": self.redis, "pg": self.direct, "pgpool": self.pooled}[which]
         if proxied:
-            url = url._replace(netloc=url.netloc.replace(
-                f"{url.hostname}:{url.port}", f"127.0.0.1:{self.proxies[which].port}"))
+            url = url._replace(
+                netloc=url.netloc.replace(
+                    f"{url.hostname}:{url.port}", f"127.0.0.1:{self.proxies[which].port}"
+                )
+            )
         if which != "redis":
             url = url._replace(path="/" + db)
         return urllib.parse.urlunsplit(url)
@@ -184,8 +241,7 @@ class Services:
         """Statements on the maintenance database, straight to PostgreSQL (autocommit)."""
         import psycopg
 
-        with psycopg.connect(self.url("pg", proxied=False, db="postgres"),
-                             autocommit=True) as conn:
+        with psycopg.connect(self.url("pg", proxied=False, db="postgres"), autocommit=True) as conn:
             for sql in statements:
                 conn.execute(sql)
 
@@ -199,19 +255,33 @@ class Services:
 class Cluster:
     """One scenario's cluster: a fresh database and simulator, and the processes."""
 
-    def __init__(self, services: Services, *, logs: Path, flavour: str = "real",
-                 clock_start: dt.datetime, clock_origin: float, symbols: dict[str, int],
-                 rps: int | None = None, env: dict | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        logs: Path,
+        flavour: str = "real",
+        clock_start: dt.datetime,
+        clock_origin: float,
+        symbols: dict[str, int],
+        rps: int | None = None,
+        env: dict | None = None,
+    ) -> None:
         self.services = services
         self.logs = logs
         self.flavour = flavour
-        self.clock_env = {"AEGIS_CLOCK_START": clock_start.isoformat(),
-                          "AEGIS_CLOCK_ORIGIN": repr(clock_origin), "AEGIS_CLOCK_SPEED": "1"}
+        self.clock_env = {
+            "AEGIS_CLOCK_START": clock_start.isoformat(),
+            "AEGIS_CLOCK_ORIGIN": repr(clock_origin),
+            "AEGIS_CLOCK_SPEED": "1",
+        }
         self.symbols = symbols
         self.rps = rps
         self.extra_env = dict(env or {})  # for every process and command of this cluster
-        self.apps = {"query": (secrets.token_hex(18), secrets.token_hex(90)),
-                     "order": (secrets.token_hex(18), secrets.token_hex(90))}
+        self.apps = {
+            "query": (secrets.token_hex(18), secrets.token_hex(90)),
+            "order": (secrets.token_hex(18), secrets.token_hex(90)),
+        }
         self.procs: dict[str, Proc] = {}
         self.sim: subprocess.Popen | None = None
         self.base_url = self.ws_url = ""
@@ -222,34 +292,58 @@ class Cluster:
     def env(self, *, direct: bool = False, extra: dict | None = None) -> dict[str, str]:
         s = self.services
         # Not the drill's own Django settings: its process seeds with AEGIS_AUTO_SUBMIT=0, and
-        # a cluster that inherited it would send every order from the sweep alone.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("KIS_", "AEGIS_CLOCK_", "DATABASE_"))
-               and k != "AEGIS_AUTO_SUBMIT"}
+        # a cluster that inherited it would send every order from the sweep alone; the suite
+        # turns the claim's market-hours check off (AEGIS_MARKET_HOURS=0), the cluster keeps it.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("KIS_", "AEGIS_CLOCK_", "DATABASE_"))
+            and k not in ("AEGIS_AUTO_SUBMIT", "AEGIS_MARKET_HOURS")
+        }
         env.update(self.clock_env)
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "aegis.settings", "AEGIS_ENV": "development",
-            "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO",
-            "DATABASE_URL": s.url("pg" if direct else "pgpool"),
-            "DATABASE_DIRECT_URL": s.url("pg"),
-            "DATABASE_POOLING": "" if direct else s.pooling,
-            "REDIS_URL": s.url("redis"),
-            "KIS_ENV": "simulator", "KIS_FLAVOUR": self.flavour, "KIS_BASE_URL": self.base_url,
-            "KIS_WS_URL": self.ws_url, "KIS_ACCOUNT": f"{ACCOUNT_CANO}-{ACCOUNT_PRDT}",
-            "KIS_HTS_ID": HTS_ID,
-            "KIS_QUERY_APP_KEY": self.apps["query"][0],
-            "KIS_QUERY_APP_SECRET": self.apps["query"][1],
-            "KIS_ORDER_APP_KEY": self.apps["order"][0],
-            "KIS_ORDER_APP_SECRET": self.apps["order"][1],
-        })
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "aegis.settings",
+                "AEGIS_ENV": "development",
+                "PYTHONUNBUFFERED": "1",
+                "LOG_LEVEL": "INFO",
+                "DATABASE_URL": s.url("pg" if direct else "pgpool"),
+                "DATABASE_DIRECT_URL": s.url("pg"),
+                "DATABASE_POOLING": "" if direct else s.pooling,
+                "REDIS_URL": s.url("redis"),
+                "KIS_ENV": "simulator",
+                "KIS_FLAVOUR": self.flavour,
+                "KIS_BASE_URL": self.base_url,
+                "KIS_WS_URL": self.ws_url,
+                "KIS_ACCOUNT": f"{ACCOUNT_CANO}-{ACCOUNT_PRDT}",
+                "KIS_HTS_ID": HTS_ID,
+                "KIS_QUERY_APP_KEY": self.apps["query"][0],
+                "KIS_QUERY_APP_SECRET": self.apps["query"][1],
+                "KIS_ORDER_APP_KEY": self.apps["order"][0],
+                "KIS_ORDER_APP_SECRET": self.apps["order"][1],
+            }
+        )
         env.update(self.extra_env)
         env.update(extra or {})
         return env
 
     # --- the simulator ------------------------------------------------------------------------
     def simulator_start(self) -> None:
-        args = [PY, "-m", "kis_simulator", "--port", "0", "--ws-port", "0",
-                "--flavour", self.flavour, "--tick-ms", "500", "--seed", "7"]
+        args = [
+            PY,
+            "-m",
+            "kis_simulator",
+            "--port",
+            "0",
+            "--ws-port",
+            "0",
+            "--flavour",
+            self.flavour,
+            "--tick-ms",
+            "500",
+            "--seed",
+            "7",
+        ]
         if self.rps is not None:
             args += ["--rps", str(self.rps)]
         for key, secret in self.apps.values():
@@ -258,17 +352,26 @@ class Cluster:
         for pdno, price in self.symbols.items():
             args += ["--symbol", f"{pdno}:{price}"]
         log = open(self.logs / "simulator.log", "wb")
-        self.sim = subprocess.Popen(args, cwd=ROOT, env=self.env(), stdout=subprocess.PIPE,
-                                    stderr=log, text=True, start_new_session=True)
+        self.sim = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
         line = _read_line(self.sim.stdout, 60)
         if not line.startswith("KIS simulator ready: "):
-            raise DrillError(f"the simulator did not start ({line!r}); see "
-                             f"{self.logs / 'simulator.log'}")
+            raise DrillError(
+                f"the simulator did not start ({line!r}); see {self.logs / 'simulator.log'}"
+            )
         self.base_url, self.ws_url = line.split()[-2:]
 
     # --- processes ----------------------------------------------------------------------------
-    def start(self, name: str, *, spec: Spec | None = None, skew: str = "",
-              wait: bool = True) -> Proc:
+    def start(
+        self, name: str, *, spec: Spec | None = None, skew: str = "", wait: bool = True
+    ) -> Proc:
         """Start process `name` (SPECS, or `spec`); `skew` ("+3s", "-30s") runs it under
         faketime with its clock that far off."""
         spec = spec or SPECS[name]
@@ -281,12 +384,18 @@ class Cluster:
             extra["DONT_FAKE_MONOTONIC"] = "1"
         log = self.logs / f"{name}.log"
         out = open(log, "ab")
-        out.write(f"\n=== start {time.strftime('%H:%M:%S')} {' '.join(argv[:6])} skew={skew or 0}\n"
-                  .encode())
+        started = time.strftime("%H:%M:%S")
+        out.write(f"\n=== start {started} {' '.join(argv[:6])} skew={skew or 0}\n".encode())
         out.flush()
-        popen = subprocess.Popen(argv, cwd=ROOT, env=self.env(direct=spec.direct, extra=extra),
-                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self.env(direct=spec.direct, extra=extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         proc = Proc(name=name, spec=spec, popen=popen, log=log, skew=skew)
         self.procs[name] = proc
         if wait:
@@ -304,8 +413,10 @@ class Cluster:
             if pattern.search(text):
                 return
             if not proc.alive():
-                raise DrillError(f"{proc.name} exited with {proc.popen.returncode} before it "
-                                 f"was ready; the end of its log:\n{text[-2000:]}")
+                raise DrillError(
+                    f"{proc.name} exited with {proc.popen.returncode} before it "
+                    f"was ready; the end of its log:\n{text[-2000:]}"
+                )
             time.sleep(0.2)
         raise DrillError(f"{proc.name} not ready within {timeout:.0f} s (see {proc.log})")
 
@@ -356,11 +467,19 @@ class Cluster:
 
     def run_once(self, *argv: str, timeout: float = 120) -> str:
         """A one-shot command (manage.py ...) against the cluster; its output."""
-        done = subprocess.run([PY, "manage.py", *argv], cwd=ROOT, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [PY, "manage.py", *argv],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         with open(self.logs / "commands.log", "a") as log:
-            log.write(f"=== manage.py {' '.join(argv)}: exit {done.returncode}\n{done.stdout}"
-                      f"{done.stderr[-4000:]}\n")
+            log.write(
+                f"=== manage.py {' '.join(argv)}: exit {done.returncode}\n{done.stdout}"
+                f"{done.stderr[-4000:]}\n"
+            )
         if done.returncode != 0:
             raise DrillError(f"manage.py {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
         return done.stdout

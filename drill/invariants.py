@@ -122,17 +122,24 @@ def check(snap: Snapshot, *, new_max_age_s: float = NEW_MAX_AGE_S) -> Verdict:
     for o in snap.orders:
         if not o.broker_order_no:
             continue
-        keys = ([(o.trade_date, o.broker_order_no)] if o.trade_date
-                else [(d, o.broker_order_no) for d in dates])
+        keys = (
+            [(o.trade_date, o.broker_order_no)]
+            if o.trade_date
+            else [(d, o.broker_order_no) for d in dates]
+        )
         found = [k for k in keys if at_broker.get(k)]
         if len(found) != 1 or len(at_broker[found[0]]) != 1:
-            v.append(f"order {o.id} ({o.symbol}) has broker number {o.broker_order_no} but "
-                     f"{sum(len(at_broker[k]) for k in found)} orders at the simulator")
+            v.append(
+                f"order {o.id} ({o.symbol}) has broker number {o.broker_order_no} but "
+                f"{sum(len(at_broker[k]) for k in found)} orders at the simulator"
+            )
             continue
         b = at_broker[found[0]][0]
         if b.pdno != o.symbol or b.side != o.side or b.qty != o.qty:
-            v.append(f"order {o.id} {o.side} {o.symbol} ×{o.qty} maps to a different order at "
-                     f"the simulator: {b.side} {b.pdno} ×{b.qty} (odno {b.odno})")
+            v.append(
+                f"order {o.id} {o.side} {o.symbol} ×{o.qty} maps to a different order at "
+                f"the simulator: {b.side} {b.pdno} ×{b.qty} (odno {b.odno})"
+            )
         claims[found[0]] += 1
         claimed.add(found[0])
         reached_orders.add(o.id)
@@ -145,13 +152,13 @@ def check(snap: Snapshot, *, new_max_age_s: float = NEW_MAX_AGE_S) -> Verdict:
     unknown = [b for key, bs in at_broker.items() if key not in claimed for b in bs]
     unknown += [b for key, bs in at_broker.items() if key in claimed for b in bs[1:]]
     for b in unknown:
-        v.append(f"order {b.odno} at the simulator ({b.side} {b.pdno} ×{b.qty}) is unknown to "
-                 f"the ledger")
+        v.append(
+            f"order {b.odno} at the simulator ({b.side} {b.pdno} ×{b.qty}) is unknown to the ledger"
+        )
     verdict.duplicates += len(unknown)
 
     # 3. at most one order per intent reached the broker.
-    per_intent = Counter(o.intent_id for o in snap.orders
-                         if o.intent_id and o.id in reached_orders)
+    per_intent = Counter(o.intent_id for o in snap.orders if o.intent_id and o.id in reached_orders)
     for intent_id, n in per_intent.items():
         if n > 1:
             v.append(f"intent {intent_id} reached the broker {n} times")
@@ -167,11 +174,14 @@ def check(snap: Snapshot, *, new_max_age_s: float = NEW_MAX_AGE_S) -> Verdict:
             held[o.position_id] += o.qty - o.filled_qty
     for p in snap.positions:
         if p.reserved_qty != held[p.id]:
-            v.append(f"position {p.id} ({p.symbol}) reserved_qty {p.reserved_qty} but its open "
-                     f"SELL intents and orders hold {held[p.id]}")
+            v.append(
+                f"position {p.id} ({p.symbol}) reserved_qty {p.reserved_qty} but its open "
+                f"SELL intents and orders hold {held[p.id]}"
+            )
         if p.reserved_qty < 0 or p.reserved_qty > p.qty:
-            v.append(f"position {p.id} ({p.symbol}) reserved_qty {p.reserved_qty} outside "
-                     f"0..qty {p.qty}")
+            v.append(
+                f"position {p.id} ({p.symbol}) reserved_qty {p.reserved_qty} outside 0..qty {p.qty}"
+            )
 
     # 5. the ledger's quantities equal the broker's holdings.
     ledger_qty = defaultdict(int)
@@ -187,13 +197,17 @@ def check(snap: Snapshot, *, new_max_age_s: float = NEW_MAX_AGE_S) -> Verdict:
     limit = dt.timedelta(seconds=new_max_age_s)
     for o in snap.orders:
         if o.status == "NEW" and snap.taken_at - o.created_at > limit:
-            v.append(f"order {o.id} ({o.symbol}) NEW for "
-                     f"{(snap.taken_at - o.created_at).total_seconds():.0f} s")
+            v.append(
+                f"order {o.id} ({o.symbol}) NEW for "
+                f"{(snap.taken_at - o.created_at).total_seconds():.0f} s"
+            )
     if snap.trading_state != "HALTED":
         for i in snap.intents:
             if i.status == "NEW" and snap.taken_at - i.created_at > limit:
-                v.append(f"intent {i.id} ({i.symbol}) NEW for "
-                         f"{(snap.taken_at - i.created_at).total_seconds():.0f} s")
+                v.append(
+                    f"intent {i.id} ({i.symbol}) NEW for "
+                    f"{(snap.taken_at - i.created_at).total_seconds():.0f} s"
+                )
 
     # 7. lost: decided, never reached the broker, not working, not refused.
     orders_of = defaultdict(list)
@@ -209,12 +223,15 @@ def check(snap: Snapshot, *, new_max_age_s: float = NEW_MAX_AGE_S) -> Verdict:
         if any(o.id in reached_orders for o in mine) or working:
             continue
         refused = (i.status in ("REJECTED", "CANCELLED") and (i.closed_reason or not mine)) or (
-            mine and all(o.status in ("REJECTED", "CANCELLED") and o.reject_reason for o in mine))
+            mine and all(o.status in ("REJECTED", "CANCELLED") and o.reject_reason for o in mine)
+        )
         if i.status == "ORDERED" and not mine:
             refused = False
         if not refused:
-            v.append(f"intent {i.id} ({i.side} {i.symbol} ×{i.qty}, {i.status}) never reached "
-                     f"the broker and nothing is working on it: lost")
+            v.append(
+                f"intent {i.id} ({i.side} {i.symbol} ×{i.qty}, {i.status}) never reached "
+                f"the broker and nothing is working on it: lost"
+            )
             verdict.lost += 1
     decided = {i.symbol for i in snap.intents}
     for symbol in snap.expected_exits:
@@ -229,9 +246,14 @@ def _yyyymmdd(day: dt.date | None) -> str | None:
     return day.strftime("%Y%m%d") if day else None
 
 
-def snapshot_take(book: dict, *, cano: str, since: dt.datetime | None = None,
-                  expected_exits: tuple[str, ...] = (),
-                  taken_at: dt.datetime | None = None) -> Snapshot:
+def snapshot_take(
+    book: dict,
+    *,
+    cano: str,
+    since: dt.datetime | None = None,
+    expected_exits: tuple[str, ...] = (),
+    taken_at: dt.datetime | None = None,
+) -> Snapshot:
     """The ledger now (rows created at or after `since` for intents and orders), and the
     simulator's `book` (GET /_sim/book) for account `cano`."""
     from core import clock
@@ -242,27 +264,72 @@ def snapshot_take(book: dict, *, cano: str, since: dt.datetime | None = None,
     if since is not None:
         intents_qs = intents_qs.filter(created_at__gte=since)
         orders_qs = orders_qs.filter(created_at__gte=since)
-    state = TradingState.objects.filter(pk=TradingState.SINGLETON_PK).values_list(
-        "state", flat=True).first() or "ACTIVE"
-    positions = [LedgerPosition(id=p.id, symbol=p.symbol, status=p.status, qty=p.qty,
-                                reserved_qty=p.reserved_qty) for p in Position.objects.all()]
-    intents = [LedgerIntent(id=str(i.id), position_id=i.position_id, symbol=i.symbol,
-                            side=i.side, qty=i.qty, status=i.status, created_at=i.created_at,
-                            closed_reason=i.closed_reason) for i in intents_qs]
-    orders = [LedgerOrder(id=str(o.id), intent_id=str(o.intent_id) if o.intent_id else None,
-                          position_id=o.position_id, symbol=o.symbol, side=o.side, qty=o.qty,
-                          filled_qty=o.filled_qty, status=o.status,
-                          broker_order_no=o.broker_order_no or None,
-                          trade_date=_yyyymmdd(o.trade_date), created_at=o.created_at,
-                          reject_reason=o.reject_reason) for o in orders_qs]
-    broker_orders = [BrokerOrder(odno=b["odno"], ord_dt=b["ord_dt"], pdno=b["pdno"],
-                                 side=b["side"], qty=b["qty"], filled_qty=b["filled_qty"],
-                                 kind=b.get("kind", "new"))
-                     for b in book["orders"] if b["cano"] == cano]
+    state = (
+        TradingState.objects.filter(pk=TradingState.SINGLETON_PK)
+        .values_list("state", flat=True)
+        .first()
+        or "ACTIVE"
+    )
+    positions = [
+        LedgerPosition(
+            id=p.id, symbol=p.symbol, status=p.status, qty=p.qty, reserved_qty=p.reserved_qty
+        )
+        for p in Position.objects.all()
+    ]
+    intents = [
+        LedgerIntent(
+            id=str(i.id),
+            position_id=i.position_id,
+            symbol=i.symbol,
+            side=i.side,
+            qty=i.qty,
+            status=i.status,
+            created_at=i.created_at,
+            closed_reason=i.closed_reason,
+        )
+        for i in intents_qs
+    ]
+    orders = [
+        LedgerOrder(
+            id=str(o.id),
+            intent_id=str(o.intent_id) if o.intent_id else None,
+            position_id=o.position_id,
+            symbol=o.symbol,
+            side=o.side,
+            qty=o.qty,
+            filled_qty=o.filled_qty,
+            status=o.status,
+            broker_order_no=o.broker_order_no or None,
+            trade_date=_yyyymmdd(o.trade_date),
+            created_at=o.created_at,
+            reject_reason=o.reject_reason,
+        )
+        for o in orders_qs
+    ]
+    broker_orders = [
+        BrokerOrder(
+            odno=b["odno"],
+            ord_dt=b["ord_dt"],
+            pdno=b["pdno"],
+            side=b["side"],
+            qty=b["qty"],
+            filled_qty=b["filled_qty"],
+            kind=b.get("kind", "new"),
+        )
+        for b in book["orders"]
+        if b["cano"] == cano
+    ]
     holdings: dict[str, int] = {}
     for acct in book["accounts"]:
         if acct["cano"] == cano:
             holdings = {h["pdno"]: h["qty"] for h in acct["holdings"]}
-    return Snapshot(taken_at=taken_at or clock.now(), trading_state=state, positions=positions,
-                    intents=intents, orders=orders, broker_orders=broker_orders,
-                    broker_holdings=holdings, expected_exits=tuple(expected_exits))
+    return Snapshot(
+        taken_at=taken_at or clock.now(),
+        trading_state=state,
+        positions=positions,
+        intents=intents,
+        orders=orders,
+        broker_orders=broker_orders,
+        broker_holdings=holdings,
+        expected_exits=tuple(expected_exits),
+    )

@@ -26,8 +26,15 @@ CHUNK = 65_536
 
 
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1",
-                 port: int = 0, name: str = "proxy") -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "proxy",
+    ) -> None:
         self.target = (target_host, target_port)
         self.host, self.port, self.name = host, port, name
         self._latency_s = 0.0
@@ -42,8 +49,9 @@ class FaultProxy:
 
     # --- control (any thread) ------------------------------------------------------------------
     def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._run, name=f"fault-proxy-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"fault-proxy-{self.name}", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError(f"the {self.name} proxy did not start")
@@ -62,12 +70,14 @@ class FaultProxy:
 
     def reset(self) -> None:
         """Close every open connection (both sides) at once."""
+
         def close_all():
             self.resets += 1
             for writer in list(self._writers):
                 with contextlib.suppress(Exception):
                     writer.transport.abort()
             self._writers.clear()
+
         self._call(close_all)
 
     def clear(self) -> None:
@@ -104,6 +114,7 @@ class FaultProxy:
                 fn()
             finally:
                 done.set()
+
         self._loop.call_soon_threadsafe(run)
         done.wait(5)
 
@@ -115,7 +126,8 @@ class FaultProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server = loop.run_until_complete(
-            asyncio.start_server(self._accept, self.host, self.port))
+            asyncio.start_server(self._accept, self.host, self.port)
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         try:

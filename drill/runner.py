@@ -21,12 +21,18 @@ DRILL_DIR = Path(__file__).resolve().parent
 
 def _django(services: Services) -> None:
     """This process's Django, on the drill's database straight (never through the proxies)."""
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "aegis.settings", "AEGIS_ENV": "development",
-        "DATABASE_URL": services.url("pg", proxied=False),
-        "DATABASE_DIRECT_URL": services.url("pg", proxied=False), "DATABASE_POOLING": "",
-        "REDIS_URL": services.url("redis", proxied=False), "KIS_ENV": "simulator",
-        "AEGIS_AUTO_SUBMIT": "0"})
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "aegis.settings",
+            "AEGIS_ENV": "development",
+            "DATABASE_URL": services.url("pg", proxied=False),
+            "DATABASE_DIRECT_URL": services.url("pg", proxied=False),
+            "DATABASE_POOLING": "",
+            "REDIS_URL": services.url("redis", proxied=False),
+            "KIS_ENV": "simulator",
+            "AEGIS_AUTO_SUBMIT": "0",
+        }
+    )
     for name in [n for n in os.environ if n.startswith("AEGIS_CLOCK_")]:
         del os.environ[name]
     import django
@@ -38,9 +44,11 @@ def _database_template(services: Services) -> None:
     from django.core.management import call_command
     from django.db import connections
 
-    services.admin(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)",
-                   f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)",
-                   f"CREATE DATABASE {DB_NAME}")
+    services.admin(
+        f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)",
+        f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)",
+        f"CREATE DATABASE {DB_NAME}",
+    )
     call_command("migrate", verbosity=0)
     connections.close_all()
     services.admin(f"CREATE DATABASE {TEMPLATE_DB} TEMPLATE {DB_NAME}")
@@ -50,8 +58,10 @@ def _database_fresh(services: Services) -> None:
     from django.db import connections
 
     connections.close_all()
-    services.admin(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)",
-                   f"CREATE DATABASE {DB_NAME} TEMPLATE {TEMPLATE_DB}")
+    services.admin(
+        f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)",
+        f"CREATE DATABASE {DB_NAME} TEMPLATE {TEMPLATE_DB}",
+    )
     services.redis_flush()
 
 
@@ -74,13 +84,25 @@ def run_scenario(scenario, services: Services, *, logs: Path, options) -> dict:
     symbols = [f"{900000 + i:06d}" for i in range(scenario.positions)]
     from .scenarios import PRICE
 
-    cluster = Cluster(services, logs=logs / scenario.name, flavour=scenario.flavour,
-                      clock_start=start, clock_origin=origin,
-                      symbols=dict.fromkeys(symbols, PRICE), env=scenario.env)
+    cluster = Cluster(
+        services,
+        logs=logs / scenario.name,
+        flavour=scenario.flavour,
+        clock_start=start,
+        clock_origin=origin,
+        symbols=dict.fromkeys(symbols, PRICE),
+        env=scenario.env,
+    )
     for proxy in services.proxies.values():
         proxy.clear()
-    run = Run(name=scenario.name, cluster=cluster, services=services, clock=shifted,
-              symbols=symbols, options=options)
+    run = Run(
+        name=scenario.name,
+        cluster=cluster,
+        services=services,
+        clock=shifted,
+        symbols=symbols,
+        options=options,
+    )
     try:
         cluster.simulator_start()
         seed(run, symbols)
@@ -93,16 +115,24 @@ def run_scenario(scenario, services: Services, *, logs: Path, options) -> dict:
             from django.db import close_old_connections
 
             close_old_connections()
-            snap = invariants.snapshot_take(run.book(),
-                                            cano="50000001", since=None,
-                                            expected_exits=tuple(run.expected),
-                                            taken_at=clock.now())
+            snap = invariants.snapshot_take(
+                run.book(),
+                cano="50000001",
+                since=None,
+                expected_exits=tuple(run.expected),
+                taken_at=clock.now(),
+            )
         verdict = invariants.check(snap)
         verdict.violations += run.violations
         result = verdict.as_dict()
     except DrillError as exc:
-        result = {"duplicates": None, "lost": None, "orders": None, "invariants_held": False,
-                  "violations": [f"drill error: {exc}"]}
+        result = {
+            "duplicates": None,
+            "lost": None,
+            "orders": None,
+            "invariants_held": False,
+            "violations": [f"drill error: {exc}"],
+        }
     finally:
         cluster.stop()
     result["seconds"] = round(time.monotonic() - started, 1)
@@ -111,23 +141,31 @@ def run_scenario(scenario, services: Services, *, logs: Path, options) -> dict:
 
 
 def passed(result: dict) -> bool:
-    return "skipped" in result or (result.get("duplicates") == 0 and result.get("lost") == 0
-                                   and result.get("invariants_held") is True)
+    return "skipped" in result or (
+        result.get("duplicates") == 0
+        and result.get("lost") == 0
+        and result.get("invariants_held") is True
+    )
 
 
 def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"scenarios": results}, indent=2,
-                                                 ensure_ascii=False) + "\n")
-    lines = ["| scenario | duplicates | lost | invariants held | orders | seconds | result |",
-             "|---|---:|---:|---|---:|---:|---|"]
+    (out / "results.json").write_text(
+        json.dumps({"scenarios": results}, indent=2, ensure_ascii=False) + "\n"
+    )
+    lines = [
+        "| scenario | duplicates | lost | invariants held | orders | seconds | result |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
     for name, r in results.items():
         if "skipped" in r:
             lines.append(f"| {name} | | | | | | skipped: {r['skipped']} |")
             continue
-        lines.append(f"| {name} | {r['duplicates']} | {r['lost']} | "
-                     f"{'yes' if r['invariants_held'] else 'no'} | {r['orders']} | "
-                     f"{r['seconds']} | {'pass' if passed(r) else 'FAIL'} |")
+        lines.append(
+            f"| {name} | {r['duplicates']} | {r['lost']} | "
+            f"{'yes' if r['invariants_held'] else 'no'} | {r['orders']} | "
+            f"{r['seconds']} | {'pass' if passed(r) else 'FAIL'} |"
+        )
     failing = {n: r for n, r in results.items() if not passed(r)}
     if failing:
         lines += ["", "Violations:", ""]
@@ -158,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drill", description=__doc__)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--out", default=str(DRILL_DIR), help="where results.json/.md go")
-    parser.add_argument("--logs", default=str(ROOT / "var" / "drill"),
-                        help="each process's log, per scenario")
-    parser.add_argument("--settle-hold", type=float, default=20.0,
-                        help="seconds the cluster must stay quiet before the check")
+    parser.add_argument(
+        "--logs", default=str(ROOT / "var" / "drill"), help="each process's log, per scenario"
+    )
+    parser.add_argument(
+        "--settle-hold",
+        type=float,
+        default=20.0,
+        help="seconds the cluster must stay quiet before the check",
+    )
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args(argv)
     if args.list:
@@ -179,12 +222,22 @@ def main(argv: list[str] | None = None) -> int:
         _database_template(services)
         for name in names:
             logger.info("drill: %s ...", name)
-            results[name] = run_scenario(SCENARIOS[name], services, logs=Path(args.logs),
-                                         options=Options(settle_hold_s=args.settle_hold))
+            results[name] = run_scenario(
+                SCENARIOS[name],
+                services,
+                logs=Path(args.logs),
+                options=Options(settle_hold_s=args.settle_hold),
+            )
             r = results[name]
-            logger.info("drill: %s: %s %s", name, "pass" if passed(r) else "FAIL",
-                        {k: r.get(k) for k in ("duplicates", "lost", "invariants_held",
-                                               "orders", "seconds")})
+            logger.info(
+                "drill: %s: %s %s",
+                name,
+                "pass" if passed(r) else "FAIL",
+                {
+                    k: r.get(k)
+                    for k in ("duplicates", "lost", "invariants_held", "orders", "seconds")
+                },
+            )
             for v in r.get("violations", [])[:10]:
                 logger.info("drill:   %s", v)
     finally:

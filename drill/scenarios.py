@@ -16,8 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .cluster import (ACCOUNT_CANO, ACCOUNT_PRDT, CASH, HTS_ID, Cluster, FaketimeMissing,
-                      Services, execution_worker, faketime_available)
+from .cluster import (
+    ACCOUNT_CANO,
+    ACCOUNT_PRDT,
+    CASH,
+    HTS_ID,
+    Cluster,
+    FaketimeMissing,
+    Services,
+    execution_worker,
+    faketime_available,
+)
 
 logger = logging.getLogger("drill")
 
@@ -88,8 +97,9 @@ class Run:
         logger.warning("drill %s: %s did not happen within %.0f s", self.name, what, timeout)
         return False
 
-    def settle(self, *, quiet: Callable[[], bool] | None = None,
-               timeout_s: float | None = None) -> None:
+    def settle(
+        self, *, quiet: Callable[[], bool] | None = None, timeout_s: float | None = None
+    ) -> None:
         """Until nothing is on its way (no open order, no NEW intent) and the simulator's order
         count stays the same for settle_hold_s; at most settle_timeout_s (or `timeout_s`)."""
         from execution.models import Order, OrderIntent
@@ -97,8 +107,10 @@ class Run:
         def calm() -> bool:
             if quiet is not None:
                 return quiet()
-            return not (Order.objects.filter(status__in=Order.OPEN_STATUSES).exists()
-                        or OrderIntent.objects.filter(status="NEW").exists())
+            return not (
+                Order.objects.filter(status__in=Order.OPEN_STATUSES).exists()
+                or OrderIntent.objects.filter(status="NEW").exists()
+            )
 
         timeout_s = timeout_s or self.options.settle_timeout_s
         deadline = time.monotonic() + timeout_s
@@ -131,17 +143,26 @@ def seed(run: Run, symbols: list[str]) -> None:
 
     with clock.installed(run.clock):
         opened = clock.now() - dt.timedelta(days=3)
-        profile = ExitProfile.objects.create(name="drill", stop_loss_pct=Decimal(3),
-                                             gap_down_pct=Decimal(5), max_holding_days=60)
+        profile = ExitProfile.objects.create(
+            name="drill", stop_loss_pct=Decimal(3), gap_down_pct=Decimal(5), max_holding_days=60
+        )
         positions = Position.objects.bulk_create(
-            Position(symbol=s, qty=QTY, avg_price=Decimal(PRICE), opened_at=opened)
-            for s in symbols)
+            Position(symbol=s, qty=QTY, avg_price=Decimal(PRICE), opened_at=opened) for s in symbols
+        )
         PositionExitState.objects.bulk_create(
-            PositionExitState(position=p, profile=profile, peak_qty=QTY) for p in positions)
+            PositionExitState(position=p, profile=profile, peak_qty=QTY) for p in positions
+        )
         TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(state="ACTIVE")
-    run.control("/_sim/accounts", {
-        "cano": ACCOUNT_CANO, "acnt_prdt_cd": ACCOUNT_PRDT, "cash": CASH, "hts_id": HTS_ID,
-        "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in symbols]})
+    run.control(
+        "/_sim/accounts",
+        {
+            "cano": ACCOUNT_CANO,
+            "acnt_prdt_cd": ACCOUNT_PRDT,
+            "cash": CASH,
+            "hts_id": HTS_ID,
+            "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in symbols],
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -227,8 +248,14 @@ def clock_skew(run: Run) -> None:
 def kis_5xx_body(run: Run) -> None:
     """Two orders are booked, then answered HTTP 500 with a KIS body and a code the client does
     not know: an unknown outcome, not a refusal."""
-    run.faults(error_5xx_next=2, after=True, error_status=500, error_msg_cd="EGW00999",
-               error_msg1="시스템 처리 중 오류가 발생하였습니다.", path="order-cash")
+    run.faults(
+        error_5xx_next=2,
+        after=True,
+        error_status=500,
+        error_msg_cd="EGW00999",
+        error_msg1="시스템 처리 중 오류가 발생하였습니다.",
+        path="order-cash",
+    )
     run.drop(run.symbols[:5])
     time.sleep(20)
     run.faults_clear()
@@ -280,9 +307,10 @@ def halted_during_unknown_outcome(run: Run) -> None:
     run.settle(quiet=lambda: True)
     after = run.sim_orders()
     if len(after) > halted_with:
-        run.violations.append(f"{len(after) - halted_with} order(s) reached KIS while HALTED: "
-                              + ", ".join(f"{o['pdno']} odno {o['odno']}"
-                                          for o in after[halted_with:]))
+        run.violations.append(
+            f"{len(after) - halted_with} order(s) reached KIS while HALTED: "
+            + ", ".join(f"{o['pdno']} odno {o['odno']}" for o in after[halted_with:])
+        )
 
 
 def two_execution_workers(run: Run) -> None:
@@ -324,55 +352,150 @@ def _skewed(offset: str) -> dict:
     return {name: offset for name in SKEW_HOST}
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("open_bell_burst_real", open_bell, positions=100, at="09:00:00", lead_s=45,
-             description="100 positions gap down at 09:00:00, a 20/s key"),
-    Scenario("open_bell_burst_paper", open_bell, positions=100, flavour="paper",
-             at="09:00:00", lead_s=120,
-             description="100 positions gap down at 09:00:00, a 2/s paper key"),
-    Scenario("redis_late", redis_late, positions=20,
-             description="Redis 0.6 s late (proxy) while 20 exits fire"),
-    Scenario("send_slower_than_grace", send_slower_than_grace, positions=25,
-             env={"KIS_RATE_PER_SECOND": "1"},
-             description="25 exits through a 1 call/s client: sends wait past the grace"),
-    Scenario("payloads_left_across_worker_stop", payloads_left_across_worker_stop,
-             positions=20, description="the execution worker stopped 0.3 s after 20 exits"),
-    Scenario("kill9_after_booking", kill9_after_booking, positions=3,
-             description="KIS booked the order, its answer held, the senders killed -9"),
-    Scenario("clock_skew_plus_3s", clock_skew, positions=5, skews={"execution": "+3s"},
-             description="the execution worker 3 s ahead, two answers lost"),
-    Scenario("clock_skew_minus_3s", clock_skew, positions=5, skews={"execution": "-3s"},
-             description="the execution worker 3 s behind, two answers lost"),
-    Scenario("clock_skew_plus_30s", clock_skew, positions=5, skews={"execution": "+30s"},
-             description="the execution worker 30 s ahead, two answers lost"),
-    Scenario("clock_skew_minus_30s", clock_skew, positions=5, skews={"execution": "-30s"},
-             description="the execution worker 30 s behind, two answers lost"),
-    Scenario("clock_skew_host_plus_3s", clock_skew, positions=5, skews=_skewed("+3s"),
-             description="the sending host (pricesync and the execution worker) 3 s ahead, "
-                         "two answers lost"),
-    Scenario("kis_5xx_body", kis_5xx_body, positions=5,
-             description="two orders booked, then HTTP 500 with a KIS body, unknown code"),
-    Scenario("missing_rmn_qty", missing_rmn_qty, positions=5,
-             description="daily orders without rmn_qty while 5 exits fill"),
-    Scenario("missing_hldg_qty", missing_hldg_qty, positions=5,
-             description="balance without hldg_qty during a reconciliation, then 5 exits"),
-    Scenario("halted_during_unknown_outcome", halted_during_unknown_outcome, positions=4,
-             description="HALTED while an order's outcome is unknown"),
-    Scenario("two_execution_workers", two_execution_workers, positions=30,
-             description="two execution workers (two hosts), 30 exits"),
-    Scenario("database_stall", database_stall, positions=20,
-             description="PostgreSQL stalled 4 s (proxy) just after 20 exits"),
-    Scenario("connections_reset", connections_reset, positions=20,
-             description="every Redis and PostgreSQL connection reset twice during 20 exits"),
-)}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "open_bell_burst_real",
+            open_bell,
+            positions=100,
+            at="09:00:00",
+            lead_s=45,
+            description="100 positions gap down at 09:00:00, a 20/s key",
+        ),
+        Scenario(
+            "open_bell_burst_paper",
+            open_bell,
+            positions=100,
+            flavour="paper",
+            at="09:00:00",
+            lead_s=120,
+            description="100 positions gap down at 09:00:00, a 2/s paper key",
+        ),
+        Scenario(
+            "redis_late",
+            redis_late,
+            positions=20,
+            description="Redis 0.6 s late (proxy) while 20 exits fire",
+        ),
+        Scenario(
+            "send_slower_than_grace",
+            send_slower_than_grace,
+            positions=25,
+            env={"KIS_RATE_PER_SECOND": "1"},
+            description="25 exits through a 1 call/s client: sends wait past the grace",
+        ),
+        Scenario(
+            "payloads_left_across_worker_stop",
+            payloads_left_across_worker_stop,
+            positions=20,
+            description="the execution worker stopped 0.3 s after 20 exits",
+        ),
+        Scenario(
+            "kill9_after_booking",
+            kill9_after_booking,
+            positions=3,
+            description="KIS booked the order, its answer held, the senders killed -9",
+        ),
+        Scenario(
+            "clock_skew_plus_3s",
+            clock_skew,
+            positions=5,
+            skews={"execution": "+3s"},
+            description="the execution worker 3 s ahead, two answers lost",
+        ),
+        Scenario(
+            "clock_skew_minus_3s",
+            clock_skew,
+            positions=5,
+            skews={"execution": "-3s"},
+            description="the execution worker 3 s behind, two answers lost",
+        ),
+        Scenario(
+            "clock_skew_plus_30s",
+            clock_skew,
+            positions=5,
+            skews={"execution": "+30s"},
+            description="the execution worker 30 s ahead, two answers lost",
+        ),
+        Scenario(
+            "clock_skew_minus_30s",
+            clock_skew,
+            positions=5,
+            skews={"execution": "-30s"},
+            description="the execution worker 30 s behind, two answers lost",
+        ),
+        Scenario(
+            "clock_skew_host_plus_3s",
+            clock_skew,
+            positions=5,
+            skews=_skewed("+3s"),
+            description="the sending host (pricesync and the execution worker) 3 s ahead, "
+            "two answers lost",
+        ),
+        Scenario(
+            "kis_5xx_body",
+            kis_5xx_body,
+            positions=5,
+            description="two orders booked, then HTTP 500 with a KIS body, unknown code",
+        ),
+        Scenario(
+            "missing_rmn_qty",
+            missing_rmn_qty,
+            positions=5,
+            description="daily orders without rmn_qty while 5 exits fill",
+        ),
+        Scenario(
+            "missing_hldg_qty",
+            missing_hldg_qty,
+            positions=5,
+            description="balance without hldg_qty during a reconciliation, then 5 exits",
+        ),
+        Scenario(
+            "halted_during_unknown_outcome",
+            halted_during_unknown_outcome,
+            positions=4,
+            description="HALTED while an order's outcome is unknown",
+        ),
+        Scenario(
+            "two_execution_workers",
+            two_execution_workers,
+            positions=30,
+            description="two execution workers (two hosts), 30 exits",
+        ),
+        Scenario(
+            "database_stall",
+            database_stall,
+            positions=20,
+            description="PostgreSQL stalled 4 s (proxy) just after 20 exits",
+        ),
+        Scenario(
+            "connections_reset",
+            connections_reset,
+            positions=20,
+            description="every Redis and PostgreSQL connection reset twice during 20 exits",
+        ),
+    )
+}
 QUICK = ("kill9_after_booking", "two_execution_workers")
 
 
 def requires_faketime(scenario: Scenario) -> None:
     if scenario.skews and not faketime_available():
-        raise Skipped("faketime is not installed (apt-get install faketime, as root) and the "
-                      "drill is not root: clock skew scenarios skipped")
+        raise Skipped(
+            "faketime is not installed (apt-get install faketime, as root) and the "
+            "drill is not root: clock skew scenarios skipped"
+        )
 
 
-__all__ = ["SCENARIOS", "QUICK", "Scenario", "Run", "Options", "Skipped", "seed",
-           "requires_faketime", "FaketimeMissing"]
+__all__ = [
+    "SCENARIOS",
+    "QUICK",
+    "Scenario",
+    "Run",
+    "Options",
+    "Skipped",
+    "seed",
+    "requires_faketime",
+    "FaketimeMissing",
+]

@@ -64,24 +64,59 @@ class Segment:
 # begins and ends in a quiet stretch, and the clock never goes back. The opens run at 2x: the
 # GAP_DOWN exit's 2 s are the clock's, one real second.
 SEGMENTS = (
-    Segment("morning", 0, "07:50:00", "08:57:00", 60, (
-        (0, "08:00:00", "price", "A:17480"),  # under A's 3 % stop, long before the open
-        (0, "08:45:00", "price", "A:17480"),
-    )),
-    Segment("first open", 0, "08:57:00", "09:02:00", 2, (
-        (0, "08:59:30", "price", "B:17860"),  # the opening auction's price: a 6 % gap
-    )),
-    Segment("the day", 0, "09:02:00", "15:34:00", 120, (
-        (0, "10:30:00", "working_sell", "D:22800"),  # +20 %: left working at the close
-        (0, "15:25:00", "price", "C:19100"),
-    )),
-    Segment("evening and night", 0, "15:34:00", "07:00:00+1", 600, (
-        (0, "16:30:00", "price", "C:17480"),  # under C's stop, after hours
-        (0, "20:00:00", "price", "C:17300"),
-    )),
-    Segment("before the next open", 1, "07:00:00", "08:57:00", 60, (
-        (1, "08:40:00", "price", "E:17860"),  # the next open's auction: a 6 % gap
-    )),
+    Segment(
+        "morning",
+        0,
+        "07:50:00",
+        "08:57:00",
+        60,
+        (
+            (0, "08:00:00", "price", "A:17480"),  # under A's 3 % stop, long before the open
+            (0, "08:45:00", "price", "A:17480"),
+        ),
+    ),
+    Segment(
+        "first open",
+        0,
+        "08:57:00",
+        "09:02:00",
+        2,
+        (
+            (0, "08:59:30", "price", "B:17860"),  # the opening auction's price: a 6 % gap
+        ),
+    ),
+    Segment(
+        "the day",
+        0,
+        "09:02:00",
+        "15:34:00",
+        120,
+        (
+            (0, "10:30:00", "working_sell", "D:22800"),  # +20 %: left working at the close
+            (0, "15:25:00", "price", "C:19100"),
+        ),
+    ),
+    Segment(
+        "evening and night",
+        0,
+        "15:34:00",
+        "07:00:00+1",
+        600,
+        (
+            (0, "16:30:00", "price", "C:17480"),  # under C's stop, after hours
+            (0, "20:00:00", "price", "C:17300"),
+        ),
+    ),
+    Segment(
+        "before the next open",
+        1,
+        "07:00:00",
+        "08:57:00",
+        60,
+        (
+            (1, "08:40:00", "price", "E:17860"),  # the next open's auction: a 6 % gap
+        ),
+    ),
     Segment("next open", 1, "08:57:00", "09:02:00", 2),
 )
 # The processes that decide or send on their own are stopped first at a segment's end.
@@ -121,24 +156,30 @@ def play(soak: Soak, seg: Segment) -> None:
     cluster = soak.cluster
     if cluster.procs:
         # The simulator's day stands still while the last segment's processes stop.
-        soak.run.control("/_sim/clock", {"start": start.isoformat(), "origin": time.time(),
-                                         "speed": 1e-6})
-        for name in sorted(cluster.procs, key=lambda n: STOP_ORDER.index(n)
-                           if n in STOP_ORDER else len(STOP_ORDER)):
+        soak.run.control(
+            "/_sim/clock", {"start": start.isoformat(), "origin": time.time(), "speed": 1e-6}
+        )
+        for name in sorted(
+            cluster.procs, key=lambda n: STOP_ORDER.index(n) if n in STOP_ORDER else len(STOP_ORDER)
+        ):
             cluster.stop_one(name)
     cluster.procs.clear()
     origin = time.time()
     shifted = clock.ShiftedClock(start.astimezone(dt.UTC), origin=origin, speed=seg.speed)
-    cluster.clock_env = {"AEGIS_CLOCK_START": shifted.start.isoformat(),
-                         "AEGIS_CLOCK_ORIGIN": repr(origin),
-                         "AEGIS_CLOCK_SPEED": repr(float(seg.speed))}
+    cluster.clock_env = {
+        "AEGIS_CLOCK_START": shifted.start.isoformat(),
+        "AEGIS_CLOCK_ORIGIN": repr(origin),
+        "AEGIS_CLOCK_SPEED": repr(float(seg.speed)),
+    }
     soak.run.clock = shifted
-    soak.run.control("/_sim/clock", {"start": shifted.start.isoformat(), "origin": origin,
-                                     "speed": seg.speed})
+    soak.run.control(
+        "/_sim/clock", {"start": shifted.start.isoformat(), "origin": origin, "speed": seg.speed}
+    )
     cluster.run_once("reconcile", "--startup", "--wait", "60")
     cluster.start_all(PROCESS_SET)
-    pending = sorted(((soak.at(d, hms), action, arg) for d, hms, action, arg in seg.script),
-                     key=lambda x: x[0])
+    pending = sorted(
+        ((soak.at(d, hms), action, arg) for d, hms, action, arg in seg.script), key=lambda x: x[0]
+    )
     logger.info("soak: %s from %s to %s at %gx", seg.name, start, end, seg.speed)
     with clock.installed(shifted):
         while clock.now() < end:
@@ -158,10 +199,14 @@ def act(soak: Soak, action: str, arg: str, when: dt.datetime) -> None:
         from execution.models import Position
 
         position = Position.objects.get(symbol=symbol, status=Position.Status.OPEN)
-        services.exit_intent_open(position_id=position.pk, qty=QTY // 2,
-                                  limit_price=int(value), intent_type="MANUAL",
-                                  idempotency_key=f"soak-working-{symbol}",
-                                  reason="soak: a sell left working at the close")
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=QTY // 2,
+            limit_price=int(value),
+            intent_type="MANUAL",
+            idempotency_key=f"soak-working-{symbol}",
+            reason="soak: a sell left working at the close",
+        )
     soak.notes.append(f"{when:%Y-%m-%d %H:%M:%S} {action} {arg}")
 
 
@@ -172,7 +217,7 @@ _PREQUEUE = re.compile(r"exit\.gap_prequeue day=(\S+) thresholds=\d+ at=(\S+ \S+
 def verdict(soak: Soak) -> dict:
     from core import clock
     from execution.models import Alert, Order, OrderIntent, Position, Reconciliation
-    from trading import market_calendar
+    from market import calendar as market_calendar
     from trading.services import EXIT_PHASES
 
     sim = soak.run.control("/_sim/book", method="GET")
@@ -183,35 +228,49 @@ def verdict(soak: Soak) -> dict:
 
     def sim_time(o: dict) -> dt.datetime:
         return dt.datetime.strptime(o["ord_dt"] + o["ord_tmd"], "%Y%m%d%H%M%S").replace(
-            tzinfo=clock.SEOUL)
+            tzinfo=clock.SEOUL
+        )
 
     new_orders = [o for o in sim["orders"] if o["kind"] == "new"]
     per_phase = Counter(str(market_calendar.moment(sim_time(o)).phase) for o in new_orders)
     overnight = [o for o in new_orders if closes[0] <= sim_time(o) < morning_auction]
     if overnight:
-        violations.append(f"{len(overnight)} order(s) reached KIS between the close and the "
-                          f"next opening auction: {[o['odno'] for o in overnight]}")
+        violations.append(
+            f"{len(overnight)} order(s) reached KIS between the close and the "
+            f"next opening auction: {[o['odno'] for o in overnight]}"
+        )
     refused = list(Order.objects.filter(reject_reason__contains="APBK09"))
     if refused:
-        violations.append(f"{len(refused)} order(s) KIS refused for their phase: "
-                          f"{[o.reject_reason for o in refused]}")
+        violations.append(
+            f"{len(refused)} order(s) KIS refused for their phase: "
+            f"{[o.reject_reason for o in refused]}"
+        )
     for intent in OrderIntent.objects.filter(side="SELL").exclude(intent_type="MANUAL"):
         phase = market_calendar.moment(intent.created_at).phase
         if phase not in EXIT_PHASES:
-            violations.append(f"{intent.intent_type} of {intent.symbol} decided at "
-                              f"{intent.created_at.astimezone(clock.SEOUL)} in {phase}")
+            violations.append(
+                f"{intent.intent_type} of {intent.symbol} decided at "
+                f"{intent.created_at.astimezone(clock.SEOUL)} in {phase}"
+            )
     prequeues = []
     for log in sorted(soak.logs.glob("*/worker.log")) + [soak.logs / "worker.log"]:
         if log.exists():
             prequeues += _PREQUEUE.findall(log.read_text(errors="replace"))
     for day in soak.days:
-        sent = [dt.datetime.fromisoformat(at.replace(" ", "T")) for d, at in prequeues
-                if d == f"{day:%Y-%m-%d}"]
-        window = (soak.at(soak.days.index(day), "08:59:45"),
-                  soak.at(soak.days.index(day), "08:59:59"))
+        sent = [
+            dt.datetime.fromisoformat(at.replace(" ", "T"))
+            for d, at in prequeues
+            if d == f"{day:%Y-%m-%d}"
+        ]
+        window = (
+            soak.at(soak.days.index(day), "08:59:45"),
+            soak.at(soak.days.index(day), "08:59:59"),
+        )
         if not sent or not window[0] <= min(sent) <= window[1]:
-            violations.append(f"the pre-queue of {day} was sent at {sent or 'no time'}, not "
-                              "between 08:59:45 and 08:59:59")
+            violations.append(
+                f"the pre-queue of {day} was sent at {sent or 'no time'}, not "
+                "between 08:59:45 and 08:59:59"
+            )
     gaps = {}
     for intent in OrderIntent.objects.filter(intent_type="GAP_DOWN"):
         order = Order.objects.filter(intent=intent).exclude(submitted_at=None).first()
@@ -224,21 +283,35 @@ def verdict(soak: Soak) -> dict:
             violations.append(f"no GAP_DOWN exit for {_sym(code)} at its open")
     # Ended at the close: by KRX, which the sync saw first, or by the ledger's day end.
     working = Order.objects.filter(intent__idempotency_key=f"soak-working-{_sym('D')}").first()
-    if working is None or working.status != "CANCELLED" or not (
-            "close" in working.reject_reason or "ended at KIS" in working.reject_reason):
-        violations.append(f"the sell left working was not ended at the close: "
-                          f"{working and (working.status, working.reject_reason)}")
-    reserved = dict(Position.objects.filter(status="OPEN", symbol=_sym("D")).values_list(
-        "symbol", "reserved_qty"))
+    if (
+        working is None
+        or working.status != "CANCELLED"
+        or not ("close" in working.reject_reason or "ended at KIS" in working.reject_reason)
+    ):
+        violations.append(
+            f"the sell left working was not ended at the close: "
+            f"{working and (working.status, working.reject_reason)}"
+        )
+    reserved = dict(
+        Position.objects.filter(status="OPEN", symbol=_sym("D")).values_list(
+            "symbol", "reserved_qty"
+        )
+    )
     if any(reserved.values()):
         violations.append(f"reservations left after the day's end: {reserved}")
-    runs = list(Reconciliation.objects.filter(started_at__gte=closes[0],
-                                              started_at__lt=opens[1]).order_by("started_at"))
+    runs = list(
+        Reconciliation.objects.filter(started_at__gte=closes[0], started_at__lt=opens[1]).order_by(
+            "started_at"
+        )
+    )
     if not runs or runs[-1].result != Reconciliation.Result.MATCHED:
-        violations.append(f"no clean reconciliation before the next open "
-                          f"({[r.result for r in runs]})")
-    for code, why in (("A", "its stop, crossed before the open"),
-                      ("C", "its stop, crossed after the close")):
+        violations.append(
+            f"no clean reconciliation before the next open ({[r.result for r in runs]})"
+        )
+    for code, why in (
+        ("A", "its stop, crossed before the open"),
+        ("C", "its stop, crossed after the close"),
+    ):
         exits = OrderIntent.objects.filter(symbol=_sym(code), side="SELL")
         first = exits.order_by("created_at").first()
         if first is None:
@@ -246,10 +319,16 @@ def verdict(soak: Soak) -> dict:
         elif market_calendar.moment(first.created_at).phase not in EXIT_PHASES:
             violations.append(f"{_sym(code)} sold in {market_calendar.moment(first.created_at)}")
     alerts = Counter(f"{a.kind}:{a.severity}" for a in Alert.objects.all())
-    return {"violations": violations, "orders_per_phase": dict(per_phase),
-            "orders": len(new_orders), "refused": len(refused), "alerts": dict(alerts),
-            "gap_down_lag_s": gaps, "reconciliations_overnight": [r.result for r in runs],
-            "script": soak.notes}
+    return {
+        "violations": violations,
+        "orders_per_phase": dict(per_phase),
+        "orders": len(new_orders),
+        "refused": len(refused),
+        "alerts": dict(alerts),
+        "gap_down_lag_s": gaps,
+        "reconciliations_overnight": [r.result for r in runs],
+        "script": soak.notes,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,12 +354,22 @@ def main(argv: list[str] | None = None) -> int:
         symbols = list(SYMBOLS.values())
         origin = time.time()
         begin = soak.edge(SEGMENTS[0].start, 0)
-        cluster = Cluster(services, logs=logs, clock_start=begin.astimezone(dt.UTC),
-                          clock_origin=origin, symbols=dict.fromkeys(symbols, PRICE))
+        cluster = Cluster(
+            services,
+            logs=logs,
+            clock_start=begin.astimezone(dt.UTC),
+            clock_origin=origin,
+            symbols=dict.fromkeys(symbols, PRICE),
+        )
         soak.cluster = cluster
-        soak.run = Run(name="soak", cluster=cluster, services=services,
-                       clock=clock.ShiftedClock(begin, origin=origin), symbols=symbols,
-                       options=Options())
+        soak.run = Run(
+            name="soak",
+            cluster=cluster,
+            services=services,
+            clock=clock.ShiftedClock(begin, origin=origin),
+            symbols=symbols,
+            options=Options(),
+        )
         cluster.simulator_start()
         soak.run.control("/_sim/day", {})
         seed(soak.run, symbols)

@@ -11,8 +11,8 @@ from .exceptions import LedgerError
 from .models import (
     Alert,
     BrokerCredential,
-    FlattenPolicy,
     Fill,
+    FlattenPolicy,
     Order,
     OrderIntent,
     Position,
@@ -39,8 +39,16 @@ class ReadOnlyAdminMixin:
 class OpenOrderInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Order
     verbose_name_plural = "Open orders"
-    fields = ("id", "side", "qty", "filled_qty", "limit_price", "status", "broker_order_no",
-              "created_at")
+    fields = (
+        "id",
+        "side",
+        "qty",
+        "filled_qty",
+        "limit_price",
+        "status",
+        "broker_order_no",
+        "created_at",
+    )
     readonly_fields = fields
     extra = 0
     show_change_link = True
@@ -63,13 +71,33 @@ class NewIntentInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Position)
 class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("symbol", "status", "qty", "locked", "available", "broker_qty", "avg_price",
-                    "realized_pnl", "opened_at")
+    list_display = (
+        "symbol",
+        "status",
+        "qty",
+        "locked",
+        "available",
+        "broker_qty",
+        "avg_price",
+        "realized_pnl",
+        "opened_at",
+    )
     list_filter = ("status", ("broker_qty", admin.EmptyFieldListFilter))
     search_fields = ("symbol",)
     ordering = ("status", "symbol")
-    fields = ("symbol", "status", "qty", "locked", "available", "broker_qty", "avg_price",
-              "realized_pnl", "opened_at", "closed_at", "updated_at")
+    fields = (
+        "symbol",
+        "status",
+        "qty",
+        "locked",
+        "available",
+        "broker_qty",
+        "avg_price",
+        "realized_pnl",
+        "opened_at",
+        "closed_at",
+        "updated_at",
+    )
     readonly_fields = fields
     inlines = [NewIntentInline, OpenOrderInline]
     actions = ["flatten"]
@@ -85,8 +113,9 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def available(self, obj):
         return obj.available_qty
 
-    @admin.action(description="Flatten: sell all available shares through the ledger",
-                  permissions=["flatten"])
+    @admin.action(
+        description="Flatten: sell all available shares through the ledger", permissions=["flatten"]
+    )
     def flatten(self, request, queryset):
         opened, refused = 0, []
         for position in queryset.filter(status=Position.Status.OPEN):
@@ -106,22 +135,33 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(OrderIntent)
 class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "intent_type", "side", "symbol", "qty", "limit_price", "status",
-                    "reason")
+    list_display = (
+        "created_at",
+        "intent_type",
+        "side",
+        "symbol",
+        "qty",
+        "limit_price",
+        "status",
+        "reason",
+    )
     list_filter = ("status", "intent_type", "side")
     search_fields = ("symbol", "idempotency_key", "id")
     date_hierarchy = "created_at"
     list_select_related = ("position",)
     actions = ["cancel"]
 
-    @admin.action(description="Cancel: withdraw intents not yet ordered, releasing their shares",
-                  permissions=["cancel"])
+    @admin.action(
+        description="Cancel: withdraw intents not yet ordered, releasing their shares",
+        permissions=["cancel"],
+    )
     def cancel(self, request, queryset):
         done = 0
         for intent in queryset:
             try:
-                intent_cancel(intent_id=intent.pk,
-                              reason=f"cancelled by {request.user.get_username()}")
+                intent_cancel(
+                    intent_id=intent.pk, reason=f"cancelled by {request.user.get_username()}"
+                )
                 done += 1
             except LedgerError as exc:
                 self.message_user(request, str(exc), messages.WARNING)
@@ -158,8 +198,17 @@ class QuarantinedFilter(admin.SimpleListFilter):
 
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("created_at", "side", "symbol", "qty", "filled_qty", "limit_price", "status",
-                    "broker_order_no", "quarantined_at")
+    list_display = (
+        "created_at",
+        "side",
+        "symbol",
+        "qty",
+        "filled_qty",
+        "limit_price",
+        "status",
+        "broker_order_no",
+        "quarantined_at",
+    )
     list_filter = ("status", "side", QuarantinedFilter)
     readonly_fields = ("quarantined_at", "quarantine_reason")
     search_fields = ("symbol", "broker_order_no", "id")
@@ -167,15 +216,22 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [FillInline]
     actions = ["release"]
 
-    @admin.action(description="Release from quarantine: the syncs take the order up again "
-                              "(격리 해제)", permissions=["release"])
+    @admin.action(
+        description="Release from quarantine: the syncs take the order up again (격리 해제)",
+        permissions=["release"],
+    )
     def release(self, request, queryset):
         from .services.quarantine import order_release
 
-        done = sum(order_release(order_id=o.pk, by=request.user.get_username())
-                   for o in queryset.filter(quarantined_at__isnull=False))
-        self.message_user(request, f"{done} order(s) released from quarantine.",
-                          messages.SUCCESS if done else messages.WARNING)
+        done = sum(
+            order_release(order_id=o.pk, by=request.user.get_username())
+            for o in queryset.filter(quarantined_at__isnull=False)
+        )
+        self.message_user(
+            request,
+            f"{done} order(s) released from quarantine.",
+            messages.SUCCESS if done else messages.WARNING,
+        )
 
     def has_release_permission(self, request):
         return request.user.has_perm("execution.change_order")
@@ -206,8 +262,15 @@ class BrokerCredentialAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class MismatchInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ReconciliationMismatch
-    fields = ("symbol", "position", "ledger_qty", "broker_qty", "broker_orderable_qty",
-              "ledger_avg_price", "broker_avg_price")
+    fields = (
+        "symbol",
+        "position",
+        "ledger_qty",
+        "broker_qty",
+        "broker_orderable_qty",
+        "ledger_avg_price",
+        "broker_avg_price",
+    )
     readonly_fields = fields
     extra = 0
 
@@ -218,8 +281,15 @@ class ReconciliationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ("started_at", "trigger", "result", "symbols_checked", "mismatch_count")
     list_filter = ("result", "trigger")
-    fields = ("trigger", "result", "started_at", "finished_at", "symbols_checked",
-              "symbols_skipped", "error")
+    fields = (
+        "trigger",
+        "result",
+        "started_at",
+        "finished_at",
+        "symbols_checked",
+        "symbols_skipped",
+        "error",
+    )
     readonly_fields = fields
     inlines = [MismatchInline]
 
@@ -239,8 +309,11 @@ class TradingStateAdmin(admin.ModelAdmin):
 
     @admin.display(description="in force")
     def in_force(self, obj):
-        return "HALTED (awaiting the startup reconciliation)" if obj.awaiting_reconciliation \
+        return (
+            "HALTED (awaiting the startup reconciliation)"
+            if obj.awaiting_reconciliation
             else obj.state
+        )
 
     def has_add_permission(self, request):
         return not TradingState.objects.exists()
@@ -260,8 +333,15 @@ class TradingStateAdmin(admin.ModelAdmin):
 class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The alert history: breaker changes, reconciliation mismatches, flatten decisions."""
 
-    list_display = ("created_at", "severity", "kind", "subject", "state", "short_message",
-                    "deliveries")
+    list_display = (
+        "created_at",
+        "severity",
+        "kind",
+        "subject",
+        "state",
+        "short_message",
+        "deliveries",
+    )
     list_filter = ("severity", "kind", "subject")
     search_fields = ("message", "key")
     date_hierarchy = "created_at"
@@ -275,10 +355,16 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class FlattenPolicyAdmin(admin.ModelAdmin):
     """One row: the emergency-flatten policy (off by default; auto-flatten off by default)."""
 
-    list_display = ("__str__", "enabled", "kis_down_minutes", "on_prices_stale",
-                    "prices_stale_s", "auto_flatten", "updated_at")
-    fields = ("enabled", "kis_down_minutes", "on_prices_stale", "prices_stale_s",
-              "auto_flatten")
+    list_display = (
+        "__str__",
+        "enabled",
+        "kis_down_minutes",
+        "on_prices_stale",
+        "prices_stale_s",
+        "auto_flatten",
+        "updated_at",
+    )
+    fields = ("enabled", "kis_down_minutes", "on_prices_stale", "prices_stale_s", "auto_flatten")
 
     def has_add_permission(self, request):
         return not FlattenPolicy.objects.exists()

@@ -19,16 +19,18 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from core import metrics
-from core import clock
+from core import clock, metrics
 
 from .models import Alert
 
 logger = logging.getLogger("aegis.alerts")
 
 Severity = Alert.Severity
-_LEVEL = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING,
-          Severity.CRITICAL: logging.CRITICAL}
+_LEVEL = {
+    Severity.INFO: logging.INFO,
+    Severity.WARNING: logging.WARNING,
+    Severity.CRITICAL: logging.CRITICAL,
+}
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 _http = urllib3.PoolManager(num_pools=2, retries=False, timeout=urllib3.Timeout(total=5.0))
 _outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
@@ -44,8 +46,9 @@ def _text(alert: Alert) -> str:
 
 
 def _post_json(url: str, payload: dict) -> None:
-    response = _http.request("POST", url, body=json.dumps(payload).encode(),
-                             headers={"Content-Type": "application/json"})
+    response = _http.request(
+        "POST", url, body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     if response.status >= 300:
         raise RuntimeError(f"HTTP {response.status}")
 
@@ -60,8 +63,10 @@ def _email(alert: Alert) -> None:
 
 
 def _sms(alert: Alert) -> None:
-    _post_json(settings.ALERTS["SMS_WEBHOOK_URL"], {"to": settings.ALERTS["SMS_TO"],
-                                                    "text": _text(alert)[:300]})
+    _post_json(
+        settings.ALERTS["SMS_WEBHOOK_URL"],
+        {"to": settings.ALERTS["SMS_TO"], "text": _text(alert)[:300]},
+    )
 
 
 def channels() -> list[tuple[str, str, object]]:
@@ -94,24 +99,37 @@ def _deliver_all(alert: Alert) -> dict[str, str]:
             outcome[name] = "sent"
         except Exception as exc:  # noqa: BLE001 - a channel's failure never breaks anything
             outcome[name] = f"failed: {type(exc).__name__}"
-            logger.error("alerts.delivery_failed alert_id=%s channel=%s error=%s", alert.pk,
-                         name, type(exc).__name__)
+            logger.error(
+                "alerts.delivery_failed alert_id=%s channel=%s error=%s",
+                alert.pk,
+                name,
+                type(exc).__name__,
+            )
     if outcome and alert.pk is not None:
         try:
             Alert.objects.filter(pk=alert.pk).update(deliveries=outcome)
         except DatabaseError as exc:
-            logger.error("alerts.outcome_unsaved alert_id=%s error=%s", alert.pk,
-                         type(exc).__name__)
+            logger.error(
+                "alerts.outcome_unsaved alert_id=%s error=%s", alert.pk, type(exc).__name__
+            )
     return outcome
 
 
-def alert_raise(*, kind: str, severity: str, message: str, key: str, subject: str = "",
-                state: str = "") -> Alert | None:
+def alert_raise(
+    *, kind: str, severity: str, message: str, key: str, subject: str = "", state: str = ""
+) -> Alert | None:
     """Record the alert named `key` and send it once its transaction commits; None, doing
     nothing, when an alert with that key was raised already (by any process). If the database
     cannot record it, it is sent anyway: a duplicate is better than silence."""
-    alert = Alert(kind=kind, severity=severity, subject=subject[:64], state=state,
-                  message=message, key=key[:200], created_at=clock.now())
+    alert = Alert(
+        kind=kind,
+        severity=severity,
+        subject=subject[:64],
+        state=state,
+        message=message,
+        key=key[:200],
+        created_at=clock.now(),
+    )
     try:
         with transaction.atomic():
             alert.save()
@@ -121,8 +139,15 @@ def alert_raise(*, kind: str, severity: str, message: str, key: str, subject: st
         logger.error("alerts.unrecorded key=%s error=%s: sending anyway", key, type(exc).__name__)
         alert.pk = None
     metrics.ALERTS.labels(kind, severity).inc()
-    logger.log(_LEVEL[severity], "alert %s %s %s: %s", kind, subject, state, message,
-               extra={"alert_kind": kind, "alert_key": key})
+    logger.log(
+        _LEVEL[severity],
+        "alert %s %s %s: %s",
+        kind,
+        subject,
+        state,
+        message,
+        extra={"alert_kind": kind, "alert_key": key},
+    )
     transaction.on_commit(lambda: _outbox.submit(_deliver, alert), robust=True)
     return alert
 
@@ -134,12 +159,14 @@ def flush(timeout: float = 30.0) -> None:
 
 
 _BREAKER = {
-    "open": (Severity.CRITICAL, "KIS calls keep failing: the circuit is open. Nothing is sent "
-                                "to KIS on this key; intents wait in place and go out in order "
-                                "once it closes."),
+    "open": (
+        Severity.CRITICAL,
+        "KIS calls keep failing: the circuit is open. Nothing is sent "
+        "to KIS on this key; intents wait in place and go out in order "
+        "once it closes.",
+    ),
     "half-open": (Severity.WARNING, "Trying KIS again with one call."),
-    "closed": (Severity.INFO, "KIS answers again: the circuit is closed; waiting intents go "
-                              "out."),
+    "closed": (Severity.INFO, "KIS answers again: the circuit is closed; waiting intents go out."),
 }
 
 
@@ -149,9 +176,14 @@ def breaker_transition(name: str, old: str, new: str, opened_at: int | None) -> 
     in Redis) makes the key, so a change is alerted once however many processes see it."""
     severity, text = _BREAKER.get(new, (Severity.WARNING, f"State {new}."))
     episode = opened_at if opened_at is not None else int(clock.now().timestamp())
-    alert_raise(kind=Alert.Kind.BREAKER, severity=severity, subject=name, state=new,
-                message=f"{name}: {old or '?'} → {new}. {text}",
-                key=f"breaker:{name}:{new}:{episode}")
+    alert_raise(
+        kind=Alert.Kind.BREAKER,
+        severity=severity,
+        subject=name,
+        state=new,
+        message=f"{name}: {old or '?'} → {new}. {text}",
+        key=f"breaker:{name}:{new}:{episode}",
+    )
 
 
 def credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
@@ -159,12 +191,16 @@ def credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
     replaced a refused one, and the new one was refused too): nothing goes to KIS on that key.
     Alerted once an hour per app key, however many calls and processes meet it."""
     hour = clock.now().strftime("%Y%m%d%H")
-    alert_raise(kind=Alert.Kind.CREDENTIALS, severity=Severity.CRITICAL, subject=f"kis-{use}",
-                message=f"KIS refuses the tokens of app key {app} ({msg_cd}), a freshly issued "
-                        "one too: nothing reaches KIS on this key. Orders wait unsent and go "
-                        "out once it accepts tokens again. Check the app key and secret in the "
-                        "environment and the app's standing with KIS.",
-                key=f"credentials:{app}:{hour}")
+    alert_raise(
+        kind=Alert.Kind.CREDENTIALS,
+        severity=Severity.CRITICAL,
+        subject=f"kis-{use}",
+        message=f"KIS refuses the tokens of app key {app} ({msg_cd}), a freshly issued "
+        "one too: nothing reaches KIS on this key. Orders wait unsent and go "
+        "out once it accepts tokens again. Check the app key and secret in the "
+        "environment and the app's standing with KIS.",
+        key=f"credentials:{app}:{hour}",
+    )
 
 
 def stream_outage(*, stream: str, state: str, detail: str, since: float, fallback: str) -> None:
@@ -173,9 +209,20 @@ def stream_outage(*, stream: str, state: str, detail: str, since: float, fallbac
     per outage, named by its start, however many processes report it."""
     episode = int(since)
     if state == "down":
-        severity, text = Severity.CRITICAL, (f"The KIS {stream} stream is down: {detail}. It is "
-                                             f"reconnecting with backoff; meanwhile {fallback}.")
+        severity, text = (
+            Severity.CRITICAL,
+            (
+                f"The KIS {stream} stream is down: {detail}. It is "
+                f"reconnecting with backoff; meanwhile {fallback}."
+            ),
+        )
     else:
         severity, text = Severity.INFO, f"The KIS {stream} stream is back: {detail}."
-    alert_raise(kind=Alert.Kind.STREAM, severity=severity, subject=stream, state=state,
-                message=text, key=f"stream:{stream}:{state}:{episode}")
+    alert_raise(
+        kind=Alert.Kind.STREAM,
+        severity=severity,
+        subject=stream,
+        state=state,
+        message=text,
+        key=f"stream:{stream}:{state}:{episode}",
+    )

@@ -15,8 +15,9 @@ class ExecutionConfig(AppConfig):
         from . import alerts, selectors
 
         # The hot statements are prepared on a direct connection only (core/rows.py).
-        connection_created.connect(prepares_only_direct,
-                                   dispatch_uid="core.rows.prepares_only_direct")
+        connection_created.connect(
+            prepares_only_direct, dispatch_uid="core.rows.prepares_only_direct"
+        )
         # The KIS client reports through hooks (it imports no app): alerted here.
         kis_client.HOOKS.breaker_transition = alerts.breaker_transition
         kis_client.HOOKS.credentials_refused = alerts.credentials_refused

@@ -2,8 +2,8 @@
 credentials kept in the ledger's vault and its events alerted.
 
 The vault is the durable tier of shared KIS credentials: PostgreSQL, behind the per-process memo
-and the Redis cache. Redis may lose its data (a restart without persistence); KIS will not issue a new
-token for a minute, so every worker that had not memoised the token would stall. The vault
+and the Redis cache. Redis may lose its data (a restart without persistence); KIS will not issue a
+new token for a minute, so every worker that had not memoised the token would stall. The vault
 keeps the value sealed with a key derived from the app secret (Fernet), which only the
 environment holds.
 """
@@ -37,7 +37,8 @@ class DatabaseVault:
 
         try:
             row = BrokerCredential.objects.filter(
-                kind=kind, app_fingerprint=app.fingerprint).first()
+                kind=kind, app_fingerprint=app.fingerprint
+            ).first()
         except DatabaseError:
             logger.warning("kis.%s vault unreachable", kind)
             return None
@@ -46,8 +47,11 @@ class DatabaseVault:
         try:
             value = _fernet(app).decrypt(row.sealed_value.encode()).decode()
         except InvalidToken:
-            logger.warning("kis.%s vault entry for app %s is sealed with another secret; ignored",
-                           kind, app.fingerprint)
+            logger.warning(
+                "kis.%s vault entry for app %s is sealed with another secret; ignored",
+                kind,
+                app.fingerprint,
+            )
             return None
         return value, row.expires_at.timestamp()
 
@@ -58,9 +62,13 @@ class DatabaseVault:
         try:
             with transaction.atomic():
                 BrokerCredential.objects.update_or_create(
-                    kind=kind, app_fingerprint=app.fingerprint,
-                    defaults={"sealed_value": sealed,
-                              "expires_at": dt.datetime.fromtimestamp(expires_at, dt.UTC)})
+                    kind=kind,
+                    app_fingerprint=app.fingerprint,
+                    defaults={
+                        "sealed_value": sealed,
+                        "expires_at": dt.datetime.fromtimestamp(expires_at, dt.UTC),
+                    },
+                )
         except DatabaseError:
             logger.warning("kis.%s could not be kept in the vault", kind)
 

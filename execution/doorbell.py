@@ -95,13 +95,15 @@ class Bell(NamedTuple):
     lanes: str
     serve: Callable[[str, object], None]
 
+
 _scripts: dict[str, object] = {}
 _scripts_lock = threading.Lock()
 
 
 def enabled() -> bool:
-    return bool(settings.EXECUTION_DOORBELL and settings.REDIS_URL
-                and not settings.CELERY_TASK_ALWAYS_EAGER)
+    return bool(
+        settings.EXECUTION_DOORBELL and settings.REDIS_URL and not settings.CELERY_TASK_ALWAYS_EAGER
+    )
 
 
 def _script(source: str):
@@ -110,8 +112,9 @@ def _script(source: str):
     if script is None:
         with _scripts_lock:
             if not _scripts:
-                client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5,
-                                              socket_connect_timeout=0.5)
+                client = redis.Redis.from_url(
+                    settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+                )
                 _scripts.update({s: client.register_script(s) for s in (_RING, _LISTENING)})
         script = _scripts[source]
     return script
@@ -171,8 +174,12 @@ _unanswered_paused_until = 0.0
 def _unanswered_failed(what: str, exc: Exception) -> None:
     global _unanswered_paused_until
     _unanswered_paused_until = time.monotonic() + UNANSWERED_PAUSE_S
-    logger.info("doorbell.unanswered %s: %s; none sent for %.0f s", what, type(exc).__name__,
-                UNANSWERED_PAUSE_S)
+    logger.info(
+        "doorbell.unanswered %s: %s; none sent for %.0f s",
+        what,
+        type(exc).__name__,
+        UNANSWERED_PAUSE_S,
+    )
 
 
 class Unanswered:
@@ -235,19 +242,31 @@ def ring_recorded(order) -> bool:
 
 
 def order_payload(order) -> dict:
-    return {"order": str(order.pk), "intent": str(order.intent_id),
-            "position": order.position_id, "symbol": order.symbol, "side": order.side,
-            "qty": order.qty, "limit_price": order.limit_price}
+    return {
+        "order": str(order.pk),
+        "intent": str(order.intent_id),
+        "position": order.position_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "qty": order.qty,
+        "limit_price": order.limit_price,
+    }
 
 
 def order_from_payload(payload: dict):
     """The recorded order a ring carried, as order_open_recorded returns it (not read back)."""
     from .services.orders import recorded_order
 
-    return recorded_order(id=payload["order"], intent_id=payload["intent"],
-                         position_id=payload["position"], symbol=payload["symbol"],
-                         side=payload["side"], qty=payload["qty"],
-                         limit_price=payload["limit_price"], at=None)
+    return recorded_order(
+        id=payload["order"],
+        intent_id=payload["intent"],
+        position_id=payload["position"],
+        symbol=payload["symbol"],
+        side=payload["side"],
+        qty=payload["qty"],
+        limit_price=payload["limit_price"],
+        at=None,
+    )
 
 
 def _send_item(item: str, broker) -> None:
@@ -257,8 +276,11 @@ def _send_item(item: str, broker) -> None:
     from .sender import send_now, send_recorded
 
     if item.startswith("{"):
-        send_recorded(order_from_payload(json.loads(item)), broker=broker,
-                      max_age_s=settings.EXECUTION_PAYLOAD_TTL_S)
+        send_recorded(
+            order_from_payload(json.loads(item)),
+            broker=broker,
+            max_age_s=settings.EXECUTION_PAYLOAD_TTL_S,
+        )
     else:
         send_now(item, broker=broker)
 
@@ -270,8 +292,14 @@ class Lanes:
     """`count` threads that wait on the `bells` (the execution bell by default) and serve
     what is rung: for the execution bell, send the orders."""
 
-    def __init__(self, *, count: int, broker=None, owner: str | None = None,
-                 bells: Sequence[Bell] = (EXECUTION,)) -> None:
+    def __init__(
+        self,
+        *,
+        count: int,
+        broker=None,
+        owner: str | None = None,
+        bells: Sequence[Bell] = (EXECUTION,),
+    ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
         if not bells:
@@ -283,8 +311,12 @@ class Lanes:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Blocking reads outlast BLOCK_S; a connection that hangs longer than that is dropped.
-        self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=BLOCK_S + 5,
-                                           socket_connect_timeout=2, health_check_interval=30)
+        self._redis = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=BLOCK_S + 5,
+            socket_connect_timeout=2,
+            health_check_interval=30,
+        )
         self._renew = self._redis.register_script(_RENEW)
         self._renewed_at = -math.inf
 
@@ -298,13 +330,13 @@ class Lanes:
             thread = threading.Thread(target=self._run, name=f"doorbell-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        logger.info("doorbell lanes=%d owner=%s bells=%s", self.count, self.owner,
-                    ",".join(self.bells))
+        logger.info(
+            "doorbell lanes=%d owner=%s bells=%s", self.count, self.owner, ",".join(self.bells)
+        )
         return self
 
     def _alive(self) -> None:
-        self._renew(keys=[bell.lanes for bell in self.bells.values()],
-                    args=[self.owner, ALIVE_MS])
+        self._renew(keys=[bell.lanes for bell in self.bells.values()], args=[self.owner, ALIVE_MS])
         self._renewed_at = time.monotonic()
 
     def _keep_alive(self) -> None:
@@ -357,14 +389,17 @@ def start_for_worker(consumer, bells: dict[str, Bell] | None = None) -> Lanes | 
     by default), in that order of priority."""
     global _worker_lanes
     queues = {queue.name for queue in consumer.task_consumer.queues}
-    served = [bell for queue, bell in (bells or {"execution": EXECUTION}).items()
-              if queue in queues]
+    served = [
+        bell for queue, bell in (bells or {"execution": EXECUTION}).items() if queue in queues
+    ]
     pool = type(consumer.pool).__module__
     if not enabled() or not served or settings.EXECUTION_DOORBELL_LANES < 1:
         return None
     if not pool.endswith((".thread", ".solo")):
-        logger.info("doorbell off: the %s pool runs tasks in child processes; the tasks "
-                    "serve", pool.rsplit(".", 1)[-1])
+        logger.info(
+            "doorbell off: the %s pool runs tasks in child processes; the tasks serve",
+            pool.rsplit(".", 1)[-1],
+        )
         return None
     _worker_lanes = Lanes(count=settings.EXECUTION_DOORBELL_LANES, bells=served).start()
     return _worker_lanes

@@ -25,8 +25,10 @@ class BrokerQtyRequired(LedgerError):
     def __init__(self, *, position_id: object, symbol: str) -> None:
         self.position_id = position_id
         self.symbol = symbol
-        super().__init__(f"Position {position_id} ({symbol}) disagrees with KIS's holding; "
-                         f"pass KIS's orderable qty to order it.")
+        super().__init__(
+            f"Position {position_id} ({symbol}) disagrees with KIS's holding; "
+            f"pass KIS's orderable qty to order it."
+        )
 
 
 class PositionNotFound(LedgerError):
@@ -66,7 +68,7 @@ class TradingNotAllowed(LedgerError):
         self.operation = operation
         hint = {
             "HALTED": "nothing new goes out until a person sets trading back to ACTIVE or "
-                      "REDUCING (or, at startup, until reconciliation with KIS has succeeded)",
+            "REDUCING (or, at startup, until reconciliation with KIS has succeeded)",
             "REDUCING": "only exits go out until a person sets trading back to ACTIVE",
         }.get(state, "")
         super().__init__(f"Trading is {state}: {operation} refused; {hint}.")

@@ -12,10 +12,10 @@ import logging
 from django.db import close_old_connections
 
 from core.metrics import health_check_register
-
-from . import alerts
 from kis.protocol import notice_tr_id
 from kis.ws import FillNotice, KisStream
+
+from . import alerts
 from .models import Order
 from .services.sync import orders_sync
 
@@ -33,8 +33,13 @@ def sync_for_notice(notice: FillNotice, broker) -> dict[str, int]:
 
 def stream_outage(stream: str, state: str, detail: str, since: float) -> None:
     close_old_connections()
-    alerts.stream_outage(stream=stream, state=state, detail=detail, since=since,
-                         fallback="fills arrive through the periodic orders sync only")
+    alerts.stream_outage(
+        stream=stream,
+        state=state,
+        detail=detail,
+        since=since,
+        fallback="fills arrive through the periodic orders sync only",
+    )
 
 
 async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
@@ -50,10 +55,14 @@ async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
             return
         logger.info("fills.notice odno=%s fill=%s synced=%s", notice.odno, notice.is_fill, counts)
 
-    stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
-                       approval_key_refused=broker.approval_key_refused,
-                       custtype=config.custtype, on_notice=on_notice,
-                       on_outage=functools.partial(stream_outage, "fill-notices"))
+    stream = KisStream(
+        url=config.ws_url,
+        approval_key=broker.approval_key,
+        approval_key_refused=broker.approval_key_refused,
+        custtype=config.custtype,
+        on_notice=on_notice,
+        on_outage=functools.partial(stream_outage, "fill-notices"),
+    )
     health_check_register("stream", stream.health)  # the process's /health, when served
     await stream.subscribe(notice_tr_id(config.flavour), config.hts_id)
     task = asyncio.create_task(stream.run(stop))

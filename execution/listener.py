@@ -34,9 +34,14 @@ def parse(payload: str) -> str | None:
         return None
 
 
-def listen(*, stop: threading.Event, on_intent: Callable[[str], None] = enqueue_execute,
-           dsn: str | None = None, on_ready: Callable[[], None] = lambda: None,
-           reconnect_max_s: float = 5.0) -> None:
+def listen(
+    *,
+    stop: threading.Event,
+    on_intent: Callable[[str], None] = enqueue_execute,
+    dsn: str | None = None,
+    on_ready: Callable[[], None] = lambda: None,
+    reconnect_max_s: float = 5.0,
+) -> None:
     dsn = dsn or settings.DATABASE_DIRECT_URL
     if not dsn or dsn.startswith("sqlite"):
         raise RuntimeError("listen_intents needs PostgreSQL: set DATABASE_DIRECT_URL.")
@@ -55,10 +60,14 @@ def listen(*, stop: threading.Event, on_intent: Callable[[str], None] = enqueue_
                             logger.warning("listener.malformed payload=%r", notify.payload[:200])
                             continue
                         on_intent(intent_id)
-                        logger.info("listener.enqueued intent_id=%s", intent_id,
-                                    extra={"intent_id": intent_id})
+                        logger.info(
+                            "listener.enqueued intent_id=%s",
+                            intent_id,
+                            extra={"intent_id": intent_id},
+                        )
         except psycopg.OperationalError as exc:
-            logger.warning("listener.disconnected error=%s; reconnecting in %.1f s",
-                           type(exc).__name__, delay)
+            logger.warning(
+                "listener.disconnected error=%s; reconnecting in %.1f s", type(exc).__name__, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2, reconnect_max_s)

@@ -28,4 +28,3 @@ def intent_qs_for_update() -> QuerySet[OrderIntent]:
 
 def order_qs_for_update() -> QuerySet[Order]:
     return Order.objects.select_for_update(of=("self",))
-

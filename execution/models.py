@@ -44,19 +44,22 @@ class TradingState(models.Model):
     # until a reconciliation with KIS succeeds after it, nothing goes out, whatever `state` says.
     reconcile_required_since = models.DateTimeField(null=True, blank=True)
     reconciled_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a reconciliation with KIS last succeeded.")
+        null=True, blank=True, help_text="When a reconciliation with KIS last succeeded."
+    )
     # KIS last refused an order as out of its market hours (or not a market day): the exit
     # engine decides nothing more until the next phase where its orders trade begins after it
     # (trading/services.py), so a calendar that is wrong about today costs one refusal per
     # phase, not one per pass.
     market_closed_at = models.DateTimeField(
-        null=True, blank=True,
-        help_text="When KIS last refused an order as out of market hours (Aegis's clock).")
-    market_closed_reason = models.CharField(max_length=255, blank=True, default="",
-                                            db_default="")
+        null=True,
+        blank=True,
+        help_text="When KIS last refused an order as out of market hours (Aegis's clock).",
+    )
+    market_closed_reason = models.CharField(max_length=255, blank=True, default="", db_default="")
     # The last trading day whose end the ledger has done (services/day_end.py).
     day_ended_for = models.DateField(
-        null=True, blank=True, help_text="The last trading day whose day orders were ended.")
+        null=True, blank=True, help_text="The last trading day whose day orders were ended."
+    )
 
     class Meta:
         constraints = [
@@ -98,10 +101,12 @@ class Position(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     broker_qty = models.BigIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="KIS's holding when the last reconciliation found it different from qty; "
-                  "empty when they agreed. While set, every sell first asks KIS what is "
-                  "orderable.")
+        "empty when they agreed. While set, every sell first asks KIS what is "
+        "orderable.",
+    )
 
     class Meta:
         constraints = [
@@ -205,9 +210,7 @@ class OrderIntent(models.Model):
                 condition=Q(limit_price__isnull=True) | Q(limit_price__gt=0),
                 name="intent_limit_price_positive",
             ),
-            models.CheckConstraint(
-                condition=Q(side__in=["BUY", "SELL"]), name="intent_side_valid"
-            ),
+            models.CheckConstraint(condition=Q(side__in=["BUY", "SELL"]), name="intent_side_valid"),
             models.CheckConstraint(
                 condition=Q(status__in=["NEW", "ORDERED", "CANCELLED", "REJECTED"]),
                 name="intent_status_valid",
@@ -269,8 +272,10 @@ class Order(models.Model):
     send_deadline = models.DateTimeField(null=True, blank=True)
     # Database defaults too: the intent statements insert orders in raw SQL.
     send_attempts = models.PositiveIntegerField(
-        default=0, db_default=0,
-        help_text="How many times the right to send was taken (each a broker write).")
+        default=0,
+        db_default=0,
+        help_text="How many times the right to send was taken (each a broker write).",
+    )
     # An order whose broker record this ledger cannot apply (a malformed answer, a fill that
     # breaks an invariant): left alone by the syncs until a person looks (alerted).
     quarantined_at = models.DateTimeField(null=True, blank=True)
@@ -294,9 +299,7 @@ class Order(models.Model):
                 condition=Q(limit_price__isnull=True) | Q(limit_price__gt=0),
                 name="order_limit_price_positive",
             ),
-            models.CheckConstraint(
-                condition=Q(side__in=["BUY", "SELL"]), name="order_side_valid"
-            ),
+            models.CheckConstraint(condition=Q(side__in=["BUY", "SELL"]), name="order_side_valid"),
             models.CheckConstraint(
                 condition=Q(
                     status__in=[
@@ -346,8 +349,12 @@ class Fill(models.Model):
     # trades at different prices, which a per-share integer price cannot carry exactly.
     amount = models.BigIntegerField(default=0)
     realized_pnl = models.DecimalField(
-        max_digits=20, decimal_places=4, null=True, blank=True,
-        help_text="A sell's KRW gain (loss below zero) against the average cost; empty on buys.")
+        max_digits=20,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="A sell's KRW gain (loss below zero) against the average cost; empty on buys.",
+    )
     filled_at = models.DateTimeField()
     recorded_at = models.DateTimeField()
 
@@ -377,12 +384,15 @@ class BrokerCredential(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["kind", "app_fingerprint"],
-                                    name="broker_credential_one_per_app"),
+            models.UniqueConstraint(
+                fields=["kind", "app_fingerprint"], name="broker_credential_one_per_app"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} for app {self.app_fingerprint} (until {self.expires_at:%Y-%m-%d %H:%M})"
+        return (
+            f"{self.kind} for app {self.app_fingerprint} (until {self.expires_at:%Y-%m-%d %H:%M})"
+        )
 
 
 class Reconciliation(models.Model):
@@ -404,14 +414,21 @@ class Reconciliation(models.Model):
     finished_at = models.DateTimeField()
     symbols_checked = models.PositiveIntegerField(default=0)
     cash_krw = models.BigIntegerField(
-        null=True, blank=True, help_text="KIS's D+2 deposit (prvs_rcdl_excc_amt) at this run: the start-of-day "
-                  "deposit with the day's trades settled.")
+        null=True,
+        blank=True,
+        help_text="KIS's D+2 deposit (prvs_rcdl_excc_amt) at this run: the start-of-day "
+        "deposit with the day's trades settled.",
+    )
     symbols_skipped = models.JSONField(
-        default=list, blank=True,
-        help_text="Symbols with orders still on their way at KIS: compared next time.")
+        default=list,
+        blank=True,
+        help_text="Symbols with orders still on their way at KIS: compared next time.",
+    )
     unknown_orders = models.JSONField(
-        default=list, blank=True,
-        help_text="Orders at KIS today that the ledger does not know (placed outside Aegis?).")
+        default=list,
+        blank=True,
+        help_text="Orders at KIS today that the ledger does not know (placed outside Aegis?).",
+    )
     error = models.TextField(blank=True)
 
     class Meta:
@@ -422,11 +439,13 @@ class Reconciliation(models.Model):
 
 
 class ReconciliationMismatch(models.Model):
-    reconciliation = models.ForeignKey(Reconciliation, on_delete=models.CASCADE,
-                                       related_name="mismatches")
+    reconciliation = models.ForeignKey(
+        Reconciliation, on_delete=models.CASCADE, related_name="mismatches"
+    )
     symbol = models.CharField(max_length=6)
-    position = models.ForeignKey(Position, null=True, blank=True, on_delete=models.SET_NULL,
-                                 related_name="mismatches")
+    position = models.ForeignKey(
+        Position, null=True, blank=True, on_delete=models.SET_NULL, related_name="mismatches"
+    )
     ledger_qty = models.BigIntegerField()
     broker_qty = models.BigIntegerField()
     broker_orderable_qty = models.BigIntegerField()
@@ -461,14 +480,19 @@ class Alert(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     severity = models.CharField(max_length=8, choices=Severity.choices)
     subject = models.CharField(max_length=64, blank=True, help_text="e.g. kis-order")
-    state = models.CharField(max_length=16, blank=True,
-                             help_text="A breaker's new state: closed, open, half-open.")
+    state = models.CharField(
+        max_length=16, blank=True, help_text="A breaker's new state: closed, open, half-open."
+    )
     message = models.TextField()
-    key = models.CharField(max_length=200, unique=True,
-                           help_text="Names the event: a second report of it records nothing.")
+    key = models.CharField(
+        max_length=200,
+        unique=True,
+        help_text="Names the event: a second report of it records nothing.",
+    )
     created_at = models.DateTimeField()
-    deliveries = models.JSONField(default=dict, blank=True,
-                                  help_text="Each channel's outcome: sent, or the error.")
+    deliveries = models.JSONField(
+        default=dict, blank=True, help_text="Each channel's outcome: sent, or the error."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -486,13 +510,21 @@ class FlattenPolicy(models.Model):
 
     enabled = models.BooleanField(default=False)
     kis_down_minutes = models.PositiveIntegerField(
-        default=5, validators=[MinValueValidator(1)], help_text="Trigger: KIS's order circuit open (or half-open) this long.")
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="Trigger: KIS's order circuit open (or half-open) this long.",
+    )
     on_prices_stale = models.BooleanField(
-        default=True, help_text="Trigger: every held symbol's price stale during the session.")
+        default=True, help_text="Trigger: every held symbol's price stale during the session."
+    )
     prices_stale_s = models.PositiveIntegerField(
-        default=120, validators=[MinValueValidator(10)], help_text="A price older than this, from any source, is stale.")
+        default=120,
+        validators=[MinValueValidator(10)],
+        help_text="A price older than this, from any source, is stale.",
+    )
     auto_flatten = models.BooleanField(
-        default=False, help_text="Sell every open position by itself (else: alert only).")
+        default=False, help_text="Sell every open position by itself (else: alert only)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -35,10 +35,7 @@ class LedgerBreakdown:
     @property
     def consistent(self) -> bool:
         """I1 holds and the reservation counter matches the rows it summarises."""
-        return (
-            self.reserved_qty == self.locked_from_rows
-            and 0 <= self.reserved_qty <= self.qty
-        )
+        return self.reserved_qty == self.locked_from_rows and 0 <= self.reserved_qty <= self.qty
 
 
 def position_ledger_breakdown(*, position: Position) -> LedgerBreakdown:
@@ -69,18 +66,25 @@ def _let_out(qs, state: str):
 
 def intents_waiting(*, older_than: dt.datetime, state: str, limit: int = 500) -> list[str]:
     """NEW intents written before `older_than` that the trading state lets out, oldest first."""
-    qs = _let_out(OrderIntent.objects.filter(status=OrderIntent.Status.NEW,
-                                             created_at__lt=older_than), state)
+    qs = _let_out(
+        OrderIntent.objects.filter(status=OrderIntent.Status.NEW, created_at__lt=older_than), state
+    )
     return [str(pk) for pk in qs.order_by("created_at").values_list("pk", flat=True)[:limit]]
 
 
 def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> list[str]:
     """Intents of orders recorded before `older_than` whose send was never started or was given
     back (KIS unreachable until the task ran out of retries), that the trading state lets out."""
-    qs = _let_out(Order.objects.filter(status=Order.Status.NEW, send_started_at__isnull=True,
-                                       broker_order_no__isnull=True, created_at__lt=older_than,
-                                       quarantined_at__isnull=True),
-                  state)
+    qs = _let_out(
+        Order.objects.filter(
+            status=Order.Status.NEW,
+            send_started_at__isnull=True,
+            broker_order_no__isnull=True,
+            created_at__lt=older_than,
+            quarantined_at__isnull=True,
+        ),
+        state,
+    )
     return [str(pk) for pk in qs.order_by("created_at").values_list("intent_id", flat=True)[:limit]]
 
 
@@ -94,12 +98,19 @@ def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
     """Orders sent with no broker number yet whose send's deadline has passed (by the
     database's clock; rows from before deadlines: sent before `older_than`), not quarantined:
     the ones a settle can decide now."""
-    return [str(pk) for pk in Order.objects.filter(
-        Q(send_deadline__lt=db_now())
-        | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
-        status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
-        quarantined_at__isnull=True,
-    ).order_by("send_started_at").values_list("pk", flat=True)[:limit]]
+    return [
+        str(pk)
+        for pk in Order.objects.filter(
+            Q(send_deadline__lt=db_now())
+            | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
+            status=Order.Status.NEW,
+            send_started_at__isnull=False,
+            broker_order_no__isnull=True,
+            quarantined_at__isnull=True,
+        )
+        .order_by("send_started_at")
+        .values_list("pk", flat=True)[:limit]
+    ]
 
 
 def reconciliation_metrics():
@@ -108,15 +119,16 @@ def reconciliation_metrics():
     from prometheus_client.core import GaugeMetricFamily
 
     try:
-        run = Reconciliation.objects.order_by("-started_at").only(
-            "result", "finished_at").first()
+        run = Reconciliation.objects.order_by("-started_at").only("result", "finished_at").first()
     except DatabaseError as exc:
         logger.warning("metrics.database_unavailable error=%s", type(exc).__name__)
         return
-    status = GaugeMetricFamily("aegis_reconciliation_ok",
-                               "1 when the last reconciliation matched KIS's holdings.")
-    age = GaugeMetricFamily("aegis_reconciliation_age_seconds",
-                            "Seconds since the last reconciliation finished.")
+    status = GaugeMetricFamily(
+        "aegis_reconciliation_ok", "1 when the last reconciliation matched KIS's holdings."
+    )
+    age = GaugeMetricFamily(
+        "aegis_reconciliation_age_seconds", "Seconds since the last reconciliation finished."
+    )
     if run is not None:
         status.add_metric([], 1 if run.result == Reconciliation.Result.MATCHED else 0)
         age.add_metric([], max(0.0, time.time() - run.finished_at.timestamp()))

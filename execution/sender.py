@@ -43,15 +43,23 @@ def _sending(intent_id: str, send) -> None:
     started = time.perf_counter()
     try:
         outcome = send()
-        logger.info("execution.sent_in_process intent_id=%s outcome=%s ms=%.2f", intent_id,
-                    outcome.value, (time.perf_counter() - started) * 1000,
-                    extra={"intent_id": intent_id})
+        logger.info(
+            "execution.sent_in_process intent_id=%s outcome=%s ms=%.2f",
+            intent_id,
+            outcome.value,
+            (time.perf_counter() - started) * 1000,
+            extra={"intent_id": intent_id},
+        )
     except Exception as exc:  # noqa: BLE001 - the worker's task retries what failed here
         if isinstance(exc, DatabaseError) and connection_lost():
             connection.close()  # the next send reconnects; a live one is kept (a lock timeout)
-        logger.warning("execution.in_process_failed intent_id=%s: %s: %s: handed to the "
-                       "execute task", intent_id, type(exc).__name__, exc,
-                       extra={"intent_id": intent_id})
+        logger.warning(
+            "execution.in_process_failed intent_id=%s: %s: %s: handed to the execute task",
+            intent_id,
+            type(exc).__name__,
+            exc,
+            extra={"intent_id": intent_id},
+        )
         _hand_over(intent_id)
 
 
@@ -61,8 +69,12 @@ def _hand_over(intent_id: str) -> None:
     try:
         intent_execute.delay(intent_id)
     except Exception as exc:  # noqa: BLE001 - the sweep sends NEW intents
-        logger.error("execution.enqueue_failed intent_id=%s: %s: the sweep will send it",
-                     intent_id, exc, extra={"intent_id": intent_id})
+        logger.error(
+            "execution.enqueue_failed intent_id=%s: %s: the sweep will send it",
+            intent_id,
+            exc,
+            extra={"intent_id": intent_id},
+        )
 
 
 class _Ready:
@@ -88,8 +100,10 @@ class InProcessSender:
         self.broker = broker
         self.backlog = backlog
         # One thread per lane, each with its own database connection, closed on close().
-        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sender-{i}")
-                       for i in range(lanes)]
+        self._lanes = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sender-{i}")
+            for i in range(lanes)
+        ]
         self._ready_pool = ThreadPoolExecutor(max_workers=ready, thread_name_prefix="sender-ready")
         self._ready_max = ready
         self._ready: list[_Ready] = []  # waiting for an order, oldest first

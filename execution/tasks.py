@@ -56,9 +56,15 @@ def intent_execute(intent_id: str) -> str:
     return intent_submit(intent_id=intent_id, broker=get_broker()).value
 
 
-@shared_task(name="execution.order_settle", acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=NOT_SENT + DB_CONNECTION_LOST, retry_backoff=1, max_retries=5,
-             time_limit=60)
+@shared_task(
+    name="execution.order_settle",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=NOT_SENT + DB_CONNECTION_LOST,
+    retry_backoff=1,
+    max_retries=5,
+    time_limit=60,
+)
 def order_settle_task(order_id: str) -> str:
     """Settle an order whose send may or may not have reached KIS."""
     return order_settle(order_id=order_id, broker=get_broker()).value
@@ -80,8 +86,12 @@ def sweep() -> dict:
     for order_id in orders:
         order_settle_task.delay(order_id)
     if intents or orders:
-        logger.warning("execution.sweep intents=%d orders_in_flight=%d", len(intents), len(orders),
-                       extra={"intents": len(intents), "orders_in_flight": len(orders)})
+        logger.warning(
+            "execution.sweep intents=%d orders_in_flight=%d",
+            len(intents),
+            len(orders),
+            extra={"intents": len(intents), "orders_in_flight": len(orders)},
+        )
     return {"intents": len(intents), "orders_in_flight": len(orders)}
 
 

@@ -16,12 +16,11 @@ opens when KIS is unwell; Redis is asked again every settings.REDIS_RETRY_S, and
 state is used again once it answers. The outage is logged once, not on every call.
 """
 
+import calendar
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-
-import calendar
-import datetime as dt
 
 import pybreaker
 import redis
@@ -58,8 +57,9 @@ class _SharedStorage(pybreaker.CircuitRedisStorage):
     breaker as closed on every call instead.
     """
 
-    def __init__(self, state: str, redis_object, *, namespace: str,
-                 outage: redis_clients.Outage) -> None:
+    def __init__(
+        self, state: str, redis_object, *, namespace: str, outage: redis_clients.Outage
+    ) -> None:
         self._outage = outage
         self.local = pybreaker.CircuitMemoryStorage(state)
         self._seen = threading.local()  # the failures this thread's last state read found
@@ -191,8 +191,15 @@ class _Listener(pybreaker.CircuitBreakerListener):
 class Breakers:
     """The two breakers of one app key pair."""
 
-    def __init__(self, *, fingerprints: dict[str, str], fail_max: int, reset_s: float,
-                 redis_url: str = "", on_transition: Transition | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fingerprints: dict[str, str],
+        fail_max: int,
+        reset_s: float,
+        redis_url: str = "",
+        on_transition: Transition | None = None,
+    ) -> None:
         self.fail_max, self.reset_s = fail_max, reset_s
         self.on_transition = on_transition
         self.fingerprints = fingerprints
@@ -206,8 +213,11 @@ class Breakers:
                 self._storage[use] = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             else:
                 self._storage[use] = _SharedStorage(
-                    pybreaker.STATE_CLOSED, self._redis,
-                    namespace=self.namespace(use, fingerprints[use]), outage=self.outage)
+                    pybreaker.STATE_CLOSED,
+                    self._redis,
+                    namespace=self.namespace(use, fingerprints[use]),
+                    outage=self.outage,
+                )
 
     @staticmethod
     def namespace(use: str, fingerprint: str) -> str:
@@ -223,10 +233,14 @@ class Breakers:
         breaker = mine.get(use)
         if breaker is None:
             breaker = mine[use] = pybreaker.CircuitBreaker(
-                fail_max=self.fail_max, reset_timeout=self.reset_s,
-                exclude=[_not_a_failure], listeners=[_Listener(self, use)],
-                state_storage=self._storage[use], name=self.name(use),
-                throw_new_error_on_trip=False)  # the call's own error: ambiguous stays ambiguous
+                fail_max=self.fail_max,
+                reset_timeout=self.reset_s,
+                exclude=[_not_a_failure],
+                listeners=[_Listener(self, use)],
+                state_storage=self._storage[use],
+                name=self.name(use),
+                throw_new_error_on_trip=False,
+            )  # the call's own error: ambiguous stays ambiguous
         return breaker
 
     def call(self, breaker: str, fn, /, *args, **kwargs):
@@ -274,8 +288,13 @@ class Breakers:
     def transition(self, use: str, old: str, new: str) -> None:
         if not self._first_to_report(use, new):
             return
-        logger.warning("kis.breaker name=%s %s → %s", self.name(use), old or "-", new,
-                       extra={"breaker": self.name(use), "state": new})
+        logger.warning(
+            "kis.breaker name=%s %s → %s",
+            self.name(use),
+            old or "-",
+            new,
+            extra={"breaker": self.name(use), "state": new},
+        )
         if self.on_transition is None:
             return
         try:

@@ -90,8 +90,9 @@ def _signed(record: dict, name: str) -> int:
     text = _text(record, name)
     sign, body = (-1, text[1:]) if text.startswith("-") else (1, text)
     if not _digits(body) or len(body) > 20 or int(body) >= MAX_VALUE:
-        raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a whole number "
-                               f"within ±{MAX_VALUE}")
+        raise KisProtocolError(
+            f"KIS answer has {name} {text[:40]!r}, not a whole number within ±{MAX_VALUE}"
+        )
     return sign * int(body)
 
 
@@ -99,8 +100,12 @@ def _average(record: dict, name: str) -> Decimal:
     """A required price average, kept as Decimal: digits with at most one decimal point."""
     text = _text(record, name)
     whole, dot, fraction = text.partition(".")
-    if not _digits(whole) or (dot and not _digits(fraction)) or len(text) > 32 \
-            or int(whole) >= MAX_VALUE:
+    if (
+        not _digits(whole)
+        or (dot and not _digits(fraction))
+        or len(text) > 32
+        or int(whole) >= MAX_VALUE
+    ):
         raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a price ≥ 0")
     return Decimal(text)
 
@@ -124,8 +129,13 @@ def _odno(record: dict, name: str, *, required: bool = True) -> str:
 
 def _ord_tmd(record: dict, name: str = "ord_tmd") -> str:
     text = _text(record, name)
-    if len(text) != 6 or not _digits(text) or int(text[:2]) > 23 or int(text[2:4]) > 59 \
-            or int(text[4:]) > 59:
+    if (
+        len(text) != 6
+        or not _digits(text)
+        or int(text[:2]) > 23
+        or int(text[2:4]) > 59
+        or int(text[4:]) > 59
+    ):
         raise KisProtocolError(f"KIS answer has {name} {text[:40]!r}, not a time HHMMSS")
     return text
 
@@ -168,6 +178,7 @@ class DailyOrder:
 class BadDailyOrder:
     """A daily orders row this client cannot read: in place of its DailyOrder when asked to keep
     bad rows. `odno` is "" when even the order number is unreadable; `reason` names the field."""
+
     odno: str
     reason: str
 
@@ -177,19 +188,31 @@ def daily_order_from(r: dict) -> DailyOrder:
     relies on is required and bounded: KisProtocolError naming the field otherwise."""
     side = _text(r, "sll_buy_dvsn_cd")
     if side not in (protocol.SLL_BUY_SELL, protocol.SLL_BUY_BUY):
-        raise KisProtocolError(f"KIS answer has sll_buy_dvsn_cd {side[:40]!r}, not "
-                               f"{protocol.SLL_BUY_SELL} or {protocol.SLL_BUY_BUY}")
+        raise KisProtocolError(
+            f"KIS answer has sll_buy_dvsn_cd {side[:40]!r}, not "
+            f"{protocol.SLL_BUY_SELL} or {protocol.SLL_BUY_BUY}"
+        )
     ord_dt = _text(r, "ord_dt")
     if not _DATE.fullmatch(ord_dt):
         raise KisProtocolError(f"KIS answer has ord_dt {ord_dt[:40]!r}, not a date YYYYMMDD")
     return DailyOrder(
-        ord_dt=ord_dt, odno=_odno(r, "odno"), orgn_odno=_odno(r, "orgn_odno", required=False),
-        side="SELL" if side == protocol.SLL_BUY_SELL else "BUY", symbol=_symbol(r, "pdno"),
-        ord_qty=_count(r, "ord_qty"), ord_unpr=_count(r, "ord_unpr"), ord_tmd=_ord_tmd(r),
-        tot_ccld_qty=_count(r, "tot_ccld_qty"), avg_prvs=_average(r, "avg_prvs"),
-        tot_ccld_amt=_count(r, "tot_ccld_amt"), rmn_qty=_count(r, "rmn_qty"),
-        cncl_yn=str(r.get("cncl_yn") or ""), rjct_qty=_count(r, "rjct_qty"),
-        ord_dvsn_cd=str(r.get("ord_dvsn_cd") or ""), org_no=str(r.get("ord_gno_brno") or ""))
+        ord_dt=ord_dt,
+        odno=_odno(r, "odno"),
+        orgn_odno=_odno(r, "orgn_odno", required=False),
+        side="SELL" if side == protocol.SLL_BUY_SELL else "BUY",
+        symbol=_symbol(r, "pdno"),
+        ord_qty=_count(r, "ord_qty"),
+        ord_unpr=_count(r, "ord_unpr"),
+        ord_tmd=_ord_tmd(r),
+        tot_ccld_qty=_count(r, "tot_ccld_qty"),
+        avg_prvs=_average(r, "avg_prvs"),
+        tot_ccld_amt=_count(r, "tot_ccld_amt"),
+        rmn_qty=_count(r, "rmn_qty"),
+        cncl_yn=str(r.get("cncl_yn") or ""),
+        rjct_qty=_count(r, "rjct_qty"),
+        ord_dvsn_cd=str(r.get("ord_dvsn_cd") or ""),
+        org_no=str(r.get("ord_gno_brno") or ""),
+    )
 
 
 def bad_daily_order(r: object, exc: KisProtocolError) -> BadDailyOrder:
@@ -214,9 +237,14 @@ class Holding:
 def holding_from(r: dict) -> Holding:
     """One output1 row of the balance inquiry (keys lower-cased); hldg_qty, ord_psbl_qty and
     pchs_avg_pric are required and bounded."""
-    return Holding(symbol=_symbol(r, "pdno"), name=str(r.get("prdt_name") or ""),
-                   hldg_qty=_count(r, "hldg_qty"), ord_psbl_qty=_count(r, "ord_psbl_qty"),
-                   pchs_avg_pric=_average(r, "pchs_avg_pric"), prpr=_loose(r, "prpr"))
+    return Holding(
+        symbol=_symbol(r, "pdno"),
+        name=str(r.get("prdt_name") or ""),
+        hldg_qty=_count(r, "hldg_qty"),
+        ord_psbl_qty=_count(r, "ord_psbl_qty"),
+        pchs_avg_pric=_average(r, "pchs_avg_pric"),
+        prpr=_loose(r, "prpr"),
+    )
 
 
 def order_ack_from(out: dict, *, new_order: bool) -> OrderAck:
@@ -225,17 +253,24 @@ def order_ack_from(out: dict, *, new_order: bool) -> OrderAck:
     orders inquiry. Its ord_tmd is not used (the inquiry's is). A cancel's or modify's answer is
     not used by the ledger (the daily orders inquiry confirms it) and is read as it comes."""
     if not new_order:
-        return OrderAck(odno=str(out.get("odno") or ""),
-                        org_no=str(out.get("krx_fwdg_ord_orgno") or ""),
-                        ord_tmd=str(out.get("ord_tmd") or ""))
+        return OrderAck(
+            odno=str(out.get("odno") or ""),
+            org_no=str(out.get("krx_fwdg_ord_orgno") or ""),
+            ord_tmd=str(out.get("ord_tmd") or ""),
+        )
     try:
         odno = _odno(out, "odno")
     except KisProtocolError as exc:
-        raise KisAmbiguousOutcome(f"KIS accepted the order but its answer is unreadable "
-                                  f"({exc}): settle it against the daily orders inquiry, do "
-                                  "not resend") from None
-    return OrderAck(odno=odno, org_no=str(out.get("krx_fwdg_ord_orgno") or ""),
-                    ord_tmd=str(out.get("ord_tmd") or ""))
+        raise KisAmbiguousOutcome(
+            f"KIS accepted the order but its answer is unreadable "
+            f"({exc}): settle it against the daily orders inquiry, do "
+            "not resend"
+        ) from None
+    return OrderAck(
+        odno=odno,
+        org_no=str(out.get("krx_fwdg_ord_orgno") or ""),
+        ord_tmd=str(out.get("ord_tmd") or ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -251,10 +286,13 @@ class Balance:
 def balance_from(holdings: list[Holding], summary: dict) -> Balance:
     """The balance from its holdings and output2's summary: the D+2 deposit (recorded by each
     reconciliation) is required; the other cash figures, unused by the ledger, may be missing."""
-    return Balance(holdings=holdings, dnca_tot_amt=_loose(summary, "dnca_tot_amt"),
-                   nxdy_excc_amt=_loose(summary, "nxdy_excc_amt"),
-                   tot_evlu_amt=_loose(summary, "tot_evlu_amt"),
-                   prvs_rcdl_excc_amt=_signed(summary, "prvs_rcdl_excc_amt"))
+    return Balance(
+        holdings=holdings,
+        dnca_tot_amt=_loose(summary, "dnca_tot_amt"),
+        nxdy_excc_amt=_loose(summary, "nxdy_excc_amt"),
+        tot_evlu_amt=_loose(summary, "tot_evlu_amt"),
+        prvs_rcdl_excc_amt=_signed(summary, "prvs_rcdl_excc_amt"),
+    )
 
 
 @dataclass(frozen=True)
@@ -306,10 +344,13 @@ def default_breakers(config: KisConfig) -> Breakers:
     their transitions reported to HOOKS."""
     from django.conf import settings
 
-    return Breakers(fingerprints={"query": config.query_app.fingerprint,
-                                  "order": config.order_app.fingerprint},
-                    fail_max=config.breaker_fail_max, reset_s=config.breaker_reset_s,
-                    redis_url=settings.REDIS_URL or "", on_transition=_transition)
+    return Breakers(
+        fingerprints={"query": config.query_app.fingerprint, "order": config.order_app.fingerprint},
+        fail_max=config.breaker_fail_max,
+        reset_s=config.breaker_reset_s,
+        redis_url=settings.REDIS_URL or "",
+        on_transition=_transition,
+    )
 
 
 def _transition(name: str, old: str, new: str, opened_at: int | None) -> None:
@@ -328,38 +369,52 @@ def _breaker_of(use: str) -> str:
 
 
 class KisClient:
-    def __init__(self, config: KisConfig, *, tokens: CredentialStore | None = None,
-                 approvals: CredentialStore | None = None, vault=None,
-                 limiter: SharedRateLimiter | None = None,
-                 transport: Transport | None = None,
-                 breakers: Breakers | None = None,
-                 on_credentials_refused=_credentials_refused) -> None:
+    def __init__(
+        self,
+        config: KisConfig,
+        *,
+        tokens: CredentialStore | None = None,
+        approvals: CredentialStore | None = None,
+        vault=None,
+        limiter: SharedRateLimiter | None = None,
+        transport: Transport | None = None,
+        breakers: Breakers | None = None,
+        on_credentials_refused=_credentials_refused,
+    ) -> None:
         self.config = config
         # Told (app fingerprint, use, KIS's code) when a replacement token is refused too.
         self.on_credentials_refused = on_credentials_refused
         self.breakers = breakers or default_breakers(config)
         self.tokens = tokens or CredentialStore(
-            kind="token", renew_before_s=config.token_renew_before_s, vault=vault)
-        self.approvals = approvals or CredentialStore(kind="approval", renew_before_s=3600,
-                                                      vault=vault)
-        self.limiter = limiter or SharedRateLimiter(per_second=config.rate_per_second,
-                                                    guard_ms=config.rate_guard_ms)
+            kind="token", renew_before_s=config.token_renew_before_s, vault=vault
+        )
+        self.approvals = approvals or CredentialStore(
+            kind="approval", renew_before_s=3600, vault=vault
+        )
+        self.limiter = limiter or SharedRateLimiter(
+            per_second=config.rate_per_second, guard_ms=config.rate_guard_ms
+        )
         self.transport = transport or Transport(
-            config.base_url, connect_timeout_s=config.connect_timeout_s,
-            read_timeout_s=config.read_timeout_s)
+            config.base_url,
+            connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s,
+        )
 
     def __repr__(self) -> str:
-        return (f"KisClient(flavour={self.config.flavour.value}, base_url={self.config.base_url}, "
-                f"query_app={self.config.query_app}, order_app={self.config.order_app})")
+        return (
+            f"KisClient(flavour={self.config.flavour.value}, base_url={self.config.base_url}, "
+            f"query_app={self.config.query_app}, order_app={self.config.order_app})"
+        )
 
     # --- credentials ----------------------------------------------------------------------------
     def access_token(self, app: AppCredentials) -> str:
         return self.tokens.get(app, lambda: self._issue_token(app))
 
     def _issue_token(self, app: AppCredentials) -> Credential:
-        data = self._post_oauth(protocol.PATH_TOKEN, {
-            "grant_type": "client_credentials", "appkey": app.appkey,
-            "appsecret": app.appsecret})
+        data = self._post_oauth(
+            protocol.PATH_TOKEN,
+            {"grant_type": "client_credentials", "appkey": app.appkey, "appsecret": app.appsecret},
+        )
         token = data.get("access_token")
         if not token:
             raise KisProtocolError("token answer without access_token")
@@ -371,9 +426,14 @@ class KisClient:
         app = self.config.query_app
 
         def issue() -> Credential:
-            data = self._post_oauth(protocol.PATH_APPROVAL, {
-                "grant_type": "client_credentials", "appkey": app.appkey,
-                "secretkey": app.appsecret})
+            data = self._post_oauth(
+                protocol.PATH_APPROVAL,
+                {
+                    "grant_type": "client_credentials",
+                    "appkey": app.appkey,
+                    "secretkey": app.appsecret,
+                },
+            )
             if not data.get("approval_key"):
                 raise KisProtocolError("approval answer without approval_key")
             return Credential(value=data["approval_key"], expires_at=time.time() + 86_400)
@@ -387,18 +447,28 @@ class KisClient:
     def _post_oauth(self, path: str, payload: dict) -> dict:
         try:
             response = self.transport.request(
-                "POST", path, body=json.dumps(payload).encode(),
-                headers={"content-type": "application/json; charset=utf-8"})
+                "POST",
+                path,
+                body=json.dumps(payload).encode(),
+                headers={"content-type": "application/json; charset=utf-8"},
+            )
         except (ConnectFailed, ExchangeFailed) as exc:
             raise KisUnavailable(f"KIS {path} unreachable: {exc}") from None
         data = self._json(response, path)
         if response.status == 403 and data.get("error_code") == protocol.EGW_TOKEN_RATE:
-            raise KisTokenRateLimited(data.get("error_description") or "one token a minute",
-                                      msg_cd=protocol.EGW_TOKEN_RATE, http_status=403)
+            raise KisTokenRateLimited(
+                data.get("error_description") or "one token a minute",
+                msg_cd=protocol.EGW_TOKEN_RATE,
+                http_status=403,
+            )
         if response.status >= 400 or data.get("error_code"):
-            raise error_for(msg_cd=data.get("error_code") or data.get("msg_cd") or "",
-                            msg1=data.get("error_description") or data.get("msg1") or "",
-                            http_status=response.status, tr_id="", order=False)
+            raise error_for(
+                msg_cd=data.get("error_code") or data.get("msg_cd") or "",
+                msg1=data.get("error_description") or data.get("msg1") or "",
+                http_status=response.status,
+                tr_id="",
+                order=False,
+            )
         return data
 
     @staticmethod
@@ -407,10 +477,13 @@ class KisClient:
             return lower_keys(json.loads(response.data.decode("utf-8")))
         except (UnicodeDecodeError, json.JSONDecodeError):
             if response.status >= 500:
-                raise KisUnavailable(f"KIS {what} answered HTTP {response.status}",
-                                     http_status=response.status) from None
-            raise KisProtocolError(f"KIS {what} answered non-JSON (HTTP {response.status})",
-                                   http_status=response.status) from None
+                raise KisUnavailable(
+                    f"KIS {what} answered HTTP {response.status}", http_status=response.status
+                ) from None
+            raise KisProtocolError(
+                f"KIS {what} answered non-JSON (HTTP {response.status})",
+                http_status=response.status,
+            ) from None
 
     # --- the request loop ---------------------------------------------------------------------
     def preflight(self, use: str = "order") -> None:
@@ -432,9 +505,18 @@ class KisClient:
         if values is not None:
             self.breakers.prefetched(breaker, values)
 
-    def _call(self, *, method: str, path: str, real_tr_id: str, use: str,
-              params: dict | None = None, body: dict | None = None,
-              tr_cont: str = "", before_write=None) -> tuple[dict, dict]:
+    def _call(
+        self,
+        *,
+        method: str,
+        path: str,
+        real_tr_id: str,
+        use: str,
+        params: dict | None = None,
+        body: dict | None = None,
+        tr_cont: str = "",
+        before_write=None,
+    ) -> tuple[dict, dict]:
         """One KIS REST call through the breaker of its use (KisCircuitOpen while it is
         open, without calling KIS). With the token at hand and no preflight done, the
         breaker's state and the rate slot are taken first, in one round trip (_ahead); a token
@@ -447,12 +529,30 @@ class KisClient:
             except Exception as exc:  # noqa: BLE001 - the call takes its own steps then
                 logger.info("kis.ahead_failed use=%s: %s", use, type(exc).__name__)
         return self.breakers.call(
-            breaker, self._call_unguarded, method=method, path=path, real_tr_id=real_tr_id,
-            use=use, params=params, body=body, tr_cont=tr_cont, before_write=before_write)
+            breaker,
+            self._call_unguarded,
+            method=method,
+            path=path,
+            real_tr_id=real_tr_id,
+            use=use,
+            params=params,
+            body=body,
+            tr_cont=tr_cont,
+            before_write=before_write,
+        )
 
-    def _call_unguarded(self, *, method: str, path: str, real_tr_id: str, use: str,
-                        params: dict | None, body: dict | None,
-                        tr_cont: str, before_write=None) -> tuple[dict, dict]:
+    def _call_unguarded(
+        self,
+        *,
+        method: str,
+        path: str,
+        real_tr_id: str,
+        use: str,
+        params: dict | None,
+        body: dict | None,
+        tr_cont: str,
+        before_write=None,
+    ) -> tuple[dict, dict]:
         config = self.config
         tr = protocol.tr_id(real_tr_id, config.flavour)
         app = config.app(use)
@@ -474,42 +574,56 @@ class KisClient:
             }
             try:
                 if method == "GET":
-                    response = self.transport.request("GET", path, params=params,
-                                                      headers=headers)
+                    response = self.transport.request("GET", path, params=params, headers=headers)
                 else:
-                    response = self.transport.request("POST", path, headers=headers,
-                                                      body=json.dumps(body).encode(),
-                                                      before_write=before_write)
+                    response = self.transport.request(
+                        "POST",
+                        path,
+                        headers=headers,
+                        body=json.dumps(body).encode(),
+                        before_write=before_write,
+                    )
             except ConnectFailed as exc:  # nothing was sent
                 raise KisUnavailable(f"KIS unreachable: {exc}", tr_id=tr) from None
             except ExchangeFailed as exc:  # it may have arrived
                 if is_order:
                     raise KisAmbiguousOutcome(
                         f"order outcome unknown after {exc}: settle it against "
-                        f"the daily orders inquiry, do not resend", tr_id=tr) from None
+                        f"the daily orders inquiry, do not resend",
+                        tr_id=tr,
+                    ) from None
                 raise KisUnavailable(f"KIS did not answer: {exc}", tr_id=tr) from None
 
             try:
                 data = self._json(response, tr)
                 if "rt_cd" not in data and response.status < 400:
-                    raise KisProtocolError(f"KIS {tr} answered without rt_cd",
-                                           http_status=response.status, tr_id=tr)
+                    raise KisProtocolError(
+                        f"KIS {tr} answered without rt_cd", http_status=response.status, tr_id=tr
+                    )
             except (KisUnavailable, KisProtocolError):
                 # An answer that cannot be read says nothing of whether the order was taken.
                 if is_order:
                     raise KisAmbiguousOutcome(
                         f"order outcome unknown: HTTP {response.status} without a KIS answer",
-                        http_status=response.status, tr_id=tr) from None
+                        http_status=response.status,
+                        tr_id=tr,
+                    ) from None
                 raise
             msg_cd = data.get("msg_cd", "")
             if data.get("rt_cd") == protocol.RT_CD_OK and response.status < 400:
                 return data, {k.lower(): v for k, v in response.headers.items()}
-            error = error_for(msg_cd=msg_cd, msg1=data.get("msg1", ""),
-                              http_status=response.status, tr_id=tr, order=is_order)
+            error = error_for(
+                msg_cd=msg_cd,
+                msg1=data.get("msg1", ""),
+                http_status=response.status,
+                tr_id=tr,
+                order=is_order,
+            )
             if isinstance(error, KisRateLimited) and attempt < config.rate_limit_retries:
-                backoff = 0.05 * (2 ** attempt) * (1 + random.random())
-                logger.info("kis.rate_limited tr_id=%s attempt=%s backoff_s=%.3f", tr, attempt,
-                            backoff)
+                backoff = 0.05 * (2**attempt) * (1 + random.random())
+                logger.info(
+                    "kis.rate_limited tr_id=%s attempt=%s backoff_s=%.3f", tr, attempt, backoff
+                )
                 time.sleep(backoff)
                 continue
             if isinstance(error, (KisTokenExpired, KisTokenInvalid)):
@@ -533,8 +647,13 @@ class KisClient:
         tr_cont, fk, nk = protocol.TR_CONT_FIRST, "", ""
         for _ in range(MAX_PAGES):
             data, headers = self._call(
-                method="GET", path=path, real_tr_id=real_tr_id, use="query",
-                params=params | {"CTX_AREA_FK100": fk, "CTX_AREA_NK100": nk}, tr_cont=tr_cont)
+                method="GET",
+                path=path,
+                real_tr_id=real_tr_id,
+                use="query",
+                params=params | {"CTX_AREA_FK100": fk, "CTX_AREA_NK100": nk},
+                tr_cont=tr_cont,
+            )
             yield data
             if headers.get("tr_cont", "") not in protocol.TR_CONT_MORE:
                 return
@@ -552,8 +671,9 @@ class KisClient:
         and a margin (an order's claim, execution/services/claim.py)."""
         return self.config.connect_timeout_s + self.config.read_timeout_s + 5.0
 
-    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None,
-                   before_write=None) -> OrderAck:
+    def order_cash(
+        self, *, side: str, symbol: str, qty: int, price: int | None, before_write=None
+    ) -> OrderAck:
         """A cash order: limit at `price`, or market when `price` is None. `before_write` is
         called right before each write of the request (the order's claim); what it raises
         (KisWriteWithheld) comes back with nothing sent."""
@@ -565,65 +685,105 @@ class KisClient:
             "ORD_QTY": str(qty),
             "ORD_UNPR": "0" if price is None else str(price),
         }
-        data, _ = self._call(method="POST", path=protocol.PATH_ORDER_CASH,
-                             real_tr_id=protocol.TR_BUY if side == "BUY" else protocol.TR_SELL,
-                             use="order", body=body, before_write=before_write)
+        data, _ = self._call(
+            method="POST",
+            path=protocol.PATH_ORDER_CASH,
+            real_tr_id=protocol.TR_BUY if side == "BUY" else protocol.TR_SELL,
+            use="order",
+            body=body,
+            before_write=before_write,
+        )
         out = data.get("output")
         return order_ack_from(out if isinstance(out, dict) else {}, new_order=True)
 
     def order_cancel(self, *, org_no: str, odno: str, qty: int | None = None) -> OrderAck:
         """Cancel all that remains of an order (qty None) or `qty` of it."""
         body = self._account() | {
-            "KRX_FWDG_ORD_ORGNO": org_no, "ORGN_ODNO": odno,
-            "ORD_DVSN": protocol.ORD_DVSN_LIMIT, "RVSE_CNCL_DVSN_CD": protocol.RVSE_CNCL_CANCEL,
-            "ORD_QTY": "0" if qty is None else str(qty), "ORD_UNPR": "0",
+            "KRX_FWDG_ORD_ORGNO": org_no,
+            "ORGN_ODNO": odno,
+            "ORD_DVSN": protocol.ORD_DVSN_LIMIT,
+            "RVSE_CNCL_DVSN_CD": protocol.RVSE_CNCL_CANCEL,
+            "ORD_QTY": "0" if qty is None else str(qty),
+            "ORD_UNPR": "0",
             "QTY_ALL_ORD_YN": "Y" if qty is None else "N",
         }
         return self._rvsecncl(body)
 
-    def order_modify(self, *, org_no: str, odno: str, price: int, qty: int | None = None
-                     ) -> OrderAck:
+    def order_modify(
+        self, *, org_no: str, odno: str, price: int, qty: int | None = None
+    ) -> OrderAck:
         """Re-price all that remains of an order (qty None) or `qty` of it."""
         body = self._account() | {
-            "KRX_FWDG_ORD_ORGNO": org_no, "ORGN_ODNO": odno,
-            "ORD_DVSN": protocol.ORD_DVSN_LIMIT, "RVSE_CNCL_DVSN_CD": protocol.RVSE_CNCL_MODIFY,
-            "ORD_QTY": "0" if qty is None else str(qty), "ORD_UNPR": str(price),
+            "KRX_FWDG_ORD_ORGNO": org_no,
+            "ORGN_ODNO": odno,
+            "ORD_DVSN": protocol.ORD_DVSN_LIMIT,
+            "RVSE_CNCL_DVSN_CD": protocol.RVSE_CNCL_MODIFY,
+            "ORD_QTY": "0" if qty is None else str(qty),
+            "ORD_UNPR": str(price),
             "QTY_ALL_ORD_YN": "Y" if qty is None else "N",
         }
         return self._rvsecncl(body)
 
     def _rvsecncl(self, body: dict) -> OrderAck:
-        data, _ = self._call(method="POST", path=protocol.PATH_ORDER_RVSECNCL,
-                             real_tr_id=protocol.TR_RVSECNCL, use="order", body=body)
+        data, _ = self._call(
+            method="POST",
+            path=protocol.PATH_ORDER_RVSECNCL,
+            real_tr_id=protocol.TR_RVSECNCL,
+            use="order",
+            body=body,
+        )
         out = data.get("output")
         return order_ack_from(out if isinstance(out, dict) else {}, new_order=False)
 
     # --- inquiries ----------------------------------------------------------------------------
-    def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
-                     filled: str = "ALL", symbol: str = "", odno: str = "",
-                     keep_bad: bool = False) -> list[DailyOrder | BadDailyOrder]:
+    def daily_orders(
+        self,
+        *,
+        start: dt.date,
+        end: dt.date,
+        side: str = "ALL",
+        filled: str = "ALL",
+        symbol: str = "",
+        odno: str = "",
+        keep_bad: bool = False,
+    ) -> list[DailyOrder | BadDailyOrder]:
         """Orders and their fills between two dates (at most three months), every page.
 
         A row this client cannot read raises KisProtocolError (naming the field); with
         `keep_bad` it is kept as a BadDailyOrder in its place instead, so that the other rows
         can still be used and the bad one's order set aside (services/quarantine.py)."""
-        sides = {"ALL": protocol.SLL_BUY_ALL, "SELL": protocol.SLL_BUY_SELL,
-                 "BUY": protocol.SLL_BUY_BUY}
-        ccld = {"ALL": protocol.CCLD_ALL, "FILLED": protocol.CCLD_FILLED,
-                "UNFILLED": protocol.CCLD_UNFILLED}
+        sides = {
+            "ALL": protocol.SLL_BUY_ALL,
+            "SELL": protocol.SLL_BUY_SELL,
+            "BUY": protocol.SLL_BUY_BUY,
+        }
+        ccld = {
+            "ALL": protocol.CCLD_ALL,
+            "FILLED": protocol.CCLD_FILLED,
+            "UNFILLED": protocol.CCLD_UNFILLED,
+        }
         params = self._account() | {
-            "INQR_STRT_DT": start.strftime("%Y%m%d"), "INQR_END_DT": end.strftime("%Y%m%d"),
-            "SLL_BUY_DVSN_CD": sides[side], "INQR_DVSN": "00", "PDNO": symbol,
-            "CCLD_DVSN": ccld[filled], "ORD_GNO_BRNO": "", "ODNO": odno, "INQR_DVSN_3": "00",
-            "INQR_DVSN_1": "", "EXCG_ID_DVSN_CD": "KRX",
+            "INQR_STRT_DT": start.strftime("%Y%m%d"),
+            "INQR_END_DT": end.strftime("%Y%m%d"),
+            "SLL_BUY_DVSN_CD": sides[side],
+            "INQR_DVSN": "00",
+            "PDNO": symbol,
+            "CCLD_DVSN": ccld[filled],
+            "ORD_GNO_BRNO": "",
+            "ODNO": odno,
+            "INQR_DVSN_3": "00",
+            "INQR_DVSN_1": "",
+            "EXCG_ID_DVSN_CD": "KRX",
         }
         orders: list[DailyOrder | BadDailyOrder] = []
-        for page in self._pages(path=protocol.PATH_DAILY_CCLD,
-                                real_tr_id=protocol.TR_DAILY_CCLD, params=params):
+        for page in self._pages(
+            path=protocol.PATH_DAILY_CCLD, real_tr_id=protocol.TR_DAILY_CCLD, params=params
+        ):
             rows = page.get("output1") or []
             if not isinstance(rows, list):
-                raise KisProtocolError(f"KIS daily orders output1 is a {type(rows).__name__}, "
-                                       "not a list")
+                raise KisProtocolError(
+                    f"KIS daily orders output1 is a {type(rows).__name__}, not a list"
+                )
             for r in rows:
                 try:
                     if not isinstance(r, dict):
@@ -633,20 +793,27 @@ class KisClient:
                     if not keep_bad:
                         raise
                     bad = bad_daily_order(r, exc)
-                    logger.error("kis.daily_order_unreadable odno=%s: %s", bad.odno or "?",
-                                 bad.reason)
+                    logger.error(
+                        "kis.daily_order_unreadable odno=%s: %s", bad.odno or "?", bad.reason
+                    )
                     orders.append(bad)
         return orders
 
     def balance(self) -> Balance:
         """Holdings (every page) and the cash summary."""
         params = self._account() | {
-            "AFHR_FLPR_YN": "N", "OFL_YN": "", "INQR_DVSN": "02", "UNPR_DVSN": "01",
-            "FUND_STTL_ICLD_YN": "N", "FNCG_AMT_AUTO_RDPT_YN": "N", "PRCS_DVSN": "00",
+            "AFHR_FLPR_YN": "N",
+            "OFL_YN": "",
+            "INQR_DVSN": "02",
+            "UNPR_DVSN": "01",
+            "FUND_STTL_ICLD_YN": "N",
+            "FNCG_AMT_AUTO_RDPT_YN": "N",
+            "PRCS_DVSN": "00",
         }
         holdings, summary = [], {}
-        for page in self._pages(path=protocol.PATH_BALANCE, real_tr_id=protocol.TR_BALANCE,
-                                params=params):
+        for page in self._pages(
+            path=protocol.PATH_BALANCE, real_tr_id=protocol.TR_BALANCE, params=params
+        ):
             rows = page.get("output1") or []
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise KisProtocolError("KIS balance output1 is not a list of holdings")
@@ -659,25 +826,40 @@ class KisClient:
         return balance_from(holdings, summary)
 
     def price(self, symbol: str) -> Quote:
-        data, _ = self._call(method="GET", path=protocol.PATH_PRICE,
-                             real_tr_id=protocol.TR_PRICE, use="query",
-                             params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol})
+        data, _ = self._call(
+            method="GET",
+            path=protocol.PATH_PRICE,
+            real_tr_id=protocol.TR_PRICE,
+            use="query",
+            params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol},
+        )
         o = data.get("output") or {}
-        return Quote(symbol=symbol, price=_count(o, "stck_prpr"),
-                     prev_close=_count(o, "stck_sdpr"), open=_loose(o, "stck_oprc"),
-                     high=_loose(o, "stck_hgpr"), low=_loose(o, "stck_lwpr"),
-                     upper_limit=_count(o, "stck_mxpr"), lower_limit=_count(o, "stck_llam"),
-                     volume=_loose(o, "acml_vol"), tick=_loose(o, "aspr_unit"),
-                     sign=o.get("prdy_vrss_sign", ""), halted=o.get("temp_stop_yn") == "Y")
+        return Quote(
+            symbol=symbol,
+            price=_count(o, "stck_prpr"),
+            prev_close=_count(o, "stck_sdpr"),
+            open=_loose(o, "stck_oprc"),
+            high=_loose(o, "stck_hgpr"),
+            low=_loose(o, "stck_lwpr"),
+            upper_limit=_count(o, "stck_mxpr"),
+            lower_limit=_count(o, "stck_llam"),
+            volume=_loose(o, "acml_vol"),
+            tick=_loose(o, "aspr_unit"),
+            sign=o.get("prdy_vrss_sign", ""),
+            halted=o.get("temp_stop_yn") == "Y",
+        )
 
     def market_days(self, *, start: dt.date) -> list[MarketDay]:
         """KIS's holiday inquiry (real accounts only; KIS asks for one call a day): from `start`,
         whether the stock market opens each day (opnd_yn). A row without a readable date or
         opnd_yn is a protocol error: a calendar is not checked against a guess."""
-        data, _ = self._call(method="GET", path=protocol.PATH_HOLIDAY,
-                             real_tr_id=protocol.TR_HOLIDAY, use="query",
-                             params={"BASS_DT": f"{start:%Y%m%d}", "CTX_AREA_NK": "",
-                                     "CTX_AREA_FK": ""})
+        data, _ = self._call(
+            method="GET",
+            path=protocol.PATH_HOLIDAY,
+            real_tr_id=protocol.TR_HOLIDAY,
+            use="query",
+            params={"BASS_DT": f"{start:%Y%m%d}", "CTX_AREA_NK": "", "CTX_AREA_FK": ""},
+        )
         rows = data.get("output")
         if not isinstance(rows, list):
             raise KisProtocolError("the holiday inquiry's answer has no output list")
@@ -688,7 +870,8 @@ class KisClient:
                 day = dt.datetime.strptime(str(row.get("bass_dt", "")), "%Y%m%d").date()
             except ValueError:
                 raise KisProtocolError(
-                    f"a holiday row without a date: {row.get('bass_dt')!r}") from None
+                    f"a holiday row without a date: {row.get('bass_dt')!r}"
+                ) from None
             opens = row.get("opnd_yn")
             if opens not in ("Y", "N"):
                 raise KisProtocolError(f"the holiday row of {day} lacks opnd_yn ({opens!r})")
@@ -696,17 +879,38 @@ class KisClient:
         return days
 
     def order_book(self, symbol: str) -> OrderBook:
-        data, _ = self._call(method="GET", path=protocol.PATH_ASKING_PRICE,
-                             real_tr_id=protocol.TR_ASKING_PRICE, use="query",
-                             params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol})
+        data, _ = self._call(
+            method="GET",
+            path=protocol.PATH_ASKING_PRICE,
+            real_tr_id=protocol.TR_ASKING_PRICE,
+            use="query",
+            params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": symbol},
+        )
         o1, o2 = data.get("output1") or {}, data.get("output2") or {}
         asks = [(_loose(o1, f"askp{i}"), _loose(o1, f"askp_rsqn{i}")) for i in range(1, 11)]
         bids = [(_loose(o1, f"bidp{i}"), _loose(o1, f"bidp_rsqn{i}")) for i in range(1, 11)]
-        return OrderBook(symbol=symbol, asks=[a for a in asks if a[0]],
-                         bids=[b for b in bids if b[0]], expected_price=_loose(o2, "antc_cnpr"))
+        return OrderBook(
+            symbol=symbol,
+            asks=[a for a in asks if a[0]],
+            bids=[b for b in bids if b[0]],
+            expected_price=_loose(o2, "antc_cnpr"),
+        )
 
 
-__all__ = ["KisClient", "KisError", "OrderAck", "DailyOrder", "BadDailyOrder", "Holding",
-           "MarketDay",
-           "Balance", "Quote", "OrderBook", "lower_keys", "daily_order_from", "holding_from",
-           "order_ack_from", "balance_from"]
+__all__ = [
+    "KisClient",
+    "KisError",
+    "OrderAck",
+    "DailyOrder",
+    "BadDailyOrder",
+    "Holding",
+    "MarketDay",
+    "Balance",
+    "Quote",
+    "OrderBook",
+    "lower_keys",
+    "daily_order_from",
+    "holding_from",
+    "order_ack_from",
+    "balance_from",
+]

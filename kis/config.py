@@ -75,7 +75,9 @@ class KisConfig:
         account = kis["ACCOUNT"]
         cano, _, prdt = account.partition("-")
         if not (len(cano) == 8 and cano.isdigit() and len(prdt) == 2 and prdt.isdigit()):
-            raise ImproperlyConfigured("KIS_ACCOUNT must look like 12345678-01 (CANO-ACNT_PRDT_CD).")
+            raise ImproperlyConfigured(
+                "KIS_ACCOUNT must look like 12345678-01 (CANO-ACNT_PRDT_CD)."
+            )
         query = AppCredentials(kis["QUERY_APP_KEY"], kis["QUERY_APP_SECRET"])
         order = AppCredentials(
             kis["ORDER_APP_KEY"] or kis["QUERY_APP_KEY"],
@@ -85,7 +87,8 @@ class KisConfig:
             raise ImproperlyConfigured("Set KIS_QUERY_APP_KEY and KIS_QUERY_APP_SECRET.")
         return cls(
             flavour=flavour,
-            base_url=kis["BASE_URL"] or (REAL_BASE_URL if flavour is Flavour.REAL else PAPER_BASE_URL),
+            base_url=kis["BASE_URL"]
+            or (REAL_BASE_URL if flavour is Flavour.REAL else PAPER_BASE_URL),
             ws_url=kis["WS_URL"] or (REAL_WS_URL if flavour is Flavour.REAL else PAPER_WS_URL),
             cano=cano,
             acnt_prdt_cd=prdt,

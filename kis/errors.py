@@ -10,16 +10,21 @@ from . import protocol
 class KisError(AegisError):
     """KIS refused or failed a request."""
 
-    def __init__(self, message: str, *, msg_cd: str = "", http_status: int | None = None,
-                 tr_id: str = "") -> None:
+    def __init__(
+        self, message: str, *, msg_cd: str = "", http_status: int | None = None, tr_id: str = ""
+    ) -> None:
         self.msg_cd = msg_cd
         self.http_status = http_status
         self.tr_id = tr_id
-        detail = ", ".join(p for p in (
-            f"msg_cd {msg_cd}" if msg_cd else "",
-            f"HTTP {http_status}" if http_status else "",
-            f"tr_id {tr_id}" if tr_id else "",
-        ) if p)
+        detail = ", ".join(
+            p
+            for p in (
+                f"msg_cd {msg_cd}" if msg_cd else "",
+                f"HTTP {http_status}" if http_status else "",
+                f"tr_id {tr_id}" if tr_id else "",
+            )
+            if p
+        )
         super().__init__(f"{message} ({detail})" if detail else message)
 
 
@@ -93,8 +98,7 @@ _BY_CODE = {
 }
 
 
-def error_for(*, msg_cd: str, msg1: str, http_status: int, tr_id: str,
-              order: bool) -> KisError:
+def error_for(*, msg_cd: str, msg1: str, http_status: int, tr_id: str, order: bool) -> KisError:
     """The typed error of a KIS answer that is not a success. For an order write (`order`),
     only the gateway's refusals (protocol.GATEWAY_NOT_PROCESSED) and the order system's
     definite refusals below HTTP 500 (protocol.ORDER_REFUSALS) say the order did not go out;
@@ -113,7 +117,10 @@ def error_for(*, msg_cd: str, msg1: str, http_status: int, tr_id: str,
             return KisAmbiguousOutcome(
                 f"order outcome unknown: HTTP {http_status} {msg_cd or 'without a KIS code'} "
                 f"({message}): settle it against the daily orders inquiry, do not resend",
-                msg_cd=msg_cd, http_status=http_status, tr_id=tr_id)
+                msg_cd=msg_cd,
+                http_status=http_status,
+                tr_id=tr_id,
+            )
     if cls is None:
         if http_status >= 500 and not msg_cd:
             cls = KisUnavailable

@@ -101,16 +101,34 @@ EGW_TOKEN_INVALID = "EGW00121"
 # (docs/exactly-once.md). docs/market-day.md sources the first three; the APBK99xx block stands
 # for KIS's other refusals (short sell, cash, tick, price limits, qty, nothing to revise, order
 # type, branch), whose codes are UNCONFIRMED, as the simulator sends them.
-ORDER_REFUSALS = frozenset({
-    MSG_MARKET_CLOSED, MSG_NOT_MARKET_DAY, MSG_PRODUCT_NOT_FOUND,
-    "APBK9901", "APBK9902", "APBK9903", "APBK9904", "APBK9905", "APBK9906", "APBK9907",
-    "APBK9908", "APBK9909", "APBK9910",
-})
+ORDER_REFUSALS = frozenset(
+    {
+        MSG_MARKET_CLOSED,
+        MSG_NOT_MARKET_DAY,
+        MSG_PRODUCT_NOT_FOUND,
+        "APBK9901",
+        "APBK9902",
+        "APBK9903",
+        "APBK9904",
+        "APBK9905",
+        "APBK9906",
+        "APBK9907",
+        "APBK9908",
+        "APBK9909",
+        "APBK9910",
+    }
+)
 # Refusals by KIS's gateway before an order reaches the order system (rate limits, tokens):
 # the order did not go out and may be sent again.
-GATEWAY_NOT_PROCESSED = frozenset({
-    EGW_RATE_LIMIT, EGW_LEDGER_RATE_LIMIT, EGW_TOKEN_RATE, EGW_TOKEN_EXPIRED, EGW_TOKEN_INVALID,
-})
+GATEWAY_NOT_PROCESSED = frozenset(
+    {
+        EGW_RATE_LIMIT,
+        EGW_LEDGER_RATE_LIMIT,
+        EGW_TOKEN_RATE,
+        EGW_TOKEN_EXPIRED,
+        EGW_TOKEN_INVALID,
+    }
+)
 WS_SUBSCRIBED = "OPSP0000"
 WS_UNSUBSCRIBED = "OPSP0001"
 WS_ALREADY_SUBSCRIBED = "OPSP0002"
@@ -165,7 +183,7 @@ def split_records(payload: str, fields: tuple[str, ...], count: int) -> list[dic
         raise ValueError(
             f"frame holds {len(values)} values, fewer than {count} record(s) of {width}"
         )
-    return [dict(zip(fields, values[i * width:(i + 1) * width])) for i in range(count)]
+    return [dict(zip(fields, values[i * width : (i + 1) * width])) for i in range(count)]
 
 
 def join_records(records: list[dict[str, str]], fields: tuple[str, ...]) -> str:

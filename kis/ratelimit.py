@@ -69,8 +69,9 @@ return tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[1])
 
 
 class SharedRateLimiter:
-    def __init__(self, *, per_second: int, guard_ms: int = 50, redis_url: str | None = None
-                 ) -> None:
+    def __init__(
+        self, *, per_second: int, guard_ms: int = 50, redis_url: str | None = None
+    ) -> None:
         if per_second < 1:
             raise ValueError("per_second must be at least 1")
         self.per_second = per_second
@@ -106,8 +107,10 @@ class SharedRateLimiter:
         return self._try_local(key, self.fallback_per_second)
 
     def _run(self, key: str, reads: list[str]):
-        return self._script(keys=[f"aegis:kis:rate:{key}", *reads],
-                            args=[self.per_second, self.window_us, uuid.uuid4().hex])
+        return self._script(
+            keys=[f"aegis:kis:rate:{key}", *reads],
+            args=[self.per_second, self.window_us, uuid.uuid4().hex],
+        )
 
     def free(self, key: str) -> int:
         """How many requests for `key` the window would take now (nothing is taken): what a
@@ -115,8 +118,11 @@ class SharedRateLimiter:
         Redis is down, this process's share."""
         if self._free is not None and not self.outage.active():
             try:
-                free = int(self._free(keys=[f"aegis:kis:rate:{key}"],
-                                      args=[self.per_second, self.window_us]))
+                free = int(
+                    self._free(
+                        keys=[f"aegis:kis:rate:{key}"], args=[self.per_second, self.window_us]
+                    )
+                )
             except redis.RedisError as exc:
                 self.outage.failed(exc)
             else:
@@ -126,8 +132,7 @@ class SharedRateLimiter:
         with self._lock:
             now = time.monotonic()
             window = self._local[key]
-            return max(0, per_second - sum(1 for at in window
-                                           if at > now - self.window_us / 1e6))
+            return max(0, per_second - sum(1 for at in window if at > now - self.window_us / 1e6))
 
     def _try_local(self, key: str, per_second: int) -> float:
         with self._lock:
@@ -163,8 +168,9 @@ class SharedRateLimiter:
     def holds(self, key: str) -> bool:
         """Whether this thread holds a slot for `key` that its next acquire() will use."""
         held = getattr(self._held, "slot", None)
-        return held is not None and held[0] == key \
-            and time.monotonic() - held[1] <= self.guard_s / 2
+        return (
+            held is not None and held[0] == key and time.monotonic() - held[1] <= self.guard_s / 2
+        )
 
     def acquire(self, key: str, *, timeout_s: float = 30.0) -> None:
         """Block until one more request for `key` fits in the window."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.core.cache import cache as default_cache
 
 from core.redis_clients import Outage
+
 from .config import AppCredentials
 from .errors import KisTokenRateLimited, KisUnavailable
 
@@ -36,8 +37,15 @@ class Credential:
 class CredentialStore:
     """One kind of shared credential (access token or approval key) per app."""
 
-    def __init__(self, *, kind: str, renew_before_s: float, cache=None, vault=None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        kind: str,
+        renew_before_s: float,
+        cache=None,
+        vault=None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.kind = kind
         self.vault = vault
         self.renew_before_s = renew_before_s
@@ -102,8 +110,13 @@ class CredentialStore:
             self._memo[key] = cred
             return cred.value
 
-    def _issue_once(self, key: str, app: AppCredentials, issue: Callable[[], Credential],
-                    fallback: Credential | None) -> Credential:
+    def _issue_once(
+        self,
+        key: str,
+        app: AppCredentials,
+        issue: Callable[[], Credential],
+        fallback: Credential | None,
+    ) -> Credential:
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + WAIT_FOR_OTHER_ISSUER_S
         while True:
@@ -124,8 +137,12 @@ class CredentialStore:
                     self._write_cache(key, cred)
                     if self.vault is not None:
                         self.vault.put(self.kind, app, cred.value, cred.expires_at)
-                    logger.info("kis.%s issued app=%s expires_at=%s", self.kind,
-                                app.fingerprint, int(cred.expires_at))
+                    logger.info(
+                        "kis.%s issued app=%s expires_at=%s",
+                        self.kind,
+                        app.fingerprint,
+                        int(cred.expires_at),
+                    )
                     return cred
                 finally:
                     self._release(f"{key}:lock", owner)
@@ -134,12 +151,18 @@ class CredentialStore:
             if self._fresh(shared):
                 return shared
             if time.monotonic() > deadline:
-                raise KisUnavailable(f"no {self.kind} for app {app.fingerprint}: another process "
-                                     f"held the issuance lock for {WAIT_FOR_OTHER_ISSUER_S} s")
+                raise KisUnavailable(
+                    f"no {self.kind} for app {app.fingerprint}: another process "
+                    f"held the issuance lock for {WAIT_FOR_OTHER_ISSUER_S} s"
+                )
 
     def _write_cache(self, key: str, cred: Credential) -> None:
-        self._cached(self.cache.set, key, {"value": cred.value, "expires_at": cred.expires_at},
-                     timeout=max(1, int(cred.expires_at - self.clock())))
+        self._cached(
+            self.cache.set,
+            key,
+            {"value": cred.value, "expires_at": cred.expires_at},
+            timeout=max(1, int(cred.expires_at - self.clock())),
+        )
 
     def _release(self, lock_key: str, owner: str) -> None:
         if self._cached(self.cache.get, lock_key) == owner:  # else it expires by itself

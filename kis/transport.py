@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-
 USER_AGENT = "aegis"
 
 
@@ -63,9 +62,16 @@ class Transport:
         self._tls = ssl.create_default_context() if self.https else None
         self._local = threading.local()
 
-    def request(self, method: str, path: str, *, headers: dict[str, str],
-                params: dict | None = None, body: bytes | None = None,
-                before_write: Callable[[], None] | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        params: dict | None = None,
+        body: bytes | None = None,
+        before_write: Callable[[], None] | None = None,
+    ) -> Answer:
         """One request and its whole answer; ConnectFailed or ExchangeFailed as above.
         `before_write` is called once the connection is up, with nothing of the request
         written: whatever it raises goes to the caller and nothing is sent (an order's claim,
@@ -84,9 +90,11 @@ class Transport:
             raise ExchangeFailed(type(exc).__name__) from None
         if response.will_close:
             self._drop()
-        return Answer(status=response.status,
-                      headers={name.lower(): value for name, value in response.getheaders()},
-                      data=data)
+        return Answer(
+            status=response.status,
+            headers={name.lower(): value for name, value in response.getheaders()},
+            data=data,
+        )
 
     def _connection(self) -> http.client.HTTPConnection:
         local, pid = self._local, os.getpid()
@@ -103,11 +111,11 @@ class Transport:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, context=self._tls,
-                                               timeout=self.connect_timeout_s)
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, context=self._tls, timeout=self.connect_timeout_s
+            )
         else:
-            conn = http.client.HTTPConnection(self.host, self.port,
-                                              timeout=self.connect_timeout_s)
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout_s)
         try:
             conn.connect()  # TCP, and TLS's handshake: nothing of the request has left
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -13,8 +13,8 @@ and its end through `on_outage("up", …)` (the callers raise a STREAM alert).
 import asyncio
 import inspect
 import json
-import re
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,20 +84,30 @@ def trade_from(record: dict[str, str]) -> TradeTick:
     return TradeTick(
         symbol=_field(record, "MKSC_SHRN_ISCD", _SYMBOL),
         time=_field(record, "STCK_CNTG_HOUR", _HHMMSS),
-        price=int(_field(record, "STCK_PRPR", _PRICE)), sign=record["PRDY_VRSS_SIGN"],
-        volume=_num(record["CNTG_VOL"]), cumulative_volume=_num(record["ACML_VOL"]),
-        business_date=_field(record, "BSOP_DATE", _DATE), halted=record["TRHT_YN"] == "Y",
-        hour_class=record["HOUR_CLS_CODE"])
+        price=int(_field(record, "STCK_PRPR", _PRICE)),
+        sign=record["PRDY_VRSS_SIGN"],
+        volume=_num(record["CNTG_VOL"]),
+        cumulative_volume=_num(record["ACML_VOL"]),
+        business_date=_field(record, "BSOP_DATE", _DATE),
+        halted=record["TRHT_YN"] == "Y",
+        hour_class=record["HOUR_CLS_CODE"],
+    )
 
 
 def notice_from(record: dict[str, str]) -> FillNotice:
     return FillNotice(
-        odno=record["ODER_NO"], original_odno=record["OODER_NO"],
+        odno=record["ODER_NO"],
+        original_odno=record["OODER_NO"],
         side="SELL" if record["SELN_BYOV_CLS"] == protocol.SELN_BYOV_SELL else "BUY",
-        symbol=record["STCK_SHRN_ISCD"], qty=_num(record["CNTG_QTY"]),
-        price=_num(record["CNTG_UNPR"]), time=record["STCK_CNTG_HOUR"],
-        is_fill=record["CNTG_YN"] == "2", rejected=record["RFUS_YN"] == "1",
-        order_qty=_num(record["ODER_QTY"]), order_price=_num(record["ODER_PRC"]))
+        symbol=record["STCK_SHRN_ISCD"],
+        qty=_num(record["CNTG_QTY"]),
+        price=_num(record["CNTG_UNPR"]),
+        time=record["STCK_CNTG_HOUR"],
+        is_fill=record["CNTG_YN"] == "2",
+        rejected=record["RFUS_YN"] == "1",
+        order_qty=_num(record["ODER_QTY"]),
+        order_price=_num(record["ODER_PRC"]),
+    )
 
 
 Handler = Callable[[object], None | Awaitable[None]]
@@ -108,11 +118,20 @@ OutageHandler = Callable[[str, str, float], None]
 
 
 class KisStream:
-    def __init__(self, *, url: str, approval_key: Callable[[], str], custtype: str = "P",
-                 on_trade: Handler | None = None, on_notice: Handler | None = None,
-                 reconnect_min_s: float = 0.2, reconnect_max_s: float = 5.0,
-                 approval_key_refused: Callable[[str], None] | None = None,
-                 on_outage: OutageHandler | None = None, alert_after_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        approval_key: Callable[[], str],
+        custtype: str = "P",
+        on_trade: Handler | None = None,
+        on_notice: Handler | None = None,
+        reconnect_min_s: float = 0.2,
+        reconnect_max_s: float = 5.0,
+        approval_key_refused: Callable[[str], None] | None = None,
+        on_outage: OutageHandler | None = None,
+        alert_after_s: float = 10.0,
+    ) -> None:
         """`approval_key_refused(key)` forgets a key KIS no longer knows, so the next call of
         `approval_key` issues a fresh one. `on_outage` is told of an outage longer than
         `alert_after_s` and of its end."""
@@ -166,11 +185,19 @@ class KisStream:
     async def _send(self, tr_id: str, tr_key: str, tr_type: str) -> None:
         key = await asyncio.to_thread(self._approval_key)
         self._sent_with[(tr_id, tr_key)] = key
-        await self._ws.send(json.dumps({
-            "header": {"approval_key": key, "custtype": self.custtype, "tr_type": tr_type,
-                       "content-type": "utf-8"},
-            "body": {"input": {"tr_id": tr_id, "tr_key": tr_key}},
-        }))
+        await self._ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "approval_key": key,
+                        "custtype": self.custtype,
+                        "tr_type": tr_type,
+                        "content-type": "utf-8",
+                    },
+                    "body": {"input": {"tr_id": tr_id, "tr_key": tr_key}},
+                }
+            )
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set, reconnecting with backoff, whatever ended the
@@ -179,16 +206,19 @@ class KisStream:
         while not stop.is_set():
             reason = "closed"
             try:
-                async with websockets.connect(self.url, ping_interval=None,
-                                              open_timeout=10) as ws:
+                async with websockets.connect(self.url, ping_interval=None, open_timeout=10) as ws:
                     self._ws = ws
                     self.connections += 1
                     for tr_id, tr_key in sorted(self.subscriptions):
                         await self._send(tr_id, tr_key, "1")
                     self.connected.set()
                     await self._read(ws, stop)
-            except (OSError, websockets.ConnectionClosed, websockets.InvalidHandshake,
-                    asyncio.TimeoutError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                websockets.ConnectionClosed,
+                websockets.InvalidHandshake,
+            ) as exc:
                 reason = type(exc).__name__
                 logger.warning("kis.ws disconnected (%s); reconnecting in %.1f s", reason, delay)
             except asyncio.CancelledError:
@@ -208,7 +238,7 @@ class KisStream:
             await self._outage_check(reason)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(delay * 2, self.reconnect_max_s)
 
@@ -216,12 +246,18 @@ class KisStream:
         return self.down_since is None
 
     async def _outage_check(self, reason: str) -> None:
-        if self.outage_reported or self.down_since is None \
-                or time.time() - self.down_since < self.alert_after_s:
+        if (
+            self.outage_reported
+            or self.down_since is None
+            or time.time() - self.down_since < self.alert_after_s
+        ):
             return
         self.outage_reported = True
-        await self._tell("down", f"no working connection for {time.time() - self.down_since:.0f}"
-                                 f" s (last: {reason})", self.down_since)
+        await self._tell(
+            "down",
+            f"no working connection for {time.time() - self.down_since:.0f} s (last: {reason})",
+            self.down_since,
+        )
 
     async def _working(self) -> None:
         """A message arrived: the connection works, any outage is over."""
@@ -233,8 +269,9 @@ class KisStream:
             await self._tell("up", f"receiving again after {time.time() - since:.0f} s", since)
 
     async def _tell(self, state: str, detail: str, since: float) -> None:
-        logger.log(logging.ERROR if state == "down" else logging.INFO, "kis.ws %s: %s", state,
-                   detail)
+        logger.log(
+            logging.ERROR if state == "down" else logging.INFO, "kis.ws %s: %s", state, detail
+        )
         if self.on_outage is None:
             return
         try:
@@ -247,8 +284,9 @@ class KisStream:
         try:
             while True:
                 receiver = asyncio.ensure_future(ws.recv())
-                done, _ = await asyncio.wait({receiver, stopper},
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {receiver, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if stopper in done:
                     receiver.cancel()
                     return
@@ -261,8 +299,12 @@ class KisStream:
                 except Exception as exc:  # noqa: BLE001 - one bad frame never ends the stream
                     self.bad_frames += 1
                     detail = str(exc) if isinstance(exc, FrameError) else ""
-                    logger.error("kis.ws skipped an unreadable frame (%d characters, %s%s)",
-                                 len(raw), type(exc).__name__, f": {detail}" if detail else "")
+                    logger.error(
+                        "kis.ws skipped an unreadable frame (%d characters, %s%s)",
+                        len(raw),
+                        type(exc).__name__,
+                        f": {detail}" if detail else "",
+                    )
         finally:
             stopper.cancel()
 
@@ -293,8 +335,11 @@ class KisStream:
                 item = parse(record)
             except (FrameError, KeyError) as exc:  # this record only: the frame's others count
                 self.bad_frames += 1
-                logger.error("kis.ws skipped an unreadable %s record: %s", tr_id,
-                             exc if isinstance(exc, FrameError) else f"lacks {exc}")
+                logger.error(
+                    "kis.ws skipped an unreadable %s record: %s",
+                    tr_id,
+                    exc if isinstance(exc, FrameError) else f"lacks {exc}",
+                )
                 continue
             await self._dispatch(handler, item)
 
@@ -315,8 +360,11 @@ class KisStream:
         output = body.get("output") or {}
         if output.get("key") and output.get("iv"):
             self._keys[header.get("tr_id", "")] = (output["key"], output["iv"])
-        if msg_cd == protocol.WS_INVALID_APPROVAL and subscription in self.subscriptions \
-                and subscription not in self._renewing:
+        if (
+            msg_cd == protocol.WS_INVALID_APPROVAL
+            and subscription in self.subscriptions
+            and subscription not in self._renewing
+        ):
             await self._renew(subscription)
             return
         if msg_cd in (protocol.WS_SUBSCRIBED, protocol.WS_ALREADY_SUBSCRIBED):
@@ -330,8 +378,9 @@ class KisStream:
         subscription succeeds: a fresh key refused as well is logged, not retried forever."""
         self._renewing.add(subscription)
         refused = self._sent_with.get(subscription)
-        logger.warning("kis.ws %s %s: approval key refused; subscribing with a fresh one",
-                       *subscription)
+        logger.warning(
+            "kis.ws %s %s: approval key refused; subscribing with a fresh one", *subscription
+        )
         if refused is not None and self._approval_key_refused is not None:
             await asyncio.to_thread(self._approval_key_refused, refused)
         if self._ws is not None:

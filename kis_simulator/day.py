@@ -1,7 +1,7 @@
 """The exchange's own day, as the simulator keeps it on its clock: the opening call auction,
 continuous trading, the closing call auction, then closed, with day orders ended at the close.
 
-It is deliberately not Aegis's model of the day (trading/market_calendar.py): the simulator
+It is deliberately not Aegis's model of the day (market/calendar.py): the simulator
 stands for KRX, so a calendar of Aegis's that is wrong meets an exchange that disagrees, as it
 would in production. Regular orders only (the after-hours sessions take other order types,
 which the simulator does not trade). Times of a regular day; a late open or close, and closed

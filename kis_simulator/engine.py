@@ -21,8 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from fractions import Fraction
 
-from market import krx
 from kis import protocol
+from market import krx
 
 # --- refusals ---------------------------------------------------------------------------------
 # Market closed and unknown product are codes KIS is known to send (KIS.md). For every other
@@ -239,14 +239,16 @@ class Account:
 
     @property
     def reserved_cash(self) -> int:
-        return sum(o.remaining * o.reserve_price for o in self.open_orders.values()
-                   if o.side is Side.BUY)
+        return sum(
+            o.remaining * o.reserve_price for o in self.open_orders.values() if o.side is Side.BUY
+        )
 
     def orderable_qty(self, pdno: str) -> int:
         holding = self.holdings.get(pdno)
         held = holding.qty if holding else 0
-        selling = sum(o.remaining for o in self.open_orders.values()
-                      if o.side is Side.SELL and o.pdno == pdno)
+        selling = sum(
+            o.remaining for o in self.open_orders.values() if o.side is Side.SELL and o.pdno == pdno
+        )
         return held - selling
 
 
@@ -277,8 +279,9 @@ class Order:
     def remaining(self) -> int:
         if self.kind == "cancel":
             return 0
-        return self.qty - self.filled_qty - self.cancelled_qty - self.revised_qty \
-            - self.rejected_qty
+        return (
+            self.qty - self.filled_qty - self.cancelled_qty - self.revised_qty - self.rejected_qty
+        )
 
 
 @dataclass(frozen=True)
@@ -305,9 +308,15 @@ def _hms(now: datetime) -> str:
 class Engine:
     """Accounts, orders and prices of one simulated trading day."""
 
-    def __init__(self, *, seed: int = 0, max_fill_per_step: int = 0,
-                 orgno: str = DEFAULT_ORGNO, first_odno: int = 1,
-                 reject_notices: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        max_fill_per_step: int = 0,
+        orgno: str = DEFAULT_ORGNO,
+        first_odno: int = 1,
+        reject_notices: bool = True,
+    ) -> None:
         self.rng = random.Random(seed)
         self.max_fill_per_step = max_fill_per_step  # 0: no cap
         self.orgno = orgno
@@ -329,8 +338,16 @@ class Engine:
         self._next_odno = first_odno
 
     # --- set-up -------------------------------------------------------------------------------
-    def set_account(self, *, cano: str, acnt_prdt_cd: str, cash: int, hts_id: str,
-                    name: str = "", holdings: Iterable[tuple[str, int, Fraction]] = ()) -> Account:
+    def set_account(
+        self,
+        *,
+        cano: str,
+        acnt_prdt_cd: str,
+        cash: int,
+        hts_id: str,
+        name: str = "",
+        holdings: Iterable[tuple[str, int, Fraction]] = (),
+    ) -> Account:
         """Create or replace an account. Replacing cancels its open orders without notices."""
         if cash < 0:
             raise ValueError("cash cannot be negative")
@@ -340,8 +357,14 @@ class Engine:
             for order in list(old.open_orders.values()):
                 order.cancelled_qty += order.remaining
                 self._close(order)
-        account = Account(cano=cano, acnt_prdt_cd=acnt_prdt_cd, hts_id=hts_id,
-                          name=name or hts_id, deposit=cash, cash=cash)
+        account = Account(
+            cano=cano,
+            acnt_prdt_cd=acnt_prdt_cd,
+            hts_id=hts_id,
+            name=name or hts_id,
+            deposit=cash,
+            cash=cash,
+        )
         for pdno, qty, avg in holdings:
             if qty < 0 or avg < 0:
                 raise ValueError(f"holding of {pdno} cannot be negative")
@@ -349,10 +372,18 @@ class Engine:
         self.accounts[key] = account
         return account
 
-    def set_price(self, pdno: str, *, now: datetime, price: int | None = None,
-                  prev_close: int | None = None, path: Iterable[int] | None = None,
-                  name: str | None = None, etf: bool | None = None,
-                  halted: bool | None = None) -> list[Tick | Notice]:
+    def set_price(
+        self,
+        pdno: str,
+        *,
+        now: datetime,
+        price: int | None = None,
+        prev_close: int | None = None,
+        path: Iterable[int] | None = None,
+        name: str | None = None,
+        etf: bool | None = None,
+        halted: bool | None = None,
+    ) -> list[Tick | Notice]:
         """Create a symbol or move it. A new prev_close starts a new day for the symbol; a price
         is a trade print (while the session is open; in an auction, the expected price) and
         matches orders. Invalid input raises ValueError and changes nothing.
@@ -361,8 +392,13 @@ class Engine:
         if sym is None:
             if price is None:
                 raise ValueError(f"{pdno} is new: give its price")
-            candidate = Symbol(pdno=pdno, name=name or pdno, prev_close=prev_close or price,
-                               price=price, etf=bool(etf))
+            candidate = Symbol(
+                pdno=pdno,
+                name=name or pdno,
+                prev_close=prev_close or price,
+                price=price,
+                etf=bool(etf),
+            )
         else:
             candidate = replace(sym, path=deque(sym.path))
             if name:
@@ -420,8 +456,9 @@ class Engine:
                 ended += 1
         return ended
 
-    def set_session(self, *, open_: bool, auction: bool = False,
-                    now: datetime | None = None) -> list[Tick | Notice]:
+    def set_session(
+        self, *, open_: bool, auction: bool = False, now: datetime | None = None
+    ) -> list[Tick | Notice]:
         """Continuous trading (`open_`), a call auction (`auction`, not open) or closed. An
         auction that ends matches at once: each symbol with open orders prints one trade at
         its price (the auction's single price) and every order that crosses it fills there;
@@ -440,8 +477,17 @@ class Engine:
         return events
 
     # --- orders -------------------------------------------------------------------------------
-    def submit(self, *, account: AccountKey, pdno: str, side: Side, ord_dvsn: str, qty: int,
-               price: int, now: datetime) -> tuple[Order, list[Notice]]:
+    def submit(
+        self,
+        *,
+        account: AccountKey,
+        pdno: str,
+        side: Side,
+        ord_dvsn: str,
+        qty: int,
+        price: int,
+        now: datetime,
+    ) -> tuple[Order, list[Notice]]:
         acct = self.account(account)
         try:
             order_type = ORDER_TYPES.get(ord_dvsn)
@@ -460,24 +506,46 @@ class Engine:
             if side is Side.BUY:
                 free = acct.cash - acct.reserved_cash
                 if qty * reserve > free:
-                    raise Refusal(MSG_INSUFFICIENT_CASH,
-                                  detail=f"needs {qty * reserve}, {free} free")
+                    raise Refusal(
+                        MSG_INSUFFICIENT_CASH, detail=f"needs {qty * reserve}, {free} free"
+                    )
             elif qty > acct.orderable_qty(pdno):
-                raise Refusal(MSG_SELL_OVER_ORDERABLE,
-                              detail=f"{qty} > orderable {acct.orderable_qty(pdno)}")
+                raise Refusal(
+                    MSG_SELL_OVER_ORDERABLE, detail=f"{qty} > orderable {acct.orderable_qty(pdno)}"
+                )
         except Refusal as refusal:
             refusal.notice = self._reject_notice(acct, pdno, side, ord_dvsn, qty, price, now)
             raise
-        order = Order(odno=self._new_odno(), orgno=self.orgno, account=acct.key, pdno=pdno,
-                      side=side, ord_dvsn=ord_dvsn, qty=qty, price=limit, reserve_price=reserve,
-                      ord_dt=_ymd(now), ord_tmd=_hms(now), market=order_type.pricing == "market",
-                      tif=order_type.tif)
+        order = Order(
+            odno=self._new_odno(),
+            orgno=self.orgno,
+            account=acct.key,
+            pdno=pdno,
+            side=side,
+            ord_dvsn=ord_dvsn,
+            qty=qty,
+            price=limit,
+            reserve_price=reserve,
+            ord_dt=_ymd(now),
+            ord_tmd=_hms(now),
+            market=order_type.pricing == "market",
+            tif=order_type.tif,
+        )
         self._open(order)
         return order, [self._notice(order, now=now, qty=qty, price=limit, acpt_yn="1")]
 
-    def revise(self, *, account: AccountKey, orgno: str, orgn_odno: str, cancel: bool,
-               ord_dvsn: str, qty: int | None, price: int, now: datetime
-               ) -> tuple[Order, list[Notice]]:
+    def revise(
+        self,
+        *,
+        account: AccountKey,
+        orgno: str,
+        orgn_odno: str,
+        cancel: bool,
+        ord_dvsn: str,
+        qty: int | None,
+        price: int,
+        now: datetime,
+    ) -> tuple[Order, list[Notice]]:
         """Cancel (cancel=True) or modify `qty` of an order's remainder (all of it when None).
         A modification becomes a new order with its own ODNO and ORGN_ODNO = the original, as at
         KIS; so does a cancel request. Price and type apply to modifications only.
@@ -509,11 +577,23 @@ class Engine:
         original.revised_qty += moved
         if original.remaining == 0:
             self._close(original)
-        order = Order(odno=self._new_odno(), orgno=self.orgno, account=acct.key,
-                      pdno=original.pdno, side=original.side, ord_dvsn=ord_dvsn, qty=moved,
-                      price=limit, reserve_price=reserve, ord_dt=_ymd(now), ord_tmd=_hms(now),
-                      kind="modify", orgn_odno=original.odno,
-                      market=order_type.pricing == "market", tif=order_type.tif)
+        order = Order(
+            odno=self._new_odno(),
+            orgno=self.orgno,
+            account=acct.key,
+            pdno=original.pdno,
+            side=original.side,
+            ord_dvsn=ord_dvsn,
+            qty=moved,
+            price=limit,
+            reserve_price=reserve,
+            ord_dt=_ymd(now),
+            ord_tmd=_hms(now),
+            kind="modify",
+            orgn_odno=original.odno,
+            market=order_type.pricing == "market",
+            tif=order_type.tif,
+        )
         self._open(order)
         return order, [self._notice(order, now=now, qty=moved, price=limit, acpt_yn="2")]
 
@@ -521,14 +601,24 @@ class Engine:
         original.cancelled_qty += qty
         if original.remaining == 0:
             self._close(original)
-        record = Order(odno=self._new_odno(), orgno=self.orgno, account=original.account,
-                       pdno=original.pdno, side=original.side, ord_dvsn=original.ord_dvsn,
-                       qty=qty, price=original.price, reserve_price=0, ord_dt=_ymd(now),
-                       ord_tmd=_hms(now), kind="cancel", orgn_odno=original.odno,
-                       market=original.market)
+        record = Order(
+            odno=self._new_odno(),
+            orgno=self.orgno,
+            account=original.account,
+            pdno=original.pdno,
+            side=original.side,
+            ord_dvsn=original.ord_dvsn,
+            qty=qty,
+            price=original.price,
+            reserve_price=0,
+            ord_dt=_ymd(now),
+            ord_tmd=_hms(now),
+            kind="cancel",
+            orgn_odno=original.odno,
+            market=original.market,
+        )
         self.orders[record.odno] = record
-        return record, [self._notice(record, now=now, qty=qty, price=original.price,
-                                     acpt_yn="2")]
+        return record, [self._notice(record, now=now, qty=qty, price=original.price, acpt_yn="2")]
 
     def _pricing(self, sym: Symbol, order_type: OrderType, price: int) -> tuple[int, int]:
         """(limit price, KRW per share a buy reserves) for an order on `sym`."""
@@ -545,16 +635,20 @@ class Engine:
         return price, price
 
     # --- price path and matching --------------------------------------------------------------
-    def step(self, *, now: datetime, pdno: str | None = None, steps: int = 1
-             ) -> list[Tick | Notice]:
+    def step(
+        self, *, now: datetime, pdno: str | None = None, steps: int = 1
+    ) -> list[Tick | Notice]:
         """Advance prices `steps` trades (the scripted path first, then a random walk on the tick
         grid within the limits) and match after each. steps=0 matches at the current prices.
         Nothing trades while the session is closed or in an auction.
         """
         if steps < 0:
             raise ValueError("steps cannot be negative")
-        symbols = [self._symbol_or_error(pdno)] if pdno else \
-            [self.symbols[p] for p in sorted(self.symbols)]
+        symbols = (
+            [self._symbol_or_error(pdno)]
+            if pdno
+            else [self.symbols[p] for p in sorted(self.symbols)]
+        )
         if not self.session_open:
             return []
         events: list[Tick | Notice] = []
@@ -592,12 +686,27 @@ class Engine:
         sym.amount += volume * price
         sym.last_volume = volume
         lower, upper = sym.limits
-        return Tick(pdno=sym.pdno, date=_ymd(now), time=hms, price=price,
-                    prev_close=sym.prev_close, open=sym.open, high=sym.high, low=sym.low,
-                    upper_limit=upper, lower_limit=lower, tick=sym.tick, volume=volume,
-                    cumulative_volume=sym.volume, cumulative_amount=sym.amount,
-                    halted=sym.halted, sign=sym.sign, open_time=sym.open_time,
-                    high_time=sym.high_time, low_time=sym.low_time)
+        return Tick(
+            pdno=sym.pdno,
+            date=_ymd(now),
+            time=hms,
+            price=price,
+            prev_close=sym.prev_close,
+            open=sym.open,
+            high=sym.high,
+            low=sym.low,
+            upper_limit=upper,
+            lower_limit=lower,
+            tick=sym.tick,
+            volume=volume,
+            cumulative_volume=sym.volume,
+            cumulative_amount=sym.amount,
+            halted=sym.halted,
+            sign=sym.sign,
+            open_time=sym.open_time,
+            high_time=sym.high_time,
+            low_time=sym.low_time,
+        )
 
     def _match(self, sym: Symbol, now: datetime) -> list[Notice]:
         if sym.halted:
@@ -607,7 +716,8 @@ class Engine:
         for order in list(self._open_by_symbol.get(sym.pdno, {}).values()):
             acct = self.accounts[order.account]
             marketable = order.market or (
-                price <= order.price if order.side is Side.BUY else price >= order.price)
+                price <= order.price if order.side is Side.BUY else price >= order.price
+            )
             qty = order.remaining if marketable else 0
             if qty and self.max_fill_per_step:
                 qty = min(qty, self.max_fill_per_step)
@@ -626,8 +736,11 @@ class Engine:
             if order.tif != "DAY" and order.remaining:
                 order.cancelled_qty += order.remaining
                 self._close(order)
-                notices.append(self._notice(order, now=now, qty=order.qty, price=order.price,
-                                            acpt_yn="3", rctf_cls="2"))
+                notices.append(
+                    self._notice(
+                        order, now=now, qty=order.qty, price=order.price, acpt_yn="3", rctf_cls="2"
+                    )
+                )
         return notices
 
     def _fill(self, order: Order, acct: Account, qty: int, price: int, now: datetime) -> Notice:
@@ -648,9 +761,19 @@ class Engine:
             acct.sold_amount += amount
         order.filled_qty += qty
         order.filled_amount += amount
-        self.fills.append(Fill(seq=len(self.fills) + 1, odno=order.odno, account=acct.key,
-                               pdno=order.pdno, side=order.side, qty=qty, price=price,
-                               date=_ymd(now), time=_hms(now)))
+        self.fills.append(
+            Fill(
+                seq=len(self.fills) + 1,
+                odno=order.odno,
+                account=acct.key,
+                pdno=order.pdno,
+                side=order.side,
+                qty=qty,
+                price=price,
+                date=_ymd(now),
+                time=_hms(now),
+            )
+        )
         if order.remaining == 0:
             self._close(order)
         return self._notice(order, now=now, qty=qty, price=price, acpt_yn="2", filled=True)
@@ -688,27 +811,76 @@ class Engine:
         self.accounts[order.account].open_orders.pop(order.odno, None)
         self._open_by_symbol.get(order.pdno, {}).pop(order.odno, None)
 
-    def _notice(self, order: Order, *, now: datetime, qty: int, price: int, acpt_yn: str,
-                filled: bool = False, rctf_cls: str | None = None) -> Notice:
+    def _notice(
+        self,
+        order: Order,
+        *,
+        now: datetime,
+        qty: int,
+        price: int,
+        acpt_yn: str,
+        filled: bool = False,
+        rctf_cls: str | None = None,
+    ) -> Notice:
         acct = self.accounts[order.account]
         sym = self.symbols.get(order.pdno)
         if rctf_cls is None:
             rctf_cls = {"new": "0", "modify": "1", "cancel": "2"}[order.kind]
-        return Notice(hts_id=acct.hts_id, cano=acct.cano, acnt_prdt_cd=acct.acnt_prdt_cd,
-                      account_name=acct.name, odno=order.odno, orgn_odno=order.orgn_odno,
-                      side=order.side, rctf_cls=rctf_cls, ord_dvsn=order.ord_dvsn,
-                      pdno=order.pdno, name=sym.name if sym else order.pdno, qty=qty,
-                      price=price, time=_hms(now), rejected=False, filled=filled,
-                      acpt_yn=acpt_yn, order_qty=order.qty, order_price=order.price,
-                      orgno=order.orgno)
+        return Notice(
+            hts_id=acct.hts_id,
+            cano=acct.cano,
+            acnt_prdt_cd=acct.acnt_prdt_cd,
+            account_name=acct.name,
+            odno=order.odno,
+            orgn_odno=order.orgn_odno,
+            side=order.side,
+            rctf_cls=rctf_cls,
+            ord_dvsn=order.ord_dvsn,
+            pdno=order.pdno,
+            name=sym.name if sym else order.pdno,
+            qty=qty,
+            price=price,
+            time=_hms(now),
+            rejected=False,
+            filled=filled,
+            acpt_yn=acpt_yn,
+            order_qty=order.qty,
+            order_price=order.price,
+            orgno=order.orgno,
+        )
 
-    def _reject_notice(self, acct: Account, pdno: str, side: Side, ord_dvsn: str, qty: int,
-                       price: int, now: datetime) -> Notice | None:
+    def _reject_notice(
+        self,
+        acct: Account,
+        pdno: str,
+        side: Side,
+        ord_dvsn: str,
+        qty: int,
+        price: int,
+        now: datetime,
+    ) -> Notice | None:
         if not self.reject_notices:
             return None
         sym = self.symbols.get(pdno)
-        return Notice(hts_id=acct.hts_id, cano=acct.cano, acnt_prdt_cd=acct.acnt_prdt_cd,
-                      account_name=acct.name, odno="", orgn_odno="", side=side, rctf_cls="0",
-                      ord_dvsn=ord_dvsn, pdno=pdno, name=sym.name if sym else pdno, qty=qty,
-                      price=price, time=_hms(now), rejected=True, filled=False, acpt_yn="1",
-                      order_qty=qty, order_price=price, orgno=self.orgno)
+        return Notice(
+            hts_id=acct.hts_id,
+            cano=acct.cano,
+            acnt_prdt_cd=acct.acnt_prdt_cd,
+            account_name=acct.name,
+            odno="",
+            orgn_odno="",
+            side=side,
+            rctf_cls="0",
+            ord_dvsn=ord_dvsn,
+            pdno=pdno,
+            name=sym.name if sym else pdno,
+            qty=qty,
+            price=price,
+            time=_hms(now),
+            rejected=True,
+            filled=False,
+            acpt_yn="1",
+            order_qty=qty,
+            order_price=price,
+            orgno=self.orgno,
+        )

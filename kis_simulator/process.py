@@ -18,14 +18,20 @@ class SimulatorNotStarted(RuntimeError):
     pass
 
 
-def simulator_start(*args: str, cwd: Path = ROOT, env: dict | None = None
-                    ) -> tuple[subprocess.Popen, str, str]:
+def simulator_start(
+    *args: str, cwd: Path = ROOT, env: dict | None = None
+) -> tuple[subprocess.Popen, str, str]:
     """`python -m kis_simulator --port 0 --ws-port 0 <args>`; returns the process and its REST
     and WebSocket base URLs once it is ready. Raises SimulatorNotStarted (the process stopped)
     when it does not come up."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "kis_simulator", "--port", "0", "--ws-port", "0", *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline().strip()
     if not line.startswith(READY):
         proc.kill()

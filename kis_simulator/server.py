@@ -35,10 +35,10 @@ from fractions import Fraction
 from aiohttp import WSMsgType, web
 
 from core import clock as aegis_clock
-from market import krx
 from kis import protocol
 from kis.crypto import aes_encrypt
 from kis.protocol import Flavour
+from market import krx
 
 from . import day as day_model
 from . import engine as eng
@@ -116,8 +116,11 @@ def oauth_error(status: int, code: str, description: str) -> KisHttpError:
 
 
 def field_error(name: str, why: str = "") -> KisHttpError:
-    return kis_error(INPUT_ERROR_STATUS, MSG_INPUT_FIELD,
-                     f"ERROR : INPUT_FIELD_NAME {name}" + (f" ({why})" if why else ""))
+    return kis_error(
+        INPUT_ERROR_STATUS,
+        MSG_INPUT_FIELD,
+        f"ERROR : INPUT_FIELD_NAME {name}" + (f" ({why})" if why else ""),
+    )
 
 
 class ControlError(ValueError):
@@ -179,8 +182,9 @@ class Faults:
     # it (e.g. "order-cash", "inquire-daily-ccld", "inquire-balance"); others pass untouched.
     path: str = ""
 
-    def draw(self, *, now: float, rng: random.Random, uapi: bool = True,
-             path: str = "") -> str | None:
+    def draw(
+        self, *, now: float, rng: random.Random, uapi: bool = True, path: str = ""
+    ) -> str | None:
         """The fault this request meets, consuming one of the counted ones."""
         if now < self.outage_until:
             return "outage"
@@ -209,8 +213,13 @@ class Token:
 class Gateway:
     """What KIS's API gateway keeps: apps, tokens, approval keys, rate windows, a request log."""
 
-    def __init__(self, *, apps: Iterable[tuple[str, str]], mono: Callable[[], float],
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        *,
+        apps: Iterable[tuple[str, str]],
+        mono: Callable[[], float],
+        clock: Callable[[], datetime],
+    ) -> None:
         self.mono = mono
         self.clock = clock
         self.apps: dict[str, str] = dict(apps)
@@ -236,17 +245,28 @@ class Gateway:
         now = self.mono()
         last = self.last_issued.get(appkey)
         if last is not None and now - last < limits.token_interval_s:
-            raise oauth_error(TOKEN_RATE_STATUS, protocol.EGW_TOKEN_RATE,
-                              "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)")
+            raise oauth_error(
+                TOKEN_RATE_STATUS,
+                protocol.EGW_TOKEN_RATE,
+                "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)",
+            )
         self.last_issued[appkey] = now
         self.token_issuance[app_fingerprint(appkey)] += 1
         current = self.current.get(appkey)
-        if current is not None and current.value in self.tokens \
-                and now - current.issued < limits.token_reuse_s and now < current.expires:
+        if (
+            current is not None
+            and current.value in self.tokens
+            and now - current.issued < limits.token_reuse_s
+            and now < current.expires
+        ):
             return current
-        token = Token(value=_jwt_like(appkey), appkey=appkey, issued=now,
-                      expires=now + limits.token_ttl_s,
-                      expires_at=self.clock() + timedelta(seconds=limits.token_ttl_s))
+        token = Token(
+            value=_jwt_like(appkey),
+            appkey=appkey,
+            issued=now,
+            expires=now + limits.token_ttl_s,
+            expires_at=self.clock() + timedelta(seconds=limits.token_ttl_s),
+        )
         self.tokens[token.value] = token
         self.current[appkey] = token
         return token
@@ -254,8 +274,9 @@ class Gateway:
     def revoke(self, appkey: str, value: str) -> None:
         token = self.tokens.get(value)
         if token is None or token.appkey != appkey:
-            raise oauth_error(OAUTH_ERROR_STATUS, protocol.EGW_TOKEN_INVALID,
-                              "유효하지 않은 token 입니다.")
+            raise oauth_error(
+                OAUTH_ERROR_STATUS, protocol.EGW_TOKEN_INVALID, "유효하지 않은 token 입니다."
+            )
         del self.tokens[value]
         if self.current.get(appkey) is token:
             del self.current[appkey]
@@ -269,11 +290,13 @@ class Gateway:
     def authorize(self, appkey: str, bearer: str) -> None:
         token = self.tokens.get(bearer)
         if token is None or token.appkey != appkey:
-            raise kis_error(TOKEN_ERROR_STATUS, protocol.EGW_TOKEN_INVALID,
-                            "유효하지 않은 token 입니다.")
+            raise kis_error(
+                TOKEN_ERROR_STATUS, protocol.EGW_TOKEN_INVALID, "유효하지 않은 token 입니다."
+            )
         if self.mono() >= token.expires:
-            raise kis_error(TOKEN_ERROR_STATUS, protocol.EGW_TOKEN_EXPIRED,
-                            "기간이 만료된 token 입니다.")
+            raise kis_error(
+                TOKEN_ERROR_STATUS, protocol.EGW_TOKEN_EXPIRED, "기간이 만료된 token 입니다."
+            )
 
     def admit(self, appkey: str, rps: int) -> None:
         """Take a slot of the app key's sliding one-second window, or refuse with EGW00201."""
@@ -284,19 +307,29 @@ class Gateway:
         while window and now - window[0] >= 1.0:
             window.popleft()
         if len(window) >= rps:
-            raise kis_error(RATE_LIMIT_STATUS, protocol.EGW_RATE_LIMIT,
-                            "초당 거래건수를 초과하였습니다.")
+            raise kis_error(
+                RATE_LIMIT_STATUS, protocol.EGW_RATE_LIMIT, "초당 거래건수를 초과하였습니다."
+            )
         window.append(now)
 
 
 def _jwt_like(appkey: str) -> str:
     """An opaque token shaped like KIS's (a JWT of a few hundred characters)."""
+
     def b64(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
     header = b64({"typ": "JWT", "alg": "HS512"})
-    payload = b64({"sub": "token", "aud": secrets.token_hex(16), "prdt_cd": "",
-                   "iss": "unogw", "iat": int(time.time()), "jti": app_fingerprint(appkey)})
+    payload = b64(
+        {
+            "sub": "token",
+            "aud": secrets.token_hex(16),
+            "prdt_cd": "",
+            "iss": "unogw",
+            "iat": int(time.time()),
+            "jti": app_fingerprint(appkey),
+        }
+    )
     return f"{header}.{payload}.{secrets.token_urlsafe(64)}"
 
 
@@ -333,43 +366,94 @@ def trade_record(t: eng.Tick) -> dict[str, str]:
     high_sign, high_diff = vs(t.high)
     low_sign, low_diff = vs(t.low)
     record = dict.fromkeys(protocol.TRADE_FIELDS, "0")
-    record.update({
-        "MKSC_SHRN_ISCD": t.pdno, "STCK_CNTG_HOUR": t.time, "STCK_PRPR": str(t.price),
-        "PRDY_VRSS_SIGN": t.sign, "PRDY_VRSS": str(diff), "PRDY_CTRT": _pct(diff, t.prev_close),
-        "WGHN_AVRG_STCK_PRC": _fixed(avg), "STCK_OPRC": str(t.open),
-        "STCK_HGPR": str(t.high), "STCK_LWPR": str(t.low), "ASKP1": str(ask1),
-        "BIDP1": str(t.price), "CNTG_VOL": str(t.volume), "ACML_VOL": str(t.cumulative_volume),
-        "ACML_TR_PBMN": str(t.cumulative_amount), "CTTR": "100.00",
-        "CCLD_DVSN": "1" if diff >= 0 else "5", "SHNU_RATE": "50.00",
-        "PRDY_VOL_VRSS_ACML_VOL_RATE": "0.00", "OPRC_HOUR": t.open_time,
-        "OPRC_VRSS_PRPR_SIGN": open_sign, "OPRC_VRSS_PRPR": open_diff,
-        "HGPR_HOUR": t.high_time, "HGPR_VRSS_PRPR_SIGN": high_sign, "HGPR_VRSS_PRPR": high_diff,
-        "LWPR_HOUR": t.low_time, "LWPR_VRSS_PRPR_SIGN": low_sign, "LWPR_VRSS_PRPR": low_diff,
-        "BSOP_DATE": t.date, "NEW_MKOP_CLS_CODE": "20", "TRHT_YN": "Y" if t.halted else "N",
-        "VOL_TNRT": "0.00", "PRDY_SMNS_HOUR_ACML_VOL_RATE": "0.00", "HOUR_CLS_CODE": "0",
-        "MRKT_TRTM_CLS_CODE": "", "VI_STND_PRC": "0",
-    })
+    record.update(
+        {
+            "MKSC_SHRN_ISCD": t.pdno,
+            "STCK_CNTG_HOUR": t.time,
+            "STCK_PRPR": str(t.price),
+            "PRDY_VRSS_SIGN": t.sign,
+            "PRDY_VRSS": str(diff),
+            "PRDY_CTRT": _pct(diff, t.prev_close),
+            "WGHN_AVRG_STCK_PRC": _fixed(avg),
+            "STCK_OPRC": str(t.open),
+            "STCK_HGPR": str(t.high),
+            "STCK_LWPR": str(t.low),
+            "ASKP1": str(ask1),
+            "BIDP1": str(t.price),
+            "CNTG_VOL": str(t.volume),
+            "ACML_VOL": str(t.cumulative_volume),
+            "ACML_TR_PBMN": str(t.cumulative_amount),
+            "CTTR": "100.00",
+            "CCLD_DVSN": "1" if diff >= 0 else "5",
+            "SHNU_RATE": "50.00",
+            "PRDY_VOL_VRSS_ACML_VOL_RATE": "0.00",
+            "OPRC_HOUR": t.open_time,
+            "OPRC_VRSS_PRPR_SIGN": open_sign,
+            "OPRC_VRSS_PRPR": open_diff,
+            "HGPR_HOUR": t.high_time,
+            "HGPR_VRSS_PRPR_SIGN": high_sign,
+            "HGPR_VRSS_PRPR": high_diff,
+            "LWPR_HOUR": t.low_time,
+            "LWPR_VRSS_PRPR_SIGN": low_sign,
+            "LWPR_VRSS_PRPR": low_diff,
+            "BSOP_DATE": t.date,
+            "NEW_MKOP_CLS_CODE": "20",
+            "TRHT_YN": "Y" if t.halted else "N",
+            "VOL_TNRT": "0.00",
+            "PRDY_SMNS_HOUR_ACML_VOL_RATE": "0.00",
+            "HOUR_CLS_CODE": "0",
+            "MRKT_TRTM_CLS_CODE": "",
+            "VI_STND_PRC": "0",
+        }
+    )
     return record
 
 
 def notice_record(n: eng.Notice) -> dict[str, str]:
     condition = {"11": "1", "13": "1", "15": "1", "12": "2", "14": "2", "16": "2"}
     return {
-        "CUST_ID": _clean(n.hts_id), "ACNT_NO": n.cano + n.acnt_prdt_cd, "ODER_NO": n.odno,
-        "OODER_NO": n.orgn_odno, "SELN_BYOV_CLS": n.side.value, "RCTF_CLS": n.rctf_cls,
-        "ODER_KIND": n.ord_dvsn, "ODER_COND": condition.get(n.ord_dvsn, "0"),
-        "STCK_SHRN_ISCD": n.pdno, "CNTG_QTY": str(n.qty), "CNTG_UNPR": str(n.price),
-        "STCK_CNTG_HOUR": n.time, "RFUS_YN": "1" if n.rejected else "0",
-        "CNTG_YN": "2" if n.filled else "1", "ACPT_YN": n.acpt_yn, "BRNC_NO": n.orgno,
-        "ODER_QTY": str(n.order_qty), "ACNT_NAME": _clean(n.account_name), "ORD_COND_PRC": "0",
-        "ORD_EXG_GB": "1", "POPUP_YN": "Y", "FILLER": "", "CRDT_CLS": "10",
-        "CRDT_LOAN_DATE": "", "CNTG_ISNM40": _clean(n.name), "ODER_PRC": str(n.order_price),
+        "CUST_ID": _clean(n.hts_id),
+        "ACNT_NO": n.cano + n.acnt_prdt_cd,
+        "ODER_NO": n.odno,
+        "OODER_NO": n.orgn_odno,
+        "SELN_BYOV_CLS": n.side.value,
+        "RCTF_CLS": n.rctf_cls,
+        "ODER_KIND": n.ord_dvsn,
+        "ODER_COND": condition.get(n.ord_dvsn, "0"),
+        "STCK_SHRN_ISCD": n.pdno,
+        "CNTG_QTY": str(n.qty),
+        "CNTG_UNPR": str(n.price),
+        "STCK_CNTG_HOUR": n.time,
+        "RFUS_YN": "1" if n.rejected else "0",
+        "CNTG_YN": "2" if n.filled else "1",
+        "ACPT_YN": n.acpt_yn,
+        "BRNC_NO": n.orgno,
+        "ODER_QTY": str(n.order_qty),
+        "ACNT_NAME": _clean(n.account_name),
+        "ORD_COND_PRC": "0",
+        "ORD_EXG_GB": "1",
+        "POPUP_YN": "Y",
+        "FILLER": "",
+        "CRDT_CLS": "10",
+        "CRDT_LOAN_DATE": "",
+        "CNTG_ISNM40": _clean(n.name),
+        "ODER_PRC": str(n.order_price),
     }
 
 
-ORD_DVSN_NAMES = {"00": "지정가", "01": "시장가", "02": "조건부지정가", "03": "최유리지정가",
-                  "04": "최우선지정가", "11": "IOC지정가", "12": "FOK지정가", "13": "IOC시장가",
-                  "14": "FOK시장가", "15": "IOC최유리", "16": "FOK최유리"}
+ORD_DVSN_NAMES = {
+    "00": "지정가",
+    "01": "시장가",
+    "02": "조건부지정가",
+    "03": "최유리지정가",
+    "04": "최우선지정가",
+    "11": "IOC지정가",
+    "12": "FOK지정가",
+    "13": "IOC시장가",
+    "14": "FOK시장가",
+    "15": "IOC최유리",
+    "16": "FOK최유리",
+}
 
 
 def order_row(o: eng.Order, name: str) -> dict[str, str]:
@@ -377,48 +461,87 @@ def order_row(o: eng.Order, name: str) -> dict[str, str]:
     suffix = {"new": "", "modify": "정정", "cancel": "취소"}[o.kind]
     avg = _round(Fraction(o.filled_amount, o.filled_qty)) if o.filled_qty else 0
     return {
-        "ord_dt": o.ord_dt, "ord_gno_brno": o.orgno, "odno": o.odno, "orgn_odno": o.orgn_odno,
-        "ord_dvsn_name": ORD_DVSN_NAMES.get(o.ord_dvsn, ""), "sll_buy_dvsn_cd": o.side.value,
-        "sll_buy_dvsn_cd_name": f"현금{side}{suffix}", "pdno": o.pdno, "prdt_name": name,
-        "ord_qty": str(o.qty), "ord_unpr": str(o.price), "ord_tmd": o.ord_tmd,
-        "tot_ccld_qty": str(o.filled_qty), "avg_prvs": str(avg),
-        "cncl_yn": "Y" if o.kind == "cancel" else "N", "tot_ccld_amt": str(o.filled_amount),
-        "loan_dt": "", "ordr_empno": "", "ord_dvsn_cd": o.ord_dvsn,
+        "ord_dt": o.ord_dt,
+        "ord_gno_brno": o.orgno,
+        "odno": o.odno,
+        "orgn_odno": o.orgn_odno,
+        "ord_dvsn_name": ORD_DVSN_NAMES.get(o.ord_dvsn, ""),
+        "sll_buy_dvsn_cd": o.side.value,
+        "sll_buy_dvsn_cd_name": f"현금{side}{suffix}",
+        "pdno": o.pdno,
+        "prdt_name": name,
+        "ord_qty": str(o.qty),
+        "ord_unpr": str(o.price),
+        "ord_tmd": o.ord_tmd,
+        "tot_ccld_qty": str(o.filled_qty),
+        "avg_prvs": str(avg),
+        "cncl_yn": "Y" if o.kind == "cancel" else "N",
+        "tot_ccld_amt": str(o.filled_amount),
+        "loan_dt": "",
+        "ordr_empno": "",
+        "ord_dvsn_cd": o.ord_dvsn,
         "cnc_cfrm_qty": str(o.qty if o.kind == "cancel" else o.cancelled_qty),
-        "rmn_qty": str(o.remaining), "rjct_qty": str(o.rejected_qty),
+        "rmn_qty": str(o.remaining),
+        "rjct_qty": str(o.rejected_qty),
         "ccld_cndt_name": {"IOC": "IOC", "FOK": "FOK"}.get(o.tif, "없음"),
-        "inqr_ip_addr": "", "cpbc_ordp_ord_rcit_dvsn_cd": "", "cpbc_ordp_infm_mthd_dvsn_cd": "",
-        "infm_tmd": "", "ctac_tlno": "", "prdt_type_cd": "300", "excg_dvsn_cd": "02",
-        "cpbc_ordp_mtrl_dvsn_cd": "", "ord_orgno": "", "rsvn_ord_end_dt": "",
-        "excg_id_dvsn_cd": "KRX", "stpm_cndt_pric": "0", "stpm_efct_occr_dtmd": "",
+        "inqr_ip_addr": "",
+        "cpbc_ordp_ord_rcit_dvsn_cd": "",
+        "cpbc_ordp_infm_mthd_dvsn_cd": "",
+        "infm_tmd": "",
+        "ctac_tlno": "",
+        "prdt_type_cd": "300",
+        "excg_dvsn_cd": "02",
+        "cpbc_ordp_mtrl_dvsn_cd": "",
+        "ord_orgno": "",
+        "rsvn_ord_end_dt": "",
+        "excg_id_dvsn_cd": "KRX",
+        "stpm_cndt_pric": "0",
+        "stpm_efct_occr_dtmd": "",
     }
 
 
-def holding_row(pdno: str, h: eng.Holding, sym: eng.Symbol | None, orderable: int
-                ) -> tuple[dict[str, str], int, int]:
+def holding_row(
+    pdno: str, h: eng.Holding, sym: eng.Symbol | None, orderable: int
+) -> tuple[dict[str, str], int, int]:
     """(output1 row, purchase amount, valuation) of one holding."""
     price = sym.price if sym else _round(h.avg)
     bought = _round(h.avg * h.qty)
     value = price * h.qty
     row = {
-        "pdno": pdno, "prdt_name": sym.name if sym else pdno, "trad_dvsn_name": "현금",
-        "bfdy_buy_qty": "0", "bfdy_sll_qty": "0", "thdt_buyqty": str(h.bought_today),
-        "thdt_sll_qty": str(h.sold_today), "hldg_qty": str(h.qty),
-        "ord_psbl_qty": str(orderable), "pchs_avg_pric": str(h.avg_price),
-        "pchs_amt": str(bought), "prpr": str(price), "evlu_amt": str(value),
-        "evlu_pfls_amt": str(value - bought), "evlu_pfls_rt": _pct(value - bought, bought),
-        "evlu_erng_rt": _pct(value - bought, bought), "loan_dt": "", "loan_amt": "0",
-        "stln_slng_chgs": "0", "expd_dt": "",
+        "pdno": pdno,
+        "prdt_name": sym.name if sym else pdno,
+        "trad_dvsn_name": "현금",
+        "bfdy_buy_qty": "0",
+        "bfdy_sll_qty": "0",
+        "thdt_buyqty": str(h.bought_today),
+        "thdt_sll_qty": str(h.sold_today),
+        "hldg_qty": str(h.qty),
+        "ord_psbl_qty": str(orderable),
+        "pchs_avg_pric": str(h.avg_price),
+        "pchs_amt": str(bought),
+        "prpr": str(price),
+        "evlu_amt": str(value),
+        "evlu_pfls_amt": str(value - bought),
+        "evlu_pfls_rt": _pct(value - bought, bought),
+        "evlu_erng_rt": _pct(value - bought, bought),
+        "loan_dt": "",
+        "loan_amt": "0",
+        "stln_slng_chgs": "0",
+        "expd_dt": "",
         "fltt_rt": _pct(price - sym.prev_close, sym.prev_close) if sym else "0.00",
         "bfdy_cprs_icdc": str(price - sym.prev_close) if sym else "0",
-        "item_mgna_rt_name": "", "grta_rt_name": "", "sbst_pric": "0", "stck_loan_unpr": "0",
+        "item_mgna_rt_name": "",
+        "grta_rt_name": "",
+        "sbst_pric": "0",
+        "stck_loan_unpr": "0",
     }
     return row, bought, value
 
 
 # --- paging -------------------------------------------------------------------------------------
-def page(rows: list[dict[str, str]], *, key: str, descending: bool, size: int, tr_cont: str,
-         nk: str) -> tuple[list[dict[str, str]], str, str]:
+def page(
+    rows: list[dict[str, str]], *, key: str, descending: bool, size: int, tr_cont: str, nk: str
+) -> tuple[list[dict[str, str]], str, str]:
     """(this page, response tr_cont, next NK100). A page continues only when the request says
     tr_cont "N" and returns the cursor, as at KIS; the cursor is the last key served.
     """
@@ -501,9 +624,13 @@ class SimulatorConfig:
 class Simulator:
     """The state behind both servers: engine, gateway, limits, faults, WebSocket connections."""
 
-    def __init__(self, config: SimulatorConfig, *,
-                 clock: Callable[[], datetime] = aegis_clock.now_seoul,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        clock: Callable[[], datetime] = aegis_clock.now_seoul,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
         """`clock` is the day's time (aegis's own clock by default, so AEGIS_CLOCK_START moves
         the simulator with every other process); /_sim/clock moves it until the next reset."""
         self.config = config
@@ -520,8 +647,10 @@ class Simulator:
         config = self.config
         self.seed = seed
         self._clock = self._base_clock
-        self.limits = Limits(rps=DEFAULT_RPS[self.flavour] if config.rps is None else config.rps,
-                             ping_s=config.ping_s)
+        self.limits = Limits(
+            rps=DEFAULT_RPS[self.flavour] if config.rps is None else config.rps,
+            ping_s=config.ping_s,
+        )
         self.faults = Faults()
         self.fault_rng = random.Random(seed)
         self.gateway = Gateway(apps=config.apps, mono=self.mono, clock=self.clock)
@@ -531,8 +660,9 @@ class Simulator:
         self.day_phase: str | None = None
         now = self.clock()
         for spec in config.accounts:
-            self.engine.set_account(cano=spec.cano, acnt_prdt_cd=spec.acnt_prdt_cd,
-                                    cash=spec.cash, hts_id=spec.hts_id)
+            self.engine.set_account(
+                cano=spec.cano, acnt_prdt_cd=spec.acnt_prdt_cd, cash=spec.cash, hts_id=spec.hts_id
+            )
         for pdno, price, name in config.symbols:
             self.engine.set_price(pdno, now=now, price=price, name=name)
         self.apply_limits()
@@ -559,8 +689,9 @@ class Simulator:
         before, self.day_phase = self.day_phase, phase
         engine = self.engine
         engine.market_day = phase != day_model.HOLIDAY
-        events = engine.set_session(open_=phase == day_model.CONTINUOUS,
-                                    auction=phase == day_model.AUCTION, now=now)
+        events = engine.set_session(
+            open_=phase == day_model.CONTINUOUS, auction=phase == day_model.AUCTION, now=now
+        )
         if phase == day_model.CLOSED and before is not None and self.day.closed_since_open(now):
             ended = engine.end_day()
             logger.info("kis_sim day closed at %s: %d working orders ended", now, ended)
@@ -590,12 +721,12 @@ class Simulator:
             elif isinstance(event, eng.Notice):
                 self._push_notice(event)
         for pdno, batch in ticks.items():
-            readers = [c for c in self.connections
-                       if (protocol.WS_TR_TRADE, pdno) in c.subscriptions]
+            readers = [
+                c for c in self.connections if (protocol.WS_TR_TRADE, pdno) in c.subscriptions
+            ]
             if not readers:
                 continue
-            payload = protocol.join_records([trade_record(t) for t in batch],
-                                            protocol.TRADE_FIELDS)
+            payload = protocol.join_records([trade_record(t) for t in batch], protocol.TRADE_FIELDS)
             frame = f"0|{protocol.WS_TR_TRADE}|{len(batch):03d}|{payload}"
             for conn in readers:
                 conn.send(frame)
@@ -623,42 +754,98 @@ class Simulator:
         accounts = []
         for acct in e.accounts.values():
             reserved = acct.reserved_cash
-            accounts.append({
-                "cano": acct.cano, "acnt_prdt_cd": acct.acnt_prdt_cd, "hts_id": acct.hts_id,
-                "deposit": acct.deposit, "cash": acct.cash, "reserved_cash": reserved,
-                "orderable_cash": acct.cash - reserved,
-                "holdings": [{"pdno": pdno, "qty": h.qty, "orderable": acct.orderable_qty(pdno),
-                              "avg_price": str(h.avg_price)}
-                             for pdno, h in sorted(acct.holdings.items()) if h.qty > 0],
-            })
-        orders = [{
-            "odno": o.odno, "orgn_odno": o.orgn_odno, "orgno": o.orgno, "cano": o.account[0],
-            "acnt_prdt_cd": o.account[1], "pdno": o.pdno, "side": o.side.name, "kind": o.kind,
-            "ord_dvsn": o.ord_dvsn, "qty": o.qty, "price": o.price, "filled_qty": o.filled_qty,
-            "filled_amount": o.filled_amount, "cancelled_qty": o.cancelled_qty,
-            "revised_qty": o.revised_qty, "remaining": o.remaining, "ord_dt": o.ord_dt,
-            "ord_tmd": o.ord_tmd,
-        } for o in e.orders.values()]
-        fills = [{"seq": f.seq, "odno": f.odno, "cano": f.account[0],
-                  "acnt_prdt_cd": f.account[1], "pdno": f.pdno, "side": f.side.name,
-                  "qty": f.qty, "price": f.price, "time": f.time} for f in e.fills]
+            accounts.append(
+                {
+                    "cano": acct.cano,
+                    "acnt_prdt_cd": acct.acnt_prdt_cd,
+                    "hts_id": acct.hts_id,
+                    "deposit": acct.deposit,
+                    "cash": acct.cash,
+                    "reserved_cash": reserved,
+                    "orderable_cash": acct.cash - reserved,
+                    "holdings": [
+                        {
+                            "pdno": pdno,
+                            "qty": h.qty,
+                            "orderable": acct.orderable_qty(pdno),
+                            "avg_price": str(h.avg_price),
+                        }
+                        for pdno, h in sorted(acct.holdings.items())
+                        if h.qty > 0
+                    ],
+                }
+            )
+        orders = [
+            {
+                "odno": o.odno,
+                "orgn_odno": o.orgn_odno,
+                "orgno": o.orgno,
+                "cano": o.account[0],
+                "acnt_prdt_cd": o.account[1],
+                "pdno": o.pdno,
+                "side": o.side.name,
+                "kind": o.kind,
+                "ord_dvsn": o.ord_dvsn,
+                "qty": o.qty,
+                "price": o.price,
+                "filled_qty": o.filled_qty,
+                "filled_amount": o.filled_amount,
+                "cancelled_qty": o.cancelled_qty,
+                "revised_qty": o.revised_qty,
+                "remaining": o.remaining,
+                "ord_dt": o.ord_dt,
+                "ord_tmd": o.ord_tmd,
+            }
+            for o in e.orders.values()
+        ]
+        fills = [
+            {
+                "seq": f.seq,
+                "odno": f.odno,
+                "cano": f.account[0],
+                "acnt_prdt_cd": f.account[1],
+                "pdno": f.pdno,
+                "side": f.side.name,
+                "qty": f.qty,
+                "price": f.price,
+                "time": f.time,
+            }
+            for f in e.fills
+        ]
         prices = {}
         for pdno, sym in sorted(e.symbols.items()):
             lower, upper = sym.limits
-            prices[pdno] = {"price": sym.price, "prev_close": sym.prev_close,
-                            "lower_limit": lower, "upper_limit": upper, "open": sym.open,
-                            "high": sym.high, "low": sym.low, "volume": sym.volume,
-                            "halted": sym.halted, "path_left": len(sym.path)}
+            prices[pdno] = {
+                "price": sym.price,
+                "prev_close": sym.prev_close,
+                "lower_limit": lower,
+                "upper_limit": upper,
+                "open": sym.open,
+                "high": sym.high,
+                "low": sym.low,
+                "volume": sym.volume,
+                "halted": sym.halted,
+                "path_left": len(sym.path),
+            }
         book = {
-            "flavour": self.flavour.value, "seed": self.seed, "session_open": e.session_open,
-            "auction": e.auction, "day_phase": self.day_phase,
-            "limits": asdict(self.limits), "faults": self.faults_view(),
-            "accounts": accounts, "orders": orders, "fills": fills, "prices": prices,
+            "flavour": self.flavour.value,
+            "seed": self.seed,
+            "session_open": e.session_open,
+            "auction": e.auction,
+            "day_phase": self.day_phase,
+            "limits": asdict(self.limits),
+            "faults": self.faults_view(),
+            "accounts": accounts,
+            "orders": orders,
+            "fills": fills,
+            "prices": prices,
             "token_issuance": dict(self.gateway.token_issuance),
             "approval_issuance": dict(self.gateway.approval_issuance),
-            "ws": asdict(self.stats) | {
+            "ws": asdict(self.stats)
+            | {
                 "connections": len(self.connections),
-                "subscriptions": sum(len(c.subscriptions) for c in self.connections)},
+                "subscriptions": sum(len(c.subscriptions) for c in self.connections),
+            },
         }
         if with_requests:
             book["requests"] = list(self.gateway.log)
@@ -730,13 +917,23 @@ class RestApi:
             return await _control_answer(request, handler)
         sim = self.sim
         arrived = sim.mono()
-        entry = {"t": arrived, "app": app_fingerprint(request.headers.get("appkey", "")),
-                 "method": request.method, "path": request.path,
-                 "tr_id": request.headers.get("tr_id", ""), "status": None, "fault": None}
+        entry = {
+            "t": arrived,
+            "app": app_fingerprint(request.headers.get("appkey", "")),
+            "method": request.method,
+            "path": request.path,
+            "tr_id": request.headers.get("tr_id", ""),
+            "status": None,
+            "fault": None,
+        }
         sim.gateway.log.append(entry)
         faults = sim.faults
-        fault = faults.draw(now=arrived, rng=sim.fault_rng,
-                            uapi=request.path.startswith("/uapi/"), path=request.path)
+        fault = faults.draw(
+            now=arrived,
+            rng=sim.fault_rng,
+            uapi=request.path.startswith("/uapi/"),
+            path=request.path,
+        )
         entry["fault"] = fault
         after = faults.after and fault not in ("outage", "lost", "ledger_limit")
         if faults.latency_ms > 0:
@@ -777,13 +974,24 @@ class RestApi:
             response = _json(exc.body, status=exc.status)
         except web.HTTPException as exc:
             code = MSG_BAD_JSON if exc.status == 413 else MSG_UNKNOWN_PATH
-            response = _json({"rt_cd": ERROR_RT_CD, "msg_cd": code,
-                              "msg1": f"{exc.reason}: {request.method} {request.path}"},
-                             status=exc.status)
+            response = _json(
+                {
+                    "rt_cd": ERROR_RT_CD,
+                    "msg_cd": code,
+                    "msg1": f"{exc.reason}: {request.method} {request.path}",
+                },
+                status=exc.status,
+            )
         except Exception:
             logger.exception("kis_sim internal error on %s %s", request.method, request.path)
-            response = _json({"rt_cd": ERROR_RT_CD, "msg_cd": "",
-                              "msg1": "simulator internal error: see its log"}, status=500)
+            response = _json(
+                {
+                    "rt_cd": ERROR_RT_CD,
+                    "msg_cd": "",
+                    "msg1": "simulator internal error: see its log",
+                },
+                status=500,
+            )
         if self.sim.limits.upper_keys and request.path.startswith("/uapi/"):
             response = _rewritten(response, _upper_keys)
         if request.path.startswith("/uapi/"):
@@ -791,8 +999,9 @@ class RestApi:
         return response
 
     # --- request parsing ----------------------------------------------------------------------
-    def _caller(self, request: web.Request, *, tr_ids: Iterable[str] = (),
-                token: bool = True) -> Caller:
+    def _caller(
+        self, request: web.Request, *, tr_ids: Iterable[str] = (), token: bool = True
+    ) -> Caller:
         h = request.headers
         if not h.get("content-type", "").lower().startswith("application/json"):
             raise field_error("content-type", "application/json; charset=utf-8 expected")
@@ -804,19 +1013,28 @@ class RestApi:
         if token:
             scheme, _, bearer = h.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not bearer.strip():
-                raise kis_error(TOKEN_ERROR_STATUS, protocol.EGW_TOKEN_INVALID,
-                                "유효하지 않은 token 입니다.")
+                raise kis_error(
+                    TOKEN_ERROR_STATUS, protocol.EGW_TOKEN_INVALID, "유효하지 않은 token 입니다."
+                )
             gateway.authorize(appkey, bearer.strip())
             if not tr_id:
                 raise field_error("tr_id")
             if tr_id not in tr_ids:
-                raise kis_error(INPUT_ERROR_STATUS, MSG_NO_SUCH_SERVICE,
-                                f"없는 서비스 코드 입니다 ({tr_id} on {request.path}, "
-                                f"{self.sim.flavour.value})")
+                raise kis_error(
+                    INPUT_ERROR_STATUS,
+                    MSG_NO_SUCH_SERVICE,
+                    f"없는 서비스 코드 입니다 ({tr_id} on {request.path}, "
+                    f"{self.sim.flavour.value})",
+                )
             if h.get("custtype", "") not in ("P", "B"):
                 raise field_error("custtype", "P or B")
-        return Caller(appkey=appkey, appsecret=appsecret, tr_id=tr_id,
-                      tr_cont=h.get("tr_cont", ""), hashkey=h.get("hashkey", ""))
+        return Caller(
+            appkey=appkey,
+            appsecret=appsecret,
+            tr_id=tr_id,
+            tr_cont=h.get("tr_cont", ""),
+            hashkey=h.get("hashkey", ""),
+        )
 
     def _tr(self, real: str) -> str:
         return protocol.tr_id(real, self.sim.flavour)
@@ -836,8 +1054,9 @@ class RestApi:
         return data
 
     @staticmethod
-    def _query(request: web.Request, *, filled: Iterable[str], present: Iterable[str] = ()
-               ) -> dict[str, str]:
+    def _query(
+        request: web.Request, *, filled: Iterable[str], present: Iterable[str] = ()
+    ) -> dict[str, str]:
         query = request.query
         for name in filled:
             if not query.get(name, "").strip():
@@ -850,8 +1069,9 @@ class RestApi:
     def _account(self, data: dict[str, str]) -> eng.AccountKey:
         key = (data.get("CANO", ""), data.get("ACNT_PRDT_CD", ""))
         if key not in self.sim.engine.accounts:
-            raise kis_error(INPUT_ERROR_STATUS, MSG_INVALID_ACCOUNT,
-                            "ERROR : INPUT INVALID_CHECK_ACNO")
+            raise kis_error(
+                INPUT_ERROR_STATUS, MSG_INVALID_ACCOUNT, "ERROR : INPUT INVALID_CHECK_ACNO"
+            )
         return key
 
     @staticmethod
@@ -879,11 +1099,11 @@ class RestApi:
             raise oauth_error(INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST, "invalid request body")
         for name in required:
             if not isinstance(data.get(name), str) or not data[name]:
-                raise oauth_error(INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST,
-                                  f"{name} is required")
+                raise oauth_error(INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST, f"{name} is required")
         if "grant_type" in required and data["grant_type"] != "client_credentials":
-            raise oauth_error(INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST,
-                              "grant_type must be client_credentials")
+            raise oauth_error(
+                INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST, "grant_type must be client_credentials"
+            )
         return data
 
     async def token(self, request: web.Request) -> web.Response:
@@ -891,12 +1111,14 @@ class RestApi:
         gateway = self.sim.gateway
         gateway.check_app(data["appkey"], data["appsecret"], oauth=True)
         token = gateway.issue_token(data["appkey"], self.sim.limits)
-        return _json({
-            "access_token": token.value,
-            "access_token_token_expired": token.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
-            "token_type": "Bearer",
-            "expires_in": max(0, int(token.expires - self.sim.mono())),
-        })
+        return _json(
+            {
+                "access_token": token.value,
+                "access_token_token_expired": token.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
+                "token_type": "Bearer",
+                "expires_in": max(0, int(token.expires - self.sim.mono())),
+            }
+        )
 
     async def revoke(self, request: web.Request) -> web.Response:
         data = await self._oauth_body(request, ("appkey", "appsecret", "token"))
@@ -922,11 +1144,13 @@ class RestApi:
         legacy = {self._tr(tr): side for tr, side in LEGACY_ORDER_TR_IDS.items()}
         caller = self._caller(request, tr_ids=sides.keys() | legacy.keys())
         if caller.tr_id in legacy:
-            logger.warning("kis_sim legacy order TR ID %s: KIS may block it without notice",
-                           caller.tr_id)
+            logger.warning(
+                "kis_sim legacy order TR ID %s: KIS may block it without notice", caller.tr_id
+            )
         side = sides.get(caller.tr_id) or legacy[caller.tr_id]
-        data = await self._body(request, ("CANO", "ACNT_PRDT_CD", "PDNO", "ORD_DVSN", "ORD_QTY",
-                                          "ORD_UNPR"))
+        data = await self._body(
+            request, ("CANO", "ACNT_PRDT_CD", "PDNO", "ORD_DVSN", "ORD_QTY", "ORD_UNPR")
+        )
         self._check_hashkey(caller, data)
         account = self._account(data)
         qty, price = self._int(data, "ORD_QTY"), self._int(data, "ORD_UNPR")
@@ -934,35 +1158,68 @@ class RestApi:
         self._check_order_options(data, ord_dvsn=ord_dvsn, side=side)
         try:
             order, events = self.sim.engine.submit(
-                account=account, pdno=data["PDNO"], side=side, ord_dvsn=ord_dvsn, qty=qty,
-                price=price, now=self.sim.clock())
+                account=account,
+                pdno=data["PDNO"],
+                side=side,
+                ord_dvsn=ord_dvsn,
+                qty=qty,
+                price=price,
+                now=self.sim.clock(),
+            )
         except eng.Refusal as refusal:
             self.sim.publish([refusal.notice])
             raise kis_error(REFUSAL_STATUS, refusal.msg_cd, refusal.msg1) from None
         self.sim.publish(events)
-        return _json({"rt_cd": protocol.RT_CD_OK, "msg_cd": protocol.MSG_ORDER_SENT,
-                      "msg1": "주문 전송 완료 되었습니다.",
-                      "output": {"KRX_FWDG_ORD_ORGNO": order.orgno, "ODNO": order.odno,
-                                 "ORD_TMD": order.ord_tmd}})
+        return _json(
+            {
+                "rt_cd": protocol.RT_CD_OK,
+                "msg_cd": protocol.MSG_ORDER_SENT,
+                "msg1": "주문 전송 완료 되었습니다.",
+                "output": {
+                    "KRX_FWDG_ORD_ORGNO": order.orgno,
+                    "ODNO": order.odno,
+                    "ORD_TMD": order.ord_tmd,
+                },
+            }
+        )
 
-    def _check_order_options(self, data: dict[str, str], *, ord_dvsn: str,
-                             side: eng.Side | None) -> None:
+    def _check_order_options(
+        self, data: dict[str, str], *, ord_dvsn: str, side: eng.Side | None
+    ) -> None:
         if ord_dvsn not in ORD_DVSN_ALLOWED[self.sim.flavour]:
-            raise kis_error(REFUSAL_STATUS, eng.MSG_ORD_DVSN_UNSUPPORTED,
-                            eng.REFUSAL_TEXT[eng.MSG_ORD_DVSN_UNSUPPORTED] + f" ({ord_dvsn})")
+            raise kis_error(
+                REFUSAL_STATUS,
+                eng.MSG_ORD_DVSN_UNSUPPORTED,
+                eng.REFUSAL_TEXT[eng.MSG_ORD_DVSN_UNSUPPORTED] + f" ({ord_dvsn})",
+            )
         if data.get("EXCG_ID_DVSN_CD", "") not in ("", "KRX"):
-            raise kis_error(REFUSAL_STATUS, MSG_EXCHANGE_UNSUPPORTED,
-                            "KRX 외 거래소는 지원하지 않습니다.")
+            raise kis_error(
+                REFUSAL_STATUS, MSG_EXCHANGE_UNSUPPORTED, "KRX 외 거래소는 지원하지 않습니다."
+            )
         # SLL_TYPE 02 (discretionary) and 05 (borrowed-stock sale) are not plain cash sells.
         if side is eng.Side.SELL and data.get("SLL_TYPE", "") not in ("", "01"):
-            raise kis_error(REFUSAL_STATUS, eng.MSG_SELL_OVER_ORDERABLE,
-                            "현금 일반매도(SLL_TYPE 01)만 가능합니다.")
+            raise kis_error(
+                REFUSAL_STATUS,
+                eng.MSG_SELL_OVER_ORDERABLE,
+                "현금 일반매도(SLL_TYPE 01)만 가능합니다.",
+            )
 
     async def order_rvsecncl(self, request: web.Request) -> web.Response:
         caller = self._caller(request, tr_ids={self._tr(protocol.TR_RVSECNCL)})
-        data = await self._body(request, (
-            "CANO", "ACNT_PRDT_CD", "KRX_FWDG_ORD_ORGNO", "ORGN_ODNO", "ORD_DVSN",
-            "RVSE_CNCL_DVSN_CD", "ORD_QTY", "ORD_UNPR", "QTY_ALL_ORD_YN"))
+        data = await self._body(
+            request,
+            (
+                "CANO",
+                "ACNT_PRDT_CD",
+                "KRX_FWDG_ORD_ORGNO",
+                "ORGN_ODNO",
+                "ORD_DVSN",
+                "RVSE_CNCL_DVSN_CD",
+                "ORD_QTY",
+                "ORD_UNPR",
+                "QTY_ALL_ORD_YN",
+            ),
+        )
         self._check_hashkey(caller, data)
         account = self._account(data)
         kind = data["RVSE_CNCL_DVSN_CD"]
@@ -978,36 +1235,58 @@ class RestApi:
         odno = odno.zfill(10) if odno.isdigit() else odno
         try:
             order, events = self.sim.engine.revise(
-                account=account, orgno=data["KRX_FWDG_ORD_ORGNO"], orgn_odno=odno,
-                cancel=cancel, ord_dvsn=data["ORD_DVSN"],
-                qty=None if data["QTY_ALL_ORD_YN"] == "Y" else qty, price=price,
-                now=self.sim.clock())
+                account=account,
+                orgno=data["KRX_FWDG_ORD_ORGNO"],
+                orgn_odno=odno,
+                cancel=cancel,
+                ord_dvsn=data["ORD_DVSN"],
+                qty=None if data["QTY_ALL_ORD_YN"] == "Y" else qty,
+                price=price,
+                now=self.sim.clock(),
+            )
         except eng.Refusal as refusal:
             raise kis_error(REFUSAL_STATUS, refusal.msg_cd, refusal.msg1) from None
         self.sim.publish(events)
-        output = {"KRX_FWDG_ORD_ORGNO": order.orgno, "ODNO": order.odno,
-                  "ORD_TMD": order.ord_tmd}
+        output = {"KRX_FWDG_ORD_ORGNO": order.orgno, "ODNO": order.odno, "ORD_TMD": order.ord_tmd}
         if not RVSECNCL_OUTPUT_UPPER:
             output = {k.lower(): v for k, v in output.items()}
         msg_cd, msg1 = MSG_REVISION_SENT
-        return _json({"rt_cd": protocol.RT_CD_OK, "msg_cd": msg_cd, "msg1": msg1,
-                      "output": output})
+        return _json({"rt_cd": protocol.RT_CD_OK, "msg_cd": msg_cd, "msg1": msg1, "output": output})
 
     # --- inquiries ----------------------------------------------------------------------------
     async def daily_ccld(self, request: web.Request) -> web.Response:
         caller = self._caller(request, tr_ids={self._tr(protocol.TR_DAILY_CCLD)})
-        q = self._query(request, filled=("CANO", "ACNT_PRDT_CD", "INQR_STRT_DT", "INQR_END_DT",
-                                         "SLL_BUY_DVSN_CD", "INQR_DVSN", "CCLD_DVSN",
-                                         "INQR_DVSN_3"),
-                        present=("PDNO", "ORD_GNO_BRNO", "ODNO", "INQR_DVSN_1",
-                                 "CTX_AREA_FK100", "CTX_AREA_NK100"))
+        q = self._query(
+            request,
+            filled=(
+                "CANO",
+                "ACNT_PRDT_CD",
+                "INQR_STRT_DT",
+                "INQR_END_DT",
+                "SLL_BUY_DVSN_CD",
+                "INQR_DVSN",
+                "CCLD_DVSN",
+                "INQR_DVSN_3",
+            ),
+            present=(
+                "PDNO",
+                "ORD_GNO_BRNO",
+                "ODNO",
+                "INQR_DVSN_1",
+                "CTX_AREA_FK100",
+                "CTX_AREA_NK100",
+            ),
+        )
         account = self._account(q)
         start, end = q["INQR_STRT_DT"], q["INQR_END_DT"]
         for name in ("INQR_STRT_DT", "INQR_END_DT"):
             if not re.fullmatch(r"\d{8}", q[name]):
                 raise field_error(name, "YYYYMMDD")
-        choices = {"SLL_BUY_DVSN_CD": ("00", "01", "02"), "CCLD_DVSN": ("00", "01", "02"),
-                   "INQR_DVSN": ("00", "01")}
+        choices = {
+            "SLL_BUY_DVSN_CD": ("00", "01", "02"),
+            "CCLD_DVSN": ("00", "01", "02"),
+            "INQR_DVSN": ("00", "01"),
+        }
         for name, allowed in choices.items():
             if q[name] not in allowed:
                 raise field_error(name, "/".join(allowed))
@@ -1015,44 +1294,76 @@ class RestApi:
         odno = q["ODNO"].strip()
         odno = odno.zfill(10) if odno.isdigit() else odno
         engine = self.sim.engine
-        chosen = [o for o in engine.orders.values()
-                  if o.account == account and start <= o.ord_dt <= end
-                  and side in (protocol.SLL_BUY_ALL, o.side.value)
-                  and (not q["PDNO"].strip() or o.pdno == q["PDNO"].strip())
-                  and (not odno or o.odno == odno)
-                  and (not q["ORD_GNO_BRNO"].strip() or o.orgno == q["ORD_GNO_BRNO"].strip())
-                  and (ccld == protocol.CCLD_ALL
-                       or (ccld == protocol.CCLD_FILLED and o.filled_qty > 0)
-                       or (ccld == protocol.CCLD_UNFILLED and o.remaining > 0))]
+        chosen = [
+            o
+            for o in engine.orders.values()
+            if o.account == account
+            and start <= o.ord_dt <= end
+            and side in (protocol.SLL_BUY_ALL, o.side.value)
+            and (not q["PDNO"].strip() or o.pdno == q["PDNO"].strip())
+            and (not odno or o.odno == odno)
+            and (not q["ORD_GNO_BRNO"].strip() or o.orgno == q["ORD_GNO_BRNO"].strip())
+            and (
+                ccld == protocol.CCLD_ALL
+                or (ccld == protocol.CCLD_FILLED and o.filled_qty > 0)
+                or (ccld == protocol.CCLD_UNFILLED and o.remaining > 0)
+            )
+        ]
         descending = q["INQR_DVSN"] == "00"  # 00 newest first, 01 oldest first
         chosen.sort(key=lambda o: o.odno, reverse=descending)
-        rows = [order_row(o, engine.symbols[o.pdno].name if o.pdno in engine.symbols else o.pdno)
-                for o in chosen]
+        rows = [
+            order_row(o, engine.symbols[o.pdno].name if o.pdno in engine.symbols else o.pdno)
+            for o in chosen
+        ]
         size = protocol.PAGE_SIZE[(protocol.PATH_DAILY_CCLD, self.sim.flavour)]
-        chunk, tr_cont, cursor = page(rows, key="odno", descending=descending, size=size,
-                                      tr_cont=caller.tr_cont, nk=q["CTX_AREA_NK100"])
+        chunk, tr_cont, cursor = page(
+            rows,
+            key="odno",
+            descending=descending,
+            size=size,
+            tr_cont=caller.tr_cont,
+            nk=q["CTX_AREA_NK100"],
+        )
         filled_qty = sum(o.filled_qty for o in chosen)
         filled_amount = sum(o.filled_amount for o in chosen)
         avg = Fraction(filled_amount, filled_qty) if filled_qty else Fraction(0)
         msg_cd, msg1 = MSG_INQUIRY_OK
-        response = _json({
-            "ctx_area_fk100": f"{account[0]}^{account[1]}^{start}^{end}^{side}^{ccld}",
-            "ctx_area_nk100": f"{account[0]}^{account[1]}^{cursor}" if cursor else "",
-            "output1": chunk,
-            "output2": {"tot_ord_qty": str(sum(o.qty for o in chosen if o.kind != "cancel")),
-                        "tot_ccld_qty": str(filled_qty), "tot_ccld_amt": str(filled_amount),
-                        "prsm_tlex_smtl": "0", "pchs_avg_pric": _fixed(avg, 4)},
-            "rt_cd": protocol.RT_CD_OK, "msg_cd": msg_cd, "msg1": msg1,
-        })
+        response = _json(
+            {
+                "ctx_area_fk100": f"{account[0]}^{account[1]}^{start}^{end}^{side}^{ccld}",
+                "ctx_area_nk100": f"{account[0]}^{account[1]}^{cursor}" if cursor else "",
+                "output1": chunk,
+                "output2": {
+                    "tot_ord_qty": str(sum(o.qty for o in chosen if o.kind != "cancel")),
+                    "tot_ccld_qty": str(filled_qty),
+                    "tot_ccld_amt": str(filled_amount),
+                    "prsm_tlex_smtl": "0",
+                    "pchs_avg_pric": _fixed(avg, 4),
+                },
+                "rt_cd": protocol.RT_CD_OK,
+                "msg_cd": msg_cd,
+                "msg1": msg1,
+            }
+        )
         response.headers["tr_cont"] = tr_cont
         return response
 
     async def balance(self, request: web.Request) -> web.Response:
         caller = self._caller(request, tr_ids={self._tr(protocol.TR_BALANCE)})
-        q = self._query(request, filled=("CANO", "ACNT_PRDT_CD", "AFHR_FLPR_YN", "INQR_DVSN",
-                                         "UNPR_DVSN", "FUND_STTL_ICLD_YN",
-                                         "FNCG_AMT_AUTO_RDPT_YN", "PRCS_DVSN"),
-                        present=("OFL_YN", "CTX_AREA_FK100", "CTX_AREA_NK100"))
+        q = self._query(
+            request,
+            filled=(
+                "CANO",
+                "ACNT_PRDT_CD",
+                "AFHR_FLPR_YN",
+                "INQR_DVSN",
+                "UNPR_DVSN",
+                "FUND_STTL_ICLD_YN",
+                "FNCG_AMT_AUTO_RDPT_YN",
+                "PRCS_DVSN",
+            ),
+            present=("OFL_YN", "CTX_AREA_FK100", "CTX_AREA_NK100"),
+        )
         account = self._account(q)
         engine = self.sim.engine
         acct = engine.accounts[account]
@@ -1060,38 +1371,63 @@ class RestApi:
         for pdno, holding in sorted(acct.holdings.items()):
             if holding.qty <= 0:
                 continue
-            row, bought, value = holding_row(pdno, holding, engine.symbols.get(pdno),
-                                             acct.orderable_qty(pdno))
+            row, bought, value = holding_row(
+                pdno, holding, engine.symbols.get(pdno), acct.orderable_qty(pdno)
+            )
             rows.append(row)
             bought_total += bought
             value_total += value
         size = protocol.PAGE_SIZE[(protocol.PATH_BALANCE, self.sim.flavour)]
-        chunk, tr_cont, cursor = page(rows, key="pdno", descending=False, size=size,
-                                      tr_cont=caller.tr_cont, nk=q["CTX_AREA_NK100"])
+        chunk, tr_cont, cursor = page(
+            rows,
+            key="pdno",
+            descending=False,
+            size=size,
+            tr_cont=caller.tr_cont,
+            nk=q["CTX_AREA_NK100"],
+        )
         total = value_total + acct.cash
         msg_cd, msg1 = MSG_INQUIRY_OK
-        response = _json({
-            "ctx_area_fk100": f"{account[0]}^{account[1]}",
-            "ctx_area_nk100": f"{account[0]}^{account[1]}^{cursor}" if cursor else "",
-            "output1": chunk,
-            # dnca_tot_amt is the start-of-day deposit (trades settle T+2); nxdy_excc_amt and
-            # prvs_rcdl_excc_amt carry today's trades. KIS's exact D+1 rule is UNCONFIRMED.
-            "output2": [{
-                "dnca_tot_amt": str(acct.deposit), "nxdy_excc_amt": str(acct.cash),
-                "prvs_rcdl_excc_amt": str(acct.cash), "cma_evlu_amt": "0",
-                "bfdy_buy_amt": "0", "thdt_buy_amt": str(acct.bought_amount),
-                "nxdy_auto_rdpt_amt": "0", "bfdy_sll_amt": "0",
-                "thdt_sll_amt": str(acct.sold_amount), "d2_auto_rdpt_amt": "0",
-                "bfdy_tlex_amt": "0", "thdt_tlex_amt": "0", "tot_loan_amt": "0",
-                "scts_evlu_amt": str(value_total), "tot_evlu_amt": str(total),
-                "nass_amt": str(total), "fncg_gld_auto_rdpt_yn": "N",
-                "pchs_amt_smtl_amt": str(bought_total), "evlu_amt_smtl_amt": str(value_total),
-                "evlu_pfls_smtl_amt": str(value_total - bought_total),
-                "tot_stln_slng_chgs": "0", "bfdy_tot_asst_evlu_amt": str(total),
-                "asst_icdc_amt": "0", "asst_icdc_erng_rt": "0.00000000",
-            }],
-            "rt_cd": protocol.RT_CD_OK, "msg_cd": msg_cd, "msg1": msg1,
-        })
+        response = _json(
+            {
+                "ctx_area_fk100": f"{account[0]}^{account[1]}",
+                "ctx_area_nk100": f"{account[0]}^{account[1]}^{cursor}" if cursor else "",
+                "output1": chunk,
+                # dnca_tot_amt is the start-of-day deposit (trades settle T+2); nxdy_excc_amt and
+                # prvs_rcdl_excc_amt carry today's trades. KIS's exact D+1 rule is UNCONFIRMED.
+                "output2": [
+                    {
+                        "dnca_tot_amt": str(acct.deposit),
+                        "nxdy_excc_amt": str(acct.cash),
+                        "prvs_rcdl_excc_amt": str(acct.cash),
+                        "cma_evlu_amt": "0",
+                        "bfdy_buy_amt": "0",
+                        "thdt_buy_amt": str(acct.bought_amount),
+                        "nxdy_auto_rdpt_amt": "0",
+                        "bfdy_sll_amt": "0",
+                        "thdt_sll_amt": str(acct.sold_amount),
+                        "d2_auto_rdpt_amt": "0",
+                        "bfdy_tlex_amt": "0",
+                        "thdt_tlex_amt": "0",
+                        "tot_loan_amt": "0",
+                        "scts_evlu_amt": str(value_total),
+                        "tot_evlu_amt": str(total),
+                        "nass_amt": str(total),
+                        "fncg_gld_auto_rdpt_yn": "N",
+                        "pchs_amt_smtl_amt": str(bought_total),
+                        "evlu_amt_smtl_amt": str(value_total),
+                        "evlu_pfls_smtl_amt": str(value_total - bought_total),
+                        "tot_stln_slng_chgs": "0",
+                        "bfdy_tot_asst_evlu_amt": str(total),
+                        "asst_icdc_amt": "0",
+                        "asst_icdc_erng_rt": "0.00000000",
+                    }
+                ],
+                "rt_cd": protocol.RT_CD_OK,
+                "msg_cd": msg_cd,
+                "msg1": msg1,
+            }
+        )
         response.headers["tr_cont"] = tr_cont
         return response
 
@@ -1102,8 +1438,11 @@ class RestApi:
         sym = self.sim.engine.symbols.get(q["FID_INPUT_ISCD"].strip())
         if sym is None:
             # UNCONFIRMED: how KIS answers a quote for a code it does not know.
-            raise kis_error(REFUSAL_STATUS, eng.MSG_PRODUCT_NOT_FOUND,
-                            eng.REFUSAL_TEXT[eng.MSG_PRODUCT_NOT_FOUND])
+            raise kis_error(
+                REFUSAL_STATUS,
+                eng.MSG_PRODUCT_NOT_FOUND,
+                eng.REFUSAL_TEXT[eng.MSG_PRODUCT_NOT_FOUND],
+            )
         return sym
 
     async def price(self, request: web.Request) -> web.Response:
@@ -1113,25 +1452,62 @@ class RestApi:
         diff = sym.price - sym.prev_close
         avg = Fraction(sym.amount, sym.volume) if sym.volume else Fraction(sym.price)
         msg_cd, msg1 = MSG_QUOTE_OK
-        return _json({"output": {
-            "iscd_stat_cls_code": "55", "marg_rate": "20.00", "rprs_mrkt_kor_name": "KOSPI",
-            "bstp_kor_isnm": "", "temp_stop_yn": "Y" if sym.halted else "N",
-            "oprc_rang_cont_yn": "N", "clpr_rang_cont_yn": "N", "crdt_able_yn": "Y",
-            "grmn_rate_cls_code": "40", "elw_pblc_yn": "N", "stck_prpr": str(sym.price),
-            "prdy_vrss": str(diff), "prdy_vrss_sign": sym.sign,
-            "prdy_ctrt": _pct(diff, sym.prev_close), "acml_tr_pbmn": str(sym.amount),
-            "acml_vol": str(sym.volume), "prdy_vrss_vol_rate": "0.00",
-            "stck_oprc": str(sym.open), "stck_hgpr": str(sym.high), "stck_lwpr": str(sym.low),
-            "stck_mxpr": str(upper), "stck_llam": str(lower), "stck_sdpr": str(sym.prev_close),
-            "wghn_avrg_stck_prc": _fixed(avg), "hts_frgn_ehrt": "0.00",
-            "frgn_ntby_qty": "0", "pgtr_ntby_qty": "0", "aspr_unit": str(sym.tick),
-            "hts_deal_qty_unit_val": "1", "lstn_stcn": "0", "hts_avls": "0", "per": "0.00",
-            "pbr": "0.00", "stac_month": "12", "vol_tnrt": "0.00", "eps": "0.00",
-            "bps": "0.00", "stck_shrn_iscd": sym.pdno, "vi_cls_code": "N",
-            "ovtm_vi_cls_code": "N", "last_ssts_cntg_qty": "0", "invt_caful_yn": "N",
-            "mrkt_warn_cls_code": "00", "short_over_yn": "N", "sltr_yn": "N",
-            "mang_issu_cls_code": "N", "ssts_yn": "Y",
-        }, "rt_cd": protocol.RT_CD_OK, "msg_cd": msg_cd, "msg1": msg1})
+        return _json(
+            {
+                "output": {
+                    "iscd_stat_cls_code": "55",
+                    "marg_rate": "20.00",
+                    "rprs_mrkt_kor_name": "KOSPI",
+                    "bstp_kor_isnm": "",
+                    "temp_stop_yn": "Y" if sym.halted else "N",
+                    "oprc_rang_cont_yn": "N",
+                    "clpr_rang_cont_yn": "N",
+                    "crdt_able_yn": "Y",
+                    "grmn_rate_cls_code": "40",
+                    "elw_pblc_yn": "N",
+                    "stck_prpr": str(sym.price),
+                    "prdy_vrss": str(diff),
+                    "prdy_vrss_sign": sym.sign,
+                    "prdy_ctrt": _pct(diff, sym.prev_close),
+                    "acml_tr_pbmn": str(sym.amount),
+                    "acml_vol": str(sym.volume),
+                    "prdy_vrss_vol_rate": "0.00",
+                    "stck_oprc": str(sym.open),
+                    "stck_hgpr": str(sym.high),
+                    "stck_lwpr": str(sym.low),
+                    "stck_mxpr": str(upper),
+                    "stck_llam": str(lower),
+                    "stck_sdpr": str(sym.prev_close),
+                    "wghn_avrg_stck_prc": _fixed(avg),
+                    "hts_frgn_ehrt": "0.00",
+                    "frgn_ntby_qty": "0",
+                    "pgtr_ntby_qty": "0",
+                    "aspr_unit": str(sym.tick),
+                    "hts_deal_qty_unit_val": "1",
+                    "lstn_stcn": "0",
+                    "hts_avls": "0",
+                    "per": "0.00",
+                    "pbr": "0.00",
+                    "stac_month": "12",
+                    "vol_tnrt": "0.00",
+                    "eps": "0.00",
+                    "bps": "0.00",
+                    "stck_shrn_iscd": sym.pdno,
+                    "vi_cls_code": "N",
+                    "ovtm_vi_cls_code": "N",
+                    "last_ssts_cntg_qty": "0",
+                    "invt_caful_yn": "N",
+                    "mrkt_warn_cls_code": "00",
+                    "short_over_yn": "N",
+                    "sltr_yn": "N",
+                    "mang_issu_cls_code": "N",
+                    "ssts_yn": "Y",
+                },
+                "rt_cd": protocol.RT_CD_OK,
+                "msg_cd": msg_cd,
+                "msg1": msg1,
+            }
+        )
 
     async def holidays(self, request: web.Request) -> web.Response:
         """국내휴장일조회 (real accounts only): 20 days from BASS_DT, whether the market opens
@@ -1148,17 +1524,33 @@ class RestApi:
             opens = day.weekday() < 5 and day not in closed
             yn = "Y" if opens else "N"
             weekday = f"{(day.isoweekday() % 7) + 1:02d}"  # 01 Sunday .. 07 Saturday
-            rows.append({"bass_dt": f"{day:%Y%m%d}", "wday_dvsn_cd": weekday, "bzdy_yn": yn,
-                         "tr_day_yn": yn, "opnd_yn": yn, "sttl_day_yn": yn})
-        return _json({"output": rows, "rt_cd": protocol.RT_CD_OK, "msg_cd": "KIOK0000",
-                      "msg1": "정상처리 되었습니다."})
+            rows.append(
+                {
+                    "bass_dt": f"{day:%Y%m%d}",
+                    "wday_dvsn_cd": weekday,
+                    "bzdy_yn": yn,
+                    "tr_day_yn": yn,
+                    "opnd_yn": yn,
+                    "sttl_day_yn": yn,
+                }
+            )
+        return _json(
+            {
+                "output": rows,
+                "rt_cd": protocol.RT_CD_OK,
+                "msg_cd": "KIOK0000",
+                "msg1": "정상처리 되었습니다.",
+            }
+        )
 
     async def asking_price(self, request: web.Request) -> web.Response:
         self._caller(request, tr_ids={self._tr(protocol.TR_ASKING_PRICE)})
         sym = self._quoted_symbol(request)
         lower, upper = sym.limits
-        asks, bids = _ladder(sym.price, step=+1, bound=upper, etf=sym.etf, first_step=True), \
-            _ladder(sym.price, step=-1, bound=lower, etf=sym.etf, first_step=False)
+        asks, bids = (
+            _ladder(sym.price, step=+1, bound=upper, etf=sym.etf, first_step=True),
+            _ladder(sym.price, step=-1, bound=lower, etf=sym.etf, first_step=False),
+        )
         output1 = {"aspr_acpt_hour": self.sim.clock().strftime("%H%M%S")}
         ask_total = bid_total = 0
         for level in range(1, 11):
@@ -1167,24 +1559,52 @@ class RestApi:
             bid_size = _depth(sym.pdno, bid, -level) if bid else 0
             ask_total += ask_size
             bid_total += bid_size
-            output1 |= {f"askp{level}": str(ask), f"bidp{level}": str(bid),
-                        f"askp_rsqn{level}": str(ask_size), f"bidp_rsqn{level}": str(bid_size),
-                        f"askp_rsqn_icdc{level}": "0", f"bidp_rsqn_icdc{level}": "0"}
-        output1 |= {"total_askp_rsqn": str(ask_total), "total_bidp_rsqn": str(bid_total),
-                    "total_askp_rsqn_icdc": "0", "total_bidp_rsqn_icdc": "0",
-                    "ovtm_total_askp_icdc": "0", "ovtm_total_bidp_icdc": "0",
-                    "ovtm_total_askp_rsqn": "0", "ovtm_total_bidp_rsqn": "0",
-                    "ntby_aspr_rsqn": str(bid_total - ask_total), "new_mkop_cls_code": "20"}
+            output1 |= {
+                f"askp{level}": str(ask),
+                f"bidp{level}": str(bid),
+                f"askp_rsqn{level}": str(ask_size),
+                f"bidp_rsqn{level}": str(bid_size),
+                f"askp_rsqn_icdc{level}": "0",
+                f"bidp_rsqn_icdc{level}": "0",
+            }
+        output1 |= {
+            "total_askp_rsqn": str(ask_total),
+            "total_bidp_rsqn": str(bid_total),
+            "total_askp_rsqn_icdc": "0",
+            "total_bidp_rsqn_icdc": "0",
+            "ovtm_total_askp_icdc": "0",
+            "ovtm_total_bidp_icdc": "0",
+            "ovtm_total_askp_rsqn": "0",
+            "ovtm_total_bidp_rsqn": "0",
+            "ntby_aspr_rsqn": str(bid_total - ask_total),
+            "new_mkop_cls_code": "20",
+        }
         diff = sym.price - sym.prev_close
-        output2 = {"antc_mkop_cls_code": "311", "stck_prpr": str(sym.price),
-                   "stck_oprc": str(sym.open), "stck_hgpr": str(sym.high),
-                   "stck_lwpr": str(sym.low), "stck_sdpr": str(sym.prev_close),
-                   "antc_cnpr": str(sym.price), "antc_cntg_vrss_sign": sym.sign,
-                   "antc_cntg_vrss": str(diff), "antc_cntg_prdy_ctrt": _pct(diff, sym.prev_close),
-                   "antc_vol": "0", "stck_shrn_iscd": sym.pdno, "vi_cls_code": "N"}
+        output2 = {
+            "antc_mkop_cls_code": "311",
+            "stck_prpr": str(sym.price),
+            "stck_oprc": str(sym.open),
+            "stck_hgpr": str(sym.high),
+            "stck_lwpr": str(sym.low),
+            "stck_sdpr": str(sym.prev_close),
+            "antc_cnpr": str(sym.price),
+            "antc_cntg_vrss_sign": sym.sign,
+            "antc_cntg_vrss": str(diff),
+            "antc_cntg_prdy_ctrt": _pct(diff, sym.prev_close),
+            "antc_vol": "0",
+            "stck_shrn_iscd": sym.pdno,
+            "vi_cls_code": "N",
+        }
         msg_cd, msg1 = MSG_QUOTE_OK
-        return _json({"output1": output1, "output2": output2, "rt_cd": protocol.RT_CD_OK,
-                      "msg_cd": msg_cd, "msg1": msg1})
+        return _json(
+            {
+                "output1": output1,
+                "output2": output2,
+                "rt_cd": protocol.RT_CD_OK,
+                "msg_cd": msg_cd,
+                "msg1": msg1,
+            }
+        )
 
 
 def _ladder(price: int, *, step: int, bound: int, etf: bool, first_step: bool) -> list[int]:
@@ -1212,10 +1632,12 @@ async def _read_json(request: web.Request, *, oauth: bool = False) -> object:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         if oauth:
-            raise oauth_error(INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST,
-                              "invalid request body") from None
-        raise kis_error(INPUT_ERROR_STATUS, MSG_BAD_JSON,
-                        "JSON 형식이 올바르지 않습니다.") from None
+            raise oauth_error(
+                INPUT_ERROR_STATUS, EGW_BAD_OAUTH_REQUEST, "invalid request body"
+            ) from None
+        raise kis_error(
+            INPUT_ERROR_STATUS, MSG_BAD_JSON, "JSON 형식이 올바르지 않습니다."
+        ) from None
 
 
 def _drop(request: web.Request, entry: dict) -> None:
@@ -1226,14 +1648,16 @@ def _drop(request: web.Request, entry: dict) -> None:
     raise asyncio.CancelledError
 
 
-def _rewritten(response: web.StreamResponse, change: Callable[[object], object]
-               ) -> web.StreamResponse:
+def _rewritten(
+    response: web.StreamResponse, change: Callable[[object], object]
+) -> web.StreamResponse:
     """The same JSON answer changed by `change`, KIS's response headers kept (any other answer
     as it is)."""
     if not (isinstance(response, web.Response) and response.content_type == "application/json"):
         return response
     return _kis_headers_kept(
-        _json(change(json.loads(response.body)), status=response.status), response)
+        _json(change(json.loads(response.body)), status=response.status), response
+    )
 
 
 def _kis_headers_kept(response: web.Response, original: web.StreamResponse) -> web.Response:
@@ -1265,16 +1689,23 @@ def _non_json(answer: web.StreamResponse | None) -> web.Response:
     standing in front of KIS."""
     body = answer.body if isinstance(answer, web.Response) and answer.body else b""
     if body:
-        return _kis_headers_kept(web.Response(status=200, body=body[:len(body) // 2],
-                                              content_type="application/json"), answer)
-    return web.Response(status=200, content_type="text/html",
-                        text="<html><body>Service temporarily unavailable</body></html>")
+        return _kis_headers_kept(
+            web.Response(status=200, body=body[: len(body) // 2], content_type="application/json"),
+            answer,
+        )
+    return web.Response(
+        status=200,
+        content_type="text/html",
+        text="<html><body>Service temporarily unavailable</body></html>",
+    )
 
 
 def _with_value(value: object, name: str, replacement: str) -> object:
     if isinstance(value, dict):
-        return {k: replacement if str(k).lower() == name else _with_value(v, name, replacement)
-                for k, v in value.items()}
+        return {
+            k: replacement if str(k).lower() == name else _with_value(v, name, replacement)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_with_value(v, name, replacement) for v in value]
     return value
@@ -1288,10 +1719,13 @@ def _failure(faults: Faults) -> web.Response:
     """What a failing gateway sends: by default no KIS body, so a client cannot mistake it for
     an answer; with error_msg_cd, KIS's error shape on a 5xx (a code the client may not know)."""
     if faults.error_msg_cd:
-        return _json({"rt_cd": ERROR_RT_CD, "msg_cd": faults.error_msg_cd,
-                      "msg1": faults.error_msg1}, status=faults.error_status)
-    return web.Response(status=faults.error_status, text="simulated upstream failure",
-                        content_type="text/plain")
+        return _json(
+            {"rt_cd": ERROR_RT_CD, "msg_cd": faults.error_msg_cd, "msg1": faults.error_msg1},
+            status=faults.error_status,
+        )
+    return web.Response(
+        status=faults.error_status, text="simulated upstream failure", content_type="text/plain"
+    )
 
 
 # --- WebSocket ---------------------------------------------------------------------------------
@@ -1304,14 +1738,21 @@ class StreamServer:
         try:
             return await handler(request)
         except web.HTTPException as exc:
-            return _json({"rt_cd": ERROR_RT_CD, "msg_cd": MSG_UNKNOWN_PATH,
-                          "msg1": f"{exc.reason}: {request.path}"}, status=exc.status)
+            return _json(
+                {
+                    "rt_cd": ERROR_RT_CD,
+                    "msg_cd": MSG_UNKNOWN_PATH,
+                    "msg1": f"{exc.reason}: {request.path}",
+                },
+                status=exc.status,
+            )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         sim = self.sim
         if sim.mono() < sim.faults.outage_until:
-            return _json({"rt_cd": ERROR_RT_CD, "msg_cd": "", "msg1": "service unavailable"},
-                         status=503)
+            return _json(
+                {"rt_cd": ERROR_RT_CD, "msg_cd": "", "msg1": "service unavailable"}, status=503
+            )
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
         await ws.prepare(request)
         conn = sim.open_connection(ws)
@@ -1363,10 +1804,14 @@ class StreamServer:
         request = body.get("input") if isinstance(body, dict) else None
         request = request if isinstance(request, dict) else {}
         tr_id, tr_key = request.get("tr_id"), request.get("tr_key")
-        if not (isinstance(tr_id, str) and isinstance(tr_key, str) and tr_key
-                and header.get("tr_type") in ("1", "2")
-                and header.get("custtype") in ("P", "B")
-                and header.get("content-type") == "utf-8"):
+        if not (
+            isinstance(tr_id, str)
+            and isinstance(tr_key, str)
+            and tr_key
+            and header.get("tr_type") in ("1", "2")
+            and header.get("custtype") in ("P", "B")
+            and header.get("content-type") == "utf-8"
+        ):
             conn.send(_ack(str(tr_id or ""), str(tr_key or ""), WS_BAD_REQUEST))
             return
         approval = header.get("approval_key")
@@ -1383,30 +1828,61 @@ class StreamServer:
             if conn.subscriptions.pop(subscription, None) is None:
                 conn.send(_ack(tr_id, tr_key, WS_NOT_SUBSCRIBED))
             else:
-                conn.send(_ack(tr_id, tr_key, (protocol.WS_UNSUBSCRIBED, "UNSUBSCRIBE SUCCESS"),
-                               ok=True, conn=conn, encrypt=encrypt))
+                conn.send(
+                    _ack(
+                        tr_id,
+                        tr_key,
+                        (protocol.WS_UNSUBSCRIBED, "UNSUBSCRIBE SUCCESS"),
+                        ok=True,
+                        conn=conn,
+                        encrypt=encrypt,
+                    )
+                )
             return
         if subscription in conn.subscriptions:
             conn.send(_ack(tr_id, tr_key, (protocol.WS_ALREADY_SUBSCRIBED, "ALREADY IN SUBSCRIBE")))
             return
-        used = sum(1 for c in sim.connections for key in c.subscriptions.values()
-                   if key == approval)
+        used = sum(
+            1 for c in sim.connections for key in c.subscriptions.values() if key == approval
+        )
         if used >= protocol.WS_MAX_SUBSCRIPTIONS:
             conn.send(_ack(tr_id, tr_key, (protocol.WS_MAX_SUBSCRIBE, "MAX SUBSCRIBE OVER")))
             return
         conn.subscriptions[subscription] = approval
-        conn.send(_ack(tr_id, tr_key, (protocol.WS_SUBSCRIBED, "SUBSCRIBE SUCCESS"), ok=True,
-                       conn=conn, encrypt=encrypt))
+        conn.send(
+            _ack(
+                tr_id,
+                tr_key,
+                (protocol.WS_SUBSCRIBED, "SUBSCRIBE SUCCESS"),
+                ok=True,
+                conn=conn,
+                encrypt=encrypt,
+            )
+        )
 
 
-def _ack(tr_id: str, tr_key: str, message: tuple[str, str], *, ok: bool = False,
-         conn: Connection | None = None, encrypt: bool = False) -> str:
-    body: dict = {"rt_cd": protocol.RT_CD_OK if ok else ERROR_RT_CD, "msg_cd": message[0],
-                  "msg1": message[1]}
+def _ack(
+    tr_id: str,
+    tr_key: str,
+    message: tuple[str, str],
+    *,
+    ok: bool = False,
+    conn: Connection | None = None,
+    encrypt: bool = False,
+) -> str:
+    body: dict = {
+        "rt_cd": protocol.RT_CD_OK if ok else ERROR_RT_CD,
+        "msg_cd": message[0],
+        "msg1": message[1],
+    }
     if ok and conn is not None:
         body["output"] = {"iv": conn.iv, "key": conn.key}
-    return json.dumps({"header": {"tr_id": tr_id, "tr_key": tr_key,
-                                  "encrypt": "Y" if encrypt else "N"}, "body": body})
+    return json.dumps(
+        {
+            "header": {"tr_id": tr_id, "tr_key": tr_key, "encrypt": "Y" if encrypt else "N"},
+            "body": body,
+        }
+    )
 
 
 # --- the control API (/_sim/) ------------------------------------------------------------------
@@ -1416,16 +1892,18 @@ async def _control_answer(request: web.Request, handler) -> web.StreamResponse:
     except ControlError as exc:
         return _json({"ok": False, "error": str(exc)}, status=400)
     except web.HTTPException as exc:
-        return _json({"ok": False, "error": f"{exc.reason}: {request.method} {request.path}"},
-                     status=exc.status)
+        return _json(
+            {"ok": False, "error": f"{exc.reason}: {request.method} {request.path}"},
+            status=exc.status,
+        )
     except Exception:
         logger.exception("kis_sim control error on %s %s", request.method, request.path)
-        return _json({"ok": False, "error": "internal error: see the simulator's log"},
-                     status=500)
+        return _json({"ok": False, "error": "internal error: see the simulator's log"}, status=500)
 
 
-def _c_int(payload: dict, name: str, *, default: int | None = None, minimum: int | None = None
-           ) -> int:
+def _c_int(
+    payload: dict, name: str, *, default: int | None = None, minimum: int | None = None
+) -> int:
     value = payload.get(name, default)
     if isinstance(value, str) and _INT.fullmatch(value.strip()):
         value = int(value)
@@ -1450,8 +1928,9 @@ def _c_bool(payload: dict, name: str) -> bool:
     return value
 
 
-def _c_text(payload: dict, name: str, *, pattern: str | None = None, default: str | None = None
-            ) -> str:
+def _c_text(
+    payload: dict, name: str, *, pattern: str | None = None, default: str | None = None
+) -> str:
     value = payload.get(name, default)
     if not isinstance(value, str) or not value or "^" in value or "|" in value:
         raise ControlError(f"{name} must be a non-empty string without ^ or |")
@@ -1468,14 +1947,21 @@ class ControlApi:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/_sim/reset", self.reset), web.post("/_sim/apps", self.apps),
-            web.post("/_sim/accounts", self.accounts), web.post("/_sim/prices", self.prices),
-            web.post("/_sim/gap", self.gap), web.post("/_sim/step", self.step),
-            web.post("/_sim/session", self.session), web.post("/_sim/limits", self.limits),
-            web.post("/_sim/day", self.day), web.delete("/_sim/day", self.day_off),
-            web.post("/_sim/faults", self.faults), web.delete("/_sim/faults", self.clear_faults),
+            web.post("/_sim/reset", self.reset),
+            web.post("/_sim/apps", self.apps),
+            web.post("/_sim/accounts", self.accounts),
+            web.post("/_sim/prices", self.prices),
+            web.post("/_sim/gap", self.gap),
+            web.post("/_sim/step", self.step),
+            web.post("/_sim/session", self.session),
+            web.post("/_sim/limits", self.limits),
+            web.post("/_sim/day", self.day),
+            web.delete("/_sim/day", self.day_off),
+            web.post("/_sim/faults", self.faults),
+            web.delete("/_sim/faults", self.clear_faults),
             web.get("/_sim/book", self.book),
-            web.post("/_sim/clock", self.clock), web.delete("/_sim/clock", self.clock_clear),
+            web.post("/_sim/clock", self.clock),
+            web.delete("/_sim/clock", self.clock_clear),
         ]
 
     @staticmethod
@@ -1514,8 +2000,9 @@ class ControlApi:
                 avg = Fraction(Decimal(str(h.get("avg_price", 0))))
             except (InvalidOperation, ValueError):
                 raise ControlError("avg_price must be a number") from None
-            parsed.append((_c_text(h, "pdno", pattern=r"[0-9A-Z]{6,12}"),
-                           _c_int(h, "qty", minimum=0), avg))
+            parsed.append(
+                (_c_text(h, "pdno", pattern=r"[0-9A-Z]{6,12}"), _c_int(h, "qty", minimum=0), avg)
+            )
         try:
             self.sim.engine.set_account(
                 cano=_c_text(payload, "cano", pattern=r"\d{8}"),
@@ -1523,7 +2010,8 @@ class ControlApi:
                 cash=_c_int(payload, "cash", minimum=0),
                 hts_id=_c_text(payload, "hts_id"),
                 name=_c_text(payload, "name", default=payload.get("hts_id") or "-"),
-                holdings=parsed)
+                holdings=parsed,
+            )
         except ValueError as exc:
             raise ControlError(str(exc)) from None
         return _json({"ok": True})
@@ -1532,8 +2020,10 @@ class ControlApi:
         payload = await self._payload(request)
         pdno = _c_text(payload, "pdno", pattern=r"[0-9A-Z]{6,12}")
         path = payload.get("path")
-        if path is not None and not (isinstance(path, list) and all(
-                isinstance(p, int) and not isinstance(p, bool) for p in path)):
+        if path is not None and not (
+            isinstance(path, list)
+            and all(isinstance(p, int) and not isinstance(p, bool) for p in path)
+        ):
             raise ControlError("path must be a list of whole prices")
         options = {}
         for name in ("price", "prev_close"):
@@ -1591,13 +2081,16 @@ class ControlApi:
         payload = await self._payload(request)
         auction = _c_bool(payload, "auction") if "auction" in payload else False
         try:
-            events = self.sim.engine.set_session(open_=_c_bool(payload, "open"), auction=auction,
-                                                 now=self.sim.clock())
+            events = self.sim.engine.set_session(
+                open_=_c_bool(payload, "open"), auction=auction, now=self.sim.clock()
+            )
         except ValueError as exc:
             raise ControlError(str(exc)) from None
         self.sim.publish(events)
-        return _json({"ok": True, "open": self.sim.engine.session_open,
-                      "auction": self.sim.engine.auction} | _counts(events))
+        return _json(
+            {"ok": True, "open": self.sim.engine.session_open, "auction": self.sim.engine.auction}
+            | _counts(events)
+        )
 
     async def day(self, request: web.Request) -> web.Response:
         """{"open": "09:00", "close": "15:30", "closed": ["2026-12-25"]} (each optional): the
@@ -1609,7 +2102,8 @@ class ControlApi:
             day = KrxDay(
                 open=dt_time.fromisoformat(payload.get("open") or "09:00"),
                 close=dt_time.fromisoformat(payload.get("close") or "15:30"),
-                closed_dates=frozenset(date.fromisoformat(d) for d in payload.get("closed", [])))
+                closed_dates=frozenset(date.fromisoformat(d) for d in payload.get("closed", [])),
+            )
         except (TypeError, ValueError) as exc:
             raise ControlError(f"day: {exc}") from None
         if day.close <= day.open:
@@ -1645,12 +2139,25 @@ class ControlApi:
         self.sim.apply_limits()
         return _json({"ok": True} | asdict(limits))
 
-    COUNTED_FAULTS = ("error_5xx_next", "timeout_next", "drop_next", "lost_next",
-                      "ledger_limit_next", "non_json_next", "omit_next", "garble_next",
-                      "notice_repeat_next")
-    TEXT_FAULTS = {"omit_field": r"[A-Za-z0-9_]{1,40}", "garble_field": r"[A-Za-z0-9_]{1,40}",
-                   "garble_value": r"[^\x00-\x1f]{0,40}", "error_msg_cd": r"[A-Z0-9]{0,12}",
-                   "error_msg1": r"[^\x00-\x1f]{0,200}", "path": r"[A-Za-z0-9_/-]{0,100}"}
+    COUNTED_FAULTS = (
+        "error_5xx_next",
+        "timeout_next",
+        "drop_next",
+        "lost_next",
+        "ledger_limit_next",
+        "non_json_next",
+        "omit_next",
+        "garble_next",
+        "notice_repeat_next",
+    )
+    TEXT_FAULTS = {
+        "omit_field": r"[A-Za-z0-9_]{1,40}",
+        "garble_field": r"[A-Za-z0-9_]{1,40}",
+        "garble_value": r"[^\x00-\x1f]{0,40}",
+        "error_msg_cd": r"[A-Z0-9]{0,12}",
+        "error_msg1": r"[^\x00-\x1f]{0,200}",
+        "path": r"[A-Za-z0-9_/-]{0,100}",
+    }
 
     async def faults(self, request: web.Request) -> web.Response:
         """Set faults (the fields of Faults): each *_next counts the requests (or, for
@@ -1661,9 +2168,18 @@ class ControlApi:
         approvals_expire makes every WebSocket approval key issued so far unknown (open
         subscriptions go on; a new one with such a key is refused, OPSP0011)."""
         payload = await self._payload(request)
-        known = {"latency_ms", "error_5xx_rate", "error_status", "timeout_s", "outage_s",
-                 "after", "ws_drop", "approvals_expire", *self.TEXT_FAULTS,
-                 *self.COUNTED_FAULTS}
+        known = {
+            "latency_ms",
+            "error_5xx_rate",
+            "error_status",
+            "timeout_s",
+            "outage_s",
+            "after",
+            "ws_drop",
+            "approvals_expire",
+            *self.TEXT_FAULTS,
+            *self.COUNTED_FAULTS,
+        }
         unknown = set(payload) - known
         if unknown:
             raise ControlError(f"unknown faults {sorted(unknown)}; known: {sorted(known)}")
@@ -1732,14 +2248,21 @@ class ControlApi:
     def _quote(self, pdno: str) -> dict:
         sym = self.sim.engine.symbols[pdno]
         lower, upper = sym.limits
-        return {"pdno": pdno, "price": sym.price, "prev_close": sym.prev_close,
-                "lower_limit": lower, "upper_limit": upper}
+        return {
+            "pdno": pdno,
+            "price": sym.price,
+            "prev_close": sym.prev_close,
+            "lower_limit": lower,
+            "upper_limit": upper,
+        }
 
 
 def _counts(events: list) -> dict:
-    return {"ticks": sum(isinstance(e, eng.Tick) for e in events),
-            "notices": sum(isinstance(e, eng.Notice) for e in events),
-            "fills": sum(isinstance(e, eng.Notice) and e.filled for e in events)}
+    return {
+        "ticks": sum(isinstance(e, eng.Tick) for e in events),
+        "notices": sum(isinstance(e, eng.Notice) for e in events),
+        "fills": sum(isinstance(e, eng.Notice) and e.filled for e in events),
+    }
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -1790,15 +2313,24 @@ class _NoQuotedBytes(logging.Filter):
         return True
 
 
-async def serve(config: SimulatorConfig, *, host: str, port: int, ws_port: int,
-                stop: asyncio.Event, ready: Callable[[str, int, int], None]) -> None:
+async def serve(
+    config: SimulatorConfig,
+    *,
+    host: str,
+    port: int,
+    ws_port: int,
+    stop: asyncio.Event,
+    ready: Callable[[str, int, int], None],
+) -> None:
     """Run both servers until `stop` is set; `ready(host, port, ws_port)` once both listen
     (ports 0 pick free ones, and `ready` is told which).
     """
     logging.getLogger("aiohttp.server").addFilter(_NoQuotedBytes())
     sim = Simulator(config)
-    runners = [web.AppRunner(rest_app(sim), access_log=None, shutdown_timeout=2.0),
-               web.AppRunner(ws_app(sim), access_log=None, shutdown_timeout=2.0)]
+    runners = [
+        web.AppRunner(rest_app(sim), access_log=None, shutdown_timeout=2.0),
+        web.AppRunner(ws_app(sim), access_log=None, shutdown_timeout=2.0),
+    ]
     ticker = day = None
     try:
         bound = []

@@ -8,13 +8,20 @@ from .services import source_token_issue
 
 @admin.register(PickSource)
 class PickSourceAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "active", "rate_limit", "require_hmac", "exit_profile",
-                    "has_token", "created_at")
+    list_display = (
+        "code",
+        "name",
+        "active",
+        "rate_limit",
+        "require_hmac",
+        "exit_profile",
+        "has_token",
+        "created_at",
+    )
     list_filter = ("active", "require_hmac")
     list_select_related = ("exit_profile",)
     search_fields = ("code", "name")
-    fields = ("code", "name", "active", "rate_limit", "require_hmac", "exit_profile",
-              "has_token")
+    fields = ("code", "name", "active", "rate_limit", "require_hmac", "exit_profile", "has_token")
     readonly_fields = ("has_token",)
     actions = ["issue_token"]
 
@@ -29,8 +36,10 @@ class PickSourceAdmin(admin.ModelAdmin):
     # Whoever holds a source's token can trade through it: issuing one needs the change
     # permission, and a second, explicit confirmation (the first post only shows which sources
     # and what it does).
-    @admin.action(description="Issue a new token (shown once; the old one stops working)",
-                  permissions=["change"])
+    @admin.action(
+        description="Issue a new token (shown once; the old one stops working)",
+        permissions=["change"],
+    )
     def issue_token(self, request, queryset):
         if request.POST.get("confirm") != "yes":
             context = {
@@ -42,13 +51,17 @@ class PickSourceAdmin(admin.ModelAdmin):
                 "action": "issue_token",
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             }
-            return TemplateResponse(request, "admin/picks/picksource/issue_token_confirm.html",
-                                    context)
+            return TemplateResponse(
+                request, "admin/picks/picksource/issue_token_confirm.html", context
+            )
         for source in queryset:
             token = source_token_issue(source=source)
             # Shown once, here; only its SHA-256 is kept.
-            self.message_user(request, f"New token for source {source.code}, shown only "
-                                       f"this once: {token}", messages.WARNING)
+            self.message_user(
+                request,
+                f"New token for source {source.code}, shown only this once: {token}",
+                messages.WARNING,
+            )
 
 
 @admin.register(GateSettings)
@@ -57,15 +70,40 @@ class GateSettingsAdmin(admin.ModelAdmin):
 
     fieldsets = (
         ("Gate 1: validity", {"fields": ("max_pick_age_s", "entry_cutoff")}),
-        ("Gate 2: risk", {"fields": ("max_open_positions", "max_symbol_exposure_krw",
-                                     "max_total_exposure_krw", "daily_loss_limit_krw",
-                                     "min_cash_krw")}),
-        ("Gate 3: price", {"fields": ("max_price_age_s", "max_spread_pct", "limit_up_guard_pct",
-                                      "max_deviation_pct", "entry_slippage_pct")}),
+        (
+            "Gate 2: risk",
+            {
+                "fields": (
+                    "max_open_positions",
+                    "max_symbol_exposure_krw",
+                    "max_total_exposure_krw",
+                    "daily_loss_limit_krw",
+                    "min_cash_krw",
+                )
+            },
+        ),
+        (
+            "Gate 3: price",
+            {
+                "fields": (
+                    "max_price_age_s",
+                    "max_spread_pct",
+                    "limit_up_guard_pct",
+                    "max_deviation_pct",
+                    "entry_slippage_pct",
+                )
+            },
+        ),
         ("Orphan sweep", {"fields": ("sweep_after_s",)}),
     )
-    list_display = ("__str__", "max_pick_age_s", "entry_cutoff", "max_open_positions",
-                    "daily_loss_limit_krw", "updated_at")
+    list_display = (
+        "__str__",
+        "max_pick_age_s",
+        "entry_cutoff",
+        "max_open_positions",
+        "daily_loss_limit_krw",
+        "updated_at",
+    )
 
     def has_add_permission(self, request):
         return not GateSettings.objects.exists()
@@ -78,8 +116,20 @@ class GateSettingsAdmin(admin.ModelAdmin):
 class PickAdmin(admin.ModelAdmin):
     """Read only: picks are written by the ingest API and the router alone."""
 
-    list_display = ("received_at", "source", "external_id", "side", "symbol", "qty", "budget_krw",
-                    "status", "rejected_gate", "reject_reason", "routed_by", "intent")
+    list_display = (
+        "received_at",
+        "source",
+        "external_id",
+        "side",
+        "symbol",
+        "qty",
+        "budget_krw",
+        "status",
+        "rejected_gate",
+        "reject_reason",
+        "routed_by",
+        "intent",
+    )
     list_filter = ("status", "rejected_gate", "routed_by", "source")
     list_select_related = ("source", "intent")
     search_fields = ("external_id", "symbol")

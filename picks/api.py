@@ -7,15 +7,19 @@ batch counts, valid or not), each pick's fields (400 by index), the picks' sourc
 then is anything written, and then the whole batch or, on any error, nothing."""
 
 from django.conf import settings
-from drf_spectacular.utils import (OpenApiExample, OpenApiParameter, OpenApiResponse,
-                                   extend_schema)
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .auth import (SIGNATURE_HEADER, PayloadTooLarge, SourceTokenAuthentication, require_rate,
-                   require_signature)
+from .auth import (
+    SIGNATURE_HEADER,
+    PayloadTooLarge,
+    SourceTokenAuthentication,
+    require_rate,
+    require_signature,
+)
 from .serializers import ErrorSerializer, IngestAnswerSerializer, PickInSerializer
 from .services import PicksBacklogFull, PickStoreRace, picks_ingest
 
@@ -58,7 +62,8 @@ class PicksIngestView(APIView):
             raise exceptions.ParseError("Invalid Content-Length.")
         if int(length) > settings.PICKS_MAX_BODY_BYTES:
             raise PayloadTooLarge(
-                f"The body may be at most {settings.PICKS_MAX_BODY_BYTES:,} bytes.")
+                f"The body may be at most {settings.PICKS_MAX_BODY_BYTES:,} bytes."
+            )
         super().initial(request, *args, **kwargs)
 
     @extend_schema(
@@ -71,46 +76,92 @@ class PicksIngestView(APIView):
             "exactly one of qty and budget_krw. The whole batch is stored or nothing is; a "
             "pick already known by (source, external_id) stores nothing new and answers its "
             "first id. Stored picks are routed through the gates once the batch commits. The "
-            "source's rate counts picks (a batch of n costs n); unknown fields are refused."),
+            "source's rate counts picks (a batch of n costs n); unknown fields are refused."
+        ),
         request=PickInSerializer(many=True),
-        parameters=[OpenApiParameter(
-            SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=False,
-            description="sha256=<hex HMAC-SHA256 of the raw body>, keyed by the source's "
-                        "secret; required for sources that must sign.")],
+        parameters=[
+            OpenApiParameter(
+                SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="sha256=<hex HMAC-SHA256 of the raw body>, keyed by the source's "
+                "secret; required for sources that must sign.",
+            )
+        ],
         responses={
             202: IngestAnswerSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="Not a non-empty JSON list, or "
-                                 "field errors by pick index; nothing of the batch stored."),
-            401: OpenApiResponse(ErrorSerializer, description="No valid token, or a missing "
-                                 "or wrong signature (see WWW-Authenticate)."),
-            403: OpenApiResponse(ErrorSerializer, description="Inactive source, a pick of "
-                                 "another source, or a signing source without a secret on "
-                                 "this server."),
-            413: OpenApiResponse(ErrorSerializer, description="Body over "
-                                 "PICKS_MAX_BODY_BYTES, more than PICKS_MAX_BATCH picks, or "
-                                 "more picks than the source's whole rate."),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                description="Not a non-empty JSON list, or "
+                "field errors by pick index; nothing of the batch stored.",
+            ),
+            401: OpenApiResponse(
+                ErrorSerializer,
+                description="No valid token, or a missing "
+                "or wrong signature (see WWW-Authenticate).",
+            ),
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="Inactive source, a pick of "
+                "another source, or a signing source without a secret on "
+                "this server.",
+            ),
+            413: OpenApiResponse(
+                ErrorSerializer,
+                description="Body over "
+                "PICKS_MAX_BODY_BYTES, more than PICKS_MAX_BATCH picks, or "
+                "more picks than the source's whole rate.",
+            ),
             415: OpenApiResponse(ErrorSerializer, description="Not application/json."),
-            409: OpenApiResponse(ErrorSerializer, description="A pick of the batch already "
-                                 "known was deleted while the batch was stored; send the "
-                                 "batch again (what was stored answers as duplicates)."),
-            429: OpenApiResponse(ErrorSerializer, description="Over the source's rate; "
-                                 "nothing stored. Send again after Retry-After seconds."),
-            503: OpenApiResponse(description="The routers' backlog is full: "
-                                 '{"error": "busy", "detail": ..., "retry_after_s": n}; '
-                                 "nothing stored. Send again after Retry-After seconds."),
+            409: OpenApiResponse(
+                ErrorSerializer,
+                description="A pick of the batch already "
+                "known was deleted while the batch was stored; send the "
+                "batch again (what was stored answers as duplicates).",
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer,
+                description="Over the source's rate; "
+                "nothing stored. Send again after Retry-After seconds.",
+            ),
+            503: OpenApiResponse(
+                description="The routers' backlog is full: "
+                '{"error": "busy", "detail": ..., "retry_after_s": n}; '
+                "nothing stored. Send again after Retry-After seconds."
+            ),
         },
-        examples=[OpenApiExample("one pick", request_only=True, value=[{
-            "source": "3001", "external_id": "news-20261124-0001", "symbol": "005930",
-            "side": "BUY", "budget_krw": 1_000_000, "limit_price": 71_000, "score": "0.87",
-            "generated_at": "2026-11-24T09:00:01.250+09:00"}]),
-            OpenApiExample("queued", response_only=True, status_codes=["202"], value={
-                "status": "queued", "ids": [1812, 1813], "duplicates": 1})],
+        examples=[
+            OpenApiExample(
+                "one pick",
+                request_only=True,
+                value=[
+                    {
+                        "source": "3001",
+                        "external_id": "news-20261124-0001",
+                        "symbol": "005930",
+                        "side": "BUY",
+                        "budget_krw": 1_000_000,
+                        "limit_price": 71_000,
+                        "score": "0.87",
+                        "generated_at": "2026-11-24T09:00:01.250+09:00",
+                    }
+                ],
+            ),
+            OpenApiExample(
+                "queued",
+                response_only=True,
+                status_codes=["202"],
+                value={"status": "queued", "ids": [1812, 1813], "duplicates": 1},
+            ),
+        ],
     )
     def post(self, request):
         source = request.auth
         if len(request.body) > settings.PICKS_MAX_BODY_BYTES:  # what was read, not declared
             raise PayloadTooLarge(
-                f"The body may be at most {settings.PICKS_MAX_BODY_BYTES:,} bytes.")
+                f"The body may be at most {settings.PICKS_MAX_BODY_BYTES:,} bytes."
+            )
         require_signature(request, source)
         try:
             body = request.data
@@ -129,16 +180,19 @@ class PicksIngestView(APIView):
         others = sorted({p["source"] for p in serializer.validated_data} - {source.code})
         if others:
             raise exceptions.PermissionDenied(
-                f"This token sends picks of source {source.code} only, not "
-                f"{', '.join(others[:5])}.")
+                f"This token sends picks of source {source.code} only, not {', '.join(others[:5])}."
+            )
         try:
             ids, duplicates = picks_ingest(source=source, items=serializer.validated_data)
         except PickStoreRace as exc:
             raise BatchConflict(str(exc)) from None
         except PicksBacklogFull as exc:
-            return Response({"error": "busy", "detail": str(exc),
-                             "retry_after_s": RETRY_AFTER_BUSY_S},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
-        return Response({"status": "queued", "ids": ids, "duplicates": duplicates},
-                        status=status.HTTP_202_ACCEPTED)
+            return Response(
+                {"error": "busy", "detail": str(exc), "retry_after_s": RETRY_AFTER_BUSY_S},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": str(RETRY_AFTER_BUSY_S)},
+            )
+        return Response(
+            {"status": "queued", "ids": ids, "duplicates": duplicates},
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -104,17 +104,19 @@ def require_signature(request, source: PickSource) -> None:
         return
     secret = os.environ.get(hmac_env_name(source.code), "")
     if not secret:
-        logger.error("picks.hmac_unconfigured source=%s env=%s", source.code,
-                     hmac_env_name(source.code))
+        logger.error(
+            "picks.hmac_unconfigured source=%s env=%s", source.code, hmac_env_name(source.code)
+        )
         raise exceptions.PermissionDenied(
             f"Source {source.code} must sign its picks, but this server has no secret for it "
-            f"({hmac_env_name(source.code)} is not set): ask the operator.")
+            f"({hmac_env_name(source.code)} is not set): ask the operator."
+        )
     sent = request.headers.get(SIGNATURE_HEADER, "")
     if not sent.startswith(_SIGNATURE_PREFIX):
         raise exceptions.AuthenticationFailed(f"Send {SIGNATURE_HEADER}: sha256=<hex HMAC>.")
     expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest().encode()
     # Bytes, not str: compare_digest refuses non-ASCII str, and a header may carry any byte.
-    given = sent[len(_SIGNATURE_PREFIX):].strip().lower().encode("utf-8", "replace")
+    given = sent[len(_SIGNATURE_PREFIX) :].strip().lower().encode("utf-8", "replace")
     if not hmac.compare_digest(given, expected):
         raise exceptions.AuthenticationFailed("The body's signature does not match.")
 
@@ -135,8 +137,12 @@ def _rate_limiter():
         options = {}
         if url.startswith(("redis://", "rediss://")):
             timeout = settings.PICKS_RATE_STORAGE_TIMEOUT_S
-            options = {"wrap_exceptions": True, "socket_timeout": timeout,
-                       "socket_connect_timeout": timeout, "key_prefix": "aegis:picks:rate"}
+            options = {
+                "wrap_exceptions": True,
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "key_prefix": "aegis:picks:rate",
+            }
         limiter = _limiters[url] = MovingWindowRateLimiter(storage_from_string(url, **options))
     return limiter
 
@@ -159,19 +165,25 @@ def require_rate(source: PickSource, picks: int) -> None:
         logger.error("picks.rate_invalid source=%s: batch let in", source.code)
         return
     if picks > item.amount:
-        raise PayloadTooLarge(f"Source {source.code} may send {source.rate_limit}: a batch "
-                              f"holds at most {item.amount} of its picks.")
+        raise PayloadTooLarge(
+            f"Source {source.code} may send {source.rate_limit}: a batch "
+            f"holds at most {item.amount} of its picks."
+        )
     limiter = _rate_limiter()
     try:
         if limiter.hit(item, "picks", source.code, cost=picks):
             return
         reset_at = limiter.get_window_stats(item, "picks", source.code).reset_time
     except (StorageError, ConnectionError, TimeoutError, OSError) as exc:
-        logger.warning("picks.rate_unavailable source=%s error=%s: batch let in", source.code,
-                       type(getattr(exc, "storage_error", exc)).__name__)
+        logger.warning(
+            "picks.rate_unavailable source=%s error=%s: batch let in",
+            source.code,
+            type(getattr(exc, "storage_error", exc)).__name__,
+        )
         return
-    logger.info("picks.rate_exceeded source=%s count=%s rate=%s", source.code, picks,
-                source.rate_limit)
+    logger.info(
+        "picks.rate_exceeded source=%s count=%s rate=%s", source.code, picks, source.rate_limit
+    )
     raise RateExceeded(wait=max(1, int(reset_at - time.time() + 0.999)))
 
 
@@ -183,10 +195,13 @@ try:  # the OpenAPI schema's description of the token (drf-spectacular)
         name = "sourceToken"
 
         def get_security_definition(self, auto_schema):
-            return {"type": "http", "scheme": "bearer",
-                    "description": "The source's API token (manage.py picks_source, or the "
-                                   "admin's issue-token action). Sources that require it "
-                                   f"also sign the body: {SIGNATURE_HEADER}: sha256=<hex "
-                                   "HMAC-SHA256 of the raw body>."}
+            return {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The source's API token (manage.py picks_source, or the "
+                "admin's issue-token action). Sources that require it "
+                f"also sign the body: {SIGNATURE_HEADER}: sha256=<hex "
+                "HMAC-SHA256 of the raw body>.",
+            }
 except ImportError:  # pragma: no cover - drf-spectacular is pinned in requirements.txt
     pass

@@ -61,8 +61,9 @@ def _ask_dict(ask: gates.Ask) -> dict:
 
 def _ask(payload: dict) -> gates.Ask:
     fields = {name: payload[name] for name in gates.Ask.__dataclass_fields__}
-    return gates.Ask(**fields | {"generated_at": dt.datetime.fromisoformat(
-        payload["generated_at"])})
+    return gates.Ask(
+        **fields | {"generated_at": dt.datetime.fromisoformat(payload["generated_at"])}
+    )
 
 
 _senders: dict[int, object] = {}
@@ -85,9 +86,7 @@ def _sender(broker):
 def _serve(item: str, broker) -> None:
     """A lane's turn on the picks bell: a heads-up (heads_up_item), or a stored pick's ring
     (item)."""
-    from .routing import heads_up_serve
-
-    from .routing import exits_short
+    from .routing import exits_short, heads_up_serve
 
     payload = json.loads(item)
     if "heads_up" not in payload:
@@ -104,23 +103,34 @@ def _serve(item: str, broker) -> None:
 def _route_rung(payload: dict, broker) -> None:
     """Route a rung pick; one this lane cannot route (a database error, say) goes to the route
     task, which tries again in another process (a pick already routed is skipped there)."""
-    from .tasks import picks_route_task, route_now
-
     from .routing import exits_first
+    from .tasks import picks_route_task, route_now
 
     pick_id = payload["id"]
     try:
         exits_first(broker)
-        route_now([pick_id], "EVENT", broker=broker, rung={pick_id: _ask(payload)},
-                  executor=_sender(broker))
+        route_now(
+            [pick_id],
+            "EVENT",
+            broker=broker,
+            rung={pick_id: _ask(payload)},
+            executor=_sender(broker),
+        )
     except Exception as exc:  # noqa: BLE001 - the route task, then the sweep, take it
-        logger.warning("picks.doorbell_route_failed pick_id=%s: %s: handed to the route task",
-                       pick_id, type(exc).__name__, extra={"pick_id": pick_id})
+        logger.warning(
+            "picks.doorbell_route_failed pick_id=%s: %s: handed to the route task",
+            pick_id,
+            type(exc).__name__,
+            extra={"pick_id": pick_id},
+        )
         try:
             picks_route_task.delay([pick_id])
         except Exception as enqueue:  # noqa: BLE001 - the orphan sweep routes it
-            logger.error("picks.route_enqueue_failed pick_id=%s error=%s: left for the sweep",
-                         pick_id, type(enqueue).__name__)
+            logger.error(
+                "picks.route_enqueue_failed pick_id=%s error=%s: left for the sweep",
+                pick_id,
+                type(enqueue).__name__,
+            )
 
 
 PICKS = doorbell.Bell(QUEUE_KEY, LANES_KEY, _serve)
@@ -163,8 +173,10 @@ def start_for_worker(consumer) -> doorbell.Lanes | None:
     if not doorbell.enabled() or "picks" not in queues or settings.PICKS_LANES < 1:
         return None
     if not pool.endswith((".thread", ".solo")):
-        logger.info("picks doorbell off: the %s pool runs tasks in child processes; the "
-                    "route task serves", pool.rsplit(".", 1)[-1])
+        logger.info(
+            "picks doorbell off: the %s pool runs tasks in child processes; the route task serves",
+            pool.rsplit(".", 1)[-1],
+        )
         return None
     _worker_lanes = doorbell.Lanes(count=settings.PICKS_LANES, bells=(PICKS,)).start()
     return _worker_lanes

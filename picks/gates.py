@@ -58,10 +58,16 @@ class Ask:
     @classmethod
     def of(cls, pick) -> "Ask":
         """A pick's (picks.models.Pick, with its source)."""
-        return cls(side=pick.side, symbol=pick.symbol, qty=pick.qty, budget_krw=pick.budget_krw,
-                   limit_price=pick.limit_price, generated_at=pick.generated_at,
-                   source_active=pick.source.active,
-                   has_profile=pick.source.exit_profile_id is not None)
+        return cls(
+            side=pick.side,
+            symbol=pick.symbol,
+            qty=pick.qty,
+            budget_krw=pick.budget_krw,
+            limit_price=pick.limit_price,
+            generated_at=pick.generated_at,
+            source_active=pick.source.active,
+            has_profile=pick.source.exit_profile_id is not None,
+        )
 
 
 @dataclass(frozen=True)
@@ -127,8 +133,15 @@ def _krw(value: int) -> str:
     return f"{value:,} KRW"
 
 
-def screen(ask: Ask, limits: Limits, *, trading_state: str | None, now: dt.datetime,
-           session_open: dt.datetime | None, session_close: dt.datetime | None) -> str | None:
+def screen(
+    ask: Ask,
+    limits: Limits,
+    *,
+    trading_state: str | None,
+    now: dt.datetime,
+    session_open: dt.datetime | None,
+    session_close: dt.datetime | None,
+) -> str | None:
     """Gate 1's checks that need neither the market nor the account: the router refuses on
     them before it asks the broker anything. `trading_state` None: not known yet, not
     checked."""
@@ -146,20 +159,36 @@ def screen(ask: Ask, limits: Limits, *, trading_state: str | None, now: dt.datet
     if now < session_open:
         return f"before the open ({session_open:%H:%M})"
     if now >= end:
-        return (f"after the entry cutoff ({end:%H:%M})" if buy and end == cutoff
-                else f"after the close ({end:%H:%M})")
+        return (
+            f"after the entry cutoff ({end:%H:%M})"
+            if buy and end == cutoff
+            else f"after the close ({end:%H:%M})"
+        )
     age = (now - ask.generated_at).total_seconds()
     if age > limits.max_pick_age_s:
         return f"stale: generated {age:.1f} s ago (at most {limits.max_pick_age_s} s)"
     return None
 
 
-def gate_validity(ask: Ask, market: Market, account: Account, limits: Limits, *,
-                  now: dt.datetime, session_open: dt.datetime | None,
-                  session_close: dt.datetime | None) -> str | None:
+def gate_validity(
+    ask: Ask,
+    market: Market,
+    account: Account,
+    limits: Limits,
+    *,
+    now: dt.datetime,
+    session_open: dt.datetime | None,
+    session_close: dt.datetime | None,
+) -> str | None:
     """Gate 1: the reason the pick is not valid now, or None."""
-    reason = screen(ask, limits, trading_state=account.trading_state, now=now,
-                    session_open=session_open, session_close=session_close)
+    reason = screen(
+        ask,
+        limits,
+        trading_state=account.trading_state,
+        now=now,
+        session_open=session_open,
+        session_close=session_close,
+    )
     if reason:
         return reason
     buy = ask.side == "BUY"
@@ -186,8 +215,10 @@ def entry_price(ask: Ask, market: Market, limits: Limits) -> int | None:
         return None
     else:
         raw = math.floor(Decimal(market.price) * (HUNDRED + limits.entry_slippage_pct) / HUNDRED)
-        price = max(krx.round_to_tick(market.price, direction="up"),
-                    krx.round_to_tick(raw, direction="down"))
+        price = max(
+            krx.round_to_tick(market.price, direction="up"),
+            krx.round_to_tick(raw, direction="down"),
+        )
     if market.upper_limit:
         price = min(price, market.upper_limit)
     return price
@@ -220,36 +251,45 @@ def size(ask: Ask, limit_price: int | None) -> int:
     return ask.budget_krw // limit_price
 
 
-def gate_risk(ask: Ask, account: Account, limits: Limits, *, qty: int,
-              limit_price: int | None) -> str | None:
+def gate_risk(
+    ask: Ask, account: Account, limits: Limits, *, qty: int, limit_price: int | None
+) -> str | None:
     """Gate 2 (BUY only): the reason the entry would take too much risk, or None."""
     if account.open_positions >= limits.max_open_positions:
-        return (f"{account.open_positions} positions open or being bought "
-                f"(at most {limits.max_open_positions})")
+        return (
+            f"{account.open_positions} positions open or being bought "
+            f"(at most {limits.max_open_positions})"
+        )
     loss = -account.realized_today_krw
     if limits.daily_loss_limit_krw and loss >= limits.daily_loss_limit_krw:
-        return (f"today's realised loss {_krw(int(loss))} reached the daily limit "
-                f"{_krw(limits.daily_loss_limit_krw)}")
+        return (
+            f"today's realised loss {_krw(int(loss))} reached the daily limit "
+            f"{_krw(limits.daily_loss_limit_krw)}"
+        )
     if limit_price is None:
         return None  # no price to size and value it at: gate 3 refuses it
     if qty <= 0:
-        return (f"the budget of {_krw(ask.budget_krw or 0)} buys no share at "
-                f"{_krw(limit_price)}")
+        return f"the budget of {_krw(ask.budget_krw or 0)} buys no share at {_krw(limit_price)}"
     value = qty * limit_price
     symbol = account.symbol_exposure_krw + value
     if symbol > limits.max_symbol_exposure_krw:
-        return (f"{ask.symbol} exposure would be {_krw(symbol)} "
-                f"(at most {_krw(limits.max_symbol_exposure_krw)})")
+        return (
+            f"{ask.symbol} exposure would be {_krw(symbol)} "
+            f"(at most {_krw(limits.max_symbol_exposure_krw)})"
+        )
     total = account.total_exposure_krw + value
     if total > limits.max_total_exposure_krw:
-        return (f"total exposure would be {_krw(total)} "
-                f"(at most {_krw(limits.max_total_exposure_krw)})")
+        return (
+            f"total exposure would be {_krw(total)} (at most {_krw(limits.max_total_exposure_krw)})"
+        )
     if account.cash_krw is None:
         return "cash unknown: no reconciliation with KIS has read the deposit yet"
     spendable = account.cash_krw - limits.min_cash_krw
     if value > spendable:
-        return (f"the entry costs {_krw(value)}, more than the {_krw(max(spendable, 0))} "
-                f"of cash it may use")
+        return (
+            f"the entry costs {_krw(value)}, more than the {_krw(max(spendable, 0))} "
+            f"of cash it may use"
+        )
     return None
 
 
@@ -264,29 +304,49 @@ def gate_price(ask: Ask, market: Market, limits: Limits, *, now: dt.datetime) ->
     if buy and market.upper_limit:
         guard = _pct(market.upper_limit - market.price, market.upper_limit)
         if guard < limits.limit_up_guard_pct:
-            return (f"{market.price:,} is within {guard:.2f}% of the upper limit "
-                    f"{market.upper_limit:,} (guard {limits.limit_up_guard_pct}%)")
+            return (
+                f"{market.price:,} is within {guard:.2f}% of the upper limit "
+                f"{market.upper_limit:,} (guard {limits.limit_up_guard_pct}%)"
+            )
     if market.best_bid is None or market.best_ask is None:
         side = "asks" if market.best_ask is None else "bids"
         return f"no {side} in the order book"
     spread = _pct(market.best_ask - market.best_bid, market.best_bid)
     if spread > limits.max_spread_pct:
-        return (f"the spread {market.best_bid:,}–{market.best_ask:,} is {spread:.2f}% "
-                f"(at most {limits.max_spread_pct}%)")
+        return (
+            f"the spread {market.best_bid:,}–{market.best_ask:,} is {spread:.2f}% "
+            f"(at most {limits.max_spread_pct}%)"
+        )
     if ask.limit_price is not None:
         moved = _pct(market.price - ask.limit_price, ask.limit_price)
         if abs(moved) > limits.max_deviation_pct:
-            return (f"the price {market.price:,} is {moved:+.2f}% from the pick's "
-                    f"{ask.limit_price:,} (at most ±{limits.max_deviation_pct}%)")
+            return (
+                f"the price {market.price:,} is {moved:+.2f}% from the pick's "
+                f"{ask.limit_price:,} (at most ±{limits.max_deviation_pct}%)"
+            )
     return None
 
 
-def route(ask: Ask, market: Market, account: Account, limits: Limits, *, now: dt.datetime,
-          session_open: dt.datetime | None,
-          session_close: dt.datetime | None) -> Route | Rejection:
+def route(
+    ask: Ask,
+    market: Market,
+    account: Account,
+    limits: Limits,
+    *,
+    now: dt.datetime,
+    session_open: dt.datetime | None,
+    session_close: dt.datetime | None,
+) -> Route | Rejection:
     """The three gates in order, then the order the pick becomes."""
-    reason = gate_validity(ask, market, account, limits, now=now, session_open=session_open,
-                           session_close=session_close)
+    reason = gate_validity(
+        ask,
+        market,
+        account,
+        limits,
+        now=now,
+        session_open=session_open,
+        session_close=session_close,
+    )
     if reason:
         return Rejection(1, reason)
     if ask.side == "BUY":
@@ -299,8 +359,10 @@ def route(ask: Ask, market: Market, account: Account, limits: Limits, *, now: dt
         limit_price = exit_price(ask, market, limits)
         qty = min(size(ask, limit_price), account.symbol_available_qty)
         if qty <= 0 and limit_price is not None:
-            return Rejection(1, f"the budget of {_krw(ask.budget_krw or 0)} sells no share at "
-                                f"{_krw(limit_price)}")
+            return Rejection(
+                1,
+                f"the budget of {_krw(ask.budget_krw or 0)} sells no share at {_krw(limit_price)}",
+            )
     reason = gate_price(ask, market, limits, now=now)
     if reason:
         return Rejection(3, reason)

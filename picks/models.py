@@ -38,28 +38,38 @@ class PickSource(models.Model):
     exit profile its entries are watched with."""
 
     code = models.CharField(
-        max_length=32, unique=True, validators=[RegexValidator(r"^[A-Za-z0-9_.-]{1,32}$")],
+        max_length=32,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9_.-]{1,32}$")],
         help_text="Strategy id as sent in each pick, e.g. 3001.",
     )
     name = models.CharField(max_length=64, blank=True)
     active = models.BooleanField(default=True, help_text="An inactive source is refused (403).")
     token_sha256 = models.CharField(
-        max_length=64, blank=True, editable=False,
+        max_length=64,
+        blank=True,
+        editable=False,
         help_text="SHA-256 of the source's API token; the token itself is never stored.",
     )
     require_hmac = models.BooleanField(
         default=False,
         help_text="Also require an HMAC-SHA256 of the body, keyed by the secret in the "
-                  "environment (AEGIS_PICKS_HMAC_<CODE>).",
+        "environment (AEGIS_PICKS_HMAC_<CODE>).",
     )
     rate_limit = models.CharField(
-        max_length=32, default=default_rate_limit, validators=[_rate_validator],
+        max_length=32,
+        default=default_rate_limit,
+        validators=[_rate_validator],
         help_text="Most picks this source may send, e.g. 5/second (429 beyond it). Each "
-                  "routed pick costs two or three of KIS's requests (about 20 a second).",
+        "routed pick costs two or three of KIS's requests (about 20 a second).",
     )
     exit_profile = models.ForeignKey(
-        "trading.ExitProfile", on_delete=models.PROTECT, null=True, blank=True,
-        related_name="pick_sources", help_text="The exit profile its entries are watched with.",
+        "trading.ExitProfile",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="pick_sources",
+        help_text="The exit profile its entries are watched with.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -76,8 +86,10 @@ def _krw(**kwargs):
 
 def _pct(maximum: str, **kwargs):
     return models.DecimalField(
-        max_digits=6, decimal_places=2,
-        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal(maximum))], **kwargs,
+        max_digits=6,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal(maximum))],
+        **kwargs,
     )
 
 
@@ -86,45 +98,65 @@ class GateSettings(models.Model):
 
     # Gate 1: validity
     max_pick_age_s = models.PositiveIntegerField(
-        default=30, validators=[MinValueValidator(1)],
-        help_text="A pick generated longer ago than this is stale.")
+        default=30,
+        validators=[MinValueValidator(1)],
+        help_text="A pick generated longer ago than this is stale.",
+    )
     entry_cutoff = models.TimeField(
         default=dt.time(15, 15),
-        help_text="No new entries after this time of day (Asia/Seoul); the session opens 09:00.")
+        help_text="No new entries after this time of day (Asia/Seoul); the session opens 09:00.",
+    )
     # Gate 2: risk
     max_open_positions = models.PositiveIntegerField(default=20)
-    max_symbol_exposure_krw = _krw(default=20_000_000,
-                                   help_text="Most KRW held and being bought in one symbol.")
-    max_total_exposure_krw = _krw(default=200_000_000,
-                                  help_text="Most KRW held and being bought in all symbols.")
-    daily_loss_limit_krw = _krw(default=5_000_000,
-                                help_text="No new entries once today's realised loss reaches it.")
+    max_symbol_exposure_krw = _krw(
+        default=20_000_000, help_text="Most KRW held and being bought in one symbol."
+    )
+    max_total_exposure_krw = _krw(
+        default=200_000_000, help_text="Most KRW held and being bought in all symbols."
+    )
+    daily_loss_limit_krw = _krw(
+        default=5_000_000, help_text="No new entries once today's realised loss reaches it."
+    )
     min_cash_krw = _krw(default=0, help_text="Cash kept aside, never spent on entries.")
     # Gate 3: price
     max_price_age_s = models.PositiveIntegerField(
-        default=5, validators=[MinValueValidator(1)],
-        help_text="The symbol's last trade must be at most this old.")
-    max_spread_pct = _pct("30", default=Decimal("1.00"),
-                          help_text="Widest ask−bid spread, as a % of the bid.")
-    limit_up_guard_pct = _pct("30", default=Decimal("2.00"),
-                              help_text="Refuse when the price is within this % of the upper "
-                                        "limit.")
-    max_deviation_pct = _pct("30", default=Decimal("2.00"),
-                             help_text="Refuse when the price has moved more than this % from "
-                                       "the pick's limit price.")
-    entry_slippage_pct = _pct("10", default=Decimal("0.50"),
-                              help_text="Without a limit price, bid this % above the last trade "
-                                        "(on the tick grid, at most the upper limit).")
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="The symbol's last trade must be at most this old.",
+    )
+    max_spread_pct = _pct(
+        "30", default=Decimal("1.00"), help_text="Widest ask−bid spread, as a % of the bid."
+    )
+    limit_up_guard_pct = _pct(
+        "30",
+        default=Decimal("2.00"),
+        help_text="Refuse when the price is within this % of the upper limit.",
+    )
+    max_deviation_pct = _pct(
+        "30",
+        default=Decimal("2.00"),
+        help_text="Refuse when the price has moved more than this % from the pick's limit price.",
+    )
+    entry_slippage_pct = _pct(
+        "10",
+        default=Decimal("0.50"),
+        help_text="Without a limit price, bid this % above the last trade "
+        "(on the tick grid, at most the upper limit).",
+    )
     # Fallback
     sweep_after_s = models.PositiveIntegerField(
-        default=5, validators=[MinValueValidator(1)],
-        help_text="The sweep routes picks still NEW this long after they arrived.")
+        default=5,
+        validators=[MinValueValidator(1)],
+        help_text="The sweep routes picks still NEW this long after they arrived.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
     # Moved on by every routed pick, under this row's lock: an account read outside the lock
     # holds for the decision when the sequence it read is still the row's (picks/routing.py).
     routed_seq = models.BigIntegerField(
-        default=0, editable=False,
-        help_text="Picks routed so far; a router's account read holds while it stands.")
+        default=0,
+        editable=False,
+        help_text="Picks routed so far; a router's account read holds while it stands.",
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = "gate settings"
@@ -156,8 +188,13 @@ class Pick(models.Model):
         SWEEP = "SWEEP", "Orphan sweep"
 
     source = models.ForeignKey(
-        PickSource, to_field="code", db_column="source", on_delete=models.PROTECT,
-        related_name="picks", help_text="Strategy id, e.g. 3001.")
+        PickSource,
+        to_field="code",
+        db_column="source",
+        on_delete=models.PROTECT,
+        related_name="picks",
+        help_text="Strategy id, e.g. 3001.",
+    )
     external_id = models.CharField(max_length=128)
     symbol = models.CharField(max_length=6, validators=[symbol_validator])
     side = models.CharField(max_length=4, choices=Side.choices, default=Side.BUY)
@@ -179,7 +216,9 @@ class Pick(models.Model):
     class Meta:
         indexes = [models.Index(fields=["status", "received_at"], name="pick_status_received")]
         constraints = [
-            models.UniqueConstraint(fields=["source", "external_id"], name="pick_source_external_id"),
+            models.UniqueConstraint(
+                fields=["source", "external_id"], name="pick_source_external_id"
+            ),
             models.CheckConstraint(
                 condition=(Q(qty__isnull=False, qty__gt=0, budget_krw__isnull=True))
                 | (Q(qty__isnull=True, budget_krw__isnull=False, budget_krw__gt=0)),
@@ -195,12 +234,24 @@ class Pick(models.Model):
                 name="pick_rejected_gate_valid",
             ),
             models.CheckConstraint(
-                condition=Q(status="NEW", routed_at__isnull=True, intent__isnull=True,
-                            rejected_gate__isnull=True)
-                | Q(status="ROUTED", routed_at__isnull=False, intent__isnull=False,
-                    rejected_gate__isnull=True)
-                | Q(status="REJECTED", routed_at__isnull=False, intent__isnull=True,
-                    rejected_gate__isnull=False),
+                condition=Q(
+                    status="NEW",
+                    routed_at__isnull=True,
+                    intent__isnull=True,
+                    rejected_gate__isnull=True,
+                )
+                | Q(
+                    status="ROUTED",
+                    routed_at__isnull=False,
+                    intent__isnull=False,
+                    rejected_gate__isnull=True,
+                )
+                | Q(
+                    status="REJECTED",
+                    routed_at__isnull=False,
+                    intent__isnull=True,
+                    rejected_gate__isnull=False,
+                ),
                 name="pick_status_consistent",
             ),
         ]
@@ -215,11 +266,15 @@ class PositionOpener(models.Model):
     sells what it bought, never another's holding, nor one an operator opened."""
 
     position = models.OneToOneField(
-        "execution.Position", on_delete=models.CASCADE, primary_key=True,
-        related_name="opener")
+        "execution.Position", on_delete=models.CASCADE, primary_key=True, related_name="opener"
+    )
     source = models.ForeignKey(
-        PickSource, to_field="code", db_column="source", on_delete=models.PROTECT,
-        related_name="positions_opened")
+        PickSource,
+        to_field="code",
+        db_column="source",
+        on_delete=models.PROTECT,
+        related_name="positions_opened",
+    )
     opened_at = models.DateTimeField()
 
     def __str__(self) -> str:

@@ -10,10 +10,10 @@ transaction (or joined, when the ingest's heads-up began reading it while the pi
 stored: market_prefetch), and beside it the account, the pick, the gate settings and the
 trading state in one statement; then the decision. A BUY entry decided on what was read is
 written in one statement that takes the router's locks and writes only if nothing it was
-decided on moved (_route_at_once). Otherwise, in one transaction, the pick's row and the gate settings' row
-locked (the latter makes risk decisions one at a time, so two picks cannot both take the last
-open slot or the last of the cash), the account read again unless no pick was routed since,
-the gates decided, and the outcome written.
+decided on moved (_route_at_once). Otherwise, in one transaction, the pick's row and the gate
+settings' row locked (the latter makes risk decisions one at a time, so two picks cannot both
+take the last open slot or the last of the cash), the account read again unless no pick was
+routed since, the gates decided, and the outcome written.
 """
 
 import dataclasses
@@ -32,17 +32,25 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
-from core import metrics
-from core import clock
+from core import clock, metrics
 from core.rows import bound_cursor, columns, instances
-from kis.errors import KisError, KisProductNotFound
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
-from execution.models import (Fill, IntentType, Order, OrderIntent, Position, Reconciliation,
-                              Side, TradingState)
+from execution.models import (
+    Fill,
+    IntentType,
+    Order,
+    OrderIntent,
+    Position,
+    Reconciliation,
+    Side,
+    TradingState,
+)
 from execution.services import entry_intent_open, exit_intent_open
 from execution.services.intents import EntryWrite
 from execution.services.trading_state import trading_state_get, trading_state_in_force_sql
-from trading import hot, market_calendar
+from kis.errors import KisError, KisProductNotFound
+from market import calendar as market_calendar
+from trading import hot
 from trading.models import BestPrice, PositionExitState
 
 from . import gates
@@ -55,6 +63,7 @@ ROUTED, REJECTED, SKIPPED, DEFERRED = "routed", "rejected", "skipped", "deferred
 
 # --- the market, read before any lock ------------------------------------------------------------
 
+
 def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
     """Keep a quote the router asked for as the symbol's best price (a newer trade, if
     pricesync stored one meanwhile, stays). Runs on a market lane, after the route has the
@@ -64,9 +73,14 @@ def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
 
     try:
         on_fresh_connection(best_price_write)(
-            symbol=symbol, price=quote.price, at=at, source=BestPrice.Source.REST,
-            prev_close=quote.prev_close or None, upper_limit=quote.upper_limit or None,
-            lower_limit=quote.lower_limit or None)
+            symbol=symbol,
+            price=quote.price,
+            at=at,
+            source=BestPrice.Source.REST,
+            prev_close=quote.prev_close or None,
+            upper_limit=quote.upper_limit or None,
+            lower_limit=quote.lower_limit or None,
+        )
     except Exception as exc:  # noqa: BLE001 - the next quote or trade is kept instead
         logger.warning("picks.quote_not_kept symbol=%s: %s", symbol, type(exc).__name__)
 
@@ -78,8 +92,13 @@ def _kept(symbol: str, quote, now: dt.datetime) -> hot.Px:
         _market_lanes.submit(_quote_keep, symbol, quote, now)
     else:  # SQLite (the embedded default) has one writer: a second would wait on the route's
         _quote_keep(symbol, quote, now)
-    return hot.Px(quote.price, quote.prev_close or None, quote.upper_limit or None,
-                  quote.lower_limit or None, now.timestamp())
+    return hot.Px(
+        quote.price,
+        quote.prev_close or None,
+        quote.upper_limit or None,
+        quote.lower_limit or None,
+        now.timestamp(),
+    )
 
 
 def _book_top(book) -> tuple[int | None, int | None]:
@@ -122,8 +141,10 @@ def market_lanes_warm() -> int:
     picks measured and 2.2 ms from the 80th on (bench.ingest, one run): each of the eight
     connections plans the statement afresh for its first ten runs. Returns how many threads
     were warmed (0 on a connection that prepares nothing)."""
-    if (connection.vendor != "postgresql"
-            or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None):
+    if (
+        connection.vendor != "postgresql"
+        or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None
+    ):
         return 0
     count = _market_lanes._max_workers
     together = threading.Barrier(count, timeout=10)  # one task on each thread
@@ -150,8 +171,9 @@ class _Fetch(NamedTuple):
     began: float  # time.monotonic()
 
 
-def _market_fetch(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime,
-                  joinable: bool = False) -> _Fetch:
+def _market_fetch(
+    symbol: str, *, broker, limits: gates.Limits, now: dt.datetime, joinable: bool = False
+) -> _Fetch:
     """Begin reading `symbol`'s market: both broker calls (each only if the cache lacks its
     value) on market threads, which take their rate slots meanwhile, while this thread reads
     both cache entries in one round trip. `joinable`: a heads-up's read, which a route of the
@@ -159,11 +181,21 @@ def _market_fetch(symbol: str, *, broker, limits: gates.Limits, now: dt.datetime
     price_key, book_key = hot.price_key(symbol), _book_key(symbol)
     cached: Future = Future()
     quote = _market_lanes.submit(
-        _unless_cached, functools.partial(broker.price, symbol), price_key,
-        lambda px: now.timestamp() - px.at <= limits.max_price_age_s, cached, broker)
+        _unless_cached,
+        functools.partial(broker.price, symbol),
+        price_key,
+        lambda px: now.timestamp() - px.at <= limits.max_price_age_s,
+        cached,
+        broker,
+    )
     top = _market_lanes.submit(
-        _unless_cached, lambda: _book_top(broker.order_book(symbol)), book_key,
-        lambda _: True, cached, broker)
+        _unless_cached,
+        lambda: _book_top(broker.order_book(symbol)),
+        book_key,
+        lambda _: True,
+        cached,
+        broker,
+    )
     fetch = _Fetch(quote, top, now, time.monotonic())
     try:
         if joinable:
@@ -245,11 +277,18 @@ def _market_of(symbol: str, fetch: _Fetch) -> gates.Market:
         px = _kept(symbol, px, fetch.now)
     (bid, ask), asked = fetch.top.result()
     if asked:
-        _market_lanes.submit(hot.cache_set, _book_key(symbol), (bid, ask),
-                             settings.PICKS_BOOK_CACHE_S)
-    return gates.Market(price=px.price, price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
-                        upper_limit=px.upper_limit, lower_limit=px.lower_limit, best_bid=bid,
-                        best_ask=ask, halted=halted)
+        _market_lanes.submit(
+            hot.cache_set, _book_key(symbol), (bid, ask), settings.PICKS_BOOK_CACHE_S
+        )
+    return gates.Market(
+        price=px.price,
+        price_at=dt.datetime.fromtimestamp(px.at, dt.UTC),
+        upper_limit=px.upper_limit,
+        lower_limit=px.lower_limit,
+        best_bid=bid,
+        best_ask=ask,
+        halted=halted,
+    )
 
 
 # --- the account, read under the router's lock ---------------------------------------------------
@@ -302,13 +341,17 @@ def _account_sql(with_pick: bool = False) -> str:
     """_ACCOUNT with the table names filled in, once per process; `with_pick`: and the pick's
     take (_TAKE, unlocked) in the same statement."""
     return _ACCOUNT.format(
-        position=Position._meta.db_table, intent=OrderIntent._meta.db_table,
-        order=Order._meta.db_table, price=BestPrice._meta.db_table,
-        fill=Fill._meta.db_table, reconciliation=Reconciliation._meta.db_table,
+        position=Position._meta.db_table,
+        intent=OrderIntent._meta.db_table,
+        order=Order._meta.db_table,
+        price=BestPrice._meta.db_table,
+        fill=Fill._meta.db_table,
+        reconciliation=Reconciliation._meta.db_table,
         gates=GateSettings._meta.db_table,
         taken=f", taken AS ({_take_sql(False)})" if with_pick else "",
         taken_columns=", taken.*" if with_pick else "",
-        taken_join=" LEFT JOIN taken ON true" if with_pick else "")
+        taken_join=" LEFT JOIN taken ON true" if with_pick else "",
+    )
 
 
 class Taken(NamedTuple):
@@ -336,8 +379,9 @@ def account_read(symbol: str, *, trading_state: str, now: dt.datetime) -> gates.
     return account_ahead(symbol, trading_state=trading_state, now=now).account
 
 
-def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime,
-                  pick_id: int | None = None) -> Ahead:
+def account_ahead(
+    symbol: str, *, trading_state: str, now: dt.datetime, pick_id: int | None = None
+) -> Ahead:
     """Positions, pending entries (NEW BUY intents, open BUY orders' remainders, valued at
     their limit price or else the best price), today's realised P&L and the cash left to
     spend, in one statement with one pass over each table (2.6–2.7 ms p50 here, against
@@ -357,30 +401,54 @@ def account_ahead(symbol: str, *, trading_state: str, now: dt.datetime,
     if none of it moved (_route_at_once)."""
     day_start = dt.datetime.combine(now.astimezone(clock.SEOUL).date(), dt.time(), clock.SEOUL)
     with bound_cursor() as cursor:
-        cursor.execute(_account_sql(pick_id is not None), {
-            "symbol": symbol, "day_start": connection.ops.adapt_datetimefield_value(day_start),
-            "pick_id": pick_id})
+        cursor.execute(
+            _account_sql(pick_id is not None),
+            {
+                "symbol": symbol,
+                "day_start": connection.ops.adapt_datetimefield_value(day_start),
+                "pick_id": pick_id,
+            },
+        )
         row = cursor.fetchone()
-    (open_positions, held_qty, available, pending, symbol_cost, symbol_pending, total_cost,
-     total_pending, realized, cash, bought, sold, routed_seq) = row[:13]
+    (
+        open_positions,
+        held_qty,
+        available,
+        pending,
+        symbol_cost,
+        symbol_pending,
+        total_cost,
+        total_pending,
+        realized,
+        cash,
+        bought,
+        sold,
+        routed_seq,
+    ) = row[:13]
     taken = None
     if pick_id is not None and row[13] is not None:
         taken = Taken(*_taken_row(row[13:]), row[-2], row[-1])
-    return Ahead(gates.Account(
-        trading_state=trading_state,
-        open_positions=open_positions,
-        symbol_held_qty=int(held_qty),
-        symbol_available_qty=int(available),
-        symbol_entry_pending=pending > 0,
-        symbol_exposure_krw=int(symbol_cost) + int(symbol_pending),
-        total_exposure_krw=int(total_cost) + int(total_pending),
-        realized_today_krw=Decimal(str(realized)),
-        cash_krw=None if cash is None else int(cash) - int(bought) + int(sold)
-        - int(total_pending),
-    ), routed_seq, taken)
+    return Ahead(
+        gates.Account(
+            trading_state=trading_state,
+            open_positions=open_positions,
+            symbol_held_qty=int(held_qty),
+            symbol_available_qty=int(available),
+            symbol_entry_pending=pending > 0,
+            symbol_exposure_krw=int(symbol_cost) + int(symbol_pending),
+            total_exposure_krw=int(total_cost) + int(total_pending),
+            realized_today_krw=Decimal(str(realized)),
+            cash_krw=None
+            if cash is None
+            else int(cash) - int(bought) + int(sold) - int(total_pending),
+        ),
+        routed_seq,
+        taken,
+    )
 
 
 # --- exits first --------------------------------------------------------------------------------
+
 
 def _exit_reserve(broker) -> tuple[object, list[str], int] | None:
     """(the broker's rate limiter, the app keys a route uses, the slots kept for exits), or
@@ -414,15 +482,21 @@ def exits_first(broker) -> None:
 
 # --- one pick ----------------------------------------------------------------------------------
 
+
 def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.datetime) -> str:
     pick.status, pick.rejected_gate = Pick.Status.REJECTED, rejection.gate
     pick.reject_reason, pick.routed_at, pick.routed_by = rejection.reason[:255], now, routed_by
-    pick.save(update_fields=["status", "rejected_gate", "reject_reason", "routed_at",
-                             "routed_by"])
+    pick.save(update_fields=["status", "rejected_gate", "reject_reason", "routed_at", "routed_by"])
     metrics.PICK_REJECTIONS.labels(str(rejection.gate)).inc()
-    logger.info("picks.rejected pick_id=%s source=%s symbol=%s gate=%s reason=%s", pick.pk,
-                pick.source_id, pick.symbol, rejection.gate, rejection.reason,
-                extra={"pick_id": pick.pk, "gate": rejection.gate})
+    logger.info(
+        "picks.rejected pick_id=%s source=%s symbol=%s gate=%s reason=%s",
+        pick.pk,
+        pick.source_id,
+        pick.symbol,
+        rejection.gate,
+        rejection.reason,
+        extra={"pick_id": pick.pk, "gate": rejection.gate},
+    )
     return REJECTED
 
 
@@ -434,7 +508,11 @@ def _intent_of(pick: Pick) -> tuple[str, str]:
 
 def _routed(pick: Pick, intent: OrderIntent, *, routed_by: str, now: dt.datetime) -> None:
     pick.status, pick.intent, pick.routed_at, pick.routed_by = (
-        Pick.Status.ROUTED, intent, now, routed_by)
+        Pick.Status.ROUTED,
+        intent,
+        now,
+        routed_by,
+    )
 
 
 class NotTheOpener(Exception):
@@ -448,27 +526,52 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
     their own, so the caller's transaction stays usable for the rejection."""
     key, reason = _intent_of(pick)
     if route.side == Side.BUY:
-        intent = entry_intent_open(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
-                                   reason=reason, limit_price=route.limit_price,
-                                   event_at=pick.received_at, trading_state=trading_state,
-                                   new_key=True)
+        intent = entry_intent_open(
+            symbol=pick.symbol,
+            qty=route.qty,
+            idempotency_key=key,
+            reason=reason,
+            limit_price=route.limit_price,
+            event_at=pick.received_at,
+            trading_state=trading_state,
+            new_key=True,
+        )
         # One INSERT … ON CONFLICT DO NOTHING: a position already watched keeps its profile.
         # (The position's own save bumps its symbol's cached book once this commits.)
-        PositionExitState.objects.bulk_create([PositionExitState(
-            position_id=intent.position_id, profile_id=pick.source.exit_profile_id)],
-            ignore_conflicts=True)
-        PositionOpener.objects.bulk_create([PositionOpener(
-            position_id=intent.position_id, source_id=pick.source_id,
-            opened_at=pick.received_at)], ignore_conflicts=True)
+        PositionExitState.objects.bulk_create(
+            [
+                PositionExitState(
+                    position_id=intent.position_id, profile_id=pick.source.exit_profile_id
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        PositionOpener.objects.bulk_create(
+            [
+                PositionOpener(
+                    position_id=intent.position_id,
+                    source_id=pick.source_id,
+                    opened_at=pick.received_at,
+                )
+            ],
+            ignore_conflicts=True,
+        )
         return intent
     position = Position.objects.get(symbol=pick.symbol, status=Position.Status.OPEN)
     if not PositionOpener.objects.filter(position=position, source=pick.source_id).exists():
         raise NotTheOpener(
             f"SELL refused: the open {pick.symbol} position was not opened by source "
-            f"{pick.source_id}; a source sells only positions its own BUY picks opened")
-    return exit_intent_open(position_id=position.pk, qty=route.qty,
-                            intent_type=IntentType.MANUAL, idempotency_key=key, reason=reason,
-                            limit_price=route.limit_price, event_at=pick.received_at)
+            f"{pick.source_id}; a source sells only positions its own BUY picks opened"
+        )
+    return exit_intent_open(
+        position_id=position.pk,
+        qty=route.qty,
+        intent_type=IntentType.MANUAL,
+        idempotency_key=key,
+        reason=reason,
+        limit_price=route.limit_price,
+        event_at=pick.received_at,
+    )
 
 
 # What a BUY pick that passed the gates becomes, beside EntryWrite's writes in its one
@@ -500,15 +603,27 @@ counted AS (
 
 @functools.cache
 def _entry_routed_sql(ctes: str, select: str) -> str:
-    return (f"WITH {ctes}, "
-            + _ROUTED.format(exit_state=PositionExitState._meta.db_table,
-                             opener=PositionOpener._meta.db_table,
-                             pick=Pick._meta.db_table, gates=GateSettings._meta.db_table)
-            + select)
+    return (
+        f"WITH {ctes}, "
+        + _ROUTED.format(
+            exit_state=PositionExitState._meta.db_table,
+            opener=PositionOpener._meta.db_table,
+            pick=Pick._meta.db_table,
+            gates=GateSettings._meta.db_table,
+        )
+        + select
+    )
 
 
-def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed_by: str,
-                   now: dt.datetime, seen: dict | None = None) -> OrderIntent | None:
+def _entry_at_once(
+    pick: Pick,
+    route: gates.Route,
+    *,
+    trading_state: str,
+    routed_by: str,
+    now: dt.datetime,
+    seen: dict | None = None,
+) -> OrderIntent | None:
     """A BUY pick's entry, its new position watched and the pick ROUTED, in one statement (the
     common case: the symbol has no open position). None, with nothing written, when the
     symbol has one: the caller takes _open's path, which locks it.
@@ -517,14 +632,30 @@ def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed
     lock): the statement takes the router's locks itself and writes only if they still hold
     (_GUARD); None, with nothing written, when they do not."""
     key, reason = _intent_of(pick)
-    write = EntryWrite(symbol=pick.symbol, qty=route.qty, idempotency_key=key,
-                       trading_state=trading_state, limit_price=route.limit_price,
-                       reason=reason, event_at=pick.received_at, guarded=seen is not None)
+    write = EntryWrite(
+        symbol=pick.symbol,
+        qty=route.qty,
+        idempotency_key=key,
+        trading_state=trading_state,
+        limit_price=route.limit_price,
+        reason=reason,
+        event_at=pick.received_at,
+        guarded=seen is not None,
+    )
     ctes = write.ctes if seen is None else f"{_guard_sql()}, {write.ctes}"
-    intent = write.written(write.execute(_entry_routed_sql(ctes, write.select), {
-        "profile_id": pick.source.exit_profile_id, "source": pick.source_id,
-        "pick_id": pick.pk, "routed_at": now,
-        "routed_by": routed_by, **(seen or {})}))
+    intent = write.written(
+        write.execute(
+            _entry_routed_sql(ctes, write.select),
+            {
+                "profile_id": pick.source.exit_profile_id,
+                "source": pick.source_id,
+                "pick_id": pick.pk,
+                "routed_at": now,
+                "routed_by": routed_by,
+                **(seen or {}),
+            },
+        )
+    )
     if intent is not None:
         _routed(pick, intent, routed_by=routed_by, now=now)
     return intent
@@ -532,8 +663,12 @@ def _entry_at_once(pick: Pick, route: gates.Route, *, trading_state: str, routed
 
 def _locked_new(pick_id: int) -> Pick | None:
     """The pick, locked, if it is still NEW and no other router holds it."""
-    return (Pick.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("source").filter(pk=pick_id, status=Pick.Status.NEW).first())
+    return (
+        Pick.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("source")
+        .filter(pk=pick_id, status=Pick.Status.NEW)
+        .first()
+    )
 
 
 # What the router reads, in one statement (written as SQL: the ORM's compiling of the three it
@@ -555,13 +690,19 @@ _LOCK = "FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g"
 
 @functools.cache
 def _take_sql(lock: bool) -> str:
-    return _TAKE.format(pick=columns(Pick, "p"), source=columns(PickSource, "s"),
-                        gates=columns(GateSettings, "g"), lock=_LOCK if lock else "",
-                        state_in_force=trading_state_in_force_sql(), digest=_GATES_DIGEST,
-                        pick_table=Pick._meta.db_table, source_table=PickSource._meta.db_table,
-                        source_column=Pick._meta.get_field("source").column,
-                        source_key=Pick._meta.get_field("source").target_field.column,
-                        gates_table=GateSettings._meta.db_table)
+    return _TAKE.format(
+        pick=columns(Pick, "p"),
+        source=columns(PickSource, "s"),
+        gates=columns(GateSettings, "g"),
+        lock=_LOCK if lock else "",
+        state_in_force=trading_state_in_force_sql(),
+        digest=_GATES_DIGEST,
+        pick_table=Pick._meta.db_table,
+        source_table=PickSource._meta.db_table,
+        source_column=Pick._meta.get_field("source").column,
+        source_key=Pick._meta.get_field("source").target_field.column,
+        gates_table=GateSettings._meta.db_table,
+    )
 
 
 def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] | None:
@@ -570,8 +711,11 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
     router holds it."""
     if connection.vendor != "postgresql":
         if not lock:
-            pick = Pick.objects.select_related("source").filter(
-                pk=pick_id, status=Pick.Status.NEW).first()
+            pick = (
+                Pick.objects.select_related("source")
+                .filter(pk=pick_id, status=Pick.Status.NEW)
+                .first()
+            )
             return None if pick is None else (pick, GateSettings.current(), trading_state_get())
         pick = _locked_new(pick_id)
         if pick is None:
@@ -624,8 +768,12 @@ def heads_up_serve(asks: Iterable[gates.Ask], *, broker) -> None:
     now, limits = clock.now(), limits_recent()
     opens, closes = _session(now)
     for ask in asks:
-        if gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
-                        session_close=closes) is None:
+        if (
+            gates.screen(
+                ask, limits, trading_state=None, now=now, session_open=opens, session_close=closes
+            )
+            is None
+        ):
             market_prefetch(ask.symbol, broker=broker, limits=limits, now=now)
 
 
@@ -647,30 +795,55 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
         ask, limits = rung, limits_recent()
     # The checks that need no market data, before the broker is asked anything (the trading
     # state is read under the locks below).
-    reason = gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
-                          session_close=closes)
+    reason = gates.screen(
+        ask, limits, trading_state=None, now=now, session_open=opens, session_close=closes
+    )
     market = ahead = None
     if reason is None:
         # The account, read beside the broker calls (PostgreSQL: the embedded default's SQLite
         # reads it under the lock only).
-        reading = (_market_lanes.submit(_account_ahead, ask.symbol, now, pick_id)
-                   if connection.vendor == "postgresql" else None)
+        reading = (
+            _market_lanes.submit(_account_ahead, ask.symbol, now, pick_id)
+            if connection.vendor == "postgresql"
+            else None
+        )
         try:
             market = market_read(ask.symbol, broker=broker, limits=limits, now=now)
         except KisError as exc:
-            logger.warning("picks.deferred pick_id=%s symbol=%s: the broker could not be "
-                           "asked (%s): left NEW for the sweep", pick_id, ask.symbol,
-                           type(exc).__name__, extra={"pick_id": pick_id})
+            logger.warning(
+                "picks.deferred pick_id=%s symbol=%s: the broker could not be "
+                "asked (%s): left NEW for the sweep",
+                pick_id,
+                ask.symbol,
+                type(exc).__name__,
+                extra={"pick_id": pick_id},
+            )
             return DEFERRED
         finally:
             ahead = reading.result() if reading is not None else None
     outcome = None
     if market is not None and ahead is not None and ahead.taken is not None:
-        outcome = _route_at_once(ahead, rung=rung, market=market, routed_by=routed_by, now=now,
-                                 opens=opens, closes=closes)
+        outcome = _route_at_once(
+            ahead,
+            rung=rung,
+            market=market,
+            routed_by=routed_by,
+            now=now,
+            opens=opens,
+            closes=closes,
+        )
     if outcome is None:
-        outcome = _route_locked(pick_id, rung=rung, market=market, reason=reason, ahead=ahead,
-                                routed_by=routed_by, now=now, opens=opens, closes=closes)
+        outcome = _route_locked(
+            pick_id,
+            rung=rung,
+            market=market,
+            reason=reason,
+            ahead=ahead,
+            routed_by=routed_by,
+            now=now,
+            opens=opens,
+            closes=closes,
+        )
     if outcome is None:  # the rung pick's screen differs on its row: the long way
         return pick_route(pick_id, routed_by=routed_by, broker=broker)
     return outcome
@@ -704,13 +877,24 @@ guard AS (
 
 @functools.cache
 def _guard_sql() -> str:
-    return _GUARD.format(pick=Pick._meta.db_table, gates=GateSettings._meta.db_table,
-                         digest=_GATES_DIGEST, state_in_force=trading_state_in_force_sql())
+    return _GUARD.format(
+        pick=Pick._meta.db_table,
+        gates=GateSettings._meta.db_table,
+        digest=_GATES_DIGEST,
+        state_in_force=trading_state_in_force_sql(),
+    )
 
 
-def _route_at_once(ahead: Ahead, *, rung: gates.Ask | None, market: gates.Market,
-                   routed_by: str, now: dt.datetime, opens: dt.datetime | None,
-                   closes: dt.datetime | None) -> str | None:
+def _route_at_once(
+    ahead: Ahead,
+    *,
+    rung: gates.Ask | None,
+    market: gates.Market,
+    routed_by: str,
+    now: dt.datetime,
+    opens: dt.datetime | None,
+    closes: dt.datetime | None,
+) -> str | None:
     """ROUTED when the pick passed the gates on what was read ahead (`ahead`: the account, the
     pick and the settings as of one snapshot) and became an entry in one statement, outside
     any transaction: BEGIN, the locked read and COMMIT spared. None, with nothing written,
@@ -720,16 +904,32 @@ def _route_at_once(ahead: Ahead, *, rung: gates.Ask | None, market: gates.Market
     if state != TradingState.State.ACTIVE or (rung is not None and pick.symbol != rung.symbol):
         return None
     limits, ask = gates.Limits.of(gate_settings), gates.Ask.of(pick)
-    if gates.screen(ask, limits, trading_state=None, now=now, session_open=opens,
-                    session_close=closes) is not None:
+    if (
+        gates.screen(
+            ask, limits, trading_state=None, now=now, session_open=opens, session_close=closes
+        )
+        is not None
+    ):
         return None
-    decision = gates.route(ask, market, dataclasses.replace(ahead.account, trading_state=state),
-                           limits, now=now, session_open=opens, session_close=closes)
+    decision = gates.route(
+        ask,
+        market,
+        dataclasses.replace(ahead.account, trading_state=state),
+        limits,
+        now=now,
+        session_open=opens,
+        session_close=closes,
+    )
     if not isinstance(decision, gates.Route) or decision.side != Side.BUY:
         return None
-    intent = _entry_at_once(pick, decision, trading_state=state, routed_by=routed_by, now=now,
-                            seen={"seen_seq": gate_settings.routed_seq, "seen_digest": digest,
-                                  "seen_state": state})
+    intent = _entry_at_once(
+        pick,
+        decision,
+        trading_state=state,
+        routed_by=routed_by,
+        now=now,
+        seen={"seen_seq": gate_settings.routed_seq, "seen_digest": digest, "seen_state": state},
+    )
     if intent is None:
         return None
     _log_routed(pick, decision, intent, routed_by)
@@ -737,15 +937,32 @@ def _route_at_once(ahead: Ahead, *, rung: gates.Ask | None, market: gates.Market
 
 
 def _log_routed(pick: Pick, decision: gates.Route, intent: OrderIntent, routed_by: str) -> None:
-    logger.info("picks.routed pick_id=%s source=%s symbol=%s side=%s qty=%s limit=%s "
-                "intent_id=%s by=%s", pick.pk, pick.source_id, pick.symbol, decision.side,
-                decision.qty, decision.limit_price, intent.pk, routed_by,
-                extra={"pick_id": pick.pk, "intent_id": str(intent.pk)})
+    logger.info(
+        "picks.routed pick_id=%s source=%s symbol=%s side=%s qty=%s limit=%s intent_id=%s by=%s",
+        pick.pk,
+        pick.source_id,
+        pick.symbol,
+        decision.side,
+        decision.qty,
+        decision.limit_price,
+        intent.pk,
+        routed_by,
+        extra={"pick_id": pick.pk, "intent_id": str(intent.pk)},
+    )
 
 
-def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market | None,
-                  reason: str | None, ahead: Ahead | None, routed_by: str, now: dt.datetime,
-                  opens: dt.datetime | None, closes: dt.datetime | None) -> str | None:
+def _route_locked(
+    pick_id: int,
+    *,
+    rung: gates.Ask | None,
+    market: gates.Market | None,
+    reason: str | None,
+    ahead: Ahead | None,
+    routed_by: str,
+    now: dt.datetime,
+    opens: dt.datetime | None,
+    closes: dt.datetime | None,
+) -> str | None:
     """pick_route's decision, under the router's locks, on the pick's row; None, with nothing
     written, for a `rung` pick that the long way must route: its row screens otherwise than
     the ring did and the market was not read for it, or it was not found (already routed,
@@ -759,8 +976,11 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
         if taken is None:
             if rung is not None:  # or no gate settings yet: the long way makes them
                 return None
-            logger.info("picks.skipped pick_id=%s: not NEW, or another router holds it",
-                        pick_id, extra={"pick_id": pick_id})
+            logger.info(
+                "picks.skipped pick_id=%s: not NEW, or another router holds it",
+                pick_id,
+                extra={"pick_id": pick_id},
+            )
             return SKIPPED
         pick, gate_settings, state = taken
         limits = gates.Limits.of(gate_settings)
@@ -768,8 +988,9 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
         if rung is not None:  # screened on the ring and settings kept up to a second
             if pick.symbol != rung.symbol:
                 return None
-            reason = gates.screen(ask, limits, trading_state=None, now=now,
-                                  session_open=opens, session_close=closes)
+            reason = gates.screen(
+                ask, limits, trading_state=None, now=now, session_open=opens, session_close=closes
+            )
             if reason is None and market is None:
                 return None
         if reason is not None:
@@ -778,15 +999,17 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
             account = dataclasses.replace(ahead.account, trading_state=state)
         else:
             account = account_read(pick.symbol, trading_state=state, now=now)
-        decision = gates.route(ask, market, account, limits, now=now, session_open=opens,
-                               session_close=closes)
+        decision = gates.route(
+            ask, market, account, limits, now=now, session_open=opens, session_close=closes
+        )
         if isinstance(decision, gates.Rejection):
             return _reject(pick, decision, routed_by=routed_by, now=now)
         try:
             intent = None
             if decision.side == Side.BUY and connection.vendor == "postgresql":
-                intent = _entry_at_once(pick, decision, trading_state=state,
-                                        routed_by=routed_by, now=now)
+                intent = _entry_at_once(
+                    pick, decision, trading_state=state, routed_by=routed_by, now=now
+                )
             if intent is None:
                 intent = _open(pick, decision, trading_state=state)
                 _routed(pick, intent, routed_by=routed_by, now=now)
@@ -800,8 +1023,13 @@ def _route_locked(pick_id: int, *, rung: gates.Ask | None, market: gates.Market 
     return ROUTED
 
 
-def picks_route(*, pick_ids: Iterable[int], routed_by: str, broker=None,
-                rung: dict[int, gates.Ask] | None = None) -> dict[str, int]:
+def picks_route(
+    *,
+    pick_ids: Iterable[int],
+    routed_by: str,
+    broker=None,
+    rung: dict[int, gates.Ask] | None = None,
+) -> dict[str, int]:
     """Route each pick in turn; counts of each outcome. `rung`: picks as the doorbell's ring
     carried them, by id (pick_route)."""
     if broker is None:
@@ -810,13 +1038,17 @@ def picks_route(*, pick_ids: Iterable[int], routed_by: str, broker=None,
         broker = get_broker()
     counts = {ROUTED: 0, REJECTED: 0, SKIPPED: 0, DEFERRED: 0}
     for pick_id in pick_ids:
-        counts[pick_route(pick_id, routed_by=routed_by, broker=broker,
-                          rung=(rung or {}).get(pick_id))] += 1
+        counts[
+            pick_route(pick_id, routed_by=routed_by, broker=broker, rung=(rung or {}).get(pick_id))
+        ] += 1
     return counts
 
 
 def orphans(*, older_than: dt.timedelta, limit: int = 1000) -> list[int]:
     """NEW picks that arrived before now − `older_than`, oldest first."""
     cutoff = clock.now() - older_than
-    return list(Pick.objects.filter(status=Pick.Status.NEW, received_at__lt=cutoff)
-                .order_by("received_at").values_list("pk", flat=True)[:limit])
+    return list(
+        Pick.objects.filter(status=Pick.Status.NEW, received_at__lt=cutoff)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )

@@ -20,41 +20,70 @@ class AwareDateTimeField(serializers.DateTimeField):
     def enforce_timezone(self, value: dt.datetime) -> dt.datetime:
         if timezone.is_naive(value):
             raise serializers.ValidationError(
-                "Give the UTC offset, e.g. 2026-11-24T09:00:01+09:00 or …Z.", code="naive")
+                "Give the UTC offset, e.g. 2026-11-24T09:00:01+09:00 or …Z.", code="naive"
+            )
         return super().enforce_timezone(value)
 
 
 class PickInSerializer(serializers.Serializer):
     # Ids are kept exactly as sent (no trimming): they are idempotency keys.
     source = serializers.CharField(
-        max_length=32, trim_whitespace=False,
-        help_text="Strategy id, e.g. 3001: must be the authenticated source's code.")
+        max_length=32,
+        trim_whitespace=False,
+        help_text="Strategy id, e.g. 3001: must be the authenticated source's code.",
+    )
     external_id = serializers.CharField(
-        max_length=128, trim_whitespace=False,
-        help_text="The strategy's own id for the pick; (source, external_id) is idempotent.")
-    symbol = serializers.CharField(min_length=6, max_length=6, trim_whitespace=False,
-                                   validators=[symbol_validator],
-                                   help_text="KRX short code, e.g. 005930.")
+        max_length=128,
+        trim_whitespace=False,
+        help_text="The strategy's own id for the pick; (source, external_id) is idempotent.",
+    )
+    symbol = serializers.CharField(
+        min_length=6,
+        max_length=6,
+        trim_whitespace=False,
+        validators=[symbol_validator],
+        help_text="KRX short code, e.g. 005930.",
+    )
     side = serializers.ChoiceField(choices=Side.choices, default=Side.BUY)
-    qty = serializers.IntegerField(min_value=1, max_value=MAX_QTY, required=False,
-                                   allow_null=True, help_text="Shares; or give budget_krw.")
-    budget_krw = serializers.IntegerField(required=False, allow_null=True,
-                                          help_text="KRW to spend; or give qty.")
+    qty = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_QTY,
+        required=False,
+        allow_null=True,
+        help_text="Shares; or give budget_krw.",
+    )
+    budget_krw = serializers.IntegerField(
+        required=False, allow_null=True, help_text="KRW to spend; or give qty."
+    )
     limit_price = serializers.IntegerField(
-        min_value=1, max_value=MAX_PRICE_KRW, required=False, allow_null=True,
-        help_text="KRW; without it the router prices the entry from the last trade.")
-    score = serializers.DecimalField(max_digits=12, decimal_places=6, required=False,
-                                     allow_null=True, help_text="The strategy's own score.")
+        min_value=1,
+        max_value=MAX_PRICE_KRW,
+        required=False,
+        allow_null=True,
+        help_text="KRW; without it the router prices the entry from the last trade.",
+    )
+    score = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        required=False,
+        allow_null=True,
+        help_text="The strategy's own score.",
+    )
     generated_at = AwareDateTimeField(
         help_text="When the strategy made the pick: ISO 8601 with its UTC offset, at most "
-                  "PICKS_MAX_CLOCK_SKEW_S (default 5 s) ahead of the server's clock.")
+        "PICKS_MAX_CLOCK_SKEW_S (default 5 s) ahead of the server's clock."
+    )
 
     def get_fields(self):
         # The budget's bounds are settings: read them per use, so the schema shows them too.
         fields = super().get_fields()
         fields["budget_krw"] = serializers.IntegerField(
-            required=False, allow_null=True, min_value=settings.PICKS_BUDGET_MIN_KRW,
-            max_value=settings.PICKS_BUDGET_MAX_KRW, help_text="KRW to spend; or give qty.")
+            required=False,
+            allow_null=True,
+            min_value=settings.PICKS_BUDGET_MIN_KRW,
+            max_value=settings.PICKS_BUDGET_MAX_KRW,
+            help_text="KRW to spend; or give qty.",
+        )
         return fields
 
     def to_internal_value(self, data):
@@ -64,21 +93,23 @@ class PickInSerializer(serializers.Serializer):
             unknown = sorted(str(key) for key in data if key not in self.fields)
             if unknown:
                 raise serializers.ValidationError(
-                    {key: ["Unknown field."] for key in unknown[:10]}, code="unknown")
+                    {key: ["Unknown field."] for key in unknown[:10]}, code="unknown"
+                )
         return super().to_internal_value(data)
 
     def validate_generated_at(self, value: dt.datetime) -> dt.datetime:
         skew = dt.timedelta(seconds=settings.PICKS_MAX_CLOCK_SKEW_S)
         if value > clock.now() + skew:
             raise serializers.ValidationError(
-                "Lies in the future (more than the allowed clock skew): check the sender's "
-                "clock.")
+                "Lies in the future (more than the allowed clock skew): check the sender's clock."
+            )
         return value
 
     def validate(self, attrs):
         if (attrs.get("qty") is None) == (attrs.get("budget_krw") is None):
             raise serializers.ValidationError(
-                {"qty": ["Give exactly one of qty and budget_krw."]}, code="qty_xor_budget")
+                {"qty": ["Give exactly one of qty and budget_krw."]}, code="qty_xor_budget"
+            )
         return attrs
 
 
@@ -87,10 +118,12 @@ class IngestAnswerSerializer(serializers.Serializer):
     ids = serializers.ListField(
         child=serializers.IntegerField(),
         help_text="One pick id per pick sent, in order; a pick already known answers the id "
-                  "it was first stored with.")
+        "it was first stored with.",
+    )
     duplicates = serializers.IntegerField(
         help_text="Picks of the batch already known (sent before, or twice in this batch): "
-                  "nothing new stored for them.")
+        "nothing new stored for them."
+    )
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -98,4 +131,5 @@ class ErrorSerializer(serializers.Serializer):
     errors = serializers.DictField(
         required=False,
         help_text='400: field errors by pick index, e.g. {"1": {"symbol": ["…"]}}, or '
-                  '{"non_field_errors": [...]} when the body is not a list of picks.')
+        '{"non_field_errors": [...]} when the body is not a list of picks.',
+    )

@@ -50,19 +50,26 @@ def _insert_new(rows: list[Pick]) -> dict[str, int]:
     table = connection.ops.quote_name(Pick._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    conflict = ", ".join(connection.ops.quote_name(Pick._meta.get_field(name).column)
-                         for name in ("source", "external_id"))
+    conflict = ", ".join(
+        connection.ops.quote_name(Pick._meta.get_field(name).column)
+        for name in ("source", "external_id")
+    )
     stored: dict[str, int] = {}
     # Its parameters bound server-side (16 a pick): Django's client-side binding would quote
     # each into the text first.
     with bound_cursor() as cursor:
         for start in range(0, len(rows), _INSERT_CHUNK):
-            chunk = rows[start:start + _INSERT_CHUNK]
-            params = [f.get_db_prep_save(getattr(row, f.attname), connection)
-                      for row in chunk for f in fields]
+            chunk = rows[start : start + _INSERT_CHUNK]
+            params = [
+                f.get_db_prep_save(getattr(row, f.attname), connection)
+                for row in chunk
+                for f in fields
+            ]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([one_row] * len(chunk))} "
-                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING id, external_id", params)
+                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING id, external_id",
+                params,
+            )
             stored.update((external_id, pk) for pk, external_id in cursor.fetchall())
     return stored
 
@@ -79,8 +86,12 @@ def _route_enqueue(*, source_code: str, picks: list[tuple[int, str]]) -> None:
     try:
         picks_route_task.delay(pick_ids)
     except Exception as exc:  # noqa: BLE001 - any broker failure; the sweep is the fallback
-        logger.error("picks.route_enqueue_failed source=%s count=%s error=%s", source_code,
-                     len(pick_ids), type(exc).__name__)
+        logger.error(
+            "picks.route_enqueue_failed source=%s count=%s error=%s",
+            source_code,
+            len(pick_ids),
+            type(exc).__name__,
+        )
 
 
 def picks_backlog_room(*, count: int) -> None:
@@ -90,11 +101,12 @@ def picks_backlog_room(*, count: int) -> None:
     rows of the status index. A soft bound: ingests checking at the same moment may together
     pass it by their batches."""
     limit = settings.PICKS_QUEUE_MAX
-    waiting = Pick.objects.filter(status=Pick.Status.NEW)[:limit + 1].count()
+    waiting = Pick.objects.filter(status=Pick.Status.NEW)[: limit + 1].count()
     if waiting + count > limit:
         raise PicksBacklogFull(
             f"{waiting} picks already wait for a router (at most {limit}); nothing of this "
-            "batch was stored: send it again in a moment")
+            "batch was stored: send it again in a moment"
+        )
 
 
 def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int], int]:
@@ -113,11 +125,21 @@ def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int
     first: dict[str, dict] = {}
     for item in items:
         first.setdefault(item["external_id"], item)
-    rows = {key: Pick(source=source, external_id=key, symbol=item["symbol"], side=item["side"],
-                      qty=item.get("qty"), budget_krw=item.get("budget_krw"),
-                      limit_price=item.get("limit_price"), score=item.get("score"),
-                      generated_at=item["generated_at"], received_at=now)
-            for key, item in first.items()}
+    rows = {
+        key: Pick(
+            source=source,
+            external_id=key,
+            symbol=item["symbol"],
+            side=item["side"],
+            qty=item.get("qty"),
+            budget_krw=item.get("budget_krw"),
+            limit_price=item.get("limit_price"),
+            score=item.get("score"),
+            generated_at=item["generated_at"],
+            received_at=now,
+        )
+        for key, item in first.items()
+    }
     one_statement = len(rows) <= _INSERT_CHUNK
     with contextlib.nullcontext() if one_statement else transaction.atomic():
         picks = list(rows.values())
@@ -125,8 +147,11 @@ def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int
             new = _insert_new(picks)
         ids = new.copy()
         if len(new) < len(first):
-            ids.update(Pick.objects.filter(source=source, external_id__in=[
-                key for key in first if key not in new]).values_list("external_id", "id"))
+            ids.update(
+                Pick.objects.filter(
+                    source=source, external_id__in=[key for key in first if key not in new]
+                ).values_list("external_id", "id")
+            )
         missing = [key for key in first if key not in ids]
         if missing and one_statement:
             # Known when inserted, deleted since (an operator's delete): stored anew, so the
@@ -136,16 +161,23 @@ def picks_ingest(*, source: PickSource, items: Sequence[dict]) -> tuple[list[int
             ids.update(again)
             missing = [key for key in missing if key not in again]
         if missing:
-            raise PickStoreRace(f"{len(missing)} picks of source {source.code} were neither "
-                                "stored nor found; send the batch again.")
+            raise PickStoreRace(
+                f"{len(missing)} picks of source {source.code} were neither "
+                "stored nor found; send the batch again."
+            )
         if new:
-            stored = [(pk, doorbell.item(pk, gates.Ask.of(rows[key])))
-                      for key, pk in new.items()]
+            stored = [(pk, doorbell.item(pk, gates.Ask.of(rows[key]))) for key, pk in new.items()]
             transaction.on_commit(
-                lambda: _route_enqueue(source_code=source.code, picks=stored), robust=True)
+                lambda: _route_enqueue(source_code=source.code, picks=stored), robust=True
+            )
     duplicates = len(items) - len(new)
-    logger.info("picks.ingested source=%s count=%s new=%s duplicates=%s", source.code,
-                len(items), len(new), duplicates)
+    logger.info(
+        "picks.ingested source=%s count=%s new=%s duplicates=%s",
+        source.code,
+        len(items),
+        len(new),
+        duplicates,
+    )
     return [ids[item["external_id"]] for item in items], duplicates
 
 
@@ -159,9 +191,15 @@ def source_token_issue(*, source: PickSource) -> str:
     return token
 
 
-def source_upsert(*, code: str, name: str | None = None, exit_profile=None,
-                  rate_limit: str | None = None, require_hmac: bool | None = None,
-                  rotate: bool = False) -> tuple[PickSource, bool, str | None]:
+def source_upsert(
+    *,
+    code: str,
+    name: str | None = None,
+    exit_profile=None,
+    rate_limit: str | None = None,
+    require_hmac: bool | None = None,
+    rotate: bool = False,
+) -> tuple[PickSource, bool, str | None]:
     """Create the source `code` or change the fields given (None: leave as is). Returns the
     source, whether it was created, and its new token when one was issued (on creation or
     `rotate`). Raises PickSourceInvalid, changing nothing, when a field is refused."""
@@ -181,11 +219,14 @@ def source_upsert(*, code: str, name: str | None = None, exit_profile=None,
         try:
             source.full_clean()
         except ValidationError as exc:
-            raise PickSourceInvalid("; ".join(
-                f"{field}: {' '.join(messages)}"
-                for field, messages in exc.message_dict.items())) from None
+            raise PickSourceInvalid(
+                "; ".join(
+                    f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
+                )
+            ) from None
         source.save()
         token = source_token_issue(source=source) if created or rotate else None
-    logger.info("picks.source_saved source=%s created=%s rotated=%s", code, created,
-                token is not None)
+    logger.info(
+        "picks.source_saved source=%s created=%s rotated=%s", code, created, token is not None
+    )
     return source, created, token

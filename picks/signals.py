@@ -23,8 +23,11 @@ def _forget(digests) -> None:
 
 def _before_save(sender, instance: PickSource, **kwargs) -> None:
     """The digest stored before this save (a new token replaces it)."""
-    instance._stored_digest = (PickSource.objects.filter(pk=instance.pk).values_list(
-        "token_sha256", flat=True).first() if instance.pk else None)
+    instance._stored_digest = (
+        PickSource.objects.filter(pk=instance.pk).values_list("token_sha256", flat=True).first()
+        if instance.pk
+        else None
+    )
 
 
 def _changed(sender, instance: PickSource, **kwargs) -> None:

@@ -29,8 +29,9 @@ class SendHere:
         return True
 
 
-def route_now(pick_ids: list[int], routed_by: str, *, broker=None, rung=None,
-              executor=None) -> dict:
+def route_now(
+    pick_ids: list[int], routed_by: str, *, broker=None, rung=None, executor=None
+) -> dict:
     """Route the picks from this thread (`rung`: as the doorbell's ring carried them, by id),
     each entry's order sent by `executor` once committed, else from this thread."""
     from execution.broker import get_broker
@@ -64,6 +65,10 @@ def picks_sweep_task() -> dict:
     pick_ids = orphans(older_than=after)
     if not pick_ids:
         return {"orphans": 0}
-    logger.warning("picks.sweep orphans=%d: routing picks still NEW after %s s", len(pick_ids),
-                   int(after.total_seconds()), extra={"orphans": len(pick_ids)})
+    logger.warning(
+        "picks.sweep orphans=%d: routing picks still NEW after %s s",
+        len(pick_ids),
+        int(after.total_seconds()),
+        extra={"orphans": len(pick_ids)},
+    )
     return {"orphans": len(pick_ids), **route_now(pick_ids, "SWEEP")}

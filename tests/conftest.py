@@ -54,7 +54,6 @@ def no_hot_data_from_earlier_tests():
     yield
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def test_database_left_free(django_db_setup, django_db_blocker):
     """At the end of the session, end every other session on the test database before it is
@@ -74,8 +73,11 @@ def test_database_left_free(django_db_setup, django_db_blocker):
         direct = urlsplit(child_database_url("DATABASE_DIRECT_URL"))
         connection.close()
     with psycopg.connect(urlunsplit(direct._replace(path="/postgres")), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
 
 
 # The KIS simulator (tests/support/kis_sim.py): a real server process on loopback, one per test

@@ -28,12 +28,20 @@ def test_every_admin_page_loads(admin_client, new_symbol):
 
 def test_position_list_and_page_show_locked_and_available(admin_client, new_symbol):
     position = open_position(new_symbol(), 100)
-    intent = services.exit_intent_open(position_id=position.pk, qty=30,
-                                       intent_type=IntentType.EXIT_TAKE_PROFIT,
-                                       idempotency_key=key())
-    submit(services.exit_intent_open(position_id=position.pk, qty=20,
-                                     intent_type=IntentType.EXIT_STOP_LOSS,
-                                     idempotency_key=key()))
+    intent = services.exit_intent_open(
+        position_id=position.pk,
+        qty=30,
+        intent_type=IntentType.EXIT_TAKE_PROFIT,
+        idempotency_key=key(),
+    )
+    submit(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=20,
+            intent_type=IntentType.EXIT_STOP_LOSS,
+            idempotency_key=key(),
+        )
+    )
     changelist = admin_client.get(reverse("admin:execution_position_changelist"))
     row = next(r for r in changelist.context["cl"].result_list if r.pk == position.pk)
     assert (row.reserved_qty, row.available_qty) == (50, 50)
@@ -48,8 +56,12 @@ def test_position_list_and_page_show_locked_and_available(admin_client, new_symb
 
 def test_flatten_action_goes_through_the_ledger(admin_client, new_symbol):
     position = open_position(new_symbol(), 40)
-    services.exit_intent_open(position_id=position.pk, qty=15,
-                              intent_type=IntentType.EXIT_STOP_LOSS, idempotency_key=key())
+    services.exit_intent_open(
+        position_id=position.pk,
+        qty=15,
+        intent_type=IntentType.EXIT_STOP_LOSS,
+        idempotency_key=key(),
+    )
     url = reverse("admin:execution_position_changelist")
     data = {"action": "flatten", "_selected_action": [position.pk]}
     response = admin_client.post(url, data, follow=True)
@@ -58,16 +70,22 @@ def test_flatten_action_goes_through_the_ledger(admin_client, new_symbol):
     assert any("1 flatten intent" in m for m in messages_of(response))
 
     response = admin_client.post(url, data, follow=True)  # nothing left: refused, not duplicated
-    assert OrderIntent.objects.filter(position=position, intent_type=IntentType.FLATTEN).count() == 1
+    assert (
+        OrderIntent.objects.filter(position=position, intent_type=IntentType.FLATTEN).count() == 1
+    )
     assert any("0 available" in m for m in messages_of(response))
 
 
 def test_cancel_action_releases_the_intent(admin_client, new_symbol):
     position = open_position(new_symbol(), 10)
-    intent = services.exit_intent_open(position_id=position.pk, qty=10,
-                                       intent_type=IntentType.EXIT_TIME, idempotency_key=key())
-    admin_client.post(reverse("admin:execution_orderintent_changelist"),
-                      {"action": "cancel", "_selected_action": [intent.pk]}, follow=True)
+    intent = services.exit_intent_open(
+        position_id=position.pk, qty=10, intent_type=IntentType.EXIT_TIME, idempotency_key=key()
+    )
+    admin_client.post(
+        reverse("admin:execution_orderintent_changelist"),
+        {"action": "cancel", "_selected_action": [intent.pk]},
+        follow=True,
+    )
     intent.refresh_from_db()
     position.refresh_from_db()
     assert intent.status == OrderIntent.Status.CANCELLED
@@ -130,12 +148,15 @@ def test_exit_profile_form_errors_save_nothing(admin_client, changes, field):
 
 
 def test_valid_exit_profile_is_saved_with_tiers(admin_client):
-    response = admin_client.post(reverse("admin:trading_exitprofile_add"),
-                                 PROFILE | {"trailing_activation_pct": "4", "trailing_pct": "2"})
+    response = admin_client.post(
+        reverse("admin:trading_exitprofile_add"),
+        PROFILE | {"trailing_activation_pct": "4", "trailing_pct": "2"},
+    )
     assert response.status_code == 302
     profile = ExitProfile.objects.get(name="day-1")
-    assert list(TakeProfitTier.objects.filter(profile=profile).values_list("sell_pct", flat=True)) \
-        == [50, 50]
+    assert list(
+        TakeProfitTier.objects.filter(profile=profile).values_list("sell_pct", flat=True)
+    ) == [50, 50]
 
 
 def test_trading_state_is_changed_through_the_service(admin_client):

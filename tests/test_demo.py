@@ -16,20 +16,46 @@ SPEED = "20"  # simulated seconds per real second
 def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_intent(tmp_path):
     # Nothing of the test stack's environment: no PostgreSQL, no Redis, no KIS settings.
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env |= {"DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3",
-            "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    env |= {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3",
+        "MPLCONFIGDIR": str(tmp_path / "mpl"),
+    }
     out = tmp_path / "report"
     run = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--short", "--speed", SPEED, "--quiet", "--json",
-         "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "manage.py",
+            "demo",
+            "--short",
+            "--speed",
+            SPEED,
+            "--quiet",
+            "--json",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["errors"] == []
 
     assert report["every_rule_fired"], report["rules_fired"]
-    assert all(report["rules_fired"][rule] >= 1 for rule in (
-        "GAP_DOWN", "EXIT_STOP_LOSS", "EXIT_TAKE_PROFIT", "EXIT_TRAILING", "EXIT_TIME",
-        "EXIT_MAX_HOLD"))
+    assert all(
+        report["rules_fired"][rule] >= 1
+        for rule in (
+            "GAP_DOWN",
+            "EXIT_STOP_LOSS",
+            "EXIT_TAKE_PROFIT",
+            "EXIT_TRAILING",
+            "EXIT_TIME",
+            "EXIT_MAX_HOLD",
+        )
+    )
     assert report["gap_down_prequeued"] == 6  # every held position, before the bell
     assert report["oversells"] == 0
     assert report["ledger_broker_disagree"] == []

@@ -3,8 +3,14 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 
-from .models import (BestPrice, CadenceWindow, ExitProfile, PositionExitState, SpecialDay,
-                     TakeProfitTier)
+from .models import (
+    BestPrice,
+    CadenceWindow,
+    ExitProfile,
+    PositionExitState,
+    SpecialDay,
+    TakeProfitTier,
+)
 
 
 class TierFormSet(forms.BaseInlineFormSet):
@@ -29,8 +35,17 @@ class TakeProfitTierInline(admin.TabularInline):
 
 @admin.register(ExitProfile)
 class ExitProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "stop_loss_pct", "trailing_activation_pct", "trailing_pct",
-                    "gap_down_pct", "day_trade", "time_exit_at", "max_holding_days", "updated_at")
+    list_display = (
+        "name",
+        "stop_loss_pct",
+        "trailing_activation_pct",
+        "trailing_pct",
+        "gap_down_pct",
+        "day_trade",
+        "time_exit_at",
+        "max_holding_days",
+        "updated_at",
+    )
     search_fields = ("name",)
     inlines = [TakeProfitTierInline]
     fieldsets = (
@@ -43,8 +58,14 @@ class ExitProfileAdmin(admin.ModelAdmin):
 
 @admin.register(PositionExitState)
 class PositionExitStateAdmin(admin.ModelAdmin):
-    list_display = ("position", "profile", "high_water_mark", "peak_qty", "tiers_done",
-                    "updated_at")
+    list_display = (
+        "position",
+        "profile",
+        "high_water_mark",
+        "peak_qty",
+        "tiers_done",
+        "updated_at",
+    )
     list_select_related = ("position", "profile")
     readonly_fields = ("position", "high_water_mark", "peak_qty", "tiers_done", "updated_at")
 

@@ -13,10 +13,10 @@ from django.conf import settings
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from core import clock
+from market.calendar import Window
 
 from .cadence import CadenceDriver, PrequeueDriver
 from .calendar_sync import overrides_refresh
-from .market_calendar import Window
 
 logger = logging.getLogger("aegis.trading")
 
@@ -24,8 +24,10 @@ logger = logging.getLogger("aegis.trading")
 def windows_from_db() -> tuple[Window, ...]:
     from .models import CadenceWindow
 
-    return tuple(Window(w.anchor, w.start_offset_s, w.end_offset_s, w.interval_ms)
-                 for w in CadenceWindow.objects.filter(enabled=True))
+    return tuple(
+        Window(w.anchor, w.start_offset_s, w.end_offset_s, w.interval_ms)
+        for w in CadenceWindow.objects.filter(enabled=True)
+    )
 
 
 def send_exit_pass(expires_s: float) -> None:
@@ -43,8 +45,11 @@ def send_gap_prequeue() -> None:
 class ExitCadenceScheduler(DatabaseScheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.cadence = CadenceDriver(send=send_exit_pass, windows=windows_from_db,
-                                     default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS)
+        self.cadence = CadenceDriver(
+            send=send_exit_pass,
+            windows=windows_from_db,
+            default_ms=settings.TRADING_EXIT_DEFAULT_INTERVAL_MS,
+        )
         self.prequeue = PrequeueDriver(send=lambda: send_gap_prequeue())
         self._database_due = 0.0
 

@@ -10,8 +10,8 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
-from . import market_calendar
-from .market_calendar import DEFAULT_INTERVAL_MS, Window, cadence_at
+from market import calendar as market_calendar
+from market.calendar import DEFAULT_INTERVAL_MS, Window, cadence_at
 
 # How often, outside trading hours, the driver looks again.
 IDLE_RECHECK_S = 1.0
@@ -20,10 +20,14 @@ WINDOWS_REFRESH_S = 5.0
 
 
 class CadenceDriver:
-    def __init__(self, *, send: Callable[[float], None],
-                 windows: Callable[[], tuple[Window, ...]],
-                 default_ms: int = DEFAULT_INTERVAL_MS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        send: Callable[[float], None],
+        windows: Callable[[], tuple[Window, ...]],
+        default_ms: int = DEFAULT_INTERVAL_MS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.send = send  # called with the pass's expiry in seconds
         self._windows = windows
         self.default_ms = default_ms
@@ -59,8 +63,13 @@ class PrequeueDriver:
     regular day, 09:59:50 on a late open). A beat started later, but before the opening minute
     is over, still sends it: the thresholds are worth having late rather than never."""
 
-    def __init__(self, *, send: Callable[[], None], lead: dt.timedelta = dt.timedelta(seconds=10),
-                 span: dt.timedelta = dt.timedelta(seconds=60)) -> None:
+    def __init__(
+        self,
+        *,
+        send: Callable[[], None],
+        lead: dt.timedelta = dt.timedelta(seconds=10),
+        span: dt.timedelta = dt.timedelta(seconds=60),
+    ) -> None:
         self.send, self.lead, self.span = send, lead, span
         self.sent_for: dt.date | None = None
 

@@ -10,8 +10,8 @@ import logging
 import time
 
 from core import clock
+from market import calendar as market_calendar
 
-from . import market_calendar
 from .models import SpecialDay
 
 logger = logging.getLogger("aegis.trading")
@@ -27,9 +27,12 @@ def overrides_refresh(*, force: bool = False) -> None:
     if not force and mono - _read_at < REFRESH_S:
         return
     _read_at = mono
-    overrides = {d.day: market_calendar.Override(closed=d.closed, open=d.open_at,
-                                                 close=d.close_at, note=d.note)
-                 for d in SpecialDay.objects.all()}
+    overrides = {
+        d.day: market_calendar.Override(
+            closed=d.closed, open=d.open_at, close=d.close_at, note=d.note
+        )
+        for d in SpecialDay.objects.all()
+    }
     if market_calendar.overrides_set(overrides):
         logger.info("trading.calendar_overrides %d special day(s)", len(overrides))
 
@@ -54,12 +57,18 @@ def calendar_check(*, broker, today: dt.date | None = None) -> list[str]:
             continue
         ours = market_calendar.is_trading_day(row.day)
         if ours != row.open:
-            differ.append(f"{row.day:%Y-%m-%d}: KIS says {'open' if row.open else 'closed'}, "
-                          f"the calendar {'open' if ours else 'closed'}")
+            differ.append(
+                f"{row.day:%Y-%m-%d}: KIS says {'open' if row.open else 'closed'}, "
+                f"the calendar {'open' if ours else 'closed'}"
+            )
     for line in differ:
-        alert_raise(kind=Alert.Kind.RECONCILIATION, severity=Alert.Severity.CRITICAL,
-                    subject="calendar", key=f"calendar:{line}",
-                    message=f"The market calendar disagrees with KIS's holiday inquiry: {line}. "
-                            "Correct it in the admin (special days); until then the engine "
-                            "trades on the calendar. / 시장 달력이 KIS 휴장일 조회와 다릅니다.")
+        alert_raise(
+            kind=Alert.Kind.RECONCILIATION,
+            severity=Alert.Severity.CRITICAL,
+            subject="calendar",
+            key=f"calendar:{line}",
+            message=f"The market calendar disagrees with KIS's holiday inquiry: {line}. "
+            "Correct it in the admin (special days); until then the engine "
+            "trades on the calendar. / 시장 달력이 KIS 휴장일 조회와 다릅니다.",
+        )
     return differ

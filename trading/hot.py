@@ -2,15 +2,18 @@
 truth: every entry has a TTL, is written or deleted only after the database commit that changed
 it, and only screens; the locked rows decide (I3).
 
-  key                      holds                                          TTL    kept fresh by
-  trading:px:<symbol>      the best price, its limits and trade time      5 s    pricesync writes it with each upsert;
-                                                                                 the tick path reads it
-  trading:book             every managed open position, screened          3 s    a new generation when a position or
-  trading:book:<symbol>    the same for one symbol (the tick path)        3 s      its exit state changes (after commit)
-  trading:profiles         every exit profile's rules                     1 h    a new generation when a profile or
-                                                                                   tier changes (after commit)
-  trading:gen:*            those generations                              1 d    a fresh random value per change
-  trading:gap:<day>        GAP_DOWN thresholds from the pre-queue         to 5 min after the open
+  key                    holds                                TTL    kept fresh by
+  trading:px:<symbol>    the best price, its limits and       5 s    pricesync writes it with each
+                         trade time                                  upsert; the tick path reads it
+  trading:book           every managed open position,         3 s    a new generation when a
+                         screened                                    position or its exit state
+  trading:book:<symbol>  the same for one symbol (the tick    3 s    changes (after commit)
+                         path)
+  trading:profiles       every exit profile's rules           1 h    a new generation when a profile
+                                                                     or tier changes (after commit)
+  trading:gen:*          those generations                    1 d    a fresh random value per change
+  trading:gap:<day>      GAP_DOWN thresholds from the         to 5 min after the open
+                         pre-queue
 
 A book entry (Watch) carries its quiet band (rules.screen_band), computed when the book is read
 from the database, so a steady pass compares two numbers per position and reads nothing else.
@@ -108,9 +111,15 @@ class Watch(NamedTuple):
     tiers_done: int
 
     def holding(self, held_days: int) -> Holding:
-        return Holding(qty=self.qty, available=self.available, avg_price=Decimal(self.avg_price),
-                       held_days=held_days, high_water_mark=self.high_water_mark,
-                       peak_qty=self.peak_qty, tiers_done=self.tiers_done)
+        return Holding(
+            qty=self.qty,
+            available=self.available,
+            avg_price=Decimal(self.avg_price),
+            held_days=held_days,
+            high_water_mark=self.high_water_mark,
+            peak_qty=self.peak_qty,
+            tiers_done=self.tiers_done,
+        )
 
 
 class Profiles(NamedTuple):
@@ -128,11 +137,19 @@ class Book:
     the Watches. Every column is an array or a tuple of strings, so the cache carries a book
     as JSON (aegis/cache.py: never pickle) at about the cost of a pickle."""
 
-    __slots__ = ("ids", "symbols", "profile_ids", "lows", "highs", "opened", "_rest",
-                 "_watches")
+    __slots__ = ("ids", "symbols", "profile_ids", "lows", "highs", "opened", "_rest", "_watches")
 
-    def __init__(self, ids, symbols, profile_ids, lows, highs, opened, rest,
-                 watches: list[Watch] | None = None) -> None:
+    def __init__(
+        self,
+        ids,
+        symbols,
+        profile_ids,
+        lows,
+        highs,
+        opened,
+        rest,
+        watches: list[Watch] | None = None,
+    ) -> None:
         self.ids, self.symbols, self.profile_ids = ids, symbols, profile_ids
         self.lows, self.highs, self.opened = lows, highs, opened
         # The Watches' other columns: qty, available, avg_price, high_water_mark (-1: None),
@@ -141,31 +158,62 @@ class Book:
 
     @classmethod
     def of(cls, watches: list[Watch]) -> "Book":
-        return cls(array("q", [w.position_id for w in watches]),
-                   tuple(w.symbol for w in watches),
-                   array("q", [w.profile_id for w in watches]),
-                   array("d", [w.low for w in watches]), array("d", [w.high for w in watches]),
-                   array("q", [w.opened for w in watches]),
-                   (array("q", [w.qty for w in watches]),
-                    array("q", [w.available for w in watches]),
-                    tuple(w.avg_price for w in watches),
-                    array("q", [-1 if w.high_water_mark is None else w.high_water_mark
-                                for w in watches]),
-                    array("q", [w.peak_qty for w in watches]),
-                    array("q", [w.tiers_done for w in watches])),
-                   watches)
+        return cls(
+            array("q", [w.position_id for w in watches]),
+            tuple(w.symbol for w in watches),
+            array("q", [w.profile_id for w in watches]),
+            array("d", [w.low for w in watches]),
+            array("d", [w.high for w in watches]),
+            array("q", [w.opened for w in watches]),
+            (
+                array("q", [w.qty for w in watches]),
+                array("q", [w.available for w in watches]),
+                tuple(w.avg_price for w in watches),
+                array(
+                    "q", [-1 if w.high_water_mark is None else w.high_water_mark for w in watches]
+                ),
+                array("q", [w.peak_qty for w in watches]),
+                array("q", [w.tiers_done for w in watches]),
+            ),
+            watches,
+        )
 
     def __reduce__(self):
-        return (Book, (self.ids, self.symbols, self.profile_ids, self.lows, self.highs,
-                       self.opened, self._rest))
+        return (
+            Book,
+            (
+                self.ids,
+                self.symbols,
+                self.profile_ids,
+                self.lows,
+                self.highs,
+                self.opened,
+                self._rest,
+            ),
+        )
 
     def watches(self) -> list[Watch]:
         if self._watches is None:
             qty, available, avg_price, hwm, peak_qty, tiers_done = self._rest
-            self._watches = list(map(Watch._make, zip(
-                self.ids, self.symbols, self.profile_ids, self.lows, self.highs, self.opened,
-                qty, available, avg_price, (None if h < 0 else h for h in hwm), peak_qty,
-                tiers_done)))
+            self._watches = list(
+                map(
+                    Watch._make,
+                    zip(
+                        self.ids,
+                        self.symbols,
+                        self.profile_ids,
+                        self.lows,
+                        self.highs,
+                        self.opened,
+                        qty,
+                        available,
+                        avg_price,
+                        (None if h < 0 else h for h in hwm),
+                        peak_qty,
+                        tiers_done,
+                    ),
+                )
+            )
         return self._watches
 
     def __len__(self) -> int:
@@ -180,13 +228,19 @@ class Book:
 
 # --- cache calls that survive an outage: a failure is a miss -----------------------------------
 
+
 def _unavailable(op: str, exc: Exception) -> None:
     global _warned_at, _down_until
     _down_until = time.monotonic() + RETRY_AFTER_S
     if time.monotonic() - _warned_at >= _WARN_EVERY_S:
         _warned_at = time.monotonic()
-        logger.warning("trading.cache_unavailable op=%s: %s (the database answers instead; "
-                       "Redis is asked again in %.0f s)", op, exc, RETRY_AFTER_S)
+        logger.warning(
+            "trading.cache_unavailable op=%s: %s (the database answers instead; "
+            "Redis is asked again in %.0f s)",
+            op,
+            exc,
+            RETRY_AFTER_S,
+        )
 
 
 def _skipping() -> bool:
@@ -270,6 +324,7 @@ def after_commit(fn) -> None:
 
 # --- profiles ----------------------------------------------------------------------------------
 
+
 def profile_rules(profile: ExitProfile, tiers) -> Rules:
     return Rules(
         stop_loss_pct=profile.stop_loss_pct,
@@ -287,16 +342,18 @@ def read_ahead(symbol: str) -> dict:
     """What a tick of `symbol` reads from the cache, profiles and its book with their
     generations and its best price, in one round trip; hand it to profiles() and book(), and
     read the price with cached_price()."""
-    return cache_get_many([PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol),
-                      price_key(symbol)])
+    return cache_get_many(
+        [PROFILES, PROFILES_GEN, book_key(symbol), book_gen_key(symbol), price_key(symbol)]
+    )
 
 
 def cached_price(found: dict, symbol: str) -> Px | None:
     return found.get(price_key(symbol))
 
 
-def profiles(*, use_cache: bool = True, found: dict | None = None,
-             verify: bool = False) -> Profiles:
+def profiles(
+    *, use_cache: bool = True, found: dict | None = None, verify: bool = False
+) -> Profiles:
     """Every exit profile's rules (two queries on a miss, and the digest of their rows when
     cached), versioned: a book built with other rules is read again.
 
@@ -312,11 +369,19 @@ def profiles(*, use_cache: bool = True, found: dict | None = None,
     if cached is not None:
         if stamp is None or stamp == cached.stamp:
             return cached
-        logger.warning("trading.profiles_stale: the cached exit rules differ from the tables "
-                       "(an invalidation was lost); read again")
+        logger.warning(
+            "trading.profiles_stale: the cached exit rules differ from the tables "
+            "(an invalidation was lost); read again"
+        )
         gens = _bump([PROFILES_GEN])
-    fresh = Profiles(version=time.time_ns(), stamp=stamp, rules={
-        p.pk: profile_rules(p, p.tiers.all()) for p in ExitProfile.objects.prefetch_related("tiers")})
+    fresh = Profiles(
+        version=time.time_ns(),
+        stamp=stamp,
+        rules={
+            p.pk: profile_rules(p, p.tiers.all())
+            for p in ExitProfile.objects.prefetch_related("tiers")
+        },
+    )
     if use_cache and gens is not None:
         _store(PROFILES, gens, fresh, PROFILES_TTL_S)
     return fresh
@@ -335,8 +400,11 @@ def _profiles_stamp() -> str | None:
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
-        cursor.execute(_PROFILES_STAMP.format(profile=ExitProfile._meta.db_table,
-                                              tier=TakeProfitTier._meta.db_table))
+        cursor.execute(
+            _PROFILES_STAMP.format(
+                profile=ExitProfile._meta.db_table, tier=TakeProfitTier._meta.db_table
+            )
+        )
         return cursor.fetchone()[0]
 
 
@@ -345,6 +413,7 @@ def profiles_changed() -> None:
 
 
 # --- prices ------------------------------------------------------------------------------------
+
 
 def price_keep(symbol: str, px: Px) -> None:
     """Write through a price whose row has just been committed."""
@@ -375,10 +444,15 @@ def _price_rows(symbols: list[str] | None) -> list[tuple[str, Px]]:
             else:
                 cursor.execute(_PRICE_ROWS.format(where="WHERE symbol = ANY(%s)"), [symbols])
             return [(row[0], Px(*row[1:])) for row in cursor.fetchall()]
-    rows = BestPrice.objects.all() if symbols is None else BestPrice.objects.filter(
-        symbol__in=symbols)
-    return [(s, Px(p, c, u, lo, at.timestamp())) for s, p, c, u, lo, at in rows.values_list(
-        "symbol", "price", "prev_close", "upper_limit", "lower_limit", "event_at")]
+    rows = (
+        BestPrice.objects.all() if symbols is None else BestPrice.objects.filter(symbol__in=symbols)
+    )
+    return [
+        (s, Px(p, c, u, lo, at.timestamp()))
+        for s, p, c, u, lo, at in rows.values_list(
+            "symbol", "price", "prev_close", "upper_limit", "lower_limit", "event_at"
+        )
+    ]
 
 
 def within(at: float, window: tuple[dt.datetime, dt.datetime] | None) -> bool:
@@ -391,8 +465,9 @@ SELECT symbol, price, event_at >= %s AND event_at < %s FROM prices_best WHERE ev
 """
 
 
-def price_screen(opening: tuple[dt.datetime, dt.datetime] | None,
-                 since: dt.datetime | None = None) -> tuple[dict[str, int], set[str]]:
+def price_screen(
+    opening: tuple[dt.datetime, dt.datetime] | None, since: dt.datetime | None = None
+) -> tuple[dict[str, int], set[str]]:
     """Every best price taken at `since` or later, for the full pass's screen in one statement:
     each symbol's price, and the symbols whose price is a trade of the `opening` minute ([from,
     to); None, none): only what the screen reads. On 10,000 symbols the full rows cost about
@@ -407,8 +482,11 @@ def price_screen(opening: tuple[dt.datetime, dt.datetime] | None,
     wrappers and error translation see it as any other."""
     floor = -math.inf if since is None else since.timestamp()
     if connection.vendor != "postgresql":
-        rows = [(symbol, px.price, within(px.at, opening)) for symbol, px in _price_rows(None)
-                if px.at >= floor]
+        rows = [
+            (symbol, px.price, within(px.at, opening))
+            for symbol, px in _price_rows(None)
+            if px.at >= floor
+        ]
     else:
         connection.ensure_connection()
         connection.validate_thread_sharing()
@@ -416,12 +494,17 @@ def price_screen(opening: tuple[dt.datetime, dt.datetime] | None,
         raw.format = psycopg.pq.Format.BINARY
         wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
         with wrap(raw) as cursor:
-            cursor.execute(_PRICE_SCREEN, (list(opening) if opening is not None else [None, None])
-                           + [since or dt.datetime.min.replace(tzinfo=dt.UTC)])
+            cursor.execute(
+                _PRICE_SCREEN,
+                (list(opening) if opening is not None else [None, None])
+                + [since or dt.datetime.min.replace(tzinfo=dt.UTC)],
+            )
             rows = cursor.fetchall()
     # Built in C (itemgetters and compress over the rows) rather than comprehensions.
-    return (dict(zip(map(_first, rows), map(_second, rows))),
-            set(compress(map(_first, rows), map(_third, rows))))
+    return (
+        dict(zip(map(_first, rows), map(_second, rows))),
+        set(compress(map(_first, rows), map(_third, rows))),
+    )
 
 
 _first = operator.itemgetter(0)
@@ -444,7 +527,7 @@ def prices(symbols: list[str] | None, *, use_cache: bool = True) -> dict[str, Px
     use_cache = use_cache and len(symbols) <= PRICES_FROM_CACHE_MAX
     if use_cache and symbols:
         hits = cache_get_many([price_key(s) for s in symbols])
-        found = {key[len("trading:px:"):]: px for key, px in hits.items()}
+        found = {key[len("trading:px:") :]: px for key, px in hits.items()}
     missing = [s for s in symbols if s not in found]
     if missing:
         fetched = dict(_price_rows(missing))
@@ -467,36 +550,72 @@ WHERE p.status = 'OPEN' AND p.qty > 0 {and_symbols}
 
 def _book_rows(symbols: list[str] | None):
     if connection.vendor == "postgresql":  # one plain statement, as for the prices
-        sql = _BOOK_ROWS.format(states=PositionExitState._meta.db_table,
-                                positions=Position._meta.db_table,
-                                and_symbols="" if symbols is None else "AND p.symbol = ANY(%s)")
+        sql = _BOOK_ROWS.format(
+            states=PositionExitState._meta.db_table,
+            positions=Position._meta.db_table,
+            and_symbols="" if symbols is None else "AND p.symbol = ANY(%s)",
+        )
         with connection.cursor() as cursor:
             cursor.execute(sql, [] if symbols is None else [symbols])
             return cursor.fetchall()
-    rows = PositionExitState.objects.filter(position__status=Position.Status.OPEN,
-                                            position__qty__gt=0)
+    rows = PositionExitState.objects.filter(
+        position__status=Position.Status.OPEN, position__qty__gt=0
+    )
     if symbols is not None:
         rows = rows.filter(position__symbol__in=symbols)
     return rows.annotate(opened=TruncDate("position__opened_at", tzinfo=clock.SEOUL)).values_list(
-        "position_id", "position__symbol", "profile_id", "opened", "position__qty",
-        "position__reserved_qty", "position__avg_price", "high_water_mark", "peak_qty",
-        "tiers_done")
+        "position_id",
+        "position__symbol",
+        "profile_id",
+        "opened",
+        "position__qty",
+        "position__reserved_qty",
+        "position__avg_price",
+        "high_water_mark",
+        "peak_qty",
+        "tiers_done",
+    )
 
 
 def book_from_db(rules: Profiles, symbols: list[str] | None = None) -> list[Watch]:
     """Read the managed open positions (one query) and compute their quiet bands."""
     book = []
     for pid, symbol, profile_id, opened, qty, reserved, avg, hwm, peak, done in _book_rows(symbols):
-        holding = Holding(qty=qty, available=qty - reserved, avg_price=avg, high_water_mark=hwm,
-                          peak_qty=peak, tiers_done=done)
+        holding = Holding(
+            qty=qty,
+            available=qty - reserved,
+            avg_price=avg,
+            high_water_mark=hwm,
+            peak_qty=peak,
+            tiers_done=done,
+        )
         band = screen_band(rules.rules[profile_id], holding)
-        book.append(Watch(pid, symbol, profile_id, band.low, band.high, opened.toordinal(), qty,
-                          qty - reserved, str(avg), hwm, peak, done))
+        book.append(
+            Watch(
+                pid,
+                symbol,
+                profile_id,
+                band.low,
+                band.high,
+                opened.toordinal(),
+                qty,
+                qty - reserved,
+                str(avg),
+                hwm,
+                peak,
+                done,
+            )
+        )
     return book
 
 
-def book(rules: Profiles, symbols: list[str] | None = None, *,
-         use_cache: bool = True, found: dict | None = None) -> Book:
+def book(
+    rules: Profiles,
+    symbols: list[str] | None = None,
+    *,
+    use_cache: bool = True,
+    found: dict | None = None,
+) -> Book:
     """The book for every symbol (None) or for one symbol's ticks ([symbol]). Several symbols
     at once are read from the database, never cached."""
     key = gen = None
@@ -522,6 +641,7 @@ def positions_changed(symbols) -> None:
 
 
 # --- GAP_DOWN thresholds from the pre-queue ----------------------------------------------------
+
 
 def gap_thresholds_keep(day: dt.date, thresholds: dict[int, Decimal], ttl: float) -> None:
     cache_set(gap_key(day), thresholds, ttl)

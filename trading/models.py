@@ -33,10 +33,16 @@ class ExitProfile(models.Model):
         "30", null=True, blank=True, help_text="Sell all when the price falls this % below cost."
     )
     trailing_activation_pct = _pct(
-        "300", null=True, blank=True, help_text="The trailing stop arms once the gain reaches this %."
+        "300",
+        null=True,
+        blank=True,
+        help_text="The trailing stop arms once the gain reaches this %.",
     )
     trailing_pct = _pct(
-        "30", null=True, blank=True, help_text="Once armed, sell all this % below the high-water mark."
+        "30",
+        null=True,
+        blank=True,
+        help_text="Once armed, sell all this % below the high-water mark.",
     )
     gap_down_pct = _pct(
         "30",
@@ -45,7 +51,9 @@ class ExitProfile(models.Model):
         default=Decimal("5.00"),
         help_text="Sell all at the open when it is this % or more below the previous close.",
     )
-    day_trade = models.BooleanField(default=False, help_text="Close every position before the close.")
+    day_trade = models.BooleanField(
+        default=False, help_text="Close every position before the close."
+    )
     time_exit_at = models.TimeField(
         null=True, blank=True, help_text="Asia/Seoul time of day to sell all (day-trade profiles)."
     )
@@ -56,11 +64,13 @@ class ExitProfile(models.Model):
         help_text="Sell all after this many trading days.",
     )
     stop_in_opening_auction = models.BooleanField(
-        default=False, db_default=False,
+        default=False,
+        db_default=False,
         help_text="Let the stop loss decide before the open, on the opening auction's expected "
-                  "price: its order joins the auction (08:30-09:00) and trades at the opening "
-                  "price. Off: every rule decides from the open. / 장 시작 동시호가(08:30-09:00)"
-                  "에도 예상체결가로 손절을 판단합니다.")
+        "price: its order joins the auction (08:30-09:00) and trades at the opening "
+        "price. Off: every rule decides from the open. / 장 시작 동시호가(08:30-09:00)"
+        "에도 예상체결가로 손절을 판단합니다.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -81,7 +91,8 @@ class ExitProfile(models.Model):
                 name="profile_trailing_both_or_neither",
             ),
             models.CheckConstraint(
-                condition=Q(gap_down_pct__isnull=True) | Q(gap_down_pct__gt=0, gap_down_pct__lte=30),
+                condition=Q(gap_down_pct__isnull=True)
+                | Q(gap_down_pct__gt=0, gap_down_pct__lte=30),
                 name="profile_gap_down_range",
             ),
             models.CheckConstraint(
@@ -107,9 +118,7 @@ class ExitProfile(models.Model):
             )
         if self.day_trade and self.time_exit_at is None:
             errors["time_exit_at"] = "A day-trade profile needs the time of day to sell all."
-        if self.time_exit_at is not None and not (
-            MARKET_OPEN < self.time_exit_at < MARKET_CLOSE
-        ):
+        if self.time_exit_at is not None and not (MARKET_OPEN < self.time_exit_at < MARKET_CLOSE):
             errors["time_exit_at"] = "The time exit must fall inside the session (09:00–15:30)."
         if errors:
             raise ValidationError(errors)
@@ -150,7 +159,9 @@ class PositionExitState(models.Model):
     )
     profile = models.ForeignKey(ExitProfile, on_delete=models.PROTECT, related_name="positions")
     high_water_mark = models.BigIntegerField(null=True, blank=True)
-    peak_qty = models.BigIntegerField(default=0, help_text="Most shares held; tiers sell shares of it.")
+    peak_qty = models.BigIntegerField(
+        default=0, help_text="Most shares held; tiers sell shares of it."
+    )
     tiers_done = models.PositiveSmallIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -209,31 +220,43 @@ class CadenceWindow(models.Model):
     name = models.CharField(max_length=64, unique=True)
     anchor = models.CharField(max_length=5, choices=Anchor.choices)
     start_offset_s = models.IntegerField(
-        help_text="Seconds from the anchor at which the window starts (negative: before it).")
+        help_text="Seconds from the anchor at which the window starts (negative: before it)."
+    )
     end_offset_s = models.IntegerField(help_text="Seconds from the anchor at which it ends.")
     interval_ms = models.PositiveIntegerField(
         validators=[MinValueValidator(50), MaxValueValidator(60_000)],
-        help_text="Milliseconds between exit evaluations inside the window.")
+        help_text="Milliseconds between exit evaluations inside the window.",
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["anchor", "start_offset_s"]
         constraints = [
-            models.CheckConstraint(condition=Q(end_offset_s__gt=models.F("start_offset_s")),
-                                   name="cadence_window_ends_after_start"),
-            models.CheckConstraint(condition=Q(interval_ms__gte=50, interval_ms__lte=60_000),
-                                   name="cadence_window_interval_range"),
-            models.CheckConstraint(condition=Q(anchor__in=["open", "close"]),
-                                   name="cadence_window_anchor_valid"),
+            models.CheckConstraint(
+                condition=Q(end_offset_s__gt=models.F("start_offset_s")),
+                name="cadence_window_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=Q(interval_ms__gte=50, interval_ms__lte=60_000),
+                name="cadence_window_interval_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(anchor__in=["open", "close"]), name="cadence_window_anchor_valid"
+            ),
         ]
 
     def __str__(self) -> str:
-        return (f"{self.name}: every {self.interval_ms} ms, {self.anchor} "
-                f"{self.start_offset_s:+d} s to {self.end_offset_s:+d} s")
+        return (
+            f"{self.name}: every {self.interval_ms} ms, {self.anchor} "
+            f"{self.start_offset_s:+d} s to {self.end_offset_s:+d} s"
+        )
 
     def clean(self) -> None:
-        if self.start_offset_s is not None and self.end_offset_s is not None \
-                and self.end_offset_s <= self.start_offset_s:
+        if (
+            self.start_offset_s is not None
+            and self.end_offset_s is not None
+            and self.end_offset_s <= self.start_offset_s
+        ):
             raise ValidationError({"end_offset_s": "The window must end after it starts."})
 
 
@@ -243,14 +266,17 @@ class SpecialDay(models.Model):
     for its date; every process reads the list again within a minute of a change."""
 
     day = models.DateField(unique=True, help_text="The date, in Seoul. / 날짜")
-    closed = models.BooleanField(
-        default=False, help_text="KRX is closed that day. / 휴장일")
+    closed = models.BooleanField(default=False, help_text="KRX is closed that day. / 휴장일")
     open_at = models.TimeField(
-        null=True, blank=True,
-        help_text="The regular session's open (Seoul), when not 09:00. / 개장 시각")
+        null=True,
+        blank=True,
+        help_text="The regular session's open (Seoul), when not 09:00. / 개장 시각",
+    )
     close_at = models.TimeField(
-        null=True, blank=True,
-        help_text="The regular session's close (Seoul), when not 15:30. / 폐장 시각")
+        null=True,
+        blank=True,
+        help_text="The regular session's close (Seoul), when not 15:30. / 폐장 시각",
+    )
     note = models.CharField(max_length=120, blank=True, help_text="Why. / 사유")
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -259,10 +285,12 @@ class SpecialDay(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(closed=False) | Q(open_at__isnull=True, close_at__isnull=True),
-                name="special_day_closed_has_no_times"),
+                name="special_day_closed_has_no_times",
+            ),
             models.CheckConstraint(
                 condition=Q(closed=True) | Q(open_at__isnull=False) | Q(close_at__isnull=False),
-                name="special_day_open_has_a_time"),
+                name="special_day_open_has_a_time",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -271,14 +299,19 @@ class SpecialDay(models.Model):
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.closed and (self.open_at or self.close_at):
-            errors["closed"] = ("A closed day has no session times. / 휴장일에는 시각을 "
-                                "입력하지 않습니다.")
+            errors["closed"] = (
+                "A closed day has no session times. / 휴장일에는 시각을 입력하지 않습니다."
+            )
         if not self.closed and not (self.open_at or self.close_at):
-            errors["open_at"] = ("Set the open or the close, or mark the day closed. / 개장 또는 "
-                                 "폐장 시각을 입력하거나 휴장으로 표시하세요.")
+            errors["open_at"] = (
+                "Set the open or the close, or mark the day closed. / 개장 또는 "
+                "폐장 시각을 입력하거나 휴장으로 표시하세요."
+            )
         opens = self.open_at or MARKET_OPEN
         closes = self.close_at or MARKET_CLOSE
         if not self.closed and not opens < closes:
-            errors["close_at"] = "The close must come after the open. / 폐장은 개장 이후여야 합니다."
+            errors["close_at"] = (
+                "The close must come after the open. / 폐장은 개장 이후여야 합니다."
+            )
         if errors:
             raise ValidationError(errors)

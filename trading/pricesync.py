@@ -19,18 +19,25 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from django.db import (Error as DatabaseError, InterfaceError, OperationalError,
-                       close_old_connections, connection, connections)
+from django.db import Error as DatabaseError
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    connections,
+)
 
 from core import clock
 from core.rows import bound_cursor, connection_lost
-from kis.protocol import WS_TR_TRADE as TR_TRADE
-from kis.ws import KisStream, TradeTick
 from execution.models import Position
 from execution.sender import InProcessSender
 from execution.services.intents import execute_here
+from kis.protocol import WS_TR_TRADE as TR_TRADE
+from kis.ws import KisStream, TradeTick
+from market import calendar as market_calendar
 
-from . import hot, market_calendar
+from . import hot
 from .models import BestPrice, PositionExitState
 from .services import EXIT_PHASES, exit_pass
 
@@ -57,9 +64,16 @@ RETURNING price, prev_close, upper_limit, lower_limit, date_part('epoch', event_
 """
 
 
-def best_price_write(*, symbol: str, price: int, at: dt.datetime, source: str,
-                     prev_close: int | None = None, upper_limit: int | None = None,
-                     lower_limit: int | None = None) -> hot.Px | None:
+def best_price_write(
+    *,
+    symbol: str,
+    price: int,
+    at: dt.datetime,
+    source: str,
+    prev_close: int | None = None,
+    upper_limit: int | None = None,
+    lower_limit: int | None = None,
+) -> hot.Px | None:
     """Upsert the symbol's best price unless a newer one is stored (a late REST answer never
     overwrites a fresher trade), and write it through to the cache once committed. Returns the
     stored row, limits included, or None when a newer price was kept."""
@@ -67,16 +81,38 @@ def best_price_write(*, symbol: str, price: int, at: dt.datetime, source: str,
         current = BestPrice.objects.filter(symbol=symbol).first()
         if current is not None and current.event_at > at:
             return None
-        row, _ = BestPrice.objects.update_or_create(symbol=symbol, defaults={
-            "price": price, "source": source, "event_at": at,
-            **{k: v for k, v in (("prev_close", prev_close), ("upper_limit", upper_limit),
-                                 ("lower_limit", lower_limit)) if v is not None}})
+        row, _ = BestPrice.objects.update_or_create(
+            symbol=symbol,
+            defaults={
+                "price": price,
+                "source": source,
+                "event_at": at,
+                **{
+                    k: v
+                    for k, v in (
+                        ("prev_close", prev_close),
+                        ("upper_limit", upper_limit),
+                        ("lower_limit", lower_limit),
+                    )
+                    if v is not None
+                },
+            },
+        )
         px = hot.Px(row.price, row.prev_close, row.upper_limit, row.lower_limit, at.timestamp())
     else:
         with bound_cursor() as cursor:
-            cursor.execute(_UPSERT.format(table=BestPrice._meta.db_table), {
-                "symbol": symbol, "price": price, "prev_close": prev_close,
-                "upper": upper_limit, "lower": lower_limit, "source": source, "at": at})
+            cursor.execute(
+                _UPSERT.format(table=BestPrice._meta.db_table),
+                {
+                    "symbol": symbol,
+                    "price": price,
+                    "prev_close": prev_close,
+                    "upper": upper_limit,
+                    "lower": lower_limit,
+                    "source": source,
+                    "at": at,
+                },
+            )
             row = cursor.fetchone()
         if row is None:
             return None
@@ -90,13 +126,21 @@ def stream_outage(state: str, detail: str, since: float) -> None:
     from execution.alerts import stream_outage as alert
 
     close_old_connections()
-    alert(stream="prices", state=state, detail=detail, since=since,
-          fallback="prices are polled over REST, about once a second per symbol")
+    alert(
+        stream="prices",
+        state=state,
+        detail=detail,
+        since=since,
+        fallback="prices are polled over REST, about once a second per symbol",
+    )
 
 
 def tick_time(tick: TradeTick) -> dt.datetime:
-    day = dt.datetime.strptime(tick.business_date, "%Y%m%d").date() if tick.business_date \
+    day = (
+        dt.datetime.strptime(tick.business_date, "%Y%m%d").date()
+        if tick.business_date
         else clock.now_seoul().date()
+    )
     hms = dt.datetime.strptime(tick.time, "%H%M%S").time()
     return dt.datetime.combine(day, hms, clock.SEOUL)
 
@@ -107,6 +151,7 @@ def on_fresh_connection(fn):
     transaction: the upsert is newest-wins and the exit is decided again under its locks. A
     statement that failed on a live connection (a lock timeout) is not run again: it would
     wait as long once more."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -117,17 +162,20 @@ def on_fresh_connection(fn):
             logger.warning("pricesync.reconnect after %s: %s", fn.__name__, exc)
             connection.close()
             return fn(*args, **kwargs)
+
     return wrapper
 
 
-def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool = True,
-             **limits) -> int:
+def on_price(
+    *, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool = True, **limits
+) -> int:
     """Write the price and evaluate the symbol's positions at once. Returns exits opened. A dead
     connection is replaced and the price tried again; a price that still fails is logged and
     dropped (the next one, or the cadence pass, evaluates again), never ending the stream."""
     try:
-        return _price_and_exits(symbol=symbol, price=price, at=at, source=source,
-                                evaluate=evaluate, **limits)
+        return _price_and_exits(
+            symbol=symbol, price=price, at=at, source=source, evaluate=evaluate, **limits
+        )
     except DatabaseError as exc:
         logger.error("pricesync.db_error symbol=%s price=%s: %s", symbol, price, exc)
         close_old_connections()
@@ -135,8 +183,9 @@ def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate:
 
 
 @on_fresh_connection
-def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool,
-                     **limits) -> int:
+def _price_and_exits(
+    *, symbol: str, price: int, at: dt.datetime, source: str, evaluate: bool, **limits
+) -> int:
     """A trade is evaluated first, at the limits and previous close cached with the symbol's
     best price, and written after: the exit's lock, writes and commit come before the upsert,
     whose round trip then overlaps the exit's broker call. A price with limits of its own (a
@@ -158,8 +207,9 @@ def _price_and_exits(*, symbol: str, price: int, at: dt.datetime, source: str, e
 @on_fresh_connection
 def wanted_symbols(watchlist: tuple[str, ...] = ()) -> list[str]:
     close_old_connections()
-    managed = PositionExitState.objects.filter(
-        position__status=Position.Status.OPEN).values_list("position__symbol", flat=True)
+    managed = PositionExitState.objects.filter(position__status=Position.Status.OPEN).values_list(
+        "position__symbol", flat=True
+    )
     return sorted(set(managed) | set(watchlist))
 
 
@@ -174,10 +224,19 @@ class Freshness:
 
 
 class PriceSync:
-    def __init__(self, *, broker, watchlist: tuple[str, ...] = (), cap: int = SUBSCRIPTION_CAP,
-                 follow_s: float = 2.0, stale_s: float = 5.0, poll_s: float = 1.0,
-                 evaluate: bool = True, send: bool = True,
-                 stream_alert_after_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        broker,
+        watchlist: tuple[str, ...] = (),
+        cap: int = SUBSCRIPTION_CAP,
+        follow_s: float = 2.0,
+        stale_s: float = 5.0,
+        poll_s: float = 1.0,
+        evaluate: bool = True,
+        send: bool = True,
+        stream_alert_after_s: float = 10.0,
+    ) -> None:
         """`evaluate` False only writes prices (a polling evaluator elsewhere reads them).
         `send` False leaves the exits it opens to the execute task (one queue hop more).
         A WebSocket outage longer than `stream_alert_after_s` (prices then polled over REST) is
@@ -195,29 +254,45 @@ class PriceSync:
         self.symbols: list[str] = []
         self.subscribed: set[str] = set()
         config = broker.config
-        self.stream = KisStream(url=config.ws_url, approval_key=broker.approval_key,
-                                approval_key_refused=broker.approval_key_refused,
-                                custtype=config.custtype, on_trade=self._on_trade,
-                                on_outage=stream_outage, alert_after_s=stream_alert_after_s)
+        self.stream = KisStream(
+            url=config.ws_url,
+            approval_key=broker.approval_key,
+            approval_key_refused=broker.approval_key_refused,
+            custtype=config.custtype,
+            on_trade=self._on_trade,
+            on_outage=stream_outage,
+            alert_after_s=stream_alert_after_s,
+        )
         # One thread for the database: trades are written and evaluated in arrival order, and
         # its connection is closed when the sync stops.
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pricesync-db",
-                                      initializer=execute_here, initargs=(self.sender,))
+        self._db = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="pricesync-db",
+            initializer=execute_here,
+            initargs=(self.sender,),
+        )
 
     async def _in_db(self, fn, /, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(
-            self._db, functools.partial(fn, **kwargs))
+            self._db, functools.partial(fn, **kwargs)
+        )
 
     async def _on_trade(self, tick: TradeTick) -> None:
         if tick.price <= 0:
             return
         self.fresh.last_ws[tick.symbol] = time.monotonic()
-        exits = await self._in_db(on_price, symbol=tick.symbol, price=tick.price,
-                                  at=tick_time(tick), source=BestPrice.Source.WEBSOCKET,
-                                  evaluate=self.evaluate)
+        exits = await self._in_db(
+            on_price,
+            symbol=tick.symbol,
+            price=tick.price,
+            at=tick_time(tick),
+            source=BestPrice.Source.WEBSOCKET,
+            evaluate=self.evaluate,
+        )
         if exits:
-            logger.info("pricesync.exits symbol=%s price=%s exits=%s", tick.symbol, tick.price,
-                        exits)
+            logger.info(
+                "pricesync.exits symbol=%s price=%s exits=%s", tick.symbol, tick.price, exits
+            )
 
     async def follow(self) -> None:
         """Subscribe to what is wanted now, within the cap; unsubscribe from the rest."""
@@ -226,10 +301,13 @@ class PriceSync:
         except DatabaseError as exc:  # keep what is subscribed; the next round asks again
             logger.error("pricesync.follow_failed: %s", exc)
             return
-        keep = set(self.symbols[:self.cap])
+        keep = set(self.symbols[: self.cap])
         if len(self.symbols) > self.cap:
-            logger.warning("pricesync over KIS's subscription cap (%d): %d symbols polled",
-                           self.cap, len(self.symbols) - self.cap)
+            logger.warning(
+                "pricesync over KIS's subscription cap (%d): %d symbols polled",
+                self.cap,
+                len(self.symbols) - self.cap,
+            )
         for symbol in sorted(keep - self.subscribed):
             await self.stream.subscribe(TR_TRADE, symbol)
             await self._poll_one(symbol)  # today's previous close and limits, and a first price
@@ -247,19 +325,31 @@ class PriceSync:
         # A REST quote has no trade time: stamped to the second, like the trades, so a trade of
         # the same second still counts as at least as fresh.
         await self._in_db(
-            on_price, symbol=symbol, price=quote.price, at=clock.now().replace(microsecond=0),
-            source=BestPrice.Source.REST, evaluate=self.evaluate, prev_close=quote.prev_close,
-            upper_limit=quote.upper_limit, lower_limit=quote.lower_limit)
+            on_price,
+            symbol=symbol,
+            price=quote.price,
+            at=clock.now().replace(microsecond=0),
+            source=BestPrice.Source.REST,
+            evaluate=self.evaluate,
+            prev_close=quote.prev_close,
+            upper_limit=quote.upper_limit,
+            lower_limit=quote.lower_limit,
+        )
 
     async def _restart(self, ended: asyncio.Task, stop: asyncio.Event) -> asyncio.Task:
         """The stream's task ended though nothing asked it to (it reconnects by itself, so only
         a bug ends it): alerted, and started again. Meanwhile every symbol is polled over REST."""
         error = ended.exception() if not ended.cancelled() else None
-        logger.error("pricesync.stream_ended (%s): restarting it",
-                     type(error).__name__ if error else "returned")
-        await asyncio.to_thread(stream_outage, "down", "the stream's task ended "
-                                f"({type(error).__name__ if error else 'returned'}); restarted",
-                                time.time())
+        logger.error(
+            "pricesync.stream_ended (%s): restarting it",
+            type(error).__name__ if error else "returned",
+        )
+        await asyncio.to_thread(
+            stream_outage,
+            "down",
+            f"the stream's task ended ({type(error).__name__ if error else 'returned'}); restarted",
+            time.time(),
+        )
         return asyncio.create_task(self.stream.run(stop))
 
     def polls_due(self) -> list[str]:
@@ -274,15 +364,19 @@ class PriceSync:
             return stale
         start = self._poll_turn % len(stale)
         self._poll_turn = start + self.poll_budget
-        return (stale[start:] + stale[:start])[:self.poll_budget]
+        return (stale[start:] + stale[:start])[: self.poll_budget]
 
     def stale(self) -> list[str]:
         """Symbols the WebSocket does not cover, or has not covered for `stale_s`."""
         out = []
         for symbol in self.symbols:
             age = self.fresh.ws_age(symbol)
-            if symbol not in self.subscribed or not self.stream.connected.is_set() \
-                    or age is None or age > self.stale_s:
+            if (
+                symbol not in self.subscribed
+                or not self.stream.connected.is_set()
+                or age is None
+                or age > self.stale_s
+            ):
                 out.append(symbol)
         return out
 

@@ -53,9 +53,16 @@ class Rules:
             raise ValueError("the trailing stop needs both its activation and its trail")
         # The percentages as float factors, for the screen (screen_band), computed once.
         pct = lambda v: None if v is None else float(v) / 100  # noqa: E731
-        object.__setattr__(self, "factors", (
-            pct(self.stop_loss_pct), pct(self.trailing_activation_pct), pct(self.trailing_pct),
-            tuple(float(t.gain_pct) / 100 for t in self.tiers)))
+        object.__setattr__(
+            self,
+            "factors",
+            (
+                pct(self.stop_loss_pct),
+                pct(self.trailing_activation_pct),
+                pct(self.trailing_pct),
+                tuple(float(t.gain_pct) / 100 for t in self.tiers),
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,9 @@ def gap_threshold(prev_close: int, gap_down_pct: Decimal) -> Decimal:
     return Decimal(prev_close) * (HUNDRED - gap_down_pct) / HUNDRED
 
 
-def exit_limit_price(price: int, *, lower_limit: int | None, etf: bool = False,
-                     ticks: int = EXIT_LIMIT_TICKS) -> int:
+def exit_limit_price(
+    price: int, *, lower_limit: int | None, etf: bool = False, ticks: int = EXIT_LIMIT_TICKS
+) -> int:
     """A sell limit `ticks` ticks below `price`, on the grid, never below the day's lower limit
     (a price below it is refused by KRX)."""
     limit = krx.round_to_tick(price, direction="down", etf=etf)
@@ -133,6 +141,7 @@ def exit_limit_price(price: int, *, lower_limit: int | None, etf: bool = False,
 def tier_qty(peak_qty: int, tiers: tuple[Tier, ...], done: int, reached: int) -> int:
     """Shares the tiers done..reached-1 sell: their share of the peak qty, counted cumulatively
     so that rounding never drifts, and at least one share per firing."""
+
     def sold_by(n: int) -> int:
         pct = sum((t.sell_pct for t in tiers[:n]), Decimal(0))
         return min(peak_qty, math.floor(Decimal(peak_qty) * pct / HUNDRED))
@@ -140,8 +149,9 @@ def tier_qty(peak_qty: int, tiers: tuple[Tier, ...], done: int, reached: int) ->
     return max(1, sold_by(reached) - sold_by(done))
 
 
-def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
-             gap_down_at: Decimal | None = None) -> Evaluation:
+def evaluate(
+    rules: Rules, holding: Holding, trade: Trade, *, gap_down_at: Decimal | None = None
+) -> Evaluation:
     """At most one exit for `holding` at `trade`, and the exit state to keep.
 
     `gap_down_at` is the GAP_DOWN threshold computed before the bell; without it the threshold
@@ -149,8 +159,9 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
     """
     high = max(holding.high_water_mark or 0, trade.price)
     peak = max(holding.peak_qty, holding.qty)
-    keep = Evaluation(decision=None, high_water_mark=high, peak_qty=peak,
-                      tiers_done=holding.tiers_done)
+    keep = Evaluation(
+        decision=None, high_water_mark=high, peak_qty=peak, tiers_done=holding.tiers_done
+    )
     if trade.auction:  # an expected price, not a trade: it raises no mark
         keep = replace(keep, high_water_mark=holding.high_water_mark)
         if not rules.opening_auction_stop:
@@ -161,8 +172,14 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
 
     def sell(rule: str, qty: int, why: str) -> Evaluation:
         limit = exit_limit_price(price, lower_limit=trade.lower_limit, etf=trade.etf)
-        decision = Decision(rule=rule, qty=min(qty, holding.available), limit_price=limit,
-                            price=price, at=trade.at, reason=why)
+        decision = Decision(
+            rule=rule,
+            qty=min(qty, holding.available),
+            limit_price=limit,
+            price=price,
+            at=trade.at,
+            reason=why,
+        )
         return replace(keep, decision=decision)
 
     everything = holding.available
@@ -171,42 +188,61 @@ def evaluate(rules: Rules, holding: Holding, trade: Trade, *,
         if threshold is None and trade.prev_close:
             threshold = gap_threshold(trade.prev_close, rules.gap_down_pct)
         if threshold is not None and price <= threshold:
-            return sell("GAP_DOWN", everything,
-                        f"opened at {price:,} ≤ {threshold:,.0f} (previous close "
-                        f"{trade.prev_close or '?'} − {rules.gap_down_pct}%)")
+            return sell(
+                "GAP_DOWN",
+                everything,
+                f"opened at {price:,} ≤ {threshold:,.0f} (previous close "
+                f"{trade.prev_close or '?'} − {rules.gap_down_pct}%)",
+            )
     if rules.stop_loss_pct is not None:
         threshold = cost * (HUNDRED - rules.stop_loss_pct) / HUNDRED
         if price <= threshold:
-            return sell("EXIT_STOP_LOSS", everything,
-                        f"{price:,} ≤ {threshold:,.0f} (cost {cost:,.0f} − "
-                        f"{rules.stop_loss_pct}%)"
-                        + (" in the opening auction" if trade.auction else ""))
+            return sell(
+                "EXIT_STOP_LOSS",
+                everything,
+                f"{price:,} ≤ {threshold:,.0f} (cost {cost:,.0f} − "
+                f"{rules.stop_loss_pct}%)" + (" in the opening auction" if trade.auction else ""),
+            )
     if trade.auction:
         return keep
-    if rules.time_exit_at is not None and trade.in_session and \
-            trade.at.timetz().replace(tzinfo=None) >= rules.time_exit_at:
-        return sell("EXIT_TIME", everything,
-                    f"{trade.at:%H:%M:%S} ≥ time exit {rules.time_exit_at:%H:%M}")
-    if rules.max_holding_days is not None and trade.in_session and \
-            holding.held_days >= rules.max_holding_days:
-        return sell("EXIT_MAX_HOLD", everything,
-                    f"held {holding.held_days} trading days ≥ {rules.max_holding_days}")
+    if (
+        rules.time_exit_at is not None
+        and trade.in_session
+        and trade.at.timetz().replace(tzinfo=None) >= rules.time_exit_at
+    ):
+        return sell(
+            "EXIT_TIME", everything, f"{trade.at:%H:%M:%S} ≥ time exit {rules.time_exit_at:%H:%M}"
+        )
+    if (
+        rules.max_holding_days is not None
+        and trade.in_session
+        and holding.held_days >= rules.max_holding_days
+    ):
+        return sell(
+            "EXIT_MAX_HOLD",
+            everything,
+            f"held {holding.held_days} trading days ≥ {rules.max_holding_days}",
+        )
     if rules.trailing_pct is not None:
         armed_at = cost * (HUNDRED + rules.trailing_activation_pct) / HUNDRED
         stop = Decimal(high) * (HUNDRED - rules.trailing_pct) / HUNDRED
         if high >= armed_at and price <= stop:
-            return sell("EXIT_TRAILING", everything,
-                        f"{price:,} ≤ {stop:,.0f} ({rules.trailing_pct}% under the high "
-                        f"{high:,}; armed at {armed_at:,.0f})")
+            return sell(
+                "EXIT_TRAILING",
+                everything,
+                f"{price:,} ≤ {stop:,.0f} ({rules.trailing_pct}% under the high "
+                f"{high:,}; armed at {armed_at:,.0f})",
+            )
     gain_pct = (Decimal(price) - cost) / cost * HUNDRED
     reached = holding.tiers_done
     while reached < len(rules.tiers) and rules.tiers[reached].gain_pct <= gain_pct:
         reached += 1
     if reached > holding.tiers_done:
         qty = tier_qty(peak, rules.tiers, holding.tiers_done, reached)
-        tiers = ", ".join(f"+{t.gain_pct}%" for t in rules.tiers[holding.tiers_done:reached])
-        result = sell("EXIT_TAKE_PROFIT", qty,
-                      f"gain {gain_pct:.2f}% reached tier {tiers} (cost {cost:,.0f})")
+        tiers = ", ".join(f"+{t.gain_pct}%" for t in rules.tiers[holding.tiers_done : reached])
+        result = sell(
+            "EXIT_TAKE_PROFIT", qty, f"gain {gain_pct:.2f}% reached tier {tiers} (cost {cost:,.0f})"
+        )
         return replace(result, tiers_done=reached)
     return keep
 

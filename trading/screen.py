@@ -50,8 +50,13 @@ class Result(NamedTuple):
     skipped: int  # positions without one
 
 
-def screen(book: Columns, price_of: Mapping[str, int], opening: Collection[str],
-           due: Mapping[int, Due], held: Callable[[int], int]) -> Result:
+def screen(
+    book: Columns,
+    price_of: Mapping[str, int],
+    opening: Collection[str],
+    due: Mapping[int, Due],
+    held: Callable[[int], int],
+) -> Result:
     """`price_of`: each symbol's price; `opening`: the symbols whose price is a trade of the
     opening minute; `held(ordinal)`: trading days held since that opening day."""
     if len(book.symbols) >= VECTOR_MIN:
@@ -59,8 +64,13 @@ def screen(book: Columns, price_of: Mapping[str, int], opening: Collection[str],
     return screen_loop(book, price_of, opening, due, held)
 
 
-def screen_loop(book: Columns, price_of: Mapping[str, int], opening: Collection[str],
-                due: Mapping[int, Due], held: Callable[[int], int]) -> Result:
+def screen_loop(
+    book: Columns,
+    price_of: Mapping[str, int],
+    opening: Collection[str],
+    due: Mapping[int, Due],
+    held: Callable[[int], int],
+) -> Result:
     examine: list[int] = []
     price_get = price_of.get
     days_by_opened: dict[int, int] = {}  # few distinct opening days
@@ -91,14 +101,18 @@ def screen_loop(book: Columns, price_of: Mapping[str, int], opening: Collection[
 _NO_PRICE = -1
 
 
-def screen_columns(book: Columns, price_of: Mapping[str, int], opening: Collection[str],
-                   due: Mapping[int, Due], held: Callable[[int], int]) -> Result:
+def screen_columns(
+    book: Columns,
+    price_of: Mapping[str, int],
+    opening: Collection[str],
+    due: Mapping[int, Due],
+    held: Callable[[int], int],
+) -> Result:
     n = len(book.symbols)
     if n == 0:
         return Result([], 0, 0)
     # Per profile (a handful), then spread to the positions.
-    profile_ids, of_profile = np.unique(np.asarray(book.profile_ids, np.int64),
-                                        return_inverse=True)
+    profile_ids, of_profile = np.unique(np.asarray(book.profile_ids, np.int64), return_inverse=True)
     dues = [due[int(pid)] for pid in profile_ids]
     decides = np.array([d.decides for d in dues], bool)[of_profile]
     # Each position's price, built in C (map over dict.get, no Python loop).

@@ -26,12 +26,19 @@ from core.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
 from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
-from execution.services import (EXIT_WRITTEN, ExitWrite, exit_intent_open_locked, market_closed_at,
-                                trading_state_in_force, trading_state_in_force_sql)
+from execution.services import (
+    EXIT_WRITTEN,
+    ExitWrite,
+    exit_intent_open_locked,
+    market_closed_at,
+    trading_state_in_force,
+    trading_state_in_force_sql,
+)
+from market import calendar as market_calendar
+from market.calendar import Phase
 
-from . import hot, market_calendar, screen
+from . import hot, screen
 from .calendar_sync import overrides_refresh
-from .market_calendar import Phase
 from .models import BestPrice, PositionExitState
 from .rules import Decision, Evaluation, Holding, Rules, Trade, evaluate, gap_threshold
 
@@ -52,8 +59,14 @@ CLOSING_AUCTION = dt.timedelta(minutes=10)
 # checked on every evaluation. A take-profit tier counts as done when it fires, and GAP_DOWN
 # looks at the opening trade only: they keep execution's general timeout, as MANUAL and FLATTEN
 # exits do.
-DECIDED_AGAIN = frozenset({IntentType.EXIT_STOP_LOSS, IntentType.EXIT_TRAILING,
-                           IntentType.EXIT_TIME, IntentType.EXIT_MAX_HOLD})
+DECIDED_AGAIN = frozenset(
+    {
+        IntentType.EXIT_STOP_LOSS,
+        IntentType.EXIT_TRAILING,
+        IntentType.EXIT_TIME,
+        IntentType.EXIT_MAX_HOLD,
+    }
+)
 
 
 class MarketHold:
@@ -72,8 +85,9 @@ class MarketHold:
         mono = time.monotonic()
         if mono - read_at >= self.REFRESH_S:
             refused = market_closed_at()
-            until = None if refused is None else market_calendar.next_phase_start(
-                refused, EXIT_PHASES)
+            until = (
+                None if refused is None else market_calendar.next_phase_start(refused, EXIT_PHASES)
+            )
             self._read = (mono, until)
         return until is not None and now < until
 
@@ -90,8 +104,7 @@ def limit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
     trading, once it has run for `timeout` (an order placed before the open had no trade to
     meet), and not in the closing auction, where orders wait for the match."""
     session = market_calendar.session(now.astimezone(clock.SEOUL).date())
-    return session is not None and \
-        session.open + timeout <= now < session.close - CLOSING_AUCTION
+    return session is not None and session.open + timeout <= now < session.close - CLOSING_AUCTION
 
 
 # The day's orders are ended this long after its close: the closing auction's fills are noticed
@@ -125,18 +138,33 @@ def day_end_run(*, broker) -> dict:
 
 def _holding(position: Position, state: PositionExitState, today: dt.date) -> Holding:
     opened = position.opened_at.astimezone(clock.SEOUL).date()
-    return Holding(qty=position.qty, available=position.qty - position.reserved_qty,
-                   avg_price=position.avg_price,
-                   held_days=market_calendar.trading_days_between(opened, today),
-                   high_water_mark=state.high_water_mark, peak_qty=state.peak_qty,
-                   tiers_done=state.tiers_done)
+    return Holding(
+        qty=position.qty,
+        available=position.qty - position.reserved_qty,
+        avg_price=position.avg_price,
+        held_days=market_calendar.trading_days_between(opened, today),
+        high_water_mark=state.high_water_mark,
+        peak_qty=state.peak_qty,
+        tiers_done=state.tiers_done,
+    )
 
 
-def _trade(px: hot.Px, opening: tuple[dt.datetime, dt.datetime] | None, *,
-           in_session: bool, auction: bool = False) -> Trade:
-    return Trade(price=px.price, at=dt.datetime.fromtimestamp(px.at, clock.SEOUL),
-                 lower_limit=px.lower_limit, prev_close=px.prev_close,
-                 opening=hot.within(px.at, opening), in_session=in_session, auction=auction)
+def _trade(
+    px: hot.Px,
+    opening: tuple[dt.datetime, dt.datetime] | None,
+    *,
+    in_session: bool,
+    auction: bool = False,
+) -> Trade:
+    return Trade(
+        price=px.price,
+        at=dt.datetime.fromtimestamp(px.at, clock.SEOUL),
+        lower_limit=px.lower_limit,
+        prev_close=px.prev_close,
+        opening=hot.within(px.at, opening),
+        in_session=in_session,
+        auction=auction,
+    )
 
 
 @dataclass
@@ -147,8 +175,13 @@ class PassResult:
     skipped_no_price: int = 0
 
 
-def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | None = None,
-              use_cache: bool = True, found: dict | None = None) -> PassResult:
+def exit_pass(
+    *,
+    symbols: list[str] | None = None,
+    prices: dict[str, hot.Px] | None = None,
+    use_cache: bool = True,
+    found: dict | None = None,
+) -> PassResult:
     """Evaluate every managed open position (or those of `symbols`) at its best price and open
     the exits that fire. `prices` hands in prices already known (a tick's); `found`, what
     hot.read_ahead already read for a tick's one symbol.
@@ -176,13 +209,15 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     opening = None if session is None else (session.open, session.open + OPENING_SPAN)
     gaps: dict[int, Decimal] = {}
-    if opening is not None and \
-            opening[0] - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(seconds=5):
+    if opening is not None and opening[0] - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(
+        seconds=5
+    ):
         gaps = hot.gap_thresholds(today)
     # Only prices of the phase that decides: in the session a trade of the session, never a
     # quote or an expected price from before the open (the opening trade is GAP_DOWN's).
-    since = market_calendar.phase_began(session, Phase.OPENING_AUCTION if auction
-                                        else Phase.CONTINUOUS)
+    since = market_calendar.phase_began(
+        session, Phase.OPENING_AUCTION if auction else Phase.CONTINUOUS
+    )
     if prices is None and symbols is None:  # the full pass: the screen's columns only
         price_of, in_opening = hot.price_screen(opening, since)
     else:
@@ -195,21 +230,30 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
     seconds = now.hour * 3600 + now.minute * 60 + now.second
     # The time rules act in the regular session only (rules.Trade.in_session).
     in_session = session is not None and session.open <= now < session.close
-    due = {pid: screen.Due(
-               has_gap=r.gap_down_pct is not None,
-               time_due=in_session and r.time_exit_at is not None
-               and seconds >= _seconds(r.time_exit_at),
-               max_days=r.max_holding_days if r.max_holding_days is not None and in_session
-               else math.inf,
-               decides=not auction or r.opening_auction_stop)
-           for pid, r in rules.rules.items()}
+    due = {
+        pid: screen.Due(
+            has_gap=r.gap_down_pct is not None,
+            time_due=in_session
+            and r.time_exit_at is not None
+            and seconds >= _seconds(r.time_exit_at),
+            max_days=r.max_holding_days
+            if r.max_holding_days is not None and in_session
+            else math.inf,
+            decides=not auction or r.opening_auction_stop,
+        )
+        for pid, r in rules.rules.items()
+    }
     result = PassResult()
     moved: list[tuple[hot.Watch, int | None, int]] = []
     # The screen reads the book's columns and each symbol's price and time; a position is
     # decoded (a Watch) and its full price read only when it is evaluated exactly.
     examine, result.evaluated, result.skipped_no_price = screen.screen(
         screen.Columns(book.symbols, book.profile_ids, book.lows, book.highs, book.opened),
-        price_of, in_opening, due, functools.partial(_held, today=today))
+        price_of,
+        in_opening,
+        due,
+        functools.partial(_held, today=today),
+    )
     if examine and prices is None:
         prices = hot.prices(sorted({book.symbols[i] for i in examine}), use_cache=use_cache)
     decided = []
@@ -223,12 +267,17 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         opened = book.opened[i]
         profile = rules.rules[profile_id]
         trade = _trade(px, opening, in_session=in_session, auction=auction)
-        ev = evaluate(profile, watch.holding(_held(opened, today)), trade,
-                      gap_down_at=gaps.get(watch.position_id))
+        ev = evaluate(
+            profile,
+            watch.holding(_held(opened, today)),
+            trade,
+            gap_down_at=gaps.get(watch.position_id),
+        )
         if ev.decision is not None:
             decided.append((watch, ev, profile, trade))
-        elif _marks_moved(profile, (watch.high_water_mark, watch.peak_qty),
-                          (ev.high_water_mark, ev.peak_qty)):
+        elif _marks_moved(
+            profile, (watch.high_water_mark, watch.peak_qty), (ev.high_water_mark, ev.peak_qty)
+        ):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))
     # Exits decided in one pass (the open's burst) go out largest loss first: with KIS's rate
     # the last may leave seconds after the first, and the deepest loss is the one to cut first.
@@ -236,8 +285,12 @@ def exit_pass(*, symbols: list[str] | None = None, prices: dict[str, hot.Px] | N
         if ev.decision.rule == "GAP_DOWN":
             result.exits += gap_down_open(watch.position_id, ev.decision) is not None
         else:
-            result.exits += exit_decide(position_id=watch.position_id, rules=profile,
-                                        trade=trade, screened=(watch, ev)) is not None
+            result.exits += (
+                exit_decide(
+                    position_id=watch.position_id, rules=profile, trade=trade, screened=(watch, ev)
+                )
+                is not None
+            )
     if moved:
         _marks_raise(moved)
     return result
@@ -291,15 +344,18 @@ def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 ids = [w.position_id for w, _, _ in moved]
-                cursor.execute(_MARKS_RAISE.format(table=PositionExitState._meta.db_table), [
-                    ids, ids, [m or 0 for _, m, _ in moved],
-                    [p for _, _, p in moved]])
+                cursor.execute(
+                    _MARKS_RAISE.format(table=PositionExitState._meta.db_table),
+                    [ids, ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
+                )
         else:
             for watch, mark, peak in moved:
                 PositionExitState.objects.filter(pk=watch.position_id).update(
-                    high_water_mark=Greatest(Coalesce("high_water_mark", Value(0)),
-                                             Value(mark or 0)),
-                    peak_qty=Greatest("peak_qty", Value(peak)))
+                    high_water_mark=Greatest(
+                        Coalesce("high_water_mark", Value(0)), Value(mark or 0)
+                    ),
+                    peak_qty=Greatest("peak_qty", Value(peak)),
+                )
         hot.positions_changed(w.symbol for w, _, _ in moved)
 
 
@@ -332,8 +388,10 @@ WHERE position_id = %s
 def _sql(template: str) -> str:
     return template.format(
         position_columns=columns(Position, "p"),
-        state_in_force=trading_state_in_force_sql(), position=Position._meta.db_table,
-        exit_state=PositionExitState._meta.db_table)
+        state_in_force=trading_state_in_force_sql(),
+        position=Position._meta.db_table,
+        exit_state=PositionExitState._meta.db_table,
+    )
 
 
 @dataclass
@@ -348,8 +406,12 @@ class Locked:
 def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
     """The ledger's lock alone, with the trading state in force; None without the position."""
     if connection.vendor != "postgresql":
-        position = position_qs_for_update().annotate(
-            trading_state=trading_state_in_force()).filter(pk=position_id).first()
+        position = (
+            position_qs_for_update()
+            .annotate(trading_state=trading_state_in_force())
+            .filter(pk=position_id)
+            .first()
+        )
         return None if position is None else (position, position.trading_state)
     with bound_cursor() as cursor:
         cursor.execute(_sql(_GAP_LOCK), [position_id])
@@ -361,10 +423,13 @@ def _lock(position_id: int) -> Locked | None:
     """Lock the exit state and the position (in the caller's transaction); None when the
     position is not managed (any more)."""
     if connection.vendor != "postgresql":
-        state = (PositionExitState.objects
-                 .select_for_update(of=("self", "position")).select_related("position")
-                 .annotate(trading_state=trading_state_in_force())
-                 .filter(pk=position_id).first())
+        state = (
+            PositionExitState.objects.select_for_update(of=("self", "position"))
+            .select_related("position")
+            .annotate(trading_state=trading_state_in_force())
+            .filter(pk=position_id)
+            .first()
+        )
         return None if state is None else Locked(state.position, state, state.trading_state)
     with bound_cursor() as cursor:
         cursor.execute(_sql(_DECIDE_LOCK), [position_id])
@@ -373,8 +438,12 @@ def _lock(position_id: int) -> Locked | None:
         return None
     [position] = instances(row, Position)
     high_water_mark, peak_qty, tiers_done, trading_state = row[-4:]
-    state = PositionExitState(position_id=position_id, high_water_mark=high_water_mark,
-                              peak_qty=peak_qty, tiers_done=tiers_done)
+    state = PositionExitState(
+        position_id=position_id,
+        high_water_mark=high_water_mark,
+        peak_qty=peak_qty,
+        tiers_done=tiers_done,
+    )
     return Locked(position, state, trading_state)
 
 
@@ -405,8 +474,10 @@ marks AS (
 
 @functools.cache
 def _at_once_sql(writes: str) -> str:
-    return (f"WITH {_sql(_AT_ONCE_GO)}, {writes}, {_sql(_AT_ONCE_MARKS)}\n"
-            f"SELECT (SELECT count(*) FROM go), {EXIT_WRITTEN}")
+    return (
+        f"WITH {_sql(_AT_ONCE_GO)}, {writes}, {_sql(_AT_ONCE_MARKS)}\n"
+        f"SELECT (SELECT count(*) FROM go), {EXIT_WRITTEN}"
+    )
 
 
 def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent | None]:
@@ -417,32 +488,62 @@ def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent 
     if decision is None or decision.rule == "GAP_DOWN" or seen.available <= 0:
         return False, None
     write = ExitWrite(
-        position_id=seen.position_id, symbol=seen.symbol, qty=min(decision.qty, seen.available),
-        intent_type=decision.rule, reason=decision.reason,
+        position_id=seen.position_id,
+        symbol=seen.symbol,
+        qty=min(decision.qty, seen.available),
+        intent_type=decision.rule,
+        reason=decision.reason,
         idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
-        limit_price=decision.limit_price, event_at=decision.at, trigger_price=decision.price)
+        limit_price=decision.limit_price,
+        event_at=decision.at,
+        trigger_price=decision.price,
+    )
     marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
-    went, inserted, recorded = write.execute(_at_once_sql(write.ctes), {
-        "seen_id": seen.position_id, "seen_qty": seen.qty, "seen_available": seen.available,
-        "seen_avg_price": Decimal(seen.avg_price), "seen_profile": seen.profile_id,
-        "seen_mark": seen.high_water_mark, "seen_peak": seen.peak_qty,
-        "seen_tiers": seen.tiers_done, "mark": marks[0], "peak": marks[1], "tiers": marks[2],
-        "set_marks": marks != (seen.high_water_mark, seen.peak_qty, seen.tiers_done)})
+    went, inserted, recorded = write.execute(
+        _at_once_sql(write.ctes),
+        {
+            "seen_id": seen.position_id,
+            "seen_qty": seen.qty,
+            "seen_available": seen.available,
+            "seen_avg_price": Decimal(seen.avg_price),
+            "seen_profile": seen.profile_id,
+            "seen_mark": seen.high_water_mark,
+            "seen_peak": seen.peak_qty,
+            "seen_tiers": seen.tiers_done,
+            "mark": marks[0],
+            "peak": marks[1],
+            "tiers": marks[2],
+            "set_marks": marks != (seen.high_water_mark, seen.peak_qty, seen.tiers_done),
+        },
+    )
     if not went:
         return False, None
     qty = write.intent.qty
     position = Position.from_db(
-        connection.alias, ["id", "symbol", "status", "qty", "reserved_qty", "avg_price"],
-        [seen.position_id, seen.symbol, Position.Status.OPEN, seen.qty,
-         seen.qty - seen.available + qty, Decimal(seen.avg_price)])
+        connection.alias,
+        ["id", "symbol", "status", "qty", "reserved_qty", "avg_price"],
+        [
+            seen.position_id,
+            seen.symbol,
+            Position.Status.OPEN,
+            seen.qty,
+            seen.qty - seen.available + qty,
+            Decimal(seen.avg_price),
+        ],
+    )
     intent = write.written(inserted, recorded, position)
     if intent is not None:
         _opened(seen.position_id, decision, intent)
     return True, intent
 
 
-def exit_decide(*, position_id: int, rules: Rules, trade: Trade,
-                screened: tuple[hot.Watch, Evaluation] | None = None) -> OrderIntent | None:
+def exit_decide(
+    *,
+    position_id: int,
+    rules: Rules,
+    trade: Trade,
+    screened: tuple[hot.Watch, Evaluation] | None = None,
+) -> OrderIntent | None:
     """Open the exit the rules decide through the ledger, or None when, seen from the locked
     rows, nothing fires any more.
 
@@ -468,8 +569,13 @@ def exit_decide(*, position_id: int, rules: Rules, trade: Trade,
         decision: Decision | None = ev.decision
         intent = None
         if decision is not None:
-            intent = _open(position_id, decision, f"exit:{position_id}:{decision.rule}:{uuid.uuid4()}",
-                           locked=(position, locked.trading_state), new_key=True)
+            intent = _open(
+                position_id,
+                decision,
+                f"exit:{position_id}:{decision.rule}:{uuid.uuid4()}",
+                locked=(position, locked.trading_state),
+                new_key=True,
+            )
             if intent is not None:
                 marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
         if _marks_moved(rules, (state.high_water_mark, state.peak_qty, state.tiers_done), marks):
@@ -484,8 +590,8 @@ def _marks_set(position: Position, marks: tuple[int | None, int, int]) -> None:
             cursor.execute(_sql(_MARKS_SET), [*marks, clock.now(), position.pk])
     else:
         PositionExitState.objects.filter(pk=position.pk).update(
-            high_water_mark=marks[0], peak_qty=marks[1], tiers_done=marks[2],
-            updated_at=clock.now())
+            high_water_mark=marks[0], peak_qty=marks[1], tiers_done=marks[2], updated_at=clock.now()
+        )
     hot.positions_changed([position.symbol])
 
 
@@ -498,33 +604,48 @@ def gap_down_open(position_id: int, decision: Decision) -> OrderIntent | None:
         locked = _lock_position(position_id)
         if locked is None:
             return None
-        return _open(position_id, decision, f"gapdown:{position_id}:{day:%Y%m%d}",
-                     locked=locked)
+        return _open(position_id, decision, f"gapdown:{position_id}:{day:%Y%m%d}", locked=locked)
 
 
-def _open(position_id: int, decision: Decision, key: str,
-          locked: tuple[Position, str | None], new_key: bool = False) -> OrderIntent | None:
+def _open(
+    position_id: int,
+    decision: Decision,
+    key: str,
+    locked: tuple[Position, str | None],
+    new_key: bool = False,
+) -> OrderIntent | None:
     """Open the decided exit; `locked` is the position already locked in the caller's
     transaction with the trading state read beside it; `new_key` says `key` was just made."""
-    fields = dict(qty=decision.qty, intent_type=decision.rule, idempotency_key=key,
-                  reason=decision.reason[:255], limit_price=decision.limit_price,
-                  event_at=decision.at, trigger_price=decision.price)
+    fields = dict(
+        qty=decision.qty,
+        intent_type=decision.rule,
+        idempotency_key=key,
+        reason=decision.reason[:255],
+        limit_price=decision.limit_price,
+        event_at=decision.at,
+        trigger_price=decision.price,
+    )
     try:
-        intent = exit_intent_open_locked(locked[0], trading_state=locked[1], new_key=new_key,
-                                         **fields)
+        intent = exit_intent_open_locked(
+            locked[0], trading_state=locked[1], new_key=new_key, **fields
+        )
     except (InsufficientAvailableQty, TradingNotAllowed, PositionClosed) as exc:
-        logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id, decision.rule,
-                    exc)
+        logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id, decision.rule, exc)
         return None
     _opened(position_id, decision, intent)
     return intent
 
 
 def _opened(position_id: int, decision: Decision, intent: OrderIntent) -> None:
-    logger.info("exit.opened position_id=%s rule=%s qty=%s price=%s reason=%s", position_id,
-                decision.rule, intent.qty, decision.price, decision.reason,
-                extra={"position_id": position_id, "rule": decision.rule,
-                       "intent_id": str(intent.pk)})
+    logger.info(
+        "exit.opened position_id=%s rule=%s qty=%s price=%s reason=%s",
+        position_id,
+        decision.rule,
+        intent.qty,
+        decision.price,
+        decision.reason,
+        extra={"position_id": position_id, "rule": decision.rule, "intent_id": str(intent.pk)},
+    )
 
 
 def gap_prequeue(*, day: dt.date | None = None) -> int:
@@ -550,8 +671,12 @@ def gap_prequeue(*, day: dt.date | None = None) -> int:
     ttl = (session.open - clock.now()).total_seconds() + hot.GAP_AFTER_OPEN_S
     if ttl > 0:
         hot.gap_thresholds_keep(day, thresholds, ttl)
-    logger.info("exit.gap_prequeue day=%s thresholds=%s at=%s", day, len(thresholds),
-                clock.now_seoul().isoformat(sep=" ", timespec="milliseconds"))
+    logger.info(
+        "exit.gap_prequeue day=%s thresholds=%s at=%s",
+        day,
+        len(thresholds),
+        clock.now_seoul().isoformat(sep=" ", timespec="milliseconds"),
+    )
     return len(thresholds)
 
 
@@ -563,8 +688,11 @@ def prices_stale_since(*, stale_s: float, now: dt.datetime | None = None) -> dt.
     session = market_calendar.session(now.astimezone(clock.SEOUL).date())
     if session is None or not session.open <= now < session.close:
         return None
-    symbols = list(Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
-                   .values_list("symbol", flat=True))
+    symbols = list(
+        Position.objects.filter(status=Position.Status.OPEN, qty__gt=0).values_list(
+            "symbol", flat=True
+        )
+    )
     if not symbols:
         return None
     freshest = BestPrice.objects.filter(symbol__in=symbols).aggregate(at=Max("event_at"))["at"]
@@ -588,8 +716,11 @@ def prices_stale_alert(*, stale_s: float, now: dt.datetime | None = None) -> lis
     at = market_calendar.moment(now)
     if at.phase not in PRICED_PHASES:
         return []
-    held = set(Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
-               .values_list("symbol", flat=True))
+    held = set(
+        Position.objects.filter(status=Position.Status.OPEN, qty__gt=0).values_list(
+            "symbol", flat=True
+        )
+    )
     if not held:
         return []
     seen = dict(BestPrice.objects.filter(symbol__in=held).values_list("symbol", "event_at"))
@@ -598,12 +729,14 @@ def prices_stale_alert(*, stale_s: float, now: dt.datetime | None = None) -> lis
     if stale:
         oldest = min(since[s] for s in stale)
         alert_raise(
-            kind=Alert.Kind.PRICES, severity=Alert.Severity.CRITICAL, subject=stale[0],
+            kind=Alert.Kind.PRICES,
+            severity=Alert.Severity.CRITICAL,
+            subject=stale[0],
             key=f"prices:stale:{oldest.astimezone(clock.SEOUL):%Y%m%d%H%M%S}",
             message=f"{len(stale)} held symbol(s) without a price for {stale_s:.0f} s or more "
-                    f"since {oldest.astimezone(clock.SEOUL):%H:%M:%S} KST: "
-                    f"{', '.join(stale[:20])}{' …' if len(stale) > 20 else ''}. Their exits "
-                    "are decided on old prices; check pricesync and KIS's stream. / 보유 종목의 "
-                    "시세가 갱신되지 않고 있습니다.")
+            f"since {oldest.astimezone(clock.SEOUL):%H:%M:%S} KST: "
+            f"{', '.join(stale[:20])}{' …' if len(stale) > 20 else ''}. Their exits "
+            "are decided on old prices; check pricesync and KIS's stream. / 보유 종목의 "
+            "시세가 갱신되지 않고 있습니다.",
+        )
     return stale
-

@@ -1,5 +1,6 @@
 """Cache invalidation: whatever changes a position, its exit state or a profile (services, the
-admin, fills) or a best price outside pricesync forgets the cached copies once its transaction commits (trading/hot.py)."""
+admin, fills) or a best price outside pricesync forgets the cached copies once its transaction
+commits (trading/hot.py)."""
 
 from django.db.models.signals import post_delete, post_save
 
@@ -37,11 +38,14 @@ def _special_day_changed(sender, **kwargs) -> None:
 def connect() -> None:
     for signal in (post_save, post_delete):
         signal.connect(_position_changed, sender=Position, dispatch_uid=f"hot-position-{signal}")
-        signal.connect(_exit_state_changed, sender=PositionExitState,
-                       dispatch_uid=f"hot-exit-state-{signal}")
+        signal.connect(
+            _exit_state_changed, sender=PositionExitState, dispatch_uid=f"hot-exit-state-{signal}"
+        )
         signal.connect(_price_changed, sender=BestPrice, dispatch_uid=f"hot-price-{signal}")
-        signal.connect(_special_day_changed, sender=SpecialDay,
-                       dispatch_uid=f"calendar-special-day-{signal}")
+        signal.connect(
+            _special_day_changed, sender=SpecialDay, dispatch_uid=f"calendar-special-day-{signal}"
+        )
         for model in (ExitProfile, TakeProfitTier):
-            signal.connect(_profile_changed, sender=model,
-                           dispatch_uid=f"hot-{model.__name__}-{signal}")
+            signal.connect(
+                _profile_changed, sender=model, dispatch_uid=f"hot-{model.__name__}-{signal}"
+            )

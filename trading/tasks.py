@@ -10,7 +10,7 @@ from django.core.cache import cache
 
 from core import clock
 
-from .services import limit_orders_due, exit_pass, gap_prequeue
+from .services import exit_pass, gap_prequeue, limit_orders_due
 
 logger = logging.getLogger("aegis.trading")
 
@@ -32,8 +32,11 @@ def exit_pass_task() -> dict:
         return {"skipped": "another pass is running"}
     try:
         result = exit_pass()
-        return {"evaluated": result.evaluated, "exits": result.exits,
-                "no_price": result.skipped_no_price}
+        return {
+            "evaluated": result.evaluated,
+            "exits": result.exits,
+            "no_price": result.skipped_no_price,
+        }
     finally:
         try:
             if cache.get(PASS_LOCK) == token:
@@ -80,7 +83,9 @@ def flatten_check_task() -> str:
         return "disabled"
     alert = flatten_policy_check(
         breaker_state=get_broker().breakers.state("order"),
-        prices_stale_since=prices_stale_since(stale_s=policy.prices_stale_s), policy=policy)
+        prices_stale_since=prices_stale_since(stale_s=policy.prices_stale_s),
+        policy=policy,
+    )
     return alert.key if alert is not None else "nothing to decide"
 
 

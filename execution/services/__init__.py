@@ -1,12 +1,23 @@
 """Every write to the ledger goes through these functions (HackSoft styleguide: services)."""
 
 from .fills import fill_apply
-from .intents import (EXIT_WRITTEN, ExitWrite, entry_intent_open, exit_intent_open,
-                      exit_intent_open_locked, intent_cancel)
+from .intents import (
+    EXIT_WRITTEN,
+    ExitWrite,
+    entry_intent_open,
+    exit_intent_open,
+    exit_intent_open_locked,
+    intent_cancel,
+)
 from .orders import order_mark_cancelled, order_mark_submitted, order_open, order_reject
 from .positions import position_flatten
-from .trading_state import (market_closed_at, trading_state_get, trading_state_in_force,
-                            trading_state_in_force_sql, trading_state_set)
+from .trading_state import (
+    market_closed_at,
+    trading_state_get,
+    trading_state_in_force,
+    trading_state_in_force_sql,
+    trading_state_set,
+)
 
 __all__ = [
     "EXIT_WRITTEN",

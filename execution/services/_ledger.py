@@ -74,6 +74,13 @@ def close_if_flat(position: Position) -> None:
 
 def save_position(position: Position) -> None:
     position.save(
-        update_fields=["qty", "reserved_qty", "avg_price", "realized_pnl", "status", "closed_at",
-                       "updated_at"]
+        update_fields=[
+            "qty",
+            "reserved_qty",
+            "avg_price",
+            "realized_pnl",
+            "status",
+            "closed_at",
+            "updated_at",
+        ]
     )

@@ -26,8 +26,8 @@ from django.db.models import F
 
 from core import clock
 from core.rows import bound_cursor
-
 from kis.errors import KisWriteWithheld
+
 from ..models import Order, Side, TradingState
 from .trading_state import trading_state_get
 
@@ -82,8 +82,14 @@ def _entry_max_age_s() -> float | None:
     return float(max_age) if max_age > 0 else None
 
 
-def order_claim(*, order_id: object, window_s: float, expected: dt.datetime | None = None,
-                renew: bool = False, max_age_s: float | None = None) -> dt.datetime | None:
+def order_claim(
+    *,
+    order_id: object,
+    window_s: float,
+    expected: dt.datetime | None = None,
+    renew: bool = False,
+    max_age_s: float | None = None,
+) -> dt.datetime | None:
     """Take the right to send the order now, for a write that may reach KIS until `window_s`
     from now: the claim's stamp, or None when it is withheld (withheld_reason says why).
 
@@ -93,11 +99,16 @@ def order_claim(*, order_id: object, window_s: float, expected: dt.datetime | No
     has passed. `max_age_s`: refuse an order recorded longer ago than this (a queued payload).
     """
     now = clock.now()
-    params = {"order_id": uuid.UUID(str(order_id)), "now": now, "window_s": float(window_s),
-              "expected": expected, "renew": renew,
-              "max_attempts": settings.EXECUTION_SEND_ATTEMPTS,
-              "max_age_s": None if max_age_s is None else float(max_age_s),
-              "entry_max_age_s": _entry_max_age_s()}
+    params = {
+        "order_id": uuid.UUID(str(order_id)),
+        "now": now,
+        "window_s": float(window_s),
+        "expected": expected,
+        "renew": renew,
+        "max_attempts": settings.EXECUTION_SEND_ATTEMPTS,
+        "max_age_s": None if max_age_s is None else float(max_age_s),
+        "entry_max_age_s": _entry_max_age_s(),
+    }
     if connection.vendor != "postgresql":
         return _claim_orm(params)
     with bound_cursor() as cursor:
@@ -113,8 +124,12 @@ def _claim_orm(p: dict) -> dt.datetime | None:
 
     now = p["now"]
     state = trading_state_get()
-    qs = Order.objects.filter(pk=p["order_id"], status=Order.Status.NEW,
-                              broker_order_no__isnull=True, quarantined_at__isnull=True)
+    qs = Order.objects.filter(
+        pk=p["order_id"],
+        status=Order.Status.NEW,
+        broker_order_no__isnull=True,
+        quarantined_at__isnull=True,
+    )
     if state == TradingState.State.REDUCING:
         qs = qs.filter(side=Side.SELL)
     elif state != TradingState.State.ACTIVE:
@@ -130,26 +145,37 @@ def _claim_orm(p: dict) -> dt.datetime | None:
     # One process on one clock here (no doorbell without Redis): the entry's age is its
     # intent's, on that clock.
     if p["entry_max_age_s"] is not None:
-        qs = qs.exclude(side=Side.BUY, intent__created_at__lt=now - dt.timedelta(
-            seconds=p["entry_max_age_s"]))
-    updated = qs.update(send_started_at=now, updated_at=now,
-                        send_deadline=now + dt.timedelta(seconds=p["window_s"]),
-                        send_attempts=F("send_attempts") + (0 if p["renew"] else 1))
+        qs = qs.exclude(
+            side=Side.BUY, intent__created_at__lt=now - dt.timedelta(seconds=p["entry_max_age_s"])
+        )
+    updated = qs.update(
+        send_started_at=now,
+        updated_at=now,
+        send_deadline=now + dt.timedelta(seconds=p["window_s"]),
+        send_attempts=F("send_attempts") + (0 if p["renew"] else 1),
+    )
     return now if updated else None
 
 
-def withheld_reason(*, order_id: object, expected: dt.datetime | None = None,
-                    max_age_s: float | None = None) -> Withheld:
+def withheld_reason(
+    *, order_id: object, expected: dt.datetime | None = None, max_age_s: float | None = None
+) -> Withheld:
     """Why order_claim refused the order (read after the fact: the rare path)."""
     order = Order.objects.filter(pk=order_id).first()
-    if (order is None or order.status != Order.Status.NEW or order.broker_order_no
-            or order.quarantined_at is not None):
+    if (
+        order is None
+        or order.status != Order.Status.NEW
+        or order.broker_order_no
+        or order.quarantined_at is not None
+    ):
         return Withheld.GONE
     if order.send_started_at is not None and order.send_started_at != expected:
         return Withheld.TAKEN
     state = trading_state_get()
-    if not (state == TradingState.State.ACTIVE
-            or (state == TradingState.State.REDUCING and order.side == Side.SELL)):
+    if not (
+        state == TradingState.State.ACTIVE
+        or (state == TradingState.State.REDUCING and order.side == Side.SELL)
+    ):
         return Withheld.STATE
     entry_max_age = _entry_max_age_s()
     if order.side == Side.BUY and entry_max_age is not None and _older_than(order, entry_max_age):
@@ -166,8 +192,11 @@ def _older_than(order: Order, seconds: float) -> bool:
     if connection.vendor != "postgresql":  # one process, one clock: the intent's age
         return order.intent.created_at < clock.now() - dt.timedelta(seconds=seconds)
     with bound_cursor() as cursor:
-        cursor.execute(f"SELECT recorded_at < clock_timestamp() - make_interval(secs => %s) "
-                       f"FROM {Order._meta.db_table} WHERE id = %s", [float(seconds), order.pk])
+        cursor.execute(
+            f"SELECT recorded_at < clock_timestamp() - make_interval(secs => %s) "
+            f"FROM {Order._meta.db_table} WHERE id = %s",
+            [float(seconds), order.pk],
+        )
         row = cursor.fetchone()
     return bool(row and row[0])
 
@@ -176,11 +205,20 @@ def order_unclaim(*, order_id: object, claim: dt.datetime) -> bool:
     """Give back the claim `claim` of a send whose request never reached KIS (unreachable,
     still rate-limited): the next sender claims afresh, and the attempt is not counted. Only
     that claim: one taken over since is left alone."""
-    return Order.objects.filter(
-        pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True,
-        send_started_at=claim,
-    ).update(send_started_at=None, send_deadline=None,
-             send_attempts=F("send_attempts") - 1, updated_at=clock.now()) == 1
+    return (
+        Order.objects.filter(
+            pk=order_id,
+            status=Order.Status.NEW,
+            broker_order_no__isnull=True,
+            send_started_at=claim,
+        ).update(
+            send_started_at=None,
+            send_deadline=None,
+            send_attempts=F("send_attempts") - 1,
+            updated_at=clock.now(),
+        )
+        == 1
+    )
 
 
 class SendClaim:
@@ -188,8 +226,14 @@ class SendClaim:
     the first call claims (order_claim), each later call, a retry of the same send after a
     definite non-acceptance, renews that claim. Raises KisWriteWithheld when refused."""
 
-    def __init__(self, order_id: object, *, window_s: float,
-                 expected: dt.datetime | None = None, max_age_s: float | None = None) -> None:
+    def __init__(
+        self,
+        order_id: object,
+        *,
+        window_s: float,
+        expected: dt.datetime | None = None,
+        max_age_s: float | None = None,
+    ) -> None:
         self.order_id = order_id
         self.window_s = window_s
         self.expected = expected
@@ -198,17 +242,23 @@ class SendClaim:
 
     def __call__(self) -> None:
         if self.at is None:
-            at = order_claim(order_id=self.order_id, window_s=self.window_s,
-                             expected=self.expected, max_age_s=self.max_age_s)
+            at = order_claim(
+                order_id=self.order_id,
+                window_s=self.window_s,
+                expected=self.expected,
+                max_age_s=self.max_age_s,
+            )
         else:
-            at = order_claim(order_id=self.order_id, window_s=self.window_s,
-                             expected=self.at, renew=True)
+            at = order_claim(
+                order_id=self.order_id, window_s=self.window_s, expected=self.at, renew=True
+            )
         if at is None:
-            reason = withheld_reason(order_id=self.order_id,
-                                     expected=self.at or self.expected,
-                                     max_age_s=self.max_age_s)
-            raise KisWriteWithheld(f"order {self.order_id} not sent: {reason.value}",
-                                   reason=reason.value)
+            reason = withheld_reason(
+                order_id=self.order_id, expected=self.at or self.expected, max_age_s=self.max_age_s
+            )
+            raise KisWriteWithheld(
+                f"order {self.order_id} not sent: {reason.value}", reason=reason.value
+            )
         self.at = at
 
     def release(self) -> None:

@@ -25,8 +25,8 @@ import logging
 from django.db import transaction
 
 from core import clock
-
 from kis.client import DailyOrder
+
 from ..models import Order, TradingState
 from .orders import order_mark_cancelled, order_withdraw_unsent
 from .quarantine import order_quarantine
@@ -42,8 +42,9 @@ def day_end(*, broker, through: dt.date, closed_at: dt.datetime) -> dict[str, in
     """End the trading days up to `through`, whose close (`closed_at`, that of `through`) has
     passed. Safe to run again: a second run finds nothing left to end."""
     counts = {"synced": 0, "ended": 0, "withdrawn": 0, "quarantined": 0, "gate_closed": 0}
-    open_orders = Order.objects.filter(status__in=OPEN, trade_date__lte=through,
-                                       quarantined_at__isnull=True)
+    open_orders = Order.objects.filter(
+        status__in=OPEN, trade_date__lte=through, quarantined_at__isnull=True
+    )
     ids = list(open_orders.values_list("pk", flat=True))
     if ids:
         counts["synced"] = orders_sync(broker=broker, order_ids=ids)["orders"]
@@ -52,17 +53,25 @@ def day_end(*, broker, through: dt.date, closed_at: dt.datetime) -> dict[str, in
         order_mark_cancelled(
             order_id=order.pk,
             reason=f"day order ended at the close of {order.trade_date:%Y-%m-%d}: KRX does not "
-                   "carry it over")
+            "carry it over",
+        )
         counts["ended"] += 1
     if left:
         counts["quarantined"] = _check(broker, left)
     # created_at is the recording process's clock, the one the calendar's close is read on.
-    for order in Order.objects.filter(status=Order.Status.NEW, broker_order_no__isnull=True,
-                                      send_started_at__isnull=True, created_at__lt=closed_at,
-                                      quarantined_at__isnull=True):
-        if order_withdraw_unsent(order_id=order.pk, claim=None,
-                                 reason=f"not sent by the close of {through:%Y-%m-%d}: "
-                                        "withdrawn, never sent on an earlier day's prices"):
+    for order in Order.objects.filter(
+        status=Order.Status.NEW,
+        broker_order_no__isnull=True,
+        send_started_at__isnull=True,
+        created_at__lt=closed_at,
+        quarantined_at__isnull=True,
+    ):
+        if order_withdraw_unsent(
+            order_id=order.pk,
+            claim=None,
+            reason=f"not sent by the close of {through:%Y-%m-%d}: "
+            "withdrawn, never sent on an earlier day's prices",
+        ):
             counts["withdrawn"] += 1
     counts["gate_closed"] = int(_day_ended(through))
     if any(counts[k] for k in ("ended", "withdrawn", "quarantined", "gate_closed")):
@@ -75,9 +84,11 @@ def _check(broker, ended: list[Order]) -> int:
     came between the sync and the end) is quarantined for a person."""
     quarantined = 0
     for trade_date in sorted({o.trade_date for o in ended}):
-        rows = {r.odno: r for r in broker.daily_orders(start=trade_date, end=trade_date,
-                                                       keep_bad=True)
-                if isinstance(r, DailyOrder)}
+        rows = {
+            r.odno: r
+            for r in broker.daily_orders(start=trade_date, end=trade_date, keep_bad=True)
+            if isinstance(r, DailyOrder)
+        }
         for order in (o for o in ended if o.trade_date == trade_date):
             row = rows.get(order.broker_order_no)
             filled = Order.objects.values_list("filled_qty", flat=True).get(pk=order.pk)
@@ -85,7 +96,8 @@ def _check(broker, ended: list[Order]) -> int:
                 quarantined += order_quarantine(
                     order_id=order.pk,
                     reason=f"KIS shows {row.tot_ccld_qty} filled after the ledger ended the day "
-                           f"order at {filled}: apply the fill by hand")
+                    f"order at {filled}: apply the fill by hand",
+                )
     return quarantined
 
 
@@ -95,7 +107,8 @@ def _day_ended(through: dt.date) -> bool:
     call closed it."""
     with transaction.atomic():
         state, _ = TradingState.objects.select_for_update().get_or_create(
-            pk=TradingState.SINGLETON_PK)
+            pk=TradingState.SINGLETON_PK
+        )
         if state.day_ended_for is not None and state.day_ended_for >= through:
             return False
         first = state.day_ended_for is None
@@ -103,6 +116,10 @@ def _day_ended(through: dt.date) -> bool:
         if first:
             return False
         reconciliation_require()
-    logger.warning("execution.day_ended through=%s at=%s: the startup gate is closed until a "
-                   "reconciliation with KIS succeeds", through, clock.now().isoformat())
+    logger.warning(
+        "execution.day_ended through=%s at=%s: the startup gate is closed until a "
+        "reconciliation with KIS succeeds",
+        through,
+        clock.now().isoformat(),
+    )
     return True

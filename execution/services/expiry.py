@@ -15,15 +15,17 @@ from collections.abc import Iterable
 from django.db.models import Q
 
 from core import clock
-
 from kis.errors import KisError
+
 from ..models import Order
 from .sync import orders_sync
 
 logger = logging.getLogger("aegis.execution")
 
-def orders_expire(*, broker, timeout: dt.timedelta,
-                  intent_types: Iterable[str] | None = None) -> dict[str, int]:
+
+def orders_expire(
+    *, broker, timeout: dt.timedelta, intent_types: Iterable[str] | None = None
+) -> dict[str, int]:
     """Cancel today's limit orders still unfilled `timeout` after KIS took them (only the orders
     of `intent_types`' intents, when given); confirm through the daily orders inquiry.
 
@@ -31,18 +33,28 @@ def orders_expire(*, broker, timeout: dt.timedelta,
     cancel of an earlier day's order could hit today's order of that number. An earlier day's
     order still open is ended by the day's end (services/day_end.py), never cancelled."""
     only = Q() if intent_types is None else Q(intent__intent_type__in=list(intent_types))
-    stale = list(Order.objects.filter(
-        only, trade_date=clock.now_seoul().date(),
-        status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
-        limit_price__isnull=False, broker_order_no__isnull=False, quarantined_at__isnull=True,
-        submitted_at__lt=clock.now() - timeout,
-    ))
+    stale = list(
+        Order.objects.filter(
+            only,
+            trade_date=clock.now_seoul().date(),
+            status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
+            limit_price__isnull=False,
+            broker_order_no__isnull=False,
+            quarantined_at__isnull=True,
+            submitted_at__lt=clock.now() - timeout,
+        )
+    )
     for order in stale:
         try:
             broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)
         except KisError as exc:  # filled meanwhile, or KIS refused: the sync below tells
-            logger.warning("execution.cancel_refused order_id=%s odno=%s: %s", order.pk,
-                           order.broker_order_no, exc, extra={"order_id": str(order.pk)})
+            logger.warning(
+                "execution.cancel_refused order_id=%s odno=%s: %s",
+                order.pk,
+                order.broker_order_no,
+                exc,
+                extra={"order_id": str(order.pk)},
+            )
     counts = {"expired": len(stale), "closed": 0}
     if stale:
         counts["closed"] = orders_sync(broker=broker, order_ids=[o.pk for o in stale])["closed"]

@@ -25,8 +25,16 @@ logger = logging.getLogger("aegis.ledger")
 _AVG_QUANTUM = Decimal("0.0001")
 
 
-def _apply_locked(*, position: Position, order: Order, broker_fill_key: str, qty: int,
-                  amount: int, filled_at: dt.datetime, now: dt.datetime) -> Fill:
+def _apply_locked(
+    *,
+    position: Position,
+    order: Order,
+    broker_fill_key: str,
+    qty: int,
+    amount: int,
+    filled_at: dt.datetime,
+    now: dt.datetime,
+) -> Fill:
     """Move order and position by one fill. Callers hold the position and order locks."""
     if order.status not in Order.OPEN_STATUSES:
         raise InvalidOrderState(order.pk, order.status, "apply a fill to")
@@ -34,16 +42,17 @@ def _apply_locked(*, position: Position, order: Order, broker_fill_key: str, qty
         raise FillExceedsOrder(order_id=order.pk, fill_qty=qty, remaining=order.remaining_qty)
 
     order.filled_qty += qty
-    order.status = Order.Status.FILLED if order.filled_qty == order.qty else (
-        Order.Status.PARTIAL_FILLED
+    order.status = (
+        Order.Status.FILLED if order.filled_qty == order.qty else (Order.Status.PARTIAL_FILLED)
     )
     order.save(update_fields=["filled_qty", "status", "updated_at"])
 
     realized = None
     if order.side == Side.BUY:
         held = position.qty + qty
-        position.avg_price = ((position.avg_price * position.qty + Decimal(amount)) / held
-                              ).quantize(_AVG_QUANTUM, rounding=ROUND_HALF_EVEN)
+        position.avg_price = (
+            (position.avg_price * position.qty + Decimal(amount)) / held
+        ).quantize(_AVG_QUANTUM, rounding=ROUND_HALF_EVEN)
         position.qty = held
     else:
         position.qty -= qty
@@ -52,17 +61,24 @@ def _apply_locked(*, position: Position, order: Order, broker_fill_key: str, qty
         position.realized_pnl += realized
     _ledger.close_if_flat(position)
     _ledger.save_position(position)
-    return Fill.objects.create(order=order, broker_fill_key=broker_fill_key, qty=qty,
-                               price=max(1, amount // qty), amount=amount, realized_pnl=realized,
-                               filled_at=filled_at,
-                               recorded_at=now)
+    return Fill.objects.create(
+        order=order,
+        broker_fill_key=broker_fill_key,
+        qty=qty,
+        price=max(1, amount // qty),
+        amount=amount,
+        realized_pnl=realized,
+        filled_at=filled_at,
+        recorded_at=now,
+    )
 
 
 def _seen(broker_fill_key: str, order: Order) -> Fill | None:
     seen = Fill.objects.filter(broker_fill_key=broker_fill_key).first()
     if seen is not None and seen.order_id != order.pk:
-        raise InvalidInput("broker_fill_key",
-                           f"{broker_fill_key!r} was already applied to order {seen.order_id}.")
+        raise InvalidInput(
+            "broker_fill_key", f"{broker_fill_key!r} was already applied to order {seen.order_id}."
+        )
     return seen
 
 
@@ -88,12 +104,20 @@ def fill_apply(
         seen = _seen(broker_fill_key, order)
         if seen is not None:
             return seen
-        return _apply_locked(position=position, order=order, broker_fill_key=broker_fill_key,
-                             qty=qty, amount=qty * price, filled_at=filled_at or now, now=now)
+        return _apply_locked(
+            position=position,
+            order=order,
+            broker_fill_key=broker_fill_key,
+            qty=qty,
+            amount=qty * price,
+            filled_at=filled_at or now,
+            now=now,
+        )
 
 
-def order_catch_up(*, order_id: object, filled_qty: int, filled_amount: int,
-                   filled_at: dt.datetime | None = None) -> Fill | None:
+def order_catch_up(
+    *, order_id: object, filled_qty: int, filled_amount: int, filled_at: dt.datetime | None = None
+) -> Fill | None:
     """Bring the order to the broker's cumulative `filled_qty` and `filled_amount` (KRW).
 
     Returns the fill that closed the gap, or None when the order was already there.
@@ -113,11 +137,21 @@ def order_catch_up(*, order_id: object, filled_qty: int, filled_amount: int,
         applied = order.fills.aggregate(s=Sum("amount"))["s"] or 0
         delta_amount = filled_amount - applied
         if delta_amount <= 0:
-            raise InvalidInput("filled_amount", f"{filled_amount} KRW for {filled_qty} shares is "
-                               f"not more than the {applied} KRW already applied; reconcile.")
+            raise InvalidInput(
+                "filled_amount",
+                f"{filled_amount} KRW for {filled_qty} shares is "
+                f"not more than the {applied} KRW already applied; reconcile.",
+            )
         key = f"kis:{order.trade_date or now.date():%Y%m%d}:{order.broker_order_no}:{filled_qty}"
         seen = _seen(key, order)
         if seen is not None:
             return seen
-        return _apply_locked(position=position, order=order, broker_fill_key=key, qty=delta_qty,
-                             amount=delta_amount, filled_at=filled_at or now, now=now)
+        return _apply_locked(
+            position=position,
+            order=order,
+            broker_fill_key=key,
+            qty=delta_qty,
+            amount=delta_amount,
+            filled_at=filled_at or now,
+            now=now,
+        )

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from core import clock
+
 from ..exceptions import InsufficientAvailableQty, PositionClosed
 from ..models import Alert, FlattenPolicy, Position
 from .positions import position_flatten
@@ -38,8 +39,12 @@ def kis_down_since(breaker_state: str) -> dt.datetime | None:
     return first
 
 
-def flatten_policy_check(*, breaker_state: str, prices_stale_since: dt.datetime | None = None,
-                         policy: FlattenPolicy | None = None) -> Alert | None:
+def flatten_policy_check(
+    *,
+    breaker_state: str,
+    prices_stale_since: dt.datetime | None = None,
+    policy: FlattenPolicy | None = None,
+) -> Alert | None:
     """Apply the policy now; the decision's alert, or None when nothing is to be decided (the
     policy off, no trigger, or this outage decided already). `breaker_state` is KIS's order
     circuit as the caller's KIS client sees it; `prices_stale_since`, when every held
@@ -52,11 +57,13 @@ def flatten_policy_check(*, breaker_state: str, prices_stale_since: dt.datetime 
     since = kis_down_since(breaker_state)
     if since is not None and now - since >= dt.timedelta(minutes=policy.kis_down_minutes):
         trigger, kind = f"KIS down since {since.astimezone(clock.SEOUL):%H:%M:%S}", "kis-down"
-    elif policy.on_prices_stale and prices_stale_since is not None and (
-            now - prices_stale_since).total_seconds() >= policy.prices_stale_s:
+    elif (
+        policy.on_prices_stale
+        and prices_stale_since is not None
+        and (now - prices_stale_since).total_seconds() >= policy.prices_stale_s
+    ):
         since = prices_stale_since
-        trigger = (f"every held symbol's price stale since "
-                   f"{since.astimezone(clock.SEOUL):%H:%M:%S}")
+        trigger = f"every held symbol's price stale since {since.astimezone(clock.SEOUL):%H:%M:%S}"
         kind = "prices-stale"
     else:
         return None
@@ -67,21 +74,32 @@ def _decide(policy: FlattenPolicy, *, trigger: str, key: str) -> Alert | None:
     from ..alerts import alert_raise
 
     with transaction.atomic():
-        positions = list(Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
-                         .order_by("symbol"))
+        positions = list(
+            Position.objects.filter(status=Position.Status.OPEN, qty__gt=0).order_by("symbol")
+        )
         held = ", ".join(f"{p.symbol} ×{p.qty}" for p in positions) or "none"
         if policy.auto_flatten:
-            action = (f"Auto-flatten is on: trading goes to REDUCING and each open position "
-                      f"gets a FLATTEN intent, sent when KIS answers. Positions: {held}.")
+            action = (
+                f"Auto-flatten is on: trading goes to REDUCING and each open position "
+                f"gets a FLATTEN intent, sent when KIS answers. Positions: {held}."
+            )
         else:
-            action = (f"Auto-flatten is off: nothing is sold. Recommendation: flatten by hand "
-                      f"in the MTS app if the outage lasts. Positions: {held}.")
-        alert = alert_raise(kind=Alert.Kind.FLATTEN, severity=Alert.Severity.CRITICAL,
-                            subject="flatten", message=f"{trigger}. {action}", key=key)
+            action = (
+                f"Auto-flatten is off: nothing is sold. Recommendation: flatten by hand "
+                f"in the MTS app if the outage lasts. Positions: {held}."
+            )
+        alert = alert_raise(
+            kind=Alert.Kind.FLATTEN,
+            severity=Alert.Severity.CRITICAL,
+            subject="flatten",
+            message=f"{trigger}. {action}",
+            key=key,
+        )
         if alert is None or not policy.auto_flatten:
             return alert
-        trading_state_set(state="REDUCING", reason=f"emergency flatten: {trigger}",
-                          changed_by="flatten policy")
+        trading_state_set(
+            state="REDUCING", reason=f"emergency flatten: {trigger}", changed_by="flatten policy"
+        )
         for position in positions:
             try:
                 position_flatten(position_id=position.pk, requested_by="the flatten policy")

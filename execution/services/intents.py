@@ -13,8 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 
-from core import metrics
-from core import clock
+from core import clock, metrics
 from core.rows import bound_cursor, columns, instances
 
 from ..exceptions import (
@@ -70,8 +69,9 @@ def _takers() -> tuple[Callable | None, Callable | None]:
     return None, None
 
 
-def _send_on_commit(intent_id: str, take_id: Callable | None, take_recorded: Callable | None,
-                    order: Order | None) -> None:
+def _send_on_commit(
+    intent_id: str, take_id: Callable | None, take_recorded: Callable | None, order: Order | None
+) -> None:
     """Once committed, hand the intent (or its recorded `order`) to its taker, else to the
     execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
     safe in the database and the sweep of NEW intents (or the settle of orders in flight)
@@ -80,8 +80,9 @@ def _send_on_commit(intent_id: str, take_id: Callable | None, take_recorded: Cal
 
     if order is None:
         transaction.on_commit(
-            lambda: (take_id is not None and take_id(intent_id)) or intent_execute.delay(
-                intent_id), robust=True)
+            lambda: (take_id is not None and take_id(intent_id)) or intent_execute.delay(intent_id),
+            robust=True,
+        )
         return
 
     def hand_over() -> None:
@@ -100,8 +101,16 @@ def _execute_on_commit(intent: OrderIntent) -> None:
 
 
 def _create_intent(
-    *, intent_type: str, side: str, position: Position, qty: int, limit_price: int | None,
-    reason: str, idempotency_key: str, event_at: dt.datetime | None, now: dt.datetime,
+    *,
+    intent_type: str,
+    side: str,
+    position: Position,
+    qty: int,
+    limit_price: int | None,
+    reason: str,
+    idempotency_key: str,
+    event_at: dt.datetime | None,
+    now: dt.datetime,
     trigger_price: int | None = None,
 ) -> OrderIntent:
     intent = OrderIntent.objects.create(
@@ -138,16 +147,28 @@ def exit_intent_open(
     The qty is clamped to what is available; when nothing is, no intent is written and
     InsufficientAvailableQty is raised. A repeated idempotency key returns the first intent.
     """
-    _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
-                limit_price=limit_price, trigger_price=trigger_price)
+    _check_exit(
+        qty=qty,
+        intent_type=intent_type,
+        idempotency_key=idempotency_key,
+        limit_price=limit_price,
+        trigger_price=trigger_price,
+    )
     now = clock.now()
     with transaction.atomic():
         require_allowed(None, side=Side.SELL, operation="opening an exit")
         position = _ledger.lock_position(position_id)
-        return _exit_open(position, qty=qty, intent_type=intent_type,
-                          idempotency_key=idempotency_key, reason=reason,
-                          limit_price=limit_price, event_at=event_at,
-                          trigger_price=trigger_price, now=now)
+        return _exit_open(
+            position,
+            qty=qty,
+            intent_type=intent_type,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            limit_price=limit_price,
+            event_at=event_at,
+            trigger_price=trigger_price,
+            now=now,
+        )
 
 
 def exit_intent_open_locked(
@@ -169,15 +190,28 @@ def exit_intent_open_locked(
     before anything is written, so the caller's transaction stays usable. `new_key` says the
     key was just made (a UUID), so no earlier intent can hold it.
     """
-    _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
-                limit_price=limit_price, trigger_price=trigger_price)
+    _check_exit(
+        qty=qty,
+        intent_type=intent_type,
+        idempotency_key=idempotency_key,
+        limit_price=limit_price,
+        trigger_price=trigger_price,
+    )
     if not transaction.get_connection().in_atomic_block:
         raise InvalidInput("position", "exit_intent_open_locked needs the caller's transaction.")
     require_allowed(trading_state, side=Side.SELL, operation="opening an exit")
-    return _exit_open(position, qty=qty, intent_type=intent_type,
-                      idempotency_key=idempotency_key, reason=reason, limit_price=limit_price,
-                      event_at=event_at, trigger_price=trigger_price, now=clock.now(),
-                      key_checked=new_key)
+    return _exit_open(
+        position,
+        qty=qty,
+        intent_type=intent_type,
+        idempotency_key=idempotency_key,
+        reason=reason,
+        limit_price=limit_price,
+        event_at=event_at,
+        trigger_price=trigger_price,
+        now=clock.now(),
+        key_checked=new_key,
+    )
 
 
 def _check_exit(*, qty, intent_type, idempotency_key, limit_price, trigger_price) -> None:
@@ -230,8 +264,10 @@ EXIT_WRITTEN = "(SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)"
 _EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {EXIT_WRITTEN}"
 # An entry's intent and its recorded order (a BUY reserves nothing), under the position lock the
 # caller holds.
-_ENTRY_OPEN = (f"WITH go AS (SELECT 1), {_INTENT_INSERT}, {_RECORDED}\n"
-               f"SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)")
+_ENTRY_OPEN = (
+    f"WITH go AS (SELECT 1), {_INTENT_INSERT}, {_RECORDED}\n"
+    f"SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)"
+)
 
 
 class IntentWrite:
@@ -240,21 +276,42 @@ class IntentWrite:
     holds the position's lock and has checked the trading state; `record_allowed` False leaves
     the order to order_open (a sell of a position KIS disagrees with)."""
 
-    def __init__(self, *, side: str, position_id: int, symbol: str, qty: int,
-                 intent_type: str, idempotency_key: str, reason: str = "",
-                 limit_price: int | None = None, event_at: dt.datetime | None = None,
-                 trigger_price: int | None = None, now: dt.datetime | None = None,
-                 record_allowed: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        side: str,
+        position_id: int,
+        symbol: str,
+        qty: int,
+        intent_type: str,
+        idempotency_key: str,
+        reason: str = "",
+        limit_price: int | None = None,
+        event_at: dt.datetime | None = None,
+        trigger_price: int | None = None,
+        now: dt.datetime | None = None,
+        record_allowed: bool = True,
+    ) -> None:
         self.take_id = self.take_recorded = None
         if settings.EXECUTION_AUTO_SUBMIT:
             self.take_id, self.take_recorded = _takers()
         now = now or clock.now()
         self.intent = OrderIntent(
-            id=uuid.uuid4(), intent_type=intent_type, side=side, position_id=position_id,
-            symbol=symbol, qty=qty, limit_price=limit_price, status=OrderIntent.Status.NEW,
-            reason=(reason or "")[:255], idempotency_key=idempotency_key,
-            event_at=event_at or now, trigger_price=trigger_price, created_at=now,
-            closed_reason="")
+            id=uuid.uuid4(),
+            intent_type=intent_type,
+            side=side,
+            position_id=position_id,
+            symbol=symbol,
+            qty=qty,
+            limit_price=limit_price,
+            status=OrderIntent.Status.NEW,
+            reason=(reason or "")[:255],
+            idempotency_key=idempotency_key,
+            event_at=event_at or now,
+            trigger_price=trigger_price,
+            created_at=now,
+            closed_reason="",
+        )
         self.record = self.take_recorded is not None and record_allowed
         self.order_id = uuid.uuid4()
         # A taker that can get ready for the order (pricesync's sender) does so while the
@@ -266,11 +323,22 @@ class IntentWrite:
     @property
     def params(self) -> dict:
         i = self.intent
-        return {"intent_id": i.id, "intent_type": i.intent_type, "side": i.side,
-                "position_id": i.position_id, "symbol": i.symbol, "qty": i.qty,
-                "limit_price": i.limit_price, "record": self.record, "reason": i.reason,
-                "key": i.idempotency_key, "event_at": i.event_at,
-                "trigger_price": i.trigger_price, "now": i.created_at, "order_id": self.order_id}
+        return {
+            "intent_id": i.id,
+            "intent_type": i.intent_type,
+            "side": i.side,
+            "position_id": i.position_id,
+            "symbol": i.symbol,
+            "qty": i.qty,
+            "limit_price": i.limit_price,
+            "record": self.record,
+            "reason": i.reason,
+            "key": i.idempotency_key,
+            "event_at": i.event_at,
+            "trigger_price": i.trigger_price,
+            "now": i.created_at,
+            "order_id": self.order_id,
+        }
 
     def execute(self, sql: str, more: dict | None = None) -> tuple:
         """Run the statement `sql` holding these writes (with `more` parameters of the
@@ -290,11 +358,20 @@ class IntentWrite:
         if recorded:
             intent.status = OrderIntent.Status.ORDERED
         if settings.EXECUTION_AUTO_SUBMIT:
-            order = recorded_order(id=self.order_id, intent_id=intent.id,
-                                  position_id=intent.position_id, symbol=intent.symbol,
-                                  side=intent.side, qty=intent.qty,
-                                  limit_price=intent.limit_price,
-                                  at=intent.created_at) if recorded else None
+            order = (
+                recorded_order(
+                    id=self.order_id,
+                    intent_id=intent.id,
+                    position_id=intent.position_id,
+                    symbol=intent.symbol,
+                    side=intent.side,
+                    qty=intent.qty,
+                    limit_price=intent.limit_price,
+                    at=intent.created_at,
+                )
+                if recorded
+                else None
+            )
             _send_on_commit(str(intent.id), self.take_id, self.take_recorded, order)
         return intent
 
@@ -308,16 +385,42 @@ class ExitWrite(IntentWrite):
     with KIS, see order_open_recorded). Used by _exit_open, and by the exit engine's one-statement
     decision (trading.services)."""
 
-    def __init__(self, *, position_id: int, symbol: str, qty: int, intent_type: str,
-                 idempotency_key: str, reason: str = "", limit_price: int | None = None,
-                 event_at: dt.datetime | None = None, trigger_price: int | None = None,
-                 now: dt.datetime | None = None, record_allowed: bool = True) -> None:
-        _check_exit(qty=qty, intent_type=intent_type, idempotency_key=idempotency_key,
-                    limit_price=limit_price, trigger_price=trigger_price)
-        super().__init__(side=Side.SELL, position_id=position_id, symbol=symbol, qty=qty,
-                         intent_type=intent_type, idempotency_key=idempotency_key,
-                         reason=reason, limit_price=limit_price, event_at=event_at,
-                         trigger_price=trigger_price, now=now, record_allowed=record_allowed)
+    def __init__(
+        self,
+        *,
+        position_id: int,
+        symbol: str,
+        qty: int,
+        intent_type: str,
+        idempotency_key: str,
+        reason: str = "",
+        limit_price: int | None = None,
+        event_at: dt.datetime | None = None,
+        trigger_price: int | None = None,
+        now: dt.datetime | None = None,
+        record_allowed: bool = True,
+    ) -> None:
+        _check_exit(
+            qty=qty,
+            intent_type=intent_type,
+            idempotency_key=idempotency_key,
+            limit_price=limit_price,
+            trigger_price=trigger_price,
+        )
+        super().__init__(
+            side=Side.SELL,
+            position_id=position_id,
+            symbol=symbol,
+            qty=qty,
+            intent_type=intent_type,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            limit_price=limit_price,
+            event_at=event_at,
+            trigger_price=trigger_price,
+            now=now,
+            record_allowed=record_allowed,
+        )
 
     @property
     def ctes(self) -> str:
@@ -329,9 +432,14 @@ class ExitWrite(IntentWrite):
         the cached copies of it are forgotten once committed, as saving it would."""
         intent = self._written(inserted, recorded)
         if intent is not None:  # after the send registered above, which goes first
-            post_save.send(sender=Position, instance=position, created=False, raw=False,
-                           using=connection.alias,
-                           update_fields=frozenset({"reserved_qty", "updated_at"}))
+            post_save.send(
+                sender=Position,
+                instance=position,
+                created=False,
+                raw=False,
+                using=connection.alias,
+                update_fields=frozenset({"reserved_qty", "updated_at"}),
+            )
         return intent
 
 
@@ -343,9 +451,13 @@ class ExitWrite(IntentWrite):
 _POSITION_OPENED = """
 opened AS ({open_position}),
 go AS (SELECT id AS position_id FROM opened)"""
-_ENTRY_NEW_WRITES = (_POSITION_OPENED + ", "
-                     + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
-                     + ", " + _RECORDED)
+_ENTRY_NEW_WRITES = (
+    _POSITION_OPENED
+    + ", "
+    + _INTENT_INSERT.replace("%(position_id)s", "go.position_id")
+    + ", "
+    + _RECORDED
+)
 # What the statement selects: whether the intent and its order were written, and the new
 # position's columns (NULLs when the symbol had an open position).
 _ENTRY_WRITTEN = """
@@ -369,17 +481,36 @@ class EntryWrite(IntentWrite):
     written unless it yields a row (its conditions hold, its locks taken); written() then
     returns None too."""
 
-    def __init__(self, *, symbol: str, qty: int, idempotency_key: str, trading_state: str,
-                 reason: str = "", limit_price: int | None = None,
-                 event_at: dt.datetime | None = None, now: dt.datetime | None = None,
-                 guarded: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        symbol: str,
+        qty: int,
+        idempotency_key: str,
+        trading_state: str,
+        reason: str = "",
+        limit_price: int | None = None,
+        event_at: dt.datetime | None = None,
+        now: dt.datetime | None = None,
+        guarded: bool = False,
+    ) -> None:
         self.guarded = guarded
-        _check_entry(symbol=symbol, qty=qty, limit_price=limit_price,
-                     idempotency_key=idempotency_key)
+        _check_entry(
+            symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key
+        )
         require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
-        super().__init__(side=Side.BUY, position_id=None, symbol=symbol, qty=qty,
-                         intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
-                         reason=reason, limit_price=limit_price, event_at=event_at, now=now)
+        super().__init__(
+            side=Side.BUY,
+            position_id=None,
+            symbol=symbol,
+            qty=qty,
+            intent_type=IntentType.ENTRY,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            limit_price=limit_price,
+            event_at=event_at,
+            now=now,
+        )
 
     ctes = property(lambda self: _entry_sql(_ENTRY_NEW_WRITES, guarded=self.guarded))
     select = property(lambda self: _entry_sql(_ENTRY_WRITTEN))
@@ -393,12 +524,20 @@ class EntryWrite(IntentWrite):
         if position.pk is None:
             return None
         if not inserted:  # a position without its intent: roll back, the key was used
-            raise InvalidInput("idempotency_key", f"{self.intent.idempotency_key!r} already "
-                               "belongs to another intent.")
+            raise InvalidInput(
+                "idempotency_key",
+                f"{self.intent.idempotency_key!r} already belongs to another intent.",
+            )
         self.intent.position_id = position.pk
         intent = self._written(inserted, recorded)
-        post_save.send(sender=Position, instance=position, created=True, raw=False,
-                       using=connection.alias, update_fields=None)
+        post_save.send(
+            sender=Position,
+            instance=position,
+            created=True,
+            raw=False,
+            using=connection.alias,
+            update_fields=None,
+        )
         return intent
 
 
@@ -407,9 +546,11 @@ def _entry_sql(template: str, *, guarded: bool = False) -> str:
     """`template` filled in; `guarded`: its new position inserted only when the caller's CTE
     `guard` yields a row (_OPEN_POSITION_IF)."""
     opened = _OPEN_POSITION_IF if guarded else _OPEN_POSITION
-    return _sql(template.replace("{open_position}", opened)
-                .replace("{columns}", columns(Position))
-                .replace("{opened}", columns(Position, "opened")))
+    return _sql(
+        template.replace("{open_position}", opened)
+        .replace("{columns}", columns(Position))
+        .replace("{opened}", columns(Position, "opened"))
+    )
 
 
 def _refusal(position: Position, qty: int) -> Exception:
@@ -441,10 +582,19 @@ def _refusal(position: Position, qty: int) -> Exception:
     )
 
 
-def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_key: str,
-               reason: str, limit_price: int | None, event_at: dt.datetime | None,
-               trigger_price: int | None, now: dt.datetime,
-               key_checked: bool = False) -> OrderIntent:
+def _exit_open(
+    position: Position,
+    *,
+    qty: int,
+    intent_type: str,
+    idempotency_key: str,
+    reason: str,
+    limit_price: int | None,
+    event_at: dt.datetime | None,
+    trigger_price: int | None,
+    now: dt.datetime,
+    key_checked: bool = False,
+) -> OrderIntent:
     """The ledger's exit, under the position's lock (I1, I2). A key already used returns its
     first intent, whatever the position's state now."""
     one_statement = connection.vendor == "postgresql"
@@ -458,9 +608,16 @@ def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_ke
         raise _refusal(position, qty)
 
     granted = min(qty, position.qty - position.reserved_qty)
-    fields = dict(intent_type=intent_type, qty=granted, limit_price=limit_price, reason=reason,
-                  idempotency_key=idempotency_key, event_at=event_at, trigger_price=trigger_price,
-                  now=now)
+    fields = dict(
+        intent_type=intent_type,
+        qty=granted,
+        limit_price=limit_price,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        event_at=event_at,
+        trigger_price=trigger_price,
+        now=now,
+    )
     if one_statement:
         intent = _exit_write(position, **fields)
         if intent is None:  # the key was used after all (by another position's intent too)
@@ -483,14 +640,32 @@ def _exit_open(position: Position, *, qty: int, intent_type: str, idempotency_ke
     return intent
 
 
-def _exit_write(position: Position, *, intent_type: str, qty: int, limit_price: int | None,
-                reason: str, idempotency_key: str, event_at: dt.datetime | None,
-                trigger_price: int | None, now: dt.datetime) -> OrderIntent | None:
+def _exit_write(
+    position: Position,
+    *,
+    intent_type: str,
+    qty: int,
+    limit_price: int | None,
+    reason: str,
+    idempotency_key: str,
+    event_at: dt.datetime | None,
+    trigger_price: int | None,
+    now: dt.datetime,
+) -> OrderIntent | None:
     """_EXIT_OPEN: the intent as written, or None when its key was used."""
-    write = ExitWrite(position_id=position.pk, symbol=position.symbol, qty=qty,
-                      intent_type=intent_type, idempotency_key=idempotency_key, reason=reason,
-                      limit_price=limit_price, event_at=event_at, trigger_price=trigger_price,
-                      now=now, record_allowed=position.broker_qty is None)
+    write = ExitWrite(
+        position_id=position.pk,
+        symbol=position.symbol,
+        qty=qty,
+        intent_type=intent_type,
+        idempotency_key=idempotency_key,
+        reason=reason,
+        limit_price=limit_price,
+        event_at=event_at,
+        trigger_price=trigger_price,
+        now=now,
+        record_allowed=position.broker_qty is None,
+    )
     inserted, recorded = write.execute(_sql(_EXIT_OPEN))
     if inserted:  # the trigger reserved its shares: the in-memory copy follows
         position.reserved_qty += qty
@@ -509,10 +684,12 @@ ON CONFLICT (symbol) WHERE status = 'OPEN' DO NOTHING
 RETURNING {columns}
 """
 _OPEN_POSITION = _NEW_POSITION.replace(
-    "{row}", "VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)")
+    "{row}", "VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)"
+)
 # The same, inserting only when the caller's CTE `guard` yields a row (EntryWrite(guarded)).
 _OPEN_POSITION_IF = _NEW_POSITION.replace(
-    "{row}", "SELECT %(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s FROM guard")
+    "{row}", "SELECT %(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s FROM guard"
+)
 
 
 @functools.cache
@@ -531,8 +708,9 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
                 row = cursor.fetchone()
             if row is not None:
                 return instances(row, Position)[0], True
-            position = position_qs_for_update().filter(
-                symbol=symbol, status=Position.Status.OPEN).first()
+            position = (
+                position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
+            )
             if position is not None:
                 return position, False
             # The open position the INSERT met was closed before this read (each statement
@@ -542,8 +720,9 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
         return position, False
     try:
         with transaction.atomic():
-            [position] = Position.objects.bulk_create([Position(symbol=symbol,
-                                                                opened_at=clock.now())])
+            [position] = Position.objects.bulk_create(
+                [Position(symbol=symbol, opened_at=clock.now())]
+            )
             return position, True
     except IntegrityError:
         # Another transaction opened it first (one open position per symbol); take its lock.
@@ -553,8 +732,9 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
 def _existing_entry(idempotency_key: str, symbol: str) -> OrderIntent | None:
     """The entry that holds `idempotency_key`; InvalidInput when another intent holds it."""
     existing = _existing_intent(idempotency_key)
-    if existing is not None and (existing.symbol != symbol
-                                 or existing.intent_type != IntentType.ENTRY):
+    if existing is not None and (
+        existing.symbol != symbol or existing.intent_type != IntentType.ENTRY
+    ):
         raise InvalidInput(
             "idempotency_key",
             f"{idempotency_key!r} already belongs to another intent ({existing.pk}).",
@@ -579,8 +759,7 @@ def entry_intent_open(
     it as `trading_state`; `new_key` says no intent can hold the key yet (the caller holds the
     lock of what the key names). Either saves a query; the refusals are the same.
     """
-    _check_entry(symbol=symbol, qty=qty, limit_price=limit_price,
-                 idempotency_key=idempotency_key)
+    _check_entry(symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key)
     now = clock.now()
 
     with transaction.atomic():
@@ -590,22 +769,42 @@ def entry_intent_open(
             return existing
         position, created = _lock_or_open_position(symbol)
         if connection.vendor == "postgresql":
-            write = IntentWrite(side=Side.BUY, position_id=position.pk, symbol=symbol, qty=qty,
-                                intent_type=IntentType.ENTRY, idempotency_key=idempotency_key,
-                                reason=reason, limit_price=limit_price, event_at=event_at,
-                                now=now)
+            write = IntentWrite(
+                side=Side.BUY,
+                position_id=position.pk,
+                symbol=symbol,
+                qty=qty,
+                intent_type=IntentType.ENTRY,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                limit_price=limit_price,
+                event_at=event_at,
+                now=now,
+            )
             intent = write._written(*write.execute(_sql(_ENTRY_OPEN)))
             if intent is None:  # the key was used after all
                 return _existing_entry(idempotency_key, symbol)
         else:
             intent = _create_intent(
-                intent_type=IntentType.ENTRY, side=Side.BUY, position=position, qty=qty,
-                limit_price=limit_price, reason=reason, idempotency_key=idempotency_key,
-                event_at=event_at, now=now,
+                intent_type=IntentType.ENTRY,
+                side=Side.BUY,
+                position=position,
+                qty=qty,
+                limit_price=limit_price,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                event_at=event_at,
+                now=now,
             )
         if created:
-            post_save.send(sender=Position, instance=position, created=True, raw=False,
-                           using=connection.alias, update_fields=None)
+            post_save.send(
+                sender=Position,
+                instance=position,
+                created=True,
+                raw=False,
+                using=connection.alias,
+                update_fields=None,
+            )
         return intent
 
 

@@ -9,7 +9,6 @@ A revision or a cancellation (orgn_odno set) is never a new order's record.
 import datetime as dt
 
 from core import clock
-
 from kis.client import DailyOrder
 
 
@@ -17,7 +16,8 @@ def kis_time(row: DailyOrder) -> dt.datetime | None:
     """When KIS took the order, by KIS's clock (Seoul); None when the row does not say."""
     try:
         return dt.datetime.strptime(row.ord_dt + row.ord_tmd, "%Y%m%d%H%M%S").replace(
-            tzinfo=clock.SEOUL)
+            tzinfo=clock.SEOUL
+        )
     except (TypeError, ValueError):
         return None
 

@@ -54,8 +54,11 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
         intent = _ledger.lock_intent(intent_id)
         if intent.status == OrderIntent.Status.ORDERED:
             order = intent.orders.order_by("-created_at").first()
-            if (order is not None and order.status == Order.Status.NEW
-                    and order.send_started_at is None):
+            if (
+                order is not None
+                and order.status == Order.Status.NEW
+                and order.send_started_at is None
+            ):
                 # Recorded but never sent (its task gave up): it goes out only if it still may.
                 require_state_allows(side=order.side, operation=f"sending {intent.intent_type}")
             return order
@@ -111,8 +114,12 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
 @functools.cache
 def _sql(template: str) -> str:
     """A hot-path statement with the ledger's table names filled in, once per process."""
-    return template.format(state=TradingState._meta.db_table, intent=OrderIntent._meta.db_table,
-                           position=Position._meta.db_table, order=Order._meta.db_table)
+    return template.format(
+        state=TradingState._meta.db_table,
+        intent=OrderIntent._meta.db_table,
+        position=Position._meta.db_table,
+        order=Order._meta.db_table,
+    )
 
 
 # The hot path's common case in one statement (PERFORMANCE.md: round trips dominate): a NEW
@@ -174,8 +181,12 @@ def entry_order_expire(*, order_id: object, claim: dt.datetime | None) -> bool:
     with transaction.atomic():
         position = _ledger.lock_position(position_id)
         order = _ledger.lock_order(order_id)
-        if (order.side != Side.BUY or order.status != Order.Status.NEW
-                or order.broker_order_no or order.send_started_at != claim):
+        if (
+            order.side != Side.BUY
+            or order.status != Order.Status.NEW
+            or order.broker_order_no
+            or order.send_started_at != claim
+        ):
             return False
         order.status = Order.Status.CANCELLED
         order.reject_reason = entry_expired_reason()[:255]
@@ -185,8 +196,9 @@ def entry_order_expire(*, order_id: object, claim: dt.datetime | None) -> bool:
     return True
 
 
-def order_withdraw_unsent(*, order_id: object, claim: dt.datetime | None,
-                          reason: str) -> Order | None:
+def order_withdraw_unsent(
+    *, order_id: object, claim: dt.datetime | None, reason: str
+) -> Order | None:
     """Reject an order that never reached KIS (unsent, `claim` None, or claimed at `claim` by a
     send KIS never saw) and release its shares; None, changing nothing, when it is no longer so
     (claimed by another sender meanwhile, or it went out)."""
@@ -194,8 +206,11 @@ def order_withdraw_unsent(*, order_id: object, claim: dt.datetime | None,
     with transaction.atomic():
         position = _ledger.lock_position(position_id)
         order = _ledger.lock_order(order_id)
-        if (order.status != Order.Status.NEW or order.broker_order_no
-                or order.send_started_at != claim):
+        if (
+            order.status != Order.Status.NEW
+            or order.broker_order_no
+            or order.send_started_at != claim
+        ):
             return None
         order.status = Order.Status.REJECTED
         order.reject_reason = reason[:255]
@@ -222,22 +237,37 @@ def order_open_recorded(*, intent_id: object) -> Order | None:
     now = clock.now()
     order_id = uuid.uuid4()
     with bound_cursor() as cursor:
-        cursor.execute(_sql(_OPEN_RECORDED),
-                       {"intent_id": intent_uuid, "order_id": order_id, "now": now,
-                        "entry_since": entry_cutoff(now)})
+        cursor.execute(
+            _sql(_OPEN_RECORDED),
+            {
+                "intent_id": intent_uuid,
+                "order_id": order_id,
+                "now": now,
+                "entry_since": entry_cutoff(now),
+            },
+        )
         row = cursor.fetchone()
     if row is None:
         return None
     intent_pk, position_id, symbol, side, qty, limit_price = row
-    return recorded_order(id=order_id, intent_id=intent_pk, position_id=position_id,
-                         symbol=symbol, side=side, qty=qty, limit_price=limit_price, at=now)
+    return recorded_order(
+        id=order_id,
+        intent_id=intent_pk,
+        position_id=position_id,
+        symbol=symbol,
+        side=side,
+        qty=qty,
+        limit_price=limit_price,
+        at=now,
+    )
 
 
 def recorded_order(*, at: dt.datetime, **fields) -> Order:
     """The NEW order just recorded (unclaimed) at `at` with `fields`, as its row now stands,
     without reading it back."""
-    order = Order(status=Order.Status.NEW, created_at=at, send_started_at=None, updated_at=at,
-                  **fields)
+    order = Order(
+        status=Order.Status.NEW, created_at=at, send_started_at=None, updated_at=at, **fields
+    )
     order._state.adding = False
     order._state.db = connection.alias
     return order
@@ -266,13 +296,20 @@ RETURNING o.*, intent.intent_type AS intent_kind, intent.created_at AS intent_cr
 """
 
 
-def order_mark_submitted_fast(*, order_id: uuid.UUID, broker_order_no: str,
-                              broker_org_no: str = "",
-                              submitted_at: dt.datetime | None = None) -> Order | None:
+def order_mark_submitted_fast(
+    *,
+    order_id: uuid.UUID,
+    broker_order_no: str,
+    broker_org_no: str = "",
+    submitted_at: dt.datetime | None = None,
+) -> Order | None:
     """order_mark_submitted's common case in one statement on PostgreSQL: the updated order, or
     None when it did not apply (order_mark_submitted then takes its own steps and says why)."""
-    if connection.vendor != "postgresql" or not isinstance(broker_order_no, str) \
-            or not broker_order_no.strip():
+    if (
+        connection.vendor != "postgresql"
+        or not isinstance(broker_order_no, str)
+        or not broker_order_no.strip()
+    ):
         return None
     try:
         order_uuid = uuid.UUID(str(order_id))
@@ -280,8 +317,14 @@ def order_mark_submitted_fast(*, order_id: uuid.UUID, broker_order_no: str,
         return None
     now = clock.now()
     at = submitted_at or now
-    params = {"order_id": order_uuid, "odno": broker_order_no, "org": broker_org_no, "at": at,
-              "date": at.astimezone(clock.SEOUL).date(), "now": now}
+    params = {
+        "order_id": order_uuid,
+        "odno": broker_order_no,
+        "org": broker_org_no,
+        "at": at,
+        "date": at.astimezone(clock.SEOUL).date(),
+        "now": now,
+    }
     return next(iter(Order.objects.raw(_sql(_MARK_SUBMITTED), params)), None)
 
 
@@ -301,22 +344,31 @@ def order_mark_submitted(
     """
     if not isinstance(broker_order_no, str) or not broker_order_no.strip():
         raise InvalidInput("broker_order_no", "the broker's order number is required.")
-    order = order_mark_submitted_fast(order_id=order_id, broker_order_no=broker_order_no,
-                                      broker_org_no=broker_org_no, submitted_at=submitted_at)
+    order = order_mark_submitted_fast(
+        order_id=order_id,
+        broker_order_no=broker_order_no,
+        broker_org_no=broker_org_no,
+        submitted_at=submitted_at,
+    )
     if order is not None:
         return order
     submitted_at = submitted_at or clock.now()
     try:
         with transaction.atomic():
-            pending = Order.objects.filter(pk=order_id, status=Order.Status.NEW,
-                                           broker_order_no__isnull=True)
+            pending = Order.objects.filter(
+                pk=order_id, status=Order.Status.NEW, broker_order_no__isnull=True
+            )
             OrderIntent.objects.filter(
                 pk=Subquery(pending.values("intent_id")[:1]), ordered_at__isnull=True
             ).update(ordered_at=submitted_at)
             updated = pending.update(
-                status=Order.Status.SUBMITTED, broker_order_no=broker_order_no,
-                broker_org_no=broker_org_no, submitted_at=submitted_at,
-                trade_date=submitted_at.astimezone(clock.SEOUL).date(), updated_at=clock.now())
+                status=Order.Status.SUBMITTED,
+                broker_order_no=broker_order_no,
+                broker_org_no=broker_org_no,
+                submitted_at=submitted_at,
+                trade_date=submitted_at.astimezone(clock.SEOUL).date(),
+                updated_at=clock.now(),
+            )
     except (ValueError, TypeError, ValidationError):
         raise OrderNotFound(order_id) from None
     order = Order.objects.filter(pk=order_id).first()

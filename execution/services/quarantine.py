@@ -29,75 +29,119 @@ def order_quarantine(*, order_id: object, reason: str) -> bool:
     reason = (reason or "unreadable broker record")[:REASON_MAX]
     now = clock.now()
     updated = Order.objects.filter(pk=order_id, quarantined_at__isnull=True).update(
-        quarantined_at=now, quarantine_reason=reason, updated_at=now)
+        quarantined_at=now, quarantine_reason=reason, updated_at=now
+    )
     if not updated:
         return False
-    order = Order.objects.filter(pk=order_id).values(
-        "symbol", "side", "qty", "filled_qty", "status", "broker_order_no", "trade_date").first()
-    logger.error("execution.order_quarantined order_id=%s: %s", order_id, reason,
-                 extra={"order_id": str(order_id)})
+    order = (
+        Order.objects.filter(pk=order_id)
+        .values("symbol", "side", "qty", "filled_qty", "status", "broker_order_no", "trade_date")
+        .first()
+    )
+    logger.error(
+        "execution.order_quarantined order_id=%s: %s",
+        order_id,
+        reason,
+        extra={"order_id": str(order_id)},
+    )
     from ..alerts import alert_raise
 
-    odno = (f"KIS order {order['broker_order_no']} of {order['trade_date']:%Y-%m-%d}"
-            if order and order["broker_order_no"] and order["trade_date"] else "no KIS number")
-    described = (f"{order['side']} {order['symbol']} {order['filled_qty']}/{order['qty']} "
-                 f"({order['status']}, {odno})") if order else ""
-    alert_raise(kind=Alert.Kind.QUARANTINE, severity=Alert.Severity.CRITICAL,
-                subject=order["symbol"] if order else "",
-                message=f"Order {order_id} {described} is quarantined: {reason}. The syncs leave "
-                        "it as it is; compare it with KIS (MTS or the daily orders), correct the "
-                        "ledger if needed, then release it: the admin's orders, the "
-                        "\"quarantined\" filter, \"Release from quarantine\".",
-                key=f"quarantine:{order_id}")
+    odno = (
+        f"KIS order {order['broker_order_no']} of {order['trade_date']:%Y-%m-%d}"
+        if order and order["broker_order_no"] and order["trade_date"]
+        else "no KIS number"
+    )
+    described = (
+        (
+            f"{order['side']} {order['symbol']} {order['filled_qty']}/{order['qty']} "
+            f"({order['status']}, {odno})"
+        )
+        if order
+        else ""
+    )
+    alert_raise(
+        kind=Alert.Kind.QUARANTINE,
+        severity=Alert.Severity.CRITICAL,
+        subject=order["symbol"] if order else "",
+        message=f"Order {order_id} {described} is quarantined: {reason}. The syncs leave "
+        "it as it is; compare it with KIS (MTS or the daily orders), correct the "
+        "ledger if needed, then release it: the admin's orders, the "
+        '"quarantined" filter, "Release from quarantine".',
+        key=f"quarantine:{order_id}",
+    )
     return True
 
 
 def order_release(*, order_id: object, by: str) -> bool:
     """Release a quarantined order: the syncs take it up again. Its reason is kept, with who
     released it and when. False, changing nothing, when it was not quarantined."""
-    order = Order.objects.filter(pk=order_id, quarantined_at__isnull=False).values(
-        "quarantine_reason").first()
+    order = (
+        Order.objects.filter(pk=order_id, quarantined_at__isnull=False)
+        .values("quarantine_reason")
+        .first()
+    )
     if order is None:
         return False
     now = clock.now()
     note = f"{order['quarantine_reason']} [released by {by or '?'} at {now.isoformat()}]"
     released = Order.objects.filter(pk=order_id, quarantined_at__isnull=False).update(
-        quarantined_at=None, quarantine_reason=note[:REASON_MAX], updated_at=now)
+        quarantined_at=None, quarantine_reason=note[:REASON_MAX], updated_at=now
+    )
     if released:
-        logger.warning("execution.order_released order_id=%s by=%s", order_id, by,
-                       extra={"order_id": str(order_id)})
+        logger.warning(
+            "execution.order_released order_id=%s by=%s",
+            order_id,
+            by,
+            extra={"order_id": str(order_id)},
+        )
     return bool(released)
 
 
 def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:
     """A row of KIS's daily orders that matches none of this ledger's orders (or whose order
     number is unreadable) could not be read: alerted once per row and reason, then skipped."""
-    logger.error("execution.broker_record_unreadable trade_date=%s odno=%s: %s", trade_date,
-                 odno or "?", reason)
+    logger.error(
+        "execution.broker_record_unreadable trade_date=%s odno=%s: %s",
+        trade_date,
+        odno or "?",
+        reason,
+    )
     from ..alerts import alert_raise
 
     digest = hashlib.sha256(reason.encode()).hexdigest()[:16]
-    alert_raise(kind=Alert.Kind.QUARANTINE, severity=Alert.Severity.WARNING,
-                subject=odno or "unreadable",
-                message=f"KIS's daily orders of {trade_date} hold a row this ledger cannot read "
-                        f"(order number {odno or 'unreadable'}; it is not one of Aegis's orders): "
-                        f"{reason}. Skipped; check the order in the MTS app.",
-                key=f"bad-row:{trade_date}:{odno or '?'}:{digest}")
+    alert_raise(
+        kind=Alert.Kind.QUARANTINE,
+        severity=Alert.Severity.WARNING,
+        subject=odno or "unreadable",
+        message=f"KIS's daily orders of {trade_date} hold a row this ledger cannot read "
+        f"(order number {odno or 'unreadable'}; it is not one of Aegis's orders): "
+        f"{reason}. Skipped; check the order in the MTS app.",
+        key=f"bad-row:{trade_date}:{odno or '?'}:{digest}",
+    )
 
 
 def order_row_unreadable(*, order_id: object, odno: str, reason: str) -> None:
     """KIS's row of one of our orders could not be read: the order is left as it is (its shares
     still reserved, nothing applied or released), alerted once per order and reason, and read
     again by the next sync."""
-    logger.warning("execution.order_row_unreadable order_id=%s odno=%s: %s", order_id, odno,
-                   reason, extra={"order_id": str(order_id)})
+    logger.warning(
+        "execution.order_row_unreadable order_id=%s odno=%s: %s",
+        order_id,
+        odno,
+        reason,
+        extra={"order_id": str(order_id)},
+    )
     from ..alerts import alert_raise
 
     symbol = Order.objects.filter(pk=order_id).values_list("symbol", flat=True).first() or ""
     digest = hashlib.sha256(reason.encode()).hexdigest()[:16]
-    alert_raise(kind=Alert.Kind.QUARANTINE, severity=Alert.Severity.WARNING, subject=symbol,
-                message=f"KIS's row of order {order_id} (KIS order {odno}) cannot be read: "
-                        f"{reason}. The order is left as it is, its shares still reserved, and "
-                        "the next sync reads it again; if this persists, check the order in the "
-                        "MTS app.",
-                key=f"unreadable:{order_id}:{digest}")
+    alert_raise(
+        kind=Alert.Kind.QUARANTINE,
+        severity=Alert.Severity.WARNING,
+        subject=symbol,
+        message=f"KIS's row of order {order_id} (KIS order {odno}) cannot be read: "
+        f"{reason}. The order is left as it is, its shares still reserved, and "
+        "the next sync reads it again; if this persists, check the order in the "
+        "MTS app.",
+        key=f"unreadable:{order_id}:{digest}",
+    )

@@ -28,9 +28,9 @@ import logging
 from django.db import transaction
 
 from core import clock
-
 from kis.client import BadDailyOrder, DailyOrder
 from kis.errors import KisError
+
 from ..locks import positions_qs_for_update
 from ..models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from .sync import orders_sync
@@ -39,8 +39,7 @@ from .trading_state import reconciliation_succeeded
 logger = logging.getLogger("aegis.execution")
 
 
-def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
-                       ) -> Reconciliation:
+def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC) -> Reconciliation:
     """Reconcile once. Returns the recorded run; a run that could not read KIS is recorded as
     FAILED (and leaves the startup gate as it was)."""
     if trigger not in Reconciliation.Trigger.values:
@@ -53,20 +52,33 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
         at_kis = broker.daily_orders(start=today, end=today, keep_bad=True)
     except KisError as exc:
         run = Reconciliation.objects.create(
-            trigger=trigger, result=Reconciliation.Result.FAILED, started_at=started,
-            finished_at=clock.now(), error=str(exc)[:2000])
-        logger.error("reconcile.failed trigger=%s error=%s", trigger, exc,
-                     extra={"reconciliation_id": run.pk, "trigger": trigger})
+            trigger=trigger,
+            result=Reconciliation.Result.FAILED,
+            started_at=started,
+            finished_at=clock.now(),
+            error=str(exc)[:2000],
+        )
+        logger.error(
+            "reconcile.failed trigger=%s error=%s",
+            trigger,
+            exc,
+            extra={"reconciliation_id": run.pk, "trigger": trigger},
+        )
         return run
 
     held = {h.symbol: h for h in balance.holdings if h.hldg_qty > 0}
-    in_flight = set(Order.objects.filter(
-        status=Order.Status.NEW, send_started_at__isnull=False, broker_order_no__isnull=True,
-    ).values_list("symbol", flat=True))
+    in_flight = set(
+        Order.objects.filter(
+            status=Order.Status.NEW,
+            send_started_at__isnull=False,
+            broker_order_no__isnull=True,
+        ).values_list("symbol", flat=True)
+    )
     unknown = unknown_orders(at_kis=at_kis, trade_date=today, in_flight=in_flight)
     with transaction.atomic():
-        positions = {p.symbol: p for p in positions_qs_for_update().filter(
-            status=Position.Status.OPEN)}
+        positions = {
+            p.symbol: p for p in positions_qs_for_update().filter(status=Position.Status.OPEN)
+        }
         symbols = sorted((set(held) | {s for s, p in positions.items() if p.qty > 0}) - in_flight)
         mismatches = []
         agreed = []
@@ -78,18 +90,33 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
                 if position is not None and position.broker_qty is not None:
                     agreed.append(position.pk)
                 continue
-            mismatches.append(ReconciliationMismatch(
-                symbol=symbol, position=position, ledger_qty=ledger_qty, broker_qty=broker_qty,
-                broker_orderable_qty=holding.ord_psbl_qty if holding else 0,
-                ledger_avg_price=position.avg_price if position else None,
-                broker_avg_price=holding.pchs_avg_pric if holding else None))
-        result = (Reconciliation.Result.MISMATCH if mismatches or unknown
-                  else Reconciliation.Result.MATCHED)
+            mismatches.append(
+                ReconciliationMismatch(
+                    symbol=symbol,
+                    position=position,
+                    ledger_qty=ledger_qty,
+                    broker_qty=broker_qty,
+                    broker_orderable_qty=holding.ord_psbl_qty if holding else 0,
+                    ledger_avg_price=position.avg_price if position else None,
+                    broker_avg_price=holding.pchs_avg_pric if holding else None,
+                )
+            )
+        result = (
+            Reconciliation.Result.MISMATCH
+            if mismatches or unknown
+            else Reconciliation.Result.MATCHED
+        )
         finished = clock.now()
         run = Reconciliation.objects.create(
-            trigger=trigger, result=result, started_at=started, finished_at=finished,
-            symbols_checked=len(symbols), symbols_skipped=sorted(in_flight),
-            cash_krw=balance.prvs_rcdl_excc_amt, unknown_orders=unknown)
+            trigger=trigger,
+            result=result,
+            started_at=started,
+            finished_at=finished,
+            symbols_checked=len(symbols),
+            symbols_skipped=sorted(in_flight),
+            cash_krw=balance.prvs_rcdl_excc_amt,
+            unknown_orders=unknown,
+        )
         for mismatch in mismatches:
             mismatch.reconciliation = run
         ReconciliationMismatch.objects.bulk_create(mismatches)
@@ -100,51 +127,75 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
             Position.objects.filter(pk__in=agreed).update(broker_qty=None)
         reconciliation_succeeded(at=finished)
 
-    extra = {"reconciliation_id": run.pk, "trigger": trigger, "mismatches": len(mismatches),
-             "unknown_orders": len(unknown)}
+    extra = {
+        "reconciliation_id": run.pk,
+        "trigger": trigger,
+        "mismatches": len(mismatches),
+        "unknown_orders": len(unknown),
+    }
     if unknown:
         from ..alerts import alert_raise
 
-        alert_raise(kind=Alert.Kind.RECONCILIATION, severity=Alert.Severity.CRITICAL,
-                    subject="unknown-orders",
-                    message=f"KIS holds {len(unknown)} order(s) of {today:%Y-%m-%d} the ledger "
-                    "does not know (placed in the MTS app, or sent and never recorded): "
-                    + "; ".join(f"{u['odno'] or '?'} {u['side']} {u['symbol']} ×{u['qty']} at "
-                                f"{u['ord_tmd']}" for u in unknown[:20])
-                    + ". A person decides whether the ledger must take them in.",
-                    # Once a day per set of unknown orders, not once per run.
-                    key=f"reconciliation:unknown:{today:%Y%m%d}:" + hashlib.sha256(
-                        " ".join(u["odno"] for u in unknown).encode()).hexdigest()[:24])
+        alert_raise(
+            kind=Alert.Kind.RECONCILIATION,
+            severity=Alert.Severity.CRITICAL,
+            subject="unknown-orders",
+            message=f"KIS holds {len(unknown)} order(s) of {today:%Y-%m-%d} the ledger "
+            "does not know (placed in the MTS app, or sent and never recorded): "
+            + "; ".join(
+                f"{u['odno'] or '?'} {u['side']} {u['symbol']} ×{u['qty']} at {u['ord_tmd']}"
+                for u in unknown[:20]
+            )
+            + ". A person decides whether the ledger must take them in.",
+            # Once a day per set of unknown orders, not once per run.
+            key=f"reconciliation:unknown:{today:%Y%m%d}:"
+            + hashlib.sha256(" ".join(u["odno"] for u in unknown).encode()).hexdigest()[:24],
+        )
     if mismatches:
         from ..alerts import alert_raise
 
-        alert_raise(kind=Alert.Kind.RECONCILIATION, severity=Alert.Severity.CRITICAL,
-                    subject="reconciliation",
-                    message="The ledger and KIS disagree: " + "; ".join(
-                        f"{m.symbol} ledger {m.ledger_qty} KIS {m.broker_qty}"
-                        for m in mismatches) + ". Sells of these symbols are capped at what KIS "
-                    "says is orderable; a person decides which side is wrong.",
-                    key=f"reconciliation:{run.pk}")
+        alert_raise(
+            kind=Alert.Kind.RECONCILIATION,
+            severity=Alert.Severity.CRITICAL,
+            subject="reconciliation",
+            message="The ledger and KIS disagree: "
+            + "; ".join(f"{m.symbol} ledger {m.ledger_qty} KIS {m.broker_qty}" for m in mismatches)
+            + ". Sells of these symbols are capped at what KIS "
+            "says is orderable; a person decides which side is wrong.",
+            key=f"reconciliation:{run.pk}",
+        )
     else:
         logger.info("reconcile.matched trigger=%s symbols=%d", trigger, len(symbols), extra=extra)
     return run
 
 
-def unknown_orders(*, at_kis: list[DailyOrder | BadDailyOrder], trade_date,
-                   in_flight: set[str]) -> list[dict]:
+def unknown_orders(
+    *, at_kis: list[DailyOrder | BadDailyOrder], trade_date, in_flight: set[str]
+) -> list[dict]:
     """KIS's orders of `trade_date` that the ledger does not know, as {odno, symbol, side, qty,
     ord_tmd}: known are the ledger's broker numbers of that day and, through orgn_odno, their
     revisions and cancels. A row that could not be read is listed too (its fields empty, the
     reason kept), unless its number is one of ours (the sync quarantines that order). Orders of
     symbols with a send on its way are left for next time: one may be that send."""
-    known = set(Order.objects.filter(trade_date=trade_date, broker_order_no__isnull=False)
-                .values_list("broker_order_no", flat=True))
+    known = set(
+        Order.objects.filter(trade_date=trade_date, broker_order_no__isnull=False).values_list(
+            "broker_order_no", flat=True
+        )
+    )
     found = []
     for row in sorted(at_kis, key=lambda r: r.odno):
         if isinstance(row, BadDailyOrder):
             if row.odno not in known:
-                found.append({"odno": row.odno, "symbol": "", "side": "", "qty": None,
-                              "ord_tmd": "", "unreadable": row.reason[:500]})
+                found.append(
+                    {
+                        "odno": row.odno,
+                        "symbol": "",
+                        "side": "",
+                        "qty": None,
+                        "ord_tmd": "",
+                        "unreadable": row.reason[:500],
+                    }
+                )
             continue
         if row.odno in known:
             continue
@@ -153,8 +204,15 @@ def unknown_orders(*, at_kis: list[DailyOrder | BadDailyOrder], trade_date,
             continue
         if row.symbol in in_flight:
             continue
-        found.append({"odno": row.odno, "symbol": row.symbol, "side": row.side,
-                      "qty": row.ord_qty, "ord_tmd": row.ord_tmd})
+        found.append(
+            {
+                "odno": row.odno,
+                "symbol": row.symbol,
+                "side": row.side,
+                "qty": row.ord_qty,
+                "ord_tmd": row.ord_tmd,
+            }
+        )
     return found
 
 

@@ -25,10 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.db.models import Q
 
-from core import metrics
-from core import clock
-
-from ..alerts import alert_raise
+from core import clock, metrics
 from kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
 from kis.errors import (
     KisAmbiguousOutcome,
@@ -41,6 +38,8 @@ from kis.errors import (
     KisUnavailable,
     KisWriteWithheld,
 )
+
+from ..alerts import alert_raise
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
 from ..models import Alert, Order, OrderIntent, Side
 from ..selectors import db_now
@@ -65,8 +64,7 @@ logger = logging.getLogger("aegis.execution")
 # refuses an expired or unknown token (EGW00123, EGW00121) before the order reaches the
 # exchange; the client has replaced the token once already, so the order waits for the retry
 # (or the sweep) instead of being rejected.
-NOT_SENT = (KisUnavailable, KisRateLimited, KisTokenRateLimited, KisTokenExpired,
-            KisTokenInvalid)
+NOT_SENT = (KisUnavailable, KisRateLimited, KisTokenRateLimited, KisTokenExpired, KisTokenInvalid)
 # A broker without a send window of its own (KisClient.send_window_s): KIS's defaults.
 DEFAULT_SEND_WINDOW_S = 13.0
 
@@ -74,13 +72,21 @@ DEFAULT_SEND_WINDOW_S = 13.0
 class Broker(Protocol):
     send_window_s: float
 
-    def order_cash(self, *, side: str, symbol: str, qty: int, price: int | None,
-                   before_write=None) -> OrderAck: ...
+    def order_cash(
+        self, *, side: str, symbol: str, qty: int, price: int | None, before_write=None
+    ) -> OrderAck: ...
 
-    def daily_orders(self, *, start: dt.date, end: dt.date, side: str = "ALL",
-                     filled: str = "ALL", symbol: str = "", odno: str = "",
-                     keep_bad: bool = False) -> list[DailyOrder | BadDailyOrder]:
-        ...
+    def daily_orders(
+        self,
+        *,
+        start: dt.date,
+        end: dt.date,
+        side: str = "ALL",
+        filled: str = "ALL",
+        symbol: str = "",
+        odno: str = "",
+        keep_bad: bool = False,
+    ) -> list[DailyOrder | BadDailyOrder]: ...
 
     def balance(self) -> Balance: ...
 
@@ -114,8 +120,10 @@ def intent_submit(*, intent_id, broker: Broker) -> Outcome:
     except BrokerQtyRequired as exc:
         # KIS disagreed with the ledger at the last reconciliation: sell no more than KIS
         # would let us (I4b). Asked here, outside the row lock.
-        order = order_open(intent_id=intent_id, broker_sellable_qty=broker_orderable_qty(
-            broker=broker, symbol=exc.symbol))
+        order = order_open(
+            intent_id=intent_id,
+            broker_sellable_qty=broker_orderable_qty(broker=broker, symbol=exc.symbol),
+        )
     if order is None:
         return Outcome.REFUSED
     if order.status != Order.Status.NEW or order.broker_order_no:
@@ -144,37 +152,66 @@ def _entry_expired(intent_id) -> bool:
         except InvalidIntentState:
             return False  # ordered meanwhile by another sender
     elif status == OrderIntent.Status.ORDERED:
-        unsent = Order.objects.filter(
-            intent_id=intent_id, status=Order.Status.NEW, broker_order_no__isnull=True,
-            send_started_at__isnull=True).values_list("pk", flat=True).first()
+        unsent = (
+            Order.objects.filter(
+                intent_id=intent_id,
+                status=Order.Status.NEW,
+                broker_order_no__isnull=True,
+                send_started_at__isnull=True,
+            )
+            .values_list("pk", flat=True)
+            .first()
+        )
         if unsent is None or not entry_order_expire(order_id=unsent, claim=None):
             return False
     else:
         return False
-    logger.warning("execution.entry_expired intent_id=%s: %s", intent_id,
-                   entry_expired_reason(), extra={"intent_id": str(intent_id)})
+    logger.warning(
+        "execution.entry_expired intent_id=%s: %s",
+        intent_id,
+        entry_expired_reason(),
+        extra={"intent_id": str(intent_id)},
+    )
     return True
 
 
 def _old_entry_status(intent_id, cutoff: dt.datetime) -> str | None:
     """The status of the intent `intent_id` when it is an entry written before `cutoff`."""
-    return OrderIntent.objects.filter(pk=intent_id, side=Side.BUY, created_at__lt=cutoff,
-                                      ).values_list("status", flat=True).first()
+    return (
+        OrderIntent.objects.filter(
+            pk=intent_id,
+            side=Side.BUY,
+            created_at__lt=cutoff,
+        )
+        .values_list("status", flat=True)
+        .first()
+    )
 
 
-def order_send(order: Order, broker: Broker, *, expected: dt.datetime | None = None,
-               max_age_s: float | None = None) -> Outcome:
+def order_send(
+    order: Order,
+    broker: Broker,
+    *,
+    expected: dt.datetime | None = None,
+    max_age_s: float | None = None,
+) -> Outcome:
     """Send a recorded order: the broker call, the right to send taken on the row right before
     its write (SendClaim), and the answer. `expected`: the claim of an earlier send that never
     arrived, taken over (order_settle). `max_age_s`: the order comes from a queued payload, not
     sent when recorded longer ago than this.
     """
     log = {"order_id": str(order.pk), "intent_id": str(order.intent_id)}
-    claim = SendClaim(order.pk, window_s=send_window_s(broker), expected=expected,
-                      max_age_s=max_age_s)
+    claim = SendClaim(
+        order.pk, window_s=send_window_s(broker), expected=expected, max_age_s=max_age_s
+    )
     try:
-        ack = broker.order_cash(side=order.side, symbol=order.symbol, qty=order.qty,
-                                price=order.limit_price, before_write=claim)
+        ack = broker.order_cash(
+            side=order.side,
+            symbol=order.symbol,
+            qty=order.qty,
+            price=order.limit_price,
+            before_write=claim,
+        )
     except KisWriteWithheld as exc:
         return _withheld(order, Withheld(exc.reason), claim=expected, log=log)
     except KisAmbiguousOutcome as exc:
@@ -192,30 +229,44 @@ def order_send(order: Order, broker: Broker, *, expected: dt.datetime | None = N
             market_closed_refused(reason=f"order {order.pk}: {exc}")
         return Outcome.REJECTED
     try:
-        marked = order_mark_submitted(order_id=order.pk, broker_order_no=ack.odno,
-                                      broker_org_no=ack.org_no)
+        marked = order_mark_submitted(
+            order_id=order.pk, broker_order_no=ack.odno, broker_org_no=ack.org_no
+        )
     except IntegrityError as exc:
         # KIS gave a number the ledger already holds today: it cannot be both; a person looks.
-        _needs_a_person(order, f"KIS answered order number {ack.odno}, which another order "
-                               f"of the ledger already holds ({_constraint(exc)})")
+        _needs_a_person(
+            order,
+            f"KIS answered order number {ack.odno}, which another order "
+            f"of the ledger already holds ({_constraint(exc)})",
+        )
         return Outcome.AMBIGUOUS
     if getattr(marked, "intent_kind", None):  # the one-statement path read the intent too
-        metrics.order_accepted(intent_type=marked.intent_kind,
-                               created_at=marked.intent_created_at,
-                               event_at=marked.intent_event_at, submitted_at=marked.submitted_at)
-    logger.info("execution.submitted order_id=%s odno=%s", order.pk, ack.odno,
-                extra=log | {"odno": ack.odno})
+        metrics.order_accepted(
+            intent_type=marked.intent_kind,
+            created_at=marked.intent_created_at,
+            event_at=marked.intent_event_at,
+            submitted_at=marked.submitted_at,
+        )
+    logger.info(
+        "execution.submitted order_id=%s odno=%s",
+        order.pk,
+        ack.odno,
+        extra=log | {"odno": ack.odno},
+    )
     return Outcome.SUBMITTED
 
 
-def _withheld(order: Order, reason: Withheld, *, claim: dt.datetime | None,
-              log: dict) -> Outcome:
+def _withheld(order: Order, reason: Withheld, *, claim: dt.datetime | None, log: dict) -> Outcome:
     """What a refused claim means for the order."""
     logger.info("execution.withheld order_id=%s reason=%s", order.pk, reason.value, extra=log)
     if reason is Withheld.ENTRY_EXPIRED:
         if entry_order_expire(order_id=order.pk, claim=claim):
-            logger.warning("execution.entry_expired order_id=%s: %s", order.pk,
-                           entry_expired_reason(), extra=log)
+            logger.warning(
+                "execution.entry_expired order_id=%s: %s",
+                order.pk,
+                entry_expired_reason(),
+                extra=log,
+            )
             return Outcome.EXPIRED
         return Outcome.ALREADY
     if reason is Withheld.ATTEMPTS:
@@ -228,26 +279,39 @@ def _withheld(order: Order, reason: Withheld, *, claim: dt.datetime | None,
 def _give_up(order: Order, claim: dt.datetime | None) -> Outcome:
     """Sent EXECUTION_SEND_ATTEMPTS times and never seen at KIS: rejected, shares released,
     alerted."""
-    reason = (f"sent {order.send_attempts} times, never shown by KIS's daily orders: "
-              f"rejected, its shares released")
+    reason = (
+        f"sent {order.send_attempts} times, never shown by KIS's daily orders: "
+        f"rejected, its shares released"
+    )
     if order_withdraw_unsent(order_id=order.pk, claim=claim, reason=reason) is None:
         return Outcome.ALREADY
-    alert_raise(kind=Alert.Kind.ORDER, severity=Alert.Severity.CRITICAL, subject=order.symbol,
-                state="rejected", key=f"order:{order.pk}:gave-up",
-                message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}): {reason}. "
-                        "Check KIS's order list; the exit rules decide again on the next price.")
+    alert_raise(
+        kind=Alert.Kind.ORDER,
+        severity=Alert.Severity.CRITICAL,
+        subject=order.symbol,
+        state="rejected",
+        key=f"order:{order.pk}:gave-up",
+        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}): {reason}. "
+        "Check KIS's order list; the exit rules decide again on the next price.",
+    )
     return Outcome.REJECTED
 
 
 def _needs_a_person(order: Order, why: str) -> None:
-    logger.error("execution.ambiguous order_id=%s: %s", order.pk, why,
-                 extra={"order_id": str(order.pk)})
-    alert_raise(kind=Alert.Kind.ORDER, severity=Alert.Severity.CRITICAL, subject=order.symbol,
-                state="ambiguous", key=f"order:{order.pk}:ambiguous",
-                message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}, sent at "
-                        f"{order.send_started_at}): {why}. Nothing more is sent for it. Settle "
-                        "it by hand in the admin (Orders → the order → settle) once you know "
-                        "which order at KIS is it, if any.")
+    logger.error(
+        "execution.ambiguous order_id=%s: %s", order.pk, why, extra={"order_id": str(order.pk)}
+    )
+    alert_raise(
+        kind=Alert.Kind.ORDER,
+        severity=Alert.Severity.CRITICAL,
+        subject=order.symbol,
+        state="ambiguous",
+        key=f"order:{order.pk}:ambiguous",
+        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}, sent at "
+        f"{order.send_started_at}): {why}. Nothing more is sent for it. Settle "
+        "it by hand in the admin (Orders → the order → settle) once you know "
+        "which order at KIS is it, if any.",
+    )
 
 
 def _constraint(exc: IntegrityError) -> str | None:
@@ -262,13 +326,17 @@ def _identical_in_flight(order: Order, candidates: list[DailyOrder]) -> int:
     return Order.objects.filter(
         Q(status=Order.Status.NEW, broker_order_no__isnull=True, send_started_at__isnull=False)
         | Q(broker_order_no__in=[o.odno for o in candidates]),
-        side=order.side, symbol=order.symbol, qty=order.qty, limit_price=order.limit_price,
+        side=order.side,
+        symbol=order.symbol,
+        qty=order.qty,
+        limit_price=order.limit_price,
     ).count()
 
 
 def _settled_meanwhile(order: Order) -> bool:
-    return not Order.objects.filter(pk=order.pk, status=Order.Status.NEW,
-                                    broker_order_no__isnull=True).exists()
+    return not Order.objects.filter(
+        pk=order.pk, status=Order.Status.NEW, broker_order_no__isnull=True
+    ).exists()
 
 
 def order_settle(*, order_id, broker: Broker) -> Outcome:
@@ -276,69 +344,110 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
     after the send's deadline; adopt the one order at KIS it can be, alert when several can,
     send it again when none is (through the claim: never while HALTED)."""
     order = Order.objects.filter(pk=order_id).first()
-    if (order is None or order.status != Order.Status.NEW or order.broker_order_no
-            or order.quarantined_at is not None):
+    if (
+        order is None
+        or order.status != Order.Status.NEW
+        or order.broker_order_no
+        or order.quarantined_at is not None
+    ):
         return Outcome.ALREADY
     started = order.send_started_at
     if started is None:
         return Outcome.ALREADY  # unsent: the sweep's unsent orders send it
     # The database's clock decides, the one every host shares: an inquiry begun before the
     # deadline could miss an order still on its way.
-    if not Order.objects.filter(Q(send_deadline__lt=db_now()) | Q(send_deadline__isnull=True),
-                                pk=order.pk, send_started_at=started).exists():
+    if not Order.objects.filter(
+        Q(send_deadline__lt=db_now()) | Q(send_deadline__isnull=True),
+        pk=order.pk,
+        send_started_at=started,
+    ).exists():
         return Outcome.IN_FLIGHT
     skew = dt.timedelta(seconds=settings.EXECUTION_CLOCK_SKEW_S + 1)
     since = started - skew
     # The match window on the sender's clock (KIS's, within the skew): its deadline is the
     # database's, which a host with a shifted clock (a replayed day) does not share.
     until = started + dt.timedelta(seconds=send_window_s(broker)) + skew
-    rows = broker.daily_orders(start=since.astimezone(clock.SEOUL).date(),
-                               end=clock.now_seoul().date(), side=order.side,
-                               symbol=order.symbol, keep_bad=True)
+    rows = broker.daily_orders(
+        start=since.astimezone(clock.SEOUL).date(),
+        end=clock.now_seoul().date(),
+        side=order.side,
+        symbol=order.symbol,
+        keep_bad=True,
+    )
     unreadable = [r for r in rows if isinstance(r, BadDailyOrder)]
     if unreadable:  # one of them could be ours: neither adopt nor resend on a partial view
-        _needs_a_person(order, "KIS's daily orders hold rows Aegis cannot read ("
-                               + "; ".join(f"{r.odno or '?'}: {r.reason}" for r in unreadable)
-                               + ")")
+        _needs_a_person(
+            order,
+            "KIS's daily orders hold rows Aegis cannot read ("
+            + "; ".join(f"{r.odno or '?'}: {r.reason}" for r in unreadable)
+            + ")",
+        )
         return Outcome.AMBIGUOUS
-    known = set(Order.objects.filter(
-        symbol=order.symbol, broker_order_no__isnull=False,
-        trade_date__gte=since.astimezone(clock.SEOUL).date(),
-    ).values_list("broker_order_no", flat=True))
-    candidates = sorted((o for o in rows if o.odno not in known
-                         and could_be(o, order=order, since=since, until=until)),
-                        key=lambda o: (o.ord_dt, o.ord_tmd, o.odno))
+    known = set(
+        Order.objects.filter(
+            symbol=order.symbol,
+            broker_order_no__isnull=False,
+            trade_date__gte=since.astimezone(clock.SEOUL).date(),
+        ).values_list("broker_order_no", flat=True)
+    )
+    candidates = sorted(
+        (
+            o
+            for o in rows
+            if o.odno not in known and could_be(o, order=order, since=since, until=until)
+        ),
+        key=lambda o: (o.ord_dt, o.ord_tmd, o.odno),
+    )
     if len(candidates) > 1:
         # Identical orders of the ledger's own, all in flight, are interchangeable: as many
         # candidates as those are theirs. One more is an order the ledger does not know (a
         # person's, in the MTS app): which one is ours is not guessed.
         ours = _identical_in_flight(order, candidates)
         if len(candidates) > ours:
-            _needs_a_person(order, f"KIS shows {len(candidates)} orders it could be ("
-                                   + ", ".join(o.odno for o in candidates)
-                                   + f") for {ours} such order(s) of the ledger in flight")
+            _needs_a_person(
+                order,
+                f"KIS shows {len(candidates)} orders it could be ("
+                + ", ".join(o.odno for o in candidates)
+                + f") for {ours} such order(s) of the ledger in flight",
+            )
             return Outcome.AMBIGUOUS
     for match in candidates:
         try:
-            order_mark_submitted(order_id=order.pk, broker_order_no=match.odno,
-                                 broker_org_no=match.org_no, submitted_at=started)
+            order_mark_submitted(
+                order_id=order.pk,
+                broker_order_no=match.odno,
+                broker_org_no=match.org_no,
+                submitted_at=started,
+            )
         except IntegrityError as exc:
             # Another settle adopted this number first (identical orders settled at once; KIS
             # numbers are unique within a day): the next candidate.
             if _constraint(exc) != "order_broker_order_no_unique":
                 raise
             continue
-        logger.warning("execution.settled order_id=%s odno=%s (adopted from the daily inquiry)",
-                       order.pk, match.odno, extra={"order_id": str(order.pk)})
+        logger.warning(
+            "execution.settled order_id=%s odno=%s (adopted from the daily inquiry)",
+            order.pk,
+            match.odno,
+            extra={"order_id": str(order.pk)},
+        )
         return Outcome.SUBMITTED
     if candidates:
         return Outcome.ALREADY if _settled_meanwhile(order) else Outcome.IN_FLIGHT
     cutoff = entry_cutoff(clock.now())
-    if (order.side == Side.BUY and cutoff is not None
-            and _old_entry_status(order.intent_id, cutoff) is not None):
+    if (
+        order.side == Side.BUY
+        and cutoff is not None
+        and _old_entry_status(order.intent_id, cutoff) is not None
+    ):
         # KIS never saw it, and it is too late to send it now.
-        return _withheld(order, Withheld.ENTRY_EXPIRED, claim=started,
-                         log={"order_id": str(order.pk)})
-    logger.warning("execution.never_arrived order_id=%s attempts=%s: sending it again",
-                   order.pk, order.send_attempts, extra={"order_id": str(order.pk)})
+        return _withheld(
+            order, Withheld.ENTRY_EXPIRED, claim=started, log={"order_id": str(order.pk)}
+        )
+    logger.warning(
+        "execution.never_arrived order_id=%s attempts=%s: sending it again",
+        order.pk,
+        order.send_attempts,
+        extra={"order_id": str(order.pk)},
+    )
     return order_send(order, broker, expected=started)

@@ -16,6 +16,7 @@ from itertools import groupby
 from django.db import DataError, IntegrityError, transaction
 
 from kis.client import BadDailyOrder, DailyOrder
+
 from ..exceptions import LedgerError
 from ..models import Order
 from .fills import order_catch_up
@@ -29,8 +30,11 @@ def _set_aside(*, trade_date, bad: list[BadDailyOrder], counts: dict[str, int]) 
     """Alert each bad row, naming our order when it is one of ours (skipped this round, asked
     again by the next sync). Returns the order numbers of the bad rows."""
     odnos = {b.odno for b in bad if b.odno}
-    ours = dict(Order.objects.filter(trade_date=trade_date, broker_order_no__in=odnos)
-                .values_list("broker_order_no", "pk"))
+    ours = dict(
+        Order.objects.filter(trade_date=trade_date, broker_order_no__in=odnos).values_list(
+            "broker_order_no", "pk"
+        )
+    )
     for b in bad:
         if b.odno in ours:
             order_row_unreadable(order_id=ours[b.odno], odno=b.odno, reason=b.reason)
@@ -42,18 +46,23 @@ def _set_aside(*, trade_date, bad: list[BadDailyOrder], counts: dict[str, int]) 
 
 def _disagreement(order: Order, row: DailyOrder) -> str:
     if row.symbol != order.symbol or row.side != order.side:
-        return (f"KIS's order {row.odno} is {row.side} {row.symbol}, the ledger's "
-                f"{order.side} {order.symbol}")
+        return (
+            f"KIS's order {row.odno} is {row.side} {row.symbol}, the ledger's "
+            f"{order.side} {order.symbol}"
+        )
     if row.tot_ccld_qty > order.qty or row.tot_ccld_qty + row.rmn_qty > order.qty:
-        return (f"KIS's order {row.odno} has {row.tot_ccld_qty} filled and {row.rmn_qty} "
-                f"remaining, more than the ledger's {order.qty}")
+        return (
+            f"KIS's order {row.odno} has {row.tot_ccld_qty} filled and {row.rmn_qty} "
+            f"remaining, more than the ledger's {order.qty}"
+        )
     return ""
 
 
 def _sync_one(order: Order, row: DailyOrder, counts: dict[str, int]) -> None:
     # The unlocked row screens (most syncs find nothing new); the locked catch-up decides.
     if row.tot_ccld_qty > order.filled_qty and order_catch_up(
-            order_id=order.pk, filled_qty=row.tot_ccld_qty, filled_amount=row.tot_ccld_amt):
+        order_id=order.pk, filled_qty=row.tot_ccld_qty, filled_amount=row.tot_ccld_amt
+    ):
         counts["filled"] += 1
     if row.rmn_qty == 0 and row.tot_ccld_qty < row.ord_qty:
         # Nothing left working at KIS: the rest was cancelled or refused there.
@@ -74,8 +83,9 @@ def _daily_rows(broker, trade_date, group: list[Order], by_number: bool) -> list
     if by_number and len(group) <= BY_NUMBER_MAX:
         rows: list = []
         for order in group:
-            rows += broker.daily_orders(start=trade_date, end=trade_date, keep_bad=True,
-                                        odno=order.broker_order_no)
+            rows += broker.daily_orders(
+                start=trade_date, end=trade_date, keep_bad=True, odno=order.broker_order_no
+            )
         return rows
     return broker.daily_orders(start=trade_date, end=trade_date, keep_bad=True)
 
@@ -85,7 +95,9 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
     (with `order_ids`, a few orders are asked for by number instead)."""
     orders = Order.objects.filter(
         status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED],
-        broker_order_no__isnull=False, trade_date__isnull=False, quarantined_at__isnull=True,
+        broker_order_no__isnull=False,
+        trade_date__isnull=False,
+        quarantined_at__isnull=True,
     ).order_by("trade_date")
     if order_ids is not None:
         orders = orders.filter(pk__in=order_ids)
@@ -93,8 +105,11 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
     for trade_date, group in groupby(orders, key=lambda o: o.trade_date):
         group = list(group)
         answer = _daily_rows(broker, trade_date, group, by_number=order_ids is not None)
-        bad_odnos = _set_aside(trade_date=trade_date, counts=counts,
-                               bad=[r for r in answer if isinstance(r, BadDailyOrder)])
+        bad_odnos = _set_aside(
+            trade_date=trade_date,
+            counts=counts,
+            bad=[r for r in answer if isinstance(r, BadDailyOrder)],
+        )
         rows = {r.odno: r for r in answer if isinstance(r, DailyOrder)}
         for order in group:
             counts["orders"] += 1
@@ -116,7 +131,8 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
                     continue
                 counts["quarantined"] += order_quarantine(
                     order_id=order.pk,
-                    reason=f"KIS's figures cannot be applied ({type(exc).__name__}): {exc}")
+                    reason=f"KIS's figures cannot be applied ({type(exc).__name__}): {exc}",
+                )
     if counts["filled"] or counts["closed"] or counts["quarantined"] or counts["unreadable"]:
         logger.info("execution.orders_sync %s", counts, extra=counts)
     return counts

@@ -14,8 +14,11 @@ State = TradingState.State
 def trading_state_get() -> str:
     """The state in force (ACTIVE, REDUCING or HALTED): the one set, or HALTED while the startup
     gate waits for a successful reconciliation with KIS."""
-    row = TradingState.objects.filter(pk=TradingState.SINGLETON_PK).only(
-        "state", "reconcile_required_since", "reconciled_at").first()
+    row = (
+        TradingState.objects.filter(pk=TradingState.SINGLETON_PK)
+        .only("state", "reconcile_required_since", "reconciled_at")
+        .first()
+    )
     if row is None:
         row = TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)[0]
     return State.HALTED if row.awaiting_reconciliation else row.state
@@ -51,20 +54,27 @@ def market_closed_refused(*, reason: str) -> None:
 
     now = clock.now()
     _state_update(market_closed_at=now, market_closed_reason=reason[:255])
-    alert_raise(kind=Alert.Kind.ORDER, severity=Alert.Severity.WARNING, subject="KRX",
-                key=f"market-closed:{clock.now_seoul():%Y%m%d}",
-                message=f"KIS refused an order as out of market hours at "
-                        f"{now.astimezone(clock.SEOUL):%Y-%m-%d %H:%M:%S} KST ({reason}). "
-                        "The exit engine decides nothing more until the next market phase; "
-                        "check the market calendar (special closures, late opens) in the admin. "
-                        "/ KIS가 장운영시간이 아니라며 주문을 거부했습니다. 다음 장 단계까지 "
-                        "청산 판단을 멈춥니다.")
+    alert_raise(
+        kind=Alert.Kind.ORDER,
+        severity=Alert.Severity.WARNING,
+        subject="KRX",
+        key=f"market-closed:{clock.now_seoul():%Y%m%d}",
+        message=f"KIS refused an order as out of market hours at "
+        f"{now.astimezone(clock.SEOUL):%Y-%m-%d %H:%M:%S} KST ({reason}). "
+        "The exit engine decides nothing more until the next market phase; "
+        "check the market calendar (special closures, late opens) in the admin. "
+        "/ KIS가 장운영시간이 아니라며 주문을 거부했습니다. 다음 장 단계까지 "
+        "청산 판단을 멈춥니다.",
+    )
 
 
 def market_closed_at() -> dt.datetime | None:
     """When KIS last refused an order as out of market hours, or None."""
-    return TradingState.objects.filter(pk=TradingState.SINGLETON_PK).values_list(
-        "market_closed_at", flat=True).first()
+    return (
+        TradingState.objects.filter(pk=TradingState.SINGLETON_PK)
+        .values_list("market_closed_at", flat=True)
+        .first()
+    )
 
 
 def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingState:
@@ -88,20 +98,27 @@ def trading_state_in_force() -> Subquery:
     """trading_state_get as a subquery, for a caller that reads the state in the statement that
     takes its row locks (one round trip fewer on the hot path). NULL when the row is missing."""
     awaiting = Q(reconcile_required_since__isnull=False) & (
-        Q(reconciled_at__isnull=True) | Q(reconciled_at__lt=F("reconcile_required_since")))
-    return Subquery(TradingState.objects.filter(pk=TradingState.SINGLETON_PK).annotate(
-        in_force=Case(When(awaiting, then=Value(State.HALTED)), default=F("state")),
-    ).values("in_force")[:1])
+        Q(reconciled_at__isnull=True) | Q(reconciled_at__lt=F("reconcile_required_since"))
+    )
+    return Subquery(
+        TradingState.objects.filter(pk=TradingState.SINGLETON_PK)
+        .annotate(
+            in_force=Case(When(awaiting, then=Value(State.HALTED)), default=F("state")),
+        )
+        .values("in_force")[:1]
+    )
 
 
 @functools.cache
 def trading_state_in_force_sql() -> str:
     """trading_state_in_force as an SQL expression, for a hot-path statement written as SQL
     (compiling the ORM's costs ~2 ms on this kind of machine, more than the round trip)."""
-    return (f"(SELECT CASE WHEN t.reconcile_required_since IS NOT NULL"
-            f" AND (t.reconciled_at IS NULL OR t.reconciled_at < t.reconcile_required_since)"
-            f" THEN '{State.HALTED}' ELSE t.state END"
-            f" FROM {TradingState._meta.db_table} t WHERE t.id = {TradingState.SINGLETON_PK:d})")
+    return (
+        f"(SELECT CASE WHEN t.reconcile_required_since IS NOT NULL"
+        f" AND (t.reconciled_at IS NULL OR t.reconciled_at < t.reconcile_required_since)"
+        f" THEN '{State.HALTED}' ELSE t.state END"
+        f" FROM {TradingState._meta.db_table} t WHERE t.id = {TradingState.SINGLETON_PK:d})"
+    )
 
 
 def require_allowed(state: str | None, *, side: str, operation: str) -> None:

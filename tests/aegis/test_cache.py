@@ -36,6 +36,7 @@ def test_each_thread_has_a_cache_and_client_of_its_own():
 
 # --- values are JSON, never pickle ---------------------------------------------------------------
 
+
 def test_every_type_aegis_caches_round_trips():
     import array
     import datetime as dt
@@ -46,13 +47,24 @@ def test_every_type_aegis_caches_round_trips():
     from trading import hot
     from trading.rules import Rules, Tier
 
-    rules = Rules(stop_loss_pct=Decimal("3"), tiers=(Tier(Decimal("5"), Decimal("50")),),
-                  time_exit_at=dt.time(15, 20), max_holding_days=3)
-    watch = hot.Watch(7, "005930", 1, float("-inf"), 71_500.5, 739_000, 10, 10, "70000.5",
-                      None, 10, 0)
+    rules = Rules(
+        stop_loss_pct=Decimal("3"),
+        tiers=(Tier(Decimal("5"), Decimal("50")),),
+        time_exit_at=dt.time(15, 20),
+        max_holding_days=3,
+    )
+    watch = hot.Watch(
+        7, "005930", 1, float("-inf"), 71_500.5, 739_000, 10, 10, "70000.5", None, 10, 0
+    )
     book = hot.Book.of([watch])
-    source = PickSource(id=3, code="3001", name="뉴스", token_sha256="ab" * 32,
-                        rate_limit="5/second", created_at=clock.now())
+    source = PickSource(
+        id=3,
+        code="3001",
+        name="뉴스",
+        token_sha256="ab" * 32,
+        rate_limit="5/second",
+        created_at=clock.now(),
+    )
     values = {
         "px": hot.Px(71_000, 70_000, None, 49_000, 1.5),
         "profiles": ((3, 4), hot.Profiles(2, {1: rules, 2: Rules()}, "stamp")),
@@ -76,7 +88,12 @@ def test_every_type_aegis_caches_round_trips():
             assert back[1][1].lows.tolist() == [float("-inf")]
         elif name == "source":
             assert (back.pk, back.code, back.name, back.rate_limit, back.created_at) == (
-                3, "3001", "뉴스", "5/second", source.created_at)
+                3,
+                "3001",
+                "뉴스",
+                "5/second",
+                source.created_at,
+            )
             assert not back._state.adding
         else:
             assert back == value and type(back) is type(value), name
@@ -122,9 +139,14 @@ def test_a_pickled_payload_written_to_redis_is_a_miss_and_never_unpickled(tmp_pa
     assert cache.get_many([key, other]) == {other: "fine"}
     assert not (tmp_path / "pwned").exists()
     # A registered name with a forged body, an unregistered class path, garbage: misses too.
-    for forged in (b'{"~o":"os.system","v":["touch x"]}', b'{"~o":"trading.hot.Px","v":1}',
-                   b'{"~zz":1}', b"\xff\xfe", b'{"~arr":["d","***"]}',
-                   b'\x00aegis-json\x00\x00\x00\x00\x0b{"~b":0}\x00\x00\x00\x09ab',
-                   b'\x00aegis-json\x00\x00\x00\x00\x0a{"~b":0}'):
+    for forged in (
+        b'{"~o":"os.system","v":["touch x"]}',
+        b'{"~o":"trading.hot.Px","v":1}',
+        b'{"~zz":1}',
+        b"\xff\xfe",
+        b'{"~arr":["d","***"]}',
+        b'\x00aegis-json\x00\x00\x00\x00\x0b{"~b":0}\x00\x00\x00\x09ab',
+        b'\x00aegis-json\x00\x00\x00\x00\x0a{"~b":0}',
+    ):
         raw.set(cache.make_key(key), forged, ex=5)
         assert cache.get(key) is None, forged

@@ -70,10 +70,30 @@ def test_real_worker_runs_the_task_and_logs_its_queue_wait(broker, tmp_path):
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", QUEUE, "-c", "2",
-             "--pool", "prefork", "-l", "info", "--without-gossip", "--without-mingle",
-             "-n", f"pytest-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "aegis",
+                "worker",
+                "-Q",
+                QUEUE,
+                "-c",
+                "2",
+                "--pool",
+                "prefork",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"pytest-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         assert _wait_for(r"ready\.", log, time.monotonic() + 90), log.read_text()[-3000:]

@@ -6,13 +6,13 @@ from core import clock
 
 
 def test_installed_clock_is_used_and_restored():
-    at = dt.datetime(2026, 1, 2, 0, 59, 50, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 1, 2, 0, 59, 50, tzinfo=dt.UTC)
     with clock.installed(clock.FixedClock(at)) as fixed:
         assert clock.now() == at
         assert clock.now_seoul().hour == 9 and clock.now_seoul().minute == 59
         fixed.advance(dt.timedelta(seconds=10))
         assert clock.now() == at + dt.timedelta(seconds=10)
-    assert abs(clock.now() - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(seconds=5)
+    assert abs(clock.now() - dt.datetime.now(dt.UTC)) < dt.timedelta(seconds=5)
 
 
 def test_fixed_clock_refuses_naive_datetimes():
@@ -46,12 +46,15 @@ def test_without_a_start_the_environment_gives_the_system_clock():
     assert isinstance(clock.from_environ({"AEGIS_CLOCK_START": " "}), clock.SystemClock)
 
 
-@pytest.mark.parametrize("environ", [
-    {"AEGIS_CLOCK_START": "2026-11-24T09:00:00"},  # no offset
-    {"AEGIS_CLOCK_START": "tomorrow"},
-    {"AEGIS_CLOCK_START": "2026-11-24T09:00:00+09:00", "AEGIS_CLOCK_SPEED": "0"},
-    {"AEGIS_CLOCK_START": "2026-11-24T09:00:00+09:00", "AEGIS_CLOCK_ORIGIN": "noon"},
-])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"AEGIS_CLOCK_START": "2026-11-24T09:00:00"},  # no offset
+        {"AEGIS_CLOCK_START": "tomorrow"},
+        {"AEGIS_CLOCK_START": "2026-11-24T09:00:00+09:00", "AEGIS_CLOCK_SPEED": "0"},
+        {"AEGIS_CLOCK_START": "2026-11-24T09:00:00+09:00", "AEGIS_CLOCK_ORIGIN": "noon"},
+    ],
+)
 def test_a_bad_clock_environment_is_refused_by_name(environ):
     with pytest.raises(ValueError, match="AEGIS_CLOCK"):
         clock.from_environ(environ)

@@ -20,8 +20,18 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 PGBOUNCER_INI = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini"
 
 IMAGE = "aegis:latest"
-APP_SERVICES = ("migrate", "reconcile", "web", "worker", "worker-execution", "beat", "flower",
-                "listener", "fills", "pricesync")
+APP_SERVICES = (
+    "migrate",
+    "reconcile",
+    "web",
+    "worker",
+    "worker-execution",
+    "beat",
+    "flower",
+    "listener",
+    "fills",
+    "pricesync",
+)
 # The one-shot services end; every other app service runs for good and has a healthcheck.
 ONE_SHOT = ("migrate", "reconcile")
 # Session features (LISTEN, DDL in migrations) need a real PostgreSQL session; the two processes
@@ -192,14 +202,18 @@ def test_only_the_hot_processes_bound_their_lock_waits(services):
     """pricesync and worker-execution, each a few threads that serve every trade or intent,
     give up on a lock left held after a bound; migrate, whose statements may rightly run long,
     and the pooled processes (PgBouncer refuses connection options) do not."""
-    bounded = {name for name, service in services.items()
-               if resolved_environment(service).get("DATABASE_LOCK_TIMEOUT_MS")}
+    bounded = {
+        name
+        for name, service in services.items()
+        if resolved_environment(service).get("DATABASE_LOCK_TIMEOUT_MS")
+    }
     assert bounded == {"pricesync", "worker-execution"}
     for name in bounded:
         env = resolved_environment(services[name])
         assert env.get("DATABASE_POOLING") != "pgbouncer", name
-        assert 0 < int(env["DATABASE_LOCK_TIMEOUT_MS"]) < int(
-            env["DATABASE_STATEMENT_TIMEOUT_MS"]), name
+        assert (
+            0 < int(env["DATABASE_LOCK_TIMEOUT_MS"]) < int(env["DATABASE_STATEMENT_TIMEOUT_MS"])
+        ), name
 
 
 # --- PgBouncer ----------------------------------------------------------------------------------
@@ -302,8 +316,9 @@ def test_redis_asks_for_the_password_from_the_environment(services):
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_every_service_reaches_redis_with_the_password(services, name):
     url = urlsplit(resolved_environment(services[name])["REDIS_URL"])
-    assert (url.hostname, url.port, url.password) == (
-        "redis", 6379, HOST_ENV["REDIS_PASSWORD"]), name
+    assert (url.hostname, url.port, url.password) == ("redis", 6379, HOST_ENV["REDIS_PASSWORD"]), (
+        name
+    )
     assert BARE_REFERENCE.fullmatch(urlsplit(environment(services[name])["REDIS_URL"]).password)
 
 

@@ -20,9 +20,14 @@ print(json.dumps({"frozen": frozen, "count": gc.get_freeze_count(),
 
 
 def run_child(**env) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120,
-                          env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

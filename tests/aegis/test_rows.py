@@ -60,8 +60,16 @@ def test_a_pooler_left_unsaid_turns_prepared_statements_off_and_says_so():
     (scripts/with-services.sh), whatever this suite's DATABASE_URL goes through."""
     stderr = []
     services = {"AEGIS_PGBOUNCER": "1"}
-    seen = run_child(services, behind=(str(ROOT / "scripts" / "with-services.sh"), "env",
-                                       "DATABASE_POOLING=", "LOG_LEVEL=ERROR"), stderr=stderr)
+    seen = run_child(
+        services,
+        behind=(
+            str(ROOT / "scripts" / "with-services.sh"),
+            "env",
+            "DATABASE_POOLING=",
+            "LOG_LEVEL=ERROR",
+        ),
+        stderr=stderr,
+    )
     assert seen["answers"] == EXPECTED
     assert seen["threshold"] is None
     assert seen["prepared"] == 0

@@ -20,8 +20,14 @@ PROBE = (
 
 def run(args, **env):
     base = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "aegis.settings"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=base | env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 PRODUCTION = {
@@ -52,8 +58,11 @@ def test_production_passes_the_deployment_checks():
 
 
 def test_production_refuses_to_start_without_its_settings():
-    for missing, word in (("SECRET_KEY", "SECRET_KEY"), ("DATABASE_URL", "DATABASE_URL"),
-                          ("REDIS_URL", "REDIS_URL")):
+    for missing, word in (
+        ("SECRET_KEY", "SECRET_KEY"),
+        ("DATABASE_URL", "DATABASE_URL"),
+        ("REDIS_URL", "REDIS_URL"),
+    ):
         env = {k: v for k, v in PRODUCTION.items() if k != missing}
         result = run(["-c", PROBE], **env)
         assert result.returncode != 0 and word in result.stderr, missing
@@ -64,30 +73,49 @@ def test_production_refuses_to_start_without_its_settings():
 
 
 def test_a_simulated_day_is_refused_with_a_real_broker_or_in_production(tmp_path):
-    day = {"AEGIS_CLOCK_START": "2026-11-24T08:58:30+09:00",
-           "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}
+    day = {
+        "AEGIS_CLOCK_START": "2026-11-24T08:58:30+09:00",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
+    }
     for env in ({"KIS_ENV": "real"}, {"KIS_ENV": "paper"}, PRODUCTION):
         result = run(["-c", PROBE], **day | env)
         assert result.returncode != 0 and "AEGIS_CLOCK_START" in result.stderr, env
-    shown = run(["-c", "import django; django.setup(); from core import clock; "
-                       "print(clock.now_seoul().date())"], **day, KIS_ENV="simulator")
+    shown = run(
+        [
+            "-c",
+            "import django; django.setup(); from core import clock; "
+            "print(clock.now_seoul().date())",
+        ],
+        **day,
+        KIS_ENV="simulator",
+    )
     assert shown.returncode == 0 and shown.stdout.strip() == "2026-11-24", shown.stderr
 
 
-TIMEOUTS_PROBE = ("import json, django; django.setup(); from django.conf import settings as s; "
-                  "print(json.dumps(s.DATABASES['default']['OPTIONS'].get('options')))")
+TIMEOUTS_PROBE = (
+    "import json, django; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps(s.DATABASES['default']['OPTIONS'].get('options')))"
+)
 
 
 def test_lock_and_statement_timeouts_go_to_a_direct_connection_as_options():
     direct = {"DATABASE_URL": "postgres://aegis:pw@db.example:5432/aegis"}
-    result = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_LOCK_TIMEOUT_MS="2000",
-                 DATABASE_STATEMENT_TIMEOUT_MS="10000")
+    result = run(
+        ["-c", TIMEOUTS_PROBE],
+        **direct,
+        DATABASE_LOCK_TIMEOUT_MS="2000",
+        DATABASE_STATEMENT_TIMEOUT_MS="10000",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == "-c lock_timeout=2000 -c statement_timeout=10000"
     unset = run(["-c", TIMEOUTS_PROBE], **direct)
     assert json.loads(unset.stdout) is None  # PostgreSQL's own: no limit
-    pooled = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_POOLING="pgbouncer",
-                 DATABASE_LOCK_TIMEOUT_MS="2000")
+    pooled = run(
+        ["-c", TIMEOUTS_PROBE],
+        **direct,
+        DATABASE_POOLING="pgbouncer",
+        DATABASE_LOCK_TIMEOUT_MS="2000",
+    )
     assert pooled.returncode != 0 and "ALTER ROLE" in pooled.stderr
     negative = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_STATEMENT_TIMEOUT_MS="-1")
     assert negative.returncode != 0 and "0 or more" in negative.stderr

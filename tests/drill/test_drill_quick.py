@@ -17,10 +17,25 @@ from ..support import ROOT
 @pytest.mark.slow
 def test_the_quick_drill_holds(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "drill", "--only", ",".join(QUICK), "--out", str(tmp_path),
-         "--logs", str(tmp_path / "logs"), "--settle-hold", "12"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"})
+        [
+            sys.executable,
+            "-m",
+            "drill",
+            "--only",
+            ",".join(QUICK),
+            "--out",
+            str(tmp_path),
+            "--logs",
+            str(tmp_path / "logs"),
+            "--settle-hold",
+            "12",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+    )
     results = json.loads((tmp_path / "results.json").read_text())["scenarios"]
     assert set(results) == set(QUICK), done.stderr[-3000:]
     for name, result in results.items():

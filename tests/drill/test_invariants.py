@@ -6,29 +6,36 @@ import datetime as dt
 
 import pytest
 
-from drill.invariants import (BrokerOrder, LedgerIntent, LedgerOrder, LedgerPosition, Snapshot,
-                              check)
+from drill.invariants import BrokerOrder, LedgerIntent, LedgerOrder, LedgerPosition, Snapshot, check
 
-T0 = dt.datetime(2026, 12, 7, 0, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 12, 7, 0, 0, tzinfo=dt.UTC)
 DAY = "20261207"
 
 
 def clean() -> Snapshot:
     """Two positions: A sold 10 of 10 (filled), B selling 5 of 20 (open at the broker)."""
     return Snapshot(
-        taken_at=T0 + dt.timedelta(seconds=30), trading_state="ACTIVE",
-        positions=[LedgerPosition(1, "000010", "CLOSED", 0, 0),
-                   LedgerPosition(2, "000020", "OPEN", 20, 5)],
-        intents=[LedgerIntent("i1", 1, "000010", "SELL", 10, "ORDERED", T0),
-                 LedgerIntent("i2", 2, "000020", "SELL", 5, "ORDERED", T0)],
-        orders=[LedgerOrder("o1", "i1", 1, "000010", "SELL", 10, 10, "FILLED", "0000000001", DAY,
-                            T0),
-                LedgerOrder("o2", "i2", 2, "000020", "SELL", 5, 0, "SUBMITTED", "0000000002",
-                            DAY, T0)],
-        broker_orders=[BrokerOrder("0000000001", DAY, "000010", "SELL", 10, 10),
-                       BrokerOrder("0000000002", DAY, "000020", "SELL", 5, 0)],
+        taken_at=T0 + dt.timedelta(seconds=30),
+        trading_state="ACTIVE",
+        positions=[
+            LedgerPosition(1, "000010", "CLOSED", 0, 0),
+            LedgerPosition(2, "000020", "OPEN", 20, 5),
+        ],
+        intents=[
+            LedgerIntent("i1", 1, "000010", "SELL", 10, "ORDERED", T0),
+            LedgerIntent("i2", 2, "000020", "SELL", 5, "ORDERED", T0),
+        ],
+        orders=[
+            LedgerOrder("o1", "i1", 1, "000010", "SELL", 10, 10, "FILLED", "0000000001", DAY, T0),
+            LedgerOrder("o2", "i2", 2, "000020", "SELL", 5, 0, "SUBMITTED", "0000000002", DAY, T0),
+        ],
+        broker_orders=[
+            BrokerOrder("0000000001", DAY, "000010", "SELL", 10, 10),
+            BrokerOrder("0000000002", DAY, "000020", "SELL", 5, 0),
+        ],
         broker_holdings={"000020": 20},
-        expected_exits=("000010", "000020"))
+        expected_exits=("000010", "000020"),
+    )
 
 
 def test_a_clean_snapshot_holds():
@@ -49,8 +56,9 @@ def test_a_second_order_at_the_broker_for_one_intent_is_a_duplicate():
 
 def test_two_ledger_orders_of_one_intent_both_at_the_broker_are_a_duplicate():
     snap = clean()
-    snap.orders.append(LedgerOrder("o3", "i1", 1, "000010", "SELL", 10, 0, "SUBMITTED",
-                                   "0000000003", DAY, T0))
+    snap.orders.append(
+        LedgerOrder("o3", "i1", 1, "000010", "SELL", 10, 0, "SUBMITTED", "0000000003", DAY, T0)
+    )
     snap.broker_orders.append(BrokerOrder("0000000003", DAY, "000010", "SELL", 10, 0))
     snap.positions[0] = LedgerPosition(1, "000010", "OPEN", 0, 0)
     verdict = check(snap)
@@ -69,8 +77,9 @@ def test_an_intent_that_never_reached_the_broker_and_is_not_working_is_lost():
     snap = clean()
     snap.intents.append(LedgerIntent("i3", 2, "000020", "SELL", 3, "ORDERED", T0))
     # Its order gave up without a reason and without a broker number.
-    snap.orders.append(LedgerOrder("o3", "i3", 2, "000020", "SELL", 3, 0, "CANCELLED", None,
-                                   None, T0))
+    snap.orders.append(
+        LedgerOrder("o3", "i3", 2, "000020", "SELL", 3, 0, "CANCELLED", None, None, T0)
+    )
     verdict = check(snap)
     assert verdict.lost == 1
 
@@ -78,8 +87,9 @@ def test_an_intent_that_never_reached_the_broker_and_is_not_working_is_lost():
 def test_an_intent_still_working_is_not_lost_and_a_refused_one_neither():
     snap = clean()
     snap.intents.append(LedgerIntent("i3", 2, "000020", "SELL", 3, "NEW", T0))
-    snap.intents.append(LedgerIntent("i4", 2, "000020", "SELL", 2, "REJECTED", T0,
-                                     closed_reason="nothing sellable"))
+    snap.intents.append(
+        LedgerIntent("i4", 2, "000020", "SELL", 2, "REJECTED", T0, closed_reason="nothing sellable")
+    )
     snap.positions[1] = LedgerPosition(2, "000020", "OPEN", 20, 8)
     verdict = check(snap)
     assert verdict.lost == 0
@@ -129,8 +139,7 @@ def test_a_halted_state_may_hold_intents_new_but_not_orders():
 
 def test_cancel_requests_at_the_broker_are_not_sends():
     snap = clean()
-    snap.broker_orders.append(BrokerOrder("0000000003", DAY, "000020", "SELL", 5, 0,
-                                          kind="cancel"))
+    snap.broker_orders.append(BrokerOrder("0000000003", DAY, "000020", "SELL", 5, 0, kind="cancel"))
     verdict = check(snap)
     assert verdict.orders == 2 and verdict.duplicates == 0
 
@@ -149,6 +158,7 @@ def test_the_cluster_does_not_inherit_the_drills_own_settings(monkeypatch, tmp_p
             return f"{which}://127.0.0.1/"
 
     monkeypatch.setenv("AEGIS_AUTO_SUBMIT", "0")
-    cluster = Cluster(Services(), logs=tmp_path, clock_start=dt.datetime.now(dt.UTC),
-                      clock_origin=0.0, symbols={})
+    cluster = Cluster(
+        Services(), logs=tmp_path, clock_start=dt.datetime.now(dt.UTC), clock_origin=0.0, symbols={}
+    )
     assert "AEGIS_AUTO_SUBMIT" not in cluster.env()

@@ -106,8 +106,9 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
             return note("order:none")
         sellable = rng.choice([None, None, None, rng.randint(0, 500)])
         if sellable is None and rng.random() < 0.5:  # the execute task's one-statement path
-            return note("order:fast" if order_open_recorded(intent_id=intent_id) else
-                        "order:fast_declined")
+            return note(
+                "order:fast" if order_open_recorded(intent_id=intent_id) else "order:fast_declined"
+            )
         services.order_open(intent_id=intent_id, broker_sellable_qty=sellable)
 
     def op_submit(pid: int) -> None:
@@ -115,8 +116,9 @@ def random_operations(database_url: str, seed: int, position_ids: list[int], n_o
         if order is None:
             return note("submit:none")
         odno = uuid.uuid4().hex[:10]
-        if rng.random() < 0.5 and order_mark_submitted_fast(order_id=order.pk,
-                                                             broker_order_no=odno):
+        if rng.random() < 0.5 and order_mark_submitted_fast(
+            order_id=order.pk, broker_order_no=odno
+        ):
             return note("submit:fast")
         services.order_mark_submitted(order_id=order.pk, broker_order_no=odno)
 

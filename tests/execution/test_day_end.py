@@ -19,18 +19,32 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
-        kis_sim, broker, trading_hours):
+    kis_sim, broker, trading_hours
+):
     position = held(kis_sim, broker)
-    working = send(services.exit_intent_open(
-        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_TAKE_PROFIT",
-        idempotency_key=key()), broker)  # above the market: still working at the close
-    unsent = services.exit_intent_open(position_id=position.pk, qty=3, limit_price=72_500,
-                                       intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    working = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=72_000,
+            intent_type="EXIT_TAKE_PROFIT",
+            idempotency_key=key(),
+        ),
+        broker,
+    )  # above the market: still working at the close
+    unsent = services.exit_intent_open(
+        position_id=position.pk,
+        qty=3,
+        limit_price=72_500,
+        intent_type="EXIT_TAKE_PROFIT",
+        idempotency_key=key(),
+    )
     never_sent = services.order_open(intent_id=unsent.pk)
     assert Position.objects.get(pk=position.pk).reserved_qty == 7
     today = trading_hours.now().astimezone(clock.SEOUL).date()
-    TradingState.objects.update_or_create(pk=1, defaults={"day_ended_for": today
-                                                          - dt.timedelta(days=1)})
+    TradingState.objects.update_or_create(
+        pk=1, defaults={"day_ended_for": today - dt.timedelta(days=1)}
+    )
 
     before_close = dt.datetime.combine(today, dt.time(15, 29), clock.SEOUL)
     with clock.installed(clock.FixedClock(before_close)):
@@ -53,15 +67,21 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
         assert trading_state_get() == "HALTED"  # until a reconciliation succeeds
         again = day_end_run(broker=broker)  # every ten seconds: nothing more to do
         assert (again["ended"], again["withdrawn"], again["gate_closed"]) == (0, 0, 0)
-    cancels = [r for r in kis_sim.control("/_sim/book", method="GET")["requests"]
-               if r["path"].endswith("/order-rvsecncl")]
+    cancels = [
+        r
+        for r in kis_sim.control("/_sim/book", method="GET")["requests"]
+        if r["path"].endswith("/order-rvsecncl")
+    ]
     assert cancels == []  # ended in the ledger: KRX ends day orders itself
 
 
 def test_a_fresh_system_notes_the_day_without_closing_the_gate(kis_sim, broker):
     """Its startup reconciliation is its gate: the first day's end it sees is only noted."""
-    counts = day_end(broker=broker, through=dt.date(2026, 11, 23),
-                     closed_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL))
+    counts = day_end(
+        broker=broker,
+        through=dt.date(2026, 11, 23),
+        closed_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL),
+    )
     assert counts["gate_closed"] == 0
     assert TradingState.objects.get().day_ended_for == dt.date(2026, 11, 23)
     assert trading_state_get() == "ACTIVE"

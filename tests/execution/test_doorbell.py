@@ -39,8 +39,9 @@ def bus():
 
 @pytest.fixture
 def lanes(kis_sim, bus):
-    running = doorbell.Lanes(count=2, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
-                             owner="test-lanes").start()
+    running = doorbell.Lanes(
+        count=2, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="test-lanes"
+    ).start()
     yield running
     running.stop()
 
@@ -55,8 +56,10 @@ def _listening_as(lanes: "doorbell.Lanes | str") -> None:
 
 
 def _submitted(intent) -> Order:
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
-             "the order at the broker")
+    wait_for(
+        lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+        "the order at the broker",
+    )
     return Order.objects.get(intent=intent)
 
 
@@ -68,8 +71,10 @@ def test_a_listening_lane_sends_the_order_and_no_task_is_queued(kis_sim, bus, la
 
     assert doorbell.ring(str(intent.pk))  # rung again (a late duplicate): the claim holds
     wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
-    wait_for(lambda: [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no],
-             "one broker order")
+    wait_for(
+        lambda: [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no],
+        "one broker order",
+    )
     assert Order.objects.filter(intent=intent).count() == 1
 
 
@@ -80,8 +85,9 @@ def test_with_nobody_listening_the_execute_task_is_queued(bus):
 
 
 def test_stopped_lanes_stop_answering_at_once(kis_sim, bus):
-    running = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
-                             owner="test-stop").start()
+    running = doorbell.Lanes(
+        count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="test-stop"
+    ).start()
     assert doorbell.ring("probe")  # answered: the id waits for the lane
     wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lane to take the probe")
     running.stop()
@@ -104,10 +110,10 @@ def test_a_lane_that_lapses_is_not_counted(bus):
     assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
 
 
-def test_with_a_lane_listening_the_order_is_recorded_in_the_intents_own_transaction(kis_sim,
-                                                                                    bus):
-    listener = doorbell.Lanes(count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
-                              owner="claimed-path")
+def test_with_a_lane_listening_the_order_is_recorded_in_the_intents_own_transaction(kis_sim, bus):
+    listener = doorbell.Lanes(
+        count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="claimed-path"
+    )
     _listening_as(listener)  # listening, its threads not started yet
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     assert intent.status == "ORDERED"
@@ -155,13 +161,17 @@ def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
     try:
         wait_for(lambda: "doorbell lanes=4" in log.read_text(), "the lanes")
         # The worker consumes the execution queue only: its lanes serve the execution bell.
-        assert re.search(rf"doorbell lanes=4 owner=\S+ bells={doorbell.QUEUE_KEY}$",
-                         log.read_text(), re.M)
+        assert re.search(
+            rf"doorbell lanes=4 owner=\S+ bells={doorbell.QUEUE_KEY}$", log.read_text(), re.M
+        )
         intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
         order = _submitted(intent)
         assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
-        assert re.search(rf"execution\.sent_in_process intent_id={intent.pk} "
-                         r"outcome=submitted", log.read_text())
+        assert re.search(
+            rf"execution\.sent_in_process intent_id={intent.pk} "
+            r"outcome=submitted",
+            log.read_text(),
+        )
     finally:
         stop_worker(proc)
     assert not doorbell.ring("probe"), "the worker's lanes still answer after it stopped"
@@ -189,14 +199,16 @@ def test_a_push_whose_answer_is_read_later(bus, monkeypatch):
 
 
 def test_after_redis_failed_no_push_whose_answer_is_read_later_is_tried_for_a_while(
-        bus, monkeypatch):
+    bus, monkeypatch
+):
     from tests.support import free_port
 
     monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)
     _listening_as("push-unanswered")
     live = _ring_script_loaded()
-    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
-                                   socket_connect_timeout=0.5)  # as _script makes its client
+    nowhere = redis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
+    )  # as _script makes its client
     monkeypatch.setitem(doorbell._scripts, doorbell._RING, nowhere.register_script(doorbell._RING))
     assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
     # Redis answers again, but the pause holds: nothing is sent until it ends.

@@ -23,10 +23,19 @@ print(json.dumps({"status": order.status, "odno": order.broker_order_no}))
 
 def test_an_entry_goes_out_on_the_embedded_default(kis_sim, tmp_path):
     env = {k: v for k, v in worker_env(kis_sim).items() if k not in ("REDIS_URL",)}
-    env |= {"DATABASE_URL": f"sqlite:///{tmp_path}/embedded.sqlite3",
-            "DJANGO_SETTINGS_MODULE": "aegis.settings", "AEGIS_AUTO_SUBMIT": "1"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=180)
+    env |= {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/embedded.sqlite3",
+        "DJANGO_SETTINGS_MODULE": "aegis.settings",
+        "AEGIS_AUTO_SUBMIT": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "SUBMITTED"

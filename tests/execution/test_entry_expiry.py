@@ -6,8 +6,8 @@ tests/execution/test_execution_submit.py."""
 import pytest
 
 from execution import services
-from execution.services.orders import entry_order_expire
 from execution.services.claim import order_claim
+from execution.services.orders import entry_order_expire
 from tests.support import at_once
 from tests.support.ledger import key
 
@@ -18,10 +18,15 @@ def test_an_expiry_and_a_claim_racing_over_one_order_never_both_win(new_symbol, 
     for _ in range(12):
         intent = services.entry_intent_open(symbol=new_symbol(), qty=1, idempotency_key=key())
         order = services.order_open(intent_id=intent.pk)
-        won = dict(at_once(lambda who, step: (who, step()), [
-            ("claim", lambda: order_claim(order_id=order.pk, window_s=10) is not None),
-            ("expire", lambda: entry_order_expire(order_id=order.pk, claim=None)),
-        ]))
+        won = dict(
+            at_once(
+                lambda who, step: (who, step()),
+                [
+                    ("claim", lambda o=order: order_claim(order_id=o.pk, window_s=10) is not None),
+                    ("expire", lambda o=order: entry_order_expire(order_id=o.pk, claim=None)),
+                ],
+            )
+        )
         assert won["claim"] != won["expire"], won  # one, and only one
         order.refresh_from_db()
         if won["claim"]:

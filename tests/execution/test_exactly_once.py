@@ -25,8 +25,9 @@ def recorded(settings):
     settings.EXECUTION_AUTO_SUBMIT = False
 
     def make(qty: int = 4, price: int = 71_000) -> Order:
-        intent = services.entry_intent_open(symbol="005930", qty=qty, limit_price=price,
-                                            idempotency_key=key())
+        intent = services.entry_intent_open(
+            symbol="005930", qty=qty, limit_price=price, idempotency_key=key()
+        )
         return services.order_open(intent_id=intent.pk)
 
     return make
@@ -49,6 +50,7 @@ def test_a_payload_delivered_twice_reaches_kis_once(kis_client, kis_sim, recorde
 
 def test_senders_racing_over_one_order_write_it_once(kis_client, kis_sim, recorded):
     order = recorded()
+
     def send():
         try:
             return order_send(order, kis_client).value
@@ -62,8 +64,7 @@ def test_senders_racing_over_one_order_write_it_once(kis_client, kis_sim, record
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_a_send_that_waited_past_its_takeover_is_withheld(kis_client, kis_sim,
-                                                          recorded):
+def test_a_send_that_waited_past_its_takeover_is_withheld(kis_client, kis_sim, recorded):
     """A send slower than the grace (waiting for a rate slot or a token) while a settle took
     the order over and sent it: the late send's write is refused at the last moment."""
     order = recorded()
@@ -75,16 +76,15 @@ def test_a_send_that_waited_past_its_takeover_is_withheld(kis_client, kis_sim,
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_a_stale_payload_is_not_sent_from_the_queue(kis_client, kis_sim, recorded,
-                                                    settings):
+def test_a_stale_payload_is_not_sent_from_the_queue(kis_client, kis_sim, recorded, settings):
     """A payload left on the list across a worker stop: the order goes out from its row, by the
     sweep, once. (An entry that old is withdrawn instead: entries' expiry is off here.)"""
     settings.EXECUTION_ENTRY_MAX_AGE_S = 0
     order = recorded()
-    Order.objects.filter(pk=order.pk).update(recorded_at=clock.now() - dt.timedelta(
-        seconds=settings.EXECUTION_PAYLOAD_TTL_S + 5))
-    assert order_send(order, kis_client, max_age_s=settings.EXECUTION_PAYLOAD_TTL_S) \
-        is Outcome.HELD
+    Order.objects.filter(pk=order.pk).update(
+        recorded_at=clock.now() - dt.timedelta(seconds=settings.EXECUTION_PAYLOAD_TTL_S + 5)
+    )
+    assert order_send(order, kis_client, max_age_s=settings.EXECUTION_PAYLOAD_TTL_S) is Outcome.HELD
     assert broker_orders(kis_sim) == []
     assert Order.objects.get(pk=order.pk).send_started_at is None  # free for the sweep
     assert intent_submit(intent_id=order.intent_id, broker=kis_client) is Outcome.SUBMITTED
@@ -116,8 +116,7 @@ def test_unclaim_gives_back_only_its_own_claim(recorded):
     assert order_unclaim(order_id=order.pk, claim=theirs) is True
 
 
-def test_a_settle_within_the_sends_deadline_does_not_resend(kis_client, kis_sim,
-                                                            recorded):
+def test_a_settle_within_the_sends_deadline_does_not_resend(kis_client, kis_sim, recorded):
     """The deadline, on the database's clock, covers the send's whole window, not a grace
     counted on the sender's clock from when the order was recorded."""
     order = recorded()
@@ -128,8 +127,7 @@ def test_a_settle_within_the_sends_deadline_does_not_resend(kis_client, kis_sim,
 
 
 @pytest.mark.parametrize("skew_s", [3, 30, -3, -30])
-def test_a_sender_whose_clock_is_off_adopts_its_order(kis_client, kis_sim, recorded,
-                                                      skew_s):
+def test_a_sender_whose_clock_is_off_adopts_its_order(kis_client, kis_sim, recorded, skew_s):
     """The sender's clock `skew_s` off KIS's: its order got out, the answer was lost; the
     settle adopts it instead of sending it again."""
     order = recorded()
@@ -142,8 +140,7 @@ def test_a_sender_whose_clock_is_off_adopts_its_order(kis_client, kis_sim, recor
     holds_for(lambda: _one_order_at_kis(kis_sim), 1.0, "one order at KIS")
 
 
-def test_two_orders_at_kis_it_could_be_are_left_for_a_person(kis_client, kis_sim,
-                                                             recorded):
+def test_two_orders_at_kis_it_could_be_are_left_for_a_person(kis_client, kis_sim, recorded):
     """A person placed the same order in the MTS app: the settle does not guess which is ours,
     alerts, and sends nothing."""
     order = recorded()
@@ -158,8 +155,12 @@ def test_two_orders_at_kis_it_could_be_are_left_for_a_person(kis_client, kis_sim
     holds_for(lambda: len(broker_orders(kis_sim)) == 2, 1.0, "nothing more sent")
 
 
-def test_an_order_never_seen_after_its_attempts_is_rejected_and_alerted(kis_client, kis_sim,  # noqa: E501
-                                                                       recorded, settings):
+def test_an_order_never_seen_after_its_attempts_is_rejected_and_alerted(
+    kis_client,
+    kis_sim,  # noqa: E501
+    recorded,
+    settings,
+):
     settings.EXECUTION_SEND_ATTEMPTS = 1
     order = recorded()
     claimed(order.pk)  # its one attempt, never seen at KIS

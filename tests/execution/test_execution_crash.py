@@ -26,16 +26,17 @@ from tests.support.workers import (
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
+
 def held(sim, path_end: str) -> bool:
-    return any(e["path"].endswith(path_end) and e["status"] is None
-               for e in sim.book()["requests"])
+    return any(e["path"].endswith(path_end) and e["status"] is None for e in sim.book()["requests"])
 
 
 def crash_and_recover(sim, tmp_path, *, faults: dict, held_path: str, token_ready: bool):
     cache.clear()
     if token_ready:  # the worker finds a shared token: its first request is the order itself
         client_for(sim_dict(sim), rate=50).access_token(
-            client_for(sim_dict(sim), rate=50).config.order_app)
+            client_for(sim_dict(sim), rate=50).config.order_app
+        )
     log = tmp_path / "worker.log"
     proc = start_worker(sim, log)
     try:
@@ -62,8 +63,12 @@ def crash_and_recover(sim, tmp_path, *, faults: dict, held_path: str, token_read
 def test_killed_after_the_order_reached_kis(kis_sim, tmp_path):
     # KIS takes the order at once and holds its answer: the worker dies waiting for it.
     intent, order = crash_and_recover(
-        kis_sim, tmp_path, held_path="order-cash", token_ready=True,
-        faults={"timeout_next": 1, "timeout_s": 30, "after": True})
+        kis_sim,
+        tmp_path,
+        held_path="order-cash",
+        token_ready=True,
+        faults={"timeout_next": 1, "timeout_s": 30, "after": True},
+    )
     assert kis_sim.book()["orders"], "the order should have reached KIS before the kill"
     orders = broker_orders(kis_sim)
     assert len(orders) == 1 and orders[0]["odno"] == order.broker_order_no  # adopted, not resent
@@ -73,8 +78,13 @@ def test_killed_after_the_order_reached_kis(kis_sim, tmp_path):
 
 def test_killed_before_the_order_left(kis_sim, tmp_path):
     # The worker dies while still asking for a token: its order never left.
-    intent, order = crash_and_recover(kis_sim, tmp_path, held_path="/oauth2/tokenP",
-                                      token_ready=False, faults={"latency_ms": 30_000})
+    intent, order = crash_and_recover(
+        kis_sim,
+        tmp_path,
+        held_path="/oauth2/tokenP",
+        token_ready=False,
+        faults={"latency_ms": 30_000},
+    )
     orders = broker_orders(kis_sim)
     assert len(orders) == 1 and orders[0]["odno"] == order.broker_order_no  # sent once, later
     assert Order.objects.filter(intent=intent).count() == 1

@@ -21,17 +21,20 @@ from tests.support.workers import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def test_intents_committed_while_redis_is_down_are_executed_once(kis_sim, tmp_path,
-                                                                  redis_control):
+def test_intents_committed_while_redis_is_down_are_executed_once(kis_sim, tmp_path, redis_control):
     stop_redis, start_redis = redis_control
     worker = start_worker(kis_sim, tmp_path / "worker.log")
     try:
         before = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-        wait_for(lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
-                 "the first order")
+        wait_for(
+            lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
+            "the first order",
+        )
         stop_redis()
-        during = [services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
-                  for _ in range(3)]  # each commits; publishing its task fails and is logged
+        during = [
+            services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
+            for _ in range(3)
+        ]  # each commits; publishing its task fails and is logged
         # Nothing left: each is NEW, or ORDERED with its order recorded and then released
         # (the worker's lanes were listening a moment ago, but the ring found nobody).
         assert not Order.objects.filter(intent__in=during, send_started_at__isnull=False)

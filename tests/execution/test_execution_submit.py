@@ -23,8 +23,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 def test_entry_intent_becomes_exactly_one_broker_order(kis_sim, worker):
     intent = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
-             "the order to be submitted")
+    wait_for(
+        lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+        "the order to be submitted",
+    )
     for _ in range(3):  # redelivered, or delivered by the sweep and the listener as well
         intent_execute.delay(str(intent.pk))
     time.sleep(1.0)
@@ -49,15 +51,19 @@ def test_worker_processes_keep_their_database_connections(kis_sim, worker):
 
     def worker_backends() -> list:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT backend_start FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                           "AND backend_type = 'client backend'")
+            cursor.execute(
+                "SELECT backend_start FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
+            )
             return [row[0] for row in cursor.fetchall()]
 
     def execute_one() -> None:
         intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-        wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
-                 "the order to be submitted")
+        wait_for(
+            lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+            "the order to be submitted",
+        )
 
     for _ in range(8):  # every pool process has run a task and holds a connection
         execute_one()
@@ -79,14 +85,20 @@ def test_a_worker_whose_database_connections_were_cut_recovers(kis_sim, worker):
     intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
     wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                       "AND backend_type = 'client backend'")
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
         assert cursor.fetchone()[0] >= 1
-    intents = [services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-               for _ in range(4)]
-    wait_for(lambda: Order.objects.filter(intent__in=intents, status="SUBMITTED").count() == 4,
-             "the orders after the cut", timeout=60)
+    intents = [
+        services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key()) for _ in range(4)
+    ]
+    wait_for(
+        lambda: Order.objects.filter(intent__in=intents, status="SUBMITTED").count() == 4,
+        "the orders after the cut",
+        timeout=60,
+    )
     assert all(Order.objects.filter(intent=i).count() == 1 for i in intents)
     assert len(broker_orders(kis_sim)) == 5
 
@@ -98,13 +110,23 @@ def test_broker_refusal_rejects_the_order_and_releases_the_shares(kis_sim, worke
     order = Order.objects.get(intent=entry)
     services.fill_apply(order_id=order.pk, broker_fill_key=key("local"), qty=5, price=71_000)
     position = Position.objects.get(pk=entry.position_id)
-    kis_sim.control("/_sim/accounts", {"cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-                                       "cash": 100_000_000, "hts_id": kis_sim.hts_id,
-                                       "holdings": []})
-    exit_ = services.exit_intent_open(position_id=position.pk, qty=5,
-                                      intent_type="EXIT_STOP_LOSS", idempotency_key=key())
-    wait_for(lambda: Order.objects.filter(intent=exit_, status="REJECTED").exists(),
-             "the broker's refusal")
+    kis_sim.control(
+        "/_sim/accounts",
+        {
+            "cano": kis_sim.cano,
+            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
+            "cash": 100_000_000,
+            "hts_id": kis_sim.hts_id,
+            "holdings": [],
+        },
+    )
+    exit_ = services.exit_intent_open(
+        position_id=position.pk, qty=5, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
+    )
+    wait_for(
+        lambda: Order.objects.filter(intent=exit_, status="REJECTED").exists(),
+        "the broker's refusal",
+    )
     position.refresh_from_db()
     assert (position.qty, position.reserved_qty) == (5, 0)
     assert "APBK" in Order.objects.get(intent=exit_).reject_reason
@@ -116,10 +138,20 @@ def test_sweep_sends_intents_whose_enqueue_was_lost(kis_sim, worker, settings):
     assert sweep()["intents"] == 0  # too young: still on its normal path
     with clock.installed(clock.FixedClock(clock.now() + dt.timedelta(seconds=5))):
         assert sweep()["intents"] == 1
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
-             "the swept intent to be submitted")
-    assert len([o for o in broker_orders(kis_sim)
-                if o["odno"] == Order.objects.get(intent=intent).broker_order_no]) == 1
+    wait_for(
+        lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+        "the swept intent to be submitted",
+    )
+    assert (
+        len(
+            [
+                o
+                for o in broker_orders(kis_sim)
+                if o["odno"] == Order.objects.get(intent=intent).broker_order_no
+            ]
+        )
+        == 1
+    )
 
 
 def test_sweep_leaves_intents_alone_while_halted(kis_sim, worker, settings):
@@ -142,8 +174,10 @@ def test_sweep_sends_orders_whose_task_gave_up(kis_sim, worker, settings):
     services.trading_state_set(state="ACTIVE", reason="test", changed_by="pytest")
     with clock.installed(later):
         assert sweep()["intents"] == 1
-    wait_for(lambda: Order.objects.filter(pk=order.pk, status="SUBMITTED").exists(),
-             "the abandoned order to be sent")
+    wait_for(
+        lambda: Order.objects.filter(pk=order.pk, status="SUBMITTED").exists(),
+        "the abandoned order to be sent",
+    )
     assert Order.objects.filter(intent=intent).count() == 1
     assert len(broker_orders(kis_sim)) == 1
 
@@ -162,13 +196,12 @@ def test_a_recorded_order_is_not_sent_while_halted(kis_client, kis_sim, settings
     assert Order.objects.get(intent=intent).send_started_at is None
 
 
-def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_client,
-                                                                     kis_sim, settings):
+def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_client, kis_sim, settings):
     """KIS's gateway refuses an expired token before the order reaches the exchange: the client
     replaces the token once, and when the new one is refused too the order is left unsent and
     unclaimed for the retry (or the sweep), never rejected, and a person is alerted."""
-    from kis.errors import KisTokenExpired
     from execution.services.submission import NOT_SENT, Outcome, intent_submit
+    from kis.errors import KisTokenExpired
 
     settings.EXECUTION_AUTO_SUBMIT = False
     intent = services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key())
@@ -193,14 +226,17 @@ def test_an_order_refused_for_its_token_twice_waits_to_be_sent_again(kis_client,
 
 # --- entries too old to send ---------------------------------------------------------------------
 
+
 def _past_max_age(settings) -> clock.FixedClock:
     return clock.FixedClock(
-        clock.now() + dt.timedelta(seconds=settings.EXECUTION_ENTRY_MAX_AGE_S + 1))
+        clock.now() + dt.timedelta(seconds=settings.EXECUTION_ENTRY_MAX_AGE_S + 1)
+    )
 
 
 @pytest.mark.parametrize("recorded", [False, True], ids=["no-order-yet", "order-recorded"])
-def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_client,
-                                                                kis_sim, settings, recorded):
+def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(
+    kis_client, kis_sim, settings, recorded
+):
     """KIS was out of reach past the entry's deadline (or its task's retries, then the sweep,
     came late): the entry is withdrawn, its intent or its unsent order cancelled with the
     reason, its empty position closed, and nothing reaches KIS, however often it is retried."""
@@ -208,8 +244,9 @@ def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_client,
     from execution.services.submission import Outcome, intent_submit
 
     settings.EXECUTION_AUTO_SUBMIT = False
-    intent = services.entry_intent_open(symbol="005930", qty=2, limit_price=71_000,
-                                        idempotency_key=key())
+    intent = services.entry_intent_open(
+        symbol="005930", qty=2, limit_price=71_000, idempotency_key=key()
+    )
     if recorded:
         services.order_open(intent_id=intent.pk)  # its send failed before KIS: unclaimed
     with clock.installed(_past_max_age(settings)):
@@ -231,9 +268,9 @@ def test_an_entry_not_sent_in_time_is_withdrawn_never_sent_late(kis_client,
     assert Position.objects.get(pk=intent.position_id).status == "CLOSED"
 
 
-def test_an_entry_claimed_for_a_send_kis_never_saw_is_withdrawn_when_too_old(kis_client,
-                                                                              kis_sim,
-                                                                              settings):
+def test_an_entry_claimed_for_a_send_kis_never_saw_is_withdrawn_when_too_old(
+    kis_client, kis_sim, settings
+):
     from execution.services.submission import Outcome, order_settle
 
     order = _recorded_and_claimed(settings)
@@ -248,18 +285,26 @@ def test_an_old_exit_is_still_sent(kis_client, kis_sim, settings):
     """A stop loss late is better than none: exits never expire."""
     from execution.services.submission import Outcome, intent_submit
 
-    kis_sim.control("/_sim/accounts", {"cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-                                       "cash": kis_sim.cash, "hts_id": kis_sim.hts_id,
-                                       "holdings": [{"pdno": "005930", "qty": 3,
-                                                     "avg_price": 71_000}]})
+    kis_sim.control(
+        "/_sim/accounts",
+        {
+            "cano": kis_sim.cano,
+            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
+            "cash": kis_sim.cash,
+            "hts_id": kis_sim.hts_id,
+            "holdings": [{"pdno": "005930", "qty": 3, "avg_price": 71_000}],
+        },
+    )
     settings.EXECUTION_AUTO_SUBMIT = False
-    entry = services.entry_intent_open(symbol="005930", qty=3, limit_price=71_000,
-                                       idempotency_key=key())
+    entry = services.entry_intent_open(
+        symbol="005930", qty=3, limit_price=71_000, idempotency_key=key()
+    )
     bought = services.order_open(intent_id=entry.pk)
     services.order_mark_submitted(order_id=bought.pk, broker_order_no="bought-before")
     services.fill_apply(order_id=bought.pk, broker_fill_key=key("fill"), qty=3, price=71_000)
-    exit_ = services.exit_intent_open(position_id=entry.position_id, qty=3,
-                                      intent_type="EXIT_STOP_LOSS", idempotency_key=key())
+    exit_ = services.exit_intent_open(
+        position_id=entry.position_id, qty=3, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
+    )
     with clock.installed(_past_max_age(settings)):
         assert intent_submit(intent_id=exit_.pk, broker=kis_client) is Outcome.SUBMITTED
     assert [o["qty"] for o in broker_orders(kis_sim)] == [3]
@@ -282,8 +327,9 @@ def _recorded_and_claimed(settings):
     dies around the broker call.
     """
     settings.EXECUTION_AUTO_SUBMIT = False
-    intent = services.entry_intent_open(symbol="005930", qty=4, limit_price=71_000,
-                                        idempotency_key=key())
+    intent = services.entry_intent_open(
+        symbol="005930", qty=4, limit_price=71_000, idempotency_key=key()
+    )
     order = services.order_open(intent_id=intent.pk)
     order = claimed(order.pk)
     past_its_deadline(order.pk)  # its window gone by: the settles below may act
@@ -302,8 +348,9 @@ def test_an_order_that_reached_kis_is_adopted_not_resent(kis_client, kis_sim, se
     assert len(broker_orders(kis_sim)) == 1
 
 
-def test_identical_orders_settled_at_once_each_adopt_their_own_number(kis_client,
-                                                                      kis_sim, settings):
+def test_identical_orders_settled_at_once_each_adopt_their_own_number(
+    kis_client, kis_sim, settings
+):
     """Six identical orders whose sends timed out after KIS took them, settled side by side:
     each adopts one of KIS's six numbers (the unique number per day turns a second adopter to
     the next candidate), none is sent again."""
@@ -313,20 +360,22 @@ def test_identical_orders_settled_at_once_each_adopt_their_own_number(kis_client
     orders = [_recorded_and_claimed(settings) for _ in range(6)]
     for _ in orders:  # each got out; no worker heard back
         kis_client.order_cash(side="BUY", symbol="005930", qty=4, price=71_000)
-    outcomes = at_once(lambda order: order_settle(order_id=order.pk, broker=kis_client),
-                       [(order,) for order in orders])
+    outcomes = at_once(
+        lambda order: order_settle(order_id=order.pk, broker=kis_client),
+        [(order,) for order in orders],
+    )
     assert outcomes == [Outcome.SUBMITTED] * 6
     numbers = {Order.objects.get(pk=order.pk).broker_order_no for order in orders}
     assert numbers == {o["odno"] for o in broker_orders(kis_sim)} and len(numbers) == 6
 
 
-def test_an_order_that_never_reached_kis_is_sent_after_its_deadline(kis_client, kis_sim,
-                                                                     settings):
+def test_an_order_that_never_reached_kis_is_sent_after_its_deadline(kis_client, kis_sim, settings):
     from execution.services.submission import Outcome, order_settle
 
     settings.EXECUTION_AUTO_SUBMIT = False
-    intent = services.entry_intent_open(symbol="005930", qty=4, limit_price=71_000,
-                                        idempotency_key=key())
+    intent = services.entry_intent_open(
+        symbol="005930", qty=4, limit_price=71_000, idempotency_key=key()
+    )
     order = claimed(services.order_open(intent_id=intent.pk).pk)
     assert order_settle(order_id=order.pk, broker=kis_client) is Outcome.IN_FLIGHT
     assert broker_orders(kis_sim) == []  # not yet: it may still be on its way
@@ -356,8 +405,11 @@ def _timed_out_on_the_worker(kis_sim, log: Path, fault: dict) -> Order:
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     wait_for(lambda: Order.objects.filter(intent=intent).exists(), "the order to be recorded")
     order = Order.objects.get(intent=intent)
-    wait_for(lambda: f"execution.in_flight order_id={order.pk}" in log.read_text(),
-             "the worker's order call to time out", timeout=HELD_S + 30)
+    wait_for(
+        lambda: f"execution.in_flight order_id={order.pk}" in log.read_text(),
+        "the worker's order call to time out",
+        timeout=HELD_S + 30,
+    )
     order.refresh_from_db()
     assert (order.status, order.broker_order_no) == ("NEW", None) and order.send_started_at
     return order
@@ -401,4 +453,4 @@ def test_an_order_lost_on_its_way_is_sent_once_after_its_deadline(kis_sim, worke
     assert order.status == "SUBMITTED" and [o["qty"] for o in mine] == [3]
     assert len(broker_orders(kis_sim)) == 2  # sent exactly once
     requests = [e["fault"] for e in kis_sim.book()["requests"] if "order-cash" in e["path"]]
-    assert requests[requests.index("lost"):] == ["lost", None]  # then the settle's, once
+    assert requests[requests.index("lost") :] == ["lost", None]  # then the settle's, once

@@ -2,7 +2,6 @@
 `stream_fills` process, with no periodic sync involved.
 """
 
-
 import pytest
 
 from execution import services

@@ -27,8 +27,9 @@ def test_entry_and_exit_to_a_closed_position(kis_sim, broker):
     position = Position.objects.get(pk=entry.position_id)
     assert (position.qty, position.avg_price) == (10, Decimal("71000"))
 
-    exit_ = services.exit_intent_open(position_id=position.pk, qty=10,
-                                      intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    exit_ = services.exit_intent_open(
+        position_id=position.pk, qty=10, intent_type="EXIT_TAKE_PROFIT", idempotency_key=key()
+    )
     order = send(exit_, broker)
     kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 72_000})
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
@@ -51,8 +52,11 @@ def test_partial_fills_and_repeated_syncs(kis_sim, broker):
         seen.append(Order.objects.get(pk=order.pk).filled_qty)
     assert seen == [3, 6, 8]
     assert Order.objects.get(pk=order.pk).status == "FILLED"
-    assert list(Fill.objects.filter(order=order).order_by("qty").values_list("qty", flat=True)) \
-        == [2, 3, 3]
+    assert list(Fill.objects.filter(order=order).order_by("qty").values_list("qty", flat=True)) == [
+        2,
+        3,
+        3,
+    ]
 
 
 def test_overlapping_syncs_count_nothing_twice(kis_sim, broker):
@@ -93,9 +97,13 @@ def test_a_remainder_cancelled_at_kis_is_released(kis_sim, broker):
     send(position_entry, broker)
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
     orders_sync(broker=broker)
-    exit_ = services.exit_intent_open(position_id=position_entry.position_id, qty=5,
-                                      limit_price=90_000, intent_type="EXIT_TRAILING",
-                                      idempotency_key=key())
+    exit_ = services.exit_intent_open(
+        position_id=position_entry.position_id,
+        qty=5,
+        limit_price=90_000,
+        intent_type="EXIT_TRAILING",
+        idempotency_key=key(),
+    )
     order = send(exit_, broker)
     broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)  # e.g. by MTS
     assert orders_sync(broker=broker)["closed"] == 1
@@ -117,12 +125,26 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
 
     position = held(kis_sim, broker)
     # Both above the market (71,000): neither fills.
-    stop = send(services.exit_intent_open(
-        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_STOP_LOSS",
-        idempotency_key=key()), broker)
-    tier = send(services.exit_intent_open(
-        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_TAKE_PROFIT",
-        idempotency_key=key()), broker)
+    stop = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=72_000,
+            intent_type="EXIT_STOP_LOSS",
+            idempotency_key=key(),
+        ),
+        broker,
+    )
+    tier = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=72_000,
+            intent_type="EXIT_TAKE_PROFIT",
+            idempotency_key=key(),
+        ),
+        broker,
+    )
     general, exits = dt.timedelta(seconds=60), dt.timedelta(seconds=10)
     start = clock.now()
 
@@ -139,8 +161,7 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
     assert (stop.status, tier.status) == ("CANCELLED", "SUBMITTED")
     assert (position.qty, position.available_qty) == (10, 6)  # the stop's shares are free
     assert expire(general - dt.timedelta(seconds=1), **decided_again)["expired"] == 0
-    assert expire(general + dt.timedelta(seconds=1), timeout=general) == {"expired": 1,
-                                                                        "closed": 1}
+    assert expire(general + dt.timedelta(seconds=1), timeout=general) == {"expired": 1, "closed": 1}
     tier.refresh_from_db()
     assert tier.status == "CANCELLED"
 
@@ -159,8 +180,13 @@ def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
         kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
     orders_sync(broker=broker)
     position = Position.objects.get(pk=entry.position_id)
-    exit_ = services.exit_intent_open(position_id=position.pk, qty=6, limit_price=71_500,
-                                      intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    exit_ = services.exit_intent_open(
+        position_id=position.pk,
+        qty=6,
+        limit_price=71_500,
+        intent_type="EXIT_TAKE_PROFIT",
+        idempotency_key=key(),
+    )
     order = send(exit_, broker)
     kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 71_500})  # part fills
 
@@ -175,7 +201,9 @@ def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
     assert 0 < sold < 6 and sold == at_kis["filled_qty"]  # what filled before the cancel counts
     assert order.status == "CANCELLED"
     assert (position.qty, position.reserved_qty, position.available_qty) == (6 - sold, 0, 6 - sold)
-    cancelled_at_kis = [o for o in kis_sim.book()["orders"] if o["orgn_odno"] == order.broker_order_no]
+    cancelled_at_kis = [
+        o for o in kis_sim.book()["orders"] if o["orgn_odno"] == order.broker_order_no
+    ]
     assert cancelled_at_kis, "the cancel must have gone to KIS"
 
 
@@ -199,9 +227,16 @@ def test_an_order_in_the_closing_auction_waits_for_the_match(kis_sim, broker):
         assert position.qty == 10
 
         kis_sim.control("/_sim/session", {"open": False, "auction": True})  # 15:20
-        order = send(services.exit_intent_open(
-            position_id=position.pk, qty=10, limit_price=71_000,
-            intent_type="EXIT_TAKE_PROFIT", idempotency_key=key()), broker)
+        order = send(
+            services.exit_intent_open(
+                position_id=position.pk,
+                qty=10,
+                limit_price=71_000,
+                intent_type="EXIT_TAKE_PROFIT",
+                idempotency_key=key(),
+            ),
+            broker,
+        )
         kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 71_500})  # expected price
         later = dt.datetime(2026, 11, 24, 15, 27, tzinfo=clock.SEOUL)  # 7 minutes on
         with clock.installed(clock.FixedClock(later)):
@@ -229,15 +264,25 @@ def test_an_earlier_days_order_is_never_cancelled(kis_sim, broker):
     from execution.services.expiry import orders_expire
 
     position = held(kis_sim, broker)
-    order = send(services.exit_intent_open(
-        position_id=position.pk, qty=4, limit_price=72_000, intent_type="EXIT_STOP_LOSS",
-        idempotency_key=key()), broker)  # above the market: left working
+    order = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=72_000,
+            intent_type="EXIT_STOP_LOSS",
+            idempotency_key=key(),
+        ),
+        broker,
+    )  # above the market: left working
     Order.objects.filter(pk=order.pk).update(trade_date=order.trade_date - dt.timedelta(days=1))
     later = clock.FixedClock(clock.now() + dt.timedelta(minutes=5))
     with clock.installed(later):
         assert orders_expire(broker=broker, timeout=dt.timedelta(seconds=60))["expired"] == 0
-    cancels = [r for r in kis_sim.control("/_sim/book", method="GET")["requests"]
-               if r["path"].endswith("/order-rvsecncl")]
+    cancels = [
+        r
+        for r in kis_sim.control("/_sim/book", method="GET")["requests"]
+        if r["path"].endswith("/order-rvsecncl")
+    ]
     assert cancels == []
     assert Order.objects.get(pk=order.pk).status == "SUBMITTED"
 
@@ -248,13 +293,22 @@ def test_a_notices_order_is_asked_for_by_number_not_by_paging_the_day(kis_sim_pa
     day's list takes a call per page: a burst's notices would otherwise spend the key."""
     settings.EXECUTION_AUTO_SUBMIT = False
     broker = client_for(sim_dict(kis_sim_paper), rate=2)
-    orders = [send(services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key(),
-                                              limit_price=60_000), broker)  # below: working
-              for _ in range(16)]
+    orders = [
+        send(
+            services.entry_intent_open(
+                symbol="005930", qty=1, idempotency_key=key(), limit_price=60_000
+            ),
+            broker,
+        )  # below: working
+        for _ in range(16)
+    ]
 
     def inquiries() -> int:
-        return sum(1 for r in kis_sim_paper.control("/_sim/book", method="GET")["requests"]
-                   if r["path"].endswith("/inquire-daily-ccld"))
+        return sum(
+            1
+            for r in kis_sim_paper.control("/_sim/book", method="GET")["requests"]
+            if r["path"].endswith("/inquire-daily-ccld")
+        )
 
     before = inquiries()
     assert orders_sync(broker=broker, order_ids=[orders[3].pk])["orders"] == 1

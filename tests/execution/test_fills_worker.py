@@ -27,9 +27,11 @@ def worker(kis_sim_process, django_db_setup, tmp_path_factory):
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     # The subject is fills and the expiry, at whatever hour this runs: orders may be cancelled
     # once their timeout has passed, in the session or not (the session guard is tested apart).
-    proc = start_worker(kis_sim_process, log,
-                        env={"AEGIS_LIMIT_ORDER_TIMEOUT_S": str(LIMIT_ORDER_TIMEOUT_S),
-                             "AEGIS_ORDERS_DUE": ""})
+    proc = start_worker(
+        kis_sim_process,
+        log,
+        env={"AEGIS_LIMIT_ORDER_TIMEOUT_S": str(LIMIT_ORDER_TIMEOUT_S), "AEGIS_ORDERS_DUE": ""},
+    )
     yield log
     stop_worker(proc)
 
@@ -59,8 +61,12 @@ def part_fill_twice_noticed(kis_sim, stream, order: Order, *, filled: int) -> Or
 
 
 def expire_by_the_worker(order: Order) -> Order:
-    wait_for(lambda: clock.now() - order.submitted_at
-             > dt.timedelta(seconds=LIMIT_ORDER_TIMEOUT_S + 0.2), "the limit-order timeout")
+    wait_for(
+        lambda: (
+            clock.now() - order.submitted_at > dt.timedelta(seconds=LIMIT_ORDER_TIMEOUT_S + 0.2)
+        ),
+        "the limit-order timeout",
+    )
     orders_expire_task.delay()
     wait_for(lambda: Order.objects.get(pk=order.pk).status == "CANCELLED", "the expiry")
     order.refresh_from_db()
@@ -69,8 +75,9 @@ def expire_by_the_worker(order: Order) -> Order:
 
 def test_a_repeated_fill_notice_counts_once_and_the_unfilled_rest_expires(kis_sim, stream):
     kis_sim.control("/_sim/limits", {"max_fill_per_step": 4})
-    entry = services.entry_intent_open(symbol="005930", qty=10, limit_price=71_000,
-                                       idempotency_key=key())
+    entry = services.entry_intent_open(
+        symbol="005930", qty=10, limit_price=71_000, idempotency_key=key()
+    )
     wait_for(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(), "the buy")
     buy = part_fill_twice_noticed(kis_sim, stream, Order.objects.get(intent=entry), filled=4)
     position = Position.objects.get(pk=entry.position_id)
@@ -79,16 +86,24 @@ def test_a_repeated_fill_notice_counts_once_and_the_unfilled_rest_expires(kis_si
     buy = expire_by_the_worker(buy)
     assert buy.filled_qty == 4
     at_kis = {o["odno"]: o for o in kis_sim.book()["orders"]}
-    assert (at_kis[buy.broker_order_no]["filled_qty"], at_kis[buy.broker_order_no]["remaining"]) \
-        == (4, 0)
-    assert any(o["orgn_odno"] == buy.broker_order_no and o["kind"] == "cancel"
-               for o in at_kis.values())
+    assert (
+        at_kis[buy.broker_order_no]["filled_qty"],
+        at_kis[buy.broker_order_no]["remaining"],
+    ) == (4, 0)
+    assert any(
+        o["orgn_odno"] == buy.broker_order_no and o["kind"] == "cancel" for o in at_kis.values()
+    )
     position.refresh_from_db()
     assert (position.qty, position.status) == (4, "OPEN")  # what was bought, no more
 
     kis_sim.control("/_sim/limits", {"max_fill_per_step": 3})
-    exit_ = services.exit_intent_open(position_id=position.pk, qty=4, limit_price=71_000,
-                                      intent_type="EXIT_TAKE_PROFIT", idempotency_key=key())
+    exit_ = services.exit_intent_open(
+        position_id=position.pk,
+        qty=4,
+        limit_price=71_000,
+        intent_type="EXIT_TAKE_PROFIT",
+        idempotency_key=key(),
+    )
     wait_for(lambda: Order.objects.filter(intent=exit_, status="SUBMITTED").exists(), "the sell")
     position.refresh_from_db()
     assert (position.reserved_qty, position.available_qty) == (4, 0)

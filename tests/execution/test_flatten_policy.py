@@ -70,7 +70,8 @@ def test_auto_flatten_opens_one_flatten_intent_per_open_position_once(at):
     assert flatten_policy_check(breaker_state="open") is None
     intents = flatten_intents()
     assert sorted((i.position_id, i.qty, i.side) for i in intents) == sorted(
-        [(first.pk, 10, "SELL"), (second.pk, 3, "SELL")])
+        [(first.pk, 10, "SELL"), (second.pk, 3, "SELL")]
+    )
     assert all(i.status == "NEW" for i in intents)  # they go out once KIS answers
     assert trading_state_get() == "REDUCING"
     assert Position.objects.get(pk=first.pk).reserved_qty == 10  # through the ledger
@@ -106,8 +107,9 @@ def test_a_new_outage_is_a_new_decision(at):
 def test_every_held_price_stale_in_the_session_triggers_it(at):
     policy(on_prices_stale=True, prices_stale_s=120)
     open_position("005930", 10)
-    BestPrice.objects.create(symbol="005930", price=10_000, source="WS",
-                             event_at=T - dt.timedelta(seconds=119))
+    BestPrice.objects.create(
+        symbol="005930", price=10_000, source="WS", event_at=T - dt.timedelta(seconds=119)
+    )
     assert prices_stale_since(stale_s=120) is None
     at.advance(dt.timedelta(seconds=1))
     since = prices_stale_since(stale_s=120)

@@ -246,8 +246,10 @@ def test_the_one_statement_path_records_the_order_unclaimed(new_symbol):
     assert_consistent(position)
 
 
-@pytest.mark.parametrize("case", ["halted", "reducing_entry", "startup_gate", "broker_disagrees",
-                                  "cancelled", "malformed"])
+@pytest.mark.parametrize(
+    "case",
+    ["halted", "reducing_entry", "startup_gate", "broker_disagrees", "cancelled", "malformed"],
+)
 def test_the_one_statement_path_declines_what_is_not_ordinary(new_symbol, case):
     from execution.services.orders import order_open_recorded
     from execution.services.trading_state import reconciliation_require

@@ -11,8 +11,8 @@ from core import clock
 from execution import services
 from execution.exceptions import InsufficientAvailableQty, InvalidInput, TradingNotAllowed
 from execution.locks import position_qs_for_update
-from execution.services.intents import execute_here
 from execution.models import Order, OrderIntent, Position, TradingState
+from execution.services.intents import execute_here
 from tests.support.ledger import key, open_position
 
 pytestmark = pytest.mark.django_db
@@ -20,14 +20,22 @@ pytestmark = pytest.mark.django_db
 
 def locked(position_id):
     """The caller's statement: the position locked and the state in force beside it."""
-    return position_qs_for_update().annotate(
-        trading_state=services.trading_state_in_force()).get(pk=position_id)
+    return (
+        position_qs_for_update()
+        .annotate(trading_state=services.trading_state_in_force())
+        .get(pk=position_id)
+    )
 
 
 def open_locked(position, qty=5, **kw):
     return services.exit_intent_open_locked(
-        position, trading_state=position.trading_state, qty=qty, intent_type="EXIT_STOP_LOSS",
-        idempotency_key=kw.pop("idempotency_key", key()), **kw)
+        position,
+        trading_state=position.trading_state,
+        qty=qty,
+        intent_type="EXIT_STOP_LOSS",
+        idempotency_key=kw.pop("idempotency_key", key()),
+        **kw,
+    )
 
 
 def test_it_reserves_and_clamps_like_exit_intent_open(new_symbol):
@@ -62,8 +70,9 @@ def test_a_repeated_key_returns_the_first_intent_unless_the_key_is_new(new_symbo
     assert position.reserved_qty == 3
 
 
-@pytest.mark.parametrize("state, allowed", [("ACTIVE", True), ("REDUCING", True),
-                                            ("HALTED", False)])
+@pytest.mark.parametrize(
+    "state, allowed", [("ACTIVE", True), ("REDUCING", True), ("HALTED", False)]
+)
 def test_the_state_read_in_the_locking_statement_decides(new_symbol, state, allowed):
     position = open_position(new_symbol(), 10)
     services.trading_state_set(state=state, reason="test", changed_by="test")
@@ -81,7 +90,8 @@ def test_awaiting_the_startup_reconciliation_reads_as_halted(new_symbol):
     position = open_position(new_symbol(), 10)
     now = clock.now()
     TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(
-        reconcile_required_since=now, reconciled_at=now - dt.timedelta(seconds=1))
+        reconcile_required_since=now, reconciled_at=now - dt.timedelta(seconds=1)
+    )
     assert services.trading_state_get() == "HALTED"
     with transaction.atomic():
         row = locked(position.pk)
@@ -110,8 +120,12 @@ def test_with_a_new_key_it_writes_in_one_statement(new_symbol):
             intent = open_locked(row, new_key=True)
     assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH"]
     stored = OrderIntent.objects.get(pk=intent.pk)
-    assert (stored.status, stored.qty, stored.side, stored.symbol) == ("NEW", 5, "SELL",
-                                                                      position.symbol)
+    assert (stored.status, stored.qty, stored.side, stored.symbol) == (
+        "NEW",
+        5,
+        "SELL",
+        position.symbol,
+    )
     position.refresh_from_db()
     assert position.reserved_qty == row.reserved_qty == 5
 
@@ -150,7 +164,11 @@ def test_for_a_taker_of_recorded_orders_the_same_statement_records_the_order(new
     [order] = taker.orders
     stored = Order.objects.get(pk=order.pk)
     assert (stored.intent_id, stored.status, stored.qty, stored.limit_price) == (
-        intent.pk, "NEW", 4, 9_700)
+        intent.pk,
+        "NEW",
+        4,
+        9_700,
+    )
     # Recorded unclaimed: the send claims it right before the broker write.
     assert stored.send_started_at is None is order.send_started_at
     assert taker.ids == []

@@ -25,8 +25,16 @@ def _outside_sell(position: Position, qty: int) -> uuid.UUID:
             f"INSERT INTO {OrderIntent._meta.db_table} (id, intent_type, side, position_id, "
             "symbol, qty, status, reason, idempotency_key, event_at, created_at, closed_reason) "
             "VALUES (%s, 'MANUAL', 'SELL', %s, %s, %s, 'NEW', 'outside', %s, %s, %s, '')",
-            [intent_id, position.pk, position.symbol, qty, key("outside"), clock.now(),
-             clock.now()])
+            [
+                intent_id,
+                position.pk,
+                position.symbol,
+                qty,
+                key("outside"),
+                clock.now(),
+                clock.now(),
+            ],
+        )
     return intent_id
 
 
@@ -48,8 +56,9 @@ def test_an_intent_written_outside_the_services_reserves_its_shares(new_symbol, 
 def test_an_intent_for_more_than_is_available_is_refused_whoever_writes_it(new_symbol, settings):
     settings.EXECUTION_AUTO_SUBMIT = False
     position = open_position(new_symbol(), 10)
-    services.exit_intent_open(position_id=position.pk, qty=7, intent_type="MANUAL",
-                              idempotency_key=key())
+    services.exit_intent_open(
+        position_id=position.pk, qty=7, intent_type="MANUAL", idempotency_key=key()
+    )
     with pytest.raises(IntegrityError) as refused, transaction.atomic():
         _outside_sell(position, 4)  # 3 available
     assert refused.value.__cause__.diag.constraint_name == "intent_reserves_available"
@@ -61,20 +70,28 @@ def test_an_intent_for_more_than_is_available_is_refused_whoever_writes_it(new_s
 def test_a_second_open_order_for_one_intent_is_refused(new_symbol, settings):
     settings.EXECUTION_AUTO_SUBMIT = False
     position = open_position(new_symbol(), 10)
-    intent = services.exit_intent_open(position_id=position.pk, qty=3, intent_type="MANUAL",
-                                       idempotency_key=key())
+    intent = services.exit_intent_open(
+        position_id=position.pk, qty=3, intent_type="MANUAL", idempotency_key=key()
+    )
     order = services.order_open(intent_id=intent.pk)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Order.objects.create(intent_id=intent.pk, position=position, symbol=position.symbol,
-                             side="SELL", qty=3, created_at=clock.now())
+        Order.objects.create(
+            intent_id=intent.pk,
+            position=position,
+            symbol=position.symbol,
+            side="SELL",
+            qty=3,
+            created_at=clock.now(),
+        )
     assert list(Order.objects.filter(intent=intent).values_list("pk", flat=True)) == [order.pk]
 
 
 def test_the_audit_alerts_on_a_reservation_the_rows_do_not_explain(new_symbol, settings):
     settings.EXECUTION_AUTO_SUBMIT = False
     position = open_position(new_symbol(), 10)
-    services.exit_intent_open(position_id=position.pk, qty=3, intent_type="MANUAL",
-                              idempotency_key=key())
+    services.exit_intent_open(
+        position_id=position.pk, qty=3, intent_type="MANUAL", idempotency_key=key()
+    )
     assert ledger_audit() == {"positions_drifting": 0}
     Position.objects.filter(pk=position.pk).update(reserved_qty=5)  # written around the rules
     assert ledger_audit() == {"positions_drifting": 1}

@@ -59,9 +59,10 @@ def test_simultaneous_full_exits_sell_each_position_once(pool, test_database_url
     intent_id = next(r["intent_id"] for results in per_process for r in results if r["granted"])
     barrier = ctx.Manager().Barrier(PROCESSES)
     # Half take the execute task's one-statement path, half go under the position lock.
-    orders = p.starmap(race_worker.order_race,
-                       [(test_database_url, intent_id, barrier, i % 2 == 0)
-                        for i in range(PROCESSES)])
+    orders = p.starmap(
+        race_worker.order_race,
+        [(test_database_url, intent_id, barrier, i % 2 == 0) for i in range(PROCESSES)],
+    )
     assert len({o["order_id"] for o in orders} - {None}) == 1
     assert Order.objects.filter(intent_id=intent_id).count() == 1
 
@@ -85,15 +86,26 @@ def test_random_operation_storm_never_oversells(pool, test_database_url, new_sym
             totals[name] = totals.get(name, 0) + count
     assert sum(totals.values()) >= PROCESSES * OPS_PER_PROCESS
     # The storm must have exercised the paths it claims to: successes and refusals alike.
-    for needed in ("exit", "order", "submit", "fill", "cancel_order", "reject",
-                   "exit:InsufficientAvailableQty", "fill:repeat"):
+    for needed in (
+        "exit",
+        "order",
+        "submit",
+        "fill",
+        "cancel_order",
+        "reject",
+        "exit:InsufficientAvailableQty",
+        "fill:repeat",
+    ):
         assert totals.get(needed, 0) > 0, (needed, totals)
     mine = {"position__in": ids}
     assert Order.objects.filter(status="REJECTED", **mine).exists(), "no order was rejected"
-    assert Fill.objects.filter(order__position__in=ids, qty__lt=F("order__qty")).exists(), \
+    assert Fill.objects.filter(order__position__in=ids, qty__lt=F("order__qty")).exists(), (
         "no order filled in part"
-    assert Order.objects.filter(status="PARTIAL_FILLED", **mine).exists() or Order.objects.filter(
-        status="CANCELLED", filled_qty__gt=0, **mine).exists(), "no order was left part-filled"
+    )
+    assert (
+        Order.objects.filter(status="PARTIAL_FILLED", **mine).exists()
+        or Order.objects.filter(status="CANCELLED", filled_qty__gt=0, **mine).exists()
+    ), "no order was left part-filled"
 
     for position in Position.objects.filter(pk__in=ids):
         bought, sold = _fill_sum(position, "BUY"), _fill_sum(position, "SELL")

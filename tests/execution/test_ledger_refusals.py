@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from execution import services
 from execution.exceptions import (
-    InvalidInput,
     IntentNotFound,
+    InvalidInput,
     LedgerError,
     OrderNotFound,
     PositionClosed,
@@ -40,8 +40,9 @@ def held(new_symbol):
 
 
 def exit_kwargs(position_id, **overrides):
-    kwargs = dict(position_id=position_id, qty=5, intent_type="EXIT_STOP_LOSS",
-                  idempotency_key=key())
+    kwargs = dict(
+        position_id=position_id, qty=5, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
+    )
     kwargs.update(overrides)
     return kwargs
 
@@ -113,12 +114,18 @@ def test_exit_while_halted_is_refused(held):
         (lambda: services.intent_cancel(intent_id="garbage", reason="x"), IntentNotFound),
         (lambda: services.order_open(intent_id=uuid.uuid4()), IntentNotFound),
         (lambda: services.order_reject(order_id=uuid.uuid4(), reason="x"), OrderNotFound),
-        (lambda: services.fill_apply(order_id=uuid.uuid4(), broker_fill_key="k", qty=1, price=1),
-         OrderNotFound),
-        (lambda: services.trading_state_set(state="PAUSED", reason="x", changed_by="t"),
-         InvalidInput),
-        (lambda: services.trading_state_set(state="HALTED", reason=" ", changed_by="t"),
-         InvalidInput),
+        (
+            lambda: services.fill_apply(order_id=uuid.uuid4(), broker_fill_key="k", qty=1, price=1),
+            OrderNotFound,
+        ),
+        (
+            lambda: services.trading_state_set(state="PAUSED", reason="x", changed_by="t"),
+            InvalidInput,
+        ),
+        (
+            lambda: services.trading_state_set(state="HALTED", reason=" ", changed_by="t"),
+            InvalidInput,
+        ),
     ],
 )
 def test_unknown_ids_and_bad_states_are_typed_errors(call, error):
@@ -139,9 +146,17 @@ def test_bad_fill_arguments_are_refused(held):
 
 
 def test_every_refusal_is_a_ledger_error():
-    assert all(issubclass(e, LedgerError) for e in (
-        InvalidInput, PositionNotFound, PositionClosed, TradingNotAllowed, IntentNotFound,
-        OrderNotFound))
+    assert all(
+        issubclass(e, LedgerError)
+        for e in (
+            InvalidInput,
+            PositionNotFound,
+            PositionClosed,
+            TradingNotAllowed,
+            IntentNotFound,
+            OrderNotFound,
+        )
+    )
 
 
 # --- the database itself --------------------------------------------------------------------
@@ -175,12 +190,24 @@ def test_database_refuses_impossible_orders_intents_and_fills(held):
     _raw_update(Fill, fill_row.pk, qty=0)
     _raw_update(Fill, fill_row.pk, price=0)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Fill.objects.create(order=order, broker_fill_key=fill_row.broker_fill_key, qty=1,
-                            price=1, filled_at=timezone.now(), recorded_at=timezone.now())
+        Fill.objects.create(
+            order=order,
+            broker_fill_key=fill_row.broker_fill_key,
+            qty=1,
+            price=1,
+            filled_at=timezone.now(),
+            recorded_at=timezone.now(),
+        )
     with pytest.raises(IntegrityError), transaction.atomic():
         OrderIntent.objects.create(
-            intent_type="EXIT_TIME", side="SELL", position=held, symbol=held.symbol, qty=1,
-            idempotency_key=intent.idempotency_key, event_at=timezone.now(),
-            created_at=timezone.now())
+            intent_type="EXIT_TIME",
+            side="SELL",
+            position=held,
+            symbol=held.symbol,
+            qty=1,
+            idempotency_key=intent.idempotency_key,
+            event_at=timezone.now(),
+            created_at=timezone.now(),
+        )
     with pytest.raises(IntegrityError), transaction.atomic():
         TradingState.objects.create(id=2, state="ACTIVE")

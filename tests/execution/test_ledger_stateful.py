@@ -56,14 +56,20 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # --- the model ----------------------------------------------------------------------------
     def reserved(self, pid):
-        return sum(i["qty"] for i in self.intent.values()
-                   if i["pid"] == pid and i["side"] == "SELL" and i["status"] == "NEW") + sum(
-            o["qty"] - o["filled"] for o in self.order.values()
-            if o["pid"] == pid and o["side"] == "SELL" and o["status"] in OPEN_ORDER)
+        return sum(
+            i["qty"]
+            for i in self.intent.values()
+            if i["pid"] == pid and i["side"] == "SELL" and i["status"] == "NEW"
+        ) + sum(
+            o["qty"] - o["filled"]
+            for o in self.order.values()
+            if o["pid"] == pid and o["side"] == "SELL" and o["status"] in OPEN_ORDER
+        )
 
     def maybe_close(self, pid):
         busy = any(i["pid"] == pid and i["status"] == "NEW" for i in self.intent.values()) or any(
-            o["pid"] == pid and o["status"] in OPEN_ORDER for o in self.order.values())
+            o["pid"] == pid and o["status"] in OPEN_ORDER for o in self.order.values()
+        )
         if self.pos[pid]["qty"] == 0 and self.reserved(pid) == 0 and not busy:
             self.pos[pid]["closed"] = True
 
@@ -76,22 +82,36 @@ class LedgerMachine(RuleBasedStateMachine):
     def holdings(self, sym, qty):
         """Start each example with shares in one symbol, bought through the ledger."""
         symbol = self.symbols[sym]
-        intent = services.entry_intent_open(symbol=symbol, qty=qty, idempotency_key=str(uuid.uuid4()))
+        intent = services.entry_intent_open(
+            symbol=symbol, qty=qty, idempotency_key=str(uuid.uuid4())
+        )
         order = services.order_open(intent_id=intent.pk)
-        services.fill_apply(order_id=order.pk, broker_fill_key=str(uuid.uuid4()), qty=qty,
-                            price=10_000)
+        services.fill_apply(
+            order_id=order.pk, broker_fill_key=str(uuid.uuid4()), qty=qty, price=10_000
+        )
         self.position_of[symbol] = intent.position_id
         self.pos[intent.position_id] = {"qty": qty, "closed": False}
-        self.intent[str(intent.pk)] = {"pid": intent.position_id, "side": "BUY", "qty": qty,
-                                       "status": "ORDERED"}
-        self.order[str(order.pk)] = {"pid": intent.position_id, "side": "BUY", "qty": qty,
-                                     "filled": qty, "status": "FILLED", "numbered": False}
+        self.intent[str(intent.pk)] = {
+            "pid": intent.position_id,
+            "side": "BUY",
+            "qty": qty,
+            "status": "ORDERED",
+        }
+        self.order[str(order.pk)] = {
+            "pid": intent.position_id,
+            "side": "BUY",
+            "qty": qty,
+            "filled": qty,
+            "status": "FILLED",
+            "numbered": False,
+        }
 
     @rule(target=intents, sym=st.integers(0, 1), qty=st.integers(1, 50))
     def entry(self, sym, qty):
         symbol = self.symbols[sym]
         call = lambda: services.entry_intent_open(  # noqa: E731
-            symbol=symbol, qty=qty, idempotency_key=str(uuid.uuid4()))
+            symbol=symbol, qty=qty, idempotency_key=str(uuid.uuid4())
+        )
         if self.state != "ACTIVE":
             self.expect_error(TradingNotAllowed, call)
             return multiple()
@@ -111,8 +131,8 @@ class LedgerMachine(RuleBasedStateMachine):
         if pid is None:
             return multiple()
         call = lambda: services.exit_intent_open(  # noqa: E731
-            position_id=pid, qty=qty, intent_type="EXIT_TRAILING",
-            idempotency_key=str(uuid.uuid4()))
+            position_id=pid, qty=qty, intent_type="EXIT_TRAILING", idempotency_key=str(uuid.uuid4())
+        )
         available = self.pos[pid]["qty"] - self.reserved(pid)
         if self.state == "HALTED":
             self.expect_error(TradingNotAllowed, call)
@@ -123,17 +143,21 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             intent = call()
             assert intent.qty == min(qty, available)
-            self.intent[str(intent.pk)] = {"pid": pid, "side": "SELL", "qty": intent.qty,
-                                           "status": "NEW"}
+            self.intent[str(intent.pk)] = {
+                "pid": pid,
+                "side": "SELL",
+                "qty": intent.qty,
+                "status": "NEW",
+            }
             return str(intent.pk)
         return multiple()
 
-    @rule(target=orders, intent_id=intents,
-          broker_qty=st.one_of(st.none(), st.integers(0, 120)))
+    @rule(target=orders, intent_id=intents, broker_qty=st.one_of(st.none(), st.integers(0, 120)))
     def order_open(self, intent_id, broker_qty):
         i = self.intent[intent_id]
         call = lambda: services.order_open(  # noqa: E731
-            intent_id=intent_id, broker_sellable_qty=broker_qty)
+            intent_id=intent_id, broker_sellable_qty=broker_qty
+        )
         forbidden = self.state == "HALTED" or (self.state == "REDUCING" and i["side"] == "BUY")
         if i["status"] == "ORDERED":
             mine = self.order[i["order"]]
@@ -165,30 +189,46 @@ class LedgerMachine(RuleBasedStateMachine):
         assert order.qty == qty
         i["status"] = "ORDERED"
         i["order"] = str(order.pk)
-        self.order[str(order.pk)] = {"pid": i["pid"], "side": i["side"], "qty": qty, "filled": 0,
-                                     "status": "NEW", "numbered": False}
+        self.order[str(order.pk)] = {
+            "pid": i["pid"],
+            "side": i["side"],
+            "qty": qty,
+            "filled": 0,
+            "status": "NEW",
+            "numbered": False,
+        }
         return str(order.pk)
 
     @rule(order_id=orders)
     def submit(self, order_id):
         o = self.order[order_id]
-        call = lambda: services.order_mark_submitted(  # noqa: E731
-            order_id=order_id, broker_order_no=uuid.uuid4().hex[:10])
+
+        def call():
+            return services.order_mark_submitted(
+                order_id=order_id, broker_order_no=uuid.uuid4().hex[:10]
+            )
+
         if o["status"] != "NEW" or o["numbered"]:
             self.expect_error(InvalidOrderState, call)
             return
         call()
         o["status"], o["numbered"] = "SUBMITTED", True
 
-    @rule(target=fills, order_id=orders, part=st.integers(1, 3),
-          too_much=st.sampled_from([False, False, False, True]), price=st.integers(1_000, 20_000))
+    @rule(
+        target=fills,
+        order_id=orders,
+        part=st.integers(1, 3),
+        too_much=st.sampled_from([False, False, False, True]),
+        price=st.integers(1_000, 20_000),
+    )
     def fill(self, order_id, part, too_much, price):
         o = self.order[order_id]
         remaining = o["qty"] - o["filled"]
         qty = remaining + 1 if too_much else max(1, remaining // part)
         key = str(uuid.uuid4())
         call = lambda: services.fill_apply(  # noqa: E731
-            order_id=order_id, broker_fill_key=key, qty=qty, price=price)
+            order_id=order_id, broker_fill_key=key, qty=qty, price=price
+        )
         if o["status"] not in OPEN_ORDER:
             self.expect_error(InvalidOrderState, call)
             return multiple()

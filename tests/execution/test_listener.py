@@ -45,11 +45,18 @@ def broker(settings):
 @pytest.fixture
 def listener(test_db_url, tmp_path):
     log = tmp_path / "listener.log"
-    env = os.environ | {"DATABASE_URL": test_db_url,
-                        "DATABASE_DIRECT_URL": child_database_url("DATABASE_DIRECT_URL")}
+    env = os.environ | {
+        "DATABASE_URL": test_db_url,
+        "DATABASE_DIRECT_URL": child_database_url("DATABASE_DIRECT_URL"),
+    }
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "manage.py", "listen_intents"], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "listen_intents"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while "listening on new_intent" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -76,7 +83,8 @@ def insert_raw(dsn, position, *, status="NEW", commit=True) -> str:
             "INSERT INTO execution_orderintent (id, intent_type, side, position_id, symbol, qty,"
             " status, reason, idempotency_key, event_at, created_at, closed_reason)"
             " VALUES (%s, 'MANUAL', 'SELL', %s, %s, 1, %s, 'outside writer', %s, now(), now(), '')",
-            (intent_id, position.pk, position.symbol, status, f"raw:{intent_id}"))
+            (intent_id, position.pk, position.symbol, status, f"raw:{intent_id}"),
+        )
         if commit:
             conn.commit()
         else:
@@ -87,8 +95,9 @@ def insert_raw(dsn, position, *, status="NEW", commit=True) -> str:
 def test_raw_sql_intents_are_enqueued_by_the_listener(listener, broker, test_db_url, new_symbol):
     position = open_position(new_symbol(), 10)
     # Aegis's own insert: enqueued on commit by Aegis, so the trigger stays quiet.
-    services.exit_intent_open(position_id=position.pk, qty=1, intent_type="EXIT_TIME",
-                              idempotency_key=key())
+    services.exit_intent_open(
+        position_id=position.pk, qty=1, intent_type="EXIT_TIME", idempotency_key=key()
+    )
     insert_raw(test_db_url, position, commit=False)  # rolled back: never announced
     insert_raw(test_db_url, position, status="CANCELLED")  # not NEW: not announced
     wanted = insert_raw(test_db_url, position)
@@ -106,18 +115,26 @@ def test_listener_survives_a_lost_connection(listener, broker, test_db_url, new_
     with psycopg.connect(test_db_url, autocommit=True) as admin:
         # The killed backend lingers in pg_stat_activity for a moment: only another backend
         # listening counts as the listener back.
-        old = [pid for (pid,) in admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'aegis-listener'")]
+        old = [
+            pid
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'aegis-listener'"
+            )
+        ]
         assert old, "no listener to cut off"
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE pid = ANY(%s)", [old])
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)", [old]
+        )
     deadline = time.monotonic() + 60
     wanted = None
     while time.monotonic() < deadline:
         with psycopg.connect(test_db_url, autocommit=True) as admin:
-            back = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
-                                 "= 'aegis-listener' AND query ILIKE 'LISTEN%%' "
-                                 "AND NOT pid = ANY(%s)", [old]).fetchone()[0]
+            back = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                "= 'aegis-listener' AND query ILIKE 'LISTEN%%' "
+                "AND NOT pid = ANY(%s)",
+                [old],
+            ).fetchone()[0]
         if back:
             wanted = insert_raw(test_db_url, position)
             break
@@ -135,30 +152,41 @@ def worker(kis_sim_process, tmp_path):
     stop_worker(proc)
 
 
-def test_a_raw_sql_intent_becomes_one_broker_order(kis_sim, worker, listener, broker,
-                                                    test_db_url, new_symbol):
+def test_a_raw_sql_intent_becomes_one_broker_order(
+    kis_sim, worker, listener, broker, test_db_url, new_symbol
+):
     """Trigger, listener, queue, worker, KIS: the whole path of an intent Aegis did not write."""
     forget_broker_credentials()  # tokens of a simulator since reset
     symbol = new_symbol()
     kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000})
-    kis_sim.control("/_sim/accounts", {"cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-                                       "cash": kis_sim.cash, "hts_id": kis_sim.hts_id,
-                                       "holdings": [{"pdno": symbol, "qty": 10,
-                                                     "avg_price": 10_000}]})
+    kis_sim.control(
+        "/_sim/accounts",
+        {
+            "cano": kis_sim.cano,
+            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
+            "cash": kis_sim.cash,
+            "hts_id": kis_sim.hts_id,
+            "holdings": [{"pdno": symbol, "qty": 10, "avg_price": 10_000}],
+        },
+    )
     # The shares, bought before: a broker number the simulator's own numbers cannot meet.
-    entry = services.entry_intent_open(symbol=symbol, qty=10, limit_price=10_000,
-                                       idempotency_key=key())
+    entry = services.entry_intent_open(
+        symbol=symbol, qty=10, limit_price=10_000, idempotency_key=key()
+    )
     bought = services.order_open(intent_id=entry.pk)
     services.order_mark_submitted(order_id=bought.pk, broker_order_no=f"before-{symbol}")
     services.fill_apply(order_id=bought.pk, broker_fill_key=key("fill"), qty=10, price=10_000)
     position = Position.objects.get(pk=entry.position_id)
 
     intent_id = insert_raw(test_db_url, position)
-    wait_for(lambda: Order.objects.filter(intent_id=intent_id, status="SUBMITTED").exists(),
-             "the listener's intent to reach KIS")
+    wait_for(
+        lambda: Order.objects.filter(intent_id=intent_id, status="SUBMITTED").exists(),
+        "the listener's intent to reach KIS",
+    )
     wait_for(lambda: broker.llen(QUEUE) == 0, "the queue to drain")
     order = Order.objects.get(intent_id=intent_id)
     at_kis = [o for o in kis_sim.book()["orders"] if o["pdno"] == symbol]
-    assert [(o["odno"], o["side"], o["qty"]) for o in at_kis] == \
-        [(order.broker_order_no, "SELL", 1)]
+    assert [(o["odno"], o["side"], o["qty"]) for o in at_kis] == [
+        (order.broker_order_no, "SELL", 1)
+    ]
     assert Order.objects.filter(intent_id=intent_id).count() == 1

@@ -30,8 +30,11 @@ def _waiting_on_a_lock(pid: int) -> bool:
 def _exit_state_free(position_id: int) -> bool:
     with psycopg.connect(child_database_url("DATABASE_DIRECT_URL"), autocommit=False) as other:
         try:
-            other.execute(f"SELECT 1 FROM {PositionExitState._meta.db_table} "
-                          "WHERE position_id = %s FOR UPDATE NOWAIT", [position_id])
+            other.execute(
+                f"SELECT 1 FROM {PositionExitState._meta.db_table} "
+                "WHERE position_id = %s FOR UPDATE NOWAIT",
+                [position_id],
+            )
             return True
         except psycopg.errors.LockNotAvailable:
             return False
@@ -57,8 +60,9 @@ def test_the_exit_decision_takes_the_position_before_its_exit_state(new_symbol):
             done.set()
 
     with psycopg.connect(child_database_url("DATABASE_DIRECT_URL")) as holder:
-        holder.execute(f"SELECT 1 FROM {Position._meta.db_table} WHERE id = %s FOR UPDATE",
-                       [position.pk])
+        holder.execute(
+            f"SELECT 1 FROM {Position._meta.db_table} WHERE id = %s FOR UPDATE", [position.pk]
+        )
         thread = threading.Thread(target=exit_path)
         thread.start()
         wait_until(lambda: pid and _waiting_on_a_lock(pid[0]), "the exit path to wait")

@@ -50,8 +50,10 @@ def scrape(client: Client | None = None, **headers) -> str:
 
 def test_an_accepted_order_is_timed_from_its_trigger_and_its_creation(kis_sim):
     broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
-    before = sample(scrape(), "aegis_order_latency_seconds_count", path="entry",
-                    measured_from="event") or 0
+    before = (
+        sample(scrape(), "aegis_order_latency_seconds_count", path="entry", measured_from="event")
+        or 0
+    )
     settings.EXECUTION_AUTO_SUBMIT = False
     try:
         intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
@@ -60,8 +62,12 @@ def test_an_accepted_order_is_timed_from_its_trigger_and_its_creation(kis_sim):
     assert intent_submit(intent_id=intent.pk, broker=broker).value == "submitted"
     text = scrape()
     for measured_from in ("event", "intent"):
-        assert sample(text, "aegis_order_latency_seconds_count", path="entry",
-                      measured_from=measured_from) == before + 1
+        assert (
+            sample(
+                text, "aegis_order_latency_seconds_count", path="entry", measured_from=measured_from
+            )
+            == before + 1
+        )
 
 
 def test_the_shared_state_is_read_when_scraped(kis_sim):
@@ -69,8 +75,10 @@ def test_the_shared_state_is_read_when_scraped(kis_sim):
     client.set("pybreaker:aegis:kis:order:testapp:state", "open")
     client.rpush("picks", "a message nobody consumes")
     try:
-        reconciliation_run(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
-                           trigger=Reconciliation.Trigger.MANUAL)
+        reconciliation_run(
+            broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+            trigger=Reconciliation.Trigger.MANUAL,
+        )
         text = scrape()
         assert sample(text, "aegis_breaker_state", breaker="kis-order", app="testapp") == 2
         assert sample(text, "aegis_queue_depth", queue="picks") >= 1
@@ -122,8 +130,16 @@ def test_a_stream_down_past_its_alert_makes_its_process_unhealthy(monkeypatch):
 
     try:
         stream.connections, stream.down_since = 1, time.time() - 3  # a routine reconnect
-        assert health() == (200, {"status": "ok", "process": "pricesync", "database": "ok",
-                                  "redis": "ok", "stream": "ok"})
+        assert health() == (
+            200,
+            {
+                "status": "ok",
+                "process": "pricesync",
+                "database": "ok",
+                "redis": "ok",
+                "stream": "ok",
+            },
+        )
         stream.down_since = time.time() - 120
         status, body = health()
         assert status == 503 and body["status"] == "degraded"
@@ -134,14 +150,24 @@ def test_a_stream_down_past_its_alert_makes_its_process_unhealthy(monkeypatch):
 
 
 def test_json_logs_carry_the_ids_in_their_own_fields():
-    code = ("import logging, django; django.setup(); "
-            "logging.getLogger('aegis.execution').warning('execution.in_flight order_id=%s', "
-            "'o-1', extra={'order_id': 'o-1', 'intent_id': 'i-1'})")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env=os.environ | {"LOG_FORMAT": "json",
-                                           "DJANGO_SETTINGS_MODULE": "aegis.settings"},
-                         timeout=60)
+    code = (
+        "import logging, django; django.setup(); "
+        "logging.getLogger('aegis.execution').warning('execution.in_flight order_id=%s', "
+        "'o-1', extra={'order_id': 'o-1', 'intent_id': 'i-1'})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"LOG_FORMAT": "json", "DJANGO_SETTINGS_MODULE": "aegis.settings"},
+        timeout=60,
+    )
     [line] = [json.loads(raw) for raw in out.stderr.splitlines() if raw.startswith("{")]
     assert (line["level"], line["logger"], line["order_id"], line["intent_id"]) == (
-        "WARNING", "aegis.execution", "o-1", "i-1")
+        "WARNING",
+        "aegis.execution",
+        "o-1",
+        "i-1",
+    )
     assert line["message"] == "execution.in_flight order_id=o-1"

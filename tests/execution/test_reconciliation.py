@@ -33,10 +33,16 @@ def hold(sim, holdings: dict[str, int]):
     """Give the simulator's account these holdings ({symbol: qty}), at 71,000 each."""
     for symbol in holdings:
         sim.control("/_sim/prices", {"pdno": symbol, "price": 71_000, "prev_close": 71_000})
-    sim.control("/_sim/accounts", {
-        "cano": sim.cano, "acnt_prdt_cd": sim.acnt_prdt_cd, "cash": sim.cash,
-        "hts_id": sim.hts_id, "holdings": [{"pdno": s, "qty": q,
-                                            "avg_price": 71_000} for s, q in holdings.items()]})
+    sim.control(
+        "/_sim/accounts",
+        {
+            "cano": sim.cano,
+            "acnt_prdt_cd": sim.acnt_prdt_cd,
+            "cash": sim.cash,
+            "hts_id": sim.hts_id,
+            "holdings": [{"pdno": s, "qty": q, "avg_price": 71_000} for s, q in holdings.items()],
+        },
+    )
 
 
 def test_agreeing_holdings_match_and_open_the_startup_gate(kis_sim, client):
@@ -101,8 +107,9 @@ def test_a_sell_is_capped_by_what_kis_says_is_orderable(kis_sim, client, setting
     position = open_position("005930", 10, 71_000)
     hold(kis_sim, {"005930": 6})
     reconciliation_run(broker=client)
-    exit_ = services.exit_intent_open(position_id=position.pk, qty=10,
-                                      intent_type="EXIT_STOP_LOSS", idempotency_key=key())
+    exit_ = services.exit_intent_open(
+        position_id=position.pk, qty=10, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
+    )
     assert intent_submit(intent_id=exit_.pk, broker=client) is Outcome.SUBMITTED
     order = Order.objects.get(intent=exit_)
     assert order.qty == 6 and order.status == "SUBMITTED"
@@ -116,14 +123,18 @@ def test_a_sell_of_an_agreeing_position_does_not_ask_kis(kis_sim, client, settin
     position = open_position("005930", 10, 71_000)
     hold(kis_sim, {"005930": 10})
     reconciliation_run(broker=client)
-    balance_reads = sum(1 for e in kis_sim.book()["requests"]
-                        if e["path"].endswith("inquire-balance"))
-    exit_ = services.exit_intent_open(position_id=position.pk, qty=10,
-                                      intent_type="EXIT_STOP_LOSS", idempotency_key=key())
+    balance_reads = sum(
+        1 for e in kis_sim.book()["requests"] if e["path"].endswith("inquire-balance")
+    )
+    exit_ = services.exit_intent_open(
+        position_id=position.pk, qty=10, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
+    )
     assert intent_submit(intent_id=exit_.pk, broker=client) is Outcome.SUBMITTED
     assert Order.objects.get(intent=exit_).qty == 10
-    assert sum(1 for e in kis_sim.book()["requests"]
-               if e["path"].endswith("inquire-balance")) == balance_reads
+    assert (
+        sum(1 for e in kis_sim.book()["requests"] if e["path"].endswith("inquire-balance"))
+        == balance_reads
+    )
 
 
 def test_symbols_with_an_order_in_flight_are_left_for_next_time(kis_sim, client, settings):
@@ -141,16 +152,20 @@ def test_symbols_with_an_order_in_flight_are_left_for_next_time(kis_sim, client,
 def test_the_reconcile_command_opens_the_gate_or_fails_loudly(kis_sim):
     command = [sys.executable, "manage.py", "reconcile", "--startup"]
     hold(kis_sim, {})
-    done = subprocess.run(command, cwd=ROOT, env=worker_env(kis_sim), capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        command, cwd=ROOT, env=worker_env(kis_sim), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "MATCHED" in done.stdout
     assert services.trading_state_get() == "ACTIVE"
 
     kis_sim.control("/_sim/faults", {"outage_s": 60})
-    failed = subprocess.run(command, cwd=ROOT, env=worker_env(kis_sim), capture_output=True,
-                            text=True, timeout=120)
+    failed = subprocess.run(
+        command, cwd=ROOT, env=worker_env(kis_sim), capture_output=True, text=True, timeout=120
+    )
     assert failed.returncode == 1 and "reconciliation failed" in failed.stderr
     assert services.trading_state_get() == "HALTED"
-    assert list(Reconciliation.objects.values_list("result", flat=True).order_by("pk")) == \
-        ["MATCHED", "FAILED"]
+    assert list(Reconciliation.objects.values_list("result", flat=True).order_by("pk")) == [
+        "MATCHED",
+        "FAILED",
+    ]

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from execution import alerts, services
-from kis.errors import KisCircuitOpen
 from execution.models import Alert, Order
 from execution.tasks import sweep
+from kis.errors import KisCircuitOpen
 from tests.support import SmtpReceiver, WebhookReceiver, child_database_url, holds_for
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
@@ -29,14 +29,23 @@ def receivers(settings):
     """Slack and SMS webhooks and an SMTP server on loopback, configured for this process and,
     through `env`, for the processes it starts."""
     hooks, smtp = WebhookReceiver(), SmtpReceiver()
-    settings.ALERTS = {"SLACK_WEBHOOK_URL": hooks.url + "/slack", "EMAIL_TO": [OPS_MAIL],
-                       "SMS_WEBHOOK_URL": hooks.url + "/sms", "SMS_TO": [OPS_PHONE]}
+    settings.ALERTS = {
+        "SLACK_WEBHOOK_URL": hooks.url + "/slack",
+        "EMAIL_TO": [OPS_MAIL],
+        "SMS_WEBHOOK_URL": hooks.url + "/sms",
+        "SMS_TO": [OPS_PHONE],
+    }
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
-    env = {"AEGIS_ALERT_SLACK_WEBHOOK_URL": hooks.url + "/slack",
-           "AEGIS_ALERT_EMAIL_TO": OPS_MAIL, "AEGIS_ALERT_SMS_WEBHOOK_URL": hooks.url + "/sms",
-           "AEGIS_ALERT_SMS_TO": OPS_PHONE, "EMAIL_HOST": "127.0.0.1",
-           "EMAIL_PORT": str(smtp.port), "DATABASE_URL": child_database_url()}
+    env = {
+        "AEGIS_ALERT_SLACK_WEBHOOK_URL": hooks.url + "/slack",
+        "AEGIS_ALERT_EMAIL_TO": OPS_MAIL,
+        "AEGIS_ALERT_SMS_WEBHOOK_URL": hooks.url + "/sms",
+        "AEGIS_ALERT_SMS_TO": OPS_PHONE,
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(smtp.port),
+        "DATABASE_URL": child_database_url(),
+    }
     try:
         yield hooks, smtp, env
     finally:
@@ -46,18 +55,23 @@ def receivers(settings):
 
 
 def states(subject: str) -> list[str]:
-    return list(Alert.objects.filter(kind="BREAKER", subject=subject).order_by("created_at")
-                .values_list("state", flat=True))
+    return list(
+        Alert.objects.filter(kind="BREAKER", subject=subject)
+        .order_by("created_at")
+        .values_list("state", flat=True)
+    )
 
 
 def test_failures_open_the_breaker_in_every_process_and_each_change_is_alerted_once(
-        kis_sim, receivers):
+    kis_sim, receivers
+):
     hooks, smtp, env = receivers
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 8  # the processes start and set Django up meanwhile
     with ctx.Pool(3) as pool:
-        running = pool.starmap_async(kis_worker.breaker_calls,
-                                     [(sim_dict(kis_sim), env, start, start + 2.5)] * 3)
+        running = pool.starmap_async(
+            kis_worker.breaker_calls, [(sim_dict(kis_sim), env, start, start + 2.5)] * 3
+        )
         time.sleep(max(0.0, start - 0.2 - time.time()))
         kis_sim.control("/_sim/faults", {"outage_s": 2.0})  # connections dropped for 2 s
         results = running.get(timeout=60)
@@ -69,8 +83,9 @@ def test_failures_open_the_breaker_in_every_process_and_each_change_is_alerted_o
 
     # The outage is over; 5 s after the circuit opened (kept to the second), a trial call
     # closes it.
-    client = kis_worker.client_for(sim_dict(kis_sim), 1000, retries=0, breaker_fail_max=5,
-                                   breaker_reset_s=5.0)
+    client = kis_worker.client_for(
+        sim_dict(kis_sim), 1000, retries=0, breaker_fail_max=5, breaker_reset_s=5.0
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -84,28 +99,34 @@ def test_failures_open_the_breaker_in_every_process_and_each_change_is_alerted_o
     slack = [body["text"].splitlines()[0] for body in hooks.bodies("/slack")]
     assert sorted(slack) == sorted(
         f"[Aegis {severity}] KIS circuit breaker kis-query: {state}"
-        for severity, state in [("CRITICAL", "open"), ("WARNING", "half-open"),
-                                ("INFO", "closed")])
+        for severity, state in [("CRITICAL", "open"), ("WARNING", "half-open"), ("INFO", "closed")]
+    )
     [sms] = hooks.bodies("/sms")  # critical alerts only
     assert sms["to"] == [OPS_PHONE] and "kis-query: open" in sms["text"]
     assert sorted(smtp.subjects()) == sorted(slack)
     assert all(rcpt == [OPS_MAIL] for rcpt, _ in smtp.messages)
     assert {tuple(sorted(a.deliveries)) for a in Alert.objects.all()} <= {
-        ("email", "slack"), ("email", "slack", "sms")}
+        ("email", "slack"),
+        ("email", "slack", "sms"),
+    }
 
 
 def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, tmp_path):
-    worker = start_worker(kis_sim, tmp_path / "worker.log", env={
-        "AEGIS_BREAKER_FAIL_MAX": "3", "AEGIS_BREAKER_RESET_S": "2"})
+    worker = start_worker(
+        kis_sim,
+        tmp_path / "worker.log",
+        env={"AEGIS_BREAKER_FAIL_MAX": "3", "AEGIS_BREAKER_RESET_S": "2"},
+    )
     try:
         before = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-        wait_for(lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
-                 "the order before the outage")
+        wait_for(
+            lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
+            "the order before the outage",
+        )
         kis_sim.control("/_sim/faults", {"outage_s": 4.0})
         during = []
         for _ in range(6):
-            during.append(services.entry_intent_open(symbol="005930", qty=2,
-                                                     idempotency_key=key()))
+            during.append(services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key()))
             time.sleep(0.25)
         wait_for(lambda: "open" in states("kis-order"), "the order circuit to open")
         deadline = time.monotonic() + 120
@@ -122,20 +143,25 @@ def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, t
         stop_worker(worker)
 
 
-def test_a_real_outage_triggers_the_flatten_policy_once_after_n_minutes_and_sells_nothing(
-        kis_sim):
+def test_a_real_outage_triggers_the_flatten_policy_once_after_n_minutes_and_sells_nothing(kis_sim):
     from core import clock
-    from kis.errors import KisError
     from execution.models import FlattenPolicy, OrderIntent
     from execution.services.flatten import flatten_policy_check
+    from kis.errors import KisError
     from tests.support.ledger import open_position
 
     FlattenPolicy.current()
     FlattenPolicy.objects.filter(pk=1).update(enabled=True, kis_down_minutes=5)
     held = open_position("005930", 10)
     moment = clock.FixedClock(dt.datetime(2026, 11, 24, 10, 0, tzinfo=clock.SEOUL))
-    client = kis_worker.client_for(sim_dict(kis_sim), 1000, retries=0, read_timeout_s=1.0,
-                                   breaker_fail_max=3, breaker_reset_s=600.0)
+    client = kis_worker.client_for(
+        sim_dict(kis_sim),
+        1000,
+        retries=0,
+        read_timeout_s=1.0,
+        breaker_fail_max=3,
+        breaker_reset_s=600.0,
+    )
     with clock.installed(moment):
         kis_sim.control("/_sim/faults", {"outage_s": 60.0})
         for _ in range(3):  # each order meets a dropped connection: the third opens the circuit

@@ -30,8 +30,10 @@ def _entry_through(sender: InProcessSender):
 
 
 def _one_order_at_the_broker(kis_sim, intent) -> Order:
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
-             "the order at the broker")
+    wait_for(
+        lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+        "the order at the broker",
+    )
     order = Order.objects.get(intent=intent)
     assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
     return order
@@ -50,8 +52,9 @@ def test_the_sender_sends_and_a_second_delivery_finds_the_order_taken(kis_sim, w
 
 def test_an_unreachable_broker_hands_the_intent_to_the_execute_task(kis_sim, worker, caplog):
     dead = sim_dict(kis_sim) | {"base_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:9"}
-    sender = InProcessSender(broker=kis_worker.client_for(dead, rate=50, retries=0,
-                                                          read_timeout_s=1.0))
+    sender = InProcessSender(
+        broker=kis_worker.client_for(dead, rate=50, retries=0, read_timeout_s=1.0)
+    )
     intent = _entry_through(sender)
     assert f"execution.in_process_failed intent_id={intent.pk}" in caplog.text
     order = _one_order_at_the_broker(kis_sim, intent)  # sent by the worker
@@ -59,23 +62,29 @@ def test_an_unreachable_broker_hands_the_intent_to_the_execute_task(kis_sim, wor
 
 
 def test_a_full_backlog_leaves_the_intent_to_the_execute_task(kis_sim, worker, caplog):
-    sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
-                             backlog=0)
+    sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), backlog=0)
     intent = _entry_through(sender)
     assert "sent_in_process" not in caplog.text
     _one_order_at_the_broker(kis_sim, intent)
 
 
 def _held_at_kis(kis_sim, qty: int) -> None:
-    kis_sim.control("/_sim/accounts", {
-        "cano": kis_sim.cano, "acnt_prdt_cd": kis_sim.acnt_prdt_cd, "cash": 10**10,
-        "hts_id": kis_sim.hts_id, "holdings": [{"pdno": "005930", "qty": qty,
-                                                 "avg_price": 70_000}]})
+    kis_sim.control(
+        "/_sim/accounts",
+        {
+            "cano": kis_sim.cano,
+            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
+            "cash": 10**10,
+            "hts_id": kis_sim.hts_id,
+            "holdings": [{"pdno": "005930", "qty": qty, "avg_price": 70_000}],
+        },
+    )
 
 
 def _sent_by(caplog, intent) -> str:
-    [record] = [r for r in caplog.records
-                if f"sent_in_process intent_id={intent.pk}" in r.getMessage()]
+    [record] = [
+        r for r in caplog.records if f"sent_in_process intent_id={intent.pk}" in r.getMessage()
+    ]
     return record.threadName
 
 
@@ -84,15 +93,20 @@ def test_an_exit_goes_out_from_a_thread_made_ready_while_it_committed(kis_sim, w
     breaker's state and a rate slot while the statement commits, then sends the order."""
     _held_at_kis(kis_sim, 10)
     # The holding as the ledger knows it (bought earlier; no order of it at this simulator).
-    position = Position.objects.create(symbol="005930", qty=10, avg_price=70_000,
-                                       opened_at=clock.now())
+    position = Position.objects.create(
+        symbol="005930", qty=10, avg_price=70_000, opened_at=clock.now()
+    )
     sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50))
     execute_here(sender)
     try:
         with caplog.at_level("INFO", logger="aegis.execution"):
             intent = services.exit_intent_open(
-                position_id=position.pk, qty=10, intent_type="EXIT_STOP_LOSS",
-                idempotency_key=key(), limit_price=70_000)
+                position_id=position.pk,
+                qty=10,
+                intent_type="EXIT_STOP_LOSS",
+                idempotency_key=key(),
+                limit_price=70_000,
+            )
             _one_order_at_the_broker(kis_sim, intent)
     finally:
         execute_here(None)
@@ -101,8 +115,9 @@ def test_an_exit_goes_out_from_a_thread_made_ready_while_it_committed(kis_sim, w
     assert _sent_by(caplog, intent).startswith("sender-ready")
 
 
-def test_a_ready_thread_no_order_comes_for_gives_up_and_the_next_order_goes(kis_sim, worker,
-                                                                           caplog):
+def test_a_ready_thread_no_order_comes_for_gives_up_and_the_next_order_goes(
+    kis_sim, worker, caplog
+):
     sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), ready=1)
     sender.READY_WAIT_S = 0.2
     sender.prepare()  # an exit that will not be written after all

@@ -27,8 +27,10 @@ def test_a_lock_timeout_keeps_the_connection_for_the_next_send(handed):
     connection.ensure_connection()
     before = connection.connection
     with psycopg.connect(child_database_url()) as holder:  # holds the row in a transaction
-        holder.execute(f"SELECT 1 FROM {TradingState._meta.db_table} WHERE id = %s FOR UPDATE",
-                       [TradingState.SINGLETON_PK])
+        holder.execute(
+            f"SELECT 1 FROM {TradingState._meta.db_table} WHERE id = %s FOR UPDATE",
+            [TradingState.SINGLETON_PK],
+        )
 
         def send():
             with transaction.atomic(), connection.cursor() as cursor:

@@ -19,8 +19,12 @@ FAIL_MAX = 3
 @pytest.fixture
 def breakers():
     fingerprint = secrets.token_hex(6)
-    made = Breakers(fingerprints={"query": fingerprint, "order": fingerprint},
-                    fail_max=FAIL_MAX, reset_s=60, redis_url=settings.REDIS_URL)
+    made = Breakers(
+        fingerprints={"query": fingerprint, "order": fingerprint},
+        fail_max=FAIL_MAX,
+        reset_s=60,
+        redis_url=settings.REDIS_URL,
+    )
     yield made
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.delete(*client.keys(f"aegis:kis:*:{fingerprint}*") or ["-"])
@@ -63,8 +67,12 @@ def test_a_success_with_no_failures_to_clear_writes_nothing(breakers):
 
 def test_a_failure_counted_elsewhere_is_cleared_by_the_next_success(breakers):
     breakers.call("order", lambda: "ok")
-    other = Breakers(fingerprints=breakers.fingerprints, fail_max=FAIL_MAX, reset_s=60,
-                     redis_url=settings.REDIS_URL)  # another process's view of the same key
+    other = Breakers(
+        fingerprints=breakers.fingerprints,
+        fail_max=FAIL_MAX,
+        reset_s=60,
+        redis_url=settings.REDIS_URL,
+    )  # another process's view of the same key
     _failures(other, FAIL_MAX - 1)
     breakers.call("order", lambda: "ok")  # reads the count with the state, so clears it
     _failures(other, FAIL_MAX - 1)

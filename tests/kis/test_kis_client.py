@@ -43,8 +43,13 @@ def test_orders_fill_and_show_in_the_inquiries(kis_sim, client):
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})
     orders = client.daily_orders(start=TODAY, end=TODAY)
     mine = next(o for o in orders if o.odno == ack.odno)
-    assert (mine.side, mine.symbol, mine.ord_qty, mine.tot_ccld_qty, mine.rmn_qty) == \
-        ("BUY", "005930", 10, 10, 0)
+    assert (mine.side, mine.symbol, mine.ord_qty, mine.tot_ccld_qty, mine.rmn_qty) == (
+        "BUY",
+        "005930",
+        10,
+        10,
+        0,
+    )
     balance = client.balance()
     holding = next(h for h in balance.holdings if h.symbol == "005930")
     assert (holding.hldg_qty, holding.ord_psbl_qty) == (10, 10)
@@ -92,16 +97,16 @@ def test_a_failing_credentials_alert_leaves_the_calls_own_error(kis_sim):
     kis_sim.control("/_sim/limits", {"token_ttl_s": 0, "token_interval_s": 0})  # born expired
     with pytest.raises(errors.KisTokenExpired):
         client.price("005930")
-    assert told == [{"app": client.config.query_app.fingerprint, "use": "query",
-                     "msg_cd": "EGW00123"}]
+    assert told == [
+        {"app": client.config.query_app.fingerprint, "use": "query", "msg_cd": "EGW00123"}
+    ]
 
 
 def test_one_token_for_four_processes(kis_sim):
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 3
     with ctx.Pool(4) as pool:
-        results = pool.starmap(kis_worker.price_calls,
-                               [(sim_dict(kis_sim), 50, 3, start)] * 4)
+        results = pool.starmap(kis_worker.price_calls, [(sim_dict(kis_sim), 50, 3, start)] * 4)
     assert all(r["prices"] == [71_000] * 3 for r in results)
     assert issued(kis_sim) == 1
 
@@ -112,16 +117,24 @@ def test_rate_limit_holds_across_four_processes(kis_sim):
     ctx = multiprocessing.get_context("spawn")
     start = time.time() + 3
     with ctx.Pool(4) as pool:
-        results = pool.starmap(kis_worker.price_calls,
-                               [(sim_dict(kis_sim), limit, calls, start)] * 4)
+        results = pool.starmap(
+            kis_worker.price_calls, [(sim_dict(kis_sim), limit, calls, start)] * 4
+        )
     assert sum(len(r["prices"]) for r in results) == 4 * calls  # none lost
-    arrivals = sorted(entry["t"] for entry in kis_sim.book()["requests"]
-                      if entry["path"].endswith("inquire-price"))
+    arrivals = sorted(
+        entry["t"]
+        for entry in kis_sim.book()["requests"]
+        if entry["path"].endswith("inquire-price")
+    )
     assert len(arrivals) >= 4 * calls
-    busiest = max(sum(1 for t in arrivals[i:] if t - start_t < 1.0)
-                  for i, start_t in enumerate(arrivals))
-    log = [(round(e["t"] - arrivals[0], 3), e["status"]) for e in kis_sim.book()["requests"]
-           if e["path"].endswith("inquire-price")]
+    busiest = max(
+        sum(1 for t in arrivals[i:] if t - start_t < 1.0) for i, start_t in enumerate(arrivals)
+    )
+    log = [
+        (round(e["t"] - arrivals[0], 3), e["status"])
+        for e in kis_sim.book()["requests"]
+        if e["path"].endswith("inquire-price")
+    ]
     assert busiest <= limit, f"{busiest} requests reached KIS within one second: {log}"
 
 
@@ -132,9 +145,16 @@ def test_paging_reads_every_page(kis_sim_paper):
     holdings = [{"pdno": f"{100000 + i:06d}", "qty": 1, "avg_price": 1_000} for i in range(25)]
     for h in holdings:
         sim.control("/_sim/prices", {"pdno": h["pdno"], "price": 1_000})
-    sim.control("/_sim/accounts", {"cano": sim.cano, "acnt_prdt_cd": sim.acnt_prdt_cd,
-                                   "cash": 100_000_000, "hts_id": sim.hts_id,
-                                   "holdings": holdings})
+    sim.control(
+        "/_sim/accounts",
+        {
+            "cano": sim.cano,
+            "acnt_prdt_cd": sim.acnt_prdt_cd,
+            "cash": 100_000_000,
+            "hts_id": sim.hts_id,
+            "holdings": holdings,
+        },
+    )
     for _ in range(17):  # paper pages hold 15 orders
         client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000)
     assert len(client.daily_orders(start=TODAY, end=TODAY)) == 17
@@ -188,8 +208,9 @@ class TestErrorPaths:
             client.price("005930")
         assert client.price("005930").price == 71_000
 
-    @pytest.mark.parametrize("fault", [{"error_5xx_next": 1}, {"drop_next": 1},
-                                       {"timeout_next": 1, "timeout_s": 3}])
+    @pytest.mark.parametrize(
+        "fault", [{"error_5xx_next": 1}, {"drop_next": 1}, {"timeout_next": 1, "timeout_s": 3}]
+    )
     def test_an_order_with_an_unknown_outcome_is_ambiguous_and_not_resent(self, kis_sim, fault):
         client = kis_worker.client_for(sim_dict(kis_sim), rate=50, read_timeout_s=1.0)
         client.price("005930")  # token in hand
@@ -233,9 +254,14 @@ class TestErrorPaths:
         assert kis_sim.book()["orders"] == []  # refused: safe to send again later
         assert client.price("005930").price == 71_000
 
-    @pytest.mark.parametrize("fault", [{"non_json_next": 1}, {"omit_next": 1,
-                                                              "omit_field": "stck_prpr"},
-                                       {"omit_next": 1, "omit_field": "rt_cd"}])
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            {"non_json_next": 1},
+            {"omit_next": 1, "omit_field": "stck_prpr"},
+            {"omit_next": 1, "omit_field": "rt_cd"},
+        ],
+    )
     def test_an_unreadable_quote_is_a_protocol_error(self, kis_sim, client, fault):
         client.price("005930")
         kis_sim.control("/_sim/faults", fault)
@@ -243,14 +269,16 @@ class TestErrorPaths:
             client.price("005930")
         assert client.price("005930").price == 71_000
 
-    @pytest.mark.parametrize("fault", [
-        {"non_json_next": 1, "after": True},  # taken by KIS, its answer cut short
-        {"non_json_next": 1},  # something in front of KIS answered instead
-        {"omit_next": 1, "omit_field": "odno"},
-        {"omit_next": 1, "omit_field": "rt_cd"},
-    ])
-    def test_an_unreadable_order_answer_is_ambiguous_and_not_resent(self, kis_sim, client,
-                                                                     fault):
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            {"non_json_next": 1, "after": True},  # taken by KIS, its answer cut short
+            {"non_json_next": 1},  # something in front of KIS answered instead
+            {"omit_next": 1, "omit_field": "odno"},
+            {"omit_next": 1, "omit_field": "rt_cd"},
+        ],
+    )
+    def test_an_unreadable_order_answer_is_ambiguous_and_not_resent(self, kis_sim, client, fault):
         """An answer that cannot be read says nothing about the order: it may be working at
         KIS. Treated as a refusal, its shares would be released while it fills."""
         client.price("005930")
@@ -273,9 +301,14 @@ def run_stream(sim, client, body, **stream_kwargs):
     got = {"trades": [], "notices": []}
 
     async def main():
-        stream = KisStream(url=sim.ws_url, approval_key=client.approval_key,
-                           on_trade=got["trades"].append, on_notice=got["notices"].append,
-                           reconnect_min_s=0.1, **stream_kwargs)
+        stream = KisStream(
+            url=sim.ws_url,
+            approval_key=client.approval_key,
+            on_trade=got["trades"].append,
+            on_notice=got["notices"].append,
+            reconnect_min_s=0.1,
+            **stream_kwargs,
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(stream.run(stop))
         try:
@@ -301,14 +334,16 @@ def test_trades_stream_and_resubscribe_after_a_dropped_connection(kis_sim, clien
     async def body(stream, got):
         await stream.subscribe("H0STCNT0", "005930")
         await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
-        await asyncio.to_thread(kis_sim.control, "/_sim/prices", {"pdno": "005930",
-                                                                   "price": 71_500})
+        await asyncio.to_thread(
+            kis_sim.control, "/_sim/prices", {"pdno": "005930", "price": 71_500}
+        )
         await until(lambda: any(t.price == 71_500 for t in got["trades"]))
         await asyncio.to_thread(kis_sim.control, "/_sim/faults", {"ws_drop": True})
         await until(lambda: stream.connections >= 2 and stream.connected.is_set())
         await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
-        await asyncio.to_thread(kis_sim.control, "/_sim/prices", {"pdno": "005930",
-                                                                   "price": 71_600})
+        await asyncio.to_thread(
+            kis_sim.control, "/_sim/prices", {"pdno": "005930", "price": 71_600}
+        )
         await until(lambda: any(t.price == 71_600 for t in got["trades"]))
 
     got = run_stream(kis_sim, client, body)
@@ -319,6 +354,7 @@ def test_trades_stream_and_resubscribe_after_a_dropped_connection(kis_sim, clien
 def test_a_refused_approval_key_is_replaced_and_the_subscription_made(kis_sim, client):
     """KIS forgets the approval keys (expired, revoked): the next subscription is refused with
     OPSP0011, so the stream forgets its key, subscribes with a fresh one, and trades flow."""
+
     async def body(stream, got):
         await stream.subscribe("H0STCNT0", "000660")
         await until(lambda: stream.acks.get(("H0STCNT0", "000660")) == "OPSP0000")
@@ -327,10 +363,10 @@ def test_a_refused_approval_key_is_replaced_and_the_subscription_made(kis_sim, c
         await stream.subscribe("H0STCNT0", "005930")
         await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
         assert await asyncio.to_thread(client.approval_key) != first_key
-        await asyncio.to_thread(kis_sim.control, "/_sim/prices", {"pdno": "005930",
-                                                                   "price": 71_500})
-        await until(lambda: any(t.symbol == "005930" and t.price == 71_500
-                                for t in got["trades"]))
+        await asyncio.to_thread(
+            kis_sim.control, "/_sim/prices", {"pdno": "005930", "price": 71_500}
+        )
+        await until(lambda: any(t.symbol == "005930" and t.price == 71_500 for t in got["trades"]))
 
     run_stream(kis_sim, client, body, approval_key_refused=client.approval_key_refused)
 
@@ -338,13 +374,15 @@ def test_a_refused_approval_key_is_replaced_and_the_subscription_made(kis_sim, c
 def test_a_fresh_approval_key_refused_as_well_is_not_retried_forever(kis_sim, client, caplog):
     """Without a way to forget the key, the renewal sends the same key again, is refused once
     more, and stops there (logged) instead of looping."""
+
     async def body(stream, got):
         await stream.subscribe("H0STCNT0", "005930")
         await until(lambda: stream.acks.get(("H0STCNT0", "005930")) == "OPSP0000")
         await asyncio.to_thread(kis_sim.control, "/_sim/faults", {"approvals_expire": True})
         await stream.subscribe("H0STCNT0", "000660")
-        await until(lambda: any("000660 refused: OPSP0011" in r.getMessage()
-                                for r in caplog.records))
+        await until(
+            lambda: any("000660 refused: OPSP0011" in r.getMessage() for r in caplog.records)
+        )
         await asyncio.sleep(0.5)  # time for any further attempt
         assert stream.acks.get(("H0STCNT0", "000660")) == "OPSP0011"
 
@@ -360,8 +398,9 @@ def test_fill_notices_arrive_decrypted(kis_sim, client):
         tr = notice_tr_id(Flavour(kis_sim.flavour))
         await stream.subscribe(tr, kis_sim.hts_id)
         await until(lambda: stream.acks.get((tr, kis_sim.hts_id)) == "OPSP0000")
-        ack = await asyncio.to_thread(client.order_cash, side="BUY", symbol="005930", qty=7,
-                                      price=None)
+        ack = await asyncio.to_thread(
+            client.order_cash, side="BUY", symbol="005930", qty=7, price=None
+        )
         await asyncio.to_thread(kis_sim.control, "/_sim/step", {"pdno": "005930", "steps": 1})
         await until(lambda: any(n.is_fill and n.odno == ack.odno for n in got["notices"]))
         got["odno"] = ack.odno
@@ -390,14 +429,15 @@ def test_an_expired_token_is_replaced_once(kis_sim):
     kis_sim.control("/_sim/limits", {"token_ttl_s": 2, "token_interval_s": 0})
     client = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     # This process's clock runs 100 s behind KIS's: it still believes the token fresh.
-    client.tokens = CredentialStore(kind="token", renew_before_s=0,
-                                    clock=lambda: time.time() - 100)
+    client.tokens = CredentialStore(kind="token", renew_before_s=0, clock=lambda: time.time() - 100)
     assert client.price("005930").price == 71_000
     time.sleep(2.5)
     assert client.price("005930").price == 71_000  # EGW00123, a new token, the same call
     assert issued(kis_sim) == 2
-    assert any(e["status"] == 500 and e["path"].endswith("inquire-price")
-               for e in kis_sim.book()["requests"])
+    assert any(
+        e["status"] == 500 and e["path"].endswith("inquire-price")
+        for e in kis_sim.book()["requests"]
+    )
 
 
 @pytest.mark.django_db
@@ -420,8 +460,8 @@ def test_a_token_outlives_the_loss_of_redis(kis_sim):
 
 @pytest.mark.django_db
 def test_a_vault_entry_sealed_with_another_secret_is_ignored(kis_sim):
-    from kis.config import AppCredentials
     from execution.broker import DatabaseVault
+    from kis.config import AppCredentials
 
     vault = DatabaseVault()
     app = AppCredentials(kis_sim.appkey, kis_sim.appsecret)
@@ -458,10 +498,14 @@ def test_secrets_never_reach_logs_or_errors(kis_sim, caplog):
     failures = [
         lambda: client.order_cash(side="SELL", symbol="005930", qty=1, price=None),
         lambda: client._issue_token(client.config.query_app),
-        lambda: (kis_sim.control("/_sim/faults", {"drop_next": 1}),
-                 client.order_cash(side="BUY", symbol="005930", qty=1, price=None)),
-        lambda: (kis_sim.control("/_sim/session", {"open": False}),
-                 client.order_cash(side="BUY", symbol="005930", qty=1, price=None)),
+        lambda: (
+            kis_sim.control("/_sim/faults", {"drop_next": 1}),
+            client.order_cash(side="BUY", symbol="005930", qty=1, price=None),
+        ),
+        lambda: (
+            kis_sim.control("/_sim/session", {"open": False}),
+            client.order_cash(side="BUY", symbol="005930", qty=1, price=None),
+        ),
     ]
     for fail in failures:
         with pytest.raises(errors.KisError) as err:

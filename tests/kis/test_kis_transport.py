@@ -10,8 +10,10 @@ import pytest
 
 from kis.transport import ConnectFailed, ExchangeFailed, Transport
 
-ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTR_ID: T1\r\n"
-          b"Content-Length: 11\r\n\r\n{\"rt_cd\":0}")
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTR_ID: T1\r\n"
+    b'Content-Length: 11\r\n\r\n{"rt_cd":0}'
+)
 
 
 class Server:
@@ -48,8 +50,14 @@ class Server:
                     return
                 buffer += chunk
             head, _, buffer = buffer.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             while len(buffer) < length:
                 buffer += conn.recv(65536)
             self.requests.append(head + b"\r\n\r\n" + buffer[:length])

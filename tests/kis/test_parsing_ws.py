@@ -17,18 +17,34 @@ TR = protocol.WS_TR_TRADE
 
 def trade(symbol: str, price: str, time: str = "090001") -> dict[str, str]:
     return dict.fromkeys(protocol.TRADE_FIELDS, "0") | {
-        "MKSC_SHRN_ISCD": symbol, "STCK_PRPR": price, "STCK_CNTG_HOUR": time,
-        "BSOP_DATE": "20261207", "TRHT_YN": "N", "HOUR_CLS_CODE": "0"}
+        "MKSC_SHRN_ISCD": symbol,
+        "STCK_PRPR": price,
+        "STCK_CNTG_HOUR": time,
+        "BSOP_DATE": "20261207",
+        "TRHT_YN": "N",
+        "HOUR_CLS_CODE": "0",
+    }
 
 
 def frame(*records: dict[str, str]) -> str:
-    return f"0|{TR}|{len(records):03d}|{protocol.join_records(list(records), protocol.TRADE_FIELDS)}"
+    return (
+        f"0|{TR}|{len(records):03d}|{protocol.join_records(list(records), protocol.TRADE_FIELDS)}"
+    )
 
 
-@pytest.mark.parametrize("name,value", [("STCK_PRPR", ""), ("STCK_PRPR", "Infinity"),
-                                        ("STCK_PRPR", "-5"), ("STCK_PRPR", "1E+5000000"),
-                                        ("STCK_CNTG_HOUR", "0"), ("STCK_CNTG_HOUR", "246000"),
-                                        ("MKSC_SHRN_ISCD", "59"), ("BSOP_DATE", "2026-12")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("STCK_PRPR", ""),
+        ("STCK_PRPR", "Infinity"),
+        ("STCK_PRPR", "-5"),
+        ("STCK_PRPR", "1E+5000000"),
+        ("STCK_CNTG_HOUR", "0"),
+        ("STCK_CNTG_HOUR", "246000"),
+        ("MKSC_SHRN_ISCD", "59"),
+        ("BSOP_DATE", "2026-12"),
+    ],
+)
 def test_a_trade_without_its_decision_fields_is_a_frame_error(name, value):
     with pytest.raises(FrameError, match=name):
         trade_from(trade("005930", "71000") | {name: value})
@@ -75,9 +91,13 @@ def test_bad_frames_are_logged_and_skipped_and_the_stream_goes_on(caplog):
         port = free_port()
         outages = []
         async with serve(handler, "127.0.0.1", port):
-            stream = KisStream(url=f"ws://127.0.0.1:{port}", approval_key=lambda: "approval",
-                               on_trade=on_trade, alert_after_s=0,
-                               on_outage=lambda *a: outages.append(a))
+            stream = KisStream(
+                url=f"ws://127.0.0.1:{port}",
+                approval_key=lambda: "approval",
+                on_trade=on_trade,
+                alert_after_s=0,
+                on_outage=lambda *a: outages.append(a),
+            )
             await stream.subscribe(TR, "005930")
             stop = asyncio.Event()
             task = asyncio.create_task(stream.run(stop))
@@ -105,10 +125,15 @@ def test_a_dead_stream_reconnects_with_backoff_and_reports_the_outage_once():
 
     async def main():
         seen, outages = [], []
-        stream = KisStream(url=f"ws://127.0.0.1:{port}", approval_key=lambda: "approval",
-                           on_trade=lambda t: seen.append(t.price), reconnect_min_s=0.05,
-                           reconnect_max_s=0.2, alert_after_s=0.5,
-                           on_outage=lambda state, detail, since: outages.append(state))
+        stream = KisStream(
+            url=f"ws://127.0.0.1:{port}",
+            approval_key=lambda: "approval",
+            on_trade=lambda t: seen.append(t.price),
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.2,
+            alert_after_s=0.5,
+            on_outage=lambda state, detail, since: outages.append(state),
+        )
         await stream.subscribe(TR, "005930")
         stop = asyncio.Event()
         task = asyncio.create_task(stream.run(stop))
@@ -144,8 +169,12 @@ def test_an_unexpected_error_in_the_connection_restarts_it(monkeypatch):
 
     async def main():
         seen = []
-        stream = KisStream(url=f"ws://127.0.0.1:{port}", approval_key=lambda: "approval",
-                           on_trade=lambda t: seen.append(t.price), reconnect_min_s=0.05)
+        stream = KisStream(
+            url=f"ws://127.0.0.1:{port}",
+            approval_key=lambda: "approval",
+            on_trade=lambda t: seen.append(t.price),
+            reconnect_min_s=0.05,
+        )
         real_read = stream._read
         calls = []
 

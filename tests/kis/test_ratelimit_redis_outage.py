@@ -65,12 +65,14 @@ def _in_thread(fn, timeout_s: float):
 
 
 def _outage_logs(caplog, what: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and r.getMessage().startswith(f"redis.outage {what}")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith(f"redis.outage {what}")
+    ]
 
 
-def test_a_silent_redis_costs_one_timeout_then_the_local_share_of_the_rate(silent_redis,
-                                                                           caplog):
+def test_a_silent_redis_costs_one_timeout_then_the_local_share_of_the_rate(silent_redis, caplog):
     caplog.set_level(logging.INFO, logger="aegis.kis")
     limiter = SharedRateLimiter(per_second=8, redis_url=silent_redis)
     share = settings.KIS["RATE_FALLBACK_SHARE"]
@@ -110,9 +112,12 @@ def test_without_redis_at_all_the_process_has_the_whole_rate(settings):
 def test_breakers_keep_local_state_while_redis_is_down_and_still_open(which, request, caplog):
     caplog.set_level(logging.INFO, logger="aegis.kis")
     url = request.getfixturevalue(which)
-    breakers = _in_thread(lambda: Breakers(fingerprints={"query": "f", "order": "f"},
-                                           fail_max=3, reset_s=60, redis_url=url),
-                          timeout_s=10)
+    breakers = _in_thread(
+        lambda: Breakers(
+            fingerprints={"query": "f", "order": "f"}, fail_max=3, reset_s=60, redis_url=url
+        ),
+        timeout_s=10,
+    )
 
     def fail():
         raise KisUnavailable("KIS did not answer")
@@ -137,15 +142,18 @@ def test_the_breaker_goes_back_to_the_shared_state_when_redis_answers(caplog):
 
     caplog.set_level(logging.INFO, logger="aegis.kis")
     fingerprint = secrets.token_hex(6)
-    breakers = Breakers(fingerprints={"query": fingerprint, "order": fingerprint}, fail_max=3,
-                        reset_s=60, redis_url=settings.REDIS_URL)
+    breakers = Breakers(
+        fingerprints={"query": fingerprint, "order": fingerprint},
+        fail_max=3,
+        reset_s=60,
+        redis_url=settings.REDIS_URL,
+    )
     try:
         breakers.outage.failed(ConnectionError("a blip"))  # taken as down for REDIS_RETRY_S
         breakers.outage._retry_at = 0.0  # and asked again now
         assert breakers.call("order", lambda: "ok") == "ok"
         assert not breakers.outage.down
-        assert any(r.getMessage().startswith("redis.recovered kis.breaker")
-                   for r in caplog.records)
+        assert any(r.getMessage().startswith("redis.recovered kis.breaker") for r in caplog.records)
     finally:
         client = redis.Redis.from_url(settings.REDIS_URL)
         client.delete(*client.keys(f"aegis:kis:*:{fingerprint}*") or ["-"])
@@ -158,8 +166,9 @@ def test_every_client_made_here_has_bounded_connects_and_reads():
     assert kwargs["socket_timeout"] == settings.REDIS_TIMEOUT_S
     assert kwargs["socket_connect_timeout"] == settings.REDIS_CONNECT_TIMEOUT_S
     blocking = redis_clients.client(settings.REDIS_URL, blocking_s=1)
-    assert blocking.connection_pool.connection_kwargs["socket_timeout"] == \
-        settings.REDIS_TIMEOUT_S + 1
+    assert (
+        blocking.connection_pool.connection_kwargs["socket_timeout"] == settings.REDIS_TIMEOUT_S + 1
+    )
 
 
 def test_tokens_are_issued_and_kept_in_the_process_while_the_cache_stalls(silent_redis, caplog):
@@ -168,8 +177,9 @@ def test_tokens_are_issued_and_kept_in_the_process_while_the_cache_stalls(silent
     from kis.tokens import Credential, CredentialStore
 
     caplog.set_level(logging.INFO, logger="aegis.kis")
-    stalled = KeptClientRedisCache(silent_redis, {"OPTIONS": {
-        "socket_timeout": 0.3, "socket_connect_timeout": 0.3}})
+    stalled = KeptClientRedisCache(
+        silent_redis, {"OPTIONS": {"socket_timeout": 0.3, "socket_connect_timeout": 0.3}}
+    )
     store = CredentialStore(kind="token", renew_before_s=60, cache=stalled)
     apps = [AppCredentials(appkey=f"app-{n}", appsecret="s") for n in range(3)]
     issued = []

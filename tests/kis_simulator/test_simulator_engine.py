@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from market import krx
 from kis_simulator import engine as eng
 from kis_simulator.engine import Engine, Refusal, Side
+from market import krx
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 NOW = dt.datetime(2026, 3, 4, 10, 15, 30, tzinfo=SEOUL)
@@ -21,10 +21,14 @@ ACCOUNT = ("50000001", "01")
 def books(engine: Engine) -> tuple:
     """Everything a refusal must leave untouched."""
     return (
-        tuple((k, a.cash, a.deposit, tuple((p, h.qty, h.avg) for p, h in a.holdings.items()))
-              for k, a in engine.accounts.items()),
-        tuple((o.odno, o.filled_qty, o.cancelled_qty, o.revised_qty, o.remaining)
-              for o in engine.orders.values()),
+        tuple(
+            (k, a.cash, a.deposit, tuple((p, h.qty, h.avg) for p, h in a.holdings.items()))
+            for k, a in engine.accounts.items()
+        ),
+        tuple(
+            (o.odno, o.filled_qty, o.cancelled_qty, o.revised_qty, o.remaining)
+            for o in engine.orders.values()
+        ),
         len(engine.fills),
         engine._next_odno,
     )
@@ -33,8 +37,13 @@ def books(engine: Engine) -> tuple:
 @pytest.fixture
 def engine() -> Engine:
     e = Engine(seed=7)
-    e.set_account(cano=ACCOUNT[0], acnt_prdt_cd=ACCOUNT[1], cash=10_000_000, hts_id="aegis-hts",
-                  holdings=[("000660", 20, Fraction(120_000))])
+    e.set_account(
+        cano=ACCOUNT[0],
+        acnt_prdt_cd=ACCOUNT[1],
+        cash=10_000_000,
+        hts_id="aegis-hts",
+        holdings=[("000660", 20, Fraction(120_000))],
+    )
     e.set_price("005930", now=NOW, price=71_000, name="삼성전자")
     e.set_price("000660", now=NOW, price=120_000)
     return e
@@ -42,8 +51,9 @@ def engine() -> Engine:
 
 def submit(e: Engine, side: Side, pdno: str, qty: int, price: int = 0, ord_dvsn: str | None = None):
     dvsn = ord_dvsn or ("01" if price == 0 else "00")
-    return e.submit(account=ACCOUNT, pdno=pdno, side=side, ord_dvsn=dvsn, qty=qty, price=price,
-                    now=NOW)
+    return e.submit(
+        account=ACCOUNT, pdno=pdno, side=side, ord_dvsn=dvsn, qty=qty, price=price, now=NOW
+    )
 
 
 def account(e: Engine) -> eng.Account:
@@ -86,35 +96,69 @@ class TestOrders:
         order, _ = submit(engine, Side.BUY, "005930", 10)
         fills = []
         for _ in range(3):
-            fills += [n.qty for n in engine.step(now=NOW, pdno="005930")
-                      if isinstance(n, eng.Notice) and n.filled]
+            fills += [
+                n.qty
+                for n in engine.step(now=NOW, pdno="005930")
+                if isinstance(n, eng.Notice) and n.filled
+            ]
         assert fills == [4, 4, 2] and order.remaining == 0
 
     def test_cancel_releases_the_orderable_qty(self, engine):
         order, _ = submit(engine, Side.SELL, "000660", 15, 150_000)
         assert account(engine).orderable_qty("000660") == 5
-        record, notices = engine.revise(account=ACCOUNT, orgno="06010", orgn_odno=order.odno,
-                                        cancel=True, ord_dvsn="00", qty=None, price=0, now=NOW)
+        record, notices = engine.revise(
+            account=ACCOUNT,
+            orgno="06010",
+            orgn_odno=order.odno,
+            cancel=True,
+            ord_dvsn="00",
+            qty=None,
+            price=0,
+            now=NOW,
+        )
         assert record.odno != order.odno and record.orgn_odno == order.odno
         assert record.kind == "cancel" and record.qty == 15
         assert notices[0].rctf_cls == "2" and notices[0].orgn_odno == order.odno
         assert account(engine).orderable_qty("000660") == 20
         with pytest.raises(Refusal) as again:
-            engine.revise(account=ACCOUNT, orgno="06010", orgn_odno=order.odno, cancel=True,
-                          ord_dvsn="00", qty=None, price=0, now=NOW)
+            engine.revise(
+                account=ACCOUNT,
+                orgno="06010",
+                orgn_odno=order.odno,
+                cancel=True,
+                ord_dvsn="00",
+                qty=None,
+                price=0,
+                now=NOW,
+            )
         assert again.value.msg_cd == eng.MSG_NOTHING_TO_REVISE
 
     def test_a_partial_cancel_leaves_the_rest_open(self, engine):
         order, _ = submit(engine, Side.SELL, "000660", 10, 150_000)
-        engine.revise(account=ACCOUNT, orgno="06010", orgn_odno=order.odno, cancel=True,
-                      ord_dvsn="00", qty=3, price=0, now=NOW)
+        engine.revise(
+            account=ACCOUNT,
+            orgno="06010",
+            orgn_odno=order.odno,
+            cancel=True,
+            ord_dvsn="00",
+            qty=3,
+            price=0,
+            now=NOW,
+        )
         assert order.remaining == 7 and account(engine).orderable_qty("000660") == 13
 
     def test_a_modification_is_a_new_order_for_the_remainder(self, engine):
         order, _ = submit(engine, Side.SELL, "000660", 10, 150_000)
-        new, notices = engine.revise(account=ACCOUNT, orgno="06010", orgn_odno=order.odno,
-                                     cancel=False, ord_dvsn="00", qty=None, price=119_000,
-                                     now=NOW)
+        new, notices = engine.revise(
+            account=ACCOUNT,
+            orgno="06010",
+            orgn_odno=order.odno,
+            cancel=False,
+            ord_dvsn="00",
+            qty=None,
+            price=119_000,
+            now=NOW,
+        )
         assert (new.kind, new.orgn_odno, new.qty, new.price) == ("modify", order.odno, 10, 119_000)
         assert order.remaining == 0 and account(engine).orderable_qty("000660") == 10
         assert notices[0].rctf_cls == "1" and notices[0].odno == new.odno
@@ -131,15 +175,18 @@ class TestOrders:
             assert refused.value.notice.rejected and refused.value.notice.odno == ""
         assert books(engine) == before
 
-    @pytest.mark.parametrize(("pdno", "qty", "price", "code"), [
-        ("005930", 1, 71_050, eng.MSG_PRICE_OFF_TICK),
-        ("005930", 1, 92_400, eng.MSG_PRICE_OUT_OF_LIMITS),  # above 71,000 × 1.3
-        ("005930", 1, 49_600, eng.MSG_PRICE_OUT_OF_LIMITS),
-        ("005930", 0, 71_000, eng.MSG_QTY_INVALID),
-        ("005930", -3, 71_000, eng.MSG_QTY_INVALID),
-        ("999999", 1, 71_000, eng.MSG_PRODUCT_NOT_FOUND),
-        ("005930", 1_000, 71_000, eng.MSG_INSUFFICIENT_CASH),
-    ])
+    @pytest.mark.parametrize(
+        ("pdno", "qty", "price", "code"),
+        [
+            ("005930", 1, 71_050, eng.MSG_PRICE_OFF_TICK),
+            ("005930", 1, 92_400, eng.MSG_PRICE_OUT_OF_LIMITS),  # above 71,000 × 1.3
+            ("005930", 1, 49_600, eng.MSG_PRICE_OUT_OF_LIMITS),
+            ("005930", 0, 71_000, eng.MSG_QTY_INVALID),
+            ("005930", -3, 71_000, eng.MSG_QTY_INVALID),
+            ("999999", 1, 71_000, eng.MSG_PRODUCT_NOT_FOUND),
+            ("005930", 1_000, 71_000, eng.MSG_INSUFFICIENT_CASH),
+        ],
+    )
     def test_refusals_change_nothing(self, engine, pdno, qty, price, code):
         before = books(engine)
         with pytest.raises(Refusal) as refused:
@@ -196,8 +243,9 @@ class TestPrices:
         assert walk(1) == walk(1) != walk(2)
 
     def test_a_gap_jumps_at_once_and_stops_at_the_limit(self, engine):
-        (tick,) = [e for e in engine.gap("005930", Decimal("-10"), now=NOW)
-                   if isinstance(e, eng.Tick)]
+        (tick,) = [
+            e for e in engine.gap("005930", Decimal("-10"), now=NOW) if isinstance(e, eng.Tick)
+        ]
         assert tick.price == 63_900 and tick.sign == "5"
         engine.gap("005930", Decimal("80"), now=NOW)
         assert engine.symbols["005930"].price == 92_300
@@ -227,20 +275,25 @@ class BooksStayBalanced(RuleBasedStateMachine):
     accounts: cash, shares and order quantities always add up, and nothing goes negative.
     """
 
-    @initialize(seed=st.integers(0, 2**16), cap=st.sampled_from([0, 1, 3, 7]),
-                cash=st.lists(st.sampled_from([0, 30_000, 2_000_000, 50_000_000]),
-                              min_size=3, max_size=3),
-                held=st.lists(st.integers(0, 40), min_size=6, max_size=6))
+    @initialize(
+        seed=st.integers(0, 2**16),
+        cap=st.sampled_from([0, 1, 3, 7]),
+        cash=st.lists(st.sampled_from([0, 30_000, 2_000_000, 50_000_000]), min_size=3, max_size=3),
+        held=st.lists(st.integers(0, 40), min_size=6, max_size=6),
+    )
     def setup(self, seed, cap, cash, held):
         self.engine = Engine(seed=seed, max_fill_per_step=cap)
         for pdno, price in SYMBOLS.items():
             self.engine.set_price(pdno, now=NOW, price=price)
         self.start = {}
         for i, key in enumerate(ACCOUNTS):
-            holdings = [(pdno, held[2 * i + j], Fraction(price))
-                        for j, (pdno, price) in enumerate(SYMBOLS.items())]
-            self.engine.set_account(cano=key[0], acnt_prdt_cd=key[1], cash=cash[i],
-                                    hts_id=f"h{i}", holdings=holdings)
+            holdings = [
+                (pdno, held[2 * i + j], Fraction(price))
+                for j, (pdno, price) in enumerate(SYMBOLS.items())
+            ]
+            self.engine.set_account(
+                cano=key[0], acnt_prdt_cd=key[1], cash=cash[i], hts_id=f"h{i}", holdings=holdings
+            )
             self.start[key] = (cash[i], {pdno: qty for pdno, qty, _ in holdings})
 
     def _try(self, action):
@@ -251,10 +304,15 @@ class BooksStayBalanced(RuleBasedStateMachine):
             assert books(self.engine) == before, "a refusal changed the books"
             return None
 
-    @rule(who=st.sampled_from(ACCOUNTS), pdno=st.sampled_from(sorted(SYMBOLS)),
-          side=st.sampled_from(list(Side)), ord_dvsn=st.sampled_from(["00", "01", "03", "11",
-                                                                       "12", "13", "99"]),
-          qty=st.integers(-1, 30), ticks=st.integers(-60, 60), raw=st.booleans())
+    @rule(
+        who=st.sampled_from(ACCOUNTS),
+        pdno=st.sampled_from(sorted(SYMBOLS)),
+        side=st.sampled_from(list(Side)),
+        ord_dvsn=st.sampled_from(["00", "01", "03", "11", "12", "13", "99"]),
+        qty=st.integers(-1, 30),
+        ticks=st.integers(-60, 60),
+        raw=st.booleans(),
+    )
     def submit(self, who, pdno, side, ord_dvsn, qty, ticks, raw):
         sym = self.engine.symbols[pdno]
         if raw:  # anything near the price: often off the grid or beyond the limits
@@ -262,24 +320,44 @@ class BooksStayBalanced(RuleBasedStateMachine):
         else:
             price = sym.price
             for _ in range(abs(ticks)):
-                price = krx.round_to_tick(price + (1 if ticks > 0 else -1),
-                                          direction="up" if ticks > 0 else "down")
-        self._try(lambda: self.engine.submit(account=who, pdno=pdno, side=side,
-                                             ord_dvsn=ord_dvsn, qty=qty, price=price, now=NOW))
+                price = krx.round_to_tick(
+                    price + (1 if ticks > 0 else -1), direction="up" if ticks > 0 else "down"
+                )
+        self._try(
+            lambda: self.engine.submit(
+                account=who, pdno=pdno, side=side, ord_dvsn=ord_dvsn, qty=qty, price=price, now=NOW
+            )
+        )
 
     @precondition(lambda self: self.engine.orders)
-    @rule(data=st.data(), cancel=st.booleans(), all_qty=st.booleans(), qty=st.integers(-1, 30),
-          ticks=st.integers(-5, 5), ord_dvsn=st.sampled_from(["00", "01"]))
+    @rule(
+        data=st.data(),
+        cancel=st.booleans(),
+        all_qty=st.booleans(),
+        qty=st.integers(-1, 30),
+        ticks=st.integers(-5, 5),
+        ord_dvsn=st.sampled_from(["00", "01"]),
+    )
     def revise(self, data, cancel, all_qty, qty, ticks, ord_dvsn):
         order = data.draw(st.sampled_from(list(self.engine.orders.values())))
         sym = self.engine.symbols[order.pdno]
         price = sym.price
         for _ in range(abs(ticks)):
-            price = krx.round_to_tick(price + (1 if ticks > 0 else -1),
-                                      direction="up" if ticks > 0 else "down")
-        self._try(lambda: self.engine.revise(
-            account=order.account, orgno=order.orgno, orgn_odno=order.odno, cancel=cancel,
-            ord_dvsn=ord_dvsn, qty=None if all_qty else qty, price=price, now=NOW))
+            price = krx.round_to_tick(
+                price + (1 if ticks > 0 else -1), direction="up" if ticks > 0 else "down"
+            )
+        self._try(
+            lambda: self.engine.revise(
+                account=order.account,
+                orgno=order.orgno,
+                orgn_odno=order.odno,
+                cancel=cancel,
+                ord_dvsn=ord_dvsn,
+                qty=None if all_qty else qty,
+                price=price,
+                now=NOW,
+            )
+        )
 
     @rule(pdno=st.none() | st.sampled_from(sorted(SYMBOLS)), steps=st.integers(0, 4))
     def step(self, pdno, steps):
@@ -303,8 +381,7 @@ class BooksStayBalanced(RuleBasedStateMachine):
             assert acct.cash == start_cash - bought + sold
             assert acct.cash >= 0 and acct.cash - acct.reserved_cash >= 0
             for pdno in SYMBOLS:
-                delta = sum(f.qty if f.side is Side.BUY else -f.qty
-                            for f in mine if f.pdno == pdno)
+                delta = sum(f.qty if f.side is Side.BUY else -f.qty for f in mine if f.pdno == pdno)
                 qty = acct.holdings[pdno].qty
                 assert qty == start_held[pdno] + delta
                 assert qty >= 0 and acct.orderable_qty(pdno) >= 0
@@ -322,14 +399,20 @@ class BooksStayBalanced(RuleBasedStateMachine):
         for order in self.engine.orders.values():
             assert 0 <= order.filled_qty <= order.qty
             assert order.remaining >= 0
-            assert order.filled_qty + order.cancelled_qty + order.revised_qty \
-                + order.rejected_qty <= order.qty
+            assert (
+                order.filled_qty + order.cancelled_qty + order.revised_qty + order.rejected_qty
+                <= order.qty
+            )
             assert filled.get(order.odno, (0, 0)) == (order.filled_qty, order.filled_amount)
-            assert (order.remaining > 0) == (order.odno in self.engine.accounts[
-                order.account].open_orders)
+            assert (order.remaining > 0) == (
+                order.odno in self.engine.accounts[order.account].open_orders
+            )
 
 
 BooksStayBalanced.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 test_books_stay_balanced = BooksStayBalanced.TestCase

@@ -9,11 +9,25 @@ from market.krx import is_on_tick, price_limits, round_to_tick, tick_size
 prices = st.integers(min_value=5, max_value=5_000_000)
 
 
-@pytest.mark.parametrize("price, tick", [
-    (1, 1), (1_999, 1), (2_000, 5), (4_995, 5), (5_000, 10), (19_990, 10), (20_000, 50),
-    (49_950, 50), (50_000, 100), (199_900, 100), (200_000, 500), (499_500, 500),
-    (500_000, 1_000), (1_234_000, 1_000),
-])
+@pytest.mark.parametrize(
+    "price, tick",
+    [
+        (1, 1),
+        (1_999, 1),
+        (2_000, 5),
+        (4_995, 5),
+        (5_000, 10),
+        (19_990, 10),
+        (20_000, 50),
+        (49_950, 50),
+        (50_000, 100),
+        (199_900, 100),
+        (200_000, 500),
+        (499_500, 500),
+        (500_000, 1_000),
+        (1_234_000, 1_000),
+    ],
+)
 def test_tick_table(price, tick):
     assert tick_size(price) == tick
 

@@ -7,8 +7,8 @@ from execution.broker import DatabaseVault
 from execution.models import Reconciliation
 from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run
-from picks.services import source_token_issue
 from picks.models import PickSource
+from picks.services import source_token_issue
 from picks.tasks import SendHere
 from tests.support import forget_broker_credentials
 from tests.support import kis as kis_worker
@@ -25,8 +25,7 @@ def make_source(db):
 
     def make(**fields):
         fields.setdefault("rate_limit", "100000/second")
-        source = PickSource.objects.create(code=f"t{next(_codes)}-{id(fields) % 10_000}",
-                                           **fields)
+        source = PickSource.objects.create(code=f"t{next(_codes)}-{id(fields) % 10_000}", **fields)
         return source, source_token_issue(source=source)
 
     return make

@@ -18,30 +18,56 @@ NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=clock.SEOUL)
 
 
 def _position(symbol: str, qty: int, avg: int, reserved: int = 0, status="OPEN") -> Position:
-    return Position.objects.create(symbol=symbol, qty=qty, reserved_qty=reserved,
-                                   avg_price=avg, status=status, opened_at=NOW)
+    return Position.objects.create(
+        symbol=symbol, qty=qty, reserved_qty=reserved, avg_price=avg, status=status, opened_at=NOW
+    )
 
 
-def _intent(position: Position, side: str, qty: int, limit: int | None,
-            status="NEW") -> OrderIntent:
+def _intent(
+    position: Position, side: str, qty: int, limit: int | None, status="NEW"
+) -> OrderIntent:
     return OrderIntent.objects.create(
-        intent_type="ENTRY" if side == "BUY" else "MANUAL", side=side, position=position,
-        symbol=position.symbol, qty=qty, limit_price=limit, status=status,
-        idempotency_key=str(uuid.uuid4()), event_at=NOW, created_at=NOW)
+        intent_type="ENTRY" if side == "BUY" else "MANUAL",
+        side=side,
+        position=position,
+        symbol=position.symbol,
+        qty=qty,
+        limit_price=limit,
+        status=status,
+        idempotency_key=str(uuid.uuid4()),
+        event_at=NOW,
+        created_at=NOW,
+    )
 
 
-def _order(position: Position, side: str, qty: int, limit: int | None, status: str,
-           filled: int = 0) -> Order:
+def _order(
+    position: Position, side: str, qty: int, limit: int | None, status: str, filled: int = 0
+) -> Order:
     intent = _intent(position, side, qty, limit, status="ORDERED")
-    return Order.objects.create(intent=intent, position=position, symbol=position.symbol,
-                                side=side, qty=qty, filled_qty=filled, limit_price=limit,
-                                status=status, created_at=NOW)
+    return Order.objects.create(
+        intent=intent,
+        position=position,
+        symbol=position.symbol,
+        side=side,
+        qty=qty,
+        filled_qty=filled,
+        limit_price=limit,
+        status=status,
+        created_at=NOW,
+    )
 
 
 def _fill(order: Order, amount: int, at: dt.datetime, pnl: str | None = None) -> None:
-    Fill.objects.create(order=order, broker_fill_key=str(uuid.uuid4()), qty=1, price=amount,
-                        amount=amount, realized_pnl=None if pnl is None else Decimal(pnl),
-                        filled_at=at, recorded_at=at)
+    Fill.objects.create(
+        order=order,
+        broker_fill_key=str(uuid.uuid4()),
+        qty=1,
+        price=amount,
+        amount=amount,
+        realized_pnl=None if pnl is None else Decimal(pnl),
+        filled_at=at,
+        recorded_at=at,
+    )
 
 
 def test_every_figure_of_the_account(db):
@@ -57,9 +83,13 @@ def test_every_figure_of_the_account(db):
     _order(samsung, "BUY", 3, 70_500, "PARTIAL_FILLED", filled=1)  # 2 × 70,500 pending
     sold = _order(hynix, "SELL", 1, None, "FILLED", filled=1)
     bought = _order(empty, "BUY", 1, 1_000, "FILLED", filled=1)
-    Reconciliation.objects.create(trigger="MANUAL", result="MATCHED", cash_krw=50_000_000,
-                                  started_at=NOW - dt.timedelta(hours=1),
-                                  finished_at=NOW - dt.timedelta(minutes=59))
+    Reconciliation.objects.create(
+        trigger="MANUAL",
+        result="MATCHED",
+        cash_krw=50_000_000,
+        started_at=NOW - dt.timedelta(hours=1),
+        finished_at=NOW - dt.timedelta(minutes=59),
+    )
     _fill(sold, 300, NOW - dt.timedelta(days=1), pnl="-9999")  # yesterday's loss, before the run
     _fill(sold, 200_000, NOW - dt.timedelta(minutes=10), pnl="-1500.50")  # after the run
     _fill(sold, 7, NOW - dt.timedelta(minutes=59, seconds=30))  # sold during the run: not

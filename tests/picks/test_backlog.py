@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_an_ingest_past_the_bounded_backlog_is_refused_with_503_and_stores_nothing(
-        settings, make_source):
+    settings, make_source
+):
     settings.PICKS_QUEUE_MAX = 3
     source, token = make_source()
     # No router runs here: stored picks stay NEW, waiting.
@@ -37,8 +38,10 @@ def test_an_ingest_past_the_bounded_backlog_is_refused_with_503_and_stores_nothi
 def _broker(per_second: int) -> SimpleNamespace:
     key = secrets.token_hex(6)
     app = SimpleNamespace(fingerprint=key)
-    return SimpleNamespace(limiter=SharedRateLimiter(per_second=per_second, guard_ms=50),
-                           config=SimpleNamespace(query_app=app, order_app=app))
+    return SimpleNamespace(
+        limiter=SharedRateLimiter(per_second=per_second, guard_ms=50),
+        config=SimpleNamespace(query_app=app, order_app=app),
+    )
 
 
 def test_routers_give_way_to_exits_while_the_rate_window_is_short(settings):

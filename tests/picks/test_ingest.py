@@ -27,7 +27,8 @@ def picks_queue_length() -> int:
 
 
 def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
-        client, make_source, django_capture_on_commit_callbacks):
+    client, make_source, django_capture_on_commit_callbacks
+):
     source, token = make_source()
     body = [a_pick(source, 1), a_pick(source, 2, qty=10, budget_krw=None, side="SELL")]
     before = picks_queue_length()
@@ -37,8 +38,11 @@ def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
     assert answer.status_code == 202, answer.content
     data = answer.json()
     stored = {p.external_id: p for p in Pick.objects.filter(source=source)}
-    assert data == {"status": "queued", "ids": [stored["ext-1"].pk, stored["ext-2"].pk],
-                    "duplicates": 0}
+    assert data == {
+        "status": "queued",
+        "ids": [stored["ext-1"].pk, stored["ext-2"].pk],
+        "duplicates": 0,
+    }
     assert (stored["ext-1"].budget_krw, stored["ext-1"].qty) == (1_000_000, None)
     assert (stored["ext-2"].side, stored["ext-2"].qty) == ("SELL", 10)
     assert all(p.status == "NEW" for p in stored.values())
@@ -47,36 +51,40 @@ def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
     assert picks_queue_length() == before + 1  # one route task for the batch
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"symbol": "5930"}, "symbol"),
-    ({"symbol": "00593a"}, "symbol"),
-    ({"qty": 0, "budget_krw": None}, "qty"),
-    ({"qty": -3, "budget_krw": None}, "qty"),
-    ({"qty": 10}, "qty"),  # both qty and budget
-    ({"budget_krw": None}, "qty"),  # neither
-    ({"budget_krw": 9_999}, "budget_krw"),
-    ({"budget_krw": 100_000_001}, "budget_krw"),
-    ({"side": "SHORT"}, "side"),
-    ({"limit_price": 0}, "limit_price"),
-    ({"generated_at": "yesterday"}, "generated_at"),
-    ({"external_id": ...}, "external_id"),
-    ({"external_id": "x" * 129}, "external_id"),
-    ({"qty": True, "budget_krw": None}, "qty"),
-    ({"generated_at": "2026-11-24T09:00:00"}, "generated_at"),  # no UTC offset
-    ({"generated_at": "9999-12-31T23:59:59-14:00"}, "generated_at"),
-    ({"symbol": " 05930"}, "symbol"),
-    ({"symbol": "005930\n"}, "symbol"),
-    ({"limit_price": 10_000_001}, "limit_price"),
-    ({"score": "NaN"}, "score"),
-    ({"score": "1e999999999"}, "score"),
-    ({"limit_prce": 70_000}, "limit_prce"),  # unknown fields are refused, not dropped
-    ({"source": None}, "source"),
-    ({"external_id": "a\x00b"}, "external_id"),  # PostgreSQL text cannot hold NUL
-    ({"external_id": "\ud800"}, "external_id"),  # a lone surrogate is not UTF-8
-    ({"external_id": ""}, "external_id"),
-])
-def test_one_bad_pick_refuses_the_whole_batch_with_its_field_errors(client, make_source,
-                                                                     overrides, field):
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"symbol": "5930"}, "symbol"),
+        ({"symbol": "00593a"}, "symbol"),
+        ({"qty": 0, "budget_krw": None}, "qty"),
+        ({"qty": -3, "budget_krw": None}, "qty"),
+        ({"qty": 10}, "qty"),  # both qty and budget
+        ({"budget_krw": None}, "qty"),  # neither
+        ({"budget_krw": 9_999}, "budget_krw"),
+        ({"budget_krw": 100_000_001}, "budget_krw"),
+        ({"side": "SHORT"}, "side"),
+        ({"limit_price": 0}, "limit_price"),
+        ({"generated_at": "yesterday"}, "generated_at"),
+        ({"external_id": ...}, "external_id"),
+        ({"external_id": "x" * 129}, "external_id"),
+        ({"qty": True, "budget_krw": None}, "qty"),
+        ({"generated_at": "2026-11-24T09:00:00"}, "generated_at"),  # no UTC offset
+        ({"generated_at": "9999-12-31T23:59:59-14:00"}, "generated_at"),
+        ({"symbol": " 05930"}, "symbol"),
+        ({"symbol": "005930\n"}, "symbol"),
+        ({"limit_price": 10_000_001}, "limit_price"),
+        ({"score": "NaN"}, "score"),
+        ({"score": "1e999999999"}, "score"),
+        ({"limit_prce": 70_000}, "limit_prce"),  # unknown fields are refused, not dropped
+        ({"source": None}, "source"),
+        ({"external_id": "a\x00b"}, "external_id"),  # PostgreSQL text cannot hold NUL
+        ({"external_id": "\ud800"}, "external_id"),  # a lone surrogate is not UTF-8
+        ({"external_id": ""}, "external_id"),
+    ],
+)
+def test_one_bad_pick_refuses_the_whole_batch_with_its_field_errors(
+    client, make_source, overrides, field
+):
     source, token = make_source()
     answer = post(client, token, [a_pick(source, 1), a_pick(source, 2, **overrides)])
     assert answer.status_code == 400, answer.content
@@ -103,10 +111,12 @@ def test_a_body_that_is_not_a_list_of_picks_is_a_400(client, make_source, body):
 
 def test_without_a_valid_token_it_is_401(client, make_source):
     source, token = make_source()
-    for answer in (post(client, None, [a_pick(source)]),
-                   post(client, token + "x", [a_pick(source)]),
-                   post(client, None, [a_pick(source)], HTTP_AUTHORIZATION="Token abc"),
-                   post(client, None, [a_pick(source)], HTTP_AUTHORIZATION="Bearer")):
+    for answer in (
+        post(client, None, [a_pick(source)]),
+        post(client, token + "x", [a_pick(source)]),
+        post(client, None, [a_pick(source)], HTTP_AUTHORIZATION="Token abc"),
+        post(client, None, [a_pick(source)], HTTP_AUTHORIZATION="Bearer"),
+    ):
         assert answer.status_code == 401
         assert answer["WWW-Authenticate"].startswith("Bearer")
         assert token not in answer.content.decode()
@@ -171,8 +181,9 @@ def test_over_its_rate_a_source_gets_429_with_retry_after(client, make_source):
 def test_a_repeated_pick_stores_nothing_new_and_answers_its_first_id(client, make_source):
     source, token = make_source()
     first = post(client, token, [a_pick(source, 1)]).json()["ids"][0]
-    again = post(client, token, [a_pick(source, 1, symbol="000660"), a_pick(source, 2),
-                                 a_pick(source, 2)]).json()
+    again = post(
+        client, token, [a_pick(source, 1, symbol="000660"), a_pick(source, 2), a_pick(source, 2)]
+    ).json()
     assert again["ids"][0] == first and again["ids"][1] == again["ids"][2]
     assert again["duplicates"] == 2
     assert Pick.objects.filter(source=source).count() == 2
@@ -194,7 +205,8 @@ def test_concurrent_ingests_of_one_pick_store_it_once(make_source):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_known_pick_deleted_while_a_large_batch_is_stored_is_a_409_and_stores_nothing(
-        make_source, monkeypatch):
+    make_source, monkeypatch
+):
     """A batch of more than one INSERT runs in one transaction. A pick it met as known (its
     INSERT did nothing) and another connection deletes before the batch reads its id is neither
     stored nor found: the batch is undone whole and the client is told to send it again."""
@@ -266,7 +278,8 @@ def test_a_batch_larger_than_the_whole_rate_is_413_not_429(client, make_source):
 
 
 def test_with_the_rate_store_unreachable_batches_are_let_in_and_it_is_logged(
-        client, make_source, settings, caplog):
+    client, make_source, settings, caplog
+):
     # A real client against a closed port: the fail-open policy of picks.auth.require_rate.
     source, token = make_source(rate_limit="1/hour")
     settings.PICKS_RATE_STORAGE_URL = "redis://127.0.0.1:1/0"
@@ -312,7 +325,8 @@ def test_the_schema_describes_the_body_the_answers_and_the_token(client):
 
 
 def test_a_broker_outage_at_commit_is_logged_and_the_batch_stays_stored(
-        client, make_source, settings, caplog, django_capture_on_commit_callbacks):
+    client, make_source, settings, caplog, django_capture_on_commit_callbacks
+):
     # The real Celery client against a closed port (no mock): the picks are committed, the
     # answer is still 202, and the failure is logged for the sweep to make up for.
     from aegis.celery import app
@@ -321,8 +335,10 @@ def test_a_broker_outage_at_commit_is_logged_and_the_batch_stays_stored(
     saved = app.conf.broker_url, app._pool, app.amqp._producer_pool
     app.conf.broker_url, app._pool, app.amqp._producer_pool = "redis://127.0.0.1:1/0", None, None
     try:
-        with caplog.at_level("ERROR", logger="aegis.picks"), \
-                django_capture_on_commit_callbacks(execute=True):
+        with (
+            caplog.at_level("ERROR", logger="aegis.picks"),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
             answer = post(client, token, [a_pick(source, 1)])
     finally:
         app.conf.broker_url, app._pool, app.amqp._producer_pool = saved

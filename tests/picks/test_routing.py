@@ -13,10 +13,10 @@ from django.core.cache import cache
 from prometheus_client import REGISTRY
 
 from core import clock
-from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
 from execution.models import Order, OrderIntent, Position
 from execution.services.intents import execute_here
 from execution.services.trading_state import trading_state_set
+from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
 from picks import routing
 from picks.gates import Limits
 from picks.models import GateSettings, Pick, PositionOpener
@@ -43,43 +43,58 @@ def gates_set(**fields) -> None:
     GateSettings.objects.filter(pk=1).update(**fields)
 
 
-def test_a_pick_becomes_an_entry_order_with_its_sources_exit_profile(broker, source, kis_sim,
-                                                                     profile):
+def test_a_pick_becomes_an_entry_order_with_its_sources_exit_profile(
+    broker, source, kis_sim, profile
+):
     [pick_id] = ingest(source, a_pick(source[0], limit_price=None, budget_krw=1_000_000))
-    assert route(broker, [pick_id]) == {"routed": 1, "rejected": 0, "skipped": 0,
-                                        "deferred": 0}
+    assert route(broker, [pick_id]) == {"routed": 1, "rejected": 0, "skipped": 0, "deferred": 0}
     pick = Pick.objects.get(pk=pick_id)
     intent = pick.intent
     assert (pick.status, pick.routed_by, pick.rejected_gate) == ("ROUTED", "EVENT", None)
     # 71,000 + 0.5 % = 71,355, down to the 100-KRW tick; 1,000,000 // 71,300 = 14 shares
     assert (intent.intent_type, intent.side, intent.qty, intent.limit_price) == (
-        "ENTRY", "BUY", 14, 71_300)
+        "ENTRY",
+        "BUY",
+        14,
+        71_300,
+    )
     assert intent.idempotency_key == f"pick:{pick_id}"
     assert PositionExitState.objects.get(position_id=intent.position_id).profile == profile
     order = Order.objects.get(intent=intent)  # sent from the routing process itself
     assert order.status == "SUBMITTED"
     [at_broker] = broker_orders(kis_sim)
     assert (at_broker["odno"], at_broker["qty"], at_broker["price"]) == (
-        order.broker_order_no, 14, 71_300)
-    assert route(broker, [pick_id]) == {"routed": 0, "rejected": 0, "skipped": 1,
-                                        "deferred": 0}
+        order.broker_order_no,
+        14,
+        71_300,
+    )
+    assert route(broker, [pick_id]) == {"routed": 0, "rejected": 0, "skipped": 1, "deferred": 0}
     assert len(broker_orders(kis_sim)) == 1
 
 
-@pytest.mark.parametrize("pick, settings, sim, gate, words", [
-    ({"generated_at": (CLOCK.now() - dt.timedelta(minutes=2)).isoformat()}, {}, None, 1,
-     "stale"),
-    ({"symbol": "999990"}, {}, None, 1, "not a listed symbol"),
-    ({}, {}, {"halted": True}, 1, "is halted"),
-    ({}, {"max_open_positions": 0}, None, 2, "positions open"),
-    ({}, {"max_symbol_exposure_krw": 500_000}, None, 2, "005930 exposure"),
-    ({}, {"daily_loss_limit_krw": 0, "min_cash_krw": 99_500_000}, None, 2, "of cash"),
-    ({}, {"max_spread_pct": "0.10"}, None, 3, "the spread 71,000–71,100"),
-    ({"limit_price": None}, {}, {"price": 91_000}, 3, "of the upper limit 92,300"),
-    ({"limit_price": 60_000}, {}, None, 3, "from the pick's 60,000"),
-])
+@pytest.mark.parametrize(
+    "pick, settings, sim, gate, words",
+    [
+        (
+            {"generated_at": (CLOCK.now() - dt.timedelta(minutes=2)).isoformat()},
+            {},
+            None,
+            1,
+            "stale",
+        ),
+        ({"symbol": "999990"}, {}, None, 1, "not a listed symbol"),
+        ({}, {}, {"halted": True}, 1, "is halted"),
+        ({}, {"max_open_positions": 0}, None, 2, "positions open"),
+        ({}, {"max_symbol_exposure_krw": 500_000}, None, 2, "005930 exposure"),
+        ({}, {"daily_loss_limit_krw": 0, "min_cash_krw": 99_500_000}, None, 2, "of cash"),
+        ({}, {"max_spread_pct": "0.10"}, None, 3, "the spread 71,000–71,100"),
+        ({"limit_price": None}, {}, {"price": 91_000}, 3, "of the upper limit 92,300"),
+        ({"limit_price": 60_000}, {}, None, 3, "from the pick's 60,000"),
+    ],
+)
 def test_each_gate_refuses_with_its_reason_and_writes_nothing_else(
-        broker, source, kis_sim, pick, settings, sim, gate, words):
+    broker, source, kis_sim, pick, settings, sim, gate, words
+):
     gates_set(**settings)
     if sim:
         kis_sim.control("/_sim/prices", {"pdno": "005930", **sim})
@@ -92,8 +107,9 @@ def test_each_gate_refuses_with_its_reason_and_writes_nothing_else(
     assert broker_orders(kis_sim) == []
 
 
-def test_a_second_pick_in_a_symbol_being_bought_is_a_duplicate(broker, source, kis_sim,
-                                                               make_source, profile):
+def test_a_second_pick_in_a_symbol_being_bought_is_a_duplicate(
+    broker, source, kis_sim, make_source, profile
+):
     other = make_source(exit_profile=profile)
     first = ingest(source, a_pick(source[0], 1))
     second = ingest(other, a_pick(other[0], 1))
@@ -101,12 +117,15 @@ def test_a_second_pick_in_a_symbol_being_bought_is_a_duplicate(broker, source, k
     assert Pick.objects.get(pk=first[0]).status == "ROUTED"
     duplicate = Pick.objects.get(pk=second[0])
     assert (duplicate.rejected_gate, duplicate.reject_reason) == (
-        1, "duplicate: an entry in 005930 is already pending")
+        1,
+        "duplicate: an entry in 005930 is already pending",
+    )
     assert len(broker_orders(kis_sim)) == 1
 
 
-def test_an_entry_on_an_empty_open_position_takes_the_locking_path(broker, source, kis_sim,
-                                                                    profile):
+def test_an_entry_on_an_empty_open_position_takes_the_locking_path(
+    broker, source, kis_sim, profile
+):
     # The one statement opens a new position; a symbol already open (empty: nothing held,
     # nothing being bought) writes nothing there, and the entry is opened on that position.
     empty = Position.objects.create(symbol="005930", opened_at=clock.now())
@@ -121,19 +140,18 @@ def test_an_entry_on_an_empty_open_position_takes_the_locking_path(broker, sourc
     assert len(broker_orders(kis_sim)) == 1
 
 
-def test_a_sell_pick_sells_only_a_position_its_own_source_opened(broker, source, kis_sim,
-                                                                 make_source, profile):
+def test_a_sell_pick_sells_only_a_position_its_own_source_opened(
+    broker, source, kis_sim, make_source, profile
+):
     from execution.services import fill_apply
 
     other = make_source(exit_profile=profile)
     [bought] = ingest(source, a_pick(source[0], 1, limit_price=None, budget_krw=1_000_000))
     assert route(broker, [bought])["routed"] == 1
     intent = Pick.objects.get(pk=bought).intent
-    assert PositionOpener.objects.get(position_id=intent.position_id).source_id == \
-        source[0].code
+    assert PositionOpener.objects.get(position_id=intent.position_id).source_id == source[0].code
     order = Order.objects.get(intent=intent)
-    fill_apply(order_id=order.pk, broker_fill_key=f"test-{order.pk}", qty=order.qty,
-               price=71_100)
+    fill_apply(order_id=order.pk, broker_fill_key=f"test-{order.pk}", qty=order.qty, price=71_100)
     sell = {"side": "SELL", "qty": 5, "budget_krw": None}
     [theirs] = ingest(other, a_pick(other[0], 1, **sell))
     assert route(broker, [theirs])["rejected"] == 1
@@ -141,7 +159,8 @@ def test_a_sell_pick_sells_only_a_position_its_own_source_opened(broker, source,
     assert (refused.status, refused.rejected_gate, refused.intent) == ("REJECTED", 2, None)
     assert refused.reject_reason == (
         f"SELL refused: the open 005930 position was not opened by source {other[0].code}; "
-        "a source sells only positions its own BUY picks opened")
+        "a source sells only positions its own BUY picks opened"
+    )
     assert Position.objects.get(pk=intent.position_id).reserved_qty == 0
     [mine] = ingest(source, a_pick(source[0], 2, **sell))
     assert route(broker, [mine])["routed"] == 1
@@ -150,11 +169,11 @@ def test_a_sell_pick_sells_only_a_position_its_own_source_opened(broker, source,
 
 
 def test_a_sell_pick_never_sells_a_position_no_source_opened(broker, source):
-    from execution.services import entry_intent_open, fill_apply, order_mark_submitted, \
-        order_open
+    from execution.services import entry_intent_open, fill_apply, order_mark_submitted, order_open
 
-    intent = entry_intent_open(symbol="005930", qty=10, limit_price=71_000,
-                               idempotency_key="by-hand", reason="an operator")
+    intent = entry_intent_open(
+        symbol="005930", qty=10, limit_price=71_000, idempotency_key="by-hand", reason="an operator"
+    )
     order = order_open(intent_id=intent.pk)
     order_mark_submitted(order_id=order.pk, broker_order_no="0000000001")
     fill_apply(order_id=order.pk, broker_fill_key="by-hand-fill", qty=10, price=71_000)
@@ -201,11 +220,13 @@ def test_risk_decisions_are_taken_one_at_a_time(broker, source, kis_sim):
     for symbol in symbols:
         kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000, "prev_close": 10_000})
     gates_set(max_open_positions=3)
-    ids = ingest(source, *[a_pick(source[0], n, symbol=s, limit_price=10_000)
-                           for n, s in enumerate(symbols)])
-    outcomes = at_once(lambda pick_id: routing.pick_route(pick_id, routed_by="EVENT",
-                                                          broker=broker),
-                       [(pick_id,) for pick_id in ids])
+    ids = ingest(
+        source, *[a_pick(source[0], n, symbol=s, limit_price=10_000) for n, s in enumerate(symbols)]
+    )
+    outcomes = at_once(
+        lambda pick_id: routing.pick_route(pick_id, routed_by="EVENT", broker=broker),
+        [(pick_id,) for pick_id in ids],
+    )
     assert sorted(outcomes) == ["rejected"] * 3 + ["routed"] * 3
     assert Position.objects.filter(status="OPEN").count() == 3
     assert {p.rejected_gate for p in Pick.objects.filter(status="REJECTED")} == {2}
@@ -214,17 +235,24 @@ def test_risk_decisions_are_taken_one_at_a_time(broker, source, kis_sim):
 def test_cash_counts_what_pending_entries_may_spend(broker, source, kis_sim):
     # 100,000,000 KRW of deposit; each pick would spend about 9.98 M
     for n in range(1, 13):
-        kis_sim.control("/_sim/prices", {"pdno": f"1{n:05d}", "price": 10_000,
-                                         "prev_close": 10_000})
+        kis_sim.control(
+            "/_sim/prices", {"pdno": f"1{n:05d}", "price": 10_000, "prev_close": 10_000}
+        )
     gates_set(max_symbol_exposure_krw=10**9, max_total_exposure_krw=10**10)
-    ids = ingest(source, *[a_pick(source[0], n, symbol=f"1{n:05d}", limit_price=10_000,
-                                  budget_krw=9_990_000) for n in range(1, 13)])
+    ids = ingest(
+        source,
+        *[
+            a_pick(source[0], n, symbol=f"1{n:05d}", limit_price=10_000, budget_krw=9_990_000)
+            for n in range(1, 13)
+        ],
+    )
     counts = route(broker, ids)
     assert (counts["routed"], counts["rejected"]) == (10, 2)
     spent = sum(i.qty * i.limit_price for i in OrderIntent.objects.all())
     assert spent <= kis_sim.cash
-    assert all("of cash it may use" in p.reject_reason
-               for p in Pick.objects.filter(status="REJECTED"))
+    assert all(
+        "of cash it may use" in p.reject_reason for p in Pick.objects.filter(status="REJECTED")
+    )
 
 
 def unreachable_broker(kis_sim):
@@ -241,27 +269,34 @@ def test_the_broker_unreachable_leaves_the_pick_new_for_the_sweep(kis_sim, sourc
     assert Pick.objects.get(pk=pick_id).status == "NEW"
 
 
-def test_rejections_are_listed_in_the_admin_with_their_gate_and_reason(broker, source,
-                                                                      admin_client):
+def test_rejections_are_listed_in_the_admin_with_their_gate_and_reason(
+    broker, source, admin_client
+):
     gates_set(max_open_positions=0)
     [pick_id] = ingest(source, a_pick(source[0]))
     route(broker, [pick_id])
     page = admin_client.get("/admin/picks/pick/?rejected_gate__exact=2").content.decode()
     assert "0 positions open or being bought (at most 0)" in page
-    assert admin_client.get("/admin/picks/pick/?rejected_gate__exact=3").content.decode() \
-        .count("positions open or being bought") == 0
+    assert (
+        admin_client.get("/admin/picks/pick/?rejected_gate__exact=3")
+        .content.decode()
+        .count("positions open or being bought")
+        == 0
+    )
 
 
 def test_the_account_read_beside_the_broker_calls_holds_until_a_pick_is_routed(
-        broker, source, kis_sim, monkeypatch):
+    broker, source, kis_sim, monkeypatch
+):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     symbols = ["001000", "002000", "003000"]
     for symbol in symbols:
         kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000, "prev_close": 10_000})
-    first, second, third = ingest(source, *[a_pick(source[0], n, symbol=s, limit_price=10_000)
-                                            for n, s in enumerate(symbols)])
+    first, second, third = ingest(
+        source, *[a_pick(source[0], n, symbol=s, limit_price=10_000) for n, s in enumerate(symbols)]
+    )
 
     def account_reads(pick_id: int) -> int:
         """How many account statements the decision ran under the lock, on this thread (the
@@ -280,8 +315,9 @@ def test_the_account_read_beside_the_broker_calls_holds_until_a_pick_is_routed(
     def meanwhile(*args, **kwargs):
         market = market_read(*args, **kwargs)
         monkeypatch.setattr(routing, "market_read", market_read)  # once
-        [outcome] = at_once(lambda: routing.pick_route(third, routed_by="EVENT",
-                                                       broker=broker), [()])
+        [outcome] = at_once(
+            lambda: routing.pick_route(third, routed_by="EVENT", broker=broker), [()]
+        )
         assert outcome == "routed"
         return market
 
@@ -305,7 +341,8 @@ LOCKED_TAKE = "FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g"
 
 
 def test_an_entry_decided_on_what_was_read_ahead_is_written_in_one_statement(
-        broker, source, kis_sim, profile):
+    broker, source, kis_sim, profile
+):
     [pick_id] = ingest(source, a_pick(source[0]))
     seq = GateSettings.current().routed_seq
     outcome, statements = _thread_statements(pick_id, broker)
@@ -322,16 +359,26 @@ def test_an_entry_decided_on_what_was_read_ahead_is_written_in_one_statement(
     assert len(broker_orders(kis_sim)) == 1
 
 
-@pytest.mark.parametrize("meanwhile, gate, words", [
-    # The gate settings edited while the market was read: the limit now refuses it.
-    (lambda: GateSettings.objects.filter(pk=1).update(max_open_positions=0), 2,
-     "positions open"),
-    # Trading reduced meanwhile: no new entries.
-    (lambda: trading_state_set(state="REDUCING", reason="test", changed_by="test"), 1,
-     "REDUCING"),
-])
+@pytest.mark.parametrize(
+    "meanwhile, gate, words",
+    [
+        # The gate settings edited while the market was read: the limit now refuses it.
+        (
+            lambda: GateSettings.objects.filter(pk=1).update(max_open_positions=0),
+            2,
+            "positions open",
+        ),
+        # Trading reduced meanwhile: no new entries.
+        (
+            lambda: trading_state_set(state="REDUCING", reason="test", changed_by="test"),
+            1,
+            "REDUCING",
+        ),
+    ],
+)
 def test_what_moved_after_the_read_ahead_is_decided_again_under_the_locks(
-        broker, source, kis_sim, monkeypatch, meanwhile, gate, words):
+    broker, source, kis_sim, monkeypatch, meanwhile, gate, words
+):
     [pick_id] = ingest(source, a_pick(source[0]))
     GateSettings.current()
     market_read = routing.market_read
@@ -358,8 +405,11 @@ def test_what_moved_after_the_read_ahead_is_decided_again_under_the_locks(
 
 def _market_calls(kis_sim) -> Counter:
     """The quote and order book requests the simulator has answered, by path."""
-    return Counter(r["path"] for r in kis_sim.book()["requests"]
-                   if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE))
+    return Counter(
+        r["path"]
+        for r in kis_sim.book()["requests"]
+        if r["path"] in (PATH_PRICE, PATH_ASKING_PRICE)
+    )
 
 
 def _forget_market(symbol: str) -> None:
@@ -369,8 +419,9 @@ def _forget_market(symbol: str) -> None:
 
 def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, kis_sim):
     def read():
-        return routing.market_read("005930", broker=broker, limits=Limits(max_price_age_s=5),
-                                   now=clock.now())
+        return routing.market_read(
+            "005930", broker=broker, limits=Limits(max_price_age_s=5), now=clock.now()
+        )
 
     # A fresh price (pricesync's) and the kept top of the book: no call.
     before = _market_calls(kis_sim)
@@ -380,15 +431,16 @@ def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, k
     assert (market.price, market.best_bid, market.best_ask) == (70_500, 70_400, 70_600)
     assert _market_calls(kis_sim) == before
     # A price older than max_price_age_s: the quote is asked for, the book is still kept.
-    hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000,
-                                    clock.now().timestamp() - 6))
+    hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp() - 6))
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 70_400, 70_600)
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1})
     # Nothing kept: both, at once. (The quote asked for above is kept as the best price from
     # a market thread: forgotten once it is written.)
-    wait_for(lambda: getattr(hot.cache_get(hot.price_key("005930")), "price", None) == PRICE,
-             "the quote kept")
+    wait_for(
+        lambda: getattr(hot.cache_get(hot.price_key("005930")), "price", None) == PRICE,
+        "the quote kept",
+    )
     _forget_market("005930")
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
@@ -411,26 +463,32 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     assert joined() == joined_before + 1  # aegis_pick_market_reads_total{read="joined"}
 
     # A read begun longer ago than a book is kept is not joined: the broker is asked again.
-    wait_for(lambda: getattr(cache.get(hot.price_key("005930")), "price", None) == PRICE
-             and cache.get("picks:book:005930") is not None, "the quote and the book kept")
+    wait_for(
+        lambda: (
+            getattr(cache.get(hot.price_key("005930")), "price", None) == PRICE
+            and cache.get("picks:book:005930") is not None
+        ),
+        "the quote and the book kept",
+    )
     settings.PICKS_BOOK_CACHE_S = 0.05
     kis_sim.control("/_sim/faults", {"latency_ms": 0})
     _forget_market("005930")
     routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
-    wait_for(lambda: _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2,
-                                                                 PATH_ASKING_PRICE: 2}),
-             "the second heads-up's calls")
+    wait_for(
+        lambda: _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 2}),
+        "the second heads-up's calls",
+    )
     time.sleep(0.1)  # twice the time a book is kept; nothing was kept from the unjoined read
     routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 3, PATH_ASKING_PRICE: 3})
 
 
-def test_a_route_reads_the_market_itself_when_the_heads_ups_read_failed(broker, kis_sim,
-                                                                        fetches):
+def test_a_route_reads_the_market_itself_when_the_heads_ups_read_failed(broker, kis_sim, fetches):
     limits = Limits(max_price_age_s=5)
     _forget_market("005930")
-    routing.market_prefetch("005930", broker=unreachable_broker(kis_sim), limits=limits,
-                            now=clock.now())
+    routing.market_prefetch(
+        "005930", broker=unreachable_broker(kis_sim), limits=limits, now=clock.now()
+    )
     market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
     assert "005930" not in fetches  # nobody joins the failed read again

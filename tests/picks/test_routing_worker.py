@@ -41,8 +41,10 @@ def market(kis_sim, worker):
     forget_broker_credentials()
     kis_sim.control("/_sim/clock", {"start": CLOCK.start.isoformat(), "origin": CLOCK.origin})
     with clock.installed(CLOCK):
-        reconciliation_run(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault()),
-                           trigger=Reconciliation.Trigger.MANUAL)
+        reconciliation_run(
+            broker=kis_worker.client_for(sim_dict(kis_sim), rate=50, vault=DatabaseVault()),
+            trigger=Reconciliation.Trigger.MANUAL,
+        )
         yield kis_sim
 
 
@@ -84,23 +86,23 @@ def test_the_same_pick_sent_concurrently_and_again_is_one_order(market, source):
     assert [o["odno"] for o in broker_orders(market)] == [order.broker_order_no]
 
 
-def test_picks_stored_while_redis_was_down_are_routed_by_the_sweep(market, source,
-                                                                    redis_control):
+def test_picks_stored_while_redis_was_down_are_routed_by_the_sweep(market, source, redis_control):
     stop_redis, start_redis = redis_control
     src, token = source
     GateSettings.current()
     GateSettings.objects.filter(pk=1).update(sweep_after_s=1)
     stop_redis()
     try:
-        answer = post(Client(), token, [a_pick(src, n, symbol=s) for n, s in
-                                        enumerate(["005930"])])
+        answer = post(Client(), token, [a_pick(src, n, symbol=s) for n, s in enumerate(["005930"])])
     finally:
         start_redis()
     assert answer.status_code == 202, answer.content  # stored; the route task was not sent
     [pick_id] = answer.json()["ids"]
     assert Pick.objects.get(pk=pick_id).status == "NEW"
-    wait_for(lambda: (clock.now() - Pick.objects.get(pk=pick_id).received_at).total_seconds()
-             > 1, "the pick to become an orphan")
+    wait_for(
+        lambda: (clock.now() - Pick.objects.get(pk=pick_id).received_at).total_seconds() > 1,
+        "the pick to become an orphan",
+    )
     picks_sweep_task.delay()  # what beat sends every minute
     order = submitted(pick_id)
     assert Pick.objects.get(pk=pick_id).routed_by == "SWEEP"

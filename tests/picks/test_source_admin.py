@@ -18,16 +18,20 @@ def messages_of(response) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
 
-def test_the_admin_issues_a_new_token_shown_once_and_stores_only_its_hash(admin_client,
-                                                                          make_source):
+def test_the_admin_issues_a_new_token_shown_once_and_stores_only_its_hash(
+    admin_client, make_source
+):
     source, old = make_source()
-    asked = admin_client.post("/admin/picks/picksource/", {
-        "action": "issue_token", "_selected_action": [source.pk]})
+    asked = admin_client.post(
+        "/admin/picks/picksource/", {"action": "issue_token", "_selected_action": [source.pk]}
+    )
     assert asked.status_code == 200 and "confirm" in asked.content.decode()
     assert PickSource.objects.get(pk=source.pk).token_sha256 == token_digest(old)
-    answer = admin_client.post("/admin/picks/picksource/", {
-        "action": "issue_token", "_selected_action": [source.pk], "confirm": "yes"},
-        follow=True)
+    answer = admin_client.post(
+        "/admin/picks/picksource/",
+        {"action": "issue_token", "_selected_action": [source.pk], "confirm": "yes"},
+        follow=True,
+    )
     assert answer.status_code == 200
     [message] = [m for m in messages_of(answer) if source.code in m]
     token = message.rsplit(": ", 1)[1]
@@ -48,8 +52,11 @@ def test_a_view_only_user_cannot_issue_a_token(client, make_source):
     client.force_login(viewer)
     assert client.get("/admin/picks/picksource/").status_code == 200  # may look
     for form in ({}, {"confirm": "yes"}):
-        answer = client.post("/admin/picks/picksource/", {
-            "action": "issue_token", "_selected_action": [source.pk]} | form, follow=True)
+        answer = client.post(
+            "/admin/picks/picksource/",
+            {"action": "issue_token", "_selected_action": [source.pk]} | form,
+            follow=True,
+        )
         page = answer.content.decode()
         assert answer.status_code in (200, 403) and "shown only this once" not in page
         assert "confirm" not in page or answer.status_code == 403
@@ -74,8 +81,11 @@ def test_gate_settings_are_one_row_never_deleted_and_validated(admin_client):
     GateSettings.current()
     assert admin_client.get("/admin/picks/gatesettings/add/").status_code == 403
     assert admin_client.get("/admin/picks/gatesettings/1/delete/").status_code == 403
-    form = {f.name: getattr(GateSettings.current(), f.name)
-            for f in GateSettings._meta.fields if f.editable and f.name != "id"}
+    form = {
+        f.name: getattr(GateSettings.current(), f.name)
+        for f in GateSettings._meta.fields
+        if f.editable and f.name != "id"
+    }
     form["entry_cutoff"] = "15:15"
     bad = form | {"max_spread_pct": "31", "max_pick_age_s": "0", "daily_loss_limit_krw": "-1"}
     answer = admin_client.post("/admin/picks/gatesettings/1/change/", bad)
@@ -83,8 +93,9 @@ def test_gate_settings_are_one_row_never_deleted_and_validated(admin_client):
     errors = answer.context["adminform"].form.errors
     assert {"max_spread_pct", "max_pick_age_s", "daily_loss_limit_krw"} <= set(errors)
     assert GateSettings.current().max_spread_pct != 31
-    answer = admin_client.post("/admin/picks/gatesettings/1/change/",
-                               form | {"max_spread_pct": "1.5"})
+    answer = admin_client.post(
+        "/admin/picks/gatesettings/1/change/", form | {"max_spread_pct": "1.5"}
+    )
     assert answer.status_code == 302
     assert str(GateSettings.current().max_spread_pct) == "1.50"
 
@@ -105,13 +116,27 @@ def test_the_command_creates_a_source_and_rotates_its_token(client):
 
     ExitProfile.objects.create(name="cmd-profile", stop_loss_pct=3)
     out = io.StringIO()
-    call_command("picks_source", "cmd1", "--name", "News", "--profile", "cmd-profile",
-                 "--rate", "50/second", "--hmac", stdout=out)
+    call_command(
+        "picks_source",
+        "cmd1",
+        "--name",
+        "News",
+        "--profile",
+        "cmd-profile",
+        "--rate",
+        "50/second",
+        "--hmac",
+        stdout=out,
+    )
     assert "source cmd1 created" in out.getvalue()
     token = out.getvalue().split("keep it secret): ")[1].strip()
     source = PickSource.objects.get(code="cmd1")
     assert (source.name, source.rate_limit, source.exit_profile.name, source.require_hmac) == (
-        "News", "50/second", "cmd-profile", True)
+        "News",
+        "50/second",
+        "cmd-profile",
+        True,
+    )
     assert source.token_sha256 == token_digest(token)
     out = io.StringIO()
     call_command("picks_source", "cmd1", "--no-hmac", stdout=out)  # updated, same token
@@ -125,11 +150,14 @@ def test_the_command_creates_a_source_and_rotates_its_token(client):
     assert post(client, new, [a_pick(source, 2)]).status_code == 202
 
 
-@pytest.mark.parametrize("args, message", [
-    (["cmd2", "--rate", "lots"], "rate_limit"),
-    (["cmd2", "--profile", "nope"], "exit profile"),
-    (["bad code!"], "code"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["cmd2", "--rate", "lots"], "rate_limit"),
+        (["cmd2", "--profile", "nope"], "exit profile"),
+        (["bad code!"], "code"),
+    ],
+)
 def test_the_command_refuses_bad_input_and_saves_nothing(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("picks_source", *args, stdout=io.StringIO())

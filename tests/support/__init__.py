@@ -23,13 +23,19 @@ def child_database_url(variable: str = "DATABASE_URL") -> str:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def django_child(code: str, env: dict, *, behind: tuple[str, ...] = (),
-                 stderr: list | None = None) -> dict:
+def django_child(
+    code: str, env: dict, *, behind: tuple[str, ...] = (), stderr: list | None = None
+) -> dict:
     """Python `code` in a process of its own with Django set up by it and `env` added, its
     command after `behind` (a wrapper); the JSON object its last line of output prints."""
-    done = subprocess.run([*behind, sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120,
-                          env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env)
+    done = subprocess.run(
+        [*behind, sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings"} | env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     if stderr is not None:
         stderr.append(done.stderr)
@@ -90,8 +96,9 @@ class SmtpReceiver:
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd
-                messages.append((list(envelope.rcpt_tos),
-                                 envelope.content.decode("utf-8", "replace")))
+                messages.append(
+                    (list(envelope.rcpt_tos), envelope.content.decode("utf-8", "replace"))
+                )
                 return "250 OK"
 
         self.port = free_port()
@@ -103,7 +110,7 @@ class SmtpReceiver:
         for _, content in list(self.messages):
             for line in content.splitlines():
                 if line.startswith("Subject: "):
-                    found.append(line[len("Subject: "):])
+                    found.append(line[len("Subject: ") :])
         return found
 
     def close(self) -> None:
@@ -183,7 +190,7 @@ def in_session(hh: int = 10, mm: int = 0):
     import datetime as dt
 
     from core import clock
-    from trading import market_calendar
+    from market import calendar as market_calendar
 
     day = clock.now_seoul().date() + dt.timedelta(days=1)
     while not market_calendar.is_trading_day(day):

@@ -7,22 +7,46 @@ import time
 
 
 def sim_dict(sim) -> dict:
-    return {k: getattr(sim, k) for k in ("appkey", "appsecret", "flavour", "base_url", "ws_url",
-                                         "cano", "acnt_prdt_cd", "hts_id")}
+    return {
+        k: getattr(sim, k)
+        for k in (
+            "appkey",
+            "appsecret",
+            "flavour",
+            "base_url",
+            "ws_url",
+            "cano",
+            "acnt_prdt_cd",
+            "hts_id",
+        )
+    }
 
 
-def client_for(sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0,
-               vault=None, **config):
+def client_for(
+    sim: dict, rate: int, *, retries: int = 5, read_timeout_s: float = 5.0, vault=None, **config
+):
     from kis.client import KisClient
     from kis.config import AppCredentials, KisConfig
     from kis.protocol import Flavour
 
     app = AppCredentials(sim["appkey"], sim["appsecret"])
-    return KisClient(KisConfig(
-        flavour=Flavour(sim["flavour"]), base_url=sim["base_url"], ws_url=sim["ws_url"],
-        cano=sim["cano"], acnt_prdt_cd=sim["acnt_prdt_cd"], query_app=app, order_app=app,
-        hts_id=sim["hts_id"], rate_per_second=rate, rate_limit_retries=retries,
-        read_timeout_s=read_timeout_s, **config), vault=vault)
+    return KisClient(
+        KisConfig(
+            flavour=Flavour(sim["flavour"]),
+            base_url=sim["base_url"],
+            ws_url=sim["ws_url"],
+            cano=sim["cano"],
+            acnt_prdt_cd=sim["acnt_prdt_cd"],
+            query_app=app,
+            order_app=app,
+            hts_id=sim["hts_id"],
+            rate_per_second=rate,
+            rate_limit_retries=retries,
+            read_timeout_s=read_timeout_s,
+            **config,
+        ),
+        vault=vault,
+    )
 
 
 def price_calls(sim: dict, rate: int, calls: int, start_at: float) -> dict:
@@ -47,8 +71,9 @@ def breaker_calls(sim: dict, env: dict, start_at: float, until: float) -> dict:
     from execution import alerts
     from kis.errors import KisCircuitOpen, KisError
 
-    client = client_for(sim, 1000, retries=0, read_timeout_s=1.0, breaker_fail_max=5,
-                        breaker_reset_s=5.0)
+    client = client_for(
+        sim, 1000, retries=0, read_timeout_s=1.0, breaker_fail_max=5, breaker_reset_s=5.0
+    )
     met = {"ok": 0, "failed": 0, "circuit_open": 0}
     while time.time() < start_at:
         time.sleep(0.001)

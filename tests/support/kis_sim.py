@@ -51,14 +51,19 @@ class KisSim:
 
     def control(self, path: str, payload: dict | None = None, method: str = "POST") -> dict:
         data = None if payload is None and method == "GET" else json.dumps(payload or {}).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                         headers={"content-type": "application/json"})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise AssertionError(
-                f"{method} {path} → HTTP {exc.code}: {exc.read()[:500]!r}") from None
+                f"{method} {path} → HTTP {exc.code}: {exc.read()[:500]!r}"
+            ) from None
 
     def book(self) -> dict:
         return self.control("/_sim/book", method="GET")
@@ -66,11 +71,25 @@ class KisSim:
     def reinstall(self) -> None:
         """Register the default app, account and symbol (after a reset)."""
         self.control("/_sim/apps", {"appkey": self.appkey, "appsecret": self.appsecret})
-        self.control("/_sim/accounts", {"cano": self.cano, "acnt_prdt_cd": self.acnt_prdt_cd,
-                                        "cash": self.cash, "hts_id": self.hts_id,
-                                        "holdings": []})
-        self.control("/_sim/prices", {"pdno": self.symbol, "price": self.price,
-                                      "prev_close": self.price, "name": "삼성전자"})
+        self.control(
+            "/_sim/accounts",
+            {
+                "cano": self.cano,
+                "acnt_prdt_cd": self.acnt_prdt_cd,
+                "cash": self.cash,
+                "hts_id": self.hts_id,
+                "holdings": [],
+            },
+        )
+        self.control(
+            "/_sim/prices",
+            {
+                "pdno": self.symbol,
+                "price": self.price,
+                "prev_close": self.price,
+                "name": "삼성전자",
+            },
+        )
 
     def reset(self, seed: int = 0) -> None:
         self.control("/_sim/reset", {"seed": seed})
@@ -80,19 +99,45 @@ class KisSim:
 def _start(flavour: str):
     log = tempfile.NamedTemporaryFile(prefix=f"kis-sim-{flavour}-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kis_simulator", "--host", "127.0.0.1", "--port", "0",
-         "--ws-port", "0", "--flavour", flavour, "--seed", "0", "--tick-ms", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=os.environ.copy())
+        [
+            sys.executable,
+            "-m",
+            "kis_simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ws-port",
+            "0",
+            "--flavour",
+            flavour,
+            "--seed",
+            "0",
+            "--tick-ms",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         line = _ready_line(proc)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - stopped, then raised as what it means
         _stop(proc)
         log.seek(0)
         raise RuntimeError(
-            f"the KIS simulator did not start:\n{log.read()[-3000:].decode()}") from None
-    http_url, ws_url = line[len(READY_PREFIX):].split()
-    sim = KisSim(base_url=http_url, ws_url=ws_url, flavour=flavour,
-                 appkey=secrets.token_hex(18), appsecret=secrets.token_hex(90))
+            f"the KIS simulator did not start:\n{log.read()[-3000:].decode()}"
+        ) from None
+    http_url, ws_url = line[len(READY_PREFIX) :].split()
+    sim = KisSim(
+        base_url=http_url,
+        ws_url=ws_url,
+        flavour=flavour,
+        appkey=secrets.token_hex(18),
+        appsecret=secrets.token_hex(90),
+    )
     return proc, sim, log
 
 

@@ -15,7 +15,9 @@ def key(prefix: str = "k") -> str:
 
 def submit(intent) -> "services.orders.Order":
     order = services.order_open(intent_id=intent.pk)
-    return services.order_mark_submitted(order_id=order.pk, broker_order_no=f"{next(_fill_seq):010d}")
+    return services.order_mark_submitted(
+        order_id=order.pk, broker_order_no=f"{next(_fill_seq):010d}"
+    )
 
 
 def fill(order, qty: int, price: int):
@@ -24,8 +26,9 @@ def fill(order, qty: int, price: int):
 
 def open_position(symbol: str, qty: int, price: int = 10_000) -> Position:
     """A position holding `qty` shares bought at `price`, through entry → order → fill."""
-    intent = services.entry_intent_open(symbol=symbol, qty=qty, idempotency_key=key("entry"),
-                                        limit_price=price)
+    intent = services.entry_intent_open(
+        symbol=symbol, qty=qty, idempotency_key=key("entry"), limit_price=price
+    )
     order = submit(intent)
     fill(order, qty, price)
     return Position.objects.get(pk=intent.position_id)

@@ -16,9 +16,16 @@ CLOCK = clock.ShiftedClock(dt.datetime.combine(DAY, dt.time(10), clock.SEOUL))
 
 
 def a_pick(source: PickSource, n: int = 1, /, **overrides) -> dict:
-    pick = {"source": source.code, "external_id": f"ext-{n}", "symbol": "005930",
-            "side": "BUY", "budget_krw": 1_000_000, "limit_price": 71_000, "score": "0.5",
-            "generated_at": clock.now().isoformat()}
+    pick = {
+        "source": source.code,
+        "external_id": f"ext-{n}",
+        "symbol": "005930",
+        "side": "BUY",
+        "budget_krw": 1_000_000,
+        "limit_price": 71_000,
+        "score": "0.5",
+        "generated_at": clock.now().isoformat(),
+    }
     pick.update(overrides)
     return {k: v for k, v in pick.items() if v is not ...}
 
@@ -27,8 +34,7 @@ def post(client, token: str | None, body, **headers):
     if token is not None:
         headers["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post("/api/picks/ingest", data=data, content_type="application/json",
-                       **headers)
+    return client.post("/api/picks/ingest", data=data, content_type="application/json", **headers)
 
 
 def ingest(source_and_token, *picks: dict) -> list[int]:
@@ -39,6 +45,8 @@ def ingest(source_and_token, *picks: dict) -> list[int]:
 
 
 def submitted(pick_id: int) -> Order:
-    wait_for(lambda: Order.objects.filter(intent__picks=pick_id, status="SUBMITTED").exists(),
-             f"pick {pick_id}'s order at the broker")
+    wait_for(
+        lambda: Order.objects.filter(intent__picks=pick_id, status="SUBMITTED").exists(),
+        f"pick {pick_id}'s order at the broker",
+    )
     return Order.objects.get(intent__picks=pick_id)

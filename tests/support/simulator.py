@@ -26,8 +26,16 @@ class Reply:
         return next((v for k, v in self.headers if k == name), None)
 
 
-def send(sim, method: str, path: str, *, headers: dict | None = None, body=None,
-         params: dict | None = None, timeout: float = 10.0) -> Reply:
+def send(
+    sim,
+    method: str,
+    path: str,
+    *,
+    headers: dict | None = None,
+    body=None,
+    params: dict | None = None,
+    timeout: float = 10.0,
+) -> Reply:
     url = urllib.parse.urlsplit(sim.base_url)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
     try:
@@ -42,52 +50,106 @@ def send(sim, method: str, path: str, *, headers: dict | None = None, body=None,
 
 
 def token(sim) -> str:
-    reply = send(sim, "POST", "/oauth2/tokenP",
-                 headers={"content-type": "application/json; charset=utf-8"},
-                 body={"grant_type": "client_credentials", "appkey": sim.appkey,
-                       "appsecret": sim.appsecret})
+    reply = send(
+        sim,
+        "POST",
+        "/oauth2/tokenP",
+        headers={"content-type": "application/json; charset=utf-8"},
+        body={"grant_type": "client_credentials", "appkey": sim.appkey, "appsecret": sim.appsecret},
+    )
     assert reply.status == 200, reply.body
     return reply.json["access_token"]
 
 
 def kis_headers(sim, tok: str, tr_id: str, **extra) -> dict:
-    return {"content-type": "application/json; charset=utf-8", "authorization": f"Bearer {tok}",
-            "appkey": sim.appkey, "appsecret": sim.appsecret, "tr_id": tr_id, "custtype": "P",
-            "tr_cont": ""} | extra
+    return {
+        "content-type": "application/json; charset=utf-8",
+        "authorization": f"Bearer {tok}",
+        "appkey": sim.appkey,
+        "appsecret": sim.appsecret,
+        "tr_id": tr_id,
+        "custtype": "P",
+        "tr_cont": "",
+    } | extra
 
 
 def tr(sim, real: str) -> str:
     return "V" + real[1:] if sim.flavour == "paper" else real
 
 
-def order(sim, tok, *, side: str, pdno: str = "005930", qty: int, price: int = 0,
-          ord_dvsn: str | None = None, timeout: float = 10.0) -> Reply:
-    body = {"CANO": sim.cano, "ACNT_PRDT_CD": sim.acnt_prdt_cd, "PDNO": pdno,
-            "ORD_DVSN": ord_dvsn or ("01" if price == 0 else "00"), "ORD_QTY": str(qty),
-            "ORD_UNPR": str(price), "EXCG_ID_DVSN_CD": "KRX", "SLL_TYPE": "", "CNDT_PRIC": ""}
+def order(
+    sim,
+    tok,
+    *,
+    side: str,
+    pdno: str = "005930",
+    qty: int,
+    price: int = 0,
+    ord_dvsn: str | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    body = {
+        "CANO": sim.cano,
+        "ACNT_PRDT_CD": sim.acnt_prdt_cd,
+        "PDNO": pdno,
+        "ORD_DVSN": ord_dvsn or ("01" if price == 0 else "00"),
+        "ORD_QTY": str(qty),
+        "ORD_UNPR": str(price),
+        "EXCG_ID_DVSN_CD": "KRX",
+        "SLL_TYPE": "",
+        "CNDT_PRIC": "",
+    }
     tr_id = tr(sim, "TTTC0012U" if side == "BUY" else "TTTC0011U")
-    return send(sim, "POST", ORDER_CASH, headers=kis_headers(sim, tok, tr_id), body=body,
-                timeout=timeout)
+    return send(
+        sim, "POST", ORDER_CASH, headers=kis_headers(sim, tok, tr_id), body=body, timeout=timeout
+    )
 
 
 def daily_params(sim, *, fk: str = "", nk: str = "", inqr_dvsn: str = "00") -> dict:
     today = time.strftime("%Y%m%d", time.gmtime(time.time() + 9 * 3600))
-    return {"CANO": sim.cano, "ACNT_PRDT_CD": sim.acnt_prdt_cd, "INQR_STRT_DT": today,
-            "INQR_END_DT": today, "SLL_BUY_DVSN_CD": "00", "PDNO": "", "CCLD_DVSN": "00",
-            "INQR_DVSN": inqr_dvsn, "INQR_DVSN_3": "00", "ORD_GNO_BRNO": "", "ODNO": "",
-            "INQR_DVSN_1": "", "CTX_AREA_FK100": fk, "CTX_AREA_NK100": nk,
-            "EXCG_ID_DVSN_CD": "KRX"}
+    return {
+        "CANO": sim.cano,
+        "ACNT_PRDT_CD": sim.acnt_prdt_cd,
+        "INQR_STRT_DT": today,
+        "INQR_END_DT": today,
+        "SLL_BUY_DVSN_CD": "00",
+        "PDNO": "",
+        "CCLD_DVSN": "00",
+        "INQR_DVSN": inqr_dvsn,
+        "INQR_DVSN_3": "00",
+        "ORD_GNO_BRNO": "",
+        "ODNO": "",
+        "INQR_DVSN_1": "",
+        "CTX_AREA_FK100": fk,
+        "CTX_AREA_NK100": nk,
+        "EXCG_ID_DVSN_CD": "KRX",
+    }
 
 
 def balance_params(sim, *, fk: str = "", nk: str = "") -> dict:
-    return {"CANO": sim.cano, "ACNT_PRDT_CD": sim.acnt_prdt_cd, "AFHR_FLPR_YN": "N",
-            "OFL_YN": "", "INQR_DVSN": "02", "UNPR_DVSN": "01", "FUND_STTL_ICLD_YN": "N",
-            "FNCG_AMT_AUTO_RDPT_YN": "N", "PRCS_DVSN": "00", "CTX_AREA_FK100": fk,
-            "CTX_AREA_NK100": nk}
+    return {
+        "CANO": sim.cano,
+        "ACNT_PRDT_CD": sim.acnt_prdt_cd,
+        "AFHR_FLPR_YN": "N",
+        "OFL_YN": "",
+        "INQR_DVSN": "02",
+        "UNPR_DVSN": "01",
+        "FUND_STTL_ICLD_YN": "N",
+        "FNCG_AMT_AUTO_RDPT_YN": "N",
+        "PRCS_DVSN": "00",
+        "CTX_AREA_FK100": fk,
+        "CTX_AREA_NK100": nk,
+    }
 
 
 def give(sim, holdings_: list[tuple[str, int, int]], cash: int = 100_000_000) -> None:
-    sim.control("/_sim/accounts", {"cano": sim.cano, "acnt_prdt_cd": sim.acnt_prdt_cd,
-                                   "cash": cash, "hts_id": sim.hts_id,
-                                   "holdings": [{"pdno": p, "qty": q, "avg_price": a}
-                                                for p, q, a in holdings_]})
+    sim.control(
+        "/_sim/accounts",
+        {
+            "cano": sim.cano,
+            "acnt_prdt_cd": sim.acnt_prdt_cd,
+            "cash": cash,
+            "hts_id": sim.hts_id,
+            "holdings": [{"pdno": p, "qty": q, "avg_price": a} for p, q, a in holdings_],
+        },
+    )

@@ -14,26 +14,53 @@ from tests.support import ROOT, child_database_url, direct_database_env
 
 def worker_env(sim) -> dict:
     return os.environ | {
-        "DATABASE_URL": child_database_url(), "KIS_ENV": "simulator", "KIS_FLAVOUR": sim.flavour,
-        "KIS_BASE_URL": sim.base_url, "KIS_WS_URL": sim.ws_url,
-        "KIS_ACCOUNT": f"{sim.cano}-{sim.acnt_prdt_cd}", "KIS_HTS_ID": sim.hts_id,
-        "KIS_QUERY_APP_KEY": sim.appkey, "KIS_QUERY_APP_SECRET": sim.appsecret,
+        "DATABASE_URL": child_database_url(),
+        "KIS_ENV": "simulator",
+        "KIS_FLAVOUR": sim.flavour,
+        "KIS_BASE_URL": sim.base_url,
+        "KIS_WS_URL": sim.ws_url,
+        "KIS_ACCOUNT": f"{sim.cano}-{sim.acnt_prdt_cd}",
+        "KIS_HTS_ID": sim.hts_id,
+        "KIS_QUERY_APP_KEY": sim.appkey,
+        "KIS_QUERY_APP_SECRET": sim.appsecret,
         "DATABASE_HEALTH_CHECKS": "false",  # as the execution worker is deployed
     }
 
 
-def start_worker(sim, log: Path, env: dict | None = None,
-                 queues: str = "execution") -> subprocess.Popen:
+def start_worker(
+    sim, log: Path, env: dict | None = None, queues: str = "execution"
+) -> subprocess.Popen:
     """A real Celery worker on `queues` (the execution queue), in its own process group, straight
     to PostgreSQL as deployed (`env` on top of worker_env)."""
     already = len(log.read_text()) if log.exists() else 0  # a restart appends to the same log
     with log.open("a") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "aegis", "worker", "-Q", queues,
-             "-c", "4", "--pool", "threads", "-l", "info", "--without-gossip",
-             "--without-mingle", "-n", f"exec-{os.getpid()}-{time.monotonic_ns()}@%h"],
-            cwd=ROOT, env=worker_env(sim) | direct_database_env() | (env or {}), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "aegis",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "4",
+                "--pool",
+                "threads",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"exec-{os.getpid()}-{time.monotonic_ns()}@%h",
+            ],
+            cwd=ROOT,
+            env=worker_env(sim) | direct_database_env() | (env or {}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 90
     while "ready." not in log.read_text()[already:]:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
@@ -66,9 +93,13 @@ def broker_orders(sim):
 def fill_stream_running(sim, log: Path, env: dict | None = None):
     """`manage.py stream_fills` against `sim` (`env` on top of worker_env), until the block ends."""
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "manage.py", "stream_fills"], cwd=ROOT,
-                                env=worker_env(sim) | (env or {}), stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "stream_fills"],
+            cwd=ROOT,
+            env=worker_env(sim) | (env or {}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while "streaming fill notices" not in log.read_text():

@@ -9,10 +9,10 @@ import pytest
 from django.core.cache import cache
 
 from core.clock import SEOUL
+from market.calendar import DEFAULT_WINDOWS
 from trading import cadence as cadence_module
 from trading.beat import ExitCadenceScheduler, windows_from_db
 from trading.cadence import CadenceDriver, PrequeueDriver
-from trading.market_calendar import DEFAULT_WINDOWS
 from trading.models import CadenceWindow
 from trading.tasks import PASS_LOCK, exit_pass_task
 
@@ -30,8 +30,11 @@ class Simulation:
         self.now = None
         self.sent: list[tuple[dt.datetime, float]] = []
         self.jitter = dt.timedelta(milliseconds=jitter_ms)
-        self.driver = CadenceDriver(send=lambda expires: self.sent.append((self.now, expires)),
-                                    windows=lambda: windows, monotonic=lambda: 0.0)
+        self.driver = CadenceDriver(
+            send=lambda expires: self.sent.append((self.now, expires)),
+            windows=lambda: windows,
+            monotonic=lambda: 0.0,
+        )
 
     def run(self, start, end, stall_at=None, stall=dt.timedelta(0)):
         self.now = start
@@ -46,17 +49,22 @@ class Simulation:
         return [(b - a).total_seconds() * 1000 for a, b in zip(times, times[1:])]
 
 
-@pytest.mark.parametrize("start, end, expected_ms", [
-    (at(8, 55), at(9, 10), 200),
-    (at(9, 10), at(15, 15), 2000),
-    (at(15, 15), at(15, 30), 500),
-])
+@pytest.mark.parametrize(
+    "start, end, expected_ms",
+    [
+        (at(8, 55), at(9, 10), 200),
+        (at(9, 10), at(15, 15), 2000),
+        (at(15, 15), at(15, 30), 500),
+    ],
+)
 def test_intervals_hold_within_twenty_percent_in_each_window(start, end, expected_ms):
     sim = Simulation()
     sim.run(at(8, 54), at(15, 31))
     gaps = sim.gaps_ms(start, end)[1:-1]  # the edges belong to two windows
-    assert gaps and all(0.8 * expected_ms <= g <= 1.2 * expected_ms for g in gaps), \
-        (min(gaps), max(gaps))
+    assert gaps and all(0.8 * expected_ms <= g <= 1.2 * expected_ms for g in gaps), (
+        min(gaps),
+        max(gaps),
+    )
     assert abs(statistics.fmean(gaps) - expected_ms) <= 0.05 * expected_ms
     expiries = {e for t, e in sim.sent if start <= t < end}
     assert expiries == {expected_ms / 1000}  # a pass that cannot start in time is dropped
@@ -94,8 +102,7 @@ def test_windows_edited_in_the_admin_apply_without_a_restart(monkeypatch):
     assert {w.interval_ms for w in windows_from_db()} == {200, 500}  # the seeded defaults
     clock_s = [0.0]
     sent = []
-    driver = CadenceDriver(send=sent.append, windows=windows_from_db,
-                           monotonic=lambda: clock_s[0])
+    driver = CadenceDriver(send=sent.append, windows=windows_from_db, monotonic=lambda: clock_s[0])
     now = at(8, 58)
     driver.tick(now)
     assert sent == [0.2]
@@ -112,13 +119,17 @@ def test_the_scheduler_sends_passes_between_its_database_reads(monkeypatch):
     monkeypatch.setattr("trading.beat.send_exit_pass", lambda expires: sent.append(expires))
     monkeypatch.setattr("trading.beat.send_gap_prequeue", lambda: prequeued.append(1))
     database_ticks = []
-    monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.tick",
-                        lambda self, *a, **k: database_ticks.append(1) or 5.0)
-    monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.__init__",
-                        lambda self, *a, **k: None)
+    monkeypatch.setattr(
+        "django_celery_beat.schedulers.DatabaseScheduler.tick",
+        lambda self, *a, **k: database_ticks.append(1) or 5.0,
+    )
+    monkeypatch.setattr(
+        "django_celery_beat.schedulers.DatabaseScheduler.__init__", lambda self, *a, **k: None
+    )
     scheduler = ExitCadenceScheduler()
-    scheduler.cadence = CadenceDriver(send=lambda e: sent.append(e),
-                                      windows=lambda: DEFAULT_WINDOWS)
+    scheduler.cadence = CadenceDriver(
+        send=lambda e: sent.append(e), windows=lambda: DEFAULT_WINDOWS
+    )
     from core import clock
 
     with clock.installed(clock.FixedClock(at(9, 0))):
@@ -132,10 +143,12 @@ def test_beat_sleeps_the_real_share_of_a_sped_up_clocks_wait(monkeypatch):
     """On a day played at 60x (the soak, the drill), 10 s of the clock to the pre-queue is a
     sixth of a real second: beat must not sleep through the opening minute."""
     monkeypatch.setattr("trading.beat.send_gap_prequeue", lambda: None)
-    monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.tick",
-                        lambda self, *a, **k: 5.0)
-    monkeypatch.setattr("django_celery_beat.schedulers.DatabaseScheduler.__init__",
-                        lambda self, *a, **k: None)
+    monkeypatch.setattr(
+        "django_celery_beat.schedulers.DatabaseScheduler.tick", lambda self, *a, **k: 5.0
+    )
+    monkeypatch.setattr(
+        "django_celery_beat.schedulers.DatabaseScheduler.__init__", lambda self, *a, **k: None
+    )
     monkeypatch.setattr("trading.beat.overrides_refresh", lambda: None)
     scheduler = ExitCadenceScheduler()
     scheduler.cadence = CadenceDriver(send=lambda e: None, windows=lambda: DEFAULT_WINDOWS)
@@ -157,12 +170,15 @@ def test_passes_never_overlap():
     assert cache.get(PASS_LOCK) is None
 
 
-@pytest.mark.parametrize("zone", [SEOUL, dt.timezone.utc], ids=["seoul", "utc"])
-@pytest.mark.parametrize("day, open_at", [
-    (MONDAY, (9, 0)),
-    (dt.date(2026, 11, 19), (10, 0)),  # CSAT day: the open moves to 10:00
-    (dt.date(2027, 1, 4), (10, 0)),  # the first trading day of the year
-])
+@pytest.mark.parametrize("zone", [SEOUL, dt.UTC], ids=["seoul", "utc"])
+@pytest.mark.parametrize(
+    "day, open_at",
+    [
+        (MONDAY, (9, 0)),
+        (dt.date(2026, 11, 19), (10, 0)),  # CSAT day: the open moves to 10:00
+        (dt.date(2027, 1, 4), (10, 0)),  # the first trading day of the year
+    ],
+)
 def test_the_gap_prequeue_is_sent_once_ten_seconds_before_each_open(day, open_at, zone):
     # Beat hands in the server's clock, UTC on a server: 08:59:50 KST is 23:59:50 the day before.
     sent = []

@@ -8,10 +8,10 @@ import pytest
 from django.urls import reverse
 
 from core import clock
+from execution.models import Alert
 from kis.client import KisClient
 from kis.errors import KisProtocolError
-from execution.models import Alert
-from trading import market_calendar
+from market import calendar as market_calendar
 from trading.calendar_sync import calendar_check, overrides_refresh
 from trading.models import SpecialDay
 
@@ -32,10 +32,12 @@ def seoul(day, hh, mm):
 def test_a_special_day_overrides_the_library_for_its_date():
     assert market_calendar.is_trading_day(TUESDAY)
     wednesday = TUESDAY + dt.timedelta(days=1)
-    assert market_calendar.overrides_set({
-        TUESDAY: market_calendar.Override(closed=True, note="an extra closure"),
-        wednesday: market_calendar.Override(closed=False, open=dt.time(10, 0)),
-    })
+    assert market_calendar.overrides_set(
+        {
+            TUESDAY: market_calendar.Override(closed=True, note="an extra closure"),
+            wednesday: market_calendar.Override(closed=False, open=dt.time(10, 0)),
+        }
+    )
     assert not market_calendar.is_trading_day(TUESDAY)
     assert market_calendar.session(TUESDAY) is None
     assert market_calendar.moment(seoul(TUESDAY, 10, 0)).phase is P.CLOSED
@@ -51,10 +53,13 @@ def test_a_special_day_overrides_the_library_for_its_date():
 @pytest.mark.django_db
 def test_the_admin_refuses_a_closed_day_with_times_and_a_saved_day_applies_at_once(admin_client):
     url = reverse("admin:trading_specialday_add")
-    refused = admin_client.post(url, {"day": "2026-11-24", "closed": "on", "open_at": "10:00",
-                                      "note": "x"})
-    assert refused.status_code == 200 and "A closed day has no session times" in \
-        refused.content.decode()
+    refused = admin_client.post(
+        url, {"day": "2026-11-24", "closed": "on", "open_at": "10:00", "note": "x"}
+    )
+    assert (
+        refused.status_code == 200
+        and "A closed day has no session times" in refused.content.decode()
+    )
     assert not SpecialDay.objects.exists()
     saved = admin_client.post(url, {"day": "2026-11-24", "closed": "on", "note": "closure"})
     assert saved.status_code == 302
@@ -70,7 +75,8 @@ def test_a_day_kis_says_is_closed_is_alerted_once(kis_sim, kis_client):
     closure = dt.date(2026, 11, 26)  # a Thursday the library says is open
     kis_sim.control("/_sim/day", {"closed": [closure.isoformat()]})
     assert calendar_check(broker=kis_client, today=monday) == [
-        "2026-11-26: KIS says closed, the calendar open"]
+        "2026-11-26: KIS says closed, the calendar open"
+    ]
     calendar_check(broker=kis_client, today=monday)
     [alert] = Alert.objects.filter(subject="calendar")
     assert alert.severity == "CRITICAL" and "2026-11-26" in alert.message
@@ -90,12 +96,15 @@ class HolidayRows(KisClient):
         return {"output": self.rows}, {}
 
 
-@pytest.mark.parametrize("row", [
-    {"bass_dt": "20261124"},  # no opnd_yn
-    {"bass_dt": "20261124", "opnd_yn": ""},
-    {"bass_dt": "2026-11-24", "opnd_yn": "Y"},
-    {"opnd_yn": "Y"},
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"bass_dt": "20261124"},  # no opnd_yn
+        {"bass_dt": "20261124", "opnd_yn": ""},
+        {"bass_dt": "2026-11-24", "opnd_yn": "Y"},
+        {"opnd_yn": "Y"},
+    ],
+)
 def test_a_holiday_row_the_ledger_cannot_read_is_a_protocol_error(row):
     with pytest.raises(KisProtocolError):
         HolidayRows([{"bass_dt": "20261123", "opnd_yn": "Y"}, row]).market_days(start=TUESDAY)

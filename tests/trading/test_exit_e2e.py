@@ -82,10 +82,13 @@ def fill_stream(kis_sim, day, tmp_path):
 
 def held(kis_sim, profile: ExitProfile) -> Position:
     """QTY shares bought at COST through the broker, managed by `profile`."""
-    entry = services.entry_intent_open(symbol=SYMBOL, qty=QTY, limit_price=COST,
-                                       idempotency_key=key("entry"))
-    wait_for(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(),
-             "the entry at the broker")
+    entry = services.entry_intent_open(
+        symbol=SYMBOL, qty=QTY, limit_price=COST, idempotency_key=key("entry")
+    )
+    wait_for(
+        lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(),
+        "the entry at the broker",
+    )
     kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
     wait_for(lambda: Order.objects.filter(intent=entry, status="FILLED").exists(), "the entry")
     position = Position.objects.get(pk=entry.position_id)
@@ -107,14 +110,20 @@ def trade(kis_sim, *path: int) -> None:
 def filled_exit(kis_sim, position: Position, rule: str) -> OrderIntent:
     """The exit `rule` opened for `position`: wait for it, for its order at the broker, match
     the book, and wait for the fill notice to bring the fill into the ledger."""
-    wait_for(lambda: OrderIntent.objects.filter(position=position, intent_type=rule).exists(),
-             f"the {rule} intent")
+    wait_for(
+        lambda: OrderIntent.objects.filter(position=position, intent_type=rule).exists(),
+        f"the {rule} intent",
+    )
     intent = OrderIntent.objects.get(position=position, intent_type=rule)
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
-             f"the {rule} order at the broker")
+    wait_for(
+        lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+        f"the {rule} order at the broker",
+    )
     kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})  # the book matches it
-    wait_for(lambda: Order.objects.filter(intent=intent, status="FILLED").exists(),
-             f"the {rule} fill through the notice")
+    wait_for(
+        lambda: Order.objects.filter(intent=intent, status="FILLED").exists(),
+        f"the {rule} fill through the notice",
+    )
     order = Order.objects.get(intent=intent)
     assert Order.objects.filter(intent=intent).count() == 1
     assert sum(f.qty for f in Fill.objects.filter(order=order)) == order.qty == intent.qty
@@ -165,12 +174,20 @@ def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, f
         assert (first.qty, position.qty, broker_qty(kis_sim)) == (4, 6, 6)
         assert PositionExitState.objects.get(position=position).tiers_done == 1
         trade(kis_sim, 74_000, 75_300)  # +6.1%: the second tier, the other 60%
-        wait_for(lambda: OrderIntent.objects.filter(position=position,
-                                                    intent_type="EXIT_TAKE_PROFIT").count() == 2,
-                 "the second tier")
+        wait_for(
+            lambda: (
+                OrderIntent.objects.filter(
+                    position=position, intent_type="EXIT_TAKE_PROFIT"
+                ).count()
+                == 2
+            ),
+            "the second tier",
+        )
         second = OrderIntent.objects.filter(position=position).latest("created_at")
-        wait_for(lambda: Order.objects.filter(intent=second, status="SUBMITTED").exists(),
-                 "the second tier's order")
+        wait_for(
+            lambda: Order.objects.filter(intent=second, status="SUBMITTED").exists(),
+            "the second tier's order",
+        )
         kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
         wait_for(lambda: closed(position), "the position to close")
     assert (second.qty, second.trigger_price) == (6, 75_300)
@@ -180,8 +197,8 @@ def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, f
 
 def test_trailing_stop_sells_below_the_high_once_armed(kis_sim, day, fill_stream):
     profile = ExitProfile.objects.create(
-        name="trail", gap_down_pct=None, trailing_activation_pct=Decimal(2),
-        trailing_pct=Decimal(1))
+        name="trail", gap_down_pct=None, trailing_activation_pct=Decimal(2), trailing_pct=Decimal(1)
+    )
     position = held(kis_sim, profile)
     with pricesync(kis_sim):
         trade(kis_sim, 72_000, 72_600, 73_000, 72_400, 72_200)  # armed at 72,420, stop 72,270
@@ -191,8 +208,9 @@ def test_trailing_stop_sells_below_the_high_once_armed(kis_sim, day, fill_stream
     assert closed(position) and broker_qty(kis_sim) == 0
 
 
-def test_gap_down_sells_at_the_opening_trade_from_the_prequeued_threshold(kis_sim, day,
-                                                                          fill_stream):
+def test_gap_down_sells_at_the_opening_trade_from_the_prequeued_threshold(
+    kis_sim, day, fill_stream
+):
     profile = ExitProfile.objects.create(name="gap", gap_down_pct=Decimal(5))
     position = held(kis_sim, profile)
     day.move_to("08:59:49")
@@ -209,8 +227,9 @@ def test_gap_down_sells_at_the_opening_trade_from_the_prequeued_threshold(kis_si
 
 
 def test_time_exit_sells_everything_at_its_time_and_not_before(kis_sim, day, fill_stream):
-    profile = ExitProfile.objects.create(name="day trade", gap_down_pct=None, day_trade=True,
-                                         time_exit_at=dt.time(15, 20))
+    profile = ExitProfile.objects.create(
+        name="day trade", gap_down_pct=None, day_trade=True, time_exit_at=dt.time(15, 20)
+    )
     position = held(kis_sim, profile)
     day.move_to("15:19:58")
     with pricesync(kis_sim):

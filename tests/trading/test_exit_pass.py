@@ -38,9 +38,17 @@ def managed(symbol, qty, profile, price=70_000):
 
 
 def quote(symbol, price, at=NOW):
-    BestPrice.objects.update_or_create(symbol=symbol, defaults={
-        "price": price, "prev_close": 70_000, "lower_limit": 49_000, "upper_limit": 91_000,
-        "source": "WS", "event_at": at})
+    BestPrice.objects.update_or_create(
+        symbol=symbol,
+        defaults={
+            "price": price,
+            "prev_close": 70_000,
+            "lower_limit": 49_000,
+            "upper_limit": 91_000,
+            "source": "WS",
+            "event_at": at,
+        },
+    )
 
 
 def exits(position):
@@ -83,8 +91,9 @@ def test_exits_decided_in_one_pass_go_out_largest_loss_first(new_symbol, monkeyp
 
 
 def test_tiers_advance_once_and_the_high_water_mark_follows(new_symbol):
-    profile = ExitProfile.objects.create(name="tp", gap_down_pct=None,
-                                         trailing_activation_pct=D(5), trailing_pct=D(3))
+    profile = ExitProfile.objects.create(
+        name="tp", gap_down_pct=None, trailing_activation_pct=D(5), trailing_pct=D(3)
+    )
     TakeProfitTier.objects.create(profile=profile, gain_pct=D(5), sell_pct=D(30))
     TakeProfitTier.objects.create(profile=profile, gain_pct=D(10), sell_pct=D(30))
     position = managed(new_symbol(), 100, profile)
@@ -97,8 +106,10 @@ def test_tiers_advance_once_and_the_high_water_mark_follows(new_symbol):
     assert (state.tiers_done, state.high_water_mark) == (1, 74_000)
     quote(position.symbol, 71_700)  # 3 % under the high of 74,000: the trailing stop
     assert exit_pass().exits == 1
-    assert [(i.intent_type, i.qty) for i in exits(position)] == \
-        [("EXIT_TAKE_PROFIT", 30), ("EXIT_TRAILING", 70)]
+    assert [(i.intent_type, i.qty) for i in exits(position)] == [
+        ("EXIT_TAKE_PROFIT", 30),
+        ("EXIT_TRAILING", 70),
+    ]
 
 
 def test_positions_without_a_price_or_a_profile_are_left_alone(new_symbol):
@@ -146,19 +157,28 @@ def test_time_rules_wait_for_the_regular_session(new_symbol):
     assert intent.intent_type == "EXIT_MAX_HOLD"
 
 
-@pytest.mark.parametrize("when", [
-    dt.datetime(2026, 11, 24, 15, 30, 0, tzinfo=clock.SEOUL),  # the close
-    dt.datetime(2026, 11, 24, 15, 50, tzinfo=clock.SEOUL),  # after-hours at the close price
-    dt.datetime(2026, 11, 24, 17, 0, tzinfo=clock.SEOUL),  # after-hours single price
-    dt.datetime(2026, 11, 24, 23, 0, tzinfo=clock.SEOUL),  # the night
-    dt.datetime(2026, 11, 25, 8, 45, tzinfo=clock.SEOUL),  # the opening auction
-    dt.datetime(2026, 11, 28, 11, 0, tzinfo=clock.SEOUL),  # Saturday
-], ids=["close", "after-close-price", "after-single-price", "night", "auction", "saturday"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        dt.datetime(2026, 11, 24, 15, 30, 0, tzinfo=clock.SEOUL),  # the close
+        dt.datetime(2026, 11, 24, 15, 50, tzinfo=clock.SEOUL),  # after-hours at the close price
+        dt.datetime(2026, 11, 24, 17, 0, tzinfo=clock.SEOUL),  # after-hours single price
+        dt.datetime(2026, 11, 24, 23, 0, tzinfo=clock.SEOUL),  # the night
+        dt.datetime(2026, 11, 25, 8, 45, tzinfo=clock.SEOUL),  # the opening auction
+        dt.datetime(2026, 11, 28, 11, 0, tzinfo=clock.SEOUL),  # Saturday
+    ],
+    ids=["close", "after-close-price", "after-single-price", "night", "auction", "saturday"],
+)
 def test_no_exit_is_decided_where_its_order_cannot_trade(new_symbol, when):
     """A price under every stop outside the phases where a limit order trades: nothing is
     decided, no mark moves; the first pass once trading resumes decides on the price then."""
-    profile = ExitProfile.objects.create(name="all", stop_loss_pct=D(3), gap_down_pct=None,
-                                         trailing_activation_pct=D(1), trailing_pct=D(1))
+    profile = ExitProfile.objects.create(
+        name="all",
+        stop_loss_pct=D(3),
+        gap_down_pct=None,
+        trailing_activation_pct=D(1),
+        trailing_pct=D(1),
+    )
     position = managed(new_symbol(), 10, profile)
     with clock.installed(clock.FixedClock(when.astimezone(dt.UTC))):  # a server's clock
         quote(position.symbol, 60_000, at=when)
@@ -192,11 +212,13 @@ def test_in_the_session_a_price_from_before_the_open_decides_nothing(new_symbol)
 
 def test_a_profile_may_let_its_stop_join_the_opening_auction(new_symbol):
     auction = dt.datetime(2026, 11, 25, 8, 45, tzinfo=clock.SEOUL)
-    early = ExitProfile.objects.create(name="early", stop_loss_pct=D(3), gap_down_pct=None,
-                                       stop_in_opening_auction=True)
+    early = ExitProfile.objects.create(
+        name="early", stop_loss_pct=D(3), gap_down_pct=None, stop_in_opening_auction=True
+    )
     late = ExitProfile.objects.create(name="late", stop_loss_pct=D(3), gap_down_pct=None)
-    tiers = ExitProfile.objects.create(name="tiers", gap_down_pct=None,
-                                       stop_in_opening_auction=True)
+    tiers = ExitProfile.objects.create(
+        name="tiers", gap_down_pct=None, stop_in_opening_auction=True
+    )
     TakeProfitTier.objects.create(profile=tiers, gain_pct=D(5), sell_pct=D(50))
     a, b, c = (managed(new_symbol(), 10, p) for p in (early, late, tiers))
     with clock.installed(clock.FixedClock(auction)):
@@ -240,8 +262,9 @@ def test_a_screen_that_saw_stale_rows_is_decided_again_under_the_locks(new_symbo
     quote(position.symbol, 70_000)
     assert exit_pass(symbols=[position.symbol]).exits == 0  # cached: 10 available
     with connection.cursor() as cursor:  # no signal: the cache still says 10
-        cursor.execute(f"UPDATE {Position._meta.db_table} SET reserved_qty = 4 WHERE id = %s",
-                       [position.pk])
+        cursor.execute(
+            f"UPDATE {Position._meta.db_table} SET reserved_qty = 4 WHERE id = %s", [position.pk]
+        )
     quote(position.symbol, 67_000)
     assert exit_pass(symbols=[position.symbol]).exits == 1
     [intent] = exits(position)
@@ -273,14 +296,28 @@ def test_pricesync_evaluates_a_trade_at_the_cached_limits_before_writing_it(new_
     position = managed(new_symbol(), 10, profile)
     symbol = position.symbol
     # A REST quote: its limits are written first, and cached with the price.
-    assert on_price(symbol=symbol, price=70_000, at=NOW - dt.timedelta(seconds=1), source="REST",
-                    prev_close=70_000, upper_limit=91_000, lower_limit=49_000) == 0
+    assert (
+        on_price(
+            symbol=symbol,
+            price=70_000,
+            at=NOW - dt.timedelta(seconds=1),
+            source="REST",
+            prev_close=70_000,
+            upper_limit=91_000,
+            lower_limit=49_000,
+        )
+        == 0
+    )
     with CaptureQueriesContext(connection) as captured:
         assert on_price(symbol=symbol, price=67_000, at=NOW, source="WS") == 1
     assert [q["sql"].split()[0] for q in captured.captured_queries] == ["WITH", "INSERT"]
     row = BestPrice.objects.get(symbol=symbol)
-    assert (row.price, row.lower_limit, row.upper_limit, row.source) == (67_000, 49_000,
-                                                                        91_000, "WS")
+    assert (row.price, row.lower_limit, row.upper_limit, row.source) == (
+        67_000,
+        49_000,
+        91_000,
+        "WS",
+    )
     [intent] = exits(position)
     assert (intent.trigger_price, intent.event_at) == (67_000, NOW)
 
@@ -291,10 +328,24 @@ def test_pricesync_writes_first_a_trade_older_than_the_cached_price(new_symbol):
 
     profile = ExitProfile.objects.create(name="sl4", stop_loss_pct=D(3), gap_down_pct=None)
     position = managed(new_symbol(), 10, profile)
-    assert on_price(symbol=position.symbol, price=70_000, at=NOW, source="REST",
-                    prev_close=70_000, upper_limit=91_000, lower_limit=49_000) == 0
-    assert on_price(symbol=position.symbol, price=60_000, at=NOW - dt.timedelta(seconds=2),
-                    source="WS") == 0
+    assert (
+        on_price(
+            symbol=position.symbol,
+            price=70_000,
+            at=NOW,
+            source="REST",
+            prev_close=70_000,
+            upper_limit=91_000,
+            lower_limit=49_000,
+        )
+        == 0
+    )
+    assert (
+        on_price(
+            symbol=position.symbol, price=60_000, at=NOW - dt.timedelta(seconds=2), source="WS"
+        )
+        == 0
+    )
     assert BestPrice.objects.get(symbol=position.symbol).price == 70_000
     assert exits(position) == []
 
@@ -322,13 +373,22 @@ def test_a_lock_left_held_costs_pricesync_one_tick_not_its_thread(new_symbol):
     for position in (stuck, free):
         quote(position.symbol, 70_000, at=NOW - dt.timedelta(seconds=1))
     child = LOCKED_TICKS.format(at=NOW.isoformat(), symbols=[stuck.symbol, free.symbol])
-    env = os.environ | {"DJANGO_SETTINGS_MODULE": "aegis.settings", "LOG_LEVEL": "WARNING",
-                        "DATABASE_LOCK_TIMEOUT_MS": "300", "AEGIS_CLOCK_START": NOW.isoformat()}
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "aegis.settings",
+        "LOG_LEVEL": "WARNING",
+        "DATABASE_LOCK_TIMEOUT_MS": "300",
+        "AEGIS_CLOCK_START": NOW.isoformat(),
+    }
     with psycopg.connect(child_database_url("DATABASE_DIRECT_URL")) as holder:
         holder.execute("SELECT 1 FROM execution_position WHERE id = %s FOR UPDATE", [stuck.pk])
-        done = subprocess.run([sys.executable, "-c", child], env=env | direct_database_env(),
-                              cwd=Path(__file__).resolve().parents[2], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", child],
+            env=env | direct_database_env(),
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         holder.rollback()
     assert done.returncode == 0, done.stderr[-3000:]
     (stuck_exits, stuck_s), (free_exits, _) = json.loads(done.stdout.strip().splitlines()[-1])

@@ -37,12 +37,23 @@ def _bulk_book(n: int, profile: ExitProfile) -> list[str]:
     symbols = [f"9{i:05d}" for i in range(n)]
     positions = Position.objects.bulk_create(
         Position(symbol=s, qty=100, avg_price=D(50_000), opened_at=NOW - dt.timedelta(days=1))
-        for s in symbols)
+        for s in symbols
+    )
     PositionExitState.objects.bulk_create(
-        PositionExitState(position=p, profile=profile, peak_qty=100) for p in positions)
+        PositionExitState(position=p, profile=profile, peak_qty=100) for p in positions
+    )
     BestPrice.objects.bulk_create(
-        BestPrice(symbol=s, price=50_500, prev_close=50_000, upper_limit=65_000,
-                  lower_limit=35_000, source="WS", event_at=NOW) for s in symbols)
+        BestPrice(
+            symbol=s,
+            price=50_500,
+            prev_close=50_000,
+            upper_limit=65_000,
+            lower_limit=35_000,
+            source="WS",
+            event_at=NOW,
+        )
+        for s in symbols
+    )
     return symbols
 
 
@@ -50,8 +61,15 @@ def _managed(symbol: str, profile: ExitProfile, price: int) -> Position:
     """10 shares bought at 70,000, managed by `profile`, last traded at `price`."""
     position = open_position(symbol, 10, 70_000)
     PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
-    BestPrice.objects.create(symbol=symbol, price=price, prev_close=70_000, lower_limit=49_000,
-                             upper_limit=91_000, source="WS", event_at=NOW)
+    BestPrice.objects.create(
+        symbol=symbol,
+        price=price,
+        prev_close=70_000,
+        lower_limit=49_000,
+        upper_limit=91_000,
+        source="WS",
+        event_at=NOW,
+    )
     return position
 
 
@@ -68,7 +86,8 @@ def _queries(fn) -> int:
 
 
 def test_the_steady_evaluation_loop_makes_90_percent_fewer_queries_with_the_cache(
-        at_now, monkeypatch):
+    at_now, monkeypatch
+):
     """1,000 positions: each symbol's trade is evaluated as pricesync does (its price handed in)
     and a full cadence pass runs after every round, with the cache and without it."""
     monkeypatch.setattr(hot, "BOOK_TTL_S", 60)  # steady state: no expiry inside the measurement
@@ -108,7 +127,9 @@ def test_a_full_pass_reads_full_prices_only_for_what_it_examines(at_now, monkeyp
     with CaptureQueriesContext(connection) as logged:  # logged like any other statement
         exit_pass()
     assert [q["sql"].split()[0:2] for q in logged.captured_queries] == [
-        ["SELECT", "md5(concat_ws('|',"], ["SELECT", "symbol,"]]
+        ["SELECT", "md5(concat_ws('|',"],
+        ["SELECT", "symbol,"],
+    ]
 
     def crash(chosen: list[str]) -> None:  # 4% down: under the 3% stop
         BestPrice.objects.filter(symbol__in=chosen).update(price=48_000)
@@ -141,16 +162,21 @@ def test_every_change_reaches_the_next_evaluation(at_now, new_symbol):
 def test_a_redis_outage_slows_the_engine_and_never_stops_it(at_now, new_symbol):
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
     position = _managed(new_symbol(), profile, 67_000)
-    dead = {"default": {"BACKEND": "aegis.cache.KeptClientRedisCache",
-                        "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens on port 9
-                        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
+    dead = {
+        "default": {
+            "BACKEND": "aegis.cache.KeptClientRedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens on port 9
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
     with override_settings(CACHES=dead):
         assert exit_pass(symbols=[position.symbol]).exits == 1
     assert OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS").count() == 1
 
 
-def test_rules_left_in_the_cache_by_a_lost_invalidation_last_one_full_pass(at_now, new_symbol,
-                                                                           monkeypatch):
+def test_rules_left_in_the_cache_by_a_lost_invalidation_last_one_full_pass(
+    at_now, new_symbol, monkeypatch
+):
     """A profile changed while Redis could not take the invalidation: ticks keep the cached
     rules until the next full pass, which finds them older than the tables and reads them
     again, for itself and for every process."""
@@ -195,7 +221,8 @@ def silent_redis():
 
 
 def test_a_redis_that_never_answers_costs_a_timeout_then_the_database_answers(
-        at_now, new_symbol, silent_redis, monkeypatch):
+    at_now, new_symbol, silent_redis, monkeypatch
+):
     """The deployed cache settings against a Redis that hangs: the exit still opens, and once a
     call has timed out, the process reads from PostgreSQL alone for a while instead of waiting
     on Redis at every evaluation."""
@@ -239,26 +266,36 @@ def test_gap_down_is_ready_before_the_bell_and_reads_only_the_ledger_at_the_open
     position = open_position(new_symbol(), 10, 72_000)
     PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
     last_trade = dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL)  # Monday's close
-    BestPrice.objects.create(symbol=position.symbol, price=70_000, prev_close=69_000,
-                             lower_limit=48_300, upper_limit=89_700, source="WS",
-                             event_at=last_trade)
-    with clock.installed(clock.FixedClock(dt.datetime(2026, 11, 24, 8, 59, 50,
-                                                      tzinfo=clock.SEOUL))):
+    BestPrice.objects.create(
+        symbol=position.symbol,
+        price=70_000,
+        prev_close=69_000,
+        lower_limit=48_300,
+        upper_limit=89_700,
+        source="WS",
+        event_at=last_trade,
+    )
+    with clock.installed(
+        clock.FixedClock(dt.datetime(2026, 11, 24, 8, 59, 50, tzinfo=clock.SEOUL))
+    ):
         assert gap_prequeue() == 1
     assert hot.gap_thresholds(dt.date(2026, 11, 24)) == {position.pk: D(66_500)}  # 70,000 × 0.95
 
     bell = dt.datetime(2026, 11, 24, 9, 0, 0, tzinfo=clock.SEOUL)
     with clock.installed(clock.FixedClock(bell)):
-        exit_pass(symbols=[position.symbol],  # warm, as pricesync keeps it: nothing fires
-                  prices={position.symbol: hot.Px(70_000, 70_000, 91_000, 49_000,
-                                                  last_trade.timestamp())})
+        exit_pass(
+            symbols=[position.symbol],  # warm, as pricesync keeps it: nothing fires
+            prices={
+                position.symbol: hot.Px(70_000, 70_000, 91_000, 49_000, last_trade.timestamp())
+            },
+        )
         opening = hot.Px(66_500, 70_000, 91_000, 49_000, bell.timestamp())
         with CaptureQueriesContext(connection) as captured:
-            assert exit_pass(symbols=[position.symbol], prices={position.symbol: opening}
-                             ).exits == 1
+            assert (
+                exit_pass(symbols=[position.symbol], prices={position.symbol: opening}).exits == 1
+            )
     tables = " ".join(q["sql"] for q in captured)
-    for table in ("prices_best", PositionExitState._meta.db_table,
-                  ExitProfile._meta.db_table):
+    for table in ("prices_best", PositionExitState._meta.db_table, ExitProfile._meta.db_table):
         assert table not in tables, captured.captured_queries
     [intent] = OrderIntent.objects.filter(position=position, side="SELL")
     assert (intent.intent_type, intent.qty, intent.trigger_price) == ("GAP_DOWN", 10, 66_500)
@@ -272,10 +309,15 @@ def test_no_threshold_without_a_gap_rule_or_on_a_holiday(new_symbol):
     profile = ExitProfile.objects.create(name="none", gap_down_pct=None, stop_loss_pct=D(3))
     position = open_position(new_symbol(), 10, 72_000)
     PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
-    BestPrice.objects.create(symbol=position.symbol, price=70_000, source="WS",
-                             event_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL))
-    with clock.installed(clock.FixedClock(dt.datetime(2026, 11, 24, 8, 59, 50,
-                                                      tzinfo=clock.SEOUL))):
+    BestPrice.objects.create(
+        symbol=position.symbol,
+        price=70_000,
+        source="WS",
+        event_at=dt.datetime(2026, 11, 23, 15, 30, tzinfo=clock.SEOUL),
+    )
+    with clock.installed(
+        clock.FixedClock(dt.datetime(2026, 11, 24, 8, 59, 50, tzinfo=clock.SEOUL))
+    ):
         assert gap_prequeue() == 0
     assert gap_prequeue(day=dt.date(2026, 12, 25)) == 0
 
@@ -289,8 +331,9 @@ def test_a_copy_read_before_a_commit_is_never_used_after_it(at_now, new_symbol):
     symbol, rules = position.symbol, hot.profiles()
     _, gens = hot._cached(hot.book_key(symbol), [hot.book_gen_key(symbol)])  # the reader first
     stale = hot.book_from_db(rules, [symbol])
-    services.exit_intent_open(position_id=position.pk, qty=10, intent_type="MANUAL",
-                              idempotency_key=key("manual"))  # the writer commits
+    services.exit_intent_open(
+        position_id=position.pk, qty=10, intent_type="MANUAL", idempotency_key=key("manual")
+    )  # the writer commits
     hot._store(hot.book_key(symbol), gens, (rules.version, hot.Book.of(stale)), 3)
     [watch] = hot.book(rules, [symbol])
     assert (stale[0].available, watch.available) == (10, 0)

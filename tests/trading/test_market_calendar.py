@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 
 from core.clock import SEOUL
-from trading import market_calendar
-from trading.market_calendar import (
+from market import calendar as market_calendar
+from market.calendar import (
     CSAT_DAYS,
     DEFAULT_WINDOWS,
     Window,
@@ -19,14 +19,40 @@ from trading.market_calendar import (
 D = dt.date
 
 
-@pytest.mark.parametrize("day", [
-    D(2026, 1, 1), D(2026, 2, 16), D(2026, 2, 17), D(2026, 2, 18), D(2026, 3, 2), D(2026, 5, 1),
-    D(2026, 5, 5), D(2026, 5, 25), D(2026, 6, 3), D(2026, 8, 17), D(2026, 9, 24), D(2026, 9, 25),
-    D(2026, 10, 5), D(2026, 10, 9), D(2026, 12, 25), D(2026, 12, 31),
-    D(2027, 1, 1), D(2027, 2, 8), D(2027, 2, 9), D(2027, 3, 1), D(2027, 5, 5), D(2027, 5, 13),
-    D(2027, 8, 16), D(2027, 9, 14), D(2027, 9, 15), D(2027, 9, 16), D(2027, 10, 4),
-    D(2027, 10, 11), D(2027, 12, 31),
-])
+@pytest.mark.parametrize(
+    "day",
+    [
+        D(2026, 1, 1),
+        D(2026, 2, 16),
+        D(2026, 2, 17),
+        D(2026, 2, 18),
+        D(2026, 3, 2),
+        D(2026, 5, 1),
+        D(2026, 5, 5),
+        D(2026, 5, 25),
+        D(2026, 6, 3),
+        D(2026, 8, 17),
+        D(2026, 9, 24),
+        D(2026, 9, 25),
+        D(2026, 10, 5),
+        D(2026, 10, 9),
+        D(2026, 12, 25),
+        D(2026, 12, 31),
+        D(2027, 1, 1),
+        D(2027, 2, 8),
+        D(2027, 2, 9),
+        D(2027, 3, 1),
+        D(2027, 5, 5),
+        D(2027, 5, 13),
+        D(2027, 8, 16),
+        D(2027, 9, 14),
+        D(2027, 9, 15),
+        D(2027, 9, 16),
+        D(2027, 10, 4),
+        D(2027, 10, 11),
+        D(2027, 12, 31),
+    ],
+)
 def test_krx_is_closed_on_its_2026_and_2027_holidays(day):
     assert not is_trading_day(day) and session(day) is None
 
@@ -36,8 +62,7 @@ def test_krx_is_closed_at_weekends(day):
     assert not is_trading_day(day)
 
 
-@pytest.mark.parametrize("day", [D(2026, 11, 23), D(2026, 4, 6), D(2027, 6, 4),
-                                 D(2026, 12, 30)])
+@pytest.mark.parametrize("day", [D(2026, 11, 23), D(2026, 4, 6), D(2027, 6, 4), D(2026, 12, 30)])
 def test_ordinary_days_open_at_nine_and_close_at_half_past_three(day):
     s = session(day)
     assert (s.open.time(), s.close.time(), s.late_open) == (dt.time(9), dt.time(15, 30), False)
@@ -70,14 +95,23 @@ def at(day, hh, mm, ss=0, us=0):
 MONDAY = D(2026, 11, 23)
 
 
-@pytest.mark.parametrize("moment, interval", [
-    (at(MONDAY, 8, 54, 59), None),
-    (at(MONDAY, 8, 55), 200), (at(MONDAY, 9, 0), 200), (at(MONDAY, 9, 9, 59, 999_999), 200),
-    (at(MONDAY, 9, 10), 2000), (at(MONDAY, 12, 0), 2000), (at(MONDAY, 15, 14, 59), 2000),
-    (at(MONDAY, 15, 15), 500), (at(MONDAY, 15, 29, 59), 500), (at(MONDAY, 15, 30), None),
-    (at(D(2026, 11, 22), 9, 0), None),  # Sunday
-    (at(D(2026, 12, 25), 9, 0), None),  # Christmas
-])
+@pytest.mark.parametrize(
+    "moment, interval",
+    [
+        (at(MONDAY, 8, 54, 59), None),
+        (at(MONDAY, 8, 55), 200),
+        (at(MONDAY, 9, 0), 200),
+        (at(MONDAY, 9, 9, 59, 999_999), 200),
+        (at(MONDAY, 9, 10), 2000),
+        (at(MONDAY, 12, 0), 2000),
+        (at(MONDAY, 15, 14, 59), 2000),
+        (at(MONDAY, 15, 15), 500),
+        (at(MONDAY, 15, 29, 59), 500),
+        (at(MONDAY, 15, 30), None),
+        (at(D(2026, 11, 22), 9, 0), None),  # Sunday
+        (at(D(2026, 12, 25), 9, 0), None),  # Christmas
+    ],
+)
 def test_the_cadence_of_an_ordinary_day(moment, interval):
     assert cadence_at(moment) == interval
 
@@ -106,17 +140,20 @@ def test_windows_are_data():
         Window("open", 0, 10, 10)
 
 
-@pytest.mark.parametrize(("day", "moment", "due"), [
-    (D(2026, 12, 1), "08:58:30", False),  # before the open: nothing trades yet
-    (D(2026, 12, 1), "09:00:05", False),  # the open has not run for the timeout yet
-    (D(2026, 12, 1), "09:00:10", True),
-    (D(2026, 12, 1), "15:19:59", True),
-    (D(2026, 12, 1), "15:20:00", False),  # the closing auction: orders wait for 15:30
-    (D(2026, 12, 1), "16:00:00", False),
-    (D(2026, 12, 5), "11:00:00", False),  # a Saturday
-    (D(2027, 1, 4), "09:30:00", False),   # the year's first day opens at 10:00
-    (D(2027, 1, 4), "10:00:10", True),
-])
+@pytest.mark.parametrize(
+    ("day", "moment", "due"),
+    [
+        (D(2026, 12, 1), "08:58:30", False),  # before the open: nothing trades yet
+        (D(2026, 12, 1), "09:00:05", False),  # the open has not run for the timeout yet
+        (D(2026, 12, 1), "09:00:10", True),
+        (D(2026, 12, 1), "15:19:59", True),
+        (D(2026, 12, 1), "15:20:00", False),  # the closing auction: orders wait for 15:30
+        (D(2026, 12, 1), "16:00:00", False),
+        (D(2026, 12, 5), "11:00:00", False),  # a Saturday
+        (D(2027, 1, 4), "09:30:00", False),  # the year's first day opens at 10:00
+        (D(2027, 1, 4), "10:00:10", True),
+    ],
+)
 def test_the_engine_reprices_its_exits_only_in_continuous_trading(day, moment, due):
     from trading.services import limit_orders_due
 
@@ -126,6 +163,7 @@ def test_the_engine_reprices_its_exits_only_in_continuous_trading(day, moment, d
 
 # --- The KRX day's phases ---------------------------------------------------------------------
 
+
 def utc(day, hh, mm, ss=0):
     """A Seoul wall time handed in as a UTC server would see it."""
     return dt.datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=SEOUL).astimezone(dt.UTC)
@@ -134,20 +172,23 @@ def utc(day, hh, mm, ss=0):
 P = market_calendar.Phase
 
 
-@pytest.mark.parametrize("hh, mm, phase, limit_accepted", [
-    (8, 29, P.CLOSED, False),
-    (8, 30, P.OPENING_AUCTION, True),
-    (8, 59, P.OPENING_AUCTION, True),
-    (9, 0, P.CONTINUOUS, True),
-    (15, 19, P.CONTINUOUS, True),
-    (15, 20, P.CLOSING_AUCTION, True),
-    (15, 30, P.AFTER_CLOSE_PRICE, False),  # after-hours orders taken, nothing trades
-    (15, 39, P.AFTER_CLOSE_PRICE, False),
-    (15, 45, P.AFTER_CLOSE_PRICE, False),
-    (16, 30, P.AFTER_SINGLE_PRICE, False),
-    (18, 0, P.CLOSED, False),
-    (23, 0, P.CLOSED, False),
-])
+@pytest.mark.parametrize(
+    "hh, mm, phase, limit_accepted",
+    [
+        (8, 29, P.CLOSED, False),
+        (8, 30, P.OPENING_AUCTION, True),
+        (8, 59, P.OPENING_AUCTION, True),
+        (9, 0, P.CONTINUOUS, True),
+        (15, 19, P.CONTINUOUS, True),
+        (15, 20, P.CLOSING_AUCTION, True),
+        (15, 30, P.AFTER_CLOSE_PRICE, False),  # after-hours orders taken, nothing trades
+        (15, 39, P.AFTER_CLOSE_PRICE, False),
+        (15, 45, P.AFTER_CLOSE_PRICE, False),
+        (16, 30, P.AFTER_SINGLE_PRICE, False),
+        (18, 0, P.CLOSED, False),
+        (23, 0, P.CLOSED, False),
+    ],
+)
 def test_the_phases_of_an_ordinary_day(hh, mm, phase, limit_accepted):
     at = market_calendar.moment(utc(MONDAY, hh, mm))
     assert at.phase is phase
@@ -155,18 +196,19 @@ def test_the_phases_of_an_ordinary_day(hh, mm, phase, limit_accepted):
 
 
 def test_after_hours_phases_accept_their_own_order_types_only():
-    assert market_calendar.moment(utc(MONDAY, 15, 35)).slot.matching is \
-        market_calendar.Matching.NONE
+    assert (
+        market_calendar.moment(utc(MONDAY, 15, 35)).slot.matching is market_calendar.Matching.NONE
+    )
     after_close = market_calendar.moment(utc(MONDAY, 15, 50))
     assert after_close.accepts(market_calendar.ORD_AFTER_CLOSE_PRICE)
     assert not after_close.accepts(market_calendar.ORD_AFTER_SINGLE_PRICE)
     single = market_calendar.moment(utc(MONDAY, 17, 0))
     assert single.accepts(market_calendar.ORD_AFTER_SINGLE_PRICE)
     assert single.slot.matching is market_calendar.Matching.AUCTION
-    assert market_calendar.moment(utc(MONDAY, 8, 35)).accepts(
-        market_calendar.ORD_PRE_CLOSE_PRICE)
+    assert market_calendar.moment(utc(MONDAY, 8, 35)).accepts(market_calendar.ORD_PRE_CLOSE_PRICE)
     assert not market_calendar.moment(utc(MONDAY, 8, 45)).accepts(
-        market_calendar.ORD_PRE_CLOSE_PRICE)
+        market_calendar.ORD_PRE_CLOSE_PRICE
+    )
 
 
 def test_a_late_open_and_a_late_close_move_the_phases_anchored_to_them():
@@ -194,15 +236,21 @@ def test_the_next_start_of_a_phase_skips_the_night_the_weekend_and_holidays():
     # Under way: now.
     assert market_calendar.next_start(utc(friday, 10, 0), regular) == utc(friday, 10, 0)
     # 2026-12-24 (Thursday) evening: Christmas is closed, the next open is Monday the 28th.
-    assert market_calendar.next_start(utc(dt.date(2026, 12, 24), 20, 0), regular) == \
-        utc(dt.date(2026, 12, 28), 9, 0)
+    assert market_calendar.next_start(utc(dt.date(2026, 12, 24), 20, 0), regular) == utc(
+        dt.date(2026, 12, 28), 9, 0
+    )
 
 
 def test_the_phases_are_data():
-    day_model = (market_calendar.Slot(
-        P.CONTINUOUS, market_calendar.Edge("open", dt.timedelta(hours=-1)),
-        market_calendar.Edge("close", dt.timedelta(hours=2)), market_calendar.REGULAR_ORDERS,
-        market_calendar.Matching.CONTINUOUS),)
+    day_model = (
+        market_calendar.Slot(
+            P.CONTINUOUS,
+            market_calendar.Edge("open", dt.timedelta(hours=-1)),
+            market_calendar.Edge("close", dt.timedelta(hours=2)),
+            market_calendar.REGULAR_ORDERS,
+            market_calendar.Matching.CONTINUOUS,
+        ),
+    )
     assert market_calendar.moment(utc(MONDAY, 8, 10), day_model).phase is P.CONTINUOUS
     assert market_calendar.moment(utc(MONDAY, 17, 10), day_model).phase is P.CONTINUOUS
     assert market_calendar.moment(utc(MONDAY, 17, 40), day_model).phase is P.CLOSED

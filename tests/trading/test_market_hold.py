@@ -24,13 +24,22 @@ def at(hh, mm, ss=0):
 
 
 def quote(symbol, price, when):
-    BestPrice.objects.update_or_create(symbol=symbol, defaults={
-        "price": price, "prev_close": 71_000, "lower_limit": 49_700, "upper_limit": 92_300,
-        "source": "WS", "event_at": when})
+    BestPrice.objects.update_or_create(
+        symbol=symbol,
+        defaults={
+            "price": price,
+            "prev_close": 71_000,
+            "lower_limit": 49_700,
+            "upper_limit": 92_300,
+            "source": "WS",
+            "event_at": when,
+        },
+    )
 
 
 def test_a_refusal_for_market_hours_holds_the_engine_until_the_next_phase(
-        kis_sim, kis_client, settings):
+    kis_sim, kis_client, settings
+):
     settings.EXECUTION_AUTO_SUBMIT = False
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=Decimal(3), gap_down_pct=None)
     position = open_position("005930", 10, 71_000)

@@ -17,13 +17,15 @@ DAY = dt.date(2026, 11, 24)
 
 
 def at(hh, mm, ss=0):
-    return dt.datetime(DAY.year, DAY.month, DAY.day, hh, mm, ss,
-                       tzinfo=clock.SEOUL).astimezone(dt.UTC)
+    return dt.datetime(DAY.year, DAY.month, DAY.day, hh, mm, ss, tzinfo=clock.SEOUL).astimezone(
+        dt.UTC
+    )
 
 
 def priced(symbol, when):
-    BestPrice.objects.update_or_create(symbol=symbol, defaults={
-        "price": 70_000, "source": "WS", "event_at": when})
+    BestPrice.objects.update_or_create(
+        symbol=symbol, defaults={"price": 70_000, "source": "WS", "event_at": when}
+    )
 
 
 def alerts():

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.core.cache import cache
 
-from execution.models import OrderIntent
 from core import clock
+from execution.models import OrderIntent
 from tests.support import child_database_url, holds_for, in_session
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
@@ -48,8 +48,11 @@ def test_trades_on_the_websocket_reach_the_ledger_at_the_stop(kis_sim, managed):
         assert (best.price, best.prev_close, best.source) == (71_000, 71_000, "REST")
         kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [70_500, 69_500, 68_800]})
         kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 3})
-        wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
-                 "the stop loss", timeout=30)
+        wait_for(
+            lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
+            "the stop loss",
+            timeout=30,
+        )
     [intent] = OrderIntent.objects.filter(position=managed, side="SELL")
     assert (intent.intent_type, intent.qty) == ("EXIT_STOP_LOSS", 10)
     assert "68,800" in intent.reason
@@ -62,8 +65,11 @@ def test_symbols_beyond_the_subscription_cap_are_polled(kis_sim, managed):
     with Running(PriceSync(broker=broker, cap=0, poll_s=0.2, follow_s=0.2)) as sync:
         assert sync.subscribed == set() and sync.stale() == ["005930"]
         kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 68_000})
-        wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
-                 "the stop loss from a REST price", timeout=30)
+        wait_for(
+            lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
+            "the stop loss from a REST price",
+            timeout=30,
+        )
     assert BestPrice.objects.get(symbol="005930").source == "REST"
 
 
@@ -72,8 +78,9 @@ def test_subscriptions_follow_positions_as_they_open_and_close(kis_sim, managed)
     kis_sim.control("/_sim/prices", {"pdno": "000660", "price": 120_000, "prev_close": 120_000})
     with Running(PriceSync(broker=broker, follow_s=0.2, poll_s=60, stale_s=60)) as sync:
         other = open_position("000660", 5, 120_000)
-        PositionExitState.objects.create(position=other, profile=ExitProfile.objects.get(),
-                                         peak_qty=5)
+        PositionExitState.objects.create(
+            position=other, profile=ExitProfile.objects.get(), peak_qty=5
+        )
         wait_for(lambda: sync.subscribed == {"005930", "000660"}, "the new subscription")
         PositionExitState.objects.filter(position=managed).delete()
         wait_for(lambda: sync.subscribed == {"000660"}, "the unsubscription")
@@ -97,12 +104,15 @@ def drop_connections() -> int:
         return direct.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s "
-            "AND backend_type = 'client backend'", [own]).fetchone()[0]
+            "AND backend_type = 'client backend'",
+            [own],
+        ).fetchone()[0]
 
 
 @pytest.mark.parametrize("follow_s", [60, 0.1], ids=["price-first", "follow-first"])
-def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(kis_sim, managed,
-                                                                         follow_s):
+def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(
+    kis_sim, managed, follow_s
+):
     broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
     running = Running(PriceSync(broker=broker, poll_s=60, stale_s=60, follow_s=follow_s))
     with running:
@@ -111,25 +121,32 @@ def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(kis_si
             time.sleep(0.5)
         kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [68_000]})
         kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})  # the first price after
-        wait_for(lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
-                 "the stop loss after the cut", timeout=30)
+        wait_for(
+            lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
+            "the stop loss after the cut",
+            timeout=30,
+        )
         assert running.thread.is_alive()
     assert BestPrice.objects.get(symbol="005930").price == 68_000
 
 
 def _quotes_asked(sim) -> int:
-    return sum(1 for r in sim.control("/_sim/book", method="GET")["requests"]
-               if r["path"].endswith("/inquire-price"))
+    return sum(
+        1
+        for r in sim.control("/_sim/book", method="GET")["requests"]
+        if r["path"].endswith("/inquire-price")
+    )
 
 
 def test_no_rest_quote_is_asked_when_no_exit_could_be_decided(kis_sim, managed):
     """After the close the uncovered symbols are not polled: no exit could use the price."""
     evening = in_session(20, 0)
-    kis_sim.control("/_sim/clock", {"start": evening.start.isoformat(),
-                                    "origin": evening.origin})
+    kis_sim.control("/_sim/clock", {"start": evening.start.isoformat(), "origin": evening.origin})
     broker = kis_worker.client_for(sim_dict(kis_sim), rate=50)
-    with clock.installed(evening), \
-            Running(PriceSync(broker=broker, cap=0, poll_s=0.2, follow_s=0.2)) as sync:
+    with (
+        clock.installed(evening),
+        Running(PriceSync(broker=broker, cap=0, poll_s=0.2, follow_s=0.2)) as sync,
+    ):
         assert sync.stale() == ["005930"]
         holds_for(lambda: _quotes_asked(kis_sim) == 0, 2.0, "no quote asked in the evening")
     assert not BestPrice.objects.filter(symbol="005930").exists()

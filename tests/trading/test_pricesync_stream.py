@@ -9,9 +9,9 @@ import pytest
 from websockets.asyncio.server import serve
 
 from core import clock
+from execution.models import Alert
 from kis import protocol
 from kis.client import Quote
-from execution.models import Alert
 from tests.support import free_port, in_session
 from trading.models import BestPrice
 from trading.pricesync import PriceSync
@@ -41,14 +41,28 @@ class RestOnly:
 
     def price(self, symbol: str) -> Quote:
         self.polls += 1
-        return Quote(symbol=symbol, price=71_000, prev_close=71_000, open=71_000, high=71_000,
-                     low=71_000, upper_limit=92_300, lower_limit=49_700, volume=1, tick=100,
-                     sign="3", halted=False)
+        return Quote(
+            symbol=symbol,
+            price=71_000,
+            prev_close=71_000,
+            open=71_000,
+            high=71_000,
+            low=71_000,
+            upper_limit=92_300,
+            lower_limit=49_700,
+            volume=1,
+            tick=100,
+            sign="3",
+            halted=False,
+        )
 
 
 def stream_alerts() -> list[tuple[str, str]]:
-    return list(Alert.objects.filter(kind=Alert.Kind.STREAM).order_by("created_at")
-                .values_list("subject", "state"))
+    return list(
+        Alert.objects.filter(kind=Alert.Kind.STREAM)
+        .order_by("created_at")
+        .values_list("subject", "state")
+    )
 
 
 def wait(pred, what: str, timeout: float = 30.0) -> None:
@@ -63,8 +77,15 @@ def wait(pred, what: str, timeout: float = 30.0) -> None:
 def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too():
     port = free_port()
     broker = RestOnly(f"ws://127.0.0.1:{port}")
-    sync = PriceSync(broker=broker, watchlist=("005930",), evaluate=False, poll_s=0.2,
-                     stale_s=0.5, follow_s=0.5, stream_alert_after_s=0.5)
+    sync = PriceSync(
+        broker=broker,
+        watchlist=("005930",),
+        evaluate=False,
+        poll_s=0.2,
+        stale_s=0.5,
+        follow_s=0.5,
+        stream_alert_after_s=0.5,
+    )
     sync.stream.reconnect_min_s, sync.stream.reconnect_max_s = 0.05, 0.2
     loop = asyncio.new_event_loop()
     state = {}
@@ -72,10 +93,14 @@ def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too
     async def handler(ws):
         await ws.recv()
         record = dict.fromkeys(protocol.TRADE_FIELDS, "0") | {
-            "MKSC_SHRN_ISCD": "005930", "STCK_PRPR": "71500", "STCK_CNTG_HOUR": "090001",
-            "BSOP_DATE": ""}
-        await ws.send(f"0|{protocol.WS_TR_TRADE}|001|"
-                      f"{protocol.join_records([record], protocol.TRADE_FIELDS)}")
+            "MKSC_SHRN_ISCD": "005930",
+            "STCK_PRPR": "71500",
+            "STCK_CNTG_HOUR": "090001",
+            "BSOP_DATE": "",
+        }
+        await ws.send(
+            f"0|{protocol.WS_TR_TRADE}|001|{protocol.join_records([record], protocol.TRADE_FIELDS)}"
+        )
         await ws.wait_closed()
 
     async def main():
@@ -85,6 +110,7 @@ def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too
     def server_up():
         async def start():
             state["server"] = await serve(handler, "127.0.0.1", port)
+
         asyncio.run_coroutine_threadsafe(start(), loop).result(10)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
@@ -100,11 +126,13 @@ def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too
         wait(lambda: stream_alerts() == [("prices", "down"), ("prices", "up")], "its end")
         assert Alert.objects.get(kind=Alert.Kind.STREAM, state="down").severity == "CRITICAL"
     finally:
+
         async def shut():
             if "server" in state:
                 state["server"].close()
                 await state["server"].wait_closed()
             state["stop"].set()
+
         asyncio.run_coroutine_threadsafe(shut(), loop).result(30)
         thread.join(30)
         assert not thread.is_alive()

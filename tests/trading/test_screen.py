@@ -17,8 +17,9 @@ QUIET = Due(has_gap=False, time_due=False, max_days=math.inf)
 def _columns(rows) -> Columns:
     """rows: (symbol, profile_id, low, high, opened), in the arrays the cached book holds."""
     symbols, pids, lows, highs, opened = zip(*rows) if rows else ((), (), (), (), ())
-    return Columns(tuple(symbols), array("q", pids), array("d", lows), array("d", highs),
-                   array("q", opened))
+    return Columns(
+        tuple(symbols), array("q", pids), array("d", lows), array("d", highs), array("q", opened)
+    )
 
 
 def _both(book, price_of, opening, due, held):
@@ -29,8 +30,14 @@ def _both(book, price_of, opening, due, held):
 
 
 def test_a_price_inside_the_band_is_quiet_and_one_on_or_outside_it_is_examined():
-    book = _columns([("000001", 1, 100.0, 200.0, 1), ("000002", 1, 100.0, 200.0, 1),
-                     ("000003", 1, 100.0, 200.0, 1), ("000004", 1, 100.0, 200.0, 1)])
+    book = _columns(
+        [
+            ("000001", 1, 100.0, 200.0, 1),
+            ("000002", 1, 100.0, 200.0, 1),
+            ("000003", 1, 100.0, 200.0, 1),
+            ("000004", 1, 100.0, 200.0, 1),
+        ]
+    )
     prices = {"000001": 150, "000002": 100, "000003": 200, "000004": 99}
     result = _both(book, prices, set(), {1: QUIET}, lambda day: 0)
     assert result == screen.Result(examine=[1, 2, 3], evaluated=4, skipped=0)
@@ -39,18 +46,22 @@ def test_a_price_inside_the_band_is_quiet_and_one_on_or_outside_it_is_examined()
 def test_positions_without_a_price_are_skipped_whatever_their_profile_says():
     book = _columns([("000001", 1, 100.0, 200.0, 1), ("000002", 1, 100.0, 200.0, 1)])
     due = {1: Due(has_gap=True, time_due=True, max_days=0)}
-    assert _both(book, {"000002": 150}, {"000001"}, due, lambda day: 5) == \
-        screen.Result(examine=[1], evaluated=1, skipped=1)
+    assert _both(book, {"000002": 150}, {"000001"}, due, lambda day: 5) == screen.Result(
+        examine=[1], evaluated=1, skipped=1
+    )
 
 
 def test_time_gap_and_holding_rules_examine_a_position_inside_its_band():
-    book = _columns([("000001", 1, 100.0, 200.0, 10),   # time exit due
-                     ("000002", 2, 100.0, 200.0, 10),   # GAP_DOWN, opening-minute trade
-                     ("000003", 2, 100.0, 200.0, 10),   # GAP_DOWN, a later trade
-                     ("000004", 3, 100.0, 200.0, 10),   # held 5 days, maximum 5
-                     ("000005", 3, 100.0, 200.0, 12)])  # held 3 days, maximum 5
-    due = {1: Due(False, True, math.inf), 2: Due(True, False, math.inf),
-           3: Due(False, False, 5)}
+    book = _columns(
+        [
+            ("000001", 1, 100.0, 200.0, 10),  # time exit due
+            ("000002", 2, 100.0, 200.0, 10),  # GAP_DOWN, opening-minute trade
+            ("000003", 2, 100.0, 200.0, 10),  # GAP_DOWN, a later trade
+            ("000004", 3, 100.0, 200.0, 10),  # held 5 days, maximum 5
+            ("000005", 3, 100.0, 200.0, 12),
+        ]
+    )  # held 3 days, maximum 5
+    due = {1: Due(False, True, math.inf), 2: Due(True, False, math.inf), 3: Due(False, False, 5)}
     prices = dict.fromkeys(("000001", "000002", "000003", "000004", "000005"), 150)
     held = {10: 5, 12: 3}.__getitem__
     assert _both(book, prices, {"000002"}, due, held).examine == [0, 1, 3]
@@ -74,15 +85,33 @@ DAYS = [738_000 + i for i in range(4)]
 @st.composite
 def cases(draw):
     profile_ids = draw(st.lists(st.integers(1, 10**9), min_size=1, max_size=4, unique=True))
-    due = {pid: Due(has_gap=draw(st.booleans()), time_due=draw(st.booleans()),
-                    max_days=draw(st.sampled_from([math.inf, 0, 1, 2, 3, 5])))
-           for pid in profile_ids}
+    due = {
+        pid: Due(
+            has_gap=draw(st.booleans()),
+            time_due=draw(st.booleans()),
+            max_days=draw(st.sampled_from([math.inf, 0, 1, 2, 3, 5])),
+        )
+        for pid in profile_ids
+    }
     # Bands on and around the prices, including the bounds themselves and empty bands.
     edge = st.sampled_from([-math.inf, math.inf, 99.5, 100.0, 100.5, 101.0, 150.0])
-    rows = draw(st.lists(st.tuples(st.sampled_from(SYMBOLS), st.sampled_from(profile_ids), edge,
-                                   edge, st.sampled_from(DAYS)), max_size=60))
-    prices = draw(st.dictionaries(st.sampled_from(SYMBOLS), st.sampled_from([100, 101, 150]),
-                                  max_size=len(SYMBOLS)))
+    rows = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(SYMBOLS),
+                st.sampled_from(profile_ids),
+                edge,
+                edge,
+                st.sampled_from(DAYS),
+            ),
+            max_size=60,
+        )
+    )
+    prices = draw(
+        st.dictionaries(
+            st.sampled_from(SYMBOLS), st.sampled_from([100, 101, 150]), max_size=len(SYMBOLS)
+        )
+    )
     opening = draw(st.sets(st.sampled_from(SYMBOLS)))
     held_days = {day: draw(st.integers(0, 6)) for day in DAYS}
     return _columns(rows), prices, opening, due, held_days
@@ -99,8 +128,12 @@ def test_both_implementations_screen_alike_and_as_the_rules_say(case):
         if symbol not in prices:
             continue
         d = due[pid]
-        if (not low < prices[symbol] < high or d.time_due
-                or (d.has_gap and symbol in opening) or held_days[opened] >= d.max_days):
+        if (
+            not low < prices[symbol] < high
+            or d.time_due
+            or (d.has_gap and symbol in opening)
+            or held_days[opened] >= d.max_days
+        ):
             expected.append(i)
     priced = sum(symbol in prices for symbol in book.symbols)
     assert result == screen.Result(expected, priced, len(book.symbols) - priced)

@@ -16,5 +16,9 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        listen(stop=stop, on_ready=lambda: self.stdout.write(f"listening on {CHANNEL}",
-                                                              ending="\n") or self.stdout.flush())
+        listen(
+            stop=stop,
+            on_ready=lambda: (
+                self.stdout.write(f"listening on {CHANNEL}", ending="\n") or self.stdout.flush()
+            ),
+        )

@@ -9,14 +9,24 @@ from execution.services.trading_state import reconciliation_require
 
 
 class Command(BaseCommand):
-    help = ("Compare the ledger's open positions with KIS's holdings. With --startup, first "
-            "close the startup gate: nothing goes out until a reconciliation succeeds.")
+    help = (
+        "Compare the ledger's open positions with KIS's holdings. With --startup, first "
+        "close the startup gate: nothing goes out until a reconciliation succeeds."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--startup", action="store_true",
-                            help="Run as the system starts: halt trading until this succeeds.")
-        parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                            help="Retry every 5 s while KIS cannot be read, up to SECONDS.")
+        parser.add_argument(
+            "--startup",
+            action="store_true",
+            help="Run as the system starts: halt trading until this succeeds.",
+        )
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=0,
+            metavar="SECONDS",
+            help="Retry every 5 s while KIS cannot be read, up to SECONDS.",
+        )
 
     def handle(self, *args, startup, wait, **options):
         if startup:
@@ -35,6 +45,7 @@ class Command(BaseCommand):
             time.sleep(5)
         for mismatch in run.mismatches.all():
             self.stdout.write(f"MISMATCH {mismatch}")
-        self.stdout.write(f"{run.result}: {run.symbols_checked} symbols checked"
-                          + (f", {len(run.symbols_skipped)} left for next time"
-                             if run.symbols_skipped else ""))
+        self.stdout.write(
+            f"{run.result}: {run.symbols_checked} symbols checked"
+            + (f", {len(run.symbols_skipped)} left for next time" if run.symbols_skipped else "")
+        )

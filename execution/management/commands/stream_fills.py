@@ -19,8 +19,10 @@ class Command(BaseCommand):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await run(broker=get_broker(), stop=stop,
-                      on_ready=lambda: (self.stdout.write("streaming fill notices"),
-                                        self.stdout.flush()))
+            await run(
+                broker=get_broker(),
+                stop=stop,
+                on_ready=lambda: (self.stdout.write("streaming fill notices"), self.stdout.flush()),
+            )
 
         asyncio.run(main())

@@ -5,20 +5,25 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.memory import freeze_startup_objects
 from core.metrics import health_check_register, ops_server_start
-
 from execution.broker import get_broker
-from execution.validation import check_symbol
 from execution.exceptions import InvalidInput
+from execution.validation import check_symbol
 from trading.pricesync import PriceSync
 
 
 class Command(BaseCommand):
-    help = ("Stream KIS trades for every managed open position (and --watch symbols), keep "
-            "prices_best current, and evaluate each trade's positions at once.")
+    help = (
+        "Stream KIS trades for every managed open position (and --watch symbols), keep "
+        "prices_best current, and evaluate each trade's positions at once."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--watch", default="", metavar="SYMBOLS",
-                            help="Comma-separated KRX codes to follow as well, e.g. 005930,000660")
+        parser.add_argument(
+            "--watch",
+            default="",
+            metavar="SYMBOLS",
+            help="Comma-separated KRX codes to follow as well, e.g. 005930,000660",
+        )
 
     def handle(self, *args, watch, **options):
         watchlist = tuple(s.strip() for s in watch.split(",") if s.strip())
@@ -36,9 +41,13 @@ class Command(BaseCommand):
                 loop.add_signal_handler(sig, stop.set)
             sync = PriceSync(broker=get_broker(), watchlist=watchlist)
             health_check_register("stream", sync.stream.health)
-            await sync.run(stop, on_ready=lambda: (
-                freeze_startup_objects("pricesync"),
-                self.stdout.write(f"pricesync following {len(sync.symbols)} symbols"),
-                self.stdout.flush()))
+            await sync.run(
+                stop,
+                on_ready=lambda: (
+                    freeze_startup_objects("pricesync"),
+                    self.stdout.write(f"pricesync following {len(sync.symbols)} symbols"),
+                    self.stdout.flush(),
+                ),
+            )
 
         asyncio.run(main())

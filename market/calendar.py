@@ -32,11 +32,13 @@ CSAT_CLOSE = dt.time(16, 30)
 # CSAT days (a Thursday in mid-November), as the Ministry of Education announces them two
 # years or more ahead: 2026-11-19 (the 2027 admissions' exam) and 2027-11-18 (2028's) are both
 # announced. Add each year's date when it is.
-CSAT_DAYS = frozenset({
-    dt.date(2025, 11, 13),
-    dt.date(2026, 11, 19),
-    dt.date(2027, 11, 18),
-})
+CSAT_DAYS = frozenset(
+    {
+        dt.date(2025, 11, 13),
+        dt.date(2026, 11, 19),
+        dt.date(2027, 11, 18),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,12 @@ def session(day: dt.date) -> Session | None:
     if special is not None:
         open_, close = special.open or open_, special.close or close
         note = special.note or note
-    return Session(day=day, open=dt.datetime.combine(day, open_, SEOUL),
-                   close=dt.datetime.combine(day, close, SEOUL), note=note)
+    return Session(
+        day=day,
+        open=dt.datetime.combine(day, open_, SEOUL),
+        close=dt.datetime.combine(day, close, SEOUL),
+        note=note,
+    )
 
 
 class Phase(enum.StrEnum):
@@ -182,20 +188,40 @@ def _close(minutes: int = 0) -> Edge:
 KRX_DAY: tuple[Slot, ...] = (
     # 08:30-08:40: the pre-open closing-price session (at the previous close) runs beside the
     # opening auction's book.
-    Slot(Phase.OPENING_AUCTION, _open(-30), _open(-20), REGULAR_ORDERS | {ORD_PRE_CLOSE_PRICE},
-         Matching.AUCTION),
+    Slot(
+        Phase.OPENING_AUCTION,
+        _open(-30),
+        _open(-20),
+        REGULAR_ORDERS | {ORD_PRE_CLOSE_PRICE},
+        Matching.AUCTION,
+    ),
     Slot(Phase.OPENING_AUCTION, _open(-20), _open(), REGULAR_ORDERS, Matching.AUCTION),
     Slot(Phase.CONTINUOUS, _open(), _close(-10), REGULAR_ORDERS, Matching.CONTINUOUS),
     Slot(Phase.CLOSING_AUCTION, _close(-10), _close(), REGULAR_ORDERS, Matching.AUCTION),
     # Regular orders end with the closing auction; after-hours orders are taken from the close
     # and trade from ten minutes after it, at the day's closing price.
-    Slot(Phase.AFTER_CLOSE_PRICE, _close(), _close(10), frozenset({ORD_AFTER_CLOSE_PRICE}),
-         Matching.NONE),
-    Slot(Phase.AFTER_CLOSE_PRICE, _close(10), _close(30), frozenset({ORD_AFTER_CLOSE_PRICE}),
-         Matching.CLOSE_PRICE),
+    Slot(
+        Phase.AFTER_CLOSE_PRICE,
+        _close(),
+        _close(10),
+        frozenset({ORD_AFTER_CLOSE_PRICE}),
+        Matching.NONE,
+    ),
+    Slot(
+        Phase.AFTER_CLOSE_PRICE,
+        _close(10),
+        _close(30),
+        frozenset({ORD_AFTER_CLOSE_PRICE}),
+        Matching.CLOSE_PRICE,
+    ),
     # Single-price auctions every ten minutes until 18:00, on a late close too.
-    Slot(Phase.AFTER_SINGLE_PRICE, _close(30), Edge("day", dt.timedelta(hours=18)),
-         frozenset({ORD_AFTER_SINGLE_PRICE}), Matching.AUCTION),
+    Slot(
+        Phase.AFTER_SINGLE_PRICE,
+        _close(30),
+        Edge("day", dt.timedelta(hours=18)),
+        frozenset({ORD_AFTER_SINGLE_PRICE}),
+        Matching.AUCTION,
+    ),
 )
 
 
@@ -224,15 +250,21 @@ def moment(at: dt.datetime, day_model: tuple[Slot, ...] = KRX_DAY) -> Moment:
     return Moment(at, Phase.CLOSED, None, day)
 
 
-def phase_began(day: Session, phase: Phase, day_model: tuple[Slot, ...] = KRX_DAY
-                ) -> dt.datetime | None:
+def phase_began(
+    day: Session, phase: Phase, day_model: tuple[Slot, ...] = KRX_DAY
+) -> dt.datetime | None:
     """When `phase` first begins on the session's day (None when it has no slot)."""
     starts = [slot.on(day)[0] for slot in day_model if slot.phase is phase]
     return min(starts) if starts else None
 
 
-def next_start(at: dt.datetime, phases: frozenset[Phase],
-               day_model: tuple[Slot, ...] = KRX_DAY, *, horizon_days: int = 20) -> dt.datetime:
+def next_start(
+    at: dt.datetime,
+    phases: frozenset[Phase],
+    day_model: tuple[Slot, ...] = KRX_DAY,
+    *,
+    horizon_days: int = 20,
+) -> dt.datetime:
     """When one of `phases` next begins after `at` (at `at` itself if one is under way)."""
     day = at.astimezone(SEOUL).date()
     for offset in range(horizon_days):
@@ -246,13 +278,17 @@ def next_start(at: dt.datetime, phases: frozenset[Phase],
     raise ValueError(f"none of {sorted(phases)} within {horizon_days} days of {at}")
 
 
-def next_phase_start(at: dt.datetime, phases: frozenset[Phase],
-                     day_model: tuple[Slot, ...] = KRX_DAY) -> dt.datetime:
+def next_phase_start(
+    at: dt.datetime, phases: frozenset[Phase], day_model: tuple[Slot, ...] = KRX_DAY
+) -> dt.datetime:
     """When the market next moves, after `at`, into one of `phases` from another phase: the
     first slot of one of them that begins after `at` in a phase other than `at`'s."""
     current = moment(at, day_model).phase
-    return next_start(at, frozenset(phases) - {current}, day_model) \
-        if current in phases else next_start(at, phases, day_model)
+    return (
+        next_start(at, frozenset(phases) - {current}, day_model)
+        if current in phases
+        else next_start(at, phases, day_model)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -288,21 +324,28 @@ DEFAULT_WINDOWS = (Window("open", -300, 600, 200), Window("close", -900, 0, 500)
 DEFAULT_INTERVAL_MS = 2000
 
 
-def cadence_at(now: dt.datetime, windows: tuple[Window, ...] = DEFAULT_WINDOWS,
-               default_ms: int = DEFAULT_INTERVAL_MS) -> int | None:
+def cadence_at(
+    now: dt.datetime,
+    windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+    default_ms: int = DEFAULT_INTERVAL_MS,
+) -> int | None:
     """Milliseconds between exit evaluations at `now`, or None when nothing should run: not a
     trading day, or outside the span from the earliest window's start to the close."""
     today = session(now.astimezone(SEOUL).date())
     if today is None:
         return None
     anchors = {"open": today.open, "close": today.close}
-    begins = min([today.open] + [anchors[w.anchor] + dt.timedelta(seconds=w.start_s)
-                                 for w in windows])
+    begins = min(
+        [today.open] + [anchors[w.anchor] + dt.timedelta(seconds=w.start_s) for w in windows]
+    )
     if not begins <= now < today.close:
         return None
     for window in windows:
         anchor = anchors[window.anchor]
-        if anchor + dt.timedelta(seconds=window.start_s) <= now < \
-                anchor + dt.timedelta(seconds=window.end_s):
+        if (
+            anchor + dt.timedelta(seconds=window.start_s)
+            <= now
+            < anchor + dt.timedelta(seconds=window.end_s)
+        ):
             return window.interval_ms
     return default_ms
