@@ -252,6 +252,11 @@ CELERY_TIMEZONE = "Asia/Seoul"
 # Send every new intent to the broker when its transaction commits. Off only for runs with no
 # broker at all.
 EXECUTION_AUTO_SUBMIT = env.bool("AEGIS_AUTO_SUBMIT", default=True)
+# Send an order only in a phase of the KRX day that takes regular orders (market.calendar): one
+# recorded before the close and not sent by then (workers down across it) is withdrawn at its
+# claim, never sent for KIS to refuse. Off only where the clock is not the market's (tests that
+# send at whatever hour they run, benchmarks).
+EXECUTION_MARKET_HOURS = env.bool("AEGIS_MARKET_HOURS", default=True)
 # An entry (a buy) whose order has not left this long after its intent was written is withdrawn
 # instead of sent late (KIS unreachable, a refused app key): it was decided on the prices of
 # then. Exits always go out. 0: entries never expire.

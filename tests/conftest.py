@@ -21,6 +21,12 @@ def pytest_configure(config):
             "DATABASE_URL (postgres://…) and REDIS_URL yourself.",
             returncode=2,
         )
+    # The suite sends orders at whatever hour it runs: a claim does not ask the KRX day's phase
+    # (EXECUTION_MARKET_HOURS), here or in the processes a test starts, except where a test
+    # turns it on (tests/execution/test_market_hours.py) or runs the production process set
+    # (drill/cluster.py).
+    settings.EXECUTION_MARKET_HOURS = False
+    os.environ["AEGIS_MARKET_HOURS"] = "0"
 
 
 _symbols = itertools.count(1)

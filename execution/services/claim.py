@@ -12,7 +12,8 @@ EXECUTION_ENTRY_MAX_AGE_S for an entry. Of any number of
 racing senders, one writes. The claim stamps send_started_at (this host's clock, which KIS's
 order time is matched against) and send_deadline (the database's clock, shared by every host):
 the moment after which this write can no longer reach KIS. A settle acts only on an inquiry
-taken after it (order_settle).
+taken after it (order_settle). Nor is anything claimed in a phase of the KRX day that takes no
+regular order (EXECUTION_MARKET_HOURS): KIS would refuse it.
 """
 
 import datetime as dt
@@ -27,6 +28,7 @@ from django.db.models import F
 from core import clock
 from core.rows import bound_cursor
 from kis.errors import KisWriteWithheld
+from market import calendar as market_calendar
 
 from ..models import Order, Side, TradingState
 from .trading_state import trading_state_get
@@ -41,6 +43,13 @@ class Withheld(str, enum.Enum):
     STALE = "stale"  # the queued payload is older than EXECUTION_PAYLOAD_TTL_S
     ENTRY_EXPIRED = "entry_expired"  # an entry older than EXECUTION_ENTRY_MAX_AGE_S
     ATTEMPTS = "attempts"  # sent EXECUTION_SEND_ATTEMPTS times already
+    MARKET = "market"  # the KRX day's phase takes no regular order now
+
+
+def market_closed(now: dt.datetime) -> bool:
+    """Whether KRX takes no regular order at `now` (market.calendar's day model), when
+    EXECUTION_MARKET_HOURS asks."""
+    return settings.EXECUTION_MARKET_HOURS and not market_calendar.moment(now).accepts()
 
 
 _CLAIM = """
@@ -99,6 +108,8 @@ def order_claim(
     has passed. `max_age_s`: refuse an order recorded longer ago than this (a queued payload).
     """
     now = clock.now()
+    if market_closed(now):
+        return None
     params = {
         "order_id": uuid.UUID(str(order_id)),
         "now": now,
@@ -171,6 +182,8 @@ def withheld_reason(
         return Withheld.GONE
     if order.send_started_at is not None and order.send_started_at != expected:
         return Withheld.TAKEN
+    if market_closed(clock.now()):
+        return Withheld.MARKET
     state = trading_state_get()
     if not (
         state == TradingState.State.ACTIVE

@@ -38,6 +38,7 @@ from kis.errors import (
     KisUnavailable,
     KisWriteWithheld,
 )
+from market import calendar as market_calendar
 
 from ..alerts import alert_raise
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
@@ -271,9 +272,33 @@ def _withheld(order: Order, reason: Withheld, *, claim: dt.datetime | None, log:
         return Outcome.ALREADY
     if reason is Withheld.ATTEMPTS:
         return _give_up(order, claim)
+    if reason is Withheld.MARKET:
+        return _market_closed(order, claim)
     if reason in (Withheld.STATE, Withheld.STALE):
         return Outcome.HELD
     return Outcome.ALREADY
+
+
+def _market_closed(order: Order, claim: dt.datetime | None) -> Outcome:
+    """Not sent while the KRX day takes no regular order (recorded before the close, workers
+    down across it): withdrawn, its shares released, alerted once. A day order is not carried
+    to the next session on the prices of this one; the exit rules decide again in the next
+    phase that allows them."""
+    phase = market_calendar.moment(clock.now()).phase
+    reason = f"not sent: KRX takes no regular order in {phase}; withdrawn, its shares released"
+    if order_withdraw_unsent(order_id=order.pk, claim=claim, reason=reason) is None:
+        return Outcome.ALREADY
+    alert_raise(
+        kind=Alert.Kind.ORDER,
+        severity=Alert.Severity.WARNING,
+        subject=order.symbol,
+        state="withdrawn",
+        key=f"order:{order.pk}:market-closed",
+        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}) was {reason}. "
+        "The exit rules decide again when the market next takes orders. / 장운영시간이 아니어서 "
+        "주문을 보내지 않고 철회했습니다.",
+    )
+    return Outcome.REJECTED
 
 
 def _give_up(order: Order, claim: dt.datetime | None) -> Outcome:

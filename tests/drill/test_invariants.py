@@ -146,7 +146,8 @@ def test_cancel_requests_at_the_broker_are_not_sends():
 
 def test_the_cluster_does_not_inherit_the_drills_own_settings(monkeypatch, tmp_path):
     """The drill's process seeds with AEGIS_AUTO_SUBMIT=0; its cluster must send as deployed
-    (doorbell, in-process senders, execute task), not from the sweep alone."""
+    (doorbell, in-process senders, execute task), not from the sweep alone. Nor does it take
+    the suite's AEGIS_MARKET_HOURS=0: it sends only when the market takes orders."""
     import datetime as dt
 
     from drill.cluster import Cluster
@@ -158,7 +159,9 @@ def test_the_cluster_does_not_inherit_the_drills_own_settings(monkeypatch, tmp_p
             return f"{which}://127.0.0.1/"
 
     monkeypatch.setenv("AEGIS_AUTO_SUBMIT", "0")
+    monkeypatch.setenv("AEGIS_MARKET_HOURS", "0")
     cluster = Cluster(
         Services(), logs=tmp_path, clock_start=dt.datetime.now(dt.UTC), clock_origin=0.0, symbols={}
     )
     assert "AEGIS_AUTO_SUBMIT" not in cluster.env()
+    assert "AEGIS_MARKET_HOURS" not in cluster.env()
