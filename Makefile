@@ -20,11 +20,13 @@ $(VENV)/.installed: requirements.txt scripts/bootstrap-venv.sh
 	@touch $@
 
 # The code's own checks: ruff's lint and format (ruff.toml), the apps' layering (.importlinter:
-# no app imports one above it, the simulator only KIS's protocol).
+# no app imports one above it, the simulator only KIS's protocol), types (mypy.ini). mypy reads
+# the settings of the embedded default, whatever the environment says.
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/mypy
 
 # Through PgBouncer in transaction pooling, as deployed (AEGIS_PGBOUNCER=0: straight to PostgreSQL).
 test: venv lint

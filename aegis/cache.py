@@ -239,7 +239,7 @@ class KeptClientRedisCacheClient(RedisCacheClient):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("serializer", JsonSerializer)
         super().__init__(*args, **kwargs)
-        self._clients = {}  # id(pool) -> its redis.Redis
+        self._clients: dict[int, object] = {}  # id(pool) -> its redis.Redis
 
     def get_client(self, key=None, *, write=False):
         pool = self._get_connection_pool(write)

@@ -6,6 +6,7 @@ start without a secret key, a PostgreSQL DATABASE_URL and a REDIS_URL.
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -160,6 +161,7 @@ if PRODUCTION and not REDIS_URL:
     raise ImproperlyConfigured("Set REDIS_URL in production.")
 EMBEDDED = not REDIS_URL
 
+CACHES: dict[str, dict[str, Any]]
 if EMBEDDED:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 else:

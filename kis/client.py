@@ -810,7 +810,8 @@ class KisClient:
             "FNCG_AMT_AUTO_RDPT_YN": "N",
             "PRCS_DVSN": "00",
         }
-        holdings, summary = [], {}
+        holdings: list[Holding] = []
+        summary: dict = {}
         for page in self._pages(
             path=protocol.PATH_BALANCE, real_tr_id=protocol.TR_BALANCE, params=params
         ):

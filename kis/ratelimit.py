@@ -107,6 +107,7 @@ class SharedRateLimiter:
         return self._try_local(key, self.fallback_per_second)
 
     def _run(self, key: str, reads: list[str]):
+        assert self._script is not None  # reached only with Redis configured
         return self._script(
             keys=[f"aegis:kis:rate:{key}", *reads],
             args=[self.per_second, self.window_us, uuid.uuid4().hex],

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from django.core.cache import cache as default_cache
 
@@ -71,10 +72,10 @@ class CredentialStore:
     def _key(self, app: AppCredentials) -> str:
         return f"kis:{self.kind}:{app.fingerprint}"
 
-    def _fresh(self, cred: Credential | None) -> bool:
+    def _fresh(self, cred: Credential | None) -> TypeGuard[Credential]:
         return cred is not None and cred.expires_at - self.clock() > self.renew_before_s
 
-    def _usable(self, cred: Credential | None) -> bool:
+    def _usable(self, cred: Credential | None) -> TypeGuard[Credential]:
         return cred is not None and cred.expires_at - self.clock() > 5
 
     def _read_cache(self, key: str) -> Credential | None:

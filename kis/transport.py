@@ -110,6 +110,7 @@ class Transport:
         return conn
 
     def _connect(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
         if self.https:
             conn = http.client.HTTPSConnection(
                 self.host, self.port, context=self._tls, timeout=self.connect_timeout_s

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import websockets
 
@@ -148,7 +149,7 @@ class KisStream:
         self.subscriptions: set[tuple[str, str]] = set()
         self.acks: dict[tuple[str, str], str] = {}  # subscription -> msg_cd of its last ack
         self._keys: dict[str, tuple[str, str]] = {}  # tr_id -> (key, iv)
-        self._ws = None
+        self._ws: websockets.ClientConnection | None = None
         self.connections = 0
         self.connected = asyncio.Event()
         self.on_outage = on_outage
@@ -185,7 +186,10 @@ class KisStream:
     async def _send(self, tr_id: str, tr_key: str, tr_type: str) -> None:
         key = await asyncio.to_thread(self._approval_key)
         self._sent_with[(tr_id, tr_key)] = key
-        await self._ws.send(
+        ws = self._ws
+        if ws is None:  # disconnected meanwhile: the next connection subscribes again
+            return
+        await ws.send(
             json.dumps(
                 {
                     "header": {
@@ -320,6 +324,8 @@ class KisStream:
                 logger.error("kis.ws encrypted %s frame before its key arrived", tr_id)
                 return
             payload = aes_decrypt(payload, key=key_iv[0], iv=key_iv[1])
+        fields: tuple[str, ...]
+        parse: Callable[[dict[str, str]], Any]
         if tr_id == protocol.WS_TR_TRADE:
             fields, parse, handler = protocol.TRADE_FIELDS, trade_from, self.on_trade
         elif tr_id in (protocol.WS_TR_NOTICE_REAL, protocol.WS_TR_NOTICE_PAPER):

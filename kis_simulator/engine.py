@@ -472,7 +472,8 @@ class Engine:
             for pdno in sorted(self._open_by_symbol):
                 sym = self.symbols[pdno]
                 if self._open_by_symbol[pdno] and not sym.halted:
-                    events += [self._trade(sym, sym.price, now)] + self._match(sym, now)
+                    events.append(self._trade(sym, sym.price, now))
+                    events.extend(self._match(sym, now))
         self.session_open, self.auction = open_, auction
         return events
 

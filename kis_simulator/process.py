@@ -32,6 +32,7 @@ def simulator_start(
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    assert proc.stdout is not None  # stdout=PIPE
     line = proc.stdout.readline().strip()
     if not line.startswith(READY):
         proc.kill()
@@ -55,8 +56,8 @@ class Control:
 
     def __init__(self, base_url: str) -> None:
         url = urllib.parse.urlsplit(base_url)
-        self.host, self.port = url.hostname, url.port
-        self.conn = None
+        self.host, self.port = url.hostname or "127.0.0.1", url.port
+        self.conn: http.client.HTTPConnection | None = None
 
     def post(self, path: str, payload: dict) -> dict:
         return self.call("POST", path, payload)
@@ -68,13 +69,14 @@ class Control:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
                 self.conn.connect()
                 self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = self.conn
             try:
-                self.conn.request(method, path, body, {"Content-Type": "application/json"})
-                response = self.conn.getresponse()
+                conn.request(method, path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
                 data = json.loads(response.read() or b"{}")
                 break
             except (OSError, http.client.HTTPException):
-                self.conn.close()
+                conn.close()
                 self.conn = None
                 if attempt == 2:
                     raise

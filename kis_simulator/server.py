@@ -31,6 +31,7 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as dt_time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -944,6 +945,7 @@ class RestApi:
             await asyncio.sleep(faults.timeout_s)
         if fault == "lost":
             _drop(request, entry)
+        response: web.StreamResponse
         if fault == "error_5xx" and not after:
             response = _failure(faults)
         elif fault == "non_json" and not after:
@@ -1655,9 +1657,10 @@ def _rewritten(
     as it is)."""
     if not (isinstance(response, web.Response) and response.content_type == "application/json"):
         return response
-    return _kis_headers_kept(
-        _json(change(json.loads(response.body)), status=response.status), response
-    )
+    body = response.body
+    if not isinstance(body, bytes | bytearray):  # a payload object, not JSON text
+        return response
+    return _kis_headers_kept(_json(change(json.loads(body)), status=response.status), response)
 
 
 def _kis_headers_kept(response: web.Response, original: web.StreamResponse) -> web.Response:
@@ -1687,8 +1690,8 @@ async def _ledger_limited(request: web.Request) -> web.Response:
 def _non_json(answer: web.StreamResponse | None) -> web.Response:
     """HTTP 200 that no JSON reader can take: the answer cut in half, or a page from something
     standing in front of KIS."""
-    body = answer.body if isinstance(answer, web.Response) and answer.body else b""
-    if body:
+    body = answer.body if isinstance(answer, web.Response) else None
+    if answer is not None and isinstance(body, bytes | bytearray) and body:
         return _kis_headers_kept(
             web.Response(status=200, body=body[: len(body) // 2], content_type="application/json"),
             answer,
@@ -2025,17 +2028,21 @@ class ControlApi:
             and all(isinstance(p, int) and not isinstance(p, bool) for p in path)
         ):
             raise ControlError("path must be a list of whole prices")
-        options = {}
-        for name in ("price", "prev_close"):
-            if payload.get(name) is not None:
-                options[name] = _c_int(payload, name, minimum=1)
-        for name in ("etf", "halted"):
-            if payload.get(name) is not None:
-                options[name] = _c_bool(payload, name)
-        if payload.get("name") is not None:
-            options["name"] = _c_text(payload, "name")
+
+        def given(name: str, read: Callable) -> Any:  # None (unchanged) when not given
+            return None if payload.get(name) is None else read(payload, name)
+
         try:
-            events = self.sim.engine.set_price(pdno, now=self.sim.clock(), path=path, **options)
+            events = self.sim.engine.set_price(
+                pdno,
+                now=self.sim.clock(),
+                path=path,
+                price=given("price", lambda p, n: _c_int(p, n, minimum=1)),
+                prev_close=given("prev_close", lambda p, n: _c_int(p, n, minimum=1)),
+                etf=given("etf", _c_bool),
+                halted=given("halted", _c_bool),
+                name=given("name", _c_text),
+            )
         except ValueError as exc:
             raise ControlError(str(exc)) from None
         self.sim.publish(events)
