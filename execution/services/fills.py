@@ -142,7 +142,8 @@ def order_catch_up(
                 f"{filled_amount} KRW for {filled_qty} shares is "
                 f"not more than the {applied} KRW already applied; reconcile.",
             )
-        key = f"kis:{order.trade_date or now.date():%Y%m%d}:{order.broker_order_no}:{filled_qty}"
+        day = order.trade_date or now.astimezone(clock.SEOUL).date()
+        key = f"kis:{day:%Y%m%d}:{order.broker_order_no}:{filled_qty}"
         seen = _seen(key, order)
         if seen is not None:
             return seen

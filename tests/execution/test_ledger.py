@@ -271,3 +271,23 @@ def test_the_one_statement_path_declines_what_is_not_ordinary(new_symbol, case):
     assert order_open_recorded(intent_id=intent_id) is None
     assert not Order.objects.filter(intent=intent).exists()
     assert OrderIntent.objects.get(pk=intent.pk).status in ("NEW", "CANCELLED")
+
+
+def test_a_catch_up_fill_of_an_undated_order_is_keyed_by_the_seoul_date(new_symbol):
+    """KIS numbers orders from 1 each day, so a fill's key carries the order's trading date; an
+    order without one falls back to the Seoul date of the clock, not the server's UTC date (at
+    08:30 KST it is still yesterday in UTC)."""
+    import datetime as dt
+
+    from core import clock
+    from execution.services.fills import order_catch_up
+
+    intent = services.entry_intent_open(
+        symbol=new_symbol(), qty=10, idempotency_key=key(), limit_price=10_000
+    )
+    order = submit(intent)
+    Order.objects.filter(pk=order.pk).update(trade_date=None)
+    at = dt.datetime(2026, 12, 7, 23, 30, tzinfo=dt.UTC)  # 08:30 KST on the 8th, as servers read it
+    with clock.installed(clock.FixedClock(at)):
+        applied = order_catch_up(order_id=order.pk, filled_qty=10, filled_amount=100_000)
+    assert applied.broker_fill_key.startswith(f"kis:20261208:{order.broker_order_no}:")
