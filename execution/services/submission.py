@@ -286,19 +286,17 @@ def _market_closed(order: Order, claim: dt.datetime | None) -> Outcome:
     phase that allows them."""
     phase = market_calendar.moment(clock.now()).phase
     reason = f"not sent: KRX takes no regular order in {phase}; withdrawn, its shares released"
-    if order_withdraw_unsent(order_id=order.pk, claim=claim, reason=reason) is None:
-        return Outcome.ALREADY
-    alert_raise(
-        kind=Alert.Kind.ORDER,
+    return _withdrawn(
+        order,
+        claim,
+        reason,
         severity=Alert.Severity.WARNING,
-        subject=order.symbol,
         state="withdrawn",
-        key=f"order:{order.pk}:market-closed",
+        key="market-closed",
         message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}) was {reason}. "
         "The exit rules decide again when the market next takes orders. / 장운영시간이 아니어서 "
         "주문을 보내지 않고 철회했습니다.",
     )
-    return Outcome.REJECTED
 
 
 def _give_up(order: Order, claim: dt.datetime | None) -> Outcome:
@@ -308,16 +306,39 @@ def _give_up(order: Order, claim: dt.datetime | None) -> Outcome:
         f"sent {order.send_attempts} times, never shown by KIS's daily orders: "
         f"rejected, its shares released"
     )
+    return _withdrawn(
+        order,
+        claim,
+        reason,
+        severity=Alert.Severity.CRITICAL,
+        state="rejected",
+        key="gave-up",
+        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}): {reason}. "
+        "Check KIS's order list; the exit rules decide again on the next price.",
+    )
+
+
+def _withdrawn(
+    order: Order,
+    claim: dt.datetime | None,
+    reason: str,
+    *,
+    severity: str,
+    state: str,
+    key: str,
+    message: str,
+) -> Outcome:
+    """The order, never at KIS, rejected with `reason` and its shares released, then alerted
+    once (its key under the order's); ALREADY when another sender took it meanwhile."""
     if order_withdraw_unsent(order_id=order.pk, claim=claim, reason=reason) is None:
         return Outcome.ALREADY
     alert_raise(
         kind=Alert.Kind.ORDER,
-        severity=Alert.Severity.CRITICAL,
+        severity=severity,
         subject=order.symbol,
-        state="rejected",
-        key=f"order:{order.pk}:gave-up",
-        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}): {reason}. "
-        "Check KIS's order list; the exit rules decide again on the next price.",
+        state=state,
+        key=f"order:{order.pk}:{key}",
+        message=message,
     )
     return Outcome.REJECTED
 
