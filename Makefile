@@ -6,9 +6,9 @@ PYTEST_ARGS ?=
 .PHONY: help venv lint test demo run bench drill soak clean
 
 help:
-	@echo "make demo   - a simulated trading day against the KIS simulator (SQLite, no server)"
+	@echo "make demo   - a simulated trading day against the KIS simulator (throw-away PostgreSQL)"
 	@echo "make test   - the test suite on throw-away PostgreSQL and Redis"
-	@echo "make run    - the admin on http://127.0.0.1:8000/admin/ (embedded default)"
+	@echo "make run    - the admin on http://127.0.0.1:8000/admin/ (PostgreSQL data in var/pg)"
 	@echo "make bench  - benchmarks on throw-away PostgreSQL and Redis"
 	@echo "make drill  - the fault drill: the process set, faults, invariants (drill/README.md)"
 	@echo "make soak   - a whole trading day and the next open on a UTC server's clock"
@@ -32,17 +32,23 @@ lint: venv
 test: venv lint
 	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# A simulated trading day on the embedded default: a fresh SQLite file, tasks in-process, the KIS
+# A simulated trading day on a throw-away PostgreSQL, tasks in-process (no Redis), the KIS
 # simulator on loopback. DEMO_ARGS="--speed 1" plays it at the real pace (default 10x).
 DEMO_ARGS ?=
 demo: venv
-	@mkdir -p var && rm -f var/demo.sqlite3*
-	env -u REDIS_URL -u DATABASE_DIRECT_URL DATABASE_URL=sqlite:///$(CURDIR)/var/demo.sqlite3 \
+	@mkdir -p var
+	scripts/with-services.sh env -u REDIS_URL -u DATABASE_DIRECT_URL \
 		$(BIN)/python manage.py demo --out var/demo $(DEMO_ARGS)
 
+# The admin on a PostgreSQL whose data stays in var/pg; the first run asks for an admin user.
 run: venv
-	env -u REDIS_URL $(BIN)/python manage.py migrate -v0
-	env -u REDIS_URL $(BIN)/python manage.py runserver 127.0.0.1:8000
+	@mkdir -p var
+	AEGIS_PG_DATA=$(CURDIR)/var/pg scripts/with-services.sh env -u REDIS_URL sh -c '\
+		$(BIN)/python manage.py migrate -v0 && \
+		{ $(BIN)/python manage.py shell -c "from django.contrib.auth.models import User; \
+			raise SystemExit(not User.objects.filter(is_superuser=True).exists())" \
+			|| $(BIN)/python manage.py createsuperuser; } && \
+		$(BIN)/python manage.py runserver 127.0.0.1:8000'
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis staticfiles

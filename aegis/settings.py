@@ -1,8 +1,10 @@
 """Aegis settings: one module, driven by the environment.
 
-With nothing set, Aegis runs on the *embedded default*: SQLite, tasks executed in-process and a
-local-memory cache, so a first run needs only Python. Production (AEGIS_ENV=production) refuses to
-start without a secret key, a PostgreSQL DATABASE_URL and a REDIS_URL.
+The database is PostgreSQL, always: the ledger's guarantees rest on its row locks, SKIP LOCKED
+and LISTEN/NOTIFY (`make demo`, `make run` and `make test` start a throw-away one). Without
+REDIS_URL, Aegis runs on the *embedded default*: tasks executed in-process and a local-memory
+cache. Production (AEGIS_ENV=production) refuses to start without a secret key, DATABASE_URL
+and REDIS_URL.
 """
 
 from pathlib import Path
@@ -83,75 +85,68 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------
 # DATABASE_URL points at PostgreSQL (directly or through PgBouncer); DATABASE_DIRECT_URL is the
 # session-capable connection that LISTEN needs, never through a transaction pooler.
-EMBEDDED_DB_PATH = BASE_DIR / "var" / "aegis.sqlite3"
 if PRODUCTION and "DATABASE_URL" not in env:
     raise ImproperlyConfigured("Set DATABASE_URL to a PostgreSQL URL in production.")
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{EMBEDDED_DB_PATH}")}
+# Outside production, a local server's `aegis` database when nothing is set.
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://aegis@127.0.0.1:5432/aegis")}
 DATABASE_DIRECT_URL = env.str("DATABASE_DIRECT_URL", default=env.str("DATABASE_URL", default=""))
 
 _default_db = DATABASES["default"]
-if _default_db["ENGINE"] == "django.db.backends.sqlite3":
-    if _default_db["NAME"] not in ("", ":memory:"):
-        Path(_default_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    # SQLite ignores SELECT ... FOR UPDATE: IMMEDIATE transactions make writers queue up, so the
-    # ledger's invariant still holds on the embedded default.
-    _default_db["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 30,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
+if _default_db["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        "DATABASE_URL must point at PostgreSQL (postgres://...): the ledger's row locks, "
+        "SKIP LOCKED and LISTEN/NOTIFY have no equivalent elsewhere."
+    )
+_default_db.setdefault("OPTIONS", {})
+# The new-intent trigger skips connections named "aegis": their intents are enqueued on commit.
+_default_db["OPTIONS"].setdefault("application_name", "aegis")
+_default_db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# A round trip before each request or task's first query (~0.5 ms here, measured). The
+# execution worker turns it off (compose): its tasks retry on a broken connection instead,
+# and the connection is dropped after the failed task.
+_default_db["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
+# How long one statement may wait for a lock, and run, before PostgreSQL cancels it
+# (0: PostgreSQL's own, no limit). For the hot processes (compose sets them on pricesync
+# and worker-execution): a lock left held by a stuck session costs a tick, an intent or
+# a route this long, and then an error that is logged and retried, instead of the one
+# thread that serves them all. Sent as connection options, which PgBouncer refuses: on
+# a pooled connection, set them on the role instead (ALTER ROLE … SET lock_timeout).
+_pooled = env.str("DATABASE_POOLING", default="") == "pgbouncer"
+_timeouts = {
+    name: env.int(variable, default=0)
+    for name, variable in (
+        ("lock_timeout", "DATABASE_LOCK_TIMEOUT_MS"),
+        ("statement_timeout", "DATABASE_STATEMENT_TIMEOUT_MS"),
+    )
+}
+if any(ms < 0 for ms in _timeouts.values()):
+    raise ImproperlyConfigured(
+        "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS are milliseconds, 0 or more."
+    )
+_timeouts = {name: ms for name, ms in _timeouts.items() if ms}
+if _timeouts and _pooled:
+    raise ImproperlyConfigured(
+        "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS need a direct "
+        "connection (PgBouncer refuses connection options): set them on the role "
+        "instead, ALTER ROLE … SET lock_timeout = …"
+    )
+if _timeouts:
+    _default_db["OPTIONS"]["options"] = " ".join(
+        [_default_db["OPTIONS"].get("options", "")]
+        + [f"-c {name}={ms}" for name, ms in _timeouts.items()]
+    ).strip()
+if _pooled:
+    # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
+    _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
+    _default_db["OPTIONS"]["prepare_threshold"] = None
 else:
-    _default_db.setdefault("OPTIONS", {})
-    # The new-intent trigger skips connections named "aegis": their intents are enqueued on commit.
-    _default_db["OPTIONS"].setdefault("application_name", "aegis")
-    _default_db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-    # A round trip before each request or task's first query (~0.5 ms here, measured). The
-    # execution worker turns it off (compose): its tasks retry on a broken connection instead,
-    # and the connection is dropped after the failed task.
-    _default_db["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
-    # How long one statement may wait for a lock, and run, before PostgreSQL cancels it
-    # (0: PostgreSQL's own, no limit). For the hot processes (compose sets them on pricesync
-    # and worker-execution): a lock left held by a stuck session costs a tick, an intent or
-    # a route this long, and then an error that is logged and retried, instead of the one
-    # thread that serves them all. Sent as connection options, which PgBouncer refuses: on
-    # a pooled connection, set them on the role instead (ALTER ROLE … SET lock_timeout).
-    _pooled = env.str("DATABASE_POOLING", default="") == "pgbouncer"
-    _timeouts = {
-        name: env.int(variable, default=0)
-        for name, variable in (
-            ("lock_timeout", "DATABASE_LOCK_TIMEOUT_MS"),
-            ("statement_timeout", "DATABASE_STATEMENT_TIMEOUT_MS"),
-        )
-    }
-    if any(ms < 0 for ms in _timeouts.values()):
-        raise ImproperlyConfigured(
-            "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS "
-            "are milliseconds, 0 or more."
-        )
-    _timeouts = {name: ms for name, ms in _timeouts.items() if ms}
-    if _timeouts and _pooled:
-        raise ImproperlyConfigured(
-            "DATABASE_LOCK_TIMEOUT_MS and DATABASE_STATEMENT_TIMEOUT_MS need a direct "
-            "connection (PgBouncer refuses connection options): set them on the role "
-            "instead, ALTER ROLE … SET lock_timeout = …"
-        )
-    if _timeouts:
-        _default_db["OPTIONS"]["options"] = " ".join(
-            [_default_db["OPTIONS"].get("options", "")]
-            + [f"-c {name}={ms}" for name, ms in _timeouts.items()]
-        ).strip()
-    if _pooled:
-        # PgBouncer in transaction mode: no server-side cursors, no prepared statements.
-        _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
-        _default_db["OPTIONS"]["prepare_threshold"] = None
-    else:
-        # A direct connection prepares a statement bound server-side (core.rows.bound_cursor,
-        # the hot paths' one-statement writes) once it has run this many times: PostgreSQL
-        # then skips its parse and, with a generic plan, its planning. Django's other queries
-        # bind client-side and are never prepared.
-        _default_db["OPTIONS"].setdefault(
-            "prepare_threshold", env.int("DATABASE_PREPARE_THRESHOLD", default=5)
-        )
+    # A direct connection prepares a statement bound server-side (core.rows.bound_cursor,
+    # the hot paths' one-statement writes) once it has run this many times: PostgreSQL
+    # then skips its parse and, with a generic plan, its planning. Django's other queries
+    # bind client-side and are never prepared.
+    _default_db["OPTIONS"].setdefault(
+        "prepare_threshold", env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -118,9 +118,6 @@ def main() -> int:
     from execution import services
     from execution.models import Position
 
-    if connection.vendor != "postgresql":
-        print("bench/stress.py races PostgreSQL: run it with `make bench`.", file=sys.stderr)
-        return 2
     services.trading_state_set(state="ACTIVE", reason="benchmark", changed_by="bench")
     positions = []
     base = random.SystemRandom().randrange(100_000, 900_000)

@@ -109,9 +109,8 @@ def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str, apps
 
     django.setup()
     from django.conf import settings
-    from django.db import connection
 
-    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+    if not settings.REDIS_URL:
         print(
             f"{name} measures PostgreSQL and Redis: run it beside them "
             "(scripts/with-services.sh, as `make bench` does).",

@@ -35,10 +35,8 @@ def bound_cursor():
     text first. On the ledger's one-statement writes, with a score of parameters, that quoting
     cost about 0.6 ms a statement (probe, alternate trades in one run). With a direct connection
     psycopg also prepares a statement run often (its prepare_threshold). Django's wrapping is
-    kept: the statement is logged and counted like any other. Other databases: Django's cursor.
+    kept: the statement is logged and counted like any other.
     """
-    if connection.vendor != "postgresql":
-        return connection.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
     connection.close_if_health_check_failed()
@@ -64,8 +62,6 @@ def prepares_only_direct(sender, connection, **kwargs) -> None:
     random. So prepared statements and server-side cursors are turned off for this process,
     and the mistake logged once: set DATABASE_POOLING=pgbouncer. One query per new connection
     (connection_created, connected by execution's AppConfig)."""
-    if connection.vendor != "postgresql":
-        return
     options = connection.settings_dict["OPTIONS"]
     if options.get("prepare_threshold") is None:
         return

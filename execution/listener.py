@@ -43,7 +43,7 @@ def listen(
     reconnect_max_s: float = 5.0,
 ) -> None:
     dsn = dsn or settings.DATABASE_DIRECT_URL
-    if not dsn or dsn.startswith("sqlite"):
+    if not dsn:
         raise RuntimeError("listen_intents needs PostgreSQL: set DATABASE_DIRECT_URL.")
     delay = 0.2
     while not stop.is_set():

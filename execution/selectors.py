@@ -5,11 +5,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce, Now
-
-from core import clock
 
 from .models import Order, OrderIntent, Position, Reconciliation, Side, TradingState
 
@@ -89,9 +87,8 @@ def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> l
 
 
 def db_now():
-    """Now on the database's clock (PostgreSQL: the one every host shares), for a filter; on the
-    embedded default (one process, SQLite) the app's clock, which stamped the deadlines."""
-    return Now() if connection.vendor == "postgresql" else clock.now()
+    """Now on the database's clock (the one every host shares), for a filter."""
+    return Now()
 
 
 def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:

@@ -86,12 +86,9 @@ def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
 
 
 def _kept(symbol: str, quote, now: dt.datetime) -> hot.Px:
-    """A quote the router asked for, kept as the best price (on a market thread, on
-    PostgreSQL), as the hot cache holds prices."""
-    if connection.vendor == "postgresql":
-        _market_lanes.submit(_quote_keep, symbol, quote, now)
-    else:  # SQLite (the embedded default) has one writer: a second would wait on the route's
-        _quote_keep(symbol, quote, now)
+    """A quote the router asked for, kept as the best price (on a market thread), as the hot
+    cache holds prices."""
+    _market_lanes.submit(_quote_keep, symbol, quote, now)
     return hot.Px(
         quote.price,
         quote.prev_close or None,
@@ -141,10 +138,7 @@ def market_lanes_warm() -> int:
     picks measured and 2.2 ms from the 80th on (bench.ingest, one run): each of the eight
     connections plans the statement afresh for its first ten runs. Returns how many threads
     were warmed (0 on a connection that prepares nothing)."""
-    if (
-        connection.vendor != "postgresql"
-        or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None
-    ):
+    if connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
         return 0
     count = _market_lanes._max_workers
     together = threading.Barrier(count, timeout=10)  # one task on each thread
@@ -661,16 +655,6 @@ def _entry_at_once(
     return intent
 
 
-def _locked_new(pick_id: int) -> Pick | None:
-    """The pick, locked, if it is still NEW and no other router holds it."""
-    return (
-        Pick.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("source")
-        .filter(pk=pick_id, status=Pick.Status.NEW)
-        .first()
-    )
-
-
 # What the router reads, in one statement (written as SQL: the ORM's compiling of the three it
 # replaces cost more than their round trips): the pick, if it is still NEW, with its source; the
 # gate settings; the trading state in force. Under the router's locks (`lock`), the pick only if
@@ -709,18 +693,6 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
     """The pick with its source, the gate settings and the trading state; None when the pick
     is not NEW or (`lock`: under the router's locks, in the caller's transaction) another
     router holds it."""
-    if connection.vendor != "postgresql":
-        if not lock:
-            pick = (
-                Pick.objects.select_related("source")
-                .filter(pk=pick_id, status=Pick.Status.NEW)
-                .first()
-            )
-            return None if pick is None else (pick, GateSettings.current(), trading_state_get())
-        pick = _locked_new(pick_id)
-        if pick is None:
-            return None
-        return (pick, GateSettings.objects.select_for_update().get(pk=1), trading_state_get())
     with bound_cursor() as cursor:
         cursor.execute(_take_sql(lock), {"pick_id": pick_id})
         row = cursor.fetchone()
@@ -800,13 +772,8 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
     )
     market = ahead = None
     if reason is None:
-        # The account, read beside the broker calls (PostgreSQL: the embedded default's SQLite
-        # reads it under the lock only).
-        reading = (
-            _market_lanes.submit(_account_ahead, ask.symbol, now, pick_id)
-            if connection.vendor == "postgresql"
-            else None
-        )
+        # The account, read beside the broker calls.
+        reading = _market_lanes.submit(_account_ahead, ask.symbol, now, pick_id)
         try:
             market = market_read(ask.symbol, broker=broker, limits=limits, now=now)
         except KisError as exc:
@@ -820,7 +787,7 @@ def pick_route(pick_id: int, *, routed_by: str, broker, rung: gates.Ask | None =
             )
             return DEFERRED
         finally:
-            ahead = reading.result() if reading is not None else None
+            ahead = reading.result()
     outcome = None
     if market is not None and ahead is not None and ahead.taken is not None:
         outcome = _route_at_once(
@@ -1006,7 +973,7 @@ def _route_locked(
             return _reject(pick, decision, routed_by=routed_by, now=now)
         try:
             intent = None
-            if decision.side == Side.BUY and connection.vendor == "postgresql":
+            if decision.side == Side.BUY:
                 intent = _entry_at_once(
                     pick, decision, trading_state=state, routed_by=routed_by, now=now
                 )

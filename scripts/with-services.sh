@@ -13,6 +13,9 @@
 # DATABASE_POOLING=pgbouncer) and DATABASE_DIRECT_URL, for LISTEN, goes straight to PostgreSQL.
 #
 # PostgreSQL skips its flush to disk at each commit (fsync=off) unless AEGIS_PG_DURABLE=1.
+#
+# With AEGIS_PG_DATA=<dir> (make run), PostgreSQL keeps its data there from one run to the next
+# (made on the first), and is flushed to disk at each commit.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -60,7 +63,9 @@ SERVICES_DIR=$(mktemp -d /tmp/aegis-services.XXXXXX)
 chmod 755 "$SERVICES_DIR"
 PG_PORT=$(free_port)
 REDIS_PORT=$(free_port)
-PG_DATA="$SERVICES_DIR/pg"
+PG_DATA="${AEGIS_PG_DATA:-$SERVICES_DIR/pg}"
+PG_STOP=immediate  # throw-away data; kept data (AEGIS_PG_DATA) is shut down cleanly
+[ -n "${AEGIS_PG_DATA:-}" ] && PG_STOP=fast
 
 # initdb refuses to run as root: use the postgres account the Debian package creates.
 as_pg() {
@@ -70,7 +75,7 @@ as_pg() {
 cleanup() {
   local rc=$?
   log "stopping"
-  as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m "$PG_STOP" stop >/dev/null 2>&1 || true
   if [ -f "$SERVICES_DIR/pgbouncer/pgbouncer.pid" ]; then
     kill "$(cat "$SERVICES_DIR/pgbouncer/pgbouncer.pid")" 2>/dev/null || true
   fi
@@ -82,17 +87,23 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-mkdir -p "$PG_DATA"
-[ "$(id -u)" -eq 0 ] && chown postgres "$PG_DATA"
-as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U aegis --auth=trust -E UTF8 --no-locale >/dev/null
+PG_NEW=0
+if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+  PG_NEW=1
+  mkdir -p "$PG_DATA"
+  [ "$(id -u)" -eq 0 ] && chown postgres "$PG_DATA"
+  as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U aegis --auth=trust -E UTF8 --no-locale >/dev/null
+fi
 # Throw-away data, so no flush to disk at each commit, unless AEGIS_PG_DURABLE=1 (make bench):
 # then every commit waits for its WAL flush, as in production.
 PG_DURABILITY="-c fsync=off -c full_page_writes=off"
-[ "${AEGIS_PG_DURABLE:-0}" = 1 ] && PG_DURABILITY="-c fsync=on -c synchronous_commit=on"
+if [ "${AEGIS_PG_DURABLE:-0}" = 1 ] || [ "$PG_STOP" = fast ]; then
+  PG_DURABILITY="-c fsync=on -c synchronous_commit=on"
+fi
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 start -o \
   "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_DATA \
    -c max_connections=300 $PG_DURABILITY -c shared_buffers=128MB" >/dev/null
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U aegis aegis
+[ "$PG_NEW" = 1 ] && "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U aegis aegis
 
 cat >"$SERVICES_DIR/redis.conf" <<EOF
 bind 127.0.0.1

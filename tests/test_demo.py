@@ -1,5 +1,5 @@
 """`make demo`'s trading day, headless and shortened (--short: the same events with less time
-around them, at 20x), on the embedded default it is made for (SQLite, tasks in-process, no
+around them, at 20x), as `make demo` runs it (a fresh PostgreSQL database, tasks in-process, no
 Redis) against the KIS simulator on loopback. Its report must show every exit rule firing,
 nothing oversold, the books agreeing with the broker and every intent settled."""
 
@@ -9,19 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import empty_database
+
 ROOT = Path(__file__).resolve().parents[1]
 SPEED = "20"  # simulated seconds per real second
 
 
 def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_intent(tmp_path):
-    # Nothing of the test stack's environment: no PostgreSQL, no Redis, no KIS settings.
+    with empty_database() as url:
+        run = _demo(tmp_path, url)
+    _check(run, tmp_path / "report")
+
+
+def _demo(tmp_path, database_url: str) -> subprocess.CompletedProcess:
+    # Nothing of the test stack's environment but its database server: no Redis, no KIS
+    # settings.
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env |= {
-        "DATABASE_URL": f"sqlite:///{tmp_path}/demo.sqlite3",
-        "MPLCONFIGDIR": str(tmp_path / "mpl"),
-    }
+    env |= {"DATABASE_URL": database_url, "MPLCONFIGDIR": str(tmp_path / "mpl")}
     out = tmp_path / "report"
-    run = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "manage.py",
@@ -40,6 +46,9 @@ def test_the_demo_day_fires_every_rule_oversells_nothing_and_settles_every_inten
         text=True,
         timeout=600,
     )
+
+
+def _check(run: subprocess.CompletedProcess, out: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["errors"] == []

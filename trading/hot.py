@@ -28,7 +28,6 @@ attempted: a skipped one could leave a stale copy to be read once Redis answers 
 
 import datetime as dt
 import logging
-import math
 import operator
 import secrets
 import time
@@ -40,12 +39,10 @@ from typing import NamedTuple
 import psycopg
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models.functions import TruncDate
 
-from core import clock
 from execution.models import Position
 
-from .models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
+from .models import ExitProfile, PositionExitState, TakeProfitTier
 from .rules import Holding, Rules, Tier, screen_band
 
 logger = logging.getLogger("aegis.trading")
@@ -395,10 +392,7 @@ SELECT md5(concat_ws('|',
 
 
 def _profiles_stamp() -> str | None:
-    """A digest of every profile and tier row, whatever changed them (None off PostgreSQL,
-    where the cache is the process's own memory and no invalidation can be lost)."""
-    if connection.vendor != "postgresql":
-        return None
+    """A digest of every profile and tier row, whatever changed them."""
     with connection.cursor() as cursor:
         cursor.execute(
             _PROFILES_STAMP.format(
@@ -435,24 +429,14 @@ FROM prices_best {where}
 
 
 def _price_rows(symbols: list[str] | None) -> list[tuple[str, Px]]:
-    """Best prices as (symbol, Px); every symbol's when `symbols` is None. On PostgreSQL one
-    plain statement: 10,000 rows through the ORM's converters cost several times more."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            if symbols is None:
-                cursor.execute(_PRICE_ROWS.format(where=""))
-            else:
-                cursor.execute(_PRICE_ROWS.format(where="WHERE symbol = ANY(%s)"), [symbols])
-            return [(row[0], Px(*row[1:])) for row in cursor.fetchall()]
-    rows = (
-        BestPrice.objects.all() if symbols is None else BestPrice.objects.filter(symbol__in=symbols)
-    )
-    return [
-        (s, Px(p, c, u, lo, at.timestamp()))
-        for s, p, c, u, lo, at in rows.values_list(
-            "symbol", "price", "prev_close", "upper_limit", "lower_limit", "event_at"
-        )
-    ]
+    """Best prices as (symbol, Px); every symbol's when `symbols` is None. One plain
+    statement: 10,000 rows through the ORM's converters cost several times more."""
+    with connection.cursor() as cursor:
+        if symbols is None:
+            cursor.execute(_PRICE_ROWS.format(where=""))
+        else:
+            cursor.execute(_PRICE_ROWS.format(where="WHERE symbol = ANY(%s)"), [symbols])
+        return [(row[0], Px(*row[1:])) for row in cursor.fetchall()]
 
 
 def within(at: float, window: tuple[dt.datetime, dt.datetime] | None) -> bool:
@@ -480,26 +464,18 @@ def price_screen(
     client, which allows text results only, so this one statement runs on a psycopg cursor
     that binds on the server, wrapped as Django wraps its own, so that query logging, execute
     wrappers and error translation see it as any other."""
-    floor = -math.inf if since is None else since.timestamp()
-    if connection.vendor != "postgresql":
-        rows = [
-            (symbol, px.price, within(px.at, opening))
-            for symbol, px in _price_rows(None)
-            if px.at >= floor
-        ]
-    else:
-        connection.ensure_connection()
-        connection.validate_thread_sharing()
-        raw = psycopg.Cursor(connection.connection)
-        raw.format = psycopg.pq.Format.BINARY
-        wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-        with wrap(raw) as cursor:
-            cursor.execute(
-                _PRICE_SCREEN,
-                (list(opening) if opening is not None else [None, None])
-                + [since or dt.datetime.min.replace(tzinfo=dt.UTC)],
-            )
-            rows = cursor.fetchall()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = psycopg.Cursor(connection.connection)
+    raw.format = psycopg.pq.Format.BINARY
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    with wrap(raw) as cursor:
+        cursor.execute(
+            _PRICE_SCREEN,
+            (list(opening) if opening is not None else [None, None])
+            + [since or dt.datetime.min.replace(tzinfo=dt.UTC)],
+        )
+        rows = cursor.fetchall()
     # Built in C (itemgetters and compress over the rows) rather than comprehensions.
     return (
         dict(zip(map(_first, rows), map(_second, rows))),
@@ -549,32 +525,15 @@ WHERE p.status = 'OPEN' AND p.qty > 0 {and_symbols}
 
 
 def _book_rows(symbols: list[str] | None):
-    if connection.vendor == "postgresql":  # one plain statement, as for the prices
-        sql = _BOOK_ROWS.format(
-            states=PositionExitState._meta.db_table,
-            positions=Position._meta.db_table,
-            and_symbols="" if symbols is None else "AND p.symbol = ANY(%s)",
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [] if symbols is None else [symbols])
-            return cursor.fetchall()
-    rows = PositionExitState.objects.filter(
-        position__status=Position.Status.OPEN, position__qty__gt=0
+    """The managed open positions' rows, in one plain statement, as for the prices."""
+    sql = _BOOK_ROWS.format(
+        states=PositionExitState._meta.db_table,
+        positions=Position._meta.db_table,
+        and_symbols="" if symbols is None else "AND p.symbol = ANY(%s)",
     )
-    if symbols is not None:
-        rows = rows.filter(position__symbol__in=symbols)
-    return rows.annotate(opened=TruncDate("position__opened_at", tzinfo=clock.SEOUL)).values_list(
-        "position_id",
-        "position__symbol",
-        "profile_id",
-        "opened",
-        "position__qty",
-        "position__reserved_qty",
-        "position__avg_price",
-        "high_water_mark",
-        "peak_qty",
-        "tiers_done",
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [] if symbols is None else [symbols])
+        return cursor.fetchall()
 
 
 def book_from_db(rules: Profiles, symbols: list[str] | None = None) -> list[Watch]:

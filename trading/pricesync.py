@@ -77,46 +77,23 @@ def best_price_write(
     """Upsert the symbol's best price unless a newer one is stored (a late REST answer never
     overwrites a fresher trade), and write it through to the cache once committed. Returns the
     stored row, limits included, or None when a newer price was kept."""
-    if connection.vendor != "postgresql":
-        current = BestPrice.objects.filter(symbol=symbol).first()
-        if current is not None and current.event_at > at:
-            return None
-        row, _ = BestPrice.objects.update_or_create(
-            symbol=symbol,
-            defaults={
+    with bound_cursor() as cursor:
+        cursor.execute(
+            _UPSERT.format(table=BestPrice._meta.db_table),
+            {
+                "symbol": symbol,
                 "price": price,
+                "prev_close": prev_close,
+                "upper": upper_limit,
+                "lower": lower_limit,
                 "source": source,
-                "event_at": at,
-                **{
-                    k: v
-                    for k, v in (
-                        ("prev_close", prev_close),
-                        ("upper_limit", upper_limit),
-                        ("lower_limit", lower_limit),
-                    )
-                    if v is not None
-                },
+                "at": at,
             },
         )
-        px = hot.Px(row.price, row.prev_close, row.upper_limit, row.lower_limit, at.timestamp())
-    else:
-        with bound_cursor() as cursor:
-            cursor.execute(
-                _UPSERT.format(table=BestPrice._meta.db_table),
-                {
-                    "symbol": symbol,
-                    "price": price,
-                    "prev_close": prev_close,
-                    "upper": upper_limit,
-                    "lower": lower_limit,
-                    "source": source,
-                    "at": at,
-                },
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        px = hot.Px(*row)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    px = hot.Px(*row)
     hot.after_commit(lambda: hot.price_keep(symbol, px))
     return px
 

@@ -18,20 +18,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Max, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Max
 
 from core import clock
 from core.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.locks import position_qs_for_update
 from execution.models import IntentType, OrderIntent, Position
 from execution.services import (
     EXIT_WRITTEN,
     ExitWrite,
     exit_intent_open_locked,
     market_closed_at,
-    trading_state_in_force,
     trading_state_in_force_sql,
 )
 from market import calendar as market_calendar
@@ -338,24 +335,15 @@ WHERE s.position_id = v.id AND locked.position_id = v.id
 
 
 def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
-    """Raise the high-water marks and peak qtys the pass saw move, in one statement on
-    PostgreSQL. Never lowers either (another evaluator may have seen a higher price)."""
+    """Raise the high-water marks and peak qtys the pass saw move, in one statement. Never
+    lowers either (another evaluator may have seen a higher price)."""
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                ids = [w.position_id for w, _, _ in moved]
-                cursor.execute(
-                    _MARKS_RAISE.format(table=PositionExitState._meta.db_table),
-                    [ids, ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
-                )
-        else:
-            for watch, mark, peak in moved:
-                PositionExitState.objects.filter(pk=watch.position_id).update(
-                    high_water_mark=Greatest(
-                        Coalesce("high_water_mark", Value(0)), Value(mark or 0)
-                    ),
-                    peak_qty=Greatest("peak_qty", Value(peak)),
-                )
+        with connection.cursor() as cursor:
+            ids = [w.position_id for w, _, _ in moved]
+            cursor.execute(
+                _MARKS_RAISE.format(table=PositionExitState._meta.db_table),
+                [ids, ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
+            )
         hot.positions_changed(w.symbol for w, _, _ in moved)
 
 
@@ -405,14 +393,6 @@ class Locked:
 
 def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
     """The ledger's lock alone, with the trading state in force; None without the position."""
-    if connection.vendor != "postgresql":
-        position = (
-            position_qs_for_update()
-            .annotate(trading_state=trading_state_in_force())
-            .filter(pk=position_id)
-            .first()
-        )
-        return None if position is None else (position, position.trading_state)
     with bound_cursor() as cursor:
         cursor.execute(_sql(_GAP_LOCK), [position_id])
         row = cursor.fetchone()
@@ -422,15 +402,6 @@ def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
 def _lock(position_id: int) -> Locked | None:
     """Lock the exit state and the position (in the caller's transaction); None when the
     position is not managed (any more)."""
-    if connection.vendor != "postgresql":
-        state = (
-            PositionExitState.objects.select_for_update(of=("self", "position"))
-            .select_related("position")
-            .annotate(trading_state=trading_state_in_force())
-            .filter(pk=position_id)
-            .first()
-        )
-        return None if state is None else Locked(state.position, state, state.trading_state)
     with bound_cursor() as cursor:
         cursor.execute(_sql(_DECIDE_LOCK), [position_id])
         row = cursor.fetchone()
@@ -547,14 +518,14 @@ def exit_decide(
     """Open the exit the rules decide through the ledger, or None when, seen from the locked
     rows, nothing fires any more.
 
-    With `screened` (what the screen saw, and its evaluation at `trade`) on PostgreSQL, first in
+    With `screened` (what the screen saw, and its evaluation at `trade`), first in
     one statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
     or when they moved, decided again under the exit state's and the position's locks, in
     three round trips and the commit: one statement locks both rows and reads the trading
     state in force, one writes the intent, its reservation and its recorded order (the ledger's
     exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
     mark, a tier done)."""
-    if screened is not None and connection.vendor == "postgresql":
+    if screened is not None:
         went, intent = _decide_at_once(*screened)
         if went:
             return intent
@@ -585,13 +556,8 @@ def exit_decide(
 
 def _marks_set(position: Position, marks: tuple[int | None, int, int]) -> None:
     """Write the locked exit state's marks; its cached book is forgotten once committed."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_sql(_MARKS_SET), [*marks, clock.now(), position.pk])
-    else:
-        PositionExitState.objects.filter(pk=position.pk).update(
-            high_water_mark=marks[0], peak_qty=marks[1], tiers_done=marks[2], updated_at=clock.now()
-        )
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_MARKS_SET), [*marks, clock.now(), position.pk])
     hot.positions_changed([position.symbol])
 
 

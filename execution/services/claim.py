@@ -22,7 +22,6 @@ import functools
 import uuid
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import F
 
 from core import clock
@@ -120,52 +119,10 @@ def order_claim(
         "max_age_s": None if max_age_s is None else float(max_age_s),
         "entry_max_age_s": _entry_max_age_s(),
     }
-    if connection.vendor != "postgresql":
-        return _claim_orm(params)
     with bound_cursor() as cursor:
         cursor.execute(_claim_sql(), params)
         row = cursor.fetchone()
     return row[0] if row else None
-
-
-def _claim_orm(p: dict) -> dt.datetime | None:
-    """order_claim on the embedded default (SQLite, the demo): the same conditions, one
-    conditional UPDATE, its clock the app's."""
-    from django.db.models import F
-
-    now = p["now"]
-    state = trading_state_get()
-    qs = Order.objects.filter(
-        pk=p["order_id"],
-        status=Order.Status.NEW,
-        broker_order_no__isnull=True,
-        quarantined_at__isnull=True,
-    )
-    if state == TradingState.State.REDUCING:
-        qs = qs.filter(side=Side.SELL)
-    elif state != TradingState.State.ACTIVE:
-        return None
-    if p["expected"] is None:
-        qs = qs.filter(send_started_at__isnull=True)
-    elif p["renew"]:
-        qs = qs.filter(send_started_at=p["expected"])
-    else:
-        qs = qs.filter(send_started_at=p["expected"], send_deadline__lt=now)
-    if not p["renew"]:
-        qs = qs.filter(send_attempts__lt=p["max_attempts"])
-    # One process on one clock here (no doorbell without Redis): the entry's age is its
-    # intent's, on that clock.
-    if p["entry_max_age_s"] is not None:
-        qs = qs.exclude(
-            side=Side.BUY, intent__created_at__lt=now - dt.timedelta(seconds=p["entry_max_age_s"])
-        )
-    updated = qs.update(
-        send_started_at=now,
-        updated_at=now,
-        send_deadline=now + dt.timedelta(seconds=p["window_s"]),
-        send_attempts=F("send_attempts") + (0 if p["renew"] else 1),
-    )
-    return now if updated else None
 
 
 def withheld_reason(
@@ -202,8 +159,6 @@ def withheld_reason(
 
 def _older_than(order: Order, seconds: float) -> bool:
     """Whether `order` was recorded more than `seconds` ago, by the database's clock."""
-    if connection.vendor != "postgresql":  # one process, one clock: the intent's age
-        return order.intent.created_at < clock.now() - dt.timedelta(seconds=seconds)
     with bound_cursor() as cursor:
         cursor.execute(
             f"SELECT recorded_at < clock_timestamp() - make_interval(secs => %s) "

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save
 
 from core import clock, metrics
@@ -90,44 +90,6 @@ def _send_on_commit(
             intent_execute.delay(intent_id)
 
     transaction.on_commit(hand_over, robust=True)
-
-
-def _execute_on_commit(intent: OrderIntent) -> None:
-    """Execute the intent once its transaction commits (I5), through _takers, by its id: the
-    ORM's path, off PostgreSQL. (On PostgreSQL, IntentWrite records and claims the order in
-    the intent's own statement.)"""
-    if settings.EXECUTION_AUTO_SUBMIT:
-        _send_on_commit(str(intent.pk), _takers()[0], None, None)
-
-
-def _create_intent(
-    *,
-    intent_type: str,
-    side: str,
-    position: Position,
-    qty: int,
-    limit_price: int | None,
-    reason: str,
-    idempotency_key: str,
-    event_at: dt.datetime | None,
-    now: dt.datetime,
-    trigger_price: int | None = None,
-) -> OrderIntent:
-    intent = OrderIntent.objects.create(
-        intent_type=intent_type,
-        side=side,
-        position=position,
-        symbol=position.symbol,
-        qty=qty,
-        limit_price=limit_price,
-        reason=(reason or "")[:255],
-        idempotency_key=idempotency_key,
-        event_at=event_at or now,
-        trigger_price=trigger_price,
-        created_at=now,
-    )
-    _execute_on_commit(intent)
-    return intent
 
 
 def exit_intent_open(
@@ -597,10 +559,9 @@ def _exit_open(
 ) -> OrderIntent:
     """The ledger's exit, under the position's lock (I1, I2). A key already used returns its
     first intent, whatever the position's state now."""
-    one_statement = connection.vendor == "postgresql"
     refused = position.status != Position.Status.OPEN or position.qty <= position.reserved_qty
-    if not key_checked and (refused or not one_statement):
-        # On PostgreSQL the statement's ON CONFLICT finds a used key: no read ahead of it.
+    if not key_checked and refused:
+        # Otherwise the statement's ON CONFLICT finds a used key: no read ahead of it.
         existing = _existing_intent(idempotency_key, position_id=position.pk)
         if existing is not None:
             return existing
@@ -608,7 +569,8 @@ def _exit_open(
         raise _refusal(position, qty)
 
     granted = min(qty, position.qty - position.reserved_qty)
-    fields = dict(
+    intent = _exit_write(
+        position,
         intent_type=intent_type,
         qty=granted,
         limit_price=limit_price,
@@ -618,16 +580,8 @@ def _exit_open(
         trigger_price=trigger_price,
         now=now,
     )
-    if one_statement:
-        intent = _exit_write(position, **fields)
-        if intent is None:  # the key was used after all (by another position's intent too)
-            return _existing_intent(idempotency_key, position_id=position.pk)
-    else:
-        # The intent first: its execution is then the first thing done after the commit,
-        # ahead of the cache invalidation that saving the position registers.
-        intent = _create_intent(side=Side.SELL, position=position, **fields)
-        position.reserved_qty += granted
-        _ledger.save_position(position)
+    if intent is None:  # the key was used after all (by another position's intent too)
+        return _existing_intent(idempotency_key, position_id=position.pk)
     if granted < qty:
         logger.info(
             "ledger.clamped position_id=%s intent_id=%s requested=%s granted=%s",
@@ -701,32 +655,19 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
     """The symbol's open position, locked; a new empty one if there is none (True). A new one
     is inserted without post_save: the caller announces it once its intent's send is
     registered, so the send runs first after the commit."""
-    if connection.vendor == "postgresql":
-        while True:
-            with connection.cursor() as cursor:
-                cursor.execute(_open_position_sql(), {"symbol": symbol, "now": clock.now()})
-                row = cursor.fetchone()
-            if row is not None:
-                return instances(row, Position)[0], True
-            position = (
-                position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
-            )
-            if position is not None:
-                return position, False
-            # The open position the INSERT met was closed before this read (each statement
-            # sees what is committed when it starts): the symbol has none now, so insert again.
-    position = position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
-    if position is not None:
-        return position, False
-    try:
-        with transaction.atomic():
-            [position] = Position.objects.bulk_create(
-                [Position(symbol=symbol, opened_at=clock.now())]
-            )
-            return position, True
-    except IntegrityError:
-        # Another transaction opened it first (one open position per symbol); take its lock.
-        return position_qs_for_update().get(symbol=symbol, status=Position.Status.OPEN), False
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(_open_position_sql(), {"symbol": symbol, "now": clock.now()})
+            row = cursor.fetchone()
+        if row is not None:
+            return instances(row, Position)[0], True
+        position = (
+            position_qs_for_update().filter(symbol=symbol, status=Position.Status.OPEN).first()
+        )
+        if position is not None:
+            return position, False
+        # The open position the INSERT met was closed before this read (each statement sees
+        # what is committed when it starts): the symbol has none now, so insert again.
 
 
 def _existing_entry(idempotency_key: str, symbol: str) -> OrderIntent | None:
@@ -768,34 +709,21 @@ def entry_intent_open(
         if existing is not None:
             return existing
         position, created = _lock_or_open_position(symbol)
-        if connection.vendor == "postgresql":
-            write = IntentWrite(
-                side=Side.BUY,
-                position_id=position.pk,
-                symbol=symbol,
-                qty=qty,
-                intent_type=IntentType.ENTRY,
-                idempotency_key=idempotency_key,
-                reason=reason,
-                limit_price=limit_price,
-                event_at=event_at,
-                now=now,
-            )
-            intent = write._written(*write.execute(_sql(_ENTRY_OPEN)))
-            if intent is None:  # the key was used after all
-                return _existing_entry(idempotency_key, symbol)
-        else:
-            intent = _create_intent(
-                intent_type=IntentType.ENTRY,
-                side=Side.BUY,
-                position=position,
-                qty=qty,
-                limit_price=limit_price,
-                reason=reason,
-                idempotency_key=idempotency_key,
-                event_at=event_at,
-                now=now,
-            )
+        write = IntentWrite(
+            side=Side.BUY,
+            position_id=position.pk,
+            symbol=symbol,
+            qty=qty,
+            intent_type=IntentType.ENTRY,
+            idempotency_key=idempotency_key,
+            reason=reason,
+            limit_price=limit_price,
+            event_at=event_at,
+            now=now,
+        )
+        intent = write._written(*write.execute(_sql(_ENTRY_OPEN)))
+        if intent is None:  # the key was used after all
+            return _existing_entry(idempotency_key, symbol)
         if created:
             post_save.send(
                 sender=Position,

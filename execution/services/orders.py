@@ -228,8 +228,6 @@ def order_open_recorded(*, intent_id: object) -> Order | None:
     old to send, a malformed id): then the caller takes the slower steps, which explain
     themselves.
     """
-    if connection.vendor != "postgresql":  # the embedded default (SQLite) takes the ORM path
-        return None
     try:
         intent_uuid = uuid.UUID(str(intent_id))
     except ValueError:
@@ -303,13 +301,9 @@ def order_mark_submitted_fast(
     broker_org_no: str = "",
     submitted_at: dt.datetime | None = None,
 ) -> Order | None:
-    """order_mark_submitted's common case in one statement on PostgreSQL: the updated order, or
+    """order_mark_submitted's common case in one statement: the updated order, or
     None when it did not apply (order_mark_submitted then takes its own steps and says why)."""
-    if (
-        connection.vendor != "postgresql"
-        or not isinstance(broker_order_no, str)
-        or not broker_order_no.strip()
-    ):
+    if not isinstance(broker_order_no, str) or not broker_order_no.strip():
         return None
     try:
         order_uuid = uuid.UUID(str(order_id))

@@ -1,5 +1,6 @@
-"""Settings come from the environment: an embedded default for a first run, and a production mode
-that refuses to start without its secrets and passes Django's deployment checks.
+"""Settings come from the environment: PostgreSQL always, an embedded default (tasks in-process,
+no Redis) for a first run, and a production mode that refuses to start without its secrets and
+passes Django's deployment checks.
 """
 
 import json
@@ -12,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
     "import json, django; django.setup(); from django.conf import settings as s; "
     "print(json.dumps({'engine': s.DATABASES['default']['ENGINE'], "
-    "'mode': s.DATABASES['default'].get('OPTIONS', {}).get('transaction_mode'), "
     "'eager': s.CELERY_TASK_ALWAYS_EAGER, 'cache': s.CACHES['default']['BACKEND'], "
     "'tz': s.TIME_ZONE, 'use_tz': s.USE_TZ, 'debug': s.DEBUG}))"
 )
@@ -39,12 +39,14 @@ PRODUCTION = {
 }
 
 
-def test_embedded_default_needs_no_server(tmp_path):
-    result = run(["-c", PROBE], DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3")
+LOCAL = {"DATABASE_URL": "postgres://aegis@127.0.0.1:5432/aegis"}
+
+
+def test_embedded_default_needs_no_redis():
+    result = run(["-c", PROBE], **LOCAL)
     assert result.returncode == 0, result.stderr
     probe = json.loads(result.stdout)
-    assert probe["engine"] == "django.db.backends.sqlite3"
-    assert probe["mode"] == "IMMEDIATE"  # writers serialise, so I1 holds on SQLite too
+    assert probe["engine"] == "django.db.backends.postgresql"
     assert probe["eager"] is True
     assert probe["cache"].endswith("LocMemCache")
     assert (probe["tz"], probe["use_tz"]) == ("UTC", True)  # as servers run
@@ -72,11 +74,13 @@ def test_production_refuses_to_start_without_its_settings():
     assert "short" not in short.stderr.split("ImproperlyConfigured")[-1]
 
 
-def test_a_simulated_day_is_refused_with_a_real_broker_or_in_production(tmp_path):
-    day = {
-        "AEGIS_CLOCK_START": "2026-11-24T08:58:30+09:00",
-        "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3",
-    }
+def test_another_database_than_postgresql_is_refused(tmp_path):
+    result = run(["-c", PROBE], DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3")
+    assert result.returncode != 0 and "must point at PostgreSQL" in result.stderr
+
+
+def test_a_simulated_day_is_refused_with_a_real_broker_or_in_production():
+    day = {"AEGIS_CLOCK_START": "2026-11-24T08:58:30+09:00", **LOCAL}
     for env in ({"KIS_ENV": "real"}, {"KIS_ENV": "paper"}, PRODUCTION):
         result = run(["-c", PROBE], **day | env)
         assert result.returncode != 0 and "AEGIS_CLOCK_START" in result.stderr, env

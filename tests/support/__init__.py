@@ -1,11 +1,14 @@
 """Helpers for tests that start other processes against the test database; more by subject
 in the modules of this package."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +43,23 @@ def django_child(
     if stderr is not None:
         stderr.append(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def empty_database() -> Iterator[str]:
+    """A new, empty database on the test server for a process that migrates its own (the
+    demo); its DATABASE_URL, straight to PostgreSQL. Dropped afterwards."""
+    import psycopg
+
+    name = f"aegis_empty_{uuid.uuid4().hex[:12]}"
+    direct = os.environ.get("DATABASE_DIRECT_URL") or os.environ["DATABASE_URL"]
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(direct)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(direct, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def direct_database_env() -> dict[str, str]:
