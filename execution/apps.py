@@ -12,7 +12,8 @@ class ExecutionConfig(AppConfig):
         from core.rows import prepares_only_direct
         from kis import client as kis_client
 
-        from . import alerts, selectors
+        from . import alerts, dispatch, selectors, signals
+        from .services.handoff import HANDOFF
 
         # The hot statements are prepared on a direct connection only (core/rows.py).
         connection_created.connect(
@@ -21,4 +22,8 @@ class ExecutionConfig(AppConfig):
         # The KIS client reports through hooks (it imports no app): alerted here.
         kis_client.HOOKS.breaker_transition = alerts.breaker_transition
         kis_client.HOOKS.credentials_refused = alerts.credentials_refused
+        # What the ledger opens is handed over once committed by this process's choice.
+        HANDOFF.takers = dispatch.takers
+        HANDOFF.on_commit = dispatch.on_commit
+        signals.connect()
         metrics.state_collector_register(selectors.reconciliation_metrics)

@@ -27,12 +27,13 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 
-from execution import doorbell
+from execution import dispatch, doorbell
+from execution.broker import get_broker
+from execution.sender import InProcessSender
 
 from . import gates
 
@@ -66,23 +67,6 @@ def _ask(payload: dict) -> gates.Ask:
     )
 
 
-_senders: dict[int, object] = {}
-_senders_lock = threading.Lock()
-
-
-def _sender(broker):
-    """The process's sender for entries the lanes route (execution.sender.InProcessSender): a
-    thread of its own takes the KIS token, the breaker's state and a rate slot while the
-    entry's transaction commits, then sends the order; the lane is free for the next ring."""
-    from execution.sender import InProcessSender
-
-    with _senders_lock:
-        sender = _senders.get(id(broker))
-        if sender is None:
-            sender = _senders[id(broker)] = InProcessSender(broker=broker)
-        return sender
-
-
 def _serve(item: str, broker) -> None:
     """A lane's turn on the picks bell: a heads-up (heads_up_item), or a stored pick's ring
     (item)."""
@@ -114,7 +98,6 @@ def _route_rung(payload: dict, broker) -> None:
             "EVENT",
             broker=broker,
             rung={pick_id: _ask(payload)},
-            executor=_sender(broker),
         )
     except Exception as exc:  # noqa: BLE001 - the route task, then the sweep, take it
         logger.warning(
@@ -161,13 +144,14 @@ def heads_up(picks: Sequence):
 # --- the picks' own lanes in the worker -----------------------------------------------------------
 
 _worker_lanes: doorbell.Lanes | None = None
+_worker_sender: InProcessSender | None = None
 
 
 def start_for_worker(consumer) -> doorbell.Lanes | None:
     """Lanes of their own for the picks bell, in a worker that consumes the picks queue on a
     pool that runs tasks in its own process (threads, solo); None otherwise (the route task
     serves)."""
-    global _worker_lanes
+    global _worker_lanes, _worker_sender
     queues = {queue.name for queue in consumer.task_consumer.queues}
     pool = type(consumer.pool).__module__
     if not doorbell.enabled() or "picks" not in queues or settings.PICKS_LANES < 1:
@@ -178,12 +162,21 @@ def start_for_worker(consumer) -> doorbell.Lanes | None:
             pool.rsplit(".", 1)[-1],
         )
         return None
+    # The entries this worker routes are sent from it (execution/sender.py): a thread of the
+    # sender's takes the KIS token, the breaker's state and a rate slot while the entry's
+    # transaction commits, then sends the order; the lane is free for the next ring.
+    _worker_sender = InProcessSender(broker=get_broker())
+    dispatch.install(_worker_sender)
     _worker_lanes = doorbell.Lanes(count=settings.PICKS_LANES, bells=(PICKS,)).start()
     return _worker_lanes
 
 
 def stop_for_worker() -> None:
-    global _worker_lanes
+    global _worker_lanes, _worker_sender
     if _worker_lanes is not None:
         _worker_lanes.stop()
         _worker_lanes = None
+    if _worker_sender is not None:
+        dispatch.install(None)
+        _worker_sender.close()
+        _worker_sender = None

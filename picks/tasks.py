@@ -8,43 +8,16 @@ from celery import shared_task
 logger = logging.getLogger("aegis.picks")
 
 
-class SendHere:
-    """The route task's executor (execution.services.intents.execute_here): the intent a pick
-    became is sent from this thread once it commits, with no second queue hop; its order is
-    recorded in the routing transaction (`recorded`)."""
-
-    def __init__(self, broker) -> None:
-        self.broker = broker
-
-    def __call__(self, intent_id: str) -> bool:
-        from execution.sender import send_now
-
-        send_now(intent_id, broker=self.broker)
-        return True
-
-    def recorded(self, order) -> bool:
-        from execution.sender import send_recorded
-
-        send_recorded(order, broker=self.broker)
-        return True
-
-
-def route_now(
-    pick_ids: list[int], routed_by: str, *, broker=None, rung=None, executor=None
-) -> dict:
-    """Route the picks from this thread (`rung`: as the doorbell's ring carried them, by id),
-    each entry's order sent by `executor` once committed, else from this thread."""
+def route_now(pick_ids: list[int], routed_by: str, *, broker=None, rung=None) -> dict:
+    """Route the picks from this thread (`rung`: as the doorbell's ring carried them, by id);
+    each entry's order is sent as this process sends (execution/dispatch.py)."""
     from execution.broker import get_broker
-    from execution.services.intents import execute_here
 
     from .routing import picks_route
 
-    broker = broker or get_broker()
-    execute_here(executor or SendHere(broker))
-    try:
-        return picks_route(pick_ids=pick_ids, routed_by=routed_by, broker=broker, rung=rung)
-    finally:
-        execute_here(None)
+    return picks_route(
+        pick_ids=pick_ids, routed_by=routed_by, broker=broker or get_broker(), rung=rung
+    )
 
 
 @shared_task(name="picks.route", ignore_result=True, time_limit=120)

@@ -30,9 +30,9 @@ from django.db import (
 
 from core import clock
 from core.rows import bound_cursor, connection_lost
+from execution import dispatch
 from execution.models import Position
 from execution.sender import InProcessSender
-from execution.services.intents import execute_here
 from kis.protocol import WS_TR_TRADE as TR_TRADE
 from kis.ws import KisStream, TradeTick
 from market import calendar as market_calendar
@@ -245,8 +245,6 @@ class PriceSync:
         self._db = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="pricesync-db",
-            initializer=execute_here,
-            initargs=(self.sender,),
         )
 
     async def _in_db(self, fn, /, **kwargs):
@@ -358,28 +356,35 @@ class PriceSync:
         return out
 
     async def run(self, stop: asyncio.Event, on_ready=lambda: None) -> None:
-        stream_task = asyncio.create_task(self.stream.run(stop))
-        await self.follow()  # reads each new subscription's quote over REST as well
-        on_ready()
-        next_follow = time.monotonic() + self.follow_s
-        next_poll = time.monotonic() + self.poll_s
-        while not stop.is_set():
-            if stream_task.done() and not stop.is_set():
-                stream_task = await self._restart(stream_task, stop)
-            now = time.monotonic()
-            if now >= next_follow:
-                await self.follow()
-                next_follow = now + self.follow_s
-            if now >= next_poll:
-                for symbol in self.polls_due():
-                    await self._poll_one(symbol)
-                next_poll = now + self.poll_s
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=min(self.follow_s, self.poll_s))
-            except TimeoutError:
-                pass
-        await stream_task
-        await self._in_db(connections.close_all)
-        self._db.shutdown(wait=True)
+        """Follow, poll and evaluate until `stop`; the exits opened here are sent by this
+        process's sender (execution/dispatch.py) meanwhile."""
         if self.sender is not None:
-            await asyncio.to_thread(self.sender.close)
+            dispatch.install(self.sender)
+        try:
+            stream_task = asyncio.create_task(self.stream.run(stop))
+            await self.follow()  # reads each new subscription's quote over REST as well
+            on_ready()
+            next_follow = time.monotonic() + self.follow_s
+            next_poll = time.monotonic() + self.poll_s
+            while not stop.is_set():
+                if stream_task.done() and not stop.is_set():
+                    stream_task = await self._restart(stream_task, stop)
+                now = time.monotonic()
+                if now >= next_follow:
+                    await self.follow()
+                    next_follow = now + self.follow_s
+                if now >= next_poll:
+                    for symbol in self.polls_due():
+                        await self._poll_one(symbol)
+                    next_poll = now + self.poll_s
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=min(self.follow_s, self.poll_s))
+                except TimeoutError:
+                    pass
+            await stream_task
+            await self._in_db(connections.close_all)
+            self._db.shutdown(wait=True)
+        finally:
+            if self.sender is not None:
+                dispatch.install(None)
+                await asyncio.to_thread(self.sender.close)

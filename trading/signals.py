@@ -5,13 +5,14 @@ commits (trading/hot.py)."""
 from django.db.models.signals import post_delete, post_save
 
 from execution.models import Position
+from execution.signals import position_changed
 
 from . import hot
 from .models import BestPrice, ExitProfile, PositionExitState, SpecialDay, TakeProfitTier
 
 
-def _position_changed(sender, instance: Position, **kwargs) -> None:
-    hot.positions_changed([instance.symbol])
+def _position_changed(sender, position: Position, **kwargs) -> None:
+    hot.positions_changed([position.symbol])
 
 
 def _exit_state_changed(sender, instance: PositionExitState, **kwargs) -> None:
@@ -36,8 +37,8 @@ def _special_day_changed(sender, **kwargs) -> None:
 
 
 def connect() -> None:
+    position_changed.connect(_position_changed, dispatch_uid="hot-position")
     for signal in (post_save, post_delete):
-        signal.connect(_position_changed, sender=Position, dispatch_uid=f"hot-position-{signal}")
         signal.connect(
             _exit_state_changed, sender=PositionExitState, dispatch_uid=f"hot-exit-state-{signal}"
         )

@@ -5,13 +5,10 @@ position's row lock, clamped to what is available (I1, I2).
 import datetime as dt
 import functools
 import logging
-import threading
 import uuid
-from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models.signals import post_save
 
 from core import clock, metrics
 from core.rows import bound_cursor, columns, instances
@@ -23,9 +20,11 @@ from ..exceptions import (
     PositionClosed,
 )
 from ..locks import position_qs_for_update
-from ..models import EXIT_INTENT_TYPES, IntentType, Order, OrderIntent, Position, Side
+from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
+from ..signals import announce
 from ..validation import check_key, check_price, check_qty, check_symbol
 from . import _ledger
+from .handoff import HANDOFF
 from .orders import _sql, recorded_order
 from .trading_state import require_allowed
 
@@ -40,56 +39,6 @@ def _existing_intent(idempotency_key: str, *, position_id: int | None = None) ->
             f"{idempotency_key!r} already belongs to an intent of position {intent.position_id}.",
         )
     return intent
-
-
-_local = threading.local()
-
-
-def execute_here(executor: Callable[[str], bool] | None) -> None:
-    """Hand the intents this thread opens, once committed, to `executor` (an intent id in, True
-    when taken) instead of the execute task's queue: a process that opens exits on the hot path
-    (pricesync) sends them itself, one queue hop fewer. An executor with a `recorded` method
-    (an order in, True when taken) gets each order recorded in its intent's own transaction
-    instead. None restores the queue."""
-    _local.executor = executor
-
-
-def _takers() -> tuple[Callable | None, Callable | None]:
-    """Who takes this thread's intents once committed: (an intent id in, True when taken; an
-    order recorded in the intent's transaction in, True when taken). This thread's
-    executor when it has one, else the execution worker's doorbell when a lane listens, else
-    neither (the execute task)."""
-    from .. import doorbell
-
-    executor = getattr(_local, "executor", None)
-    if executor is not None:
-        return executor, getattr(executor, "recorded", None)
-    if doorbell.listening():
-        return doorbell.ring, doorbell.ring_recorded
-    return None, None
-
-
-def _send_on_commit(
-    intent_id: str, take_id: Callable | None, take_recorded: Callable | None, order: Order | None
-) -> None:
-    """Once committed, hand the intent (or its recorded `order`) to its taker, else to the
-    execute task. `robust`: a broker outage at commit time is logged, not raised; the intent is
-    safe in the database and the sweep of NEW intents (or the settle of orders in flight)
-    sends it later."""
-    from ..tasks import intent_execute  # tasks import the services: import when needed
-
-    if order is None:
-        transaction.on_commit(
-            lambda: (take_id is not None and take_id(intent_id)) or intent_execute.delay(intent_id),
-            robust=True,
-        )
-        return
-
-    def hand_over() -> None:
-        if not take_recorded(order):
-            intent_execute.delay(intent_id)
-
-    transaction.on_commit(hand_over, robust=True)
 
 
 def exit_intent_open(
@@ -254,9 +203,8 @@ class IntentWrite:
         now: dt.datetime | None = None,
         record_allowed: bool = True,
     ) -> None:
-        self.take_id = self.take_recorded = None
-        if settings.EXECUTION_AUTO_SUBMIT:
-            self.take_id, self.take_recorded = _takers()
+        self.takers = HANDOFF.takers() if settings.EXECUTION_AUTO_SUBMIT else (None, None)
+        self.take_id, self.take_recorded = self.takers
         now = now or clock.now()
         self.intent = OrderIntent(
             id=uuid.uuid4(),
@@ -334,7 +282,7 @@ class IntentWrite:
                 if recorded
                 else None
             )
-            _send_on_commit(str(intent.id), self.take_id, self.take_recorded, order)
+            HANDOFF.on_commit(str(intent.id), self.takers, order)
         return intent
 
 
@@ -394,14 +342,7 @@ class ExitWrite(IntentWrite):
         the cached copies of it are forgotten once committed, as saving it would."""
         intent = self._written(inserted, recorded)
         if intent is not None:  # after the send registered above, which goes first
-            post_save.send(
-                sender=Position,
-                instance=position,
-                created=False,
-                raw=False,
-                using=connection.alias,
-                update_fields=frozenset({"reserved_qty", "updated_at"}),
-            )
+            announce(position)
         return intent
 
 
@@ -479,8 +420,8 @@ class EntryWrite(IntentWrite):
 
     def written(self, row: tuple) -> OrderIntent | None:
         """The intent the statement wrote (its `row`), handed to its taker once committed, and
-        its new position announced (post_save) after that; None when the symbol had an open
-        position (nothing written)."""
+        its new position announced (signals.position_changed) after that; None when the symbol
+        had an open position (nothing written)."""
         inserted, recorded = row[:2]
         [position] = instances(row[2:], Position)
         if position.pk is None:
@@ -492,14 +433,7 @@ class EntryWrite(IntentWrite):
             )
         self.intent.position_id = position.pk
         intent = self._written(inserted, recorded)
-        post_save.send(
-            sender=Position,
-            instance=position,
-            created=True,
-            raw=False,
-            using=connection.alias,
-            update_fields=None,
-        )
+        announce(position)
         return intent
 
 
@@ -653,7 +587,7 @@ def _open_position_sql() -> str:
 
 def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
     """The symbol's open position, locked; a new empty one if there is none (True). A new one
-    is inserted without post_save: the caller announces it once its intent's send is
+    is inserted unannounced: the caller announces it once its intent's send is
     registered, so the send runs first after the commit."""
     while True:
         with connection.cursor() as cursor:
@@ -725,14 +659,7 @@ def entry_intent_open(
         if intent is None:  # the key was used after all
             return _existing_entry(idempotency_key, symbol)
         if created:
-            post_save.send(
-                sender=Position,
-                instance=position,
-                created=True,
-                raw=False,
-                using=connection.alias,
-                update_fields=None,
-            )
+            announce(position)
         return intent
 
 

@@ -8,11 +8,10 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from core import clock
-from execution import services
+from execution import dispatch, services
 from execution.exceptions import InsufficientAvailableQty, InvalidInput, TradingNotAllowed
 from execution.locks import position_qs_for_update
 from execution.models import Order, OrderIntent, Position, TradingState
-from execution.services.intents import execute_here
 from tests.support.ledger import key, open_position
 
 pytestmark = pytest.mark.django_db
@@ -150,15 +149,11 @@ def test_for_a_taker_of_recorded_orders_the_same_statement_records_the_order(new
     settings.EXECUTION_AUTO_SUBMIT = True
     position = open_position(new_symbol(), 10)
     taker = Taker()
-    execute_here(taker)
-    try:
-        with transaction.atomic():
-            row = locked(position.pk)
-            with CaptureQueriesContext(connection) as queries:
-                intent = open_locked(row, qty=4, new_key=True, limit_price=9_700)
-            assert taker.orders == []  # handed over only once committed
-    finally:
-        execute_here(None)
+    with dispatch.installed(taker), transaction.atomic():
+        row = locked(position.pk)
+        with CaptureQueriesContext(connection) as queries:
+            intent = open_locked(row, qty=4, new_key=True, limit_price=9_700)
+        assert taker.orders == []  # handed over only once committed
     assert [q["sql"].split()[0] for q in queries.captured_queries] == ["WITH"]
     assert intent.status == "ORDERED" == OrderIntent.objects.get(pk=intent.pk).status
     [order] = taker.orders
@@ -180,12 +175,8 @@ def test_a_position_kis_disagrees_with_leaves_its_order_to_the_execute_path(new_
     position = open_position(new_symbol(), 10)
     Position.objects.filter(pk=position.pk).update(broker_qty=8)
     taker = Taker()
-    execute_here(taker)
-    try:
-        with transaction.atomic():
-            intent = open_locked(locked(position.pk), qty=4, new_key=True)
-    finally:
-        execute_here(None)
+    with dispatch.installed(taker), transaction.atomic():
+        intent = open_locked(locked(position.pk), qty=4, new_key=True)
     assert taker.orders == [] and taker.ids == [str(intent.pk)]
     assert OrderIntent.objects.get(pk=intent.pk).status == "NEW"
     assert not Order.objects.filter(intent_id=intent.pk).exists()

@@ -7,10 +7,9 @@ import time
 import pytest
 
 from core import clock
-from execution import services
+from execution import dispatch, services
 from execution.models import Order, Position
 from execution.sender import InProcessSender
-from execution.services.intents import execute_here
 from execution.tasks import intent_execute
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
@@ -21,11 +20,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def _entry_through(sender: InProcessSender):
-    execute_here(sender)
     try:
-        return services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+        with dispatch.installed(sender):
+            return services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     finally:
-        execute_here(None)
         sender.close()
 
 
@@ -97,9 +95,8 @@ def test_an_exit_goes_out_from_a_thread_made_ready_while_it_committed(kis_sim, w
         symbol="005930", qty=10, avg_price=70_000, opened_at=clock.now()
     )
     sender = InProcessSender(broker=kis_worker.client_for(sim_dict(kis_sim), rate=50))
-    execute_here(sender)
     try:
-        with caplog.at_level("INFO", logger="aegis.execution"):
+        with dispatch.installed(sender), caplog.at_level("INFO", logger="aegis.execution"):
             intent = services.exit_intent_open(
                 position_id=position.pk,
                 qty=10,
@@ -109,7 +106,6 @@ def test_an_exit_goes_out_from_a_thread_made_ready_while_it_committed(kis_sim, w
             )
             _one_order_at_the_broker(kis_sim, intent)
     finally:
-        execute_here(None)
         sender.close()
     assert intent.status == "ORDERED"
     assert _sent_by(caplog, intent).startswith("sender-ready")

@@ -3,17 +3,16 @@ import itertools
 import pytest
 
 from core import clock
+from execution import dispatch
 from execution.broker import DatabaseVault
 from execution.models import Reconciliation
-from execution.services.intents import execute_here
 from execution.services.reconciliation import reconciliation_run
 from picks.models import PickSource
 from picks.services import source_token_issue
-from picks.tasks import SendHere
 from tests.support import forget_broker_credentials
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
-from tests.support.picks import CLOCK
+from tests.support.picks import CLOCK, SendHere
 from trading.models import ExitProfile
 
 _codes = itertools.count(1)
@@ -52,11 +51,8 @@ def broker(kis_sim):
     with clock.installed(CLOCK):
         run = reconciliation_run(broker=client, trigger=Reconciliation.Trigger.MANUAL)
         assert run.cash_krw == kis_sim.cash
-        execute_here(SendHere(client))
-        try:
+        with dispatch.installed(SendHere(client)):
             yield client
-        finally:
-            execute_here(None)
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from core import clock
+from execution import dispatch
 from execution import doorbell as execution_doorbell
 from execution.models import Order
-from execution.services.intents import execute_here
 from picks import doorbell, gates
 from picks.models import GateSettings, Pick
 from tests.support.picks import a_pick, ingest, submitted
@@ -156,8 +156,8 @@ def test_the_lanes_serve_the_execution_bell_too(kis_sim, bus, routers):
     from execution import services
     from tests.support.ledger import key
 
-    execute_here(None)  # the intent this thread opens goes to the doorbell, not to this thread
-    intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
+    with dispatch.installed(None):  # this process sends nothing itself: to the doorbell
+        intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
     wait_for(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         "the order at the broker",

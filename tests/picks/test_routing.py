@@ -14,13 +14,11 @@ from prometheus_client import REGISTRY
 
 from core import clock
 from execution.models import Order, OrderIntent, Position
-from execution.services.intents import execute_here
 from execution.services.trading_state import trading_state_set
 from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
 from picks import routing
 from picks.gates import Limits
 from picks.models import GateSettings, Pick, PositionOpener
-from picks.tasks import SendHere
 from tests.support import at_once
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
@@ -202,11 +200,7 @@ def test_one_pick_reached_by_every_path_at_once_becomes_one_order(broker, source
     [pick_id] = ingest(source, a_pick(source[0]))
 
     def reach(by: str) -> str:
-        execute_here(SendHere(broker))  # per thread, as in each worker thread
-        try:
-            return routing.pick_route(pick_id, routed_by=by, broker=broker)
-        finally:
-            execute_here(None)
+        return routing.pick_route(pick_id, routed_by=by, broker=broker)
 
     outcomes = at_once(reach, [(by,) for by in ["EVENT", "SWEEP"] * 3])
     assert sorted(outcomes) == ["routed"] + ["skipped"] * 5

@@ -11,6 +11,27 @@ from execution.models import Order
 from picks.models import PickSource
 from tests.support.workers import wait_for
 
+
+class SendHere:
+    """A sender (execution/dispatch.py) that sends each committed intent's order from the
+    thread that committed it: a test reads the outcome as soon as its route returns."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+
+    def __call__(self, intent_id: str) -> bool:
+        from execution.sender import send_now
+
+        send_now(intent_id, broker=self.broker)
+        return True
+
+    def recorded(self, order) -> bool:
+        from execution.sender import send_recorded
+
+        send_recorded(order, broker=self.broker)
+        return True
+
+
 DAY = dt.date(2026, 11, 24)  # a Tuesday, a KRX trading day
 CLOCK = clock.ShiftedClock(dt.datetime.combine(DAY, dt.time(10), clock.SEOUL))
 
