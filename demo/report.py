@@ -79,6 +79,12 @@ def todays_fills() -> list[Fill]:
     )
 
 
+def _why(order: Order) -> str:
+    """The intent type the order was sent for ("?" for an order without an intent: the ledger
+    records every order with one, but the column allows none)."""
+    return order.intent.intent_type if order.intent is not None else "?"
+
+
 def outage_window(session) -> tuple[dt.datetime, dt.datetime] | None:
     """When KIS was answering 503, if it did and stopped."""
     return (session.outage[0], session.outage[1]) if len(session.outage) >= 2 else None
@@ -130,12 +136,12 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
             "side": f.order.side,
             "qty": f.qty,
             "price": f.price,
-            "why": f.order.intent.intent_type,
+            "why": _why(f.order),
             "realized_pnl": str(f.realized_pnl or 0),
         }
         for f in fills
     ]
-    pnl = defaultdict(Decimal)
+    pnl: defaultdict[str, Decimal] = defaultdict(Decimal)
     for f in fills:
         pnl[f.order.symbol] += f.realized_pnl or 0
     last = {code: prints[-1][1] for code, prints in session.printed.items() if prints}
@@ -148,13 +154,14 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
     # Oversold: a position that sold more than it bought, or a sell that KIS refused (the
     # simulator, like KIS, refuses to sell more than the account holds); and, beside it,
     # whether the broker holds the shares the ledger says.
-    bought, sold = Counter(), Counter()
+    bought: Counter[int] = Counter()  # shares, by position id
+    sold: Counter[int] = Counter()
     for f in Fill.objects.select_related("order"):
         (bought if f.order.side == "BUY" else sold)[f.order.position_id] += f.qty
     oversold = [pid for pid in sold if sold[pid] > bought[pid]]
     account = next(a for a in book["accounts"] if a["hts_id"])
     broker_qty = {h["pdno"]: h["qty"] for h in account["holdings"]}
-    ledger_qty = Counter()
+    ledger_qty: Counter[str] = Counter()
     for p in Position.objects.filter(status=Position.Status.OPEN):
         ledger_qty[p.symbol] += p.qty
     disagree = sorted(
@@ -364,7 +371,7 @@ def charts(result: dict, *, session, out: Path) -> None:
                     color="#27ae60" if buy else "#c0392b",
                 )
                 ax.annotate(
-                    f.order.intent.intent_type.replace("EXIT_", ""),
+                    _why(f.order).replace("EXIT_", ""),
                     (f.filled_at, f.price),
                     fontsize=7,
                     xytext=(4, 4),

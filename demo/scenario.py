@@ -37,6 +37,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypedDict
 
 from market import krx
 
@@ -54,9 +55,15 @@ SHORT_SEGMENTS = (
 CLOSE = "15:30:00"
 SKIP_NOTE = "the quiet hours in between are skipped"
 
+
+class Profile(TypedDict):
+    fields: dict[str, object]  # of trading.models.ExitProfile
+    tiers: tuple[tuple[Decimal, Decimal], ...]  # (gain %, sell % of the most shares held)
+
+
 # Exit profiles: name → fields of trading.models.ExitProfile, and take-profit tiers
 # (gain %, sell % of the most shares held).
-PROFILES = {
+PROFILES: dict[str, Profile] = {
     "swing": {
         "fields": {
             "stop_loss_pct": Decimal("3"),

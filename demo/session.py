@@ -28,6 +28,7 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypedDict
 
 from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
@@ -136,6 +137,15 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+class Seen(TypedDict):
+    """The ids of the rows already reported, by kind."""
+
+    intents: set[uuid.UUID]
+    fills: set[int]
+    alerts: set[int]
+    picks: set[int]
+
+
 class Session:
     def __init__(
         self,
@@ -167,7 +177,7 @@ class Session:
         )
         self.outage: list[dt.datetime] = []  # when KIS began answering 503, and when it stopped
         self.prequeued: int | None = None
-        self.seen = {"intents": set(), "fills": set(), "alerts": set(), "picks": set()}
+        self.seen: Seen = {"intents": set(), "fills": set(), "alerts": set(), "picks": set()}
         self.status_width = 0
         self.jumps: list[tuple[dt.datetime, dt.timedelta]] = []  # (landed at, time skipped)
         self.ingest_url = self.token = ""
@@ -281,32 +291,35 @@ class Session:
                 )
         # Earlier days' entries, through the ledger, with the broker's order numbers of then.
         with override_settings(EXECUTION_AUTO_SUBMIT=False):
-            for n, stock in enumerate(s for s in scenario.STOCKS if s.held):
-                bought = trading_days_before(self.day, stock.held.days_ago)
+            held = [(s, s.held) for s in scenario.STOCKS if s.held is not None]
+            for n, (stock, holding) in enumerate(held):
+                bought = trading_days_before(self.day, holding.days_ago)
                 with clock.installed(
                     clock.FixedClock(scenario.at(bought, "10:00:00", clock.SEOUL))
                 ):
                     intent = services.entry_intent_open(
                         symbol=stock.code,
-                        qty=stock.held.qty,
-                        limit_price=stock.held.avg_price,
+                        qty=holding.qty,
+                        limit_price=holding.avg_price,
                         idempotency_key=f"{report.EARLIER_INTENT}{stock.code}",
                         reason="an earlier day",
                     )
                     order = services.order_open(intent_id=intent.pk)
+                    if order is None:
+                        raise RuntimeError(f"the ledger refused {stock.code}'s earlier entry")
                     services.order_mark_submitted(
                         order_id=order.pk, broker_order_no=f"{bought:%m%d}{n:06d}"
                     )
                     services.fill_apply(
                         order_id=order.pk,
                         broker_fill_key=f"{report.EARLIER_FILL}{order.pk}",
-                        qty=stock.held.qty,
-                        price=stock.held.avg_price,
+                        qty=holding.qty,
+                        price=holding.avg_price,
                     )
                 PositionExitState.objects.create(
                     position_id=intent.position_id,
-                    profile=profiles[stock.held.profile],
-                    peak_qty=stock.held.qty,
+                    profile=profiles[holding.profile],
+                    peak_qty=holding.qty,
                 )
         # The system ran yesterday: its day end is on record, so today's closes the gate.
         TradingState.objects.update_or_create(
@@ -327,6 +340,7 @@ class Session:
             rate_limit="100/second",
             rotate=True,
         )
+        assert token is not None  # rotate: a new token is issued
         # The earlier days' positions were opened by the strategy's picks: its SELL picks
         # may sell them (a source sells only what it opened, picks/routing.py).
         for position in Position.objects.filter(status=Position.Status.OPEN):
@@ -547,6 +561,8 @@ class Session:
     def on_operator_sell(self, event: scenario.Event) -> None:
         symbol, qty = scenario.OPERATOR_SELL
         position = Position.objects.filter(symbol=symbol).order_by("-opened_at").first()
+        if position is None:
+            raise RuntimeError(f"no position in {symbol} to sell")
         try:
             intent = services.exit_intent_open(
                 position_id=position.pk,

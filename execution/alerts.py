@@ -12,6 +12,7 @@ Webhook URLs carry secrets: they never appear in logs or on the alert, only the 
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import urllib3
@@ -26,12 +27,13 @@ from .models import Alert
 logger = logging.getLogger("aegis.alerts")
 
 Severity = Alert.Severity
-_LEVEL = {
+# By severity as stored (a Severity is its str value).
+_LEVEL: dict[str, int] = {
     Severity.INFO: logging.INFO,
     Severity.WARNING: logging.WARNING,
     Severity.CRITICAL: logging.CRITICAL,
 }
-_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+_RANK: dict[str, int] = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 _http = urllib3.PoolManager(num_pools=2, retries=False, timeout=urllib3.Timeout(total=5.0))
 _outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
 
@@ -69,10 +71,10 @@ def _sms(alert: Alert) -> None:
     )
 
 
-def channels() -> list[tuple[str, str, object]]:
+def channels() -> list[tuple[str, str, Callable[[Alert], None]]]:
     """(name, lowest severity it gets, sender) of each configured channel."""
     config = settings.ALERTS
-    found = []
+    found: list[tuple[str, str, Callable[[Alert], None]]] = []
     if config["SLACK_WEBHOOK_URL"]:
         found.append(("slack", Severity.INFO, _slack))
     if config["EMAIL_TO"]:

@@ -10,6 +10,7 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -52,7 +53,7 @@ def _bad_request(errors: dict) -> Response:
 
 class PicksIngestView(APIView):
     authentication_classes = [SourceTokenAuthentication]
-    permission_classes = []
+    permission_classes: list[type[BasePermission]] = []
     parser_classes = [PicksJSONParser]
 
     def initial(self, request, *args, **kwargs):

@@ -366,4 +366,7 @@ def route(
     reason = gate_price(ask, market, limits, now=now)
     if reason:
         return Rejection(3, reason)
+    # Gate 3 refuses a pick without a market price, and the limit price is None only without
+    # one (entry_price, exit_price).
+    assert market.price is not None and limit_price is not None
     return Route(side=ask.side, qty=qty, limit_price=limit_price, price=market.price)

@@ -73,6 +73,9 @@ class PickSource(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # The digest stored before a save, set by picks/signals.py's pre_save (absent otherwise).
+    _stored_digest: str | None
+
     class Meta:
         ordering = ["code"]
 

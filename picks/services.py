@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import Field
 
 from core import clock
 from core.rows import bound_cursor
@@ -40,6 +41,13 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _column(field: Field) -> str:
+    """A concrete field's column (the stubs allow None: a field without one is not concrete)."""
+    if field.column is None:
+        raise ValueError(f"{field.name} has no column")
+    return field.column
+
+
 def _insert_new(rows: list[Pick]) -> dict[str, int]:
     """INSERT … ON CONFLICT (source, external_id) DO NOTHING RETURNING: the ids of the rows this
     statement stored, by external_id. Rows stored by anyone else (earlier, or by a concurrent
@@ -48,11 +56,11 @@ def _insert_new(rows: list[Pick]) -> dict[str, int]:
     say which rows were inserted, hence the SQL."""
     fields = [f for f in Pick._meta.concrete_fields if not f.primary_key]
     table = connection.ops.quote_name(Pick._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(connection.ops.quote_name(_column(f)) for f in fields)
     one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    by_name = {f.name: f for f in fields}
     conflict = ", ".join(
-        connection.ops.quote_name(Pick._meta.get_field(name).column)
-        for name in ("source", "external_id")
+        connection.ops.quote_name(_column(by_name[name])) for name in ("source", "external_id")
     )
     stored: dict[str, int] = {}
     # Its parameters bound server-side (16 a pick): Django's client-side binding would quote
@@ -206,7 +214,7 @@ def source_upsert(
     with transaction.atomic():
         source = PickSource.objects.select_for_update().filter(code=code).first()
         created = source is None
-        if created:
+        if source is None:
             source = PickSource(code=code)
         if name is not None:
             source.name = name

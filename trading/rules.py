@@ -44,6 +44,12 @@ class Rules:
     # The stop loss may decide in the opening auction too, on its expected price: the order
     # joins the auction and trades at the opening price (otherwise rules decide from the open).
     opening_auction_stop: bool = False
+    # The percentages as float factors, for the screen (screen_band), computed once: the stop
+    # loss, the trailing activation and trail, each tier's gain. Not an argument (nor compared,
+    # nor carried by the cache, which keeps the init fields): __post_init__ sets it.
+    factors: tuple[float | None, float | None, float | None, tuple[float, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         gains = [t.gain_pct for t in self.tiers]
@@ -51,7 +57,6 @@ class Rules:
             raise ValueError("tiers must be in strictly rising order of gain")
         if (self.trailing_pct is None) != (self.trailing_activation_pct is None):
             raise ValueError("the trailing stop needs both its activation and its trail")
-        # The percentages as float factors, for the screen (screen_band), computed once.
         pct = lambda v: None if v is None else float(v) / 100  # noqa: E731
         object.__setattr__(
             self,
@@ -223,7 +228,7 @@ def evaluate(
             everything,
             f"held {holding.held_days} trading days ≥ {rules.max_holding_days}",
         )
-    if rules.trailing_pct is not None:
+    if rules.trailing_pct is not None and rules.trailing_activation_pct is not None:
         armed_at = cost * (HUNDRED + rules.trailing_activation_pct) / HUNDRED
         stop = Decimal(high) * (HUNDRED - rules.trailing_pct) / HUNDRED
         if high >= armed_at and price <= stop:
@@ -279,7 +284,12 @@ def screen_band(rules: Rules, holding: Holding) -> Band:
     low = -inf
     if stop_loss is not None:
         low = cost * (1 - stop_loss) + 1
-    if trail is not None and mark is not None and mark >= cost * (1 + activation) - 1:
+    if (
+        trail is not None
+        and activation is not None  # set with the trail (Rules.__post_init__)
+        and mark is not None
+        and mark >= cost * (1 + activation) - 1
+    ):
         low = max(low, mark * (1 - trail) + 1)
     if holding.tiers_done < len(tiers):
         high = min(high, cost * (1 + tiers[holding.tiers_done]) - 1)

@@ -13,9 +13,13 @@ from ..models import Order, OrderIntent, Position
 logger = logging.getLogger("aegis.ledger")
 
 
+# The ids below are whatever the caller was given (object): the lookup itself validates one, and
+# django-stubs cannot type a lookup that takes any value and raises on a malformed one.
+
+
 def lock_position(position_id: object) -> Position:
     try:
-        return position_qs_for_update().get(pk=position_id)
+        return position_qs_for_update().get(pk=position_id)  # type: ignore[misc]  # any id
     except (Position.DoesNotExist, ValueError, TypeError, ValidationError):
         raise PositionNotFound(position_id) from None
 
@@ -39,11 +43,13 @@ def position_id_of_order(order_id: object) -> int:
 
 
 def lock_intent(intent_id: object) -> OrderIntent:
-    return intent_qs_for_update().get(pk=intent_id)
+    # Found by position_id_of_intent first, by the callers.
+    return intent_qs_for_update().get(pk=intent_id)  # type: ignore[misc]  # any id
 
 
 def lock_order(order_id: object) -> Order:
-    return order_qs_for_update().get(pk=order_id)
+    # Found by position_id_of_order first, by the callers.
+    return order_qs_for_update().get(pk=order_id)  # type: ignore[misc]  # any id
 
 
 def release(position: Position, qty: int) -> None:

@@ -83,14 +83,16 @@ def _check(broker, ended: list[Order]) -> int:
     """The ended orders against KIS's daily orders once more: a fill beyond the ledger's (it
     came between the sync and the end) is quarantined for a person."""
     quarantined = 0
-    for trade_date in sorted({o.trade_date for o in ended}):
+    # Each has its date (day_end picks them by trade_date__lte).
+    for trade_date in sorted({o.trade_date for o in ended if o.trade_date is not None}):
         rows = {
             r.odno: r
             for r in broker.daily_orders(start=trade_date, end=trade_date, keep_bad=True)
             if isinstance(r, DailyOrder)
         }
         for order in (o for o in ended if o.trade_date == trade_date):
-            row = rows.get(order.broker_order_no)
+            odno = order.broker_order_no
+            row = rows.get(odno) if odno is not None else None
             filled = Order.objects.values_list("filled_qty", flat=True).get(pk=order.pk)
             if row is not None and row.tot_ccld_qty > filled:
                 quarantined += order_quarantine(

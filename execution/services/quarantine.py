@@ -13,6 +13,7 @@ the order agrees with KIS again (corrected by hand if needed), a person releases
 
 import hashlib
 import logging
+import uuid
 
 from core import clock
 
@@ -23,7 +24,7 @@ logger = logging.getLogger("aegis.execution")
 REASON_MAX = 2000
 
 
-def order_quarantine(*, order_id: object, reason: str) -> bool:
+def order_quarantine(*, order_id: uuid.UUID, reason: str) -> bool:
     """Quarantine the order (idempotent). Returns True when this call set it aside, False when it
     already was (its first reason kept, no second alert)."""
     reason = (reason or "unreadable broker record")[:REASON_MAX]
@@ -72,7 +73,7 @@ def order_quarantine(*, order_id: object, reason: str) -> bool:
     return True
 
 
-def order_release(*, order_id: object, by: str) -> bool:
+def order_release(*, order_id: uuid.UUID, by: str) -> bool:
     """Release a quarantined order: the syncs take it up again. Its reason is kept, with who
     released it and when. False, changing nothing, when it was not quarantined."""
     order = (
@@ -120,7 +121,7 @@ def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:
     )
 
 
-def order_row_unreadable(*, order_id: object, odno: str, reason: str) -> None:
+def order_row_unreadable(*, order_id: uuid.UUID, odno: str, reason: str) -> None:
     """KIS's row of one of our orders could not be read: the order is left as it is (its shares
     still reserved, nothing applied or released), alerted once per order and reason, and read
     again by the next sync."""

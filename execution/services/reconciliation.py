@@ -182,7 +182,7 @@ def unknown_orders(
             "broker_order_no", flat=True
         )
     )
-    found = []
+    found: list[dict[str, str | int | None]] = []
     for row in sorted(at_kis, key=lambda r: r.odno):
         if isinstance(row, BadDailyOrder):
             if row.odno not in known:

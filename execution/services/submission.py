@@ -71,7 +71,8 @@ DEFAULT_SEND_WINDOW_S = 13.0
 
 
 class Broker(Protocol):
-    send_window_s: float
+    @property
+    def send_window_s(self) -> float: ...
 
     def order_cash(
         self, *, side: str, symbol: str, qty: int, price: int | None, before_write=None
@@ -440,7 +441,9 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         (
             o
             for o in rows
-            if o.odno not in known and could_be(o, order=order, since=since, until=until)
+            if isinstance(o, DailyOrder)  # all are: an unreadable row returned above
+            and o.odno not in known
+            and could_be(o, order=order, since=since, until=until)
         ),
         key=lambda o: (o.ord_dt, o.ord_tmd, o.odno),
     )

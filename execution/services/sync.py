@@ -102,8 +102,8 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
     if order_ids is not None:
         orders = orders.filter(pk__in=order_ids)
     counts = {"orders": 0, "filled": 0, "closed": 0, "quarantined": 0, "unreadable": 0}
-    for trade_date, group in groupby(orders, key=lambda o: o.trade_date):
-        group = list(group)
+    for trade_date, same_date in groupby(orders, key=lambda o: o.trade_date):
+        group = list(same_date)
         answer = _daily_rows(broker, trade_date, group, by_number=order_ids is not None)
         bad_odnos = _set_aside(
             trade_date=trade_date,
@@ -113,8 +113,9 @@ def orders_sync(*, broker, order_ids: list | None = None) -> dict[str, int]:
         rows = {r.odno: r for r in answer if isinstance(r, DailyOrder)}
         for order in group:
             counts["orders"] += 1
-            row = rows.get(order.broker_order_no)
-            if row is None or order.broker_order_no in bad_odnos:
+            odno = order.broker_order_no  # never None: the query takes numbered orders only
+            row = rows.get(odno) if odno is not None else None
+            if row is None or odno in bad_odnos:
                 continue
             problem = _disagreement(order, row)
             if problem:
