@@ -15,6 +15,14 @@ def columns(model, alias: str = "") -> str:
     return ", ".join(prefix + f.column for f in model._meta.concrete_fields)
 
 
+def column(model, name: str) -> str:
+    """The column of `model`'s field `name` (its name or attname: `position` or `position_id`)."""
+    field = model._meta.get_field(name)
+    if getattr(field, "column", None) is None:
+        raise ValueError(f"{model.__name__}.{name} has no column")
+    return field.column
+
+
 def instances(row, *models) -> list:
     """One instance of each of `models` from `row`, whose leading values are their columns()
     in that order; what follows them is left alone."""

@@ -1,4 +1,4 @@
-"""`make demo`: one simulated trading day on the embedded default (SQLite, tasks in-process),
+"""`make demo`: one simulated trading day on the embedded default (PostgreSQL, tasks in-process),
 against the KIS simulator as a real server on loopback.
 
 Everything that runs in production runs here, in one process: price sync on the simulator's
@@ -9,7 +9,7 @@ that the simulator shares, `speed` simulated seconds per real second; the price 
 is printed by the simulator when the script says.
 
 Latencies are measured on the simulated clock and divided by the speed: the clock is linear,
-so they are real milliseconds of this machine, for the embedded default (SQLite, in-process
+so they are real milliseconds of this machine, for the embedded default (PostgreSQL, in-process
 tasks), not the deployed stack; `make bench` measures that.
 """
 
@@ -234,7 +234,9 @@ class Session:
             QUERY_APP_SECRET=qsecret,
             ORDER_APP_KEY=okey,
             ORDER_APP_SECRET=osecret,
-            BREAKER_FAIL_MAX=3,
+            # The outage meets the two exits sent in it (their settles wait a send window on
+            # the database's clock, past the outage): the second failure opens the circuit.
+            BREAKER_FAIL_MAX=2,
             BREAKER_RESET_S=1.0,
         )
         control = Control(base_url)
@@ -358,7 +360,7 @@ class Session:
         )
         self.say(
             f"Aegis demo · {self.day:%A %d %B %Y}, KRX regular session · "
-            f"{self.speed:g}× real time · SQLite, tasks in-process · KIS simulator at "
+            f"{self.speed:g}× real time · PostgreSQL, tasks in-process · KIS simulator at "
             f"{settings.KIS['BASE_URL']}"
         )
         broker = get_broker()

@@ -35,6 +35,8 @@ from django.db.models import F
 from core import clock, metrics
 from core.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
+from execution.gate import trading_state_in_force_sql
+from execution.locks import Guard
 from execution.models import (
     Fill,
     IntentType,
@@ -45,9 +47,16 @@ from execution.models import (
     Side,
     TradingState,
 )
-from execution.services import entry_intent_open, exit_intent_open
-from execution.services.intents import EntryWrite
-from execution.services.trading_state import trading_state_get, trading_state_in_force_sql
+from execution.services import (
+    Insert,
+    Plus,
+    Ref,
+    Update,
+    entry_intent_open,
+    entry_open_if,
+    exit_intent_open,
+)
+from execution.services.trading_state import trading_state_get
 from kis.errors import KisError, KisProductNotFound
 from market import calendar as market_calendar
 from trading import hot
@@ -349,13 +358,12 @@ def _account_sql(with_pick: bool = False) -> str:
 
 
 class Taken(NamedTuple):
-    """A NEW pick with its source, the gate settings, the trading state in force and the gate
-    settings' digest, as one statement read them."""
+    """A NEW pick with its source, the gate settings and the trading state in force, as one
+    statement read them."""
 
     pick: Pick
     gate_settings: GateSettings
     state: str | None
-    digest: str
 
 
 class Ahead(NamedTuple):
@@ -421,7 +429,7 @@ def account_ahead(
     ) = row[:13]
     taken = None
     if pick_id is not None and row[13] is not None:
-        taken = Taken(*_taken_row(row[13:]), row[-2], row[-1])
+        taken = Taken(*_taken_row(row[13:]), row[-1])
     return Ahead(
         gates.Account(
             trading_state=trading_state,
@@ -568,45 +576,9 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
     )
 
 
-# What a BUY pick that passed the gates becomes, beside EntryWrite's writes in its one
-# statement (PostgreSQL): its position watched under the source's exit profile, the pick
-# ROUTED to the intent, the source recorded as the position's opener unless it has one, and the
-# gate settings' routed_seq moved on (the caller holds that row's
-# lock). Nothing of it is written when the entry was not (`intent` is empty).
-_ROUTED = """
-watched AS (
-    INSERT INTO {exit_state} (position_id, profile_id, high_water_mark, peak_qty, tiers_done,
-                              updated_at)
-    SELECT position_id, %(profile_id)s, NULL, 0, 0, %(routed_at)s FROM intent
-    ON CONFLICT (position_id) DO NOTHING
-),
-source_opened AS (
-    INSERT INTO {opener} (position_id, source, opened_at)
-    SELECT position_id, %(source)s, %(routed_at)s FROM intent
-    ON CONFLICT (position_id) DO NOTHING
-),
-routed AS (
-    UPDATE {pick} SET status = 'ROUTED', intent_id = intent.id, routed_at = %(routed_at)s,
-                      routed_by = %(routed_by)s
-    FROM intent WHERE {pick}.id = %(pick_id)s
-),
-counted AS (
-    UPDATE {gates} SET routed_seq = routed_seq + 1 FROM intent WHERE {gates}.id = 1
-)"""
-
-
-@functools.cache
-def _entry_routed_sql(ctes: str, select: str) -> str:
-    return (
-        f"WITH {ctes}, "
-        + _ROUTED.format(
-            exit_state=PositionExitState._meta.db_table,
-            opener=PositionOpener._meta.db_table,
-            pick=Pick._meta.db_table,
-            gates=GateSettings._meta.db_table,
-        )
-        + select
-    )
+# Every column of the gate settings, routed_seq included: a decision holds only on the
+# settings it was taken on, and only if no pick was routed since (the account holds).
+_GATE_FIELDS = GateSettings._meta.concrete_fields
 
 
 def _entry_at_once(
@@ -616,17 +588,35 @@ def _entry_at_once(
     trading_state: str,
     routed_by: str,
     now: dt.datetime,
-    seen: dict | None = None,
+    seen: GateSettings | None = None,
 ) -> OrderIntent | None:
-    """A BUY pick's entry, its new position watched and the pick ROUTED, in one statement (the
-    common case: the symbol has no open position). None, with nothing written, when the
-    symbol has one: the caller takes _open's path, which locks it.
+    """A BUY pick's entry, its new position watched under the source's exit profile, the source
+    recorded as its opener, the pick ROUTED to the intent and the gate settings' routed_seq
+    moved on, in one statement (execution's entry_open_if; the common case: the symbol has no
+    open position). None, with nothing written, when the symbol has one: the caller takes
+    _open's path, which locks it.
 
-    `seen` (seen_seq, seen_digest, seen_state: what the decision was taken on, read without a
-    lock): the statement takes the router's locks itself and writes only if they still hold
-    (_GUARD); None, with nothing written, when they do not."""
+    `seen` (the gate settings the decision was taken on, read without a lock): the statement
+    takes the router's locks itself (the pick, unless another router holds it; the gate
+    settings) and writes only if the pick is still NEW and the settings, routed_seq included
+    (the account holds), are as seen; None, with nothing written, when they are not. Without
+    it, the caller holds those locks."""
     key, reason = _intent_of(pick)
-    write = EntryWrite(
+    guards = []
+    if seen is not None:
+        guards = [
+            Guard(
+                Pick, where={"id": pick.pk}, expect={"status": Pick.Status.NEW}, skip_locked=True
+            ),
+            Guard(
+                GateSettings,
+                where={"id": seen.pk},
+                expect={
+                    f.attname: getattr(seen, f.attname) for f in GateSettings._meta.concrete_fields
+                },
+            ),
+        ]
+    intent = entry_open_if(
         symbol=pick.symbol,
         qty=route.qty,
         idempotency_key=key,
@@ -634,21 +624,35 @@ def _entry_at_once(
         limit_price=route.limit_price,
         reason=reason,
         event_at=pick.received_at,
-        guarded=seen is not None,
-    )
-    ctes = write.ctes if seen is None else f"{_guard_sql()}, {write.ctes}"
-    intent = write.written(
-        write.execute(
-            _entry_routed_sql(ctes, write.select),
-            {
-                "profile_id": pick.source.exit_profile_id,
-                "source": pick.source_id,
-                "pick_id": pick.pk,
-                "routed_at": now,
-                "routed_by": routed_by,
-                **(seen or {}),
-            },
-        )
+        guards=guards,
+        writes=[
+            Insert(
+                PositionExitState,
+                {
+                    "position_id": Ref.POSITION_ID,
+                    "profile_id": pick.source.exit_profile_id,
+                    "high_water_mark": None,
+                    "peak_qty": 0,
+                    "tiers_done": 0,
+                    "updated_at": now,
+                },
+            ),
+            Insert(
+                PositionOpener,
+                {"position_id": Ref.POSITION_ID, "source_id": pick.source_id, "opened_at": now},
+            ),
+            Update(
+                Pick,
+                where={"id": pick.pk},
+                values={
+                    "status": Pick.Status.ROUTED,
+                    "intent_id": Ref.INTENT_ID,
+                    "routed_at": now,
+                    "routed_by": routed_by,
+                },
+            ),
+            Update(GateSettings, where={"id": 1}, values={"routed_seq": Plus(1)}),
+        ],
     )
     if intent is not None:
         _routed(pick, intent, routed_by=routed_by, now=now)
@@ -661,14 +665,12 @@ def _entry_at_once(
 # no other router holds it, and the gate settings' row locked: one risk decision at a time, on
 # the settings in force.
 _TAKE = """
-SELECT {pick}, {source}, {gates}, {state_in_force}, {digest}
+SELECT {pick}, {source}, {gates}, {state_in_force}
 FROM {pick_table} p JOIN {source_table} s ON s.{source_key} = p.{source_column}
 CROSS JOIN {gates_table} g
 WHERE p.id = %(pick_id)s AND p.status = 'NEW' AND g.id = 1
 {lock}
 """
-# The gate settings a decision was taken on, as one value: every column but routed_seq.
-_GATES_DIGEST = "md5((to_jsonb(g) - 'routed_seq')::text)"
 _LOCK = "FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g"
 
 
@@ -680,7 +682,6 @@ def _take_sql(lock: bool) -> str:
         gates=columns(GateSettings, "g"),
         lock=_LOCK if lock else "",
         state_in_force=trading_state_in_force_sql(),
-        digest=_GATES_DIGEST,
         pick_table=Pick._meta.db_table,
         source_table=PickSource._meta.db_table,
         source_column=Pick._meta.get_field("source").column,
@@ -701,7 +702,7 @@ def _take(pick_id: int, *, lock: bool = True) -> tuple[Pick, GateSettings, str] 
             return _take(pick_id, lock=False)  # a new installation: its settings' row made
         return None
     pick, gate_settings = _taken_row(row)
-    return pick, gate_settings, row[-2] or trading_state_get()  # no state row yet: made
+    return pick, gate_settings, row[-1] or trading_state_get()  # no state row yet: made
 
 
 def _taken_row(row) -> tuple[Pick, GateSettings]:
@@ -827,31 +828,6 @@ def _account_ahead(symbol: str, now: dt.datetime, pick_id: int) -> Ahead | None:
         return None
 
 
-# A BUY pick's entry decided on what account_ahead read, written in one statement only if none
-# of that moved: the pick still NEW and no other router holding it, the gate settings unchanged
-# (their digest) with no pick routed since (routed_seq: the account holds), and the trading
-# state the same. `guard` takes the router's locks on the pick and the gate settings, as _take
-# does; the entry (EntryWrite, guarded) and its routing (_ROUTED) follow.
-_GUARD = """
-guard AS (
-    SELECT p.id FROM {pick} p CROSS JOIN {gates} g
-    WHERE p.id = %(pick_id)s AND p.status = 'NEW' AND g.id = 1
-      AND g.routed_seq = %(seen_seq)s AND {digest} = %(seen_digest)s
-      AND {state_in_force} = %(seen_state)s
-    FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g
-)"""
-
-
-@functools.cache
-def _guard_sql() -> str:
-    return _GUARD.format(
-        pick=Pick._meta.db_table,
-        gates=GateSettings._meta.db_table,
-        digest=_GATES_DIGEST,
-        state_in_force=trading_state_in_force_sql(),
-    )
-
-
 def _route_at_once(
     ahead: Ahead,
     *,
@@ -867,7 +843,7 @@ def _route_at_once(
     any transaction: BEGIN, the locked read and COMMIT spared. None, with nothing written,
     when the locked path must decide: a rejection (written under the locks), a SELL, a
     symbol with an open position, or anything read ahead that moved."""
-    pick, gate_settings, state, digest = ahead.taken
+    pick, gate_settings, state = ahead.taken
     if state != TradingState.State.ACTIVE or (rung is not None and pick.symbol != rung.symbol):
         return None
     limits, ask = gates.Limits.of(gate_settings), gates.Ask.of(pick)
@@ -895,7 +871,7 @@ def _route_at_once(
         trading_state=state,
         routed_by=routed_by,
         now=now,
-        seen={"seen_seq": gate_settings.routed_seq, "seen_digest": digest, "seen_state": state},
+        seen=gate_settings,
     )
     if intent is None:
         return None

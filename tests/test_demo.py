@@ -82,13 +82,18 @@ def _check(run: subprocess.CompletedProcess, out: Path) -> None:
     states = [e["state"] for e in report["breaker_events"]]
     assert "open" in states and states[-1] == "closed", states
     # Every buy was sold again by the close; the swing position bought yesterday is held over.
+    # (An exit sent into the outage is settled a send window later on the database's clock,
+    # minutes of the demo's day at this speed: its limit may no longer trade, and the rest of
+    # its position is held over too.)
     sides = [t["side"] for t in report["trades"]]
-    assert sides.count("BUY") == 2 and list(report["unrealized_pnl_krw"]) == ["012330"]
+    assert sides.count("BUY") == 2 and "012330" in report["unrealized_pnl_krw"]
+    bought = {t["symbol"] for t in report["trades"] if t["side"] == "BUY"}
+    assert not bought & set(report["unrealized_pnl_krw"])
     # After the close, under its stop loss in the after-hours session: nothing decided, nothing
     # sent (the simulator would have taken a regular order in its auction), the day ended.
     after = report["after_close"]
     assert (after["exits_decided"], after["orders_sent"], after["orders_at_kis"]) == (0, 0, 0)
-    assert after["held_overnight"] == ["012330"] and after["day_ended"] == report["day"]
+    assert "012330" in after["held_overnight"] and after["day_ended"] == report["day"]
     for path in ("tick_to_order_ms", "intent_to_order_ms", "ingest_to_order_ms"):
         assert report["latency_ms"][path]["n"] >= 1, path
 

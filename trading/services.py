@@ -21,15 +21,16 @@ from django.db import connection, transaction
 from django.db.models import Max
 
 from core import clock
-from core.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
+from execution.locks import Beside, Guard, position_lock
 from execution.models import IntentType, OrderIntent, Position
 from execution.services import (
-    EXIT_WRITTEN,
-    ExitWrite,
+    Ref,
+    Seen,
+    Update,
     exit_intent_open_locked,
+    exit_open_if,
     market_closed_at,
-    trading_state_in_force_sql,
 )
 from market import calendar as market_calendar
 from market.calendar import Phase
@@ -347,25 +348,6 @@ def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
         hot.positions_changed(w.symbol for w, _, _ in moved)
 
 
-# The position and its exit state locked, in the one lock order (execution/locks.py: position,
-# then exit state; PostgreSQL locks a statement's rows in its FOR UPDATE OF order), and the
-# trading state in force read beside them, in one statement written as SQL: the ORM's compiling
-# of it cost more than its round trip.
-_DECIDE_LOCK = """
-SELECT {position_columns}, s.high_water_mark, s.peak_qty, s.tiers_done, {state_in_force}
-FROM {position} p JOIN {exit_state} s ON s.position_id = p.id
-WHERE p.id = %s
-FOR UPDATE OF p, s
-"""
-
-# GAP_DOWN's: the ledger's lock alone (the position), with the trading state in force.
-_GAP_LOCK = """
-SELECT {position_columns}, {state_in_force}
-FROM {position} p
-WHERE p.id = %s
-FOR UPDATE OF p
-"""
-
 _MARKS_SET = """
 UPDATE {exit_state} SET high_water_mark = %s, peak_qty = %s, tiers_done = %s, updated_at = %s
 WHERE position_id = %s
@@ -374,12 +356,7 @@ WHERE position_id = %s
 
 @functools.cache
 def _sql(template: str) -> str:
-    return template.format(
-        position_columns=columns(Position, "p"),
-        state_in_force=trading_state_in_force_sql(),
-        position=Position._meta.db_table,
-        exit_state=PositionExitState._meta.db_table,
-    )
+    return template.format(exit_state=PositionExitState._meta.db_table)
 
 
 @dataclass
@@ -393,22 +370,21 @@ class Locked:
 
 def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
     """The ledger's lock alone, with the trading state in force; None without the position."""
-    with bound_cursor() as cursor:
-        cursor.execute(_sql(_GAP_LOCK), [position_id])
-        row = cursor.fetchone()
-    return None if row is None else (instances(row, Position)[0], row[-1])
+    locked = position_lock(position_id)
+    return None if locked is None else (locked[0], locked[2])
+
+
+# The exit state's marks, locked with the position (execution/locks.py's order).
+_MARKS = Beside(PositionExitState, ("high_water_mark", "peak_qty", "tiers_done"))
 
 
 def _lock(position_id: int) -> Locked | None:
-    """Lock the exit state and the position (in the caller's transaction); None when the
+    """Lock the position and its exit state (in the caller's transaction); None when the
     position is not managed (any more)."""
-    with bound_cursor() as cursor:
-        cursor.execute(_sql(_DECIDE_LOCK), [position_id])
-        row = cursor.fetchone()
-    if row is None:
+    locked = position_lock(position_id, _MARKS)
+    if locked is None:
         return None
-    [position] = instances(row, Position)
-    high_water_mark, peak_qty, tiers_done, trading_state = row[-4:]
+    position, (high_water_mark, peak_qty, tiers_done), trading_state = locked
     state = PositionExitState(
         position_id=position_id,
         high_water_mark=high_water_mark,
@@ -418,94 +394,56 @@ def _lock(position_id: int) -> Locked | None:
     return Locked(position, state, trading_state)
 
 
-# The exit decided on what the screen saw (a cached Watch), in one statement: it locks the
-# position and its exit state only if they still hold what was seen, and the trading state lets
-# exits out, then writes the exit through the ledger's CTEs (ExitWrite) and the exit state's
-# marks. Outside a transaction this is one round trip, its commit included.
-_AT_ONCE_GO = """
-go AS (
-    SELECT p.id FROM {position} p JOIN {exit_state} s ON s.position_id = p.id
-    WHERE p.id = %(seen_id)s AND p.status = 'OPEN' AND p.broker_qty IS NULL
-      AND p.qty = %(seen_qty)s AND p.qty - p.reserved_qty = %(seen_available)s
-      AND p.avg_price = %(seen_avg_price)s AND s.profile_id = %(seen_profile)s
-      AND s.high_water_mark IS NOT DISTINCT FROM %(seen_mark)s
-      AND s.peak_qty = %(seen_peak)s AND s.tiers_done = %(seen_tiers)s
-      AND {state_in_force} IN ('ACTIVE', 'REDUCING')
-    FOR UPDATE OF p, s
-)"""
-
-_AT_ONCE_MARKS = """
-marks AS (
-    UPDATE {exit_state} s SET high_water_mark = %(mark)s, peak_qty = %(peak)s,
-                              tiers_done = %(tiers)s, updated_at = %(now)s
-    FROM intent WHERE s.position_id = intent.position_id AND %(set_marks)s
-    RETURNING 1
-)"""
-
-
-@functools.cache
-def _at_once_sql(writes: str) -> str:
-    return (
-        f"WITH {_sql(_AT_ONCE_GO)}, {writes}, {_sql(_AT_ONCE_MARKS)}\n"
-        f"SELECT (SELECT count(*) FROM go), {EXIT_WRITTEN}"
-    )
-
-
 def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent | None]:
-    """(True, the exit or None) when the rows still held what the screen saw, `ev` its
-    evaluation; (False, None) when they did not (nothing written): then they must be locked
-    and read."""
+    """The exit decided on what the screen saw (a cached Watch, `ev` its evaluation), in one
+    statement (execution's exit_open_if): written, with the exit state's marks, only if the
+    position and its exit state still hold what was seen. (True, the exit or None) when they
+    did; (False, None) when they did not (nothing written): then they must be locked and
+    read."""
     decision = ev.decision
-    if decision is None or decision.rule == "GAP_DOWN" or seen.available <= 0:
+    if decision is None or decision.rule == "GAP_DOWN":
         return False, None
-    write = ExitWrite(
-        position_id=seen.position_id,
-        symbol=seen.symbol,
-        qty=min(decision.qty, seen.available),
+    marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
+    was = (seen.high_water_mark, seen.peak_qty, seen.tiers_done)
+    went, intent = exit_open_if(
+        Seen(seen.position_id, seen.symbol, seen.qty, seen.available, Decimal(seen.avg_price)),
+        qty=decision.qty,
         intent_type=decision.rule,
         reason=decision.reason,
         idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
         limit_price=decision.limit_price,
         event_at=decision.at,
         trigger_price=decision.price,
-    )
-    marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
-    went, inserted, recorded = write.execute(
-        _at_once_sql(write.ctes),
-        {
-            "seen_id": seen.position_id,
-            "seen_qty": seen.qty,
-            "seen_available": seen.available,
-            "seen_avg_price": Decimal(seen.avg_price),
-            "seen_profile": seen.profile_id,
-            "seen_mark": seen.high_water_mark,
-            "seen_peak": seen.peak_qty,
-            "seen_tiers": seen.tiers_done,
-            "mark": marks[0],
-            "peak": marks[1],
-            "tiers": marks[2],
-            "set_marks": marks != (seen.high_water_mark, seen.peak_qty, seen.tiers_done),
-        },
-    )
-    if not went:
-        return False, None
-    qty = write.intent.qty
-    position = Position.from_db(
-        connection.alias,
-        ["id", "symbol", "status", "qty", "reserved_qty", "avg_price"],
-        [
-            seen.position_id,
-            seen.symbol,
-            Position.Status.OPEN,
-            seen.qty,
-            seen.qty - seen.available + qty,
-            Decimal(seen.avg_price),
+        guards=[
+            Guard(
+                PositionExitState,
+                where={"position_id": seen.position_id},
+                expect={
+                    "profile_id": seen.profile_id,
+                    "high_water_mark": was[0],
+                    "peak_qty": was[1],
+                    "tiers_done": was[2],
+                },
+            )
         ],
+        writes=[
+            Update(
+                PositionExitState,
+                where={"position_id": Ref.POSITION_ID},
+                values={
+                    "high_water_mark": marks[0],
+                    "peak_qty": marks[1],
+                    "tiers_done": marks[2],
+                    "updated_at": clock.now(),
+                },
+            )
+        ]
+        if marks != was
+        else [],
     )
-    intent = write.written(inserted, recorded, position)
-    if intent is not None:
+    if went and intent is not None:
         _opened(seen.position_id, decision, intent)
-    return True, intent
+    return went, intent
 
 
 def exit_decide(

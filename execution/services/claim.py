@@ -29,7 +29,8 @@ from core.rows import bound_cursor
 from kis.errors import KisWriteWithheld
 from market import calendar as market_calendar
 
-from ..models import Order, Side, TradingState
+from ..gate import allows, allows_sql
+from ..models import Order, Side
 from .trading_state import trading_state_get
 
 
@@ -57,11 +58,8 @@ SET send_started_at = %(now)s,
     send_deadline = clock_timestamp() + make_interval(secs => %(window_s)s),
     send_attempts = o.send_attempts + CASE WHEN %(renew)s THEN 0 ELSE 1 END,
     updated_at = %(now)s
-FROM {state} t
 WHERE o.id = %(order_id)s AND o.status = 'NEW' AND o.broker_order_no IS NULL
-  AND o.quarantined_at IS NULL AND t.id = 1
-  AND (t.reconcile_required_since IS NULL OR t.reconciled_at >= t.reconcile_required_since)
-  AND (t.state = 'ACTIVE' OR (t.state = 'REDUCING' AND o.side = 'SELL'))
+  AND o.quarantined_at IS NULL AND {allows}
   AND CASE
       WHEN %(expected)s::timestamptz IS NULL THEN o.send_started_at IS NULL
       WHEN %(renew)s THEN o.send_started_at = %(expected)s::timestamptz
@@ -79,7 +77,7 @@ RETURNING o.send_started_at
 
 @functools.cache
 def _claim_sql() -> str:
-    return _CLAIM.format(order=Order._meta.db_table, state=TradingState._meta.db_table)
+    return _CLAIM.format(order=Order._meta.db_table, allows=allows_sql("o.side"))
 
 
 def _entry_max_age_s() -> float | None:
@@ -142,10 +140,7 @@ def withheld_reason(
     if market_closed(clock.now()):
         return Withheld.MARKET
     state = trading_state_get()
-    if not (
-        state == TradingState.State.ACTIVE
-        or (state == TradingState.State.REDUCING and order.side == Side.SELL)
-    ):
+    if not allows(state, order.side):
         return Withheld.STATE
     entry_max_age = _entry_max_age_s()
     if order.side == Side.BUY and entry_max_age is not None and _older_than(order, entry_max_age):

@@ -3,15 +3,20 @@ position's row lock, clamped to what is available (I1, I2).
 """
 
 import datetime as dt
+import enum
 import functools
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 
 from core import clock, metrics
-from core.rows import bound_cursor, columns, instances
+from core.rows import bound_cursor, column, columns, instances
 
 from ..exceptions import (
     InsufficientAvailableQty,
@@ -19,7 +24,13 @@ from ..exceptions import (
     InvalidIntentState,
     PositionClosed,
 )
-from ..locks import position_qs_for_update
+from ..locks import (
+    Guard,
+    guard_params,
+    guarded_entry_sql,
+    guarded_position_sql,
+    position_qs_for_update,
+)
 from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
 from ..signals import announce
 from ..validation import check_key, check_price, check_qty, check_symbol
@@ -171,8 +182,8 @@ recorded AS (
     RETURNING id
 )"""
 _EXIT_WRITES = f"{_INTENT_INSERT}, {_RECORDED}"
-EXIT_WRITTEN = "(SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)"
-_EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {EXIT_WRITTEN}"
+_EXIT_WRITTEN = "(SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)"
+_EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {_EXIT_WRITTEN}"
 # An entry's intent and its recorded order (a BUY reserves nothing), under the position lock the
 # caller holds.
 _ENTRY_OPEN = (
@@ -286,14 +297,13 @@ class IntentWrite:
         return intent
 
 
-class ExitWrite(IntentWrite):
-    """An exit's writes (its intent, reservation and recorded order) as part of one statement on
-    PostgreSQL. `ctes` follow the caller's CTE `go`, which must lock the position (I1, I2) and
-    yield one row when `qty` shares are available to reserve, none otherwise; the statement
-    selects EXIT_WRITTEN, which written() turns into the intent (not read back). The caller
-    checks the trading state and the position's broker_qty (`record_allowed`: no disagreement
-    with KIS, see order_open_recorded). Used by _exit_open, and by the exit engine's one-statement
-    decision (trading.services)."""
+class _ExitWrite(IntentWrite):
+    """An exit's writes (its intent, reservation and recorded order) as part of one statement.
+    They follow the statement's CTE `go`, which locks the position (I1, I2) and yields one row
+    when `qty` shares are available to reserve, none otherwise; the statement selects
+    _EXIT_WRITTEN, which written() turns into the intent (not read back). `record_allowed`
+    False: KIS disagrees with the position (see order_open_recorded). Used by _exit_open and
+    exit_open_if."""
 
     def __init__(
         self,
@@ -332,10 +342,6 @@ class ExitWrite(IntentWrite):
             record_allowed=record_allowed,
         )
 
-    @property
-    def ctes(self) -> str:
-        return _sql(_EXIT_WRITES)
-
     def written(self, inserted: int, recorded: int, position: Position) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when it
         wrote nothing. `position` is the position as it now stands (its reservation made):
@@ -368,21 +374,13 @@ SELECT (SELECT count(*) FROM intent), (SELECT count(*) FROM recorded), {opened}
 FROM (SELECT 1) one LEFT JOIN opened ON true"""
 
 
-class EntryWrite(IntentWrite):
-    """An ENTRY on a symbol with no open position in one statement on PostgreSQL: its new empty
-    position, the intent, and, when its taker takes recorded orders, its order recorded
-    (_ENTRY_NEW_WRITES). The caller's statement is `WITH {ctes}, <its own CTEs, which
-    may read intent, the row inserted if any> {select}`; written() turns its row into the
-    intent (not read back). The inputs are checked, and the trading state the caller read in
-    its transaction (`trading_state`), before anything is written.
-
-    When the symbol has an open position already, the statement writes nothing and written()
-    returns None: the caller opens the entry with entry_intent_open instead, which locks that
-    position.
-
-    `guarded`: the caller's statement begins with a CTE `guard` of its own, and nothing is
-    written unless it yields a row (its conditions hold, its locks taken); written() then
-    returns None too."""
+class _EntryWrite(IntentWrite):
+    """An ENTRY on a symbol with no open position, in one statement: its new empty position,
+    the intent, and, when its taker takes recorded orders, its order recorded
+    (_ENTRY_NEW_WRITES), all only when the statement's CTE `guard` yields a row. written()
+    turns the statement's row (_ENTRY_WRITTEN) into the intent (not read back); None when the
+    symbol had an open position or the guard no row (nothing written). The inputs are checked,
+    and the trading state the caller read (`trading_state`), before anything is written."""
 
     def __init__(
         self,
@@ -395,9 +393,7 @@ class EntryWrite(IntentWrite):
         limit_price: int | None = None,
         event_at: dt.datetime | None = None,
         now: dt.datetime | None = None,
-        guarded: bool = False,
     ) -> None:
-        self.guarded = guarded
         _check_entry(
             symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key
         )
@@ -414,9 +410,6 @@ class EntryWrite(IntentWrite):
             event_at=event_at,
             now=now,
         )
-
-    ctes = property(lambda self: _entry_sql(_ENTRY_NEW_WRITES, guarded=self.guarded))
-    select = property(lambda self: _entry_sql(_ENTRY_WRITTEN))
 
     def written(self, row: tuple) -> OrderIntent | None:
         """The intent the statement wrote (its `row`), handed to its taker once committed, and
@@ -435,18 +428,6 @@ class EntryWrite(IntentWrite):
         intent = self._written(inserted, recorded)
         announce(position)
         return intent
-
-
-@functools.cache
-def _entry_sql(template: str, *, guarded: bool = False) -> str:
-    """`template` filled in; `guarded`: its new position inserted only when the caller's CTE
-    `guard` yields a row (_OPEN_POSITION_IF)."""
-    opened = _OPEN_POSITION_IF if guarded else _OPEN_POSITION
-    return _sql(
-        template.replace("{open_position}", opened)
-        .replace("{columns}", columns(Position))
-        .replace("{opened}", columns(Position, "opened"))
-    )
 
 
 def _refusal(position: Position, qty: int) -> Exception:
@@ -541,7 +522,7 @@ def _exit_write(
     now: dt.datetime,
 ) -> OrderIntent | None:
     """_EXIT_OPEN: the intent as written, or None when its key was used."""
-    write = ExitWrite(
+    write = _ExitWrite(
         position_id=position.pk,
         symbol=position.symbol,
         qty=qty,
@@ -574,7 +555,7 @@ RETURNING {columns}
 _OPEN_POSITION = _NEW_POSITION.replace(
     "{row}", "VALUES (%(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s)"
 )
-# The same, inserting only when the caller's CTE `guard` yields a row (EntryWrite(guarded)).
+# The same, inserting only when the statement's CTE `guard` yields a row (_EntryWrite).
 _OPEN_POSITION_IF = _NEW_POSITION.replace(
     "{row}", "SELECT %(symbol)s, 'OPEN', 0, 0, 0, 0, %(now)s, %(now)s FROM guard"
 )
@@ -679,3 +660,225 @@ def intent_cancel(*, intent_id: object, reason: str) -> OrderIntent:
         _ledger.close_if_flat(position)
         _ledger.save_position(position)
     return intent
+
+
+# --- writes decided on what the caller saw, with the rows of the apps above beside them -------
+#
+# The exit engine (trading) and the router (picks) decide on copies read without a lock and
+# write in one statement that holds only if nothing they saw moved: the position (Seen), their
+# own rows (locks.Guard) and the trading state, locked in the lock order (execution/locks.py).
+# Their own rows written beside the intent (Insert, Update) are named as models and values:
+# every statement is written here, none by them.
+
+
+class Ref(enum.Enum):
+    """A value an Insert or Update takes from the intent the statement wrote."""
+
+    INTENT_ID = "intent.id"
+    POSITION_ID = "intent.position_id"
+
+
+@dataclass(frozen=True)
+class Plus:
+    """The column's value raised by `by` (a counter)."""
+
+    by: int
+
+
+@dataclass(frozen=True)
+class Insert:
+    """A row of an app above, inserted once the intent is written (not when it is not), left
+    alone if it exists already (ON CONFLICT DO NOTHING)."""
+
+    model: type[models.Model]
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Update:
+    """The rows of an app above found by `where`, updated once the intent is written."""
+
+    model: type[models.Model]
+    where: Mapping[str, Any]
+    values: Mapping[str, Any]
+
+
+Write = Insert | Update
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An open position as its caller saw it (a cached copy): the exit is written only if the
+    locked row still holds this."""
+
+    position_id: int
+    symbol: str
+    qty: int
+    available: int
+    avg_price: Decimal
+
+
+def _kind(value: Any) -> Any:
+    return value if isinstance(value, Ref) else ("plus" if isinstance(value, Plus) else None)
+
+
+def _write_shape(write: Write) -> tuple:
+    values = tuple((name, _kind(v)) for name, v in write.values.items())
+    if isinstance(write, Insert):
+        return (Insert, write.model, values, ())
+    return (Update, write.model, values, tuple((n, _kind(v)) for n, v in write.where.items()))
+
+
+def _write_params(writes: Sequence[Write]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, write in enumerate(writes):
+        for part, values in (("v", write.values), ("w", getattr(write, "where", {}))):
+            for name, value in values.items():
+                if not isinstance(value, Ref):
+                    params[f"w{i}_{part}_{name}"] = value.by if isinstance(value, Plus) else value
+    return params
+
+
+def _value_sql(model: type[models.Model], name: str, how: Any, param: str) -> str:
+    """A write's value: taken from the intent, the column raised, or the parameter, cast to
+    the column's type (an INSERT ... SELECT gives an untyped NULL no type of its own)."""
+    if isinstance(how, Ref):
+        return how.value
+    if how == "plus":
+        return f"t.{column(model, name)} + {param}"
+    return f"CAST({param} AS {model._meta.get_field(name).db_type(connection)})"  # type: ignore[union-attr]
+
+
+def _writes_sql(shapes: tuple) -> str:
+    """The CTEs w<i> of the writes of `shapes`, each FROM intent: nothing when no intent."""
+    ctes = []
+    for i, (kind, model, values, where) in enumerate(shapes):
+        table = model._meta.db_table
+        set_to = [(n, _value_sql(model, n, how, f"%(w{i}_v_{n})s")) for n, how in values]
+        if kind is Insert:
+            ctes.append(
+                f"w{i} AS (INSERT INTO {table} ({', '.join(column(model, n) for n, _ in set_to)})"
+                f" SELECT {', '.join(v for _, v in set_to)} FROM intent ON CONFLICT DO NOTHING)"
+            )
+            continue
+        sets = ", ".join(f"{column(model, n)} = {v}" for n, v in set_to)
+        conditions = " AND ".join(
+            f"t.{column(model, n)} = {_value_sql(model, n, how, f'%(w{i}_w_{n})s')}"
+            for n, how in where
+        )
+        ctes.append(f"w{i} AS (UPDATE {table} t SET {sets} FROM intent WHERE {conditions})")
+    return "".join(f", {cte}" for cte in ctes)
+
+
+@functools.cache
+def _exit_if_sql(guards: tuple, writes: tuple) -> str:
+    return (
+        f"WITH {guarded_position_sql(guards)}, {_sql(_EXIT_WRITES)}{_writes_sql(writes)}\n"
+        f"SELECT (SELECT count(*) FROM go), {_EXIT_WRITTEN}"
+    )
+
+
+def exit_open_if(
+    seen: Seen,
+    *,
+    qty: int,
+    intent_type: str,
+    idempotency_key: str,
+    reason: str = "",
+    limit_price: int | None = None,
+    event_at: dt.datetime | None = None,
+    trigger_price: int | None = None,
+    guards: Sequence[Guard] = (),
+    writes: Sequence[Write] = (),
+) -> tuple[bool, OrderIntent | None]:
+    """An exit of up to `qty` shares decided on what the caller saw, in one statement (outside
+    a transaction, one round trip, its commit included): the position locked, then each
+    guard's row, and the exit written (its intent, reservation and recorded order, and the
+    `writes` beside them) only if the position is still as `seen`, KIS has not disagreed with
+    it, every guard holds and the trading state lets exits out. (True, the intent) when it
+    held (None for the intent: its key was used); (False, None), nothing written, when
+    anything moved: the caller locks the rows and decides again."""
+    if seen.available <= 0:
+        return False, None
+    write = _ExitWrite(
+        position_id=seen.position_id,
+        symbol=seen.symbol,
+        qty=min(qty, seen.available),
+        intent_type=intent_type,
+        idempotency_key=idempotency_key,
+        reason=reason,
+        limit_price=limit_price,
+        event_at=event_at,
+        trigger_price=trigger_price,
+    )
+    went, inserted, recorded = write.execute(
+        _exit_if_sql(tuple(g.shape() for g in guards), tuple(map(_write_shape, writes))),
+        {
+            "seen_id": seen.position_id,
+            "seen_qty": seen.qty,
+            "seen_available": seen.available,
+            "seen_avg_price": seen.avg_price,
+        }
+        | guard_params(guards)
+        | _write_params(writes),
+    )
+    if not went:
+        return False, None
+    position = Position.from_db(
+        connection.alias,
+        ["id", "symbol", "status", "qty", "reserved_qty", "avg_price"],
+        [
+            seen.position_id,
+            seen.symbol,
+            Position.Status.OPEN,
+            seen.qty,
+            seen.qty - seen.available + write.intent.qty,
+            seen.avg_price,
+        ],
+    )
+    return True, write.written(inserted, recorded, position)
+
+
+@functools.cache
+def _entry_if_sql(guards: tuple, writes: tuple) -> str:
+    return _sql(
+        f"WITH {guarded_entry_sql(guards)}, {_ENTRY_NEW_WRITES}{_writes_sql(writes)}"
+        f"{_ENTRY_WRITTEN}".replace("{open_position}", _OPEN_POSITION_IF)
+        .replace("{columns}", columns(Position))
+        .replace("{opened}", columns(Position, "opened"))
+    )
+
+
+def entry_open_if(
+    *,
+    symbol: str,
+    qty: int,
+    idempotency_key: str,
+    trading_state: str,
+    reason: str = "",
+    limit_price: int | None = None,
+    event_at: dt.datetime | None = None,
+    guards: Sequence[Guard] = (),
+    writes: Sequence[Write] = (),
+) -> OrderIntent | None:
+    """An ENTRY on a symbol with no open position, in one statement: each guard's row locked,
+    then the new empty position, the intent, its recorded order and the `writes` beside them,
+    only if every guard holds and the trading state lets entries out (`trading_state`: as the
+    caller read it, checked first). None, with nothing written, when the symbol has an open
+    position or anything moved: the caller opens the entry on the locked path
+    (entry_intent_open). InvalidInput when the key belongs to another intent."""
+    write = _EntryWrite(
+        symbol=symbol,
+        qty=qty,
+        idempotency_key=idempotency_key,
+        trading_state=trading_state,
+        limit_price=limit_price,
+        reason=reason,
+        event_at=event_at,
+    )
+    return write.written(
+        write.execute(
+            _entry_if_sql(tuple(g.shape() for g in guards), tuple(map(_write_shape, writes))),
+            guard_params(guards) | _write_params(writes),
+        )
+    )

@@ -25,6 +25,7 @@ from ..exceptions import (
     InvalidOrderState,
     OrderNotFound,
 )
+from ..gate import allows_sql
 from ..models import Order, OrderIntent, Position, Side, TradingState
 from . import _ledger
 from .trading_state import require_state_allows
@@ -119,6 +120,7 @@ def _sql(template: str) -> str:
         intent=OrderIntent._meta.db_table,
         position=Position._meta.db_table,
         order=Order._meta.db_table,
+        allows_intent=allows_sql("i.side"),
     )
 
 
@@ -138,15 +140,11 @@ WITH pos AS (
     SELECT p.id, p.broker_qty FROM {position} p
     WHERE p.id = (SELECT position_id FROM {intent} WHERE id = %(intent_id)s)
     FOR UPDATE
-), gate AS (
-    SELECT t.state FROM {state} t
-    WHERE t.id = 1 AND (t.reconcile_required_since IS NULL
-                        OR t.reconciled_at >= t.reconcile_required_since)
 ), intent AS (
     UPDATE {intent} i SET status = 'ORDERED'
-    FROM pos p, gate
+    FROM pos p
     WHERE i.id = %(intent_id)s AND i.status = 'NEW' AND p.id = i.position_id
-      AND (gate.state = 'ACTIVE' OR (gate.state = 'REDUCING' AND i.side = 'SELL'))
+      AND {allows_intent}
       AND (i.side = 'BUY' OR p.broker_qty IS NULL)
       AND (i.side = 'SELL' OR %(entry_since)s::timestamptz IS NULL
            OR i.created_at >= %(entry_since)s::timestamptz)

@@ -1,11 +1,9 @@
 import datetime as dt
-import functools
-
-from django.db.models import Case, F, Q, Subquery, Value, When
 
 from core import clock
 
 from ..exceptions import InvalidInput, TradingNotAllowed
+from ..gate import allows
 from ..models import TradingState
 
 State = TradingState.State
@@ -94,39 +92,13 @@ def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingSta
     return row
 
 
-def trading_state_in_force() -> Subquery:
-    """trading_state_get as a subquery, for a caller that reads the state in the statement that
-    takes its row locks (one round trip fewer on the hot path). NULL when the row is missing."""
-    awaiting = Q(reconcile_required_since__isnull=False) & (
-        Q(reconciled_at__isnull=True) | Q(reconciled_at__lt=F("reconcile_required_since"))
-    )
-    return Subquery(
-        TradingState.objects.filter(pk=TradingState.SINGLETON_PK)
-        .annotate(
-            in_force=Case(When(awaiting, then=Value(State.HALTED)), default=F("state")),
-        )
-        .values("in_force")[:1]
-    )
-
-
-@functools.cache
-def trading_state_in_force_sql() -> str:
-    """trading_state_in_force as an SQL expression, for a hot-path statement written as SQL
-    (compiling the ORM's costs ~2 ms on this kind of machine, more than the round trip)."""
-    return (
-        f"(SELECT CASE WHEN t.reconcile_required_since IS NOT NULL"
-        f" AND (t.reconciled_at IS NULL OR t.reconciled_at < t.reconcile_required_since)"
-        f" THEN '{State.HALTED}' ELSE t.state END"
-        f" FROM {TradingState._meta.db_table} t WHERE t.id = {TradingState.SINGLETON_PK:d})"
-    )
-
-
 def require_allowed(state: str | None, *, side: str, operation: str) -> None:
     """Exits (SELL) go out in ACTIVE and REDUCING; entries (BUY) only in ACTIVE. `state` as
-    read by trading_state_in_force, or None to read it now."""
+    read by trading_state_in_force_sql, or None to read it now (allows_sql: the same rule
+    inside a statement)."""
     if state is None:
         state = trading_state_get()
-    if state == State.HALTED or (state == State.REDUCING and side != "SELL"):
+    if not allows(state, side):
         raise TradingNotAllowed(state=state, operation=operation)
 
 

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from core import clock
 from execution import dispatch, services
 from execution.exceptions import InsufficientAvailableQty, InvalidInput, TradingNotAllowed
-from execution.locks import position_qs_for_update
+from execution.locks import position_lock
 from execution.models import Order, OrderIntent, Position, TradingState
 from tests.support.ledger import key, open_position
 
@@ -19,11 +19,8 @@ pytestmark = pytest.mark.django_db
 
 def locked(position_id):
     """The caller's statement: the position locked and the state in force beside it."""
-    return (
-        position_qs_for_update()
-        .annotate(trading_state=services.trading_state_in_force())
-        .get(pk=position_id)
-    )
+    position, _, position.trading_state = position_lock(position_id)
+    return position
 
 
 def open_locked(position, qty=5, **kw):

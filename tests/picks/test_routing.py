@@ -343,8 +343,8 @@ def test_an_entry_decided_on_what_was_read_ahead_is_written_in_one_statement(
     assert outcome == "routed"
     # The entry, its position watched and the pick ROUTED, in the guarded statement; no locked
     # read of the pick, so no transaction around it.
-    [written] = [s for s in statements if LOCKED_TAKE in s]
-    assert written.lstrip().startswith("WITH") and "guard AS" in written
+    [written] = [s for s in statements if s.lstrip().startswith("WITH guard AS")]
+    assert "SKIP LOCKED" in written and not any(LOCKED_TAKE in s for s in statements)
     pick = Pick.objects.get(pk=pick_id)
     assert (pick.status, pick.intent.intent_type, pick.intent.qty) == ("ROUTED", "ENTRY", 14)
     assert PositionExitState.objects.get(position_id=pick.intent.position_id).profile == profile

@@ -14,7 +14,7 @@ from execution.models import OrderIntent
 class Command(BaseCommand):
     help = (
         "Play a simulated KRX trading day against the KIS simulator on the embedded default "
-        "(SQLite, tasks in-process) and write its report and charts."
+        "(PostgreSQL, tasks in-process) and write its report and charts."
     )
 
     def add_arguments(self, parser):
