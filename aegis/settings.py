@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "rest_framework",
     "drf_spectacular",
+    "market",
     "execution",
     "trading",
     "picks",
