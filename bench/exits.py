@@ -39,8 +39,9 @@ from django.db import connection  # noqa: E402
 
 from core import clock, memory  # noqa: E402
 from execution.models import Position  # noqa: E402
+from market.models import BestPrice  # noqa: E402
 from trading import hot  # noqa: E402
-from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier  # noqa: E402
+from trading.models import ExitProfile, PositionExitState, TakeProfitTier  # noqa: E402
 from trading.rules import Holding, Trade, evaluate  # noqa: E402
 from trading.services import exit_pass  # noqa: E402
 

@@ -7,3 +7,8 @@ from django.apps import AppConfig
 class MarketConfig(AppConfig):
     name = "market"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signals
+
+        signals.connect()

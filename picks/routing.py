@@ -50,8 +50,9 @@ from execution.services.intents import EntryWrite
 from execution.services.trading_state import trading_state_get, trading_state_in_force_sql
 from kis.errors import KisError, KisProductNotFound
 from market import calendar as market_calendar
+from market.models import BestPrice
 from trading import hot
-from trading.models import BestPrice, PositionExitState
+from trading.models import PositionExitState
 
 from . import gates
 from .models import GateSettings, Pick, PickSource, PositionOpener

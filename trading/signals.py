@@ -1,14 +1,15 @@
 """Cache invalidation: whatever changes a position, its exit state or a profile (services, the
 admin, fills) or a best price outside pricesync forgets the cached copies once its transaction
-commits (trading/hot.py)."""
+commits (trading/hot.py). A special day's change is the market's (market/signals.py)."""
 
 from django.db.models.signals import post_delete, post_save
 
 from execution.models import Position
 from execution.signals import position_changed
+from market.models import BestPrice
 
 from . import hot
-from .models import BestPrice, ExitProfile, PositionExitState, SpecialDay, TakeProfitTier
+from .models import ExitProfile, PositionExitState, TakeProfitTier
 
 
 def _position_changed(sender, position: Position, **kwargs) -> None:
@@ -30,12 +31,6 @@ def _profile_changed(sender, **kwargs) -> None:
     hot.profiles_changed()
 
 
-def _special_day_changed(sender, **kwargs) -> None:
-    from .calendar_sync import overrides_refresh
-
-    overrides_refresh(force=True)  # this process at once; the others within a minute
-
-
 def connect() -> None:
     position_changed.connect(_position_changed, dispatch_uid="hot-position")
     for signal in (post_save, post_delete):
@@ -43,9 +38,6 @@ def connect() -> None:
             _exit_state_changed, sender=PositionExitState, dispatch_uid=f"hot-exit-state-{signal}"
         )
         signal.connect(_price_changed, sender=BestPrice, dispatch_uid=f"hot-price-{signal}")
-        signal.connect(
-            _special_day_changed, sender=SpecialDay, dispatch_uid=f"calendar-special-day-{signal}"
-        )
         for model in (ExitProfile, TakeProfitTier):
             signal.connect(
                 _profile_changed, sender=model, dispatch_uid=f"hot-{model.__name__}-{signal}"

@@ -16,9 +16,10 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from core import clock
 from execution import services
 from execution.models import OrderIntent, Position
+from market.models import BestPrice
 from tests.support.ledger import key, open_position
 from trading import hot
-from trading.models import BestPrice, ExitProfile, PositionExitState
+from trading.models import ExitProfile, PositionExitState
 from trading.services import exit_pass, gap_prequeue
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits are what invalidate
