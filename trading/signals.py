@@ -1,12 +1,11 @@
 """Cache invalidation: whatever changes a position, its exit state or a profile (services, the
-admin, fills) or a best price outside pricesync forgets the cached copies once its transaction
-commits (trading/hot.py). A special day's change is the market's (market/signals.py)."""
+admin, fills) forgets the cached copies once its transaction commits (trading/hot.py). A best
+price's or a special day's change is the market's (market/signals.py)."""
 
 from django.db.models.signals import post_delete, post_save
 
 from execution.models import Position
 from execution.signals import position_changed
-from market.models import BestPrice
 
 from . import hot
 from .models import ExitProfile, PositionExitState, TakeProfitTier
@@ -23,10 +22,6 @@ def _exit_state_changed(sender, instance: PositionExitState, **kwargs) -> None:
     hot.positions_changed([position.symbol] if position is not None else [])
 
 
-def _price_changed(sender, instance: BestPrice, **kwargs) -> None:
-    hot.prices_changed([instance.symbol])  # pricesync's own upsert writes through instead
-
-
 def _profile_changed(sender, **kwargs) -> None:
     hot.profiles_changed()
 
@@ -37,7 +32,6 @@ def connect() -> None:
         signal.connect(
             _exit_state_changed, sender=PositionExitState, dispatch_uid=f"hot-exit-state-{signal}"
         )
-        signal.connect(_price_changed, sender=BestPrice, dispatch_uid=f"hot-price-{signal}")
         for model in (ExitProfile, TakeProfitTier):
             signal.connect(
                 _profile_changed, sender=model, dispatch_uid=f"hot-{model.__name__}-{signal}"
