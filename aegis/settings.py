@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "rest_framework",
     "drf_spectacular",
+    "market",
     "execution",
     "trading",
     "picks",
@@ -184,7 +185,7 @@ REDIS_RETRY_S = env.float("AEGIS_REDIS_RETRY_S", default=2.0)
 # Values are cached as JSON, never pickled (aegis/cache.py): beyond JSON's own types, tuples,
 # Decimals, dates, bytes and arrays, only these classes are carried, rebuilt from their data.
 CACHE_JSON_TYPES = [
-    "trading.hot.Px",  # trading:px:<symbol>
+    "market.prices.Px",  # trading:px:<symbol>
     "trading.hot.Book",  # trading:book, trading:book:<symbol>
     "trading.hot.Profiles",  # trading:profiles
     "trading.rules.Rules",

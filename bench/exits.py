@@ -39,8 +39,10 @@ from django.db import connection  # noqa: E402
 
 from core import clock, memory  # noqa: E402
 from execution.models import Position  # noqa: E402
+from market import prices  # noqa: E402
+from market.models import BestPrice  # noqa: E402
 from trading import hot  # noqa: E402
-from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier  # noqa: E402
+from trading.models import ExitProfile, PositionExitState, TakeProfitTier  # noqa: E402
 from trading.rules import Holding, Trade, evaluate  # noqa: E402
 from trading.services import exit_pass  # noqa: E402
 
@@ -185,7 +187,7 @@ def measure() -> dict[str, dict]:
 
 def query_loop(symbols: list[str]) -> dict[str, float]:
     """Each symbol's trade evaluated as pricesync does, then a full pass: three rounds."""
-    px = {s: hot.Px(50_400, 50_000, 65_000, 35_000, NOW.timestamp()) for s in symbols}
+    px = {s: prices.Px(50_400, 50_000, 65_000, 35_000, NOW.timestamp()) for s in symbols}
 
     def loop(use_cache: bool) -> int:
         counter = Queries()

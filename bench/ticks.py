@@ -216,7 +216,7 @@ def main() -> int:
 def pick_symbols(count: int) -> list[str]:
     """`count` KRX-shaped codes that nothing in the database uses (positions, prices)."""
     from execution.models import Position
-    from trading.models import BestPrice
+    from market.models import BestPrice
 
     for _ in range(20):
         start = random.SystemRandom().randrange(100_000, 999_000 - count)
@@ -340,7 +340,8 @@ class Bench:
         from django.db import transaction
 
         from execution.models import Fill, Order, OrderIntent, Position
-        from trading.models import BestPrice, ExitProfile, PositionExitState
+        from market.models import BestPrice
+        from trading.models import ExitProfile, PositionExitState
 
         with transaction.atomic():
             positions = Position.objects.filter(pk__in=self.created)

@@ -10,15 +10,13 @@ it would exceed the position's qty, so even a bug elsewhere cannot oversell.
 import datetime as dt
 import uuid
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
-symbol_validator = RegexValidator(
-    SYMBOL_PATTERN, "A KRX short code is 6 characters, digits or upper-case letters (e.g. 005930)."
-)
+from market.krx import SYMBOL_PATTERN
+from market.models import symbol_validator
 
 
 class Side(models.TextChoices):

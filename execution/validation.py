@@ -2,8 +2,9 @@
 
 import re
 
+from market.krx import SYMBOL_PATTERN
+
 from .exceptions import InvalidInput
-from .models import SYMBOL_PATTERN
 
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 MAX_QTY = 10**12

@@ -1,1 +1,3 @@
-"""What is true of the market, whoever trades in it: KRX's rules (tick sizes, price limits)."""
+"""What is true of the market, whoever trades in it: KRX's rules (tick sizes, price limits), its
+calendar and phases, and, as a Django app (market/apps.py), each symbol's best price and the
+calendar's special days."""

@@ -7,9 +7,9 @@ the year-end closing day). Two kinds of day move the session:
 - the national college entrance exam (CSAT) day opens at 10:00 and closes at 16:30. Its date
   is set each year by the Ministry of Education, so it is a table here.
 
-Beside them, special days a person enters in the admin (trading.models.SpecialDay: an extra
+Beside them, special days a person enters in the admin (market.models.SpecialDay: an extra
 closure, a late open or close KRX announces) override the library and the table for their date:
-`overrides_set` installs them (trading/calendar_sync.py reads them from the database), and a daily
+`overrides_set` installs them (market/calendar_sync.py reads them from the database), and a daily
 check compares the calendar with KIS's own holiday inquiry (alerted when they disagree).
 
 The cadence windows are anchored to the day's real open and close, so they follow a late open.

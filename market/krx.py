@@ -1,10 +1,14 @@
-"""KRX market rules as pure functions: tick sizes and the daily price limit (KIS.md).
+"""KRX market rules as pure functions: the short code's form, tick sizes and the daily price limit
+(KIS.md).
 
 Prices are whole KRW. Stocks on KOSPI and KOSDAQ use the tick table in force since 2023-01-25;
 ETFs and ETNs tick by 5 KRW.
 """
 
 import math
+
+# A KRX short code: 6 characters, digits or upper-case letters (005930).
+SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
 
 # (upper bound, exclusive; tick) for stocks
 _STOCK_TICKS = (

@@ -9,7 +9,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
-from execution.models import OrderIntent, Side, symbol_validator
+from execution.models import OrderIntent, Side
+from market.models import symbol_validator
 
 
 def _rate_validator(value: str) -> None:

@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
-from core import clock, metrics
+from core import clock, hotcache, metrics
 from core.rows import bound_cursor, columns, instances
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.gate import trading_state_in_force_sql
@@ -59,8 +59,9 @@ from execution.services import (
 from execution.services.trading_state import trading_state_get
 from kis.errors import KisError, KisProductNotFound
 from market import calendar as market_calendar
-from trading import hot
-from trading.models import BestPrice, PositionExitState
+from market import prices
+from market.models import BestPrice
+from trading.models import PositionExitState
 
 from . import gates
 from .models import GateSettings, Pick, PickSource, PositionOpener
@@ -78,7 +79,8 @@ def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
     pricesync stored one meanwhile, stays). Runs on a market lane, after the route has the
     quote: off the route's path. One statement in autocommit: the cache is written through at
     once."""
-    from trading.pricesync import best_price_write, on_fresh_connection
+    from market.prices import best_price_write
+    from trading.pricesync import on_fresh_connection
 
     try:
         on_fresh_connection(best_price_write)(
@@ -94,11 +96,11 @@ def _quote_keep(symbol: str, quote, at: dt.datetime) -> None:
         logger.warning("picks.quote_not_kept symbol=%s: %s", symbol, type(exc).__name__)
 
 
-def _kept(symbol: str, quote, now: dt.datetime) -> hot.Px:
+def _kept(symbol: str, quote, now: dt.datetime) -> prices.Px:
     """A quote the router asked for, kept as the best price (on a market thread), as the hot
     cache holds prices."""
     _market_lanes.submit(_quote_keep, symbol, quote, now)
-    return hot.Px(
+    return prices.Px(
         quote.price,
         quote.prev_close or None,
         quote.upper_limit or None,
@@ -181,7 +183,7 @@ def _market_fetch(
     value) on market threads, which take their rate slots meanwhile, while this thread reads
     both cache entries in one round trip. `joinable`: a heads-up's read, which a route of the
     symbol may join from the moment the calls are under way (_fetches)."""
-    price_key, book_key = hot.price_key(symbol), _book_key(symbol)
+    price_key, book_key = prices.price_key(symbol), _book_key(symbol)
     cached: Future = Future()
     quote = _market_lanes.submit(
         _unless_cached,
@@ -204,7 +206,7 @@ def _market_fetch(
         if joinable:
             with _fetches_lock:
                 _fetches[symbol] = fetch
-        cached.set_result(hot.cache_get_many([price_key, book_key]))
+        cached.set_result(hotcache.cache_get_many([price_key, book_key]))
     finally:
         if not cached.done():
             cached.set_result({})
@@ -281,7 +283,7 @@ def _market_of(symbol: str, fetch: _Fetch) -> gates.Market:
     (bid, ask), asked = fetch.top.result()
     if asked:
         _market_lanes.submit(
-            hot.cache_set, _book_key(symbol), (bid, ask), settings.PICKS_BOOK_CACHE_S
+            hotcache.cache_set, _book_key(symbol), (bid, ask), settings.PICKS_BOOK_CACHE_S
         )
     return gates.Market(
         price=px.price,

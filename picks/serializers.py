@@ -8,8 +8,9 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from core import clock
-from execution.models import Side, symbol_validator
+from execution.models import Side
 from execution.validation import MAX_QTY
+from market.models import symbol_validator
 
 MAX_PRICE_KRW = 10_000_000  # above any KRX share price
 

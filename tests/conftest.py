@@ -40,7 +40,7 @@ def new_symbol():
 
 @pytest.fixture(autouse=True)
 def no_hot_data_from_earlier_tests():
-    """The exit engine's cached copies (trading/hot.py) are forgotten after a commit; a test that
+    """The hot data (trading/hot.py, market/prices.py) is forgotten after a commit; a test that
     rolls back never commits, so its copies must not reach the next test. Broker tokens stay."""
     from django.core.cache import cache
 
@@ -51,9 +51,9 @@ def no_hot_data_from_earlier_tests():
     for pattern in ("pybreaker:aegis:*", "aegis:kis:*:reported:*"):  # KIS breakers: closed
         for key in client.scan_iter(match=pattern):
             client.delete(key)
-    from trading import hot
+    from core import hotcache
 
-    hot._down_until = 0.0  # an outage a test made leaves no pause behind it
+    hotcache._down_until = 0.0  # an outage a test made leaves no pause behind it
     from trading.services import market_hold
 
     market_hold.forget()  # a refusal a test made is read again

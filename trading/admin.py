@@ -3,14 +3,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 
-from .models import (
-    BestPrice,
-    CadenceWindow,
-    ExitProfile,
-    PositionExitState,
-    SpecialDay,
-    TakeProfitTier,
-)
+from .models import CadenceWindow, ExitProfile, PositionExitState, TakeProfitTier
 
 
 class TierFormSet(forms.BaseInlineFormSet):
@@ -73,18 +66,6 @@ class PositionExitStateAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(BestPrice)
-class BestPriceAdmin(admin.ModelAdmin):
-    list_display = ("symbol", "price", "prev_close", "source", "event_at", "updated_at")
-    search_fields = ("symbol",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(CadenceWindow)
 class CadenceWindowAdmin(admin.ModelAdmin):
     """The exit engine's cadence around the open and the close. Beat reads these every few
@@ -92,15 +73,3 @@ class CadenceWindowAdmin(admin.ModelAdmin):
 
     list_display = ("name", "anchor", "start_offset_s", "end_offset_s", "interval_ms", "enabled")
     list_editable = ("interval_ms", "enabled")
-
-
-@admin.register(SpecialDay)
-class SpecialDayAdmin(admin.ModelAdmin):
-    """The market calendar's special days: extra closures, late opens and closes KRX announces.
-    They override the holiday library for their date; every process reads them within a
-    minute."""
-
-    list_display = ("day", "closed", "open_at", "close_at", "note", "updated_at")
-    list_filter = ("closed",)
-    date_hierarchy = "day"
-    search_fields = ("note",)

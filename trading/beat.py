@@ -14,9 +14,9 @@ from django_celery_beat.schedulers import DatabaseScheduler
 
 from core import clock
 from market.calendar import Window
+from market.calendar_sync import overrides_refresh
 
 from .cadence import CadenceDriver, PrequeueDriver
-from .calendar_sync import overrides_refresh
 
 logger = logging.getLogger("aegis.trading")
 

@@ -3,8 +3,6 @@ truth: every entry has a TTL, is written or deleted only after the database comm
 it, and only screens; the locked rows decide (I3).
 
   key                    holds                                TTL    kept fresh by
-  trading:px:<symbol>    the best price, its limits and       5 s    pricesync writes it with each
-                         trade time                                  upsert; the tick path reads it
   trading:book           every managed open position,         3 s    a new generation when a
                          screened                                    position or its exit state
   trading:book:<symbol>  the same for one symbol (the tick    3 s    changes (after commit)
@@ -15,39 +13,42 @@ it, and only screens; the locked rows decide (I3).
   trading:gap:<day>      GAP_DOWN thresholds from the         to 5 min after the open
                          pre-queue
 
+Best prices (trading:px:<symbol>) are the market's hot data (market/prices.py); a tick reads its
+symbol's with the book and the profiles in one round trip (read_ahead), and the exit pass
+(trading/services.py) reads the others through this module.
+
 A book entry (Watch) carries its quiet band (rules.screen_band), computed when the book is read
 from the database, so a steady pass compares two numbers per position and reads nothing else.
 
-A Redis outage slows the engine, never stops it: a failed read is a miss (the database answers),
-a failed write or delete is logged, and the TTLs bound how long anything stale can screen. Every
-call is bounded by the cache's socket timeouts (settings: AEGIS_CACHE_TIMEOUT_S), and after a
-failure this process reads from the database only, writing nothing through, for RETRY_AFTER_S:
-a Redis that hangs costs one timeout per interval, not one per tick. Invalidations are always
-attempted: a skipped one could leave a stale copy to be read once Redis answers again.
+A Redis outage slows the engine, never stops it (core/hotcache.py): a failed read is a miss (the
+database answers), a failed write or delete is logged, and the TTLs bound how long anything
+stale can screen. Invalidations, the generations' included, are always attempted.
 """
 
 import datetime as dt
 import logging
-import operator
 import secrets
 import time
 from array import array
 from decimal import Decimal
-from itertools import compress
 from typing import NamedTuple
 
-import psycopg
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection
 
+from core.hotcache import after_commit, cache_get, cache_get_many, cache_set, cache_unavailable
 from execution.models import Position
+
+# Best prices are the market's (market/prices.py): read_ahead reads a tick's with its book, and
+# the exit pass (trading/services.py) reads price_screen, prices, within and _price_rows here.
+from market.prices import Px, price_key, price_screen, prices, within  # noqa: F401
+from market.prices import price_rows as _price_rows  # noqa: F401
 
 from .models import ExitProfile, PositionExitState, TakeProfitTier
 from .rules import Holding, Rules, Tier, screen_band
 
 logger = logging.getLogger("aegis.trading")
 
-PRICE_TTL_S = 5
 BOOK_TTL_S = 3
 PROFILES_TTL_S = 3600
 GAP_AFTER_OPEN_S = 300
@@ -57,14 +58,6 @@ BOOK = "trading:book"
 PROFILES = "trading:profiles"
 PROFILES_GEN = "trading:gen:profiles"
 BOOK_GEN = "trading:gen:book"
-_WARN_EVERY_S = 10.0
-_warned_at = 0.0
-RETRY_AFTER_S = 5.0
-_down_until = 0.0  # monotonic: until then, reads are misses and write-throughs are skipped
-
-
-def price_key(symbol: str) -> str:
-    return f"trading:px:{symbol}"
 
 
 def book_key(symbol: str) -> str:
@@ -77,16 +70,6 @@ def book_gen_key(symbol: str) -> str:
 
 def gap_key(day: dt.date) -> str:
     return f"trading:gap:{day:%Y%m%d}"
-
-
-class Px(NamedTuple):
-    """A best price as the screen needs it. `at` is the trade time in epoch seconds."""
-
-    price: int
-    prev_close: int | None
-    upper_limit: int | None
-    lower_limit: int | None
-    at: float
 
 
 class Watch(NamedTuple):
@@ -223,62 +206,7 @@ class Book:
         return self.watches()[i]
 
 
-# --- cache calls that survive an outage: a failure is a miss -----------------------------------
-
-
-def _unavailable(op: str, exc: Exception) -> None:
-    global _warned_at, _down_until
-    _down_until = time.monotonic() + RETRY_AFTER_S
-    if time.monotonic() - _warned_at >= _WARN_EVERY_S:
-        _warned_at = time.monotonic()
-        logger.warning(
-            "trading.cache_unavailable op=%s: %s (the database answers instead; "
-            "Redis is asked again in %.0f s)",
-            op,
-            exc,
-            RETRY_AFTER_S,
-        )
-
-
-def _skipping() -> bool:
-    return time.monotonic() < _down_until
-
-
-def cache_get(key: str):
-    if _skipping():
-        return None
-    try:
-        return cache.get(key)
-    except Exception as exc:  # noqa: BLE001 - any cache failure is a miss
-        _unavailable("get", exc)
-        return None
-
-
-def cache_get_many(keys: list[str]) -> dict:
-    """The keys found, by key, in one round trip; nothing while Redis fails."""
-    if _skipping():
-        return {}
-    try:
-        return cache.get_many(keys)
-    except Exception as exc:  # noqa: BLE001
-        _unavailable("get_many", exc)
-        return {}
-
-
-def cache_set(key: str, value, ttl: float) -> None:
-    if _skipping():
-        return
-    try:
-        cache.set(key, value, timeout=ttl)
-    except Exception as exc:  # noqa: BLE001
-        _unavailable("set", exc)
-
-
-def _delete_many(keys: list[str]) -> None:
-    try:
-        cache.delete_many(keys)
-    except Exception as exc:  # noqa: BLE001
-        _unavailable("delete", exc)
+# --- generations: a copy read before a commit is never used after it ---------------------------
 
 
 def _bump(gen_keys: list[str]) -> tuple | None:
@@ -291,7 +219,7 @@ def _bump(gen_keys: list[str]) -> tuple | None:
     try:
         cache.set_many(gens, timeout=GEN_TTL_S)
     except Exception as exc:  # noqa: BLE001
-        _unavailable("set_many", exc)
+        cache_unavailable("set_many", exc)
         return None
     return tuple(gens.values())
 
@@ -312,11 +240,6 @@ def _cached(key: str, gen_keys: list[str], found: dict | None = None):
 
 def _store(key: str, gens: tuple, value, ttl: float) -> None:
     cache_set(key, (gens, value), ttl)
-
-
-def after_commit(fn) -> None:
-    """Run `fn` once the surrounding transaction commits (at once outside one)."""
-    transaction.on_commit(fn, robust=True)
 
 
 # --- profiles ----------------------------------------------------------------------------------
@@ -404,114 +327,6 @@ def _profiles_stamp() -> str | None:
 
 def profiles_changed() -> None:
     after_commit(lambda: _bump([PROFILES_GEN]))
-
-
-# --- prices ------------------------------------------------------------------------------------
-
-
-def price_keep(symbol: str, px: Px) -> None:
-    """Write through a price whose row has just been committed."""
-    cache_set(price_key(symbol), px, PRICE_TTL_S)
-
-
-def prices_changed(symbols) -> None:
-    keys = [price_key(s) for s in set(symbols)]
-    after_commit(lambda: _delete_many(keys))
-
-
-# Trade times as epoch seconds through date_part, which computes a float8: EXTRACT has returned
-# numeric since PostgreSQL 14, and its conversion made the full pass's 10,000-row screen half as
-# slow again on the server (measured, 16 against 11 ms).
-_PRICE_ROWS = """
-SELECT symbol, price, prev_close, upper_limit, lower_limit, date_part('epoch', event_at)
-FROM prices_best {where}
-"""
-
-
-def _price_rows(symbols: list[str] | None) -> list[tuple[str, Px]]:
-    """Best prices as (symbol, Px); every symbol's when `symbols` is None. One plain
-    statement: 10,000 rows through the ORM's converters cost several times more."""
-    with connection.cursor() as cursor:
-        if symbols is None:
-            cursor.execute(_PRICE_ROWS.format(where=""))
-        else:
-            cursor.execute(_PRICE_ROWS.format(where="WHERE symbol = ANY(%s)"), [symbols])
-        return [(row[0], Px(*row[1:])) for row in cursor.fetchall()]
-
-
-def within(at: float, window: tuple[dt.datetime, dt.datetime] | None) -> bool:
-    """Whether the trade time `at` (epoch seconds) falls in `window`, [from, to)."""
-    return window is not None and window[0].timestamp() <= at < window[1].timestamp()
-
-
-_PRICE_SCREEN = """
-SELECT symbol, price, event_at >= %s AND event_at < %s FROM prices_best WHERE event_at >= %s
-"""
-
-
-def price_screen(
-    opening: tuple[dt.datetime, dt.datetime] | None, since: dt.datetime | None = None
-) -> tuple[dict[str, int], set[str]]:
-    """Every best price taken at `since` or later, for the full pass's screen in one statement:
-    each symbol's price, and the symbols whose price is a trade of the `opening` minute ([from,
-    to); None, none): only what the screen reads. On 10,000 symbols the full rows cost about
-    twice as much to send and parse (measured, 22 against 12 ms), and only the few positions
-    outside their bands need them (`prices`); the opening minute is compared on the server, so
-    no trade time crosses.
-
-    The rows come in PostgreSQL's binary format, which psycopg reads a third faster than text
-    (measured, 12 against 18–20 ms on 10,000 rows). Django's cursors bind parameters on the
-    client, which allows text results only, so this one statement runs on a psycopg cursor
-    that binds on the server, wrapped as Django wraps its own, so that query logging, execute
-    wrappers and error translation see it as any other."""
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    raw = psycopg.Cursor(connection.connection)
-    raw.format = psycopg.pq.Format.BINARY
-    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
-    with wrap(raw) as cursor:
-        cursor.execute(
-            _PRICE_SCREEN,
-            (list(opening) if opening is not None else [None, None])
-            + [since or dt.datetime.min.replace(tzinfo=dt.UTC)],
-        )
-        rows = cursor.fetchall()
-    # Built in C (itemgetters and compress over the rows) rather than comprehensions.
-    return (
-        dict(zip(map(_first, rows), map(_second, rows))),
-        set(compress(map(_first, rows), map(_third, rows))),
-    )
-
-
-_first = operator.itemgetter(0)
-_second = operator.itemgetter(1)
-_third = operator.itemgetter(2)
-
-
-# Beyond this many symbols one query costs less than their cache keys (a full pass's screen
-# that finds the whole book outside its bands, as in the opening minute).
-PRICES_FROM_CACHE_MAX = 500
-
-
-def prices(symbols: list[str] | None, *, use_cache: bool = True) -> dict[str, Px]:
-    """Best prices of `symbols` (the tick path): the cache first, one query for the rest, which
-    are written back. Every symbol's (None, the full pass): one query, which on 10,000 symbols
-    costs a fraction of what as many cache keys cost through Django's cache framework."""
-    if symbols is None:
-        return dict(_price_rows(None))
-    found: dict[str, Px] = {}
-    use_cache = use_cache and len(symbols) <= PRICES_FROM_CACHE_MAX
-    if use_cache and symbols:
-        hits = cache_get_many([price_key(s) for s in symbols])
-        found = {key[len("trading:px:") :]: px for key, px in hits.items()}
-    missing = [s for s in symbols if s not in found]
-    if missing:
-        fetched = dict(_price_rows(missing))
-        found.update(fetched)
-        if use_cache:
-            for symbol, px in fetched.items():
-                cache_set(price_key(symbol), px, PRICE_TTL_S)
-    return found
 
 
 # --- the book of managed positions -------------------------------------------------------------

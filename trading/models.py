@@ -1,6 +1,7 @@
-"""Exit profiles, per-position exit state and best prices (the review's prices_best).
+"""Exit profiles, per-position exit state and the cadence windows of the exit engine.
 
-Percentages are Decimals of percent (5.00 means 5 %); prices are whole KRW.
+Percentages are Decimals of percent (5.00 means 5 %); prices are whole KRW. Best prices and the
+calendar's special days are the market's (market/models.py).
 """
 
 import datetime as dt
@@ -11,7 +12,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from execution.models import Position, symbol_validator
+from execution.models import Position
+from market.models import BestPrice  # noqa: F401 - trading/services.py reads it from here
 
 MARKET_OPEN = dt.time(9, 0)
 MARKET_CLOSE = dt.time(15, 30)
@@ -178,36 +180,6 @@ class PositionExitState(models.Model):
         return f"exit state of position {self.position_id}"
 
 
-class BestPrice(models.Model):
-    """The freshest known price of a symbol, whichever source gave it."""
-
-    class Source(models.TextChoices):
-        WEBSOCKET = "WS", "KIS WebSocket"
-        REST = "REST", "KIS REST"
-
-    symbol = models.CharField(max_length=6, primary_key=True, validators=[symbol_validator])
-    price = models.BigIntegerField()
-    prev_close = models.BigIntegerField(null=True, blank=True)
-    upper_limit = models.BigIntegerField(null=True, blank=True)
-    lower_limit = models.BigIntegerField(null=True, blank=True)
-    source = models.CharField(max_length=4, choices=Source.choices)
-    event_at = models.DateTimeField(help_text="When the trade happened at the exchange.")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        db_table = "prices_best"
-        constraints = [
-            models.CheckConstraint(condition=Q(price__gt=0), name="best_price_positive"),
-            models.CheckConstraint(
-                condition=Q(prev_close__isnull=True) | Q(prev_close__gt=0),
-                name="best_price_prev_close_positive",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.symbol} {self.price}"
-
-
 class CadenceWindow(models.Model):
     """A stretch of the trading day around the open or the close with its own exit-evaluation
     interval (the morning rush). Read by the beat scheduler every few seconds: a change applies
@@ -258,60 +230,3 @@ class CadenceWindow(models.Model):
             and self.end_offset_s <= self.start_offset_s
         ):
             raise ValidationError({"end_offset_s": "The window must end after it starts."})
-
-
-class SpecialDay(models.Model):
-    """A day KRX trades otherwise than its calendar says: an extra closure, or a late open or
-    close it announces. Overrides the holiday library and the built-in table (late opens, CSAT)
-    for its date; every process reads the list again within a minute of a change."""
-
-    day = models.DateField(unique=True, help_text="The date, in Seoul. / 날짜")
-    closed = models.BooleanField(default=False, help_text="KRX is closed that day. / 휴장일")
-    open_at = models.TimeField(
-        null=True,
-        blank=True,
-        help_text="The regular session's open (Seoul), when not 09:00. / 개장 시각",
-    )
-    close_at = models.TimeField(
-        null=True,
-        blank=True,
-        help_text="The regular session's close (Seoul), when not 15:30. / 폐장 시각",
-    )
-    note = models.CharField(max_length=120, blank=True, help_text="Why. / 사유")
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ("day",)
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(closed=False) | Q(open_at__isnull=True, close_at__isnull=True),
-                name="special_day_closed_has_no_times",
-            ),
-            models.CheckConstraint(
-                condition=Q(closed=True) | Q(open_at__isnull=False) | Q(close_at__isnull=False),
-                name="special_day_open_has_a_time",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.day:%Y-%m-%d} {'closed' if self.closed else 'special session'}"
-
-    def clean(self) -> None:
-        errors: dict[str, str] = {}
-        if self.closed and (self.open_at or self.close_at):
-            errors["closed"] = (
-                "A closed day has no session times. / 휴장일에는 시각을 입력하지 않습니다."
-            )
-        if not self.closed and not (self.open_at or self.close_at):
-            errors["open_at"] = (
-                "Set the open or the close, or mark the day closed. / 개장 또는 "
-                "폐장 시각을 입력하거나 휴장으로 표시하세요."
-            )
-        opens = self.open_at or MARKET_OPEN
-        closes = self.close_at or MARKET_CLOSE
-        if not self.closed and not opens < closes:
-            errors["close_at"] = (
-                "The close must come after the open. / 폐장은 개장 이후여야 합니다."
-            )
-        if errors:
-            raise ValidationError(errors)

@@ -29,16 +29,18 @@ from django.db import (
 )
 
 from core import clock
-from core.rows import bound_cursor, connection_lost
+from core.rows import connection_lost
 from execution import dispatch
 from execution.models import Position
 from execution.sender import InProcessSender
 from kis.protocol import WS_TR_TRADE as TR_TRADE
 from kis.ws import KisStream, TradeTick
 from market import calendar as market_calendar
+from market.models import BestPrice
+from market.prices import best_price_write
 
 from . import hot
-from .models import BestPrice, PositionExitState
+from .models import PositionExitState
 from .services import EXIT_PHASES, exit_pass
 
 logger = logging.getLogger("aegis.pricesync")
@@ -48,54 +50,6 @@ SUBSCRIPTION_CAP = 40
 # REST quotes (the symbols the WebSocket does not cover) take at most this share of the query
 # key's rate: orders, fills and reconciliations use the same key.
 POLL_SHARE = 0.5
-
-_UPSERT = """
-INSERT INTO {table} (symbol, price, prev_close, upper_limit, lower_limit, source, event_at,
-                     updated_at)
-VALUES (%(symbol)s, %(price)s, %(prev_close)s, %(upper)s, %(lower)s, %(source)s, %(at)s, now())
-ON CONFLICT (symbol) DO UPDATE SET
-    price = EXCLUDED.price, source = EXCLUDED.source, event_at = EXCLUDED.event_at,
-    prev_close = COALESCE(EXCLUDED.prev_close, {table}.prev_close),
-    upper_limit = COALESCE(EXCLUDED.upper_limit, {table}.upper_limit),
-    lower_limit = COALESCE(EXCLUDED.lower_limit, {table}.lower_limit),
-    updated_at = now()
-WHERE {table}.event_at <= EXCLUDED.event_at
-RETURNING price, prev_close, upper_limit, lower_limit, date_part('epoch', event_at)
-"""
-
-
-def best_price_write(
-    *,
-    symbol: str,
-    price: int,
-    at: dt.datetime,
-    source: str,
-    prev_close: int | None = None,
-    upper_limit: int | None = None,
-    lower_limit: int | None = None,
-) -> hot.Px | None:
-    """Upsert the symbol's best price unless a newer one is stored (a late REST answer never
-    overwrites a fresher trade), and write it through to the cache once committed. Returns the
-    stored row, limits included, or None when a newer price was kept."""
-    with bound_cursor() as cursor:
-        cursor.execute(
-            _UPSERT.format(table=BestPrice._meta.db_table),
-            {
-                "symbol": symbol,
-                "price": price,
-                "prev_close": prev_close,
-                "upper": upper_limit,
-                "lower": lower_limit,
-                "source": source,
-                "at": at,
-            },
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    px = hot.Px(*row)
-    hot.after_commit(lambda: hot.price_keep(symbol, px))
-    return px
 
 
 def stream_outage(state: str, detail: str, since: float) -> None:

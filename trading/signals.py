@@ -1,6 +1,6 @@
 """Cache invalidation: whatever changes a position, its exit state or a profile (services, the
-admin, fills) or a best price outside pricesync forgets the cached copies once its transaction
-commits (trading/hot.py)."""
+admin, fills) forgets the cached copies once its transaction commits (trading/hot.py). A best
+price's or a special day's change is the market's (market/signals.py)."""
 
 from django.db.models.signals import post_delete, post_save
 
@@ -8,7 +8,7 @@ from execution.models import Position
 from execution.signals import position_changed
 
 from . import hot
-from .models import BestPrice, ExitProfile, PositionExitState, SpecialDay, TakeProfitTier
+from .models import ExitProfile, PositionExitState, TakeProfitTier
 
 
 def _position_changed(sender, position: Position, **kwargs) -> None:
@@ -22,18 +22,8 @@ def _exit_state_changed(sender, instance: PositionExitState, **kwargs) -> None:
     hot.positions_changed([position.symbol] if position is not None else [])
 
 
-def _price_changed(sender, instance: BestPrice, **kwargs) -> None:
-    hot.prices_changed([instance.symbol])  # pricesync's own upsert writes through instead
-
-
 def _profile_changed(sender, **kwargs) -> None:
     hot.profiles_changed()
-
-
-def _special_day_changed(sender, **kwargs) -> None:
-    from .calendar_sync import overrides_refresh
-
-    overrides_refresh(force=True)  # this process at once; the others within a minute
 
 
 def connect() -> None:
@@ -41,10 +31,6 @@ def connect() -> None:
     for signal in (post_save, post_delete):
         signal.connect(
             _exit_state_changed, sender=PositionExitState, dispatch_uid=f"hot-exit-state-{signal}"
-        )
-        signal.connect(_price_changed, sender=BestPrice, dispatch_uid=f"hot-price-{signal}")
-        signal.connect(
-            _special_day_changed, sender=SpecialDay, dispatch_uid=f"calendar-special-day-{signal}"
         )
         for model in (ExitProfile, TakeProfitTier):
             signal.connect(

@@ -43,6 +43,7 @@ def test_every_type_aegis_caches_round_trips():
     from decimal import Decimal
 
     from core import clock
+    from market.prices import Px
     from picks.models import PickSource
     from trading import hot
     from trading.rules import Rules, Tier
@@ -66,7 +67,7 @@ def test_every_type_aegis_caches_round_trips():
         created_at=clock.now(),
     )
     values = {
-        "px": hot.Px(71_000, 70_000, None, 49_000, 1.5),
+        "px": Px(71_000, 70_000, None, 49_000, 1.5),
         "profiles": ((3, 4), hot.Profiles(2, {1: rules, 2: Rules()}, "stamp")),
         "book": ((9,), (2, book)),
         "gap": {1: Decimal("69000.5"), 2: Decimal("1")},
@@ -141,7 +142,7 @@ def test_a_pickled_payload_written_to_redis_is_a_miss_and_never_unpickled(tmp_pa
     # A registered name with a forged body, an unregistered class path, garbage: misses too.
     for forged in (
         b'{"~o":"os.system","v":["touch x"]}',
-        b'{"~o":"trading.hot.Px","v":1}',
+        b'{"~o":"market.prices.Px","v":1}',
         b'{"~zz":1}',
         b"\xff\xfe",
         b'{"~arr":["d","***"]}',

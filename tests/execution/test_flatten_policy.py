@@ -11,8 +11,8 @@ from execution.alerts import breaker_transition
 from execution.models import Alert, FlattenPolicy, OrderIntent, Position
 from execution.services.flatten import flatten_policy_check
 from execution.services.trading_state import trading_state_get
+from market.models import BestPrice
 from tests.support.ledger import open_position
-from trading.models import BestPrice
 from trading.services import prices_stale_since
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ import pytest
 
 from core import clock
 from execution.models import Fill, Order, OrderIntent, Position, Reconciliation
+from market.models import BestPrice
 from picks.routing import account_read
-from trading.models import BestPrice
 
 pytestmark = pytest.mark.django_db
 

@@ -16,11 +16,11 @@ from core import clock
 from execution import dispatch
 from execution import doorbell as execution_doorbell
 from execution.models import Order
+from market.models import BestPrice
 from picks import doorbell, gates
 from picks.models import GateSettings, Pick
 from tests.support.picks import a_pick, ingest, submitted
 from tests.support.workers import broker_orders, wait_for
-from trading.models import BestPrice
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -12,10 +12,11 @@ import pytest
 from django.core.cache import cache
 from prometheus_client import REGISTRY
 
-from core import clock
+from core import clock, hotcache
 from execution.models import Order, OrderIntent, Position
 from execution.services.trading_state import trading_state_set
 from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
+from market import prices
 from picks import routing
 from picks.gates import Limits
 from picks.models import GateSettings, Pick, PositionOpener
@@ -24,7 +25,6 @@ from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.picks import CLOCK, a_pick, ingest
 from tests.support.workers import broker_orders, wait_for
-from trading import hot
 from trading.models import PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -408,7 +408,7 @@ def _market_calls(kis_sim) -> Counter:
 
 def _forget_market(symbol: str) -> None:
     """Neither the symbol's price nor its book's top in the cache."""
-    cache.delete_many([routing._book_key(symbol), hot.price_key(symbol)])
+    cache.delete_many([routing._book_key(symbol), prices.price_key(symbol)])
 
 
 def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, kis_sim):
@@ -419,20 +419,22 @@ def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, k
 
     # A fresh price (pricesync's) and the kept top of the book: no call.
     before = _market_calls(kis_sim)
-    hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp()))
-    hot.cache_set("picks:book:005930", (70_400, 70_600), 60)
+    prices.price_keep("005930", prices.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp()))
+    hotcache.cache_set("picks:book:005930", (70_400, 70_600), 60)
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (70_500, 70_400, 70_600)
     assert _market_calls(kis_sim) == before
     # A price older than max_price_age_s: the quote is asked for, the book is still kept.
-    hot.price_keep("005930", hot.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp() - 6))
+    prices.price_keep(
+        "005930", prices.Px(70_500, 70_000, 91_000, 49_000, clock.now().timestamp() - 6)
+    )
     market = read()
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 70_400, 70_600)
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1})
     # Nothing kept: both, at once. (The quote asked for above is kept as the best price from
     # a market thread: forgotten once it is written.)
     wait_for(
-        lambda: getattr(hot.cache_get(hot.price_key("005930")), "price", None) == PRICE,
+        lambda: getattr(hotcache.cache_get(prices.price_key("005930")), "price", None) == PRICE,
         "the quote kept",
     )
     _forget_market("005930")
@@ -459,7 +461,7 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     # A read begun longer ago than a book is kept is not joined: the broker is asked again.
     wait_for(
         lambda: (
-            getattr(cache.get(hot.price_key("005930")), "price", None) == PRICE
+            getattr(cache.get(prices.price_key("005930")), "price", None) == PRICE
             and cache.get("picks:book:005930") is not None
         ),
         "the quote and the book kept",

@@ -12,8 +12,9 @@ from execution.models import Alert
 from kis.client import KisClient
 from kis.errors import KisProtocolError
 from market import calendar as market_calendar
-from trading.calendar_sync import calendar_check, overrides_refresh
-from trading.models import SpecialDay
+from market.calendar_sync import overrides_refresh
+from market.models import SpecialDay
+from trading.calendar_sync import calendar_check
 
 TUESDAY = dt.date(2026, 11, 24)
 P = market_calendar.Phase
@@ -52,7 +53,7 @@ def test_a_special_day_overrides_the_library_for_its_date():
 
 @pytest.mark.django_db
 def test_the_admin_refuses_a_closed_day_with_times_and_a_saved_day_applies_at_once(admin_client):
-    url = reverse("admin:trading_specialday_add")
+    url = reverse("admin:market_specialday_add")
     refused = admin_client.post(
         url, {"day": "2026-11-24", "closed": "on", "open_at": "10:00", "note": "x"}
     )

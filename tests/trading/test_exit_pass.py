@@ -14,9 +14,10 @@ import pytest
 
 from core import clock
 from execution.models import OrderIntent, Position
+from market.models import BestPrice
 from tests.support import child_database_url, direct_database_env
 from tests.support.ledger import open_position
-from trading.models import BestPrice, ExitProfile, PositionExitState, TakeProfitTier
+from trading.models import ExitProfile, PositionExitState, TakeProfitTier
 from trading.services import exit_pass
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits invalidate the cache

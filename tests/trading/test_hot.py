@@ -13,12 +13,14 @@ from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
-from core import clock
+from core import clock, hotcache
 from execution import services
 from execution.models import OrderIntent, Position
+from market import prices
+from market.models import BestPrice
 from tests.support.ledger import key, open_position
 from trading import hot
-from trading.models import BestPrice, ExitProfile, PositionExitState
+from trading.models import ExitProfile, PositionExitState
 from trading.services import exit_pass, gap_prequeue
 
 pytestmark = pytest.mark.django_db(transaction=True)  # commits are what invalidate
@@ -93,7 +95,7 @@ def test_the_steady_evaluation_loop_makes_90_percent_fewer_queries_with_the_cach
     monkeypatch.setattr(hot, "BOOK_TTL_S", 60)  # steady state: no expiry inside the measurement
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
     symbols = _bulk_book(1_000, profile)
-    px = {s: hot.Px(50_400, 50_000, 65_000, 35_000, NOW.timestamp()) for s in symbols}
+    px = {s: prices.Px(50_400, 50_000, 65_000, 35_000, NOW.timestamp()) for s in symbols}
 
     def loop(use_cache: bool, rounds: int = 3) -> None:
         for _ in range(rounds):
@@ -113,7 +115,7 @@ def test_a_full_pass_reads_full_prices_only_for_what_it_examines(at_now, monkeyp
     """The screen reads each symbol's price and time; the positions outside their bands then
     get their full prices: through the cache when few, in one statement (nothing cached) when
     many, as when the whole book leaves its bands at once."""
-    monkeypatch.setattr(hot, "PRICES_FROM_CACHE_MAX", 5)
+    monkeypatch.setattr(prices, "PRICES_FROM_CACHE_MAX", 5)
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
     symbols = _bulk_book(20, profile)
     exit_pass()  # the book and profiles are cached from here
@@ -137,10 +139,10 @@ def test_a_full_pass_reads_full_prices_only_for_what_it_examines(at_now, monkeyp
     few, many = symbols[:3], symbols[3:11]
     crash(few)
     assert full_pass() >= 2 and (result[0].examined, result[0].exits) == (3, 3)
-    assert all(hot.cache_get(hot.price_key(s)) is not None for s in few)  # written through
+    assert all(hotcache.cache_get(prices.price_key(s)) is not None for s in few)  # written through
     crash(many)  # more than PRICES_FROM_CACHE_MAX
     assert full_pass() >= 2 and (result[0].examined, result[0].exits) == (8, 8)
-    assert all(hot.cache_get(hot.price_key(s)) is None for s in many)
+    assert all(hotcache.cache_get(prices.price_key(s)) is None for s in many)
 
 
 def test_every_change_reaches_the_next_evaluation(at_now, new_symbol):
@@ -187,7 +189,7 @@ def test_rules_left_in_the_cache_by_a_lost_invalidation_last_one_full_pass(
         lost.setattr(hot, "_bump", lambda keys: None)
         profile.stop_loss_pct = D(3)
         profile.save()
-    tick = {position.symbol: hot.Px(66_000, 70_000, 91_000, 49_000, NOW.timestamp())}
+    tick = {position.symbol: prices.Px(66_000, 70_000, 91_000, 49_000, NOW.timestamp())}
     assert exit_pass(symbols=[position.symbol], prices=tick).exits == 0  # the cached 10 %
     assert exit_pass().exits == 1  # the tables' 3 %
     assert OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS").count() == 1
@@ -227,7 +229,7 @@ def test_a_redis_that_never_answers_costs_a_timeout_then_the_database_answers(
     call has timed out, the process reads from PostgreSQL alone for a while instead of waiting
     on Redis at every evaluation."""
     port, accepted = silent_redis
-    monkeypatch.setattr(hot, "RETRY_AFTER_S", 600)  # the whole test inside one interval
+    monkeypatch.setattr(hotcache, "RETRY_AFTER_S", 600)  # the whole test inside one interval
     profile = ExitProfile.objects.create(name="sl", stop_loss_pct=D(3), gap_down_pct=None)
     falling = _managed(new_symbol(), profile, 67_000)
     quiet = _managed(new_symbol(), profile, 70_500)
@@ -286,10 +288,10 @@ def test_gap_down_is_ready_before_the_bell_and_reads_only_the_ledger_at_the_open
         exit_pass(
             symbols=[position.symbol],  # warm, as pricesync keeps it: nothing fires
             prices={
-                position.symbol: hot.Px(70_000, 70_000, 91_000, 49_000, last_trade.timestamp())
+                position.symbol: prices.Px(70_000, 70_000, 91_000, 49_000, last_trade.timestamp())
             },
         )
-        opening = hot.Px(66_500, 70_000, 91_000, 49_000, bell.timestamp())
+        opening = prices.Px(66_500, 70_000, 91_000, 49_000, bell.timestamp())
         with CaptureQueriesContext(connection) as captured:
             assert (
                 exit_pass(symbols=[position.symbol], prices={position.symbol: opening}).exits == 1

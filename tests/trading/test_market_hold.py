@@ -10,8 +10,9 @@ import pytest
 from core import clock
 from execution.models import Alert, Order, OrderIntent, Position, TradingState
 from execution.services.submission import Outcome, intent_submit
+from market.models import BestPrice
 from tests.support.ledger import open_position
-from trading.models import BestPrice, ExitProfile, PositionExitState
+from trading.models import ExitProfile, PositionExitState
 from trading.services import exit_pass, market_hold
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

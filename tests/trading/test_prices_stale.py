@@ -7,8 +7,8 @@ import pytest
 
 from core import clock
 from execution.models import Alert
+from market.models import BestPrice
 from tests.support.ledger import open_position
-from trading.models import BestPrice
 from trading.services import prices_stale_alert
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,13 +10,14 @@ from django.core.cache import cache
 
 from core import clock
 from execution.models import OrderIntent
+from market.models import BestPrice
 from tests.support import child_database_url, holds_for, in_session
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.ledger import open_position
 from tests.support.pricesync import Running
 from tests.support.workers import wait_for
-from trading.models import BestPrice, ExitProfile, PositionExitState
+from trading.models import ExitProfile, PositionExitState
 from trading.pricesync import PriceSync
 
 # Exits are decided only while the market trades: this process and the simulator (whose trades

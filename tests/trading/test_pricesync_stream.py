@@ -12,8 +12,8 @@ from core import clock
 from execution.models import Alert
 from kis import protocol
 from kis.client import Quote
+from market.models import BestPrice
 from tests.support import free_port, in_session
-from trading.models import BestPrice
 from trading.pricesync import PriceSync
 
 pytestmark = pytest.mark.django_db(transaction=True)
