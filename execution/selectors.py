@@ -86,11 +86,6 @@ def orders_unsent(*, older_than: dt.datetime, state: str, limit: int = 500) -> l
     return [str(pk) for pk in qs.order_by("created_at").values_list("intent_id", flat=True)[:limit]]
 
 
-def db_now():
-    """Now on the database's clock (the one every host shares), for a filter."""
-    return Now()
-
-
 def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
     """Orders sent with no broker number yet whose send's deadline has passed (by the
     database's clock; rows from before deadlines: sent before `older_than`), not quarantined:
@@ -98,7 +93,7 @@ def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
     return [
         str(pk)
         for pk in Order.objects.filter(
-            Q(send_deadline__lt=db_now())
+            Q(send_deadline__lt=Now())
             | Q(send_deadline__isnull=True, send_started_at__lt=older_than),
             status=Order.Status.NEW,
             send_started_at__isnull=False,

@@ -613,9 +613,7 @@ def _entry_at_once(
             Guard(
                 GateSettings,
                 where={"id": seen.pk},
-                expect={
-                    f.attname: getattr(seen, f.attname) for f in GateSettings._meta.concrete_fields
-                },
+                expect={f.attname: getattr(seen, f.attname) for f in _GATE_FIELDS},
             ),
         ]
     intent = entry_open_if(

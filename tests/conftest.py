@@ -9,8 +9,8 @@ import redis
 from django.conf import settings
 
 from tests.support import kis as kis_worker
+from tests.support import wait_until
 from tests.support.kis_sim import KisSim, _process
-from tests.support.workers import wait_for
 
 
 def pytest_configure(config):
@@ -152,11 +152,11 @@ def redis_control():
 
     def stop():
         os.kill(int((SERVICES / "redis.pid").read_text()), signal.SIGTERM)
-        wait_for(lambda: not redis_up(), "Redis to stop")
+        wait_until(lambda: not redis_up(), "Redis to stop")
 
     def start():
         subprocess.run(["redis-server", str(SERVICES / "redis.conf")], check=True)
-        wait_for(redis_up, "Redis to start")
+        wait_until(redis_up, "Redis to start")
 
     yield stop, start
     if not redis_up():

@@ -1,6 +1,6 @@
 """The daily check of the market calendar against KIS's holiday inquiry: each day they disagree
 (market/calendar_sync.py compares them) is alerted. The special days themselves are the
-market's (market/calendar_sync.py); trading/services.py reads `overrides_refresh` from here.
+market's (market/calendar_sync.py).
 """
 
 import datetime as dt

@@ -39,10 +39,8 @@ from django.db import connection
 from core.hotcache import after_commit, cache_get, cache_get_many, cache_set, cache_unavailable
 from execution.models import Position
 
-# Best prices are the market's (market/prices.py): read_ahead reads a tick's with its book, and
-# the exit pass (trading/services.py) reads price_screen, prices, within and _price_rows here.
-from market.prices import Px, price_key, price_screen, prices, within  # noqa: F401
-from market.prices import price_rows as _price_rows  # noqa: F401
+# Best prices are the market's (market/prices.py): read_ahead reads a tick's with its book.
+from market.prices import Px, price_key
 
 from .models import ExitProfile, PositionExitState, TakeProfitTier
 from .rules import Holding, Rules, Tier, screen_band

@@ -13,7 +13,6 @@ from django.db import models
 from django.db.models import Q
 
 from execution.models import Position
-from market.models import BestPrice  # noqa: F401 - trading/services.py reads it from here
 
 MARKET_OPEN = dt.time(9, 0)
 MARKET_CLOSE = dt.time(15, 30)

@@ -33,11 +33,13 @@ from execution.services import (
     market_closed_at,
 )
 from market import calendar as market_calendar
+from market import prices as market_prices
 from market.calendar import Phase
+from market.calendar_sync import overrides_refresh
+from market.models import BestPrice
 
 from . import hot, screen
-from .calendar_sync import overrides_refresh
-from .models import BestPrice, PositionExitState
+from .models import PositionExitState
 from .rules import Decision, Evaluation, Holding, Rules, Trade, evaluate, gap_threshold
 
 logger = logging.getLogger("aegis.trading")
@@ -148,7 +150,7 @@ def _holding(position: Position, state: PositionExitState, today: dt.date) -> Ho
 
 
 def _trade(
-    px: hot.Px,
+    px: market_prices.Px,
     opening: tuple[dt.datetime, dt.datetime] | None,
     *,
     in_session: bool,
@@ -159,7 +161,7 @@ def _trade(
         at=dt.datetime.fromtimestamp(px.at, clock.SEOUL),
         lower_limit=px.lower_limit,
         prev_close=px.prev_close,
-        opening=hot.within(px.at, opening),
+        opening=market_prices.within(px.at, opening),
         in_session=in_session,
         auction=auction,
     )
@@ -176,7 +178,7 @@ class PassResult:
 def exit_pass(
     *,
     symbols: list[str] | None = None,
-    prices: dict[str, hot.Px] | None = None,
+    prices: dict[str, market_prices.Px] | None = None,
     use_cache: bool = True,
     found: dict | None = None,
 ) -> PassResult:
@@ -217,14 +219,14 @@ def exit_pass(
         session, Phase.OPENING_AUCTION if auction else Phase.CONTINUOUS
     )
     if prices is None and symbols is None:  # the full pass: the screen's columns only
-        price_of, in_opening = hot.price_screen(opening, since)
+        price_of, in_opening = market_prices.price_screen(opening, since)
     else:
         if prices is None:
-            prices = hot.prices(sorted(set(book.symbols)), use_cache=use_cache)
+            prices = market_prices.prices(sorted(set(book.symbols)), use_cache=use_cache)
         floor = since.timestamp()
         prices = {symbol: px for symbol, px in prices.items() if px.at >= floor}
         price_of = {symbol: px.price for symbol, px in prices.items()}
-        in_opening = {symbol for symbol, px in prices.items() if hot.within(px.at, opening)}
+        in_opening = {s for s, px in prices.items() if market_prices.within(px.at, opening)}
     seconds = now.hour * 3600 + now.minute * 60 + now.second
     # The time rules act in the regular session only (rules.Trade.in_session).
     in_session = session is not None and session.open <= now < session.close
@@ -253,7 +255,8 @@ def exit_pass(
         functools.partial(_held, today=today),
     )
     if examine and prices is None:
-        prices = hot.prices(sorted({book.symbols[i] for i in examine}), use_cache=use_cache)
+        wanted = sorted({book.symbols[i] for i in examine})
+        prices = market_prices.prices(wanted, use_cache=use_cache)
     decided = []
     for i in examine:
         px = prices.get(book.symbols[i])
@@ -562,7 +565,7 @@ def gap_prequeue(*, day: dt.date | None = None) -> int:
         return 0
     rules = hot.profiles()
     book = hot.book_from_db(rules)
-    prices = dict(hot._price_rows(sorted({w.symbol for w in book})))
+    prices = dict(market_prices.price_rows(sorted({w.symbol for w in book})))
     thresholds: dict[int, Decimal] = {}
     for watch in book:
         pct, px = rules.rules[watch.profile_id].gap_down_pct, prices.get(watch.symbol)

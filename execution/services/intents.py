@@ -305,42 +305,9 @@ class _ExitWrite(IntentWrite):
     False: KIS disagrees with the position (see order_open_recorded). Used by _exit_open and
     exit_open_if."""
 
-    def __init__(
-        self,
-        *,
-        position_id: int,
-        symbol: str,
-        qty: int,
-        intent_type: str,
-        idempotency_key: str,
-        reason: str = "",
-        limit_price: int | None = None,
-        event_at: dt.datetime | None = None,
-        trigger_price: int | None = None,
-        now: dt.datetime | None = None,
-        record_allowed: bool = True,
-    ) -> None:
-        _check_exit(
-            qty=qty,
-            intent_type=intent_type,
-            idempotency_key=idempotency_key,
-            limit_price=limit_price,
-            trigger_price=trigger_price,
-        )
-        super().__init__(
-            side=Side.SELL,
-            position_id=position_id,
-            symbol=symbol,
-            qty=qty,
-            intent_type=intent_type,
-            idempotency_key=idempotency_key,
-            reason=reason,
-            limit_price=limit_price,
-            event_at=event_at,
-            trigger_price=trigger_price,
-            now=now,
-            record_allowed=record_allowed,
-        )
+    def __init__(self, **fields: Any) -> None:
+        """IntentWrite's fields but the side (the caller has checked them: _check_exit)."""
+        super().__init__(side=Side.SELL, **fields)
 
     def written(self, inserted: int, recorded: int, position: Position) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when it
@@ -382,34 +349,10 @@ class _EntryWrite(IntentWrite):
     symbol had an open position or the guard no row (nothing written). The inputs are checked,
     and the trading state the caller read (`trading_state`), before anything is written."""
 
-    def __init__(
-        self,
-        *,
-        symbol: str,
-        qty: int,
-        idempotency_key: str,
-        trading_state: str,
-        reason: str = "",
-        limit_price: int | None = None,
-        event_at: dt.datetime | None = None,
-        now: dt.datetime | None = None,
-    ) -> None:
-        _check_entry(
-            symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key
-        )
-        require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
-        super().__init__(
-            side=Side.BUY,
-            position_id=None,
-            symbol=symbol,
-            qty=qty,
-            intent_type=IntentType.ENTRY,
-            idempotency_key=idempotency_key,
-            reason=reason,
-            limit_price=limit_price,
-            event_at=event_at,
-            now=now,
-        )
+    def __init__(self, **fields: Any) -> None:
+        """IntentWrite's fields but the side, the intent type and the position (the one the
+        statement inserts); the caller has checked them (entry_open_if)."""
+        super().__init__(side=Side.BUY, position_id=None, intent_type=IntentType.ENTRY, **fields)
 
     def written(self, row: tuple) -> OrderIntent | None:
         """The intent the statement wrote (its `row`), handed to its taker once committed, and
@@ -798,6 +741,13 @@ def exit_open_if(
     it, every guard holds and the trading state lets exits out. (True, the intent) when it
     held (None for the intent: its key was used); (False, None), nothing written, when
     anything moved: the caller locks the rows and decides again."""
+    _check_exit(
+        qty=qty,
+        intent_type=intent_type,
+        idempotency_key=idempotency_key,
+        limit_price=limit_price,
+        trigger_price=trigger_price,
+    )
     if seen.available <= 0:
         return False, None
     write = _ExitWrite(
@@ -867,11 +817,12 @@ def entry_open_if(
     caller read it, checked first). None, with nothing written, when the symbol has an open
     position or anything moved: the caller opens the entry on the locked path
     (entry_intent_open). InvalidInput when the key belongs to another intent."""
+    _check_entry(symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key)
+    require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
     write = _EntryWrite(
         symbol=symbol,
         qty=qty,
         idempotency_key=idempotency_key,
-        trading_state=trading_state,
         limit_price=limit_price,
         reason=reason,
         event_at=event_at,

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from core import clock, metrics
 from kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
@@ -43,7 +44,6 @@ from market import calendar as market_calendar
 from ..alerts import alert_raise
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
 from ..models import Alert, Order, OrderIntent, Side
-from ..selectors import db_now
 from .claim import SendClaim, Withheld
 from .matching import could_be
 from .orders import (
@@ -404,7 +404,7 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
     # The database's clock decides, the one every host shares: an inquiry begun before the
     # deadline could miss an order still on its way.
     if not Order.objects.filter(
-        Q(send_deadline__lt=db_now()) | Q(send_deadline__isnull=True),
+        Q(send_deadline__lt=Now()) | Q(send_deadline__isnull=True),
         pk=order.pk,
         send_started_at=started,
     ).exists():

@@ -1,5 +1,7 @@
 import datetime as dt
 
+from django.db.models.functions import Now
+
 from core import clock
 
 from ..exceptions import InvalidInput, TradingNotAllowed
@@ -29,19 +31,15 @@ def _state_update(**fields) -> None:
 
 def reconciliation_require() -> None:
     """Close the startup gate: nothing goes out until a reconciliation succeeds from now on.
-    Both moments are the database's clock (selectors.db_now): the process that closes the gate
+    Both moments are the database's clock (Now()): the process that closes the gate
     and the worker that reconciles may run on hosts whose clocks differ."""
-    from ..selectors import db_now
-
-    _state_update(reconcile_required_since=db_now())
+    _state_update(reconcile_required_since=Now())
 
 
 def reconciliation_succeeded(*, at) -> None:
     """A reconciliation with KIS succeeded (`at` by its own clock, kept on its row): it opens
     the startup gate if it is closed, as of now on the database's clock."""
-    from ..selectors import db_now
-
-    _state_update(reconciled_at=db_now())
+    _state_update(reconciled_at=Now())
 
 
 def market_closed_refused(*, reason: str) -> None:

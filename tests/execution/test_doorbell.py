@@ -17,9 +17,10 @@ from execution import doorbell, services
 from execution.models import Order, OrderIntent
 from execution.tasks import SWEEP_AGE, sweep
 from tests.support import kis as kis_worker
+from tests.support import wait_until
 from tests.support.kis import sim_dict
 from tests.support.ledger import key
-from tests.support.workers import broker_orders, wait_for
+from tests.support.workers import broker_orders
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -56,7 +57,7 @@ def _listening_as(lanes: "doorbell.Lanes | str") -> None:
 
 
 def _submitted(intent) -> Order:
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         "the order at the broker",
     )
@@ -70,8 +71,8 @@ def test_a_listening_lane_sends_the_order_and_no_task_is_queued(kis_sim, bus, la
     assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
 
     assert doorbell.ring(str(intent.pk))  # rung again (a late duplicate): the claim holds
-    wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
-    wait_for(
+    wait_until(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
+    wait_until(
         lambda: [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no],
         "one broker order",
     )
@@ -89,7 +90,7 @@ def test_stopped_lanes_stop_answering_at_once(kis_sim, bus):
         count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="test-stop"
     ).start()
     assert doorbell.ring("probe")  # answered: the id waits for the lane
-    wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lane to take the probe")
+    wait_until(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lane to take the probe")
     running.stop()
     assert not doorbell.ring("probe") and bus.llen(doorbell.QUEUE_KEY) == 0
 
@@ -159,7 +160,7 @@ def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
     log = tmp_path / "worker.log"
     proc = start_worker(kis_sim, log)
     try:
-        wait_for(lambda: "doorbell lanes=4" in log.read_text(), "the lanes")
+        wait_until(lambda: "doorbell lanes=4" in log.read_text(), "the lanes")
         # The worker consumes the execution queue only: its lanes serve the execution bell.
         assert re.search(
             rf"doorbell lanes=4 owner=\S+ bells={doorbell.QUEUE_KEY}$", log.read_text(), re.M

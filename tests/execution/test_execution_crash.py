@@ -21,7 +21,7 @@ from tests.support.workers import (
     broker_orders,
     start_worker,
     stop_worker,
-    wait_for,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -42,7 +42,7 @@ def crash_and_recover(sim, tmp_path, *, faults: dict, held_path: str, token_read
     try:
         sim.control("/_sim/faults", faults)
         intent = services.entry_intent_open(symbol="005930", qty=6, idempotency_key=key())
-        wait_for(lambda: held(sim, held_path), f"a request to {held_path} to be held")
+        wait_until(lambda: held(sim, held_path), f"a request to {held_path} to be held")
         order = Order.objects.get(intent=intent)
         # Claimed right before the order's write: not yet while its token is still awaited.
         assert order.status == "NEW" and (order.send_started_at is not None) == token_ready

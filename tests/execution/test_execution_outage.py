@@ -15,7 +15,7 @@ from tests.support.workers import (
     broker_orders,
     start_worker,
     stop_worker,
-    wait_for,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -26,7 +26,7 @@ def test_intents_committed_while_redis_is_down_are_executed_once(kis_sim, tmp_pa
     worker = start_worker(kis_sim, tmp_path / "worker.log")
     try:
         before = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-        wait_for(
+        wait_until(
             lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
             "the first order",
         )

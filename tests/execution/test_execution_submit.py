@@ -14,16 +14,16 @@ from core import clock
 from execution import services
 from execution.models import Alert, Order, OrderIntent, Position
 from execution.tasks import intent_execute, sweep
-from tests.support import forget_broker_credentials
+from tests.support import forget_broker_credentials, wait_until
 from tests.support.ledger import claimed, key, past_its_deadline
-from tests.support.workers import broker_orders, wait_for
+from tests.support.workers import broker_orders
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 def test_entry_intent_becomes_exactly_one_broker_order(kis_sim, worker):
     intent = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         "the order to be submitted",
     )
@@ -60,7 +60,7 @@ def test_worker_processes_keep_their_database_connections(kis_sim, worker):
 
     def execute_one() -> None:
         intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-        wait_for(
+        wait_until(
             lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
             "the order to be submitted",
         )
@@ -83,7 +83,7 @@ def test_a_worker_whose_database_connections_were_cut_recovers(kis_sim, worker):
     from django.db import connection
 
     intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
+    wait_until(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -94,7 +94,7 @@ def test_a_worker_whose_database_connections_were_cut_recovers(kis_sim, worker):
     intents = [
         services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key()) for _ in range(4)
     ]
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent__in=intents, status="SUBMITTED").count() == 4,
         "the orders after the cut",
         timeout=60,
@@ -106,7 +106,7 @@ def test_a_worker_whose_database_connections_were_cut_recovers(kis_sim, worker):
 def test_broker_refusal_rejects_the_order_and_releases_the_shares(kis_sim, worker):
     # The ledger holds shares the broker does not: KIS refuses the sell (no short selling).
     entry = services.entry_intent_open(symbol="005930", qty=5, idempotency_key=key())
-    wait_for(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(), "entry")
+    wait_until(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(), "entry")
     order = Order.objects.get(intent=entry)
     services.fill_apply(order_id=order.pk, broker_fill_key=key("local"), qty=5, price=71_000)
     position = Position.objects.get(pk=entry.position_id)
@@ -123,7 +123,7 @@ def test_broker_refusal_rejects_the_order_and_releases_the_shares(kis_sim, worke
     exit_ = services.exit_intent_open(
         position_id=position.pk, qty=5, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
     )
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=exit_, status="REJECTED").exists(),
         "the broker's refusal",
     )
@@ -138,7 +138,7 @@ def test_sweep_sends_intents_whose_enqueue_was_lost(kis_sim, worker, settings):
     assert sweep()["intents"] == 0  # too young: still on its normal path
     with clock.installed(clock.FixedClock(clock.now() + dt.timedelta(seconds=5))):
         assert sweep()["intents"] == 1
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         "the swept intent to be submitted",
     )
@@ -174,7 +174,7 @@ def test_sweep_sends_orders_whose_task_gave_up(kis_sim, worker, settings):
     services.trading_state_set(state="ACTIVE", reason="test", changed_by="pytest")
     with clock.installed(later):
         assert sweep()["intents"] == 1
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(pk=order.pk, status="SUBMITTED").exists(),
         "the abandoned order to be sent",
     )
@@ -396,16 +396,16 @@ def _warm_worker(kis_sim) -> Order:
     reset simulator, and the request that finds out must not be the one meeting the fault."""
     forget_broker_credentials()  # nor may the replacement be another test's void token
     intent = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-    wait_for(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
+    wait_until(lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(), "warm-up")
     return Order.objects.get(intent=intent)
 
 
 def _timed_out_on_the_worker(kis_sim, log: Path, fault: dict) -> Order:
     kis_sim.control("/_sim/faults", fault | {"timeout_s": HELD_S})
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
-    wait_for(lambda: Order.objects.filter(intent=intent).exists(), "the order to be recorded")
+    wait_until(lambda: Order.objects.filter(intent=intent).exists(), "the order to be recorded")
     order = Order.objects.get(intent=intent)
-    wait_for(
+    wait_until(
         lambda: f"execution.in_flight order_id={order.pk}" in log.read_text(),
         "the worker's order call to time out",
         timeout=HELD_S + 30,
@@ -422,7 +422,7 @@ def _settle_by_sweep(log: Path, *, moved_on: dt.timedelta) -> str:
     with clock.installed(clock.FixedClock(clock.now() + moved_on)):
         assert sweep()["orders_in_flight"] == 1
     settled = re.compile(r"Task execution\.order_settle\[[^\]]+\] succeeded in [^:]+: '(\w+)'")
-    wait_for(lambda: settled.search(log.read_text()[already:]), "the settle task")
+    wait_until(lambda: settled.search(log.read_text()[already:]), "the settle task")
     return settled.search(log.read_text()[already:])[1]
 
 

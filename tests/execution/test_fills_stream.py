@@ -7,9 +7,10 @@ import pytest
 from execution import services
 from execution.models import Order, Position
 from execution.services.submission import intent_submit
+from tests.support import wait_until
 from tests.support.kis import client_for, sim_dict
 from tests.support.ledger import key
-from tests.support.workers import fill_stream_running, wait_for
+from tests.support.workers import fill_stream_running
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -27,7 +28,7 @@ def test_a_fill_notice_syncs_its_order_at_once(kis_sim, stream, settings):
     intent = services.entry_intent_open(symbol="005930", qty=7, idempotency_key=key())
     intent_submit(intent_id=intent.pk, broker=broker)
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})  # 4 fill: a notice goes out
-    wait_for(lambda: Order.objects.get(intent=intent).filled_qty == 4, "the first notice's sync")
+    wait_until(lambda: Order.objects.get(intent=intent).filled_qty == 4, "the first notice's sync")
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})  # the last 3
-    wait_for(lambda: Order.objects.get(intent=intent).status == "FILLED", "the second notice")
+    wait_until(lambda: Order.objects.get(intent=intent).status == "FILLED", "the second notice")
     assert Position.objects.get(pk=intent.position_id).qty == 7

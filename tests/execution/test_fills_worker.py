@@ -13,9 +13,9 @@ from core import clock
 from execution import services
 from execution.models import Fill, Order, Position
 from execution.tasks import orders_expire_task
-from tests.support import forget_broker_credentials
+from tests.support import forget_broker_credentials, wait_until
 from tests.support.ledger import key
-from tests.support.workers import fill_stream_running, start_worker, stop_worker, wait_for
+from tests.support.workers import fill_stream_running, start_worker, stop_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def part_fill_twice_noticed(kis_sim, stream, order: Order, *, filled: int) -> Or
     """One matching step fills `filled` of the order; its notice arrives twice."""
     kis_sim.control("/_sim/faults", {"notice_repeat_next": 1})
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 0})
-    wait_for(lambda: fill_notices(stream, order.broker_order_no) == 2, "the notice, twice")
+    wait_until(lambda: fill_notices(stream, order.broker_order_no) == 2, "the notice, twice")
     order.refresh_from_db()
     assert (order.status, order.filled_qty) == ("PARTIAL_FILLED", filled)
     fills = list(Fill.objects.filter(order=order).values_list("qty", "broker_fill_key"))
@@ -61,14 +61,14 @@ def part_fill_twice_noticed(kis_sim, stream, order: Order, *, filled: int) -> Or
 
 
 def expire_by_the_worker(order: Order) -> Order:
-    wait_for(
+    wait_until(
         lambda: (
             clock.now() - order.submitted_at > dt.timedelta(seconds=LIMIT_ORDER_TIMEOUT_S + 0.2)
         ),
         "the limit-order timeout",
     )
     orders_expire_task.delay()
-    wait_for(lambda: Order.objects.get(pk=order.pk).status == "CANCELLED", "the expiry")
+    wait_until(lambda: Order.objects.get(pk=order.pk).status == "CANCELLED", "the expiry")
     order.refresh_from_db()
     return order
 
@@ -78,7 +78,7 @@ def test_a_repeated_fill_notice_counts_once_and_the_unfilled_rest_expires(kis_si
     entry = services.entry_intent_open(
         symbol="005930", qty=10, limit_price=71_000, idempotency_key=key()
     )
-    wait_for(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(), "the buy")
+    wait_until(lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(), "the buy")
     buy = part_fill_twice_noticed(kis_sim, stream, Order.objects.get(intent=entry), filled=4)
     position = Position.objects.get(pk=entry.position_id)
     assert (position.qty, position.reserved_qty) == (4, 0)
@@ -104,7 +104,7 @@ def test_a_repeated_fill_notice_counts_once_and_the_unfilled_rest_expires(kis_si
         intent_type="EXIT_TAKE_PROFIT",
         idempotency_key=key(),
     )
-    wait_for(lambda: Order.objects.filter(intent=exit_, status="SUBMITTED").exists(), "the sell")
+    wait_until(lambda: Order.objects.filter(intent=exit_, status="SUBMITTED").exists(), "the sell")
     position.refresh_from_db()
     assert (position.reserved_qty, position.available_qty) == (4, 0)
     sell = part_fill_twice_noticed(kis_sim, stream, Order.objects.get(intent=exit_), filled=3)

@@ -18,9 +18,9 @@ import redis
 
 from execution import services
 from execution.models import Order, Position
-from tests.support import child_database_url, forget_broker_credentials
+from tests.support import child_database_url, forget_broker_credentials, wait_until
 from tests.support.ledger import key, open_position
-from tests.support.workers import start_worker, stop_worker, wait_for
+from tests.support.workers import start_worker, stop_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -179,11 +179,11 @@ def test_a_raw_sql_intent_becomes_one_broker_order(
     position = Position.objects.get(pk=entry.position_id)
 
     intent_id = insert_raw(test_db_url, position)
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent_id=intent_id, status="SUBMITTED").exists(),
         "the listener's intent to reach KIS",
     )
-    wait_for(lambda: broker.llen(QUEUE) == 0, "the queue to drain")
+    wait_until(lambda: broker.llen(QUEUE) == 0, "the queue to drain")
     order = Order.objects.get(intent_id=intent_id)
     at_kis = [o for o in kis_sim.book()["orders"] if o["pdno"] == symbol]
     assert [(o["odno"], o["side"], o["qty"]) for o in at_kis] == [

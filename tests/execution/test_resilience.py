@@ -13,11 +13,11 @@ from execution import alerts, services
 from execution.models import Alert, Order
 from execution.tasks import sweep
 from kis.errors import KisCircuitOpen
-from tests.support import SmtpReceiver, WebhookReceiver, child_database_url, holds_for
+from tests.support import SmtpReceiver, WebhookReceiver, child_database_url, holds_for, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.ledger import key
-from tests.support.workers import broker_orders, start_worker, stop_worker, wait_for
+from tests.support.workers import broker_orders, start_worker, stop_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -119,7 +119,7 @@ def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, t
     )
     try:
         before = services.entry_intent_open(symbol="005930", qty=1, idempotency_key=key())
-        wait_for(
+        wait_until(
             lambda: Order.objects.filter(intent=before, status="SUBMITTED").exists(),
             "the order before the outage",
         )
@@ -128,7 +128,7 @@ def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, t
         for _ in range(6):
             during.append(services.entry_intent_open(symbol="005930", qty=2, idempotency_key=key()))
             time.sleep(0.25)
-        wait_for(lambda: "open" in states("kis-order"), "the order circuit to open")
+        wait_until(lambda: "open" in states("kis-order"), "the order circuit to open")
         deadline = time.monotonic() + 120
         while Order.objects.filter(intent__in=during, status="SUBMITTED").count() < 6:
             assert time.monotonic() < deadline, "intents from the outage were never executed"
@@ -138,7 +138,7 @@ def test_intents_made_during_an_outage_each_become_one_order_after_it(kis_sim, t
             assert Order.objects.filter(intent=intent).count() == 1
         # One broker order per intent, and it stays so: a late duplicate would show here.
         holds_for(lambda: len(broker_orders(kis_sim)) == 7, 3.0, "one broker order per intent")
-        wait_for(lambda: states("kis-order")[-1:] == ["closed"], "the circuit to close")
+        wait_until(lambda: states("kis-order")[-1:] == ["closed"], "the circuit to close")
     finally:
         stop_worker(worker)
 

@@ -12,9 +12,10 @@ from execution.models import Order, Position
 from execution.sender import InProcessSender
 from execution.tasks import intent_execute
 from tests.support import kis as kis_worker
+from tests.support import wait_until
 from tests.support.kis import sim_dict
 from tests.support.ledger import key
-from tests.support.workers import broker_orders, wait_for
+from tests.support.workers import broker_orders
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -28,7 +29,7 @@ def _entry_through(sender: InProcessSender):
 
 
 def _one_order_at_the_broker(kis_sim, intent) -> Order:
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         "the order at the broker",
     )

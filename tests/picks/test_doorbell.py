@@ -19,8 +19,9 @@ from execution.models import Order
 from market.models import BestPrice
 from picks import doorbell, gates
 from picks.models import GateSettings, Pick
+from tests.support import wait_until
 from tests.support.picks import a_pick, ingest, submitted
-from tests.support.workers import broker_orders, wait_for
+from tests.support.workers import broker_orders
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -71,7 +72,7 @@ def test_a_stored_pick_is_routed_by_a_listening_lane_and_no_task_is_queued(
     assert (pick.status, pick.routed_by) == ("ROUTED", "EVENT")
     assert [o["odno"] for o in broker_orders(kis_sim)] == [order.broker_order_no]
     # The quote the router asked for is kept as the best price, off the route's path.
-    wait_for(
+    wait_until(
         lambda: BestPrice.objects.filter(
             symbol="005930", source="REST", price=kis_sim.price
         ).exists(),
@@ -81,8 +82,8 @@ def test_a_stored_pick_is_routed_by_a_listening_lane_and_no_task_is_queued(
     assert doorbell.ring(
         [doorbell.item(pick_id, gates.Ask.of(pick))]
     )  # rung again (a late duplicate): routed once
-    wait_for(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
-    wait_for(lambda: len(broker_orders(kis_sim)) == 1, "one broker order")
+    wait_until(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lanes to take the second ring")
+    wait_until(lambda: len(broker_orders(kis_sim)) == 1, "one broker order")
     assert Order.objects.filter(intent__picks=pick_id).count() == 1
 
 
@@ -158,7 +159,7 @@ def test_the_lanes_serve_the_execution_bell_too(kis_sim, bus, routers):
 
     with dispatch.installed(None):  # this process sends nothing itself: to the doorbell
         intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         "the order at the broker",
     )

@@ -20,11 +20,11 @@ from market import prices
 from picks import routing
 from picks.gates import Limits
 from picks.models import GateSettings, Pick, PositionOpener
-from tests.support import at_once
+from tests.support import at_once, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.picks import CLOCK, a_pick, ingest
-from tests.support.workers import broker_orders, wait_for
+from tests.support.workers import broker_orders
 from trading.models import PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -433,7 +433,7 @@ def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, k
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1})
     # Nothing kept: both, at once. (The quote asked for above is kept as the best price from
     # a market thread: forgotten once it is written.)
-    wait_for(
+    wait_until(
         lambda: getattr(hotcache.cache_get(prices.price_key("005930")), "price", None) == PRICE,
         "the quote kept",
     )
@@ -459,7 +459,7 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     assert joined() == joined_before + 1  # aegis_pick_market_reads_total{read="joined"}
 
     # A read begun longer ago than a book is kept is not joined: the broker is asked again.
-    wait_for(
+    wait_until(
         lambda: (
             getattr(cache.get(prices.price_key("005930")), "price", None) == PRICE
             and cache.get("picks:book:005930") is not None
@@ -470,7 +470,7 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     kis_sim.control("/_sim/faults", {"latency_ms": 0})
     _forget_market("005930")
     routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
-    wait_for(
+    wait_until(
         lambda: _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 2}),
         "the second heads-up's calls",
     )

@@ -14,11 +14,11 @@ from execution.models import Order, Reconciliation
 from execution.services.reconciliation import reconciliation_run
 from picks.models import GateSettings, Pick
 from picks.tasks import picks_sweep_task
-from tests.support import at_once, forget_broker_credentials
+from tests.support import at_once, forget_broker_credentials, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.picks import CLOCK, a_pick, post, submitted
-from tests.support.workers import broker_orders, start_worker, stop_worker, wait_for
+from tests.support.workers import broker_orders, start_worker, stop_worker
 from trading.models import ExitProfile, PositionExitState
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -81,7 +81,7 @@ def test_the_same_pick_sent_concurrently_and_again_is_one_order(market, source):
     assert len({a.json()["ids"][0] for a in answers}) == 1
     assert sum(a.json()["duplicates"] for a in answers) == len(answers) - 1
     order = submitted(answers[0].json()["ids"][0])
-    wait_for(lambda: Pick.objects.filter(status="NEW").count() == 0, "routing to end")
+    wait_until(lambda: Pick.objects.filter(status="NEW").count() == 0, "routing to end")
     assert Order.objects.count() == 1
     assert [o["odno"] for o in broker_orders(market)] == [order.broker_order_no]
 
@@ -99,7 +99,7 @@ def test_picks_stored_while_redis_was_down_are_routed_by_the_sweep(market, sourc
     assert answer.status_code == 202, answer.content  # stored; the route task was not sent
     [pick_id] = answer.json()["ids"]
     assert Pick.objects.get(pk=pick_id).status == "NEW"
-    wait_for(
+    wait_until(
         lambda: (clock.now() - Pick.objects.get(pk=pick_id).received_at).total_seconds() > 1,
         "the pick to become an orphan",
     )

@@ -49,14 +49,19 @@ def client_for(
     )
 
 
+def _start_together(start_at: float) -> None:
+    """Processes started one after another begin their calls at one moment (`start_at`, on
+    the wall clock they share)."""
+    time.sleep(max(0.0, start_at - time.time()))
+
+
 def price_calls(sim: dict, rate: int, calls: int, start_at: float) -> dict:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
 
     django.setup()
     client = client_for(sim, rate)
-    while time.time() < start_at:  # start together
-        time.sleep(0.001)
+    _start_together(start_at)
     return {"prices": [client.price("005930").price for _ in range(calls)]}
 
 
@@ -75,8 +80,7 @@ def breaker_calls(sim: dict, env: dict, start_at: float, until: float) -> dict:
         sim, 1000, retries=0, read_timeout_s=1.0, breaker_fail_max=5, breaker_reset_s=5.0
     )
     met = {"ok": 0, "failed": 0, "circuit_open": 0}
-    while time.time() < start_at:
-        time.sleep(0.001)
+    _start_together(start_at)
     while time.time() < until:
         try:
             client.price("005930")

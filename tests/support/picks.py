@@ -9,7 +9,7 @@ from django.test import Client
 from core import clock
 from execution.models import Order
 from picks.models import PickSource
-from tests.support.workers import wait_for
+from tests.support import wait_until
 
 
 class SendHere:
@@ -66,7 +66,7 @@ def ingest(source_and_token, *picks: dict) -> list[int]:
 
 
 def submitted(pick_id: int) -> Order:
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent__picks=pick_id, status="SUBMITTED").exists(),
         f"pick {pick_id}'s order at the broker",
     )

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import ROOT, child_database_url, direct_database_env
+from tests.support import ROOT, child_database_url, direct_database_env, wait_until
 
 
 def worker_env(sim) -> dict:
@@ -61,11 +61,19 @@ def start_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 90
-    while "ready." not in log.read_text()[already:]:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
+    wait_until(logged(proc, log, "ready.", already), "the worker ready", timeout=90)
     return proc
+
+
+def logged(proc: subprocess.Popen, log: Path, text: str, since: int = 0):
+    """A predicate for wait_until: `text` is in `log` after its first `since` characters; the
+    log's end is shown if `proc` died first."""
+
+    def seen() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        return text in log.read_text()[since:]
+
+    return seen
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
@@ -76,13 +84,6 @@ def stop_worker(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def broker_orders(sim):
@@ -101,10 +102,7 @@ def fill_stream_running(sim, log: Path, env: dict | None = None):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while "streaming fill notices" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
+        wait_until(logged(proc, log, "streaming fill notices"), "the fill stream", timeout=60)
         yield log
     finally:
         proc.send_signal(signal.SIGTERM)

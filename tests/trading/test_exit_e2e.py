@@ -16,12 +16,12 @@ import pytest
 from core import clock
 from execution import services
 from execution.models import Fill, Order, OrderIntent, Position
-from tests.support import forget_broker_credentials
+from tests.support import forget_broker_credentials, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.ledger import key
 from tests.support.pricesync import Running
-from tests.support.workers import fill_stream_running, start_worker, stop_worker, wait_for
+from tests.support.workers import fill_stream_running, start_worker, stop_worker
 from trading.models import ExitProfile, PositionExitState, TakeProfitTier
 from trading.pricesync import PriceSync
 from trading.services import gap_prequeue
@@ -85,12 +85,12 @@ def held(kis_sim, profile: ExitProfile) -> Position:
     entry = services.entry_intent_open(
         symbol=SYMBOL, qty=QTY, limit_price=COST, idempotency_key=key("entry")
     )
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=entry, status="SUBMITTED").exists(),
         "the entry at the broker",
     )
     kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
-    wait_for(lambda: Order.objects.filter(intent=entry, status="FILLED").exists(), "the entry")
+    wait_until(lambda: Order.objects.filter(intent=entry, status="FILLED").exists(), "the entry")
     position = Position.objects.get(pk=entry.position_id)
     assert (position.qty, position.avg_price, broker_qty(kis_sim)) == (QTY, COST, QTY)
     PositionExitState.objects.create(position=position, profile=profile, peak_qty=QTY)
@@ -110,17 +110,17 @@ def trade(kis_sim, *path: int) -> None:
 def filled_exit(kis_sim, position: Position, rule: str) -> OrderIntent:
     """The exit `rule` opened for `position`: wait for it, for its order at the broker, match
     the book, and wait for the fill notice to bring the fill into the ledger."""
-    wait_for(
+    wait_until(
         lambda: OrderIntent.objects.filter(position=position, intent_type=rule).exists(),
         f"the {rule} intent",
     )
     intent = OrderIntent.objects.get(position=position, intent_type=rule)
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
         f"the {rule} order at the broker",
     )
     kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})  # the book matches it
-    wait_for(
+    wait_until(
         lambda: Order.objects.filter(intent=intent, status="FILLED").exists(),
         f"the {rule} fill through the notice",
     )
@@ -159,7 +159,7 @@ def test_stop_loss_sells_everything_at_the_stop(kis_sim, day, fill_stream, worke
     if send:
         assert by_worker not in worker.read_text()
     else:  # the worker logs it just after it records the order SUBMITTED: it may trail
-        wait_for(lambda: by_worker in worker.read_text(), "the worker's log of the order")
+        wait_until(lambda: by_worker in worker.read_text(), "the worker's log of the order")
 
 
 def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, fill_stream):
@@ -174,7 +174,7 @@ def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, f
         assert (first.qty, position.qty, broker_qty(kis_sim)) == (4, 6, 6)
         assert PositionExitState.objects.get(position=position).tiers_done == 1
         trade(kis_sim, 74_000, 75_300)  # +6.1%: the second tier, the other 60%
-        wait_for(
+        wait_until(
             lambda: (
                 OrderIntent.objects.filter(
                     position=position, intent_type="EXIT_TAKE_PROFIT"
@@ -184,12 +184,12 @@ def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, f
             "the second tier",
         )
         second = OrderIntent.objects.filter(position=position).latest("created_at")
-        wait_for(
+        wait_until(
             lambda: Order.objects.filter(intent=second, status="SUBMITTED").exists(),
             "the second tier's order",
         )
         kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
-        wait_for(lambda: closed(position), "the position to close")
+        wait_until(lambda: closed(position), "the position to close")
     assert (second.qty, second.trigger_price) == (6, 75_300)
     assert PositionExitState.objects.get(position=position).tiers_done == 2
     assert broker_qty(kis_sim) == 0
@@ -234,7 +234,7 @@ def test_time_exit_sells_everything_at_its_time_and_not_before(kis_sim, day, fil
     day.move_to("15:19:58")
     with pricesync(kis_sim):
         trade(kis_sim, 71_100)  # 15:19:5x: quiet
-        wait_for(lambda: kis_sim.book()["prices"][SYMBOL]["path_left"] == 0, "the first trade")
+        wait_until(lambda: kis_sim.book()["prices"][SYMBOL]["path_left"] == 0, "the first trade")
         day.move_to("15:20:00")
         trade(kis_sim, 71_200)
         intent = filled_exit(kis_sim, position, "EXIT_TIME")

@@ -11,12 +11,11 @@ from django.core.cache import cache
 from core import clock
 from execution.models import OrderIntent
 from market.models import BestPrice
-from tests.support import child_database_url, holds_for, in_session
+from tests.support import child_database_url, holds_for, in_session, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.ledger import open_position
 from tests.support.pricesync import Running
-from tests.support.workers import wait_for
 from trading.models import ExitProfile, PositionExitState
 from trading.pricesync import PriceSync
 
@@ -49,7 +48,7 @@ def test_trades_on_the_websocket_reach_the_ledger_at_the_stop(kis_sim, managed):
         assert (best.price, best.prev_close, best.source) == (71_000, 71_000, "REST")
         kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [70_500, 69_500, 68_800]})
         kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 3})
-        wait_for(
+        wait_until(
             lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
             "the stop loss",
             timeout=30,
@@ -66,7 +65,7 @@ def test_symbols_beyond_the_subscription_cap_are_polled(kis_sim, managed):
     with Running(PriceSync(broker=broker, cap=0, poll_s=0.2, follow_s=0.2)) as sync:
         assert sync.subscribed == set() and sync.stale() == ["005930"]
         kis_sim.control("/_sim/prices", {"pdno": "005930", "price": 68_000})
-        wait_for(
+        wait_until(
             lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
             "the stop loss from a REST price",
             timeout=30,
@@ -82,9 +81,9 @@ def test_subscriptions_follow_positions_as_they_open_and_close(kis_sim, managed)
         PositionExitState.objects.create(
             position=other, profile=ExitProfile.objects.get(), peak_qty=5
         )
-        wait_for(lambda: sync.subscribed == {"005930", "000660"}, "the new subscription")
+        wait_until(lambda: sync.subscribed == {"005930", "000660"}, "the new subscription")
         PositionExitState.objects.filter(position=managed).delete()
-        wait_for(lambda: sync.subscribed == {"000660"}, "the unsubscription")
+        wait_until(lambda: sync.subscribed == {"000660"}, "the unsubscription")
         assert ("H0STCNT0", "005930") not in sync.stream.subscriptions
 
 
@@ -122,7 +121,7 @@ def test_a_lost_database_connection_is_replaced_and_the_next_price_counts(
             time.sleep(0.5)
         kis_sim.control("/_sim/prices", {"pdno": "005930", "path": [68_000]})
         kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})  # the first price after
-        wait_for(
+        wait_until(
             lambda: OrderIntent.objects.filter(position=managed, side="SELL").exists(),
             "the stop loss after the cut",
             timeout=30,
