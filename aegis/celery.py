@@ -59,9 +59,7 @@ def _start_doorbell_lanes(sender=None, **_):
 
     start_for_worker(sender, {"execution": EXECUTION})
     if picks_doorbell.start_for_worker(sender) is not None:
-        from picks.routing import market_lanes_warm
-
-        market_lanes_warm()
+        picks_doorbell.market_lanes_warm()
 
 
 @worker_ready.connect

@@ -1,10 +1,12 @@
 """Model instances from statements written as SQL (the hot paths, where compiling the ORM's
 query costs more than its round trip): the columns to select, and the instances made from a row
-that holds them, one model after another, as Django makes them from its own queries."""
+that holds them, one model after another, as Django makes them from its own queries. Also the
+hot statements' cursor, and idempotent work run again on a fresh connection when its own died."""
 
+import functools
 import logging
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 logger = logging.getLogger("aegis.db")
 
@@ -59,6 +61,27 @@ def connection_lost() -> bool:
     timeout), after which the connection serves the next statement as it is."""
     raw = connection.connection
     return raw is None or raw.closed or getattr(raw, "broken", False)
+
+
+def on_fresh_connection(fn):
+    """Run `fn`; when the connection turns out to be dead (PostgreSQL restarted, the backend
+    terminated), replace it and run `fn` once more. Only for idempotent work outside any
+    transaction: a best price's upsert is newest-wins (market/prices.py), and pricesync's exit
+    is decided again under its locks. A statement that failed on a live connection (a lock
+    timeout) is not run again: it would wait as long once more."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InterfaceError, OperationalError) as exc:
+            if connection.in_atomic_block or not connection_lost():
+                raise
+            logger.warning("db.reconnect after %s: %s", fn.__name__, exc)
+            connection.close()
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def prepares_only_direct(sender, connection, **kwargs) -> None:

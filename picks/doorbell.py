@@ -5,7 +5,7 @@ request 2–3 ms, then the delivery and the task's set-up; bench/ingest.py).
 A small batch is announced before it is stored, too (heads_up): a lane begins reading the
 market of its picks (the quote and the order book, asked of KIS unless the cache has them)
 while the ingest writes them, and each pick's route, rung once the batch commits, joins that
-read instead of beginning its own (picks.routing.market_prefetch). The heads-up is written to
+read instead of beginning its own (market.reads.market_prefetch). The heads-up is written to
 Redis without waiting for its answer; it never routes anything, and a route that finds no
 read under way (a heads-up lost, or served by another worker) reads the market itself.
 
@@ -31,9 +31,11 @@ from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 
+from core import clock
 from execution import dispatch, doorbell
 from execution.broker import get_broker
 from execution.sender import InProcessSender
+from market import reads
 
 from . import gates
 
@@ -169,6 +171,16 @@ def start_for_worker(consumer) -> doorbell.Lanes | None:
     dispatch.install(_worker_sender)
     _worker_lanes = doorbell.Lanes(count=settings.PICKS_LANES, bells=(PICKS,)).start()
     return _worker_lanes
+
+
+def market_lanes_warm() -> int:
+    """The market's threads, on which the router reads the market and, beside the broker
+    calls, the account: each runs the route's account statement (routing.account_ahead) until
+    its connection has it prepared and planned (market.reads.market_lanes_warm). Returns how
+    many threads were warmed."""
+    from .routing import account_ahead
+
+    return reads.market_lanes_warm(account_ahead, "", trading_state="", now=clock.now(), pick_id=0)
 
 
 def stop_for_worker() -> None:

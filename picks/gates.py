@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from market import krx
+from market.reads import Market  # what the router read of the market (market/reads.py)
 
 HUNDRED = Decimal(100)
 
@@ -68,21 +69,6 @@ class Ask:
             source_active=pick.source.active,
             has_profile=pick.source.exit_profile_id is not None,
         )
-
-
-@dataclass(frozen=True)
-class Market:
-    """The symbol's market as read just before routing. `price_at` is when the price was true
-    (the trade's time, or when the broker was asked)."""
-
-    price: int | None = None
-    price_at: dt.datetime | None = None
-    upper_limit: int | None = None
-    lower_limit: int | None = None
-    best_bid: int | None = None
-    best_ask: int | None = None
-    known: bool = True  # the broker knows the symbol
-    halted: bool = False
 
 
 @dataclass(frozen=True)

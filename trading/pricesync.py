@@ -20,16 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.db import Error as DatabaseError
-from django.db import (
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-    connections,
-)
+from django.db import close_old_connections, connections
 
 from core import clock
-from core.rows import connection_lost
+from core.rows import on_fresh_connection
 from execution import dispatch
 from execution.models import Position
 from execution.sender import InProcessSender
@@ -74,27 +68,6 @@ def tick_time(tick: TradeTick) -> dt.datetime:
     )
     hms = dt.datetime.strptime(tick.time, "%H%M%S").time()
     return dt.datetime.combine(day, hms, clock.SEOUL)
-
-
-def on_fresh_connection(fn):
-    """Run `fn`; when the connection turns out to be dead (PostgreSQL restarted, the backend
-    terminated), replace it and run `fn` once more. Only for idempotent work outside any
-    transaction: the upsert is newest-wins and the exit is decided again under its locks. A
-    statement that failed on a live connection (a lock timeout) is not run again: it would
-    wait as long once more."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (InterfaceError, OperationalError) as exc:
-            if connection.in_atomic_block or not connection_lost():
-                raise
-            logger.warning("pricesync.reconnect after %s: %s", fn.__name__, exc)
-            connection.close()
-            return fn(*args, **kwargs)
-
-    return wrapper
 
 
 def on_price(

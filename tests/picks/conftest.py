@@ -32,12 +32,12 @@ def make_source(db):
 
 @pytest.fixture
 def fetches():
-    """No market read begun by a heads-up before or after the test (routing._fetches)."""
-    from picks import routing
+    """No market read begun by a heads-up before or after the test (market.reads._fetches)."""
+    from market import reads
 
-    routing._fetches.clear()
-    yield routing._fetches
-    routing._fetches.clear()
+    reads._fetches.clear()
+    yield reads._fetches
+    reads._fetches.clear()
 
 
 # The router on the simulator, for tests/picks/test_routing.py and test_doorbell.py.

@@ -1,4 +1,4 @@
-"""A worker that routes picks warms its market threads when it starts (picks.routing.
+"""A worker that routes picks warms the market's threads when it starts (picks.doorbell.
 market_lanes_warm): each thread's own direct connection has the account statement prepared
 and planned once for all, so that the first picks after a start do not plan it again and
 again. In a process of its own on a direct connection, as the execution worker is deployed."""
@@ -11,10 +11,11 @@ CHILD = """
 import json, threading, django
 django.setup()
 from django.db import connection
-from picks import routing
+from market import reads
+from picks import doorbell
 
-warmed = routing.market_lanes_warm()
-together = threading.Barrier(routing._market_lanes._max_workers, timeout=10)
+warmed = doorbell.market_lanes_warm()
+together = threading.Barrier(reads.market_lanes._max_workers, timeout=10)
 
 def seen():
     together.wait()  # one on each thread
@@ -23,7 +24,7 @@ def seen():
                        "WHERE statement LIKE '%%WITH held AS%%'")
         return [list(row) for row in cursor.fetchall()]
 
-calls = [routing._market_lanes.submit(seen) for _ in range(routing._market_lanes._max_workers)]
+calls = [reads.market_lanes.submit(seen) for _ in range(reads.market_lanes._max_workers)]
 print(json.dumps({"warmed": warmed, "threads": [call.result(timeout=60) for call in calls]}))
 """
 

@@ -16,7 +16,7 @@ from core import clock, hotcache
 from execution.models import Order, OrderIntent, Position
 from execution.services.trading_state import trading_state_set
 from kis.protocol import PATH_ASKING_PRICE, PATH_PRICE
-from market import prices
+from market import prices, reads
 from picks import routing
 from picks.gates import Limits
 from picks.models import GateSettings, Pick, PositionOpener
@@ -408,12 +408,12 @@ def _market_calls(kis_sim) -> Counter:
 
 def _forget_market(symbol: str) -> None:
     """Neither the symbol's price nor its book's top in the cache."""
-    cache.delete_many([routing._book_key(symbol), prices.price_key(symbol)])
+    cache.delete_many([reads._book_key(symbol), prices.price_key(symbol)])
 
 
 def test_the_market_read_asks_the_broker_only_for_what_the_cache_lacks(broker, kis_sim):
     def read():
-        return routing.market_read(
+        return reads.market_read(
             "005930", broker=broker, limits=Limits(max_price_age_s=5), now=clock.now()
         )
 
@@ -452,8 +452,8 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     kis_sim.control("/_sim/faults", {"latency_ms": 300})  # both calls still under way below
     before = _market_calls(kis_sim)
     joined_before = joined()
-    routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
-    market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
+    reads.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
+    market = reads.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 1, PATH_ASKING_PRICE: 1})
     assert joined() == joined_before + 1  # aegis_pick_market_reads_total{read="joined"}
@@ -469,22 +469,22 @@ def test_a_market_read_joins_the_read_a_heads_up_began(broker, kis_sim, settings
     settings.PICKS_BOOK_CACHE_S = 0.05
     kis_sim.control("/_sim/faults", {"latency_ms": 0})
     _forget_market("005930")
-    routing.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
+    reads.market_prefetch("005930", broker=broker, limits=limits, now=clock.now())
     wait_until(
         lambda: _market_calls(kis_sim) - before == Counter({PATH_PRICE: 2, PATH_ASKING_PRICE: 2}),
         "the second heads-up's calls",
     )
     time.sleep(0.1)  # twice the time a book is kept; nothing was kept from the unjoined read
-    routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
+    reads.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert _market_calls(kis_sim) - before == Counter({PATH_PRICE: 3, PATH_ASKING_PRICE: 3})
 
 
 def test_a_route_reads_the_market_itself_when_the_heads_ups_read_failed(broker, kis_sim, fetches):
     limits = Limits(max_price_age_s=5)
     _forget_market("005930")
-    routing.market_prefetch(
+    reads.market_prefetch(
         "005930", broker=unreachable_broker(kis_sim), limits=limits, now=clock.now()
     )
-    market = routing.market_read("005930", broker=broker, limits=limits, now=clock.now())
+    market = reads.market_read("005930", broker=broker, limits=limits, now=clock.now())
     assert (market.price, market.best_bid, market.best_ask) == (PRICE, 71_000, 71_100)
     assert "005930" not in fetches  # nobody joins the failed read again

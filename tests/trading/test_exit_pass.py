@@ -396,7 +396,7 @@ def test_a_lock_left_held_costs_pricesync_one_tick_not_its_thread(new_symbol):
     assert (stuck_exits, free_exits) == (0, 1)
     assert 0.3 <= stuck_s < 30  # the lock timeout, not the holder, ended the wait
     assert "pricesync.db_error" in done.stderr and "lock timeout" in done.stderr
-    assert "pricesync.reconnect" not in done.stderr  # a live connection: not waited on twice
+    assert "db.reconnect" not in done.stderr  # a live connection: not waited on twice
     assert exits(stuck) == [] and len(exits(free)) == 1
     stuck.refresh_from_db()
     assert stuck.reserved_qty == 0  # nothing half-written
