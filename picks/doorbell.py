@@ -9,7 +9,7 @@ read instead of beginning its own (market.reads.market_prefetch). The heads-up i
 Redis without waiting for its answer; it never routes anything, and a route that finds no
 read under way (a heads-up lost, or served by another worker) reads the market itself.
 
-The routers are doorbell lanes (execution/doorbell.py's Lanes) of their own, in a worker that
+The routers are lanes of the bus (core/bus.py) of their own, in a worker that
 consumes the picks queue on a thread pool: PICKS_LANES threads that serve the picks bell only,
 never the execution bell's threads, so that a flood of picks cannot hold back an exit. Each
 routes one rung pick at a time, and the order an entry becomes is sent by the picks' own sender
@@ -31,8 +31,8 @@ from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 
-from core import clock
-from execution import dispatch, doorbell
+from core import bus, clock
+from execution import dispatch
 from execution.broker import get_broker
 from execution.sender import InProcessSender
 from market import reads
@@ -118,14 +118,14 @@ def _route_rung(payload: dict, broker) -> None:
             )
 
 
-PICKS = doorbell.Bell(QUEUE_KEY, LANES_KEY, _serve)
+PICKS = bus.Bell(QUEUE_KEY, LANES_KEY, _serve)
 
 
 def ring(items: Sequence[str]) -> bool:
     """Announce committed picks (item() each) to the routers' lanes, one ring each (lanes
     route them side by side, oldest first); False when no lane listens or Redis cannot be
     reached (the caller enqueues the route task instead)."""
-    return doorbell.push(PICKS, items)
+    return bus.push(PICKS, items)
 
 
 @contextlib.contextmanager
@@ -134,9 +134,9 @@ def heads_up(picks: Sequence):
     lanes hear which picks are coming as it begins, so that their market is read while the
     batch is written (nothing when no lane listens). The heads-up is written to Redis without
     waiting for its answer, which is read when the block ends."""
-    sent = doorbell.Unanswered()
+    sent = bus.Unanswered()
     if picks and len(picks) <= settings.PICKS_HEADS_UP_MAX:
-        sent = doorbell.push_unanswered(PICKS, [heads_up_item(map(gates.Ask.of, picks))])
+        sent = bus.push_unanswered(PICKS, [heads_up_item(map(gates.Ask.of, picks))])
     try:
         yield
     finally:
@@ -145,18 +145,18 @@ def heads_up(picks: Sequence):
 
 # --- the picks' own lanes in the worker -----------------------------------------------------------
 
-_worker_lanes: doorbell.Lanes | None = None
+_worker_lanes: bus.Lanes | None = None
 _worker_sender: InProcessSender | None = None
 
 
-def start_for_worker(consumer) -> doorbell.Lanes | None:
+def start_for_worker(consumer) -> bus.Lanes | None:
     """Lanes of their own for the picks bell, in a worker that consumes the picks queue on a
     pool that runs tasks in its own process (threads, solo); None otherwise (the route task
     serves)."""
     global _worker_lanes, _worker_sender
     queues = {queue.name for queue in consumer.task_consumer.queues}
     pool = type(consumer.pool).__module__
-    if not doorbell.enabled() or "picks" not in queues or settings.PICKS_LANES < 1:
+    if not bus.enabled() or "picks" not in queues or settings.PICKS_LANES < 1:
         return None
     if not pool.endswith((".thread", ".solo")):
         logger.info(
@@ -169,7 +169,9 @@ def start_for_worker(consumer) -> doorbell.Lanes | None:
     # transaction commits, then sends the order; the lane is free for the next ring.
     _worker_sender = InProcessSender(broker=get_broker())
     dispatch.install(_worker_sender)
-    _worker_lanes = doorbell.Lanes(count=settings.PICKS_LANES, bells=(PICKS,)).start()
+    _worker_lanes = bus.Lanes(
+        count=settings.PICKS_LANES, broker=get_broker(), bells=(PICKS,)
+    ).start()
     return _worker_lanes
 
 

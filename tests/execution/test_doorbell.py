@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
+from core import bus as core_bus
 from core import clock
 from execution import doorbell, services
 from execution.models import Order, OrderIntent
@@ -40,18 +41,21 @@ def bus():
 
 @pytest.fixture
 def lanes(kis_sim, bus):
-    running = doorbell.Lanes(
-        count=2, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="test-lanes"
+    running = core_bus.Lanes(
+        count=2,
+        broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+        owner="test-lanes",
+        bells=(doorbell.EXECUTION,),
     ).start()
     yield running
     running.stop()
 
 
-def _listening_as(lanes: "doorbell.Lanes | str") -> None:
+def _listening_as(lanes: "core_bus.Lanes | str") -> None:
     """A lane owner renewed, as if its lanes listened (whatever their threads do), and seen so
     by the next intent's transaction."""
     if isinstance(lanes, str):
-        lanes = doorbell.Lanes(count=1, owner=lanes)
+        lanes = core_bus.Lanes(count=1, owner=lanes, bells=(doorbell.EXECUTION,))
     lanes._alive()
     doorbell.listening_forget()
 
@@ -86,8 +90,11 @@ def test_with_nobody_listening_the_execute_task_is_queued(bus):
 
 
 def test_stopped_lanes_stop_answering_at_once(kis_sim, bus):
-    running = doorbell.Lanes(
-        count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="test-stop"
+    running = core_bus.Lanes(
+        count=1,
+        broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+        owner="test-stop",
+        bells=(doorbell.EXECUTION,),
     ).start()
     assert doorbell.ring("probe")  # answered: the id waits for the lane
     wait_until(lambda: bus.llen(doorbell.QUEUE_KEY) == 0, "the lane to take the probe")
@@ -99,7 +106,7 @@ def test_whether_lanes_listen_is_asked_of_redis_at_most_once_a_ttl(bus, monkeypa
     # Asked inside the intent's transaction: a fresh answer costs a round trip under the lock.
     monkeypatch.setattr(doorbell, "LISTENING_TTL_S", 600)  # however slow this machine is
     assert not doorbell.listening()
-    doorbell.Lanes(count=1, owner="late-starter")._alive()
+    core_bus.Lanes(count=1, owner="late-starter", bells=(doorbell.EXECUTION,))._alive()
     assert not doorbell.listening()  # the kept answer
     monkeypatch.setattr(doorbell, "_listening", (0.0, False))  # the TTL ran out
     assert doorbell.listening()
@@ -112,8 +119,11 @@ def test_a_lane_that_lapses_is_not_counted(bus):
 
 
 def test_with_a_lane_listening_the_order_is_recorded_in_the_intents_own_transaction(kis_sim, bus):
-    listener = doorbell.Lanes(
-        count=1, broker=kis_worker.client_for(sim_dict(kis_sim), rate=50), owner="claimed-path"
+    listener = core_bus.Lanes(
+        count=1,
+        broker=kis_worker.client_for(sim_dict(kis_sim), rate=50),
+        owner="claimed-path",
+        bells=(doorbell.EXECUTION,),
     )
     _listening_as(listener)  # listening, its threads not started yet
     intent = services.entry_intent_open(symbol="005930", qty=3, idempotency_key=key())
@@ -181,19 +191,19 @@ def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
 def _ring_script_loaded():
     """The ring's script, loaded on Redis (push loads it at its first call; a push whose answer
     is read later only sends its SHA)."""
-    script = doorbell._script(doorbell._RING)
-    script.registered_client.script_load(doorbell._RING)
+    script = core_bus._script(core_bus._RING)
+    script.registered_client.script_load(core_bus._RING)
     return script
 
 
 def test_a_push_whose_answer_is_read_later(bus, monkeypatch):
-    monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)
+    monkeypatch.setattr(core_bus, "_unanswered_paused_until", 0.0)
     _ring_script_loaded()
     # Nobody listens: nothing pushed.
-    sent = doorbell.push_unanswered(doorbell.EXECUTION, ["early"])
+    sent = core_bus.push_unanswered(doorbell.EXECUTION, ["early"])
     assert sent.answered() is False and bus.llen(doorbell.QUEUE_KEY) == 0
     _listening_as("push-unanswered")
-    sent = doorbell.push_unanswered(doorbell.EXECUTION, ["early"])
+    sent = core_bus.push_unanswered(doorbell.EXECUTION, ["early"])
     assert bus.lrange(doorbell.QUEUE_KEY, 0, -1) == [b"early"]  # there before it is answered
     assert sent.answered() is True
     assert sent.answered() is False  # read once; the connection is back in its pool
@@ -204,18 +214,18 @@ def test_after_redis_failed_no_push_whose_answer_is_read_later_is_tried_for_a_wh
 ):
     from tests.support import free_port
 
-    monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)
+    monkeypatch.setattr(core_bus, "_unanswered_paused_until", 0.0)
     _listening_as("push-unanswered")
     live = _ring_script_loaded()
     nowhere = redis.Redis.from_url(
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
     )  # as _script makes its client
-    monkeypatch.setitem(doorbell._scripts, doorbell._RING, nowhere.register_script(doorbell._RING))
-    assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
+    monkeypatch.setitem(core_bus._scripts, core_bus._RING, nowhere.register_script(core_bus._RING))
+    assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
     # Redis answers again, but the pause holds: nothing is sent until it ends.
-    monkeypatch.setitem(doorbell._scripts, doorbell._RING, live)
-    assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
+    monkeypatch.setitem(core_bus._scripts, core_bus._RING, live)
+    assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
     assert bus.llen(doorbell.QUEUE_KEY) == 0
-    monkeypatch.setattr(doorbell, "_unanswered_paused_until", 0.0)  # the pause ran out
-    assert doorbell.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is True
+    monkeypatch.setattr(core_bus, "_unanswered_paused_until", 0.0)  # the pause ran out
+    assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is True
     assert bus.llen(doorbell.QUEUE_KEY) == 1

@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError
 
+from core import bus as core_bus
 from core import clock
 from execution import dispatch
 from execution import doorbell as execution_doorbell
@@ -52,7 +53,7 @@ def bus():
 @pytest.fixture
 def routers(broker, bus):
     """Lanes on both bells, as in the worker that consumes the execution and picks queues."""
-    running = execution_doorbell.Lanes(
+    running = core_bus.Lanes(
         count=2,
         broker=broker,
         owner="test-routers",
@@ -88,7 +89,7 @@ def test_a_stored_pick_is_routed_by_a_listening_lane_and_no_task_is_queued(
 
 
 def test_picks_of_a_batch_are_rung_one_by_one_and_routed_oldest_first(kis_sim, bus, source):
-    listening = execution_doorbell.Lanes(count=1, owner="not-started-yet", bells=(doorbell.PICKS,))
+    listening = core_bus.Lanes(count=1, owner="not-started-yet", bells=(doorbell.PICKS,))
     listening._alive()  # listening, its threads not started: the rings wait on the list
     ids = ingest(
         source,
@@ -103,7 +104,7 @@ def test_picks_of_a_batch_are_rung_one_by_one_and_routed_oldest_first(kis_sim, b
 
 def test_a_batch_larger_than_the_heads_up_max_is_only_rung(bus, source, settings):
     settings.PICKS_HEADS_UP_MAX = 2
-    listening = execution_doorbell.Lanes(count=1, owner="not-started-yet", bells=(doorbell.PICKS,))
+    listening = core_bus.Lanes(count=1, owner="not-started-yet", bells=(doorbell.PICKS,))
     listening._alive()
     ids = ingest(
         source,
