@@ -30,6 +30,7 @@ lanes serve the picks router's bell (picks/doorbell.py) in a worker that consume
 queue, the execution bell first.
 """
 
+import datetime as dt
 import json
 import logging
 import time
@@ -99,6 +100,7 @@ def order_payload(order) -> dict:
         "side": order.side,
         "qty": order.qty,
         "limit_price": order.limit_price,
+        "at": order.created_at.isoformat(),
     }
 
 
@@ -114,9 +116,7 @@ def order_from_payload(payload: dict):
         side=payload["side"],
         qty=payload["qty"],
         limit_price=payload["limit_price"],
-        # Not carried: the ring does not say when the order was recorded, and the send reads
-        # neither created_at nor updated_at. recorded_order's `at` is typed for its own callers.
-        at=None,  # type: ignore[arg-type]
+        at=dt.datetime.fromisoformat(payload["at"]),
     )
 
 

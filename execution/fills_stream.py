@@ -47,9 +47,7 @@ async def run(*, broker, stop: asyncio.Event, on_ready=lambda: None) -> None:
     if not config.hts_id:
         raise RuntimeError("Set KIS_HTS_ID: fill notices are subscribed by HTS user id.")
 
-    async def on_notice(notice: object) -> None:
-        # KisStream hands its handlers any item; this one is given fill notices only.
-        assert isinstance(notice, FillNotice)
+    async def on_notice(notice: FillNotice) -> None:
         try:
             counts = await asyncio.to_thread(sync_for_notice, notice, broker)
         except Exception as exc:  # noqa: BLE001 - the periodic sync catches up; the stream goes on

@@ -111,7 +111,9 @@ def notice_from(record: dict[str, str]) -> FillNotice:
     )
 
 
-Handler = Callable[[object], None | Awaitable[None]]
+TradeHandler = Callable[[TradeTick], None | Awaitable[None]]
+NoticeHandler = Callable[[FillNotice], None | Awaitable[None]]
+AnyHandler = Callable[[Any], None | Awaitable[None]]
 # on_outage(state, detail, since): state "down" (once an outage lasted alert_after_s) or "up"
 # (the stream works again after a reported outage), `since` the outage's start (time.time()),
 # which names it; run in a thread (it may write to the database).
@@ -125,8 +127,8 @@ class KisStream:
         url: str,
         approval_key: Callable[[], str],
         custtype: str = "P",
-        on_trade: Handler | None = None,
-        on_notice: Handler | None = None,
+        on_trade: TradeHandler | None = None,
+        on_notice: NoticeHandler | None = None,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 5.0,
         approval_key_refused: Callable[[str], None] | None = None,
@@ -326,6 +328,7 @@ class KisStream:
             payload = aes_decrypt(payload, key=key_iv[0], iv=key_iv[1])
         fields: tuple[str, ...]
         parse: Callable[[dict[str, str]], Any]
+        handler: AnyHandler | None
         if tr_id == protocol.WS_TR_TRADE:
             fields, parse, handler = protocol.TRADE_FIELDS, trade_from, self.on_trade
         elif tr_id in (protocol.WS_TR_NOTICE_REAL, protocol.WS_TR_NOTICE_PAPER):
@@ -393,7 +396,7 @@ class KisStream:
             await self._send(*subscription, "1")
 
     @staticmethod
-    async def _dispatch(handler: Handler | None, item: object) -> None:
+    async def _dispatch(handler: AnyHandler | None, item: object) -> None:
         if handler is None:
             return
         result = handler(item)

@@ -74,15 +74,16 @@ class Control:
                 conn.request(method, path, body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 data = json.loads(response.read() or b"{}")
-                break
             except (OSError, http.client.HTTPException):
                 conn.close()
                 self.conn = None
                 if attempt == 2:
                     raise
-        if response.status != 200 or not data.get("ok", True):
-            raise RuntimeError(f"simulator {method} {path}: {response.status} {data}")
-        return data
+                continue
+            if response.status != 200 or not data.get("ok", True):
+                raise RuntimeError(f"simulator {method} {path}: {response.status} {data}")
+            return data
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def close(self) -> None:
         if self.conn is not None:

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from execution.gate import allows
 from market import krx
 from market.reads import Market  # what the router read of the market (market/reads.py)
 
@@ -132,7 +133,7 @@ def screen(
     them before it asks the broker anything. `trading_state` None: not known yet, not
     checked."""
     buy = ask.side == "BUY"
-    if trading_state == "HALTED" or (trading_state == "REDUCING" and buy):
+    if trading_state is not None and not allows(trading_state, ask.side):
         return f"trading is {trading_state}: no new {'entries' if buy else 'orders'}"
     if not ask.source_active:
         return "the source is not active"

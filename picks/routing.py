@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -228,7 +228,7 @@ def account_ahead(
 # --- exits first --------------------------------------------------------------------------------
 
 
-def _exit_reserve(broker) -> tuple[object, list[str], int] | None:
+def _exit_reserve(broker) -> tuple[Any, list[str], int] | None:
     """(the broker's rate limiter, the app keys a route uses, the slots kept for exits), or
     None for a broker without a shared rate (the embedded default's)."""
     limiter, config = getattr(broker, "limiter", None), getattr(broker, "config", None)
@@ -298,6 +298,15 @@ class NotTheOpener(Exception):
     the pick as a risk-gate rejection."""
 
 
+def _profile_of(pick: Pick) -> int:
+    """The exit profile an entry of `pick`'s is watched under (gate 1 refuses a BUY pick whose
+    source has none)."""
+    profile_id = pick.source.exit_profile_id
+    if profile_id is None:
+        raise RuntimeError(f"pick {pick.pk}: its source has no exit profile, past gate 1")
+    return profile_id
+
+
 def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
     """The intent the pick becomes; an entry's position gets the source's exit profile. The
     ledger's services raise their refusals before writing anything, inside savepoints of
@@ -317,11 +326,7 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
         # One INSERT … ON CONFLICT DO NOTHING: a position already watched keeps its profile.
         # (The position's own save bumps its symbol's cached book once this commits.)
         PositionExitState.objects.bulk_create(
-            [
-                PositionExitState(
-                    position_id=intent.position_id, profile_id=pick.source.exit_profile_id
-                )
-            ],
+            [PositionExitState(position_id=intent.position_id, profile_id=_profile_of(pick))],
             ignore_conflicts=True,
         )
         PositionOpener.objects.bulk_create(
@@ -336,7 +341,9 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
         )
         return intent
     position = Position.objects.get(symbol=pick.symbol, status=Position.Status.OPEN)
-    if not PositionOpener.objects.filter(position=position, source=pick.source_id).exists():
+    # The source's key is its code (the foreign key's to_field), which django-stubs cannot see.
+    opener = PositionOpener.objects.filter(position=position, source=pick.source_id)  # type: ignore[misc]
+    if not opener.exists():
         raise NotTheOpener(
             f"SELL refused: the open {pick.symbol} position was not opened by source "
             f"{pick.source_id}; a source sells only positions its own BUY picks opened"
@@ -404,7 +411,7 @@ def _entry_at_once(
                 PositionExitState,
                 {
                     "position_id": Ref.POSITION_ID,
-                    "profile_id": pick.source.exit_profile_id,
+                    "profile_id": _profile_of(pick),
                     "high_water_mark": None,
                     "peak_qty": 0,
                     "tiers_done": 0,
@@ -617,6 +624,8 @@ def _route_at_once(
     any transaction: BEGIN, the locked read and COMMIT spared. None, with nothing written,
     when the locked path must decide: a rejection (written under the locks), a SELL, a
     symbol with an open position, or anything read ahead that moved."""
+    if ahead.taken is None:
+        return None
     pick, gate_settings, state = ahead.taken
     if state != TradingState.State.ACTIVE or (rung is not None and pick.symbol != rung.symbol):
         return None
@@ -716,6 +725,7 @@ def _route_locked(
             account = dataclasses.replace(ahead.account, trading_state=state)
         else:
             account = account_read(pick.symbol, trading_state=state, now=now)
+        assert market is not None  # read whenever the pick passed the screen
         decision = gates.route(
             ask, market, account, limits, now=now, session_open=opens, session_close=closes
         )

@@ -390,18 +390,19 @@ def book(
 ) -> Book:
     """The book for every symbol (None) or for one symbol's ticks ([symbol]). Several symbols
     at once are read from the database, never cached."""
-    key = gen = None
+    keys: tuple[str, str] | None = None  # the book's cache key and its generation's
     if use_cache and symbols is None:
-        key, gen = BOOK, BOOK_GEN
-    elif use_cache and len(symbols) == 1:
-        key, gen = book_key(symbols[0]), book_gen_key(symbols[0])
-    if key is not None:
-        cached, gens = _cached(key, [gen], found if symbols is not None else None)
-        if cached is not None and cached[0] == rules.version:
-            return cached[1]
+        keys = BOOK, BOOK_GEN
+    elif use_cache and symbols is not None and len(symbols) == 1:
+        keys = book_key(symbols[0]), book_gen_key(symbols[0])
+    if keys is None:
+        return Book.of(book_from_db(rules, symbols))
+    key, gen = keys
+    cached, gens = _cached(key, [gen], found if symbols is not None else None)
+    if cached is not None and cached[0] == rules.version:
+        return cached[1]
     fresh = Book.of(book_from_db(rules, symbols))
-    if key is not None:
-        _store(key, gens, (rules.version, fresh), BOOK_TTL_S)
+    _store(key, gens, (rules.version, fresh), BOOK_TTL_S)
     return fresh
 
 

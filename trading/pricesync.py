@@ -98,8 +98,8 @@ def _price_and_exits(
     found = hot.read_ahead(symbol) if evaluate and not limits else None
     cached = hot.cached_price(found, symbol) if found else None
     if cached is not None and cached.at <= at.timestamp():
-        px = cached._replace(price=price, at=at.timestamp())
-        exits = exit_pass(symbols=[symbol], prices={symbol: px}, found=found).exits
+        known = cached._replace(price=price, at=at.timestamp())
+        exits = exit_pass(symbols=[symbol], prices={symbol: known}, found=found).exits
         best_price_write(symbol=symbol, price=price, at=at, source=source)
         return exits
     px = best_price_write(symbol=symbol, price=price, at=at, source=source, **limits)

@@ -78,7 +78,8 @@ class MarketHold:
     REFRESH_S = 1.0
 
     def __init__(self) -> None:
-        self._read = (-math.inf, None)  # (monotonic time of the read, its hold's end)
+        # (monotonic time of the read, its hold's end)
+        self._read: tuple[float, dt.datetime | None] = (-math.inf, None)
 
     def holds(self, now: dt.datetime) -> bool:
         read_at, until = self._read
@@ -198,6 +199,8 @@ def exit_pass(
         return PassResult()  # no exit order could trade: nothing is decided, nothing kept
     auction = phase is Phase.OPENING_AUCTION
     session = market_calendar.session(today)
+    if session is None:  # no exit phase on a day without a session
+        return PassResult()
     # A tick's symbol: profiles and its book in one cache round trip.
     if found is None and use_cache and symbols and len(symbols) == 1:
         found = hot.read_ahead(symbols[0])
@@ -207,7 +210,7 @@ def exit_pass(
     if auction and not any(r.opening_auction_stop for r in rules.rules.values()):
         return PassResult()
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
-    opening = None if session is None else (session.open, session.open + OPENING_SPAN)
+    opening = (session.open, session.open + OPENING_SPAN)
     gaps: dict[int, Decimal] = {}
     if opening is not None and opening[0] - PREQUEUE_LEAD <= now < opening[1] + dt.timedelta(
         seconds=5
@@ -218,6 +221,8 @@ def exit_pass(
     since = market_calendar.phase_began(
         session, Phase.OPENING_AUCTION if auction else Phase.CONTINUOUS
     )
+    if since is None:  # the KRX day has both phases: never met
+        return PassResult()
     if prices is None and symbols is None:  # the full pass: the screen's columns only
         price_of, in_opening = market_prices.price_screen(opening, since)
     else:
@@ -254,9 +259,9 @@ def exit_pass(
         due,
         functools.partial(_held, today=today),
     )
-    if examine and prices is None:
+    if prices is None:
         wanted = sorted({book.symbols[i] for i in examine})
-        prices = market_prices.prices(wanted, use_cache=use_cache)
+        prices = market_prices.prices(wanted, use_cache=use_cache) if wanted else {}
     decided = []
     for i in examine:
         px = prices.get(book.symbols[i])
@@ -275,16 +280,16 @@ def exit_pass(
             gap_down_at=gaps.get(watch.position_id),
         )
         if ev.decision is not None:
-            decided.append((watch, ev, profile, trade))
+            decided.append((watch, ev, ev.decision, profile, trade))
         elif _marks_moved(
             profile, (watch.high_water_mark, watch.peak_qty), (ev.high_water_mark, ev.peak_qty)
         ):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))
     # Exits decided in one pass (the open's burst) go out largest loss first: with KIS's rate
     # the last may leave seconds after the first, and the deepest loss is the one to cut first.
-    for watch, ev, profile, trade in sorted(decided, key=_loss, reverse=True):
-        if ev.decision.rule == "GAP_DOWN":
-            result.exits += gap_down_open(watch.position_id, ev.decision) is not None
+    for watch, ev, decision, profile, trade in sorted(decided, key=_loss, reverse=True):
+        if decision.rule == "GAP_DOWN":
+            result.exits += gap_down_open(watch.position_id, decision) is not None
         else:
             result.exits += (
                 exit_decide(
@@ -299,8 +304,8 @@ def exit_pass(
 
 def _loss(decided: tuple) -> Decimal:
     """The KRW loss a decided exit stands at: (cost − price) × the shares it sells."""
-    watch, ev, _, trade = decided
-    return (Decimal(watch.avg_price) - trade.price) * ev.decision.qty
+    watch, _, decision, _, trade = decided
+    return (Decimal(watch.avg_price) - trade.price) * decision.qty
 
 
 def _marks_moved(rules: Rules, before: tuple, after: tuple) -> bool:
@@ -523,18 +528,18 @@ def _open(
 ) -> OrderIntent | None:
     """Open the decided exit; `locked` is the position already locked in the caller's
     transaction with the trading state read beside it; `new_key` says `key` was just made."""
-    fields = dict(
-        qty=decision.qty,
-        intent_type=decision.rule,
-        idempotency_key=key,
-        reason=decision.reason[:255],
-        limit_price=decision.limit_price,
-        event_at=decision.at,
-        trigger_price=decision.price,
-    )
     try:
         intent = exit_intent_open_locked(
-            locked[0], trading_state=locked[1], new_key=new_key, **fields
+            locked[0],
+            trading_state=locked[1],
+            new_key=new_key,
+            qty=decision.qty,
+            intent_type=decision.rule,
+            idempotency_key=key,
+            reason=decision.reason[:255],
+            limit_price=decision.limit_price,
+            event_at=decision.at,
+            trigger_price=decision.price,
         )
     except (InsufficientAvailableQty, TradingNotAllowed, PositionClosed) as exc:
         logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id, decision.rule, exc)
@@ -621,7 +626,7 @@ def prices_stale_alert(*, stale_s: float, now: dt.datetime | None = None) -> lis
 
     now = now or clock.now()
     at = market_calendar.moment(now)
-    if at.phase not in PRICED_PHASES:
+    if at.phase not in PRICED_PHASES or at.session is None:
         return []
     held = set(
         Position.objects.filter(status=Position.Status.OPEN, qty__gt=0).values_list(

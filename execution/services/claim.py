@@ -90,7 +90,7 @@ def _entry_max_age_s() -> float | None:
 
 def order_claim(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     window_s: float,
     expected: dt.datetime | None = None,
     renew: bool = False,
@@ -124,7 +124,10 @@ def order_claim(
 
 
 def withheld_reason(
-    *, order_id: object, expected: dt.datetime | None = None, max_age_s: float | None = None
+    *,
+    order_id: uuid.UUID | str,
+    expected: dt.datetime | None = None,
+    max_age_s: float | None = None,
 ) -> Withheld:
     """Why order_claim refused the order (read after the fact: the rare path)."""
     order = Order.objects.filter(pk=order_id).first()
@@ -164,7 +167,7 @@ def _older_than(order: Order, seconds: float) -> bool:
     return bool(row and row[0])
 
 
-def order_unclaim(*, order_id: object, claim: dt.datetime) -> bool:
+def order_unclaim(*, order_id: uuid.UUID | str, claim: dt.datetime) -> bool:
     """Give back the claim `claim` of a send whose request never reached KIS (unreachable,
     still rate-limited): the next sender claims afresh, and the attempt is not counted. Only
     that claim: one taken over since is left alone."""
@@ -191,7 +194,7 @@ class SendClaim:
 
     def __init__(
         self,
-        order_id: object,
+        order_id: uuid.UUID | str,
         *,
         window_s: float,
         expected: dt.datetime | None = None,

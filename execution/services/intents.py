@@ -202,7 +202,7 @@ class IntentWrite:
         self,
         *,
         side: str,
-        position_id: int,
+        position_id: int | None,
         symbol: str,
         qty: int,
         intent_type: str,
@@ -221,7 +221,6 @@ class IntentWrite:
             id=uuid.uuid4(),
             intent_type=intent_type,
             side=side,
-            position_id=position_id,
             symbol=symbol,
             qty=qty,
             limit_price=limit_price,
@@ -233,6 +232,8 @@ class IntentWrite:
             created_at=now,
             closed_reason="",
         )
+        if position_id is not None:  # an entry's is the position its statement inserts
+            self.intent.position_id = position_id
         self.record = self.take_recorded is not None and record_allowed
         self.order_id = uuid.uuid4()
         # A taker that can get ready for the order (pricesync's sender) does so while the
@@ -439,7 +440,7 @@ def _exit_open(
         now=now,
     )
     if intent is None:  # the key was used after all (by another position's intent too)
-        return _existing_intent(idempotency_key, position_id=position.pk)
+        return _used(_existing_intent(idempotency_key, position_id=position.pk))
     if granted < qty:
         logger.info(
             "ledger.clamped position_id=%s intent_id=%s requested=%s granted=%s",
@@ -528,6 +529,14 @@ def _lock_or_open_position(symbol: str) -> tuple[Position, bool]:
         # what is committed when it starts): the symbol has none now, so insert again.
 
 
+def _used(intent: OrderIntent | None) -> OrderIntent:
+    """The intent whose key an insert met (ON CONFLICT): it exists, intents are never
+    deleted."""
+    if intent is None:
+        raise RuntimeError("an idempotency key met on insert has no intent")
+    return intent
+
+
 def _existing_entry(idempotency_key: str, symbol: str) -> OrderIntent | None:
     """The entry that holds `idempotency_key`; InvalidInput when another intent holds it."""
     existing = _existing_intent(idempotency_key)
@@ -581,7 +590,7 @@ def entry_intent_open(
         )
         intent = write._written(*write.execute(_sql(_ENTRY_OPEN)))
         if intent is None:  # the key was used after all
-            return _existing_entry(idempotency_key, symbol)
+            return _used(_existing_entry(idempotency_key, symbol))
         if created:
             announce(position)
         return intent

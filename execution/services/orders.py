@@ -294,7 +294,7 @@ RETURNING o.*, intent.intent_type AS intent_kind, intent.created_at AS intent_cr
 
 def order_mark_submitted_fast(
     *,
-    order_id: uuid.UUID,
+    order_id: uuid.UUID | str,
     broker_order_no: str,
     broker_org_no: str = "",
     submitted_at: dt.datetime | None = None,
@@ -322,7 +322,7 @@ def order_mark_submitted_fast(
 
 def order_mark_submitted(
     *,
-    order_id: object,
+    order_id: uuid.UUID | str,
     broker_order_no: str,
     broker_org_no: str = "",
     submitted_at: dt.datetime | None = None,
