@@ -50,7 +50,7 @@ def burst(flavour: str, n: int) -> dict:
             "--app",
             f"{appkey}:{appsecret}",
             "--account",
-            f"50000001-01:{10**13}:bench-hts",
+            f"50000001-01:{10**11}:bench-hts",
             *[arg for s in symbols for arg in ("--symbol", f"{s}:{COST}")],
         )
     except SimulatorNotStarted as exc:
@@ -90,7 +90,7 @@ def burst(flavour: str, n: int) -> dict:
             {
                 "cano": "50000001",
                 "acnt_prdt_cd": "01",
-                "cash": 10**13,
+                "cash": 10**11,
                 "hts_id": "bench-hts",
                 "holdings": [{"pdno": s, "qty": 10, "avg_price": COST} for s in symbols],
             },

@@ -56,7 +56,7 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
             "--app",
             f"{appkey}:{appsecret}",
             "--account",
-            f"50000001-01:{10**13}:bench-hts",
+            f"50000001-01:{10**11}:bench-hts",
             "--symbol",
             f"{SYMBOL}:71000",
         )

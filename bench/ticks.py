@@ -81,7 +81,7 @@ def start_simulator(appkey: str, appsecret: str) -> tuple[subprocess.Popen, str,
             "--app",
             f"{appkey}:{appsecret}",
             "--account",
-            f"{ACCOUNT}:{10**13}:{HTS_ID}",
+            f"{ACCOUNT}:{10**11}:{HTS_ID}",
         )
     except SimulatorNotStarted as exc:
         raise SystemExit(str(exc)) from None
@@ -187,7 +187,7 @@ def main() -> int:
     with on_simulator("bench/ticks.py") as control:
         if control is None:
             return 2
-        from trading.pricesync import SUBSCRIPTION_CAP
+        from market.feed import SUBSCRIPTION_CAP
 
         symbols = pick_symbols(min(SYMBOLS, SUBSCRIPTION_CAP))
         for symbol in symbols:  # listed at the cost, as a new day (no trade printed)
@@ -198,7 +198,7 @@ def main() -> int:
             {
                 "cano": cano,
                 "acnt_prdt_cd": prdt,
-                "cash": 10**13,
+                "cash": 10**11,
                 "hts_id": HTS_ID,
                 "holdings": [{"pdno": s, "qty": HELD, "avg_price": COST} for s in symbols],
             },
