@@ -124,6 +124,8 @@ class Phase(enum.StrEnum):
     CLOSING_AUCTION = "CLOSING_AUCTION"  # orders collected, matched at one price at the close
     AFTER_CLOSE_PRICE = "AFTER_CLOSE_PRICE"  # after-hours, at the day's closing price
     AFTER_SINGLE_PRICE = "AFTER_SINGLE_PRICE"  # after-hours single-price auctions
+    PRE_MARKET = "PRE_MARKET"  # Nextrade's, before KRX's opening auction: continuous
+    AFTER_MARKET = "AFTER_MARKET"  # Nextrade's, after KRX's close: continuous
 
 
 class Matching(enum.StrEnum):
@@ -225,6 +227,48 @@ KRX_DAY: tuple[Slot, ...] = (
 )
 
 
+class Venue(enum.StrEnum):
+    """Where an order is sent: KIS's exchange division (EXCG_ID_DVSN_CD)."""
+
+    KRX = "KRX"
+    NXT = "NXT"  # Nextrade, the alternative exchange trading KRX's stocks since March 2025
+    SOR = "SOR"  # KIS's smart order routing: to KRX or NXT, whichever has the better book
+
+
+# The order types Nextrade takes (KIS's order-cash guide, for EXCG_ID_DVSN_CD NXT): limit, best
+# and priority limit, their IOC and FOK forms and the IOC/FOK market orders, mid-price and
+# stop-limit. Not a plain market order (01). Which of them each of its sessions takes is
+# UNCONFIRMED; Aegis sends limit orders there.
+NXT_ORDERS = frozenset(
+    {ORD_LIMIT, "03", "04", "11", "12", "13", "14", "15", "16", "21", "22", "23", "24"}
+)
+
+# Nextrade's day (docs/market-day.md gives the sources): a pre-market from an hour before KRX's
+# open to ten minutes before it, the main market from 30 s after KRX's open until KRX's closing
+# auction, an after-market from ten minutes after KRX's close to 20:00, all continuous, and
+# nothing while KRX runs its auctions. Anchored to KRX's open and close as KRX's own sessions
+# are; whether Nextrade moves with KRX on a late day is UNCONFIRMED.
+NXT_DAY: tuple[Slot, ...] = (
+    Slot(Phase.PRE_MARKET, _open(-60), _open(-10), NXT_ORDERS, Matching.CONTINUOUS),
+    Slot(
+        Phase.CONTINUOUS,
+        Edge("open", dt.timedelta(seconds=30)),
+        _close(-10),
+        NXT_ORDERS,
+        Matching.CONTINUOUS,
+    ),
+    Slot(
+        Phase.AFTER_MARKET,
+        _close(10),
+        Edge("day", dt.timedelta(hours=20)),
+        NXT_ORDERS,
+        Matching.CONTINUOUS,
+    ),
+)
+
+VENUE_DAYS: dict[Venue, tuple[Slot, ...]] = {Venue.KRX: KRX_DAY, Venue.NXT: NXT_DAY}
+
+
 @dataclass(frozen=True)
 class Moment:
     """Where `at` falls in the KRX day: its phase, its slot (None when closed) and the day's
@@ -289,6 +333,15 @@ def next_phase_start(
         if current in phases
         else next_start(at, phases, day_model)
     )
+
+
+def venue_moment(at: dt.datetime, venue: Venue) -> Moment:
+    """Where `at` falls in the day of the venue an order to `venue` trades on: for SOR, KRX's
+    while KRX takes a limit order, else Nextrade's (KIS routes it to whichever trades)."""
+    if venue is Venue.SOR:
+        krx = moment(at, KRX_DAY)
+        return krx if krx.accepts() else moment(at, NXT_DAY)
+    return moment(at, VENUE_DAYS[venue])
 
 
 @functools.lru_cache(maxsize=4096)

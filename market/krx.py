@@ -2,10 +2,9 @@
 (KIS.md).
 
 Prices are whole KRW. Stocks on KOSPI and KOSDAQ use the tick table in force since 2023-01-25;
-ETFs and ETNs tick by 5 KRW.
+ETFs and ETNs tick by 1 KRW below 2,000 and by 5 KRW from 2,000 (since December 2023;
+docs/market-day.md gives the sources).
 """
-
-import math
 
 # A KRX short code: 6 characters, digits or upper-case letters (005930).
 SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
@@ -20,6 +19,8 @@ _STOCK_TICKS = (
     (500_000, 500),
 )
 _TOP_TICK = 1_000
+# (upper bound, exclusive; tick) for ETFs and ETNs, then ETF_TICK
+_ETF_TICKS = ((2_000, 1),)
 ETF_TICK = 5
 PRICE_LIMIT_PCT = 30
 
@@ -28,12 +29,10 @@ def tick_size(price: int, *, etf: bool = False) -> int:
     """The tick at `price` (the tick of the band the price lies in)."""
     if price <= 0:
         raise ValueError(f"price must be positive, got {price}")
-    if etf:
-        return ETF_TICK
-    for bound, tick in _STOCK_TICKS:
+    for bound, tick in _ETF_TICKS if etf else _STOCK_TICKS:
         if price < bound:
             return tick
-    return _TOP_TICK
+    return ETF_TICK if etf else _TOP_TICK
 
 
 def round_to_tick(price: int, *, direction: str, etf: bool = False) -> int:
@@ -43,9 +42,7 @@ def round_to_tick(price: int, *, direction: str, etf: bool = False) -> int:
     if price <= 0:
         raise ValueError(f"price must be positive, got {price}")
     tick = tick_size(price, etf=etf)
-    down = price - price % tick
-    if direction == "down" and down == 0:
-        raise ValueError(f"no valid price at or below {price}")
+    down = price - price % tick  # never 0: every grid starts at 1 KRW
     if direction == "down" or down == price:
         return down
     # Each band's lower bound is a multiple of the tick below it, so one tick up is always on
@@ -58,13 +55,14 @@ def is_on_tick(price: int, *, etf: bool = False) -> bool:
 
 
 def price_limits(base_price: int, *, etf: bool = False) -> tuple[int, int]:
-    """(lower, upper) limit prices for the day: ±30 % of the base price, on the tick grid,
-    never beyond 30 % (the lower rounds up, the upper rounds down).
-    """
+    """(lower, upper) limit prices for the day, as KRX computes them: 30 % of the base price,
+    cut down to the tick at the base price, either side of it; the upper cut down to the tick at
+    its own price (so both lie within 30 %, on the grid)."""
     if base_price <= 0:
         raise ValueError(f"base price must be positive, got {base_price}")
-    raw_upper = math.floor(base_price * (100 + PRICE_LIMIT_PCT) / 100)
-    raw_lower = math.ceil(base_price * (100 - PRICE_LIMIT_PCT) / 100)
-    upper = round_to_tick(raw_upper, direction="down", etf=etf)
-    lower = round_to_tick(max(raw_lower, 1), direction="up", etf=etf)
+    width = base_price * PRICE_LIMIT_PCT // 100
+    width -= width % tick_size(base_price, etf=etf)
+    upper = round_to_tick(base_price + width, direction="down", etf=etf)
+    # On the grid already when the base is (the ticks nest); a base off the grid rounds inward.
+    lower = round_to_tick(max(base_price - width, 1), direction="up", etf=etf)
     return lower, upper

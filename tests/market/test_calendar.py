@@ -254,3 +254,55 @@ def test_the_phases_are_data():
     assert market_calendar.moment(utc(MONDAY, 8, 10), day_model).phase is P.CONTINUOUS
     assert market_calendar.moment(utc(MONDAY, 17, 10), day_model).phase is P.CONTINUOUS
     assert market_calendar.moment(utc(MONDAY, 17, 40), day_model).phase is P.CLOSED
+
+
+V = market_calendar.Venue
+
+
+@pytest.mark.parametrize(
+    "hh, mm, ss, phase, limit_accepted",
+    [
+        (7, 59, 59, P.CLOSED, False),
+        (8, 0, 0, P.PRE_MARKET, True),
+        (8, 49, 59, P.PRE_MARKET, True),
+        (8, 50, 0, P.CLOSED, False),  # KRX's opening auction: Nextrade pauses
+        (9, 0, 29, P.CLOSED, False),
+        (9, 0, 30, P.CONTINUOUS, True),
+        (15, 19, 59, P.CONTINUOUS, True),
+        (15, 20, 0, P.CLOSED, False),  # KRX's closing auction
+        (15, 39, 59, P.CLOSED, False),
+        (15, 40, 0, P.AFTER_MARKET, True),
+        (19, 59, 59, P.AFTER_MARKET, True),
+        (20, 0, 0, P.CLOSED, False),
+    ],
+)
+def test_the_phases_of_nextrades_day(hh, mm, ss, phase, limit_accepted):
+    at = market_calendar.venue_moment(utc(MONDAY, hh, mm, ss), V.NXT)
+    assert at.phase is phase
+    assert at.accepts(market_calendar.ORD_LIMIT) is limit_accepted
+
+
+def test_nextrade_takes_no_plain_market_order():
+    at = market_calendar.venue_moment(utc(MONDAY, 10, 0), V.NXT)
+    assert at.accepts(market_calendar.ORD_LIMIT)
+    assert not at.accepts(market_calendar.ORD_MARKET)
+
+
+@pytest.mark.parametrize(
+    "hh, mm, phase",
+    [
+        (8, 10, P.PRE_MARKET),  # Nextrade's
+        (8, 55, P.OPENING_AUCTION),  # KRX's
+        (10, 0, P.CONTINUOUS),
+        (15, 25, P.CLOSING_AUCTION),
+        (17, 0, P.AFTER_MARKET),  # KRX takes no limit order now: Nextrade's
+        (20, 30, P.CLOSED),
+    ],
+)
+def test_a_routed_order_trades_where_a_limit_order_is_taken(hh, mm, phase):
+    assert market_calendar.venue_moment(utc(MONDAY, hh, mm), V.SOR).phase is phase
+
+
+def test_nextrade_is_closed_when_krx_is():
+    christmas = dt.date(2026, 12, 25)
+    assert market_calendar.venue_moment(utc(christmas, 10, 0), V.NXT).phase is P.CLOSED

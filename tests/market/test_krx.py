@@ -32,8 +32,9 @@ def test_tick_table(price, tick):
     assert tick_size(price) == tick
 
 
-def test_etf_ticks_by_five():
-    assert tick_size(123_456, etf=True) == 5
+@pytest.mark.parametrize("price, tick", [(1, 1), (1_999, 1), (2_000, 5), (123_456, 5)])
+def test_etf_and_etn_ticks(price, tick):
+    assert tick_size(price, etf=True) == tick
 
 
 @given(prices, st.booleans())
@@ -53,12 +54,19 @@ def test_limits_are_on_the_grid_and_within_thirty_percent(base):
     assert is_on_tick(lower) and is_on_tick(upper)
     assert lower * 100 >= base * 70 and upper * 100 <= base * 130
     assert lower <= base <= upper or not is_on_tick(base)
-    # the next tick out would break the 30 % bound
-    assert (upper + tick_size(upper)) * 100 > base * 130
 
 
-def test_limits_example():
-    assert price_limits(71_000) == (49_700, 92_300)
+@pytest.mark.parametrize(
+    "base, limits",
+    [
+        (71_000, (49_700, 92_300)),
+        (9_980, (6_990, 12_970)),  # KRX's worked example: the width 2,994 cut to 2,990
+        (20_050, (14_050, 26_050)),  # the width cut at the base's tick (50): 6,015 → 6,000
+        (1_999, (1_400, 2_595)),  # the upper cut at its own tick (5)
+    ],
+)
+def test_limits_as_krx_computes_them(base, limits):
+    assert price_limits(base) == limits
 
 
 @pytest.mark.parametrize("bad", [0, -1])
@@ -69,8 +77,3 @@ def test_non_positive_prices_are_refused(bad):
         tick_size(bad)
     with pytest.raises(ValueError):
         price_limits(bad)
-
-
-def test_rounding_down_below_the_first_tick_is_refused():
-    with pytest.raises(ValueError):
-        round_to_tick(3, direction="down", etf=True)
