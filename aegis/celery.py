@@ -11,6 +11,10 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from django.db import close_old_connections
+
+from core.memory import freeze_startup_objects
+from core.metrics import ops_server_start
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
 
@@ -27,24 +31,18 @@ def _recycle_database_connections(task=None, **_):
     close-everything is switched off by DB_REUSE_MAX (settings). Never inside an eager task: it
     runs in its caller's transaction."""
     if task is not None and not getattr(task.request, "is_eager", False):
-        from django.db import close_old_connections
-
         close_old_connections()
 
 
 @worker_ready.connect
 def _serve_metrics(sender=None, **_):
     """/metrics and /health on AEGIS_OPS_PORT, when set (core/metrics.py)."""
-    from core.metrics import ops_server_start
-
     ops_server_start("worker")
 
 
 @beat_init.connect
 def _serve_beat_health(sender=None, **_):
     """Beat's /health (and /metrics) on AEGIS_OPS_PORT, when set: compose's healthcheck."""
-    from core.metrics import ops_server_start
-
     ops_server_start("beat")
 
 
@@ -67,15 +65,11 @@ def _freeze_startup_objects(sender=None, **_):
     """The worker's start-up objects out of the collector's full passes (core/memory.py):
     after the lanes started, before the first task. A prefork pool's children freeze their
     own as they start (below)."""
-    from core.memory import freeze_startup_objects
-
     freeze_startup_objects("worker")
 
 
 @worker_process_init.connect
 def _freeze_child_startup_objects(**_):
-    from core.memory import freeze_startup_objects
-
     freeze_startup_objects("worker-child")
 
 

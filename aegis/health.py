@@ -1,20 +1,18 @@
 """/health/: the web process can reach its database and its cache. /metrics: Prometheus."""
 
-from django.core.cache import cache
-from django.http import JsonResponse
+import hmac
 
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpResponse, JsonResponse
+
+from core import metrics as aegis_metrics
 from core.metrics import database_check
 
 
 def metrics(request):
     """/metrics: this web process's metrics and the shared state, for Prometheus. With
     AEGIS_METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
-    import hmac
-
-    from django.conf import settings
-    from django.http import HttpResponse
-
-    from core import metrics as aegis_metrics
 
     token = settings.AEGIS_METRICS_TOKEN
     sent = request.headers.get("Authorization", "")

@@ -9,6 +9,8 @@ import time
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
+from core.metrics import TASK_QUEUE_WAIT
+
 logger = logging.getLogger("aegis.tasks")
 
 PUBLISHED_AT_HEADER = "aegis_published_at"
@@ -42,8 +44,6 @@ def _log_timing(task=None, task_id=None, state=None, **_):
     run_ms = (time.time() - started) * 1000.0
     wait_ms = getattr(task.request, "aegis_queue_wait_ms", None)
     if wait_ms is not None:
-        from core.metrics import TASK_QUEUE_WAIT
-
         TASK_QUEUE_WAIT.labels(task.name).observe(max(0.0, wait_ms / 1000.0))
     logger.info(
         "task.timing name=%s id=%s state=%s queue_wait_ms=%s run_ms=%.3f",

@@ -84,7 +84,8 @@ def enabled() -> bool:
 
 
 def _script(source: str):
-    """`source` registered on this process's Redis client (thread-safe; made once)."""
+    """`source` registered on this process's Redis client (thread-safe; made once, and loaded
+    on Redis then, so that a push whose answer is read later finds it)."""
     script = _scripts.get(source)
     if script is None:
         with _scripts_lock:
@@ -93,8 +94,20 @@ def _script(source: str):
                     settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
                 )
                 _scripts.update({s: client.register_script(s) for s in (_RING, _LISTENING)})
+                try:
+                    for s in (_RING, _LISTENING):
+                        client.script_load(s)
+                except redis.RedisError:  # loaded by its first call instead
+                    pass
         script = _scripts[source]
     return script
+
+
+def reset() -> None:
+    """Forget this process's Redis client and scripts: the next call makes them afresh from
+    settings.REDIS_URL."""
+    with _scripts_lock:
+        _scripts.clear()
 
 
 def listeners(bell: Bell) -> int:
@@ -119,6 +132,11 @@ def push(bell: Bell, items: Sequence[str]) -> bool:
 # gives a head start must not cost every request a connect timeout while Redis is down.
 UNANSWERED_PAUSE_S = 1.0
 _unanswered_paused_until = 0.0
+
+
+def unanswered_paused() -> bool:
+    """Whether pushes whose answer is read later are paused after a Redis failure."""
+    return time.monotonic() < _unanswered_paused_until
 
 
 def _unanswered_failed(what: str, exc: Exception) -> None:
@@ -162,7 +180,7 @@ def push_unanswered(bell: Bell, items: Sequence[str]) -> Unanswered:
     goes on (for a ring that only gives the lanes a head start; push's own script loads it on
     Redis, so a Redis that lost it answers this one with an error, read as False). Nothing is
     sent for UNANSWERED_PAUSE_S after one met a Redis failure."""
-    if not enabled() or time.monotonic() < _unanswered_paused_until:
+    if not enabled() or unanswered_paused():
         return Unanswered()
     script = _script(_RING)
     pool = script.registered_client.connection_pool

@@ -7,12 +7,16 @@ AEGIS_OPS_PORT is set. The state that belongs to no process (the KIS circuit bre
 queue depths, the last reconciliation) is read from Redis and PostgreSQL when scraped.
 """
 
+import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import redis
+from django.conf import settings
+from django.db import close_old_connections, connection
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -109,9 +113,6 @@ class SharedState:
     def _client(self):
         """One Redis client for every scrape (its pool keeps the connection)."""
         if self._redis is None:
-            import redis
-            from django.conf import settings
-
             self._redis = redis.Redis.from_url(
                 settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
             )
@@ -123,11 +124,9 @@ class SharedState:
             yield from collect()
 
     def _redis_state(self):
-        from django.conf import settings
 
         if not settings.REDIS_URL:
             return
-        import redis
 
         breakers = GaugeMetricFamily(
             "aegis_breaker_state",
@@ -178,7 +177,6 @@ def health_check_register(name: str, check: Callable[[], str]) -> None:
 
 def database_check() -> str:
     """ "ok", or the error's type: a health check reports, never raises."""
-    from django.db import connection
 
     try:
         with connection.cursor() as cursor:
@@ -190,7 +188,6 @@ def database_check() -> str:
 
 def health_checks() -> dict[str, str]:
     """The database and Redis, as this process reaches them, and its own checks."""
-    from django.conf import settings
 
     checks = {"database": database_check()}
     for name, check in list(_process_checks.items()):
@@ -199,8 +196,6 @@ def health_checks() -> dict[str, str]:
         except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
             checks[name] = f"error: {type(exc).__name__}"
     if settings.REDIS_URL:
-        import redis
-
         try:
             redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5).ping()
             checks["redis"] = "ok"
@@ -213,9 +208,6 @@ class _OpsHandler(BaseHTTPRequestHandler):
     process = "process"
 
     def do_GET(self):  # noqa: N802 - the http.server API
-        import json
-
-        from django.db import close_old_connections
 
         close_old_connections()
         if self.path.split("?")[0] == "/metrics":

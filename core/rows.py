@@ -7,6 +7,7 @@ import functools
 import logging
 
 from django.db import InterfaceError, OperationalError, connection
+from django.db.backends.postgresql.base import ServerBindingCursor
 
 logger = logging.getLogger("aegis.db")
 
@@ -47,7 +48,6 @@ def bound_cursor():
     psycopg also prepares a statement run often (its prepare_threshold). Django's wrapping is
     kept: the statement is logged and counted like any other.
     """
-    from django.db.backends.postgresql.base import ServerBindingCursor
 
     connection.close_if_health_check_failed()
     connection.ensure_connection()

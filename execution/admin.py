@@ -21,6 +21,7 @@ from .models import (
     TradingState,
 )
 from .services import intent_cancel, position_flatten, trading_state_set
+from .services.quarantine import order_release
 
 
 class ReadOnlyAdminMixin:
@@ -221,7 +222,6 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         permissions=["release"],
     )
     def release(self, request, queryset):
-        from .services.quarantine import order_release
 
         done = sum(
             order_release(order_id=o.pk, by=request.user.get_username())

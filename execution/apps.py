@@ -1,4 +1,9 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
+
+from core import metrics
+from core.rows import prepares_only_direct
+from kis import client as kis_client
 
 
 class ExecutionConfig(AppConfig):
@@ -6,12 +11,6 @@ class ExecutionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.backends.signals import connection_created
-
-        from core import metrics
-        from core.rows import prepares_only_direct
-        from kis import client as kis_client
-
         from . import alerts, dispatch, selectors, signals
         from .services.handoff import HANDOFF
 

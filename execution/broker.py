@@ -17,6 +17,7 @@ import logging
 from cryptography.fernet import Fernet, InvalidToken
 from django.db import DatabaseError, transaction
 
+from execution.models import BrokerCredential
 from kis.client import KisClient
 from kis.config import AppCredentials, KisConfig
 
@@ -33,7 +34,6 @@ class DatabaseVault:
     an outage cheaper, never a cause of one."""
 
     def get(self, kind: str, app: AppCredentials) -> tuple[str, float] | None:
-        from execution.models import BrokerCredential
 
         try:
             row = BrokerCredential.objects.filter(
@@ -56,7 +56,6 @@ class DatabaseVault:
         return value, row.expires_at.timestamp()
 
     def put(self, kind: str, app: AppCredentials, value: str, expires_at: float) -> None:
-        from execution.models import BrokerCredential
 
         sealed = _fernet(app).encrypt(value.encode()).decode()
         try:
@@ -76,7 +75,6 @@ class DatabaseVault:
         current = self.get(kind, app)
         if current is None or current[0] != value:
             return
-        from execution.models import BrokerCredential
 
         try:
             BrokerCredential.objects.filter(kind=kind, app_fingerprint=app.fingerprint).delete()

@@ -41,6 +41,10 @@ from django.conf import settings
 from core import bus
 from core.bus import Bell, Lanes
 
+from .broker import get_broker
+from .sender import send_now, send_recorded
+from .services.orders import recorded_order
+
 logger = logging.getLogger("aegis.execution")
 
 QUEUE_KEY = "aegis:execution:doorbell"
@@ -106,7 +110,6 @@ def order_payload(order) -> dict:
 
 def order_from_payload(payload: dict):
     """The recorded order a ring carried, as order_open_recorded returns it (not read back)."""
-    from .services.orders import recorded_order
 
     return recorded_order(
         id=payload["order"],
@@ -124,7 +127,6 @@ def _send_item(item: str, broker) -> None:
     """The execution bell's item: an order recorded in its intent's transaction (JSON), or an
     intent's id. send_now and send_recorded hand whatever they cannot send to the execute
     task."""
-    from .sender import send_now, send_recorded
 
     if item.startswith("{"):
         send_recorded(
@@ -161,7 +163,6 @@ def start_for_worker(consumer, bells: dict[str, Bell] | None = None) -> Lanes | 
             pool.rsplit(".", 1)[-1],
         )
         return None
-    from .broker import get_broker
 
     _worker_lanes = Lanes(
         count=settings.EXECUTION_DOORBELL_LANES, broker=get_broker(), bells=served

@@ -9,7 +9,8 @@ and several rows of one table in id order. PostgreSQL locks a statement's rows i
 FOR UPDATE OF order, so a statement names its position before the rows beside it
 (position_lock, guarded_position_sql) and takes several rows through an ORDER BY id ...
 FOR UPDATE. An intent or order never changes position, so its position id may be read without
-a lock before the position is locked.
+a lock before the position is locked. Two rows are locked alone, never with another: a pick
+source while a person changes it, and the trading state while the day is ended.
 
 The apps above the ledger name their own rows as Guards (a model and field values: no SQL of
 theirs); the statements that lock them are written here, and the ledger's writes that follow
@@ -19,7 +20,7 @@ them in execution/services/intents.py.
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import models
 from django.db.models import QuerySet
@@ -28,6 +29,14 @@ from core.rows import bound_cursor, column, columns, instances
 
 from .gate import allows_sql, trading_state_in_force_sql
 from .models import Order, OrderIntent, Position
+
+M = TypeVar("M", bound=models.Model)
+
+
+def alone_qs_for_update(model: type[M]) -> QuerySet[M]:
+    """A row locked alone, with no other lock held or taken after it in its transaction (a pick
+    source, the trading state)."""
+    return model._default_manager.select_for_update(of=("self",))
 
 
 def position_qs_for_update() -> QuerySet[Position]:
@@ -45,6 +54,18 @@ def intent_qs_for_update() -> QuerySet[OrderIntent]:
 
 def order_qs_for_update() -> QuerySet[Order]:
     return Order.objects.select_for_update(of=("self",))
+
+
+@functools.cache
+def intent_position_lock_sql(name: str, fields: tuple[str, ...]) -> str:
+    """The CTE `name` that locks the position of the intent %(intent_id)s (first: the position
+    before its intent) and reads its `fields`."""
+    read = ", ".join(f"p.{column(Position, f)}" for f in fields)
+    return (
+        f"{name} AS (SELECT {read} FROM {Position._meta.db_table} p "
+        f"WHERE p.id = (SELECT position_id FROM {OrderIntent._meta.db_table} "
+        "WHERE id = %(intent_id)s) FOR UPDATE OF p)"
+    )
 
 
 # --- the rows of the apps above, beside the ledger's ------------------------------------------
@@ -105,6 +126,25 @@ def _position_lock_sql(beside: Beside | None) -> str:
         f"JOIN {beside.model._meta.db_table} b ON b.position_id = p.id "
         f"WHERE p.id = %s FOR UPDATE OF p, b"
     )
+
+
+def beside_lock(model: type[models.Model], position_ids: Sequence[int]) -> None:
+    """Lock the rows of `model` (kept one per position, as Beside) of `position_ids`, in
+    position id order, in the caller's transaction: two writers of overlapping rows never wait
+    on each other in a circle. The caller holds no position lock (one is never taken after)."""
+    with bound_cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {model._meta.db_table} WHERE position_id = ANY(%s::bigint[]) "
+            "ORDER BY position_id FOR UPDATE",
+            [list(position_ids)],
+        )
+
+
+def router_lock(pick: str, gates: str) -> str:
+    """The lock clause of the router's read: the pick (aliased `pick`) only if no other router
+    holds it, then the gate settings (`gates`): one risk decision at a time, on the settings
+    in force."""
+    return f"FOR UPDATE OF {pick} SKIP LOCKED FOR UPDATE OF {gates}"
 
 
 def guard_params(guards: Sequence[Guard]) -> dict[str, Any]:

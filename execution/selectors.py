@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.db import DatabaseError
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce, Now
+from prometheus_client.core import GaugeMetricFamily
 
 from .models import Order, OrderIntent, Position, Reconciliation, Side, TradingState
 
@@ -108,7 +109,6 @@ def orders_in_flight(*, older_than: dt.datetime, limit: int = 500) -> list[str]:
 def reconciliation_metrics():
     """The last reconciliation, for /metrics at scrape time (core.metrics' shared state): left
     out when the database cannot be read."""
-    from prometheus_client.core import GaugeMetricFamily
 
     try:
         run = Reconciliation.objects.order_by("-started_at").only("result", "finished_at").first()

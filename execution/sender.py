@@ -21,6 +21,7 @@ from django.db import DatabaseError, connection, connections
 from core.rows import connection_lost
 
 from .services.submission import intent_submit, order_send
+from .tasks import intent_execute
 
 logger = logging.getLogger("aegis.execution")
 
@@ -64,7 +65,6 @@ def _sending(intent_id: str, send) -> None:
 
 
 def _hand_over(intent_id: str) -> None:
-    from .tasks import intent_execute
 
     try:
         intent_execute.delay(intent_id)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
+
 from . import protocol
 from .breaker import Breakers, Transition
 from .config import AppCredentials, KisConfig
@@ -342,7 +344,6 @@ HOOKS = Hooks()
 def default_breakers(config: KisConfig) -> Breakers:
     """The breakers of this app key pair, their state in Redis (shared by every process),
     their transitions reported to HOOKS."""
-    from django.conf import settings
 
     return Breakers(
         fingerprints={"query": config.query_app.fingerprint, "order": config.order_app.fingerprint},

@@ -9,6 +9,11 @@ import re
 import time
 
 from django.conf import settings
+from django.core.cache import cache
+from limits import parse
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
@@ -51,7 +56,6 @@ def source_key(digest: str) -> str:
 def source_of(digest: str) -> PickSource | None:
     """The source whose token has SHA-256 `digest`: the cache's copy, else PostgreSQL's (kept).
     The cache unreachable: PostgreSQL's, as if nothing were kept."""
-    from django.core.cache import cache
 
     key = source_key(digest)
     try:
@@ -131,9 +135,6 @@ def _rate_limiter():
     url = settings.PICKS_RATE_STORAGE_URL
     limiter = _limiters.get(url)
     if limiter is None:
-        from limits.storage import storage_from_string
-        from limits.strategies import MovingWindowRateLimiter
-
         options = {}
         if url.startswith(("redis://", "rediss://")):
             timeout = settings.PICKS_RATE_STORAGE_TIMEOUT_S
@@ -156,8 +157,6 @@ def require_rate(source: PickSource, picks: int) -> None:
     (picks.rate_unavailable). The rate protects this server from a runaway strategy; what
     protects the account is the router's risk gate, which does not depend on Redis, and
     refusing every pick during a Redis blip would silently drop entries."""
-    from limits import parse
-    from limits.errors import StorageError
 
     try:
         item = parse(source.rate_limit)

@@ -38,6 +38,8 @@ from execution.sender import InProcessSender
 from market import reads
 
 from . import gates
+from .routing import account_ahead, exits_first, exits_short, heads_up_serve
+from .tasks import picks_route_task, route_now
 
 logger = logging.getLogger("aegis.picks")
 
@@ -72,7 +74,6 @@ def _ask(payload: dict) -> gates.Ask:
 def _serve(item: str, broker) -> None:
     """A lane's turn on the picks bell: a heads-up (heads_up_item), or a stored pick's ring
     (item)."""
-    from .routing import exits_short, heads_up_serve
 
     payload = json.loads(item)
     if "heads_up" not in payload:
@@ -89,8 +90,6 @@ def _serve(item: str, broker) -> None:
 def _route_rung(payload: dict, broker) -> None:
     """Route a rung pick; one this lane cannot route (a database error, say) goes to the route
     task, which tries again in another process (a pick already routed is skipped there)."""
-    from .routing import exits_first
-    from .tasks import picks_route_task, route_now
 
     pick_id = payload["id"]
     try:
@@ -180,7 +179,6 @@ def market_lanes_warm() -> int:
     calls, the account: each runs the route's account statement (routing.account_ahead) until
     its connection has it prepared and planned (market.reads.market_lanes_warm). Returns how
     many threads were warmed."""
-    from .routing import account_ahead
 
     return reads.market_lanes_warm(account_ahead, "", trading_state="", now=clock.now(), pick_id=0)
 

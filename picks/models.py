@@ -4,10 +4,12 @@ settings."""
 import datetime as dt
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from limits import parse_many
 
 from execution.models import OrderIntent, Side
 from market.models import symbol_validator
@@ -15,7 +17,6 @@ from market.models import symbol_validator
 
 def _rate_validator(value: str) -> None:
     """A rate in the `limits` package's notation, e.g. "100/second" or "20 per minute"."""
-    from limits import parse_many
 
     try:
         items = parse_many(value)
@@ -29,7 +30,6 @@ def _rate_validator(value: str) -> None:
 
 def default_rate_limit() -> str:
     """A new source's rate (settings.PICKS_DEFAULT_RATE_LIMIT): within KIS's budget."""
-    from django.conf import settings
 
     return settings.PICKS_DEFAULT_RATE_LIMIT
 

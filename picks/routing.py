@@ -32,9 +32,10 @@ from django.db.models import F
 
 from core import clock, metrics
 from core.rows import bound_cursor, columns, instances
+from execution.broker import get_broker
 from execution.exceptions import InsufficientAvailableQty, TradingNotAllowed
 from execution.gate import trading_state_in_force_sql
-from execution.locks import Guard
+from execution.locks import Guard, router_lock
 from execution.models import (
     Fill,
     IntentType,
@@ -452,7 +453,6 @@ CROSS JOIN {gates_table} g
 WHERE p.id = %(pick_id)s AND p.status = 'NEW' AND g.id = 1
 {lock}
 """
-_LOCK = "FOR UPDATE OF p SKIP LOCKED FOR UPDATE OF g"
 
 
 @functools.cache
@@ -461,7 +461,7 @@ def _take_sql(lock: bool) -> str:
         pick=columns(Pick, "p"),
         source=columns(PickSource, "s"),
         gates=columns(GateSettings, "g"),
-        lock=_LOCK if lock else "",
+        lock=router_lock("p", "g") if lock else "",
         state_in_force=trading_state_in_force_sql(),
         pick_table=Pick._meta.db_table,
         source_table=PickSource._meta.db_table,
@@ -760,8 +760,6 @@ def picks_route(
     """Route each pick in turn; counts of each outcome. `rung`: picks as the doorbell's ring
     carried them, by id (pick_route)."""
     if broker is None:
-        from execution.broker import get_broker
-
         broker = get_broker()
     counts = {ROUTED: 0, REJECTED: 0, SKIPPED: 0, DEFERRED: 0}
     for pick_id in pick_ids:

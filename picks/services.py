@@ -14,9 +14,11 @@ from django.db.models import Field
 
 from core import clock
 from core.rows import bound_cursor
+from execution.locks import alone_qs_for_update
 
 from . import doorbell, gates
 from .models import Pick, PickSource
+from .tasks import picks_route_task
 
 logger = logging.getLogger("aegis.picks")
 
@@ -86,7 +88,6 @@ def _route_enqueue(*, source_code: str, picks: list[tuple[int, str]]) -> None:
     """Runs after the commit: the routers' doorbell when a lane listens, else the route task.
     `picks`: (id, the ring's item) of each. The picks are stored either way: if the broker is
     down, say so and leave them NEW for the orphan sweep."""
-    from .tasks import picks_route_task
 
     if doorbell.ring([rung for _, rung in picks]):
         return
@@ -212,7 +213,7 @@ def source_upsert(
     source, whether it was created, and its new token when one was issued (on creation or
     `rotate`). Raises PickSourceInvalid, changing nothing, when a field is refused."""
     with transaction.atomic():
-        source = PickSource.objects.select_for_update().filter(code=code).first()
+        source = alone_qs_for_update(PickSource).filter(code=code).first()
         created = source is None
         if source is None:
             source = PickSource(code=code)

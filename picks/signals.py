@@ -2,6 +2,7 @@
 forgets the cached copies its tokens' digests map to (picks/auth.py), at once and once more
 after the commit, so that a request between the two cannot keep the old row."""
 
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
@@ -10,7 +11,6 @@ from .models import PickSource
 
 
 def _forget(digests) -> None:
-    from django.core.cache import cache
 
     keys = [source_key(d) for d in digests if d]
     if not keys:

@@ -5,15 +5,17 @@ import logging
 
 from celery import shared_task
 
+from execution.broker import get_broker
+
+from .models import GateSettings
+from .routing import orphans, picks_route
+
 logger = logging.getLogger("aegis.picks")
 
 
 def route_now(pick_ids: list[int], routed_by: str, *, broker=None, rung=None) -> dict:
     """Route the picks from this thread (`rung`: as the doorbell's ring carried them, by id);
     each entry's order is sent as this process sends (execution/dispatch.py)."""
-    from execution.broker import get_broker
-
-    from .routing import picks_route
 
     return picks_route(
         pick_ids=pick_ids, routed_by=routed_by, broker=broker or get_broker(), rung=rung
@@ -31,8 +33,6 @@ def picks_route_task(pick_ids: list[int]) -> dict:
 def picks_sweep_task() -> dict:
     """The safety net, every minute: route picks still NEW some seconds after they arrived
     (their route task was never enqueued, or was lost). A warning says how many."""
-    from .models import GateSettings
-    from .routing import orphans
 
     after = dt.timedelta(seconds=GateSettings.current().sweep_after_s)
     pick_ids = orphans(older_than=after)

@@ -17,12 +17,13 @@ from market.calendar import Window
 from market.calendar_sync import overrides_refresh
 
 from .cadence import CadenceDriver, PrequeueDriver
+from .models import CadenceWindow
+from .tasks import exit_pass_task, gap_prequeue_task
 
 logger = logging.getLogger("aegis.trading")
 
 
 def windows_from_db() -> tuple[Window, ...]:
-    from .models import CadenceWindow
 
     return tuple(
         Window(w.anchor, w.start_offset_s, w.end_offset_s, w.interval_ms)
@@ -31,13 +32,11 @@ def windows_from_db() -> tuple[Window, ...]:
 
 
 def send_exit_pass(expires_s: float) -> None:
-    from .tasks import exit_pass_task
 
     exit_pass_task.apply_async(expires=expires_s)
 
 
 def send_gap_prequeue() -> None:
-    from .tasks import gap_prequeue_task
 
     gap_prequeue_task.apply_async(expires=60)
 

@@ -6,6 +6,8 @@ market's (market/calendar_sync.py).
 import datetime as dt
 
 from core import clock
+from execution.alerts import alert_raise
+from execution.models import Alert
 from market.calendar_sync import calendar_differences, overrides_refresh
 
 
@@ -13,8 +15,6 @@ def calendar_check(*, broker, today: dt.date | None = None) -> list[str]:
     """Compare the next CHECK_DAYS days of the calendar, its special days read afresh, with
     KIS's holiday inquiry (opnd_yn: whether the market opens); alert each disagreement once
     (RECONCILIATION, subject "calendar"). Returns the disagreements."""
-    from execution.alerts import alert_raise
-    from execution.models import Alert
 
     overrides_refresh(force=True)
     differ = calendar_differences(broker=broker, today=today or clock.now_seoul().date())

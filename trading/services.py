@@ -21,9 +21,10 @@ from django.db import connection, transaction
 from django.db.models import Max
 
 from core import clock
+from execution.alerts import alert_raise
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.locks import Beside, Guard, position_lock
-from execution.models import IntentType, OrderIntent, Position
+from execution.locks import Beside, Guard, beside_lock, position_lock
+from execution.models import Alert, IntentType, OrderIntent, Position
 from execution.services import (
     Ref,
     Seen,
@@ -32,6 +33,7 @@ from execution.services import (
     exit_open_if,
     market_closed_at,
 )
+from execution.services.day_end import day_end
 from market import calendar as market_calendar
 from market import prices as market_prices
 from market.calendar import Phase
@@ -128,7 +130,6 @@ def last_closed_day(now: dt.datetime) -> market_calendar.Session | None:
 def day_end_run(*, broker) -> dict:
     """End the day orders of the latest trading day closed by now (and any earlier one a
     stopped beat missed): execution's day_end, told by the calendar which day that is."""
-    from execution.services.day_end import day_end
 
     overrides_refresh()
     closed = last_closed_day(clock.now())
@@ -327,31 +328,25 @@ def _held(opened: int, today: dt.date) -> int:
     return market_calendar.trading_days_between(dt.date.fromordinal(opened), today)
 
 
-# The exit states locked in position id order first (execution/locks.py): two passes raising
-# overlapping marks never wait on each other in a circle.
 _MARKS_RAISE = """
-WITH locked AS (
-    SELECT position_id FROM {table} WHERE position_id = ANY(%s::bigint[])
-    ORDER BY position_id FOR UPDATE
-)
 UPDATE {table} AS s SET
     high_water_mark = GREATEST(COALESCE(s.high_water_mark, 0), v.mark),
     peak_qty = GREATEST(s.peak_qty, v.peak), updated_at = now()
-FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak),
-     locked
-WHERE s.position_id = v.id AND locked.position_id = v.id
+FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak)
+WHERE s.position_id = v.id
 """
 
 
 def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
     """Raise the high-water marks and peak qtys the pass saw move, in one statement. Never
     lowers either (another evaluator may have seen a higher price)."""
+    ids = [w.position_id for w, _, _ in moved]
     with transaction.atomic():
+        beside_lock(PositionExitState, ids)  # in position id order (execution/locks.py)
         with connection.cursor() as cursor:
-            ids = [w.position_id for w, _, _ in moved]
             cursor.execute(
                 _MARKS_RAISE.format(table=PositionExitState._meta.db_table),
-                [ids, ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
+                [ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
             )
         hot.positions_changed(w.symbol for w, _, _ in moved)
 
@@ -621,8 +616,6 @@ def prices_stale_alert(*, stale_s: float, now: dt.datetime | None = None) -> lis
     (counted from the open at the earliest): alerted PRICES, once per episode (an episode is
     named by the oldest stale price's time, so a feed that recovers and fails again alerts
     again). Returns the stale symbols."""
-    from execution.alerts import alert_raise
-    from execution.models import Alert
 
     now = now or clock.now()
     at = market_calendar.moment(now)

@@ -9,8 +9,22 @@ from django.conf import settings
 from django.core.cache import cache
 
 from core import clock
+from execution.broker import get_broker
+from execution.models import FlattenPolicy
+from execution.services.expiry import orders_expire
+from execution.services.flatten import flatten_policy_check
+from kis.protocol import Flavour
 
-from .services import exit_pass, gap_prequeue, limit_orders_due
+from .calendar_sync import calendar_check
+from .services import (
+    DECIDED_AGAIN,
+    day_end_run,
+    exit_pass,
+    gap_prequeue,
+    limit_orders_due,
+    prices_stale_alert,
+    prices_stale_since,
+)
 
 logger = logging.getLogger("aegis.trading")
 
@@ -49,10 +63,6 @@ def exit_pass_task() -> dict:
 def exit_orders_expire_task() -> dict:
     """Re-price the engine's exits: cancel those still unfilled TRADING_EXIT_ORDER_TIMEOUT_S into
     the session; their shares are free again and the next evaluation decides at today's price."""
-    from execution.broker import get_broker
-    from execution.services.expiry import orders_expire
-
-    from .services import DECIDED_AGAIN
 
     timeout = dt.timedelta(seconds=settings.TRADING_EXIT_ORDER_TIMEOUT_S)
     if not limit_orders_due(clock.now_seoul(), timeout):
@@ -71,11 +81,6 @@ def flatten_check_task() -> str:
     """The emergency-flatten policy, every few seconds (beat): KIS's order circuit as this
     process's client sees it (shared through Redis), and whether every held price is stale.
     First, any held symbol without a fresh price is alerted (PRICES), whatever the policy."""
-    from execution.broker import get_broker
-    from execution.models import FlattenPolicy
-    from execution.services.flatten import flatten_policy_check
-
-    from .services import prices_stale_alert, prices_stale_since
 
     prices_stale_alert(stale_s=settings.TRADING_PRICES_STALE_ALERT_S)
     policy = FlattenPolicy.current()
@@ -94,9 +99,6 @@ def day_end_task() -> dict:
     """After each trading day's close: its day orders end in the ledger (execution's day_end).
     Every minute; it finds nothing to do but once a day, and catches up a day a stopped beat
     missed."""
-    from execution.broker import get_broker
-
-    from .services import day_end_run
 
     return day_end_run(broker=get_broker())
 
@@ -105,10 +107,6 @@ def day_end_task() -> dict:
 def calendar_check_task() -> list[str]:
     """Once a day (beat, 07:30 Seoul): the market calendar against KIS's holiday inquiry,
     disagreements alerted. The inquiry serves real accounts only."""
-    from execution.broker import get_broker
-    from kis.protocol import Flavour
-
-    from .calendar_sync import calendar_check
 
     broker = get_broker()
     if broker.config.flavour is Flavour.PAPER:

@@ -27,6 +27,7 @@ from django.db import transaction
 from core import clock
 from kis.client import DailyOrder
 
+from ..locks import alone_qs_for_update
 from ..models import Order, TradingState
 from .orders import order_mark_cancelled, order_withdraw_unsent
 from .quarantine import order_quarantine
@@ -108,9 +109,7 @@ def _day_ended(through: dt.date) -> bool:
     fresh system only notes the day: its startup reconciliation is the gate). True when this
     call closed it."""
     with transaction.atomic():
-        state, _ = TradingState.objects.select_for_update().get_or_create(
-            pk=TradingState.SINGLETON_PK
-        )
+        state, _ = alone_qs_for_update(TradingState).get_or_create(pk=TradingState.SINGLETON_PK)
         if state.day_ended_for is not None and state.day_ended_for >= through:
             return False
         first = state.day_ended_for is None

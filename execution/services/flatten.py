@@ -15,6 +15,7 @@ from django.db.models import Max
 
 from core import clock
 
+from ..alerts import alert_raise
 from ..exceptions import InsufficientAvailableQty, PositionClosed
 from ..models import Alert, FlattenPolicy, Position
 from .positions import position_flatten
@@ -71,7 +72,6 @@ def flatten_policy_check(
 
 
 def _decide(policy: FlattenPolicy, *, trigger: str, key: str) -> Alert | None:
-    from ..alerts import alert_raise
 
     with transaction.atomic():
         positions = list(

@@ -26,6 +26,7 @@ from ..exceptions import (
     OrderNotFound,
 )
 from ..gate import allows_sql
+from ..locks import intent_position_lock_sql
 from ..models import Order, OrderIntent, Position, Side, TradingState
 from . import _ledger
 from .trading_state import require_state_allows
@@ -121,6 +122,7 @@ def _sql(template: str) -> str:
         position=Position._meta.db_table,
         order=Order._meta.db_table,
         allows_intent=allows_sql("i.side"),
+        pos=intent_position_lock_sql("pos", ("id", "broker_qty")),
     )
 
 
@@ -136,11 +138,7 @@ def _sql(template: str) -> str:
 # deadlocked against intent_cancel in the race tests. A sell of a position that the last
 # reconciliation found KIS disagreeing with is left to order_open, which caps it.
 _OPEN_RECORDED = """
-WITH pos AS (
-    SELECT p.id, p.broker_qty FROM {position} p
-    WHERE p.id = (SELECT position_id FROM {intent} WHERE id = %(intent_id)s)
-    FOR UPDATE
-), intent AS (
+WITH {pos}, intent AS (
     UPDATE {intent} i SET status = 'ORDERED'
     FROM pos p
     WHERE i.id = %(intent_id)s AND i.status = 'NEW' AND p.id = i.position_id

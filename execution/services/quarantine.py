@@ -17,6 +17,7 @@ import uuid
 
 from core import clock
 
+from ..alerts import alert_raise
 from ..models import Alert, Order
 
 logger = logging.getLogger("aegis.execution")
@@ -45,7 +46,6 @@ def order_quarantine(*, order_id: uuid.UUID, reason: str) -> bool:
         reason,
         extra={"order_id": str(order_id)},
     )
-    from ..alerts import alert_raise
 
     odno = (
         f"KIS order {order['broker_order_no']} of {order['trade_date']:%Y-%m-%d}"
@@ -107,7 +107,6 @@ def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:
         odno or "?",
         reason,
     )
-    from ..alerts import alert_raise
 
     digest = hashlib.sha256(reason.encode()).hexdigest()[:16]
     alert_raise(
@@ -132,7 +131,6 @@ def order_row_unreadable(*, order_id: uuid.UUID, odno: str, reason: str) -> None
         reason,
         extra={"order_id": str(order_id)},
     )
-    from ..alerts import alert_raise
 
     symbol = Order.objects.filter(pk=order_id).values_list("symbol", flat=True).first() or ""
     digest = hashlib.sha256(reason.encode()).hexdigest()[:16]

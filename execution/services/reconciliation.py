@@ -31,6 +31,7 @@ from core import clock
 from kis.client import BadDailyOrder, DailyOrder
 from kis.errors import KisError
 
+from ..alerts import alert_raise
 from ..locks import positions_qs_for_update
 from ..models import Alert, Order, Position, Reconciliation, ReconciliationMismatch
 from .sync import orders_sync
@@ -134,8 +135,6 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
         "unknown_orders": len(unknown),
     }
     if unknown:
-        from ..alerts import alert_raise
-
         alert_raise(
             kind=Alert.Kind.RECONCILIATION,
             severity=Alert.Severity.CRITICAL,
@@ -152,8 +151,6 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
             + hashlib.sha256(" ".join(u["odno"] for u in unknown).encode()).hexdigest()[:24],
         )
     if mismatches:
-        from ..alerts import alert_raise
-
         alert_raise(
             kind=Alert.Kind.RECONCILIATION,
             severity=Alert.Severity.CRITICAL,

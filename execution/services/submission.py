@@ -45,6 +45,7 @@ from ..alerts import alert_raise
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
 from ..models import Alert, Order, OrderIntent, Side
 from .claim import SendClaim, Withheld
+from .intents import intent_cancel
 from .matching import could_be
 from .orders import (
     entry_cutoff,
@@ -147,8 +148,6 @@ def _entry_expired(intent_id) -> bool:
     except ValidationError:
         return False  # a malformed id: order_open says so
     if status == OrderIntent.Status.NEW:
-        from .intents import intent_cancel  # intents imports this module
-
         try:
             intent_cancel(intent_id=intent_id, reason=entry_expired_reason())
         except InvalidIntentState:

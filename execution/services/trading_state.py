@@ -4,9 +4,10 @@ from django.db.models.functions import Now
 
 from core import clock
 
+from ..alerts import alert_raise
 from ..exceptions import InvalidInput, TradingNotAllowed
 from ..gate import allows
-from ..models import TradingState
+from ..models import Alert, TradingState
 
 State = TradingState.State
 
@@ -45,8 +46,6 @@ def reconciliation_succeeded(*, at) -> None:
 def market_closed_refused(*, reason: str) -> None:
     """KIS refused an order as out of its market hours: noted on the trading state (the exit
     engine waits for the next phase from it) and alerted once a Seoul day."""
-    from ..alerts import alert_raise
-    from ..models import Alert
 
     now = clock.now()
     _state_update(market_closed_at=now, market_closed_reason=reason[:255])

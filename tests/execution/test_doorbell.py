@@ -188,17 +188,9 @@ def test_the_execution_worker_listens_on_the_doorbell(kis_sim, bus, tmp_path):
     assert not doorbell.ring("probe"), "the worker's lanes still answer after it stopped"
 
 
-def _ring_script_loaded():
-    """The ring's script, loaded on Redis (push loads it at its first call; a push whose answer
-    is read later only sends its SHA)."""
-    script = core_bus._script(core_bus._RING)
-    script.registered_client.script_load(core_bus._RING)
-    return script
-
-
-def test_a_push_whose_answer_is_read_later(bus, monkeypatch):
-    monkeypatch.setattr(core_bus, "_unanswered_paused_until", 0.0)
-    _ring_script_loaded()
+def test_a_push_whose_answer_is_read_later(bus):
+    core_bus.reset()  # as a process that has not rung yet: its first push is answered too
+    wait_until(lambda: not core_bus.unanswered_paused(), "an earlier test's pause to end")
     # Nobody listens: nothing pushed.
     sent = core_bus.push_unanswered(doorbell.EXECUTION, ["early"])
     assert sent.answered() is False and bus.llen(doorbell.QUEUE_KEY) == 0
@@ -210,22 +202,28 @@ def test_a_push_whose_answer_is_read_later(bus, monkeypatch):
 
 
 def test_after_redis_failed_no_push_whose_answer_is_read_later_is_tried_for_a_while(
-    bus, monkeypatch
+    bus, settings, monkeypatch
 ):
     from tests.support import free_port
 
-    monkeypatch.setattr(core_bus, "_unanswered_paused_until", 0.0)
+    monkeypatch.setattr(core_bus, "UNANSWERED_PAUSE_S", 3.0)
+    wait_until(lambda: not core_bus.unanswered_paused(), "an earlier test's pause to end")
     _listening_as("push-unanswered")
-    live = _ring_script_loaded()
-    nowhere = redis.Redis.from_url(
-        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
-    )  # as _script makes its client
-    monkeypatch.setitem(core_bus._scripts, core_bus._RING, nowhere.register_script(core_bus._RING))
-    assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
-    # Redis answers again, but the pause holds: nothing is sent until it ends.
-    monkeypatch.setitem(core_bus._scripts, core_bus._RING, live)
-    assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
-    assert bus.llen(doorbell.QUEUE_KEY) == 0
-    monkeypatch.setattr(core_bus, "_unanswered_paused_until", 0.0)  # the pause ran out
-    assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is True
+    live = settings.REDIS_URL
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nobody there
+    core_bus.reset()
+    try:
+        assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
+        assert core_bus.unanswered_paused()
+        # Redis answers again, but the pause holds: nothing is sent until it ends.
+        settings.REDIS_URL = live
+        core_bus.reset()
+        assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is False
+        assert bus.llen(doorbell.QUEUE_KEY) == 0
+        wait_until(lambda: not core_bus.unanswered_paused(), "the pause to end", timeout=10)
+        _listening_as("push-unanswered")  # renewed: a lane owner's mark outlives no pause
+        assert core_bus.push_unanswered(doorbell.EXECUTION, ["early"]).answered() is True
+    finally:
+        settings.REDIS_URL = live
+        core_bus.reset()
     assert bus.llen(doorbell.QUEUE_KEY) == 1

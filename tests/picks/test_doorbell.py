@@ -144,7 +144,7 @@ def test_a_lane_that_cannot_route_hands_the_pick_to_the_route_task(bus, monkeypa
     def broken(*args, **kwargs):
         raise DatabaseError("the database went away")
 
-    monkeypatch.setattr("picks.tasks.route_now", broken)
+    monkeypatch.setattr("picks.doorbell.route_now", broken)
     [pick_id] = ingest(source, a_pick(source[0]))  # nobody listens: the task is queued
     bus.delete(TASK_QUEUE)
     doorbell.PICKS.serve(

@@ -354,12 +354,13 @@ def test_pricesync_writes_first_a_trade_older_than_the_cached_price(new_symbol):
 LOCKED_TICKS = """
 import json, time, datetime as dt, django
 django.setup()
+from market.feed import price_handle
 from trading.pricesync import on_price
 at = dt.datetime.fromisoformat({at!r})
 answers = []
 for symbol in {symbols!r}:
     started = time.monotonic()
-    answers.append([on_price(symbol=symbol, price=67_000, at=at, source="WS"),
+    answers.append([price_handle(on_price, symbol=symbol, price=67_000, at=at, source="WS"),
                     time.monotonic() - started])
 print(json.dumps(answers))
 """

@@ -13,7 +13,7 @@ from execution.models import Alert
 from kis import protocol
 from kis.client import Quote
 from market.models import BestPrice
-from tests.support import free_port, in_session
+from tests.support import free_port, in_session, wait_until
 from trading.pricesync import PriceSync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,15 +65,6 @@ def stream_alerts() -> list[tuple[str, str]]:
     )
 
 
-def wait(pred, what: str, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too():
     port = free_port()
     broker = RestOnly(f"ws://127.0.0.1:{port}")
@@ -117,13 +108,13 @@ def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too
     thread.start()
     try:
         # No WebSocket at all: prices come over REST, and the outage is alerted once.
-        wait(lambda: stream_alerts() == [("prices", "down")], "the outage alert")
+        wait_until(lambda: stream_alerts() == [("prices", "down")], "the outage alert")
         polls = broker.polls
-        wait(lambda: broker.polls > polls + 2, "REST polling meanwhile")
+        wait_until(lambda: broker.polls > polls + 2, "REST polling meanwhile")
         assert BestPrice.objects.get(symbol="005930").source == "REST"
         assert stream_alerts() == [("prices", "down")]
         server_up()
-        wait(lambda: stream_alerts() == [("prices", "down"), ("prices", "up")], "its end")
+        wait_until(lambda: stream_alerts() == [("prices", "down"), ("prices", "up")], "its end")
         assert Alert.objects.get(kind=Alert.Kind.STREAM, state="down").severity == "CRITICAL"
     finally:
 
