@@ -14,7 +14,9 @@ gunicorn, a real Celery worker, PostgreSQL, Redis and the KIS simulator.
              the minute, as they would against a cron job.
   throughput BENCH_INGEST_CLIENTS clients post batches of BENCH_INGEST_BATCH picks for
              BENCH_INGEST_S seconds, each batch stored and its route task enqueued (nothing
-             routes them: routing is measured above).
+             routes them: routing is measured above). A drain in this process rejects the
+             stored picks every DRAIN_S, in one statement, as routers would take them, so that
+             the routers' backlog bound (PICKS_QUEUE_MAX) never refuses a batch.
 
 Latency is the order's submitted_at (taken when the simulator's answer is in) minus the moment
 this process began sending the request; every process reads one shifted clock, a trading
@@ -49,6 +51,7 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "10"))
 CLIENTS = int(os.environ.get("BENCH_INGEST_CLIENTS", "4"))
 BATCH = int(os.environ.get("BENCH_INGEST_BATCH", "100"))
 THROUGHPUT_S = float(os.environ.get("BENCH_INGEST_S", "10"))
+DRAIN_S = 0.02
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "3"))
 PRICE = 10_000
 MORNING = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9)))
@@ -285,6 +288,9 @@ class Bench:
         counts = [0] * CLIENTS
         errors: list[str] = []
         symbol = self.symbols[-1]
+        drained = threading.Event()
+        drainer = threading.Thread(target=self._drain, args=(drained,))
+        drainer.start()
 
         def client(i: int) -> None:
             api = Api(self.port, self.token)
@@ -316,6 +322,8 @@ class Bench:
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - began
+        drained.set()
+        drainer.join()
         if errors:
             raise SystemExit(f"throughput clients failed: {errors[:3]}")
         return {
@@ -325,6 +333,24 @@ class Bench:
             "clients": CLIENTS,
             "batch": BATCH,
         }
+
+    def _drain(self, done: threading.Event) -> None:
+        """Every DRAIN_S until `done`: the source's NEW picks rejected, in one statement."""
+        from django.db import connection
+        from django.db.models.functions import Now
+
+        from picks.models import Pick
+
+        try:
+            while not done.wait(DRAIN_S):
+                Pick.objects.filter(source=self.source, status=Pick.Status.NEW).update(
+                    status=Pick.Status.REJECTED,
+                    rejected_gate=Pick.Gate.VALIDITY,
+                    reject_reason="bench: drained",
+                    routed_at=Now(),
+                )
+        finally:
+            connection.close()
 
     def run(self) -> dict:
         from aegis.celery import app
