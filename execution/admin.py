@@ -141,12 +141,13 @@ class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "intent_type",
         "side",
         "symbol",
+        "venue",
         "qty",
         "limit_price",
         "status",
         "reason",
     )
-    list_filter = ("status", "intent_type", "side")
+    list_filter = ("status", "intent_type", "side", "venue")
     search_fields = ("symbol", "idempotency_key", "id")
     date_hierarchy = "created_at"
     list_select_related = ("position",)
@@ -203,6 +204,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "side",
         "symbol",
+        "venue",
         "qty",
         "filled_qty",
         "limit_price",
@@ -210,7 +212,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "broker_order_no",
         "quarantined_at",
     )
-    list_filter = ("status", "side", QuarantinedFilter)
+    list_filter = ("status", "side", "venue", QuarantinedFilter)
     readonly_fields = ("quarantined_at", "quarantine_reason")
     search_fields = ("symbol", "broker_order_no", "id")
     date_hierarchy = "created_at"

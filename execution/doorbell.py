@@ -40,6 +40,7 @@ from django.conf import settings
 
 from core import bus
 from core.bus import Bell, Lanes
+from market.calendar import Venue
 
 from .broker import get_broker
 from .sender import send_now, send_recorded
@@ -101,6 +102,7 @@ def order_payload(order) -> dict:
         "intent": str(order.intent_id),
         "position": order.position_id,
         "symbol": order.symbol,
+        "venue": order.venue,
         "side": order.side,
         "qty": order.qty,
         "limit_price": order.limit_price,
@@ -116,6 +118,7 @@ def order_from_payload(payload: dict):
         intent_id=payload["intent"],
         position_id=payload["position"],
         symbol=payload["symbol"],
+        venue=payload.get("venue", Venue.KRX),  # rung before orders had venues: KRX
         side=payload["side"],
         qty=payload["qty"],
         limit_price=payload["limit_price"],

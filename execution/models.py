@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from market.calendar import Venue
 from market.krx import SYMBOL_PATTERN
 from market.models import symbol_validator
 
@@ -22,6 +23,21 @@ from market.models import symbol_validator
 class Side(models.TextChoices):
     BUY = "BUY", "Buy"
     SELL = "SELL", "Sell"
+
+
+def venue_field() -> models.CharField:
+    """Where an order goes (market.calendar.Venue: KIS's exchange division), KRX unless said
+    otherwise; a database default too, for the statements that insert in raw SQL."""
+    return models.CharField(
+        max_length=3,
+        choices=[(v.value, v.value) for v in Venue],
+        default=Venue.KRX.value,
+        db_default=Venue.KRX.value,
+        help_text="KRX, NXT (Nextrade) or SOR (KIS's smart order routing).",
+    )
+
+
+VENUE_VALID = Q(venue__in=[v.value for v in Venue])
 
 
 class TradingState(models.Model):
@@ -184,6 +200,7 @@ class OrderIntent(models.Model):
     position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="intents")
     # Denormalised from the position so outside writers and the NOTIFY payload need no join.
     symbol = models.CharField(max_length=6, validators=[symbol_validator])
+    venue = venue_field()
     qty = models.BigIntegerField()
     limit_price = models.BigIntegerField(
         null=True, blank=True, help_text="KRW; empty for a market order."
@@ -210,6 +227,7 @@ class OrderIntent(models.Model):
                 name="intent_limit_price_positive",
             ),
             models.CheckConstraint(condition=Q(side__in=["BUY", "SELL"]), name="intent_side_valid"),
+            models.CheckConstraint(condition=VENUE_VALID, name="intent_venue_valid"),
             models.CheckConstraint(
                 condition=Q(status__in=["NEW", "ORDERED", "CANCELLED", "REJECTED"]),
                 name="intent_status_valid",
@@ -247,6 +265,7 @@ class Order(models.Model):
     position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="orders")
     symbol = models.CharField(max_length=6, validators=[symbol_validator])
     side = models.CharField(max_length=4, choices=Side.choices)
+    venue = venue_field()
     qty = models.BigIntegerField()
     filled_qty = models.BigIntegerField(default=0)
     limit_price = models.BigIntegerField(
@@ -292,6 +311,7 @@ class Order(models.Model):
         indexes = [models.Index(fields=["status", "created_at"], name="order_status_created")]
         constraints = [
             models.CheckConstraint(condition=Q(qty__gt=0), name="order_qty_positive"),
+            models.CheckConstraint(condition=VENUE_VALID, name="order_venue_valid"),
             models.CheckConstraint(
                 condition=Q(filled_qty__gte=0) & Q(filled_qty__lte=F("qty")),
                 name="order_filled_within_qty",

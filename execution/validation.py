@@ -2,6 +2,7 @@
 
 import re
 
+from market.calendar import Venue
 from market.krx import SYMBOL_PATTERN
 
 from .exceptions import InvalidInput
@@ -36,6 +37,15 @@ def check_symbol(value: object) -> str:
             "symbol", f"{value!r} is not a KRX short code (6 digits or upper-case letters)."
         )
     return value
+
+
+def check_venue(value: object, *, limit_price: int | None) -> str:
+    """An order's venue (market.calendar.Venue); Nextrade takes no market order."""
+    if value not in tuple(Venue):
+        raise InvalidInput("venue", f"must be one of {', '.join(Venue)}, got {value!r}.")
+    if value == Venue.NXT and limit_price is None:
+        raise InvalidInput("venue", "Nextrade takes no market order: give a limit_price.")
+    return str(value)
 
 
 def check_key(value: object, field: str = "idempotency_key") -> str:

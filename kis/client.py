@@ -174,6 +174,7 @@ class DailyOrder:
     rjct_qty: int
     ord_dvsn_cd: str
     org_no: str = ""  # ord_gno_brno: the KRX_FWDG_ORD_ORGNO a cancel or a modify needs
+    venue: str = ""  # excg_id_dvsn_cd (KRX, NXT, SOR); "" when KIS does not say
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def daily_order_from(r: dict) -> DailyOrder:
         rjct_qty=_count(r, "rjct_qty"),
         ord_dvsn_cd=str(r.get("ord_dvsn_cd") or ""),
         org_no=str(r.get("ord_gno_brno") or ""),
+        venue=str(r.get("excg_id_dvsn_cd") or "").strip()[:3],
     )
 
 
@@ -673,18 +675,33 @@ class KisClient:
         return self.config.connect_timeout_s + self.config.read_timeout_s + 5.0
 
     def order_cash(
-        self, *, side: str, symbol: str, qty: int, price: int | None, before_write=None
+        self,
+        *,
+        side: str,
+        symbol: str,
+        qty: int,
+        price: int | None,
+        venue: str = protocol.EXCG_KRX,
+        before_write=None,
     ) -> OrderAck:
-        """A cash order: limit at `price`, or market when `price` is None. `before_write` is
-        called right before each write of the request (the order's claim); what it raises
+        """A cash order to `venue` (protocol.EXCHANGES): limit at `price`, or market when
+        `price` is None (not on Nextrade, which takes none). `before_write` is called right
+        before each write of the request (the order's claim); what it raises
         (KisWriteWithheld) comes back with nothing sent."""
         if side not in ("BUY", "SELL"):
             raise ValueError(f"side is BUY or SELL, got {side!r}")
+        if venue not in protocol.EXCHANGES:
+            raise ValueError(f"venue is one of {protocol.EXCHANGES}, got {venue!r}")
+        if venue != protocol.EXCG_KRX and self.config.flavour is protocol.Flavour.PAPER:
+            raise ValueError(f"a paper account trades on KRX only, not {venue}")
+        if venue == protocol.EXCG_NXT and price is None:
+            raise ValueError("Nextrade takes no market order")
         body = self._account() | {
             "PDNO": symbol,
             "ORD_DVSN": protocol.ORD_DVSN_MARKET if price is None else protocol.ORD_DVSN_LIMIT,
             "ORD_QTY": str(qty),
             "ORD_UNPR": "0" if price is None else str(price),
+            "EXCG_ID_DVSN_CD": venue,
         }
         data, _ = self._call(
             method="POST",
@@ -774,7 +791,10 @@ class KisClient:
             "ODNO": odno,
             "INQR_DVSN_3": "00",
             "INQR_DVSN_1": "",
-            "EXCG_ID_DVSN_CD": "KRX",
+            # Every venue's orders (a paper account has KRX's only, and takes no ALL).
+            "EXCG_ID_DVSN_CD": protocol.EXCG_KRX
+            if self.config.flavour is protocol.Flavour.PAPER
+            else protocol.EXCG_ALL,
         }
         orders: list[DailyOrder | BadDailyOrder] = []
         for page in self._pages(

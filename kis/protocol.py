@@ -67,6 +67,10 @@ RVSE_CNCL_MODIFY = "01"
 RVSE_CNCL_CANCEL = "02"
 SLL_BUY_ALL, SLL_BUY_SELL, SLL_BUY_BUY = "00", "01", "02"
 CCLD_ALL, CCLD_FILLED, CCLD_UNFILLED = "00", "01", "02"
+# EXCG_ID_DVSN_CD: the exchange an order goes to (KRX, Nextrade, or KIS's smart order routing
+# between them); the daily orders inquiry also takes ALL. Paper accounts trade on KRX only.
+EXCG_KRX, EXCG_NXT, EXCG_SOR, EXCG_ALL = "KRX", "NXT", "SOR", "ALL"
+EXCHANGES = (EXCG_KRX, EXCG_NXT, EXCG_SOR)
 TR_CONT_FIRST, TR_CONT_NEXT = "", "N"
 TR_CONT_MORE = frozenset({"F", "M"})  # a response with these has another page
 TR_CONT_LAST = frozenset({"D", "E"})

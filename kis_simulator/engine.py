@@ -269,6 +269,7 @@ class Order:
     orgn_odno: str = ""
     market: bool = False
     tif: str = "DAY"
+    venue: str = "KRX"  # EXCG_ID_DVSN_CD as sent: KRX, NXT or SOR (one book serves them all)
     filled_qty: int = 0
     filled_amount: int = 0
     cancelled_qty: int = 0  # cancelled, or expired (IOC/FOK)
@@ -488,6 +489,7 @@ class Engine:
         qty: int,
         price: int,
         now: datetime,
+        venue: str = "KRX",
     ) -> tuple[Order, list[Notice]]:
         acct = self.account(account)
         try:
@@ -531,6 +533,7 @@ class Engine:
             ord_tmd=_hms(now),
             market=order_type.pricing == "market",
             tif=order_type.tif,
+            venue=venue,
         )
         self._open(order)
         return order, [self._notice(order, now=now, qty=qty, price=limit, acpt_yn="1")]
@@ -594,6 +597,7 @@ class Engine:
             orgn_odno=original.odno,
             market=order_type.pricing == "market",
             tif=order_type.tif,
+            venue=original.venue,
         )
         self._open(order)
         return order, [self._notice(order, now=now, qty=moved, price=limit, acpt_yn="2")]
@@ -617,6 +621,7 @@ class Engine:
             kind="cancel",
             orgn_odno=original.odno,
             market=original.market,
+            venue=original.venue,
         )
         self.orders[record.odno] = record
         return record, [self._notice(record, now=now, qty=qty, price=original.price, acpt_yn="2")]

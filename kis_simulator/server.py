@@ -495,7 +495,7 @@ def order_row(o: eng.Order, name: str) -> dict[str, str]:
         "cpbc_ordp_mtrl_dvsn_cd": "",
         "ord_orgno": "",
         "rsvn_ord_end_dt": "",
-        "excg_id_dvsn_cd": "KRX",
+        "excg_id_dvsn_Cd": o.venue,  # spelled so in KIS's answer
         "stpm_cndt_pric": "0",
         "stpm_efct_occr_dtmd": "",
     }
@@ -796,6 +796,7 @@ class Simulator:
                 "remaining": o.remaining,
                 "ord_dt": o.ord_dt,
                 "ord_tmd": o.ord_tmd,
+                "venue": o.venue,
             }
             for o in e.orders.values()
         ]
@@ -1167,6 +1168,7 @@ class RestApi:
                 qty=qty,
                 price=price,
                 now=self.sim.clock(),
+                venue=data.get("EXCG_ID_DVSN_CD", "") or protocol.EXCG_KRX,
             )
         except eng.Refusal as refusal:
             self.sim.publish([refusal.notice])
@@ -1194,9 +1196,18 @@ class RestApi:
                 eng.MSG_ORD_DVSN_UNSUPPORTED,
                 eng.REFUSAL_TEXT[eng.MSG_ORD_DVSN_UNSUPPORTED] + f" ({ord_dvsn})",
             )
-        if data.get("EXCG_ID_DVSN_CD", "") not in ("", "KRX"):
+        venue = data.get("EXCG_ID_DVSN_CD", "") or protocol.EXCG_KRX
+        if venue not in protocol.EXCHANGES:
+            raise field_error("EXCG_ID_DVSN_CD", "/".join(protocol.EXCHANGES))
+        if venue != protocol.EXCG_KRX and self.sim.flavour is Flavour.PAPER:
             raise kis_error(
-                REFUSAL_STATUS, MSG_EXCHANGE_UNSUPPORTED, "KRX 외 거래소는 지원하지 않습니다."
+                REFUSAL_STATUS, MSG_EXCHANGE_UNSUPPORTED, "모의투자는 KRX만 가능합니다."
+            )
+        if venue == protocol.EXCG_NXT and ord_dvsn == protocol.ORD_DVSN_MARKET:
+            raise kis_error(
+                REFUSAL_STATUS,
+                eng.MSG_ORD_DVSN_UNSUPPORTED,
+                eng.REFUSAL_TEXT[eng.MSG_ORD_DVSN_UNSUPPORTED] + " (NXT 시장가)",
             )
         # SLL_TYPE 02 (discretionary) and 05 (borrowed-stock sale) are not plain cash sells.
         if side is eng.Side.SELL and data.get("SLL_TYPE", "") not in ("", "01"):
@@ -1277,10 +1288,19 @@ class RestApi:
                 "INQR_DVSN_1",
                 "CTX_AREA_FK100",
                 "CTX_AREA_NK100",
+                "EXCG_ID_DVSN_CD",
             ),
         )
         account = self._account(q)
         start, end = q["INQR_STRT_DT"], q["INQR_END_DT"]
+        venues = (
+            (protocol.EXCG_KRX,)
+            if self.sim.flavour is Flavour.PAPER
+            else (protocol.EXCG_ALL, *protocol.EXCHANGES)
+        )
+        venue = q["EXCG_ID_DVSN_CD"].strip() or protocol.EXCG_KRX
+        if venue not in venues:
+            raise field_error("EXCG_ID_DVSN_CD", "/".join(venues))
         for name in ("INQR_STRT_DT", "INQR_END_DT"):
             if not re.fullmatch(r"\d{8}", q[name]):
                 raise field_error(name, "YYYYMMDD")
@@ -1305,6 +1325,7 @@ class RestApi:
             and (not q["PDNO"].strip() or o.pdno == q["PDNO"].strip())
             and (not odno or o.odno == odno)
             and (not q["ORD_GNO_BRNO"].strip() or o.orgno == q["ORD_GNO_BRNO"].strip())
+            and venue in (protocol.EXCG_ALL, o.venue)
             and (
                 ccld == protocol.CCLD_ALL
                 or (ccld == protocol.CCLD_FILLED and o.filled_qty > 0)

@@ -46,10 +46,13 @@ class Withheld(str, enum.Enum):
     MARKET = "market"  # the KRX day's phase takes no regular order now
 
 
-def market_closed(now: dt.datetime) -> bool:
-    """Whether KRX takes no regular order at `now` (market.calendar's day model), when
-    EXECUTION_MARKET_HOURS asks."""
-    return settings.EXECUTION_MARKET_HOURS and not market_calendar.moment(now).accepts()
+def market_closed(now: dt.datetime, venue: str = market_calendar.Venue.KRX) -> bool:
+    """Whether the venue an order to `venue` trades on takes no limit order at `now`
+    (market.calendar's day models), when EXECUTION_MARKET_HOURS asks."""
+    return (
+        settings.EXECUTION_MARKET_HOURS
+        and not market_calendar.venue_moment(now, market_calendar.Venue(venue)).accepts()
+    )
 
 
 _CLAIM = """
@@ -95,9 +98,11 @@ def order_claim(
     expected: dt.datetime | None = None,
     renew: bool = False,
     max_age_s: float | None = None,
+    venue: str = market_calendar.Venue.KRX,
 ) -> dt.datetime | None:
-    """Take the right to send the order now, for a write that may reach KIS until `window_s`
-    from now: the claim's stamp, or None when it is withheld (withheld_reason says why).
+    """Take the right to send the order (to `venue`, as recorded) now, for a write that may
+    reach KIS until `window_s` from now: the claim's stamp, or None when it is withheld
+    (withheld_reason says why).
 
     `expected` None takes an unclaimed order. Otherwise: with `renew`, the caller's own claim
     `expected` is renewed before another write of the same send (a retry after KIS's rate
@@ -105,7 +110,7 @@ def order_claim(
     has passed. `max_age_s`: refuse an order recorded longer ago than this (a queued payload).
     """
     now = clock.now()
-    if market_closed(now):
+    if market_closed(now, venue):
         return None
     params = {
         "order_id": uuid.UUID(str(order_id)),
@@ -140,7 +145,7 @@ def withheld_reason(
         return Withheld.GONE
     if order.send_started_at is not None and order.send_started_at != expected:
         return Withheld.TAKEN
-    if market_closed(clock.now()):
+    if market_closed(clock.now(), order.venue):
         return Withheld.MARKET
     state = trading_state_get()
     if not allows(state, order.side):
@@ -199,8 +204,10 @@ class SendClaim:
         window_s: float,
         expected: dt.datetime | None = None,
         max_age_s: float | None = None,
+        venue: str = market_calendar.Venue.KRX,
     ) -> None:
         self.order_id = order_id
+        self.venue = venue
         self.window_s = window_s
         self.expected = expected
         self.max_age_s = max_age_s
@@ -213,10 +220,15 @@ class SendClaim:
                 window_s=self.window_s,
                 expected=self.expected,
                 max_age_s=self.max_age_s,
+                venue=self.venue,
             )
         else:
             at = order_claim(
-                order_id=self.order_id, window_s=self.window_s, expected=self.at, renew=True
+                order_id=self.order_id,
+                window_s=self.window_s,
+                expected=self.at,
+                renew=True,
+                venue=self.venue,
             )
         if at is None:
             reason = withheld_reason(

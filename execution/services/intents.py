@@ -17,6 +17,7 @@ from django.db import connection, models, transaction
 
 from core import clock, metrics
 from core.rows import bound_cursor, column, columns, instances
+from market.calendar import Venue
 
 from ..exceptions import (
     InsufficientAvailableQty,
@@ -33,7 +34,7 @@ from ..locks import (
 )
 from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
 from ..signals import announce
-from ..validation import check_key, check_price, check_qty, check_symbol
+from ..validation import check_key, check_price, check_qty, check_symbol, check_venue
 from . import _ledger
 from .handoff import HANDOFF
 from .orders import _sql, recorded_order
@@ -162,22 +163,23 @@ def _check_entry(*, symbol, qty, limit_price, idempotency_key) -> None:
 # already used inserts nothing and reserves nothing: the caller returns the first intent.
 _INTENT_INSERT = """
 intent AS (
-    INSERT INTO {intent} (id, intent_type, side, position_id, symbol, qty, limit_price, status,
-                          reason, idempotency_key, event_at, trigger_price, created_at,
+    INSERT INTO {intent} (id, intent_type, side, position_id, symbol, venue, qty, limit_price,
+                          status, reason, idempotency_key, event_at, trigger_price, created_at,
                           closed_reason)
-    SELECT %(intent_id)s, %(intent_type)s, %(side)s, %(position_id)s, %(symbol)s, %(qty)s,
-           %(limit_price)s, CASE WHEN %(record)s THEN 'ORDERED' ELSE 'NEW' END, %(reason)s,
-           %(key)s, %(event_at)s, %(trigger_price)s, %(now)s, ''
+    SELECT %(intent_id)s, %(intent_type)s, %(side)s, %(position_id)s, %(symbol)s, %(venue)s,
+           %(qty)s, %(limit_price)s, CASE WHEN %(record)s THEN 'ORDERED' ELSE 'NEW' END,
+           %(reason)s, %(key)s, %(event_at)s, %(trigger_price)s, %(now)s, ''
     FROM go
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, position_id, symbol, side, qty, limit_price, status
+    RETURNING id, position_id, symbol, venue, side, qty, limit_price, status
 )"""
 _RECORDED = """
 recorded AS (
-    INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
-                         status, broker_org_no, reject_reason, created_at, updated_at)
-    SELECT %(order_id)s, id, position_id, symbol, side, qty, 0, limit_price, 'NEW', '', '',
-           %(now)s, %(now)s
+    INSERT INTO {order} (id, intent_id, position_id, symbol, venue, side, qty, filled_qty,
+                         limit_price, status, broker_org_no, reject_reason, created_at,
+                         updated_at)
+    SELECT %(order_id)s, id, position_id, symbol, venue, side, qty, 0, limit_price, 'NEW', '',
+           '', %(now)s, %(now)s
     FROM intent WHERE status = 'ORDERED'
     RETURNING id
 )"""
@@ -213,6 +215,7 @@ class IntentWrite:
         trigger_price: int | None = None,
         now: dt.datetime | None = None,
         record_allowed: bool = True,
+        venue: str = Venue.KRX,
     ) -> None:
         self.takers = HANDOFF.takers() if settings.EXECUTION_AUTO_SUBMIT else (None, None)
         self.take_id, self.take_recorded = self.takers
@@ -222,6 +225,7 @@ class IntentWrite:
             intent_type=intent_type,
             side=side,
             symbol=symbol,
+            venue=venue,
             qty=qty,
             limit_price=limit_price,
             status=OrderIntent.Status.NEW,
@@ -251,6 +255,7 @@ class IntentWrite:
             "side": i.side,
             "position_id": i.position_id,
             "symbol": i.symbol,
+            "venue": i.venue,
             "qty": i.qty,
             "limit_price": i.limit_price,
             "record": self.record,
@@ -286,6 +291,7 @@ class IntentWrite:
                     intent_id=intent.id,
                     position_id=intent.position_id,
                     symbol=intent.symbol,
+                    venue=intent.venue,
                     side=intent.side,
                     qty=intent.qty,
                     limit_price=intent.limit_price,
@@ -560,14 +566,17 @@ def entry_intent_open(
     event_at: dt.datetime | None = None,
     trading_state: str | None = None,
     new_key: bool = False,
+    venue: str = Venue.KRX,
 ) -> OrderIntent:
-    """Record a BUY intent for `symbol`, opening an empty position to hold what it buys.
+    """Record a BUY intent for `symbol`, opening an empty position to hold what it buys, for an
+    order to `venue` (market.calendar.Venue).
 
     A caller already in a transaction that read the trading state (trading_state_get) passes
     it as `trading_state`; `new_key` says no intent can hold the key yet (the caller holds the
     lock of what the key names). Either saves a query; the refusals are the same.
     """
     _check_entry(symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key)
+    check_venue(venue, limit_price=limit_price)
     now = clock.now()
 
     with transaction.atomic():
@@ -587,6 +596,7 @@ def entry_intent_open(
             limit_price=limit_price,
             event_at=event_at,
             now=now,
+            venue=venue,
         )
         intent = write._written(*write.execute(_sql(_ENTRY_OPEN)))
         if intent is None:  # the key was used after all

@@ -103,6 +103,7 @@ def order_open(*, intent_id: object, broker_sellable_qty: int | None = None) -> 
             intent=intent,
             position=position,
             symbol=intent.symbol,
+            venue=intent.venue,
             side=intent.side,
             qty=order_qty,
             limit_price=intent.limit_price,
@@ -146,14 +147,14 @@ WITH {pos}, intent AS (
       AND (i.side = 'BUY' OR p.broker_qty IS NULL)
       AND (i.side = 'SELL' OR %(entry_since)s::timestamptz IS NULL
            OR i.created_at >= %(entry_since)s::timestamptz)
-    RETURNING i.id, i.position_id, i.symbol, i.side, i.qty, i.limit_price
+    RETURNING i.id, i.position_id, i.symbol, i.venue, i.side, i.qty, i.limit_price
 )
-INSERT INTO {order} (id, intent_id, position_id, symbol, side, qty, filled_qty, limit_price,
-                     status, broker_org_no, reject_reason, created_at, updated_at)
-SELECT %(order_id)s, id, position_id, symbol, side, qty, 0, limit_price, 'NEW', '', '',
+INSERT INTO {order} (id, intent_id, position_id, symbol, venue, side, qty, filled_qty,
+                     limit_price, status, broker_org_no, reject_reason, created_at, updated_at)
+SELECT %(order_id)s, id, position_id, symbol, venue, side, qty, 0, limit_price, 'NEW', '', '',
        %(now)s, %(now)s
 FROM intent
-RETURNING intent_id, position_id, symbol, side, qty, limit_price
+RETURNING intent_id, position_id, symbol, venue, side, qty, limit_price
 """
 
 
@@ -243,12 +244,13 @@ def order_open_recorded(*, intent_id: object) -> Order | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    intent_pk, position_id, symbol, side, qty, limit_price = row
+    intent_pk, position_id, symbol, venue, side, qty, limit_price = row
     return recorded_order(
         id=order_id,
         intent_id=intent_pk,
         position_id=position_id,
         symbol=symbol,
+        venue=venue,
         side=side,
         qty=qty,
         limit_price=limit_price,

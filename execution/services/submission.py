@@ -76,7 +76,14 @@ class Broker(Protocol):
     def send_window_s(self) -> float: ...
 
     def order_cash(
-        self, *, side: str, symbol: str, qty: int, price: int | None, before_write=None
+        self,
+        *,
+        side: str,
+        symbol: str,
+        qty: int,
+        price: int | None,
+        venue: str = "KRX",
+        before_write=None,
     ) -> OrderAck: ...
 
     def daily_orders(
@@ -203,7 +210,11 @@ def order_send(
     """
     log = {"order_id": str(order.pk), "intent_id": str(order.intent_id)}
     claim = SendClaim(
-        order.pk, window_s=send_window_s(broker), expected=expected, max_age_s=max_age_s
+        order.pk,
+        window_s=send_window_s(broker),
+        expected=expected,
+        max_age_s=max_age_s,
+        venue=order.venue,
     )
     try:
         ack = broker.order_cash(
@@ -211,6 +222,7 @@ def order_send(
             symbol=order.symbol,
             qty=order.qty,
             price=order.limit_price,
+            venue=order.venue,
             before_write=claim,
         )
     except KisWriteWithheld as exc:
@@ -280,12 +292,14 @@ def _withheld(order: Order, reason: Withheld, *, claim: dt.datetime | None, log:
 
 
 def _market_closed(order: Order, claim: dt.datetime | None) -> Outcome:
-    """Not sent while the KRX day takes no regular order (recorded before the close, workers
+    """Not sent while its venue's day takes no limit order (recorded before the close, workers
     down across it): withdrawn, its shares released, alerted once. A day order is not carried
     to the next session on the prices of this one; the exit rules decide again in the next
     phase that allows them."""
-    phase = market_calendar.moment(clock.now()).phase
-    reason = f"not sent: KRX takes no regular order in {phase}; withdrawn, its shares released"
+    phase = market_calendar.venue_moment(clock.now(), market_calendar.Venue(order.venue)).phase
+    reason = (
+        f"not sent: {order.venue} takes no limit order in {phase}; withdrawn, its shares released"
+    )
     return _withdrawn(
         order,
         claim,

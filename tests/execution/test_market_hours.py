@@ -51,7 +51,7 @@ def test_an_order_due_after_the_close_is_withdrawn_not_sent(kis_client, kis_sim,
     assert broker_orders(kis_sim) == []
     order = Order.objects.get(intent=held_exit)
     assert order.status == Order.Status.REJECTED and order.send_started_at is None
-    assert "takes no regular order" in order.reject_reason
+    assert "KRX takes no limit order" in order.reject_reason
     assert Position.objects.get(pk=held_exit.position_id).reserved_qty == 0
     alerts = Alert.objects.filter(kind=Alert.Kind.ORDER, key__endswith=":market-closed")
     assert [(a.severity, a.subject) for a in alerts] == [(Alert.Severity.WARNING, "005930")]

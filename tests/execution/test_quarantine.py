@@ -3,6 +3,8 @@ its order as it is until it reads well; figures the ledger cannot take quarantin
 (left as it is, alerted, visible in the admin) while the rest are brought in line. Real
 PostgreSQL; KIS's answer given as raw rows read by the real client's parsing."""
 
+from types import SimpleNamespace
+
 import pytest
 from django.db import connection
 
@@ -10,6 +12,7 @@ from execution import services
 from execution.models import Alert, Order, Position
 from execution.services.quarantine import order_quarantine
 from execution.services.sync import orders_sync
+from kis import protocol
 from kis.client import KisClient
 from tests.support.ledger import key, open_position, submit
 
@@ -19,6 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class RowsBroker(KisClient):
     """KIS's daily orders answer as the raw rows below (keys as KIS sends them); the client's
     own parsing reads them."""
+
+    config = SimpleNamespace(flavour=protocol.Flavour.REAL)  # a real account: every venue
 
     def __init__(self, rows: list[dict]):
         self.rows = rows

@@ -1,6 +1,8 @@
 """Reconciliation reads KIS strictly and reports KIS's orders the ledger does not know. Real
 PostgreSQL; KIS's answers given as raw pages read by the real client's parsing."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from core import clock
@@ -17,6 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 class PagesBroker(KisClient):
     """KIS as raw pages: the holdings, and today's daily orders."""
+
+    config = SimpleNamespace(flavour=protocol.Flavour.REAL)  # a real account: every venue
 
     def __init__(self, *, holdings: list[dict], orders: list[dict]):
         self.holdings, self.orders = holdings, orders

@@ -62,6 +62,33 @@ def test_orders_fill_and_show_in_the_inquiries(kis_sim, client):
     assert next(h for h in balance.holdings if h.symbol == "005930").ord_psbl_qty == 10
 
 
+def test_orders_go_to_their_venue_and_the_inquiry_reads_every_venue(kis_sim, client):
+    sent = {
+        venue: client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000, venue=venue)
+        for venue in ("KRX", "NXT", "SOR")
+    }
+    orders = {o.odno: o for o in client.daily_orders(start=TODAY, end=TODAY)}
+    assert {venue: orders[ack.odno].venue for venue, ack in sent.items()} == {
+        "KRX": "KRX",
+        "NXT": "NXT",
+        "SOR": "SOR",
+    }
+    with pytest.raises(ValueError, match="no market order"):
+        client.order_cash(side="BUY", symbol="005930", qty=1, price=None, venue="NXT")
+    with pytest.raises(ValueError, match="venue"):
+        client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000, venue="NYSE")
+    assert len(client.daily_orders(start=TODAY, end=TODAY)) == 3  # nothing else went out
+
+
+def test_a_paper_account_sends_to_krx_only(kis_sim_paper):
+    client = kis_worker.client_for(sim_dict(kis_sim_paper), rate=50)
+    with pytest.raises(ValueError, match="KRX only"):
+        client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000, venue="NXT")
+    ack = client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000)
+    [row] = client.daily_orders(start=TODAY, end=TODAY)  # inquired as KRX: paper has no ALL
+    assert (row.odno, row.venue) == (ack.odno, "KRX")
+
+
 def test_quote_and_order_book(client):
     quote = client.price("005930")
     assert quote.price == 71_000 and quote.prev_close == 71_000

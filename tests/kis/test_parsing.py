@@ -2,9 +2,11 @@
 required and bounded, anything else a KisProtocolError naming the field, never a default."""
 
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
+from kis import protocol
 from kis.client import (
     BadDailyOrder,
     DailyOrder,
@@ -207,6 +209,8 @@ def test_an_order_ack_without_a_readable_odno_is_an_unknown_outcome():
 
 class _Pages(KisClient):
     """Only the paging replaced: the rows below, one page."""
+
+    config = SimpleNamespace(flavour=protocol.Flavour.REAL)  # a real account: every venue
 
     def __init__(self, rows):
         self.rows = rows
