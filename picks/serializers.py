@@ -26,19 +26,32 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().enforce_timezone(value)
 
 
+class TextField(serializers.CharField):
+    """A string, as the schema says: a number is refused, not taken as its text (DRF's
+    CharField would store 12345 as "12345", and an id the client sent as a number would not
+    be the id it reads back)."""
+
+    default_error_messages = {"invalid": "Must be a string. / 문자열이어야 합니다."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class PickInSerializer(serializers.Serializer):
     # Ids are kept exactly as sent (no trimming): they are idempotency keys.
-    source = serializers.CharField(
+    source = TextField(
         max_length=32,
         trim_whitespace=False,
         help_text="Strategy id, e.g. 3001: must be the authenticated source's code.",
     )
-    external_id = serializers.CharField(
+    external_id = TextField(
         max_length=128,
         trim_whitespace=False,
         help_text="The strategy's own id for the pick; (source, external_id) is idempotent.",
     )
-    symbol = serializers.CharField(
+    symbol = TextField(
         min_length=6,
         max_length=6,
         trim_whitespace=False,

@@ -97,8 +97,8 @@ def flatten_check_task() -> str:
 @shared_task(name="trading.day_end", expires=50, time_limit=120, ignore_result=True)
 def day_end_task() -> dict:
     """After each trading day's close: its day orders end in the ledger (execution's day_end).
-    Every minute; it finds nothing to do but once a day, and catches up a day a stopped beat
-    missed."""
+    Every 10 s (beat's database schedule); it finds nothing to do but once a day, and catches
+    up a day a stopped beat missed."""
 
     return day_end_run(broker=get_broker())
 

@@ -80,6 +80,8 @@ def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
         ({"external_id": "a\x00b"}, "external_id"),  # PostgreSQL text cannot hold NUL
         ({"external_id": "\ud800"}, "external_id"),  # a lone surrogate is not UTF-8
         ({"external_id": ""}, "external_id"),
+        ({"external_id": 12345}, "external_id"),  # a number: not taken as its text
+        ({"symbol": 5930}, "symbol"),
     ],
 )
 def test_one_bad_pick_refuses_the_whole_batch_with_its_field_errors(
