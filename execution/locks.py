@@ -128,16 +128,16 @@ def _position_lock_sql(beside: Beside | None) -> str:
     )
 
 
-def beside_lock(model: type[models.Model], position_ids: Sequence[int]) -> None:
-    """Lock the rows of `model` (kept one per position, as Beside) of `position_ids`, in
-    position id order, in the caller's transaction: two writers of overlapping rows never wait
-    on each other in a circle. The caller holds no position lock (one is never taken after)."""
-    with bound_cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {model._meta.db_table} WHERE position_id = ANY(%s::bigint[]) "
-            "ORDER BY position_id FOR UPDATE",
-            [list(position_ids)],
-        )
+@functools.cache
+def beside_locked_sql(model: type[models.Model]) -> str:
+    """The CTE `locked` that locks the rows of `model` (kept one per position, as Beside) whose
+    position ids are its one parameter (a bigint array), in position id order: two writers of
+    overlapping rows never wait on each other in a circle. For a statement that writes those
+    rows and holds no position lock (one is never taken after)."""
+    return (
+        f"locked AS (SELECT position_id FROM {model._meta.db_table} "
+        "WHERE position_id = ANY(%s::bigint[]) ORDER BY position_id FOR UPDATE)"
+    )
 
 
 def router_lock(pick: str, gates: str) -> str:

@@ -10,7 +10,7 @@ nothing asked it to is started again.
 What is wanted and what a price means are the caller's (trading/pricesync.py: the symbols with
 managed open positions, each trade evaluated against their exits): `wanted` and `on_price` run
 on the feed's one database thread, so prices are handled in arrival order and its connection is
-closed when the feed stops. By default a price is only written (market/prices.py).
+closed when the feed stops. `price_write` only writes a price (market/prices.py).
 """
 
 import asyncio
@@ -73,10 +73,6 @@ def price_handle(on_price: Callable[..., int], /, **price) -> int:
         return 0
 
 
-def _no_outage_report(state: str, detail: str, since: float) -> None:
-    logger.warning("pricesync.stream %s: %s", state, detail)
-
-
 @dataclass
 class Freshness:
     last_ws: dict[str, float] = field(default_factory=dict)
@@ -93,8 +89,8 @@ class PriceFeed:
         *,
         broker,
         wanted: Callable[[], list[str]],
-        on_price: Callable[..., int] = price_write,
-        on_outage: Callable[[str, str, float], None] = _no_outage_report,
+        on_price: Callable[..., int],
+        on_outage: Callable[[str, str, float], None],
         poll_phases: Collection[market_calendar.Phase] | None = None,
         cap: int = SUBSCRIPTION_CAP,
         follow_s: float = 2.0,
@@ -104,7 +100,8 @@ class PriceFeed:
     ) -> None:
         """`wanted()`: the symbols to follow now, sorted (the first `cap` are subscribed).
         `on_price(symbol=, price=, at=, source=, **limits)`: a price, handled (see
-        price_handle; on_fresh_connection when it may be run again); returns what it
+        price_handle; on_fresh_connection when it may be run again; price_write only writes
+        it); returns what it
         did, as a count (exits opened), logged when not 0. A REST quote comes with its limits
         (prev_close, upper_limit, lower_limit). `poll_phases`: the market phases in which stale
         symbols are quoted over REST (None: always). A WebSocket outage longer than

@@ -23,7 +23,7 @@ from django.db.models import Max
 from core import clock
 from execution.alerts import alert_raise
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.locks import Beside, Guard, beside_lock, position_lock
+from execution.locks import Beside, Guard, beside_locked_sql, position_lock
 from execution.models import Alert, IntentType, OrderIntent, Position
 from execution.services import (
     Ref,
@@ -328,12 +328,15 @@ def _held(opened: int, today: dt.date) -> int:
     return market_calendar.trading_days_between(dt.date.fromordinal(opened), today)
 
 
+# The exit states locked in position id order first (execution/locks.py).
 _MARKS_RAISE = """
+WITH {locked}
 UPDATE {table} AS s SET
     high_water_mark = GREATEST(COALESCE(s.high_water_mark, 0), v.mark),
     peak_qty = GREATEST(s.peak_qty, v.peak), updated_at = now()
-FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak)
-WHERE s.position_id = v.id
+FROM (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])) AS v(id, mark, peak),
+     locked
+WHERE s.position_id = v.id AND locked.position_id = v.id
 """
 
 
@@ -342,11 +345,13 @@ def _marks_raise(moved: list[tuple[hot.Watch, int | None, int]]) -> None:
     lowers either (another evaluator may have seen a higher price)."""
     ids = [w.position_id for w, _, _ in moved]
     with transaction.atomic():
-        beside_lock(PositionExitState, ids)  # in position id order (execution/locks.py)
         with connection.cursor() as cursor:
             cursor.execute(
-                _MARKS_RAISE.format(table=PositionExitState._meta.db_table),
-                [ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
+                _MARKS_RAISE.format(
+                    locked=beside_locked_sql(PositionExitState),
+                    table=PositionExitState._meta.db_table,
+                ),
+                [ids, ids, [m or 0 for _, m, _ in moved], [p for _, _, p in moved]],
             )
         hot.positions_changed(w.symbol for w, _, _ in moved)
 

@@ -67,13 +67,14 @@ def test_failures_open_the_breaker_in_every_process_and_each_change_is_alerted_o
 ):
     hooks, smtp, env = receivers
     ctx = multiprocessing.get_context("spawn")
-    start = time.time() + 8  # the processes start and set Django up meanwhile
-    with ctx.Pool(3) as pool:
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        ready, go = manager.Barrier(4), manager.Barrier(4)  # the 3 processes and this one
         running = pool.starmap_async(
-            kis_worker.breaker_calls, [(sim_dict(kis_sim), env, start, start + 2.5)] * 3
+            kis_worker.breaker_calls, [(sim_dict(kis_sim), env, ready, go, 2.5)] * 3
         )
-        time.sleep(max(0.0, start - 0.2 - time.time()))
+        ready.wait(timeout=60)  # every process has set Django and its client up
         kis_sim.control("/_sim/faults", {"outage_s": 2.0})  # connections dropped for 2 s
+        go.wait(timeout=60)
         results = running.get(timeout=60)
     # Every process met the open circuit: after the first few failures no call reached KIS.
     assert all(r["circuit_open"] > 10 for r in results), results

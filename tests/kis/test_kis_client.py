@@ -131,9 +131,9 @@ def test_a_failing_credentials_alert_leaves_the_calls_own_error(kis_sim):
 
 def test_one_token_for_four_processes(kis_sim):
     ctx = multiprocessing.get_context("spawn")
-    start = time.time() + 3
-    with ctx.Pool(4) as pool:
-        results = pool.starmap(kis_worker.price_calls, [(sim_dict(kis_sim), 50, 3, start)] * 4)
+    with ctx.Manager() as manager, ctx.Pool(4) as pool:
+        together = manager.Barrier(4)
+        results = pool.starmap(kis_worker.price_calls, [(sim_dict(kis_sim), 50, 3, together)] * 4)
     assert all(r["prices"] == [71_000] * 3 for r in results)
     assert issued(kis_sim) == 1
 
@@ -142,10 +142,10 @@ def test_rate_limit_holds_across_four_processes(kis_sim):
     limit, calls = 10, 12
     kis_sim.control("/_sim/limits", {"rps": limit})
     ctx = multiprocessing.get_context("spawn")
-    start = time.time() + 3
-    with ctx.Pool(4) as pool:
+    with ctx.Manager() as manager, ctx.Pool(4) as pool:
+        together = manager.Barrier(4)
         results = pool.starmap(
-            kis_worker.price_calls, [(sim_dict(kis_sim), limit, calls, start)] * 4
+            kis_worker.price_calls, [(sim_dict(kis_sim), limit, calls, together)] * 4
         )
     assert sum(len(r["prices"]) for r in results) == 4 * calls  # none lost
     arrivals = sorted(

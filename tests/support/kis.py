@@ -49,25 +49,20 @@ def client_for(
     )
 
 
-def _start_together(start_at: float) -> None:
-    """Processes started one after another begin their calls at one moment (`start_at`, on
-    the wall clock they share)."""
-    time.sleep(max(0.0, start_at - time.time()))
-
-
-def price_calls(sim: dict, rate: int, calls: int, start_at: float) -> dict:
+def price_calls(sim: dict, rate: int, calls: int, together) -> dict:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
 
     django.setup()
     client = client_for(sim, rate)
-    _start_together(start_at)
+    together.wait(timeout=60)  # every process set up: they begin their calls at once
     return {"prices": [client.price("005930").price for _ in range(calls)]}
 
 
-def breaker_calls(sim: dict, env: dict, start_at: float, until: float) -> dict:
-    """Quotes in a loop from `start_at` to `until` through a client whose breakers open after 5
-    failures and try again after 5 s; what each call met."""
+def breaker_calls(sim: dict, env: dict, ready, go, seconds: float) -> dict:
+    """Quotes in a loop for `seconds` through a client whose breakers open after 5 failures and
+    try again after 5 s, begun once every process is set up (`ready`) and the caller says
+    (`go`: barriers shared with it); what each call met."""
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aegis.settings")
     import django
@@ -80,8 +75,10 @@ def breaker_calls(sim: dict, env: dict, start_at: float, until: float) -> dict:
         sim, 1000, retries=0, read_timeout_s=1.0, breaker_fail_max=5, breaker_reset_s=5.0
     )
     met = {"ok": 0, "failed": 0, "circuit_open": 0}
-    _start_together(start_at)
-    while time.time() < until:
+    ready.wait(timeout=60)
+    go.wait(timeout=60)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
         try:
             client.price("005930")
             met["ok"] += 1
