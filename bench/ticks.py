@@ -356,7 +356,7 @@ class Bench:
 
     def pricesync(self, *, evaluate: bool, send: bool = True):
         from execution.broker import get_broker
-        from kis.protocol import WS_SUBSCRIBED, WS_TR_TRADE
+        from kis.protocol import WS_SUBSCRIBED
 
         bench = self
         sync = stamped_sync_class()(
@@ -376,7 +376,7 @@ class Bench:
                 running.__enter__()
                 deadline = time.monotonic() + 30
                 while any(
-                    sync.stream.acks.get((WS_TR_TRADE, s)) != WS_SUBSCRIBED for s in bench.symbols
+                    sync.stream.acks.get((sync.trade_tr, s)) != WS_SUBSCRIBED for s in bench.symbols
                 ):
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"pricesync's subscriptions: {sync.stream.acks}")

@@ -44,7 +44,12 @@ TR_PRICE = "FHKST01010100"  # the same on paper
 TR_ASKING_PRICE = "FHKST01010200"  # the same on paper
 TR_HOLIDAY = "CTCA0903R"  # real only
 
+# Trade prints: KRX's (H0STCNT0), Nextrade's (H0NXCNT0) and both venues' combined (H0UNCNT0), with
+# the same 46 fields (KIS's samples ccnl_krx, ccnl_nxt, ccnl_total).
 WS_TR_TRADE = "H0STCNT0"
+WS_TR_TRADE_NXT = "H0NXCNT0"
+WS_TR_TRADE_TOTAL = "H0UNCNT0"
+WS_TR_TRADES = frozenset({WS_TR_TRADE, WS_TR_TRADE_NXT, WS_TR_TRADE_TOTAL})
 WS_TR_NOTICE_REAL = "H0STCNI0"
 WS_TR_NOTICE_PAPER = "H0STCNI9"
 
@@ -54,6 +59,13 @@ def tr_id(real_tr_id: str, flavour: Flavour) -> str:
     if flavour is Flavour.PAPER and real_tr_id[:1] in {"T", "J", "C"}:
         return "V" + real_tr_id[1:]
     return real_tr_id
+
+
+def trade_tr_id(flavour: Flavour) -> str:
+    """The trade feed a position's prices come from: both venues' on a real account, where a
+    holding trades on KRX and Nextrade for twelve hours a day; KRX's on paper, which trades on
+    KRX only (whether paper's stream serves H0UNCNT0 is UNCONFIRMED)."""
+    return WS_TR_TRADE if flavour is Flavour.PAPER else WS_TR_TRADE_TOTAL
 
 
 def notice_tr_id(flavour: Flavour) -> str:

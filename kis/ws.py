@@ -1,4 +1,5 @@
-"""The KIS WebSocket client: H0STCNT0 trades and H0STCNI0/H0STCNI9 fill notices.
+"""The KIS WebSocket client: trades (KRX's, Nextrade's or both venues') and H0STCNI0/H0STCNI9
+fill notices.
 
 It keeps the set of subscriptions it was asked for, so after a dropped connection it reconnects
 with backoff and subscribes to all of them again. Fill notices arrive AES-256-CBC encrypted with
@@ -329,7 +330,7 @@ class KisStream:
         fields: tuple[str, ...]
         parse: Callable[[dict[str, str]], Any]
         handler: AnyHandler | None
-        if tr_id == protocol.WS_TR_TRADE:
+        if tr_id in protocol.WS_TR_TRADES:
             fields, parse, handler = protocol.TRADE_FIELDS, trade_from, self.on_trade
         elif tr_id in (protocol.WS_TR_NOTICE_REAL, protocol.WS_TR_NOTICE_PAPER):
             fields, parse, handler = protocol.NOTICE_FIELDS, notice_from, self.on_notice

@@ -131,6 +131,7 @@ class Tick:
     open_time: str
     high_time: str
     low_time: str
+    venue: str = "KRX"  # where it printed: KRX's trade feed (H0STCNT0) or Nextrade's (H0NXCNT0)
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,8 @@ class Order:
     orgn_odno: str = ""
     market: bool = False
     tif: str = "DAY"
-    venue: str = "KRX"  # EXCG_ID_DVSN_CD as sent: KRX, NXT or SOR (one book serves them all)
+    venue: str = "KRX"  # EXCG_ID_DVSN_CD as sent: KRX, NXT or SOR
+    routed: str = "KRX"  # the venue it trades on: its own, or where SOR sent it (Engine.route)
     filled_qty: int = 0
     filled_amount: int = 0
     cancelled_qty: int = 0  # cancelled, or expired (IOC/FOK)
@@ -324,7 +326,11 @@ class Engine:
         # UNCONFIRMED whether KIS sends an H0STCNI0 reject notice for an order its API refuses;
         # the simulator does (with an empty ODER_NO, as no order number was given) unless told not.
         self.reject_notices = reject_notices
-        self.session_open = True  # continuous trading: prices print and orders match
+        self.session_open = True  # KRX's continuous trading: prices print and orders match
+        # Nextrade's continuous market (its pre-, main and after-market): orders routed there
+        # are taken and match on the symbol's price. None: it follows KRX's session (sessions
+        # set by hand: one market for every venue); the exchange's day (day.py) sets it.
+        self.nxt_open: bool | None = None
         # A call auction (KRX's opening 08:30–09:00 and closing 15:20–15:30): orders are taken
         # but nothing trades; prices set are the expected price; its end matches every order
         # that crosses at one price (set_session).
@@ -337,6 +343,32 @@ class Engine:
         self.fills: list[Fill] = []
         self._open_by_symbol: dict[str, dict[str, Order]] = {}
         self._next_odno = first_odno
+
+    # --- venues -------------------------------------------------------------------------------
+    def trading(self, venue: str) -> bool:
+        """Whether orders on `venue` (KRX or NXT) match as prices print now."""
+        if venue == protocol.EXCG_NXT and self.nxt_open is not None:
+            return self.nxt_open
+        return self.session_open
+
+    def accepting(self, venue: str) -> bool:
+        """Whether `venue` (KRX or NXT) takes an order now (in KRX's auctions too)."""
+        if venue == protocol.EXCG_NXT and self.nxt_open is not None:
+            return self.nxt_open
+        return self.session_open or self.auction
+
+    def route(self, venue: str) -> str:
+        """The venue an order sent to `venue` trades on. SOR: the venue with the better book
+        for it; the simulator keeps one price per symbol, so both quote alike and SOR takes
+        KRX while KRX takes orders, else Nextrade. (KIS's rule for a tie is UNCONFIRMED.)"""
+        if venue != protocol.EXCG_SOR:
+            return venue
+        if self.accepting(protocol.EXCG_KRX) or not self.accepting(protocol.EXCG_NXT):
+            return protocol.EXCG_KRX
+        return protocol.EXCG_NXT
+
+    def _any_trading(self) -> bool:
+        return self.session_open or bool(self.nxt_open)
 
     # --- set-up -------------------------------------------------------------------------------
     def set_account(
@@ -428,7 +460,7 @@ class Engine:
             candidate.open_time = candidate.high_time = candidate.low_time = _hms(now)
             candidate.volume = candidate.amount = candidate.last_volume = 0
             return []
-        if price is None or not self.session_open:
+        if price is None or not self._any_trading():
             candidate.price = new_price
             return []
         return [self._trade(candidate, new_price, now)] + self._match(candidate, now)
@@ -445,13 +477,15 @@ class Engine:
         price = min(max(price, lower), upper)
         return self.set_price(pdno, now=now, price=price)
 
-    def end_day(self) -> int:
-        """KRX's close: every order still working ends, its remainder cancelled (day orders do
-        not carry over; whether KIS sends a notice for it is not documented, so none is sent).
-        Returns how many orders ended."""
+    def end_day(self, venue: str | None = None) -> int:
+        """A venue's close (None: every venue's): every order still working on it ends, its
+        remainder cancelled (day orders do not carry over; whether KIS sends a notice for it is
+        not documented, so none is sent). Returns how many orders ended."""
         ended = 0
         for book in list(self._open_by_symbol.values()):
             for order in list(book.values()):
+                if venue is not None and order.routed != venue:
+                    continue
                 order.cancelled_qty += order.remaining
                 self._close(order)
                 ended += 1
@@ -474,7 +508,7 @@ class Engine:
                 sym = self.symbols[pdno]
                 if self._open_by_symbol[pdno] and not sym.halted:
                     events.append(self._trade(sym, sym.price, now))
-                    events.extend(self._match(sym, now))
+                    events.extend(self._match(sym, now, venues={protocol.EXCG_KRX}))
         self.session_open, self.auction = open_, auction
         return events
 
@@ -501,7 +535,8 @@ class Engine:
                 raise Refusal(MSG_PRODUCT_NOT_FOUND, detail=pdno)
             if not self.market_day:
                 raise Refusal(MSG_NOT_MARKET_DAY)
-            if not (self.session_open or self.auction):
+            routed = self.route(venue)
+            if not self.accepting(routed):
                 raise Refusal(MSG_MARKET_CLOSED)
             if qty <= 0:
                 raise Refusal(MSG_QTY_INVALID, detail=str(qty))
@@ -534,6 +569,7 @@ class Engine:
             market=order_type.pricing == "market",
             tif=order_type.tif,
             venue=venue,
+            routed=routed,
         )
         self._open(order)
         return order, [self._notice(order, now=now, qty=qty, price=limit, acpt_yn="1")]
@@ -567,7 +603,7 @@ class Engine:
             raise Refusal(MSG_QTY_INVALID, detail=f"{moved} of {original.remaining} remaining")
         if cancel:
             return self._cancel(original, moved, now)
-        if not (self.session_open or self.auction):
+        if not self.accepting(original.routed):
             raise Refusal(MSG_MARKET_CLOSED)
         order_type = ORDER_TYPES.get(ord_dvsn)
         if order_type is None:
@@ -598,6 +634,7 @@ class Engine:
             market=order_type.pricing == "market",
             tif=order_type.tif,
             venue=original.venue,
+            routed=original.routed,
         )
         self._open(order)
         return order, [self._notice(order, now=now, qty=moved, price=limit, acpt_yn="2")]
@@ -622,6 +659,7 @@ class Engine:
             orgn_odno=original.odno,
             market=original.market,
             venue=original.venue,
+            routed=original.routed,
         )
         self.orders[record.odno] = record
         return record, [self._notice(record, now=now, qty=qty, price=original.price, acpt_yn="2")]
@@ -646,7 +684,7 @@ class Engine:
     ) -> list[Tick | Notice]:
         """Advance prices `steps` trades (the scripted path first, then a random walk on the tick
         grid within the limits) and match after each. steps=0 matches at the current prices.
-        Nothing trades while the session is closed or in an auction.
+        Nothing trades while no venue trades (KRX closed or in an auction, Nextrade closed).
         """
         if steps < 0:
             raise ValueError("steps cannot be negative")
@@ -655,7 +693,7 @@ class Engine:
             if pdno
             else [self.symbols[p] for p in sorted(self.symbols)]
         )
-        if not self.session_open:
+        if not self._any_trading():
             return []
         events: list[Tick | Notice] = []
         if steps == 0:
@@ -712,14 +750,19 @@ class Engine:
             open_time=sym.open_time,
             high_time=sym.high_time,
             low_time=sym.low_time,
+            venue=protocol.EXCG_KRX if self.session_open or self.auction else protocol.EXCG_NXT,
         )
 
-    def _match(self, sym: Symbol, now: datetime) -> list[Notice]:
+    def _match(self, sym: Symbol, now: datetime, venues: set[str] | None = None) -> list[Notice]:
+        """Fill what crosses the symbol's price among the orders on `venues` (None: those
+        trading now)."""
         if sym.halted:
             return []
         notices: list[Notice] = []
         price = sym.price
         for order in list(self._open_by_symbol.get(sym.pdno, {}).values()):
+            if not (order.routed in venues if venues is not None else self.trading(order.routed)):
+                continue
             acct = self.accounts[order.account]
             marketable = order.market or (
                 price <= order.price if order.side is Side.BUY else price >= order.price

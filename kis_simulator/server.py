@@ -658,7 +658,7 @@ class Simulator:
         self.engine = eng.Engine(seed=seed)
         # The exchange's day on this clock (POST /_sim/day); None: sessions set by hand.
         self.day: KrxDay | None = None
-        self.day_phase: str | None = None
+        self.day_phase: tuple[str, str] | None = None  # (KRX's, Nextrade's)
         now = self.clock()
         for spec in config.accounts:
             self.engine.set_account(
@@ -684,18 +684,25 @@ class Simulator:
         if self.day is None:
             return
         now = self.clock()
-        phase = self.day.phase(now)
-        if phase == self.day_phase:
+        krx, nxt = self.day.phase(now), self.day.nxt_phase(now)
+        if (krx, nxt) == self.day_phase:
             return
-        before, self.day_phase = self.day_phase, phase
+        before, self.day_phase = self.day_phase, (krx, nxt)
         engine = self.engine
-        engine.market_day = phase != day_model.HOLIDAY
+        engine.market_day = krx != day_model.HOLIDAY
+        engine.nxt_open = nxt == day_model.CONTINUOUS
         events = engine.set_session(
-            open_=phase == day_model.CONTINUOUS, auction=phase == day_model.AUCTION, now=now
+            open_=krx == day_model.CONTINUOUS, auction=krx == day_model.AUCTION, now=now
         )
-        if phase == day_model.CLOSED and before is not None and self.day.closed_since_open(now):
-            ended = engine.end_day()
-            logger.info("kis_sim day closed at %s: %d working orders ended", now, ended)
+        if before is not None:
+            for venue, closed, ended_day in (
+                (protocol.EXCG_KRX, krx, self.day.closed_since_open(now)),
+                (protocol.EXCG_NXT, nxt, self.day.nxt_ended(now)),
+            ):
+                if closed == day_model.CLOSED and ended_day:
+                    ended = engine.end_day(venue)
+                    if ended:
+                        logger.info("kis_sim %s closed at %s: %d orders ended", venue, now, ended)
         self.publish(events)
 
     def apply_limits(self) -> None:
@@ -722,16 +729,22 @@ class Simulator:
             elif isinstance(event, eng.Notice):
                 self._push_notice(event)
         for pdno, batch in ticks.items():
-            readers = [
-                c for c in self.connections if (protocol.WS_TR_TRADE, pdno) in c.subscriptions
-            ]
-            if not readers:
-                continue
-            payload = protocol.join_records([trade_record(t) for t in batch], protocol.TRADE_FIELDS)
-            frame = f"0|{protocol.WS_TR_TRADE}|{len(batch):03d}|{payload}"
-            for conn in readers:
-                conn.send(frame)
-                self.stats.frames_sent += 1
+            # Both venues' combined feed carries every print; KRX's and Nextrade's their own.
+            for tr, prints in (
+                (protocol.WS_TR_TRADE_TOTAL, batch),
+                (protocol.WS_TR_TRADE, [t for t in batch if t.venue == protocol.EXCG_KRX]),
+                (protocol.WS_TR_TRADE_NXT, [t for t in batch if t.venue == protocol.EXCG_NXT]),
+            ):
+                readers = [c for c in self.connections if (tr, pdno) in c.subscriptions]
+                if not readers or not prints:
+                    continue
+                payload = protocol.join_records(
+                    [trade_record(t) for t in prints], protocol.TRADE_FIELDS
+                )
+                frame = f"0|{tr}|{len(prints):03d}|{payload}"
+                for conn in readers:
+                    conn.send(frame)
+                    self.stats.frames_sent += 1
 
     def _push_notice(self, notice: eng.Notice) -> None:
         tr = protocol.notice_tr_id(self.flavour)
@@ -797,6 +810,7 @@ class Simulator:
                 "ord_dt": o.ord_dt,
                 "ord_tmd": o.ord_tmd,
                 "venue": o.venue,
+                "routed": o.routed,
             }
             for o in e.orders.values()
         ]
@@ -834,7 +848,9 @@ class Simulator:
             "seed": self.seed,
             "session_open": e.session_open,
             "auction": e.auction,
-            "day_phase": self.day_phase,
+            "day_phase": self.day_phase and self.day_phase[0],
+            "nxt_phase": self.day_phase and self.day_phase[1],
+            "nxt_open": e.nxt_open,
             "limits": asdict(self.limits),
             "faults": self.faults_view(),
             "accounts": accounts,
@@ -1843,7 +1859,7 @@ class StreamServer:
             conn.send(_ack(tr_id, tr_key, WS_INVALID_APPROVAL))
             return
         notice_tr = protocol.notice_tr_id(sim.flavour)
-        if tr_id not in (protocol.WS_TR_TRADE, notice_tr):
+        if tr_id not in protocol.WS_TR_TRADES | {notice_tr}:
             conn.send(_ack(tr_id, tr_key, (WS_BAD_REQUEST[0], f"invalid tr_id {tr_id}")))
             return
         subscription = (tr_id, tr_key)
@@ -2138,11 +2154,13 @@ class ControlApi:
             raise ControlError("day: the close must come after the open")
         self.sim.day, self.sim.day_phase = day, None
         self.sim.follow_day()
-        return _json({"ok": True, "phase": self.sim.day_phase})
+        krx, nxt = self.sim.day_phase or (None, None)
+        return _json({"ok": True, "phase": krx, "nxt_phase": nxt})
 
     async def day_off(self, request: web.Request) -> web.Response:
         self.sim.day = self.sim.day_phase = None
         self.sim.engine.market_day = True
+        self.sim.engine.nxt_open = None
         return _json({"ok": True})
 
     async def limits(self, request: web.Request) -> web.Response:

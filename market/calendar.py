@@ -344,6 +344,15 @@ def venue_moment(at: dt.datetime, venue: Venue) -> Moment:
     return moment(at, VENUE_DAYS[venue])
 
 
+def venue_close(day: Session, venue: Venue) -> dt.datetime:
+    """When the day's orders to `venue` have ended: KRX's regular orders at its close,
+    Nextrade's at the end of its after-market. An order routed by SOR may be on Nextrade's
+    book, so it counts as Nextrade's."""
+    if venue is Venue.KRX:
+        return day.close
+    return max(slot.on(day)[1] for slot in NXT_DAY)
+
+
 @functools.lru_cache(maxsize=4096)
 def trading_days_between(start: dt.date, end: dt.date) -> int:
     """Trading days after `start` up to and including `end` (0 when end ≤ start)."""

@@ -27,7 +27,7 @@ from django.db import close_old_connections, connections
 
 from core import clock
 from core.rows import on_fresh_connection
-from kis.protocol import WS_TR_TRADE as TR_TRADE
+from kis.protocol import trade_tr_id
 from kis.ws import KisStream, TradeTick
 
 from . import calendar as market_calendar
@@ -119,6 +119,8 @@ class PriceFeed:
         self.symbols: list[str] = []
         self.subscribed: set[str] = set()
         config = broker.config
+        # Both venues' trades where a real account's holdings trade (kis.protocol.trade_tr_id).
+        self.trade_tr = trade_tr_id(config.flavour)
         self.stream = KisStream(
             url=config.ws_url,
             approval_key=broker.approval_key,
@@ -173,10 +175,10 @@ class PriceFeed:
                 len(self.symbols) - self.cap,
             )
         for symbol in sorted(keep - self.subscribed):
-            await self.stream.subscribe(TR_TRADE, symbol)
+            await self.stream.subscribe(self.trade_tr, symbol)
             await self._poll_one(symbol)  # today's previous close and limits, and a first price
         for symbol in sorted(self.subscribed - keep):
-            await self.stream.unsubscribe(TR_TRADE, symbol)
+            await self.stream.unsubscribe(self.trade_tr, symbol)
         self.subscribed = keep
 
     def _wanted(self) -> list[str]:

@@ -21,7 +21,16 @@ class PickSourceAdmin(admin.ModelAdmin):
     list_filter = ("active", "require_hmac")
     list_select_related = ("exit_profile",)
     search_fields = ("code", "name")
-    fields = ("code", "name", "active", "rate_limit", "require_hmac", "exit_profile", "has_token")
+    fields = (
+        "code",
+        "name",
+        "active",
+        "rate_limit",
+        "require_hmac",
+        "exit_profile",
+        "entry_venue",
+        "has_token",
+    )
     readonly_fields = ("has_token",)
     actions = ["issue_token"]
 

@@ -12,6 +12,7 @@ from django.db.models import Q
 from limits import parse_many
 
 from execution.models import OrderIntent, Side
+from market.calendar import Venue
 from market.models import symbol_validator
 
 
@@ -72,6 +73,14 @@ class PickSource(models.Model):
         related_name="pick_sources",
         help_text="The exit profile its entries are watched with.",
     )
+    entry_venue = models.CharField(
+        max_length=3,
+        choices=[(v.value, v.value) for v in Venue],
+        default=Venue.KRX,
+        db_default=Venue.KRX,
+        help_text="Where its entries are sent: KRX, Nextrade (NXT) or KIS's smart order routing "
+        "(SOR), as limit orders. / 매수 주문을 보낼 시장(KRX, NXT, SOR).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     # The digest stored before a save, set by picks/signals.py's pre_save (absent otherwise).
@@ -79,6 +88,12 @@ class PickSource(models.Model):
 
     class Meta:
         ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(entry_venue__in=[v.value for v in Venue]),
+                name="pick_source_entry_venue_valid",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.code} {self.name}".strip()

@@ -323,6 +323,7 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
             event_at=pick.received_at,
             trading_state=trading_state,
             new_key=True,
+            venue=pick.source.entry_venue,
         )
         # One INSERT … ON CONFLICT DO NOTHING: a position already watched keeps its profile.
         # (The position's own save bumps its symbol's cached book once this commits.)
@@ -406,6 +407,7 @@ def _entry_at_once(
         limit_price=route.limit_price,
         reason=reason,
         event_at=pick.received_at,
+        venue=pick.source.entry_venue,
         guards=guards,
         writes=[
             Insert(

@@ -253,6 +253,7 @@ def profile_rules(profile: ExitProfile, tiers) -> Rules:
         time_exit_at=profile.time_exit_at,
         max_holding_days=profile.max_holding_days,
         opening_auction_stop=profile.stop_in_opening_auction,
+        nxt_exits=profile.nxt_exits,
     )
 
 

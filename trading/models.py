@@ -72,6 +72,14 @@ class ExitProfile(models.Model):
         "price. Off: every rule decides from the open. / 장 시작 동시호가(08:30-09:00)"
         "에도 예상체결가로 손절을 판단합니다.",
     )
+    nxt_exits = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Let exits go to Nextrade in its pre-market (08:00-08:50) and after-market "
+        "(15:40-20:00), as limit orders, on the prices traded there. Off: exits are decided in "
+        "KRX's regular session only. / 넥스트레이드 프리마켓(08:00-08:50)과 애프터마켓"
+        "(15:40-20:00)에도 지정가로 청산합니다.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

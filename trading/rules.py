@@ -44,6 +44,8 @@ class Rules:
     # The stop loss may decide in the opening auction too, on its expected price: the order
     # joins the auction and trades at the opening price (otherwise rules decide from the open).
     opening_auction_stop: bool = False
+    # Exits may be decided in Nextrade's pre- and after-market too, and go there.
+    nxt_exits: bool = False
     # The percentages as float factors, for the screen (screen_band), computed once: the stop
     # loss, the trailing activation and trail, each tier's gain. Not an argument (nor compared,
     # nor carried by the cache, which keeps the init fields): __post_init__ sets it.

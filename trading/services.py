@@ -36,7 +36,7 @@ from execution.services import (
 from execution.services.day_end import day_end
 from market import calendar as market_calendar
 from market import prices as market_prices
-from market.calendar import Phase
+from market.calendar import Phase, Venue
 from market.calendar_sync import overrides_refresh
 from market.models import BestPrice
 
@@ -51,6 +51,21 @@ logger = logging.getLogger("aegis.trading")
 # it decides (Rules.opening_auction_stop); outside them nothing is decided, and a rule that
 # would have fired is decided again when trading resumes, on the price then.
 EXIT_PHASES = frozenset({Phase.OPENING_AUCTION, Phase.CONTINUOUS, Phase.CLOSING_AUCTION})
+# Outside them, Nextrade's pre- and after-market (market_calendar.NXT_DAY): a profile that allows
+# it (Rules.nxt_exits) decides there on the prices traded there, and its exits go to Nextrade.
+NXT_EXIT_PHASES = frozenset({Phase.PRE_MARKET, Phase.AFTER_MARKET})
+
+
+def exit_phase(now: dt.datetime) -> tuple[Phase, Venue] | None:
+    """The phase in which exits are decided at `now` and the venue they go to: KRX's exit
+    phases first, else Nextrade's own sessions; None when no exit could trade."""
+    phase = market_calendar.moment(now).phase
+    if phase in EXIT_PHASES:
+        return phase, Venue.KRX
+    phase = market_calendar.moment(now, market_calendar.NXT_DAY).phase
+    return (phase, Venue.NXT) if phase in NXT_EXIT_PHASES else None
+
+
 # A trade this soon after the open counts as the opening trade for GAP_DOWN.
 OPENING_SPAN = dt.timedelta(seconds=60)
 # The GAP_DOWN thresholds are computed this long before the open (08:59:50 on a regular day).
@@ -115,27 +130,45 @@ def limit_orders_due(now: dt.datetime, timeout: dt.timedelta) -> bool:
 DAY_END_AFTER = dt.timedelta(minutes=1)
 
 
-def last_closed_day(now: dt.datetime) -> market_calendar.Session | None:
-    """The latest trading day whose close (plus DAY_END_AFTER) is past at `now`, within the last
-    three weeks."""
+def last_closed_day(now: dt.datetime, venue: Venue = Venue.KRX) -> market_calendar.Session | None:
+    """The latest trading day whose close on `venue` (plus DAY_END_AFTER) is past at `now`,
+    within the last three weeks."""
     day = now.astimezone(clock.SEOUL).date()
     for _ in range(21):
         session = market_calendar.session(day)
-        if session is not None and session.close + DAY_END_AFTER <= now:
+        if (
+            session is not None
+            and market_calendar.venue_close(session, venue) + DAY_END_AFTER <= now
+        ):
             return session
         day -= dt.timedelta(days=1)
     return None
 
 
+# Whose orders end at which venue's close (market_calendar.venue_close).
+DAY_ENDS = ((Venue.KRX, (Venue.KRX,)), (Venue.NXT, (Venue.NXT, Venue.SOR)))
+
+
 def day_end_run(*, broker) -> dict:
-    """End the day orders of the latest trading day closed by now (and any earlier one a
-    stopped beat missed): execution's day_end, told by the calendar which day that is."""
+    """End the day orders of the latest trading day closed by now on each venue (and any
+    earlier one a stopped beat missed): execution's day_end, told by the calendar which day
+    that is, KRX's orders at its close, Nextrade's and SOR's at the end of the after-market."""
 
     overrides_refresh()
-    closed = last_closed_day(clock.now())
-    if closed is None:
-        return {"skipped": "no trading day closed within the calendar's reach"}
-    return day_end(broker=broker, through=closed.day, closed_at=closed.close)
+    now = clock.now()
+    counts: dict = {}
+    for close_of, venues in DAY_ENDS:
+        closed = last_closed_day(now, close_of)
+        if closed is None:
+            counts[close_of] = {"skipped": "no trading day closed within the calendar's reach"}
+            continue
+        counts[close_of] = day_end(
+            broker=broker,
+            through=closed.day,
+            closed_at=market_calendar.venue_close(closed, close_of),
+            venues=venues,
+        )
+    return counts
 
 
 def _holding(position: Position, state: PositionExitState, today: dt.date) -> Holding:
@@ -195,9 +228,11 @@ def exit_pass(
     overrides_refresh()
     now = clock.now_seoul()
     today = now.date()
-    phase = market_calendar.moment(now).phase
-    if phase not in EXIT_PHASES or market_hold.holds(now):
+    deciding = exit_phase(now)
+    if deciding is None or market_hold.holds(now):
         return PassResult()  # no exit order could trade: nothing is decided, nothing kept
+    phase, venue = deciding
+    nxt = venue is Venue.NXT
     auction = phase is Phase.OPENING_AUCTION
     session = market_calendar.session(today)
     if session is None:  # no exit phase on a day without a session
@@ -210,6 +245,8 @@ def exit_pass(
     rules = hot.profiles(use_cache=use_cache, found=found, verify=symbols is None)
     if auction and not any(r.opening_auction_stop for r in rules.rules.values()):
         return PassResult()
+    if nxt and not any(r.nxt_exits for r in rules.rules.values()):
+        return PassResult()
     book = hot.book(rules, symbols, use_cache=use_cache, found=found)
     opening = (session.open, session.open + OPENING_SPAN)
     gaps: dict[int, Decimal] = {}
@@ -218,11 +255,16 @@ def exit_pass(
     ):
         gaps = hot.gap_thresholds(today)
     # Only prices of the phase that decides: in the session a trade of the session, never a
-    # quote or an expected price from before the open (the opening trade is GAP_DOWN's).
-    since = market_calendar.phase_began(
-        session, Phase.OPENING_AUCTION if auction else Phase.CONTINUOUS
+    # quote or an expected price from before the open (the opening trade is GAP_DOWN's); in
+    # Nextrade's own sessions a trade since the session began.
+    since = (
+        market_calendar.phase_began(session, phase, market_calendar.NXT_DAY)
+        if nxt
+        else market_calendar.phase_began(
+            session, Phase.OPENING_AUCTION if auction else Phase.CONTINUOUS
+        )
     )
-    if since is None:  # the KRX day has both phases: never met
+    if since is None:  # each day model has the phases asked: never met
         return PassResult()
     if prices is None and symbols is None:  # the full pass: the screen's columns only
         price_of, in_opening = market_prices.price_screen(opening, since)
@@ -245,7 +287,7 @@ def exit_pass(
             max_days=r.max_holding_days
             if r.max_holding_days is not None and in_session
             else math.inf,
-            decides=not auction or r.opening_auction_stop,
+            decides=r.nxt_exits if nxt else not auction or r.opening_auction_stop,
         )
         for pid, r in rules.rules.items()
     }
@@ -294,7 +336,11 @@ def exit_pass(
         else:
             result.exits += (
                 exit_decide(
-                    position_id=watch.position_id, rules=profile, trade=trade, screened=(watch, ev)
+                    position_id=watch.position_id,
+                    rules=profile,
+                    trade=trade,
+                    screened=(watch, ev),
+                    venue=venue,
                 )
                 is not None
             )
@@ -402,7 +448,9 @@ def _lock(position_id: int) -> Locked | None:
     return Locked(position, state, trading_state)
 
 
-def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent | None]:
+def _decide_at_once(
+    seen: hot.Watch, ev: Evaluation, venue: Venue
+) -> tuple[bool, OrderIntent | None]:
     """The exit decided on what the screen saw (a cached Watch, `ev` its evaluation), in one
     statement (execution's exit_open_if): written, with the exit state's marks, only if the
     position and its exit state still hold what was seen. (True, the exit or None) when they
@@ -422,6 +470,7 @@ def _decide_at_once(seen: hot.Watch, ev: Evaluation) -> tuple[bool, OrderIntent 
         limit_price=decision.limit_price,
         event_at=decision.at,
         trigger_price=decision.price,
+        venue=venue,
         guards=[
             Guard(
                 PositionExitState,
@@ -460,9 +509,10 @@ def exit_decide(
     rules: Rules,
     trade: Trade,
     screened: tuple[hot.Watch, Evaluation] | None = None,
+    venue: Venue = Venue.KRX,
 ) -> OrderIntent | None:
-    """Open the exit the rules decide through the ledger, or None when, seen from the locked
-    rows, nothing fires any more.
+    """Open the exit the rules decide through the ledger, to `venue`, or None when, seen from
+    the locked rows, nothing fires any more.
 
     With `screened` (what the screen saw, and its evaluation at `trade`), first in
     one statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
@@ -472,7 +522,7 @@ def exit_decide(
     exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
     mark, a tier done)."""
     if screened is not None:
-        went, intent = _decide_at_once(*screened)
+        went, intent = _decide_at_once(*screened, venue)
         if went:
             return intent
     today = clock.now_seoul().date()
@@ -492,6 +542,7 @@ def exit_decide(
                 f"exit:{position_id}:{decision.rule}:{uuid.uuid4()}",
                 locked=(position, locked.trading_state),
                 new_key=True,
+                venue=venue,
             )
             if intent is not None:
                 marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
@@ -525,6 +576,7 @@ def _open(
     key: str,
     locked: tuple[Position, str | None],
     new_key: bool = False,
+    venue: Venue = Venue.KRX,
 ) -> OrderIntent | None:
     """Open the decided exit; `locked` is the position already locked in the caller's
     transaction with the trading state read beside it; `new_key` says `key` was just made."""
@@ -540,6 +592,7 @@ def _open(
             limit_price=decision.limit_price,
             event_at=decision.at,
             trigger_price=decision.price,
+            venue=venue,
         )
     except (InsufficientAvailableQty, TradingNotAllowed, PositionClosed) as exc:
         logger.info("exit.not_opened position_id=%s rule=%s: %s", position_id, decision.rule, exc)

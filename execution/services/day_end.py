@@ -1,4 +1,6 @@
-"""The end of a trading day in the ledger: KRX orders are day orders, and none outlives its day.
+"""The end of a trading day in the ledger: orders are day orders, and none outlives its day on
+its venue (KRX's close; Nextrade's after-market end at 20:00, which an order routed by SOR may
+reach too).
 
 After a day's close (the trading app says when: trading/tasks.py, on the market calendar):
 1. the day's open orders are brought in line with KIS's daily orders inquiry first (orders_sync),
@@ -21,6 +23,7 @@ names no date.
 
 import datetime as dt
 import logging
+from collections.abc import Collection
 
 from django.db import transaction
 
@@ -39,12 +42,20 @@ logger = logging.getLogger("aegis.execution")
 OPEN = (Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED)
 
 
-def day_end(*, broker, through: dt.date, closed_at: dt.datetime) -> dict[str, int]:
-    """End the trading days up to `through`, whose close (`closed_at`, that of `through`) has
-    passed. Safe to run again: a second run finds nothing left to end."""
+def day_end(
+    *,
+    broker,
+    through: dt.date,
+    closed_at: dt.datetime,
+    venues: Collection[str] | None = None,
+) -> dict[str, int]:
+    """End the trading days up to `through` of the orders to `venues` (None: every venue),
+    whose close (`closed_at`, that of `through`) has passed. Safe to run again: a second run
+    finds nothing left to end."""
     counts = {"synced": 0, "ended": 0, "withdrawn": 0, "quarantined": 0, "gate_closed": 0}
+    on_venues = {} if venues is None else {"venue__in": list(venues)}
     open_orders = Order.objects.filter(
-        status__in=OPEN, trade_date__lte=through, quarantined_at__isnull=True
+        status__in=OPEN, trade_date__lte=through, quarantined_at__isnull=True, **on_venues
     )
     ids = list(open_orders.values_list("pk", flat=True))
     if ids:
@@ -53,8 +64,8 @@ def day_end(*, broker, through: dt.date, closed_at: dt.datetime) -> dict[str, in
     for order in left:
         order_mark_cancelled(
             order_id=order.pk,
-            reason=f"day order ended at the close of {order.trade_date:%Y-%m-%d}: KRX does not "
-            "carry it over",
+            reason=f"day order ended at the close of {order.trade_date:%Y-%m-%d}: "
+            f"{order.venue} does not carry it over",
         )
         counts["ended"] += 1
     if left:
@@ -66,6 +77,7 @@ def day_end(*, broker, through: dt.date, closed_at: dt.datetime) -> dict[str, in
         send_started_at__isnull=True,
         created_at__lt=closed_at,
         quarantined_at__isnull=True,
+        **on_venues,
     ):
         if order_withdraw_unsent(
             order_id=order.pk,
@@ -76,7 +88,13 @@ def day_end(*, broker, through: dt.date, closed_at: dt.datetime) -> dict[str, in
             counts["withdrawn"] += 1
     counts["gate_closed"] = int(_day_ended(through))
     if any(counts[k] for k in ("ended", "withdrawn", "quarantined", "gate_closed")):
-        logger.info("execution.day_end through=%s %s", through, counts, extra=counts)
+        logger.info(
+            "execution.day_end through=%s venues=%s %s",
+            through,
+            ",".join(venues) if venues is not None else "all",
+            counts,
+            extra=counts,
+        )
     return counts
 
 

@@ -63,8 +63,9 @@ def exit_intent_open(
     limit_price: int | None = None,
     event_at: dt.datetime | None = None,
     trigger_price: int | None = None,
+    venue: str = Venue.KRX,
 ) -> OrderIntent:
-    """Reserve up to `qty` shares of the position for a SELL and record the intent.
+    """Reserve up to `qty` shares of the position for a SELL to `venue` and record the intent.
     `event_at` and `trigger_price` record the moment and the price that fired it.
 
     The qty is clamped to what is available; when nothing is, no intent is written and
@@ -76,6 +77,7 @@ def exit_intent_open(
         idempotency_key=idempotency_key,
         limit_price=limit_price,
         trigger_price=trigger_price,
+        venue=venue,
     )
     now = clock.now()
     with transaction.atomic():
@@ -91,6 +93,7 @@ def exit_intent_open(
             event_at=event_at,
             trigger_price=trigger_price,
             now=now,
+            venue=venue,
         )
 
 
@@ -106,6 +109,7 @@ def exit_intent_open_locked(
     limit_price: int | None = None,
     event_at: dt.datetime | None = None,
     trigger_price: int | None = None,
+    venue: str = Venue.KRX,
 ) -> OrderIntent:
     """exit_intent_open for a caller on the hot path that already holds `position`'s row lock
     in its own transaction, read in the statement that took it, with the trading state
@@ -119,6 +123,7 @@ def exit_intent_open_locked(
         idempotency_key=idempotency_key,
         limit_price=limit_price,
         trigger_price=trigger_price,
+        venue=venue,
     )
     if not transaction.get_connection().in_atomic_block:
         raise InvalidInput("position", "exit_intent_open_locked needs the caller's transaction.")
@@ -134,23 +139,28 @@ def exit_intent_open_locked(
         trigger_price=trigger_price,
         now=clock.now(),
         key_checked=new_key,
+        venue=venue,
     )
 
 
-def _check_exit(*, qty, intent_type, idempotency_key, limit_price, trigger_price) -> None:
+def _check_exit(
+    *, qty, intent_type, idempotency_key, limit_price, trigger_price, venue=Venue.KRX
+) -> None:
     if intent_type not in EXIT_INTENT_TYPES:
         raise InvalidInput("intent_type", f"{intent_type!r} is not an exit intent type.")
     check_qty(qty)
     check_price(limit_price)
     check_price(trigger_price, "trigger_price")
     check_key(idempotency_key)
+    check_venue(venue, limit_price=limit_price)
 
 
-def _check_entry(*, symbol, qty, limit_price, idempotency_key) -> None:
+def _check_entry(*, symbol, qty, limit_price, idempotency_key, venue=Venue.KRX) -> None:
     check_symbol(symbol)
     check_qty(qty)
     check_price(limit_price)
     check_key(idempotency_key)
+    check_venue(venue, limit_price=limit_price)
 
 
 # An exit's writes on PostgreSQL as common table expressions, for one statement (PERFORMANCE.md:
@@ -421,6 +431,7 @@ def _exit_open(
     trigger_price: int | None,
     now: dt.datetime,
     key_checked: bool = False,
+    venue: str = Venue.KRX,
 ) -> OrderIntent:
     """The ledger's exit, under the position's lock (I1, I2). A key already used returns its
     first intent, whatever the position's state now."""
@@ -444,6 +455,7 @@ def _exit_open(
         event_at=event_at,
         trigger_price=trigger_price,
         now=now,
+        venue=venue,
     )
     if intent is None:  # the key was used after all (by another position's intent too)
         return _used(_existing_intent(idempotency_key, position_id=position.pk))
@@ -470,6 +482,7 @@ def _exit_write(
     event_at: dt.datetime | None,
     trigger_price: int | None,
     now: dt.datetime,
+    venue: str = Venue.KRX,
 ) -> OrderIntent | None:
     """_EXIT_OPEN: the intent as written, or None when its key was used."""
     write = _ExitWrite(
@@ -484,6 +497,7 @@ def _exit_write(
         trigger_price=trigger_price,
         now=now,
         record_allowed=position.broker_qty is None,
+        venue=venue,
     )
     inserted, recorded = write.execute(_sql(_EXIT_OPEN))
     if inserted:  # the trigger reserved its shares: the in-memory copy follows
@@ -575,8 +589,13 @@ def entry_intent_open(
     it as `trading_state`; `new_key` says no intent can hold the key yet (the caller holds the
     lock of what the key names). Either saves a query; the refusals are the same.
     """
-    _check_entry(symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key)
-    check_venue(venue, limit_price=limit_price)
+    _check_entry(
+        symbol=symbol,
+        qty=qty,
+        limit_price=limit_price,
+        idempotency_key=idempotency_key,
+        venue=venue,
+    )
     now = clock.now()
 
     with transaction.atomic():
@@ -752,20 +771,22 @@ def exit_open_if(
     trigger_price: int | None = None,
     guards: Sequence[Guard] = (),
     writes: Sequence[Write] = (),
+    venue: str = Venue.KRX,
 ) -> tuple[bool, OrderIntent | None]:
-    """An exit of up to `qty` shares decided on what the caller saw, in one statement (outside
-    a transaction, one round trip, its commit included): the position locked, then each
+    """An exit of up to `qty` shares to `venue` decided on what the caller saw, in one statement
+    (outside a transaction, one round trip, its commit included): the position locked, then each
     guard's row, and the exit written (its intent, reservation and recorded order, and the
     `writes` beside them) only if the position is still as `seen`, KIS has not disagreed with
-    it, every guard holds and the trading state lets exits out. (True, the intent) when it
-    held (None for the intent: its key was used); (False, None), nothing written, when
-    anything moved: the caller locks the rows and decides again."""
+    it, every guard holds and the trading state lets exits out. (True, the intent) when it held
+    (None for the intent: its key was used); (False, None), nothing written, when anything
+    moved: the caller locks the rows and decides again."""
     _check_exit(
         qty=qty,
         intent_type=intent_type,
         idempotency_key=idempotency_key,
         limit_price=limit_price,
         trigger_price=trigger_price,
+        venue=venue,
     )
     if seen.available <= 0:
         return False, None
@@ -779,6 +800,7 @@ def exit_open_if(
         limit_price=limit_price,
         event_at=event_at,
         trigger_price=trigger_price,
+        venue=venue,
     )
     went, inserted, recorded = write.execute(
         _exit_if_sql(tuple(g.shape() for g in guards), tuple(map(_write_shape, writes))),
@@ -829,14 +851,21 @@ def entry_open_if(
     event_at: dt.datetime | None = None,
     guards: Sequence[Guard] = (),
     writes: Sequence[Write] = (),
+    venue: str = Venue.KRX,
 ) -> OrderIntent | None:
-    """An ENTRY on a symbol with no open position, in one statement: each guard's row locked,
-    then the new empty position, the intent, its recorded order and the `writes` beside them,
-    only if every guard holds and the trading state lets entries out (`trading_state`: as the
-    caller read it, checked first). None, with nothing written, when the symbol has an open
+    """An ENTRY to `venue` on a symbol with no open position, in one statement: each guard's row
+    locked, then the new empty position, the intent, its recorded order and the `writes` beside
+    them, only if every guard holds and the trading state lets entries out (`trading_state`: as
+    the caller read it, checked first). None, with nothing written, when the symbol has an open
     position or anything moved: the caller opens the entry on the locked path
     (entry_intent_open). InvalidInput when the key belongs to another intent."""
-    _check_entry(symbol=symbol, qty=qty, limit_price=limit_price, idempotency_key=idempotency_key)
+    _check_entry(
+        symbol=symbol,
+        qty=qty,
+        limit_price=limit_price,
+        idempotency_key=idempotency_key,
+        venue=venue,
+    )
     require_allowed(trading_state, side=Side.BUY, operation="opening an entry")
     write = _EntryWrite(
         symbol=symbol,
@@ -845,6 +874,7 @@ def entry_open_if(
         limit_price=limit_price,
         reason=reason,
         event_at=event_at,
+        venue=venue,
     )
     return write.written(
         write.execute(

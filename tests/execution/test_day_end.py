@@ -50,12 +50,12 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
     with clock.installed(clock.FixedClock(before_close)):
         assert last_closed_day(clock.now()).day < today
         # Today's orders are today's until the close.
-        assert day_end_run(broker=broker)["ended"] == 0
+        assert day_end_run(broker=broker)["KRX"]["ended"] == 0
     assert Order.objects.get(pk=working.pk).status == "SUBMITTED"
 
     after_close = dt.datetime.combine(today, dt.time(15, 31, 5), clock.SEOUL)
     with clock.installed(clock.FixedClock(after_close.astimezone(dt.UTC))):  # a UTC server
-        counts = day_end_run(broker=broker)
+        counts = day_end_run(broker=broker)["KRX"]
         assert (counts["ended"], counts["withdrawn"], counts["gate_closed"]) == (1, 1, 1)
         working = Order.objects.get(pk=working.pk)
         assert working.status == "CANCELLED"
@@ -65,7 +65,7 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
         assert (position.qty, position.reserved_qty) == (10, 0)  # every share free again
         assert TradingState.objects.get().day_ended_for == today
         assert trading_state_get() == "HALTED"  # until a reconciliation succeeds
-        again = day_end_run(broker=broker)  # every ten seconds: nothing more to do
+        again = day_end_run(broker=broker)["KRX"]  # every ten seconds: nothing more to do
         assert (again["ended"], again["withdrawn"], again["gate_closed"]) == (0, 0, 0)
     cancels = [
         r
@@ -85,3 +85,36 @@ def test_a_fresh_system_notes_the_day_without_closing_the_gate(kis_sim, broker):
     assert counts["gate_closed"] == 0
     assert TradingState.objects.get().day_ended_for == dt.date(2026, 11, 23)
     assert trading_state_get() == "ACTIVE"
+
+
+def test_a_nextrade_order_works_past_krx_close_and_ends_with_the_after_market(
+    kis_sim, broker, trading_hours
+):
+    position = held(kis_sim, broker)
+    on_nxt = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=72_000,
+            intent_type="EXIT_TAKE_PROFIT",
+            idempotency_key=key(),
+            venue="NXT",
+        ),
+        broker,
+    )  # above the market: still working
+    today = trading_hours.now().astimezone(clock.SEOUL).date()
+    TradingState.objects.update_or_create(pk=1, defaults={"day_ended_for": today})
+
+    after_krx_close = dt.datetime.combine(today, dt.time(15, 31, 5), clock.SEOUL)
+    with clock.installed(clock.FixedClock(after_krx_close.astimezone(dt.UTC))):
+        counts = day_end_run(broker=broker)
+        assert counts["KRX"]["ended"] == 0 and counts["NXT"]["ended"] == 0
+    assert Order.objects.get(pk=on_nxt.pk).status == "SUBMITTED"  # Nextrade trades until 20:00
+    assert Position.objects.get(pk=position.pk).reserved_qty == 4
+
+    after_nxt_close = dt.datetime.combine(today, dt.time(20, 1, 5), clock.SEOUL)
+    with clock.installed(clock.FixedClock(after_nxt_close.astimezone(dt.UTC))):
+        assert day_end_run(broker=broker)["NXT"]["ended"] == 1
+    ended = Order.objects.get(pk=on_nxt.pk)
+    assert ended.status == "CANCELLED" and "NXT does not carry it over" in ended.reject_reason
+    assert Position.objects.get(pk=position.pk).reserved_qty == 0

@@ -416,3 +416,59 @@ BooksStayBalanced.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_books_stay_balanced = BooksStayBalanced.TestCase
+
+
+# --- venues: KRX and Nextrade ------------------------------------------------------------------
+
+
+def sell(e: Engine, venue: str, qty: int, price: int):
+    return e.submit(
+        account=ACCOUNT,
+        pdno="000660",
+        side=Side.SELL,
+        ord_dvsn="00",
+        qty=qty,
+        price=price,
+        now=NOW,
+        venue=venue,
+    )
+
+
+def test_after_krx_closes_only_nextrade_takes_orders_and_trades(engine):
+    engine.set_session(open_=False)
+    engine.nxt_open = True  # Nextrade's after-market
+    with pytest.raises(Refusal) as refused:
+        sell(engine, "KRX", 5, 119_000)
+    assert refused.value.msg_cd == eng.MSG_MARKET_CLOSED
+    order, _ = sell(engine, "NXT", 5, 119_000)
+    assert order.routed == "NXT"
+    events = engine.set_price("000660", now=NOW, price=119_500)
+    ticks = [e for e in events if isinstance(e, eng.Tick)]
+    assert [t.venue for t in ticks] == ["NXT"]
+    assert order.filled_qty == 5 and account(engine).holdings["000660"].qty == 15
+
+
+def test_sor_goes_where_an_order_trades_now(engine):
+    engine.nxt_open = True
+    in_session, _ = sell(engine, "SOR", 1, 150_000)
+    assert in_session.routed == "KRX"  # both trade, one price: KRX
+    engine.set_session(open_=False)
+    after_close, _ = sell(engine, "SOR", 1, 150_000)
+    assert (after_close.venue, after_close.routed) == ("SOR", "NXT")
+    engine.nxt_open = False
+    with pytest.raises(Refusal):
+        sell(engine, "SOR", 1, 150_000)
+
+
+def test_krx_orders_wait_while_only_nextrade_trades_and_each_venue_ends_its_own(engine):
+    krx_order, _ = sell(engine, "KRX", 4, 121_000)
+    engine.nxt_open = True
+    nxt_order, _ = sell(engine, "NXT", 4, 121_000)
+    engine.set_session(open_=False)  # KRX closed; Nextrade's after-market trades
+    engine.set_price("000660", now=NOW, price=121_500)
+    assert (krx_order.filled_qty, nxt_order.filled_qty) == (0, 4)
+    nxt_late, _ = sell(engine, "NXT", 2, 125_000)
+    assert engine.end_day("KRX") == 1
+    assert krx_order.remaining == 0 and krx_order.cancelled_qty == 4
+    assert nxt_late.remaining == 2  # working on Nextrade until its close
+    assert engine.end_day("NXT") == 1 and nxt_late.cancelled_qty == 2

@@ -67,6 +67,10 @@ def test_the_source_form_validates_its_rate_and_keeps_its_code(admin_client, mak
     source, _ = make_source()
     url = f"/admin/picks/picksource/{source.pk}/change/"
     form = {"name": "x", "active": "on", "rate_limit": "very fast", "exit_profile": ""}
+    form["entry_venue"] = "LSE"  # not a venue: a form error too
+    answer = admin_client.post(url, form)
+    assert "entry_venue" in answer.context["adminform"].form.errors
+    form["entry_venue"] = "SOR"
     answer = admin_client.post(url, form)
     assert answer.status_code == 200
     assert "rate_limit" in answer.context["adminform"].form.errors
@@ -74,7 +78,11 @@ def test_the_source_form_validates_its_rate_and_keeps_its_code(admin_client, mak
     answer = admin_client.post(url, form | {"rate_limit": "20 per minute", "code": "renamed"})
     assert answer.status_code == 302
     source.refresh_from_db()
-    assert (source.rate_limit, source.code) == ("20 per minute", source.code)
+    assert (source.rate_limit, source.code, source.entry_venue) == (
+        "20 per minute",
+        source.code,
+        "SOR",
+    )
 
 
 def test_gate_settings_are_one_row_never_deleted_and_validated(admin_client):

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from core import clock
+from execution import services
 from execution.models import OrderIntent, Position
 from market.models import BestPrice
 from tests.support import child_database_url, direct_database_env
@@ -229,6 +230,51 @@ def test_a_profile_may_let_its_stop_join_the_opening_auction(new_symbol):
     [intent] = exits(a)
     assert intent.intent_type == "EXIT_STOP_LOSS" and "opening auction" in intent.reason
     assert exits(b) == [] and exits(c) == []  # a take-profit waits for trades
+
+
+@pytest.mark.parametrize("screened", [True, False], ids=["one statement", "under the locks"])
+def test_only_a_profile_that_allows_nextrade_sells_in_its_after_market(new_symbol, screened):
+    """16:10: KRX is closed, Nextrade's after-market trades. The profile that allows Nextrade
+    exits sells there, as a limit order to NXT; the other decides nothing, and a price from
+    before the after-market decides nothing either."""
+    evening = dt.datetime(2026, 11, 25, 16, 10, tzinfo=clock.SEOUL)
+    nxt = ExitProfile.objects.create(
+        name="nxt", stop_loss_pct=D(3), gap_down_pct=None, nxt_exits=True
+    )
+    krx = ExitProfile.objects.create(name="krx", stop_loss_pct=D(3), gap_down_pct=None)
+    a, b, stale = (
+        managed(new_symbol(), 10, nxt),
+        managed(new_symbol(), 10, krx),
+        managed(new_symbol(), 10, nxt),
+    )
+    with clock.installed(clock.FixedClock(evening)):
+        if screened:
+            for position in (a, b):
+                quote(position.symbol, 70_000, at=evening)
+            assert exit_pass(symbols=[a.symbol]).exits == 0  # the cache warmed
+        for position in (a, b):
+            quote(position.symbol, 60_000, at=evening)
+        quote(stale.symbol, 60_000, at=evening.replace(hour=15, minute=35))  # before 15:40
+        assert exit_pass(symbols=[a.symbol] if screened else None).exits == 1
+        assert exit_pass().exits == 0
+    [intent] = exits(a)
+    assert (intent.intent_type, intent.venue) == ("EXIT_STOP_LOSS", "NXT")
+    assert intent.limit_price == 59_800  # a limit order: Nextrade takes no market order
+    assert exits(b) == [] and exits(stale) == []
+    assert services.order_open(intent_id=intent.pk).venue == "NXT"
+
+
+def test_no_exit_is_decided_between_krx_close_and_nextrades_after_market(new_symbol):
+    """15:35: KRX's after-hours closing-price session, Nextrade between its sessions."""
+    nxt = ExitProfile.objects.create(
+        name="nxt2", stop_loss_pct=D(3), gap_down_pct=None, nxt_exits=True
+    )
+    position = managed(new_symbol(), 10, nxt)
+    between = dt.datetime(2026, 11, 25, 15, 35, tzinfo=clock.SEOUL)
+    with clock.installed(clock.FixedClock(between)):
+        quote(position.symbol, 60_000, at=between)
+        assert exit_pass().exits == 0
+    assert exits(position) == []
 
 
 def test_an_exit_on_what_the_screen_saw_is_one_statement(new_symbol):

@@ -30,7 +30,9 @@ class RestOnly:
     """A broker whose REST answers a fixed quote; its WebSocket is the URL given."""
 
     def __init__(self, ws_url: str):
-        self.config = SimpleNamespace(ws_url=ws_url, custtype="P", rate_per_second=20)
+        self.config = SimpleNamespace(
+            ws_url=ws_url, custtype="P", rate_per_second=20, flavour=protocol.Flavour.REAL
+        )
         self.polls = 0
 
     def approval_key(self) -> str:
@@ -89,9 +91,8 @@ def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too
             "STCK_CNTG_HOUR": "090001",
             "BSOP_DATE": "",
         }
-        await ws.send(
-            f"0|{protocol.WS_TR_TRADE}|001|{protocol.join_records([record], protocol.TRADE_FIELDS)}"
-        )
+        payload = protocol.join_records([record], protocol.TRADE_FIELDS)
+        await ws.send(f"0|{protocol.WS_TR_TRADE_TOTAL}|001|{payload}")
         await ws.wait_closed()
 
     async def main():
