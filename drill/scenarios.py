@@ -134,23 +134,28 @@ class Run:
 
 
 # --- the scene --------------------------------------------------------------------------------
-def seed(run: Run, symbols: list[str]) -> None:
+def seed(run: Run, symbols: list[str], nxt_symbols: tuple[str, ...] = ()) -> None:
     """Positions of QTY shares at PRICE in the ledger, the same holdings at the simulator, one
-    exit profile (3 % stop loss, 5 % gap down), trading ACTIVE."""
+    exit profile (3 % stop loss, 5 % gap down; `nxt_symbols` under the same rules with
+    Nextrade exits allowed), trading ACTIVE."""
     from core import clock
     from execution.models import Position, TradingState
     from trading.models import ExitProfile, PositionExitState
 
     with clock.installed(run.clock):
         opened = clock.now() - dt.timedelta(days=3)
-        profile = ExitProfile.objects.create(
-            name="drill", stop_loss_pct=Decimal(3), gap_down_pct=Decimal(5), max_holding_days=60
-        )
+        rules = {"stop_loss_pct": Decimal(3), "gap_down_pct": Decimal(5), "max_holding_days": 60}
+        profile = ExitProfile.objects.create(name="drill", **rules)
+        nxt = ExitProfile.objects.create(name="drill-nxt", nxt_exits=True, **rules)
         positions = Position.objects.bulk_create(
-            Position(symbol=s, qty=QTY, avg_price=Decimal(PRICE), opened_at=opened) for s in symbols
+            Position(symbol=s, qty=QTY, avg_price=Decimal(PRICE), opened_at=opened)
+            for s in [*symbols, *nxt_symbols]
         )
         PositionExitState.objects.bulk_create(
-            PositionExitState(position=p, profile=profile, peak_qty=QTY) for p in positions
+            PositionExitState(
+                position=p, profile=nxt if p.symbol in nxt_symbols else profile, peak_qty=QTY
+            )
+            for p in positions
         )
         TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(state="ACTIVE")
     run.control(
@@ -160,7 +165,9 @@ def seed(run: Run, symbols: list[str]) -> None:
             "acnt_prdt_cd": ACCOUNT_PRDT,
             "cash": CASH,
             "hts_id": HTS_ID,
-            "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in symbols],
+            "holdings": [
+                {"pdno": s, "qty": QTY, "avg_price": PRICE} for s in [*symbols, *nxt_symbols]
+            ],
         },
     )
 

@@ -1,5 +1,5 @@
 """`python -m drill.soak` (`make soak`): a whole trading day and the next open, on a server's
-clock.
+clock, from Nextrade's pre-market to its after-market's close and on to the next open.
 
 The production process set (web, both workers, beat, pricesync, fills, the listener) runs against
 the KIS simulator keeping KRX's day on its clock (/_sim/day), every process on one ShiftedClock
@@ -10,11 +10,16 @@ processes restart on the segment's clock, as a deploy would restart them, each s
 the startup reconciliation (compose's `reconcile --startup`).
 
 Prices move in every phase: a stop crossed before the open, a 6 % gap at each open, a stop
-crossed after the close and through the evening, a sell left working at the close. The verdict
-(soak/results.json, .md) asserts:
+crossed after the close and through the evening, a sell left working at the close. Two holdings'
+profile allows Nextrade exits: one crosses its stop in the after-market and one in the next
+pre-market, each sold there; the others' stops crossed then are sold at KRX's next open. The
+verdict (soak/results.json, .md) asserts:
 
-- no order KIS refused for its phase, and none sent where it could not trade;
-- no exit decided in a phase its profile excludes;
+- no order KIS refused for its phase, and none sent where its venue could not trade it;
+- no exit decided in a phase, or sent to a venue, its profile excludes;
+- each Nextrade exit sold on Nextrade in the session its stop was crossed in;
+- one ledger across both venues: the drill's invariants (one order at KIS per order in the
+  ledger, reservations equal to the open sells, no oversell);
 - the GAP_DOWN pre-queue sent between 08:59:45 and 08:59:59 KST, each day;
 - each GAP_DOWN exit accepted by KIS within 2 s of the trade that fired it;
 - the day's orders ended at the close, every reservation back by the next open;
@@ -44,8 +49,18 @@ logger = logging.getLogger("drill.soak")
 SOAK_DIR = ROOT / "soak"
 # A: crossed its stop before the open (decided at the open); B: gaps 6 % at the first open;
 # C: crosses its stop after the close (decided at the next open); D: a sell left working at the
-# close; E: gaps 6 % at the next open.
-SYMBOLS = {"A": "910001", "B": "910002", "C": "910003", "D": "910004", "E": "910005"}
+# close; E: gaps 6 % at the next open. Under a profile with Nextrade exits: F crosses its stop
+# in the after-market, G in the next pre-market, each sold on Nextrade then.
+SYMBOLS = {
+    "A": "910001",
+    "B": "910002",
+    "C": "910003",
+    "D": "910004",
+    "E": "910005",
+    "F": "910006",
+    "G": "910007",
+}
+NXT_HELD = ("F", "G")
 
 
 @dataclass(frozen=True)
@@ -97,15 +112,24 @@ SEGMENTS = (
         ),
     ),
     Segment(
-        "evening and night",
+        "after-market",
         0,
         "15:34:00",
+        "16:50:00",
+        60,
+        (
+            (0, "16:10:00", "price", "F:17480"),  # under F's stop in Nextrade's after-market
+            (0, "16:20:00", "price", "F:17480"),  # a trade its exit meets
+            (0, "16:30:00", "price", "C:17480"),  # under C's stop, after hours
+        ),
+    ),
+    Segment(
+        "evening and night",
+        0,
+        "16:50:00",
         "07:00:00+1",
         600,
-        (
-            (0, "16:30:00", "price", "C:17480"),  # under C's stop, after hours
-            (0, "20:00:00", "price", "C:17300"),
-        ),
+        ((0, "20:00:00", "price", "C:17300"),),
     ),
     Segment(
         "before the next open",
@@ -114,6 +138,8 @@ SEGMENTS = (
         "08:57:00",
         60,
         (
+            (1, "08:10:00", "price", "G:17480"),  # under G's stop in Nextrade's pre-market
+            (1, "08:20:00", "price", "G:17480"),
             (1, "08:40:00", "price", "E:17860"),  # the next open's auction: a 6 % gap
         ),
     ),
@@ -133,6 +159,8 @@ SHORT = (
             # 25 s after the processes start: they are up and send it before the close.
             (0, "15:10:00", "working_sell", "D:22800"),
             (0, "15:41:00", "price", "C:17480"),  # under C's stop, in the after-hours session
+            (0, "15:41:00", "price", "F:17480"),  # under F's stop, in Nextrade's after-market
+            (0, "15:43:00", "price", "F:17480"),  # a trade its exit meets
         ),
     ),
     Segment(
@@ -153,11 +181,14 @@ class Plan:
     gaps: tuple[str, ...]  # a GAP_DOWN exit at an open
     stops: tuple[str, ...]  # a stop crossed outside the session, sold in one
     prequeue_days: tuple[int, ...]
+    nxt_stops: tuple[str, ...] = ()  # a stop crossed in Nextrade's own session, sold there
 
 
 PLANS = {
-    "full": Plan(SEGMENTS, gaps=("B", "E"), stops=("A", "C"), prequeue_days=(0, 1)),
-    "short": Plan(SHORT, gaps=("E",), stops=("C",), prequeue_days=(1,)),
+    "full": Plan(
+        SEGMENTS, gaps=("B", "E"), stops=("A", "C"), prequeue_days=(0, 1), nxt_stops=("F", "G")
+    ),
+    "short": Plan(SHORT, gaps=("E",), stops=("C",), prequeue_days=(1,), nxt_stops=("F",)),
 }
 # The processes that decide or send on their own are stopped first at a segment's end.
 STOP_ORDER = ("beat", "pricesync", "execution", "worker", "fills", "listener", "web")
@@ -259,7 +290,10 @@ def verdict(soak: Soak) -> dict:
     from core import clock
     from execution.models import Alert, Order, OrderIntent, Position, Reconciliation
     from market import calendar as market_calendar
-    from trading.services import EXIT_PHASES
+    from trading.models import PositionExitState
+    from trading.services import EXIT_PHASES, exit_phase
+
+    from . import invariants
 
     sim = soak.run.control("/_sim/book", method="GET")
     violations: list[str] = []
@@ -272,9 +306,24 @@ def verdict(soak: Soak) -> dict:
             tzinfo=clock.SEOUL
         )
 
+    def venue_moment(o: dict) -> market_calendar.Moment:
+        return market_calendar.venue_moment(sim_time(o), market_calendar.Venue(o["routed"]))
+
     new_orders = [o for o in sim["orders"] if o["kind"] == "new"]
-    per_phase = Counter(str(market_calendar.moment(sim_time(o)).phase) for o in new_orders)
-    overnight = [o for o in new_orders if closes[0] <= sim_time(o) < morning_auction]
+    per_phase = Counter(f"{o['routed']}:{venue_moment(o).phase}" for o in new_orders)
+    untradable = [o for o in new_orders if not venue_moment(o).accepts(o["ord_dvsn"])]
+    if untradable:
+        violations.append(
+            f"{len(untradable)} order(s) sent where their venue takes none: "
+            f"{[(o['odno'], o['routed'], o['ord_tmd']) for o in untradable]}"
+        )
+    nxt_held = {_sym(code) for code in NXT_HELD}
+    overnight = [
+        o
+        for o in new_orders
+        if closes[0] <= sim_time(o) < morning_auction
+        and (o["routed"] != "NXT" or o["pdno"] not in nxt_held)
+    ]
     if overnight:
         violations.append(
             f"{len(overnight)} order(s) reached KIS between the close and the "
@@ -286,12 +335,20 @@ def verdict(soak: Soak) -> dict:
             f"{len(refused)} order(s) KIS refused for their phase: "
             f"{[o.reject_reason for o in refused]}"
         )
+    nxt_positions = set(
+        PositionExitState.objects.filter(profile__nxt_exits=True).values_list(
+            "position_id", flat=True
+        )
+    )
     for intent in OrderIntent.objects.filter(side="SELL").exclude(intent_type="MANUAL"):
-        phase = market_calendar.moment(intent.created_at).phase
-        if phase not in EXIT_PHASES:
+        deciding = exit_phase(intent.created_at)
+        allowed = deciding is not None and deciding[1] == intent.venue
+        if intent.venue == "NXT" and intent.position_id not in nxt_positions:
+            allowed = False
+        if not allowed:
             violations.append(
-                f"{intent.intent_type} of {intent.symbol} decided at "
-                f"{intent.created_at.astimezone(clock.SEOUL)} in {phase}"
+                f"{intent.intent_type} of {intent.symbol} to {intent.venue} decided at "
+                f"{intent.created_at.astimezone(clock.SEOUL)} in {deciding}"
             )
     prequeues = []
     for log in sorted(soak.logs.glob("*/worker.log")) + [soak.logs / "worker.log"]:
@@ -355,6 +412,20 @@ def verdict(soak: Soak) -> dict:
             violations.append(f"{_sym(code)} ({why}) was never sold")
         elif market_calendar.moment(first.created_at).phase not in EXIT_PHASES:
             violations.append(f"{_sym(code)} sold in {market_calendar.moment(first.created_at)}")
+    for code in soak.plan.nxt_stops:
+        first = (
+            OrderIntent.objects.filter(symbol=_sym(code), side="SELL")
+            .order_by("created_at")
+            .first()
+        )
+        deciding = first and exit_phase(first.created_at)
+        order = first and Order.objects.filter(intent=first).first()
+        if first is None or deciding is None or deciding[1] != "NXT" or first.venue != "NXT":
+            violations.append(f"{_sym(code)} not sold on Nextrade in its session: {deciding}")
+        elif order is None or order.status != "FILLED":
+            violations.append(f"{_sym(code)}'s Nextrade exit not filled: {order and order.status}")
+    snap = invariants.snapshot_take(sim, cano="50000001", taken_at=clock.now())
+    violations += [f"invariant: {v}" for v in invariants.check(snap).violations]
     alerts = Counter(f"{a.kind}:{a.severity}" for a in Alert.objects.all())
     return {
         "violations": violations,
@@ -415,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         cluster.simulator_start()
         soak.run.control("/_sim/day", {})
-        seed(soak.run, symbols)
+        seed(
+            soak.run,
+            [s for code, s in SYMBOLS.items() if code not in NXT_HELD],
+            nxt_symbols=tuple(_sym(code) for code in NXT_HELD),
+        )
         for seg in plan.segments:
             play(soak, seg)
         result = verdict(soak)

@@ -427,6 +427,7 @@ class Reconciliation(models.Model):
         STARTUP = "STARTUP", "Startup"
         PERIODIC = "PERIODIC", "Periodic"
         MANUAL = "MANUAL", "Manual"
+        DAY_END = "DAY_END", "Day end"
 
     class Result(models.TextChoices):
         MATCHED = "MATCHED", "Matched"

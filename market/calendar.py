@@ -392,7 +392,9 @@ def cadence_at(
     default_ms: int = DEFAULT_INTERVAL_MS,
 ) -> int | None:
     """Milliseconds between exit evaluations at `now`, or None when nothing should run: not a
-    trading day, or outside the span from the earliest window's start to the close."""
+    trading day, or outside the span from the earliest window's start to the close and outside
+    Nextrade's own sessions (its pre- and after-market, where exits are evaluated every
+    `default_ms` for the profiles that allow Nextrade exits)."""
     today = session(now.astimezone(SEOUL).date())
     if today is None:
         return None
@@ -401,7 +403,8 @@ def cadence_at(
         [today.open] + [anchors[w.anchor] + dt.timedelta(seconds=w.start_s) for w in windows]
     )
     if not begins <= now < today.close:
-        return None
+        nxt = moment(now, NXT_DAY).phase
+        return default_ms if nxt in (Phase.PRE_MARKET, Phase.AFTER_MARKET) else None
     for window in windows:
         anchor = anchors[window.anchor]
         if (

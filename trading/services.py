@@ -24,7 +24,7 @@ from core import clock
 from execution.alerts import alert_raise
 from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
 from execution.locks import Beside, Guard, beside_locked_sql, position_lock
-from execution.models import Alert, IntentType, OrderIntent, Position
+from execution.models import Alert, IntentType, OrderIntent, Position, Reconciliation
 from execution.services import (
     Ref,
     Seen,
@@ -34,6 +34,7 @@ from execution.services import (
     market_closed_at,
 )
 from execution.services.day_end import day_end
+from execution.services.reconciliation import reconciliation_run
 from market import calendar as market_calendar
 from market import prices as market_prices
 from market.calendar import Phase, Venue
@@ -168,6 +169,11 @@ def day_end_run(*, broker) -> dict:
             closed_at=market_calendar.venue_close(closed, close_of),
             venues=venues,
         )
+        if counts[close_of].get("gate_closed"):
+            # At once, not at the next periodic run: Nextrade's after-market opens ten minutes
+            # after KRX's close, and exits wait for the gate.
+            run = reconciliation_run(broker=broker, trigger=Reconciliation.Trigger.DAY_END)
+            counts[close_of]["reconciled"] = run.result
     return counts
 
 

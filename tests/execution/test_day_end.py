@@ -1,6 +1,7 @@
 """The end of a trading day in the ledger (services/day_end.py), against the KIS simulator on
 real PostgreSQL: a day order left working at the close ends, its shares released, whatever KIS
-shows later; an order never sent is withdrawn; the next trading waits for a reconciliation."""
+shows later; an order never sent is withdrawn; the next trading waits for a reconciliation,
+which the day end runs at once."""
 
 import datetime as dt
 
@@ -8,7 +9,7 @@ import pytest
 
 from core import clock
 from execution import services
-from execution.models import Order, Position, TradingState
+from execution.models import Order, Position, Reconciliation, TradingState
 from execution.services.day_end import day_end
 from execution.services.trading_state import trading_state_get
 from tests.support.fills import held, send
@@ -64,7 +65,11 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
         position = Position.objects.get(pk=position.pk)
         assert (position.qty, position.reserved_qty) == (10, 0)  # every share free again
         assert TradingState.objects.get().day_ended_for == today
-        assert trading_state_get() == "HALTED"  # until a reconciliation succeeds
+        # The gate closed, and the day end's own reconciliation opened it again at once:
+        # Nextrade's after-market opens ten minutes after KRX's close.
+        assert counts["reconciled"] == "MATCHED"
+        assert Reconciliation.objects.get(trigger="DAY_END").started_at >= after_close
+        assert trading_state_get() == "ACTIVE"
         again = day_end_run(broker=broker)["KRX"]  # every ten seconds: nothing more to do
         assert (again["ended"], again["withdrawn"], again["gate_closed"]) == (0, 0, 0)
     cancels = [

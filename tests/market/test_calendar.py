@@ -98,6 +98,10 @@ MONDAY = D(2026, 11, 23)
 @pytest.mark.parametrize(
     "moment, interval",
     [
+        (at(MONDAY, 7, 59, 59), None),
+        (at(MONDAY, 8, 0), 2000),  # Nextrade's pre-market: profiles with Nextrade exits
+        (at(MONDAY, 8, 49, 59), 2000),
+        (at(MONDAY, 8, 50), None),
         (at(MONDAY, 8, 54, 59), None),
         (at(MONDAY, 8, 55), 200),
         (at(MONDAY, 9, 0), 200),
@@ -108,6 +112,10 @@ MONDAY = D(2026, 11, 23)
         (at(MONDAY, 15, 15), 500),
         (at(MONDAY, 15, 29, 59), 500),
         (at(MONDAY, 15, 30), None),
+        (at(MONDAY, 15, 39, 59), None),
+        (at(MONDAY, 15, 40), 2000),  # Nextrade's after-market
+        (at(MONDAY, 19, 59, 59), 2000),
+        (at(MONDAY, 20, 0), None),
         (at(D(2026, 11, 22), 9, 0), None),  # Sunday
         (at(D(2026, 12, 25), 9, 0), None),  # Christmas
     ],
@@ -123,7 +131,8 @@ def test_the_morning_rush_follows_a_late_open():
     assert cadence_at(at(csat, 10, 10)) == 2000
     assert cadence_at(at(csat, 16, 15)) == 500 and cadence_at(at(csat, 16, 30)) is None
     new_year = D(2027, 1, 4)
-    assert cadence_at(at(new_year, 9, 0)) is None and cadence_at(at(new_year, 9, 56)) == 200
+    assert cadence_at(at(new_year, 8, 59)) is None and cadence_at(at(new_year, 9, 56)) == 200
+    assert cadence_at(at(new_year, 9, 0)) == 2000  # Nextrade's pre-market, an hour before
 
 
 def test_windows_are_data():

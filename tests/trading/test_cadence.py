@@ -72,10 +72,21 @@ def test_intervals_hold_within_twenty_percent_in_each_window(start, end, expecte
 
 def test_nothing_is_sent_outside_the_trading_day():
     sim = Simulation()
-    sim.run(at(7, 0), at(8, 54, 59))
-    sim.run(at(15, 30), at(18, 0))
+    sim.run(at(7, 0), at(7, 59, 59))
+    sim.run(at(8, 50), at(8, 54, 59))  # between Nextrade's pre-market and KRX's rush
+    sim.run(at(15, 30), at(15, 39, 59))  # between KRX's close and Nextrade's after-market
+    sim.run(at(20, 0), at(23, 0))
     sim.run(at(9, 0, day=dt.date(2026, 11, 22)), at(9, 30, day=dt.date(2026, 11, 22)))  # Sunday
     assert sim.sent == []
+
+
+def test_nextrades_own_sessions_are_evaluated_every_two_seconds():
+    sim = Simulation()
+    sim.run(at(15, 39), at(15, 45))
+    first = sim.sent[0][0]
+    assert at(15, 40) <= first < at(15, 40) + dt.timedelta(seconds=1.1)
+    gaps = sim.gaps_ms(at(15, 41), at(15, 45))
+    assert gaps and all(1900 <= g <= 2100 for g in gaps)
 
 
 def test_a_stall_drops_the_missed_passes_instead_of_sending_them_late():
@@ -90,7 +101,7 @@ def test_a_stall_drops_the_missed_passes_instead_of_sending_them_late():
 def test_the_rush_follows_a_late_open():
     sim = Simulation()
     csat = dt.date(2026, 11, 19)
-    sim.run(at(8, 50, day=csat), at(10, 15, day=csat))
+    sim.run(at(9, 50, day=csat), at(10, 15, day=csat))  # after Nextrade's pre-market
     first = sim.sent[0][0]  # outside trading hours the driver looks again every second
     assert at(9, 55, day=csat) <= first < at(9, 55, day=csat) + dt.timedelta(seconds=1.1)
     gaps = sim.gaps_ms(at(9, 56, day=csat), at(10, 9, day=csat))
