@@ -502,6 +502,7 @@ class Alert(models.Model):
         LEDGER = "LEDGER", "Ledger audit drift"
         QUARANTINE = "QUARANTINE", "Broker record quarantined"
         STREAM = "STREAM", "KIS stream down"
+        EXIT = "EXIT", "Exit waits or may not fill"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     severity = models.CharField(max_length=8, choices=Severity.choices)

@@ -39,7 +39,8 @@ class TradeTick:
     cumulative_volume: int
     business_date: str
     halted: bool
-    hour_class: str
+    hour_class: str  # "0" a trade; "C" a VI's expected price (market.vi)
+    vi_reference: int = 0  # VI_STND_PRC: the static VI's base
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ def trade_from(record: dict[str, str]) -> TradeTick:
         business_date=_field(record, "BSOP_DATE", _DATE),
         halted=record["TRHT_YN"] == "Y",
         hour_class=record["HOUR_CLS_CODE"],
+        vi_reference=_num(record["VI_STND_PRC"]),
     )
 
 

@@ -16,7 +16,7 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from fractions import Fraction
@@ -132,6 +132,10 @@ class Tick:
     high_time: str
     low_time: str
     venue: str = "KRX"  # where it printed: KRX's trade feed (H0STCNT0) or Nextrade's (H0NXCNT0)
+    # A volatility interruption's expected price, not a trade: KIS's HOUR_CLS_CODE "C" (after
+    # 09:00, an expected price, VI triggered). `vi_reference` is the static VI's base price.
+    expected: bool = False
+    vi_reference: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,12 @@ class Symbol:
     amount: int = 0
     last_volume: int = 0
     path: deque[int] = field(default_factory=deque)
+    # A volatility interruption under way: its call auction ends at vi_until; its kind is
+    # "static" or "dynamic". vi_reference: the static VI's base (the day's first trade, then
+    # each VI's single price).
+    vi_until: datetime | None = None
+    vi_kind: str = ""
+    vi_reference: int = 0
 
     @property
     def limits(self) -> tuple[int, int]:
@@ -331,6 +341,14 @@ class Engine:
         # are taken and match on the symbol's price. None: it follows KRX's session (sessions
         # set by hand: one market for every venue); the exchange's day (day.py) sets it.
         self.nxt_open: bool | None = None
+        # KRX's volatility interruptions (docs/market-day.md gives the sources): a trade that
+        # would print `vi_dynamic_pct` or more away from the last trade, or `vi_static_pct` or
+        # more from the static base, is not printed; the symbol goes into a call auction of
+        # `vi_seconds` and then trades at one price. Off by default (a scenario turns it on).
+        self.vi = False
+        self.vi_dynamic_pct = Decimal(6)  # 3 % for KOSPI 200 stocks, 6 % for others
+        self.vi_static_pct = Decimal(10)
+        self.vi_seconds = 120
         # A call auction (KRX's opening 08:30–09:00 and closing 15:20–15:30): orders are taken
         # but nothing trades; prices set are the expected price; its end matches every order
         # that crosses at one price (set_session).
@@ -455,6 +473,7 @@ class Engine:
             candidate.path = deque(steps)
         self.symbols[pdno] = candidate
         if fresh_day:
+            candidate.vi_until, candidate.vi_kind, candidate.vi_reference = None, "", new_price
             candidate.price = new_price
             candidate.open = candidate.high = candidate.low = new_price
             candidate.open_time = candidate.high_time = candidate.low_time = _hms(now)
@@ -463,7 +482,48 @@ class Engine:
         if price is None or not self._any_trading():
             candidate.price = new_price
             return []
+        interrupted = self._vi_check(candidate, new_price, now)
+        if interrupted is not None:
+            return [interrupted]
         return [self._trade(candidate, new_price, now)] + self._match(candidate, now)
+
+    # --- volatility interruptions -------------------------------------------------------------
+    def _vi_check(self, sym: Symbol, price: int, now: datetime) -> Tick | None:
+        """In a VI, or a price that triggers one in KRX's continuous trading: the expected
+        price it becomes (nothing trades, nothing matches); None when `price` trades."""
+        if sym.vi_until is None:
+            if not (self.vi and self.session_open):
+                return None
+            base = sym.vi_reference or sym.price
+            moved = abs(Fraction(price - sym.price, sym.price)) * 100
+            away = abs(Fraction(price - base, base)) * 100
+            if away >= self.vi_static_pct:
+                sym.vi_kind = "static"
+            elif moved >= self.vi_dynamic_pct:
+                sym.vi_kind = "dynamic"
+            else:
+                return None
+            sym.vi_reference = base
+            sym.vi_until = now + timedelta(seconds=self.vi_seconds)
+        sym.price = price
+        return self._expected(sym, now)
+
+    def _expected(self, sym: Symbol, now: datetime) -> Tick:
+        return self._print(sym, now, volume=0, expected=True)
+
+    def vi_due(self, now: datetime) -> list[Tick | Notice]:
+        """End each VI whose call auction is over at `now`: one trade at its price, the orders
+        that cross it filled there, and that price the static VI's new base."""
+        events: list[Tick | Notice] = []
+        for pdno in sorted(self.symbols):
+            sym = self.symbols[pdno]
+            if sym.vi_until is None or sym.vi_until > now:
+                continue
+            sym.vi_until, sym.vi_kind, sym.vi_reference = None, "", sym.price
+            if self._any_trading() and not sym.halted:
+                events.append(self._trade(sym, sym.price, now))
+                events += self._match(sym, now)
+        return events
 
     def gap(self, pdno: str, pct: Decimal, *, now: datetime) -> list[Tick | Notice]:
         """Jump the price by `pct` percent at once, onto the tick grid and within the limits."""
@@ -701,7 +761,7 @@ class Engine:
                 events += self._match(sym, now)
         for _ in range(steps):
             for sym in symbols:
-                if sym.halted:
+                if sym.halted or sym.vi_until is not None:
                     continue
                 events.append(self._trade(sym, self._next_price(sym), now))
                 events += self._match(sym, now)
@@ -729,12 +789,17 @@ class Engine:
         sym.volume += volume
         sym.amount += volume * price
         sym.last_volume = volume
+        return self._print(sym, now, volume=volume)
+
+    def _print(self, sym: Symbol, now: datetime, *, volume: int, expected: bool = False) -> Tick:
+        """The symbol as the trade feed prints it: a trade of `volume`, or a VI's expected
+        price."""
         lower, upper = sym.limits
         return Tick(
             pdno=sym.pdno,
             date=_ymd(now),
-            time=hms,
-            price=price,
+            time=_hms(now),
+            price=sym.price,
             prev_close=sym.prev_close,
             open=sym.open,
             high=sym.high,
@@ -751,12 +816,14 @@ class Engine:
             high_time=sym.high_time,
             low_time=sym.low_time,
             venue=protocol.EXCG_KRX if self.session_open or self.auction else protocol.EXCG_NXT,
+            expected=expected,
+            vi_reference=sym.vi_reference,
         )
 
     def _match(self, sym: Symbol, now: datetime, venues: set[str] | None = None) -> list[Notice]:
         """Fill what crosses the symbol's price among the orders on `venues` (None: those
         trading now)."""
-        if sym.halted:
+        if sym.halted or sym.vi_until is not None:
             return []
         notices: list[Notice] = []
         price = sym.price

@@ -144,6 +144,7 @@ class Limits:
     # KIS's key case is not pinned down for every path (KIS.md): answer /uapi with upper-case
     # keys so a client can be shown to read them either way.
     upper_keys: bool = False
+    vi: bool = False  # KRX's volatility interruptions (engine.Engine.vi)
 
 
 @dataclass
@@ -402,9 +403,10 @@ def trade_record(t: eng.Tick) -> dict[str, str]:
             "TRHT_YN": "Y" if t.halted else "N",
             "VOL_TNRT": "0.00",
             "PRDY_SMNS_HOUR_ACML_VOL_RATE": "0.00",
-            "HOUR_CLS_CODE": "0",
+            # "C": after 09:00, an expected price, a VI triggered (KIS's field description).
+            "HOUR_CLS_CODE": "C" if t.expected else "0",
             "MRKT_TRTM_CLS_CODE": "",
-            "VI_STND_PRC": "0",
+            "VI_STND_PRC": str(t.vi_reference),
         }
     )
     return record
@@ -708,6 +710,7 @@ class Simulator:
     def apply_limits(self) -> None:
         self.engine.max_fill_per_step = self.limits.max_fill_per_step
         self.engine.reject_notices = self.limits.reject_notices
+        self.engine.vi = self.limits.vi
 
     def open_connection(self, ws: web.WebSocketResponse) -> Connection:
         self.stats.connections_total += 1
@@ -1532,7 +1535,7 @@ class RestApi:
                     "eps": "0.00",
                     "bps": "0.00",
                     "stck_shrn_iscd": sym.pdno,
-                    "vi_cls_code": "N",
+                    "vi_cls_code": "Y" if sym.vi_until is not None else "N",
                     "ovtm_vi_cls_code": "N",
                     "last_ssts_cntg_qty": "0",
                     "invt_caful_yn": "N",
@@ -1632,7 +1635,7 @@ class RestApi:
             "antc_cntg_prdy_ctrt": _pct(diff, sym.prev_close),
             "antc_vol": "0",
             "stck_shrn_iscd": sym.pdno,
-            "vi_cls_code": "N",
+            "vi_cls_code": "Y" if sym.vi_until is not None else "N",
         }
         msg_cd, msg1 = MSG_QUOTE_OK
         return _json(
@@ -2177,7 +2180,7 @@ class ControlApi:
         for name in ("token_interval_s", "token_ttl_s", "token_reuse_s", "ping_s"):
             if name in payload:
                 updates[name] = _c_num(payload, name)
-        for name in ("reject_notices", "upper_keys"):
+        for name in ("reject_notices", "upper_keys", "vi"):
             if name in payload:
                 updates[name] = _c_bool(payload, name)
         for name, value in updates.items():
@@ -2332,6 +2335,7 @@ async def _follow_day(sim: Simulator, every_s: float = 0.05) -> None:
         await asyncio.sleep(every_s)
         try:
             sim.follow_day()
+            sim.publish(sim.engine.vi_due(sim.clock()))
         except Exception:
             logger.exception("kis_sim day follow failed")
 

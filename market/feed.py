@@ -33,6 +33,7 @@ from kis.ws import KisStream, TradeTick
 from . import calendar as market_calendar
 from .models import BestPrice
 from .prices import best_price_write
+from .vi import HOUR_CLASS_VI, vi_clear, vi_mark
 
 logger = logging.getLogger("aegis.pricesync")
 
@@ -91,6 +92,7 @@ class PriceFeed:
         wanted: Callable[[], list[str]],
         on_price: Callable[..., int],
         on_outage: Callable[[str, str, float], None],
+        on_vi: Callable[..., int],
         poll_phases: Collection[market_calendar.Phase] | None = None,
         cap: int = SUBSCRIPTION_CAP,
         follow_s: float = 2.0,
@@ -110,6 +112,7 @@ class PriceFeed:
         self.wanted = wanted
         self.on_price = on_price
         self.on_outage = on_outage
+        self.on_vi = on_vi
         self.poll_phases = poll_phases
         self.cap = cap
         self.follow_s, self.stale_s, self.poll_s = follow_s, stale_s, poll_s
@@ -118,6 +121,7 @@ class PriceFeed:
         self._poll_turn = 0
         self.symbols: list[str] = []
         self.subscribed: set[str] = set()
+        self.in_vi: set[str] = set()  # symbols this feed has marked in a VI (market.vi)
         config = broker.config
         # Both venues' trades where a real account's holdings trade (kis.protocol.trade_tr_id).
         self.trade_tr = trade_tr_id(config.flavour)
@@ -144,10 +148,33 @@ class PriceFeed:
     def _handle(self, **price) -> int:
         return price_handle(self.on_price, **price)
 
+    def _vi(self, *, symbol: str, expected: int, reference: int, at: dt.datetime) -> int:
+        """A VI's expected price: the symbol marked, then `on_vi(symbol=, price=, vi=, at=)`,
+        which returns the exits it opened; a database error is logged and the price dropped."""
+        vi = vi_mark(symbol, expected=expected, reference=reference, at=at)
+        return price_handle(self.on_vi, symbol=symbol, price=expected, vi=vi, at=at)
+
     async def _on_trade(self, tick: TradeTick) -> None:
         if tick.price <= 0:
             return
         self.fresh.last_ws[tick.symbol] = time.monotonic()
+        if tick.hour_class == HOUR_CLASS_VI:  # an auction's expected price, not a trade
+            self.in_vi.add(tick.symbol)
+            done = await self._in_db(
+                self._vi,
+                symbol=tick.symbol,
+                expected=tick.price,
+                reference=tick.vi_reference,
+                at=tick_time(tick),
+            )
+            if done:
+                logger.info(
+                    "pricesync.vi_exits symbol=%s price=%s exits=%s", tick.symbol, tick.price, done
+                )
+            return
+        if tick.symbol in self.in_vi:  # the auction's single price: the VI is over
+            self.in_vi.discard(tick.symbol)
+            await self._in_db(vi_clear, symbol=tick.symbol)
         done = await self._in_db(
             self._handle,
             symbol=tick.symbol,

@@ -47,7 +47,7 @@ class ExitProfileAdmin(admin.ModelAdmin):
         ("Loss", {"fields": ("stop_loss_pct", "stop_in_opening_auction", "gap_down_pct")}),
         ("Trailing stop", {"fields": ("trailing_activation_pct", "trailing_pct")}),
         ("Time", {"fields": ("day_trade", "time_exit_at", "max_holding_days")}),
-        ("Venues / 시장", {"fields": ("nxt_exits",)}),
+        ("Venues / 시장", {"fields": ("nxt_exits", "vi_action")}),
     )
 
 

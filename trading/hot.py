@@ -254,6 +254,7 @@ def profile_rules(profile: ExitProfile, tiers) -> Rules:
         max_holding_days=profile.max_holding_days,
         opening_auction_stop=profile.stop_in_opening_auction,
         nxt_exits=profile.nxt_exits,
+        vi_wait=profile.vi_action == ExitProfile.ViAction.WAIT,
     )
 
 

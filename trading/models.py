@@ -80,10 +80,27 @@ class ExitProfile(models.Model):
         "KRX's regular session only. / 넥스트레이드 프리마켓(08:00-08:50)과 애프터마켓"
         "(15:40-20:00)에도 지정가로 청산합니다.",
     )
+
+    class ViAction(models.TextChoices):
+        AUCTION = "AUCTION", "Join the VI's call auction / VI 단일가매매에 참여"
+        WAIT = "WAIT", "Wait for trading to resume / VI 해제까지 대기"
+
+    vi_action = models.CharField(
+        max_length=7,
+        choices=ViAction.choices,
+        default=ViAction.AUCTION,
+        db_default=ViAction.AUCTION,
+        help_text="An exit decided while its stock is in a volatility interruption (a two-minute "
+        "call auction): join the auction with its limit order, or decide again on the first "
+        "trade after it. / 변동성완화장치(VI) 발동 중 청산: 단일가매매 참여 또는 해제 후 재판단.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(vi_action__in=["AUCTION", "WAIT"]), name="profile_vi_action_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(stop_loss_pct__isnull=True)
                 | Q(stop_loss_pct__gt=0, stop_loss_pct__lte=30),

@@ -18,6 +18,8 @@ from execution import dispatch
 from execution.alerts import stream_outage as alert_stream_outage
 from execution.models import Position
 from execution.sender import InProcessSender
+from market import prices as market_prices
+from market import vi as market_vi
 from market.feed import PriceFeed, price_write
 from market.prices import best_price_write
 
@@ -58,6 +60,22 @@ def on_price(*, symbol: str, price: int, at: dt.datetime, source: str, **limits)
     return exit_pass(symbols=[symbol], prices={symbol: px}, found=found).exits
 
 
+@on_fresh_connection
+def on_vi_price(*, symbol: str, price: int, vi: market_vi.Vi, at: dt.datetime) -> int:
+    """A VI's expected price: the stop losses it crosses decide on it, and join the auction or
+    wait, as their profiles say (exit_pass's `vi`). Nothing is written as a trade."""
+    known = market_prices.prices([symbol]).get(symbol)
+    if known is None:  # no price row yet: nothing to hold the day's limits
+        return 0
+    px = known._replace(price=price, at=at.timestamp())
+    return exit_pass(symbols=[symbol], prices={symbol: px}, vi=vi).exits
+
+
+def vi_ignore(**_vi) -> int:
+    """A feed that only writes prices decides nothing on a VI's expected price."""
+    return 0
+
+
 def wanted_symbols(watchlist: tuple[str, ...] = ()) -> list[str]:
     """The symbols of managed open positions, and the watchlist's."""
     managed = PositionExitState.objects.filter(position__status=Position.Status.OPEN).values_list(
@@ -84,6 +102,7 @@ class PriceSync(PriceFeed):
             wanted=on_fresh_connection(lambda: wanted_symbols(watchlist)),
             on_price=on_price if evaluate else price_write,
             on_outage=stream_outage,
+            on_vi=on_vi_price if evaluate else vi_ignore,
             poll_phases=EXIT_PHASES,
             **feed,
         )

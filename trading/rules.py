@@ -46,6 +46,9 @@ class Rules:
     opening_auction_stop: bool = False
     # Exits may be decided in Nextrade's pre- and after-market too, and go there.
     nxt_exits: bool = False
+    # An exit decided while the stock is in a VI waits for the first trade after it (else its
+    # order joins the VI's call auction).
+    vi_wait: bool = False
     # The percentages as float factors, for the screen (screen_band), computed once: the stop
     # loss, the trailing activation and trail, each tier's gain. Not an argument (nor compared,
     # nor carried by the cache, which keeps the init fields): __post_init__ sets it.
@@ -103,6 +106,10 @@ class Trade:
     etf: bool = False
     in_session: bool = True
     auction: bool = False
+    # The auction is a volatility interruption's (the stock's continuous trading stopped for
+    # two minutes): any profile's stop loss decides on it, and the engine holds it back where
+    # the profile waits (trading/services.py).
+    vi: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,12 @@ def exit_limit_price(
     return limit
 
 
+def _auction_note(trade: Trade) -> str:
+    if not trade.auction:
+        return ""
+    return " in a volatility interruption's auction" if trade.vi else " in the opening auction"
+
+
 def tier_qty(peak_qty: int, tiers: tuple[Tier, ...], done: int, reached: int) -> int:
     """Shares the tiers done..reached-1 sell: their share of the peak qty, counted cumulatively
     so that rounding never drifts, and at least one share per firing."""
@@ -171,7 +184,7 @@ def evaluate(
     )
     if trade.auction:  # an expected price, not a trade: it raises no mark
         keep = replace(keep, high_water_mark=holding.high_water_mark)
-        if not rules.opening_auction_stop:
+        if not (trade.vi or rules.opening_auction_stop):
             return keep
     if holding.available <= 0 or holding.avg_price <= 0:
         return keep
@@ -208,7 +221,7 @@ def evaluate(
                 "EXIT_STOP_LOSS",
                 everything,
                 f"{price:,} ≤ {threshold:,.0f} (cost {cost:,.0f} − "
-                f"{rules.stop_loss_pct}%)" + (" in the opening auction" if trade.auction else ""),
+                f"{rules.stop_loss_pct}%)" + _auction_note(trade),
             )
     if trade.auction:
         return keep

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -37,6 +37,7 @@ from execution.services.day_end import day_end
 from execution.services.reconciliation import reconciliation_run
 from market import calendar as market_calendar
 from market import prices as market_prices
+from market import vi as market_vi
 from market.calendar import Phase, Venue
 from market.calendar_sync import overrides_refresh
 from market.models import BestPrice
@@ -55,6 +56,8 @@ EXIT_PHASES = frozenset({Phase.OPENING_AUCTION, Phase.CONTINUOUS, Phase.CLOSING_
 # Outside them, Nextrade's pre- and after-market (market_calendar.NXT_DAY): a profile that allows
 # it (Rules.nxt_exits) decides there on the prices traded there, and its exits go to Nextrade.
 NXT_EXIT_PHASES = frozenset({Phase.PRE_MARKET, Phase.AFTER_MARKET})
+# The phases in which KRX interrupts a stock's trading for a VI's call auction.
+VI_PHASES = frozenset({Phase.CONTINUOUS, Phase.CLOSING_AUCTION})
 
 
 def exit_phase(now: dt.datetime) -> tuple[Phase, Venue] | None:
@@ -196,6 +199,7 @@ def _trade(
     *,
     in_session: bool,
     auction: bool = False,
+    vi: bool = False,
 ) -> Trade:
     return Trade(
         price=px.price,
@@ -205,6 +209,7 @@ def _trade(
         opening=market_prices.within(px.at, opening),
         in_session=in_session,
         auction=auction,
+        vi=vi,
     )
 
 
@@ -222,10 +227,13 @@ def exit_pass(
     prices: dict[str, market_prices.Px] | None = None,
     use_cache: bool = True,
     found: dict | None = None,
+    vi: market_vi.Vi | None = None,
 ) -> PassResult:
     """Evaluate every managed open position (or those of `symbols`) at its best price and open
     the exits that fire. `prices` hands in prices already known (a tick's); `found`, what
-    hot.read_ahead already read for a tick's one symbol.
+    hot.read_ahead already read for a tick's one symbol. `vi`: `prices` are the expected
+    prices of a volatility interruption's auction (market/vi.py), on which stop losses decide:
+    their exits join the auction or wait, as their profiles say.
 
     Each position is screened by its quiet band (rules.screen_band); only those outside it, in
     the opening minute, or due a time rule are evaluated exactly. A steady tick evaluation
@@ -239,7 +247,9 @@ def exit_pass(
         return PassResult()  # no exit order could trade: nothing is decided, nothing kept
     phase, venue = deciding
     nxt = venue is Venue.NXT
-    auction = phase is Phase.OPENING_AUCTION
+    if vi is not None and phase not in VI_PHASES:
+        return PassResult()  # KRX interrupts its continuous trading and closing auction only
+    auction = phase is Phase.OPENING_AUCTION or vi is not None
     session = market_calendar.session(today)
     if session is None:  # no exit phase on a day without a session
         return PassResult()
@@ -249,7 +259,7 @@ def exit_pass(
     # The full pass checks cached rules against the tables: a copy that a lost invalidation
     # left behind lasts one pass.
     rules = hot.profiles(use_cache=use_cache, found=found, verify=symbols is None)
-    if auction and not any(r.opening_auction_stop for r in rules.rules.values()):
+    if auction and vi is None and not any(r.opening_auction_stop for r in rules.rules.values()):
         return PassResult()
     if nxt and not any(r.nxt_exits for r in rules.rules.values()):
         return PassResult()
@@ -267,7 +277,7 @@ def exit_pass(
         market_calendar.phase_began(session, phase, market_calendar.NXT_DAY)
         if nxt
         else market_calendar.phase_began(
-            session, Phase.OPENING_AUCTION if auction else Phase.CONTINUOUS
+            session, Phase.OPENING_AUCTION if auction and vi is None else Phase.CONTINUOUS
         )
     )
     if since is None:  # each day model has the phases asked: never met
@@ -293,7 +303,7 @@ def exit_pass(
             max_days=r.max_holding_days
             if r.max_holding_days is not None and in_session
             else math.inf,
-            decides=r.nxt_exits if nxt else not auction or r.opening_auction_stop,
+            decides=r.nxt_exits if nxt else not auction or vi is not None or r.opening_auction_stop,
         )
         for pid, r in rules.rules.items()
     }
@@ -321,7 +331,7 @@ def exit_pass(
         profile_id = book.profile_ids[i]
         opened = book.opened[i]
         profile = rules.rules[profile_id]
-        trade = _trade(px, opening, in_session=in_session, auction=auction)
+        trade = _trade(px, opening, in_session=in_session, auction=auction, vi=vi is not None)
         ev = evaluate(
             profile,
             watch.holding(_held(opened, today)),
@@ -334,25 +344,74 @@ def exit_pass(
             profile, (watch.high_water_mark, watch.peak_qty), (ev.high_water_mark, ev.peak_qty)
         ):
             moved.append((watch, ev.high_water_mark, ev.peak_qty))
+    # A stock in a volatility interruption: its exit joins the call auction or waits, as its
+    # profile says (market/vi.py); read for the decided exits only, in one round trip.
+    interrupted = (
+        market_vi.vis_of(sorted({w.symbol for w, *_ in decided})) if decided and not vi else {}
+    )
     # Exits decided in one pass (the open's burst) go out largest loss first: with KIS's rate
     # the last may leave seconds after the first, and the deepest loss is the one to cut first.
     for watch, ev, decision, profile, trade in sorted(decided, key=_loss, reverse=True):
+        in_vi = vi or interrupted.get(watch.symbol)
         if decision.rule == "GAP_DOWN":
             result.exits += gap_down_open(watch.position_id, decision) is not None
+        elif in_vi is not None and profile.vi_wait:
+            _vi_wait(watch, decision, in_vi)
         else:
-            result.exits += (
-                exit_decide(
-                    position_id=watch.position_id,
-                    rules=profile,
-                    trade=trade,
-                    screened=(watch, ev),
-                    venue=venue,
-                )
-                is not None
+            intent = exit_decide(
+                position_id=watch.position_id,
+                rules=profile,
+                trade=trade,
+                screened=(watch, ev),
+                venue=venue,
+                note="" if in_vi is None else f"{in_vi.describe()}: the order joins it; ",
             )
+            if intent is not None:
+                result.exits += 1
+                if trade.lower_limit is not None and intent.limit_price == trade.lower_limit:
+                    _limit_down(intent, trade)
     if moved:
         _marks_raise(moved)
     return result
+
+
+def _limit_down(intent: OrderIntent, trade: Trade) -> None:
+    """An exit placed at the day's lower limit: it may not fill (sellers queue there), and it is
+    kept in the queue rather than priced again (execution's expiry leaves it): alerted once a
+    day per position."""
+    day = trade.at.astimezone(clock.SEOUL).date()
+    alert_raise(
+        kind=Alert.Kind.EXIT,
+        severity=Alert.Severity.WARNING,
+        subject=intent.symbol,
+        key=f"limit-down:{intent.position_id}:{day:%Y%m%d}",
+        message=f"{intent.intent_type} of {intent.qty} {intent.symbol} placed at the lower limit "
+        f"{trade.lower_limit:,}: it may not fill while sellers queue there. It keeps its place "
+        "in the queue and is not priced again. / 하한가에 손절 주문을 냈습니다. 체결되지 않을 수 "
+        "있으며, 대기 순서를 지키기 위해 다시 내지 않습니다.",
+    )
+
+
+def _vi_wait(watch: hot.Watch, decision: Decision, vi: market_vi.Vi) -> None:
+    """An exit its profile holds back while the stock is in a VI: nothing is written, the rule
+    is decided again on the first trade after the auction; the wait is recorded once per VI."""
+    logger.info(
+        "exit.vi_wait position_id=%s rule=%s price=%s: %s",
+        watch.position_id,
+        decision.rule,
+        decision.price,
+        vi.describe(),
+    )
+    alert_raise(
+        kind=Alert.Kind.EXIT,
+        severity=Alert.Severity.WARNING,
+        subject=watch.symbol,
+        key=f"vi-wait:{watch.position_id}:{int(vi.since)}",
+        message=f"{decision.rule} of {watch.symbol} ({decision.reason}) waits: the stock is "
+        f"{vi.describe()}, and its profile waits for trading to resume. It is decided again on "
+        "the first trade after the auction. / 변동성완화장치(VI) 발동 중이라 청산을 보류합니다. "
+        "해제 후 첫 체결가로 다시 판단합니다.",
+    )
 
 
 def _loss(decided: tuple) -> Decimal:
@@ -455,7 +514,7 @@ def _lock(position_id: int) -> Locked | None:
 
 
 def _decide_at_once(
-    seen: hot.Watch, ev: Evaluation, venue: Venue
+    seen: hot.Watch, ev: Evaluation, venue: Venue, note: str = ""
 ) -> tuple[bool, OrderIntent | None]:
     """The exit decided on what the screen saw (a cached Watch, `ev` its evaluation), in one
     statement (execution's exit_open_if): written, with the exit state's marks, only if the
@@ -471,7 +530,7 @@ def _decide_at_once(
         Seen(seen.position_id, seen.symbol, seen.qty, seen.available, Decimal(seen.avg_price)),
         qty=decision.qty,
         intent_type=decision.rule,
-        reason=decision.reason,
+        reason=(note + decision.reason)[:255],
         idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
         limit_price=decision.limit_price,
         event_at=decision.at,
@@ -516,9 +575,11 @@ def exit_decide(
     trade: Trade,
     screened: tuple[hot.Watch, Evaluation] | None = None,
     venue: Venue = Venue.KRX,
+    note: str = "",
 ) -> OrderIntent | None:
     """Open the exit the rules decide through the ledger, to `venue`, or None when, seen from
-    the locked rows, nothing fires any more.
+    the locked rows, nothing fires any more. `note` goes before the decision's reason (why it
+    goes out as it does: in a VI's auction).
 
     With `screened` (what the screen saw, and its evaluation at `trade`), first in
     one statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
@@ -528,7 +589,7 @@ def exit_decide(
     exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
     mark, a tier done)."""
     if screened is not None:
-        went, intent = _decide_at_once(*screened, venue)
+        went, intent = _decide_at_once(*screened, venue, note)
         if went:
             return intent
     today = clock.now_seoul().date()
@@ -541,6 +602,8 @@ def exit_decide(
         marks = (ev.high_water_mark, ev.peak_qty, state.tiers_done)
         decision: Decision | None = ev.decision
         intent = None
+        if decision is not None and note:
+            decision = replace(decision, reason=note + decision.reason)
         if decision is not None:
             intent = _open(
                 position_id,

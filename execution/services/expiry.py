@@ -16,11 +16,33 @@ from django.db.models import Q
 
 from core import clock
 from kis.errors import KisError
+from market.models import BestPrice
 
-from ..models import Order
+from ..models import Order, Side
 from .sync import orders_sync
 
 logger = logging.getLogger("aegis.execution")
+
+
+def _not_at_lower_limit(orders: list[Order]) -> list[Order]:
+    """Those of `orders` that are not sells at their symbol's lower limit. A sell there (a stop
+    placed at the limit) keeps its place in the queue: cancelled and priced again it would go
+    in at the same price, last."""
+    lower = dict(
+        BestPrice.objects.filter(
+            symbol__in={o.symbol for o in orders}, lower_limit__isnull=False
+        ).values_list("symbol", "lower_limit")
+    )
+    return [o for o in orders if not _at_lower_limit(o, lower.get(o.symbol))]
+
+
+def _at_lower_limit(order: Order, lower: int | None) -> bool:
+    return (
+        order.side == Side.SELL
+        and lower is not None
+        and order.limit_price is not None
+        and order.limit_price <= lower
+    )
 
 
 def orders_expire(
@@ -44,6 +66,8 @@ def orders_expire(
             submitted_at__lt=clock.now() - timeout,
         )
     )
+    if stale:
+        stale = _not_at_lower_limit(stale)
     for order in stale:
         try:
             broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)

@@ -167,6 +167,61 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
 
 
 @pytest.mark.usefixtures("trading_hours")  # the same Seoul day throughout
+def test_a_stop_at_the_lower_limit_keeps_its_place_in_the_queue(kis_sim, broker):
+    """Priced again it would go in at the same price, last: the expiry leaves it working."""
+    import datetime as dt
+
+    from core import clock
+    from execution.services.expiry import orders_expire
+    from market.models import BestPrice
+    from trading.services import DECIDED_AGAIN
+
+    position = held(kis_sim, broker)
+    BestPrice.objects.update_or_create(
+        symbol="005930",
+        defaults={
+            "price": 49_700,
+            "prev_close": 71_000,
+            "lower_limit": 49_700,
+            "upper_limit": 92_300,
+            "source": "WS",
+            "event_at": clock.now(),
+        },
+    )
+    at_limit = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=49_700,
+            intent_type="EXIT_STOP_LOSS",
+            idempotency_key=key(),
+        ),
+        broker,
+    )
+    above = send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=72_000,
+            intent_type="EXIT_STOP_LOSS",
+            idempotency_key=key(),
+        ),
+        broker,
+    )
+    later = clock.now() + dt.timedelta(seconds=11)
+    with clock.installed(clock.FixedClock(later)):
+        counts = orders_expire(
+            broker=broker, timeout=dt.timedelta(seconds=10), intent_types=DECIDED_AGAIN
+        )
+    assert counts == {"expired": 1, "closed": 1}
+    at_limit.refresh_from_db()
+    above.refresh_from_db()
+    assert (at_limit.status, above.status) == ("SUBMITTED", "CANCELLED")
+    [working] = [o for o in kis_sim.book()["orders"] if o["remaining"] and o["side"] == "SELL"]
+    assert working["odno"] == at_limit.broker_order_no
+
+
+@pytest.mark.usefixtures("trading_hours")  # the same Seoul day throughout
 def test_unfilled_limit_orders_are_cancelled_after_the_timeout(kis_sim, broker):
     import datetime as dt
 

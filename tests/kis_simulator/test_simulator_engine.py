@@ -472,3 +472,40 @@ def test_krx_orders_wait_while_only_nextrade_trades_and_each_venue_ends_its_own(
     assert krx_order.remaining == 0 and krx_order.cancelled_qty == 4
     assert nxt_late.remaining == 2  # working on Nextrade until its close
     assert engine.end_day("NXT") == 1 and nxt_late.cancelled_qty == 2
+
+
+# --- volatility interruptions ------------------------------------------------------------------
+
+
+def test_a_jump_past_the_dynamic_threshold_interrupts_trading_for_a_call_auction(engine):
+    engine.vi = True
+    resting, _ = sell(engine, "KRX", 5, 112_000)
+    events = engine.set_price("000660", now=NOW, price=112_000)  # -6.7 % from 120,000
+    [expected] = events
+    assert expected.expected and expected.volume == 0 and expected.vi_reference == 120_000
+    sym = engine.symbols["000660"]
+    assert sym.vi_kind == "dynamic" and sym.vi_until == NOW + dt.timedelta(seconds=120)
+    assert resting.filled_qty == 0  # nothing trades in the auction
+    assert engine.step(now=NOW, pdno="000660") == []
+    assert engine.vi_due(NOW + dt.timedelta(seconds=119)) == []
+    ended = engine.vi_due(NOW + dt.timedelta(seconds=120))
+    assert [type(e).__name__ for e in ended] == ["Tick", "Notice"]
+    assert ended[0].price == 112_000 and not ended[0].expected
+    assert resting.filled_qty == 5 and sym.vi_until is None and sym.vi_reference == 112_000
+
+
+def test_moves_inside_the_thresholds_trade_and_a_static_vi_counts_from_its_base(engine):
+    engine.vi = True
+    for price in (115_000, 110_500):  # -4.2 %, then -3.9 %: each inside 6 %
+        [tick] = engine.set_price("000660", now=NOW, price=price)
+        assert not tick.expected
+    [expected] = engine.set_price("000660", now=NOW, price=108_000)  # -10 % from 120,000
+    assert expected.expected and engine.symbols["000660"].vi_kind == "static"
+
+
+def test_no_vi_while_they_are_off_or_outside_continuous_trading(engine):
+    assert not engine.set_price("000660", now=NOW, price=100_000)[0].expected  # off
+    engine.vi = True
+    engine.set_session(open_=False, auction=True)
+    assert engine.set_price("000660", now=NOW, price=120_000) == []  # an auction's price
+    assert engine.symbols["000660"].vi_until is None

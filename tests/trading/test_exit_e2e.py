@@ -15,7 +15,8 @@ import pytest
 
 from core import clock
 from execution import services
-from execution.models import Fill, Order, OrderIntent, Position
+from execution.models import Alert, Fill, Order, OrderIntent, Position
+from market import vi as market_vi
 from tests.support import forget_broker_credentials, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
@@ -252,3 +253,60 @@ def test_max_holding_days_sells_a_position_held_too_long(kis_sim, day, fill_stre
     assert (intent.qty, intent.trigger_price) == (10, 71_000)
     assert "held 5 trading days ≥ 3" in intent.reason
     assert closed(position) and broker_qty(kis_sim) == 0
+
+
+@pytest.mark.parametrize("action", ["AUCTION", "WAIT"])
+def test_a_volatility_interruption_takes_the_stop_as_its_profile_says(
+    kis_sim, day, fill_stream, action
+):
+    """A fall of 6.9 % in one trade stops continuous trading for a two-minute call auction (a
+    dynamic VI); the trade feed carries its expected price. AUCTION: the stop decided on that
+    price goes in at once, joins the auction and trades at its single price, its reason saying
+    so. WAIT: nothing goes out during the auction, the wait is alerted once, and the stop is
+    decided on the first trade after it."""
+    profile = ExitProfile.objects.create(
+        name=f"vi-{action}", stop_loss_pct=Decimal(3), gap_down_pct=None, vi_action=action
+    )
+    position = held(kis_sim, profile)
+    kis_sim.control("/_sim/limits", {"vi": True})
+    with pricesync(kis_sim):
+        trade(kis_sim, 70_900)
+        kis_sim.control("/_sim/prices", {"pdno": SYMBOL, "price": 66_000})  # the VI begins
+        if action == "AUCTION":
+            wait_until(
+                lambda: OrderIntent.objects.filter(position=position, side="SELL").exists(),
+                "the stop decided on the auction's expected price",
+            )
+            intent = OrderIntent.objects.get(position=position, side="SELL")
+            wait_until(
+                lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+                "its order in the auction",
+            )
+            assert intent.intent_type == "EXIT_STOP_LOSS" and intent.trigger_price == 66_000
+            assert "volatility interruption" in intent.reason, intent.reason
+            [sell] = [o for o in kis_sim.book()["orders"] if o["side"] == "SELL"]
+            assert sell["remaining"] == QTY  # nothing trades in the auction
+        else:
+            wait_until(
+                lambda: Alert.objects.filter(kind="EXIT", subject=SYMBOL).exists(),
+                "the wait, alerted",
+            )
+            kis_sim.control("/_sim/prices", {"pdno": SYMBOL, "price": 65_900})  # still in it
+            wait_until(
+                lambda: getattr(market_vi.vis_of([SYMBOL]).get(SYMBOL), "expected", 0) == 65_900,
+                "the auction's next expected price handled",
+            )
+            assert not OrderIntent.objects.filter(position=position, side="SELL").exists()
+            assert Alert.objects.filter(kind="EXIT", subject=SYMBOL).count() == 1
+        day.move_to("10:05:00")  # past the auction: its single price prints as a trade
+        if action == "AUCTION":
+            wait_until(lambda: closed(position), "the stop filled at the auction's price")
+            fill = Fill.objects.get(order__intent=intent)
+            assert fill.price == 66_000
+        else:
+            intent = filled_exit(kis_sim, position, "EXIT_STOP_LOSS")
+            assert intent.trigger_price == 65_900
+            assert "volatility interruption" not in intent.reason
+            assert closed(position)
+    assert market_vi.vis_of([SYMBOL]) == {}  # the trade ended the VI
+    assert broker_qty(kis_sim) == 0

@@ -264,6 +264,22 @@ def test_only_a_profile_that_allows_nextrade_sells_in_its_after_market(new_symbo
     assert services.order_open(intent_id=intent.pk).venue == "NXT"
 
 
+def test_a_stop_at_the_lower_limit_is_placed_there_once_and_alerted(new_symbol):
+    from execution.models import Alert
+
+    profile = ExitProfile.objects.create(name="ll", stop_loss_pct=D(3), gap_down_pct=None)
+    position = managed(new_symbol(), 10, profile)
+    quote(position.symbol, 49_000)  # the lower limit: two ticks below would be refused
+    assert exit_pass().exits == 1
+    [intent] = exits(position)
+    assert intent.limit_price == 49_000
+    [alert] = Alert.objects.filter(kind="EXIT", subject=position.symbol)
+    assert "lower limit 49,000" in alert.message and "하한가" in alert.message
+    quote(position.symbol, 49_000, at=NOW + dt.timedelta(seconds=1))
+    assert exit_pass().exits == 0  # placed once: its shares are reserved
+    assert Alert.objects.filter(kind="EXIT", subject=position.symbol).count() == 1
+
+
 def test_no_exit_is_decided_between_krx_close_and_nextrades_after_market(new_symbol):
     """15:35: KRX's after-hours closing-price session, Nextrade between its sessions."""
     nxt = ExitProfile.objects.create(

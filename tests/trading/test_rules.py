@@ -328,3 +328,25 @@ def test_an_auction_price_decides_only_a_stop_its_profile_lets_join_the_auction(
     # An expected price is not a trade: no mark moves on it.
     assert evaluate(stop, hold(high_water_mark=75_000), high).high_water_mark == 75_000
     assert evaluate(joined, hold(), high).tiers_done == 0
+
+
+def test_a_vi_auction_price_decides_any_profiles_stop_and_nothing_else():
+    """A volatility interruption's expected price: every profile's stop loss decides on it (the
+    engine holds back the profiles that wait), nothing else does, and no mark moves."""
+    rules = Rules(
+        stop_loss_pct=D(3),
+        trailing_activation_pct=D(1),
+        trailing_pct=D(1),
+        tiers=(Tier(D(5), D(50)),),
+    )
+    low = at(60_000, auction=True, vi=True)
+    decided = evaluate(rules, hold(), low).decision
+    assert decided.rule == "EXIT_STOP_LOSS" and "volatility interruption" in decided.reason
+    high = at(80_000, auction=True, vi=True)
+    assert evaluate(rules, hold(), high).decision is None  # a tier waits for a trade
+    assert evaluate(rules, hold(high_water_mark=75_000), high).high_water_mark == 75_000
+    armed = hold(high_water_mark=90_000)  # the trail (89,100) is crossed, but not by a trade
+    assert (
+        evaluate(Rules(trailing_activation_pct=D(1), trailing_pct=D(1)), armed, low).decision
+        is None
+    )
