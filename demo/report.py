@@ -180,15 +180,31 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         }
         for a in Alert.objects.order_by("pk")
     ]
-    # After the close: nothing decided, nothing sent (at the simulator too, which took orders in
-    # its after-hours auction), and what is held overnight.
+    # After the close: nothing decided or sent for KRX (nor at the simulator), the exits of the
+    # profiles that allow Nextrade sold in its after-market, and what is held overnight.
     close = scenario.at(session.day, scenario.CLOSE, clock.SEOUL)
+    exits_after = OrderIntent.objects.filter(created_at__gte=close).exclude(
+        intent_type=IntentType.ENTRY
+    )
     after_close = {
-        "exits_decided": OrderIntent.objects.filter(created_at__gte=close)
-        .exclude(intent_type=IntentType.ENTRY)
+        "krx_exits_decided": exits_after.exclude(venue="NXT").count(),
+        "krx_orders_sent": Order.objects.filter(submitted_at__gte=close)
+        .exclude(venue="NXT")
         .count(),
-        "orders_sent": Order.objects.filter(submitted_at__gte=close).count(),
-        "orders_at_kis": sum(1 for o in book["orders"] if o["ord_tmd"] >= "153000"),
+        "krx_orders_at_kis": sum(
+            1 for o in book["orders"] if o["ord_tmd"] >= "153000" and o["routed"] != "NXT"
+        ),
+        "nxt_exits": [
+            {
+                "symbol": i.symbol,
+                "rule": i.intent_type,
+                "at": i.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
+                "qty": i.qty,
+                "status": i.status,
+                "filled": sum(o.filled_qty for o in i.orders.all()),
+            }
+            for i in exits_after.filter(venue="NXT").order_by("created_at")
+        ],
         "held_overnight": sorted(
             p.symbol for p in Position.objects.filter(status=Position.Status.OPEN, qty__gt=0)
         ),
@@ -239,6 +255,18 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         "unsettled": unsettled,
         "every_intent_settled": not any(unsettled.values()),
         "after_close": after_close,
+        "vi_exits": [
+            {
+                "symbol": i.symbol,
+                "rule": i.intent_type,
+                "at": i.created_at.astimezone(clock.SEOUL).strftime("%H:%M:%S"),
+                "reason": i.reason,
+                "filled": sum(o.filled_qty for o in i.orders.all()),
+                "fill_prices": sorted({f.price for o in i.orders.all() for f in o.fills.all()}),
+            }
+            for i in today
+            if "volatility interruption" in i.reason
+        ],
         "errors": list(session.errors),
     }
 
@@ -291,13 +319,28 @@ def markdown(result: dict) -> str:
         f"Ledger and broker disagree on: {result['ledger_broker_disagree'] or 'nothing'}. "
         f"Every intent settled: {result['every_intent_settled']}.",
         "",
+        "## Volatility interruption",
+        "",
+        *(
+            f"- {v['at']} {v['symbol']} {v['rule']}: {v['reason']}; filled {v['filled']} at "
+            f"{', '.join(f'{p:,}' for p in v['fill_prices']) or '-'}"
+            for v in result["vi_exits"]
+        ),
+        "",
         "## After the close",
         "",
-        f"Exits decided: {result['after_close']['exits_decided']}; orders sent: "
-        f"{result['after_close']['orders_sent']} (at KIS: "
-        f"{result['after_close']['orders_at_kis']}); held overnight: "
-        f"{', '.join(result['after_close']['held_overnight']) or 'nothing'}; the day "
-        f"ended in the ledger: {result['after_close']['day_ended']}.",
+        f"On KRX: exits decided {result['after_close']['krx_exits_decided']}, orders sent "
+        f"{result['after_close']['krx_orders_sent']} (at KIS: "
+        f"{result['after_close']['krx_orders_at_kis']}). On Nextrade's after-market: "
+        + (
+            "; ".join(
+                f"{n['at']} {n['symbol']} {n['rule']} {n['qty']} shares, {n['filled']} filled"
+                for n in result["after_close"]["nxt_exits"]
+            )
+            or "nothing"
+        )
+        + f". Held overnight: {', '.join(result['after_close']['held_overnight']) or 'nothing'}; "
+        f"the day ended in the ledger: {result['after_close']['day_ended']}.",
         "",
         "## Picks",
         "",

@@ -22,14 +22,19 @@ Each exit rule fires once, and the day is laid out so each firing is easy to fol
             loss already holds every share
   09:02:30  KIS recovers; the circuit closes, the daily orders show neither exit arrived, and
             both go out into a small rebound
+  09:02:51  096770 falls 7 % in one trade: KRX interrupts its trading for a two-minute call
+            auction (a dynamic VI). Its stop loss decides on the auction's expected price and,
+            as its profile says, the order joins the auction; it trades at the auction's single
+            price when trading resumes (09:04:51)
   15:20:00  the day-trade entries are sold before the close (time exit)
   15:30:00  the close: KRX takes no more regular orders; the day's orders end in the ledger
-            (trading.day_end), and trading waits for the next reconciliation
-  16:30:00  in the after-hours single-price session 012330, held overnight, trades under its
-            stop loss: nothing is decided and nothing sent, as a regular order could not trade
-            until the next open, where the rules decide again on the price then
+            (trading.day_end), which reconciles with KIS at once
+  15:40:00  Nextrade's after-market opens (until 20:00). At 15:41 two held stocks trade under
+            their stop losses there: 105560, whose profile allows Nextrade exits, is sold on
+            Nextrade at once; 012330, whose profile does not, is held until KRX's next open,
+            where the rules decide again on the price then
 
-The quiet hours between the morning and 15:18:30, and between the close and 16:29:40, are
+The quiet hours between the morning and 15:18:30, and between the close and 15:39:40, are
 skipped.
 """
 
@@ -42,16 +47,17 @@ from typing import TypedDict
 from market import krx
 
 # The simulated stretches of the day: (from, to), each "HH:MM:SS".
-SEGMENTS = (("08:58:30", "09:03:30"), ("15:18:30", "15:31:30"), ("16:29:40", "16:30:40"))
+SEGMENTS = (("08:58:30", "09:05:30"), ("15:18:30", "15:31:30"), ("15:39:40", "15:44:00"))
 # `--short`: the same events, less time around them (the morning from 08:59:40, the afternoon
-# around the time exit and the close, the evening around the after-hours trade).
+# around the time exit and the close, the after-market around its trades).
 SHORT_SEGMENTS = (
-    ("08:59:40", "09:03:00"),
+    ("08:59:40", "09:05:10"),
     ("15:19:40", "15:20:30"),
     ("15:29:50", "15:31:20"),
-    ("16:29:50", "16:30:20"),
+    ("15:39:50", "15:42:30"),
 )
-# The close: from it, no exit may be decided and no order sent until the next open.
+# The close: from it, no exit may be decided on KRX and no order sent there until the next
+# open; a profile that allows it sells on Nextrade's after-market.
 CLOSE = "15:30:00"
 SKIP_NOTE = "the quiet hours in between are skipped"
 
@@ -73,6 +79,14 @@ PROFILES: dict[str, Profile] = {
             "max_holding_days": 5,
         },
         "tiers": ((Decimal("5"), Decimal("50")), (Decimal("12"), Decimal("50"))),
+    },
+    "swing + Nextrade": {
+        "fields": {
+            "stop_loss_pct": Decimal("3"),
+            "gap_down_pct": Decimal("5"),
+            "nxt_exits": True,
+        },
+        "tiers": (),
     },
     "news day trade": {
         "fields": {
@@ -178,10 +192,42 @@ STOCKS = (
             ("09:03:30", 251_000),
             ("15:18:30", 250_000),
             ("15:30:30", 250_500),
-            ("16:29:59", 250_500),
-            ("16:30:00", 238_000),
+            ("15:40:59", 250_500),
+            ("15:41:00", 238_000),
+            ("15:44:00", 238_500),
         ),
         Holding(12, 248_000, "swing", 1),
+    ),
+    # A dynamic VI: one trade 7 % down stops its trading for a two-minute call auction.
+    Stock(
+        "096770",
+        "SK Innovation",
+        110_000,
+        (
+            ("09:00:00", 110_500),
+            ("09:02:50", 110_000),
+            ("09:02:51", 102_000),
+            ("09:05:30", 102_600),
+            ("15:18:30", 103_000),
+            ("15:30:30", 103_200),
+        ),
+        Holding(15, 110_000, "swing", 2),
+    ),
+    # Held under a profile with Nextrade exits: sold in the after-market.
+    Stock(
+        "105560",
+        "KB Financial",
+        80_000,
+        (
+            ("09:00:00", 80_200),
+            ("09:05:30", 80_300),
+            ("15:18:30", 80_100),
+            ("15:30:30", 80_000),
+            ("15:40:59", 80_000),
+            ("15:41:00", 77_300),
+            ("15:44:00", 77_500),
+        ),
+        Holding(25, 80_000, "swing + Nextrade", 1),
     ),
     Stock(
         "035720",
@@ -293,7 +339,7 @@ EVENTS = (
     Event("09:02:20", "operator_sell", note="the operator sells 035420 by hand"),
     Event("09:02:30", "outage_end", note="KIS recovers"),
     Event("15:30:00", "close", note="the close: KRX takes no more regular orders"),
-    Event("16:29:55", "after_hours", note="the after-hours single-price session trades"),
+    Event("15:40:00", "after_market", note="Nextrade's after-market opens"),
 )
 OPERATOR_SELL = ("035420", 30)
 

@@ -258,6 +258,7 @@ class Session:
     def prepare(self, control: Control) -> str:
         """The scene before 08:58:30: the simulator's stocks and account, yesterday's positions
         in the ledger, exit profiles, the picks source. Returns the source's token."""
+        control.post("/_sim/limits", {"vi": True})  # KRX's volatility interruptions
         for stock in scenario.STOCKS:
             control.post(
                 "/_sim/prices",
@@ -548,16 +549,18 @@ class Session:
     def on_close(self, event: scenario.Event) -> None:
         with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
             control.post("/_sim/session", {"open": False})
-        self.say("the close: KRX takes no more regular orders (15:30)")
-
-    def on_after_hours(self, event: scenario.Event) -> None:
-        # The simulator prints the after-hours session's trades as its continuous trading does:
-        # they reach pricesync, and a regular order Aegis sent now would be taken (and show).
-        with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
-            control.post("/_sim/session", {"open": True})
         self.say(
-            "after-hours single-price session: 012330 trades under its stop loss; the "
-            "engine decides nothing until the next open"
+            "the close: KRX takes no more regular orders (15:30); the day's orders end in the "
+            "ledger, which reconciles with KIS at once"
+        )
+
+    def on_after_market(self, event: scenario.Event) -> None:
+        # KRX stays closed; Nextrade's after-market trades (15:40-20:00) and takes orders.
+        with contextlib.closing(Control(settings.KIS["BASE_URL"])) as control:
+            control.post("/_sim/session", {"open": False, "nxt": True})
+        self.say(
+            "Nextrade's after-market opens (15:40-20:00): stocks trade there while KRX is "
+            "closed; only profiles that allow Nextrade exits sell in it"
         )
 
     def on_operator_sell(self, event: scenario.Event) -> None:

@@ -492,7 +492,8 @@ class Engine:
         """In a VI, or a price that triggers one in KRX's continuous trading: the expected
         price it becomes (nothing trades, nothing matches); None when `price` trades."""
         if sym.vi_until is None:
-            if not (self.vi and self.session_open):
+            # The day's first trade is the opening auction's (no dynamic VI on it).
+            if not (self.vi and self.session_open and sym.volume):
                 return None
             base = sym.vi_reference or sym.price
             moved = abs(Fraction(price - sym.price, sym.price)) * 100

@@ -2124,15 +2124,19 @@ class ControlApi:
     async def session(self, request: web.Request) -> web.Response:
         """{"open": true} continuous trading, {"open": false} closed, {"open": false, "auction":
         true} a call auction; an auction's end matches its orders at one price (the symbol's
-        price then) and publishes the trades and fill notices."""
+        price then) and publishes the trades and fill notices. "nxt": true/false opens or
+        closes Nextrade's market (by default it follows KRX's)."""
         payload = await self._payload(request)
         auction = _c_bool(payload, "auction") if "auction" in payload else False
+        nxt = _c_bool(payload, "nxt") if "nxt" in payload else None
         try:
             events = self.sim.engine.set_session(
                 open_=_c_bool(payload, "open"), auction=auction, now=self.sim.clock()
             )
         except ValueError as exc:
             raise ControlError(str(exc)) from None
+        if nxt is not None:
+            self.sim.engine.nxt_open = nxt
         self.sim.publish(events)
         return _json(
             {"ok": True, "open": self.sim.engine.session_open, "auction": self.sim.engine.auction}

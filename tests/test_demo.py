@@ -65,7 +65,7 @@ def _check(run: subprocess.CompletedProcess, out: Path) -> None:
             "EXIT_MAX_HOLD",
         )
     )
-    assert report["gap_down_prequeued"] == 6  # every held position, before the bell
+    assert report["gap_down_prequeued"] == 8  # every held position, before the bell
     assert report["oversells"] == 0
     assert report["ledger_broker_disagree"] == []
     assert report["every_intent_settled"], report["unsettled"]
@@ -89,11 +89,19 @@ def _check(run: subprocess.CompletedProcess, out: Path) -> None:
     assert sides.count("BUY") == 2 and "012330" in report["unrealized_pnl_krw"]
     bought = {t["symbol"] for t in report["trades"] if t["side"] == "BUY"}
     assert not bought & set(report["unrealized_pnl_krw"])
-    # After the close, under its stop loss in the after-hours session: nothing decided, nothing
-    # sent (the simulator would have taken a regular order in its auction), the day ended.
+    # After the close, two stops crossed in Nextrade's after-market: the profile that allows
+    # Nextrade exits sold there, the other held (nothing decided or sent for KRX).
     after = report["after_close"]
-    assert (after["exits_decided"], after["orders_sent"], after["orders_at_kis"]) == (0, 0, 0)
+    assert (after["krx_exits_decided"], after["krx_orders_sent"]) == (0, 0), after
+    assert after["krx_orders_at_kis"] == 0, after
+    [nxt] = after["nxt_exits"]
+    assert (nxt["symbol"], nxt["rule"], nxt["filled"]) == ("105560", "EXIT_STOP_LOSS", 25), nxt
     assert "012330" in after["held_overnight"] and after["day_ended"] == report["day"]
+    assert "105560" not in after["held_overnight"]
+    # A dynamic VI: the stop decided on the auction's expected price joined the auction and
+    # traded at its single price.
+    [vi] = report["vi_exits"]
+    assert (vi["symbol"], vi["rule"], vi["filled"]) == ("096770", "EXIT_STOP_LOSS", 15), vi
     for path in ("tick_to_order_ms", "intent_to_order_ms", "ingest_to_order_ms"):
         assert report["latency_ms"][path]["n"] >= 1, path
 

@@ -16,6 +16,7 @@ from django.db.models import Q
 
 from core import clock
 from kis.errors import KisError
+from market import vi as market_vi
 from market.models import BestPrice
 
 from ..models import Order, Side
@@ -24,10 +25,15 @@ from .sync import orders_sync
 logger = logging.getLogger("aegis.execution")
 
 
-def _not_at_lower_limit(orders: list[Order]) -> list[Order]:
-    """Those of `orders` that are not sells at their symbol's lower limit. A sell there (a stop
-    placed at the limit) keeps its place in the queue: cancelled and priced again it would go
-    in at the same price, last."""
+def _not_waiting_on_the_market(orders: list[Order]) -> list[Order]:
+    """Those of `orders` that wait for a better price, not on the market: not in a volatility
+    interruption's call auction (market/vi.py), which matches them at one price when it ends,
+    and not sells at their symbol's lower limit (a stop placed at the limit keeps its place in
+    the queue: cancelled and priced again it would go in at the same price, last)."""
+    interrupted = market_vi.vis_of(sorted({o.symbol for o in orders}))
+    orders = [o for o in orders if o.symbol not in interrupted]
+    if not orders:
+        return orders
     lower = dict(
         BestPrice.objects.filter(
             symbol__in={o.symbol for o in orders}, lower_limit__isnull=False
@@ -67,7 +73,7 @@ def orders_expire(
         )
     )
     if stale:
-        stale = _not_at_lower_limit(stale)
+        stale = _not_waiting_on_the_market(stale)
     for order in stale:
         try:
             broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)

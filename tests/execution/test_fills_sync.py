@@ -19,6 +19,20 @@ from tests.support.ledger import key
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def working(position, broker, limit_price: int, intent_type: str):
+    """A sell of 4 of the position's shares at `limit_price`, at KIS and not filled yet."""
+    return send(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=4,
+            limit_price=limit_price,
+            intent_type=intent_type,
+            idempotency_key=key(),
+        ),
+        broker,
+    )
+
+
 def test_entry_and_exit_to_a_closed_position(kis_sim, broker):
     entry = services.entry_intent_open(symbol="005930", qty=10, idempotency_key=key())
     send(entry, broker)
@@ -125,26 +139,8 @@ def test_the_exit_engine_expires_only_the_exits_it_decides_again(kis_sim, broker
 
     position = held(kis_sim, broker)
     # Both above the market (71,000): neither fills.
-    stop = send(
-        services.exit_intent_open(
-            position_id=position.pk,
-            qty=4,
-            limit_price=72_000,
-            intent_type="EXIT_STOP_LOSS",
-            idempotency_key=key(),
-        ),
-        broker,
-    )
-    tier = send(
-        services.exit_intent_open(
-            position_id=position.pk,
-            qty=4,
-            limit_price=72_000,
-            intent_type="EXIT_TAKE_PROFIT",
-            idempotency_key=key(),
-        ),
-        broker,
-    )
+    stop = working(position, broker, 72_000, "EXIT_STOP_LOSS")
+    tier = working(position, broker, 72_000, "EXIT_TAKE_PROFIT")
     general, exits = dt.timedelta(seconds=60), dt.timedelta(seconds=10)
     start = clock.now()
 
@@ -188,26 +184,8 @@ def test_a_stop_at_the_lower_limit_keeps_its_place_in_the_queue(kis_sim, broker)
             "event_at": clock.now(),
         },
     )
-    at_limit = send(
-        services.exit_intent_open(
-            position_id=position.pk,
-            qty=4,
-            limit_price=49_700,
-            intent_type="EXIT_STOP_LOSS",
-            idempotency_key=key(),
-        ),
-        broker,
-    )
-    above = send(
-        services.exit_intent_open(
-            position_id=position.pk,
-            qty=4,
-            limit_price=72_000,
-            intent_type="EXIT_STOP_LOSS",
-            idempotency_key=key(),
-        ),
-        broker,
-    )
+    at_limit = working(position, broker, 49_700, "EXIT_STOP_LOSS")
+    above = working(position, broker, 72_000, "EXIT_STOP_LOSS")
     later = clock.now() + dt.timedelta(seconds=11)
     with clock.installed(clock.FixedClock(later)):
         counts = orders_expire(
@@ -217,8 +195,32 @@ def test_a_stop_at_the_lower_limit_keeps_its_place_in_the_queue(kis_sim, broker)
     at_limit.refresh_from_db()
     above.refresh_from_db()
     assert (at_limit.status, above.status) == ("SUBMITTED", "CANCELLED")
-    [working] = [o for o in kis_sim.book()["orders"] if o["remaining"] and o["side"] == "SELL"]
-    assert working["odno"] == at_limit.broker_order_no
+    [left] = [o for o in kis_sim.book()["orders"] if o["remaining"] and o["side"] == "SELL"]
+    assert left["odno"] == at_limit.broker_order_no
+
+
+@pytest.mark.usefixtures("trading_hours")  # the same Seoul day throughout
+def test_an_order_in_a_volatility_interruptions_auction_waits_for_its_match(kis_sim, broker):
+    import datetime as dt
+
+    from core import clock
+    from execution.services.expiry import orders_expire
+    from market import vi as market_vi
+
+    position = held(kis_sim, broker)
+    stop = working(position, broker, 72_000, "EXIT_STOP_LOSS")
+    market_vi.vi_mark("005930", expected=66_000, reference=71_000, at=clock.now())
+    later = clock.now() + dt.timedelta(seconds=11)
+    try:
+        with clock.installed(clock.FixedClock(later)):
+            timeout = dt.timedelta(seconds=10)
+            assert orders_expire(broker=broker, timeout=timeout)["expired"] == 0
+            stop.refresh_from_db()
+            assert stop.status == "SUBMITTED"
+            market_vi.vi_clear("005930")  # a trade: the auction is over
+            assert orders_expire(broker=broker, timeout=timeout) == {"expired": 1, "closed": 1}
+    finally:
+        market_vi.vi_clear("005930")
 
 
 @pytest.mark.usefixtures("trading_hours")  # the same Seoul day throughout
@@ -319,16 +321,7 @@ def test_an_earlier_days_order_is_never_cancelled(kis_sim, broker):
     from execution.services.expiry import orders_expire
 
     position = held(kis_sim, broker)
-    order = send(
-        services.exit_intent_open(
-            position_id=position.pk,
-            qty=4,
-            limit_price=72_000,
-            intent_type="EXIT_STOP_LOSS",
-            idempotency_key=key(),
-        ),
-        broker,
-    )  # above the market: left working
+    order = working(position, broker, 72_000, "EXIT_STOP_LOSS")  # above the market: left working
     Order.objects.filter(pk=order.pk).update(trade_date=order.trade_date - dt.timedelta(days=1))
     later = clock.FixedClock(clock.now() + dt.timedelta(minutes=5))
     with clock.installed(later):

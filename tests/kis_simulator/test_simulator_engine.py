@@ -479,6 +479,7 @@ def test_krx_orders_wait_while_only_nextrade_trades_and_each_venue_ends_its_own(
 
 def test_a_jump_past_the_dynamic_threshold_interrupts_trading_for_a_call_auction(engine):
     engine.vi = True
+    engine.set_price("000660", now=NOW, price=120_000)  # the day's first trade
     resting, _ = sell(engine, "KRX", 5, 112_000)
     events = engine.set_price("000660", now=NOW, price=112_000)  # -6.7 % from 120,000
     [expected] = events
@@ -496,6 +497,7 @@ def test_a_jump_past_the_dynamic_threshold_interrupts_trading_for_a_call_auction
 
 def test_moves_inside_the_thresholds_trade_and_a_static_vi_counts_from_its_base(engine):
     engine.vi = True
+    engine.set_price("000660", now=NOW, price=120_000)
     for price in (115_000, 110_500):  # -4.2 %, then -3.9 %: each inside 6 %
         [tick] = engine.set_price("000660", now=NOW, price=price)
         assert not tick.expected
@@ -504,6 +506,10 @@ def test_moves_inside_the_thresholds_trade_and_a_static_vi_counts_from_its_base(
 
 
 def test_no_vi_while_they_are_off_or_outside_continuous_trading(engine):
+    engine.vi = True
+    [opening] = engine.set_price("000660", now=NOW, price=112_000)  # the first trade: -6.7 %
+    assert not opening.expected  # the opening auction's price: no dynamic VI
+    engine.vi = False
     assert not engine.set_price("000660", now=NOW, price=100_000)[0].expected  # off
     engine.vi = True
     engine.set_session(open_=False, auction=True)
