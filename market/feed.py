@@ -39,6 +39,8 @@ logger = logging.getLogger("aegis.pricesync")
 
 # KIS allows about 41 subscriptions per app key (KIS.md); one goes to fill notices elsewhere.
 SUBSCRIPTION_CAP = 40
+# The day's quotes are read again this long before its first session (requote_daily).
+REQUOTE_LEAD = dt.timedelta(minutes=10)
 # REST quotes (the symbols the WebSocket does not cover) take at most this share of the query
 # key's rate: orders, fills and reconciliations use the same key.
 POLL_SHARE = 0.5
@@ -122,6 +124,8 @@ class PriceFeed:
         self.symbols: list[str] = []
         self.subscribed: set[str] = set()
         self.in_vi: set[str] = set()  # symbols this feed has marked in a VI (market.vi)
+        self.quoted_day: dt.date | None = None  # the trading day requote_daily last ran for
+        self.quoted_at: dict[str, dt.datetime] = {}  # each symbol's last REST quote, clock.now()
         config = broker.config
         # Both venues' trades where a real account's holdings trade (kis.protocol.trade_tr_id).
         self.trade_tr = trade_tr_id(config.flavour)
@@ -208,6 +212,29 @@ class PriceFeed:
             await self.stream.unsubscribe(self.trade_tr, symbol)
         self.subscribed = keep
 
+    async def requote_daily(self) -> None:
+        """Once a trading day, from REQUOTE_LEAD before its first session (Nextrade's
+        pre-market), every subscribed symbol quoted over REST: the day's previous close and
+        price limits, which a trade does not carry, and which the exits and the GAP_DOWN
+        thresholds read. Without it a feed running for days kept the limits of the day it
+        subscribed. (When KIS moves its quote's base price to the new day is UNCONFIRMED;
+        the lead leaves it the night.)"""
+        now = clock.now()
+        session = market_calendar.session(now.astimezone(clock.SEOUL).date())
+        if session is None or self.quoted_day == session.day:
+            return
+        first = market_calendar.phase_began(
+            session, market_calendar.Phase.PRE_MARKET, market_calendar.NXT_DAY
+        )
+        if first is None or now < first - REQUOTE_LEAD:
+            return
+        self.quoted_day = session.day
+        # Those quoted since (at their subscription, or polled) are quoted already.
+        since = first - REQUOTE_LEAD
+        for symbol in sorted(self.subscribed):
+            if self.quoted_at.get(symbol, since) <= since:
+                await self._poll_one(symbol)
+
     def _wanted(self) -> list[str]:
         close_old_connections()
         return self.wanted()
@@ -219,6 +246,7 @@ class PriceFeed:
             logger.warning("pricesync.rest_failed symbol=%s: %s", symbol, exc)
             return
         self.fresh.last_rest[symbol] = time.monotonic()
+        self.quoted_at[symbol] = clock.now()
         # A REST quote has no trade time: stamped to the second, like the trades, so a trade of
         # the same second still counts as at least as fresh.
         await self._in_db(
@@ -291,6 +319,7 @@ class PriceFeed:
             now = time.monotonic()
             if now >= next_follow:
                 await self.follow()
+                await self.requote_daily()
                 next_follow = now + self.follow_s
             if now >= next_poll:
                 for symbol in self.polls_due():

@@ -2,6 +2,7 @@
 end too. Real PostgreSQL; a local WebSocket server stands in for KIS's, a stub for its REST."""
 
 import asyncio
+import datetime as dt
 import threading
 from types import SimpleNamespace
 
@@ -129,3 +130,27 @@ def test_a_stream_outage_is_alerted_while_rest_polling_covers_it_and_its_end_too
         thread.join(30)
         assert not thread.is_alive()
         loop.close()
+
+
+def test_the_day_s_quotes_are_read_again_before_its_first_session():
+    """A feed running for days re-reads each subscribed symbol's quote (the day's previous
+    close and limits) once a trading day, from ten minutes before Nextrade's pre-market; a
+    symbol quoted since is not quoted again."""
+    broker = RestOnly("ws://127.0.0.1:9")
+    sync = PriceSync(broker=broker, watchlist=("005930",), evaluate=False)
+    sync.subscribed = {"005930", "000660"}
+    monday, tuesday = dt.date(2026, 11, 23), dt.date(2026, 11, 24)
+
+    def requote_at(day, hms):
+        moment = dt.datetime.combine(day, dt.time.fromisoformat(hms), clock.SEOUL)
+        with clock.installed(clock.FixedClock(moment)):
+            asyncio.run(sync.requote_daily())
+        return broker.polls
+
+    assert requote_at(monday, "07:49:59") == 0
+    assert requote_at(monday, "07:50:00") == 2
+    assert requote_at(monday, "12:00:00") == 2  # once a day
+    sync.quoted_at["000660"] = dt.datetime(2026, 11, 24, 7, 55, tzinfo=clock.SEOUL)  # since
+    assert requote_at(tuesday, "08:00:00") == 3
+    assert requote_at(dt.date(2026, 11, 28), "08:00:00") == 3  # a Saturday
+    assert BestPrice.objects.filter(symbol="005930", source="REST").exists()
