@@ -321,6 +321,7 @@ class Quote:
     tick: int
     sign: str
     halted: bool
+    vi: bool = False  # vi_cls_code Y: in a volatility interruption's call auction
 
 
 @dataclass(frozen=True)
@@ -869,6 +870,7 @@ class KisClient:
             tick=_loose(o, "aspr_unit"),
             sign=o.get("prdy_vrss_sign", ""),
             halted=o.get("temp_stop_yn") == "Y",
+            vi=o.get("vi_cls_code") == "Y",
         )
 
     def market_days(self, *, start: dt.date) -> list[MarketDay]:

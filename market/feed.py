@@ -247,13 +247,22 @@ class PriceFeed:
             return
         self.fresh.last_rest[symbol] = time.monotonic()
         self.quoted_at[symbol] = clock.now()
+        at = clock.now().replace(microsecond=0)
+        # The quote says whether the stock is in a VI (vi_cls_code): marked or cleared as a
+        # trade's hour class does; its price is handled as a quote's.
+        if quote.vi:
+            self.in_vi.add(symbol)
+            await self._in_db(vi_mark, symbol=symbol, expected=quote.price, reference=0, at=at)
+        elif symbol in self.in_vi:
+            self.in_vi.discard(symbol)
+            await self._in_db(vi_clear, symbol=symbol)
         # A REST quote has no trade time: stamped to the second, like the trades, so a trade of
         # the same second still counts as at least as fresh.
         await self._in_db(
             self._handle,
             symbol=symbol,
             price=quote.price,
-            at=clock.now().replace(microsecond=0),
+            at=at,
             source=BestPrice.Source.REST,
             prev_close=quote.prev_close,
             upper_limit=quote.upper_limit,

@@ -4,6 +4,7 @@ end too. Real PostgreSQL; a local WebSocket server stands in for KIS's, a stub f
 import asyncio
 import datetime as dt
 import threading
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -44,6 +45,11 @@ class RestOnly:
 
     def price(self, symbol: str) -> Quote:
         self.polls += 1
+        return replace(self.quote(symbol), vi=self.vi)
+
+    vi = False
+
+    def quote(self, symbol: str) -> Quote:
         return Quote(
             symbol=symbol,
             price=71_000,
@@ -154,3 +160,19 @@ def test_the_day_s_quotes_are_read_again_before_its_first_session():
     assert requote_at(tuesday, "08:00:00") == 3
     assert requote_at(dt.date(2026, 11, 28), "08:00:00") == 3  # a Saturday
     assert BestPrice.objects.filter(symbol="005930", source="REST").exists()
+
+
+def test_a_quote_in_a_vi_marks_the_stock_and_the_next_quote_clears_it():
+    from market import vi as market_vi
+
+    broker = RestOnly("ws://127.0.0.1:9")
+    sync = PriceSync(broker=broker, watchlist=("005930",), evaluate=False)
+    broker.vi = True
+    asyncio.run(sync._poll_one("005930"))
+    try:
+        assert market_vi.vis_of(["005930"])["005930"].expected == 71_000
+        broker.vi = False
+        asyncio.run(sync._poll_one("005930"))
+        assert market_vi.vis_of(["005930"]) == {}
+    finally:
+        market_vi.vi_clear("005930")
