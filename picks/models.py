@@ -76,8 +76,8 @@ class PickSource(models.Model):
     entry_venue = models.CharField(
         max_length=3,
         choices=[(v.value, v.value) for v in Venue],
-        default=Venue.KRX,
-        db_default=Venue.KRX,
+        default=Venue.KRX.value,
+        db_default=Venue.KRX.value,
         help_text="Where its entries are sent: KRX, Nextrade (NXT) or KIS's smart order routing "
         "(SOR), as limit orders. / 매수 주문을 보낼 시장(KRX, NXT, SOR).",
     )

@@ -111,6 +111,7 @@ PROFILE = {
     "day_trade": "",
     "time_exit_at": "",
     "max_holding_days": "",
+    "vi_action": "AUCTION",
     "tiers-TOTAL_FORMS": "2",
     "tiers-INITIAL_FORMS": "0",
     "tiers-MIN_NUM_FORMS": "0",
@@ -132,6 +133,7 @@ PROFILE = {
         ({"time_exit_at": "16:00"}, "time_exit_at"),
         ({"max_holding_days": "0"}, "max_holding_days"),
         ({"gap_down_pct": "abc"}, "gap_down_pct"),
+        ({"vi_action": "PANIC"}, "vi_action"),
         ({"tiers-1-sell_pct": "60"}, None),  # tiers sell 110 % in all
         ({"tiers-1-gain_pct": "5"}, None),  # two tiers at the same gain
     ],
