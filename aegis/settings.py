@@ -7,6 +7,7 @@ cache. Production (AEGIS_ENV=production) refuses to start without a secret key, 
 and REDIS_URL.
 """
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -394,9 +395,27 @@ if _importlib_util.find_spec("drf_spectacular_sidecar") is not None:
     SPECTACULAR_SETTINGS["REDOC_DIST"] = "SIDECAR"
 # Bounds of one request and of a pick's budget (KRW). Bodies above Django's
 # DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) are refused by Django first.
+
+
+def _rate(name: str, default: str) -> Decimal:
+    """A cost rate from the environment: a fraction of the amount from 0 to 0.01."""
+    text = env.str(name, default=default)
+    try:
+        rate = Decimal(text)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal fraction, e.g. {default}") from None
+    if not rate.is_finite() or not Decimal(0) <= rate < Decimal("0.01"):
+        raise ImproperlyConfigured(f"{name} must lie from 0 to 0.01 (a fraction), not {text}")
+    return rate
+
+
 PICKS_MAX_BODY_BYTES = env.int("AEGIS_PICKS_MAX_BODY_BYTES", default=1024 * 1024)
 PICKS_MAX_BATCH = env.int("AEGIS_PICKS_MAX_BATCH", default=1000)
 PICKS_BUDGET_MIN_KRW = env.int("AEGIS_PICKS_BUDGET_MIN_KRW", default=10_000)
+# What a fill costs (execution/costs.py, which cites the defaults): the broker's fee on every
+# fill and the transaction tax on a sell, as fractions of the amount.
+AEGIS_FEE_RATE = _rate("AEGIS_FEE_RATE", "0.000140527")
+AEGIS_SELL_TAX_RATE = _rate("AEGIS_SELL_TAX_RATE", "0.0020")
 PICKS_BUDGET_MAX_KRW = env.int("AEGIS_PICKS_BUDGET_MAX_KRW", default=100_000_000)
 # How far in the future a pick's generated_at may be (clock skew between machines).
 PICKS_MAX_CLOCK_SKEW_S = env.int("AEGIS_PICKS_MAX_CLOCK_SKEW_S", default=5)

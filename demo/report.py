@@ -138,9 +138,13 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
             "price": f.price,
             "why": _why(f.order),
             "realized_pnl": str(f.realized_pnl or 0),
+            "fee": f.fee,
+            "tax": f.tax,
+            "amount": f.amount,
         }
         for f in fills
     ]
+    costs = sum(f.fee + f.tax for f in fills)
     pnl: defaultdict[str, Decimal] = defaultdict(Decimal)
     for f in fills:
         pnl[f.order.symbol] += f.realized_pnl or 0
@@ -228,6 +232,10 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
         "trades": trades,
         "realized_pnl_krw": {s: str(v) for s, v in sorted(pnl.items())},
         "realized_pnl_total_krw": str(sum(pnl.values(), Decimal(0))),
+        # The day's fills' broker fees and transaction tax (execution/costs.py), and the
+        # realised P&L net of them.
+        "costs_krw": costs,
+        "realized_pnl_net_krw": str(sum(pnl.values(), Decimal(0)) - costs),
         "unrealized_pnl_krw": unrealized,
         "latency_ms": {name: figures(values) for name, values in sorted(paths.items())},
         "latency_samples_ms": {
@@ -289,8 +297,9 @@ def markdown(result: dict) -> str:
     ]
     lines += [
         "",
-        f"Realised P&L: **{Decimal(result['realized_pnl_total_krw']):,.0f} KRW**; "
-        f"still held: "
+        f"Realised P&L: {Decimal(result['realized_pnl_total_krw']):,.0f} KRW before costs; "
+        f"fees and tax {result['costs_krw']:,} KRW; **net "
+        f"{Decimal(result['realized_pnl_net_krw']):,.0f} KRW**; still held: "
         + (
             ", ".join(
                 f"{s} ({Decimal(v):,.0f} unrealised)"

@@ -5,9 +5,11 @@ orders are read-mostly, and the trading state is the kill switch.
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, F
+from django.db.models import Case, Count, F, IntegerField, When
+from django.http import HttpResponse
 
 from .exceptions import LedgerError
+from .exports import daily_pnl_csv, trades_csv
 from .models import (
     Alert,
     BrokerCredential,
@@ -81,6 +83,7 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "broker_qty",
         "avg_price",
         "realized_pnl",
+        "costs",
         "opened_at",
     )
     list_filter = ("status", ("broker_qty", admin.EmptyFieldListFilter))
@@ -95,6 +98,7 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "broker_qty",
         "avg_price",
         "realized_pnl",
+        "costs",
         "opened_at",
         "closed_at",
         "updated_at",
@@ -153,6 +157,10 @@ class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("position",)
     actions = ["cancel"]
 
+    def get_queryset(self, request):
+        # The live ones (not yet ordered) on top, then the newest.
+        return _live_first(super().get_queryset(request), [OrderIntent.Status.NEW])
+
     @admin.action(
         description="Cancel: withdraw intents not yet ordered, releasing their shares",
         permissions=["cancel"],
@@ -174,9 +182,16 @@ class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return request.user.has_perm("execution.add_orderintent")
 
 
+def _live_first(queryset, live_statuses: list):
+    """The rows in `live_statuses` first, then the newest. The change list puts a column the
+    person sorts by before this order, and keeps it after."""
+    live = Case(When(status__in=live_statuses, then=1), default=0, output_field=IntegerField())
+    return queryset.annotate(live=live).order_by("-live", "-created_at")
+
+
 class FillInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Fill
-    fields = ("broker_fill_key", "qty", "price", "filled_at", "recorded_at")
+    fields = ("broker_fill_key", "qty", "price", "fee", "tax", "filled_at", "recorded_at")
     readonly_fields = fields
     extra = 0
 
@@ -219,6 +234,10 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [FillInline]
     actions = ["release"]
 
+    def get_queryset(self, request):
+        # The orders in flight on top, then the newest.
+        return _live_first(super().get_queryset(request), list(Order.OPEN_STATUSES))
+
     @admin.action(
         description="Release from quarantine: the syncs take the order up again (격리 해제)",
         permissions=["release"],
@@ -241,9 +260,28 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Fill)
 class FillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("filled_at", "order", "qty", "price", "broker_fill_key")
+    list_display = ("filled_at", "order", "qty", "price", "fee", "tax", "broker_fill_key")
     search_fields = ("broker_fill_key",)
     list_select_related = ("order",)
+    ordering = ("-filled_at", "-pk")
+    actions = ["export_trades", "export_daily_pnl"]
+
+    @admin.action(description="Export the selected trades as CSV / 선택한 체결 CSV 내보내기")
+    def export_trades(self, request, queryset):
+        return _csv_response(
+            trades_csv(queryset.select_related("order__intent")), "aegis-trades.csv"
+        )
+
+    @admin.action(description="Export their daily P&L as CSV / 일별 손익 CSV 내보내기")
+    def export_daily_pnl(self, request, queryset):
+        return _csv_response(daily_pnl_csv(queryset.select_related("order")), "aegis-daily-pnl.csv")
+
+
+def _csv_response(text: str, filename: str) -> HttpResponse:
+    # A byte-order mark first, so that a spreadsheet opens the Korean names as UTF-8.
+    response = HttpResponse("\ufeff" + text, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 class TradingStateForm(forms.ModelForm):

@@ -110,7 +110,16 @@ class Position(models.Model):
         max_digits=20, decimal_places=4, default=0, help_text="Average purchase price, KRW."
     )
     realized_pnl = models.DecimalField(
-        max_digits=24, decimal_places=4, default=0, help_text="Realised profit and loss, KRW."
+        max_digits=24,
+        decimal_places=4,
+        default=0,
+        help_text="Realised profit and loss against the average cost, KRW, before costs.",
+    )
+    costs = models.BigIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Broker fees and transaction tax on its fills, KRW: realised P&L net of costs "
+        "is realized_pnl − costs.",
     )
     opened_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -380,6 +389,12 @@ class Fill(models.Model):
         blank=True,
         help_text="A sell's KRW gain (loss below zero) against the average cost; empty on buys.",
     )
+    fee = models.BigIntegerField(
+        default=0, db_default=0, help_text="The broker's fee on this fill, KRW."
+    )
+    tax = models.BigIntegerField(
+        default=0, db_default=0, help_text="Transaction tax on this fill (a sell's), KRW."
+    )
     filled_at = models.DateTimeField()
     recorded_at = models.DateTimeField()
 
@@ -388,6 +403,7 @@ class Fill(models.Model):
             models.CheckConstraint(condition=Q(qty__gt=0), name="fill_qty_positive"),
             models.CheckConstraint(condition=Q(price__gt=0), name="fill_price_positive"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="fill_amount_positive"),
+            models.CheckConstraint(condition=Q(fee__gte=0, tax__gte=0), name="fill_costs"),
         ]
 
     def __str__(self) -> str:

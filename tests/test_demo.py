@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from tests.support import empty_database
@@ -102,6 +103,16 @@ def _check(run: subprocess.CompletedProcess, out: Path) -> None:
     # traded at its single price.
     [vi] = report["vi_exits"]
     assert (vi["symbol"], vi["rule"], vi["filled"]) == ("096770", "EXIT_STOP_LOSS", 15), vi
+    # Fees and tax (the defaults: 0.0140527 % on every fill, 0.20 % more on a sell, each cut to
+    # the won) make the realised P&L smaller by exactly their sum, recomputed here.
+    fee, tax = Decimal("0.000140527"), Decimal("0.0020")
+    costs = sum(
+        int(t["amount"] * fee) + (int(t["amount"] * tax) if t["side"] == "SELL" else 0)
+        for t in report["trades"]
+    )
+    assert report["costs_krw"] == costs > 0
+    net = Decimal(report["realized_pnl_total_krw"]) - costs
+    assert Decimal(report["realized_pnl_net_krw"]) == net
     for path in ("tick_to_order_ms", "intent_to_order_ms", "ingest_to_order_ms"):
         assert report["latency_ms"][path]["n"] >= 1, path
 

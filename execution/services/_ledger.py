@@ -85,6 +85,7 @@ def save_position(position: Position) -> None:
             "reserved_qty",
             "avg_price",
             "realized_pnl",
+            "costs",
             "status",
             "closed_at",
             "updated_at",

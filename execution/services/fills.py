@@ -15,6 +15,7 @@ from django.db.models import Sum
 
 from core import clock
 
+from ..costs import cost_rates, fill_costs
 from ..exceptions import FillExceedsOrder, InvalidInput, InvalidOrderState
 from ..models import Fill, Order, Position, Side
 from ..validation import check_key, check_price, check_qty
@@ -47,6 +48,8 @@ def _apply_locked(
     )
     order.save(update_fields=["filled_qty", "status", "updated_at"])
 
+    fee, tax = fill_costs(order.side, amount, cost_rates())
+    position.costs += fee + tax
     realized = None
     if order.side == Side.BUY:
         held = position.qty + qty
@@ -68,6 +71,8 @@ def _apply_locked(
         price=max(1, amount // qty),
         amount=amount,
         realized_pnl=realized,
+        fee=fee,
+        tax=tax,
         filled_at=filled_at,
         recorded_at=now,
     )
