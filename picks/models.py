@@ -56,7 +56,8 @@ class PickSource(models.Model):
     require_hmac = models.BooleanField(
         default=False,
         help_text="Also require an HMAC-SHA256 of the body, keyed by the secret in the "
-        "environment (AEGIS_PICKS_HMAC_<CODE>).",
+        "environment named AEGIS_PICKS_HMAC_ and the source's code in capitals "
+        "(e.g. AEGIS_PICKS_HMAC_3001; characters other than letters and digits become _).",
     )
     rate_limit = models.CharField(
         max_length=32,

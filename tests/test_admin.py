@@ -169,3 +169,20 @@ def test_trading_state_is_changed_through_the_service(admin_client):
     admin_client.post(url, {"state": "HALTED", "reason": "broker maintenance"})
     row = TradingState.objects.get()
     assert (row.state, row.reason, row.changed_by) == ("HALTED", "broker maintenance", "admin")
+
+
+def test_an_exit_state_cannot_be_deleted_in_the_admin(admin_client, new_symbol):
+    """Deleting it would turn the position's exits off without a word."""
+    from trading.models import PositionExitState
+
+    profile = ExitProfile.objects.create(name="keep", stop_loss_pct=3)
+    position = open_position(new_symbol(), 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    url = reverse("admin:trading_positionexitstate_delete", args=[position.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert PositionExitState.objects.filter(position=position).exists()
+
+
+def test_the_pick_source_form_shows_the_hmac_help_whole(admin_client):
+    page = admin_client.get(reverse("admin:picks_picksource_add")).content.decode()
+    assert "AEGIS_PICKS_HMAC_3001" in page and "<CODE>" not in page

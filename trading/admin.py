@@ -67,6 +67,10 @@ class PositionExitStateAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleting it would silently turn the position's exits off: change its profile instead.
+        return False
+
 
 @admin.register(CadenceWindow)
 class CadenceWindowAdmin(admin.ModelAdmin):
