@@ -7,7 +7,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Case, Count, F, IntegerField, When
 from django.http import HttpResponse
+from django.template.response import TemplateResponse
 
+from kis.errors import KisError
+
+from .broker import get_broker
 from .exceptions import LedgerError
 from .exports import daily_pnl_csv, trades_csv
 from .models import (
@@ -23,6 +27,7 @@ from .models import (
     TradingState,
 )
 from .services import intent_cancel, position_flatten, trading_state_set
+from .services.expiry import order_cancel_now
 from .services.quarantine import order_release
 
 
@@ -232,7 +237,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("symbol", "broker_order_no", "id")
     date_hierarchy = "created_at"
     inlines = [FillInline]
-    actions = ["release"]
+    actions = ["release", "cancel_at_kis"]
 
     def get_queryset(self, request):
         # The orders in flight on top, then the newest.
@@ -256,6 +261,45 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_release_permission(self, request):
         return request.user.has_perm("execution.change_order")
+
+    @admin.action(
+        description="Cancel at KIS: the rest released on KIS's answer (KIS 주문 취소)",
+        permissions=["release"],
+    )
+    def cancel_at_kis(self, request, queryset):
+        live = list(
+            queryset.filter(status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED])
+        )
+        if not live:
+            self.message_user(request, "No live order selected.", messages.WARNING)
+            return None
+        if request.POST.get("confirmed") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/execution/order/cancel_at_kis.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "orders": live,
+                    "back": request.get_full_path(),
+                    "title": "Cancel at KIS",
+                },
+            )
+        broker = get_broker()
+        for order in live:
+            try:
+                after = order_cancel_now(
+                    broker=broker, order_id=order.pk, by=request.user.get_username()
+                )
+            except (LedgerError, KisError) as exc:
+                self.message_user(request, f"{order.pk}: {exc}", messages.WARNING)
+                continue
+            self.message_user(
+                request,
+                f"{order.pk} ({order.symbol}): {after.status}, {after.filled_qty} of {after.qty} "
+                "filled",
+                messages.SUCCESS if after.status == Order.Status.CANCELLED else messages.WARNING,
+            )
+        return None
 
 
 @admin.register(Fill)

@@ -10,6 +10,7 @@ the cancel request alone.
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Iterable
 
 from django.db.models import Q
@@ -19,6 +20,7 @@ from kis.errors import KisError
 from market import vi as market_vi
 from market.models import BestPrice
 
+from ..exceptions import InvalidInput, InvalidOrderState
 from ..models import Order, Side
 from .sync import orders_sync
 
@@ -74,7 +76,16 @@ def orders_expire(
     )
     if stale:
         stale = _not_waiting_on_the_market(stale)
-    for order in stale:
+    counts = {"expired": len(stale), "closed": _cancel_at_kis(broker, stale)}
+    if stale:
+        logger.info("execution.orders_expire %s", counts, extra=counts)
+    return counts
+
+
+def _cancel_at_kis(broker, orders: list[Order]) -> int:
+    """KIS's cancel for each of `orders`, then its daily orders inquiry, which releases what
+    KIS says ended; how many closed."""
+    for order in orders:
         try:
             broker.order_cancel(org_no=order.broker_org_no, odno=order.broker_order_no)
         except KisError as exc:  # filled meanwhile, or KIS refused: the sync below tells
@@ -85,8 +96,35 @@ def orders_expire(
                 exc,
                 extra={"order_id": str(order.pk)},
             )
-    counts = {"expired": len(stale), "closed": 0}
-    if stale:
-        counts["closed"] = orders_sync(broker=broker, order_ids=[o.pk for o in stale])["closed"]
-        logger.info("execution.orders_expire %s", counts, extra=counts)
-    return counts
+    if not orders:
+        return 0
+    return orders_sync(broker=broker, order_ids=[o.pk for o in orders])["closed"]
+
+
+def order_cancel_now(*, broker, order_id: object, by: str) -> Order:
+    """A person's cancel of one live order at KIS (the admin's): KIS's revise-cancel call, then
+    its daily orders inquiry, which applies what filled first and releases the remainder KIS
+    says it cancelled. Nothing is released on the request alone; the order as it then stands.
+    Only today's order (Seoul): KIS numbers orders per day and its cancel names no date."""
+    try:
+        pk = uuid.UUID(str(order_id))
+    except ValueError:
+        raise InvalidInput("order_id", "must be an order's id (a UUID).") from None
+    order = Order.objects.filter(pk=pk).first()
+    if order is None:
+        raise InvalidInput("order_id", f"no order {pk}.")
+    live = (Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED)
+    if order.status not in live or not order.broker_order_no or order.quarantined_at:
+        raise InvalidOrderState(order.pk, order.status, "cancel at KIS")
+    if order.trade_date != clock.now_seoul().date():
+        raise InvalidOrderState(order.pk, f"{order.status} of {order.trade_date}", "cancel")
+    logger.warning(
+        "execution.cancel_by_person order_id=%s odno=%s by=%s",
+        order.pk,
+        order.broker_order_no,
+        by,
+        extra={"order_id": str(order.pk)},
+    )
+    _cancel_at_kis(broker, [order])
+    order.refresh_from_db()
+    return order
