@@ -8,7 +8,9 @@ from django.contrib import admin, messages
 from django.db.models import Case, Count, F, IntegerField, When
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
 
+from core import clock
 from kis.errors import KisError
 
 from .broker import get_broker
@@ -86,8 +88,8 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "locked",
         "available",
         "broker_qty",
-        "avg_price",
-        "realized_pnl",
+        "avg_price_krw",
+        "realized_pnl_krw",
         "costs",
         "opened_at",
     )
@@ -101,12 +103,13 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "locked",
         "available",
         "broker_qty",
-        "avg_price",
-        "realized_pnl",
+        "avg_price_krw",
+        "realized_pnl_krw",
         "costs",
         "opened_at",
         "closed_at",
         "updated_at",
+        "history",
     )
     readonly_fields = fields
     inlines = [NewIntentInline, OpenOrderInline]
@@ -122,6 +125,57 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="available qty", ordering="available_qty_db")
     def available(self, obj):
         return obj.available_qty
+
+    @admin.display(description="average price (KRW)", ordering="avg_price")
+    def avg_price_krw(self, obj):
+        return _krw(obj.avg_price)
+
+    @admin.display(description="realised P&L before costs (KRW)", ordering="realized_pnl")
+    def realized_pnl_krw(self, obj):
+        return _krw(obj.realized_pnl)
+
+    @admin.display(description="history / 이력")
+    def history(self, obj):
+        """Its story: every intent with its reason, each order it became, and their fills."""
+        rows = []
+        intents = obj.intents.order_by("created_at").prefetch_related("orders__fills")
+        for intent in intents:
+            fills = [f for order in intent.orders.all() for f in order.fills.all()]
+            rows.append(
+                (
+                    _kst(intent.created_at),
+                    intent.intent_type,
+                    intent.side,
+                    intent.qty,
+                    intent.status,
+                    ", ".join(
+                        f"{o.venue} {o.broker_order_no or '-'} {o.status}"
+                        for o in intent.orders.all()
+                    )
+                    or "-",
+                    ", ".join(f"{f.qty} @ {f.price:,} ({_kst(f.filled_at)})" for f in fills) or "-",
+                    intent.reason,
+                )
+            )
+        if not rows:
+            return "-"
+        head = format_html(
+            "<tr>{}</tr>",
+            format_html_join(
+                "",
+                "<th>{}</th>",
+                (
+                    (h,)
+                    for h in ("time", "intent", "side", "qty", "status", "orders", "fills", "why")
+                ),
+            ),
+        )
+        body = format_html_join(
+            "",
+            "<tr>{}</tr>",
+            ((format_html_join("", "<td>{}</td>", ((c,) for c in r)),) for r in rows),
+        )
+        return format_html("<table>{}{}</table>", head, body)
 
     @admin.action(
         description="Flatten: sell all available shares through the ledger", permissions=["flatten"]
@@ -185,6 +239,15 @@ class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_cancel_permission(self, request):
         return request.user.has_perm("execution.add_orderintent")
+
+
+def _krw(value) -> str:
+    """KRW with thousands separators and no decimals."""
+    return f"{value:,.0f}"
+
+
+def _kst(at) -> str:
+    return at.astimezone(clock.SEOUL).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
 
 
 def _live_first(queryset, live_statuses: list):

@@ -186,3 +186,26 @@ def test_an_exit_state_cannot_be_deleted_in_the_admin(admin_client, new_symbol):
 def test_the_pick_source_form_shows_the_hmac_help_whole(admin_client):
     page = admin_client.get(reverse("admin:picks_picksource_add")).content.decode()
     assert "AEGIS_PICKS_HMAC_3001" in page and "<CODE>" not in page
+
+
+def test_a_positions_page_tells_its_story_in_krw(admin_client, new_symbol):
+    position = open_position(new_symbol(), 10, 70_000)
+    exit_ = services.exit_intent_open(
+        position_id=position.pk,
+        qty=10,
+        limit_price=72_000,
+        intent_type="EXIT_TAKE_PROFIT",
+        idempotency_key=key(),
+        reason="gain 2.86% reached tier +2% (cost 70,000)",
+    )
+    order = submit(exit_)
+    services.fill_apply(order_id=order.pk, broker_fill_key=key(), qty=10, price=72_000)
+    page = admin_client.get(
+        reverse("admin:execution_position_change", args=[position.pk])
+    ).content.decode()
+    assert "gain 2.86% reached tier +2% (cost 70,000)" in page  # the exit's reason
+    assert "10 @ 72,000" in page and order.broker_order_no in page  # its order and fill
+    assert "EXIT_TAKE_PROFIT" in page and "ENTRY" in page
+    listed = admin_client.get(reverse("admin:execution_position_changelist"), {"status": "CLOSED"})
+    text = listed.content.decode()
+    assert "70,000" in text and "20,000" in text and "70000.0000" not in text
