@@ -35,7 +35,7 @@ M = TypeVar("M", bound=models.Model)
 
 def alone_qs_for_update(model: type[M]) -> QuerySet[M]:
     """A row locked alone, with no other lock held or taken after it in its transaction (a pick
-    source, the trading state)."""
+    source, the trading state, an exit state a person pauses)."""
     return model._default_manager.select_for_update(of=("self",))
 
 

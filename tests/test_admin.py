@@ -209,3 +209,21 @@ def test_a_positions_page_tells_its_story_in_krw(admin_client, new_symbol):
     listed = admin_client.get(reverse("admin:execution_position_changelist"), {"status": "CLOSED"})
     text = listed.content.decode()
     assert "70,000" in text and "20,000" in text and "70000.0000" not in text
+
+
+def test_a_positions_exits_are_paused_and_resumed_after_a_confirmation(admin_client, new_symbol):
+    from trading.models import PositionExitState
+
+    profile = ExitProfile.objects.create(name="pausable", stop_loss_pct=3)
+    position = open_position(new_symbol(), 10, 70_000)
+    PositionExitState.objects.create(position=position, profile=profile, peak_qty=10)
+    url = reverse("admin:trading_positionexitstate_changelist")
+    asked = admin_client.post(url, {"action": "pause", "_selected_action": [position.pk]})
+    assert asked.status_code == 200 and "청산 일시 중지" in asked.content.decode()
+    assert PositionExitState.objects.get(position=position).paused_at is None  # asked only
+    confirmed = {"action": "pause", "_selected_action": [position.pk], "confirmed": "yes"}
+    admin_client.post(url, confirmed)
+    state = PositionExitState.objects.get(position=position)
+    assert state.paused_at is not None and state.paused_by == "admin"
+    admin_client.post(url, confirmed | {"action": "resume"})
+    assert PositionExitState.objects.get(position=position).paused_at is None

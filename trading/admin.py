@@ -1,9 +1,11 @@
 from decimal import Decimal
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 
 from .models import CadenceWindow, ExitProfile, PositionExitState, TakeProfitTier
+from .services import exit_pause
 
 
 class TierFormSet(forms.BaseInlineFormSet):
@@ -59,10 +61,60 @@ class PositionExitStateAdmin(admin.ModelAdmin):
         "high_water_mark",
         "peak_qty",
         "tiers_done",
+        "paused_at",
         "updated_at",
     )
     list_select_related = ("position", "profile")
-    readonly_fields = ("position", "high_water_mark", "peak_qty", "tiers_done", "updated_at")
+    readonly_fields = (
+        "position",
+        "high_water_mark",
+        "peak_qty",
+        "tiers_done",
+        "paused_at",
+        "paused_by",
+        "updated_at",
+    )
+    actions = ["pause", "resume"]
+
+    @admin.action(description="Pause its exits / 청산 일시 중지", permissions=["change"])
+    def pause(self, request, queryset):
+        return self._pause(request, queryset, paused=True)
+
+    @admin.action(description="Resume its exits / 청산 재개", permissions=["change"])
+    def resume(self, request, queryset):
+        return self._pause(request, queryset, paused=False)
+
+    def _pause(self, request, queryset, *, paused: bool):
+        states = list(queryset.select_related("position"))
+        if request.POST.get("confirmed") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/trading/positionexitstate/confirm.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "states": states,
+                    "action": "pause" if paused else "resume",
+                    "back": request.get_full_path(),
+                    "title": "Pause exits / 청산 일시 중지"
+                    if paused
+                    else "Resume exits / 청산 재개",
+                    "explanation": "No exit is decided for these positions, GAP_DOWN included, "
+                    "until they are resumed; orders already sent stay. / 재개할 때까지 이 "
+                    "종목들의 청산을 판단하지 않습니다."
+                    if paused
+                    else "Their exits are decided again from the next price. / 다음 시세부터 "
+                    "청산을 다시 판단합니다.",
+                    "confirm": "Yes / 예",
+                },
+            )
+        for state in states:
+            exit_pause(position_id=state.position_id, paused=paused, by=request.user.get_username())
+        self.message_user(
+            request,
+            f"{len(states)} position(s) {'paused' if paused else 'resumed'}.",
+            messages.SUCCESS,
+        )
+        return None
 
     def has_add_permission(self, request):
         return False

@@ -335,7 +335,7 @@ _BOOK_ROWS = """
 SELECT p.id, p.symbol, s.profile_id, (p.opened_at AT TIME ZONE 'Asia/Seoul')::date, p.qty,
        p.reserved_qty, p.avg_price, s.high_water_mark, s.peak_qty, s.tiers_done
 FROM {states} s JOIN {positions} p ON p.id = s.position_id
-WHERE p.status = 'OPEN' AND p.qty > 0 {and_symbols}
+WHERE p.status = 'OPEN' AND p.qty > 0 AND s.paused_at IS NULL {and_symbols}
 """
 
 

@@ -189,6 +189,13 @@ class PositionExitState(models.Model):
         default=0, help_text="Most shares held; tiers sell shares of it."
     )
     tiers_done = models.PositiveSmallIntegerField(default=0)
+    paused_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Its exits are paused since then (none decided, GAP_DOWN included) until a "
+        "person resumes them. / 청산 일시 중지 시각.",
+    )
+    paused_by = models.CharField(max_length=150, blank=True, db_default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -22,8 +22,13 @@ from django.db.models import Max
 
 from core import clock
 from execution.alerts import alert_raise
-from execution.exceptions import InsufficientAvailableQty, PositionClosed, TradingNotAllowed
-from execution.locks import Beside, Guard, beside_locked_sql, position_lock
+from execution.exceptions import (
+    InsufficientAvailableQty,
+    InvalidInput,
+    PositionClosed,
+    TradingNotAllowed,
+)
+from execution.locks import Beside, Guard, alone_qs_for_update, beside_locked_sql, position_lock
 from execution.models import Alert, IntentType, OrderIntent, Position, Reconciliation
 from execution.services import (
     Ref,
@@ -494,7 +499,7 @@ def _lock_position(position_id: int) -> tuple[Position, str | None] | None:
 
 
 # The exit state's marks, locked with the position (execution/locks.py's order).
-_MARKS = Beside(PositionExitState, ("high_water_mark", "peak_qty", "tiers_done"))
+_MARKS = Beside(PositionExitState, ("high_water_mark", "peak_qty", "tiers_done", "paused_at"))
 
 
 def _lock(position_id: int) -> Locked | None:
@@ -503,7 +508,9 @@ def _lock(position_id: int) -> Locked | None:
     locked = position_lock(position_id, _MARKS)
     if locked is None:
         return None
-    position, (high_water_mark, peak_qty, tiers_done), trading_state = locked
+    position, (high_water_mark, peak_qty, tiers_done, paused_at), trading_state = locked
+    if paused_at is not None:  # a person paused its exits since the screen read it
+        return None
     state = PositionExitState(
         position_id=position_id,
         high_water_mark=high_water_mark,
@@ -542,6 +549,7 @@ def _decide_at_once(
                 where={"position_id": seen.position_id},
                 expect={
                     "profile_id": seen.profile_id,
+                    "paused_at": None,
                     "high_water_mark": was[0],
                     "peak_qty": was[1],
                     "tiers_done": was[2],
@@ -618,6 +626,36 @@ def exit_decide(
         if _marks_moved(rules, (state.high_water_mark, state.peak_qty, state.tiers_done), marks):
             _marks_set(position, marks)
     return intent
+
+
+def exit_pause(*, position_id: int, paused: bool, by: str) -> PositionExitState:
+    """Pause (or resume) one position's exits: while paused, none is decided for it, GAP_DOWN
+    included, and its orders already sent stay as they are. InvalidInput for a position the
+    engine does not manage."""
+    if type(position_id) is not int:
+        raise InvalidInput("position_id", "must be a position's id.")
+    with transaction.atomic():
+        state = (
+            alone_qs_for_update(PositionExitState)
+            .select_related("position")
+            .filter(position_id=position_id)
+            .first()
+        )
+        if state is None:
+            raise InvalidInput("position_id", f"position {position_id} has no exit state.")
+        state.paused_at = clock.now() if paused else None
+        state.paused_by = by[:150] if paused else ""
+        state.save(update_fields=["paused_at", "paused_by", "updated_at"])
+        hot.positions_changed([state.position.symbol])
+    logger.warning(
+        "exit.%s position_id=%s symbol=%s by=%s",
+        "paused" if paused else "resumed",
+        position_id,
+        state.position.symbol,
+        by,
+        extra={"position_id": position_id},
+    )
+    return state
 
 
 def _marks_set(position: Position, marks: tuple[int | None, int, int]) -> None:

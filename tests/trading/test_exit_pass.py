@@ -280,6 +280,34 @@ def test_a_stop_at_the_lower_limit_is_placed_there_once_and_alerted(new_symbol):
     assert Alert.objects.filter(kind="EXIT", subject=position.symbol).count() == 1
 
 
+@pytest.mark.parametrize("tick", [True, False], ids=["a tick", "the full pass"])
+def test_a_paused_position_decides_nothing_until_resumed(new_symbol, tick):
+    from trading.services import exit_pause
+
+    profile = ExitProfile.objects.create(name="p", stop_loss_pct=D(3), gap_down_pct=None)
+    position = managed(new_symbol(), 10, profile)
+    quote(position.symbol, 70_000)
+    assert exit_pass(symbols=[position.symbol]).exits == 0  # its book cached, unpaused
+    exit_pause(position_id=position.pk, paused=True, by="desk")
+    quote(position.symbol, 60_000)
+    assert exit_pass(symbols=[position.symbol] if tick else None).exits == 0
+    assert exits(position) == []
+    exit_pause(position_id=position.pk, paused=False, by="desk")
+    assert exit_pass(symbols=[position.symbol] if tick else None).exits == 1
+
+
+def test_pausing_what_the_engine_does_not_manage_is_refused(new_symbol):
+    from execution.exceptions import InvalidInput
+    from tests.support.ledger import open_position
+    from trading.services import exit_pause
+
+    unmanaged = open_position(new_symbol(), 10)
+    with pytest.raises(InvalidInput):
+        exit_pause(position_id=unmanaged.pk, paused=True, by="desk")
+    with pytest.raises(InvalidInput):
+        exit_pause(position_id="7", paused=True, by="desk")
+
+
 def test_no_exit_is_decided_between_krx_close_and_nextrades_after_market(new_symbol):
     """15:35: KRX's after-hours closing-price session, Nextrade between its sessions."""
     nxt = ExitProfile.objects.create(
