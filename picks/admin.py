@@ -1,9 +1,19 @@
+import uuid
+
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import path
+
+from core import clock
+from execution.models import Side
 
 from .models import GateSettings, Pick, PickSource
-from .services import source_token_issue
+from .serializers import PickInSerializer
+from .services import PicksBacklogFull, picks_ingest, source_token_issue
 
 
 @admin.register(PickSource)
@@ -152,3 +162,66 @@ class PickAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        own = [
+            path(
+                "manual-buy/",
+                self.admin_site.admin_view(self.manual_buy),
+                name="picks_pick_manual_buy",
+            )
+        ]
+        return own + super().get_urls()
+
+    def manual_buy(self, request):
+        """A person's buy, stored as a pick of the source chosen and routed through the same
+        gates as any (picks.services.picks_ingest): the pick's page then shows its outcome."""
+        if not request.user.has_perm("execution.add_orderintent"):
+            raise PermissionDenied
+        form = ManualBuyForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            source = form.cleaned_data.pop("source")
+            item = {k: v for k, v in form.cleaned_data.items() if v not in (None, "")} | {
+                "source": source.code,
+                "external_id": f"desk:{request.user.get_username()}:{uuid.uuid4()}",
+                "side": Side.BUY,
+                "generated_at": clock.now().isoformat(),
+            }
+            wire = PickInSerializer(data=item)
+            if wire.is_valid():
+                try:
+                    [pick_id], _ = picks_ingest(source=source, items=[wire.validated_data])
+                except PicksBacklogFull as exc:
+                    self.message_user(request, str(exc), messages.ERROR)
+                else:
+                    self.message_user(
+                        request,
+                        f"Pick {pick_id} goes through the gates / 매수 픽 {pick_id} 검증 중",
+                        messages.SUCCESS,
+                    )
+                    return redirect("admin:picks_pick_change", pick_id)
+            else:
+                for field, errors in wire.errors.items():
+                    form.add_error(field if field in form.fields else None, errors)
+        return TemplateResponse(
+            request,
+            "admin/picks/pick/manual_buy.html",
+            {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "title": "Manual buy / 수동 매수",
+            },
+        )
+
+
+class ManualBuyForm(forms.Form):
+    source = forms.ModelChoiceField(
+        queryset=PickSource.objects.filter(active=True, exit_profile__isnull=False),
+        help_text="The pick source it counts under; its exit profile watches the position.",
+    )
+    symbol = forms.CharField(min_length=6, max_length=6, help_text="KRX short code, e.g. 005930.")
+    qty = forms.IntegerField(min_value=1, required=False, help_text="Shares; or a budget.")
+    budget_krw = forms.IntegerField(min_value=1, required=False, help_text="KRW; or shares.")
+    limit_price = forms.IntegerField(
+        min_value=1, required=False, help_text="KRW; without it, priced from the last trade."
+    )

@@ -170,3 +170,36 @@ def test_the_command_refuses_bad_input_and_saves_nothing(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("picks_source", *args, stdout=io.StringIO())
     assert not PickSource.objects.filter(code=args[0]).exists()
+
+
+def test_a_manual_buy_is_a_pick_through_the_same_gates(
+    admin_client, make_source, broker, trading_hours
+):
+    from execution.models import OrderIntent
+    from picks import routing
+    from picks.models import Pick
+    from trading.models import ExitProfile
+
+    source, _ = make_source()
+    source.exit_profile = ExitProfile.objects.create(name="desk", stop_loss_pct=3)
+    source.save()
+    listed = admin_client.get("/admin/picks/pick/").content.decode()
+    assert "/admin/picks/pick/manual-buy/" in listed
+    url = "/admin/picks/pick/manual-buy/"
+    bad = admin_client.post(url, {"source": source.pk, "symbol": "12345", "qty": "10"})
+    assert bad.status_code == 200 and "symbol" in bad.context["form"].errors
+    both = admin_client.post(
+        url, {"source": source.pk, "symbol": "005930", "qty": "10", "budget_krw": "1000000"}
+    )
+    assert both.status_code == 200 and both.context["form"].errors  # qty or budget, not both
+    assert not Pick.objects.exists()
+    done = admin_client.post(url, {"source": source.pk, "symbol": "005930", "qty": "10"})
+    [pick] = Pick.objects.all()
+    assert done.status_code == 302 and done["Location"].endswith(f"/{pick.pk}/change/")
+    assert (pick.source, pick.side, pick.qty, pick.symbol) == (source, "BUY", 10, "005930")
+    assert pick.external_id.startswith("desk:admin:")
+    # The router takes it as any pick: here its gates let it through to an entry.
+    assert routing.pick_route(pick.pk, routed_by="EVENT", broker=broker) == "routed"
+    pick.refresh_from_db()
+    [entry] = OrderIntent.objects.filter(symbol="005930", intent_type="ENTRY")
+    assert (pick.status, pick.intent_id, entry.qty) == ("ROUTED", entry.pk, 10)
