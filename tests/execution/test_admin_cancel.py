@@ -21,9 +21,12 @@ def cancel_requests(kis_sim) -> list:
     ]
 
 
-def test_a_person_cancels_a_live_order_at_kis_after_confirming(
-    admin_client, kis_sim, broker, settings
-):
+@pytest.fixture
+def admins_broker(kis_sim, settings):
+    """The admin's KIS client (execution.broker.get_broker, made once per process) on this
+    test's simulator: made again from these settings, and forgotten after."""
+    from execution.broker import get_broker
+
     settings.KIS = settings.KIS | {
         "ENV": "simulator",
         "FLAVOUR": kis_sim.flavour,
@@ -34,6 +37,13 @@ def test_a_person_cancels_a_live_order_at_kis_after_confirming(
         "QUERY_APP_KEY": kis_sim.appkey,
         "QUERY_APP_SECRET": kis_sim.appsecret,
     }
+    get_broker.cache_clear()
+    yield
+    get_broker.cache_clear()
+
+
+@pytest.mark.usefixtures("admins_broker")
+def test_a_person_cancels_a_live_order_at_kis_after_confirming(admin_client, kis_sim, broker):
     position = held(kis_sim, broker)
     working = send(
         services.exit_intent_open(
