@@ -7,15 +7,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Case, Count, F, IntegerField, When
 from django.http import HttpResponse
-from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
-from core import clock
 from kis.errors import KisError
 
+from .admin_confirm import confirmation, confirmed
 from .broker import get_broker
 from .exceptions import LedgerError
-from .exports import daily_pnl_csv, trades_csv
+from .exports import daily_pnl_csv, kst, trades_csv
 from .models import (
     Alert,
     BrokerCredential,
@@ -143,7 +142,7 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             fills = [f for order in intent.orders.all() for f in order.fills.all()]
             rows.append(
                 (
-                    _kst(intent.created_at),
+                    kst(intent.created_at),
                     intent.intent_type,
                     intent.side,
                     intent.qty,
@@ -153,7 +152,7 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                         for o in intent.orders.all()
                     )
                     or "-",
-                    ", ".join(f"{f.qty} @ {f.price:,} ({_kst(f.filled_at)})" for f in fills) or "-",
+                    ", ".join(f"{f.qty} @ {f.price:,} ({kst(f.filled_at)})" for f in fills) or "-",
                     intent.reason,
                 )
             )
@@ -246,10 +245,6 @@ def _krw(value) -> str:
     return f"{value:,.0f}"
 
 
-def _kst(at) -> str:
-    return at.astimezone(clock.SEOUL).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
-
-
 def _live_first(queryset, live_statuses: list):
     """The rows in `live_statuses` first, then the newest. The change list puts a column the
     person sorts by before this order, and keeps it after."""
@@ -336,16 +331,25 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not live:
             self.message_user(request, "No live order selected.", messages.WARNING)
             return None
-        if request.POST.get("confirmed") != "yes":
-            return TemplateResponse(
+        if not confirmed(request):
+            return confirmation(
+                self,
                 request,
-                "admin/execution/order/cancel_at_kis.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "orders": live,
-                    "back": request.get_full_path(),
-                    "title": "Cancel at KIS",
-                },
+                action="cancel_at_kis",
+                title="Cancel at KIS / KIS 주문 취소",
+                explanation="KIS is asked to cancel these orders. What filled before is applied, "
+                "and the rest is released when KIS's daily orders show the cancel.\n"
+                "아래 주문의 취소를 KIS에 요청합니다. 취소 전 체결은 반영되고, 나머지는 KIS 주문 "
+                "내역에서 취소가 확인되면 해제됩니다.",
+                items=[
+                    (
+                        o.pk,
+                        f"{o.symbol} {o.side} {o.qty} @ {o.limit_price or 'market'}, "
+                        f"{o.filled_qty} filled, KIS {o.broker_order_no}",
+                    )
+                    for o in live
+                ],
+                confirm="Yes, cancel them at KIS / 취소 요청",
             )
         broker = get_broker()
         for order in live:

@@ -30,6 +30,11 @@ TRADE_COLUMNS = (
 DAILY_COLUMNS = ("day", "fills", "bought", "sold", "fees", "tax", "realized_pnl", "net")
 
 
+def kst(at) -> str:
+    """A time as Seoul's, to the second; "-" for none."""
+    return at.astimezone(clock.SEOUL).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
 def _krw(value: Decimal | int | None) -> str:
     return "" if value is None else f"{Decimal(value):.0f}"
 
@@ -50,7 +55,7 @@ def trades_csv(fills: Iterable[Fill]) -> str:
         net = None if f.realized_pnl is None else f.realized_pnl - f.fee - f.tax
         rows.append(
             (
-                f.filled_at.astimezone(clock.SEOUL).strftime("%Y-%m-%d %H:%M:%S"),
+                kst(f.filled_at),
                 order.symbol,
                 order.side,
                 f.qty,

@@ -507,9 +507,6 @@ class Engine:
             sym.vi_reference = base
             sym.vi_until = now + timedelta(seconds=self.vi_seconds)
         sym.price = price
-        return self._expected(sym, now)
-
-    def _expected(self, sym: Symbol, now: datetime) -> Tick:
         return self._print(sym, now, volume=0, expected=True)
 
     def vi_due(self, now: datetime) -> list[Tick | Notice]:

@@ -2,13 +2,13 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
 from core import clock
+from execution.admin_confirm import confirmation, confirmed
 from execution.models import Side
 
 from .models import GateSettings, Pick, PickSource
@@ -60,18 +60,18 @@ class PickSourceAdmin(admin.ModelAdmin):
         permissions=["change"],
     )
     def issue_token(self, request, queryset):
-        if request.POST.get("confirm") != "yes":
-            context = {
-                **self.admin_site.each_context(request),
-                "title": "Issue new tokens? / 새 토큰을 발급할까요?",
-                "opts": self.model._meta,
-                "sources": list(queryset),
-                "queryset": queryset,
-                "action": "issue_token",
-                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            }
-            return TemplateResponse(
-                request, "admin/picks/picksource/issue_token_confirm.html", context
+        if not confirmed(request):
+            return confirmation(
+                self,
+                request,
+                action="issue_token",
+                title="Issue new tokens? / 새 토큰을 발급할까요?",
+                explanation="A new token replaces the current one of each source below: the old "
+                "token stops working at once, and the new one is shown only once, on the next "
+                "page.\n아래 각 소스의 현재 토큰이 새 토큰으로 바뀝니다. 이전 토큰은 즉시 "
+                "사용할 수 없게 되며, 새 토큰은 다음 화면에서 한 번만 표시됩니다.",
+                items=[(s.pk, f"{s.code} {s.name}".strip()) for s in queryset],
+                confirm="Yes, issue new tokens / 예, 발급합니다",
             )
         for source in queryset:
             token = source_token_issue(source=source)

@@ -221,7 +221,7 @@ def test_a_positions_exits_are_paused_and_resumed_after_a_confirmation(admin_cli
     asked = admin_client.post(url, {"action": "pause", "_selected_action": [position.pk]})
     assert asked.status_code == 200 and "청산 일시 중지" in asked.content.decode()
     assert PositionExitState.objects.get(position=position).paused_at is None  # asked only
-    confirmed = {"action": "pause", "_selected_action": [position.pk], "confirmed": "yes"}
+    confirmed = {"action": "pause", "_selected_action": [position.pk], "confirm": "yes"}
     admin_client.post(url, confirmed)
     state = PositionExitState.objects.get(position=position)
     assert state.paused_at is not None and state.paused_by == "admin"

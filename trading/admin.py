@@ -2,7 +2,8 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
+
+from execution.admin_confirm import confirmation, confirmed
 
 from .models import CadenceWindow, ExitProfile, PositionExitState, TakeProfitTier
 from .services import exit_pause
@@ -86,26 +87,20 @@ class PositionExitStateAdmin(admin.ModelAdmin):
 
     def _pause(self, request, queryset, *, paused: bool):
         states = list(queryset.select_related("position"))
-        if request.POST.get("confirmed") != "yes":
-            return TemplateResponse(
+        if not confirmed(request):
+            return confirmation(
+                self,
                 request,
-                "admin/trading/positionexitstate/confirm.html",
-                {
-                    **self.admin_site.each_context(request),
-                    "states": states,
-                    "action": "pause" if paused else "resume",
-                    "back": request.get_full_path(),
-                    "title": "Pause exits / 청산 일시 중지"
-                    if paused
-                    else "Resume exits / 청산 재개",
-                    "explanation": "No exit is decided for these positions, GAP_DOWN included, "
-                    "until they are resumed; orders already sent stay. / 재개할 때까지 이 "
-                    "종목들의 청산을 판단하지 않습니다."
-                    if paused
-                    else "Their exits are decided again from the next price. / 다음 시세부터 "
-                    "청산을 다시 판단합니다.",
-                    "confirm": "Yes / 예",
-                },
+                action="pause" if paused else "resume",
+                title="Pause exits / 청산 일시 중지" if paused else "Resume exits / 청산 재개",
+                explanation="No exit is decided for these positions, GAP_DOWN included, until "
+                "they are resumed; orders already sent stay. / 재개할 때까지 이 종목들의 청산을 "
+                "판단하지 않습니다."
+                if paused
+                else "Their exits are decided again from the next price. / 다음 시세부터 청산을 "
+                "다시 판단합니다.",
+                items=[(s.pk, str(s.position)) for s in states],
+                confirm="Yes / 예",
             )
         for state in states:
             exit_pause(position_id=state.position_id, paused=paused, by=request.user.get_username())

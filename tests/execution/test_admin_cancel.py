@@ -61,7 +61,7 @@ def test_a_person_cancels_a_live_order_at_kis_after_confirming(admin_client, kis
     assert cancel_requests(kis_sim) == []  # nothing sent before the confirmation
     assert Order.objects.get(pk=working.pk).status == "SUBMITTED"
 
-    confirmed = {"action": "cancel_at_kis", "_selected_action": [working.pk], "confirmed": "yes"}
+    confirmed = {"action": "cancel_at_kis", "_selected_action": [working.pk], "confirm": "yes"}
     done = admin_client.post(URL, confirmed, follow=True)
     assert "CANCELLED, 0 of 4 filled" in done.content.decode()
     assert Order.objects.get(pk=working.pk).status == "CANCELLED"
