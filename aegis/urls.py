@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
+from desk.views import desk
 from picks.api import PicksIngestView
 
 from .health import health, metrics
@@ -11,6 +12,7 @@ admin.site.site_title = "Aegis"
 admin.site.index_title = "Positions, exits and orders"
 
 urlpatterns = [
+    path("admin/desk/", admin.site.admin_view(desk), name="desk"),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
     path("metrics", metrics, name="metrics"),

@@ -3,10 +3,12 @@ actions). KRW are whole numbers, times are Seoul's with seconds; P&L is realised
 average cost, before and after the fills' fees and tax (execution/costs.py)."""
 
 import csv
+import datetime as dt
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from decimal import Decimal
+from typing import NamedTuple
 
 from core import clock
 
@@ -73,28 +75,43 @@ def trades_csv(fills: Iterable[Fill]) -> str:
     return _csv(TRADE_COLUMNS, rows)
 
 
+class Totals(NamedTuple):
+    """KRW totals of a group of fills; realised P&L before (`pnl`) and after fees and tax."""
+
+    fills: int
+    bought: int
+    sold: int
+    fees: int
+    tax: int
+    pnl: Decimal
+
+    @property
+    def net(self) -> Decimal:
+        return self.pnl - self.fees - self.tax
+
+
+def totals_by(fills: Iterable[Fill], key: Callable[[Fill], Hashable]) -> dict:
+    """The fills' Totals grouped by `key(fill)`."""
+    groups: dict = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
+    for f in fills:
+        group = groups[key(f)]
+        group[0] += 1
+        group[1 if f.order.side == "BUY" else 2] += f.amount
+        group[3] += f.fee
+        group[4] += f.tax
+        group[5] += f.realized_pnl or 0
+    return {k: Totals(*v) for k, v in groups.items()}
+
+
+def seoul_day(fill: Fill) -> dt.date:
+    return fill.filled_at.astimezone(clock.SEOUL).date()
+
+
 def daily_pnl_csv(fills: Iterable[Fill]) -> str:
     """One row per Seoul day: the fills, KRW bought and sold, fees, tax, realised P&L before
     and after them."""
-    days: dict = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
-    for f in fills:
-        day = days[f.filled_at.astimezone(clock.SEOUL).date()]
-        day[0] += 1
-        day[1 if f.order.side == "BUY" else 2] += f.amount
-        day[3] += f.fee
-        day[4] += f.tax
-        day[5] += f.realized_pnl or 0
     rows = [
-        (
-            f"{day:%Y-%m-%d}",
-            n,
-            bought,
-            sold,
-            fees,
-            tax,
-            _krw(pnl),
-            _krw(pnl - fees - tax),
-        )
-        for day, (n, bought, sold, fees, tax, pnl) in sorted(days.items())
+        (f"{day:%Y-%m-%d}", *t[:5], _krw(t.pnl), _krw(t.net))
+        for day, t in sorted(totals_by(fills, seoul_day).items())
     ]
     return _csv(DAILY_COLUMNS, rows)

@@ -104,3 +104,28 @@ class SpecialDay(models.Model):
             )
         if errors:
             raise ValidationError(errors)
+
+
+class PriceBar(models.Model):
+    """One symbol's trades in one minute (open, high, low, close), for the desk's charts of the
+    day. Written by the process that writes best prices, once the minute is over
+    (market/bars.py); a few days are kept."""
+
+    symbol = models.CharField(max_length=6, validators=[symbol_validator])
+    minute = models.DateTimeField(help_text="The minute's start.")
+    open = models.BigIntegerField()
+    high = models.BigIntegerField()
+    low = models.BigIntegerField()
+    close = models.BigIntegerField()
+
+    class Meta:
+        db_table = "prices_bar"
+        constraints = [
+            models.UniqueConstraint(fields=["symbol", "minute"], name="price_bar_symbol_minute"),
+            models.CheckConstraint(
+                condition=Q(low__gt=0, low__lte=models.F("high")), name="price_bar_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.minute:%H:%M} {self.close}"

@@ -25,6 +25,7 @@ from django.db import connection
 from core.hotcache import after_commit, cache_delete_many, cache_get_many, cache_set
 from core.rows import bound_cursor
 
+from .bars import bar_trade, bar_write
 from .models import BestPrice
 
 PRICE_TTL_S = 5
@@ -179,7 +180,8 @@ def best_price_write(
 ) -> Px | None:
     """Upsert the symbol's best price unless a newer one is stored (a late REST answer never
     overwrites a fresher trade), and write it through to the cache once committed. Returns the
-    stored row, limits included, or None when a newer price was kept."""
+    stored row, limits included, or None when a newer price was kept. A stored trade counts
+    into its minute's bar (market/bars.py)."""
     with bound_cursor() as cursor:
         cursor.execute(
             _UPSERT.format(table=BestPrice._meta.db_table),
@@ -196,6 +198,9 @@ def best_price_write(
         row = cursor.fetchone()
     if row is None:
         return None
+    closed = bar_trade(symbol, price, at)
+    if closed is not None:
+        bar_write(closed)
     px = Px(*row)
     after_commit(lambda: price_keep(symbol, px))
     return px

@@ -8,6 +8,8 @@
 # PostgreSQL data live, for tests that stop and restart a server). Missing Debian packages are
 # installed when running as root; otherwise the script says what to install and stops.
 #
+# With AEGIS_TEST_BROWSER=1 (make test), Chromium, its WebDriver and tesseract are installed too.
+#
 # With AEGIS_PGBOUNCER=1, PgBouncer stands between the command and PostgreSQL in transaction
 # pooling with the review's pool sizes, as in production: DATABASE_URL goes through it (with
 # DATABASE_POOLING=pgbouncer) and DATABASE_DIRECT_URL, for LISTEN, goes straight to PostgreSQL.
@@ -35,6 +37,11 @@ ensure_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   if [ "${AEGIS_PGBOUNCER:-0}" = "1" ]; then
     command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  fi
+  if [ "${AEGIS_TEST_BROWSER:-0}" = "1" ]; then  # the desk's browser test (tests/desk)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+    command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then

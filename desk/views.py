@@ -1,0 +1,94 @@
+"""The desk: one admin page (staff only) a trader runs the day from. It refreshes itself by
+fetching its board (the same view, ?board=1) every few seconds; the kill switch posts to it and
+asks once more before it changes the trading state through the ledger's service."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from execution.exceptions import InvalidInput
+from execution.models import TradingState
+from execution.services.trading_state import trading_state_set
+
+from .board import board_read, charts_read
+from .charts import Mark, day_chart
+
+REFRESH_S = 5
+
+
+class KillSwitchForm(forms.Form):
+    state = forms.ChoiceField(choices=TradingState.State.choices)
+    reason = forms.CharField(max_length=255, strip=True)
+
+
+def _charts(board) -> list:
+    drawn = []
+    rows = {r.position.symbol: r for r in board.rows}
+    for symbol, (bars, fills) in charts_read(board).items():
+        row = rows[symbol]
+        line = [(b.minute, b.close) for b in bars]
+        if row.last is not None and row.last_at is not None and row.last_at >= board.midnight:
+            line.append((row.last_at, row.last))
+        marks = [
+            Mark(
+                at=f.filled_at,
+                price=f.price,
+                buy=f.order.side == "BUY",
+                label=f"{f.order.side} {f.qty:,}",
+            )
+            for f in fills
+        ]
+        avg = float(row.position.avg_price) if row.position.qty else None
+        drawn.append((symbol, day_chart(symbol, line, marks, avg_price=avg)))
+    return drawn
+
+
+def _may_switch(request) -> bool:
+    return request.user.has_perm("execution.change_tradingstate")
+
+
+def desk(request):
+    form = KillSwitchForm(request.POST or None)
+    confirming = None
+    if request.method == "POST":
+        if not _may_switch(request):
+            raise PermissionDenied
+        if form.is_valid():
+            if request.POST.get("confirm") == "yes":
+                try:
+                    trading_state_set(
+                        state=form.cleaned_data["state"],
+                        reason=form.cleaned_data["reason"],
+                        changed_by=request.user.get_username(),
+                    )
+                except InvalidInput as exc:
+                    form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+                else:
+                    messages.success(request, f"Trading is now {form.cleaned_data['state']}.")
+                    return HttpResponseRedirect(reverse("desk"))
+            else:
+                confirming = form.cleaned_data
+    board = board_read()
+    context = {
+        "board": board,
+        "charts": _charts(board),
+        "refresh_s": REFRESH_S,
+    }
+    if request.GET.get("board"):
+        return TemplateResponse(request, "desk/board.html", context)
+    return TemplateResponse(
+        request,
+        "desk/desk.html",
+        {
+            **admin.site.each_context(request),
+            **context,
+            "title": "Desk",
+            "is_nav_sidebar_enabled": False,  # the board takes the page's width
+            "form": form,
+            "confirming": confirming,
+            "may_switch": _may_switch(request),
+        },
+    )

@@ -1,0 +1,79 @@
+"""The desk (desk/): the day's positions valued at their best prices, realised P&L net of fees
+and tax, the orders in flight, the charts; the kill switch through the ledger's service, asked
+twice; HALT on every admin page."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from execution import services
+from execution.models import TradingState
+from market.models import PriceBar
+from tests.desk.day import desk_day
+from tests.support.ledger import key
+
+pytestmark = pytest.mark.django_db
+
+
+def text(response) -> str:
+    assert response.status_code == 200
+    return re.sub(r"\s+", " ", response.content.decode())
+
+
+def test_the_desk_shows_the_days_pnl_positions_and_charts(admin_client, new_symbol):
+    day = desk_day(new_symbol)
+    waiting = services.exit_intent_open(
+        position_id=day["held"].pk,
+        qty=5,
+        limit_price=75_000,
+        intent_type="MANUAL",
+        idempotency_key=key(),
+    )
+    services.order_open(intent_id=waiting.pk)
+    html = text(admin_client.get(reverse("desk")))
+    assert f'id="desk-unrealised">{day["unrealized"]:+,}<' in html  # -330,000
+    assert f'id="desk-realised">{day["realized_net"]:+,.0f}<' in html
+    assert day["costs"] > 0
+    assert "66,700" in html and day["held"].symbol in html and day["traded"].symbol in html
+    orders = html[html.index('id="desk-orders"') :]
+    orders = orders[: orders.index("</table>")]
+    assert orders.count("<tr>") == 2 and day["held"].symbol in orders  # a header and the one
+    assert html.count('class="desk-chart"') == 2
+    assert PriceBar.objects.filter(symbol=day["held"].symbol).count() == 7
+    charts = html[html.index("desk-charts") :]
+    assert charts.count('class="buy"') == 2 and charts.count('class="sell"') == 1
+    board = text(admin_client.get(reverse("desk") + "?board=1"))
+    assert "desk-unrealised" in board and "<html" not in board
+
+
+def test_the_desk_is_for_staff_only(client, django_user_model):
+    assert client.get(reverse("desk")).status_code == 302  # to the login page
+    user = django_user_model.objects.create_user("trader", password="pw")
+    client.force_login(user)
+    assert client.get(reverse("desk")).status_code == 302
+
+
+def test_the_kill_switch_asks_once_more_then_halts_and_every_page_says_so(admin_client):
+    url = reverse("desk")
+    asked = text(admin_client.post(url, {"state": "HALTED", "reason": "news on the wire"}))
+    assert "Yes, set HALTED" in asked
+    assert not TradingState.objects.filter(state="HALTED").exists()
+    done = admin_client.post(
+        url, {"state": "HALTED", "reason": "news on the wire", "confirm": "yes"}
+    )
+    assert done.status_code == 302
+    state = TradingState.objects.get()
+    assert (state.state, state.reason, state.changed_by) == ("HALTED", "news on the wire", "admin")
+    for page in (url, reverse("admin:index"), reverse("admin:execution_order_changelist")):
+        assert 'id="trading-banner">Trading HALTED: news on the wire' in text(
+            admin_client.get(page)
+        )
+
+
+def test_the_kill_switch_refuses_a_blank_reason_and_changes_nothing(admin_client):
+    html = text(
+        admin_client.post(reverse("desk"), {"state": "HALTED", "reason": " ", "confirm": "yes"})
+    )
+    assert "errorlist" in html
+    assert not TradingState.objects.filter(state="HALTED").exists()
