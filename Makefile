@@ -29,9 +29,9 @@ lint: venv
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/mypy
 
 # Through PgBouncer in transaction pooling, as deployed (AEGIS_PGBOUNCER=0: straight to PostgreSQL).
-# The desk's browser test runs in headless Chromium (AEGIS_TEST_BROWSER=1).
+# AEGIS_TEST_TOOLS=1: the desk's browser test (headless Chromium) and gettext are installed.
 test: venv lint
-	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} AEGIS_TEST_BROWSER=$${AEGIS_TEST_BROWSER:-1} scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	AEGIS_PGBOUNCER=$${AEGIS_PGBOUNCER:-1} AEGIS_TEST_TOOLS=$${AEGIS_TEST_TOOLS:-1} scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # A simulated trading day on a throw-away PostgreSQL, tasks in-process (no Redis), the KIS
 # simulator on loopback. DEMO_ARGS="--speed 1" plays it at the real pace (default 10x).

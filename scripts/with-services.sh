@@ -8,7 +8,8 @@
 # PostgreSQL data live, for tests that stop and restart a server). Missing Debian packages are
 # installed when running as root; otherwise the script says what to install and stops.
 #
-# With AEGIS_TEST_BROWSER=1 (make test), Chromium, its WebDriver and tesseract are installed too.
+# With AEGIS_TEST_TOOLS=1 (make test), the tests' tools are installed too: Chromium, its
+# WebDriver and tesseract (the desk's browser test), gettext (the translations' test).
 #
 # With AEGIS_PGBOUNCER=1, PgBouncer stands between the command and PostgreSQL in transaction
 # pooling with the review's pool sizes, as in production: DATABASE_URL goes through it (with
@@ -38,10 +39,11 @@ ensure_packages() {
   if [ "${AEGIS_PGBOUNCER:-0}" = "1" ]; then
     command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
   fi
-  if [ "${AEGIS_TEST_BROWSER:-0}" = "1" ]; then  # the desk's browser test (tests/desk)
+  if [ "${AEGIS_TEST_TOOLS:-0}" = "1" ]; then  # the desk's browser test; makemessages
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
+    command -v msgfmt >/dev/null 2>&1 || missing+=(gettext)
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then

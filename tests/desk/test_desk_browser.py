@@ -2,7 +2,7 @@
 by Selenium) logs in, loads the desk at 1440 px, and its screenshot is read back: the figures by
 OCR (tesseract), the charts by their colours. Then a new price reaches the page without a reload.
 
-Runs where AEGIS_TEST_BROWSER=1 (`make test` sets it and scripts/with-services.sh installs the
+Runs where AEGIS_TEST_TOOLS=1 (`make test` sets it and scripts/with-services.sh installs the
 packages); elsewhere it is skipped."""
 
 import datetime as dt
@@ -20,8 +20,8 @@ from tests.desk.day import desk_day
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-if os.environ.get("AEGIS_TEST_BROWSER") != "1":
-    pytest.skip("AEGIS_TEST_BROWSER=1 runs the browser test (make test)", allow_module_level=True)
+if os.environ.get("AEGIS_TEST_TOOLS") != "1":
+    pytest.skip("AEGIS_TEST_TOOLS=1 runs the browser test (make test)", allow_module_level=True)
 
 from PIL import Image  # noqa: E402
 from selenium import webdriver  # noqa: E402
