@@ -352,6 +352,9 @@ TIME_ZONE = env.str("AEGIS_TIME_ZONE", default="UTC")
 DISPLAY_TIME_ZONE = "Asia/Seoul"
 USE_I18N = True
 USE_TZ = True
+# Pages write 2026-12-07 09:02:13 and 1,234,500 in every language (aegis/formats/).
+FORMAT_MODULE_PATH = ["aegis.formats"]
+USE_THOUSAND_SEPARATOR = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

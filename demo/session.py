@@ -46,6 +46,7 @@ from execution.models import Alert, Fill, IntentType, Order, OrderIntent, Positi
 from execution.services.reconciliation import reconciliation_run
 from kis_simulator.process import Control, simulator_start, simulator_stop
 from market import calendar as market_calendar
+from market.models import Symbol
 from picks.models import GateSettings, Pick, PositionOpener
 from picks.services import source_upsert
 from trading.beat import windows_from_db
@@ -282,6 +283,12 @@ class Session:
                     if s.held
                 ],
             },
+        )
+        Symbol.objects.bulk_create(
+            [Symbol(code=s.code, name=s.name, market=Symbol.Market.KOSPI) for s in scenario.STOCKS],
+            update_conflicts=True,
+            unique_fields=["code"],
+            update_fields=["name"],
         )
         profiles = {}
         for name, spec in scenario.PROFILES.items():

@@ -16,6 +16,7 @@ from execution.models import Alert, Fill, Order, Position, TradingState
 from market.bars import bars_of
 from market.models import BestPrice
 from market.prices import price_rows
+from market.symbols import names_of
 
 DAYS_SHOWN = 7
 LATENCY_WINDOW = dt.timedelta(hours=1)
@@ -34,6 +35,7 @@ class Row:
     profile: str
     source: str
     paused: bool
+    name: str = ""
 
     @property
     def market_value(self) -> int | None:
@@ -148,7 +150,9 @@ def board_read() -> Board:
         .select_related("exit_state__profile", "opener")
         .order_by("symbol", "opened_at")
     )
-    prices = dict(price_rows(sorted({p.symbol for p in positions})))
+    symbols = sorted({p.symbol for p in positions})
+    prices = dict(price_rows(symbols))
+    names = names_of(symbols)
     rows = []
     for p in positions:
         px = prices.get(p.symbol)
@@ -162,6 +166,7 @@ def board_read() -> Board:
                 profile=state.profile.name if state else "",
                 source=opener.source_id if opener else NO_SOURCE,
                 paused=bool(state and state.paused_at),
+                name=names.get(p.symbol, ""),
             )
         )
     fills = list(

@@ -42,7 +42,8 @@ def _charts(board) -> list:
             for f in fills
         ]
         avg = float(row.position.avg_price) if row.position.qty else None
-        drawn.append((symbol, day_chart(symbol, line, marks, avg_price=avg)))
+        label = f"{symbol} {row.name}".strip()
+        drawn.append((label, day_chart(label, line, marks, avg_price=avg)))
     return drawn
 
 

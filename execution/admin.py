@@ -10,6 +10,7 @@ from django.http import HttpResponse
 from django.utils.html import format_html, format_html_join
 
 from kis.errors import KisError
+from market.symbols import with_names
 
 from .admin_confirm import confirmation, confirmed
 from .broker import get_broker
@@ -43,6 +44,16 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class StockColumn:
+    """A list's `stock` column: the code and, when known, the stock's name (005930 삼성전자),
+    from the `symbol_name` its queryset annotates (market.symbols.with_names)."""
+
+    @admin.display(description="symbol", ordering="symbol")
+    def stock(self, obj) -> str:
+        name = getattr(obj, "symbol_name", None)
+        return f"{obj.symbol} {name}" if name else obj.symbol
 
 
 class OpenOrderInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -79,9 +90,9 @@ class NewIntentInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Position)
-class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
-        "symbol",
+        "stock",
         "status",
         "qty",
         "locked",
@@ -115,7 +126,9 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = ["flatten"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(available_qty_db=F("qty") - F("reserved_qty"))
+        return with_names(super().get_queryset(request)).annotate(
+            available_qty_db=F("qty") - F("reserved_qty")
+        )
 
     @admin.display(description="locked qty", ordering="reserved_qty")
     def locked(self, obj):
@@ -197,12 +210,12 @@ class PositionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(OrderIntent)
-class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class OrderIntentAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "intent_type",
         "side",
-        "symbol",
+        "stock",
         "venue",
         "qty",
         "limit_price",
@@ -217,7 +230,7 @@ class OrderIntentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The live ones (not yet ordered) on top, then the newest.
-        return _live_first(super().get_queryset(request), [OrderIntent.Status.NEW])
+        return _live_first(with_names(super().get_queryset(request)), [OrderIntent.Status.NEW])
 
     @admin.action(
         description="Cancel: withdraw intents not yet ordered, releasing their shares",
@@ -277,11 +290,11 @@ class QuarantinedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "side",
-        "symbol",
+        "stock",
         "venue",
         "qty",
         "filled_qty",
@@ -299,7 +312,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The orders in flight on top, then the newest.
-        return _live_first(super().get_queryset(request), list(Order.OPEN_STATUSES))
+        return _live_first(with_names(super().get_queryset(request)), list(Order.OPEN_STATUSES))
 
     @admin.action(
         description="Release from quarantine: the syncs take the order up again (격리 해제)",

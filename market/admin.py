@@ -1,8 +1,9 @@
-"""The market's rows in the admin: best prices (read only) and the calendar's special days."""
+"""The market's rows in the admin: best prices (read only), stock names and the calendar's
+special days."""
 
 from django.contrib import admin
 
-from .models import BestPrice, SpecialDay
+from .models import BestPrice, SpecialDay, Symbol
 
 
 @admin.register(BestPrice)
@@ -27,3 +28,13 @@ class SpecialDayAdmin(admin.ModelAdmin):
     list_filter = ("closed",)
     date_hierarchy = "day"
     search_fields = ("note",)
+
+
+@admin.register(Symbol)
+class SymbolAdmin(admin.ModelAdmin):
+    """Stock names, loaded from KIS's master files (`manage.py symbols_load`)."""
+
+    list_display = ("code", "name", "market", "updated_at")
+    list_filter = ("market",)
+    search_fields = ("code", "name")
+    ordering = ("code",)

@@ -129,3 +129,23 @@ class PriceBar(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.minute:%H:%M} {self.close}"
+
+
+class Symbol(models.Model):
+    """A listed stock's name, from KRX's master files as KIS publishes them
+    (`manage.py symbols_load`), so pages show 005930 삼성전자 rather than a bare code."""
+
+    class Market(models.TextChoices):
+        KOSPI = "KOSPI", "KOSPI"
+        KOSDAQ = "KOSDAQ", "KOSDAQ"
+
+    code = models.CharField(max_length=6, primary_key=True, validators=[symbol_validator])
+    name = models.CharField(max_length=80)
+    market = models.CharField(max_length=6, choices=Market.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "market_symbol"
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.name}"

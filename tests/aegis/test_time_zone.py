@@ -36,8 +36,8 @@ def test_log_lines_carry_their_zone(settings, handler_format):
 
 
 @pytest.mark.django_db
-def test_the_admin_shows_seoul_time(admin_client):
-    midnight_utc = dt.datetime(2026, 12, 7, 0, 0, tzinfo=dt.UTC)  # 09:00 in Seoul
+def test_the_admin_shows_seoul_time_to_the_second(admin_client):
+    midnight_utc = dt.datetime(2026, 12, 7, 0, 0, 7, tzinfo=dt.UTC)  # 09:00:07 in Seoul
     Alert.objects.create(
         kind=Alert.Kind.PRICES,
         severity=Alert.Severity.WARNING,
@@ -46,4 +46,4 @@ def test_the_admin_shows_seoul_time(admin_client):
         created_at=midnight_utc,
     )
     page = admin_client.get(reverse("admin:execution_alert_changelist")).content.decode()
-    assert "9 a.m." in page and "midnight" not in page
+    assert "2026-12-07 09:00:07" in page and "00:00:07" not in page
