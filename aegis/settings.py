@@ -59,6 +59,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -343,7 +344,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# Korean by default, for traders on KRX; each person may switch (the admin's header), and
+# AEGIS_LANGUAGE=en makes English the default of pages and of the alerts and notifications
+# the processes write. Translations: locale/ko (`manage.py makemessages -l ko`).
+LANGUAGE_CODE = env.str("AEGIS_LANGUAGE", default="ko")
+LANGUAGES = [("ko", "한국어"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 # The process runs in UTC, as servers do (Django sets the process's TZ to TIME_ZONE): every
 # calendar decision takes the Seoul date and time of the one clock (core/clock.py), never the
 # process's local time. Pages show Seoul time (aegis/middleware.py). AEGIS_TIME_ZONE exists for

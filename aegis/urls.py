@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from desk.views import desk
@@ -14,6 +14,7 @@ admin.site.index_title = "Positions, exits and orders"
 urlpatterns = [
     path("admin/desk/", admin.site.admin_view(desk), name="desk"),
     path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),  # the admin's language switch
     path("health/", health, name="health"),
     path("metrics", metrics, name="metrics"),
     path("api/picks/ingest", PicksIngestView.as_view(), name="picks-ingest"),

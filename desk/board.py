@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db.models import Max, Q
+from django.utils.translation import gettext as _
 
 from core import clock
 from execution.exports import Totals, seoul_day, totals_by
@@ -224,8 +225,8 @@ def latency_read(now: dt.datetime) -> list[Histogram]:
         from_event.append((submitted - event_at).total_seconds() * 1000)
         from_intent.append((submitted - created_at).total_seconds() * 1000)
     return [
-        Histogram("event → accepted", from_event),
-        Histogram("intent → accepted", from_intent),
+        Histogram(_("event → accepted"), from_event),
+        Histogram(_("intent → accepted"), from_intent),
     ]
 
 

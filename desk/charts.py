@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
 
 from core import clock
 
@@ -36,7 +37,10 @@ def day_chart(
 ) -> SafeString:
     """The SVG of `line` ((time, price), oldest first) with `marks`; a note when empty."""
     if not line and not marks:
-        return format_html('<p class="desk-empty">{}: no prices yet today.</p>', symbol)
+        return format_html(
+            '<p class="desk-empty">{}</p>',
+            _("%(symbol)s: no prices yet today.") % {"symbol": symbol},
+        )
     times = [t for t, _ in line] + [m.at for m in marks]
     prices: list[float] = [float(p) for _, p in line] + [float(m.price) for m in marks]
     if avg_price:

@@ -2,6 +2,8 @@
 the startup reconciliation succeeds (a context processor: one read of the state's single row,
 on admin pages only)."""
 
+from django.utils.translation import gettext as _
+
 from execution.models import TradingState
 
 
@@ -13,9 +15,17 @@ def trading_banner(request) -> dict:
     if state is None:
         return {}
     if state.awaiting_reconciliation:
-        return {"trading_banner": "Trading HALTED: awaiting the startup reconciliation with KIS."}
+        return {
+            "trading_banner": _("Trading HALTED: awaiting the startup reconciliation with KIS.")
+        }
     if state.state == TradingState.State.HALTED:
-        return {"trading_banner": f"Trading HALTED: {state.reason} ({state.changed_by})."}
+        return {
+            "trading_banner": _("Trading HALTED: %(reason)s (%(by)s).")
+            % {"reason": state.reason, "by": state.changed_by}
+        }
     if state.state == TradingState.State.REDUCING:
-        return {"trading_banner": f"Trading REDUCING, exits only: {state.reason}."}
+        return {
+            "trading_banner": _("Trading REDUCING, exits only: %(reason)s.")
+            % {"reason": state.reason}
+        }
     return {}

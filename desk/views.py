@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.translation import gettext as _
 
 from execution.exceptions import InvalidInput
 from execution.models import TradingState
@@ -20,8 +21,8 @@ REFRESH_S = 5
 
 
 class KillSwitchForm(forms.Form):
-    state = forms.ChoiceField(choices=TradingState.State.choices)
-    reason = forms.CharField(max_length=255, strip=True)
+    state = forms.ChoiceField(label=_("State"), choices=TradingState.State.choices)
+    reason = forms.CharField(label=_("Reason"), max_length=255, strip=True)
 
 
 def _charts(board) -> list:
@@ -68,7 +69,10 @@ def desk(request):
                 except InvalidInput as exc:
                     form.add_error(exc.field if exc.field in form.fields else None, str(exc))
                 else:
-                    messages.success(request, f"Trading is now {form.cleaned_data['state']}.")
+                    messages.success(
+                        request,
+                        _("Trading is now %(state)s.") % {"state": form.cleaned_data["state"]},
+                    )
                     return HttpResponseRedirect(reverse("desk"))
             else:
                 confirming = form.cleaned_data
@@ -86,7 +90,7 @@ def desk(request):
         {
             **admin.site.each_context(request),
             **context,
-            "title": "Desk",
+            "title": _("Desk"),
             "is_nav_sidebar_enabled": False,  # the board takes the page's width
             "form": form,
             "confirming": confirming,

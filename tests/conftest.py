@@ -27,6 +27,10 @@ def pytest_configure(config):
     # (drill/cluster.py).
     settings.EXECUTION_MARKET_HOURS = False
     os.environ["AEGIS_MARKET_HOURS"] = "0"
+    # Pages, alerts and notifications in English, here and in the processes a test starts,
+    # except where a test asks for Korean, the default (tests/aegis/test_korean.py).
+    settings.LANGUAGE_CODE = "en"
+    os.environ["AEGIS_LANGUAGE"] = "en"
 
 
 _symbols = itertools.count(1)
