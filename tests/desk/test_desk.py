@@ -77,3 +77,17 @@ def test_the_kill_switch_refuses_a_blank_reason_and_changes_nothing(admin_client
     )
     assert "errorlist" in html
     assert not TradingState.objects.filter(state="HALTED").exists()
+
+
+def test_the_desk_in_korean_by_a_persons_choice(admin_client, new_symbol):
+    day = desk_day(new_symbol)
+    switched = admin_client.post(
+        reverse("set_language"), {"language": "ko", "next": "/admin/desk/"}
+    )
+    assert switched.status_code == 302
+    html = text(admin_client.get(reverse("desk")))
+    assert '<html lang="ko"' in html
+    for korean in ("평가손익", "오늘 실현손익(순)", "오늘의 보유종목", "미체결 주문", "킬 스위치"):
+        assert korean in html, korean
+    assert f'id="desk-unrealised">{day["unrealized"]:+,}<' in html
+    assert "Unrealised" not in html and "Positions today" not in html
