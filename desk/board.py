@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from core import clock
 from execution.exports import Totals, seoul_day, totals_by
 from execution.models import Alert, Fill, Order, Position, TradingState
+from execution.selectors import circuits_last
 from market.bars import bars_of
 from market.models import BestPrice
 from market.prices import price_rows
@@ -183,16 +184,6 @@ def board_read() -> Board:
         .select_related("intent")
         .order_by("created_at")
     )
-    latest = (
-        Alert.objects.filter(kind=Alert.Kind.BREAKER)
-        .values("subject")
-        .annotate(last=Max("created_at"))
-        .values_list("subject", "last")
-    )
-    breakers = [
-        Alert.objects.filter(kind=Alert.Kind.BREAKER, subject=s, created_at=at).first()
-        for s, at in latest
-    ]
     return Board(
         now=now,
         day=day,
@@ -201,7 +192,7 @@ def board_read() -> Board:
         by_source=by_source,
         in_flight=in_flight,
         state=TradingState.objects.filter(pk=TradingState.SINGLETON_PK).first(),
-        breakers=[b for b in breakers if b is not None],
+        breakers=circuits_last(),
         feed_at=BestPrice.objects.aggregate(at=Max("event_at"))["at"],
         latency=latency_read(now),
         fills_today=today,

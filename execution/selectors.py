@@ -10,7 +10,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce, Now
 from prometheus_client.core import GaugeMetricFamily
 
-from .models import Order, OrderIntent, Position, Reconciliation, Side, TradingState
+from .models import Alert, Order, OrderIntent, Position, Reconciliation, Side, TradingState
 
 logger = logging.getLogger("core.metrics")
 
@@ -126,3 +126,12 @@ def reconciliation_metrics():
         age.add_metric([], max(0.0, time.time() - run.finished_at.timestamp()))
     yield status
     yield age
+
+
+def circuits_last() -> list[Alert]:
+    """Each KIS circuit's last alerted change (one alert per change: execution/alerts.py)."""
+    return list(
+        Alert.objects.filter(kind=Alert.Kind.BREAKER)
+        .order_by("subject", "-created_at")
+        .distinct("subject")
+    )

@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 
 from execution import services
+from execution.alerts import breaker_transition
 from execution.models import TradingState
 from market.models import PriceBar
 from tests.desk.day import desk_day
@@ -31,7 +32,9 @@ def test_the_desk_shows_the_days_pnl_positions_and_charts(admin_client, new_symb
         idempotency_key=key(),
     )
     services.order_open(intent_id=waiting.pk)
+    breaker_transition("kis-order", "closed", "open", 1)
     html = text(admin_client.get(reverse("desk")))
+    assert "kis-order: open since" in html
     assert f'id="desk-unrealised">{day["unrealized"]:+,}<' in html  # -330,000
     assert f'id="desk-realised">{day["realized_net"]:+,.0f}<' in html
     assert day["costs"] > 0
