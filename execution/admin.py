@@ -5,7 +5,7 @@ orders are read-mostly, and the trading state is the kill switch.
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Case, Count, F, IntegerField, When
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Subquery, Sum, When
 from django.http import HttpResponse
 from django.utils.html import format_html, format_html_join
 
@@ -220,6 +220,7 @@ class OrderIntentAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
         "qty",
         "limit_price",
         "status",
+        "order_status",
         "reason",
     )
     list_filter = ("status", "intent_type", "side", "venue")
@@ -230,7 +231,19 @@ class OrderIntentAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The live ones (not yet ordered) on top, then the newest.
-        return _live_first(with_names(super().get_queryset(request)), [OrderIntent.Status.NEW])
+        last_order = Order.objects.filter(intent=OuterRef("pk")).order_by("-created_at")
+        return _live_first(
+            with_names(super().get_queryset(request)).annotate(
+                order_status_db=Subquery(last_order.values("status")[:1])
+            ),
+            [OrderIntent.Status.NEW],
+        )
+
+    @admin.display(description="its order", ordering="order_status_db")
+    def order_status(self, obj):
+        """What became of the intent's order (an ORDERED intent's order may be FILLED)."""
+        status = getattr(obj, "order_status_db", None)
+        return Order.Status(status).label if status else "-"
 
     @admin.action(
         description="Cancel: withdraw intents not yet ordered, releasing their shares",
@@ -298,6 +311,7 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
         "venue",
         "qty",
         "filled_qty",
+        "avg_fill_price",
         "limit_price",
         "status",
         "broker_order_no",
@@ -312,7 +326,17 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The orders in flight on top, then the newest.
-        return _live_first(with_names(super().get_queryset(request)), list(Order.OPEN_STATUSES))
+        return _live_first(
+            with_names(super().get_queryset(request)).annotate(
+                filled_amount=Sum("fills__amount"), fills_qty=Sum("fills__qty")
+            ),
+            list(Order.OPEN_STATUSES),
+        )
+
+    @admin.display(description="average fill price (KRW)")
+    def avg_fill_price(self, obj):
+        amount, qty = getattr(obj, "filled_amount", None), getattr(obj, "fills_qty", None)
+        return _krw(amount / qty) if amount and qty else "-"
 
     @admin.action(
         description="Release from quarantine: the syncs take the order up again (격리 해제)",

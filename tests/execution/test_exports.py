@@ -79,3 +79,23 @@ def test_intent_and_order_lists_show_the_live_ones_first_then_the_newest(admin_c
     assert intents[1].created_at >= intents[2].created_at
     orders = admin_client.get("/admin/execution/order/").context["cl"].result_list
     assert [o.status for o in orders] == ["SUBMITTED", "FILLED"] and orders[0].pk == sent.pk
+
+
+def test_an_intents_order_status_and_an_orders_average_fill_price(admin_client, new_symbol):
+    position = open_position(new_symbol(), 10, 70_000)
+    sell = submit(
+        services.exit_intent_open(
+            position_id=position.pk,
+            qty=10,
+            limit_price=72_000,
+            intent_type="EXIT_TAKE_PROFIT",
+            idempotency_key=key(),
+        )
+    )
+    fill(sell, 4, 72_000)
+    fill(sell, 6, 72_500)  # 10 at 72,300 on average
+    intents = admin_client.get("/admin/execution/orderintent/").context["cl"].result_list
+    mine = next(i for i in intents if i.pk == sell.intent_id)
+    assert (mine.status, mine.order_status_db) == ("ORDERED", "FILLED")
+    html = admin_client.get(f"/admin/execution/order/?q={position.symbol}").content.decode()
+    assert "72,300" in html
