@@ -1,11 +1,11 @@
 """The day's prices as one-minute bars (prices_bar), for the desk's charts.
 
 The process that writes best prices (best_price_write) keeps each symbol's open bar in memory and
-writes it when that symbol's first trade of a later minute is stored: one statement per symbol
-per minute, never one per trade. A bar still open is not in the table; the desk draws the best
-price after the last bar. Trades reach best_price_write in their order per symbol, and a late
-one it does not store (an older price) never reaches a bar. Bars of several writers of one
-symbol merge in the upsert.
+writes it with that symbol's first trade of a later minute, in the best price's own statement
+(BAR_CTE): no round trip of its own, ever. A bar still open is not in the table; the desk draws
+the best price after the last bar. Trades reach best_price_write in their order per symbol, and
+a late one it does not store (an older price) never reaches a bar. Bars written twice (two
+writers of one symbol) merge in the upsert.
 """
 
 import datetime as dt
@@ -17,13 +17,17 @@ from .models import PriceBar
 
 KEEP_DAYS = 7
 
-_UPSERT = """
-INSERT INTO prices_bar (symbol, minute, open, high, low, close) VALUES (%s, %s, %s, %s, %s, %s)
+_INSERT = """
+INSERT INTO prices_bar (symbol, minute, open, high, low, close)
+VALUES (%(bar_symbol)s, %(bar_minute)s, %(bar_open)s, %(bar_high)s, %(bar_low)s, %(bar_close)s)
 ON CONFLICT (symbol, minute) DO UPDATE SET
     high = GREATEST(prices_bar.high, EXCLUDED.high),
     low = LEAST(prices_bar.low, EXCLUDED.low),
     close = EXCLUDED.close
 """
+# Put before another statement, which then writes the bar as well.
+BAR_CTE = f"WITH bar AS ({_INSERT})\n"
+_COLUMNS = ("bar_symbol", "bar_minute", "bar_open", "bar_high", "bar_low", "bar_close")
 
 
 class Bar:
@@ -52,24 +56,32 @@ def minute_of(at: dt.datetime) -> dt.datetime:
     return at.replace(second=0, microsecond=0)
 
 
-def bar_trade(symbol: str, price: int, at: dt.datetime) -> tuple | None:
-    """Count a stored trade into its symbol's open bar. Returns the row of the bar it closes (a
-    trade of a later minute), to be written, or None."""
+def bar_closing(symbol: str, at: dt.datetime) -> dict | None:
+    """The parameters of BAR_CTE for the symbol's open bar when a trade at `at` would close it
+    (a later minute's), else None. Changes nothing: bar_trade counts the trade once stored."""
+    minute = minute_of(at)
+    with _lock:
+        bar = _open.get(symbol)
+        if bar is None or minute <= bar.minute:
+            return None
+        return dict(zip(_COLUMNS, bar.row(symbol), strict=True))
+
+
+def bar_trade(symbol: str, price: int, at: dt.datetime) -> None:
+    """Count a stored trade into its symbol's open bar, or open the next one."""
     minute = minute_of(at)
     with _lock:
         bar = _open.get(symbol)
         if bar is not None and bar.minute == minute:
             bar.add(price)
-            return None
-        if bar is not None and minute < bar.minute:
-            return None  # an older minute's trade, stored after a newer one elsewhere
-        _open[symbol] = Bar(minute, price)
-    return None if bar is None else bar.row(symbol)
+        elif bar is None or minute > bar.minute:
+            _open[symbol] = Bar(minute, price)
+        # else an older minute's trade, stored after a newer one elsewhere: no bar's
 
 
 def bar_write(row: tuple) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(_UPSERT, row)
+        cursor.execute(_INSERT, dict(zip(_COLUMNS, row, strict=True)))
 
 
 def bars_flush() -> int:

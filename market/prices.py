@@ -25,7 +25,7 @@ from django.db import connection
 from core.hotcache import after_commit, cache_delete_many, cache_get_many, cache_set
 from core.rows import bound_cursor
 
-from .bars import bar_trade, bar_write
+from .bars import BAR_CTE, bar_closing, bar_trade
 from .models import BestPrice
 
 PRICE_TTL_S = 5
@@ -182,25 +182,26 @@ def best_price_write(
     overwrites a fresher trade), and write it through to the cache once committed. Returns the
     stored row, limits included, or None when a newer price was kept. A stored trade counts
     into its minute's bar (market/bars.py)."""
+    params = {
+        "symbol": symbol,
+        "price": price,
+        "prev_close": prev_close,
+        "upper": upper_limit,
+        "lower": lower_limit,
+        "source": source,
+        "at": at,
+    }
+    sql = _UPSERT.format(table=BestPrice._meta.db_table)
+    closing = bar_closing(symbol, at)
+    if closing is not None:  # the minute's first trade writes the last minute's bar with it
+        sql = BAR_CTE + sql
+        params |= closing
     with bound_cursor() as cursor:
-        cursor.execute(
-            _UPSERT.format(table=BestPrice._meta.db_table),
-            {
-                "symbol": symbol,
-                "price": price,
-                "prev_close": prev_close,
-                "upper": upper_limit,
-                "lower": lower_limit,
-                "source": source,
-                "at": at,
-            },
-        )
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    closed = bar_trade(symbol, price, at)
-    if closed is not None:
-        bar_write(closed)
+    bar_trade(symbol, price, at)
     px = Px(*row)
     after_commit(lambda: price_keep(symbol, px))
     return px

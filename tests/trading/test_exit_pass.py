@@ -401,7 +401,10 @@ def test_pricesync_evaluates_a_trade_at_the_cached_limits_before_writing_it(new_
     )
     with CaptureQueriesContext(connection) as captured:
         assert on_price(symbol=symbol, price=67_000, at=NOW, source="WS") == 1
-    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["WITH", "INSERT"]
+    # Two statements: the exit, then the price, which carries the last minute's bar with it.
+    [exit_sql, price_sql] = [q["sql"] for q in captured.captured_queries]
+    assert exit_sql.startswith("WITH") and "prices_best" not in exit_sql
+    assert "INSERT INTO prices_best" in price_sql and "INSERT INTO prices_bar" in price_sql
     row = BestPrice.objects.get(symbol=symbol)
     assert (row.price, row.lower_limit, row.upper_limit, row.source) == (
         67_000,
