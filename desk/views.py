@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from execution.exceptions import InvalidInput
-from execution.models import TradingState
+from execution.models import Reconciliation, TradingState
 from execution.services.trading_state import trading_state_set
+from execution.tasks import reconcile_task
 
 from .board import board_read, charts_read
 from .charts import Mark, day_chart
@@ -52,10 +53,35 @@ def _may_switch(request) -> bool:
     return request.user.has_perm("execution.change_tradingstate")
 
 
+def _may_reconcile(request) -> bool:
+    return request.user.has_perm("execution.view_reconciliation") and request.user.has_perm(
+        "execution.change_tradingstate"
+    )
+
+
+def _reconcile(request):
+    """Queue a reconciliation with KIS now (the beat's task, trigger MANUAL)."""
+    if not _may_reconcile(request):
+        raise PermissionDenied
+    if request.POST.get("confirm") != "yes":
+        return None
+    reconcile_task.delay(trigger=Reconciliation.Trigger.MANUAL)
+    messages.success(
+        request,
+        _("A reconciliation with KIS is under way: its result shows under Reconciliations."),
+    )
+    return HttpResponseRedirect(reverse("desk"))
+
+
 def desk(request):
-    form = KillSwitchForm(request.POST or None)
+    if request.method == "POST" and request.POST.get("op") == "reconcile":
+        done = _reconcile(request)
+        if done is not None:
+            return done
+    form = KillSwitchForm(request.POST if request.POST.get("op") == "state" else None)
     confirming = None
-    if request.method == "POST":
+    reconciling = request.method == "POST" and request.POST.get("op") == "reconcile"
+    if request.method == "POST" and not reconciling:
         if not _may_switch(request):
             raise PermissionDenied
         if form.is_valid():
@@ -94,6 +120,8 @@ def desk(request):
             "is_nav_sidebar_enabled": False,  # the board takes the page's width
             "form": form,
             "confirming": confirming,
+            "reconciling": reconciling,
             "may_switch": _may_switch(request),
+            "may_reconcile": _may_reconcile(request),
         },
     )

@@ -193,17 +193,44 @@ class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
         description="Flatten: sell all available shares through the ledger", permissions=["flatten"]
     )
     def flatten(self, request, queryset):
+        closed = [p.symbol for p in queryset if p.status != Position.Status.OPEN]
+        if closed:
+            self.message_user(
+                request, f"Closed, nothing to sell: {', '.join(closed)}.", messages.WARNING
+            )
+        held = list(queryset.filter(status=Position.Status.OPEN))
+        if not held:
+            return None
+        if not confirmed(request):
+            return confirmation(
+                self,
+                request,
+                action="flatten",
+                title="Flatten",
+                explanation="Each position's available shares are sold at market through the "
+                "ledger (an intent, then its order); shares locked by live orders stay locked.",
+                items=[
+                    (p.pk, f"{p.symbol}: {p.available_qty:,} of {p.qty:,} available") for p in held
+                ],
+                confirm="Yes, flatten",
+            )
         opened, refused = 0, []
-        for position in queryset.filter(status=Position.Status.OPEN):
+        for position in held:
             try:
                 position_flatten(position_id=position.pk, requested_by=request.user.get_username())
                 opened += 1
             except LedgerError as exc:
                 refused.append(f"{position.symbol}: {exc}")
         if opened:
-            self.message_user(request, f"{opened} flatten intent(s) opened.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"{opened} flatten intent(s) opened: each goes out as its order once sent "
+                "(Order intents, then Orders, show where it stands).",
+                messages.SUCCESS,
+            )
         for message in refused:
             self.message_user(request, message, messages.WARNING)
+        return None
 
     def has_flatten_permission(self, request):
         return request.user.has_perm("execution.add_orderintent")

@@ -165,3 +165,24 @@ def redis_control():
     yield stop, start
     if not redis_up():
         start()
+
+
+@pytest.fixture
+def admins_broker(kis_sim, settings):
+    """The admin's KIS client (execution.broker.get_broker, made once per process) on this
+    test's simulator: made again from these settings, and forgotten after."""
+    from execution.broker import get_broker
+
+    settings.KIS = settings.KIS | {
+        "ENV": "simulator",
+        "FLAVOUR": kis_sim.flavour,
+        "BASE_URL": kis_sim.base_url,
+        "WS_URL": kis_sim.ws_url,
+        "ACCOUNT": f"{kis_sim.cano}-{kis_sim.acnt_prdt_cd}",
+        "HTS_ID": kis_sim.hts_id,
+        "QUERY_APP_KEY": kis_sim.appkey,
+        "QUERY_APP_SECRET": kis_sim.appsecret,
+    }
+    get_broker.cache_clear()
+    yield
+    get_broker.cache_clear()

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from execution import services
-from execution.models import IntentType, OrderIntent, TradingState
+from execution.models import IntentType, OrderIntent, Position, TradingState
 from tests.support.ledger import key, open_position, submit
 from trading.models import ExitProfile, TakeProfitTier
 
@@ -63,7 +63,17 @@ def test_flatten_action_goes_through_the_ledger(admin_client, new_symbol):
         idempotency_key=key(),
     )
     url = reverse("admin:execution_position_changelist")
+    page = admin_client.get(reverse("admin:execution_position_change", args=[position.pk]))
+    assert 'value="flatten"' in page.content.decode()  # the position's own page offers it
     data = {"action": "flatten", "_selected_action": [position.pk]}
+    asked = admin_client.post(url, data)
+    assert (
+        "Yes, flatten" in asked.content.decode() and "25 of 40 available" in asked.content.decode()
+    )
+    assert not OrderIntent.objects.filter(
+        position=position, intent_type=IntentType.FLATTEN
+    ).exists()
+    data["confirm"] = "yes"
     response = admin_client.post(url, data, follow=True)
     flatten = OrderIntent.objects.get(position=position, intent_type=IntentType.FLATTEN)
     assert flatten.qty == 25 and flatten.reason.startswith("flatten requested by admin")
@@ -74,6 +84,20 @@ def test_flatten_action_goes_through_the_ledger(admin_client, new_symbol):
         OrderIntent.objects.filter(position=position, intent_type=IntentType.FLATTEN).count() == 1
     )
     assert any("0 available" in m for m in messages_of(response))
+
+
+def test_flatten_says_so_of_a_closed_position(admin_client, new_symbol):
+    position = open_position(new_symbol(), 10)
+    Position.objects.filter(pk=position.pk).update(status=Position.Status.CLOSED, qty=0)
+    response = admin_client.post(
+        reverse("admin:execution_position_changelist"),
+        {"action": "flatten", "_selected_action": [position.pk], "confirm": "yes"},
+        follow=True,
+    )
+    assert any(f"Closed, nothing to sell: {position.symbol}" in m for m in messages_of(response))
+    assert not OrderIntent.objects.filter(
+        position=position, intent_type=IntentType.FLATTEN
+    ).exists()
 
 
 def test_cancel_action_releases_the_intent(admin_client, new_symbol):

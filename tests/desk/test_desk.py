@@ -2,9 +2,11 @@
 and tax, the orders in flight, the charts; the kill switch through the ledger's service, asked
 twice; HALT on every admin page."""
 
+import json
 import re
 
 import pytest
+import redis
 from django.urls import reverse
 
 from execution import services
@@ -59,11 +61,13 @@ def test_the_desk_is_for_staff_only(client, django_user_model):
 
 def test_the_kill_switch_asks_once_more_then_halts_and_every_page_says_so(admin_client):
     url = reverse("desk")
-    asked = text(admin_client.post(url, {"state": "HALTED", "reason": "news on the wire"}))
+    asked = text(
+        admin_client.post(url, {"op": "state", "state": "HALTED", "reason": "news on the wire"})
+    )
     assert "Yes, set HALTED" in asked
     assert not TradingState.objects.filter(state="HALTED").exists()
     done = admin_client.post(
-        url, {"state": "HALTED", "reason": "news on the wire", "confirm": "yes"}
+        url, {"op": "state", "state": "HALTED", "reason": "news on the wire", "confirm": "yes"}
     )
     assert done.status_code == 302
     state = TradingState.objects.get()
@@ -76,7 +80,9 @@ def test_the_kill_switch_asks_once_more_then_halts_and_every_page_says_so(admin_
 
 def test_the_kill_switch_refuses_a_blank_reason_and_changes_nothing(admin_client):
     html = text(
-        admin_client.post(reverse("desk"), {"state": "HALTED", "reason": " ", "confirm": "yes"})
+        admin_client.post(
+            reverse("desk"), {"op": "state", "state": "HALTED", "reason": " ", "confirm": "yes"}
+        )
     )
     assert "errorlist" in html
     assert not TradingState.objects.filter(state="HALTED").exists()
@@ -94,3 +100,21 @@ def test_the_desk_in_korean_by_a_persons_choice(admin_client, new_symbol):
         assert korean in html, korean
     assert f'id="desk-unrealised">{day["unrealized"]:+,}<' in html
     assert "Unrealised" not in html and "Positions today" not in html
+
+
+def queued(client, queue: str) -> list[dict]:
+    return [json.loads(m) for m in client.lrange(queue, 0, -1)]
+
+
+def test_reconcile_now_asks_once_more_then_queues_one_manual_run(admin_client, settings):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete("execution")
+    url = reverse("desk")
+    asked = text(admin_client.post(url, {"op": "reconcile"}))
+    assert "Yes, reconcile now" in asked and queued(client, "execution") == []
+    done = admin_client.post(url, {"op": "reconcile", "confirm": "yes"})
+    assert done.status_code == 302
+    [message] = queued(client, "execution")
+    assert message["headers"]["task"] == "execution.reconcile"
+    assert "MANUAL" in message["headers"]["kwargsrepr"]
+    client.delete("execution")

@@ -21,27 +21,6 @@ def cancel_requests(kis_sim) -> list:
     ]
 
 
-@pytest.fixture
-def admins_broker(kis_sim, settings):
-    """The admin's KIS client (execution.broker.get_broker, made once per process) on this
-    test's simulator: made again from these settings, and forgotten after."""
-    from execution.broker import get_broker
-
-    settings.KIS = settings.KIS | {
-        "ENV": "simulator",
-        "FLAVOUR": kis_sim.flavour,
-        "BASE_URL": kis_sim.base_url,
-        "WS_URL": kis_sim.ws_url,
-        "ACCOUNT": f"{kis_sim.cano}-{kis_sim.acnt_prdt_cd}",
-        "HTS_ID": kis_sim.hts_id,
-        "QUERY_APP_KEY": kis_sim.appkey,
-        "QUERY_APP_SECRET": kis_sim.appsecret,
-    }
-    get_broker.cache_clear()
-    yield
-    get_broker.cache_clear()
-
-
 @pytest.mark.usefixtures("admins_broker")
 def test_a_person_cancels_a_live_order_at_kis_after_confirming(admin_client, kis_sim, broker):
     position = held(kis_sim, broker)
