@@ -9,12 +9,15 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .calendar import REGULAR_CLOSE, REGULAR_OPEN
 from .krx import SYMBOL_PATTERN
 
 symbol_validator = RegexValidator(
-    SYMBOL_PATTERN, "A KRX short code is 6 characters, digits or upper-case letters (e.g. 005930)."
+    SYMBOL_PATTERN,
+    _("A KRX short code is 6 characters, digits or upper-case letters (e.g. 005930)."),
 )
 
 
@@ -22,19 +25,25 @@ class BestPrice(models.Model):
     """The freshest known price of a symbol, whichever source gave it."""
 
     class Source(models.TextChoices):
-        WEBSOCKET = "WS", "KIS WebSocket"
-        REST = "REST", "KIS REST"
+        WEBSOCKET = "WS", _("KIS WebSocket")
+        REST = "REST", _("KIS REST")
 
-    symbol = models.CharField(max_length=6, primary_key=True, validators=[symbol_validator])
-    price = models.BigIntegerField()
-    prev_close = models.BigIntegerField(null=True, blank=True)
-    upper_limit = models.BigIntegerField(null=True, blank=True)
-    lower_limit = models.BigIntegerField(null=True, blank=True)
-    source = models.CharField(max_length=4, choices=Source.choices)
-    event_at = models.DateTimeField(help_text="When the trade happened at the exchange.")
-    updated_at = models.DateTimeField(auto_now=True)
+    symbol = models.CharField(
+        _("symbol"), max_length=6, primary_key=True, validators=[symbol_validator]
+    )
+    price = models.BigIntegerField(_("price"))
+    prev_close = models.BigIntegerField(_("prev close"), null=True, blank=True)
+    upper_limit = models.BigIntegerField(_("upper limit"), null=True, blank=True)
+    lower_limit = models.BigIntegerField(_("lower limit"), null=True, blank=True)
+    source = models.CharField(_("source"), max_length=4, choices=Source.choices)
+    event_at = models.DateTimeField(
+        _("event at"), help_text=_("When the trade happened at the exchange.")
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("best price")
+        verbose_name_plural = _("best prices")
         db_table = "prices_best"
         constraints = [
             models.CheckConstraint(condition=Q(price__gt=0), name="best_price_positive"),
@@ -53,22 +62,26 @@ class SpecialDay(models.Model):
     close it announces. Overrides the holiday library and the built-in table (late opens, CSAT)
     for its date; every process reads the list again within a minute of a change."""
 
-    day = models.DateField(unique=True, help_text="The date, in Seoul. / 날짜")
-    closed = models.BooleanField(default=False, help_text="KRX is closed that day. / 휴장일")
+    day = models.DateField(_("day"), unique=True, help_text=_("The date, in Seoul."))
+    closed = models.BooleanField(_("closed"), default=False, help_text=_("KRX is closed that day."))
     open_at = models.TimeField(
+        _("open at"),
         null=True,
         blank=True,
-        help_text="The regular session's open (Seoul), when not 09:00. / 개장 시각",
+        help_text=_("The regular session's open (Seoul), when not 09:00."),
     )
     close_at = models.TimeField(
+        _("close at"),
         null=True,
         blank=True,
-        help_text="The regular session's close (Seoul), when not 15:30. / 폐장 시각",
+        help_text=_("The regular session's close (Seoul), when not 15:30."),
     )
-    note = models.CharField(max_length=120, blank=True, help_text="Why. / 사유")
-    updated_at = models.DateTimeField(auto_now=True)
+    note = models.CharField(_("note"), max_length=120, blank=True, help_text=_("Why."))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("special day")
+        verbose_name_plural = _("special days")
         db_table = "trading_specialday"  # its name from when trading held it
         ordering = ("day",)
         constraints = [
@@ -83,25 +96,23 @@ class SpecialDay(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.day:%Y-%m-%d} {'closed' if self.closed else 'special session'}"
+        day = {"day": f"{self.day:%Y-%m-%d}"}
+        return (
+            gettext("%(day)s closed") % day
+            if self.closed
+            else gettext("%(day)s special session") % day
+        )
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.closed and (self.open_at or self.close_at):
-            errors["closed"] = (
-                "A closed day has no session times. / 휴장일에는 시각을 입력하지 않습니다."
-            )
+            errors["closed"] = gettext("A closed day has no session times.")
         if not self.closed and not (self.open_at or self.close_at):
-            errors["open_at"] = (
-                "Set the open or the close, or mark the day closed. / 개장 또는 "
-                "폐장 시각을 입력하거나 휴장으로 표시하세요."
-            )
+            errors["open_at"] = gettext("Set the open or the close, or mark the day closed.")
         opens = self.open_at or REGULAR_OPEN
         closes = self.close_at or REGULAR_CLOSE
         if not self.closed and not opens < closes:
-            errors["close_at"] = (
-                "The close must come after the open. / 폐장은 개장 이후여야 합니다."
-            )
+            errors["close_at"] = gettext("The close must come after the open.")
         if errors:
             raise ValidationError(errors)
 
@@ -111,14 +122,16 @@ class PriceBar(models.Model):
     day. Written by the process that writes best prices, once the minute is over
     (market/bars.py); a few days are kept."""
 
-    symbol = models.CharField(max_length=6, validators=[symbol_validator])
-    minute = models.DateTimeField(help_text="The minute's start.")
-    open = models.BigIntegerField()
-    high = models.BigIntegerField()
-    low = models.BigIntegerField()
-    close = models.BigIntegerField()
+    symbol = models.CharField(_("symbol"), max_length=6, validators=[symbol_validator])
+    minute = models.DateTimeField(_("minute"), help_text=_("The minute's start."))
+    open = models.BigIntegerField(_("open"))
+    high = models.BigIntegerField(_("high"))
+    low = models.BigIntegerField(_("low"))
+    close = models.BigIntegerField(_("close"))
 
     class Meta:
+        verbose_name = _("price bar")
+        verbose_name_plural = _("price bars")
         db_table = "prices_bar"
         constraints = [
             models.UniqueConstraint(fields=["symbol", "minute"], name="price_bar_symbol_minute"),
@@ -136,15 +149,20 @@ class Symbol(models.Model):
     (`manage.py symbols_load`), so pages show 005930 삼성전자 rather than a bare code."""
 
     class Market(models.TextChoices):
-        KOSPI = "KOSPI", "KOSPI"
-        KOSDAQ = "KOSDAQ", "KOSDAQ"
+        KOSPI = "KOSPI", _("KOSPI")
+        KOSDAQ = "KOSDAQ", _("KOSDAQ")
 
-    code = models.CharField(max_length=6, primary_key=True, validators=[symbol_validator])
-    name = models.CharField(max_length=80)
-    market = models.CharField(max_length=6, choices=Market.choices)
-    updated_at = models.DateTimeField(auto_now=True)
+    code = models.CharField(
+        _("code"), max_length=6, primary_key=True, validators=[symbol_validator]
+    )
+    # A stock's name: its own context, as Django's catalogue has a "name" of its own.
+    name = models.CharField(pgettext_lazy("stock", "name"), max_length=80)
+    market = models.CharField(_("market"), max_length=6, choices=Market.choices)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("symbol")
+        verbose_name_plural = _("symbols")
         db_table = "market_symbol"
 
     def __str__(self) -> str:

@@ -2,6 +2,8 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
+from django.utils.translation import gettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from execution.admin_confirm import confirmation, confirmed
 
@@ -19,7 +21,10 @@ class TierFormSet(forms.BaseInlineFormSet):
             total += form.cleaned_data.get("sell_pct") or 0
         if total > 100:
             raise forms.ValidationError(
-                f"The tiers sell {total}% of the position in all; at most 100% can be sold."
+                gettext(
+                    "The tiers sell %(total)s%% of the position in all; at most 100%% can be sold."
+                )
+                % {"total": total}
             )
 
 
@@ -47,10 +52,13 @@ class ExitProfileAdmin(admin.ModelAdmin):
     inlines = [TakeProfitTierInline]
     fieldsets = (
         (None, {"fields": ("name", "description")}),
-        ("Loss", {"fields": ("stop_loss_pct", "stop_in_opening_auction", "gap_down_pct")}),
-        ("Trailing stop", {"fields": ("trailing_activation_pct", "trailing_pct")}),
-        ("Time", {"fields": ("day_trade", "time_exit_at", "max_holding_days")}),
-        ("Venues / 시장", {"fields": ("nxt_exits", "vi_action")}),
+        (_("Loss"), {"fields": ("stop_loss_pct", "stop_in_opening_auction", "gap_down_pct")}),
+        (_("Trailing stop"), {"fields": ("trailing_activation_pct", "trailing_pct")}),
+        (
+            pgettext_lazy("exit profile fieldset", "Time"),
+            {"fields": ("day_trade", "time_exit_at", "max_holding_days")},
+        ),
+        (_("Venues"), {"fields": ("nxt_exits", "vi_action")}),
     )
 
 
@@ -77,11 +85,11 @@ class PositionExitStateAdmin(admin.ModelAdmin):
     )
     actions = ["pause", "resume"]
 
-    @admin.action(description="Pause its exits / 청산 일시 중지", permissions=["change"])
+    @admin.action(description=_("Pause its exits"), permissions=["change"])
     def pause(self, request, queryset):
         return self._pause(request, queryset, paused=True)
 
-    @admin.action(description="Resume its exits / 청산 재개", permissions=["change"])
+    @admin.action(description=_("Resume its exits"), permissions=["change"])
     def resume(self, request, queryset):
         return self._pause(request, queryset, paused=False)
 
@@ -92,23 +100,27 @@ class PositionExitStateAdmin(admin.ModelAdmin):
                 self,
                 request,
                 action="pause" if paused else "resume",
-                title="Pause exits / 청산 일시 중지" if paused else "Resume exits / 청산 재개",
-                explanation="No exit is decided for these positions, GAP_DOWN included, until "
-                "they are resumed; orders already sent stay. / 재개할 때까지 이 종목들의 청산을 "
-                "판단하지 않습니다."
+                # The pause's title keeps its Korean in English too (tests/test_admin.py).
+                title=gettext("Pause exits / 청산 일시 중지")
                 if paused
-                else "Their exits are decided again from the next price. / 다음 시세부터 청산을 "
-                "다시 판단합니다.",
+                else gettext("Resume exits"),
+                explanation=gettext(
+                    "No exit is decided for these positions, GAP_DOWN included, until they are "
+                    "resumed; orders already sent stay."
+                )
+                if paused
+                else gettext("Their exits are decided again from the next price."),
                 items=[(s.pk, str(s.position)) for s in states],
-                confirm="Yes / 예",
+                confirm=gettext("Yes"),
             )
         for state in states:
             exit_pause(position_id=state.position_id, paused=paused, by=request.user.get_username())
-        self.message_user(
-            request,
-            f"{len(states)} position(s) {'paused' if paused else 'resumed'}.",
-            messages.SUCCESS,
+        done = (
+            gettext("%(count)d position(s) paused.")
+            if paused
+            else gettext("%(count)d position(s) resumed.")
         )
+        self.message_user(request, done % {"count": len(states)}, messages.SUCCESS)
         return None
 
     def has_add_permission(self, request):

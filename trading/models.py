@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from execution.models import Position
 
@@ -28,75 +30,96 @@ def _pct(max_value: str, **kwargs) -> models.DecimalField:
 
 
 class ExitProfile(models.Model):
-    name = models.CharField(max_length=64, unique=True)
-    description = models.CharField(max_length=255, blank=True)
+    name = models.CharField(_("name"), max_length=64, unique=True)
+    description = models.CharField(_("description"), max_length=255, blank=True)
     stop_loss_pct = _pct(
-        "30", null=True, blank=True, help_text="Sell all when the price falls this % below cost."
+        "30",
+        verbose_name=_("stop loss pct"),
+        null=True,
+        blank=True,
+        help_text=_("Sell all when the price falls this % below cost."),
     )
     trailing_activation_pct = _pct(
         "300",
+        verbose_name=_("trailing activation pct"),
         null=True,
         blank=True,
-        help_text="The trailing stop arms once the gain reaches this %.",
+        help_text=_("The trailing stop arms once the gain reaches this %."),
     )
     trailing_pct = _pct(
         "30",
+        verbose_name=_("trailing pct"),
         null=True,
         blank=True,
-        help_text="Once armed, sell all this % below the high-water mark.",
+        help_text=_("Once armed, sell all this % below the high-water mark."),
     )
     gap_down_pct = _pct(
         "30",
+        verbose_name=_("gap down pct"),
         null=True,
         blank=True,
         default=Decimal("5.00"),
-        help_text="Sell all at the open when it is this % or more below the previous close.",
+        # xgettext:no-python-format ("% or" is no placeholder)
+        help_text=_("Sell all at the open when it is this % or more below the previous close."),
     )
     day_trade = models.BooleanField(
-        default=False, help_text="Close every position before the close."
+        _("day trade"), default=False, help_text=_("Close every position before the close.")
     )
     time_exit_at = models.TimeField(
-        null=True, blank=True, help_text="Asia/Seoul time of day to sell all (day-trade profiles)."
+        _("time exit at"),
+        null=True,
+        blank=True,
+        help_text=_("Asia/Seoul time of day to sell all (day-trade profiles)."),
     )
     max_holding_days = models.PositiveSmallIntegerField(
+        _("max holding days"),
         null=True,
         blank=True,
         validators=[MinValueValidator(1), MaxValueValidator(365)],
-        help_text="Sell all after this many trading days.",
+        help_text=_("Sell all after this many trading days."),
     )
     stop_in_opening_auction = models.BooleanField(
+        _("stop in opening auction"),
         default=False,
         db_default=False,
-        help_text="Let the stop loss decide before the open, on the opening auction's expected "
-        "price: its order joins the auction (08:30-09:00) and trades at the opening "
-        "price. Off: every rule decides from the open. / 장 시작 동시호가(08:30-09:00)"
-        "에도 예상체결가로 손절을 판단합니다.",
+        help_text=_(
+            "Let the stop loss decide before the open, on the opening auction's expected "
+            "price: its order joins the auction (08:30-09:00) and trades at the opening "
+            "price. Off: every rule decides from the open."
+        ),
     )
     nxt_exits = models.BooleanField(
+        _("nxt exits"),
         default=False,
         db_default=False,
-        help_text="Let exits go to Nextrade in its pre-market (08:00-08:50) and after-market "
-        "(15:40-20:00), as limit orders, on the prices traded there. Off: exits are decided in "
-        "KRX's regular session only. / 넥스트레이드 프리마켓(08:00-08:50)과 애프터마켓"
-        "(15:40-20:00)에도 지정가로 청산합니다.",
+        help_text=_(
+            "Let exits go to Nextrade in its pre-market (08:00-08:50) and after-market "
+            "(15:40-20:00), as limit orders, on the prices traded there. Off: exits are decided "
+            "in KRX's regular session only."
+        ),
     )
 
     class ViAction(models.TextChoices):
-        AUCTION = "AUCTION", "Join the VI's call auction / VI 단일가매매에 참여"
-        WAIT = "WAIT", "Wait for trading to resume / VI 해제까지 대기"
+        AUCTION = "AUCTION", _("Join the VI's call auction")
+        WAIT = "WAIT", _("Wait for trading to resume")
 
     vi_action = models.CharField(
+        _("vi action"),
         max_length=7,
         choices=ViAction.choices,
         default=ViAction.AUCTION,
         db_default=ViAction.AUCTION,
-        help_text="An exit decided while its stock is in a volatility interruption (a two-minute "
-        "call auction): join the auction with its limit order, or decide again on the first "
-        "trade after it. / 변동성완화장치(VI) 발동 중 청산: 단일가매매 참여 또는 해제 후 재판단.",
+        help_text=_(
+            "An exit decided while its stock is in a volatility interruption (a two-minute "
+            "call auction): join the auction with its limit order, or decide again on the first "
+            "trade after it."
+        ),
     )
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("exit profile")
+        verbose_name_plural = _("exit profiles")
         constraints = [
             models.CheckConstraint(
                 condition=Q(vi_action__in=["AUCTION", "WAIT"]), name="profile_vi_action_valid"
@@ -138,14 +161,18 @@ class ExitProfile(models.Model):
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if (self.trailing_pct is None) != (self.trailing_activation_pct is None):
-            message = "Set both the trailing activation % and the trail %, or neither."
+            message = gettext("Set both the trailing activation % and the trail %, or neither.")
             errors["trailing_pct" if self.trailing_pct is None else "trailing_activation_pct"] = (
                 message
             )
         if self.day_trade and self.time_exit_at is None:
-            errors["time_exit_at"] = "A day-trade profile needs the time of day to sell all."
+            errors["time_exit_at"] = gettext(
+                "A day-trade profile needs the time of day to sell all."
+            )
         if self.time_exit_at is not None and not (MARKET_OPEN < self.time_exit_at < MARKET_CLOSE):
-            errors["time_exit_at"] = "The time exit must fall inside the session (09:00–15:30)."
+            errors["time_exit_at"] = gettext(
+                "The time exit must fall inside the session (09:00–15:30)."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -153,15 +180,20 @@ class ExitProfile(models.Model):
 class TakeProfitTier(models.Model):
     """Sell `sell_pct` % of the position's peak qty once the gain reaches `gain_pct` %."""
 
-    profile = models.ForeignKey(ExitProfile, on_delete=models.CASCADE, related_name="tiers")
-    gain_pct = _pct("300")
+    profile = models.ForeignKey(
+        ExitProfile, on_delete=models.CASCADE, related_name="tiers", verbose_name=_("profile")
+    )
+    gain_pct = _pct("300", verbose_name=_("gain pct"))
     sell_pct = models.DecimalField(
+        _("sell pct"),
         max_digits=5,
         decimal_places=2,
         validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(Decimal("100"))],
     )
 
     class Meta:
+        verbose_name = _("take profit tier")
+        verbose_name_plural = _("take profit tiers")
         ordering = ["gain_pct"]
         constraints = [
             models.UniqueConstraint(fields=["profile", "gain_pct"], name="tier_unique_gain"),
@@ -174,31 +206,45 @@ class TakeProfitTier(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"+{self.gain_pct}% → sell {self.sell_pct}%"
+        return gettext("+%(gain)s%% → sell %(sell)s%%") % {
+            "gain": self.gain_pct,
+            "sell": self.sell_pct,
+        }
 
 
 class PositionExitState(models.Model):
     """What the exit engine remembers about one position."""
 
     position = models.OneToOneField(
-        Position, on_delete=models.CASCADE, primary_key=True, related_name="exit_state"
+        Position,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="exit_state",
+        verbose_name=_("position"),
     )
-    profile = models.ForeignKey(ExitProfile, on_delete=models.PROTECT, related_name="positions")
-    high_water_mark = models.BigIntegerField(null=True, blank=True)
+    profile = models.ForeignKey(
+        ExitProfile, on_delete=models.PROTECT, related_name="positions", verbose_name=_("profile")
+    )
+    high_water_mark = models.BigIntegerField(_("high water mark"), null=True, blank=True)
     peak_qty = models.BigIntegerField(
-        default=0, help_text="Most shares held; tiers sell shares of it."
+        _("peak qty"), default=0, help_text=_("Most shares held; tiers sell shares of it.")
     )
-    tiers_done = models.PositiveSmallIntegerField(default=0)
+    tiers_done = models.PositiveSmallIntegerField(_("tiers done"), default=0)
     paused_at = models.DateTimeField(
+        _("paused at"),
         null=True,
         blank=True,
-        help_text="Its exits are paused since then (none decided, GAP_DOWN included) until a "
-        "person resumes them. / 청산 일시 중지 시각.",
+        help_text=_(
+            "Its exits are paused since then (none decided, GAP_DOWN included) until a "
+            "person resumes them."
+        ),
     )
-    paused_by = models.CharField(max_length=150, blank=True, db_default="")
-    updated_at = models.DateTimeField(auto_now=True)
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True, db_default="")
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("position exit state")
+        verbose_name_plural = _("position exit states")
         constraints = [
             models.CheckConstraint(
                 condition=Q(high_water_mark__isnull=True) | Q(high_water_mark__gt=0),
@@ -208,7 +254,7 @@ class PositionExitState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"exit state of position {self.position_id}"
+        return gettext("exit state of position %(position)s") % {"position": self.position_id}
 
 
 class CadenceWindow(models.Model):
@@ -217,22 +263,28 @@ class CadenceWindow(models.Model):
     without a restart. Outside every window the default interval applies."""
 
     class Anchor(models.TextChoices):
-        OPEN = "open", "the day's open"
-        CLOSE = "close", "the day's close"
+        OPEN = "open", _("the day's open")
+        CLOSE = "close", _("the day's close")
 
-    name = models.CharField(max_length=64, unique=True)
-    anchor = models.CharField(max_length=5, choices=Anchor.choices)
+    name = models.CharField(_("name"), max_length=64, unique=True)
+    anchor = models.CharField(_("anchor"), max_length=5, choices=Anchor.choices)
     start_offset_s = models.IntegerField(
-        help_text="Seconds from the anchor at which the window starts (negative: before it)."
+        _("start offset s"),
+        help_text=_("Seconds from the anchor at which the window starts (negative: before it)."),
     )
-    end_offset_s = models.IntegerField(help_text="Seconds from the anchor at which it ends.")
+    end_offset_s = models.IntegerField(
+        _("end offset s"), help_text=_("Seconds from the anchor at which it ends.")
+    )
     interval_ms = models.PositiveIntegerField(
+        _("interval ms"),
         validators=[MinValueValidator(50), MaxValueValidator(60_000)],
-        help_text="Milliseconds between exit evaluations inside the window.",
+        help_text=_("Milliseconds between exit evaluations inside the window."),
     )
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
 
     class Meta:
+        verbose_name = _("cadence window")
+        verbose_name_plural = _("cadence windows")
         ordering = ["anchor", "start_offset_s"]
         constraints = [
             models.CheckConstraint(
@@ -249,9 +301,19 @@ class CadenceWindow(models.Model):
         ]
 
     def __str__(self) -> str:
-        return (
+        text = {
+            "name": self.name,
+            "interval": self.interval_ms,
+            "start": f"{self.start_offset_s:+d}",
+            "end": f"{self.end_offset_s:+d}",
+        }
+        if self.anchor == self.Anchor.OPEN:
+            return gettext("%(name)s: every %(interval)s ms, open %(start)s s to %(end)s s") % text
+        if self.anchor == self.Anchor.CLOSE:
+            return gettext("%(name)s: every %(interval)s ms, close %(start)s s to %(end)s s") % text
+        return (  # an anchor that is neither: not a row the database can hold
             f"{self.name}: every {self.interval_ms} ms, {self.anchor} "
-            f"{self.start_offset_s:+d} s to {self.end_offset_s:+d} s"
+            f"{text['start']} s to {text['end']} s"
         )
 
     def clean(self) -> None:
@@ -260,4 +322,4 @@ class CadenceWindow(models.Model):
             and self.end_offset_s is not None
             and self.end_offset_s <= self.start_offset_s
         ):
-            raise ValidationError({"end_offset_s": "The window must end after it starts."})
+            raise ValidationError({"end_offset_s": gettext("The window must end after it starts.")})
