@@ -6,6 +6,7 @@ from decimal import Decimal
 from django import template
 
 from core import clock
+from desk.board import board_read
 
 register = template.Library()
 
@@ -51,3 +52,9 @@ def tone(value) -> str:
 def share(count: int, peak: int) -> int:
     """A histogram bar's width in percent of the highest."""
     return round(100 * count / peak) if peak else 0
+
+
+@register.inclusion_tag("desk/cards.html")
+def desk_summary() -> dict:
+    """The desk's state strip and figures, for the admin's index."""
+    return {"board": board_read()}

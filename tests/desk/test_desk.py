@@ -52,6 +52,13 @@ def test_the_desk_shows_the_days_pnl_positions_and_charts(admin_client, new_symb
     assert "desk-unrealised" in board and "<html" not in board
 
 
+def test_the_admin_index_opens_on_the_days_figures(admin_client, new_symbol):
+    day = desk_day(new_symbol)
+    html = text(admin_client.get(reverse("admin:index")))
+    assert f'id="desk-unrealised">{day["unrealized"]:+,}<' in html
+    assert "Open the desk" in html and 'id="desk-state"' in html
+
+
 def test_the_desk_is_for_staff_only(client, django_user_model):
     assert client.get(reverse("desk")).status_code == 302  # to the login page
     user = django_user_model.objects.create_user("trader", password="pw")
