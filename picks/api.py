@@ -21,6 +21,7 @@ from .auth import (
     require_rate,
     require_signature,
 )
+from .schema import SIGNATURE_PATTERN, PicksIngestSchema
 from .serializers import ErrorSerializer, IngestAnswerSerializer, PickInSerializer
 from .services import PicksBacklogFull, PickStoreRace, picks_ingest
 
@@ -55,6 +56,7 @@ class PicksIngestView(APIView):
     authentication_classes = [SourceTokenAuthentication]
     permission_classes: list[type[BasePermission]] = []
     parser_classes = [PicksJSONParser]
+    schema = PicksIngestSchema()
 
     def initial(self, request, *args, **kwargs):
         # Refused on the declared size before the body is read, authenticated or not.
@@ -86,6 +88,7 @@ class PicksIngestView(APIView):
                 str,
                 OpenApiParameter.HEADER,
                 required=False,
+                pattern=SIGNATURE_PATTERN,
                 description="sha256=<hex HMAC-SHA256 of the raw body>, keyed by the source's "
                 "secret; required for sources that must sign.",
             )
@@ -133,21 +136,32 @@ class PicksIngestView(APIView):
             ),
         },
         examples=[
+            # One pick each: drf-spectacular shows a list body's example as a list of it.
             OpenApiExample(
-                "one pick",
+                "a buy for a budget",
                 request_only=True,
-                value=[
-                    {
-                        "source": "3001",
-                        "external_id": "news-20261124-0001",
-                        "symbol": "005930",
-                        "side": "BUY",
-                        "budget_krw": 1_000_000,
-                        "limit_price": 71_000,
-                        "score": "0.87",
-                        "generated_at": "2026-11-24T09:00:01.250+09:00",
-                    }
-                ],
+                value={
+                    "source": "3001",
+                    "external_id": "news-20261124-0001",
+                    "symbol": "005930",
+                    "side": "BUY",
+                    "budget_krw": 1_000_000,
+                    "limit_price": 71_000,
+                    "score": "0.87",
+                    "generated_at": "2026-11-24T09:00:01.250+09:00",
+                },
+            ),
+            OpenApiExample(
+                "a sell of a quantity",
+                request_only=True,
+                value={
+                    "source": "3001",
+                    "external_id": "news-20261124-0002",
+                    "symbol": "000660",
+                    "side": "SELL",
+                    "qty": 10,
+                    "generated_at": "2026-11-24T14:30:00Z",
+                },
             ),
             OpenApiExample(
                 "queued",

@@ -29,6 +29,10 @@ def _rate_validator(value: str) -> None:
         )
 
 
+# A source's code, as the admin and `manage.py picks_source` save it.
+SOURCE_CODE_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+
+
 def default_rate_limit() -> str:
     """A new source's rate (settings.PICKS_DEFAULT_RATE_LIMIT): within KIS's budget."""
 
@@ -42,7 +46,7 @@ class PickSource(models.Model):
     code = models.CharField(
         max_length=32,
         unique=True,
-        validators=[RegexValidator(r"^[A-Za-z0-9_.-]{1,32}$")],
+        validators=[RegexValidator(SOURCE_CODE_PATTERN)],
         help_text="Strategy id as sent in each pick, e.g. 3001.",
     )
     name = models.CharField(max_length=64, blank=True)

@@ -4,6 +4,7 @@ import datetime as dt
 from collections.abc import Mapping
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -11,6 +12,8 @@ from core import clock
 from execution.models import Side
 from execution.validation import MAX_QTY
 from market.models import symbol_validator
+
+from .models import SOURCE_CODE_PATTERN
 
 MAX_PRICE_KRW = 10_000_000  # above any KRX share price
 
@@ -39,17 +42,33 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class ScoreField(serializers.DecimalField):
+    """DRF's DecimalField, in a class of its own so that the schema can spell out its strings
+    (picks/schema.py): drf-spectacular's pattern for a decimal admits "-" and ".", which are
+    not numbers."""
+
+
 class PickInSerializer(serializers.Serializer):
     # Ids are kept exactly as sent (no trimming): they are idempotency keys.
     source = TextField(
+        min_length=1,
         max_length=32,
         trim_whitespace=False,
+        validators=[
+            RegexValidator(
+                SOURCE_CODE_PATTERN,
+                "A source's code is 1 to 32 letters, digits, _, . or -.",
+                code="invalid_source",
+            )
+        ],
         help_text="Strategy id, e.g. 3001: must be the authenticated source's code.",
     )
     external_id = TextField(
+        min_length=1,
         max_length=128,
         trim_whitespace=False,
-        help_text="The strategy's own id for the pick; (source, external_id) is idempotent.",
+        help_text="The strategy's own id for the pick, 1 to 128 characters kept as sent; "
+        "(source, external_id) is idempotent.",
     )
     symbol = TextField(
         min_length=6,
@@ -76,15 +95,17 @@ class PickInSerializer(serializers.Serializer):
         allow_null=True,
         help_text="KRW; without it the router prices the entry from the last trade.",
     )
-    score = serializers.DecimalField(
+    score = ScoreField(
         max_digits=12,
         decimal_places=6,
         required=False,
         allow_null=True,
-        help_text="The strategy's own score.",
+        help_text="The strategy's own score: a decimal string, at most 6 digits before the "
+        "point and 6 after, e.g. 0.87.",
     )
     generated_at = AwareDateTimeField(
-        help_text="When the strategy made the pick: ISO 8601 with its UTC offset, at most "
+        help_text="When the strategy made the pick: RFC 3339 with its UTC offset, e.g. "
+        "2026-11-24T09:00:01.250+09:00 or 2026-11-24T00:00:01Z, at most "
         "PICKS_MAX_CLOCK_SKEW_S (default 5 s) ahead of the server's clock."
     )
 

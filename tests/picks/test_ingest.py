@@ -75,6 +75,7 @@ def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
         ({"limit_price": 10_000_001}, "limit_price"),
         ({"score": "NaN"}, "score"),
         ({"score": "1e999999999"}, "score"),
+        ({"score": "-"}, "score"),
         ({"limit_prce": 70_000}, "limit_prce"),  # unknown fields are refused, not dropped
         ({"source": None}, "source"),
         ({"external_id": "a\x00b"}, "external_id"),  # PostgreSQL text cannot hold NUL
@@ -82,6 +83,8 @@ def test_a_batch_is_stored_and_sent_to_the_router_once_committed(
         ({"external_id": ""}, "external_id"),
         ({"external_id": 12345}, "external_id"),  # a number: not taken as its text
         ({"symbol": 5930}, "symbol"),
+        ({"source": ""}, "source"),
+        ({"source": "30 01"}, "source"),  # no source has such a code: refused by its pattern
     ],
 )
 def test_one_bad_pick_refuses_the_whole_batch_with_its_field_errors(
@@ -322,12 +325,15 @@ def test_the_schema_describes_the_body_the_answers_and_the_token(client):
     operation = schema["paths"]["/api/picks/ingest"]["post"]
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["type"] == "array" and body["items"]["$ref"].endswith("/PickIn")
+    assert (body["minItems"], body["maxItems"]) == (1, settings.PICKS_MAX_BATCH)
     assert {"202", "400", "401", "403", "413", "429"} <= set(operation["responses"])
     assert operation["security"] == [{"sourceToken": []}]
     assert schema["components"]["securitySchemes"]["sourceToken"]["scheme"] == "bearer"
     pick = schema["components"]["schemas"]["PickIn"]
     assert pick["properties"]["budget_krw"]["minimum"] == settings.PICKS_BUDGET_MIN_KRW
     assert pick["properties"]["symbol"]["pattern"]
+    assert pick["additionalProperties"] is False
+    assert [branch["required"] for branch in pick["oneOf"]] == [["qty"], ["budget_krw"]]
 
 
 def test_a_broker_outage_at_commit_is_logged_and_the_batch_stays_stored(
