@@ -328,6 +328,61 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="aegis@localhost")
 
+# --- Trader notifications (execution/notify/): fills, exits, refused picks, the day's close ----
+# The same channels as the alerts' plus Telegram, each opted into per kind; every channel's
+# messages paced, delivered from PostgreSQL's outbox by beat's notify.deliver task.
+NOTIFY_CHANNELS = ("slack", "email", "sms", "telegram")
+NOTIFY_KINDS = ("fill", "exit", "refusals", "close")
+NOTIFY = {
+    "TELEGRAM_BOT_TOKEN": env.str("AEGIS_NOTIFY_TELEGRAM_BOT_TOKEN", default=""),
+    "TELEGRAM_CHAT_ID": env.str("AEGIS_NOTIFY_TELEGRAM_CHAT_ID", default=""),
+    "TELEGRAM_API_URL": (
+        env.str("AEGIS_NOTIFY_TELEGRAM_API_URL", default="") or "https://api.telegram.org"
+    ).rstrip("/"),
+    # What each channel is sent: AEGIS_NOTIFY_KINDS_TELEGRAM=fill,exit,refusals,close
+    "KINDS": {
+        name: env.list(f"AEGIS_NOTIFY_KINDS_{name.upper()}", default=[]) for name in NOTIFY_CHANNELS
+    },
+    # The least time between two messages on a channel (what is due meanwhile goes together).
+    "INTERVAL_S": {
+        name: env.float(f"AEGIS_NOTIFY_INTERVAL_S_{name.upper()}", default=1.0)
+        for name in NOTIFY_CHANNELS
+    },
+    # Refused picks are summed up once per this many seconds.
+    "REFUSALS_EVERY_S": env.int("AEGIS_NOTIFY_REFUSALS_EVERY_S", default=300),
+    # A failed send is tried again after this long, doubled each time up to RETRY_MAX_S.
+    "RETRY_S": env.float("AEGIS_NOTIFY_RETRY_S", default=5.0),
+    "RETRY_MAX_S": env.float("AEGIS_NOTIFY_RETRY_MAX_S", default=300.0),
+}
+# What each channel needs before it can be sent anything.
+_NOTIFY_NEEDS = {
+    "slack": ("AEGIS_ALERT_SLACK_WEBHOOK_URL", bool(ALERTS["SLACK_WEBHOOK_URL"])),
+    "email": ("AEGIS_ALERT_EMAIL_TO", bool(ALERTS["EMAIL_TO"])),
+    "sms": (
+        "AEGIS_ALERT_SMS_WEBHOOK_URL and AEGIS_ALERT_SMS_TO",
+        bool(ALERTS["SMS_WEBHOOK_URL"] and ALERTS["SMS_TO"]),
+    ),
+    "telegram": (
+        "AEGIS_NOTIFY_TELEGRAM_BOT_TOKEN and AEGIS_NOTIFY_TELEGRAM_CHAT_ID",
+        bool(NOTIFY["TELEGRAM_BOT_TOKEN"] and NOTIFY["TELEGRAM_CHAT_ID"]),
+    ),
+}
+for _name, _kinds in NOTIFY["KINDS"].items():
+    _unknown = sorted(set(_kinds) - set(NOTIFY_KINDS))
+    if _unknown:
+        raise ImproperlyConfigured(
+            f"AEGIS_NOTIFY_KINDS_{_name.upper()} lists {', '.join(_unknown)}: the kinds are "
+            f"{', '.join(NOTIFY_KINDS)}."
+        )
+    if _kinds and not _NOTIFY_NEEDS[_name][1]:
+        raise ImproperlyConfigured(
+            f"AEGIS_NOTIFY_KINDS_{_name.upper()} needs {_NOTIFY_NEEDS[_name][0]}."
+        )
+if min(NOTIFY["INTERVAL_S"].values()) < 0 or NOTIFY["REFUSALS_EVERY_S"] < 1:
+    raise ImproperlyConfigured(
+        "AEGIS_NOTIFY_INTERVAL_S_<CHANNEL> is 0 or more, AEGIS_NOTIFY_REFUSALS_EVERY_S 1 or more."
+    )
+
 # A simulated day (core/clock.py, ShiftedClock) is for the simulator alone: a broker that trades
 # real or paper money must never see orders stamped with another day's time.
 if env.str("AEGIS_CLOCK_START", default="") and (PRODUCTION or KIS["ENV"] != "simulator"):
@@ -496,4 +551,7 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # urllib3 logs each request's path at DEBUG: a Slack webhook's or a Telegram bot's path is
+    # its secret (execution/notify/channels.py).
+    "loggers": {"urllib3.connectionpool": {"level": "INFO"}},
 }

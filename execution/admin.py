@@ -21,6 +21,7 @@ from .models import (
     BrokerCredential,
     Fill,
     FlattenPolicy,
+    Notification,
     Order,
     OrderIntent,
     Position,
@@ -564,6 +565,27 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="message")
     def short_message(self, obj):
         return obj.message if len(obj.message) <= 120 else obj.message[:119] + "…"
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The notifications' outbox (execution/notify/): each message to each channel, whether it
+    went, and how its last attempt failed. Written and sent by Aegis alone."""
+
+    list_display = ("created_kst", "kind", "channel", "status", "attempts", "short_text")
+    list_filter = ("status", "kind", "channel")
+    search_fields = ("event_key", "text")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+
+    @admin.display(description="created (KST)", ordering="created_at")
+    def created_kst(self, obj):
+        return kst(obj.created_at)
+
+    @admin.display(description="text")
+    def short_text(self, obj):
+        first = obj.text.partition("\n")[0]
+        return first if len(first) <= 120 else first[:119] + "…"
 
 
 @admin.register(FlattenPolicy)

@@ -1,28 +1,29 @@
-"""Alerts a person will see: recorded once in PostgreSQL (the admin's alert history), then sent to
-every configured channel from a background thread, so a slow or failing channel never holds up
-trading. A channel's failure is logged and kept on the alert.
+"""Alerts a person will see: recorded once in PostgreSQL (the admin's alert history), with one
+row in the notifications' outbox per channel (execution/notify/), in the same transaction. Once
+it commits, the raising process delivers them from a background thread, so a slow or failing
+channel never holds up trading; a channel that fails is tried again by beat's deliverer until it
+answers, and each channel's outcome is kept on the alert.
 
-Channels, from the environment:
+Channels, from the environment (execution/notify/channels.py sends on them):
   AEGIS_ALERT_SLACK_WEBHOOK_URL   Slack incoming webhook: {"text": …}
   AEGIS_ALERT_EMAIL_TO            comma-separated addresses, through Django's mail (EMAIL_*)
   AEGIS_ALERT_SMS_WEBHOOK_URL     an SMS gateway's webhook: {"to": [...], "text": …}, critical
   AEGIS_ALERT_SMS_TO              alerts only; comma-separated numbers
-Webhook URLs carry secrets: they never appear in logs or on the alert, only the channel's name.
+  AEGIS_NOTIFY_TELEGRAM_BOT_TOKEN a Telegram bot, and the chat it writes to
+  AEGIS_NOTIFY_TELEGRAM_CHAT_ID
+Webhook URLs and tokens carry secrets: they never appear in logs or on the alert, only the
+channel's name.
 """
 
-import json
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import urllib3
-from django.conf import settings
-from django.core.mail import send_mail
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from core import clock, metrics
 
 from .models import Alert
+from .notify import channels, deliver, outbox
 
 logger = logging.getLogger("aegis.alerts")
 
@@ -33,8 +34,6 @@ _LEVEL: dict[str, int] = {
     Severity.WARNING: logging.WARNING,
     Severity.CRITICAL: logging.CRITICAL,
 }
-_RANK: dict[str, int] = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
-_http = urllib3.PoolManager(num_pools=2, retries=False, timeout=urllib3.Timeout(total=5.0))
 _outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
 
 
@@ -47,74 +46,35 @@ def _text(alert: Alert) -> str:
     return f"{head}\n{alert.message}"
 
 
-def _post_json(url: str, payload: dict) -> None:
-    response = _http.request(
-        "POST", url, body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    if response.status >= 300:
-        raise RuntimeError(f"HTTP {response.status}")
-
-
-def _slack(alert: Alert) -> None:
-    _post_json(settings.ALERTS["SLACK_WEBHOOK_URL"], {"text": _text(alert)})
-
-
-def _email(alert: Alert) -> None:
-    subject = _text(alert).splitlines()[0]
-    send_mail(subject, alert.message, None, settings.ALERTS["EMAIL_TO"], fail_silently=False)
-
-
-def _sms(alert: Alert) -> None:
-    _post_json(
-        settings.ALERTS["SMS_WEBHOOK_URL"],
-        {"to": settings.ALERTS["SMS_TO"], "text": _text(alert)[:300]},
+def alert_channels(severity: str) -> tuple[str, ...]:
+    """The configured channels an alert of `severity` goes to: every one, SMS only when
+    critical."""
+    return tuple(
+        name
+        for name in channels.configured()
+        if name != channels.SMS or severity == Severity.CRITICAL
     )
 
 
-def channels() -> list[tuple[str, str, Callable[[Alert], None]]]:
-    """(name, lowest severity it gets, sender) of each configured channel."""
-    config = settings.ALERTS
-    found: list[tuple[str, str, Callable[[Alert], None]]] = []
-    if config["SLACK_WEBHOOK_URL"]:
-        found.append(("slack", Severity.INFO, _slack))
-    if config["EMAIL_TO"]:
-        found.append(("email", Severity.INFO, _email))
-    if config["SMS_WEBHOOK_URL"] and config["SMS_TO"]:
-        found.append(("sms", Severity.CRITICAL, _sms))
-    return found
-
-
-def _deliver(alert: Alert) -> dict[str, str]:
+def _deliver(alert_id: int, names: tuple[str, ...]) -> None:
     try:
-        return _deliver_all(alert)
+        deliver.alert_deliver(alert_id, names)
+    except Exception as exc:  # noqa: BLE001 - beat's deliverer sends what is left
+        logger.error("alerts.delivery_deferred alert_id=%s error=%s", alert_id, type(exc).__name__)
     finally:
         connection.close()  # this thread's own connection: alerts are rare
 
 
-def _deliver_all(alert: Alert) -> dict[str, str]:
-    outcome = {}
-    for name, lowest, send in channels():
-        if _RANK[alert.severity] < _RANK[lowest]:
-            continue
+def _send_unrecorded(alert: Alert, names: tuple[str, ...]) -> None:
+    """An alert the database could not record, sent to each channel once, as it stands."""
+    message = channels.Message.of(_text(alert))
+    for name in names:
         try:
-            send(alert)
-            outcome[name] = "sent"
-        except Exception as exc:  # noqa: BLE001 - a channel's failure never breaks anything
-            outcome[name] = f"failed: {type(exc).__name__}"
+            channels.send(name, message)
+        except channels.ChannelError as exc:
             logger.error(
-                "alerts.delivery_failed alert_id=%s channel=%s error=%s",
-                alert.pk,
-                name,
-                type(exc).__name__,
+                "alerts.delivery_failed key=%s channel=%s error=%s", alert.key, name, exc.detail
             )
-    if outcome and alert.pk is not None:
-        try:
-            Alert.objects.filter(pk=alert.pk).update(deliveries=outcome)
-        except DatabaseError as exc:
-            logger.error(
-                "alerts.outcome_unsaved alert_id=%s error=%s", alert.pk, type(exc).__name__
-            )
-    return outcome
 
 
 def alert_raise(
@@ -132,9 +92,19 @@ def alert_raise(
         key=key[:200],
         created_at=clock.now(),
     )
+    names = alert_channels(severity)
     try:
         with transaction.atomic():
             alert.save()
+            outbox.record(
+                outbox.Notice(
+                    kind=outbox.ALERT,
+                    key=f"alert:{alert.key}",
+                    text=_text(alert),
+                    channels=names,
+                    alert_id=alert.pk,
+                )
+            )
     except IntegrityError:
         return None
     except DatabaseError as exc:
@@ -150,7 +120,14 @@ def alert_raise(
         message,
         extra={"alert_kind": kind, "alert_key": key},
     )
-    transaction.on_commit(lambda: _outbox.submit(_deliver, alert), robust=True)
+    if names:
+        if alert.pk is None:
+            transaction.on_commit(
+                lambda: _outbox.submit(_send_unrecorded, alert, names), robust=True
+            )
+        else:
+            pk = alert.pk
+            transaction.on_commit(lambda: _outbox.submit(_deliver, pk, names), robust=True)
     return alert
 
 

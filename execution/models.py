@@ -545,6 +545,76 @@ class Alert(models.Model):
         return f"{self.severity} {self.kind} {self.subject} {self.state}".strip()
 
 
+class Notification(models.Model):
+    """One message to one channel, in the outbox (execution/notify/): written in the transaction
+    of the event it tells of (a fill, an exit, a refused pick, the day's close, an alert), so an
+    event rolled back tells nothing, then delivered by whichever deliverer claims it first
+    (FOR UPDATE SKIP LOCKED), retried with backoff while its channel fails. `event_key` names
+    the event: a second report of it writes no second row."""
+
+    class Kind(models.TextChoices):
+        FILL = "fill", "Fill"
+        EXIT = "exit", "Exit decided"
+        REFUSALS = "refusals", "Pick refused (sent summed up)"
+        CLOSE = "close", "Day's close"
+        ALERT = "alert", "Alert"
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        SENT = "SENT", "Sent"
+        FAILED = "FAILED", "Failed (given up)"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    channel = models.CharField(max_length=8, help_text="slack, email, sms or telegram.")
+    event_key = models.CharField(max_length=255)
+    text = models.TextField()
+    status = models.CharField(
+        max_length=7, choices=Status.choices, default=Status.PENDING, db_default="PENDING"
+    )
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    next_attempt_at = models.DateTimeField(help_text="Not sent before this.")
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="How the last send failed (an HTTP status, an error's type): never a URL.",
+    )
+    alert = models.ForeignKey(
+        Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "event_key"], name="notification_one_per_event_and_channel"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["PENDING", "SENT", "FAILED"]),
+                name="notification_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["fill", "exit", "refusals", "close", "alert"]),
+                name="notification_kind_valid",
+            ),
+        ]
+        indexes = [
+            # The deliverer's claim: what is due now.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="PENDING"),
+                name="notification_due",
+            ),
+            # Its pace: the channel's last message.
+            models.Index(fields=["channel", "sent_at"], name="notification_sent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.channel} ({self.status})"
+
+
 class FlattenPolicy(models.Model):
     """The emergency-flatten policy (one row, pk 1), edited in the admin. When a trigger holds,
     a critical alert recommends flattening by hand in the MTS app; with auto_flatten on, Aegis

@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 from core import clock
 
 from .broker import get_broker
+from .notify.deliver import deliver_due
 from .selectors import intents_waiting, orders_in_flight, orders_unsent
 from .services.audit import ledger_audit
 from .services.expiry import orders_expire
@@ -123,3 +124,12 @@ def reconcile_task(trigger: str = "PERIODIC") -> dict:
 def ledger_audit_task() -> dict:
     """Every open position's reserved_qty recomputed from its rows; drift alerted."""
     return ledger_audit()
+
+
+# Not "execution.*": the default queue's worker sends, never the execution worker, whose
+# threads are the orders'.
+@shared_task(name="notify.deliver", expires=10, time_limit=60, ignore_result=True)
+def notify_deliver_task() -> dict:
+    """The notifications due on each channel, one message each (execution/notify/): every
+    second (beat). Runs that overlap share the channels out (each channel's lock)."""
+    return deliver_due()

@@ -6,6 +6,10 @@ class PicksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import signals
+        from execution.notify import summary_part
+
+        from . import notify, signals
 
         signals.connect()
+        # The day's refusals in the close's summary (execution/notify/summary.py).
+        summary_part(notify.refusals_of_day)

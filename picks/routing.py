@@ -46,6 +46,7 @@ from execution.models import (
     Side,
     TradingState,
 )
+from execution.notify import refusal_record
 from execution.services import (
     Insert,
     Plus,
@@ -266,6 +267,13 @@ def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.d
     pick.status, pick.rejected_gate = Pick.Status.REJECTED, rejection.gate
     pick.reject_reason, pick.routed_at, pick.routed_by = rejection.reason[:255], now, routed_by
     pick.save(update_fields=["status", "rejected_gate", "reject_reason", "routed_at", "routed_by"])
+    # Told summed up with the period's others, if a channel wants refusals; in this transaction.
+    refusal_record(
+        pick_id=pick.pk,
+        gate=f"gate {Pick.Gate(rejection.gate).label}",
+        reason=rejection.reason,
+        at=now,
+    )
     metrics.PICK_REJECTIONS.labels(str(rejection.gate)).inc()
     logger.info(
         "picks.rejected pick_id=%s source=%s symbol=%s gate=%s reason=%s",

@@ -30,6 +30,7 @@ from execution.exceptions import (
 )
 from execution.locks import Beside, Guard, alone_qs_for_update, beside_locked_sql, position_lock
 from execution.models import Alert, IntentType, OrderIntent, Position, Reconciliation
+from execution.notify import close_record
 from execution.services import (
     Ref,
     Seen,
@@ -161,7 +162,8 @@ DAY_ENDS = ((Venue.KRX, (Venue.KRX,)), (Venue.NXT, (Venue.NXT, Venue.SOR)))
 def day_end_run(*, broker) -> dict:
     """End the day orders of the latest trading day closed by now on each venue (and any
     earlier one a stopped beat missed): execution's day_end, told by the calendar which day
-    that is, KRX's orders at its close, Nextrade's and SOR's at the end of the after-market."""
+    that is, KRX's orders at its close, Nextrade's and SOR's at the end of the after-market;
+    then, once a day, the trader's summary of the day just ended (execution/notify/)."""
 
     overrides_refresh()
     now = clock.now()
@@ -182,6 +184,14 @@ def day_end_run(*, broker) -> dict:
             # after KRX's close, and exits wait for the gate.
             run = reconciliation_run(broker=broker, trigger=Reconciliation.Trigger.DAY_END)
             counts[close_of]["reconciled"] = run.result
+    # The day's last venue has closed and its orders have ended: the trader's summary of the
+    # day, once (nothing when no channel wants it).
+    last_venue = DAY_ENDS[-1][0]
+    closed = last_closed_day(now, last_venue)
+    if closed is not None:
+        counts["close_told"] = close_record(
+            day=closed.day, closed_at=market_calendar.venue_close(closed, last_venue), now=now
+        )
     return counts
 
 

@@ -47,9 +47,13 @@ def lock_intent(intent_id: object) -> OrderIntent:
     return intent_qs_for_update().get(pk=intent_id)  # type: ignore[misc]  # any id
 
 
-def lock_order(order_id: object) -> Order:
+def lock_order(order_id: object, *, with_intent: bool = False) -> Order:
+    """The order locked; `with_intent`: its intent read along (not locked), in the same query."""
     # Found by position_id_of_order first, by the callers.
-    return order_qs_for_update().get(pk=order_id)  # type: ignore[misc]  # any id
+    qs = order_qs_for_update()
+    if with_intent:
+        qs = qs.select_related("intent")
+    return qs.get(pk=order_id)  # type: ignore[misc]  # any id
 
 
 def release(position: Position, qty: int) -> None:

@@ -18,6 +18,7 @@ from core import clock
 from ..costs import cost_rates, fill_costs
 from ..exceptions import FillExceedsOrder, InvalidInput, InvalidOrderState
 from ..models import Fill, Order, Position, Side
+from ..notify import FILL, fill_record, wants
 from ..validation import check_key, check_price, check_qty
 from . import _ledger
 
@@ -64,7 +65,7 @@ def _apply_locked(
         position.realized_pnl += realized
     _ledger.close_if_flat(position)
     _ledger.save_position(position)
-    return Fill.objects.create(
+    fill = Fill.objects.create(
         order=order,
         broker_fill_key=broker_fill_key,
         qty=qty,
@@ -76,6 +77,8 @@ def _apply_locked(
         filled_at=filled_at,
         recorded_at=now,
     )
+    fill_record(order=order, fill=fill, position=position)
+    return fill
 
 
 def _seen(broker_fill_key: str, order: Order) -> Fill | None:
@@ -105,7 +108,7 @@ def fill_apply(
     now = clock.now()
     with transaction.atomic():
         position = _ledger.lock_position(position_id)
-        order = _ledger.lock_order(order_id)
+        order = _ledger.lock_order(order_id, with_intent=bool(wants(FILL)))
         seen = _seen(broker_fill_key, order)
         if seen is not None:
             return seen
@@ -135,7 +138,7 @@ def order_catch_up(
     now = clock.now()
     with transaction.atomic():
         position = _ledger.lock_position(position_id)
-        order = _ledger.lock_order(order_id)
+        order = _ledger.lock_order(order_id, with_intent=bool(wants(FILL)))
         delta_qty = filled_qty - order.filled_qty
         if delta_qty <= 0:
             return None

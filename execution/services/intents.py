@@ -33,6 +33,8 @@ from ..locks import (
     position_qs_for_update,
 )
 from ..models import EXIT_INTENT_TYPES, IntentType, OrderIntent, Position, Side
+from ..notify import cte as notice_cte
+from ..notify import exit_notice
 from ..signals import announce
 from ..validation import check_key, check_price, check_qty, check_symbol, check_venue
 from . import _ledger
@@ -195,7 +197,22 @@ recorded AS (
 )"""
 _EXIT_WRITES = f"{_INTENT_INSERT}, {_RECORDED}"
 _EXIT_WRITTEN = "(SELECT count(*) FROM intent), (SELECT count(*) FROM recorded)"
-_EXIT_OPEN = f"WITH go AS (SELECT 1), {_EXIT_WRITES}\nSELECT {_EXIT_WRITTEN}"
+
+
+@functools.cache
+def _exit_open_sql(notice: str) -> str:
+    """An exit under the position lock the caller holds, in one statement; `notice`: its
+    notifications' CTE (_exit_notice_sql) or nothing."""
+    return _sql(f"WITH go AS (SELECT 1), {_EXIT_WRITES}{notice}\nSELECT {_EXIT_WRITTEN}")
+
+
+@functools.cache
+def _exit_notice_sql() -> str:
+    """The exit's notifications (execution/notify/), when a channel wants them: one more CTE of
+    the exit's statement, writing a row per channel only when the intent is written."""
+    return f", {notice_cte('notice', 'intent')}"
+
+
 # An entry's intent and its recorded order (a BUY reserves nothing), under the position lock the
 # caller holds.
 _ENTRY_OPEN = (
@@ -325,6 +342,19 @@ class _ExitWrite(IntentWrite):
     def __init__(self, **fields: Any) -> None:
         """IntentWrite's fields but the side (the caller has checked them: _check_exit)."""
         super().__init__(side=Side.SELL, **fields)
+        self.notice = exit_notice(self.intent)  # None: no channel wants exits
+
+    @property
+    def params(self) -> dict:
+        params = super().params
+        if self.notice is not None:
+            params |= self.notice.params(self.intent.created_at)
+        return params
+
+    @property
+    def notice_sql(self) -> str:
+        """What the statement's CTEs take on for the notice (nothing without one)."""
+        return _exit_notice_sql() if self.notice is not None else ""
 
     def written(self, inserted: int, recorded: int, position: Position) -> OrderIntent | None:
         """The intent the statement wrote, handed to its taker once committed; None when it
@@ -484,7 +514,7 @@ def _exit_write(
     now: dt.datetime,
     venue: str = Venue.KRX,
 ) -> OrderIntent | None:
-    """_EXIT_OPEN: the intent as written, or None when its key was used."""
+    """_exit_open_sql's statement: the intent as written, or None when its key was used."""
     write = _ExitWrite(
         position_id=position.pk,
         symbol=position.symbol,
@@ -499,7 +529,7 @@ def _exit_write(
         record_allowed=position.broker_qty is None,
         venue=venue,
     )
-    inserted, recorded = write.execute(_sql(_EXIT_OPEN))
+    inserted, recorded = write.execute(_exit_open_sql(write.notice_sql))
     if inserted:  # the trigger reserved its shares: the in-memory copy follows
         position.reserved_qty += qty
         position.updated_at = now
@@ -752,10 +782,10 @@ def _writes_sql(shapes: tuple) -> str:
 
 
 @functools.cache
-def _exit_if_sql(guards: tuple, writes: tuple) -> str:
+def _exit_if_sql(guards: tuple, writes: tuple, notice: str = "") -> str:
     return (
-        f"WITH {guarded_position_sql(guards)}, {_sql(_EXIT_WRITES)}{_writes_sql(writes)}\n"
-        f"SELECT (SELECT count(*) FROM go), {_EXIT_WRITTEN}"
+        f"WITH {guarded_position_sql(guards)}, {_sql(_EXIT_WRITES)}{_writes_sql(writes)}"
+        f"{notice}\nSELECT (SELECT count(*) FROM go), {_EXIT_WRITTEN}"
     )
 
 
@@ -803,7 +833,9 @@ def exit_open_if(
         venue=venue,
     )
     went, inserted, recorded = write.execute(
-        _exit_if_sql(tuple(g.shape() for g in guards), tuple(map(_write_shape, writes))),
+        _exit_if_sql(
+            tuple(g.shape() for g in guards), tuple(map(_write_shape, writes)), write.notice_sql
+        ),
         {
             "seen_id": seen.position_id,
             "seen_qty": seen.qty,

@@ -123,3 +123,28 @@ def test_lock_and_statement_timeouts_go_to_a_direct_connection_as_options():
     assert pooled.returncode != 0 and "ALTER ROLE" in pooled.stderr
     negative = run(["-c", TIMEOUTS_PROBE], **direct, DATABASE_STATEMENT_TIMEOUT_MS="-1")
     assert negative.returncode != 0 and "0 or more" in negative.stderr
+
+
+NOTIFY_PROBE = (
+    "import json, django; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps(s.NOTIFY['KINDS']))"
+)
+
+
+def test_notification_kinds_are_opted_into_per_channel_and_checked():
+    telegram = {
+        "AEGIS_NOTIFY_TELEGRAM_BOT_TOKEN": "123:not-a-real-token",
+        "AEGIS_NOTIFY_TELEGRAM_CHAT_ID": "-100",
+    }
+    result = run(
+        ["-c", NOTIFY_PROBE], **LOCAL, **telegram, AEGIS_NOTIFY_KINDS_TELEGRAM="fill,close"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["telegram"] == ["fill", "close"]
+    unknown = run(["-c", NOTIFY_PROBE], **LOCAL, **telegram, AEGIS_NOTIFY_KINDS_TELEGRAM="fills")
+    assert unknown.returncode != 0 and "the kinds are fill, exit" in unknown.stderr
+    # A channel opted into without what it needs to send.
+    bare = run(["-c", NOTIFY_PROBE], **LOCAL, AEGIS_NOTIFY_KINDS_TELEGRAM="exit")
+    assert bare.returncode != 0 and "AEGIS_NOTIFY_TELEGRAM_BOT_TOKEN" in bare.stderr
+    slack = run(["-c", NOTIFY_PROBE], **LOCAL, AEGIS_NOTIFY_KINDS_SLACK="exit")
+    assert slack.returncode != 0 and "AEGIS_ALERT_SLACK_WEBHOOK_URL" in slack.stderr
