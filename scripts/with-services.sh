@@ -9,7 +9,8 @@
 # installed when running as root; otherwise the script says what to install and stops.
 #
 # With AEGIS_TEST_TOOLS=1 (make test), the tests' tools are installed too: Chromium, its
-# WebDriver and tesseract (the desk's browser test), gettext (the translations' test).
+# WebDriver, a Korean font and tesseract (the desk's browser test), gettext (the
+# translations' test).
 #
 # With AEGIS_PGBOUNCER=1, PgBouncer stands between the command and PostgreSQL in transaction
 # pooling with the review's pool sizes, as in production: DATABASE_URL goes through it (with
@@ -44,6 +45,7 @@ ensure_packages() {
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
     command -v tesseract >/dev/null 2>&1 || missing+=(tesseract-ocr)
     command -v msgfmt >/dev/null 2>&1 || missing+=(gettext)
+    [ -d /usr/share/fonts/truetype/nanum ] || missing+=(fonts-nanum)  # Korean in Chromium
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
