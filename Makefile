@@ -35,10 +35,12 @@ test: venv lint
 
 # A simulated trading day on a throw-away PostgreSQL, tasks in-process (no Redis), the KIS
 # simulator on loopback. DEMO_ARGS="--speed 1" plays it at the real pace (default 10x).
+# Its report is in English, as the docs are; AEGIS_LANGUAGE=ko make demo writes its alerts and
+# notifications in Korean.
 DEMO_ARGS ?=
 demo: venv
 	@mkdir -p var
-	scripts/with-services.sh env -u REDIS_URL -u DATABASE_DIRECT_URL \
+	AEGIS_LANGUAGE=$${AEGIS_LANGUAGE:-en} scripts/with-services.sh env -u REDIS_URL -u DATABASE_DIRECT_URL \
 		$(BIN)/python manage.py demo --out var/demo $(DEMO_ARGS)
 
 # The admin on a PostgreSQL whose data stays in var/pg; the first run asks for an admin user.
