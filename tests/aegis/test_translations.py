@@ -41,8 +41,9 @@ def test_makemessages_leaves_nothing_untranslated(app, tmp_path):
     copy = tmp_path / app
     shutil.copytree(ROOT / app, copy, ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    # -P: the copy's own modules must not shadow the standard library's (execution/selectors.py).
     subprocess.run(
-        [sys.executable, "-m", "django", "makemessages", "-l", "ko", "--no-location"],
+        [sys.executable, "-P", "-m", "django", "makemessages", "-l", "ko", "--no-location"],
         cwd=copy,
         env=env,
         check=True,
