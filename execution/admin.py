@@ -8,6 +8,8 @@ from django.contrib import admin, messages
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Subquery, Sum, When
 from django.http import HttpResponse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, pgettext
+from django.utils.translation import gettext_lazy as _
 
 from kis.errors import KisError
 from market.symbols import with_names
@@ -51,7 +53,7 @@ class StockColumn:
     """A list's `stock` column: the code and, when known, the stock's name (005930 삼성전자),
     from the `symbol_name` its queryset annotates (market.symbols.with_names)."""
 
-    @admin.display(description="symbol", ordering="symbol")
+    @admin.display(description=_("symbol"), ordering="symbol")
     def stock(self, obj) -> str:
         name = getattr(obj, "symbol_name", None)
         return f"{obj.symbol} {name}" if name else obj.symbol
@@ -59,7 +61,7 @@ class StockColumn:
 
 class OpenOrderInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Order
-    verbose_name_plural = "Open orders"
+    verbose_name_plural = _("Open orders")
     fields = (
         "id",
         "side",
@@ -80,7 +82,7 @@ class OpenOrderInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 class NewIntentInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = OrderIntent
-    verbose_name_plural = "Intents waiting for an order"
+    verbose_name_plural = _("Intents waiting for an order")
     fields = ("id", "intent_type", "side", "qty", "limit_price", "reason", "created_at")
     readonly_fields = fields
     extra = 0
@@ -131,23 +133,23 @@ class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
             available_qty_db=F("qty") - F("reserved_qty")
         )
 
-    @admin.display(description="locked qty", ordering="reserved_qty")
+    @admin.display(description=_("locked qty"), ordering="reserved_qty")
     def locked(self, obj):
         return obj.reserved_qty
 
-    @admin.display(description="available qty", ordering="available_qty_db")
+    @admin.display(description=_("available qty"), ordering="available_qty_db")
     def available(self, obj):
         return obj.available_qty
 
-    @admin.display(description="average price (KRW)", ordering="avg_price")
+    @admin.display(description=_("average price (KRW)"), ordering="avg_price")
     def avg_price_krw(self, obj):
         return _krw(obj.avg_price)
 
-    @admin.display(description="realised P&L before costs (KRW)", ordering="realized_pnl")
+    @admin.display(description=_("realised P&L before costs (KRW)"), ordering="realized_pnl")
     def realized_pnl_krw(self, obj):
         return _krw(obj.realized_pnl)
 
-    @admin.display(description="history / 이력")
+    @admin.display(description=_("history"))
     def history(self, obj):
         """Its story: every intent with its reason, each order it became, and their fills."""
         rows = []
@@ -178,8 +180,14 @@ class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
                 "",
                 "<th>{}</th>",
                 (
-                    (h,)
-                    for h in ("time", "intent", "side", "qty", "status", "orders", "fills", "why")
+                    (pgettext("position history", "time"),),
+                    (pgettext("position history", "intent"),),
+                    (pgettext("position history", "side"),),
+                    (pgettext("position history", "qty"),),
+                    (pgettext("position history", "status"),),
+                    (pgettext("position history", "orders"),),
+                    (pgettext("position history", "fills"),),
+                    (pgettext("position history", "why"),),
                 ),
             ),
         )
@@ -191,13 +199,16 @@ class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_html("<table>{}{}</table>", head, body)
 
     @admin.action(
-        description="Flatten: sell all available shares through the ledger", permissions=["flatten"]
+        description=_("Flatten: sell all available shares through the ledger"),
+        permissions=["flatten"],
     )
     def flatten(self, request, queryset):
         closed = [p.symbol for p in queryset if p.status != Position.Status.OPEN]
         if closed:
             self.message_user(
-                request, f"Closed, nothing to sell: {', '.join(closed)}.", messages.WARNING
+                request,
+                gettext("Closed, nothing to sell: %(symbols)s.") % {"symbols": ", ".join(closed)},
+                messages.WARNING,
             )
         held = list(queryset.filter(status=Position.Status.OPEN))
         if not held:
@@ -207,13 +218,24 @@ class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
                 self,
                 request,
                 action="flatten",
-                title="Flatten",
-                explanation="Each position's available shares are sold at market through the "
-                "ledger (an intent, then its order); shares locked by live orders stay locked.",
+                title=gettext("Flatten"),
+                explanation=gettext(
+                    "Each position's available shares are sold at market through the ledger (an "
+                    "intent, then its order); shares locked by live orders stay locked."
+                ),
                 items=[
-                    (p.pk, f"{p.symbol}: {p.available_qty:,} of {p.qty:,} available") for p in held
+                    (
+                        p.pk,
+                        gettext("%(symbol)s: %(available)s of %(qty)s available")
+                        % {
+                            "symbol": p.symbol,
+                            "available": f"{p.available_qty:,}",
+                            "qty": f"{p.qty:,}",
+                        },
+                    )
+                    for p in held
                 ],
-                confirm="Yes, flatten",
+                confirm=gettext("Yes, flatten"),
             )
         opened, refused = 0, []
         for position in held:
@@ -221,12 +243,15 @@ class PositionAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
                 position_flatten(position_id=position.pk, requested_by=request.user.get_username())
                 opened += 1
             except LedgerError as exc:
-                refused.append(f"{position.symbol}: {exc}")
+                refused.append(f"{position.symbol}: {exc.translated()}")
         if opened:
             self.message_user(
                 request,
-                f"{opened} flatten intent(s) opened: each goes out as its order once sent "
-                "(Order intents, then Orders, show where it stands).",
+                gettext(
+                    "%(count)d flatten intent(s) opened: each goes out as its order once sent "
+                    "(Order intents, then Orders, show where it stands)."
+                )
+                % {"count": opened},
                 messages.SUCCESS,
             )
         for message in refused:
@@ -267,14 +292,14 @@ class OrderIntentAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
             [OrderIntent.Status.NEW],
         )
 
-    @admin.display(description="its order", ordering="order_status_db")
+    @admin.display(description=_("its order"), ordering="order_status_db")
     def order_status(self, obj):
         """What became of the intent's order (an ORDERED intent's order may be FILLED)."""
         status = getattr(obj, "order_status_db", None)
         return Order.Status(status).label if status else "-"
 
     @admin.action(
-        description="Cancel: withdraw intents not yet ordered, releasing their shares",
+        description=_("Cancel: withdraw intents not yet ordered, releasing their shares"),
         permissions=["cancel"],
     )
     def cancel(self, request, queryset):
@@ -286,9 +311,13 @@ class OrderIntentAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
                 )
                 done += 1
             except LedgerError as exc:
-                self.message_user(request, str(exc), messages.WARNING)
+                self.message_user(request, exc.translated(), messages.WARNING)
         if done:
-            self.message_user(request, f"{done} intent(s) cancelled.", messages.SUCCESS)
+            self.message_user(
+                request,
+                gettext("%(count)d intent(s) cancelled.") % {"count": done},
+                messages.SUCCESS,
+            )
 
     def has_cancel_permission(self, request):
         return request.user.has_perm("execution.add_orderintent")
@@ -316,11 +345,11 @@ class FillInline(ReadOnlyAdminMixin, admin.TabularInline):
 class QuarantinedFilter(admin.SimpleListFilter):
     """Orders whose broker record the syncs could not apply: they wait for a person."""
 
-    title = "quarantined"
+    title = _("quarantined")
     parameter_name = "quarantined"
 
     def lookups(self, request, model_admin):
-        return (("yes", "Quarantined"), ("no", "Not quarantined"))
+        return (("yes", _("Quarantined")), ("no", _("Not quarantined")))
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
@@ -361,13 +390,13 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
             list(Order.OPEN_STATUSES),
         )
 
-    @admin.display(description="average fill price (KRW)")
+    @admin.display(description=_("average fill price (KRW)"))
     def avg_fill_price(self, obj):
         amount, qty = getattr(obj, "filled_amount", None), getattr(obj, "fills_qty", None)
         return _krw(amount / qty) if amount and qty else "-"
 
     @admin.action(
-        description="Release from quarantine: the syncs take the order up again (격리 해제)",
+        description=_("Release from quarantine: the syncs take the order up again"),
         permissions=["release"],
     )
     def release(self, request, queryset):
@@ -378,7 +407,7 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
         )
         self.message_user(
             request,
-            f"{done} order(s) released from quarantine.",
+            gettext("%(count)d order(s) released from quarantine.") % {"count": done},
             messages.SUCCESS if done else messages.WARNING,
         )
 
@@ -386,7 +415,7 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
         return request.user.has_perm("execution.change_order")
 
     @admin.action(
-        description="Cancel at KIS: the rest released on KIS's answer (KIS 주문 취소)",
+        description=_("Cancel at KIS: the rest released on KIS's answer"),
         permissions=["release"],
     )
     def cancel_at_kis(self, request, queryset):
@@ -394,27 +423,38 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
             queryset.filter(status__in=[Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED])
         )
         if not live:
-            self.message_user(request, "No live order selected.", messages.WARNING)
+            self.message_user(request, gettext("No live order selected."), messages.WARNING)
             return None
         if not confirmed(request):
             return confirmation(
                 self,
                 request,
                 action="cancel_at_kis",
-                title="Cancel at KIS / KIS 주문 취소",
-                explanation="KIS is asked to cancel these orders. What filled before is applied, "
-                "and the rest is released when KIS's daily orders show the cancel.\n"
-                "아래 주문의 취소를 KIS에 요청합니다. 취소 전 체결은 반영되고, 나머지는 KIS 주문 "
-                "내역에서 취소가 확인되면 해제됩니다.",
+                title=gettext("Cancel at KIS"),
+                explanation=gettext(
+                    "KIS is asked to cancel these orders. What filled before is applied, and the "
+                    "rest is released when KIS's daily orders show the cancel."
+                ),
                 items=[
                     (
                         o.pk,
-                        f"{o.symbol} {o.side} {o.qty} @ {o.limit_price or 'market'}, "
-                        f"{o.filled_qty} filled, KIS {o.broker_order_no}",
+                        gettext(
+                            "%(symbol)s %(side)s %(qty)s @ %(price)s, %(filled)s filled, "
+                            "KIS %(odno)s"
+                        )
+                        % {
+                            "symbol": o.symbol,
+                            "side": o.side,
+                            "qty": o.qty,
+                            "price": o.limit_price or pgettext("order price", "market"),
+                            "filled": o.filled_qty,
+                            "odno": o.broker_order_no,
+                        },
                     )
                     for o in live
                 ],
-                confirm="Yes, cancel them at KIS / 취소 요청",
+                # Its Korean stays on the English page too (tests/execution/test_admin_cancel.py).
+                confirm=gettext("Yes, cancel them at KIS / 취소 요청"),
             )
         broker = get_broker()
         for order in live:
@@ -423,12 +463,19 @@ class OrderAdmin(StockColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
                     broker=broker, order_id=order.pk, by=request.user.get_username()
                 )
             except (LedgerError, KisError) as exc:
-                self.message_user(request, f"{order.pk}: {exc}", messages.WARNING)
+                said = exc.translated() if isinstance(exc, LedgerError) else str(exc)
+                self.message_user(request, f"{order.pk}: {said}", messages.WARNING)
                 continue
             self.message_user(
                 request,
-                f"{order.pk} ({order.symbol}): {after.status}, {after.filled_qty} of {after.qty} "
-                "filled",
+                gettext("%(order)s (%(symbol)s): %(status)s, %(filled)s of %(qty)s filled")
+                % {
+                    "order": order.pk,
+                    "symbol": order.symbol,
+                    "status": after.status,
+                    "filled": after.filled_qty,
+                    "qty": after.qty,
+                },
                 messages.SUCCESS if after.status == Order.Status.CANCELLED else messages.WARNING,
             )
         return None
@@ -442,13 +489,13 @@ class FillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-filled_at", "-pk")
     actions = ["export_trades", "export_daily_pnl"]
 
-    @admin.action(description="Export the selected trades as CSV / 선택한 체결 CSV 내보내기")
+    @admin.action(description=_("Export the selected trades as CSV"))
     def export_trades(self, request, queryset):
         return _csv_response(
             trades_csv(queryset.select_related("order__intent")), "aegis-trades.csv"
         )
 
-    @admin.action(description="Export their daily P&L as CSV / 일별 손익 CSV 내보내기")
+    @admin.action(description=_("Export their daily P&L as CSV"))
     def export_daily_pnl(self, request, queryset):
         return _csv_response(daily_pnl_csv(queryset.select_related("order")), "aegis-daily-pnl.csv")
 
@@ -461,7 +508,11 @@ def _csv_response(text: str, filename: str) -> HttpResponse:
 
 
 class TradingStateForm(forms.ModelForm):
-    reason = forms.CharField(max_length=255, help_text="Why the state changes; kept with it.")
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=255,
+        help_text=_("Why the state changes; kept with it."),
+    )
 
     class Meta:
         model = TradingState
@@ -512,7 +563,7 @@ class ReconciliationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(mismatch_total=Count("mismatches"))
 
-    @admin.display(description="mismatches", ordering="mismatch_total")
+    @admin.display(description=_("mismatches"), ordering="mismatch_total")
     def mismatch_count(self, obj):
         return obj.mismatch_total
 
@@ -523,10 +574,10 @@ class TradingStateAdmin(admin.ModelAdmin):
     list_display = ("state", "in_force", "reason", "changed_by", "changed_at", "reconciled_at")
     readonly_fields = ("changed_by", "changed_at", "reconcile_required_since", "reconciled_at")
 
-    @admin.display(description="in force")
+    @admin.display(description=_("in force"))
     def in_force(self, obj):
         return (
-            "HALTED (awaiting the startup reconciliation)"
+            gettext("HALTED (awaiting the startup reconciliation)")
             if obj.awaiting_reconciliation
             else obj.state
         )
@@ -562,7 +613,7 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("message", "key")
     date_hierarchy = "created_at"
 
-    @admin.display(description="message")
+    @admin.display(description=_("message"))
     def short_message(self, obj):
         return obj.message if len(obj.message) <= 120 else obj.message[:119] + "…"
 
@@ -578,11 +629,11 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     ordering = ("-id",)
 
-    @admin.display(description="created (KST)", ordering="created_at")
+    @admin.display(description=_("created (KST)"), ordering="created_at")
     def created_kst(self, obj):
         return kst(obj.created_at)
 
-    @admin.display(description="text")
+    @admin.display(description=_("text"))
     def short_text(self, obj):
         first = obj.text.partition("\n")[0]
         return first if len(first) <= 120 else first[:119] + "…"

@@ -17,8 +17,10 @@ channel's name.
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 
 from core import clock, metrics
 
@@ -37,13 +39,33 @@ _LEVEL: dict[str, int] = {
 _outbox = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
 
 
+# The severity as an alert's first line says it: "[Aegis CRITICAL]".
+_HEAD_SEVERITY: dict[str, Any] = {
+    Severity.INFO: pgettext_lazy("alert header", "INFO"),
+    Severity.WARNING: pgettext_lazy("alert header", "WARNING"),
+    Severity.CRITICAL: pgettext_lazy("alert header", "CRITICAL"),
+}
+
+
 def _text(alert: Alert) -> str:
-    head = f"[Aegis {alert.severity}] {alert.get_kind_display()}"
-    if alert.subject:
-        head += f" {alert.subject}"
-    if alert.state:
-        head += f": {alert.state}"
-    return f"{head}\n{alert.message}"
+    """The alert as its channels carry it: a first line (an e-mail's subject) that says how
+    grave it is, what kind, about what and its new state, then its message; in the language of
+    the process (or of the request) that raises it."""
+    if alert.subject and alert.state:
+        head = gettext("[Aegis %(severity)s] %(kind)s %(subject)s: %(state)s")
+    elif alert.subject:
+        head = gettext("[Aegis %(severity)s] %(kind)s %(subject)s")
+    elif alert.state:
+        head = gettext("[Aegis %(severity)s] %(kind)s: %(state)s")
+    else:
+        head = gettext("[Aegis %(severity)s] %(kind)s")
+    values = {
+        "severity": _HEAD_SEVERITY.get(alert.severity, alert.severity),
+        "kind": alert.get_kind_display(),
+        "subject": alert.subject,
+        "state": alert.state,
+    }
+    return f"{head % values}\n{alert.message}"
 
 
 def alert_channels(severity: str) -> tuple[str, ...]:
@@ -137,15 +159,27 @@ def flush(timeout: float = 30.0) -> None:
     done.result(timeout=timeout)
 
 
+# By the breaker's new state: the alert's severity and its message (translated when raised).
 _BREAKER = {
     "open": (
         Severity.CRITICAL,
-        "KIS calls keep failing: the circuit is open. Nothing is sent "
-        "to KIS on this key; intents wait in place and go out in order "
-        "once it closes.",
+        gettext_noop(
+            "%(name)s: %(old)s → %(new)s. KIS calls keep failing: the circuit is open. Nothing "
+            "is sent to KIS on this key; intents wait in place and go out in order once it "
+            "closes."
+        ),
     ),
-    "half-open": (Severity.WARNING, "Trying KIS again with one call."),
-    "closed": (Severity.INFO, "KIS answers again: the circuit is closed; waiting intents go out."),
+    "half-open": (
+        Severity.WARNING,
+        gettext_noop("%(name)s: %(old)s → %(new)s. Trying KIS again with one call."),
+    ),
+    "closed": (
+        Severity.INFO,
+        gettext_noop(
+            "%(name)s: %(old)s → %(new)s. KIS answers again: the circuit is closed; waiting "
+            "intents go out."
+        ),
+    ),
 }
 
 
@@ -153,14 +187,16 @@ def breaker_transition(name: str, old: str, new: str, opened_at: int | None) -> 
     """A KIS circuit breaker changed state (kis/breaker.py). Every process
     that notices the change reports it; the outage's moment (when the circuit last opened, kept
     in Redis) makes the key, so a change is alerted once however many processes see it."""
-    severity, text = _BREAKER.get(new, (Severity.WARNING, f"State {new}."))
+    severity, text = _BREAKER.get(
+        new, (Severity.WARNING, gettext_noop("%(name)s: %(old)s → %(new)s. State %(new)s."))
+    )
     episode = opened_at if opened_at is not None else int(clock.now().timestamp())
     alert_raise(
         kind=Alert.Kind.BREAKER,
         severity=severity,
         subject=name,
         state=new,
-        message=f"{name}: {old or '?'} → {new}. {text}",
+        message=gettext(text) % {"name": name, "old": old or "?", "new": new},
         key=f"breaker:{name}:{new}:{episode}",
     )
 
@@ -174,10 +210,13 @@ def credentials_refused(*, app: str, use: str, msg_cd: str) -> None:
         kind=Alert.Kind.CREDENTIALS,
         severity=Severity.CRITICAL,
         subject=f"kis-{use}",
-        message=f"KIS refuses the tokens of app key {app} ({msg_cd}), a freshly issued "
-        "one too: nothing reaches KIS on this key. Orders wait unsent and go "
-        "out once it accepts tokens again. Check the app key and secret in the "
-        "environment and the app's standing with KIS.",
+        message=gettext(
+            "KIS refuses the tokens of app key %(app)s (%(msg_cd)s), a freshly issued one too: "
+            "nothing reaches KIS on this key. Orders wait unsent and go out once it accepts "
+            "tokens again. Check the app key and secret in the environment and the app's "
+            "standing with KIS."
+        )
+        % {"app": app, "msg_cd": msg_cd},
         key=f"credentials:{app}:{hour}",
     )
 
@@ -187,16 +226,21 @@ def stream_outage(*, stream: str, state: str, detail: str, since: float, fallbac
     while ("down"; it keeps reconnecting with backoff), or works again ("up"). One alert each
     per outage, named by its start, however many processes report it."""
     episode = int(since)
+    values = {"stream": stream, "detail": detail, "fallback": fallback}
     if state == "down":
         severity, text = (
             Severity.CRITICAL,
-            (
-                f"The KIS {stream} stream is down: {detail}. It is "
-                f"reconnecting with backoff; meanwhile {fallback}."
-            ),
+            gettext(
+                "The KIS %(stream)s stream is down: %(detail)s. It is reconnecting with "
+                "backoff; meanwhile %(fallback)s."
+            )
+            % values,
         )
     else:
-        severity, text = Severity.INFO, f"The KIS {stream} stream is back: {detail}."
+        severity, text = (
+            Severity.INFO,
+            gettext("The KIS %(stream)s stream is back: %(detail)s.") % values,
+        )
     alert_raise(
         kind=Alert.Kind.STREAM,
         severity=severity,

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
+from django.utils.translation import gettext_lazy as _
 
 from core import metrics
 from core.rows import prepares_only_direct
@@ -8,6 +9,7 @@ from kis import client as kis_client
 
 class ExecutionConfig(AppConfig):
     name = "execution"
+    verbose_name = _("Execution")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

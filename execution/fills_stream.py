@@ -10,6 +10,7 @@ import functools
 import logging
 
 from django.db import close_old_connections
+from django.utils.translation import gettext
 
 from core.metrics import health_check_register
 from kis.protocol import notice_tr_id
@@ -38,7 +39,7 @@ def stream_outage(stream: str, state: str, detail: str, since: float) -> None:
         state=state,
         detail=detail,
         since=since,
-        fallback="fills arrive through the periodic orders sync only",
+        fallback=gettext("fills arrive through the periodic orders sync only"),
     )
 
 

@@ -10,6 +10,7 @@ import logging
 
 from django.db.models import F, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils.translation import gettext
 
 from ..alerts import alert_raise
 from ..models import Alert, Order, OrderIntent, Position, Side
@@ -71,10 +72,12 @@ def ledger_audit() -> dict:
             subject=d["symbol"],
             state="drift",
             key=f"ledger:{d['position']}:{d['reserved_qty']}:{d['expected']}",
-            message=f"Position {d['position']} ({d['symbol']}) reserves "
-            f"{d['reserved_qty']} shares, but its open sell intents and orders "
-            f"hold {d['expected']}. Something wrote the ledger outside its "
-            "rules: check the position's intents and orders in the admin "
-            "before trading it further.",
+            message=gettext(
+                "Position %(position)s (%(symbol)s) reserves %(reserved_qty)s shares, but its "
+                "open sell intents and orders hold %(expected)s. Something wrote the ledger "
+                "outside its rules: check the position's intents and orders in the admin before "
+                "trading it further."
+            )
+            % d,
         )
     return {"positions_drifting": len(drift)}

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 
 from django.db.models import Q
+from django.utils.translation import gettext_noop
 
 from core import clock
 from kis.errors import KisError
@@ -109,15 +110,15 @@ def order_cancel_now(*, broker, order_id: object, by: str) -> Order:
     try:
         pk = uuid.UUID(str(order_id))
     except ValueError:
-        raise InvalidInput("order_id", "must be an order's id (a UUID).") from None
+        raise InvalidInput("order_id", gettext_noop("must be an order's id (a UUID).")) from None
     order = Order.objects.filter(pk=pk).first()
     if order is None:
-        raise InvalidInput("order_id", f"no order {pk}.")
+        raise InvalidInput("order_id", gettext_noop("no order %(pk)s."), pk=pk)
     live = (Order.Status.SUBMITTED, Order.Status.PARTIAL_FILLED)
     if order.status not in live or not order.broker_order_no or order.quarantined_at:
         raise InvalidOrderState(order.pk, order.status, "cancel at KIS")
     if order.trade_date != clock.now_seoul().date():
-        raise InvalidOrderState(order.pk, f"{order.status} of {order.trade_date}", "cancel")
+        raise InvalidOrderState(order.pk, order.status, "cancel", trade_date=order.trade_date)
     logger.warning(
         "execution.cancel_by_person order_id=%s odno=%s by=%s",
         order.pk,

@@ -12,6 +12,7 @@ import logging
 
 from django.db import transaction
 from django.db.models import Max
+from django.utils.translation import gettext, gettext_noop
 
 from core import clock
 
@@ -57,48 +58,57 @@ def flatten_policy_check(
     now = clock.now()
     since = kis_down_since(breaker_state)
     if since is not None and now - since >= dt.timedelta(minutes=policy.kis_down_minutes):
-        trigger, kind = f"KIS down since {since.astimezone(clock.SEOUL):%H:%M:%S}", "kis-down"
+        trigger, kind = gettext_noop("KIS down since %(since)s"), "kis-down"
     elif (
         policy.on_prices_stale
         and prices_stale_since is not None
         and (now - prices_stale_since).total_seconds() >= policy.prices_stale_s
     ):
         since = prices_stale_since
-        trigger = f"every held symbol's price stale since {since.astimezone(clock.SEOUL):%H:%M:%S}"
+        trigger = gettext_noop("every held symbol's price stale since %(since)s")
         kind = "prices-stale"
     else:
         return None
-    return _decide(policy, trigger=trigger, key=f"flatten:{kind}:{int(since.timestamp())}")
+    return _decide(
+        policy,
+        trigger=trigger,
+        since=f"{since.astimezone(clock.SEOUL):%H:%M:%S}",
+        key=f"flatten:{kind}:{int(since.timestamp())}",
+    )
 
 
-def _decide(policy: FlattenPolicy, *, trigger: str, key: str) -> Alert | None:
-
+def _decide(policy: FlattenPolicy, *, trigger: str, since: str, key: str) -> Alert | None:
+    """`trigger`: an English template (gettext_noop) of what set the policy off, `since` its
+    %(since)s; alerted in the process's language, kept in English as the trading state's
+    reason."""
     with transaction.atomic():
         positions = list(
             Position.objects.filter(status=Position.Status.OPEN, qty__gt=0).order_by("symbol")
         )
-        held = ", ".join(f"{p.symbol} ×{p.qty}" for p in positions) or "none"
+        held = ", ".join(f"{p.symbol} ×{p.qty}" for p in positions) or gettext("none")
         if policy.auto_flatten:
-            action = (
-                f"Auto-flatten is on: trading goes to REDUCING and each open position "
-                f"gets a FLATTEN intent, sent when KIS answers. Positions: {held}."
+            message = gettext(
+                "%(trigger)s. Auto-flatten is on: trading goes to REDUCING and each open "
+                "position gets a FLATTEN intent, sent when KIS answers. Positions: %(held)s."
             )
         else:
-            action = (
-                f"Auto-flatten is off: nothing is sold. Recommendation: flatten by hand "
-                f"in the MTS app if the outage lasts. Positions: {held}."
+            message = gettext(
+                "%(trigger)s. Auto-flatten is off: nothing is sold. Recommendation: flatten by "
+                "hand in the MTS app if the outage lasts. Positions: %(held)s."
             )
         alert = alert_raise(
             kind=Alert.Kind.FLATTEN,
             severity=Alert.Severity.CRITICAL,
             subject="flatten",
-            message=f"{trigger}. {action}",
+            message=message % {"trigger": gettext(trigger) % {"since": since}, "held": held},
             key=key,
         )
         if alert is None or not policy.auto_flatten:
             return alert
         trading_state_set(
-            state="REDUCING", reason=f"emergency flatten: {trigger}", changed_by="flatten policy"
+            state="REDUCING",
+            reason=f"emergency flatten: {trigger % {'since': since}}",
+            changed_by="flatten policy",
         )
         for position in positions:
             try:

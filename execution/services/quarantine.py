@@ -15,6 +15,8 @@ import hashlib
 import logging
 import uuid
 
+from django.utils.translation import gettext
+
 from core import clock
 
 from ..alerts import alert_raise
@@ -48,9 +50,10 @@ def order_quarantine(*, order_id: uuid.UUID, reason: str) -> bool:
     )
 
     odno = (
-        f"KIS order {order['broker_order_no']} of {order['trade_date']:%Y-%m-%d}"
+        gettext("KIS order %(odno)s of %(day)s")
+        % {"odno": order["broker_order_no"], "day": f"{order['trade_date']:%Y-%m-%d}"}
         if order and order["broker_order_no"] and order["trade_date"]
-        else "no KIS number"
+        else gettext("no KIS number")
     )
     described = (
         (
@@ -64,10 +67,13 @@ def order_quarantine(*, order_id: uuid.UUID, reason: str) -> bool:
         kind=Alert.Kind.QUARANTINE,
         severity=Alert.Severity.CRITICAL,
         subject=order["symbol"] if order else "",
-        message=f"Order {order_id} {described} is quarantined: {reason}. The syncs leave "
-        "it as it is; compare it with KIS (MTS or the daily orders), correct the "
-        "ledger if needed, then release it: the admin's orders, the "
-        '"quarantined" filter, "Release from quarantine".',
+        message=gettext(
+            "Order %(order)s %(described)s is quarantined: %(reason)s. The syncs leave it as it "
+            "is; compare it with KIS (MTS or the daily orders), correct the ledger if needed, "
+            'then release it: the admin\'s orders, the "quarantined" filter, "Release from '
+            'quarantine".'
+        )
+        % {"order": order_id, "described": described, "reason": reason},
         key=f"quarantine:{order_id}",
     )
     return True
@@ -113,9 +119,12 @@ def broker_record_unreadable(*, trade_date, odno: str, reason: str) -> None:
         kind=Alert.Kind.QUARANTINE,
         severity=Alert.Severity.WARNING,
         subject=odno or "unreadable",
-        message=f"KIS's daily orders of {trade_date} hold a row this ledger cannot read "
-        f"(order number {odno or 'unreadable'}; it is not one of Aegis's orders): "
-        f"{reason}. Skipped; check the order in the MTS app.",
+        message=gettext(
+            "KIS's daily orders of %(day)s hold a row this ledger cannot read (order number "
+            "%(odno)s; it is not one of Aegis's orders): %(reason)s. Skipped; check the order "
+            "in the MTS app."
+        )
+        % {"day": trade_date, "odno": odno or gettext("unreadable"), "reason": reason},
         key=f"bad-row:{trade_date}:{odno or '?'}:{digest}",
     )
 
@@ -138,9 +147,11 @@ def order_row_unreadable(*, order_id: uuid.UUID, odno: str, reason: str) -> None
         kind=Alert.Kind.QUARANTINE,
         severity=Alert.Severity.WARNING,
         subject=symbol,
-        message=f"KIS's row of order {order_id} (KIS order {odno}) cannot be read: "
-        f"{reason}. The order is left as it is, its shares still reserved, and "
-        "the next sync reads it again; if this persists, check the order in the "
-        "MTS app.",
+        message=gettext(
+            "KIS's row of order %(order)s (KIS order %(odno)s) cannot be read: %(reason)s. The "
+            "order is left as it is, its shares still reserved, and the next sync reads it "
+            "again; if this persists, check the order in the MTS app."
+        )
+        % {"order": order_id, "odno": odno, "reason": reason},
         key=f"unreadable:{order_id}:{digest}",
     )

@@ -26,6 +26,7 @@ import hashlib
 import logging
 
 from django.db import transaction
+from django.utils.translation import gettext
 
 from core import clock
 from kis.client import BadDailyOrder, DailyOrder
@@ -139,13 +140,26 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
             kind=Alert.Kind.RECONCILIATION,
             severity=Alert.Severity.CRITICAL,
             subject="unknown-orders",
-            message=f"KIS holds {len(unknown)} order(s) of {today:%Y-%m-%d} the ledger "
-            "does not know (placed in the MTS app, or sent and never recorded): "
-            + "; ".join(
-                f"{u['odno'] or '?'} {u['side']} {u['symbol']} ×{u['qty']} at {u['ord_tmd']}"
-                for u in unknown[:20]
+            message=gettext(
+                "KIS holds %(count)s order(s) of %(day)s the ledger does not know (placed in "
+                "the MTS app, or sent and never recorded): %(orders)s. A person decides whether "
+                "the ledger must take them in."
             )
-            + ". A person decides whether the ledger must take them in.",
+            % {
+                "count": len(unknown),
+                "day": f"{today:%Y-%m-%d}",
+                "orders": "; ".join(
+                    gettext("%(odno)s %(side)s %(symbol)s ×%(qty)s at %(time)s")
+                    % {
+                        "odno": u["odno"] or "?",
+                        "side": u["side"],
+                        "symbol": u["symbol"],
+                        "qty": u["qty"],
+                        "time": u["ord_tmd"],
+                    }
+                    for u in unknown[:20]
+                ),
+            },
             # Once a day per set of unknown orders, not once per run.
             key=f"reconciliation:unknown:{today:%Y%m%d}:"
             + hashlib.sha256(" ".join(u["odno"] for u in unknown).encode()).hexdigest()[:24],
@@ -155,10 +169,17 @@ def reconciliation_run(*, broker, trigger: str = Reconciliation.Trigger.PERIODIC
             kind=Alert.Kind.RECONCILIATION,
             severity=Alert.Severity.CRITICAL,
             subject="reconciliation",
-            message="The ledger and KIS disagree: "
-            + "; ".join(f"{m.symbol} ledger {m.ledger_qty} KIS {m.broker_qty}" for m in mismatches)
-            + ". Sells of these symbols are capped at what KIS "
-            "says is orderable; a person decides which side is wrong.",
+            message=gettext(
+                "The ledger and KIS disagree: %(mismatches)s. Sells of these symbols are capped "
+                "at what KIS says is orderable; a person decides which side is wrong."
+            )
+            % {
+                "mismatches": "; ".join(
+                    gettext("%(symbol)s ledger %(ledger)s KIS %(broker)s")
+                    % {"symbol": m.symbol, "ledger": m.ledger_qty, "broker": m.broker_qty}
+                    for m in mismatches
+                )
+            },
             key=f"reconciliation:{run.pk}",
         )
     else:

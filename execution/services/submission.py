@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.utils.translation import gettext, gettext_noop
 
 from core import clock, metrics
 from kis.client import BadDailyOrder, Balance, DailyOrder, OrderAck
@@ -249,8 +250,12 @@ def order_send(
         # KIS gave a number the ledger already holds today: it cannot be both; a person looks.
         _needs_a_person(
             order,
-            f"KIS answered order number {ack.odno}, which another order "
-            f"of the ledger already holds ({_constraint(exc)})",
+            gettext_noop(
+                "KIS answered order number %(odno)s, which another order of the ledger already "
+                "holds (%(constraint)s)"
+            ),
+            odno=ack.odno,
+            constraint=_constraint(exc),
         )
         return Outcome.AMBIGUOUS
     if getattr(marked, "intent_kind", None):  # the one-statement path read the intent too
@@ -307,9 +312,12 @@ def _market_closed(order: Order, claim: dt.datetime | None) -> Outcome:
         severity=Alert.Severity.WARNING,
         state="withdrawn",
         key="market-closed",
-        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}) was {reason}. "
-        "The exit rules decide again when the market next takes orders. / 장운영시간이 아니어서 "
-        "주문을 보내지 않고 철회했습니다.",
+        message=gettext(
+            "Order %(order)s (%(side)s %(qty)s %(symbol)s) was not sent: %(venue)s takes no "
+            "limit order in %(phase)s; withdrawn, its shares released. The exit rules decide "
+            "again when the market next takes orders."
+        )
+        % {**_described(order), "venue": order.venue, "phase": str(phase)},
     )
 
 
@@ -327,9 +335,18 @@ def _give_up(order: Order, claim: dt.datetime | None) -> Outcome:
         severity=Alert.Severity.CRITICAL,
         state="rejected",
         key="gave-up",
-        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}): {reason}. "
-        "Check KIS's order list; the exit rules decide again on the next price.",
+        message=gettext(
+            "Order %(order)s (%(side)s %(qty)s %(symbol)s): sent %(attempts)s times, never "
+            "shown by KIS's daily orders: rejected, its shares released. Check KIS's order "
+            "list; the exit rules decide again on the next price."
+        )
+        % {**_described(order), "attempts": order.send_attempts},
     )
+
+
+def _described(order: Order) -> dict[str, object]:
+    """An order's figures for an alert's message."""
+    return {"order": order.pk, "side": order.side, "qty": order.qty, "symbol": order.symbol}
 
 
 def _withdrawn(
@@ -357,9 +374,15 @@ def _withdrawn(
     return Outcome.REJECTED
 
 
-def _needs_a_person(order: Order, why: str) -> None:
+def _needs_a_person(order: Order, why: str, **params: object) -> None:
+    """Alert that `order`'s outcome needs a person: `why`, an English template (marked with
+    gettext_noop) that `params` fill, is logged in English and alerted in the language of the
+    process."""
     logger.error(
-        "execution.ambiguous order_id=%s: %s", order.pk, why, extra={"order_id": str(order.pk)}
+        "execution.ambiguous order_id=%s: %s",
+        order.pk,
+        why % params,
+        extra={"order_id": str(order.pk)},
     )
     alert_raise(
         kind=Alert.Kind.ORDER,
@@ -367,10 +390,16 @@ def _needs_a_person(order: Order, why: str) -> None:
         subject=order.symbol,
         state="ambiguous",
         key=f"order:{order.pk}:ambiguous",
-        message=f"Order {order.pk} ({order.side} {order.qty} {order.symbol}, sent at "
-        f"{order.send_started_at}): {why}. Nothing more is sent for it. Settle "
-        "it by hand in the admin (Orders → the order → settle) once you know "
-        "which order at KIS is it, if any.",
+        message=gettext(
+            "Order %(order)s (%(side)s %(qty)s %(symbol)s, sent at %(sent_at)s): %(why)s. "
+            "Nothing more is sent for it. Settle it by hand in the admin (Orders → the order → "
+            "settle) once you know which order at KIS is it, if any."
+        )
+        % {
+            **_described(order),
+            "sent_at": order.send_started_at,
+            "why": gettext(why) % params,
+        },
     )
 
 
@@ -438,9 +467,8 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
     if unreadable:  # one of them could be ours: neither adopt nor resend on a partial view
         _needs_a_person(
             order,
-            "KIS's daily orders hold rows Aegis cannot read ("
-            + "; ".join(f"{r.odno or '?'}: {r.reason}" for r in unreadable)
-            + ")",
+            gettext_noop("KIS's daily orders hold rows Aegis cannot read (%(rows)s)"),
+            rows="; ".join(f"{r.odno or '?'}: {r.reason}" for r in unreadable),
         )
         return Outcome.AMBIGUOUS
     known = set(
@@ -468,9 +496,13 @@ def order_settle(*, order_id, broker: Broker) -> Outcome:
         if len(candidates) > ours:
             _needs_a_person(
                 order,
-                f"KIS shows {len(candidates)} orders it could be ("
-                + ", ".join(o.odno for o in candidates)
-                + f") for {ours} such order(s) of the ledger in flight",
+                gettext_noop(
+                    "KIS shows %(count)s orders it could be (%(odnos)s) for %(ours)s such "
+                    "order(s) of the ledger in flight"
+                ),
+                count=len(candidates),
+                odnos=", ".join(o.odno for o in candidates),
+                ours=ours,
             )
             return Outcome.AMBIGUOUS
     for match in candidates:

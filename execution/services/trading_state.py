@@ -1,6 +1,7 @@
 import datetime as dt
 
 from django.db.models.functions import Now
+from django.utils.translation import gettext, gettext_noop
 
 from core import clock
 
@@ -54,12 +55,12 @@ def market_closed_refused(*, reason: str) -> None:
         severity=Alert.Severity.WARNING,
         subject="KRX",
         key=f"market-closed:{clock.now_seoul():%Y%m%d}",
-        message=f"KIS refused an order as out of market hours at "
-        f"{now.astimezone(clock.SEOUL):%Y-%m-%d %H:%M:%S} KST ({reason}). "
-        "The exit engine decides nothing more until the next market phase; "
-        "check the market calendar (special closures, late opens) in the admin. "
-        "/ KIS가 장운영시간이 아니라며 주문을 거부했습니다. 다음 장 단계까지 "
-        "청산 판단을 멈춥니다.",
+        message=gettext(
+            "KIS refused an order as out of market hours at %(at)s KST (%(reason)s). The exit "
+            "engine decides nothing more until the next market phase; check the market "
+            "calendar (special closures, late opens) in the admin."
+        )
+        % {"at": f"{now.astimezone(clock.SEOUL):%Y-%m-%d %H:%M:%S}", "reason": reason},
     )
 
 
@@ -74,9 +75,14 @@ def market_closed_at() -> dt.datetime | None:
 
 def trading_state_set(*, state: str, reason: str, changed_by: str) -> TradingState:
     if state not in State.values:
-        raise InvalidInput("state", f"must be one of {', '.join(State.values)}, got {state!r}.")
+        raise InvalidInput(
+            "state",
+            gettext_noop("must be one of %(states)s, got %(state)s."),
+            states=", ".join(State.values),
+            state=repr(state),
+        )
     if not reason or not reason.strip():
-        raise InvalidInput("reason", "say why the trading state changes.")
+        raise InvalidInput("reason", gettext_noop("say why the trading state changes."))
     row, _ = TradingState.objects.update_or_create(
         pk=TradingState.SINGLETON_PK,
         defaults={

@@ -44,7 +44,11 @@ class Command(BaseCommand):
             self.stderr.write(f"KIS could not be read ({run.error}); retrying in 5 s")
             time.sleep(5)
         for mismatch in run.mismatches.all():
-            self.stdout.write(f"MISMATCH {mismatch}")
+            # The command speaks English, whatever the process's language (the model's str).
+            self.stdout.write(
+                f"MISMATCH {mismatch.symbol}: ledger {mismatch.ledger_qty}, "
+                f"KIS {mismatch.broker_qty}"
+            )
         self.stdout.write(
             f"{run.result}: {run.symbols_checked} symbols checked"
             + (f", {len(run.symbols_skipped)} left for next time" if run.symbols_skipped else "")
