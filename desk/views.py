@@ -93,7 +93,9 @@ def desk(request):
                         changed_by=request.user.get_username(),
                     )
                 except InvalidInput as exc:
-                    form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+                    form.add_error(
+                        exc.field if exc.field in form.fields else None, exc.translated()
+                    )
                 else:
                     messages.success(
                         request,
