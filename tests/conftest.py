@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from tests.support import kis as kis_worker
 from tests.support import wait_until
@@ -31,6 +32,10 @@ def pytest_configure(config):
     # except where a test asks for Korean, the default (tests/aegis/test_korean.py).
     settings.LANGUAGE_CODE = "en"
     os.environ["AEGIS_LANGUAGE"] = "en"
+    # Django keeps the default language's catalogue from its first use, during its setup, in
+    # Korean: as override_settings does, tell it the setting changed (django.test.signals), so
+    # that code running outside a request (exit reasons, refusals, alerts) speaks English too.
+    setting_changed.send(sender=type(settings), setting="LANGUAGE_CODE", value="en", enter=True)
 
 
 _symbols = itertools.count(1)
