@@ -18,6 +18,8 @@ into the auction.
 import datetime as dt
 from typing import NamedTuple
 
+from django.utils.translation import gettext
+
 from core.clock import SEOUL
 from core.hotcache import cache_delete_many, cache_get, cache_get_many, cache_set
 
@@ -36,11 +38,26 @@ class Vi(NamedTuple):
     reference: int
 
     def describe(self) -> str:
-        since = dt.datetime.fromtimestamp(self.since, SEOUL)
-        base = f", static base {self.reference:,}" if self.reference else ""
+        """The VI as a person reads it (in an exit's reason and alerts), in the process's
+        language."""
+        figures = {
+            "since": f"{dt.datetime.fromtimestamp(self.since, SEOUL):%H:%M:%S}",
+            "expected": f"{self.expected:,}",
+            "reference": f"{self.reference:,}",
+        }
+        if self.reference:
+            return (
+                gettext(
+                    "in a volatility interruption since %(since)s (call auction, expected "
+                    "%(expected)s, static base %(reference)s)"
+                )
+                % figures
+            )
         return (
-            f"in a volatility interruption since {since:%H:%M:%S} (call auction, expected "
-            f"{self.expected:,}{base})"
+            gettext(
+                "in a volatility interruption since %(since)s (call auction, expected %(expected)s)"
+            )
+            % figures
         )
 
 

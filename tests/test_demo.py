@@ -27,6 +27,9 @@ def _demo(tmp_path, database_url: str) -> subprocess.CompletedProcess:
     # settings.
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env |= {"DATABASE_URL": database_url, "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    # In English, as every process the suite starts (tests/conftest.py): the report finds the VI's
+    # exit by its reason's words.
+    env["AEGIS_LANGUAGE"] = "en"
     out = tmp_path / "report"
     return subprocess.run(
         [

@@ -5,6 +5,8 @@ market's (market/calendar_sync.py).
 
 import datetime as dt
 
+from django.utils.translation import gettext
+
 from core import clock
 from execution.alerts import alert_raise
 from execution.models import Alert
@@ -24,8 +26,11 @@ def calendar_check(*, broker, today: dt.date | None = None) -> list[str]:
             severity=Alert.Severity.CRITICAL,
             subject="calendar",
             key=f"calendar:{line}",
-            message=f"The market calendar disagrees with KIS's holiday inquiry: {line}. "
-            "Correct it in the admin (special days); until then the engine "
-            "trades on the calendar. / 시장 달력이 KIS 휴장일 조회와 다릅니다.",
+            message=gettext(
+                "The market calendar disagrees with KIS's holiday inquiry: %(difference)s. "
+                "Correct it in the admin (special days); until then the engine trades on the "
+                "calendar."
+            )
+            % {"difference": line},
         )
     return differ

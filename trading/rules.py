@@ -9,12 +9,17 @@ Precedence, when several rules hold at once: GAP_DOWN (only on the opening trade
 time exit, maximum holding days, trailing stop, take-profit tiers. All but the tiers sell
 everything still available; the tiers sell shares of the most the position ever held (its peak
 qty), so a tier means the same thing after partial fills and after earlier tiers.
+
+A decision's reason is stored on its intent and read by people: it is told in the language of
+the process that decides (gettext), once a rule fires, never on a quiet trade.
 """
 
 import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+
+from django.utils.translation import gettext
 
 from market import krx
 
@@ -152,12 +157,6 @@ def exit_limit_price(
     return limit
 
 
-def _auction_note(trade: Trade) -> str:
-    if not trade.auction:
-        return ""
-    return " in a volatility interruption's auction" if trade.vi else " in the opening auction"
-
-
 def tier_qty(peak_qty: int, tiers: tuple[Tier, ...], done: int, reached: int) -> int:
     """Shares the tiers done..reached-1 sell: their share of the peak qty, counted cumulatively
     so that rounding never drifts, and at least one share per firing."""
@@ -211,17 +210,41 @@ def evaluate(
             return sell(
                 "GAP_DOWN",
                 everything,
-                f"opened at {price:,} ≤ {threshold:,.0f} (previous close "
-                f"{trade.prev_close or '?'} − {rules.gap_down_pct}%)",
+                gettext(
+                    "opened at %(price)s ≤ %(threshold)s (previous close %(prev_close)s − "
+                    "%(pct)s%%)"
+                )
+                % {
+                    "price": f"{price:,}",
+                    "threshold": f"{threshold:,.0f}",
+                    "prev_close": trade.prev_close or "?",
+                    "pct": rules.gap_down_pct,
+                },
             )
     if rules.stop_loss_pct is not None:
         threshold = cost * (HUNDRED - rules.stop_loss_pct) / HUNDRED
         if price <= threshold:
+            if not trade.auction:
+                why = gettext("%(price)s ≤ %(threshold)s (cost %(cost)s − %(pct)s%%)")
+            elif trade.vi:
+                why = gettext(
+                    "%(price)s ≤ %(threshold)s (cost %(cost)s − %(pct)s%%) in a volatility "
+                    "interruption's auction"
+                )
+            else:
+                why = gettext(
+                    "%(price)s ≤ %(threshold)s (cost %(cost)s − %(pct)s%%) in the opening auction"
+                )
             return sell(
                 "EXIT_STOP_LOSS",
                 everything,
-                f"{price:,} ≤ {threshold:,.0f} (cost {cost:,.0f} − "
-                f"{rules.stop_loss_pct}%)" + _auction_note(trade),
+                why
+                % {
+                    "price": f"{price:,}",
+                    "threshold": f"{threshold:,.0f}",
+                    "cost": f"{cost:,.0f}",
+                    "pct": rules.stop_loss_pct,
+                },
             )
     if trade.auction:
         return keep
@@ -231,7 +254,10 @@ def evaluate(
         and trade.at.timetz().replace(tzinfo=None) >= rules.time_exit_at
     ):
         return sell(
-            "EXIT_TIME", everything, f"{trade.at:%H:%M:%S} ≥ time exit {rules.time_exit_at:%H:%M}"
+            "EXIT_TIME",
+            everything,
+            gettext("%(at)s ≥ time exit %(time_exit)s")
+            % {"at": f"{trade.at:%H:%M:%S}", "time_exit": f"{rules.time_exit_at:%H:%M}"},
         )
     if (
         rules.max_holding_days is not None
@@ -241,7 +267,8 @@ def evaluate(
         return sell(
             "EXIT_MAX_HOLD",
             everything,
-            f"held {holding.held_days} trading days ≥ {rules.max_holding_days}",
+            gettext("held %(days)s trading days ≥ %(max)s")
+            % {"days": holding.held_days, "max": rules.max_holding_days},
         )
     if rules.trailing_pct is not None and rules.trailing_activation_pct is not None:
         armed_at = cost * (HUNDRED + rules.trailing_activation_pct) / HUNDRED
@@ -250,8 +277,16 @@ def evaluate(
             return sell(
                 "EXIT_TRAILING",
                 everything,
-                f"{price:,} ≤ {stop:,.0f} ({rules.trailing_pct}% under the high "
-                f"{high:,}; armed at {armed_at:,.0f})",
+                gettext(
+                    "%(price)s ≤ %(stop)s (%(pct)s%% under the high %(high)s; armed at %(armed)s)"
+                )
+                % {
+                    "price": f"{price:,}",
+                    "stop": f"{stop:,.0f}",
+                    "pct": rules.trailing_pct,
+                    "high": f"{high:,}",
+                    "armed": f"{armed_at:,.0f}",
+                },
             )
     gain_pct = (Decimal(price) - cost) / cost * HUNDRED
     reached = holding.tiers_done
@@ -261,7 +296,10 @@ def evaluate(
         qty = tier_qty(peak, rules.tiers, holding.tiers_done, reached)
         tiers = ", ".join(f"+{t.gain_pct}%" for t in rules.tiers[holding.tiers_done : reached])
         result = sell(
-            "EXIT_TAKE_PROFIT", qty, f"gain {gain_pct:.2f}% reached tier {tiers} (cost {cost:,.0f})"
+            "EXIT_TAKE_PROFIT",
+            qty,
+            gettext("gain %(gain)s%% reached tier %(tiers)s (cost %(cost)s)")
+            % {"gain": f"{gain_pct:.2f}", "tiers": tiers, "cost": f"{cost:,.0f}"},
         )
         return replace(result, tiers_done=reached)
     return keep

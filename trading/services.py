@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Max
+from django.utils.translation import gettext
 
 from core import clock
 from execution.alerts import alert_raise
@@ -379,7 +380,7 @@ def exit_pass(
                 trade=trade,
                 screened=(watch, ev),
                 venue=venue,
-                note="" if in_vi is None else f"{in_vi.describe()}: the order joins it; ",
+                vi=in_vi,
             )
             if intent is not None:
                 result.exits += 1
@@ -400,10 +401,19 @@ def _limit_down(intent: OrderIntent, trade: Trade) -> None:
         severity=Alert.Severity.WARNING,
         subject=intent.symbol,
         key=f"limit-down:{intent.position_id}:{day:%Y%m%d}",
-        message=f"{intent.intent_type} of {intent.qty} {intent.symbol} placed at the lower limit "
-        f"{trade.lower_limit:,}: it may not fill while sellers queue there. It keeps its place "
-        "in the queue and is not priced again. / 하한가에 손절 주문을 냈습니다. 체결되지 않을 수 "
-        "있으며, 대기 순서를 지키기 위해 다시 내지 않습니다.",
+        # Its English keeps its Korean summary (tests/trading/test_exit_pass.py reads it).
+        message=gettext(
+            "%(rule)s of %(qty)s %(symbol)s placed at the lower limit %(lower_limit)s: it may "
+            "not fill while sellers queue there. It keeps its place in the queue and is not "
+            "priced again. / 하한가에 손절 주문을 냈습니다. 체결되지 않을 수 있으며, 대기 "
+            "순서를 지키기 위해 다시 내지 않습니다."
+        )
+        % {
+            "rule": intent.intent_type,
+            "qty": intent.qty,
+            "symbol": intent.symbol,
+            "lower_limit": f"{trade.lower_limit:,}",
+        },
     )
 
 
@@ -422,10 +432,17 @@ def _vi_wait(watch: hot.Watch, decision: Decision, vi: market_vi.Vi) -> None:
         severity=Alert.Severity.WARNING,
         subject=watch.symbol,
         key=f"vi-wait:{watch.position_id}:{int(vi.since)}",
-        message=f"{decision.rule} of {watch.symbol} ({decision.reason}) waits: the stock is "
-        f"{vi.describe()}, and its profile waits for trading to resume. It is decided again on "
-        "the first trade after the auction. / 변동성완화장치(VI) 발동 중이라 청산을 보류합니다. "
-        "해제 후 첫 체결가로 다시 판단합니다.",
+        message=gettext(
+            "%(rule)s of %(symbol)s (%(reason)s) waits: the stock is %(vi)s, and its profile "
+            "waits for trading to resume. It is decided again on the first trade after the "
+            "auction."
+        )
+        % {
+            "rule": decision.rule,
+            "symbol": watch.symbol,
+            "reason": decision.reason,
+            "vi": vi.describe(),
+        },
     )
 
 
@@ -530,24 +547,36 @@ def _lock(position_id: int) -> Locked | None:
     return Locked(position, state, trading_state)
 
 
+def _in_vi(decision: Decision, vi: market_vi.Vi | None) -> Decision:
+    """The decision, its reason telling first, when the stock is in a VI, that the order joins
+    the VI's call auction."""
+    if vi is None:
+        return decision
+    reason = gettext("%(vi)s: the order joins it; %(reason)s") % {
+        "vi": vi.describe(),
+        "reason": decision.reason,
+    }
+    return replace(decision, reason=reason)
+
+
 def _decide_at_once(
-    seen: hot.Watch, ev: Evaluation, venue: Venue, note: str = ""
+    seen: hot.Watch, ev: Evaluation, venue: Venue, vi: market_vi.Vi | None = None
 ) -> tuple[bool, OrderIntent | None]:
     """The exit decided on what the screen saw (a cached Watch, `ev` its evaluation), in one
     statement (execution's exit_open_if): written, with the exit state's marks, only if the
     position and its exit state still hold what was seen. (True, the exit or None) when they
     did; (False, None) when they did not (nothing written): then they must be locked and
     read."""
-    decision = ev.decision
-    if decision is None or decision.rule == "GAP_DOWN":
+    if ev.decision is None or ev.decision.rule == "GAP_DOWN":
         return False, None
+    decision = _in_vi(ev.decision, vi)
     marks = (ev.high_water_mark, ev.peak_qty, ev.tiers_done)
     was = (seen.high_water_mark, seen.peak_qty, seen.tiers_done)
     went, intent = exit_open_if(
         Seen(seen.position_id, seen.symbol, seen.qty, seen.available, Decimal(seen.avg_price)),
         qty=decision.qty,
         intent_type=decision.rule,
-        reason=(note + decision.reason)[:255],
+        reason=decision.reason[:255],
         idempotency_key=f"exit:{seen.position_id}:{decision.rule}:{uuid.uuid4()}",
         limit_price=decision.limit_price,
         event_at=decision.at,
@@ -593,11 +622,11 @@ def exit_decide(
     trade: Trade,
     screened: tuple[hot.Watch, Evaluation] | None = None,
     venue: Venue = Venue.KRX,
-    note: str = "",
+    vi: market_vi.Vi | None = None,
 ) -> OrderIntent | None:
     """Open the exit the rules decide through the ledger, to `venue`, or None when, seen from
-    the locked rows, nothing fires any more. `note` goes before the decision's reason (why it
-    goes out as it does: in a VI's auction).
+    the locked rows, nothing fires any more. `vi`: the stock is in that VI, and the order joins
+    its call auction (the decision's reason says so first).
 
     With `screened` (what the screen saw, and its evaluation at `trade`), first in
     one statement that writes only if the rows still hold what was seen (_decide_at_once). Else,
@@ -607,7 +636,7 @@ def exit_decide(
     exit_intent_open_locked), one the exit state, only when the evaluation moved it (a raised
     mark, a tier done)."""
     if screened is not None:
-        went, intent = _decide_at_once(*screened, venue, note)
+        went, intent = _decide_at_once(*screened, venue, vi)
         if went:
             return intent
     today = clock.now_seoul().date()
@@ -618,10 +647,8 @@ def exit_decide(
         position, state = locked.position, locked.state
         ev = evaluate(rules, _holding(position, state, today), trade)
         marks = (ev.high_water_mark, ev.peak_qty, state.tiers_done)
-        decision: Decision | None = ev.decision
+        decision: Decision | None = None if ev.decision is None else _in_vi(ev.decision, vi)
         intent = None
-        if decision is not None and note:
-            decision = replace(decision, reason=note + decision.reason)
         if decision is not None:
             intent = _open(
                 position_id,
@@ -652,7 +679,10 @@ def exit_pause(*, position_id: int, paused: bool, by: str) -> PositionExitState:
             .first()
         )
         if state is None:
-            raise InvalidInput("position_id", f"position {position_id} has no exit state.")
+            raise InvalidInput(
+                "position_id",
+                gettext("position %(position)s has no exit state.") % {"position": position_id},
+            )
         state.paused_at = clock.now() if paused else None
         state.paused_by = by[:150] if paused else ""
         state.save(update_fields=["paused_at", "paused_by", "updated_at"])
@@ -813,10 +843,16 @@ def prices_stale_alert(*, stale_s: float, now: dt.datetime | None = None) -> lis
             severity=Alert.Severity.CRITICAL,
             subject=stale[0],
             key=f"prices:stale:{oldest.astimezone(clock.SEOUL):%Y%m%d%H%M%S}",
-            message=f"{len(stale)} held symbol(s) without a price for {stale_s:.0f} s or more "
-            f"since {oldest.astimezone(clock.SEOUL):%H:%M:%S} KST: "
-            f"{', '.join(stale[:20])}{' …' if len(stale) > 20 else ''}. Their exits "
-            "are decided on old prices; check pricesync and KIS's stream. / 보유 종목의 "
-            "시세가 갱신되지 않고 있습니다.",
+            message=gettext(
+                "%(count)s held symbol(s) without a price for %(seconds)s s or more since "
+                "%(since)s KST: %(symbols)s. Their exits are decided on old prices; check "
+                "pricesync and KIS's stream."
+            )
+            % {
+                "count": len(stale),
+                "seconds": f"{stale_s:.0f}",
+                "since": f"{oldest.astimezone(clock.SEOUL):%H:%M:%S}",
+                "symbols": f"{', '.join(stale[:20])}{' …' if len(stale) > 20 else ''}",
+            },
         )
     return stale
