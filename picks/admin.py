@@ -6,6 +6,9 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.text import capfirst
+from django.utils.translation import gettext, pgettext_lazy
+from django.utils.translation import gettext_lazy as _
 
 from core import clock
 from execution.admin_confirm import confirmation, confirmed
@@ -48,7 +51,7 @@ class PickSourceAdmin(admin.ModelAdmin):
         # Picks refer to the code (their `source` column): it never changes once saved.
         return ("code", "has_token") if obj is not None else ("has_token",)
 
-    @admin.display(boolean=True, description="token")
+    @admin.display(boolean=True, description=_("token"))
     def has_token(self, obj: PickSource) -> bool:
         return bool(obj.token_sha256)
 
@@ -56,7 +59,7 @@ class PickSourceAdmin(admin.ModelAdmin):
     # permission, and a second, explicit confirmation (the first post only shows which sources
     # and what it does).
     @admin.action(
-        description="Issue a new token (shown once; the old one stops working)",
+        description=_("Issue a new token (shown once; the old one stops working)"),
         permissions=["change"],
     )
     def issue_token(self, request, queryset):
@@ -65,20 +68,21 @@ class PickSourceAdmin(admin.ModelAdmin):
                 self,
                 request,
                 action="issue_token",
-                title="Issue new tokens? / 새 토큰을 발급할까요?",
-                explanation="A new token replaces the current one of each source below: the old "
-                "token stops working at once, and the new one is shown only once, on the next "
-                "page.\n아래 각 소스의 현재 토큰이 새 토큰으로 바뀝니다. 이전 토큰은 즉시 "
-                "사용할 수 없게 되며, 새 토큰은 다음 화면에서 한 번만 표시됩니다.",
+                title=gettext("Issue new tokens?"),
+                explanation=gettext(
+                    "A new token replaces the current one of each source below: the old token "
+                    "stops working at once, and the new one is shown only once, on the next page."
+                ),
                 items=[(s.pk, f"{s.code} {s.name}".strip()) for s in queryset],
-                confirm="Yes, issue new tokens / 예, 발급합니다",
+                confirm=gettext("Yes, issue new tokens"),
             )
         for source in queryset:
             token = source_token_issue(source=source)
             # Shown once, here; only its SHA-256 is kept.
             self.message_user(
                 request,
-                f"New token for source {source.code}, shown only this once: {token}",
+                gettext("New token for source %(source)s, shown only this once: %(token)s")
+                % {"source": source.code, "token": token},
                 messages.WARNING,
             )
 
@@ -88,9 +92,9 @@ class GateSettingsAdmin(admin.ModelAdmin):
     """One row (pk 1): no second one, never deleted. Its form runs the model's validators."""
 
     fieldsets = (
-        ("Gate 1: validity", {"fields": ("max_pick_age_s", "entry_cutoff")}),
+        (_("Gate 1: validity"), {"fields": ("max_pick_age_s", "entry_cutoff")}),
         (
-            "Gate 2: risk",
+            _("Gate 2: risk"),
             {
                 "fields": (
                     "max_open_positions",
@@ -102,7 +106,7 @@ class GateSettingsAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Gate 3: price",
+            _("Gate 3: price"),
             {
                 "fields": (
                     "max_price_age_s",
@@ -113,7 +117,7 @@ class GateSettingsAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Orphan sweep", {"fields": ("sweep_after_s",)}),
+        (_("Orphan sweep"), {"fields": ("sweep_after_s",)}),
     )
     list_display = (
         "__str__",
@@ -192,11 +196,19 @@ class PickAdmin(admin.ModelAdmin):
                 try:
                     [pick_id], _ = picks_ingest(source=source, items=[wire.validated_data])
                 except PicksBacklogFull as exc:
-                    self.message_user(request, str(exc), messages.ERROR)
+                    self.message_user(
+                        request,
+                        gettext(
+                            "%(waiting)s picks already wait for a router (at most %(limit)s); "
+                            "nothing of this batch was stored: send it again in a moment"
+                        )
+                        % {"waiting": exc.waiting, "limit": exc.limit},
+                        messages.ERROR,
+                    )
                 else:
                     self.message_user(
                         request,
-                        f"Pick {pick_id} goes through the gates / 매수 픽 {pick_id} 검증 중",
+                        gettext("Pick %(pick)s goes through the gates") % {"pick": pick_id},
                         messages.SUCCESS,
                     )
                     return redirect("admin:picks_pick_change", pick_id)
@@ -209,19 +221,36 @@ class PickAdmin(admin.ModelAdmin):
             {
                 **self.admin_site.each_context(request),
                 "form": form,
-                "title": "Manual buy / 수동 매수",
+                "title": gettext("Manual buy"),
             },
         )
 
 
 class ManualBuyForm(forms.Form):
+    # The labels are the pick's own field names (Django's "Source", "Budget krw").
     source = forms.ModelChoiceField(
         queryset=PickSource.objects.filter(active=True, exit_profile__isnull=False),
-        help_text="The pick source it counts under; its exit profile watches the position.",
+        label=capfirst(pgettext_lazy("pick", "source")),
+        help_text=_("The pick source it counts under; its exit profile watches the position."),
     )
-    symbol = forms.CharField(min_length=6, max_length=6, help_text="KRX short code, e.g. 005930.")
-    qty = forms.IntegerField(min_value=1, required=False, help_text="Shares; or a budget.")
-    budget_krw = forms.IntegerField(min_value=1, required=False, help_text="KRW; or shares.")
+    symbol = forms.CharField(
+        min_length=6,
+        max_length=6,
+        label=capfirst(_("symbol")),
+        help_text=_("KRX short code, e.g. 005930."),
+    )
+    qty = forms.IntegerField(
+        min_value=1, required=False, label=capfirst(_("qty")), help_text=_("Shares; or a budget.")
+    )
+    budget_krw = forms.IntegerField(
+        min_value=1,
+        required=False,
+        label=capfirst(_("budget krw")),
+        help_text=_("KRW; or shares."),
+    )
     limit_price = forms.IntegerField(
-        min_value=1, required=False, help_text="KRW; without it, priced from the last trade."
+        min_value=1,
+        required=False,
+        label=capfirst(_("limit price")),
+        help_text=_("KRW; without it, priced from the last trade."),
     )

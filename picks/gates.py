@@ -13,13 +13,17 @@ passes gates 1 and 3 (gate 2 limits what is bought, and selling only lowers it) 
 MANUAL exit, which the ledger clamps to what is available.
 
 Gates are checked in order and the first refusal is the answer, so a rejected pick names the
-first gate it failed.
+first gate it failed. A refusal's reason is told in the language of the process that decides it
+(it is stored on the pick and read by people), and only on a refusal: a pick that passes costs
+no translation.
 """
 
 import datetime as dt
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+
+from django.utils.translation import gettext as _
 
 from execution.gate import allows
 from market import krx
@@ -117,7 +121,8 @@ def _pct(part: int | Decimal, whole: int | Decimal) -> Decimal:
 
 
 def _krw(value: int) -> str:
-    return f"{value:,} KRW"
+    """A KRW amount's figure, with separators (the unit is the message's)."""
+    return f"{value:,}"
 
 
 def screen(
@@ -134,26 +139,35 @@ def screen(
     checked."""
     buy = ask.side == "BUY"
     if trading_state is not None and not allows(trading_state, ask.side):
-        return f"trading is {trading_state}: no new {'entries' if buy else 'orders'}"
+        state = {"state": trading_state}
+        return (
+            _("trading is %(state)s: no new entries") % state
+            if buy
+            else _("trading is %(state)s: no new orders") % state
+        )
     if not ask.source_active:
-        return "the source is not active"
+        return _("the source is not active")
     if buy and not ask.has_profile:
-        return "the source has no exit profile: an entry would not be watched"
+        return _("the source has no exit profile: an entry would not be watched")
     if session_open is None or session_close is None:
-        return "KRX is closed today"
+        return _("KRX is closed today")
     cutoff = dt.datetime.combine(session_open.date(), limits.entry_cutoff, session_open.tzinfo)
     end = min(cutoff, session_close) if buy else session_close
     if now < session_open:
-        return f"before the open ({session_open:%H:%M})"
+        return _("before the open (%(open)s)") % {"open": f"{session_open:%H:%M}"}
     if now >= end:
+        at = {"at": f"{end:%H:%M}"}
         return (
-            f"after the entry cutoff ({end:%H:%M})"
+            _("after the entry cutoff (%(at)s)") % at
             if buy and end == cutoff
-            else f"after the close ({end:%H:%M})"
+            else _("after the close (%(at)s)") % at
         )
     age = (now - ask.generated_at).total_seconds()
     if age > limits.max_pick_age_s:
-        return f"stale: generated {age:.1f} s ago (at most {limits.max_pick_age_s} s)"
+        return _("stale: generated %(age)s s ago (at most %(max)s s)") % {
+            "age": f"{age:.1f}",
+            "max": limits.max_pick_age_s,
+        }
     return None
 
 
@@ -179,16 +193,17 @@ def gate_validity(
     if reason:
         return reason
     buy = ask.side == "BUY"
+    symbol = {"symbol": ask.symbol}
     if not market.known:
-        return f"{ask.symbol} is not a listed symbol"
+        return _("%(symbol)s is not a listed symbol") % symbol
     if market.halted:
-        return f"{ask.symbol} is halted"
+        return _("%(symbol)s is halted") % symbol
     if buy and account.symbol_held_qty > 0:
-        return f"duplicate: {ask.symbol} is already held"
+        return _("duplicate: %(symbol)s is already held") % symbol
     if buy and account.symbol_entry_pending:
-        return f"duplicate: an entry in {ask.symbol} is already pending"
+        return _("duplicate: an entry in %(symbol)s is already pending") % symbol
     if not buy and account.symbol_available_qty <= 0:
-        return f"no shares of {ask.symbol} available to sell"
+        return _("no shares of %(symbol)s available to sell") % symbol
     return None
 
 
@@ -243,74 +258,99 @@ def gate_risk(
 ) -> str | None:
     """Gate 2 (BUY only): the reason the entry would take too much risk, or None."""
     if account.open_positions >= limits.max_open_positions:
-        return (
-            f"{account.open_positions} positions open or being bought "
-            f"(at most {limits.max_open_positions})"
-        )
+        return _("%(count)s positions open or being bought (at most %(max)s)") % {
+            "count": account.open_positions,
+            "max": limits.max_open_positions,
+        }
     loss = -account.realized_today_krw
     if limits.daily_loss_limit_krw and loss >= limits.daily_loss_limit_krw:
-        return (
-            f"today's realised loss {_krw(int(loss))} reached the daily limit "
-            f"{_krw(limits.daily_loss_limit_krw)}"
-        )
+        return _("today's realised loss %(loss)s KRW reached the daily limit %(limit)s KRW") % {
+            "loss": _krw(int(loss)),
+            "limit": _krw(limits.daily_loss_limit_krw),
+        }
     if limit_price is None:
         return None  # no price to size and value it at: gate 3 refuses it
     if qty <= 0:
-        return f"the budget of {_krw(ask.budget_krw or 0)} buys no share at {_krw(limit_price)}"
+        return _budget_too_small(ask, limit_price)
     value = qty * limit_price
     symbol = account.symbol_exposure_krw + value
     if symbol > limits.max_symbol_exposure_krw:
-        return (
-            f"{ask.symbol} exposure would be {_krw(symbol)} "
-            f"(at most {_krw(limits.max_symbol_exposure_krw)})"
-        )
+        return _("%(symbol)s exposure would be %(value)s KRW (at most %(max)s KRW)") % {
+            "symbol": ask.symbol,
+            "value": _krw(symbol),
+            "max": _krw(limits.max_symbol_exposure_krw),
+        }
     total = account.total_exposure_krw + value
     if total > limits.max_total_exposure_krw:
-        return (
-            f"total exposure would be {_krw(total)} (at most {_krw(limits.max_total_exposure_krw)})"
-        )
+        return _("total exposure would be %(value)s KRW (at most %(max)s KRW)") % {
+            "value": _krw(total),
+            "max": _krw(limits.max_total_exposure_krw),
+        }
     if account.cash_krw is None:
-        return "cash unknown: no reconciliation with KIS has read the deposit yet"
+        return _("cash unknown: no reconciliation with KIS has read the deposit yet")
     spendable = account.cash_krw - limits.min_cash_krw
     if value > spendable:
-        return (
-            f"the entry costs {_krw(value)}, more than the {_krw(max(spendable, 0))} "
-            f"of cash it may use"
-        )
+        return _("the entry costs %(value)s KRW, more than the %(cash)s KRW of cash it may use") % {
+            "value": _krw(value),
+            "cash": _krw(max(spendable, 0)),
+        }
     return None
+
+
+def _budget_too_small(ask: Ask, limit_price: int) -> str:
+    """The refusal of a pick whose budget buys (or sells) not one share at `limit_price`."""
+    if ask.side == "BUY":
+        message = _("the budget of %(budget)s KRW buys no share at %(price)s KRW")
+    else:
+        message = _("the budget of %(budget)s KRW sells no share at %(price)s KRW")
+    return message % {"budget": _krw(ask.budget_krw or 0), "price": _krw(limit_price)}
 
 
 def gate_price(ask: Ask, market: Market, limits: Limits, *, now: dt.datetime) -> str | None:
     """Gate 3: the reason the market price forbids the order now, or None."""
     if market.price is None or market.price_at is None:
-        return f"no price known for {ask.symbol}"
+        return _("no price known for %(symbol)s") % {"symbol": ask.symbol}
     age = (now - market.price_at).total_seconds()
     if age > limits.max_price_age_s:
-        return f"the last price is {age:.1f} s old (at most {limits.max_price_age_s} s)"
+        return _("the last price is %(age)s s old (at most %(max)s s)") % {
+            "age": f"{age:.1f}",
+            "max": limits.max_price_age_s,
+        }
     buy = ask.side == "BUY"
     if buy and market.upper_limit:
         guard = _pct(market.upper_limit - market.price, market.upper_limit)
         if guard < limits.limit_up_guard_pct:
-            return (
-                f"{market.price:,} is within {guard:.2f}% of the upper limit "
-                f"{market.upper_limit:,} (guard {limits.limit_up_guard_pct}%)"
-            )
-    if market.best_bid is None or market.best_ask is None:
-        side = "asks" if market.best_ask is None else "bids"
-        return f"no {side} in the order book"
+            return _(
+                "%(price)s is within %(pct)s%% of the upper limit %(limit)s (guard %(guard)s%%)"
+            ) % {
+                "price": f"{market.price:,}",
+                "pct": f"{guard:.2f}",
+                "limit": f"{market.upper_limit:,}",
+                "guard": limits.limit_up_guard_pct,
+            }
+    if market.best_ask is None:
+        return _("no asks in the order book")
+    if market.best_bid is None:
+        return _("no bids in the order book")
     spread = _pct(market.best_ask - market.best_bid, market.best_bid)
     if spread > limits.max_spread_pct:
-        return (
-            f"the spread {market.best_bid:,}–{market.best_ask:,} is {spread:.2f}% "
-            f"(at most {limits.max_spread_pct}%)"
-        )
+        return _("the spread %(bid)s–%(ask)s is %(pct)s%% (at most %(max)s%%)") % {
+            "bid": f"{market.best_bid:,}",
+            "ask": f"{market.best_ask:,}",
+            "pct": f"{spread:.2f}",
+            "max": limits.max_spread_pct,
+        }
     if ask.limit_price is not None:
         moved = _pct(market.price - ask.limit_price, ask.limit_price)
         if abs(moved) > limits.max_deviation_pct:
-            return (
-                f"the price {market.price:,} is {moved:+.2f}% from the pick's "
-                f"{ask.limit_price:,} (at most ±{limits.max_deviation_pct}%)"
-            )
+            return _(
+                "the price %(price)s is %(moved)s%% from the pick's %(pick)s (at most ±%(max)s%%)"
+            ) % {
+                "price": f"{market.price:,}",
+                "moved": f"{moved:+.2f}",
+                "pick": f"{ask.limit_price:,}",
+                "max": limits.max_deviation_pct,
+            }
     return None
 
 
@@ -346,10 +386,7 @@ def route(
         limit_price = exit_price(ask, market, limits)
         qty = min(size(ask, limit_price), account.symbol_available_qty)
         if qty <= 0 and limit_price is not None:
-            return Rejection(
-                1,
-                f"the budget of {_krw(ask.budget_krw or 0)} sells no share at {_krw(limit_price)}",
-            )
+            return Rejection(1, _budget_too_small(ask, limit_price))
     reason = gate_price(ask, market, limits, now=now)
     if reason:
         return Rejection(3, reason)

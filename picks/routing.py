@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils.translation import gettext
 
 from core import clock, metrics
 from core.rows import bound_cursor, columns, instances
@@ -270,7 +271,7 @@ def _reject(pick: Pick, rejection: gates.Rejection, *, routed_by: str, now: dt.d
     # Told summed up with the period's others, if a channel wants refusals; in this transaction.
     refusal_record(
         pick_id=pick.pk,
-        gate=f"gate {Pick.Gate(rejection.gate).label}",
+        gate=gettext("gate %(gate)s") % {"gate": Pick.Gate(rejection.gate).label},
         reason=rejection.reason,
         at=now,
     )
@@ -355,8 +356,11 @@ def _open(pick: Pick, route: gates.Route, *, trading_state: str) -> OrderIntent:
     opener = PositionOpener.objects.filter(position=position, source=pick.source_id)  # type: ignore[misc]
     if not opener.exists():
         raise NotTheOpener(
-            f"SELL refused: the open {pick.symbol} position was not opened by source "
-            f"{pick.source_id}; a source sells only positions its own BUY picks opened"
+            gettext(
+                "SELL refused: the open %(symbol)s position was not opened by source "
+                "%(source)s; a source sells only positions its own BUY picks opened"
+            )
+            % {"symbol": pick.symbol, "source": pick.source_id}
         )
     return exit_intent_open(
         position_id=position.pk,

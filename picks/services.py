@@ -32,7 +32,12 @@ class PickSourceInvalid(Exception):
 
 
 class PicksBacklogFull(Exception):
-    """The routers' backlog is full: the batch is refused before anything is stored."""
+    """The routers' backlog is full: the batch is refused before anything is stored. `waiting`
+    picks wait for a router, `limit` at most (the message, in English, is the API's)."""
+
+    def __init__(self, message: str, *, waiting: int, limit: int) -> None:
+        super().__init__(message)
+        self.waiting, self.limit = waiting, limit
 
 
 class PickStoreRace(Exception):
@@ -114,7 +119,9 @@ def picks_backlog_room(*, count: int) -> None:
     if waiting + count > limit:
         raise PicksBacklogFull(
             f"{waiting} picks already wait for a router (at most {limit}); nothing of this "
-            "batch was stored: send it again in a moment"
+            "batch was stored: send it again in a moment",
+            waiting=waiting,
+            limit=limit,
         )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("desk", "execution", "market", "trading")
+APPS = ("desk", "execution", "market", "picks", "trading")
 CATALOGUE = Path("locale/ko/LC_MESSAGES")
 
 
