@@ -482,6 +482,7 @@ PICKS_BUDGET_MIN_KRW = env.int("AEGIS_PICKS_BUDGET_MIN_KRW", default=10_000)
 # fill and the transaction tax on a sell, as fractions of the amount.
 AEGIS_FEE_RATE = _rate("AEGIS_FEE_RATE", "0.000140527")
 AEGIS_SELL_TAX_RATE = _rate("AEGIS_SELL_TAX_RATE", "0.0020")
+AEGIS_ETP_FEE_RATE = _rate("AEGIS_ETP_FEE_RATE", "0.000146527")  # an ETF's or ETN's, no tax
 PICKS_BUDGET_MAX_KRW = env.int("AEGIS_PICKS_BUDGET_MAX_KRW", default=100_000_000)
 # How far in the future a pick's generated_at may be (clock skew between machines).
 PICKS_MAX_CLOCK_SKEW_S = env.int("AEGIS_PICKS_MAX_CLOCK_SKEW_S", default=5)

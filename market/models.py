@@ -158,7 +158,18 @@ class Symbol(models.Model):
     # A stock's name: its own context, as Django's catalogue has a "name" of its own.
     name = models.CharField(pgettext_lazy("stock", "name"), max_length=80)
     market = models.CharField(_("market"), max_length=6, choices=Market.choices)
+    group = models.CharField(
+        _("security group"),
+        max_length=2,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("KRX's group code in the master file: ST a stock, EF an ETF, EN an ETN, …"),
+    )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    # Exchange-traded products: no transaction tax on a sale, the broker's ETF fee.
+    ETP_GROUPS = ("EF", "EN")
 
     class Meta:
         verbose_name = _("symbol")

@@ -3,8 +3,9 @@ https://new.real.download.dws.co.kr/common/master/kospi_code.mst.zip and kosdaq_
 
 Each line, in CP949: the short code (9 characters, space-padded), the standard code (12), the
 Korean name, then a fixed-width tail of the market's attributes (227 characters in KOSPI's file,
-221 in KOSDAQ's), which Aegis does not read. Only six-character codes are stocks' (a longer one
-is a bond's or a warrant's)."""
+221 in KOSDAQ's), of which Aegis reads the first: the security group (ST a stock, EF an ETF, EN
+an ETN, …; an ETF or ETN pays no transaction tax, execution/costs.py). Only six-character codes
+are listed securities' (a longer one is a bond's or a warrant's)."""
 
 import re
 from collections.abc import Iterable
@@ -18,14 +19,15 @@ from .models import Symbol
 
 TAIL: dict[str, int] = {Symbol.Market.KOSPI: 227, Symbol.Market.KOSDAQ: 221}
 CODE, STANDARD = 9, 12
+GROUP = re.compile(r"[A-Z]{2}")
 
 
 class MasterFileError(ValueError):
     """A master file's line is not in the format KIS publishes."""
 
 
-def master_rows(lines: Iterable[str], market: str) -> list[tuple[str, str]]:
-    """(code, name) of each stock in a master file's lines."""
+def master_rows(lines: Iterable[str], market: str) -> list[tuple[str, str, str]]:
+    """(code, name, group) of each stock in a master file's lines."""
     pattern = re.compile(SYMBOL_PATTERN)
     found = []
     for number, line in enumerate(lines, 1):
@@ -36,11 +38,12 @@ def master_rows(lines: Iterable[str], market: str) -> list[tuple[str, str]]:
         if len(head) <= CODE + STANDARD:
             raise MasterFileError(f"line {number}: {len(line)} characters, too short for {market}")
         code, name = head[:CODE].strip(), head[CODE + STANDARD :].strip()
+        group = line[len(head) : len(head) + 2].strip()
         if len(code) != 6:
             continue
-        if not pattern.fullmatch(code) or not name:
-            raise MasterFileError(f"line {number}: no code and name where they belong")
-        found.append((code, name))
+        if not pattern.fullmatch(code) or not name or not GROUP.fullmatch(group):
+            raise MasterFileError(f"line {number}: no code, name and group where they belong")
+        found.append((code, name, group))
     return found
 
 
@@ -60,9 +63,15 @@ def symbols_load(paths: Iterable[Path]) -> int:
     for path in paths:
         market = market_of(path)
         with path.open(encoding="cp949") as lines:
-            rows += [Symbol(code=c, name=n, market=market) for c, n in master_rows(lines, market)]
+            rows += [
+                Symbol(code=c, name=n, market=market, group=g)
+                for c, n, g in master_rows(lines, market)
+            ]
     Symbol.objects.bulk_create(
-        rows, update_conflicts=True, unique_fields=["code"], update_fields=["name", "market"]
+        rows,
+        update_conflicts=True,
+        unique_fields=["code"],
+        update_fields=["name", "market", "group"],
     )
     return len(rows)
 

@@ -3,8 +3,10 @@
 import logging
 
 from django.core.exceptions import ValidationError
+from django.db.models import Exists, OuterRef
 
 from core import clock
+from market.models import Symbol
 
 from ..exceptions import IntentNotFound, OrderNotFound, PositionNotFound
 from ..locks import intent_qs_for_update, order_qs_for_update, position_qs_for_update
@@ -47,12 +49,18 @@ def lock_intent(intent_id: object) -> OrderIntent:
     return intent_qs_for_update().get(pk=intent_id)  # type: ignore[misc]  # any id
 
 
-def lock_order(order_id: object, *, with_intent: bool = False) -> Order:
-    """The order locked; `with_intent`: its intent read along (not locked), in the same query."""
+def lock_order(
+    order_id: object, *, with_intent: bool = False, with_instrument: bool = False
+) -> Order:
+    """The order locked; `with_intent`: its intent read along (not locked), in the same query;
+    `with_instrument`: whether its symbol is an ETF or ETN, as `order.etp` (its costs)."""
     # Found by position_id_of_order first, by the callers.
     qs = order_qs_for_update()
     if with_intent:
         qs = qs.select_related("intent")
+    if with_instrument:
+        etp = Symbol.objects.filter(code=OuterRef("symbol"), group__in=Symbol.ETP_GROUPS)
+        qs = qs.annotate(etp=Exists(etp))
     return qs.get(pk=order_id)  # type: ignore[misc]  # any id
 
 

@@ -49,7 +49,7 @@ def _apply_locked(
     )
     order.save(update_fields=["filled_qty", "status", "updated_at"])
 
-    fee, tax = fill_costs(order.side, amount, cost_rates())
+    fee, tax = fill_costs(order.side, amount, cost_rates(), etp=getattr(order, "etp", False))
     position.costs += fee + tax
     realized = None
     if order.side == Side.BUY:
@@ -108,7 +108,7 @@ def fill_apply(
     now = clock.now()
     with transaction.atomic():
         position = _ledger.lock_position(position_id)
-        order = _ledger.lock_order(order_id, with_intent=bool(wants(FILL)))
+        order = _ledger.lock_order(order_id, with_intent=bool(wants(FILL)), with_instrument=True)
         seen = _seen(broker_fill_key, order)
         if seen is not None:
             return seen
@@ -138,7 +138,7 @@ def order_catch_up(
     now = clock.now()
     with transaction.atomic():
         position = _ledger.lock_position(position_id)
-        order = _ledger.lock_order(order_id, with_intent=bool(wants(FILL)))
+        order = _ledger.lock_order(order_id, with_intent=bool(wants(FILL)), with_instrument=True)
         delta_qty = filled_qty - order.filled_qty
         if delta_qty <= 0:
             return None
