@@ -48,6 +48,16 @@ def new_symbol():
 
 
 @pytest.fixture(autouse=True)
+def no_language_from_earlier_tests():
+    """A request leaves its language active in the thread (LocaleMiddleware does not undo it):
+    a Korean page in one test must not make the next one's texts Korean."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def no_hot_data_from_earlier_tests():
     """The hot data (trading/hot.py, market/prices.py) is forgotten after a commit; a test that
     rolls back never commits, so its copies must not reach the next test. Broker tokens stay."""
