@@ -133,6 +133,7 @@ class PriceBar(models.Model):
         verbose_name = _("price bar")
         verbose_name_plural = _("price bars")
         db_table = "prices_bar"
+        indexes = [models.Index(fields=["minute"], name="price_bar_minute")]  # the pruning
         constraints = [
             models.UniqueConstraint(fields=["symbol", "minute"], name="price_bar_symbol_minute"),
             models.CheckConstraint(

@@ -45,6 +45,7 @@ from execution.services.reconciliation import reconciliation_run
 from market import calendar as market_calendar
 from market import prices as market_prices
 from market import vi as market_vi
+from market.bars import bars_prune
 from market.calendar import Phase, Venue
 from market.calendar_sync import overrides_refresh
 from market.models import BestPrice
@@ -185,6 +186,7 @@ def day_end_run(*, broker) -> dict:
             # after KRX's close, and exits wait for the gate.
             run = reconciliation_run(broker=broker, trigger=Reconciliation.Trigger.DAY_END)
             counts[close_of]["reconciled"] = run.result
+            counts[close_of]["bars_pruned"] = bars_prune(now)  # the gate closes once a day
     # The day's last venue has closed and its orders have ended: the trader's summary of the
     # day, once (nothing when no channel wants it).
     last_venue = DAY_ENDS[-1][0]

@@ -12,6 +12,8 @@ from execution import services
 from execution.models import Order, Position, Reconciliation, TradingState
 from execution.services.day_end import day_end
 from execution.services.trading_state import trading_state_get
+from market.bars import bar_write
+from market.models import PriceBar
 from tests.support.fills import held, send
 from tests.support.ledger import key
 from trading.services import day_end_run, last_closed_day
@@ -55,9 +57,13 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
     assert Order.objects.get(pk=working.pk).status == "SUBMITTED"
 
     after_close = dt.datetime.combine(today, dt.time(15, 31, 5), clock.SEOUL)
+    for days in (8, 6):  # the desk's minute bars: a week is kept
+        bar_write((position.symbol, after_close - dt.timedelta(days=days), 1, 1, 1, 1))
     with clock.installed(clock.FixedClock(after_close.astimezone(dt.UTC))):  # a UTC server
         counts = day_end_run(broker=broker)["KRX"]
         assert (counts["ended"], counts["withdrawn"], counts["gate_closed"]) == (1, 1, 1)
+        assert counts["bars_pruned"] == 1
+        assert PriceBar.objects.filter(symbol=position.symbol).count() == 1
         working = Order.objects.get(pk=working.pk)
         assert working.status == "CANCELLED"
         assert f"close of {today:%Y-%m-%d}" in working.reject_reason
@@ -72,6 +78,7 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
         assert trading_state_get() == "ACTIVE"
         again = day_end_run(broker=broker)["KRX"]  # every ten seconds: nothing more to do
         assert (again["ended"], again["withdrawn"], again["gate_closed"]) == (0, 0, 0)
+        assert "bars_pruned" not in again
     cancels = [
         r
         for r in kis_sim.control("/_sim/book", method="GET")["requests"]
