@@ -7,10 +7,6 @@ from picks.api import PicksIngestView
 
 from .health import health, metrics
 
-admin.site.site_header = "Aegis"
-admin.site.site_title = "Aegis"
-admin.site.index_title = "Positions, exits and orders"
-
 urlpatterns = [
     path("admin/desk/", admin.site.admin_view(desk), name="desk"),
     path("admin/", admin.site.urls),

@@ -105,6 +105,7 @@ def test_the_desk_in_korean_by_a_persons_choice(admin_client, new_symbol):
     assert '<html lang="ko"' in html
     for korean in ("평가손익", "오늘 실현손익(순)", "오늘의 보유종목", "미체결 주문", "킬 스위치"):
         assert korean in html, korean
+    assert "보유종목, 청산, 주문" in text(admin_client.get(reverse("admin:index")))  # its title
     assert f'id="desk-unrealised">{day["unrealized"]:+,}<' in html
     assert "Unrealised" not in html and "Positions today" not in html
 
