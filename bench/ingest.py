@@ -54,7 +54,6 @@ THROUGHPUT_S = float(os.environ.get("BENCH_INGEST_S", "10"))
 DRAIN_S = 0.02
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "3"))
 PRICE = 10_000
-MORNING = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9)))
 WAIT_S = 30.0
 
 
@@ -440,11 +439,8 @@ def report(results: dict) -> None:
 
 
 def main() -> int:
-    start = MORNING.isoformat()
     os.environ.update(
         {
-            "AEGIS_CLOCK_START": start,
-            "AEGIS_CLOCK_ORIGIN": repr(time.time()),
             "DEBUG": "false",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         }

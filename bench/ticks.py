@@ -30,6 +30,7 @@ a JSON line; never fails on a time. `python -m bench.ticks`, beside PostgreSQL a
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import random
@@ -120,10 +121,35 @@ def django_on_simulator(name: str, base_url: str, ws_url: str, appkey: str, apps
     return True
 
 
+# Every process of a benchmark reads one shifted clock on a trading morning (core.clock): the
+# exit engine decides nothing, and orders wait, outside the market's hours, whenever the
+# benchmark is run.
+MORNING = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=9)))
+
+
+def on_trading_morning() -> None:
+    """This process and those it starts on MORNING's clock, unless AEGIS_CLOCK_START says
+    otherwise. Before anything reads core.clock."""
+    if "AEGIS_CLOCK_START" not in os.environ:
+        os.environ["AEGIS_CLOCK_START"] = MORNING.isoformat()
+        os.environ["AEGIS_CLOCK_ORIGIN"] = repr(time.time())
+    if "core.clock" in sys.modules:
+        raise RuntimeError("core.clock was read before the benchmark's clock was set")
+
+
+def now_s() -> float:
+    """Now on the benchmark's clock (the ledger's timestamps are on it), in epoch seconds."""
+    from core import clock
+
+    return clock.now().timestamp()
+
+
 @contextlib.contextmanager
 def on_simulator(name: str):
     """A simulator of its own, this process (and those it starts) pointed at it with Django set
-    up: yields its control API, or None when not beside PostgreSQL and Redis. Stopped on exit."""
+    up, on a trading morning's clock: yields its control API, or None when not beside
+    PostgreSQL and Redis. Stopped on exit."""
+    on_trading_morning()
     appkey, appsecret = secrets.token_hex(18), secrets.token_hex(90)
     sim, base_url, ws_url = start_simulator(appkey, appsecret)
     control = Control(base_url)
@@ -434,7 +460,7 @@ class Bench:
                 time.sleep(self.rng.uniform(0, 2 * GAP_MS / 1000))
                 position_id = self.positions[symbol]
                 self.expect[symbol] = position_id
-                posted = time.time()
+                posted = now_s()
                 self._trade(symbol, TRIGGER)
                 fired[symbol] = (position_id, posted)
             left -= len(batch)
@@ -528,7 +554,7 @@ def stamped_sync_class():
             super().__init__(**kwargs)
 
         async def _on_trade(self, tick) -> None:
-            received = time.time()
+            received = now_s()
             bench = self.bench
             if tick.price == TRIGGER:
                 position_id = bench.expect.pop(tick.symbol, None)
