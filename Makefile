@@ -35,8 +35,7 @@ test: venv lint
 
 # A simulated trading day on a throw-away PostgreSQL, tasks in-process (no Redis), the KIS
 # simulator on loopback. DEMO_ARGS="--speed 1" plays it at the real pace (default 10x).
-# It runs in English, as the docs are written (its report finds the VI exits by their English
-# reason); AEGIS_LANGUAGE=ko make demo runs it in Korean, its report's VI section then empty.
+# It runs in English, as the docs are written; AEGIS_LANGUAGE=ko make demo runs it in Korean.
 DEMO_ARGS ?=
 demo: venv
 	@mkdir -p var

@@ -37,6 +37,11 @@ PATHS = {
 }
 
 
+# How an exit's reason names a volatility interruption (market/vi.py), in each language Aegis
+# speaks: the demo runs in either.
+VI_WORDS = ("volatility interruption", "변동성완화장치")
+
+
 def figures(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p99": None, "max": None, "n": 0}
@@ -273,7 +278,7 @@ def build(*, session, book: dict, trades_seen: int, trade_handled_ms: list[float
                 "fill_prices": sorted({f.price for o in i.orders.all() for f in o.fills.all()}),
             }
             for i in today
-            if "volatility interruption" in i.reason
+            if any(word in i.reason for word in VI_WORDS)
         ],
         "errors": list(session.errors),
     }
