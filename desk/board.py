@@ -107,6 +107,7 @@ class Board:
     feed_at: dt.datetime | None
     latency: list[Histogram]
     fills_today: list[Fill]
+    names: dict[str, str] = field(default_factory=dict)  # stock names by code
 
     @property
     def midnight(self) -> dt.datetime:
@@ -154,7 +155,12 @@ def board_read() -> Board:
     )
     symbols = sorted({p.symbol for p in positions})
     prices = dict(price_rows(symbols))
-    names = names_of(symbols)
+    in_flight = list(
+        Order.objects.filter(status__in=Order.OPEN_STATUSES)
+        .select_related("intent")
+        .order_by("created_at")
+    )
+    names = names_of(set(symbols) | {o.symbol for o in in_flight})
     rows = []
     for p in positions:
         px = prices.get(p.symbol)
@@ -179,11 +185,6 @@ def board_read() -> Board:
     by_day = sorted(totals_by(fills, seoul_day).items(), reverse=True)
     today = [f for f in fills if f.filled_at >= midnight]
     by_source = sorted(totals_by(today, _source).items())
-    in_flight = list(
-        Order.objects.filter(status__in=Order.OPEN_STATUSES)
-        .select_related("intent")
-        .order_by("created_at")
-    )
     return Board(
         now=now,
         day=day,
@@ -196,6 +197,7 @@ def board_read() -> Board:
         feed_at=BestPrice.objects.aggregate(at=Max("event_at"))["at"],
         latency=latency_read(now),
         fills_today=today,
+        names=names,
     )
 
 

@@ -49,6 +49,12 @@ def tone(value) -> str:
 
 
 @register.filter
+def name_of(names: dict, code: str) -> str:
+    """The stock's name, "" when unknown."""
+    return names.get(code, "")
+
+
+@register.filter
 def share(count: int, peak: int) -> int:
     """A histogram bar's width in percent of the highest."""
     return round(100 * count / peak) if peak else 0

@@ -12,7 +12,7 @@ from django.urls import reverse
 from execution import services
 from execution.alerts import breaker_transition
 from execution.models import TradingState
-from market.models import PriceBar
+from market.models import PriceBar, Symbol
 from tests.desk.day import desk_day
 from tests.support.ledger import key
 
@@ -34,6 +34,7 @@ def test_the_desk_shows_the_days_pnl_positions_and_charts(admin_client, new_symb
         idempotency_key=key(),
     )
     services.order_open(intent_id=waiting.pk)
+    Symbol.objects.create(code=day["held"].symbol, name="삼성전자", market="KOSPI")
     breaker_transition("kis-order", "closed", "open", 1)
     html = text(admin_client.get(reverse("desk")))
     assert "kis-order: open since" in html
@@ -43,7 +44,10 @@ def test_the_desk_shows_the_days_pnl_positions_and_charts(admin_client, new_symb
     assert "66,700" in html and day["held"].symbol in html and day["traded"].symbol in html
     orders = html[html.index('id="desk-orders"') :]
     orders = orders[: orders.index("</table>")]
-    assert orders.count("<tr>") == 2 and day["held"].symbol in orders  # a header and the one
+    assert orders.count("<tr>") == 2  # a header and the one
+    assert (
+        f"{day['held'].symbol} 삼성전자" in orders and f"{day['held'].symbol}</a> 삼성전자" in html
+    )
     assert html.count('class="desk-chart"') == 2
     assert PriceBar.objects.filter(symbol=day["held"].symbol).count() == 7
     charts = html[html.index("desk-charts") :]
