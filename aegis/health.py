@@ -33,9 +33,9 @@ def metrics(request):
 def trading_report() -> dict:
     """The state in force, the circuits' last changes, the feed's last trade (age in s)."""
     state = TradingState.objects.filter(pk=TradingState.SINGLETON_PK).first()
-    in_force = "ACTIVE" if state is None else state.state
+    in_force = TradingState.State.ACTIVE if state is None else state.in_force
     if state is not None and state.awaiting_reconciliation:
-        in_force = "HALTED (awaiting reconciliation)"
+        in_force += " (awaiting reconciliation)"
     last = BestPrice.objects.aggregate(at=Max("event_at"))["at"]
     return {
         "trading_state": in_force,

@@ -135,9 +135,7 @@ class Board:
 
     @property
     def halted(self) -> bool:
-        return self.state is not None and (
-            self.state.state == TradingState.State.HALTED or self.state.awaiting_reconciliation
-        )
+        return self.state is not None and self.state.in_force == TradingState.State.HALTED
 
 
 def seoul_midnight(day: dt.date) -> dt.datetime:

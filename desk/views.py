@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+from execution.admin_confirm import confirmed
 from execution.exceptions import InvalidInput
 from execution.models import Reconciliation, TradingState
 from execution.services.trading_state import trading_state_set
@@ -60,11 +61,12 @@ def _may_reconcile(request) -> bool:
 
 
 def _reconcile(request):
-    """Queue a reconciliation with KIS now (the beat's task, trigger MANUAL)."""
+    """Queue a reconciliation with KIS (the beat's task, trigger MANUAL) once confirmed; until
+    then, the page asking for it."""
     if not _may_reconcile(request):
         raise PermissionDenied
-    if request.POST.get("confirm") != "yes":
-        return None
+    if not confirmed(request):
+        return _page(request, reconciling=True)
     reconcile_task.delay(trigger=Reconciliation.Trigger.MANUAL)
     messages.success(
         request,
@@ -73,43 +75,34 @@ def _reconcile(request):
     return HttpResponseRedirect(reverse("desk"))
 
 
-def desk(request):
-    if request.method == "POST" and request.POST.get("op") == "reconcile":
-        done = _reconcile(request)
-        if done is not None:
-            return done
-    form = KillSwitchForm(request.POST if request.POST.get("op") == "state" else None)
-    confirming = None
-    reconciling = request.method == "POST" and request.POST.get("op") == "reconcile"
-    if request.method == "POST" and not reconciling:
-        if not _may_switch(request):
-            raise PermissionDenied
-        if form.is_valid():
-            if request.POST.get("confirm") == "yes":
-                try:
-                    trading_state_set(
-                        state=form.cleaned_data["state"],
-                        reason=form.cleaned_data["reason"],
-                        changed_by=request.user.get_username(),
-                    )
-                except InvalidInput as exc:
-                    form.add_error(
-                        exc.field if exc.field in form.fields else None, exc.translated()
-                    )
-                else:
-                    messages.success(
-                        request,
-                        _("Trading is now %(state)s.") % {"state": form.cleaned_data["state"]},
-                    )
-                    return HttpResponseRedirect(reverse("desk"))
-            else:
-                confirming = form.cleaned_data
+def _switch(request):
+    """Set the trading state through the ledger's service once confirmed; until then, the page
+    asking for it (or the form's errors)."""
+    if not _may_switch(request):
+        raise PermissionDenied
+    form = KillSwitchForm(request.POST)
+    if not form.is_valid():
+        return _page(request, form=form)
+    if not confirmed(request):
+        return _page(request, form=form, confirming=form.cleaned_data)
+    try:
+        trading_state_set(
+            state=form.cleaned_data["state"],
+            reason=form.cleaned_data["reason"],
+            changed_by=request.user.get_username(),
+        )
+    except InvalidInput as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.translated())
+        return _page(request, form=form)
+    messages.success(
+        request, _("Trading is now %(state)s.") % {"state": form.cleaned_data["state"]}
+    )
+    return HttpResponseRedirect(reverse("desk"))
+
+
+def _page(request, *, form=None, confirming=None, reconciling=False):
     board = board_read()
-    context = {
-        "board": board,
-        "charts": _charts(board),
-        "refresh_s": REFRESH_S,
-    }
+    context = {"board": board, "charts": _charts(board), "refresh_s": REFRESH_S}
     if request.GET.get("board"):
         return TemplateResponse(request, "desk/board.html", context)
     return TemplateResponse(
@@ -120,10 +113,20 @@ def desk(request):
             **context,
             "title": _("Desk"),
             "is_nav_sidebar_enabled": False,  # the board takes the page's width
-            "form": form,
+            "form": form or KillSwitchForm(),
             "confirming": confirming,
             "reconciling": reconciling,
             "may_switch": _may_switch(request),
             "may_reconcile": _may_reconcile(request),
         },
     )
+
+
+def desk(request):
+    if request.method == "POST":
+        op = request.POST.get("op")
+        if op == "reconcile":
+            return _reconcile(request)
+        if op == "state":
+            return _switch(request)
+    return _page(request)

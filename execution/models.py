@@ -111,6 +111,11 @@ class TradingState(models.Model):
         since = self.reconcile_required_since
         return since is not None and (self.reconciled_at is None or self.reconciled_at < since)
 
+    @property
+    def in_force(self) -> str:
+        """The state in force: the one set, or HALTED while the startup gate waits."""
+        return self.State.HALTED if self.awaiting_reconciliation else self.state
+
 
 class Position(models.Model):
     class Status(models.TextChoices):

@@ -5,7 +5,8 @@ writes it with that symbol's first trade of a later minute, in the best price's 
 (BAR_CTE): no round trip of its own, ever. A bar still open is not in the table; the desk draws
 the best price after the last bar. Trades reach best_price_write in their order per symbol, and
 a late one it does not store (an older price) never reaches a bar. Bars written twice (two
-writers of one symbol) merge in the upsert.
+writers of one symbol) merge in the upsert. A process that stops cleanly writes its open bars
+(bars_flush); one killed loses their minute.
 """
 
 import datetime as dt
@@ -85,7 +86,7 @@ def bar_write(row: tuple) -> None:
 
 
 def bars_flush() -> int:
-    """Write every open bar (a process that stops; tests). Returns how many."""
+    """Write every open bar (pricesync, as it stops). Returns how many."""
     with _lock:
         rows = [bar.row(symbol) for symbol, bar in _open.items()]
         _open.clear()

@@ -23,7 +23,7 @@ def trading_state_get() -> str:
     )
     if row is None:
         row = TradingState.objects.get_or_create(pk=TradingState.SINGLETON_PK)[0]
-    return State.HALTED if row.awaiting_reconciliation else row.state
+    return row.in_force
 
 
 def _state_update(**fields) -> None:

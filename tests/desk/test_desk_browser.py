@@ -3,8 +3,9 @@ by Selenium) logs in, loads the desk at 1440 px, and its screenshot is read back
 OCR (tesseract), the charts by their colours. Then a new price reaches the page without a
 reload, and the header's switch turns the desk Korean.
 
-Runs where AEGIS_TEST_TOOLS=1 (`make test` sets it and scripts/with-services.sh installs the
-packages); elsewhere it is skipped. AEGIS_DESK_SCREENSHOT=<path> keeps the screenshots (the
+Needs chromium, chromium-driver, tesseract and a Korean font: `make test` has
+scripts/with-services.sh install them (AEGIS_TEST_TOOLS=1); where one is missing the test fails
+and says so. AEGIS_DESK_SCREENSHOT=<path> keeps the screenshots (the
 README's pictures, docs/img/)."""
 
 import datetime as dt
@@ -15,21 +16,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from core import clock
 from market.prices import best_price_write
 from tests.desk.day import desk_day
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-if os.environ.get("AEGIS_TEST_TOOLS") != "1":
-    pytest.skip("AEGIS_TEST_TOOLS=1 runs the browser test (make test)", allow_module_level=True)
-
-from PIL import Image  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WIDTH, HEIGHT = 1440, 2400
 
@@ -38,7 +35,10 @@ WIDTH, HEIGHT = 1440, 2400
 def browser():
     for tool in ("chromium", "chromedriver", "tesseract"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: scripts/with-services.sh installs it as root")
+            pytest.fail(
+                f"{tool} is missing: `make test` installs it (scripts/with-services.sh with "
+                "AEGIS_TEST_TOOLS=1, as root)"
+            )
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for arg in (

@@ -2,12 +2,14 @@ import asyncio
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from core.memory import freeze_startup_objects
 from core.metrics import health_check_register, ops_server_start
 from execution.broker import get_broker
 from execution.exceptions import InvalidInput
 from execution.validation import check_symbol
+from market.bars import bars_flush
 from trading.pricesync import PriceSync
 
 
@@ -51,3 +53,7 @@ class Command(BaseCommand):
             )
 
         asyncio.run(main())
+        try:
+            bars_flush()  # the minutes still open: a clean stop loses no bar of the day
+        except DatabaseError as exc:
+            self.stderr.write(f"pricesync: the open minute bars were not written ({exc})")
