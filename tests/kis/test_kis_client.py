@@ -5,6 +5,7 @@ processes; faults are injected by the simulator's control endpoint.
 """
 
 import asyncio
+import datetime as dt
 import multiprocessing
 import time
 
@@ -18,7 +19,12 @@ from kis.ws import KisStream
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 
-TODAY = clock.now_seoul().date()  # KIS dates its orders in Seoul
+
+def todays_orders(client):
+    """The account's orders of the Seoul day (KIS dates its orders in Seoul), read from the day
+    before: the suite may run across midnight in Seoul, and each simulator starts empty."""
+    today = clock.now_seoul().date()
+    return client.daily_orders(start=today - dt.timedelta(days=1), end=today)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +47,7 @@ def test_orders_fill_and_show_in_the_inquiries(kis_sim, client):
     ack = client.order_cash(side="BUY", symbol="005930", qty=10, price=None)
     assert ack.odno.isdigit() and len(ack.odno) == 10
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})
-    orders = client.daily_orders(start=TODAY, end=TODAY)
+    orders = todays_orders(client)
     mine = next(o for o in orders if o.odno == ack.odno)
     assert (mine.side, mine.symbol, mine.ord_qty, mine.tot_ccld_qty, mine.rmn_qty) == (
         "BUY",
@@ -67,7 +73,7 @@ def test_orders_go_to_their_venue_and_the_inquiry_reads_every_venue(kis_sim, cli
         venue: client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000, venue=venue)
         for venue in ("KRX", "NXT", "SOR")
     }
-    orders = {o.odno: o for o in client.daily_orders(start=TODAY, end=TODAY)}
+    orders = {o.odno: o for o in todays_orders(client)}
     assert {venue: orders[ack.odno].venue for venue, ack in sent.items()} == {
         "KRX": "KRX",
         "NXT": "NXT",
@@ -77,7 +83,7 @@ def test_orders_go_to_their_venue_and_the_inquiry_reads_every_venue(kis_sim, cli
         client.order_cash(side="BUY", symbol="005930", qty=1, price=None, venue="NXT")
     with pytest.raises(ValueError, match="venue"):
         client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000, venue="NYSE")
-    assert len(client.daily_orders(start=TODAY, end=TODAY)) == 3  # nothing else went out
+    assert len(todays_orders(client)) == 3  # nothing else went out
 
 
 def test_a_paper_account_sends_to_krx_only(kis_sim_paper):
@@ -85,7 +91,7 @@ def test_a_paper_account_sends_to_krx_only(kis_sim_paper):
     with pytest.raises(ValueError, match="KRX only"):
         client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000, venue="NXT")
     ack = client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000)
-    [row] = client.daily_orders(start=TODAY, end=TODAY)  # inquired as KRX: paper has no ALL
+    [row] = todays_orders(client)  # inquired as KRX: paper has no ALL
     assert (row.odno, row.venue) == (ack.odno, "KRX")
 
 
@@ -184,7 +190,7 @@ def test_paging_reads_every_page(kis_sim_paper):
     )
     for _ in range(17):  # paper pages hold 15 orders
         client.order_cash(side="BUY", symbol="005930", qty=1, price=50_000)
-    assert len(client.daily_orders(start=TODAY, end=TODAY)) == 17
+    assert len(todays_orders(client)) == 17
     assert len(client.balance().holdings) == 25  # paper pages hold 20 holdings
 
 
@@ -443,7 +449,7 @@ def test_upper_case_keys_are_read_the_same(kis_sim, client):
     ack = client.order_cash(side="BUY", symbol="005930", qty=3, price=None)
     assert ack.odno and ack.org_no
     kis_sim.control("/_sim/step", {"pdno": "005930", "steps": 1})
-    assert [o.tot_ccld_qty for o in client.daily_orders(start=TODAY, end=TODAY)] == [3]
+    assert [o.tot_ccld_qty for o in todays_orders(client)] == [3]
     assert [(h.symbol, h.hldg_qty) for h in client.balance().holdings] == [("005930", 3)]
     assert client.price("005930").price == 71_000
     raw = kis_sim.book()["requests"]

@@ -106,11 +106,13 @@ def order(
 
 
 def daily_params(sim, *, fk: str = "", nk: str = "", inqr_dvsn: str = "00") -> dict:
-    today = time.strftime("%Y%m%d", time.gmtime(time.time() + 9 * 3600))
+    # The Seoul day, from the day before: a test may run across midnight in Seoul.
+    now = time.time() + 9 * 3600
+    today, yesterday = (time.strftime("%Y%m%d", time.gmtime(t)) for t in (now, now - 86_400))
     return {
         "CANO": sim.cano,
         "ACNT_PRDT_CD": sim.acnt_prdt_cd,
-        "INQR_STRT_DT": today,
+        "INQR_STRT_DT": yesterday,
         "INQR_END_DT": today,
         "SLL_BUY_DVSN_CD": "00",
         "PDNO": "",
