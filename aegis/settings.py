@@ -497,18 +497,24 @@ PICKS_BOOK_CACHE_S = env.float("AEGIS_PICKS_BOOK_CACHE_S", default=1.0)
 PICKS_HEADS_UP_MAX = env.int("AEGIS_PICKS_HEADS_UP_MAX", default=4)
 # The routers: PICKS_LANES threads of their own in the worker that consumes the picks queue
 # (never the execution bell's threads, picks/doorbell.py). At most PICKS_QUEUE_MAX picks wait
-# for them (NEW): an ingest past it answers 503, nothing stored. The default is one full batch;
-# a pick that waits past its max_pick_age_s is refused at gate 1 without asking KIS. Before
+# for them (NEW): an ingest past it answers 503, nothing stored. The default is two full
+# batches, so that a full batch is let in while up to another one waits; it is never less than
+# one. A pick that waits past its max_pick_age_s is refused at gate 1 without asking KIS. Before
 # each route they give way to exits while the KIS rate window has no more free slots than
 # PICKS_EXIT_RESERVE_SHARE of the rate (at least one), for at most PICKS_YIELD_MAX_S.
 PICKS_LANES = env.int("AEGIS_PICKS_LANES", default=2)
-PICKS_QUEUE_MAX = env.int("AEGIS_PICKS_QUEUE_MAX", default=1000)
+PICKS_QUEUE_MAX = env.int("AEGIS_PICKS_QUEUE_MAX", default=2 * PICKS_MAX_BATCH)
 PICKS_EXIT_RESERVE_SHARE = env.float("AEGIS_PICKS_EXIT_RESERVE_SHARE", default=0.25)
 PICKS_YIELD_MAX_S = env.float("AEGIS_PICKS_YIELD_MAX_S", default=2.0)
-if PICKS_QUEUE_MAX < 1 or not 0 <= PICKS_EXIT_RESERVE_SHARE < 1 or PICKS_YIELD_MAX_S < 0:
+if (
+    not 1 <= PICKS_MAX_BATCH <= PICKS_QUEUE_MAX
+    or not 0 <= PICKS_EXIT_RESERVE_SHARE < 1
+    or PICKS_YIELD_MAX_S < 0
+):
     raise ImproperlyConfigured(
-        "AEGIS_PICKS_QUEUE_MAX is at least 1, AEGIS_PICKS_EXIT_RESERVE_SHARE from 0 to below 1, "
-        "AEGIS_PICKS_YIELD_MAX_S 0 or more."
+        "AEGIS_PICKS_MAX_BATCH is at least 1 and AEGIS_PICKS_QUEUE_MAX at least as large (a "
+        "full batch must fit the routers' backlog), AEGIS_PICKS_EXIT_RESERVE_SHARE from 0 to "
+        "below 1, AEGIS_PICKS_YIELD_MAX_S 0 or more."
     )
 # A new source's rate: KIS takes about 20 requests a second on a real key (2 on paper), and a
 # routed pick costs two or three of them.

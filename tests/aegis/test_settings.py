@@ -148,3 +148,19 @@ def test_notification_kinds_are_opted_into_per_channel_and_checked():
     assert bare.returncode != 0 and "AEGIS_NOTIFY_TELEGRAM_BOT_TOKEN" in bare.stderr
     slack = run(["-c", NOTIFY_PROBE], **LOCAL, AEGIS_NOTIFY_KINDS_SLACK="exit")
     assert slack.returncode != 0 and "AEGIS_ALERT_SLACK_WEBHOOK_URL" in slack.stderr
+
+
+BACKLOG_PROBE = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.PICKS_MAX_BATCH, s.PICKS_QUEUE_MAX)"
+)
+
+
+def test_the_routers_backlog_holds_a_full_batch_while_another_waits():
+    assert run(["-c", BACKLOG_PROBE], **LOCAL).stdout.split() == ["1000", "2000"]
+    assert run(["-c", BACKLOG_PROBE], **LOCAL, AEGIS_PICKS_MAX_BATCH="50").stdout.split() == [
+        "50",
+        "100",
+    ]
+    small = run(["-c", BACKLOG_PROBE], **LOCAL, AEGIS_PICKS_QUEUE_MAX="999")
+    assert small.returncode != 0 and "a full batch must fit" in small.stderr

@@ -79,9 +79,9 @@ def after_the_schema():
 
 @pytest.fixture
 def routers_keep_up(settings):
-    """Room in the routers' backlog for the largest batch whatever else waits (a batch of
-    PICKS_MAX_BATCH is refused, 503, while any pick waits): the server's load, not the
-    request, decides that answer."""
+    """Room in the routers' backlog for the largest batch whatever else waits (a full batch
+    is refused, 503, once more than PICKS_QUEUE_MAX - PICKS_MAX_BATCH picks wait): the
+    server's load, not the request, decides that answer."""
     settings.PICKS_QUEUE_MAX = 100 * settings.PICKS_MAX_BATCH
 
 
