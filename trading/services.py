@@ -31,7 +31,7 @@ from execution.exceptions import (
 )
 from execution.locks import Beside, Guard, alone_qs_for_update, beside_locked_sql, position_lock
 from execution.models import Alert, IntentType, OrderIntent, Position, Reconciliation
-from execution.notify import close_record
+from execution.notify import close_record, notifications_prune
 from execution.services import (
     Ref,
     Seen,
@@ -187,6 +187,7 @@ def day_end_run(*, broker) -> dict:
             run = reconciliation_run(broker=broker, trigger=Reconciliation.Trigger.DAY_END)
             counts[close_of]["reconciled"] = run.result
             counts[close_of]["bars_pruned"] = bars_prune(now)  # the gate closes once a day
+            counts[close_of]["notifications_pruned"] = notifications_prune(now)
     # The day's last venue has closed and its orders have ended: the trader's summary of the
     # day, once (nothing when no channel wants it).
     last_venue = DAY_ENDS[-1][0]

@@ -34,7 +34,18 @@ arguments.
 """
 
 from .events import exit_notice, fill_record, refusal_record
-from .outbox import ALERT, CLOSE, EXIT, FILL, REFUSALS, Notice, cte, record, wants
+from .outbox import (
+    ALERT,
+    CLOSE,
+    EXIT,
+    FILL,
+    REFUSALS,
+    Notice,
+    cte,
+    notifications_prune,
+    record,
+    wants,
+)
 from .summary import close_record, summary_part
 
 __all__ = [
@@ -48,6 +59,7 @@ __all__ = [
     "cte",
     "exit_notice",
     "fill_record",
+    "notifications_prune",
     "record",
     "refusal_record",
     "summary_part",

@@ -16,6 +16,7 @@ from ..models import Notification
 from . import channels
 
 FILL, EXIT, REFUSALS, CLOSE, ALERT = (k.value for k in Notification.Kind)
+KEEP_DAYS = 30  # the sent and given-up rows kept, to look back on; pending ones always stay
 
 
 def wants(kind: str) -> tuple[str, ...]:
@@ -77,3 +78,14 @@ def cte(name: str, source: str) -> str:
     each row of the CTE `source` (one at most): for the caller's statement, so the rows cost
     no round trip of their own and are written only when the source's row is."""
     return f"{name} AS ({_rows_sql(f'{source}, ')})"
+
+
+def notifications_prune(now: dt.datetime) -> int:
+    """Delete the rows sent or given up more than KEEP_DAYS before `now` (by when they were
+    written): the outbox otherwise grows by every event of every day. No event that old is
+    reported again, so the uniqueness of (channel, event_key) loses nothing it guards."""
+    deleted, _ = Notification.objects.filter(
+        created_at__lt=now - dt.timedelta(days=KEEP_DAYS),
+        status__in=[Notification.Status.SENT, Notification.Status.FAILED],
+    ).delete()
+    return deleted

@@ -9,7 +9,7 @@ import pytest
 
 from core import clock
 from execution import services
-from execution.models import Order, Position, Reconciliation, TradingState
+from execution.models import Notification, Order, Position, Reconciliation, TradingState
 from execution.services.day_end import day_end
 from execution.services.trading_state import trading_state_get
 from market.bars import bar_write
@@ -59,11 +59,27 @@ def test_day_orders_end_at_the_close_and_trading_waits_for_a_reconciliation(
     after_close = dt.datetime.combine(today, dt.time(15, 31, 5), clock.SEOUL)
     for days in (8, 6):  # the desk's minute bars: a week is kept
         bar_write((position.symbol, after_close - dt.timedelta(days=days), 1, 1, 1, 1))
+    # The outbox: sent and given-up rows are kept a month, pending ones until they are sent.
+    for n, (days, status) in enumerate(
+        [(31, "SENT"), (31, "FAILED"), (31, "PENDING"), (29, "SENT")]
+    ):
+        Notification.objects.create(
+            kind="fill",
+            channel="slack",
+            event_key=f"old-{n}",
+            text="-",
+            status=status,
+            next_attempt_at=after_close,
+            created_at=after_close - dt.timedelta(days=days),
+        )
     with clock.installed(clock.FixedClock(after_close.astimezone(dt.UTC))):  # a UTC server
         counts = day_end_run(broker=broker)["KRX"]
         assert (counts["ended"], counts["withdrawn"], counts["gate_closed"]) == (1, 1, 1)
         assert counts["bars_pruned"] == 1
         assert PriceBar.objects.filter(symbol=position.symbol).count() == 1
+        assert counts["notifications_pruned"] == 2
+        kept = Notification.objects.filter(event_key__startswith="old-")
+        assert sorted(kept.values_list("event_key", flat=True)) == ["old-2", "old-3"]
         working = Order.objects.get(pk=working.pk)
         assert working.status == "CANCELLED"
         assert f"close of {today:%Y-%m-%d}" in working.reject_reason
