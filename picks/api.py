@@ -16,12 +16,13 @@ from rest_framework.views import APIView
 
 from .auth import (
     SIGNATURE_HEADER,
+    SIGNATURE_PATTERN,
     PayloadTooLarge,
     SourceTokenAuthentication,
     require_rate,
     require_signature,
 )
-from .schema import SIGNATURE_PATTERN, PicksIngestSchema
+from .schema import PicksIngestSchema
 from .serializers import ErrorSerializer, IngestAnswerSerializer, PickInSerializer
 from .services import PicksBacklogFull, PickStoreRace, picks_ingest
 

@@ -24,6 +24,7 @@ logger = logging.getLogger("aegis.picks")
 
 SIGNATURE_HEADER = "X-Aegis-Signature"
 _SIGNATURE_PREFIX = "sha256="
+SIGNATURE_PATTERN = r"^sha256=[0-9a-fA-F]{64}$"
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -103,7 +104,14 @@ class SourceTokenAuthentication(BaseAuthentication):
 
 def require_signature(request, source: PickSource) -> None:
     """When the source requires it: `X-Aegis-Signature: sha256=<hex HMAC-SHA256 of the raw
-    body>`, keyed by the secret in the environment variable hmac_env_name(code)."""
+    body>`, keyed by the secret in the environment variable hmac_env_name(code). A signature
+    sent in any other shape is refused whether or not the source must sign: its sender is set
+    up wrongly, and the schema allows only that shape."""
+    sent = request.headers.get(SIGNATURE_HEADER)
+    if sent is not None and not re.fullmatch(SIGNATURE_PATTERN, sent):
+        raise exceptions.AuthenticationFailed(
+            f"{SIGNATURE_HEADER} must read sha256=<64 hex digits of the HMAC>."
+        )
     if not source.require_hmac:
         return
     secret = os.environ.get(hmac_env_name(source.code), "")
@@ -115,12 +123,10 @@ def require_signature(request, source: PickSource) -> None:
             f"Source {source.code} must sign its picks, but this server has no secret for it "
             f"({hmac_env_name(source.code)} is not set): ask the operator."
         )
-    sent = request.headers.get(SIGNATURE_HEADER, "")
-    if not sent.startswith(_SIGNATURE_PREFIX):
+    if sent is None:
         raise exceptions.AuthenticationFailed(f"Send {SIGNATURE_HEADER}: sha256=<hex HMAC>.")
     expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest().encode()
-    # Bytes, not str: compare_digest refuses non-ASCII str, and a header may carry any byte.
-    given = sent[len(_SIGNATURE_PREFIX) :].strip().lower().encode("utf-8", "replace")
+    given = sent[len(_SIGNATURE_PREFIX) :].lower().encode()  # ASCII: the pattern held
     if not hmac.compare_digest(given, expected):
         raise exceptions.AuthenticationFailed("The body's signature does not match.")
 

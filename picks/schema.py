@@ -31,7 +31,6 @@ GENERATED_AT_PATTERN = (
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
 )
-SIGNATURE_PATTERN = r"^sha256=[0-9a-fA-F]{64}$"
 
 
 class TextFieldSchema(OpenApiSerializerFieldExtension):

@@ -279,6 +279,14 @@ def test_a_signature_header_of_any_bytes_is_a_401(client, make_source, monkeypat
     assert answer.status_code == 401
 
 
+def test_a_signature_in_another_shape_is_a_401_whether_or_not_the_source_signs(client, make_source):
+    source, token = make_source()  # need not sign
+    for sent in ("", "sha256=abc", "sha256=" + "0" * 64 + " ", "md5=" + "0" * 64):
+        answer = post(client, token, [a_pick(source)], HTTP_X_AEGIS_SIGNATURE=sent)
+        assert answer.status_code == 401 and "64 hex digits" in answer.json()["detail"], sent
+    assert not Pick.objects.filter(source=source).exists()
+
+
 def test_a_batch_larger_than_the_whole_rate_is_413_not_429(client, make_source):
     source, token = make_source(rate_limit="2/hour")
     answer = post(client, token, [a_pick(source, n) for n in range(3)])
