@@ -30,7 +30,15 @@ from execution.exceptions import (
     TradingNotAllowed,
 )
 from execution.locks import Beside, Guard, alone_qs_for_update, beside_locked_sql, position_lock
-from execution.models import Alert, IntentType, OrderIntent, Position, Reconciliation
+from execution.models import (
+    EXIT_INTENT_TYPES,
+    Alert,
+    IntentType,
+    Order,
+    OrderIntent,
+    Position,
+    Reconciliation,
+)
 from execution.notify import close_record, notifications_prune
 from execution.services import (
     Ref,
@@ -697,6 +705,53 @@ def exit_pause(*, position_id: int, paused: bool, by: str) -> PositionExitState:
         state.position.symbol,
         by,
         extra={"position_id": position_id},
+    )
+    return state
+
+
+# The exits the engine decides by itself (not a person's MANUAL, not the emergency FLATTEN).
+ENGINE_EXITS = EXIT_INTENT_TYPES - {IntentType.MANUAL, IntentType.FLATTEN}
+
+
+def exit_refused(*, order: Order, reason: str) -> PositionExitState | None:
+    """KIS refused an exit the engine decided, for another reason than the market's hours
+    (those hold the whole engine until the next phase: market_hold). Decided again at the next
+    pass or tick, the same order would be refused again, and again: KIS holds fewer shares than
+    the ledger (sold outside Aegis), the stock is halted, or its venue does not trade it. So the
+    position's exits are paused, and a critical alert asks a person to look, reconcile and
+    resume them. None, doing nothing, for any other order."""
+    if order.intent_id is None:  # no intent: not the engine's
+        return None
+    intent_type = (
+        OrderIntent.objects.filter(pk=order.intent_id).values_list("intent_type", flat=True).first()
+    )
+    if intent_type not in ENGINE_EXITS:
+        return None
+    try:
+        state = exit_pause(position_id=order.position_id, paused=True, by="KIS")
+    except InvalidInput:  # not managed by the engine
+        return None
+    alert_raise(
+        kind=Alert.Kind.EXIT,
+        severity=Alert.Severity.CRITICAL,
+        subject=order.symbol,
+        state="paused",
+        key=f"exit-refused:{order.pk}",
+        message=gettext(
+            "KIS refused %(rule)s of %(qty)s %(symbol)s (order %(order)s): %(reason)s. The "
+            "position's exits are paused, so that it is not sent again at every pass: check "
+            "the holding at KIS (sold outside Aegis? a trading halt?), reconcile, then resume "
+            "its exits on its exit state's page. / KIS가 청산 주문을 거부했습니다. 같은 "
+            "주문이 되풀이되지 않도록 이 포지션의 자동 청산을 멈췄습니다. KIS 잔고를 확인하고 "
+            "대사한 뒤 청산 상태 화면에서 다시 시작하세요."
+        )
+        % {
+            "rule": intent_type,
+            "qty": order.qty,
+            "symbol": order.symbol,
+            "order": order.pk,
+            "reason": reason,
+        },
     )
     return state
 

@@ -1,14 +1,19 @@
-"""Cache invalidation: whatever changes a position, its exit state or a profile (services, the
+"""What trading does on the ledger's and its own models' news.
+
+Cache invalidation: whatever changes a position, its exit state or a profile (services, the
 admin, fills) forgets the cached copies once its transaction commits (trading/hot.py). A best
-price's or a special day's change is the market's (market/signals.py)."""
+price's or a special day's change is the market's (market/signals.py).
+
+An automatic exit KIS refused pauses its position's exits (services.exit_refused)."""
 
 from django.db.models.signals import post_delete, post_save
 
-from execution.models import Position
-from execution.signals import position_changed
+from execution.models import Order, Position
+from execution.signals import order_refused, position_changed
 
 from . import hot
 from .models import ExitProfile, PositionExitState, TakeProfitTier
+from .services import exit_refused
 
 
 def _position_changed(sender, position: Position, **kwargs) -> None:
@@ -26,8 +31,13 @@ def _profile_changed(sender, **kwargs) -> None:
     hot.profiles_changed()
 
 
+def _order_refused(sender, order: Order, reason: str, **kwargs) -> None:
+    exit_refused(order=order, reason=reason)
+
+
 def connect() -> None:
     position_changed.connect(_position_changed, dispatch_uid="hot-position")
+    order_refused.connect(_order_refused, dispatch_uid="exit-refused")
     for signal in (post_save, post_delete):
         signal.connect(
             _exit_state_changed, sender=PositionExitState, dispatch_uid=f"hot-exit-state-{signal}"

@@ -42,6 +42,7 @@ from kis.errors import (
 )
 from market import calendar as market_calendar
 
+from .. import signals
 from ..alerts import alert_raise
 from ..exceptions import BrokerQtyRequired, InvalidIntentState
 from ..models import Alert, Order, OrderIntent, Side
@@ -237,10 +238,12 @@ def order_send(
     except KisError as exc:
         if claim.at is None:  # refused before any write (a protocol error of the client's)
             raise
-        order_reject(order_id=order.pk, reason=str(exc))
+        rejected = order_reject(order_id=order.pk, reason=str(exc))
         logger.warning("execution.rejected order_id=%s reason=%s", order.pk, exc, extra=log)
         if isinstance(exc, KisMarketClosed):
             market_closed_refused(reason=f"order {order.pk}: {exc}")
+        else:
+            signals.refused(rejected, reason=str(exc))
         return Outcome.REJECTED
     try:
         marked = order_mark_submitted(

@@ -110,16 +110,7 @@ def test_broker_refusal_rejects_the_order_and_releases_the_shares(kis_sim, worke
     order = Order.objects.get(intent=entry)
     services.fill_apply(order_id=order.pk, broker_fill_key=key("local"), qty=5, price=71_000)
     position = Position.objects.get(pk=entry.position_id)
-    kis_sim.control(
-        "/_sim/accounts",
-        {
-            "cano": kis_sim.cano,
-            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-            "cash": 100_000_000,
-            "hts_id": kis_sim.hts_id,
-            "holdings": [],
-        },
-    )
+    kis_sim.account_set({}, cash=100_000_000)
     exit_ = services.exit_intent_open(
         position_id=position.pk, qty=5, intent_type="EXIT_STOP_LOSS", idempotency_key=key()
     )
@@ -285,16 +276,7 @@ def test_an_old_exit_is_still_sent(kis_client, kis_sim, settings):
     """A stop loss late is better than none: exits never expire."""
     from execution.services.submission import Outcome, intent_submit
 
-    kis_sim.control(
-        "/_sim/accounts",
-        {
-            "cano": kis_sim.cano,
-            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-            "cash": kis_sim.cash,
-            "hts_id": kis_sim.hts_id,
-            "holdings": [{"pdno": "005930", "qty": 3, "avg_price": 71_000}],
-        },
-    )
+    kis_sim.account_set({"005930": 3})
     settings.EXECUTION_AUTO_SUBMIT = False
     entry = services.entry_intent_open(
         symbol="005930", qty=3, limit_price=71_000, idempotency_key=key()

@@ -159,16 +159,7 @@ def test_a_raw_sql_intent_becomes_one_broker_order(
     forget_broker_credentials()  # tokens of a simulator since reset
     symbol = new_symbol()
     kis_sim.control("/_sim/prices", {"pdno": symbol, "price": 10_000})
-    kis_sim.control(
-        "/_sim/accounts",
-        {
-            "cano": kis_sim.cano,
-            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-            "cash": kis_sim.cash,
-            "hts_id": kis_sim.hts_id,
-            "holdings": [{"pdno": symbol, "qty": 10, "avg_price": 10_000}],
-        },
-    )
+    kis_sim.account_set({symbol: 10}, avg_price=10_000)
     # The shares, bought before: a broker number the simulator's own numbers cannot meet.
     entry = services.entry_intent_open(
         symbol=symbol, qty=10, limit_price=10_000, idempotency_key=key()

@@ -18,16 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def held_exit(kis_sim, settings):
     """An exit of 3 held shares, recorded and not sent."""
-    kis_sim.control(
-        "/_sim/accounts",
-        {
-            "cano": kis_sim.cano,
-            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-            "cash": kis_sim.cash,
-            "hts_id": kis_sim.hts_id,
-            "holdings": [{"pdno": "005930", "qty": 3, "avg_price": 71_000}],
-        },
-    )
+    kis_sim.account_set({"005930": 3})
     settings.EXECUTION_AUTO_SUBMIT = False
     settings.EXECUTION_MARKET_HOURS = True
     entry = services.entry_intent_open(

@@ -33,16 +33,7 @@ def hold(sim, holdings: dict[str, int]):
     """Give the simulator's account these holdings ({symbol: qty}), at 71,000 each."""
     for symbol in holdings:
         sim.control("/_sim/prices", {"pdno": symbol, "price": 71_000, "prev_close": 71_000})
-    sim.control(
-        "/_sim/accounts",
-        {
-            "cano": sim.cano,
-            "acnt_prdt_cd": sim.acnt_prdt_cd,
-            "cash": sim.cash,
-            "hts_id": sim.hts_id,
-            "holdings": [{"pdno": s, "qty": q, "avg_price": 71_000} for s, q in holdings.items()],
-        },
-    )
+    sim.account_set(holdings)
 
 
 def test_agreeing_holdings_match_and_open_the_startup_gate(kis_sim, client):

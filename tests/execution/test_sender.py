@@ -68,16 +68,7 @@ def test_a_full_backlog_leaves_the_intent_to_the_execute_task(kis_sim, worker, c
 
 
 def _held_at_kis(kis_sim, qty: int) -> None:
-    kis_sim.control(
-        "/_sim/accounts",
-        {
-            "cano": kis_sim.cano,
-            "acnt_prdt_cd": kis_sim.acnt_prdt_cd,
-            "cash": 10**10,
-            "hts_id": kis_sim.hts_id,
-            "holdings": [{"pdno": "005930", "qty": qty, "avg_price": 70_000}],
-        },
-    )
+    kis_sim.account_set({"005930": qty}, avg_price=70_000, cash=10**10)
 
 
 def _sent_by(caplog, intent) -> str:

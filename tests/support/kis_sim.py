@@ -68,19 +68,29 @@ class KisSim:
     def book(self) -> dict:
         return self.control("/_sim/book", method="GET")
 
-    def reinstall(self) -> None:
-        """Register the default app, account and symbol (after a reset)."""
-        self.control("/_sim/apps", {"appkey": self.appkey, "appsecret": self.appsecret})
+    def account_set(
+        self, holdings: dict[str, int] | None = None, *, avg_price: int = 71_000, cash: int = 0
+    ) -> None:
+        """Replace the default account: `holdings` ({symbol: qty}, each at `avg_price`) and
+        `cash` (default: the fixture's). What trades outside Aegis leave at KIS."""
         self.control(
             "/_sim/accounts",
             {
                 "cano": self.cano,
                 "acnt_prdt_cd": self.acnt_prdt_cd,
-                "cash": self.cash,
+                "cash": cash or self.cash,
                 "hts_id": self.hts_id,
-                "holdings": [],
+                "holdings": [
+                    {"pdno": s, "qty": q, "avg_price": avg_price}
+                    for s, q in (holdings or {}).items()
+                ],
             },
         )
+
+    def reinstall(self) -> None:
+        """Register the default app, account and symbol (after a reset)."""
+        self.control("/_sim/apps", {"appkey": self.appkey, "appsecret": self.appsecret})
+        self.account_set()
         self.control(
             "/_sim/prices",
             {

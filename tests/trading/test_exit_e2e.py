@@ -17,7 +17,8 @@ from core import clock
 from execution import services
 from execution.models import Alert, Fill, Order, OrderIntent, Position
 from market import vi as market_vi
-from tests.support import forget_broker_credentials, wait_until
+from market.models import BestPrice
+from tests.support import forget_broker_credentials, holds_for, wait_until
 from tests.support import kis as kis_worker
 from tests.support.kis import sim_dict
 from tests.support.ledger import key
@@ -25,7 +26,7 @@ from tests.support.pricesync import Running
 from tests.support.workers import fill_stream_running, start_worker, stop_worker
 from trading.models import ExitProfile, PositionExitState, TakeProfitTier
 from trading.pricesync import PriceSync
-from trading.services import gap_prequeue
+from trading.services import exit_pause, gap_prequeue
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -161,6 +162,67 @@ def test_stop_loss_sells_everything_at_the_stop(kis_sim, day, fill_stream, worke
         assert by_worker not in worker.read_text()
     else:  # the worker logs it just after it records the order SUBMITTED: it may trail
         wait_until(lambda: by_worker in worker.read_text(), "the worker's log of the order")
+
+
+def sells_sent(kis_sim) -> int:
+    """Sell orders that reached KIS, accepted or refused."""
+    return sum(
+        1
+        for r in kis_sim.control("/_sim/book", method="GET")["requests"]
+        if r["path"].endswith("/order-cash") and r.get("tr_id") == "TTTC0011U"
+    )
+
+
+def test_an_exit_kis_refuses_pauses_its_position_instead_of_being_sent_again(
+    kis_sim, day, fill_stream
+):
+    profile = ExitProfile.objects.create(name="stop", stop_loss_pct=Decimal(3), gap_down_pct=None)
+    position = held(kis_sim, profile)
+    kis_sim.account_set({})  # sold in KIS's app: KIS refuses the stop's sell
+    with pricesync(kis_sim):
+        trade(kis_sim, 70_500, 69_500, 68_800)  # the stop is 68,870
+        refused = wait_until(
+            lambda: Order.objects.filter(position=position, status="REJECTED").first(),
+            "the refused stop",
+        )
+        state = PositionExitState.objects.get(position=position)
+        assert (state.paused_at is not None, state.paused_by) == (True, "KIS")
+        [alert] = Alert.objects.filter(kind="EXIT", severity="CRITICAL", subject=SYMBOL)
+        assert f"order {refused.pk}" in alert.message and "exits are paused" in alert.message
+        assert "APBK9901" in alert.message  # KIS's own words, with its code
+        # The stop is crossed again and again: each trade reaches the engine, none is sent.
+        trade(kis_sim, 68_700, 68_600, 68_500)
+        wait_until(
+            lambda: BestPrice.objects.filter(symbol=SYMBOL, price=68_500).exists(),
+            "the last trade",
+        )
+        holds_for(
+            lambda: (
+                sells_sent(kis_sim) == 1
+                and Order.objects.filter(position=position, side="SELL").count() == 1
+            ),
+            seconds=3,
+            what="one sell at KIS",
+        )
+        # A person finds the shares back at KIS (a reconciliation would say) and resumes.
+        kis_sim.account_set({SYMBOL: QTY}, avg_price=COST)
+        exit_pause(position_id=position.pk, paused=False, by="admin")
+        trade(kis_sim, 68_400)
+        intent = wait_until(
+            lambda: (
+                OrderIntent.objects.filter(position=position, intent_type="EXIT_STOP_LOSS")
+                .exclude(pk=refused.intent_id)
+                .first()
+            ),
+            "the stop decided again",
+        )
+        wait_until(
+            lambda: Order.objects.filter(intent=intent, status="SUBMITTED").exists(),
+            "the stop at the broker",
+        )
+        kis_sim.control("/_sim/step", {"pdno": SYMBOL, "steps": 0})
+        wait_until(lambda: closed(position), "the position to close")
+    assert broker_qty(kis_sim) == 0 and sells_sent(kis_sim) == 2
 
 
 def test_take_profit_tiers_sell_their_shares_one_after_the_other(kis_sim, day, fill_stream):
