@@ -320,6 +320,79 @@ def halted_during_unknown_outcome(run: Run) -> None:
         )
 
 
+def exit_refused_by_kis(run: Run) -> None:
+    """Two of five holdings were sold outside Aegis (KIS's app): KIS refuses their stops' sells.
+    Each refusal must pause its position's exits, with an alert, instead of the engine deciding
+    the stop again at each trade and each pass; the other three sell. While prices keep falling,
+    nothing more may reach KIS. Then the shares are back at KIS, a person resumes the two, and
+    their stops sell."""
+    from core import clock
+    from execution.models import Alert, Order
+    from trading.models import PositionExitState
+    from trading.services import exit_pause
+
+    held, sold = run.symbols[:3], run.symbols[3:]
+    run.control(
+        "/_sim/accounts",
+        {
+            "cano": ACCOUNT_CANO,
+            "acnt_prdt_cd": ACCOUNT_PRDT,
+            "cash": CASH,
+            "hts_id": HTS_ID,
+            "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in held],
+        },
+    )
+
+    def sends() -> int:
+        book = run.control("/_sim/book", method="GET")
+        return sum(1 for r in book["requests"] if r["path"].endswith("/order-cash"))
+
+    def paused() -> set[str]:
+        return set(
+            PositionExitState.objects.filter(
+                position__symbol__in=sold, paused_at__isnull=False
+            ).values_list("position__symbol", flat=True)
+        )
+
+    run.drop(run.symbols)
+    run.wait_for("both refusals to pause their positions", lambda: paused() == set(sold), 60)
+    run.settle()  # the three held sell and fill
+    refused_sends = sends() - len(run.sim_orders())
+    for k in range(1, 11):  # ten more trades below the stop, a second apart, and the passes
+        for symbol in sold:
+            run.control("/_sim/prices", {"pdno": symbol, "price": GAP_PRICE - 10 * k})
+        time.sleep(1)
+    extra = sends() - len(run.sim_orders()) - refused_sends
+    if refused_sends != len(sold) or extra:
+        run.violations.append(
+            f"{refused_sends} refused sell(s) for {len(sold)} refused stop(s), then {extra} "
+            "more sent while their positions were paused"
+        )
+    if paused() != set(sold):
+        run.violations.append(f"paused after the refusals: {sorted(paused())}, not {sold}")
+    alerts = Alert.objects.filter(kind="EXIT", state="paused", subject__in=sold).count()
+    if alerts != len(sold):
+        run.violations.append(f"{alerts} EXIT alert(s) for {len(sold)} refused stops")
+    if Order.objects.filter(position__symbol__in=sold, status="REJECTED").count() != len(sold):
+        run.violations.append("not one rejected order per refused stop in the ledger")
+    # The shares are back at KIS; a person resumes the two positions; their stops sell.
+    run.control(
+        "/_sim/accounts",
+        {
+            "cano": ACCOUNT_CANO,
+            "acnt_prdt_cd": ACCOUNT_PRDT,
+            "cash": CASH,
+            "hts_id": HTS_ID,
+            "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in sold],
+        },
+    )
+    with clock.installed(run.clock):
+        for state in PositionExitState.objects.filter(position__symbol__in=sold):
+            exit_pause(position_id=state.position_id, paused=False, by="drill")
+    run.drop(sold, price=GAP_PRICE - 200)
+    run.settle()
+
+
 def two_execution_workers(run: Run) -> None:
     """Two execution workers, as two hosts would run them; 30 exits at once."""
     run.cluster.start("execution-b", spec=execution_worker("drill-b"))
@@ -463,6 +536,12 @@ SCENARIOS: dict[str, Scenario] = {
             halted_during_unknown_outcome,
             positions=4,
             description="HALTED while an order's outcome is unknown",
+        ),
+        Scenario(
+            "exit_refused_by_kis",
+            exit_refused_by_kis,
+            positions=5,
+            description="two holdings sold outside Aegis: their stops refused by KIS, paused",
         ),
         Scenario(
             "two_execution_workers",
