@@ -173,11 +173,14 @@ def day_end_run(*, broker) -> dict:
     """End the day orders of the latest trading day closed by now on each venue (and any
     earlier one a stopped beat missed): execution's day_end, told by the calendar which day
     that is, KRX's orders at its close, Nextrade's and SOR's at the end of the after-market;
-    then, once a day, the trader's summary of the day just ended (execution/notify/)."""
+    then, once a day, the trader's summary of the day just ended (execution/notify/). First,
+    in KRX's exit phases, the exits Nextrade's refusals paused are resumed (nxt_pauses_lift)."""
 
     overrides_refresh()
     now = clock.now()
     counts: dict = {}
+    if lifted := nxt_pauses_lift(now):  # not a day's end: the next session's start
+        counts["nxt_pauses_lifted"] = lifted
     for close_of, venues in DAY_ENDS:
         closed = last_closed_day(now, close_of)
         if closed is None:
@@ -713,13 +716,20 @@ def exit_pause(*, position_id: int, paused: bool, by: str) -> PositionExitState:
 ENGINE_EXITS = EXIT_INTENT_TYPES - {IntentType.MANUAL, IntentType.FLATTEN}
 
 
+# Who paused a position's exits on a refusal: KIS at KRX (a person resumes them), or Nextrade
+# (resumed by themselves once KRX's exit phases begin: nxt_pauses_lift).
+KIS_PAUSE, NXT_PAUSE = "KIS", "KIS (Nextrade)"
+
+
 def exit_refused(*, order: Order, reason: str) -> PositionExitState | None:
     """KIS refused an exit the engine decided, for another reason than the market's hours
     (those hold the whole engine until the next phase: market_hold). Decided again at the next
     pass or tick, the same order would be refused again, and again: KIS holds fewer shares than
     the ledger (sold outside Aegis), the stock is halted, or its venue does not trade it. So the
-    position's exits are paused, and a critical alert asks a person to look, reconcile and
-    resume them. None, doing nothing, for any other order."""
+    position's exits are paused, with an alert: a refusal at KRX until a person has looked,
+    reconciled and resumed them (critical); one at Nextrade, which may not trade the stock or
+    may have halted it there, until KRX's next exit phase (a warning). None, doing nothing, for
+    any other order."""
     if order.intent_id is None:  # no intent: not the engine's
         return None
     intent_type = (
@@ -727,17 +737,30 @@ def exit_refused(*, order: Order, reason: str) -> PositionExitState | None:
     )
     if intent_type not in ENGINE_EXITS:
         return None
+    nxt = order.venue == Venue.NXT
     try:
-        state = exit_pause(position_id=order.position_id, paused=True, by="KIS")
+        state = exit_pause(
+            position_id=order.position_id, paused=True, by=NXT_PAUSE if nxt else KIS_PAUSE
+        )
     except InvalidInput:  # not managed by the engine
         return None
-    alert_raise(
-        kind=Alert.Kind.EXIT,
-        severity=Alert.Severity.CRITICAL,
-        subject=order.symbol,
-        state="paused",
-        key=f"exit-refused:{order.pk}",
-        message=gettext(
+    what = {
+        "rule": intent_type,
+        "qty": order.qty,
+        "symbol": order.symbol,
+        "order": order.pk,
+        "reason": reason,
+    }
+    if nxt:
+        message = gettext(
+            "Nextrade refused %(rule)s of %(qty)s %(symbol)s (order %(order)s): %(reason)s. "
+            "The position's exits wait for KRX's next session, where they resume by "
+            "themselves (Nextrade may not trade the stock, or halted it there). / "
+            "넥스트레이드가 청산 주문을 거부했습니다. 이 포지션의 청산은 KRX 다음 장에서 "
+            "자동으로 다시 시작합니다."
+        )
+    else:
+        message = gettext(
             "KIS refused %(rule)s of %(qty)s %(symbol)s (order %(order)s): %(reason)s. The "
             "position's exits are paused, so that it is not sent again at every pass: check "
             "the holding at KIS (sold outside Aegis? a trading halt?), reconcile, then resume "
@@ -745,15 +768,28 @@ def exit_refused(*, order: Order, reason: str) -> PositionExitState | None:
             "주문이 되풀이되지 않도록 이 포지션의 자동 청산을 멈췄습니다. KIS 잔고를 확인하고 "
             "대사한 뒤 청산 상태 화면에서 다시 시작하세요."
         )
-        % {
-            "rule": intent_type,
-            "qty": order.qty,
-            "symbol": order.symbol,
-            "order": order.pk,
-            "reason": reason,
-        },
+    alert_raise(
+        kind=Alert.Kind.EXIT,
+        severity=Alert.Severity.WARNING if nxt else Alert.Severity.CRITICAL,
+        subject=order.symbol,
+        state="paused",
+        key=f"exit-refused:{order.pk}",
+        message=message % what,
     )
     return state
+
+
+def nxt_pauses_lift(now: dt.datetime) -> int:
+    """Resume the exits a Nextrade refusal paused once KRX's exit phases have begun (its
+    opening auction on a regular day): they are decided there from then on. How many."""
+    deciding = exit_phase(now.astimezone(clock.SEOUL))
+    if deciding is None or deciding[1] is not Venue.KRX:
+        return 0
+    paused = PositionExitState.objects.filter(paused_by=NXT_PAUSE, paused_at__isnull=False)
+    ids = list(paused.values_list("position_id", flat=True))
+    for position_id in ids:
+        exit_pause(position_id=position_id, paused=False, by="KRX")
+    return len(ids)
 
 
 def _marks_set(position: Position, marks: tuple[int | None, int, int]) -> None:

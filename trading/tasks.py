@@ -98,7 +98,8 @@ def flatten_check_task() -> str:
 def day_end_task() -> dict:
     """After each trading day's close: its day orders end in the ledger (execution's day_end).
     Every 10 s (beat's database schedule); it finds nothing to do but once a day, and catches
-    up a day a stopped beat missed."""
+    up a day a stopped beat missed. In KRX's exit phases it also resumes the exits a Nextrade
+    refusal paused."""
 
     return day_end_run(broker=get_broker())
 
