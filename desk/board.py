@@ -38,6 +38,7 @@ class Row:
     source: str
     paused: bool
     name: str = ""
+    paused_by: str = ""  # who paused its exits: a person's name, or KIS on a refusal
 
     @property
     def market_value(self) -> int | None:
@@ -173,6 +174,7 @@ def board_read() -> Board:
                 source=opener.source_id if opener else NO_SOURCE,
                 paused=bool(state and state.paused_at),
                 name=names.get(p.symbol, ""),
+                paused_by=state.paused_by if state and state.paused_at else "",
             )
         )
     fills = list(

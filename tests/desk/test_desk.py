@@ -9,12 +9,14 @@ import pytest
 import redis
 from django.urls import reverse
 
+from core import clock
 from execution import services
 from execution.alerts import breaker_transition
 from execution.models import TradingState
 from market.models import PriceBar, Symbol
 from tests.desk.day import desk_day
 from tests.support.ledger import key
+from trading.models import ExitProfile, PositionExitState
 
 pytestmark = pytest.mark.django_db
 
@@ -54,6 +56,16 @@ def test_the_desk_shows_the_days_pnl_positions_and_charts(admin_client, new_symb
     assert charts.count('class="buy"') == 2 and charts.count('class="sell"') == 1
     board = text(admin_client.get(reverse("desk") + "?board=1"))
     assert "desk-unrealised" in board and "<html" not in board
+
+
+def test_a_position_whose_exits_kis_paused_says_so(admin_client, new_symbol):
+    day = desk_day(new_symbol)
+    profile = ExitProfile.objects.create(name="stop 3%", stop_loss_pct=3)
+    PositionExitState.objects.create(
+        position=day["held"], profile=profile, peak_qty=100, paused_at=clock.now(), paused_by="KIS"
+    )
+    html = text(admin_client.get(reverse("desk")))
+    assert 'stop 3% <span class="desk-paused">(paused by KIS)</span>' in html
 
 
 def test_the_admin_index_opens_on_the_days_figures(admin_client, new_symbol):
