@@ -84,6 +84,19 @@ class Run:
             self.control("/_sim/prices", {"pdno": symbol, "price": price})
         self.expected += [s for s in symbols if s not in self.expected]
 
+    def hold(self, symbols: list[str]) -> None:
+        """The simulator's account: QTY shares of each of `symbols` at PRICE, nothing else."""
+        self.control(
+            "/_sim/accounts",
+            {
+                "cano": ACCOUNT_CANO,
+                "acnt_prdt_cd": ACCOUNT_PRDT,
+                "cash": CASH,
+                "hts_id": HTS_ID,
+                "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in symbols],
+            },
+        )
+
     def sim_orders(self) -> list[dict]:
         return [o for o in self.book()["orders"] if o["kind"] == "new"]
 
@@ -158,18 +171,7 @@ def seed(run: Run, symbols: list[str], nxt_symbols: tuple[str, ...] = ()) -> Non
             for p in positions
         )
         TradingState.objects.filter(pk=TradingState.SINGLETON_PK).update(state="ACTIVE")
-    run.control(
-        "/_sim/accounts",
-        {
-            "cano": ACCOUNT_CANO,
-            "acnt_prdt_cd": ACCOUNT_PRDT,
-            "cash": CASH,
-            "hts_id": HTS_ID,
-            "holdings": [
-                {"pdno": s, "qty": QTY, "avg_price": PRICE} for s in [*symbols, *nxt_symbols]
-            ],
-        },
-    )
+    run.hold([*symbols, *nxt_symbols])
 
 
 @dataclass(frozen=True)
@@ -332,16 +334,7 @@ def exit_refused_by_kis(run: Run) -> None:
     from trading.services import exit_pause
 
     held, sold = run.symbols[:3], run.symbols[3:]
-    run.control(
-        "/_sim/accounts",
-        {
-            "cano": ACCOUNT_CANO,
-            "acnt_prdt_cd": ACCOUNT_PRDT,
-            "cash": CASH,
-            "hts_id": HTS_ID,
-            "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in held],
-        },
-    )
+    run.hold(held)
 
     def sends() -> int:
         book = run.control("/_sim/book", method="GET")
@@ -376,16 +369,7 @@ def exit_refused_by_kis(run: Run) -> None:
     if Order.objects.filter(position__symbol__in=sold, status="REJECTED").count() != len(sold):
         run.violations.append("not one rejected order per refused stop in the ledger")
     # The shares are back at KIS; a person resumes the two positions; their stops sell.
-    run.control(
-        "/_sim/accounts",
-        {
-            "cano": ACCOUNT_CANO,
-            "acnt_prdt_cd": ACCOUNT_PRDT,
-            "cash": CASH,
-            "hts_id": HTS_ID,
-            "holdings": [{"pdno": s, "qty": QTY, "avg_price": PRICE} for s in sold],
-        },
-    )
+    run.hold(sold)
     with clock.installed(run.clock):
         for state in PositionExitState.objects.filter(position__symbol__in=sold):
             exit_pause(position_id=state.position_id, paused=False, by="drill")

@@ -173,14 +173,11 @@ def day_end_run(*, broker) -> dict:
     """End the day orders of the latest trading day closed by now on each venue (and any
     earlier one a stopped beat missed): execution's day_end, told by the calendar which day
     that is, KRX's orders at its close, Nextrade's and SOR's at the end of the after-market;
-    then, once a day, the trader's summary of the day just ended (execution/notify/). First,
-    in KRX's exit phases, the exits Nextrade's refusals paused are resumed (nxt_pauses_lift)."""
+    then, once a day, the trader's summary of the day just ended (execution/notify/)."""
 
     overrides_refresh()
     now = clock.now()
     counts: dict = {}
-    if lifted := nxt_pauses_lift(now):  # not a day's end: the next session's start
-        counts["nxt_pauses_lifted"] = lifted
     for close_of, venues in DAY_ENDS:
         closed = last_closed_day(now, close_of)
         if closed is None:

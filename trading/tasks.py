@@ -22,6 +22,7 @@ from .services import (
     exit_pass,
     gap_prequeue,
     limit_orders_due,
+    nxt_pauses_lift,
     prices_stale_alert,
     prices_stale_since,
 )
@@ -99,8 +100,9 @@ def day_end_task() -> dict:
     """After each trading day's close: its day orders end in the ledger (execution's day_end).
     Every 10 s (beat's database schedule); it finds nothing to do but once a day, and catches
     up a day a stopped beat missed. In KRX's exit phases it also resumes the exits a Nextrade
-    refusal paused."""
+    refusal paused (nxt_pauses_lift): not a day's end, but the task that runs every 10 s."""
 
+    nxt_pauses_lift(clock.now())
     return day_end_run(broker=get_broker())
 
 
