@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Max
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from core import clock
 from execution.alerts import alert_raise
@@ -692,7 +692,8 @@ def exit_pause(*, position_id: int, paused: bool, by: str) -> PositionExitState:
         if state is None:
             raise InvalidInput(
                 "position_id",
-                gettext("position %(position)s has no exit state.") % {"position": position_id},
+                gettext_noop("position %(position)s has no exit state."),
+                position=position_id,
             )
         state.paused_at = clock.now() if paused else None
         state.paused_by = by[:150] if paused else ""
